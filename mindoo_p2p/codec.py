@@ -1,0 +1,161 @@
+"""Bounded binary reading and writing: the building blocks of every canonical encoding.
+
+`Reader` never reads past its buffer and never allocates more than a caller-given bound, and
+every failure is a :class:`~mindoo_p2p.errors.DecodeError`. `Writer` produces exactly the bytes
+`Reader` accepts. Integers are fixed-width big-endian unless the method says varint (unsigned
+LEB128, at most 10 bytes, minimal encoding required so every value has one encoding).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .errors import DecodeError
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+def encode_varint(value: int) -> bytes:
+    """Unsigned LEB128 of ``value`` (0 <= value < 2**64)."""
+    if value < 0 or value >= 1 << 64:
+        raise ValueError(f"varint out of range: {value}")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+class Writer:
+    """Appends fields to a growing buffer."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def u8(self, value: int) -> Writer:
+        self._buf.append(value)
+        return self
+
+    def u16(self, value: int) -> Writer:
+        self._buf += _U16.pack(value)
+        return self
+
+    def u32(self, value: int) -> Writer:
+        self._buf += _U32.pack(value)
+        return self
+
+    def u64(self, value: int) -> Writer:
+        self._buf += _U64.pack(value)
+        return self
+
+    def varint(self, value: int) -> Writer:
+        self._buf += encode_varint(value)
+        return self
+
+    def raw(self, data: bytes) -> Writer:
+        self._buf += data
+        return self
+
+    def fixed(self, data: bytes, size: int) -> Writer:
+        if len(data) != size:
+            raise ValueError(f"expected {size} bytes, got {len(data)}")
+        self._buf += data
+        return self
+
+    def blob(self, data: bytes) -> Writer:
+        """A varint length, then the bytes."""
+        self._buf += encode_varint(len(data))
+        self._buf += data
+        return self
+
+    def text(self, value: str) -> Writer:
+        return self.blob(value.encode("utf-8"))
+
+    def getvalue(self) -> bytes:
+        return bytes(self._buf)
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+
+class Reader:
+    """Reads fields from ``data``; every read is bounds-checked."""
+
+    __slots__ = ("_data", "_pos", "what")
+
+    def __init__(self, data: bytes, what: str = "data") -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+        self.what = what
+
+    @property
+    def pos(self) -> int:
+        return self._pos
+
+    @property
+    def remaining(self) -> int:
+        return len(self._data) - self._pos
+
+    def _take(self, size: int, field: str) -> memoryview:
+        if size < 0 or self._pos + size > len(self._data):
+            raise DecodeError(
+                f"{self.what}: truncated at {field} (need {size} bytes at offset {self._pos},"
+                f" have {self.remaining})"
+            )
+        view = self._data[self._pos : self._pos + size]
+        self._pos += size
+        return view
+
+    def u8(self, field: str) -> int:
+        return self._take(1, field)[0]
+
+    def u16(self, field: str) -> int:
+        return int(_U16.unpack(self._take(2, field))[0])
+
+    def u32(self, field: str) -> int:
+        return int(_U32.unpack(self._take(4, field))[0])
+
+    def u64(self, field: str) -> int:
+        return int(_U64.unpack(self._take(8, field))[0])
+
+    def varint(self, field: str, max_value: int = (1 << 64) - 1) -> int:
+        result = 0
+        shift = 0
+        for index in range(10):
+            byte = self.u8(field)
+            result |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                if byte == 0 and index > 0:
+                    raise DecodeError(f"{self.what}: non-minimal varint in {field}")
+                if result > max_value:
+                    raise DecodeError(f"{self.what}: {field} is {result}, over the limit {max_value}")
+                return result
+            shift += 7
+        raise DecodeError(f"{self.what}: varint too long in {field}")
+
+    def fixed(self, size: int, field: str) -> bytes:
+        return bytes(self._take(size, field))
+
+    def blob(self, field: str, max_size: int) -> bytes:
+        size = self.varint(field, max_value=max_size)
+        return bytes(self._take(size, field))
+
+    def text(self, field: str, max_size: int) -> str:
+        raw = self.blob(field, max_size)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"{self.what}: {field} is not valid UTF-8") from exc
+
+    def end(self) -> None:
+        """Require that every byte was consumed."""
+        if self.remaining:
+            raise DecodeError(f"{self.what}: {self.remaining} trailing bytes")

@@ -1,0 +1,320 @@
+"""The sealed entry: the only thing that reaches the disk or crosses the network.
+
+Canonical encoding, format version 1 (all integers big-endian, varint = minimal LEB128)::
+
+    header:
+      magic          3 bytes  b"MDE"
+      version        u8       1
+      kind           u8       EntryKind
+      tenant_id      16 bytes
+      database       varint length (<= 64) + ASCII name (a user database name or "_tenant")
+      document_id    16 bytes (all zero for tenant-level entries)
+      author         32 bytes Ed25519 public key of the signer
+      author_seq     u64      the author's sequence number within the tenant (1, 2, ...)
+      timestamp_ms   u64      author's clock, milliseconds since the Unix epoch
+      deps           varint count (<= 1024), then 32-byte entry ids (the causal parents)
+      key_id         16 bytes id of the encryption key (version-specific)
+      nonce          24 bytes XChaCha20-Poly1305 nonce
+    body:
+      ciphertext     varint length (<= MAX_CIPHERTEXT) + bytes; AEAD over the payload with the
+                     whole header as associated data
+    signature        64 bytes Ed25519 by `author` over SIGNING_DOMAIN + header + body
+
+    entry id = SHA-256 of all the sealed bytes.
+
+Anyone can check an entry's id and signature without any document key; only holders of the key
+named by `key_id` can decrypt. `Entry.decode` is strict: any byte string that is not exactly one
+canonical entry raises :class:`~mindoo_p2p.errors.DecodeError` and nothing else.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+from .codec import Reader, Writer
+from .crypto import aead
+from .crypto.signing import SigningKeyPair, verify_signature
+from .errors import DecodeError, InvalidNameError, VerificationError
+
+MAGIC = b"MDE"
+FORMAT_VERSION = 1
+SIGNING_DOMAIN = b"mindoo/entry/v1\x00"
+
+ID_SIZE = 32
+TENANT_ID_SIZE = 16
+DOCUMENT_ID_SIZE = 16
+KEY_ID_SIZE = 16
+AUTHOR_SIZE = 32
+SIGNATURE_SIZE = 64
+MAX_DATABASE_NAME = 64
+MAX_DEPS = 1024
+MAX_CIPHERTEXT = 16 * 1024 * 1024
+MAX_ENTRY_SIZE = MAX_CIPHERTEXT + 64 * 1024
+
+TENANT_LOG = "_tenant"
+"""The reserved database name of a tenant's own log (membership records and the like)."""
+
+NO_DOCUMENT = bytes(DOCUMENT_ID_SIZE)
+
+DATABASE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+class EntryKind(enum.IntEnum):
+    CHANGE = 1
+    """An Automerge change of one document."""
+    DELETE = 2
+    """A tombstone: the document is deleted from now on; its history stays."""
+    MEMBERSHIP = 3
+    """A membership record of the tenant log, signed by the tenant admin."""
+
+
+def validate_database_name(name: str) -> str:
+    """Return ``name`` if it is a valid user database name, else raise InvalidNameError."""
+    if not isinstance(name, str) or not DATABASE_NAME_RE.fullmatch(name):
+        raise InvalidNameError(
+            f"invalid database name {name!r}: use 1-64 characters from a-z, 0-9, '.', '_', '-',"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+def _valid_database_field(name: str) -> bool:
+    return name == TENANT_LOG or DATABASE_NAME_RE.fullmatch(name) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class EntryHeader:
+    """The clear, signed header of an entry."""
+
+    kind: EntryKind
+    tenant_id: bytes
+    database: str
+    document_id: bytes
+    author: bytes
+    author_seq: int
+    timestamp_ms: int
+    deps: tuple[bytes, ...]
+    key_id: bytes
+    nonce: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.tenant_id) != TENANT_ID_SIZE:
+            raise ValueError("tenant_id must be 16 bytes")
+        if not _valid_database_field(self.database):
+            raise InvalidNameError(f"invalid database name {self.database!r}")
+        if len(self.document_id) != DOCUMENT_ID_SIZE:
+            raise ValueError("document_id must be 16 bytes")
+        if len(self.author) != AUTHOR_SIZE:
+            raise ValueError("author must be a 32-byte Ed25519 public key")
+        if not 0 <= self.author_seq < 1 << 64 or not 0 <= self.timestamp_ms < 1 << 64:
+            raise ValueError("author_seq and timestamp_ms must fit in 64 bits")
+        if len(self.deps) > MAX_DEPS or any(len(d) != ID_SIZE for d in self.deps):
+            raise ValueError(f"deps must be at most {MAX_DEPS} ids of 32 bytes")
+        if len(self.key_id) != KEY_ID_SIZE or len(self.nonce) != aead.NONCE_SIZE:
+            raise ValueError("key_id must be 16 bytes and nonce 24 bytes")
+
+    def encode(self) -> bytes:
+        w = Writer()
+        w.raw(MAGIC).u8(FORMAT_VERSION).u8(int(self.kind))
+        w.fixed(self.tenant_id, TENANT_ID_SIZE)
+        w.text(self.database)
+        w.fixed(self.document_id, DOCUMENT_ID_SIZE)
+        w.fixed(self.author, AUTHOR_SIZE)
+        w.u64(self.author_seq).u64(self.timestamp_ms)
+        w.varint(len(self.deps))
+        for dep in self.deps:
+            w.raw(dep)
+        w.fixed(self.key_id, KEY_ID_SIZE).fixed(self.nonce, aead.NONCE_SIZE)
+        return w.getvalue()
+
+    @classmethod
+    def read(cls, r: Reader) -> EntryHeader:
+        if r.fixed(len(MAGIC), "magic") != MAGIC:
+            raise DecodeError(f"{r.what}: bad magic (not a mindoo entry)")
+        version = r.u8("version")
+        if version != FORMAT_VERSION:
+            raise DecodeError(f"{r.what}: unsupported format version {version}")
+        kind_value = r.u8("kind")
+        try:
+            kind = EntryKind(kind_value)
+        except ValueError:
+            raise DecodeError(f"{r.what}: unknown entry kind {kind_value}") from None
+        tenant_id = r.fixed(TENANT_ID_SIZE, "tenant_id")
+        try:
+            database = r.text("database", MAX_DATABASE_NAME)
+        except DecodeError:
+            raise
+        if not _valid_database_field(database):
+            raise DecodeError(f"{r.what}: invalid database name {database!r}")
+        document_id = r.fixed(DOCUMENT_ID_SIZE, "document_id")
+        author = r.fixed(AUTHOR_SIZE, "author")
+        author_seq = r.u64("author_seq")
+        timestamp_ms = r.u64("timestamp_ms")
+        dep_count = r.varint("deps count", max_value=MAX_DEPS)
+        if dep_count * ID_SIZE > r.remaining:
+            raise DecodeError(f"{r.what}: truncated at deps")
+        deps = tuple(r.fixed(ID_SIZE, "dep") for _ in range(dep_count))
+        key_id = r.fixed(KEY_ID_SIZE, "key_id")
+        nonce = r.fixed(aead.NONCE_SIZE, "nonce")
+        return cls(
+            kind=kind,
+            tenant_id=tenant_id,
+            database=database,
+            document_id=document_id,
+            author=author,
+            author_seq=author_seq,
+            timestamp_ms=timestamp_ms,
+            deps=deps,
+            key_id=key_id,
+            nonce=nonce,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A sealed entry: clear header, AEAD ciphertext, Ed25519 signature, content-addressed id."""
+
+    header: EntryHeader
+    ciphertext: bytes
+    signature: bytes
+    raw: bytes = field(repr=False)
+    """The canonical sealed bytes."""
+    id: bytes = field(repr=False)
+    """SHA-256 of ``raw``."""
+    header_bytes: bytes = field(repr=False)
+    """The encoded header: the AEAD's associated data."""
+    signed_end: int = field(repr=False)
+    """``raw[:signed_end]`` is header + body, the signed part."""
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def seal(
+        cls,
+        *,
+        kind: EntryKind,
+        tenant_id: bytes,
+        database: str,
+        document_id: bytes,
+        author: SigningKeyPair,
+        author_seq: int,
+        timestamp_ms: int,
+        deps: tuple[bytes, ...] | list[bytes],
+        key_id: bytes,
+        key: bytes,
+        payload: bytes,
+    ) -> Entry:
+        """Encrypt ``payload`` with ``key``, sign with ``author`` and return the sealed entry."""
+        header = EntryHeader(
+            kind=kind,
+            tenant_id=tenant_id,
+            database=database,
+            document_id=document_id,
+            author=author.public_key,
+            author_seq=author_seq,
+            timestamp_ms=timestamp_ms,
+            deps=tuple(deps),
+            key_id=key_id,
+            nonce=aead.random_nonce(),
+        )
+        header_bytes = header.encode()
+        ciphertext = aead.encrypt(key, header.nonce, payload, header_bytes)
+        if len(ciphertext) > MAX_CIPHERTEXT:
+            raise ValueError(f"payload too large: {len(payload)} bytes (limit {MAX_CIPHERTEXT})")
+        signed = Writer().raw(header_bytes).blob(ciphertext).getvalue()
+        signature = author.sign(SIGNING_DOMAIN + signed)
+        raw = signed + signature
+        return cls(
+            header=header,
+            ciphertext=ciphertext,
+            signature=signature,
+            raw=raw,
+            id=hashlib.sha256(raw).digest(),
+            header_bytes=header_bytes,
+            signed_end=len(signed),
+        )
+
+    @classmethod
+    def decode(cls, data: bytes, what: str = "entry") -> Entry:
+        """Strictly decode sealed bytes. Raises DecodeError, and only DecodeError."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise DecodeError(f"{what}: expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+        if len(data) > MAX_ENTRY_SIZE:
+            raise DecodeError(f"{what}: {len(data)} bytes, over the limit {MAX_ENTRY_SIZE}")
+        r = Reader(data, what)
+        try:
+            header = EntryHeader.read(r)
+        except (ValueError, InvalidNameError) as exc:
+            raise DecodeError(f"{what}: invalid header: {exc}") from None
+        header_end = r.pos
+        ciphertext = r.blob("ciphertext", MAX_CIPHERTEXT)
+        if len(ciphertext) < aead.TAG_SIZE:
+            raise DecodeError(f"{what}: ciphertext shorter than the AEAD tag")
+        signed_end = r.pos
+        signature = r.fixed(SIGNATURE_SIZE, "signature")
+        r.end()
+        return cls(
+            header=header,
+            ciphertext=ciphertext,
+            signature=signature,
+            raw=data,
+            id=hashlib.sha256(data).digest(),
+            header_bytes=data[:header_end],
+            signed_end=signed_end,
+        )
+
+    # -- checks ----------------------------------------------------------------------------
+    @property
+    def signed_message(self) -> bytes:
+        return SIGNING_DOMAIN + self.raw[: self.signed_end]
+
+    def verify_signature(self) -> None:
+        """Raise VerificationError unless the author's signature is valid."""
+        if not verify_signature(self.header.author, self.signed_message, self.signature):
+            raise VerificationError(f"entry {self.id.hex()}: bad signature")
+
+    def decrypt(self, key: bytes) -> bytes:
+        """The plaintext payload; VerificationError when ``key`` is wrong or bytes were altered."""
+        try:
+            return aead.decrypt(key, self.header.nonce, self.ciphertext, self.header_bytes)
+        except VerificationError as exc:
+            raise VerificationError(f"entry {self.id.hex()}: {exc}") from None
+
+    # -- conveniences ----------------------------------------------------------------------
+    @property
+    def kind(self) -> EntryKind:
+        return self.header.kind
+
+    @property
+    def tenant_id(self) -> bytes:
+        return self.header.tenant_id
+
+    @property
+    def database(self) -> str:
+        return self.header.database
+
+    @property
+    def document_id(self) -> bytes:
+        return self.header.document_id
+
+    @property
+    def author(self) -> bytes:
+        return self.header.author
+
+    @property
+    def timestamp_ms(self) -> int:
+        return self.header.timestamp_ms
+
+    @property
+    def deps(self) -> tuple[bytes, ...]:
+        return self.header.deps
+
+    def __repr__(self) -> str:
+        h = self.header
+        return (
+            f"Entry(id={self.id.hex()[:16]}, kind={h.kind.name}, database={h.database!r},"
+            f" document={h.document_id.hex()}, author={h.author.hex()[:16]}, seq={h.author_seq})"
+        )

@@ -1,0 +1,50 @@
+"""The error types of mindoo_p2p.
+
+Every error the library raises on purpose derives from :class:`MindooError`, so an app (and the
+CLI) can catch one type and show its message. Each subclass names one kind of problem.
+"""
+
+from __future__ import annotations
+
+
+class MindooError(Exception):
+    """Base class of every error mindoo_p2p raises on purpose."""
+
+
+class DecodeError(MindooError):
+    """Bytes that do not decode: wrong magic, version, length, count or a truncated field.
+
+    This is the only error that decoding bytes from disk or from a peer may raise.
+    """
+
+
+class VerificationError(MindooError):
+    """An entry that decodes but fails verification (hash, signature, membership, decryption)."""
+
+
+class WrongPasswordError(MindooError):
+    """The keystore password is wrong (or the keystore file was tampered with)."""
+
+
+class MissingKeyError(MindooError):
+    """The node does not hold the key needed to decrypt or sign something."""
+
+
+class InvalidNameError(MindooError, ValueError):
+    """A tenant, database or key name that does not match the allowed pattern."""
+
+
+class NotFoundError(MindooError, LookupError):
+    """A tenant, database, document or entry that does not exist here."""
+
+
+class DocumentDeletedError(NotFoundError):
+    """The document exists but was deleted (its history stays readable through time travel)."""
+
+
+class StoreError(MindooError):
+    """The LMDB store cannot be opened or is inconsistent."""
+
+
+class KeystoreError(MindooError):
+    """The keystore file is missing, unreadable or already exists."""
