@@ -1,0 +1,168 @@
+"""The sealed entry: round trips, the tamper matrix and a decoding fuzz test."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mindoo_p2p.crypto import SigningKeyPair, random_key
+from mindoo_p2p.entry import TENANT_LOG, Entry, EntryKind, validate_database_name
+from mindoo_p2p.errors import DecodeError, InvalidNameError, VerificationError
+
+AUTHOR = SigningKeyPair.generate()
+KEY = random_key()
+
+
+def make_entry(payload: bytes = b"automerge change bytes", deps: int = 2) -> Entry:
+    return Entry.seal(
+        kind=EntryKind.CHANGE,
+        tenant_id=os.urandom(16),
+        database="contacts",
+        document_id=os.urandom(16),
+        author=AUTHOR,
+        author_seq=7,
+        timestamp_ms=1_700_000_000_123,
+        deps=[os.urandom(32) for _ in range(deps)],
+        key_id=os.urandom(16),
+        key=KEY,
+        payload=payload,
+    )
+
+
+def test_seal_decode_round_trip() -> None:
+    entry = make_entry()
+    decoded = Entry.decode(entry.raw)
+    assert decoded == entry
+    assert decoded.id == entry.id
+    decoded.verify_signature()
+    assert decoded.decrypt(KEY) == b"automerge change bytes"
+    assert decoded.header.author_seq == 7
+    assert decoded.timestamp_ms == 1_700_000_000_123
+    assert len(decoded.deps) == 2
+
+
+def test_ciphertext_hides_payload() -> None:
+    marker = b"UNIQUE-MARKER-5f3a"
+    entry = make_entry(payload=marker * 3)
+    assert marker not in entry.raw
+
+
+def test_wrong_key_is_rejected() -> None:
+    entry = make_entry()
+    with pytest.raises(VerificationError, match="decryption failed"):
+        entry.decrypt(random_key())
+
+
+def test_tenant_log_database_name_allowed_but_not_for_users() -> None:
+    with pytest.raises(InvalidNameError):
+        validate_database_name(TENANT_LOG)
+    for bad in ["", "Contacts", "-x", "a" * 65, "a b", "é"]:
+        with pytest.raises(InvalidNameError):
+            validate_database_name(bad)
+    for good in ["contacts", "crm2026", "tickets-critical", "a.b_c-d", "0" * 64]:
+        assert validate_database_name(good) == good
+
+
+def _field_offsets(entry: Entry) -> dict[str, tuple[int, int]]:
+    """Byte ranges of each header field in the sealed bytes."""
+    h = entry.header
+    offsets: dict[str, tuple[int, int]] = {}
+    pos = 0
+
+    def take(name: str, size: int) -> None:
+        nonlocal pos
+        offsets[name] = (pos, pos + size)
+        pos += size
+
+    take("magic", 3)
+    take("version", 1)
+    take("kind", 1)
+    take("tenant_id", 16)
+    take("database", 1 + len(h.database))
+    take("document_id", 16)
+    take("author", 32)
+    take("author_seq", 8)
+    take("timestamp_ms", 8)
+    take("deps", 1 + 32 * len(h.deps))
+    take("key_id", 16)
+    take("nonce", 24)
+    assert pos == len(entry.header_bytes)
+    offsets["ciphertext"] = (entry.signed_end - len(entry.ciphertext), entry.signed_end)
+    offsets["signature"] = (entry.signed_end, len(entry.raw))
+    return offsets
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        "magic",
+        "version",
+        "kind",
+        "tenant_id",
+        "database",
+        "document_id",
+        "author",
+        "author_seq",
+        "timestamp_ms",
+        "deps",
+        "key_id",
+        "nonce",
+        "ciphertext",
+        "signature",
+    ],
+)
+def test_tamper_matrix(field: str) -> None:
+    """Changing any byte of any field is caught: decoding, signature or decryption fails."""
+    entry = make_entry()
+    start, end = _field_offsets(entry)[field]
+    for position in {start, (start + end) // 2, end - 1}:
+        tampered = bytearray(entry.raw)
+        tampered[position] ^= 0x01
+        try:
+            decoded = Entry.decode(bytes(tampered))
+        except DecodeError:
+            continue
+        assert decoded.id != entry.id
+        with pytest.raises(VerificationError):
+            decoded.verify_signature()
+            decoded.decrypt(KEY)
+
+
+def test_truncations_raise_decode_error() -> None:
+    raw = make_entry().raw
+    for cut in range(len(raw)):
+        with pytest.raises(DecodeError):
+            Entry.decode(raw[:cut])
+    with pytest.raises(DecodeError, match="trailing"):
+        Entry.decode(raw + b"\x00")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=600))
+def test_random_bytes_only_raise_decode_error(data: bytes) -> None:
+    try:
+        Entry.decode(data)
+    except DecodeError:
+        pass
+
+
+VALID = make_entry().raw
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), max_size=6))
+def test_mutated_entries_only_raise_decode_error(mutations: list[tuple[int, int]]) -> None:
+    data = bytearray(VALID)
+    for pos, value in mutations:
+        data[pos] = value
+    try:
+        decoded = Entry.decode(bytes(data))
+    except DecodeError:
+        return
+    if bytes(data) != VALID:
+        with pytest.raises(VerificationError):
+            decoded.verify_signature()
+            decoded.decrypt(KEY)
