@@ -1,0 +1,289 @@
+"""Out-of-band invitations: everything an invitee needs to join a tenant, sealed to them.
+
+An admin invites a person by the :class:`~mindoo_p2p.identity.PublicIdentity` from their
+identity file. The invite file is sealed (libsodium sealed box) to the invitee's X25519 key.
+File format, version 1 (integers big-endian, varint = minimal LEB128)::
+
+    magic              4 bytes  b"MDIV"
+    version            u8       1
+    invitee            8 bytes fingerprint (first 8 bytes of SHA-256 of the signing key),
+                       then name (varint length <= 512 + UTF-8): in the clear, so that someone
+                       else who opens the file learns whom it is for
+    sealed             varint length + sealed box of the payload
+
+    payload:
+      tenant_id        16 bytes
+      tenant_name      varint length <= 512 + UTF-8 (1-128 printable characters)
+      admin_key        32 bytes
+      keys             varint count (1-1024), each: key_id 16, name (varint length <= 64 +
+                       ASCII), version varint (1 .. 2**32-1), secret 32, created_ms u64
+      entries          varint count (<= 100,000), each varint length (<= 64 KiB) + sealed entry
+      inviter, invitee name (varint length + UTF-8), Ed25519 key 32, X25519 key 32 (each)
+      created_ms       u64
+
+The clear part is not authenticated: it only serves the "not for you" message, and
+:func:`open_invite` checks it against the sealed copy. A sealed box does not say who sealed it,
+so :func:`open_invite` also checks that the tenant log entries in the invite are signed by the
+invite's admin key and, replayed through a :class:`~mindoo_p2p.membership.MembershipLog`, make
+the invitee a member. What remains for the invitee is to trust that admin key (compare its
+fingerprint with the inviter out of band).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .codec import Reader, Writer
+from .entry import TENANT_ID_SIZE, TENANT_LOG, Entry, EntryKind
+from .errors import DecodeError, InvalidNameError, MissingKeyError, VerificationError
+from .identity import (
+    FINGERPRINT_SIZE,
+    MAX_NAME_BYTES,
+    PUBLIC_KEY_SIZE,
+    PublicIdentity,
+    UserIdentity,
+    check_signing_key,
+    fingerprint_bytes,
+    open_sealed,
+    read_public_identity,
+    seal_to,
+    validate_display_name,
+    write_public_identity,
+)
+from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey, validate_key_name
+from .membership import MembershipLog, MembershipRecord
+
+INVITE_MAGIC = b"MDIV"
+INVITE_VERSION = 1
+MAX_INVITE_SIZE = 32 * 1024 * 1024
+MAX_KEYS = 1024
+MAX_KEY_NAME_SIZE = 64
+MAX_KEY_VERSION = (1 << 32) - 1
+MAX_MEMBERSHIP_ENTRIES = 100_000
+MAX_MEMBERSHIP_ENTRY_SIZE = 64 * 1024
+KEY_ID_SIZE = 16
+SECRET_SIZE = 32
+
+
+class InviteNotForYouError(VerificationError):
+    """The invite is sealed to someone else's key."""
+
+
+@dataclass(frozen=True)
+class Invite:
+    """What an invitee needs to join a tenant. Validated on construction (ValueError)."""
+
+    tenant_id: bytes
+    tenant_name: str
+    admin_key: bytes
+    """The tenant admin's Ed25519 public key."""
+    keys: list[TenantKey]
+    """The tenant keys the invitee receives (the default and membership keys at least)."""
+    membership_entries: list[bytes] = field(repr=False)
+    """The sealed raw entries of the tenant log so far, in log order, incl. the invitee's ADD."""
+    inviter: PublicIdentity
+    invitee: PublicIdentity
+    created_ms: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tenant_id, bytes) or len(self.tenant_id) != TENANT_ID_SIZE:
+            raise ValueError(f"tenant_id must be {TENANT_ID_SIZE} bytes")
+        validate_display_name(self.tenant_name, "tenant name")
+        check_signing_key(self.admin_key)
+        if not 1 <= len(self.keys) <= MAX_KEYS:
+            raise ValueError(f"an invite carries 1-{MAX_KEYS} keys, not {len(self.keys)}")
+        if not all(isinstance(key, TenantKey) for key in self.keys):
+            raise ValueError("keys must be TenantKey objects")
+        if any(key.version > MAX_KEY_VERSION for key in self.keys):
+            raise ValueError(f"key versions must be at most {MAX_KEY_VERSION}")
+        if len(self.membership_entries) > MAX_MEMBERSHIP_ENTRIES:
+            raise ValueError(f"an invite carries at most {MAX_MEMBERSHIP_ENTRIES} entries")
+        for raw in self.membership_entries:
+            if not isinstance(raw, bytes) or len(raw) > MAX_MEMBERSHIP_ENTRY_SIZE:
+                raise ValueError(
+                    f"membership entries must be bytes of at most {MAX_MEMBERSHIP_ENTRY_SIZE}"
+                )
+        if not isinstance(self.inviter, PublicIdentity) or not isinstance(
+            self.invitee, PublicIdentity
+        ):
+            raise ValueError("inviter and invitee must be PublicIdentity objects")
+        if not 0 <= self.created_ms < 1 << 64:
+            raise ValueError("created_ms must fit in 64 bits")
+
+    def keyring(self) -> KeyRing:
+        return KeyRing(list(self.keys))
+
+
+def seal_invite(invite: Invite) -> bytes:
+    """The invite file: magic, version, the invitee in the clear, the sealed payload."""
+    sealed = seal_to(invite.invitee.encryption_key, _encode_payload(invite))
+    w = Writer().raw(INVITE_MAGIC).u8(INVITE_VERSION)
+    w.fixed(fingerprint_bytes(invite.invitee.signing_key), FINGERPRINT_SIZE)
+    w.text(invite.invitee.name)
+    w.blob(sealed)
+    data = w.getvalue()
+    if len(data) > MAX_INVITE_SIZE:
+        raise ValueError(f"the invite is {len(data)} bytes, over the limit {MAX_INVITE_SIZE}")
+    return data
+
+
+def open_invite(data: bytes, identity: UserIdentity) -> Invite:
+    """Open and check an invite file with the invitee's identity.
+
+    Raises :class:`DecodeError` for anything that is not a well-formed invite ("not a mindoo
+    invite", truncated, garbage), :class:`InviteNotForYouError` ("this invite is for NAME
+    FINGERPRINT, not for you") when it is sealed to another key, and
+    :class:`VerificationError` when it was altered or its tenant log does not make the
+    invitee a member (see :func:`verify_invite`).
+    """
+    what = "invite"
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError(f"{what}: expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > MAX_INVITE_SIZE:
+        raise DecodeError(f"{what}: {len(data)} bytes, over the limit {MAX_INVITE_SIZE}")
+    r = Reader(data, what)
+    if r.fixed(len(INVITE_MAGIC), "magic") != INVITE_MAGIC:
+        raise DecodeError("not a mindoo invite (bad magic)")
+    version = r.u8("version")
+    if version != INVITE_VERSION:
+        raise DecodeError(f"{what}: unsupported invite version {version}")
+    clear_fingerprint = r.fixed(FINGERPRINT_SIZE, "invitee fingerprint").hex()
+    clear_name = r.text("invitee name", MAX_NAME_BYTES)
+    try:
+        validate_display_name(clear_name, "invitee name")
+    except InvalidNameError as exc:
+        raise DecodeError(f"{what}: {exc}") from None
+    sealed = r.blob("sealed payload", MAX_INVITE_SIZE)
+    r.end()
+
+    try:
+        payload = open_sealed(identity, sealed)
+    except VerificationError:
+        if clear_fingerprint != identity.fingerprint:
+            raise InviteNotForYouError(
+                f"this invite is for {clear_name} {clear_fingerprint}, not for you"
+                f" ({identity.name} {identity.fingerprint})"
+            ) from None
+        raise VerificationError(
+            "this invite names you but cannot be opened: it was damaged or altered"
+        ) from None
+
+    invite = _decode_payload(payload)
+    if invite.invitee != identity.public():
+        raise VerificationError(
+            f"this invite was sealed to your key but names {invite.invitee} as the invitee"
+        )
+    if clear_fingerprint != invite.invitee.fingerprint or clear_name != invite.invitee.name:
+        raise VerificationError("the invite's clear header does not match its sealed content")
+    verify_invite(invite)
+    return invite
+
+
+def verify_invite(invite: Invite) -> None:
+    """Raise unless the invite's tenant log, replayed, makes the invitee a current member.
+
+    Checks: the default and membership keys are present; every entry decodes, belongs to the
+    invite's tenant log and carries a valid signature; every MEMBERSHIP entry decrypts with a
+    key of the invite and is accepted by a :class:`MembershipLog` rooted at the admin key.
+    Raises :class:`VerificationError` (or :class:`DecodeError` for an undecodable entry).
+    """
+    ring = invite.keyring()
+    names = set(ring.names())
+    for required in (DEFAULT_KEY, MEMBERSHIP_KEY):
+        if required not in names:
+            raise VerificationError(f"the invite lacks the tenant's {required!r} key")
+    log = MembershipLog(invite.tenant_id, invite.admin_key)
+    for index, raw in enumerate(invite.membership_entries):
+        entry = Entry.decode(raw, f"invite tenant log entry {index}")
+        if entry.tenant_id != invite.tenant_id or entry.database != TENANT_LOG:
+            raise VerificationError(
+                f"invite tenant log entry {index} is not from the log of tenant"
+                f" {invite.tenant_id.hex()}"
+            )
+        entry.verify_signature()
+        if entry.kind != EntryKind.MEMBERSHIP:
+            continue
+        try:
+            key = ring.by_id(entry.header.key_id)
+        except MissingKeyError:
+            raise VerificationError(
+                f"invite tenant log entry {index} is encrypted with a key the invite lacks"
+            ) from None
+        record = MembershipRecord.decode(entry.decrypt(key.secret))
+        reason = log.authorize_record(entry, record)
+        if reason is not None:
+            raise VerificationError(f"invite tenant log entry {index}: {reason}")
+        log.apply(entry, record)
+    if not log.is_member(invite.invitee.signing_key):
+        raise VerificationError(
+            f"the invite's tenant log does not make {invite.invitee} a member of the tenant"
+        )
+
+
+def _encode_payload(invite: Invite) -> bytes:
+    w = Writer()
+    w.fixed(invite.tenant_id, TENANT_ID_SIZE)
+    w.text(invite.tenant_name)
+    w.fixed(invite.admin_key, PUBLIC_KEY_SIZE)
+    w.varint(len(invite.keys))
+    for key in invite.keys:
+        w.fixed(key.key_id, KEY_ID_SIZE)
+        w.text(key.name)
+        w.varint(key.version)
+        w.fixed(key.secret, SECRET_SIZE)
+        w.u64(key.created_ms)
+    w.varint(len(invite.membership_entries))
+    for raw in invite.membership_entries:
+        w.blob(raw)
+    write_public_identity(w, invite.inviter)
+    write_public_identity(w, invite.invitee)
+    w.u64(invite.created_ms)
+    return w.getvalue()
+
+
+def _decode_payload(payload: bytes) -> Invite:
+    """Strictly decode the sealed payload; DecodeError only."""
+    r = Reader(payload, "invite payload")
+    tenant_id = r.fixed(TENANT_ID_SIZE, "tenant_id")
+    tenant_name = r.text("tenant name", MAX_NAME_BYTES)
+    admin_key = r.fixed(PUBLIC_KEY_SIZE, "admin key")
+    key_count = r.varint("key count", max_value=MAX_KEYS)
+    keys: list[TenantKey] = []
+    for index in range(key_count):
+        key_id = r.fixed(KEY_ID_SIZE, f"key {index} id")
+        name = r.text(f"key {index} name", MAX_KEY_NAME_SIZE)
+        version = r.varint(f"key {index} version", max_value=MAX_KEY_VERSION)
+        secret = r.fixed(SECRET_SIZE, f"key {index} secret")
+        created_ms = r.u64(f"key {index} created_ms")
+        try:
+            keys.append(
+                TenantKey(
+                    key_id=key_id,
+                    name=validate_key_name(name),
+                    version=version,
+                    secret=secret,
+                    created_ms=created_ms,
+                )
+            )
+        except ValueError as exc:  # InvalidNameError is a ValueError
+            raise DecodeError(f"{r.what}: invalid key {index}: {exc}") from None
+    entry_count = r.varint("entry count", max_value=MAX_MEMBERSHIP_ENTRIES)
+    entries = [r.blob(f"entry {index}", MAX_MEMBERSHIP_ENTRY_SIZE) for index in range(entry_count)]
+    inviter = read_public_identity(r, "inviter")
+    invitee = read_public_identity(r, "invitee")
+    created_ms = r.u64("created_ms")
+    r.end()
+    try:
+        return Invite(
+            tenant_id=tenant_id,
+            tenant_name=tenant_name,
+            admin_key=admin_key,
+            keys=keys,
+            membership_entries=entries,
+            inviter=inviter,
+            invitee=invitee,
+            created_ms=created_ms,
+        )
+    except ValueError as exc:
+        raise DecodeError(f"{r.what}: {exc}") from None
