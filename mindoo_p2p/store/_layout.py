@@ -1,0 +1,126 @@
+"""The on-disk layout of the entry store: sub-database names, key encodings, schema version.
+
+Everything that decides which bytes go under which LMDB key lives here, so the writer
+(`entry_store`), the readers and `fsck` agree by construction. All integers are big-endian so
+that LMDB's byte-wise key order is numeric order.
+
+Named sub-databases (``scope`` = :func:`scope_key`, 32 bytes; ``seq`` = BE64)::
+
+    meta        b"schema_version"                 -> BE32(SCHEMA_VERSION)
+    entries     id(32)                            -> sealed entry bytes (never overwritten)
+    log         BE64(global seq)                  -> tenant_id(16) + id(32)   all arrivals, in order
+    feed        scope(32) + seq                   -> id(32)   per-database arrival order, from 1
+    doc_idx     scope(32) + doc_id(16) + seq      -> id(32)
+    documents   scope(32) + doc_id(16)            -> BE64(seq of the document's first entry)
+    databases   tenant_id(16) + database utf-8    -> b""
+    author_seq  tenant_id(16) + author(32)        -> BE64(highest author_seq stored)
+    scope_bytes scope(32)                         -> BE64(total sealed bytes of the database)
+    snapshots   scope(32) + doc_id(16)            -> BE64(covered seq) + caller-encrypted blob
+
+A database's last sequence number is never stored: it is the last ``feed`` key with the scope
+prefix. Sequences are dense (1, 2, 3, ...) because nothing is ever deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+import lmdb
+
+from ..entry import DOCUMENT_ID_SIZE, ID_SIZE, TENANT_ID_SIZE
+
+SCHEMA_VERSION = 1
+SCHEMA_KEY = b"schema_version"
+
+SCOPE_SIZE = 32
+SEQ_SIZE = 8
+AUTHOR_KEY_SIZE = TENANT_ID_SIZE + 32
+FEED_KEY_SIZE = SCOPE_SIZE + SEQ_SIZE
+DOC_KEY_SIZE = SCOPE_SIZE + DOCUMENT_ID_SIZE
+DOC_IDX_KEY_SIZE = DOC_KEY_SIZE + SEQ_SIZE
+LOG_VALUE_SIZE = TENANT_ID_SIZE + ID_SIZE
+
+_BE64 = struct.Struct(">Q")
+_BE32 = struct.Struct(">I")
+
+pack_seq = _BE64.pack
+"""BE64 of a sequence number (0 <= n < 2**64)."""
+
+
+def unpack_seq(data: bytes) -> int:
+    """The integer of an 8-byte big-endian field (the caller checks the length)."""
+    return int(_BE64.unpack(data)[0])
+
+
+def pack_schema_version(version: int) -> bytes:
+    return _BE32.pack(version)
+
+
+def unpack_schema_version(data: bytes) -> int | None:
+    """The stored schema version, or None when the value is not 4 bytes."""
+    if len(data) != _BE32.size:
+        return None
+    return int(_BE32.unpack(data)[0])
+
+
+def scope_key(tenant_id: bytes, database: str) -> bytes:
+    """32 bytes: ``tenant_id`` (16) + blake2b(database utf-8, digest_size=16).
+
+    The prefix of every per-database index key (set reconciliation keys its index by it too).
+    Raises ValueError when ``tenant_id`` is not 16 bytes.
+    """
+    if len(tenant_id) != TENANT_ID_SIZE:
+        raise ValueError(f"tenant_id must be {TENANT_ID_SIZE} bytes, got {len(tenant_id)}")
+    return bytes(tenant_id) + hashlib.blake2b(database.encode("utf-8"), digest_size=16).digest()
+
+
+def prefix_successor(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key that starts with ``prefix`` (None: no such key)."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+@dataclass(frozen=True, slots=True)
+class Tables:
+    """Open handles of the named sub-databases of one environment."""
+
+    meta: lmdb._Database
+    entries: lmdb._Database
+    log: lmdb._Database
+    feed: lmdb._Database
+    doc_idx: lmdb._Database
+    documents: lmdb._Database
+    databases: lmdb._Database
+    author_seq: lmdb._Database
+    scope_bytes: lmdb._Database
+    snapshots: lmdb._Database
+
+
+TABLE_NAMES: tuple[str, ...] = (
+    "meta",
+    "entries",
+    "log",
+    "feed",
+    "doc_idx",
+    "documents",
+    "databases",
+    "author_seq",
+    "scope_bytes",
+    "snapshots",
+)
+"""The sub-database names, in the order of the :class:`Tables` fields."""
+
+
+def open_tables(
+    env: lmdb.Environment, txn: lmdb.Transaction[bytes] | None, *, create: bool
+) -> Tables:
+    """Open (and with ``create``, create) every sub-database, inside ``txn`` when given.
+
+    Raises lmdb.NotFoundError when ``create`` is false and one is missing.
+    """
+    handles = [env.open_db(name.encode(), txn=txn, create=create) for name in TABLE_NAMES]
+    return Tables(*handles)

@@ -1,0 +1,535 @@
+"""`EntryStore`: the append-only, content-addressed LMDB log of sealed entries, with indexes.
+
+One LMDB environment (a directory) per node, with named sub-databases; the key layout is
+documented (and built) in :mod:`mindoo_p2p.store._layout`: ``entries`` (id -> sealed bytes),
+``feed`` (per-database arrival order), ``doc_idx``, ``documents``, ``databases``,
+``author_seq``, ``snapshots``, plus ``log`` (global arrival order, for `iter_entries`),
+``scope_bytes`` (per-database byte totals, for `stats`) and ``meta`` (schema version).
+
+Many readers, one writer: every read opens its own read
+transaction (safe from many threads and processes); `append` checks a batch with no lock held,
+then stores every accepted entry and all its index rows in ONE durable write transaction (the
+environment is opened with ``sync=True, metasync=True``), so a crash never leaves half a batch.
+LMDB serialises writers across processes.
+
+Nothing is ever overwritten or deleted through this API, except the snapshot cache, which holds
+derived data (encrypted by the caller) and may be replaced at any time.
+
+Every byte read back from disk is checked: an entry must decode and hash to its key, or the
+read raises :class:`~mindoo_p2p.errors.StoreError` (`fsck` reports instead of raising).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+
+import lmdb
+
+from ..entry import (
+    DATABASE_NAME_RE,
+    DOCUMENT_ID_SIZE,
+    ID_SIZE,
+    TENANT_ID_SIZE,
+    TENANT_LOG,
+    Entry,
+)
+from ..errors import DecodeError, StoreError
+from ._batch import prepare_batch
+from ._environment import SharedEnvironment, acquire, release
+from ._fsck import run_fsck
+from ._layout import (
+    AUTHOR_KEY_SIZE,
+    LOG_VALUE_SIZE,
+    SCOPE_SIZE,
+    SEQ_SIZE,
+    pack_seq,
+    prefix_successor,
+    scope_key,
+    unpack_seq,
+)
+from ._writer import last_seq_in, write_entries
+from .results import AppendResult, Authorizer, FeedItem, FsckReport, Rejected
+
+MAX_BATCH_ENTRIES = 50_000
+"""Most entries one `append` call takes (ValueError beyond)."""
+MAX_BATCH_BYTES = 128 * 1024 * 1024
+"""Most sealed bytes one `append` call takes (ValueError beyond)."""
+MAX_FEED_PAGE = 10_000
+"""`changes_since` returns at most this many items whatever `limit` asks for."""
+MAX_SNAPSHOT_SIZE = 256 * 1024 * 1024
+"""Largest snapshot blob `put_snapshot` accepts."""
+
+_MAX_SEQ = (1 << 64) - 1
+_ITER_PAGE = 512
+
+
+class EntryStore:
+    """The LMDB entry store of one node. See the module docstring for the guarantees."""
+
+    def __init__(
+        self, path: Path | str, *, map_size: int = 1 << 36, readonly: bool = False
+    ) -> None:
+        """Open (creating when writable and missing) the store in directory ``path``.
+
+        Raises StoreError when the directory is not an entry store, has an unknown schema
+        version or cannot be opened. Several EntryStore objects on one directory in one process
+        share a single LMDB environment (LMDB allows only one per process).
+        """
+        self.path = Path(path)
+        self.readonly = readonly
+        shared = acquire(self.path, map_size=map_size, readonly=readonly)
+        self._shared: SharedEnvironment | None = shared
+        self._tables = shared.tables
+        self._write_lock = shared.write_lock
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close this store (the environment when it was its last user). Idempotent; any later
+        call raises StoreError."""
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            release(shared)
+
+    def __enter__(self) -> EntryStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._shared is None else ("read-only" if self.readonly else "open")
+        return f"EntryStore({str(self.path)!r}, {state})"
+
+    # -- transactions ------------------------------------------------------------------------
+    def _live_env(self) -> lmdb.Environment:
+        if self._shared is None:
+            raise StoreError("the entry store is closed")
+        return self._shared.env
+
+    @staticmethod
+    def _begin(env: lmdb.Environment, *, write: bool) -> lmdb.Transaction[bytes]:
+        try:
+            return env.begin(write=write)
+        except lmdb.MapResizedError:
+            env.set_mapsize(0)  # another process grew the map: adopt its size
+            return env.begin(write=write)
+
+    @contextmanager
+    def _reading(self) -> Iterator[lmdb.Transaction[bytes]]:
+        """A read transaction; lmdb errors become StoreError."""
+        env = self._live_env()
+        try:
+            with self._begin(env, write=False) as txn:
+                yield txn
+        except lmdb.Error as exc:
+            raise StoreError(f"entry store read failed: {type(exc).__name__}: {exc}") from exc
+
+    @contextmanager
+    def _writing(self) -> Iterator[lmdb.Transaction[bytes]]:
+        """A write transaction committed on normal exit, aborted on an exception."""
+        env = self._live_env()
+        if self.readonly:
+            raise StoreError("the entry store is open read-only")
+        with self._write_lock:
+            try:
+                with self._begin(env, write=True) as txn:
+                    yield txn
+            except lmdb.MapFullError as exc:
+                raise StoreError(
+                    f"the entry store is full (map_size {env.info()['map_size']} bytes)"
+                ) from exc
+            except lmdb.Error as exc:
+                raise StoreError(f"entry store write failed: {type(exc).__name__}: {exc}") from exc
+
+    def _load(self, txn: lmdb.Transaction[bytes], entry_id: bytes) -> Entry | None:
+        raw = txn.get(entry_id, db=self._tables.entries)
+        if raw is None:
+            return None
+        return _decode_stored(entry_id, raw)
+
+    def _load_indexed(self, txn: lmdb.Transaction[bytes], entry_id: bytes) -> Entry:
+        entry = self._load(txn, entry_id)
+        if entry is None:
+            raise StoreError(f"index names entry {entry_id.hex()}, which is not stored: run fsck")
+        return entry
+
+    # -- writing -----------------------------------------------------------------------------
+    def append(
+        self, entries: Sequence[Entry | bytes], authorize: Authorizer | None = None
+    ) -> AppendResult:
+        """Verify and durably store a batch; see the contract in :mod:`mindoo_p2p.store`.
+
+        Bytes that do not decode, bad signatures and entries ``authorize`` refuses are rejected
+        one by one; every other new entry lands, all in one write transaction. Signatures are
+        checked and ``authorize`` runs before the write lock is taken, so concurrent appends
+        overlap their CPU work with each other's commits. An entry another writer stores in
+        between is reported as a duplicate. Should the write itself fail (StoreError), nothing
+        of the batch is stored even though ``authorize`` accepted it: a stateful authorizer
+        must be able to rebuild its state from the store.
+
+        Raises ValueError when the batch is over MAX_BATCH_ENTRIES or MAX_BATCH_BYTES,
+        TypeError for an item that is neither Entry nor bytes, StoreError when the store
+        cannot be written; an exception from ``authorize`` propagates and writes nothing.
+        """
+        self._live_env()
+        if self.readonly:
+            raise StoreError("the entry store is open read-only")
+        if len(entries) > MAX_BATCH_ENTRIES:
+            raise ValueError(f"batch of {len(entries)} entries, over {MAX_BATCH_ENTRIES}")
+        total = sum(len(e.raw) if isinstance(e, Entry) else len(e) for e in entries)
+        if total > MAX_BATCH_BYTES:
+            raise ValueError(f"batch of {total} bytes, over {MAX_BATCH_BYTES}")
+        if not entries:
+            return AppendResult([], [], [])
+
+        entries_db = self._tables.entries
+        with self._reading() as txn:
+            prepared = prepare_batch(
+                entries, lambda entry_id: txn.get(entry_id, db=entries_db) is not None, authorize
+            )
+        added: list[Entry] = []
+        if prepared.accepted:
+            with self._writing() as wtxn:
+                added = write_entries(wtxn, self._tables, prepared.accepted)
+
+        added_ids = [entry.id for entry in added]
+        duplicates = prepared.duplicates
+        rejected = prepared.rejected
+        if len(added) != len(prepared.accepted):
+            landed = set(added_ids)
+            duplicates += [e.id for e in prepared.accepted if e.id not in landed]
+        if prepared.repeats:
+            reasons = {r.entry_id: r.reason for r in rejected}
+            for entry_id in prepared.repeats:
+                reason = reasons.get(entry_id)
+                if reason is None:
+                    duplicates.append(entry_id)
+                else:
+                    rejected.append(Rejected(entry_id, reason))
+        return AppendResult(added_ids, duplicates, rejected)
+
+    def put_snapshot(
+        self,
+        tenant_id: bytes,
+        database: str,
+        document_id: bytes,
+        covered_seq: int,
+        blob: bytes,
+    ) -> None:
+        """Store (or replace) the caller-encrypted materialized state of one document.
+
+        ``covered_seq`` is the database feed sequence the snapshot includes. Raises ValueError
+        on malformed arguments, StoreError when the store cannot be written.
+        """
+        _check_scope_args(tenant_id, database)
+        if len(document_id) != DOCUMENT_ID_SIZE:
+            raise ValueError(f"document_id must be {DOCUMENT_ID_SIZE} bytes")
+        if not 0 <= covered_seq <= _MAX_SEQ:
+            raise ValueError("covered_seq must fit in 64 bits")
+        if len(blob) > MAX_SNAPSHOT_SIZE:
+            raise ValueError(f"snapshot of {len(blob)} bytes, over {MAX_SNAPSHOT_SIZE}")
+        key = scope_key(tenant_id, database) + document_id
+        with self._writing() as txn:
+            txn.put(key, pack_seq(covered_seq) + bytes(blob), db=self._tables.snapshots)
+
+    def get_snapshot(
+        self, tenant_id: bytes, database: str, document_id: bytes
+    ) -> tuple[int, bytes] | None:
+        """``(covered_seq, blob)`` of the document's snapshot, or None."""
+        if len(tenant_id) != TENANT_ID_SIZE or len(document_id) != DOCUMENT_ID_SIZE:
+            return None
+        key = scope_key(tenant_id, database) + document_id
+        with self._reading() as txn:
+            value = txn.get(key, db=self._tables.snapshots)
+        if value is None:
+            return None
+        if len(value) < SEQ_SIZE:
+            raise StoreError(f"malformed snapshot row for document {document_id.hex()}: run fsck")
+        return unpack_seq(value[:SEQ_SIZE]), value[SEQ_SIZE:]
+
+    # -- reads by id -------------------------------------------------------------------------
+    def get(self, entry_id: bytes) -> Entry | None:
+        """The stored entry, or None. StoreError if its stored bytes are corrupt."""
+        if len(entry_id) != ID_SIZE:
+            return None
+        with self._reading() as txn:
+            return self._load(txn, bytes(entry_id))
+
+    def get_raw(self, entry_id: bytes) -> bytes | None:
+        """The stored sealed bytes as they are on disk (not re-checked), or None."""
+        if len(entry_id) != ID_SIZE:
+            return None
+        with self._reading() as txn:
+            return txn.get(bytes(entry_id), db=self._tables.entries)
+
+    def has(self, entry_id: bytes) -> bool:
+        if len(entry_id) != ID_SIZE:
+            return False
+        with self._reading() as txn:
+            return txn.get(bytes(entry_id), db=self._tables.entries) is not None
+
+    def missing(self, entry_ids: Iterable[bytes]) -> list[bytes]:
+        """The ids of ``entry_ids`` that are not stored, in the order given."""
+        with self._reading() as txn:
+            entries_db = self._tables.entries
+            return [
+                entry_id
+                for entry_id in entry_ids
+                if len(entry_id) != ID_SIZE or txn.get(bytes(entry_id), db=entries_db) is None
+            ]
+
+    def count(self) -> int:
+        """How many entries are stored, in all tenants and databases."""
+        with self._reading() as txn:
+            return int(txn.stat(self._tables.entries)["entries"])
+
+    # -- listings ----------------------------------------------------------------------------
+    def tenants(self) -> list[bytes]:
+        """The ids of every tenant with at least one stored entry, sorted."""
+        found: list[bytes] = []
+        with self._reading() as txn:
+            cursor = txn.cursor(self._tables.databases)
+            positioned = cursor.first()
+            while positioned:
+                tenant = cursor.key()[:TENANT_ID_SIZE]
+                found.append(tenant)
+                successor = prefix_successor(tenant)
+                positioned = successor is not None and cursor.set_range(successor)
+        return found
+
+    def databases(self, tenant_id: bytes) -> list[str]:
+        """The names of the tenant's databases with stored entries (the tenant log too), sorted."""
+        if len(tenant_id) != TENANT_ID_SIZE:
+            raise ValueError(f"tenant_id must be {TENANT_ID_SIZE} bytes")
+        names: list[str] = []
+        with self._reading() as txn:
+            for key in _keys_with_prefix(txn, self._tables.databases, bytes(tenant_id)):
+                try:
+                    name = key[TENANT_ID_SIZE:].decode("utf-8")
+                except UnicodeDecodeError:
+                    raise StoreError("malformed databases row: run fsck") from None
+                names.append(name)
+        return sorted(names)
+
+    def documents(self, tenant_id: bytes, database: str) -> list[bytes]:
+        """The distinct document ids of a database, in order of their first entry's arrival."""
+        scope = scope_key(tenant_id, database)
+        firsts: list[tuple[int, bytes]] = []
+        with self._reading() as txn:
+            cursor = txn.cursor(self._tables.documents)
+            if cursor.set_range(scope):
+                for key, value in cursor:
+                    if not key.startswith(scope):
+                        break
+                    if len(key) != SCOPE_SIZE + DOCUMENT_ID_SIZE or len(value) != SEQ_SIZE:
+                        raise StoreError("malformed documents row: run fsck")
+                    firsts.append((unpack_seq(value), key[SCOPE_SIZE:]))
+        firsts.sort()
+        return [document_id for _, document_id in firsts]
+
+    # -- per-document and per-database reads -------------------------------------------------
+    def document_entries(
+        self, tenant_id: bytes, database: str, document_id: bytes, after_seq: int = 0
+    ) -> list[tuple[int, Entry]]:
+        """``(feed seq, entry)`` of the document's entries with seq > ``after_seq``, in order."""
+        if len(document_id) != DOCUMENT_ID_SIZE or after_seq >= _MAX_SEQ:
+            return []
+        prefix = scope_key(tenant_id, database) + bytes(document_id)
+        found: list[tuple[int, Entry]] = []
+        with self._reading() as txn:
+            cursor = txn.cursor(self._tables.doc_idx)
+            if cursor.set_range(prefix + pack_seq(max(after_seq, 0) + 1)):
+                for key, value in cursor:
+                    if not key.startswith(prefix):
+                        break
+                    seq = _suffix_seq(key, len(prefix), "doc_idx")
+                    found.append((seq, self._load_indexed(txn, value)))
+        return found
+
+    def document_entry_count(self, tenant_id: bytes, database: str, document_id: bytes) -> int:
+        """How many entries the document has."""
+        if len(document_id) != DOCUMENT_ID_SIZE:
+            return 0
+        prefix = scope_key(tenant_id, database) + bytes(document_id)
+        with self._reading() as txn:
+            return sum(1 for _ in _keys_with_prefix(txn, self._tables.doc_idx, prefix))
+
+    def changes_since(
+        self, tenant_id: bytes, database: str, cursor: int = 0, limit: int = 1000
+    ) -> tuple[list[FeedItem], int]:
+        """Feed items with seq > ``cursor``, ascending, at most ``min(limit, MAX_FEED_PAGE)``.
+
+        Returns ``(items, next_cursor)``: the last seq returned, or ``cursor`` when none. The
+        feed only grows, so the same cursor gives the same items forever.
+        """
+        if cursor < 0 or limit < 1:
+            raise ValueError("cursor must be >= 0 and limit >= 1")
+        if cursor >= _MAX_SEQ:
+            return [], cursor
+        limit = min(limit, MAX_FEED_PAGE)
+        scope = scope_key(tenant_id, database)
+        items: list[FeedItem] = []
+        with self._reading() as txn:
+            feed = txn.cursor(self._tables.feed)
+            if feed.set_range(scope + pack_seq(cursor + 1)):
+                for key, value in feed:
+                    if not key.startswith(scope) or len(items) >= limit:
+                        break
+                    seq = _suffix_seq(key, SCOPE_SIZE, "feed")
+                    header = self._load_indexed(txn, value).header
+                    items.append(
+                        FeedItem(
+                            seq=seq,
+                            entry_id=value,
+                            document_id=header.document_id,
+                            kind=header.kind,
+                            author=header.author,
+                            author_seq=header.author_seq,
+                            timestamp_ms=header.timestamp_ms,
+                        )
+                    )
+        return items, (items[-1].seq if items else cursor)
+
+    def last_seq(self, tenant_id: bytes, database: str) -> int:
+        """The highest feed sequence of the database (0 when it has no entries)."""
+        scope = scope_key(tenant_id, database)
+        with self._reading() as txn:
+            return last_seq_in(txn, self._tables.feed, scope)
+
+    def next_author_seq(self, tenant_id: bytes, author: bytes) -> int:
+        """The highest author_seq stored for ``author`` in the tenant, plus one (1 if none)."""
+        key = bytes(tenant_id) + bytes(author)
+        if len(key) != AUTHOR_KEY_SIZE:
+            raise ValueError("tenant_id must be 16 bytes and author 32 bytes")
+        with self._reading() as txn:
+            value = txn.get(key, db=self._tables.author_seq)
+        if value is None:
+            return 1
+        if len(value) != SEQ_SIZE:
+            raise StoreError("malformed author_seq row: run fsck")
+        return unpack_seq(value) + 1
+
+    def iter_entries(
+        self,
+        tenant_id: bytes | None = None,
+        database: str | None = None,
+        since_seq: int = 0,
+    ) -> Iterator[Entry]:
+        """Stored entries in arrival order: all, one tenant's, or one database's.
+
+        With ``database`` (which needs ``tenant_id``), only that database's entries with feed
+        seq > ``since_seq``. Reads in pages, each in its own short read transaction, so a slow
+        consumer holds no transaction open; entries appended meanwhile may appear at the end.
+        """
+        if database is not None:
+            if tenant_id is None:
+                raise ValueError("iter_entries: database needs tenant_id")
+            if since_seq < 0:
+                raise ValueError("since_seq must be >= 0")
+            return self._iter_database(scope_key(tenant_id, database), since_seq)
+        if since_seq != 0:
+            raise ValueError("iter_entries: since_seq needs a database")
+        if tenant_id is not None and len(tenant_id) != TENANT_ID_SIZE:
+            raise ValueError("tenant_id must be 16 bytes")
+        return self._iter_log(None if tenant_id is None else bytes(tenant_id))
+
+    def _iter_database(self, scope: bytes, since_seq: int) -> Iterator[Entry]:
+        next_seq = since_seq + 1
+        while next_seq <= _MAX_SEQ:
+            page: list[Entry] = []
+            with self._reading() as txn:
+                cursor = txn.cursor(self._tables.feed)
+                if cursor.set_range(scope + pack_seq(next_seq)):
+                    for key, value in cursor:
+                        if not key.startswith(scope) or len(page) >= _ITER_PAGE:
+                            break
+                        next_seq = _suffix_seq(key, SCOPE_SIZE, "feed") + 1
+                        page.append(self._load_indexed(txn, value))
+            yield from page
+            if len(page) < _ITER_PAGE:
+                return
+
+    def _iter_log(self, tenant_id: bytes | None) -> Iterator[Entry]:
+        next_seq = 1
+        while True:
+            page: list[Entry] = []
+            scanned = 0
+            with self._reading() as txn:
+                cursor = txn.cursor(self._tables.log)
+                if cursor.set_range(pack_seq(next_seq)):
+                    for key, value in cursor:
+                        if scanned >= _ITER_PAGE:
+                            break
+                        scanned += 1
+                        if len(key) != SEQ_SIZE or len(value) != LOG_VALUE_SIZE:
+                            raise StoreError("malformed log row: run fsck")
+                        next_seq = unpack_seq(key) + 1
+                        if tenant_id is None or value[:TENANT_ID_SIZE] == tenant_id:
+                            page.append(self._load_indexed(txn, value[TENANT_ID_SIZE:]))
+            yield from page
+            if scanned < _ITER_PAGE or next_seq > _MAX_SEQ:
+                return
+
+    def stats(self, tenant_id: bytes, database: str) -> dict[str, int]:
+        """``{"entries", "documents", "last_seq", "bytes"}`` of one database."""
+        scope = scope_key(tenant_id, database)
+        with self._reading() as txn:
+            last = last_seq_in(txn, self._tables.feed, scope)
+            documents = sum(1 for _ in _keys_with_prefix(txn, self._tables.documents, scope))
+            size = txn.get(scope, db=self._tables.scope_bytes)
+        if size is not None and len(size) != SEQ_SIZE:
+            raise StoreError("malformed scope_bytes row: run fsck")
+        return {
+            "entries": last,  # feed sequences are dense: 1..last
+            "documents": documents,
+            "last_seq": last,
+            "bytes": 0 if size is None else unpack_seq(size),
+        }
+
+    # -- checking ----------------------------------------------------------------------------
+    def fsck(self) -> FsckReport:
+        """Re-read and re-verify every entry and index row; report problems, never raise them."""
+        return run_fsck(self._live_env(), self._tables)
+
+
+def _decode_stored(entry_id: bytes, raw: bytes) -> Entry:
+    try:
+        entry = Entry.decode(raw, what="stored entry")
+    except DecodeError as exc:
+        raise StoreError(f"stored entry {entry_id.hex()} is corrupt ({exc}): run fsck") from None
+    if entry.id != entry_id:
+        raise StoreError(f"stored entry {entry_id.hex()} does not match its id: run fsck")
+    return entry
+
+
+def _suffix_seq(key: bytes, prefix_size: int, where: str) -> int:
+    if len(key) != prefix_size + SEQ_SIZE:
+        raise StoreError(f"malformed {where} row: run fsck")
+    return unpack_seq(key[prefix_size:])
+
+
+def _keys_with_prefix(
+    txn: lmdb.Transaction[bytes], db: lmdb._Database, prefix: bytes
+) -> Iterator[bytes]:
+    cursor = txn.cursor(db)
+    if not cursor.set_range(prefix):
+        return
+    for key in cursor.iternext(keys=True, values=False):
+        if not key.startswith(prefix):
+            return
+        yield key
+
+
+def _check_scope_args(tenant_id: bytes, database: str) -> None:
+    if len(tenant_id) != TENANT_ID_SIZE:
+        raise ValueError(f"tenant_id must be {TENANT_ID_SIZE} bytes")
+    if database != TENANT_LOG and not DATABASE_NAME_RE.fullmatch(database):
+        raise ValueError(f"invalid database name {database!r}")
