@@ -22,6 +22,7 @@ read raises :class:`~mindoo_p2p.errors.StoreError` (`fsck` reports instead of ra
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -163,7 +164,11 @@ class EntryStore:
 
     # -- writing -----------------------------------------------------------------------------
     def append(
-        self, entries: Sequence[Entry | bytes], authorize: Authorizer | None = None
+        self,
+        entries: Sequence[Entry | bytes],
+        authorize: Authorizer | None = None,
+        *,
+        sealed_here: bool = False,
     ) -> AppendResult:
         """Verify and durably store a batch; see the contract in :mod:`mindoo_p2p.store`.
 
@@ -178,6 +183,9 @@ class EntryStore:
         Raises ValueError when the batch is over MAX_BATCH_ENTRIES or MAX_BATCH_BYTES,
         TypeError for an item that is neither Entry nor bytes, StoreError when the store
         cannot be written; an exception from ``authorize`` propagates and writes nothing.
+
+        ``sealed_here=True`` skips the signature check for `Entry` objects this process has just
+        sealed with its own keys (local writes); never pass it for entries from elsewhere.
         """
         self._live_env()
         if self.readonly:
@@ -193,7 +201,10 @@ class EntryStore:
         entries_db = self._tables.entries
         with self._reading() as txn:
             prepared = prepare_batch(
-                entries, lambda entry_id: txn.get(entry_id, db=entries_db) is not None, authorize
+                entries,
+                lambda entry_id: txn.get(entry_id, db=entries_db) is not None,
+                authorize,
+                check_signatures=not sealed_here,
             )
         added: list[Entry] = []
         if prepared.accepted:
@@ -353,6 +364,35 @@ class EntryStore:
                     seq = _suffix_seq(key, len(prefix), "doc_idx")
                     found.append((seq, self._load_indexed(txn, value)))
         return found
+
+    def document_updates(
+        self,
+        tenant_id: bytes,
+        database: str,
+        document_id: bytes,
+        after_seq: int,
+        known_ids: AbstractSet[bytes],
+    ) -> tuple[list[tuple[int, Entry]], int]:
+        """Like `document_entries`, but entries whose id is in ``known_ids`` are not loaded.
+
+        Returns the loaded ``(seq, entry)`` pairs and the highest seq seen (``after_seq`` when
+        none): a cache that already holds some entries (its own writes) skips decoding them.
+        """
+        if len(document_id) != DOCUMENT_ID_SIZE or after_seq >= _MAX_SEQ:
+            return [], after_seq
+        prefix = scope_key(tenant_id, database) + bytes(document_id)
+        found: list[tuple[int, Entry]] = []
+        last = after_seq
+        with self._reading() as txn:
+            cursor = txn.cursor(self._tables.doc_idx)
+            if cursor.set_range(prefix + pack_seq(max(after_seq, 0) + 1)):
+                for key, value in cursor:
+                    if not key.startswith(prefix):
+                        break
+                    last = _suffix_seq(key, len(prefix), "doc_idx")
+                    if value not in known_ids:
+                        found.append((last, self._load_indexed(txn, value)))
+        return found, last
 
     def document_entry_count(self, tenant_id: bytes, database: str, document_id: bytes) -> int:
         """How many entries the document has."""

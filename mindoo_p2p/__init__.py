@@ -1,0 +1,55 @@
+"""mindoo_p2p: end-to-end encrypted, offline-first Automerge document databases, synced P2P.
+
+Start with `Node.init(home, password)` once, then `Node.open(home, password)`::
+
+    node = Node.open(home, password)
+    tenant = node.create_tenant("acme")
+    contacts = tenant.open_db("contacts")
+    doc_id = contacts.create_document({"name": "Ada"})
+    with contacts.change(doc_id) as doc:
+        doc["email"] = "ada@example.org"
+"""
+
+from .database import ChangeEvent, Database, HistoryItem
+from .docs import Counter, Text
+from .entry import Entry, EntryKind
+from .errors import (
+    DecodeError,
+    DocumentDeletedError,
+    InvalidNameError,
+    KeystoreError,
+    MindooError,
+    MissingKeyError,
+    NotFoundError,
+    StoreError,
+    VerificationError,
+    WrongPasswordError,
+)
+from .identity import PublicIdentity, UserIdentity
+from .node import Node, default_home
+from .tenant import Tenant
+
+__all__ = [
+    "ChangeEvent",
+    "Counter",
+    "Database",
+    "DecodeError",
+    "DocumentDeletedError",
+    "Entry",
+    "EntryKind",
+    "HistoryItem",
+    "InvalidNameError",
+    "KeystoreError",
+    "MindooError",
+    "MissingKeyError",
+    "Node",
+    "NotFoundError",
+    "PublicIdentity",
+    "StoreError",
+    "Tenant",
+    "Text",
+    "UserIdentity",
+    "VerificationError",
+    "WrongPasswordError",
+    "default_home",
+]

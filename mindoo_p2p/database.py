@@ -1,0 +1,414 @@
+"""A database of a tenant: Automerge documents, their history and a durable change feed.
+
+Every write is one Automerge change sealed into one entry (encrypted with the document's key,
+signed by this node's user key) and appended to the store. Reads materialize documents from
+their entries (see `materializer`). Document ids are 32 lowercase hex characters.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .docs import AutomergeDocument, ListProxy, MapProxy, change_hash
+from .entry import Entry, EntryKind
+from .errors import DocumentDeletedError, InvalidNameError, NotFoundError
+from .keyring import DEFAULT_KEY
+from .materializer import DocumentMaterializer, MaterializedDocument
+
+if TYPE_CHECKING:
+    from .tenant import Tenant
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    """One entry in a document's history."""
+
+    entry_id: str
+    kind: str
+    author: str
+    author_name: str | None
+    timestamp_ms: int
+    deps: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "entry_id": self.entry_id,
+            "kind": self.kind,
+            "author": self.author,
+            "author_name": self.author_name,
+            "timestamp_ms": self.timestamp_ms,
+            "deps": list(self.deps),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One item of a database's change feed, in local arrival order."""
+
+    cursor: int
+    entry_id: str
+    document_id: str
+    kind: str
+    author: str
+    timestamp_ms: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cursor": self.cursor,
+            "entry_id": self.entry_id,
+            "document_id": self.document_id,
+            "kind": self.kind,
+            "author": self.author,
+            "timestamp_ms": self.timestamp_ms,
+        }
+
+
+def parse_document_id(document_id: str | bytes) -> bytes:
+    if isinstance(document_id, bytes) and len(document_id) == 16:
+        return document_id
+    if isinstance(document_id, str) and len(document_id) == 32:
+        try:
+            return bytes.fromhex(document_id)
+        except ValueError:
+            pass
+    raise InvalidNameError(f"invalid document id {document_id!r}: expected 32 hex characters")
+
+
+def _to_ms(value: datetime | int | float) -> int:
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return int(value)
+
+
+class Database:
+    """Obtain through `Tenant.open_db(name)`."""
+
+    def __init__(self, tenant: Tenant, name: str) -> None:
+        self.tenant = tenant
+        self.name = name
+        self._store = tenant.node.store
+        self._docs = DocumentMaterializer(
+            self._store,
+            tenant.id,
+            name,
+            tenant.keyring,
+            current_batch=lambda: tenant.node.current_batch,
+        )
+
+    def __repr__(self) -> str:
+        return f"Database(tenant={self.tenant.name!r}, name={self.name!r})"
+
+    # -- writing -----------------------------------------------------------------------------
+    def create_document(
+        self, initial: Mapping[str, Any] | None = None, *, key: str = DEFAULT_KEY
+    ) -> str:
+        """Create a document (optionally with initial content) encrypted with key ``key``."""
+        document_id = os.urandom(16)
+        write_key = self.tenant.keyring.current(key)
+        md = self._docs.create(document_id, write_key.key_id)
+        with md.doc.change() as root:
+            if initial:
+                for field, value in initial.items():
+                    root[field] = value
+            else:
+                # A document exists once it has an entry: an empty document's first change puts
+                # and removes a placeholder, which leaves its content empty.
+                root["_"] = None
+                del root["_"]
+        self._commit_change(md)
+        return document_id.hex()
+
+    @contextmanager
+    def change(self, document_id: str | bytes) -> Iterator[MapProxy]:
+        """Edit a document: the block's edits become one change (none if the block raises)."""
+        md = self._load_writable(parse_document_id(document_id))
+        with md.doc.change() as root:
+            yield root
+        self._commit_change(md)
+
+    def update(self, document_id: str | bytes, values: Mapping[str, Any]) -> None:
+        """Set several top-level fields in one change."""
+        with self.change(document_id) as root:
+            for field, value in values.items():
+                root[field] = value
+
+    def set_path(self, document_id: str | bytes, path: Sequence[str | int], value: Any) -> None:
+        """Set the value at ``path`` (map keys and list indexes) in one change.
+
+        Missing maps along the path are created; an index equal to a list's length appends.
+        """
+        if not path:
+            raise ValueError("the path must name at least one field")
+        with self.change(document_id) as root:
+            target: Any = root
+            for depth, step in enumerate(path[:-1]):
+                target = _step_into(target, step, path[: depth + 1])
+            last = path[-1]
+            if isinstance(target, MapProxy):
+                target[str(last)] = value
+            else:
+                index = _list_index(target, last, path, allow_end=True)
+                if index == len(target):
+                    target.append(value)
+                else:
+                    target[index] = value
+
+    def delete(self, document_id: str | bytes) -> None:
+        """Delete a document: a tombstone entry; its history stays readable (`get_at`)."""
+        md = self._load_writable(parse_document_id(document_id))
+        entry = self.tenant.seal(
+            kind=EntryKind.DELETE,
+            database=self.name,
+            document_id=md.document_id,
+            deps=md.entry_heads(),
+            key=self.tenant.key_for_writing(md.key_id),
+            payload=b"",
+        )
+        self._docs.note_local_delete(md, entry)
+        self._commit([entry], md.document_id)
+
+    def _load_writable(self, document_id: bytes) -> MaterializedDocument:
+        md = self._docs.load(document_id)
+        if md.deleted_by is not None:
+            raise DocumentDeletedError(f"document {document_id.hex()} was deleted")
+        return md
+
+    def _commit_change(self, md: MaterializedDocument) -> None:
+        info = md.doc.last_change
+        if info is None:
+            return
+        try:
+            deps = [md.heads_to_entries[h] for h in info.deps]
+            entry = self.tenant.seal(
+                kind=EntryKind.CHANGE,
+                database=self.name,
+                document_id=md.document_id,
+                deps=deps,
+                key=self.tenant.key_for_writing(md.key_id),
+                payload=info.bytes,
+            )
+        except BaseException:
+            self._docs.forget(md.document_id)
+            raise
+        self._docs.note_local_change(md, entry, info.hash)
+        self._commit([entry], md.document_id)
+
+    def _commit(self, entries: Sequence[Entry], document_id: bytes) -> None:
+        try:
+            self.tenant.node.commit(entries)
+        except BaseException:
+            self._docs.forget(document_id)
+            raise
+
+    def forget_document(self, document_id: bytes) -> None:
+        self._docs.forget(document_id)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group every write in the block into one durable store transaction."""
+        with self.tenant.node.batch():
+            yield
+
+    # -- reading -----------------------------------------------------------------------------
+    def get(self, document_id: str | bytes) -> dict[str, Any]:
+        """The document's current content as plain Python values."""
+        md = self._docs.load(parse_document_id(document_id))
+        if md.deleted_by is not None:
+            raise DocumentDeletedError(f"document {md.document_id.hex()} was deleted")
+        if md.plain is None:
+            md.plain = md.doc.to_py()
+        return _copy(md.plain)
+
+    def exists(self, document_id: str | bytes) -> bool:
+        try:
+            md = self._docs.load(parse_document_id(document_id))
+        except NotFoundError:
+            return False
+        return md.deleted_by is None
+
+    def list_documents(self, *, include_deleted: bool = False) -> list[str]:
+        """Ids of the documents in this database, in order of first arrival."""
+        ids = self._store.documents(self.tenant.id, self.name)
+        if include_deleted:
+            return [d.hex() for d in ids]
+        deleted = self._deleted_documents()
+        return [d.hex() for d in ids if d not in deleted]
+
+    def _deleted_documents(self) -> set[bytes]:
+        deleted: set[bytes] = set()
+        cursor = 0
+        while True:
+            items, cursor_next = self._store.changes_since(self.tenant.id, self.name, cursor, 10000)
+            deleted.update(i.document_id for i in items if i.kind is EntryKind.DELETE)
+            if cursor_next == cursor:
+                return deleted
+            cursor = cursor_next
+
+    def history(self, document_id: str | bytes) -> list[HistoryItem]:
+        """Every entry of the document, in causal-then-time order."""
+        doc_id = parse_document_id(document_id)
+        entries = [e for _, e in self._store.document_entries(self.tenant.id, self.name, doc_id)]
+        if not entries:
+            raise NotFoundError(f"no document {doc_id.hex()} in database {self.name!r}")
+        return [
+            HistoryItem(
+                entry_id=e.id.hex(),
+                kind=e.kind.name.lower(),
+                author=e.author.hex(),
+                author_name=self.tenant.member_name(e.author),
+                timestamp_ms=e.timestamp_ms,
+                deps=tuple(d.hex() for d in e.deps),
+            )
+            for e in _causal_order(entries)
+        ]
+
+    def get_at(
+        self,
+        document_id: str | bytes,
+        *,
+        heads: Sequence[str | bytes] | None = None,
+        time: datetime | int | float | None = None,
+    ) -> dict[str, Any]:
+        """Time travel: the document as of the given entry ids (heads) or author time (ms)."""
+        if (heads is None) == (time is None):
+            raise ValueError("give exactly one of heads= or time=")
+        doc_id = parse_document_id(document_id)
+        md = self._docs.load(doc_id)
+        if heads is not None:
+            wanted = {parse_entry_id(h) for h in heads}
+            hashes = []
+            for _, entry in self._store.document_entries(self.tenant.id, self.name, doc_id):
+                if entry.id in wanted and entry.kind is EntryKind.CHANGE:
+                    hashes.append(change_hash(self._docs.decrypt(entry)))
+                    wanted.discard(entry.id)
+            if wanted:
+                missing = ", ".join(sorted(w.hex() for w in wanted))
+                raise NotFoundError(f"no change entry {missing} in document {doc_id.hex()}")
+            return md.doc.to_py(heads=hashes)
+        cutoff = _to_ms(time)  # type: ignore[arg-type]
+        payloads = []
+        for _, entry in self._store.document_entries(self.tenant.id, self.name, doc_id):
+            if entry.timestamp_ms > cutoff:
+                continue
+            if entry.kind is EntryKind.DELETE:
+                raise DocumentDeletedError(
+                    f"document {doc_id.hex()} was deleted at or before that time"
+                )
+            if entry.kind is EntryKind.CHANGE:
+                payloads.append(self._docs.decrypt(entry))
+        if not payloads:
+            raise NotFoundError(f"document {doc_id.hex()} did not exist yet at that time")
+        past = AutomergeDocument()
+        past.apply_changes(payloads)
+        return past.to_py()
+
+    def changes_since(self, cursor: int = 0, limit: int = 1000) -> tuple[list[ChangeEvent], int]:
+        """Entries that arrived after ``cursor``, oldest first, and the cursor to continue from.
+
+        Cursors are local arrival sequence numbers: durable across restarts, never reused.
+        """
+        if cursor < 0 or limit < 1:
+            raise ValueError("cursor must be >= 0 and limit >= 1")
+        items, next_cursor = self._store.changes_since(self.tenant.id, self.name, cursor, limit)
+        return [
+            ChangeEvent(
+                cursor=i.seq,
+                entry_id=i.entry_id.hex(),
+                document_id=i.document_id.hex(),
+                kind=i.kind.name.lower(),
+                author=i.author.hex(),
+                timestamp_ms=i.timestamp_ms,
+            )
+            for i in items
+        ], next_cursor
+
+    def stats(self) -> dict[str, int]:
+        return self._store.stats(self.tenant.id, self.name)
+
+
+def parse_entry_id(entry_id: str | bytes) -> bytes:
+    if isinstance(entry_id, bytes) and len(entry_id) == 32:
+        return entry_id
+    if isinstance(entry_id, str) and len(entry_id) == 64:
+        try:
+            return bytes.fromhex(entry_id)
+        except ValueError:
+            pass
+    raise InvalidNameError(f"invalid entry id {entry_id!r}: expected 64 hex characters")
+
+
+def _causal_order(entries: list[Entry]) -> list[Entry]:
+    """Parents before children; among concurrent entries, earlier author time first."""
+    by_id = {e.id: e for e in entries}
+    done: set[bytes] = set()
+    out: list[Entry] = []
+    for start in sorted(entries, key=lambda e: (e.timestamp_ms, e.id)):
+        stack = [(start, False)]
+        while stack:
+            entry, expanded = stack.pop()
+            if entry.id in done:
+                continue
+            if expanded:
+                done.add(entry.id)
+                out.append(entry)
+                continue
+            stack.append((entry, True))
+            parents = [by_id[d] for d in entry.deps if d in by_id and d not in done]
+            for parent in sorted(parents, key=lambda e: (e.timestamp_ms, e.id), reverse=True):
+                stack.append((parent, False))
+    return out
+
+
+def parse_path(text: str) -> list[str | int]:
+    """``"a.b.0.c"`` -> ``["a", "b", 0, "c"]`` (all-digit parts are list indexes)."""
+    if not text:
+        raise ValueError("empty path")
+    parts: list[str | int] = []
+    for part in text.split("."):
+        if part == "":
+            raise ValueError(f"invalid path {text!r}: empty part")
+        parts.append(int(part) if part.isdigit() else part)
+    return parts
+
+
+def _step_into(target: Any, step: str | int, where: Sequence[str | int]) -> Any:
+    shown = ".".join(str(p) for p in where)
+    if isinstance(target, MapProxy):
+        key = str(step)
+        if key not in target or target[key] is None:
+            target[key] = {}
+        child = target[key]
+    elif isinstance(target, ListProxy):
+        child = target[_list_index(target, step, where, allow_end=False)]
+    else:
+        raise ValueError(f"cannot descend into {shown}: not a map or a list")
+    if not isinstance(child, MapProxy | ListProxy):
+        raise ValueError(f"cannot descend into {shown}: it holds a value, not a map or a list")
+    return child
+
+
+def _list_index(
+    target: Any, step: str | int, where: Sequence[str | int], *, allow_end: bool
+) -> int:
+    shown = ".".join(str(p) for p in where)
+    if not isinstance(target, ListProxy):
+        raise ValueError(f"cannot index {shown}: not a list")
+    if not isinstance(step, int):
+        raise ValueError(f"{shown}: a list index must be a number")
+    limit = len(target) + (1 if allow_end else 0)
+    if not 0 <= step < limit:
+        raise ValueError(f"{shown}: index {step} out of range (list has {len(target)} items)")
+    return step
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value

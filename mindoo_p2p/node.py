@@ -1,0 +1,342 @@
+"""The node: one device's home directory opened with its password.
+
+A node home holds::
+
+    keystore.bin    every private key and tenant key, encrypted (argon2id + XChaCha20-Poly1305)
+    identity.json   this node's public identity (name and public keys), to send to an admin
+    store/          the LMDB append-only log of sealed entries and its indexes
+
+`Node` is the embedding API: tenants, databases, documents, invites, import/export and fsck all
+start here. It is meant for one thread (the daemon's trio thread, a script, the CLI); two
+processes may open the same home at once (LMDB and the keystore lock serialise their writes).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .crypto.keystore import KdfProfile, Keystore
+from .crypto.signing import SigningKeyPair
+from .entry import TENANT_LOG, Entry
+from .errors import (
+    InvalidNameError,
+    KeystoreError,
+    MindooError,
+    NotFoundError,
+    VerificationError,
+)
+from .identity import PublicIdentity, UserIdentity
+from .invite import Invite, open_invite, seal_invite
+from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey
+from .store import AppendResult, EntryStore, FsckReport
+from .tenant import Tenant, TenantSecrets, now_ms, tenant_id_for, validate_tenant_name
+
+KEYSTORE_FILE = "keystore.bin"
+IDENTITY_FILE = "identity.json"
+STORE_DIR = "store"
+KEYSTORE_FORMAT = 1
+
+
+def default_home() -> Path:
+    """``MINDOO_HOME``, else ``$XDG_DATA_HOME/mindoo``, else ``~/.local/share/mindoo``."""
+    env = os.environ.get("MINDOO_HOME")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "mindoo"
+
+
+def is_initialized(home: Path | str) -> bool:
+    return (Path(home) / KEYSTORE_FILE).exists()
+
+
+class Node:
+    """A node opened from its home directory. Use `Node.init` once, then `Node.open`."""
+
+    def __init__(self, home: Path, keystore: Keystore, store: EntryStore) -> None:
+        self.home = home
+        self._keystore = keystore
+        self.store = store
+        contents = keystore.read()
+        self.identity = UserIdentity.from_secret_dict(contents["identity"])
+        self._tenants: dict[bytes, Tenant] = {}
+        self._author_seq: dict[tuple[bytes, bytes], int] = {}
+        self._batch_depth = 0
+        self._batch_serial = 0
+        self._pending: list[Entry] = []
+        self._load_tenants(contents)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @classmethod
+    def init(
+        cls,
+        home: Path | str,
+        password: str,
+        *,
+        name: str | None = None,
+        kdf: KdfProfile = KdfProfile.INTERACTIVE,
+    ) -> Node:
+        """Create a node home with a fresh user identity. Fails if one exists already."""
+        home = Path(home).expanduser()
+        if is_initialized(home):
+            raise KeystoreError(f"a node already exists in {home}")
+        if not password:
+            raise KeystoreError("a password is required to protect the node's keys")
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        identity = UserIdentity.generate(name or os.environ.get("USER") or "mindoo user")
+        Keystore.create(
+            home / KEYSTORE_FILE,
+            password,
+            {"format": KEYSTORE_FORMAT, "identity": identity.to_secret_dict(), "tenants": {}},
+            kdf=kdf,
+        )
+        _write_atomic(home / IDENTITY_FILE, identity.public().to_json().encode())
+        return cls.open(home, password)
+
+    @classmethod
+    def open(cls, home: Path | str, password: str) -> Node:
+        """Open an initialised home. WrongPasswordError when the password is wrong."""
+        home = Path(home).expanduser()
+        if not is_initialized(home):
+            raise KeystoreError(f"no node in {home}: run 'mindoo init' first")
+        keystore = Keystore.unlock(home / KEYSTORE_FILE, password)
+        store = EntryStore(home / STORE_DIR)
+        try:
+            return cls(home, keystore, store)
+        except BaseException:
+            store.close()
+            raise
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def public_identity(self) -> PublicIdentity:
+        return self.identity.public()
+
+    # -- tenants -----------------------------------------------------------------------------
+    def _load_tenants(self, contents: dict[str, Any]) -> None:
+        for tenant_hex, data in contents.get("tenants", {}).items():
+            tenant_id = bytes.fromhex(tenant_hex)
+            if tenant_id in self._tenants:
+                continue
+            tenant = Tenant(self, TenantSecrets.from_dict(tenant_hex, data))
+            self._tenants[tenant_id] = tenant
+            tenant.load_membership()
+
+    def reload(self) -> None:
+        """Pick up tenants another process added to the keystore."""
+        self._load_tenants(self._keystore.read())
+
+    def create_tenant(self, name: str) -> Tenant:
+        """A new tenant with this node's user as admin and first member."""
+        validate_tenant_name(name)
+        if any(t.name == name for t in self.tenants()):
+            raise InvalidNameError(f"a tenant called {name!r} exists already on this node")
+        admin = SigningKeyPair.generate()
+        secrets = TenantSecrets(
+            tenant_id=tenant_id_for(admin.public_key),
+            name=name,
+            admin_key=admin.public_key,
+            admin_seed=admin.seed,
+            keyring=KeyRing([TenantKey.generate(DEFAULT_KEY), TenantKey.generate(MEMBERSHIP_KEY)]),
+        )
+        self.save_tenant(secrets)
+        tenant = Tenant(self, secrets)
+        self._tenants[secrets.tenant_id] = tenant
+        tenant.add_member(self.identity.public(), role="admin")
+        return tenant
+
+    def save_tenant(self, secrets: TenantSecrets) -> None:
+        def mutate(contents: dict[str, Any]) -> None:
+            contents.setdefault("tenants", {})[secrets.tenant_id.hex()] = secrets.to_dict()
+
+        self._keystore.update(mutate)
+
+    def tenants(self) -> list[Tenant]:
+        return sorted(self._tenants.values(), key=lambda t: (t.name, t.id))
+
+    def tenant(self, name_or_id: str | bytes) -> Tenant:
+        """A tenant by name or by id (bytes or hex, or a unique hex prefix of 8+ chars)."""
+        if isinstance(name_or_id, bytes):
+            found = self._tenants.get(name_or_id)
+            if found:
+                return found
+            raise NotFoundError(f"no tenant {name_or_id.hex()} on this node")
+        by_name = [t for t in self._tenants.values() if t.name == name_or_id]
+        if len(by_name) == 1:
+            return by_name[0]
+        key = name_or_id.lower()
+        by_id = [t for t in self._tenants.values() if len(key) >= 8 and t.id_hex.startswith(key)]
+        if len(by_id) == 1:
+            return by_id[0]
+        if len(by_name) > 1 or len(by_id) > 1:
+            raise NotFoundError(f"{name_or_id!r} names several tenants: use the tenant id")
+        raise NotFoundError(f"no tenant {name_or_id!r} on this node")
+
+    # -- invites -----------------------------------------------------------------------------
+    def invite(self, tenant: Tenant, invitee: PublicIdentity, role: str = "member") -> bytes:
+        """Add ``invitee`` as a member and return the sealed invite to send them out of band."""
+        tenant.add_member(invitee, role=role)
+        keys = [k for k in tenant.keyring if k.name in (DEFAULT_KEY, MEMBERSHIP_KEY)]
+        log = [e.raw for e in self.store.iter_entries(tenant.id, TENANT_LOG)]
+        return seal_invite(
+            Invite(
+                tenant_id=tenant.id,
+                tenant_name=tenant.name,
+                admin_key=tenant.admin_key,
+                keys=keys,
+                membership_entries=log,
+                inviter=self.identity.public(),
+                invitee=invitee,
+                created_ms=now_ms(),
+            )
+        )
+
+    def join(self, invite_bytes: bytes) -> Tenant:
+        """Import a sealed invite addressed to this node's identity."""
+        invite = open_invite(invite_bytes, self.identity)
+        if tenant_id_for(invite.admin_key) != invite.tenant_id:
+            raise VerificationError("invite names a tenant id that does not match its admin key")
+        existing = self._tenants.get(invite.tenant_id)
+        if existing is not None:
+            for key in invite.keys:
+                existing.keyring.add(key)
+            self.save_tenant(existing.secrets)
+            tenant = existing
+        else:
+            secrets = TenantSecrets(
+                tenant_id=invite.tenant_id,
+                name=invite.tenant_name,
+                admin_key=invite.admin_key,
+                admin_seed=None,
+                keyring=KeyRing(list(invite.keys)),
+            )
+            self.save_tenant(secrets)
+            tenant = Tenant(self, secrets)
+            self._tenants[invite.tenant_id] = tenant
+        result = self.ingest(invite.membership_entries)
+        if not tenant.membership.is_member(self.identity.signing.public_key):
+            reasons = "; ".join(r.reason for r in result.rejected) or "no membership record"
+            raise VerificationError(f"the invite does not make this node a member: {reasons}")
+        return tenant
+
+    # -- writing -----------------------------------------------------------------------------
+    def next_author_seq(self, tenant_id: bytes, author: bytes) -> int:
+        key = (tenant_id, author)
+        seq = self._author_seq.get(key)
+        if seq is None:
+            seq = self.store.next_author_seq(tenant_id, author)
+        self._author_seq[key] = seq + 1
+        return seq
+
+    def authorize(self, entry: Entry) -> str | None:
+        """Whether an entry that verified (hash, signature) may be stored here."""
+        tenant = self._tenants.get(entry.tenant_id)
+        if tenant is None:
+            return f"unknown tenant {entry.tenant_id.hex()}"
+        return tenant.authorize(entry)
+
+    def commit(self, entries: Sequence[Entry]) -> None:
+        """Append this node's own new entries (now, or at the end of the current batch)."""
+        if self._batch_depth:
+            self._pending.extend(entries)
+            return
+        self._append_own(list(entries))
+
+    def _append_own(self, entries: list[Entry]) -> None:
+        if not entries:
+            return
+        result = self.ingest(entries, sealed_here=True)
+        if result.rejected:
+            self._author_seq.clear()
+            first = result.rejected[0]
+            raise VerificationError(
+                f"entry {first.entry_id.hex()} was refused by the store: {first.reason}"
+            )
+
+    @property
+    def current_batch(self) -> int | None:
+        """The id of the open write batch, or None."""
+        return self._batch_serial if self._batch_depth else None
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group every write in the block into one durable LMDB transaction (group commit).
+
+        All or nothing: when the block raises, none of its writes is stored.
+        """
+        if not self._batch_depth:
+            self._batch_serial += 1
+        self._batch_depth += 1
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            self._batch_depth -= 1
+            if self._batch_depth == 0:
+                pending, self._pending = self._pending, []
+                if ok:
+                    try:
+                        self._append_own(pending)
+                    except BaseException:
+                        self._forget_documents(pending)
+                        raise
+                else:
+                    self._author_seq.clear()
+                    self._forget_documents(pending)
+
+    def _forget_documents(self, entries: Sequence[Entry]) -> None:
+        """Drop cached documents that hold writes which never reached the store."""
+        for entry in entries:
+            tenant = self._tenants.get(entry.tenant_id)
+            if tenant is not None:
+                tenant.forget_document(entry.database, entry.document_id)
+
+    def ingest(
+        self, entries: Sequence[Entry | bytes], *, sealed_here: bool = False
+    ) -> AppendResult:
+        """Verify and store entries from elsewhere (another node, a bundle, an invite).
+
+        ``sealed_here`` is for this node's own freshly sealed entries: their signatures are
+        not checked again (membership still is).
+        """
+        try:
+            return self.store.append(entries, authorize=self.authorize, sealed_here=sealed_here)
+        except BaseException:
+            # Membership state may have been advanced for a batch that did not commit.
+            for tenant in self._tenants.values():
+                tenant.load_membership()
+            raise
+
+    # -- maintenance -------------------------------------------------------------------------
+    def fsck(self) -> FsckReport:
+        return self.store.fsck()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+__all__ = ["Node", "default_home", "is_initialized", "MindooError"]

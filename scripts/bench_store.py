@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Benchmark of the local node: writes, ingest, single-write latency and document reads.
+
+Prints one JSON object (with --json) and a one-line summary on stderr. Targets on a 2-core
+machine: >= 10,000 local changes/s, >= 12,000 ingested entries/s, single durable write
+p99 < 10 ms, first read of a 10,000-change document < 100 ms, cached read < 1 ms.
+
+Baselines measured in the same run, as ratios:
+- `fsync_commits_per_s`: one empty-ish durable LMDB transaction per write on this disk: how much of
+  the single-write latency is the disk's;
+- `verify_single_core_per_s`: Ed25519 verification on one core, the ceiling ingest must beat by
+  using both cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+from mindoo_p2p.crypto import SigningKeyPair
+from mindoo_p2p.crypto.keystore import KdfProfile
+from mindoo_p2p.crypto.signing import verify_signature
+from mindoo_p2p.node import Node
+
+PASSWORD = "bench"
+BATCH = 1000
+DOCS = 100
+
+
+def bench_local_writes(node: Node, changes: int) -> tuple[float, str]:
+    db = node.tenant("bench").open_db("writes")
+    with db.batch():
+        ids = [db.create_document({"n": 0, "name": f"doc {i}"}) for i in range(DOCS)]
+    start = time.perf_counter()
+    done = 0
+    while done < changes:
+        with db.batch():
+            for _ in range(min(BATCH, changes - done)):
+                with db.change(ids[done % DOCS]) as doc:
+                    doc["n"] = done
+                    doc["note"] = "x"
+                done += 1
+    elapsed = time.perf_counter() - start
+    return changes / elapsed, "writes"
+
+
+def bench_ingest(source: Node, target: Node) -> float:
+    raws = [e.raw for e in source.store.iter_entries()]
+    start = time.perf_counter()
+    for i in range(0, len(raws), 2000):
+        result = target.ingest(raws[i : i + 2000])
+        if result.rejected:
+            raise RuntimeError(f"ingest rejected {len(result.rejected)}: {result.rejected[0]}")
+    return len(raws) / (time.perf_counter() - start)
+
+
+def bench_single_writes(node: Node, count: int) -> dict[str, float]:
+    db = node.tenant("bench").open_db("single")
+    doc_id = db.create_document({"n": 0})
+    latencies = []
+    for i in range(count):
+        start = time.perf_counter()
+        db.update(doc_id, {"n": i})
+        latencies.append((time.perf_counter() - start) * 1000)
+    latencies.sort()
+    return {
+        "write_p50_ms": statistics.median(latencies),
+        "write_p99_ms": latencies[int(len(latencies) * 0.99) - 1],
+    }
+
+
+def bench_reads(home: Path, node: Node, changes: int) -> dict[str, float]:
+    db = node.tenant("bench").open_db("reads")
+    doc_id = db.create_document({"n": 0})
+    done = 0
+    while done < changes - 1:
+        with db.batch():
+            for _ in range(min(BATCH, changes - 1 - done)):
+                db.update(doc_id, {"n": done, f"k{done % 100}": done})
+                done += 1
+    expected = db.get(doc_id)  # brings the cache up to date and writes a snapshot
+    node.close()
+
+    results: dict[str, float] = {}
+    fresh = Node.open(home, PASSWORD)
+    try:
+        fdb = fresh.tenant("bench").open_db("reads")
+        start = time.perf_counter()
+        got = fdb.get(doc_id)
+        results["first_read_10k_ms"] = (time.perf_counter() - start) * 1000
+        assert got == expected
+        reads = []
+        for _ in range(200):
+            start = time.perf_counter()
+            fdb.get(doc_id)
+            reads.append((time.perf_counter() - start) * 1000)
+        results["cached_read_ms"] = statistics.median(reads)
+        # The same first read with no snapshot: every entry decrypted and applied.
+        tenant = fresh.tenant("bench")
+        from mindoo_p2p.materializer import DocumentMaterializer
+
+        bare = DocumentMaterializer(fresh.store, tenant.id, "reads", tenant.keyring)
+        bare._from_snapshot = lambda _doc_id: None  # type: ignore[method-assign]
+        start = time.perf_counter()
+        md = bare.load(bytes.fromhex(doc_id))
+        md.doc.to_py()
+        results["first_read_10k_no_snapshot_ms"] = (time.perf_counter() - start) * 1000
+    finally:
+        fresh.close()
+    return results
+
+
+def baseline_fsync(path: Path, count: int = 300) -> float:
+    env = lmdb.open(str(path), map_size=1 << 26, sync=True, metasync=True)
+    start = time.perf_counter()
+    for i in range(count):
+        with env.begin(write=True) as txn:
+            txn.put(i.to_bytes(8, "big"), b"x" * 300)
+    rate = count / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def baseline_verify(count: int = 5000) -> float:
+    key = SigningKeyPair.generate()
+    msgs = [os.urandom(300) for _ in range(count)]
+    sigs = [key.sign(m) for m in msgs]
+    start = time.perf_counter()
+    for m, s in zip(msgs, sigs, strict=True):
+        verify_signature(key.public_key, m, s)
+    return count / (time.perf_counter() - start)
+
+
+def run(changes: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="mindoo-bench-") as tmp:
+        root = Path(tmp)
+        writer = Node.init(root / "writer", PASSWORD, name="writer", kdf=KdfProfile.TESTING)
+        reader = Node.init(root / "reader", PASSWORD, name="reader", kdf=KdfProfile.TESTING)
+        tenant = writer.create_tenant("bench")
+        reader.join(writer.invite(tenant, reader.public_identity()))
+
+        local_rate, _ = bench_local_writes(writer, changes)
+        ingest_rate = bench_ingest(writer, reader)
+        single = bench_single_writes(writer, 1000)
+        reads = bench_reads(root / "writer", writer, min(10_000, max(changes // 10, 1000)))
+        reader.close()
+        fsync_rate = baseline_fsync(root / "fsync")
+        verify_rate = baseline_verify()
+    return {
+        "changes": changes,
+        "local_changes_per_s": round(local_rate),
+        "ingest_entries_per_s": round(ingest_rate),
+        **{k: round(v, 3) for k, v in single.items()},
+        **{k: round(v, 3) for k, v in reads.items()},
+        "fsync_commits_per_s": round(fsync_rate),
+        "verify_single_core_per_s": round(verify_rate),
+        "ingest_vs_single_core_verify": round(ingest_rate / verify_rate, 2),
+        "local_writes_vs_fsync_per_write": round(local_rate / fsync_rate, 2),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--changes", type=int, default=100_000, help="local changes to write")
+    parser.add_argument("--json", action="store_true", help="print the JSON object on stdout")
+    args = parser.parse_args()
+    if args.changes < 1000:
+        parser.error("--changes must be at least 1000")
+    result = run(args.changes)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(json.dumps(result))
+    print(
+        f"bench_store: {result['local_changes_per_s']} local changes/s,"
+        f" {result['ingest_entries_per_s']} ingested/s, write p99 {result['write_p99_ms']} ms,"
+        f" first read 10k {result['first_read_10k_ms']} ms, cached {result['cached_read_ms']} ms",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main()
