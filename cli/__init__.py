@@ -1,0 +1,1 @@
+"""The mindoo command line."""

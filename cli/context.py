@@ -1,0 +1,81 @@
+"""Shared CLI state: the node home, output mode, password sources, opening the node."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mindoo_p2p.node import Node, default_home, is_initialized
+
+PASSWORD_ENV = "MINDOO_PASSWORD"
+
+
+@dataclass
+class CliContext:
+    home: Path
+    json_output: bool
+    password_file: Path | None
+    _node: Node | None = field(default=None, repr=False)
+
+    def password(self, *, confirm: bool = False) -> str:
+        """From --password-file, else MINDOO_PASSWORD, else a hidden prompt on a terminal."""
+        if self.password_file is not None:
+            try:
+                text = self.password_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise click.ClickException(
+                    f"cannot read password file {self.password_file}: {exc.strerror}"
+                ) from None
+            password = text.rstrip("\r\n")
+        elif os.environ.get(PASSWORD_ENV):
+            password = os.environ[PASSWORD_ENV]
+        elif sys.stdin.isatty():
+            password = click.prompt(
+                "Node password", hide_input=True, confirmation_prompt=confirm, err=True
+            )
+        else:
+            raise click.ClickException(
+                f"a password is needed: set {PASSWORD_ENV}, use --password-file, or run in a terminal"
+            )
+        if not password:
+            raise click.ClickException("the password must not be empty")
+        return password
+
+    def node(self) -> Node:
+        if self._node is None:
+            if not is_initialized(self.home):
+                raise click.ClickException(f"no node in {self.home}: run 'mindoo init' first")
+            self._node = Node.open(self.home, self.password())
+        return self._node
+
+    def close(self) -> None:
+        if self._node is not None:
+            self._node.close()
+            self._node = None
+
+    def emit(self, data: Any, text: str | None = None) -> None:
+        """Print ``data`` as JSON with --json, else ``text`` (or a readable rendering)."""
+        if self.json_output:
+            click.echo(json.dumps(data, indent=2, sort_keys=True, default=_json_default))
+        elif text is not None:
+            click.echo(text)
+        else:
+            click.echo(json.dumps(data, indent=2, sort_keys=True, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def resolve_home(home: str | None) -> Path:
+    return Path(home).expanduser() if home else default_home()

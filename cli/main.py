@@ -1,0 +1,501 @@
+"""The `mindoo` command line: parse, call the library, render. No logic of its own.
+
+Errors are one line on stderr and exit code 1 (2 for usage errors), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mindoo_p2p.bundle import export_entries, import_bundle, write_bundle
+from mindoo_p2p.database import parse_path
+from mindoo_p2p.errors import MindooError
+from mindoo_p2p.identity import PublicIdentity
+from mindoo_p2p.node import IDENTITY_FILE, Node, is_initialized
+from mindoo_p2p.store import AppendResult
+
+from .context import CliContext, resolve_home
+
+
+def _ctx() -> CliContext:
+    return click.get_current_context().find_object(CliContext)  # type: ignore[no-any-return]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Node home directory (default: $MINDOO_HOME or ~/.local/share/mindoo).",
+)
+@click.option("--json", "json_output", is_flag=True, help="Machine-readable JSON output.")
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the node password from this file (else $MINDOO_PASSWORD or a prompt).",
+)
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None, json_output: bool, password_file: Path | None) -> None:
+    """mindoo: end-to-end encrypted, offline-first document databases, synced peer to peer."""
+    state = CliContext(resolve_home(str(home) if home else None), json_output, password_file)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+# -- node ------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--name", help="Your display name (default: the login name).")
+def init(name: str | None) -> None:
+    """Create a node in the home directory: a new identity and an encrypted keystore."""
+    c = _ctx()
+    node = Node.init(c.home, c.password(confirm=True), name=name)
+    c._node = node
+    ident = node.public_identity()
+    c.emit(
+        {"home": str(c.home), "name": ident.name, "fingerprint": ident.fingerprint},
+        f"initialised node in {c.home}\nidentity: {ident.name} ({ident.fingerprint})",
+    )
+
+
+@cli.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the identity file here.")
+def whoami(out: Path | None) -> None:
+    """Print this node's public identity (send the identity file to a tenant admin)."""
+    c = _ctx()
+    ident = c.node().public_identity()
+    path = c.home / IDENTITY_FILE
+    if out is not None:
+        out.write_text(ident.to_json(), encoding="utf-8")
+        path = out
+    c.emit(
+        {
+            "name": ident.name,
+            "fingerprint": ident.fingerprint,
+            "signing_key": ident.signing_key.hex(),
+            "encryption_key": ident.encryption_key.hex(),
+            "identity_file": str(path),
+        },
+        f"name:           {ident.name}\nfingerprint:    {ident.fingerprint}\n"
+        f"signing key:    {ident.signing_key.hex()}\nencryption key: {ident.encryption_key.hex()}\n"
+        f"identity file:  {path}",
+    )
+
+
+def _status(node: Node) -> dict[str, Any]:
+    tenants = []
+    for tenant in node.tenants():
+        dbs = []
+        for name in tenant.databases():
+            stats = tenant.open_db(name).stats()
+            dbs.append({"name": name, **stats})
+        tenants.append(
+            {
+                "id": tenant.id_hex,
+                "name": tenant.name,
+                "admin": tenant.is_admin,
+                "members": len([m for m in tenant.members() if m.revoked_entry is None]),
+                "databases": dbs,
+            }
+        )
+    ident = node.public_identity()
+    return {
+        "home": str(node.home),
+        "identity": {"name": ident.name, "fingerprint": ident.fingerprint},
+        "entries": node.store.count(),
+        "tenants": tenants,
+    }
+
+
+def _render_status(data: dict[str, Any]) -> str:
+    lines = [
+        f"node home:  {data['home']}",
+        f"identity:   {data['identity']['name']} ({data['identity']['fingerprint']})",
+        f"entries:    {data['entries']}",
+    ]
+    if not data["tenants"]:
+        lines.append("tenants:    none (create one with 'mindoo tenant create NAME')")
+    for t in data["tenants"]:
+        role = "admin" if t["admin"] else "member"
+        lines.append(f"tenant {t['name']} ({t['id']}), {role}, {t['members']} members")
+        for d in t["databases"]:
+            lines.append(f"  db {d['name']}: {d['documents']} documents, {d['entries']} entries")
+    return "\n".join(lines)
+
+
+@cli.command()
+def status() -> None:
+    """Show the node's identity, tenants and databases."""
+    c = _ctx()
+    data = _status(c.node())
+    c.emit(data, _render_status(data))
+
+
+@cli.group()
+def node() -> None:
+    """Run the node."""
+
+
+@node.command("start")
+def node_start() -> None:
+    """Initialise the node on first use, then report its status.
+
+    Networking (peer discovery and sync) is not part of this release yet: the node's main job is
+    to hold the local store, which every other command uses.
+    """
+    c = _ctx()
+    if not is_initialized(c.home):
+        c._node = Node.init(c.home, c.password(confirm=True))
+        if not c.json_output:
+            click.echo(f"initialised a new node in {c.home}")
+    data = _status(c.node())
+    c.emit(data, _render_status(data))
+
+
+# -- tenants ---------------------------------------------------------------------------------
+@cli.group()
+def tenant() -> None:
+    """Create, list, invite to and join tenants."""
+
+
+@tenant.command("create")
+@click.argument("name")
+def tenant_create(name: str) -> None:
+    """Create a tenant; you become its admin and first member."""
+    c = _ctx()
+    t = c.node().create_tenant(name)
+    c.emit({"id": t.id_hex, "name": t.name}, t.id_hex)
+
+
+@tenant.command("list")
+def tenant_list() -> None:
+    """List the tenants this node belongs to."""
+    c = _ctx()
+    rows = [
+        {"id": t.id_hex, "name": t.name, "admin": t.is_admin, "databases": t.databases()}
+        for t in c.node().tenants()
+    ]
+    text = "\n".join(
+        f"{r['id']}  {r['name']}{'  (admin)' if r['admin'] else ''}" for r in rows
+    )
+    c.emit(rows, text or "no tenants")
+
+
+@tenant.command("members")
+@click.argument("tenant_name", metavar="TENANT")
+def tenant_members(tenant_name: str) -> None:
+    """List a tenant's members."""
+    c = _ctx()
+    rows = [
+        {
+            "name": m.identity.name,
+            "fingerprint": m.identity.fingerprint,
+            "signing_key": m.identity.signing_key.hex(),
+            "role": m.role,
+            "revoked": m.revoked_entry is not None,
+        }
+        for m in c.node().tenant(tenant_name).members()
+    ]
+    text = "\n".join(
+        f"{r['fingerprint']}  {r['name']}  {r['role']}{'  (revoked)' if r['revoked'] else ''}"
+        for r in rows
+    )
+    c.emit(rows, text)
+
+
+@tenant.command("invite")
+@click.argument("tenant_name", metavar="TENANT")
+@click.option("--to", "to", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The invitee's identity file (from 'mindoo whoami').")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the invite file.")
+@click.option("--role", type=click.Choice(["member", "admin"]), default="member", show_default=True)
+def tenant_invite(tenant_name: str, to: Path, out: Path, role: str) -> None:
+    """Add a person to a tenant and write an invite only they can open."""
+    c = _ctx()
+    invitee = PublicIdentity.from_json(to.read_bytes())
+    n = c.node()
+    data = n.invite(n.tenant(tenant_name), invitee, role=role)
+    out.write_bytes(data)
+    c.emit(
+        {"invite": str(out), "invitee": invitee.name, "fingerprint": invitee.fingerprint},
+        f"invite for {invitee.name} ({invitee.fingerprint}) written to {out}",
+    )
+
+
+@tenant.command("join")
+@click.argument("invite", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def tenant_join(invite: Path) -> None:
+    """Join a tenant with an invite file addressed to you."""
+    c = _ctx()
+    t = c.node().join(invite.read_bytes())
+    c.emit({"id": t.id_hex, "name": t.name}, f"joined tenant {t.name} ({t.id_hex})")
+
+
+# -- databases -------------------------------------------------------------------------------
+@cli.group()
+def db() -> None:
+    """Create, list and inspect databases."""
+
+
+@db.command("create")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("name", metavar="DB")
+def db_create(tenant_name: str, name: str) -> None:
+    """Create a database (names: a-z 0-9 . _ -, up to 64)."""
+    c = _ctx()
+    d = c.node().tenant(tenant_name).create_db(name)
+    c.emit({"tenant": d.tenant.id_hex, "name": d.name}, d.name)
+
+
+@db.command("list")
+@click.argument("tenant_name", metavar="TENANT")
+def db_list(tenant_name: str) -> None:
+    """List a tenant's databases."""
+    c = _ctx()
+    names = c.node().tenant(tenant_name).databases()
+    c.emit(names, "\n".join(names) or "no databases")
+
+
+@db.command("stats")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("name", metavar="DB")
+def db_stats(tenant_name: str, name: str) -> None:
+    """Entries, documents, last cursor and bytes of a database."""
+    c = _ctx()
+    stats = c.node().tenant(tenant_name).find_database(name).stats()
+    c.emit(stats, "\n".join(f"{k}: {v}" for k, v in stats.items()))
+
+
+# -- documents -------------------------------------------------------------------------------
+def _database(tenant_name: str, name: str) -> Any:
+    return _ctx().node().tenant(tenant_name).open_db(name)
+
+
+def _json_arg(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc.msg} (at position {exc.pos})", param_hint=what) from None
+
+
+@cli.group()
+def doc() -> None:
+    """Create, read, edit and delete documents."""
+
+
+@doc.command("create")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("name", metavar="DB")
+@click.argument("content", metavar="[JSON]", required=False)
+@click.option("--key", "key_name", default="default", show_default=True, help="Encryption key name.")
+def doc_create(tenant_name: str, name: str, content: str | None, key_name: str) -> None:
+    """Create a document (optionally with a JSON object as content); prints its id."""
+    initial = _json_arg(content, "JSON") if content is not None else None
+    if initial is not None and not isinstance(initial, dict):
+        raise click.BadParameter("the document content must be a JSON object", param_hint="JSON")
+    doc_id = _database(tenant_name, name).create_document(initial, key=key_name)
+    _ctx().emit({"id": doc_id}, doc_id)
+
+
+@doc.command("get")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("name", metavar="DB")
+@click.argument("doc_id", metavar="DOC")
+@click.option("--at", "at", help="Time travel: ISO-8601 time or milliseconds since the epoch.")
+def doc_get(tenant_name: str, name: str, doc_id: str, at: str | None) -> None:
+    """Print a document as JSON."""
+    d = _database(tenant_name, name)
+    content = d.get(doc_id) if at is None else d.get_at(doc_id, time=_parse_time(at))
+    click.echo(json.dumps(content, indent=2, sort_keys=True, default=_plain))
+
+
+@doc.command("set")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("name", metavar="DB")
+@click.argument("doc_id", metavar="DOC")
+@click.argument("path", metavar="PATH")
+@click.argument("value", metavar="JSON_VALUE")
+def doc_set(tenant_name: str, name: str, doc_id: str, path: str, value: str) -> None:
+    """Set the value at PATH (dot-separated, e.g. address.city or tags.0) to JSON_VALUE."""
+    parsed = _json_arg(value, "JSON_VALUE")
+    try:
+        steps = parse_path(path)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="PATH") from None
+    _database(tenant_name, name).set_path(doc_id, steps, parsed)
+    _ctx().emit({"id": doc_id, "path": path}, "ok")
+
+
+@doc.command("list")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("name", metavar="DB")
+@click.option("--deleted", is_flag=True, help="Include deleted documents.")
+def doc_list(tenant_name: str, name: str, deleted: bool) -> None:
+    """List document ids."""
+    ids = _database(tenant_name, name).list_documents(include_deleted=deleted)
+    _ctx().emit(ids, "\n".join(ids) or "no documents")
+
+
+@doc.command("history")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("name", metavar="DB")
+@click.argument("doc_id", metavar="DOC")
+def doc_history(tenant_name: str, name: str, doc_id: str) -> None:
+    """Every change of a document: entry id, author, time."""
+    items = _database(tenant_name, name).history(doc_id)
+    text = "\n".join(
+        f"{_fmt_ms(i.timestamp_ms)}  {i.kind:<6}  {i.entry_id[:16]}  {i.author_name or i.author[:16]}"
+        for i in items
+    )
+    _ctx().emit([i.to_dict() for i in items], text)
+
+
+@doc.command("delete")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("name", metavar="DB")
+@click.argument("doc_id", metavar="DOC")
+def doc_delete(tenant_name: str, name: str, doc_id: str) -> None:
+    """Delete a document (its history stays)."""
+    _database(tenant_name, name).delete(doc_id)
+    _ctx().emit({"id": doc_id, "deleted": True}, "deleted")
+
+
+@cli.command()
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("name", metavar="DB")
+@click.option("--since", "since", type=click.IntRange(min=0), default=0, help="Cursor to continue from.")
+@click.option("--limit", type=click.IntRange(min=1, max=100_000), default=1000, show_default=True)
+def changes(tenant_name: str, name: str, since: int, limit: int) -> None:
+    """Changes that arrived after a cursor, in local arrival order, and the next cursor."""
+    items, cursor = _database(tenant_name, name).changes_since(since, limit)
+    text = "\n".join(
+        f"{i.cursor}  {i.kind:<6}  {i.document_id}  {i.entry_id[:16]}" for i in items
+    )
+    _ctx().emit(
+        {"changes": [i.to_dict() for i in items], "next_cursor": cursor},
+        (text + "\n" if text else "") + f"next cursor: {cursor}",
+    )
+
+
+# -- maintenance -----------------------------------------------------------------------------
+@cli.command()
+def fsck() -> None:
+    """Re-verify every entry and index; exit 1 if anything is wrong."""
+    c = _ctx()
+    report = c.node().fsck()
+    problems = [
+        {"entry_id": p.entry_id.hex() if p.entry_id else None, "where": p.where, "reason": p.reason}
+        for p in report.problems
+    ]
+    text = "\n".join(
+        f"BAD {p['entry_id'] or '-'} ({p['where']}): {p['reason']}" for p in problems
+    )
+    summary = f"checked {report.entries_checked} entries: " + (
+        "ok" if report.ok else f"{len(problems)} problems"
+    )
+    c.emit(
+        {"entries_checked": report.entries_checked, "ok": report.ok, "problems": problems},
+        (text + "\n" if text else "") + summary,
+    )
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command("export")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("name", metavar="[DB]", required=False)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--since", type=click.IntRange(min=0), default=0, help="Only entries after this cursor (with DB).")
+def export_cmd(tenant_name: str, name: str | None, out: Path, since: int) -> None:
+    """Write a tenant's (or one database's) sealed entries to a bundle file."""
+    c = _ctx()
+    n = c.node()
+    t = n.tenant(tenant_name)
+    if name is not None:
+        t.find_database(name)
+    count = write_bundle(out, export_entries(n.store, t.id, name, since))
+    c.emit({"out": str(out), "entries": count}, f"exported {count} entries to {out}")
+
+
+@cli.command("import")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_cmd(bundle: Path) -> None:
+    """Verify and import a bundle of sealed entries."""
+    c = _ctx()
+    result: AppendResult = import_bundle(bundle, c.node().ingest)
+    rejected = [{"entry_id": r.entry_id.hex(), "reason": r.reason} for r in result.rejected]
+    text = f"imported {len(result.added)} entries, {len(result.duplicates)} already present"
+    if rejected:
+        text += f", {len(rejected)} rejected:\n" + "\n".join(
+            f"  {r['entry_id']}: {r['reason']}" for r in rejected
+        )
+    c.emit(
+        {"added": len(result.added), "duplicates": len(result.duplicates), "rejected": rejected},
+        text,
+    )
+    if rejected:
+        sys.exit(1)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _parse_time(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            "expected ISO-8601 (2026-01-31T12:00:00) or milliseconds since the epoch", param_hint="--at"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return int(moment.timestamp() * 1000)
+
+
+def _fmt_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning every error into one line on stderr."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.UsageError as exc:
+        exc.show()
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(1)
+    except MindooError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # never a traceback for the user
+        if os.environ.get("MINDOO_DEBUG"):
+            raise
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (MINDOO_DEBUG=1 shows a traceback)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
