@@ -136,7 +136,9 @@ class Reader:
                 if byte == 0 and index > 0:
                     raise DecodeError(f"{self.what}: non-minimal varint in {field}")
                 if result > max_value:
-                    raise DecodeError(f"{self.what}: {field} is {result}, over the limit {max_value}")
+                    raise DecodeError(
+                        f"{self.what}: {field} is {result}, over the limit {max_value}"
+                    )
                 return result
             shift += 7
         raise DecodeError(f"{self.what}: varint too long in {field}")

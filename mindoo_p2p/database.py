@@ -222,7 +222,8 @@ class Database:
             raise DocumentDeletedError(f"document {md.document_id.hex()} was deleted")
         if md.plain is None:
             md.plain = md.doc.to_py()
-        return _copy(md.plain)
+        copied: dict[str, Any] = _copy(md.plain)
+        return copied
 
     def exists(self, document_id: str | bytes) -> bool:
         try:

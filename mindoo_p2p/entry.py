@@ -32,9 +32,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
+import struct
 from dataclasses import dataclass, field
 
-from .codec import Reader, Writer
+from .codec import Reader, Writer, encode_varint
 from .crypto import aead
 from .crypto.signing import SigningKeyPair, verify_signature
 from .errors import DecodeError, InvalidNameError, VerificationError
@@ -62,6 +63,9 @@ NO_DOCUMENT = bytes(DOCUMENT_ID_SIZE)
 DATABASE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
+_U64X2 = struct.Struct(">QQ")
+
+
 class EntryKind(enum.IntEnum):
     CHANGE = 1
     """An Automerge change of one document."""
@@ -69,6 +73,9 @@ class EntryKind(enum.IntEnum):
     """A tombstone: the document is deleted from now on; its history stays."""
     MEMBERSHIP = 3
     """A membership record of the tenant log, signed by the tenant admin."""
+
+
+_HEADER_START = {kind: MAGIC + bytes([FORMAT_VERSION, int(kind)]) for kind in EntryKind}
 
 
 def validate_database_name(name: str) -> str:
@@ -117,18 +124,22 @@ class EntryHeader:
             raise ValueError("key_id must be 16 bytes and nonce 24 bytes")
 
     def encode(self) -> bytes:
-        w = Writer()
-        w.raw(MAGIC).u8(FORMAT_VERSION).u8(int(self.kind))
-        w.fixed(self.tenant_id, TENANT_ID_SIZE)
-        w.text(self.database)
-        w.fixed(self.document_id, DOCUMENT_ID_SIZE)
-        w.fixed(self.author, AUTHOR_SIZE)
-        w.u64(self.author_seq).u64(self.timestamp_ms)
-        w.varint(len(self.deps))
-        for dep in self.deps:
-            w.raw(dep)
-        w.fixed(self.key_id, KEY_ID_SIZE).fixed(self.nonce, aead.NONCE_SIZE)
-        return w.getvalue()
+        database = self.database.encode("ascii")
+        return b"".join(
+            (
+                _HEADER_START[self.kind],
+                self.tenant_id,
+                encode_varint(len(database)),
+                database,
+                self.document_id,
+                self.author,
+                _U64X2.pack(self.author_seq, self.timestamp_ms),
+                encode_varint(len(self.deps)),
+                *self.deps,
+                self.key_id,
+                self.nonce,
+            )
+        )
 
     @classmethod
     def read(cls, r: Reader) -> EntryHeader:

@@ -78,6 +78,7 @@ class DocumentMaterializer:
         keyring: KeyRing,
         max_cached: int = 256,
         current_batch: Callable[[], int | None] = lambda: None,
+        use_snapshots: bool = True,
     ) -> None:
         self._store = store
         self._tenant_id = tenant_id
@@ -85,6 +86,7 @@ class DocumentMaterializer:
         self._keyring = keyring
         self._scope = scope_key(tenant_id, database)
         self._max_cached = max_cached
+        self._use_snapshots = use_snapshots
         self._current_batch = current_batch
         """The id of the open write batch, or None when every cached change is in the store."""
         self._cache: OrderedDict[bytes, MaterializedDocument] = OrderedDict()
@@ -94,9 +96,8 @@ class DocumentMaterializer:
         """The document brought up to date with every stored entry."""
         md = self._cache.get(document_id)
         if md is None:
-            md = self._from_snapshot(document_id) or MaterializedDocument(
-                document_id, AutomergeDocument()
-            )
+            snapshot = self._from_snapshot(document_id) if self._use_snapshots else None
+            md = snapshot or MaterializedDocument(document_id, AutomergeDocument())
             self._remember(md)
         else:
             self._cache.move_to_end(document_id)
@@ -235,9 +236,12 @@ class DocumentMaterializer:
         return _SNAPSHOT_AAD + self._scope + document_id + struct.pack(">Q", covered_seq)
 
     def _maybe_snapshot(self, md: MaterializedDocument) -> None:
-        if md.since_snapshot < SNAPSHOT_EVERY or md.key_id is None or md.bad_entries:
+        if not self._use_snapshots or md.since_snapshot < SNAPSHOT_EVERY:
             return
-        if self._current_batch() is not None:  # the document may hold changes a failed batch will drop
+        if md.key_id is None or md.bad_entries:
+            return
+        if self._current_batch() is not None:
+            # Inside a batch the document may hold changes a failed batch will drop.
             return
         if not self._keyring.has_id(md.key_id):
             return
@@ -298,4 +302,3 @@ class DocumentMaterializer:
             deleted_by=deleted_by,
             change_count=change_count,
         )
-

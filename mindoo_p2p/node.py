@@ -339,4 +339,4 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-__all__ = ["Node", "default_home", "is_initialized", "MindooError"]
+__all__ = ["MindooError", "Node", "default_home", "is_initialized"]

@@ -108,8 +108,9 @@ def bench_reads(home: Path, node: Node, changes: int) -> dict[str, float]:
         tenant = fresh.tenant("bench")
         from mindoo_p2p.materializer import DocumentMaterializer
 
-        bare = DocumentMaterializer(fresh.store, tenant.id, "reads", tenant.keyring)
-        bare._from_snapshot = lambda _doc_id: None  # type: ignore[method-assign]
+        bare = DocumentMaterializer(
+            fresh.store, tenant.id, "reads", tenant.keyring, use_snapshots=False
+        )
         start = time.perf_counter()
         md = bare.load(bytes.fromhex(doc_id))
         md.doc.to_py()

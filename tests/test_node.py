@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import PASSWORD
 
 from mindoo_p2p import (
     Counter,
@@ -22,8 +23,6 @@ from mindoo_p2p import (
 from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.entry import Entry, EntryKind
 from mindoo_p2p.materializer import SNAPSHOT_EVERY
-
-from conftest import PASSWORD
 
 MakeNode = Callable[[str], Node]
 
@@ -101,9 +100,8 @@ def test_documents_crud_history_and_delete(make_node: MakeNode) -> None:
     db.delete(doc_id)
     with pytest.raises(DocumentDeletedError):
         db.get(doc_id)
-    with pytest.raises(DocumentDeletedError):
-        with db.change(doc_id) as doc:
-            doc["x"] = 1
+    with pytest.raises(DocumentDeletedError), db.change(doc_id) as doc:
+        doc["x"] = 1
     assert db.list_documents() == [empty]
     assert db.list_documents(include_deleted=True) == [doc_id, empty]
     history = db.history(doc_id)
@@ -117,10 +115,9 @@ def test_failed_change_block_writes_nothing(make_node: MakeNode) -> None:
     db = make_node("n").create_tenant("acme").open_db("contacts")
     doc_id = db.create_document({"n": 1})
     entries_before = db.stats()["entries"]
-    with pytest.raises(RuntimeError):
-        with db.change(doc_id) as doc:
-            doc["n"] = 2
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), db.change(doc_id) as doc:
+        doc["n"] = 2
+        raise RuntimeError("boom")
     assert db.get(doc_id) == {"n": 1}
     assert db.stats()["entries"] == entries_before
 
@@ -131,12 +128,11 @@ def test_batch_is_one_commit_and_all_or_nothing(make_node: MakeNode) -> None:
         ids = [db.create_document({"i": i}) for i in range(50)]
         assert db.get(ids[3]) == {"i": 3}  # read your own writes inside the batch
     assert len(db.list_documents()) == 50
-    with pytest.raises(RuntimeError):
-        with db.batch():
-            db.create_document({"lost": True})
-            with db.change(ids[0]) as doc:
-                doc["i"] = -1
-            raise RuntimeError("abort")
+    with pytest.raises(RuntimeError), db.batch():
+        db.create_document({"lost": True})
+        with db.change(ids[0]) as doc:
+            doc["i"] = -1
+        raise RuntimeError("abort")
     assert len(db.list_documents()) == 50
     assert db.get(ids[0]) == {"i": 0}
 

@@ -23,13 +23,14 @@ SEED_SIZE = 32
 class SigningKeyPair:
     """An Ed25519 key pair. The seed is the private part: keep it in the keystore only."""
 
-    __slots__ = ("_key", "public_key")
+    __slots__ = ("_key", "_secret", "public_key")
 
     def __init__(self, seed: bytes) -> None:
         if len(seed) != SEED_SIZE:
             raise ValueError("an Ed25519 seed is 32 bytes")
         self._key = nacl.signing.SigningKey(seed)
         self.public_key: bytes = bytes(self._key.verify_key)
+        self._secret: bytes = self._key._signing_key  # libsodium's 64-byte secret key
 
     @classmethod
     def generate(cls) -> SigningKeyPair:
@@ -41,7 +42,17 @@ class SigningKeyPair:
 
     def sign(self, message: bytes) -> bytes:
         """The 64-byte detached signature of ``message``."""
-        return bytes(self._key.sign(message).signature)
+        # libsodium's combined crypto_sign through a reused per-thread buffer: PyNaCl's
+        # SigningKey.sign allocates and copies the whole message twice per call.
+        size = len(message) + SIGNATURE_SIZE
+        buf = getattr(_tls, "sign_buf", None)
+        if buf is None or len(buf) < size:
+            buf = ffi.new("unsigned char[]", max(size, 4096))
+            _tls.sign_buf = buf
+            _tls.sign_len = ffi.new("unsigned long long *")
+        if lib.crypto_sign(buf, _tls.sign_len, message, len(message), self._secret) != 0:
+            raise RuntimeError("libsodium crypto_sign failed")
+        return bytes(ffi.buffer(buf, SIGNATURE_SIZE))
 
     def __repr__(self) -> str:
         return f"SigningKeyPair(public_key={self.public_key.hex()})"
