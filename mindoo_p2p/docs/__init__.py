@@ -1,0 +1,26 @@
+"""The Automerge document layer: change bytes in, a document and change bytes out. Pure: no I/O.
+
+`AutomergeDocument` applies, produces and reads changes; `MapProxy`/`ListProxy`/`TextProxy` are
+the mutable views inside `AutomergeDocument.change()`; `Counter` and `Text` are the value
+objects for CRDT counters and collaborative text; `change_hash`/`change_deps` read a change's
+identity from its bytes without a document.
+"""
+
+from .automerge_doc import AutomergeDocument, ChangeInfo
+from .change_chunk import change_deps, change_hash
+from .counter_patch import patch_counter_ops
+from .proxies import ListProxy, MapProxy, TextProxy
+from .values import Counter, Text
+
+__all__ = [
+    "AutomergeDocument",
+    "ChangeInfo",
+    "Counter",
+    "ListProxy",
+    "MapProxy",
+    "Text",
+    "TextProxy",
+    "change_deps",
+    "change_hash",
+    "patch_counter_ops",
+]
