@@ -281,3 +281,31 @@ def test_no_plaintext_or_private_key_on_disk(tmp_path: Path, make_node: MakeNode
         data = path.read_bytes()
         for needle in needles:
             assert needle not in data, f"{needle[:12]!r} found in {path}"
+
+
+def test_a_members_malformed_change_does_not_break_the_document(make_node: MakeNode) -> None:
+    node = make_node("n")
+    tenant = node.create_tenant("acme")
+    db = tenant.open_db("contacts")
+    doc_id = db.create_document({"name": "Ada"})
+    md_heads = db.history(doc_id)[-1].entry_id
+    bad = tenant.seal(
+        kind=EntryKind.CHANGE,
+        database="contacts",
+        document_id=bytes.fromhex(doc_id),
+        deps=[bytes.fromhex(md_heads)],
+        key=tenant.keyring.current("default"),
+        payload=b"\x85\x6f\x4a\x83 this is not an automerge change",
+    )
+    assert not node.ingest([bad]).rejected  # validly signed by a member: stored as history
+    db.update(doc_id, {"email": "ada@example.org"})
+    assert db.get(doc_id) == {"name": "Ada", "email": "ada@example.org"}
+    node.close()
+    again = Node.open(node.home, PASSWORD)
+    try:
+        assert again.tenant("acme").open_db("contacts").get(doc_id) == {
+            "name": "Ada",
+            "email": "ada@example.org",
+        }
+    finally:
+        again.close()
