@@ -14,7 +14,7 @@ processes may open the same home at once (LMDB and the keystore lock serialise t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ class Node:
         self._author_seq: dict[tuple[bytes, bytes], int] = {}
         self._batch_depth = 0
         self._batch_serial = 0
+        self._listeners: list[Callable[[list[Entry], bool], None]] = []
         self._pending: list[Entry] = []
         self._load_tenants(contents)
 
@@ -123,6 +124,29 @@ class Node:
 
     def public_identity(self) -> PublicIdentity:
         return self.identity.public()
+
+    def peer_seed(self) -> bytes:
+        """The 32-byte seed of this node's libp2p identity, created on first use.
+
+        It is a private key, so it lives in the encrypted keystore; the peer id stays the same
+        across restarts.
+        """
+        seed = self._keystore.read().get("peer_seed")
+        if seed is None:
+            fresh = os.urandom(32).hex()
+
+            def mutate(contents: dict[str, Any]) -> None:
+                contents.setdefault("peer_seed", fresh)
+
+            seed = self._keystore.update(mutate)["peer_seed"]
+        return bytes.fromhex(seed)
+
+    def add_listener(self, listener: Callable[[list[Entry], bool], None]) -> None:
+        """Call ``listener(entries, local)`` after entries are stored (``local``: written here)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[list[Entry], bool], None]) -> None:
+        self._listeners.remove(listener)
 
     # -- tenants -----------------------------------------------------------------------------
     def _load_tenants(self, contents: dict[str, Any]) -> None:
@@ -313,12 +337,19 @@ class Node:
         not checked again (membership still is).
         """
         try:
-            return self.store.append(entries, authorize=self.authorize, sealed_here=sealed_here)
+            result = self.store.append(entries, authorize=self.authorize, sealed_here=sealed_here)
         except BaseException:
             # Membership state may have been advanced for a batch that did not commit.
             for tenant in self._tenants.values():
                 tenant.load_membership()
             raise
+        if self._listeners and result.added:
+            given = {e.id: e for e in entries if isinstance(e, Entry)}
+            added = [given.get(i) or self.store.get(i) for i in result.added]
+            stored = [e for e in added if e is not None]
+            for listener in list(self._listeners):
+                listener(stored, sealed_here)
+        return result
 
     # -- maintenance -------------------------------------------------------------------------
     def fsck(self) -> FsckReport:

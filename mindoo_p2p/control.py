@@ -1,0 +1,302 @@
+"""The local control API of a running daemon: JSON lines over a Unix socket in the node home.
+
+Only the node's owner can reach it: the socket is created with mode 0600 inside the 0700 home
+directory, so file permissions are the authentication (no token to leak). Protocol: the client
+writes one JSON object per line, ``{"id": N, "method": "...", "params": {...}}``; the daemon
+answers each with ``{"id": N, "result": ...}`` or ``{"id": N, "error": {"type", "message"}}``.
+``subscribe`` turns the connection into an event stream: the daemon then writes one
+``{"event": {...}}`` line per event until the client disconnects (a client that falls behind
+by more than the queue size is told ``{"event": {"type": "lagged"}}`` and disconnected).
+
+Every line is bounded (`MAX_LINE`), the number of clients is bounded, and a client that sends
+garbage gets an error line and is disconnected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .errors import MindooError
+
+CONTROL_SOCKET = "control.sock"
+MAX_SOCKET_PATH = 100
+MAX_LINE = 16 * 1024 * 1024
+MAX_CLIENTS = 64
+EVENT_QUEUE = 1024
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class ControlError(MindooError):
+    """The daemon answered a control request with an error, or could not be reached."""
+
+
+class EventHub:
+    """Fan-out of daemon events to subscribers, each with a bounded queue."""
+
+    def __init__(self, queue_size: int = EVENT_QUEUE) -> None:
+        self._queue_size = queue_size
+        self._subscribers: set[trio.MemorySendChannel[dict[str, Any]]] = set()
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Queue ``event`` for every subscriber; never blocks. Laggards are dropped."""
+        for channel in list(self._subscribers):
+            try:
+                channel.send_nowait(event)
+            except trio.WouldBlock:
+                self._subscribers.discard(channel)
+                channel.close()
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                self._subscribers.discard(channel)
+
+    @asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[trio.MemoryReceiveChannel[dict[str, Any]]]:
+        send, receive = trio.open_memory_channel[dict[str, Any]](self._queue_size)
+        self._subscribers.add(send)
+        try:
+            yield receive
+        finally:
+            self._subscribers.discard(send)
+            send.close()
+            receive.close()
+
+
+class _LineReader:
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    async def readline(self) -> bytes | None:
+        """The next line without its newline; None at EOF. ControlError when too long."""
+        while True:
+            index = self._buffer.find(b"\n")
+            if index >= 0:
+                line = bytes(self._buffer[:index])
+                del self._buffer[: index + 1]
+                return line
+            if len(self._buffer) > MAX_LINE:
+                raise ControlError(f"control request longer than {MAX_LINE} bytes")
+            chunk = await self._stream.receive_some(65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+
+
+def _encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), default=_json_default).encode() + b"\n"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+class ControlServer:
+    """Serves the control socket; `handlers` map method names to async callables."""
+
+    def __init__(self, path: Path, handlers: dict[str, Handler], events: EventHub) -> None:
+        self.path = path
+        self._handlers = handlers
+        self._events = events
+        self._clients = trio.CapacityLimiter(MAX_CLIENTS)
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with suppress(FileNotFoundError):
+            self.path.unlink()  # the daemon lock guarantees no live daemon owns it
+        bind_path = self.path
+        short_dir: Path | None = None
+        if len(os.fsencode(self.path)) > MAX_SOCKET_PATH:
+            # Unix socket paths are limited to ~107 bytes: bind in a private short directory
+            # and leave a symlink in the home (clients resolve it).
+            short_dir = Path(tempfile.mkdtemp(prefix="mindoo-"))
+            bind_path = short_dir / "control.sock"
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            await sock.bind(str(bind_path))
+        finally:
+            os.umask(old_umask)
+        os.chmod(bind_path, 0o600)
+        if short_dir is not None:
+            os.symlink(bind_path, self.path)
+        sock.listen(MAX_CLIENTS)
+        listener = trio.SocketListener(sock)
+        try:
+            await trio.serve_listeners(self._serve_client, [listener], task_status=task_status)
+        finally:
+            with suppress(FileNotFoundError):
+                self.path.unlink()
+            if short_dir is not None:
+                with suppress(OSError):
+                    bind_path.unlink()
+                    short_dir.rmdir()
+
+    async def _serve_client(self, stream: trio.SocketStream) -> None:
+        if self._clients.available_tokens == 0:
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send_all(
+                    _encode({"error": {"type": "busy", "message": "too many clients"}})
+                )
+            await stream.aclose()
+            return
+        async with self._clients, stream:
+            reader = _LineReader(stream)
+            try:
+                while True:
+                    line = await reader.readline()
+                    if line is None:
+                        return
+                    if not await self._answer(stream, line):
+                        return
+            except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+
+    async def _answer(self, stream: trio.SocketStream, line: bytes) -> bool:
+        """Answer one request; False to close the connection."""
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict) or not isinstance(request.get("method"), str):
+                raise ValueError("a request is an object with a string 'method'")
+            params = request.get("params") or {}
+            if not isinstance(params, dict):
+                raise ValueError("'params' must be an object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            await stream.send_all(_encode({"error": {"type": "bad_request", "message": str(exc)}}))
+            return False
+        request_id = request.get("id")
+        method = request["method"]
+        if method == "subscribe":
+            await self._stream_events(stream, params)
+            return False
+        handler = self._handlers.get(method)
+        if handler is None:
+            reply = {"id": request_id, "error": {"type": "unknown_method", "message": method}}
+        else:
+            try:
+                reply = {"id": request_id, "result": await handler(params)}
+            except MindooError as exc:
+                reply = {
+                    "id": request_id,
+                    "error": {"type": type(exc).__name__, "message": str(exc)},
+                }
+            except (ValueError, TypeError, KeyError) as exc:
+                reply = {"id": request_id, "error": {"type": "bad_request", "message": str(exc)}}
+        await stream.send_all(_encode(reply))
+        return True
+
+    async def _stream_events(self, stream: trio.SocketStream, params: dict[str, Any]) -> None:
+        tenant = params.get("tenant")
+        database = params.get("database")
+        async with self._events.subscribe() as events:
+            await stream.send_all(_encode({"event": {"type": "subscribed"}}))
+            async for event in events:
+                if tenant and event.get("tenant") not in (tenant, None):
+                    continue
+                if database and event.get("database") not in (database, None):
+                    continue
+                await stream.send_all(_encode({"event": event}))
+            # The hub closed our queue: we fell behind.
+            await stream.send_all(_encode({"event": {"type": "lagged"}}))
+
+
+class ControlClient:
+    """A blocking client for the CLI and scripts."""
+
+    def __init__(self, path: Path, timeout: float = 60.0) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(os.path.realpath(self.path))
+        except OSError as exc:
+            sock.close()
+            raise ControlError(f"cannot reach the daemon at {self.path}: {exc.strerror}") from None
+        return sock
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        with self._connect() as sock:
+            sock.sendall(_encode({"id": 1, "method": method, "params": params or {}}))
+            reply = _read_json_line(sock)
+        if reply is None:
+            raise ControlError("the daemon closed the connection without answering")
+        if "error" in reply:
+            error = reply["error"]
+            raise ControlError(f"{error.get('message')}")
+        return reply.get("result")
+
+    def events(self, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """Yield daemon events until the daemon closes the stream."""
+        with self._connect() as sock:
+            sock.settimeout(None)
+            sock.sendall(_encode({"id": 1, "method": "subscribe", "params": params or {}}))
+            buffer = bytearray()
+            while True:
+                line = _read_line(sock, buffer)
+                if line is None:
+                    return
+                message = json.loads(line)
+                if "event" in message:
+                    yield message["event"]
+
+
+def _read_line(sock: socket.socket, buffer: bytearray) -> bytes | None:
+    while True:
+        index = buffer.find(b"\n")
+        if index >= 0:
+            line = bytes(buffer[:index])
+            del buffer[: index + 1]
+            return line
+        if len(buffer) > MAX_LINE:
+            raise ControlError("daemon reply too long")
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        buffer += chunk
+
+
+def _read_json_line(sock: socket.socket) -> dict[str, Any] | None:
+    line = _read_line(sock, bytearray())
+    if line is None:
+        return None
+    try:
+        value = json.loads(line)
+    except ValueError as exc:
+        raise ControlError(f"the daemon sent invalid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ControlError("the daemon sent an unexpected reply")
+    return value
+
+
+def control_socket(home: Path) -> Path:
+    return home / CONTROL_SOCKET
+
+
+def daemon_running(home: Path) -> bool:
+    """True when a daemon answers on the home's control socket."""
+    path = control_socket(home)
+    if not path.exists():
+        return False
+    try:
+        ControlClient(path, timeout=5).call("ping")
+    except (ControlError, OSError):
+        return False
+    return True
