@@ -1,0 +1,335 @@
+"""The trio driver: runs the handshake and the sync state machines over a framed stream.
+
+All protocol decisions live in :mod:`.auth` and :mod:`.sync_protocol`; this module only moves
+frames, calls :meth:`SyncStore.ingest`, and applies the two time bounds (the whole session, and
+the wait for each frame of the peer). The handshake runs in lock step; the sync phase runs full
+duplex (one task sends whatever the machine has to say while the other receives), so neither
+side can block the other however little the transport buffers.
+
+On a :class:`~.messages.ProtocolViolation` or a timeout, the driver reports a penalty through
+``on_penalty(remote_peer, points, reason)``, closes the stream and raises; the exception's
+``report`` holds what the session did until then (what was valid stays stored). A clean
+session leaves the stream open: it belongs to the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import trio
+
+from ..errors import MindooError
+from .auth import (
+    AuthDenied,
+    AuthInitiator,
+    AuthResponder,
+    InitiatorState,
+    ResponderState,
+    TenantAuthority,
+)
+from .messages import MAX_FRAME_SIZE, ProtocolViolation
+from .sync_protocol import (
+    DEFAULT_LIMITS,
+    IngestOutcome,
+    SyncInitiator,
+    SyncLimits,
+    SyncReport,
+    SyncResponder,
+    SyncStore,
+)
+
+TIMEOUT_PENALTY = 10
+"""Score points for a peer that stalls past a time bound (it may just be slow)."""
+DENIAL_PENALTY = 5
+"""Score points for a peer whose proof we denied (revoked, misconfigured, or probing)."""
+_CLOSE_SECONDS = 2.0
+
+PenaltyCallback = Callable[[bytes, int, str], None]
+"""``on_penalty(remote_peer, points, reason)``."""
+ProgressCallback = Callable[[SyncReport], None]
+"""Called with the live report after each frame of the sync phase."""
+
+
+class FrameStream(Protocol):
+    """What the driver needs from a transport stream (``net.framing.FramedStream`` has it)."""
+
+    async def send_frame(self, data: bytes) -> None: ...
+
+    async def receive_frame(self) -> bytes: ...
+
+    async def close(self) -> None: ...
+
+
+class SyncTimeout(MindooError):
+    """The session ran past its wall time, or the peer was silent past the idle bound."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.penalty = TIMEOUT_PENALTY
+        self.report: SyncReport | None = None
+
+
+Handshake = AuthInitiator | AuthResponder
+Machine = SyncInitiator | SyncResponder
+
+
+class _Session:
+    """One stream as the driver sees it: frame counting, the idle bound, the duplex loop."""
+
+    def __init__(
+        self,
+        stream: FrameStream,
+        limits: SyncLimits,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        self.stream = stream
+        self.limits = limits
+        self.on_progress = on_progress
+        self.frames_sent = 0
+        self.frames_received = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.started = trio.current_time()
+        self._changed = trio.Event()
+
+    async def send(self, frame: bytes) -> None:
+        await self.stream.send_frame(frame)
+        self.frames_sent += 1
+        self.bytes_sent += len(frame)
+
+    async def receive(self) -> bytes:
+        with trio.move_on_after(self.limits.idle_seconds) as idle:
+            frame = await self.stream.receive_frame()
+        if idle.cancelled_caught:
+            raise SyncTimeout(f"the peer sent nothing for {self.limits.idle_seconds} s")
+        if len(frame) > MAX_FRAME_SIZE:
+            raise ProtocolViolation(f"a frame of {len(frame)} bytes, over {MAX_FRAME_SIZE}")
+        self.frames_received += 1
+        self.bytes_received += len(frame)
+        return frame
+
+    def fill(self, report: SyncReport) -> SyncReport:
+        """Copy the session totals into ``report``."""
+        report.frames_sent = self.frames_sent
+        report.frames_received = self.frames_received
+        report.bytes_sent = self.bytes_sent
+        report.bytes_received = self.bytes_received
+        report.elapsed_seconds = trio.current_time() - self.started
+        return report
+
+    async def lockstep(self, handshake: Handshake) -> None:
+        """Run the handshake to its end: send what it has, else receive what it waits for."""
+        while not handshake.finished:
+            frame = handshake.next_frame()
+            if frame is not None:
+                await self.send(frame)
+            elif handshake.wants_frame:
+                handshake.receive(await self.receive())
+            else:  # pragma: no cover - the transition tables make this unreachable
+                raise RuntimeError("handshake stalled")
+
+    async def duplex(self, machine: Machine, store: SyncStore) -> None:
+        """Run a sync machine to its end, sending and receiving at the same time."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send_loop, machine)
+                await self._receive_loop(machine, store)
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+
+    async def _receive_loop(self, machine: Machine, store: SyncStore) -> None:
+        while machine.receiving:
+            machine.receive(await self.receive())
+            try:
+                for job in machine.take_jobs():
+                    outcome = store.ingest(job.raws) if job.raws else IngestOutcome()
+                    machine.ingested(job, outcome)
+            finally:
+                self._changed.set()
+            if self.on_progress is not None:
+                self.on_progress(self.fill(machine.report))
+
+    async def _send_loop(self, machine: Machine) -> None:
+        while machine.sending:
+            frame = machine.next_frame()
+            if frame is None:
+                await self._changed.wait()
+                self._changed = trio.Event()
+            else:
+                await self.send(frame)
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception to raise for a failed duplex loop: a protocol violation if one of the
+    tasks found one, else the first failure that is not a cancellation."""
+    leaves: list[BaseException] = []
+
+    def collect(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                collect(inner)
+        elif not isinstance(error, trio.Cancelled):
+            leaves.append(error)
+
+    collect(group)
+    for leaf in leaves:
+        if isinstance(leaf, ProtocolViolation):
+            return leaf
+    return leaves[0] if leaves else group
+
+
+async def _close_quietly(stream: FrameStream) -> None:
+    with trio.move_on_after(_CLOSE_SECONDS) as scope:
+        scope.shield = True
+        with contextlib.suppress(Exception):  # the stream is being dropped anyway
+            await stream.close()
+
+
+async def _fail(
+    session: _Session,
+    error: ProtocolViolation | SyncTimeout,
+    remote_peer: bytes,
+    on_penalty: PenaltyCallback | None,
+    report: SyncReport | None,
+) -> None:
+    """Attach the report so far to ``error``, report the penalty and drop the stream."""
+    error.report = session.fill(report) if report is not None else None
+    if on_penalty is not None:
+        on_penalty(remote_peer, error.penalty, error.reason)
+    await _close_quietly(session.stream)
+
+
+async def run_initiator(
+    stream: FrameStream,
+    local_peer: bytes,
+    remote_peer: bytes,
+    authority: TenantAuthority,
+    store: SyncStore,
+    *,
+    on_progress: ProgressCallback | None = None,
+    on_penalty: PenaltyCallback | None = None,
+    limits: SyncLimits = DEFAULT_LIMITS,
+) -> SyncReport:
+    """Authenticate for ``authority``'s tenant and sync ``store`` with the peer.
+
+    ``local_peer`` and ``remote_peer`` are the binary libp2p peer ids of this connection.
+    Raises :class:`AuthDenied` when either side refuses the other (the stream is closed),
+    :class:`ProtocolViolation` or :class:`SyncTimeout` as described in the module docstring.
+    """
+    if store.tenant_id != authority.tenant_id:
+        raise ValueError("the store and the authority are of different tenants")
+    session = _Session(stream, limits, on_progress)
+    machine: SyncInitiator | None = None
+    try:
+        with trio.move_on_after(limits.session_seconds):
+            handshake = AuthInitiator(local_peer, remote_peer, authority)
+            await session.lockstep(handshake)
+            if handshake.state is not InitiatorState.AUTHENTICATED:
+                if handshake.refused_peer and on_penalty is not None:
+                    on_penalty(remote_peer, DENIAL_PENALTY, "its proof was refused")
+                await _close_quietly(stream)
+                raise AuthDenied(
+                    "the peer could not prove it may replicate the tenant"
+                    if handshake.refused_peer
+                    else "the peer denied the session"
+                )
+            machine = SyncInitiator(store, limits)
+            await session.duplex(machine, store)
+            return session.fill(machine.report)
+        raise SyncTimeout(f"the session ran past {limits.session_seconds} s")
+    except (ProtocolViolation, SyncTimeout) as error:
+        await _fail(
+            session, error, remote_peer, on_penalty, machine.report if machine is not None else None
+        )
+        raise
+    finally:
+        if machine is not None:
+            machine.close()
+
+
+async def run_responder(
+    stream: FrameStream,
+    local_peer: bytes,
+    remote_peer: bytes,
+    authorities: Mapping[bytes, tuple[TenantAuthority, SyncStore]],
+    *,
+    on_progress: ProgressCallback | None = None,
+    on_penalty: PenaltyCallback | None = None,
+    limits: SyncLimits = DEFAULT_LIMITS,
+) -> SyncReport | None:
+    """Answer a session for whichever tenant of ``authorities`` (tenant id -> (authority,
+    store)) the initiator proves itself for.
+
+    Returns None when the peer was denied (it got the one generic denial; the stream is
+    closed). Raises :class:`AuthDenied` when the initiator refused our proof, and
+    :class:`ProtocolViolation` or :class:`SyncTimeout` as described in the module docstring.
+    """
+    pairs = list(authorities.values())
+    for authority, store in pairs:
+        if store.tenant_id != authority.tenant_id:
+            raise ValueError("a store and its authority are of different tenants")
+    session = _Session(stream, limits, on_progress)
+    machine: SyncResponder | None = None
+    try:
+        with trio.move_on_after(limits.session_seconds):
+            handshake = AuthResponder(local_peer, remote_peer, [pair[0] for pair in pairs])
+            await session.lockstep(handshake)
+            if handshake.state is not ResponderState.AUTHENTICATED:
+                if handshake.refused_peer and on_penalty is not None:
+                    on_penalty(remote_peer, DENIAL_PENALTY, "its proof was refused")
+                await _close_quietly(stream)
+                return None
+            store = next(store for each, store in pairs if each is handshake.authority)
+            machine = SyncResponder(store, limits)
+            await session.duplex(machine, store)
+            if machine.refused:
+                await _close_quietly(stream)
+                raise AuthDenied("the peer refused our proof")
+            return session.fill(machine.report)
+        raise SyncTimeout(f"the session ran past {limits.session_seconds} s")
+    except (ProtocolViolation, SyncTimeout) as error:
+        await _fail(
+            session, error, remote_peer, on_penalty, machine.report if machine is not None else None
+        )
+        raise
+    finally:
+        if machine is not None:
+            machine.close()
+
+
+class MemoryFrameStream:
+    """One end of an in-memory framed stream (trio memory channels), for tests and tools.
+
+    Frames are delivered whole and in order; nothing limits their size (the driver checks).
+    After the other end closed, :meth:`receive_frame` raises ``trio.EndOfChannel``.
+    """
+
+    def __init__(
+        self, outgoing: trio.MemorySendChannel[bytes], incoming: trio.MemoryReceiveChannel[bytes]
+    ) -> None:
+        self._outgoing = outgoing
+        self._incoming = incoming
+
+    async def send_frame(self, data: bytes) -> None:
+        await self._outgoing.send(bytes(data))
+
+    async def receive_frame(self) -> bytes:
+        return await self._incoming.receive()
+
+    async def close(self) -> None:
+        await self._outgoing.aclose()
+        await self._incoming.aclose()
+
+
+def memory_frame_pair(buffer: int = 0) -> tuple[MemoryFrameStream, MemoryFrameStream]:
+    """Two connected :class:`MemoryFrameStream` ends holding up to ``buffer`` frames in flight
+    each way (0: every send waits for the matching receive)."""
+    a_to_b_send, a_to_b_receive = trio.open_memory_channel[bytes](buffer)
+    b_to_a_send, b_to_a_receive = trio.open_memory_channel[bytes](buffer)
+    return (
+        MemoryFrameStream(a_to_b_send, b_to_a_receive),
+        MemoryFrameStream(b_to_a_send, a_to_b_receive),
+    )
