@@ -1,0 +1,519 @@
+"""The node daemon: a `Node` kept in sync with its peers over libp2p.
+
+One trio task tree, owned by `NodeDaemon.run`:
+
+- the libp2p host (`net.host.PeerHost`, TCP + Noise + Yamux) listening on the configured
+  addresses, with the sync protocol's stream handler (the responder side);
+- the dialer, keeping bootstrap and address-book peers connected, with backoff;
+- one worker per connected peer that runs sync sessions (the initiator side) whenever it is
+  woken: on connect, when entries arrive or are written here (store and forward: what one peer
+  sends us is offered to the others), and every ``sync_interval_s`` ± 20 % for a random peer;
+- the control socket (`control.ControlServer`) for the CLI and local apps, with an event stream
+  of arriving entries.
+
+Every session is bounded (frames, sizes, wall time); a failed or stalled session is logged,
+recorded in the peer's status and retried on the next wake-up. A peer that sends invalid data
+is penalised; past `BAN_THRESHOLD` points it is disconnected and refused for `BAN_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .config import NodeConfig
+from .control import ControlServer, EventHub, control_socket
+from .entry import Entry
+from .errors import MindooError
+from .net.address_book import AddressBook
+from .net.auth import AuthDenied
+from .net.dialer import maintain_connections
+from .net.framing import TransportError
+from .net.host import HostConfig, PeerHost
+from .net.messages import ProtocolViolation
+from .net.peer_identity import to_libp2p_id
+from .net.sync_driver import SyncTimeout, run_initiator, run_responder
+from .net.sync_protocol import DEFAULT_LIMITS, SyncLimits, SyncReport
+from .node import Node
+from .sync_adapter import TenantSyncAuthority, TenantSyncStore
+from .tenant import Tenant
+
+logger = logging.getLogger(__name__)
+
+SYNC_PROTOCOL = "/mindoo/sync/1.0.0"
+LOCK_FILE = "daemon.lock"
+ADDRESS_BOOK_FILE = "peers.json"
+BAN_THRESHOLD = 100
+BAN_SECONDS = 600.0
+
+
+class DaemonError(MindooError):
+    """The daemon cannot start (another daemon runs on this home, bad address, ...)."""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@contextmanager
+def daemon_lock(home: Path) -> Iterator[None]:
+    """Hold the home's daemon lock; DaemonError if another daemon holds it."""
+    path = home / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise DaemonError(
+                f"another daemon is already running on {home} (pid {other})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class DatabaseSyncState:
+    """What this node knows of one database's sync state with one peer."""
+
+    caught_up_ms: int | None = None
+    received: int = 0
+    sent: int = 0
+    missing: int = 0
+
+
+@dataclass
+class PeerState:
+    peer_id: str
+    connected: bool = False
+    address: str | None = None
+    last_sync_ms: int | None = None
+    last_error: str | None = None
+    penalty: int = 0
+    banned_until: float = 0.0
+    syncing: bool = False
+    progress: dict[str, int] = field(default_factory=dict)
+    shared_tenants: set[bytes] = field(default_factory=set)
+    unshared_tenants: set[bytes] = field(default_factory=set)
+    databases: dict[tuple[bytes, str], DatabaseSyncState] = field(default_factory=dict)
+    wake: trio.Event = field(default_factory=trio.Event)
+    sessions: int = 0
+
+    def to_dict(self, tenant_names: dict[bytes, str]) -> dict[str, Any]:
+        return {
+            "peer_id": self.peer_id,
+            "connected": self.connected,
+            "address": self.address,
+            "last_sync_ms": self.last_sync_ms,
+            "last_error": self.last_error,
+            "penalty": self.penalty,
+            "syncing": self.syncing,
+            "progress": dict(self.progress),
+            "sessions": self.sessions,
+            "tenants": sorted(tenant_names.get(t, t.hex()) for t in self.shared_tenants),
+        }
+
+
+class NodeDaemon:
+    """Runs a node's networking; see the module docstring."""
+
+    def __init__(
+        self,
+        node: Node,
+        config: NodeConfig,
+        *,
+        host_config: HostConfig | None = None,
+        sync_limits: SyncLimits = DEFAULT_LIMITS,
+        control: bool = True,
+        command_runner: Callable[[list[str], str], dict[str, Any]] | None = None,
+    ) -> None:
+        self.node = node
+        self.config = config
+        self._host_config = host_config
+        self._sync_limits = sync_limits
+        self._control_enabled = control
+        self._command_runner = command_runner
+        self.host: PeerHost | None = None
+        self.events = EventHub()
+        self.address_book = self._load_address_book()
+        self.peers: dict[str, PeerState] = {}
+        self._nursery: trio.Nursery | None = None
+        self._local_peer = b""
+        self._started = trio.Event()
+        self._blocked: set[str] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled. ``task_status.started(self)`` once listening."""
+        with daemon_lock(self.node.home):
+            host = PeerHost(self.node.peer_seed(), self.config.listen, config=self._host_config)
+            self.host = host
+            self._local_peer = to_libp2p_id(host.peer_id).to_bytes()
+            host.set_stream_handler(SYNC_PROTOCOL, self._serve_sync)
+            self.node.add_listener(self._on_entries)
+            try:
+                async with host.run(), trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self._watch_connections, host)
+                    nursery.start_soon(
+                        lambda: maintain_connections(
+                            host,
+                            self.address_book,
+                            self.config.bootstrap,
+                            on_change=lambda _book: self._save_address_book(),
+                        )
+                    )
+                    nursery.start_soon(self._periodic_sync)
+                    if self._control_enabled:
+                        server = ControlServer(
+                            control_socket(self.node.home), self._handlers(), self.events
+                        )
+                        await nursery.start(server.serve)
+                    logger.info("node %s listening on %s", host.peer_id, host.listen_addrs())
+                    self._started.set()
+                    task_status.started(self)
+            finally:
+                self.node.remove_listener(self._on_entries)
+                self._nursery = None
+
+    @property
+    def peer_id(self) -> str:
+        if self.host is None:
+            raise DaemonError("the daemon is not running")
+        return self.host.peer_id
+
+    def listen_addrs(self) -> list[str]:
+        return self.host.listen_addrs() if self.host is not None else []
+
+    # -- address book ------------------------------------------------------------------------
+    def _load_address_book(self) -> AddressBook:
+        path = self.node.home / ADDRESS_BOOK_FILE
+        if path.exists():
+            try:
+                return AddressBook.from_json(path.read_bytes())
+            except (MindooError, ValueError) as exc:
+                logger.warning("ignoring unreadable address book %s: %s", path, exc)
+        return AddressBook()
+
+    def _save_address_book(self) -> None:
+        path = self.node.home / ADDRESS_BOOK_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(self.address_book.to_json())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    # -- peers -------------------------------------------------------------------------------
+    def _peer(self, peer_id: str) -> PeerState:
+        state = self.peers.get(peer_id)
+        if state is None:
+            state = self.peers[peer_id] = PeerState(peer_id)
+        return state
+
+    def _may_dial(self, peer_id: str) -> bool:
+        state = self.peers.get(peer_id)
+        banned = state is not None and state.banned_until > time.monotonic()
+        return not banned and peer_id not in self._blocked
+
+    async def add_peer(self, addr: str) -> str:
+        """Remember ``addr`` (a multiaddr ending in /p2p/PEER_ID) and connect to it now."""
+        peer_id = self.address_book.add(addr)
+        self._save_address_book()
+        if self.host is None:
+            raise DaemonError("the daemon is not running")
+        self._blocked.discard(peer_id)
+        await self.host.connect(addr)
+        self._peer(peer_id).address = addr
+        return peer_id
+
+    async def block_peer(self, peer_id: str) -> None:
+        """Disconnect ``peer_id`` and refuse it until `unblock_peer` (partitions in tests)."""
+        self._blocked.add(peer_id)
+        if self.host is not None:
+            await self.host.disconnect(peer_id)
+
+    def unblock_peer(self, peer_id: str) -> None:
+        self._blocked.discard(peer_id)
+
+    async def _watch_connections(self, host: PeerHost) -> None:
+        assert self._nursery is not None
+        for peer_id in host.connected_peers():
+            self._on_connected(peer_id)
+        async for event in host.connection_events:
+            if event.connected:
+                if not self._may_dial(event.peer_id):
+                    await host.disconnect(event.peer_id)
+                    continue
+                self._on_connected(event.peer_id)
+            else:
+                state = self._peer(event.peer_id)
+                state.connected = False
+                state.shared_tenants.clear()
+                state.unshared_tenants.clear()
+                state.wake.set()  # lets its worker notice and stop
+
+    def _on_connected(self, peer_id: str) -> None:
+        assert self._nursery is not None
+        state = self._peer(peer_id)
+        if state.connected:
+            return
+        state.connected = True
+        state.wake = trio.Event()
+        state.wake.set()  # sync at once
+        self._nursery.start_soon(self._peer_worker, peer_id)
+        self.events.publish({"type": "peer", "peer_id": peer_id, "connected": True})
+
+    def wake_peers(self, except_peer: str | None = None) -> None:
+        """Ask every connected peer's worker to run a session (coalesced)."""
+        for peer_id, state in self.peers.items():
+            if state.connected and peer_id != except_peer:
+                state.wake.set()
+
+    async def _peer_worker(self, peer_id: str) -> None:
+        state = self._peer(peer_id)
+        while True:
+            await state.wake.wait()
+            if not state.connected or self.host is None or not self.host.is_connected(peer_id):
+                state.connected = False
+                return
+            state.wake = trio.Event()
+            await self.sync_with_peer(peer_id)
+
+    async def _periodic_sync(self) -> None:
+        interval = self.config.sync_interval_s
+        while True:
+            await trio.sleep(interval * random.uniform(0.8, 1.2))
+            connected = [p for p, s in self.peers.items() if s.connected]
+            if connected:
+                self.peers[random.choice(connected)].wake.set()
+
+    def _penalize(self, peer: bytes | str, points: int, reason: str) -> None:
+        peer_id = peer if isinstance(peer, str) else _peer_id_text(peer)
+        state = self._peer(peer_id)
+        state.penalty += points
+        state.last_error = f"penalised {points}: {reason}"
+        logger.warning("peer %s penalised %d points: %s", peer_id, points, reason)
+        if state.penalty >= BAN_THRESHOLD and self._nursery is not None:
+            state.banned_until = time.monotonic() + BAN_SECONDS
+            logger.warning("disconnecting peer %s for %.0f s", peer_id, BAN_SECONDS)
+            if self.host is not None:
+                self._nursery.start_soon(self.host.disconnect, peer_id)
+
+    # -- sessions ----------------------------------------------------------------------------
+    async def sync_with_peer(self, peer_id: str) -> list[SyncReport]:
+        """Run one session per tenant this node holds with ``peer_id`` (initiator side)."""
+        state = self._peer(peer_id)
+        reports = []
+        state.syncing = True
+        try:
+            for tenant in self.node.tenants():
+                if tenant.id in state.unshared_tenants:
+                    continue
+                report = await self._sync_tenant(peer_id, tenant, state)
+                if report is not None:
+                    reports.append(report)
+        finally:
+            state.syncing = False
+            state.progress = {}
+        return reports
+
+    async def _sync_tenant(
+        self, peer_id: str, tenant: Tenant, state: PeerState
+    ) -> SyncReport | None:
+        host = self.host
+        if host is None or not host.is_connected(peer_id):
+            return None
+        try:
+            stream = await host.open_stream(peer_id, SYNC_PROTOCOL)
+        except TransportError as exc:
+            state.last_error = f"cannot open a sync stream: {exc}"
+            return None
+        try:
+            report = await run_initiator(
+                stream,
+                self._local_peer,
+                to_libp2p_id(peer_id).to_bytes(),
+                TenantSyncAuthority(tenant),
+                TenantSyncStore(self.node, tenant),
+                on_progress=lambda live: self._progress(state, live),
+                on_penalty=self._penalize,
+                limits=self._sync_limits,
+            )
+        except AuthDenied:
+            state.unshared_tenants.add(tenant.id)
+            with trio.CancelScope(shield=True):
+                await stream.reset()
+            return None
+        except (ProtocolViolation, SyncTimeout, TransportError) as exc:
+            state.last_error = f"sync of {tenant.name} failed: {exc}"
+            logger.info("sync with %s failed: %s", peer_id, exc)
+            with trio.CancelScope(shield=True):
+                await stream.reset()
+            return None
+        with trio.CancelScope(shield=True):
+            await stream.close()
+        self._record(state, tenant, report)
+        return report
+
+    async def _serve_sync(self, stream: Any) -> None:
+        peer_id = stream.remote_peer_id
+        state = self._peer(peer_id)
+        if not self._may_dial(peer_id):
+            return
+        authorities = {
+            tenant.id: (TenantSyncAuthority(tenant), TenantSyncStore(self.node, tenant))
+            for tenant in self.node.tenants()
+        }
+        try:
+            report = await run_responder(
+                stream,
+                self._local_peer,
+                to_libp2p_id(peer_id).to_bytes(),
+                authorities,
+                on_penalty=self._penalize,
+                limits=self._sync_limits,
+            )
+        except (AuthDenied, ProtocolViolation, SyncTimeout) as exc:
+            state.last_error = f"inbound sync failed: {exc}"
+            return
+        if report is not None:
+            tenant = self.node.tenant(report.tenant_id)
+            self._record(state, tenant, report)
+
+    def _progress(self, state: PeerState, live: SyncReport) -> None:
+        state.progress = {"received": live.received, "sent": live.sent}
+
+    def _record(self, state: PeerState, tenant: Tenant, report: SyncReport) -> None:
+        at = now_ms()
+        state.last_sync_ms = at
+        state.sessions += 1
+        state.last_error = None
+        state.shared_tenants.add(tenant.id)
+        for name, db_report in report.databases.items():
+            db_state = state.databases.setdefault((tenant.id, name), DatabaseSyncState())
+            db_state.received += db_report.received
+            db_state.sent += db_report.sent
+            db_state.missing = db_report.unavailable
+            if db_report.unavailable == 0 and db_report.rejected == 0:
+                db_state.caught_up_ms = at
+
+    # -- local events ------------------------------------------------------------------------
+    def _on_entries(self, entries: list[Entry], local: bool) -> None:
+        """Entries were stored: tell subscribers, and offer them to the peers."""
+        for entry in entries:
+            self.events.publish(
+                {
+                    "type": "entry",
+                    "origin": "local" if local else "peer",
+                    "tenant": entry.tenant_id.hex(),
+                    "database": entry.database,
+                    "document_id": entry.document_id.hex(),
+                    "entry_id": entry.id.hex(),
+                    "kind": entry.kind.name.lower(),
+                    "timestamp_ms": entry.timestamp_ms,
+                }
+            )
+        if self._nursery is not None:
+            self.wake_peers()
+
+    # -- status and control ------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        names = {t.id: t.name for t in self.node.tenants()}
+        databases = []
+        for tenant in self.node.tenants():
+            for name in tenant.databases():
+                stats = tenant.open_db(name).stats()
+                caught_up = []
+                missing = 0
+                for peer_id, state in self.peers.items():
+                    db_state = state.databases.get((tenant.id, name))
+                    if db_state is None:
+                        continue
+                    missing = max(missing, db_state.missing)
+                    if db_state.caught_up_ms is not None:
+                        caught_up.append({"peer_id": peer_id, "at_ms": db_state.caught_up_ms})
+                databases.append(
+                    {
+                        "tenant": tenant.name,
+                        "tenant_id": tenant.id_hex,
+                        "database": name,
+                        "entries": stats["entries"],
+                        "documents": stats["documents"],
+                        "missing": missing,
+                        "caught_up": caught_up,
+                    }
+                )
+        return {
+            "peer_id": self.host.peer_id if self.host else None,
+            "listen_addrs": self.listen_addrs(),
+            "home": str(self.node.home),
+            "entries": self.node.store.count(),
+            "peers": [s.to_dict(names) for s in sorted(self.peers.values(), key=_by_peer)],
+            "databases": databases,
+        }
+
+    def _handlers(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        async def ping(params: dict[str, Any]) -> str:
+            return "pong"
+
+        async def status(params: dict[str, Any]) -> dict[str, Any]:
+            return self.status()
+
+        async def peers_add(params: dict[str, Any]) -> dict[str, Any]:
+            addr = params.get("addr")
+            if not isinstance(addr, str):
+                raise ValueError("peers.add needs an 'addr' string")
+            try:
+                peer_id = await self.add_peer(addr)
+            except TransportError as exc:
+                return {"peer_id": None, "added": True, "connected": False, "error": str(exc)}
+            return {"peer_id": peer_id, "added": True, "connected": True}
+
+        async def sync_now(params: dict[str, Any]) -> dict[str, Any]:
+            self.wake_peers()
+            return {"woken": sum(1 for s in self.peers.values() if s.connected)}
+
+        async def run_command(params: dict[str, Any]) -> dict[str, Any]:
+            argv = params.get("argv")
+            cwd = params.get("cwd")
+            if self._command_runner is None:
+                raise ValueError("this daemon does not run CLI commands")
+            if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+                raise ValueError("'argv' must be a list of strings")
+            if not isinstance(cwd, str):
+                raise ValueError("'cwd' must be a string")
+            return self._command_runner(argv, cwd)
+
+        return {
+            "ping": ping,
+            "status": status,
+            "peers.add": peers_add,
+            "sync": sync_now,
+            "cli": run_command,
+        }
+
+
+def _by_peer(state: PeerState) -> tuple[bool, str]:
+    return (not state.connected, state.peer_id)
+
+
+def _peer_id_text(peer: bytes) -> str:
+    from libp2p.peer.id import ID
+
+    with suppress(Exception):
+        return str(ID(peer).to_base58())
+    return peer.hex()

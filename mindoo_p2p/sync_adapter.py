@@ -1,0 +1,103 @@
+"""How the sync protocol sees a node: one tenant's store and membership.
+
+`TenantSyncStore` adapts a `Node` to the protocol's `SyncStore` (reads from the LMDB store and
+its reconciliation index, writes through `Node.ingest`, which verifies everything), and
+`TenantSyncAuthority` adapts a `Tenant` to the handshake's `TenantAuthority` (membership is
+asked anew on every session).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+
+from .crypto import SigningKeyPair
+from .entry import TENANT_LOG, Entry
+from .errors import DecodeError
+from .net.sync_protocol import IngestOutcome
+from .node import Node
+from .recon import ReconStorage
+from .store import Rejected
+from .store._batch import BAD_SIGNATURE
+from .tenant import Tenant
+
+_INVALID_PREFIXES = (BAD_SIGNATURE, "decode error", "entry id does not match")
+
+
+class TenantSyncAuthority:
+    """A tenant's membership, as the peer handshake asks about it."""
+
+    def __init__(self, tenant: Tenant) -> None:
+        self._tenant = tenant
+
+    @property
+    def tenant_id(self) -> bytes:
+        return self._tenant.id
+
+    @property
+    def member_key(self) -> SigningKeyPair:
+        return self._tenant.node.identity.signing
+
+    def may_replicate(self, member_key: bytes) -> bool:
+        return self._tenant.membership.is_member(member_key)
+
+
+class TenantSyncStore:
+    """One tenant of a node as the sync protocol reads and writes it."""
+
+    def __init__(self, node: Node, tenant: Tenant) -> None:
+        self._node = node
+        self._tenant = tenant
+
+    @property
+    def tenant_id(self) -> bytes:
+        return self._tenant.id
+
+    def databases(self) -> list[str]:
+        return [TENANT_LOG, *self._tenant.databases()]
+
+    def recon_storage(self, database: str) -> AbstractContextManager[ReconStorage]:
+        return self._node.store.recon_snapshot(self._tenant.id, database)
+
+    def missing(self, ids: Sequence[bytes]) -> list[bytes]:
+        return self._node.store.missing(ids)
+
+    def get_raw(self, ids: Sequence[bytes]) -> list[bytes]:
+        found = []
+        for entry_id in ids:
+            entry = self._node.store.get(entry_id)
+            if entry is not None and entry.tenant_id == self._tenant.id:
+                found.append(entry.raw)
+        return found
+
+    def ingest(self, raws: Sequence[bytes]) -> IngestOutcome:
+        rejected: list[Rejected] = []
+        ours: list[Entry] = []
+        for raw in raws:
+            try:
+                entry = Entry.decode(raw)
+            except DecodeError as exc:
+                rejected.append(Rejected(_id_of(raw), f"decode error: {exc}"))
+                continue
+            if entry.tenant_id != self._tenant.id:
+                rejected.append(Rejected(entry.id, "entry of another tenant"))
+                continue
+            ours.append(entry)
+        result = self._node.ingest(ours) if ours else None
+        refused: list[Rejected] = []
+        if result is not None:
+            for item in result.rejected:
+                if item.reason.startswith(_INVALID_PREFIXES):
+                    rejected.append(item)
+                else:
+                    refused.append(item)
+        return IngestOutcome(
+            added=tuple(result.added) if result else (),
+            rejected=tuple(rejected),
+            refused=tuple(refused),
+        )
+
+
+def _id_of(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()
