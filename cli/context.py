@@ -14,10 +14,29 @@ import click
 from mindoo_p2p.node import Node, default_home, is_initialized
 
 PASSWORD_ENV = "MINDOO_PASSWORD"
+MAX_PASSWORD_FILE_SIZE = 64 * 1024
+
+
+def read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of a small input file; click.ClickException (exit 1) if unreadable or over
+    ``limit`` bytes (never reads more than ``limit + 1`` bytes)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise click.ClickException(f"{what} {path} is over the limit of {limit} bytes")
+    return data
 
 
 @dataclass
 class CliContext:
+    """What every command needs: where the node lives, how to print, how to get the password.
+
+    The node is opened lazily (once) by `node()` and closed by `close()` when the command ends.
+    """
+
     home: Path
     json_output: bool
     password_file: Path | None
@@ -26,11 +45,12 @@ class CliContext:
     def password(self, *, confirm: bool = False) -> str:
         """From --password-file, else MINDOO_PASSWORD, else a hidden prompt on a terminal."""
         if self.password_file is not None:
+            data = read_bounded(self.password_file, MAX_PASSWORD_FILE_SIZE, "password file")
             try:
-                text = self.password_file.read_text(encoding="utf-8")
-            except OSError as exc:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
                 raise click.ClickException(
-                    f"cannot read password file {self.password_file}: {exc.strerror}"
+                    f"password file {self.password_file} is not UTF-8 text"
                 ) from None
             password = text.rstrip("\r\n")
         elif os.environ.get(PASSWORD_ENV):
@@ -41,13 +61,15 @@ class CliContext:
             )
         else:
             raise click.ClickException(
-                f"a password is needed: set {PASSWORD_ENV}, use --password-file, or run in a terminal"
+                f"a password is needed: set {PASSWORD_ENV}, use --password-file,"
+                " or run in a terminal"
             )
         if not password:
             raise click.ClickException("the password must not be empty")
         return password
 
     def node(self) -> Node:
+        """The node in ``home``, opened on first use; ClickException if there is none."""
         if self._node is None:
             if not is_initialized(self.home):
                 raise click.ClickException(f"no node in {self.home}: run 'mindoo init' first")
@@ -78,4 +100,5 @@ def _json_default(value: Any) -> Any:
 
 
 def resolve_home(home: str | None) -> Path:
-    return Path(home).expanduser() if home else default_home()
+    """--home, else the default home; made absolute so that printed paths are unambiguous."""
+    return (Path(home).expanduser() if home else default_home()).absolute()

@@ -8,24 +8,31 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from mindoo_p2p.bundle import export_entries, import_bundle, write_bundle
-from mindoo_p2p.database import parse_path
+from mindoo_p2p.bundle import export_entries, import_bundle, validate_bundle, write_bundle
+from mindoo_p2p.database import Database, parse_path
 from mindoo_p2p.errors import MindooError
-from mindoo_p2p.identity import PublicIdentity
+from mindoo_p2p.identity import MAX_IDENTITY_FILE_SIZE, PublicIdentity
+from mindoo_p2p.invite import MAX_INVITE_SIZE
 from mindoo_p2p.node import IDENTITY_FILE, Node, is_initialized
 from mindoo_p2p.store import AppendResult
 
-from .context import CliContext, resolve_home
+from .bundle_check import find_damaged_entries
+from .context import CliContext, read_bounded, resolve_home
+from .json_args import parse_json_argument
 
 
 def _ctx() -> CliContext:
-    return click.get_current_context().find_object(CliContext)  # type: ignore[no-any-return]
+    """The state the group callback stored for this invocation."""
+    state = click.get_current_context().find_object(CliContext)
+    if state is None:  # only when a command is invoked without the `cli` group
+        raise RuntimeError("mindoo command invoked outside the mindoo group")
+    return state
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,7 +48,9 @@ def _ctx() -> CliContext:
     help="Read the node password from this file (else $MINDOO_PASSWORD or a prompt).",
 )
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, json_output: bool, password_file: Path | None) -> None:
+def cli(
+    ctx: click.Context, home: Path | None, json_output: bool, password_file: Path | None
+) -> None:
     """mindoo: end-to-end encrypted, offline-first document databases, synced peer to peer."""
     state = CliContext(resolve_home(str(home) if home else None), json_output, password_file)
     ctx.obj = state
@@ -64,7 +73,9 @@ def init(name: str | None) -> None:
 
 
 @cli.command()
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the identity file here.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the identity file here."
+)
 def whoami(out: Path | None) -> None:
     """Print this node's public identity (send the identity file to a tenant admin)."""
     c = _ctx()
@@ -180,9 +191,7 @@ def tenant_list() -> None:
         {"id": t.id_hex, "name": t.name, "admin": t.is_admin, "databases": t.databases()}
         for t in c.node().tenants()
     ]
-    text = "\n".join(
-        f"{r['id']}  {r['name']}{'  (admin)' if r['admin'] else ''}" for r in rows
-    )
+    text = "\n".join(f"{r['id']}  {r['name']}{'  (admin)' if r['admin'] else ''}" for r in rows)
     c.emit(rows, text or "no tenants")
 
 
@@ -210,15 +219,24 @@ def tenant_members(tenant_name: str) -> None:
 
 @tenant.command("invite")
 @click.argument("tenant_name", metavar="TENANT")
-@click.option("--to", "to", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The invitee's identity file (from 'mindoo whoami').")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the invite file.")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The invitee's identity file (from 'mindoo whoami').",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the invite file.",
+)
 @click.option("--role", type=click.Choice(["member", "admin"]), default="member", show_default=True)
 def tenant_invite(tenant_name: str, to: Path, out: Path, role: str) -> None:
     """Add a person to a tenant and write an invite only they can open."""
     c = _ctx()
-    invitee = PublicIdentity.from_json(to.read_bytes())
+    invitee = PublicIdentity.from_json(read_bounded(to, MAX_IDENTITY_FILE_SIZE, "identity file"))
     n = c.node()
     data = n.invite(n.tenant(tenant_name), invitee, role=role)
     out.write_bytes(data)
@@ -233,7 +251,7 @@ def tenant_invite(tenant_name: str, to: Path, out: Path, role: str) -> None:
 def tenant_join(invite: Path) -> None:
     """Join a tenant with an invite file addressed to you."""
     c = _ctx()
-    t = c.node().join(invite.read_bytes())
+    t = c.node().join(read_bounded(invite, MAX_INVITE_SIZE, "invite file"))
     c.emit({"id": t.id_hex, "name": t.name}, f"joined tenant {t.name} ({t.id_hex})")
 
 
@@ -273,15 +291,9 @@ def db_stats(tenant_name: str, name: str) -> None:
 
 
 # -- documents -------------------------------------------------------------------------------
-def _database(tenant_name: str, name: str) -> Any:
+def _database(tenant_name: str, name: str) -> Database:
+    """The database ``name`` of a tenant (by name or id); the name is validated."""
     return _ctx().node().tenant(tenant_name).open_db(name)
-
-
-def _json_arg(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc.msg} (at position {exc.pos})", param_hint=what) from None
 
 
 @cli.group()
@@ -293,13 +305,21 @@ def doc() -> None:
 @click.argument("tenant_name", metavar="TENANT")
 @click.argument("name", metavar="DB")
 @click.argument("content", metavar="[JSON]", required=False)
-@click.option("--key", "key_name", default="default", show_default=True, help="Encryption key name.")
+@click.option(
+    "--key", "key_name", default="default", show_default=True, help="Encryption key name."
+)
 def doc_create(tenant_name: str, name: str, content: str | None, key_name: str) -> None:
     """Create a document (optionally with a JSON object as content); prints its id."""
-    initial = _json_arg(content, "JSON") if content is not None else None
+    initial = parse_json_argument(content, "JSON") if content is not None else None
     if initial is not None and not isinstance(initial, dict):
         raise click.BadParameter("the document content must be a JSON object", param_hint="JSON")
-    doc_id = _database(tenant_name, name).create_document(initial, key=key_name)
+    database = _database(tenant_name, name)
+    try:
+        doc_id = database.create_document(initial, key=key_name)
+    except MindooError:
+        raise
+    except (ValueError, TypeError) as exc:  # a value the document layer refuses
+        raise click.BadParameter(str(exc), param_hint="JSON") from None
     _ctx().emit({"id": doc_id}, doc_id)
 
 
@@ -323,12 +343,20 @@ def doc_get(tenant_name: str, name: str, doc_id: str, at: str | None) -> None:
 @click.argument("value", metavar="JSON_VALUE")
 def doc_set(tenant_name: str, name: str, doc_id: str, path: str, value: str) -> None:
     """Set the value at PATH (dot-separated, e.g. address.city or tags.0) to JSON_VALUE."""
-    parsed = _json_arg(value, "JSON_VALUE")
+    parsed = parse_json_argument(value, "JSON_VALUE")
     try:
         steps = parse_path(path)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="PATH") from None
-    _database(tenant_name, name).set_path(doc_id, steps, parsed)
+    database = _database(tenant_name, name)
+    try:
+        database.set_path(doc_id, steps, parsed)
+    except MindooError:
+        raise
+    except (ValueError, TypeError) as exc:
+        # The value was checked above, so this is a path that does not fit the document
+        # (an index out of range, descending into a scalar, a word used as a list index).
+        raise click.BadParameter(str(exc), param_hint="PATH") from None
     _ctx().emit({"id": doc_id, "path": path}, "ok")
 
 
@@ -350,7 +378,8 @@ def doc_history(tenant_name: str, name: str, doc_id: str) -> None:
     """Every change of a document: entry id, author, time."""
     items = _database(tenant_name, name).history(doc_id)
     text = "\n".join(
-        f"{_fmt_ms(i.timestamp_ms)}  {i.kind:<6}  {i.entry_id[:16]}  {i.author_name or i.author[:16]}"
+        f"{_fmt_ms(i.timestamp_ms)}  {i.kind:<6}  {i.entry_id[:16]}"
+        f"  {i.author_name or i.author[:16]}"
         for i in items
     )
     _ctx().emit([i.to_dict() for i in items], text)
@@ -369,14 +398,14 @@ def doc_delete(tenant_name: str, name: str, doc_id: str) -> None:
 @cli.command()
 @click.argument("tenant_name", metavar="TENANT")
 @click.argument("name", metavar="DB")
-@click.option("--since", "since", type=click.IntRange(min=0), default=0, help="Cursor to continue from.")
+@click.option(
+    "--since", "since", type=click.IntRange(min=0), default=0, help="Cursor to continue from."
+)
 @click.option("--limit", type=click.IntRange(min=1, max=100_000), default=1000, show_default=True)
 def changes(tenant_name: str, name: str, since: int, limit: int) -> None:
     """Changes that arrived after a cursor, in local arrival order, and the next cursor."""
     items, cursor = _database(tenant_name, name).changes_since(since, limit)
-    text = "\n".join(
-        f"{i.cursor}  {i.kind:<6}  {i.document_id}  {i.entry_id[:16]}" for i in items
-    )
+    text = "\n".join(f"{i.cursor}  {i.kind:<6}  {i.document_id}  {i.entry_id[:16]}" for i in items)
     _ctx().emit(
         {"changes": [i.to_dict() for i in items], "next_cursor": cursor},
         (text + "\n" if text else "") + f"next cursor: {cursor}",
@@ -393,9 +422,7 @@ def fsck() -> None:
         {"entry_id": p.entry_id.hex() if p.entry_id else None, "where": p.where, "reason": p.reason}
         for p in report.problems
     ]
-    text = "\n".join(
-        f"BAD {p['entry_id'] or '-'} ({p['where']}): {p['reason']}" for p in problems
-    )
+    text = "\n".join(f"BAD {p['entry_id'] or '-'} ({p['where']}): {p['reason']}" for p in problems)
     summary = f"checked {report.entries_checked} entries: " + (
         "ok" if report.ok else f"{len(problems)} problems"
     )
@@ -404,6 +431,7 @@ def fsck() -> None:
         (text + "\n" if text else "") + summary,
     )
     if not report.ok:
+        click.echo(f"error: fsck found {len(problems)} problems (listed above)", err=True)
         sys.exit(1)
 
 
@@ -411,9 +439,16 @@ def fsck() -> None:
 @click.argument("tenant_name", metavar="TENANT")
 @click.argument("name", metavar="[DB]", required=False)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--since", type=click.IntRange(min=0), default=0, help="Only entries after this cursor (with DB).")
+@click.option(
+    "--since",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Only entries after this cursor (with DB).",
+)
 def export_cmd(tenant_name: str, name: str | None, out: Path, since: int) -> None:
     """Write a tenant's (or one database's) sealed entries to a bundle file."""
+    if since and name is None:
+        raise click.UsageError("--since needs DB: cursors belong to one database")
     c = _ctx()
     n = c.node()
     t = n.tenant(tenant_name)
@@ -426,9 +461,22 @@ def export_cmd(tenant_name: str, name: str | None, out: Path, since: int) -> Non
 @cli.command("import")
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def import_cmd(bundle: Path) -> None:
-    """Verify and import a bundle of sealed entries."""
+    """Verify and import a bundle of sealed entries.
+
+    A damaged bundle (broken framing, an entry that does not decode or verify) is refused whole:
+    nothing is imported. Entries the tenant's membership refuses are rejected one by one.
+    """
     c = _ctx()
-    result: AppendResult = import_bundle(bundle, c.node().ingest)
+    node = c.node()
+    validate_bundle(bundle)
+    damaged = find_damaged_entries(bundle)
+    if damaged:
+        first = damaged[0]
+        raise click.ClickException(
+            f"bundle {bundle} is damaged, nothing was imported: {len(damaged)} bad entries,"
+            f" first at position {first.position} ({first.entry_id}): {first.reason}"
+        )
+    result: AppendResult = import_bundle(bundle, node.ingest)
     rejected = [{"entry_id": r.entry_id.hex(), "reason": r.reason} for r in result.rejected]
     text = f"imported {len(result.added)} entries, {len(result.duplicates)} already present"
     if rejected:
@@ -440,22 +488,29 @@ def import_cmd(bundle: Path) -> None:
         text,
     )
     if rejected:
+        click.echo(f"error: {len(rejected)} entries of the bundle were rejected", err=True)
         sys.exit(1)
 
 
 # -- helpers ---------------------------------------------------------------------------------
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _parse_time(text: str) -> int:
-    if text.isdigit():
+    """``--at``: milliseconds since the epoch, or ISO-8601 (naive means local time)."""
+    if text.isascii() and text.isdigit():
         return int(text)
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.astimezone()
+        # Integer arithmetic: float seconds * 1000 can land one millisecond early.
+        return (moment - _EPOCH) // timedelta(milliseconds=1)
+    except (ValueError, OverflowError):
         raise click.BadParameter(
-            "expected ISO-8601 (2026-01-31T12:00:00) or milliseconds since the epoch", param_hint="--at"
+            "expected ISO-8601 (2026-01-31T12:00:00) or milliseconds since the epoch",
+            param_hint="--at",
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.astimezone()
-    return int(moment.timestamp() * 1000)
 
 
 def _fmt_ms(ms: int) -> str:
@@ -470,31 +525,38 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _fail(message: str, code: int) -> NoReturn:
+    """Print ``message`` as exactly one line on stderr and exit with ``code``."""
+    click.echo(" ".join(message.split()), err=True)
+    sys.exit(code)
+
+
 def main() -> None:
-    """Entry point: run the CLI, turning every error into one line on stderr."""
+    """Entry point: run the CLI, turning every error into one line on stderr.
+
+    Exit codes: 0 success, 1 error, 2 usage error (unknown command or option, missing or invalid
+    argument). Never a traceback unless MINDOO_DEBUG is set.
+    """
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(1)
+        _fail("aborted", 1)
     except click.UsageError as exc:
-        exc.show()
-        sys.exit(2)
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        _fail(f"error: {exc.format_message()}{hint}", 2)
     except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
-        sys.exit(1)
+        _fail(f"error: {exc.format_message()}", 1)
     except MindooError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        _fail(f"error: {exc}", 1)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
-        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
-        sys.exit(1)
+        _fail(f"error: {exc.strerror or exc}{where}", 1)
     except Exception as exc:  # never a traceback for the user
         if os.environ.get("MINDOO_DEBUG"):
             raise
-        click.echo(f"internal error: {type(exc).__name__}: {exc} (MINDOO_DEBUG=1 shows a traceback)", err=True)
-        sys.exit(1)
+        _fail(f"internal error: {type(exc).__name__}: {exc} (MINDOO_DEBUG=1 shows a traceback)", 1)
+    # With standalone_mode=False click returns the exit code of --help or ctx.exit(n).
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
