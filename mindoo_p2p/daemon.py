@@ -33,7 +33,7 @@ import trio
 
 from .config import NodeConfig
 from .control import ControlServer, EventHub, control_socket
-from .entry import Entry
+from .entry import TENANT_LOG, Entry
 from .errors import MindooError
 from .net.address_book import AddressBook
 from .net.auth import AuthDenied
@@ -427,6 +427,10 @@ class NodeDaemon:
                     "timestamp_ms": entry.timestamp_ms,
                 }
             )
+        if any(entry.database == TENANT_LOG for entry in entries):
+            # Membership changed: peers denied before may be members now.
+            for state in self.peers.values():
+                state.unshared_tenants.clear()
         if self._nursery is not None:
             self.wake_peers()
 

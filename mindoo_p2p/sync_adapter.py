@@ -42,6 +42,13 @@ class TenantSyncAuthority:
     def may_replicate(self, member_key: bytes) -> bool:
         return self._tenant.membership.is_member(member_key)
 
+    def membership_evidence(self) -> bytes:
+        entry = self._tenant.membership_entry_of(self.member_key.public_key)
+        return entry.raw if entry is not None else b""
+
+    def admit(self, member_key: bytes, evidence: bytes) -> bool:
+        return self._tenant.admit(member_key, evidence)
+
 
 class TenantSyncStore:
     """One tenant of a node as the sync protocol reads and writes it."""

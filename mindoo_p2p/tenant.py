@@ -95,6 +95,7 @@ class Tenant:
         self._secrets = secrets
         self.membership = MembershipLog(secrets.tenant_id, secrets.admin_key)
         self._databases: dict[str, Database] = {}
+        self._membership_entries: dict[bytes, Entry] = {}
 
     # -- identity ----------------------------------------------------------------------------
     @property
@@ -220,6 +221,38 @@ class Tenant:
         if entry.document_id == NO_DOCUMENT:
             return "document entry without a document id"
         return self.membership.authorize_author(entry)
+
+    def membership_entry_of(self, signing_key: bytes) -> Entry | None:
+        """The stored tenant-log entry that added ``signing_key`` as a member, if any."""
+        cached = self._membership_entries.get(signing_key)
+        if cached is not None:
+            return cached
+        for entry in self._node.store.iter_entries(self.id, TENANT_LOG):
+            if not self.keyring.has_id(entry.header.key_id):
+                continue
+            try:
+                record = MembershipRecord.decode(
+                    entry.decrypt(self.keyring.by_id(entry.header.key_id).secret)
+                )
+            except MindooError:
+                continue
+            if record.action is MembershipAction.ADD:
+                self._membership_entries[record.member.signing_key] = entry
+        return self._membership_entries.get(signing_key)
+
+    def admit(self, signing_key: bytes, evidence: bytes) -> bool:
+        """Store ``evidence`` (a sealed membership entry from a peer) if it is valid, then say
+        whether ``signing_key`` is a current member. Nothing unverified is trusted."""
+        if self.membership.is_member(signing_key):
+            return True
+        try:
+            entry = Entry.decode(evidence, "membership evidence")
+        except DecodeError:
+            return False
+        if entry.tenant_id != self.id or entry.database != TENANT_LOG:
+            return False
+        self._node.ingest([entry])
+        return self.membership.is_member(signing_key)
 
     def load_membership(self) -> None:
         """Rebuild membership state from the tenant log in the store."""

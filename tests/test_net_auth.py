@@ -73,6 +73,12 @@ class LogAuthority:
         self.asked.append(member_key)
         return self.log.is_member(member_key)
 
+    def membership_evidence(self) -> bytes:
+        return b""
+
+    def admit(self, member_key: bytes, evidence: bytes) -> bool:
+        return False
+
 
 class TenantFixture:
     """A tenant with an admin key and a membership log driven by sealed records."""

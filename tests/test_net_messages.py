@@ -92,15 +92,16 @@ def test_denied_is_one_constant_byte() -> None:
     assert encode_message(Denied()) == bytes((MessageType.DENIED,))
 
 
-def test_credential_round_trips_and_keeps_a_mirror_grant_slot() -> None:
+def test_credential_round_trips_with_evidence() -> None:
     member = Credential(CredentialKind.MEMBER_KEY, b"k" * 32, b"s" * 64)
+    vouched = Credential(CredentialKind.MEMBER_KEY, b"k" * 32, b"s" * 64, b"membership entry")
     mirror = Credential(CredentialKind.MIRROR_GRANT, b"k" * 32, b"s" * 64, b"grant signed by admin")
-    for credential in (member, mirror):
+    for credential in (member, vouched, mirror):
         assert Credential.decode(credential.encode()) == credential
     with pytest.raises(ValueError):
         Credential(CredentialKind.MIRROR_GRANT, b"k" * 32, b"s" * 64)  # a grant is required
     with pytest.raises(ValueError):
-        Credential(CredentialKind.MEMBER_KEY, b"k" * 32, b"s" * 64, b"no grant here")
+        Credential(CredentialKind.MEMBER_KEY, b"k" * 32, b"s" * 64, b"x" * 5000)  # too long
     with pytest.raises(DecodeError):
         Credential.decode(member.encode() + b"\x00")
     with pytest.raises(DecodeError):

@@ -107,6 +107,12 @@ class Member:
     def may_replicate(self, member_key: bytes) -> bool:
         return member_key in self.members
 
+    def membership_evidence(self) -> bytes:
+        return b""
+
+    def admit(self, member_key: bytes, evidence: bytes) -> bool:
+        return False
+
 
 KEY_A, KEY_B = SigningKeyPair.generate(), SigningKeyPair.generate()
 MEMBERS = {KEY_A.public_key, KEY_B.public_key}

@@ -98,6 +98,15 @@ class TenantAuthority(Protocol):
         every session."""
         ...
 
+    def membership_evidence(self) -> bytes:
+        """The sealed tenant-log entry that added this node's member key (b"" if unknown)."""
+        ...
+
+    def admit(self, member_key: bytes, evidence: bytes) -> bool:
+        """Verify ``evidence`` (a sealed membership entry adding ``member_key``), store it if
+        valid, and return whether ``member_key`` may now replicate."""
+        ...
+
 
 class Role(enum.Enum):
     INITIATOR = b"I"
@@ -156,7 +165,7 @@ def signed_message(
     role: Role,
     kind: CredentialKind,
     member_key: bytes,
-    mirror_grant: bytes,
+    evidence: bytes,
 ) -> bytes:
     """The bytes a credential's signature covers."""
     return b"".join(
@@ -166,7 +175,7 @@ def signed_message(
             _transcript(tenant_id, binding),
             bytes((int(kind),)),
             member_key,
-            hashlib.sha256(mirror_grant).digest(),
+            hashlib.sha256(evidence).digest(),
         )
     )
 
@@ -183,8 +192,9 @@ def make_credential(authority: TenantAuthority, binding: SessionBinding, role: R
     """Our sealed member credential for this session, in ``role``."""
     key = authority.member_key
     kind = CredentialKind.MEMBER_KEY
-    message = signed_message(authority.tenant_id, binding, role, kind, key.public_key, b"")
-    credential = Credential(kind, key.public_key, key.sign(message))
+    evidence = authority.membership_evidence()
+    message = signed_message(authority.tenant_id, binding, role, kind, key.public_key, evidence)
+    credential = Credential(kind, key.public_key, key.sign(message), evidence)
     return seal_credential(authority.tenant_id, binding, role, credential)
 
 
@@ -208,7 +218,7 @@ def _signature_valid(
     tenant_id: bytes, binding: SessionBinding, role: Role, credential: Credential
 ) -> bool:
     message = signed_message(
-        tenant_id, binding, role, credential.kind, credential.member_key, credential.mirror_grant
+        tenant_id, binding, role, credential.kind, credential.member_key, credential.evidence
     )
     return verify_signature(credential.member_key, message, credential.signature)
 
@@ -241,7 +251,12 @@ def check_credential(
         return None
     if credential.kind is not CredentialKind.MEMBER_KEY:
         return None  # mirror grants: the slot exists, verification comes later
-    if not authority.may_replicate(credential.member_key):
+    # Our membership log may be behind: the peer can carry the admin-signed record that added
+    # it (verified, and stored, by the authority; never trusted blindly).
+    admitted = authority.may_replicate(credential.member_key) or (
+        bool(credential.evidence) and authority.admit(credential.member_key, credential.evidence)
+    )
+    if not admitted:
         return None
     return credential.member_key
 

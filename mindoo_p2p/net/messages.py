@@ -50,7 +50,7 @@ MAX_RECON_PAYLOAD = DEFAULT_FRAME_SIZE_LIMIT
 NONCE_SIZE = 32
 TAG_SIZE = 32
 MAX_SEALED_CREDENTIAL = 4096
-MAX_MIRROR_GRANT = 2048
+MAX_EVIDENCE = 4096
 MAX_DATABASES = 1024
 MAX_FETCH_IDS = 1024
 MAX_INDEX_PAGE = 4096
@@ -200,29 +200,28 @@ class Credential:
     """What a side proves itself with; travels sealed inside a proof message.
 
     ``signature`` is by ``member_key`` over the session transcript (see :mod:`.auth`).
-    ``mirror_grant`` is empty for :attr:`CredentialKind.MEMBER_KEY` and required (the admin's
-    signed grant, at most 2 KiB) for :attr:`CredentialKind.MIRROR_GRANT`.
+    ``evidence`` is what vouches for the key, signed by the tenant admin: for
+    :attr:`CredentialKind.MEMBER_KEY` optionally the sealed tenant-log entry that added the
+    member (so a peer whose membership log is behind can still admit it), for
+    :attr:`CredentialKind.MIRROR_GRANT` the grant (required). At most `MAX_EVIDENCE` bytes.
     """
 
     kind: CredentialKind
     member_key: bytes
     signature: bytes
-    mirror_grant: bytes = b""
+    evidence: bytes = b""
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, CredentialKind):
             raise ValueError(f"unknown credential kind {self.kind!r}")
         _check_bytes(self.member_key, 32, "member key")
         _check_bytes(self.signature, 64, "signature")
-        if self.kind is CredentialKind.MEMBER_KEY:
-            _check_blob(self.mirror_grant, 0, 0, "mirror grant of a member credential")
-        else:
-            _check_blob(self.mirror_grant, 1, MAX_MIRROR_GRANT, "mirror grant")
+        low = 1 if self.kind is CredentialKind.MIRROR_GRANT else 0
+        _check_blob(self.evidence, low, MAX_EVIDENCE, "evidence")
 
     def encode(self) -> bytes:
         w = Writer().u8(int(self.kind)).raw(self.member_key).raw(self.signature)
-        if self.kind is CredentialKind.MIRROR_GRANT:
-            w.blob(self.mirror_grant)
+        w.blob(self.evidence)
         return w.getvalue()
 
     @classmethod
@@ -238,12 +237,10 @@ class Credential:
             raise DecodeError(f"credential: unknown kind {kind_value}") from None
         member_key = r.fixed(32, "member key")
         signature = r.fixed(64, "signature")
-        grant = (
-            r.blob("mirror grant", MAX_MIRROR_GRANT) if kind is CredentialKind.MIRROR_GRANT else b""
-        )
+        evidence = r.blob("evidence", MAX_EVIDENCE)
         r.end()
         try:
-            return cls(kind, member_key, signature, grant)
+            return cls(kind, member_key, signature, evidence)
         except ValueError as exc:
             raise DecodeError(f"credential: {exc}") from None
 
