@@ -26,3 +26,5 @@ def make_node(tmp_path: Path) -> Iterator[Callable[[str], Node]]:
     yield factory
     for node in nodes:
         node.close()
+
+pytest_plugins = ["mindoo_p2p.testing.pytest_plugin"]

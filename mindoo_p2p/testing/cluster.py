@@ -1,0 +1,306 @@
+"""`Cluster`: script whole clusters of nodes on loopback, for your tests and ours.
+
+In-process nodes run their daemons in the cluster's trio nursery; they can be connected in
+topologies, partitioned and healed, killed and restarted (from the same home, so they resume
+where they stopped), and `wait_converged` fails with a readable diff of who misses what::
+
+    async with Cluster(tmp_path) as cluster:
+        await cluster.start(5)
+        cluster.create_tenant("acme")             # node 0 is admin; every node joins
+        await cluster.connect_topology("line")
+        doc = cluster.db(0, "acme", "contacts").create_document({"name": "Ada"})
+        await cluster.wait_converged(timeout=10)
+        assert cluster.db(4, "acme", "contacts").get(doc) == {"name": "Ada"}
+
+Every address is 127.0.0.1; mDNS is never used.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from ..config import NodeConfig
+from ..crypto.keystore import KdfProfile
+from ..daemon import NodeDaemon
+from ..database import Database
+from ..errors import MindooError
+from ..net.host import HostConfig
+from ..node import Node
+
+LOOPBACK_LISTEN = ("/ip4/127.0.0.1/tcp/0",)
+DEFAULT_PASSWORD = "mindoo-cluster-test"
+
+
+class ConvergenceError(AssertionError):
+    """`wait_converged` timed out; the message lists what each node misses."""
+
+
+@dataclass
+class ClusterNode:
+    """One node of a cluster."""
+
+    index: int
+    name: str
+    home: Path
+    node: Node | None = None
+    daemon: NodeDaemon | None = None
+    scope: trio.CancelScope | None = None
+    addr: str | None = None
+    """Its listen address (kept across restarts: the node listens on the same port again)."""
+    peer_id: str | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def running(self) -> bool:
+        return self.daemon is not None
+
+    def require(self) -> Node:
+        if self.node is None:
+            raise MindooError(f"cluster node {self.name} is not running")
+        return self.node
+
+
+class Cluster:
+    """A set of in-process nodes on loopback; use as ``async with Cluster(root) as c``."""
+
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        password: str = DEFAULT_PASSWORD,
+        sync_interval_s: float = 30.0,
+        host_config: HostConfig | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.password = password
+        self.sync_interval_s = sync_interval_s
+        self.host_config = host_config or HostConfig(
+            dial_timeout=5, stream_timeout=10, close_timeout=2
+        )
+        self.nodes: list[ClusterNode] = []
+        self.edges: set[tuple[int, int]] = set()
+        self._partitioned: set[tuple[int, int]] = set()
+        self._nursery: trio.Nursery | None = None
+        self._nursery_cm: Any = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def __aenter__(self) -> Cluster:
+        self._nursery_cm = trio.open_nursery()
+        self._nursery = await self._nursery_cm.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._nursery is not None
+        for member in self.nodes:
+            if member.scope is not None:
+                member.scope.cancel()
+        try:
+            result: bool | None = await self._nursery_cm.__aexit__(exc_type, exc, tb)
+        finally:
+            for member in self.nodes:
+                if member.node is not None:
+                    member.node.close()
+                    member.node = None
+        return result
+
+    async def start(self, count: int, *, names: Sequence[str] | None = None) -> list[ClusterNode]:
+        """Create and start ``count`` new nodes (named node0, node1, ... by default)."""
+        created = []
+        for i in range(count):
+            index = len(self.nodes)
+            name = names[i] if names else f"node{index}"
+            home = self.root / name
+            node = Node.init(home, self.password, name=name, kdf=KdfProfile.TESTING)
+            member = ClusterNode(index, name, home, node=node)
+            self.nodes.append(member)
+            await self._run(member)
+            created.append(member)
+        return created
+
+    async def _run(self, member: ClusterNode) -> None:
+        assert self._nursery is not None and member.node is not None
+        listen = (member.addr.rsplit("/p2p/", 1)[0],) if member.addr else LOOPBACK_LISTEN
+        config = NodeConfig(listen=listen, sync_interval_s=self.sync_interval_s)
+        daemon = NodeDaemon(member.node, config, host_config=self.host_config, control=False)
+        member.daemon = daemon
+        member.done = trio.Event()
+        scope = trio.CancelScope()
+        member.scope = scope
+
+        async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with scope:
+                    await daemon.run(task_status=task_status)
+            finally:
+                member.done.set()
+
+        await self._nursery.start(run)
+        member.addr = daemon.listen_addrs()[0]
+        member.peer_id = daemon.peer_id
+
+    async def kill(self, index: int) -> None:
+        """Stop a node's daemon and close its store (its home stays)."""
+        member = self.nodes[index]
+        if member.scope is not None:
+            member.scope.cancel()
+            await member.done.wait()
+        member.daemon = None
+        member.scope = None
+        if member.node is not None:
+            member.node.close()
+            member.node = None
+
+    async def restart(self, index: int) -> None:
+        """Start a killed node again from its home, on the same address; reconnect its edges."""
+        member = self.nodes[index]
+        if member.running:
+            await self.kill(index)
+        member.node = Node.open(member.home, self.password)
+        await self._run(member)
+        for a, b in sorted(self.edges):
+            if index in (a, b) and (min(a, b), max(a, b)) not in self._partitioned:
+                other = b if a == index else a
+                if self.nodes[other].running:
+                    await self._dial(index, other)
+
+    # -- tenants -----------------------------------------------------------------------------
+    def create_tenant(self, name: str = "acme", *, admin: int = 0) -> None:
+        """Create a tenant on node ``admin`` and make every other node a member."""
+        admin_node = self.nodes[admin].require()
+        tenant = admin_node.create_tenant(name)
+        for member in self.nodes:
+            if member.index != admin:
+                node = member.require()
+                node.join(admin_node.invite(tenant, node.public_identity()))
+
+    def db(self, index: int, tenant: str, database: str) -> Database:
+        return self.nodes[index].require().tenant(tenant).open_db(database)
+
+    # -- topology ----------------------------------------------------------------------------
+    async def _dial(self, a: int, b: int) -> None:
+        da, nb = self.nodes[a].daemon, self.nodes[b]
+        assert da is not None and nb.addr is not None
+        await da.add_peer(nb.addr)
+
+    async def connect(self, a: int, b: int) -> None:
+        """Connect nodes ``a`` and ``b`` (``a`` dials)."""
+        self.edges.add((min(a, b), max(a, b)))
+        await self._dial(a, b)
+
+    async def connect_topology(
+        self, kind: str, *, seed: int | None = None, degree: int = 2
+    ) -> None:
+        """``line``, ``ring``, ``star`` (node 0 in the middle), ``full`` or ``random`` (a random
+        spanning tree plus extra edges up to ``degree`` per node on average; connected)."""
+        n = len(self.nodes)
+        pairs: set[tuple[int, int]] = set()
+        if kind in ("line", "ring"):
+            pairs = {(i, i + 1) for i in range(n - 1)}
+            if kind == "ring" and n > 2:
+                pairs.add((0, n - 1))
+        elif kind == "star":
+            pairs = {(0, i) for i in range(1, n)}
+        elif kind == "full":
+            pairs = {(i, j) for i in range(n) for j in range(i + 1, n)}
+        elif kind == "random":
+            rng = random.Random(seed)
+            order = list(range(n))
+            rng.shuffle(order)
+            for i in range(1, n):
+                a, b = order[i], order[rng.randrange(i)]
+                pairs.add((min(a, b), max(a, b)))
+            target = max(n - 1, n * degree // 2)
+            while len(pairs) < min(target, n * (n - 1) // 2):
+                a, b = rng.sample(range(n), 2)
+                pairs.add((min(a, b), max(a, b)))
+        else:
+            raise ValueError(f"unknown topology {kind!r}")
+        for a, b in sorted(pairs):
+            await self.connect(a, b)
+
+    async def partition(self, *groups: Sequence[int]) -> None:
+        """Cut every connection between nodes of different groups until `heal`."""
+        where = {i: g for g, members in enumerate(groups) for i in members}
+        for a in range(len(self.nodes)):
+            for b in range(a + 1, len(self.nodes)):
+                if a in where and b in where and where[a] != where[b]:
+                    self._partitioned.add((a, b))
+                    da, db_ = self.nodes[a].daemon, self.nodes[b].daemon
+                    pa, pb = self.nodes[a].peer_id, self.nodes[b].peer_id
+                    assert pa is not None and pb is not None
+                    if da is not None:
+                        await da.block_peer(pb)
+                    if db_ is not None:
+                        await db_.block_peer(pa)
+
+    async def heal(self) -> None:
+        """Undo every partition and reconnect the topology's edges."""
+        cut, self._partitioned = self._partitioned, set()
+        for a, b in cut:
+            for x, y in ((a, b), (b, a)):
+                daemon, peer = self.nodes[x].daemon, self.nodes[y].peer_id
+                if daemon is not None and peer is not None:
+                    daemon.unblock_peer(peer)
+        for a, b in sorted(cut & self.edges):
+            if self.nodes[a].running and self.nodes[b].running:
+                await self._dial(a, b)
+
+    # -- convergence -------------------------------------------------------------------------
+    def entry_sets(self) -> dict[int, dict[tuple[str, str], set[bytes]]]:
+        """Per running node: (tenant name, database) -> entry ids held."""
+        result: dict[int, dict[tuple[str, str], set[bytes]]] = {}
+        for member in self.nodes:
+            if member.node is None:
+                continue
+            names = {t.id: t.name for t in member.node.tenants()}
+            held: dict[tuple[str, str], set[bytes]] = {}
+            for entry in member.node.store.iter_entries():
+                key = (names.get(entry.tenant_id, entry.tenant_id.hex()), entry.database)
+                held.setdefault(key, set()).add(entry.id)
+            result[member.index] = held
+        return result
+
+    def divergence(self) -> list[str]:
+        """Readable lines naming what each running node misses (empty when converged)."""
+        sets = self.entry_sets()
+        union: dict[tuple[str, str], set[bytes]] = {}
+        for held in sets.values():
+            for key, ids in held.items():
+                union.setdefault(key, set()).update(ids)
+        lines = []
+        for index, held in sorted(sets.items()):
+            for key, ids in sorted(union.items()):
+                missing = ids - held.get(key, set())
+                if missing:
+                    sample = ", ".join(sorted(m.hex()[:12] for m in missing)[:5])
+                    more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
+                    lines.append(
+                        f"{self.nodes[index].name} misses {len(missing)} of {len(ids)} entries"
+                        f" of {key[0]}/{key[1]}: {sample}{more}"
+                    )
+        return lines
+
+    async def wait_converged(self, timeout: float = 30.0, *, poll: float = 0.05) -> None:
+        """Wait until every running node holds the same entries; ConvergenceError with a diff."""
+        with trio.move_on_after(timeout):
+            while True:
+                if not self.divergence():
+                    return
+                await trio.sleep(poll)
+        lines = self.divergence()
+        if lines:
+            raise ConvergenceError(
+                f"cluster did not converge within {timeout} s:\n  " + "\n  ".join(lines)
+            )
