@@ -4,6 +4,10 @@ LMDB forbids opening the same environment twice in one process (its fcntl locks 
 process), so every `EntryStore` on the same directory in this process shares one reference-
 counted :class:`SharedEnvironment`, with one write lock. A read-only store may share a writable
 environment (it simply never writes); a writable store cannot share a read-only one.
+
+A writable open upgrades a store of an older schema version (`UPGRADABLE_SCHEMA_VERSIONS`) in
+place, in the same write transaction as the version bump (1 -> 2 builds the reconciliation
+index by one scan); a read-only open refuses it with a StoreError saying so.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from ._layout import (
     SCHEMA_KEY,
     SCHEMA_VERSION,
     TABLE_NAMES,
+    UPGRADABLE_SCHEMA_VERSIONS,
     Tables,
     open_tables,
     pack_schema_version,
     unpack_schema_version,
 )
+from ._recon_index import rebuild_recon_index
 
 
 @dataclass(eq=False)
@@ -123,6 +129,7 @@ def _open_tables(env: lmdb.Environment, path: Path, *, readonly: bool) -> Tables
             # Without a transaction: py-lmdb then keeps the handles valid for later reads.
             tables = open_tables(env, None, create=False)
         except lmdb.NotFoundError:
+            _refuse_old_version_readonly(env, path)
             raise StoreError(f"{path} is not an entry store") from None
         with env.begin() as txn:
             stored = txn.get(SCHEMA_KEY, db=tables.meta)
@@ -136,6 +143,11 @@ def _open_tables(env: lmdb.Environment, path: Path, *, readonly: bool) -> Tables
             if stored is None and not names:
                 stored = pack_schema_version(SCHEMA_VERSION)
                 txn.put(SCHEMA_KEY, stored, db=tables.meta)
+            elif stored is not None and unpack_schema_version(stored) in UPGRADABLE_SCHEMA_VERSIONS:
+                # 1 -> 2: build the reconciliation index once, atomically with the version bump.
+                rebuild_recon_index(txn, tables)
+                stored = pack_schema_version(SCHEMA_VERSION)
+                txn.put(SCHEMA_KEY, stored, db=tables.meta)
     version = None if stored is None else unpack_schema_version(stored)
     if version != SCHEMA_VERSION:
         raise StoreError(
@@ -143,3 +155,19 @@ def _open_tables(env: lmdb.Environment, path: Path, *, readonly: bool) -> Tables
             f" {SCHEMA_VERSION}"
         )
     return tables
+
+
+def _refuse_old_version_readonly(env: lmdb.Environment, path: Path) -> None:
+    """A read-only open cannot upgrade: say so when the store is of an older schema version."""
+    try:
+        meta = env.open_db(b"meta", create=False)
+        with env.begin() as txn:
+            stored = txn.get(SCHEMA_KEY, db=meta)
+    except lmdb.Error:
+        return
+    version = None if stored is None else unpack_schema_version(stored)
+    if version in UPGRADABLE_SCHEMA_VERSIONS:
+        raise StoreError(
+            f"entry store {path} has schema version {version}; open it once writable to upgrade"
+            f" it to version {SCHEMA_VERSION} (this builds its reconciliation index)"
+        )

@@ -16,9 +16,17 @@ Named sub-databases (``scope`` = :func:`scope_key`, 32 bytes; ``seq`` = BE64)::
     author_seq  tenant_id(16) + author(32)        -> BE64(highest author_seq stored)
     scope_bytes scope(32)                         -> BE64(total sealed bytes of the database)
     snapshots   scope(32) + doc_id(16)            -> BE64(covered seq) + caller-encrypted blob
+    recon_idx   scope(32) + BE64(timestamp_ms) + id(32)        -> b""   (reconciliation items)
+    recon_agg   scope(32) + level(u8) + BE64(ts >> shift[level]) -> BE64(count) + sum(32, LE)
 
 A database's last sequence number is never stored: it is the last ``feed`` key with the scope
 prefix. Sequences are dense (1, 2, 3, ...) because nothing is ever deleted.
+
+The reconciliation index (:mod:`._recon_index`) is derived data: ``recon_idx`` holds one key per
+entry, in Negentropy's (timestamp, id) order, except entries whose timestamp is the reserved
+2**64-1; ``recon_agg`` holds, per scope and level, the count and the sum (mod 2**256, of the ids
+as little-endian integers) of the items in each time bucket of ``2**RECON_SHIFTS[level]`` ms.
+Schema version 1 had neither: opening such a store writable builds them once (one scan).
 """
 
 from __future__ import annotations
@@ -31,8 +39,10 @@ import lmdb
 
 from ..entry import DOCUMENT_ID_SIZE, ID_SIZE, TENANT_ID_SIZE
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_KEY = b"schema_version"
+UPGRADABLE_SCHEMA_VERSIONS = frozenset({1})
+"""Older versions a writable open upgrades in place (1 -> 2: build the reconciliation index)."""
 
 SCOPE_SIZE = 32
 SEQ_SIZE = 8
@@ -41,6 +51,13 @@ FEED_KEY_SIZE = SCOPE_SIZE + SEQ_SIZE
 DOC_KEY_SIZE = SCOPE_SIZE + DOCUMENT_ID_SIZE
 DOC_IDX_KEY_SIZE = DOC_KEY_SIZE + SEQ_SIZE
 LOG_VALUE_SIZE = TENANT_ID_SIZE + ID_SIZE
+
+RECON_SHIFTS = (18, 24, 30, 36)
+"""Bucket width per ``recon_agg`` level, as a shift of the ms timestamp: ~4.4 min, ~4.7 h,
+~12 days, ~2.2 years. Each level's buckets split into 2**6 buckets of the level below."""
+RECON_IDX_KEY_SIZE = SCOPE_SIZE + SEQ_SIZE + ID_SIZE
+RECON_AGG_KEY_SIZE = SCOPE_SIZE + 1 + SEQ_SIZE
+RECON_AGG_VALUE_SIZE = SEQ_SIZE + ID_SIZE
 
 _BE64 = struct.Struct(">Q")
 _BE32 = struct.Struct(">I")
@@ -76,6 +93,28 @@ def scope_key(tenant_id: bytes, database: str) -> bytes:
     return bytes(tenant_id) + hashlib.blake2b(database.encode("utf-8"), digest_size=16).digest()
 
 
+def recon_idx_key(scope: bytes, timestamp_ms: int, entry_id: bytes) -> bytes:
+    """The ``recon_idx`` key of an item: its bytewise order is (timestamp, id) order."""
+    return scope + _BE64.pack(timestamp_ms) + entry_id
+
+
+def recon_agg_key(scope: bytes, level: int, bucket: int) -> bytes:
+    """The ``recon_agg`` key of bucket ``bucket`` (= timestamp >> RECON_SHIFTS[level])."""
+    return scope + bytes((level,)) + _BE64.pack(bucket)
+
+
+def pack_recon_agg(count: int, id_sum: int) -> bytes:
+    """A ``recon_agg`` value: BE64(count) + (id_sum mod 2**256) as 32 bytes little-endian."""
+    return _BE64.pack(count) + (id_sum % (1 << 256)).to_bytes(ID_SIZE, "little")
+
+
+def unpack_recon_agg(value: bytes) -> tuple[int, int] | None:
+    """``(count, id_sum)`` of a ``recon_agg`` value, or None when it is not 40 bytes."""
+    if len(value) != RECON_AGG_VALUE_SIZE:
+        return None
+    return int(_BE64.unpack(value[:SEQ_SIZE])[0]), int.from_bytes(value[SEQ_SIZE:], "little")
+
+
 def prefix_successor(prefix: bytes) -> bytes | None:
     """The smallest key greater than every key that starts with ``prefix`` (None: no such key)."""
     stripped = prefix.rstrip(b"\xff")
@@ -98,6 +137,8 @@ class Tables:
     author_seq: lmdb._Database
     scope_bytes: lmdb._Database
     snapshots: lmdb._Database
+    recon_idx: lmdb._Database
+    recon_agg: lmdb._Database
 
 
 TABLE_NAMES: tuple[str, ...] = (
@@ -111,6 +152,8 @@ TABLE_NAMES: tuple[str, ...] = (
     "author_seq",
     "scope_bytes",
     "snapshots",
+    "recon_idx",
+    "recon_agg",
 )
 """The sub-database names, in the order of the :class:`Tables` fields."""
 

@@ -4,7 +4,8 @@ The caller owns the transaction (and commits it); this module only decides which
 Keys that only grow (the global log, and a database's feed when its scope sorts last) are put
 with LMDB's append mode; everything else goes in sorted order through ``putmulti``. Nothing is
 ever overwritten: an entry id that another writer stored since the batch was checked is
-reported back as a duplicate and gets no index rows.
+reported back as a duplicate and gets no index rows. The reconciliation index
+(:mod:`._recon_index`) is updated in the same transaction.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import lmdb
 from ..entry import Entry
 from ..errors import StoreError
 from ._layout import SEQ_SIZE, Tables, pack_seq, scope_key, unpack_seq
+from ._recon_index import index_items
 
 
 def last_seq_in(txn: lmdb.Transaction[bytes], db: lmdb._Database, prefix: bytes) -> int:
@@ -90,6 +92,7 @@ def write_entries(
     author_max: dict[bytes, int] = {}
     size_added: dict[bytes, int] = {}
     database_keys: set[bytes] = set()
+    recon_items: list[tuple[bytes, int, bytes]] = []
 
     for entry in added:
         header = entry.header
@@ -113,6 +116,7 @@ def write_entries(
         if author_max.get(author_key, 0) < header.author_seq:
             author_max[author_key] = header.author_seq
         size_added[scope] += len(entry.raw)
+        recon_items.append((scope, header.timestamp_ms, entry.id))
 
     _put_sorted(txn, tables.feed, feed_rows, "feed")
     _put_sorted(txn, tables.doc_idx, doc_rows, "doc_idx")
@@ -128,4 +132,5 @@ def write_entries(
     for scope, size in size_added.items():
         total = _stored_counter(txn, tables.scope_bytes, scope, "scope_bytes") + size
         txn.put(scope, pack_seq(min(total, (1 << 64) - 1)), db=tables.scope_bytes)
+    index_items(txn, tables, recon_items)
     return added

@@ -4,7 +4,8 @@ One LMDB environment (a directory) per node, with named sub-databases; the key l
 documented (and built) in :mod:`mindoo_p2p.store._layout`: ``entries`` (id -> sealed bytes),
 ``feed`` (per-database arrival order), ``doc_idx``, ``documents``, ``databases``,
 ``author_seq``, ``snapshots``, plus ``log`` (global arrival order, for `iter_entries`),
-``scope_bytes`` (per-database byte totals, for `stats`) and ``meta`` (schema version).
+``scope_bytes`` (per-database byte totals, for `stats`), ``meta`` (schema version) and the
+reconciliation index ``recon_idx``/``recon_agg`` (served by `recon_snapshot`).
 
 Many readers, one writer: every read opens its own read
 transaction (safe from many threads and processes); `append` checks a batch with no lock held,
@@ -51,6 +52,7 @@ from ._layout import (
     scope_key,
     unpack_seq,
 )
+from ._recon_index import DEFAULT_CACHE_ROWS, LmdbReconStorage, rebuild_recon_index
 from ._writer import last_seq_in, write_entries
 from .results import AppendResult, Authorizer, FeedItem, FsckReport, Rejected
 
@@ -533,6 +535,37 @@ class EntryStore:
             "last_seq": last,
             "bytes": 0 if size is None else unpack_seq(size),
         }
+
+    # -- set reconciliation ------------------------------------------------------------------
+    @contextmanager
+    def recon_snapshot(
+        self, tenant_id: bytes, database: str, *, cache_rows: int = DEFAULT_CACHE_ROWS
+    ) -> Iterator[LmdbReconStorage]:
+        """The database's reconciliation items ((author timestamp, id) of every entry, the tenant
+        log being a database like any other) as a ``ReconStorage`` for a whole session.
+
+        The storage reads ONE read transaction held until the ``with`` block ends, so a session
+        sees one snapshot whatever is appended meanwhile; it is closed on exit. Use it from one
+        thread at a time and only for one session (an open read transaction keeps LMDB from
+        reusing the pages written since). ``cache_rows`` bounds what it caches (about 230 bytes
+        a row). ValueError on malformed arguments; StoreError when the store is closed or the
+        index is damaged.
+        """
+        _check_scope_args(tenant_id, database)
+        scope = scope_key(tenant_id, database)
+        with self._reading() as txn:
+            storage = LmdbReconStorage(txn, self._tables, scope, cache_rows=cache_rows)
+            try:
+                yield storage
+            finally:
+                storage.close()
+
+    def rebuild_recon_index(self) -> int:
+        """Rebuild the reconciliation index from the stored entries by one scan, in one write
+        transaction; return how many items it holds. Only for repairs (fsck reports a damaged
+        index): appends keep it up to date, and opening an older store builds it once."""
+        with self._writing() as txn:
+            return rebuild_recon_index(txn, self._tables)
 
     # -- checking ----------------------------------------------------------------------------
     def fsck(self) -> FsckReport:
