@@ -7,11 +7,14 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mindoo_p2p.node import Node, default_home, is_initialized
+
+if TYPE_CHECKING:
+    from mindoo_p2p.daemon import NodeDaemon
 
 PASSWORD_ENV = "MINDOO_PASSWORD"
 MAX_PASSWORD_FILE_SIZE = 64 * 1024
@@ -41,6 +44,9 @@ class CliContext:
     json_output: bool
     password_file: Path | None
     _node: Node | None = field(default=None, repr=False)
+    daemon: NodeDaemon | None = field(default=None, repr=False)
+    """Set when the command runs inside a daemon (forwarded over its control socket)."""
+    _owns_node: bool = field(default=True, repr=False)
 
     def password(self, *, confirm: bool = False) -> str:
         """From --password-file, else MINDOO_PASSWORD, else a hidden prompt on a terminal."""
@@ -77,9 +83,9 @@ class CliContext:
         return self._node
 
     def close(self) -> None:
-        if self._node is not None:
+        if self._node is not None and self._owns_node:
             self._node.close()
-            self._node = None
+        self._node = None
 
     def emit(self, data: Any, text: str | None = None) -> None:
         """Print ``data`` as JSON with --json, else ``text`` (or a readable rendering)."""

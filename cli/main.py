@@ -5,22 +5,33 @@ Errors are one line on stderr and exit code 1 (2 for usage errors), never a trac
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
+import signal
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
+import trio
 
 from mindoo_p2p.bundle import export_entries, import_bundle, validate_bundle, write_bundle
+from mindoo_p2p.config import NodeConfig, load_config
+from mindoo_p2p.control import ControlClient, ControlError, control_socket, daemon_running
 from mindoo_p2p.database import Database, parse_path
 from mindoo_p2p.errors import MindooError
 from mindoo_p2p.identity import MAX_IDENTITY_FILE_SIZE, PublicIdentity
 from mindoo_p2p.invite import MAX_INVITE_SIZE
 from mindoo_p2p.node import IDENTITY_FILE, Node, is_initialized
 from mindoo_p2p.store import AppendResult
+
+if TYPE_CHECKING:
+    from mindoo_p2p.daemon import NodeDaemon
 
 from .bundle_check import find_damaged_entries
 from .context import CliContext, read_bounded, resolve_home
@@ -52,7 +63,14 @@ def cli(
     ctx: click.Context, home: Path | None, json_output: bool, password_file: Path | None
 ) -> None:
     """mindoo: end-to-end encrypted, offline-first document databases, synced peer to peer."""
+    hook = ctx.obj if isinstance(ctx.obj, DaemonHook) else None
     state = CliContext(resolve_home(str(home) if home else None), json_output, password_file)
+    if hook is not None:
+        state._node, state.daemon, state._owns_node = hook.node, hook.daemon, False
+    elif ctx.invoked_subcommand not in LOCAL_ONLY and daemon_running(state.home):
+        # A daemon owns this home: let it run the command (it holds the unlocked keys, and
+        # what it writes reaches the peers at once).
+        raise _Forward(state.home)
     ctx.obj = state
     ctx.call_on_close(state.close)
 
@@ -136,14 +154,36 @@ def _render_status(data: dict[str, Any]) -> str:
         lines.append(f"tenant {t['name']} ({t['id']}), {role}, {t['members']} members")
         for d in t["databases"]:
             lines.append(f"  db {d['name']}: {d['documents']} documents, {d['entries']} entries")
+    daemon = data.get("daemon")
+    if daemon is None:
+        lines.append("daemon:     not running (start it with 'mindoo node run')")
+        return "\n".join(lines)
+    lines.append(f"peer id:    {daemon['peer_id']}")
+    lines.extend(f"listening:  {addr}" for addr in daemon["listen_addrs"])
+    if not daemon["peers"]:
+        lines.append("peers:      none (add one with 'mindoo peers add MULTIADDR')")
+    for peer in daemon["peers"]:
+        state = "connected" if peer["connected"] else "disconnected"
+        synced = _fmt_ms(peer["last_sync_ms"]) if peer["last_sync_ms"] else "never"
+        busy = f", syncing {peer['progress']}" if peer["syncing"] else ""
+        error = f", last error: {peer['last_error']}" if peer["last_error"] else ""
+        lines.append(f"peer {peer['peer_id']}: {state}, last sync {synced}{busy}{error}")
+    for d in daemon["databases"]:
+        caught = ", ".join(f"{c['peer_id'][-8:]} at {_fmt_ms(c['at_ms'])}" for c in d["caught_up"])
+        lines.append(
+            f"  {d['tenant']}/{d['database']}: {d['entries']} entries, {d['missing']} known"
+            f" missing{', caught up with ' + caught if caught else ''}"
+        )
     return "\n".join(lines)
 
 
 @cli.command()
 def status() -> None:
-    """Show the node's identity, tenants and databases."""
+    """Show the node's identity, tenants, databases and, when running, its peers."""
     c = _ctx()
     data = _status(c.node())
+    if c.daemon is not None:
+        data["daemon"] = c.daemon.status()
     c.emit(data, _render_status(data))
 
 
@@ -152,20 +192,137 @@ def node() -> None:
     """Run the node."""
 
 
-@node.command("start")
-def node_start() -> None:
-    """Initialise the node on first use, then report its status.
-
-    Networking (peer discovery and sync) is not part of this release yet: the node's main job is
-    to hold the local store, which every other command uses.
-    """
+@node.command("run")
+@click.option("--listen", multiple=True, help="Multiaddr to listen on (repeatable).")
+@click.option("--bootstrap", multiple=True, help="Multiaddr of a peer to keep connected.")
+@click.option("--mdns/--no-mdns", default=None, help="Discover peers on the LAN (default: off).")
+def node_run(listen: tuple[str, ...], bootstrap: tuple[str, ...], mdns: bool | None) -> None:
+    """Run the node daemon until Ctrl-C or SIGTERM (creates the node on first use)."""
     c = _ctx()
     if not is_initialized(c.home):
         c._node = Node.init(c.home, c.password(confirm=True))
-        if not c.json_output:
-            click.echo(f"initialised a new node in {c.home}")
-    data = _status(c.node())
-    c.emit(data, _render_status(data))
+        click.echo(f"initialised a new node in {c.home}", err=True)
+    config = load_config(c.home).with_overrides(listen=listen, bootstrap=bootstrap, mdns=mdns)
+    _check_addrs(config)
+    if config.mdns:
+        raise click.BadParameter(
+            "mDNS discovery is not available in this release", param_hint="--mdns"
+        )
+    node = c.node()
+    from mindoo_p2p.daemon import DaemonError
+
+    if daemon_running(c.home):
+        raise DaemonError(f"a daemon is already running on {c.home}")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    trio.run(_serve, node, config, c.json_output)
+
+
+@node.command("start", hidden=True)
+@click.pass_context
+def node_start(ctx: click.Context) -> None:
+    """Same as 'node run' (kept for older scripts)."""
+    ctx.invoke(node_run, listen=(), bootstrap=(), mdns=None)
+
+
+def _check_addrs(config: NodeConfig) -> None:
+    from mindoo_p2p.net.peer_identity import parse_dial_addr, parse_listen_addr
+
+    for addr in config.listen:
+        try:
+            parse_listen_addr(addr)
+        except (ValueError, MindooError) as exc:
+            raise click.BadParameter(f"{addr!r}: {exc}", param_hint="--listen") from None
+    for addr in config.bootstrap:
+        try:
+            parse_dial_addr(addr)
+        except (ValueError, MindooError) as exc:
+            raise click.BadParameter(f"{addr!r}: {exc}", param_hint="--bootstrap") from None
+
+
+async def _serve(node: Node, config: NodeConfig, json_output: bool) -> None:
+    from mindoo_p2p.daemon import NodeDaemon
+
+    daemon: NodeDaemon
+
+    def runner(argv: list[str], cwd: str) -> dict[str, Any]:
+        return run_in_daemon(argv, cwd, DaemonHook(node, daemon))
+
+    daemon = NodeDaemon(node, config, command_runner=runner)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run)
+            info = {"peer_id": daemon.peer_id, "listen_addrs": daemon.listen_addrs()}
+            if json_output:
+                click.echo(json.dumps(info))
+            else:
+                click.echo(f"node {daemon.peer_id} running; listening on:")
+                for addr in info["listen_addrs"]:
+                    click.echo(f"  {addr}")
+            sys.stdout.flush()
+            async for signum in signals:
+                logging.getLogger("mindoo").info("signal %d: stopping", signum)
+                nursery.cancel_scope.cancel()
+                break
+
+
+@cli.group()
+def peers() -> None:
+    """List and add peers (the address book)."""
+
+
+@peers.command("list")
+def peers_list() -> None:
+    """Known peers: addresses, and connection and sync state when the daemon runs."""
+    from mindoo_p2p.address_book_file import load_address_book
+
+    c = _ctx()
+    if c.daemon is not None:
+        daemon_peers = {p["peer_id"]: p for p in c.daemon.status()["peers"]}
+        book = c.daemon.address_book
+    else:
+        daemon_peers = {}
+        book = load_address_book(c.home)
+    rows = []
+    for peer_id in sorted(set(book.peers()) | set(daemon_peers)):
+        live = daemon_peers.get(peer_id, {})
+        rows.append(
+            {
+                "peer_id": peer_id,
+                "addrs": list(book.addrs(peer_id)) if peer_id in book else [],
+                "connected": bool(live.get("connected")),
+                "last_sync_ms": live.get("last_sync_ms"),
+            }
+        )
+    text = "\n".join(
+        f"{r['peer_id']}  {'connected' if r['connected'] else '-'}  {' '.join(r['addrs'])}"
+        for r in rows
+    )
+    c.emit(rows, text or "no peers")
+
+
+@peers.command("add")
+@click.argument("addr", metavar="MULTIADDR")
+def peers_add(addr: str) -> None:
+    """Remember a peer's address (…/tcp/PORT/p2p/PEER_ID); the daemon dials it."""
+    from mindoo_p2p.address_book_file import load_address_book, save_address_book
+    from mindoo_p2p.net.peer_identity import parse_dial_addr
+
+    c = _ctx()
+    try:
+        parse_dial_addr(addr)
+    except (ValueError, MindooError) as exc:
+        raise click.BadParameter(f"{exc}", param_hint="MULTIADDR") from None
+    if c.daemon is not None:
+        peer_id = c.daemon.request_peer(addr)
+        text = f"added {peer_id}; connecting"
+    else:
+        book = load_address_book(c.home)
+        peer_id = book.add(addr)
+        save_address_book(c.home, book)
+        text = f"added {peer_id}; the daemon will dial it when it runs"
+    c.emit({"peer_id": peer_id, "addr": addr}, text)
 
 
 # -- tenants ---------------------------------------------------------------------------------
@@ -525,38 +682,113 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    """Print ``message`` as exactly one line on stderr and exit with ``code``."""
+def _fail(message: str, code: int) -> int:
+    """Print ``message`` as exactly one line on stderr; return ``code`` (the exit code)."""
     click.echo(" ".join(message.split()), err=True)
-    sys.exit(code)
+    return code
 
 
-def main() -> None:
-    """Entry point: run the CLI, turning every error into one line on stderr.
+LOCAL_ONLY = frozenset({"init", "node"})
+"""Commands never forwarded to a running daemon."""
+
+
+@dataclass(frozen=True)
+class DaemonHook:
+    """Passed as click's ``obj`` when a daemon runs a forwarded command."""
+
+    node: Node
+    daemon: NodeDaemon
+
+
+class _Forward(Exception):
+    def __init__(self, home: Path) -> None:
+        super().__init__(str(home))
+        self.home = home
+
+
+def run_in_daemon(argv: list[str], cwd: str, hook: DaemonHook) -> dict[str, Any]:
+    """Run a forwarded command inside the daemon; capture its output and exit code."""
+    out, err = io.StringIO(), io.StringIO()
+    previous = os.getcwd()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            os.chdir(cwd)  # relative paths in the command are the client's
+        except OSError as exc:
+            click.echo(f"error: cannot use the client's directory {cwd}: {exc.strerror}", err=True)
+            return {"exit_code": 1, "stdout": "", "stderr": err.getvalue()}
+        try:
+            code = _run(argv, hook)
+        finally:
+            os.chdir(previous)
+    return {"exit_code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+
+
+def _forward(home: Path, argv: list[str]) -> int:
+    try:
+        reply = ControlClient(control_socket(home)).call("cli", {"argv": argv, "cwd": os.getcwd()})
+    except ControlError as exc:
+        return _fail(f"error: the daemon could not run the command: {exc}", 1)
+    sys.stdout.write(reply.get("stdout", ""))
+    sys.stderr.write(reply.get("stderr", ""))
+    code = reply.get("exit_code", 1)
+    return code if isinstance(code, int) else 1
+
+
+def _invoke(argv: list[str], hook: DaemonHook | None) -> Any:
+    """Run click; an exception group holding one error (from trio) becomes that error."""
+    try:
+        return cli.main(args=argv, prog_name="mindoo", standalone_mode=False, obj=hook)
+    except BaseExceptionGroup as group:
+        leaves: list[BaseException] = []
+        pending: list[BaseException] = [group]
+        while pending:
+            current = pending.pop()
+            if isinstance(current, BaseExceptionGroup):
+                pending.extend(current.exceptions)
+            else:
+                leaves.append(current)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+
+
+def _run(argv: list[str], hook: DaemonHook | None = None) -> int:
+    """Run the CLI on ``argv``; every error becomes one line on stderr. Returns the exit code.
 
     Exit codes: 0 success, 1 error, 2 usage error (unknown command or option, missing or invalid
     argument). Never a traceback unless MINDOO_DEBUG is set.
     """
     try:
-        code = cli.main(standalone_mode=False)
+        code = _invoke(argv, hook)
+    except _Forward as forward:
+        return _forward(forward.home, argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
     except click.exceptions.Abort:
-        _fail("aborted", 1)
+        return _fail("aborted", 1)
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        _fail(f"error: {exc.format_message()}{hint}", 2)
+        return _fail(f"error: {exc.format_message()}{hint}", 2)
     except click.ClickException as exc:
-        _fail(f"error: {exc.format_message()}", 1)
+        return _fail(f"error: {exc.format_message()}", 1)
     except MindooError as exc:
-        _fail(f"error: {exc}", 1)
+        return _fail(f"error: {exc}", 1)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
-        _fail(f"error: {exc.strerror or exc}{where}", 1)
+        return _fail(f"error: {exc.strerror or exc}{where}", 1)
     except Exception as exc:  # never a traceback for the user
         if os.environ.get("MINDOO_DEBUG"):
             raise
-        _fail(f"internal error: {type(exc).__name__}: {exc} (MINDOO_DEBUG=1 shows a traceback)", 1)
+        return _fail(
+            f"internal error: {type(exc).__name__}: {exc} (MINDOO_DEBUG=1 shows a traceback)", 1
+        )
     # With standalone_mode=False click returns the exit code of --help or ctx.exit(n).
-    sys.exit(code if isinstance(code, int) else 0)
+    return code if isinstance(code, int) else 0
+
+
+def main() -> None:
+    """Entry point of the ``mindoo`` console script."""
+    sys.exit(_run(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from typing import Any
 
 import trio
 
+from .address_book_file import load_address_book, save_address_book
 from .config import NodeConfig
 from .control import ControlServer, EventHub, control_socket
 from .entry import TENANT_LOG, Entry
@@ -52,7 +53,6 @@ logger = logging.getLogger(__name__)
 
 SYNC_PROTOCOL = "/mindoo/sync/1.0.0"
 LOCK_FILE = "daemon.lock"
-ADDRESS_BOOK_FILE = "peers.json"
 BAN_THRESHOLD = 100
 BAN_SECONDS = 600.0
 
@@ -200,22 +200,10 @@ class NodeDaemon:
 
     # -- address book ------------------------------------------------------------------------
     def _load_address_book(self) -> AddressBook:
-        path = self.node.home / ADDRESS_BOOK_FILE
-        if path.exists():
-            try:
-                return AddressBook.from_json(path.read_bytes())
-            except (MindooError, ValueError) as exc:
-                logger.warning("ignoring unreadable address book %s: %s", path, exc)
-        return AddressBook()
+        return load_address_book(self.node.home)
 
     def _save_address_book(self) -> None:
-        path = self.node.home / ADDRESS_BOOK_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(self.address_book.to_json())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        save_address_book(self.node.home, self.address_book)
 
     # -- peers -------------------------------------------------------------------------------
     def _peer(self, peer_id: str) -> PeerState:
@@ -239,6 +227,21 @@ class NodeDaemon:
         await self.host.connect(addr)
         self._peer(peer_id).address = addr
         return peer_id
+
+    def request_peer(self, addr: str) -> str:
+        """Remember ``addr`` and connect to it in the background; returns its peer id."""
+        peer_id = self.address_book.add(addr)
+        self._save_address_book()
+        self._blocked.discard(peer_id)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._connect_quietly, addr)
+        return peer_id
+
+    async def _connect_quietly(self, addr: str) -> None:
+        try:
+            await self.add_peer(addr)
+        except TransportError as exc:
+            logger.info("connecting to %s failed: %s", addr, exc)
 
     async def block_peer(self, peer_id: str) -> None:
         """Disconnect ``peer_id`` and refuse it until `unblock_peer` (partitions in tests)."""

@@ -551,7 +551,7 @@ def test_json_output_parses_for_every_command(tmp_path: Path, mindoo_inproc: InP
         return json.loads(result.stdout)
 
     assert j(a, "init", "--name", "alice")["name"] == "alice"
-    assert j(b, "node", "start")["tenants"] == []  # initialises a fresh home
+    assert j(b, "init", "--name", "bob")["name"] == "bob"
     assert j(a, "whoami")["name"] == "alice"
     tenant = j(a, "tenant", "create", "acme")
     assert tenant["name"] == "acme" and re.fullmatch(r"[0-9a-f]{32}", tenant["id"])

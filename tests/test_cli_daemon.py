@@ -1,0 +1,135 @@
+"""`mindoo node run` as real daemon processes: forwarding, status, peers, refusal, shutdown."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import PASSWORD, cli_env, mindoo_command, run_mindoo
+
+Daemon = tuple[subprocess.Popen[str], dict[str, Any]]
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[Callable[[Path], Daemon]]:
+    started: list[subprocess.Popen[str]] = []
+
+    def start(home: Path) -> Daemon:
+        proc = subprocess.Popen(
+            [
+                *mindoo_command(),
+                "--home",
+                str(home),
+                "--json",
+                "node",
+                "run",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+            ],
+            env=cli_env(PASSWORD),
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the daemon prints its identity once listening
+        assert line, proc.stderr.read() if proc.stderr else "no output"
+        return proc, json.loads(line)
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_daemons_sync_and_serve_the_cli(
+    tmp_path: Path, start_daemon: Callable[[Path], Daemon]
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run_mindoo(a, "init", "--name", "alice").code == 0
+    assert run_mindoo(b, "init", "--name", "bob").code == 0
+    assert run_mindoo(a, "tenant", "create", "acme").code == 0
+    assert run_mindoo(b, "whoami", "--out", str(tmp_path / "bob.json")).code == 0
+    invite = str(tmp_path / "bob.invite")
+    assert run_mindoo(a, "tenant", "invite", "acme", "--to", "bob.json", "--out", invite).code == 0
+    assert run_mindoo(b, "tenant", "join", invite).code == 0
+
+    proc_a, info_a = start_daemon(a)
+    proc_b, _info_b = start_daemon(b)
+    assert all(addr.endswith("/p2p/" + info_a["peer_id"]) for addr in info_a["listen_addrs"])
+
+    # A second daemon on the same home is refused with one clear line.
+    again = subprocess.run(
+        [*mindoo_command(), "--home", str(a), "node", "run", "--listen", "/ip4/127.0.0.1/tcp/0"],
+        env=cli_env(PASSWORD),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert again.returncode == 1 and "already running" in again.stderr
+    assert again.stderr.count("\n") == 1
+
+    # With the daemons running, commands go through them: no password needed.
+    added = run_mindoo(b, "peers", "add", info_a["listen_addrs"][0], password=None)
+    assert added.code == 0, added
+    created = run_mindoo(a, "doc", "create", "acme", "contacts", '{"name": "Ada"}', password=None)
+    assert created.code == 0, created
+    doc_id = created.stdout.strip()
+
+    def bob_has_it() -> bool:
+        got = run_mindoo(b, "doc", "get", "acme", "contacts", doc_id, password=None)
+        return got.code == 0 and json.loads(got.stdout) == {"name": "Ada"}
+
+    wait_for(bob_has_it)
+    status = run_mindoo(a, "status", json_output=True, password=None)
+    assert status.code == 0, status
+    daemon = json.loads(status.stdout)["daemon"]
+    assert daemon["peer_id"] == info_a["peer_id"]
+    (peer,) = daemon["peers"]
+    assert peer["connected"] and peer["last_sync_ms"]
+    (contacts,) = [d for d in daemon["databases"] if d["database"] == "contacts"]
+    assert contacts["entries"] == 1 and contacts["caught_up"]
+    listed = run_mindoo(b, "peers", "list", json_output=True, password=None)
+    assert json.loads(listed.stdout)[0]["peer_id"] == info_a["peer_id"]
+
+    # Relative paths are the client's, not the daemon's.
+    exported = run_mindoo(a, "export", "acme", "--out", "acme.bundle", password=None)
+    assert exported.code == 0, exported
+    assert (a.parent / "acme.bundle").exists()
+
+    for proc in (proc_a, proc_b):
+        proc.send_signal(signal.SIGTERM)
+    for proc in (proc_a, proc_b):
+        assert proc.wait(timeout=20) == 0
+    assert not (a / "control.sock").exists()
+    # Afterwards the CLI works directly on the home again.
+    assert run_mindoo(b, "doc", "get", "acme", "contacts", doc_id).code == 0
+
+
+def test_bad_listen_address_is_a_usage_error(tmp_path: Path) -> None:
+    home = tmp_path / "n"
+    assert run_mindoo(home, "init").code == 0
+    result = run_mindoo(home, "node", "run", "--listen", "not-a-multiaddr")
+    assert result.code == 2 and result.stderr.count("\n") == 1, result
+    assert "--listen" in result.stderr
