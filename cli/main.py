@@ -389,7 +389,13 @@ def tenant_members(tenant_name: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the invite file.",
 )
-@click.option("--role", type=click.Choice(["member", "admin"]), default="member", show_default=True)
+@click.option(
+    "--role",
+    type=click.Choice(["member", "admin", "mirror"]),
+    default="member",
+    show_default=True,
+    help="mirror: a backup/relay node that stores and serves the tenant without any document key.",
+)
 def tenant_invite(tenant_name: str, to: Path, out: Path, role: str) -> None:
     """Add a person to a tenant and write an invite only they can open."""
     c = _ctx()

@@ -51,7 +51,7 @@ from .identity import (
     write_public_identity,
 )
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey, validate_key_name
-from .membership import MembershipLog, MembershipRecord
+from .membership import ROLE_MIRROR, MembershipLog, MembershipRecord
 
 INVITE_MAGIC = b"MDIV"
 INVITE_VERSION = 1
@@ -190,9 +190,8 @@ def verify_invite(invite: Invite) -> None:
     """
     ring = invite.keyring()
     names = set(ring.names())
-    for required in (DEFAULT_KEY, MEMBERSHIP_KEY):
-        if required not in names:
-            raise VerificationError(f"the invite lacks the tenant's {required!r} key")
+    if MEMBERSHIP_KEY not in names:
+        raise VerificationError(f"the invite lacks the tenant's {MEMBERSHIP_KEY!r} key")
     log = MembershipLog(invite.tenant_id, invite.admin_key)
     for index, raw in enumerate(invite.membership_entries):
         entry = Entry.decode(raw, f"invite tenant log entry {index}")
@@ -219,6 +218,10 @@ def verify_invite(invite: Invite) -> None:
         raise VerificationError(
             f"the invite's tenant log does not make {invite.invitee} a member of the tenant"
         )
+    invitee = log.member(invite.invitee.signing_key)
+    if DEFAULT_KEY not in names and (invitee is None or invitee.role != ROLE_MIRROR):
+        # Only a mirror joins without the document key.
+        raise VerificationError(f"the invite lacks the tenant's {DEFAULT_KEY!r} key")
 
 
 def _encode_payload(invite: Invite) -> bytes:

@@ -8,7 +8,7 @@ with the tenant's ``MEMBERSHIP_KEY``. Record encoding, version 1::
     version   u8       1
     action    u8       MembershipAction
     member    name (varint length <= 512 + UTF-8), Ed25519 key 32 bytes, X25519 key 32 bytes
-    role      varint length <= 16 + ASCII: "admin" or "member"
+    role      varint length <= 16 + ASCII: "admin", "member" or "mirror"
 
 :class:`MembershipLog` is the state machine the records drive. Its rules (all of them live
 here):
@@ -50,7 +50,10 @@ RECORD_MAGIC = b"MDMR"
 RECORD_VERSION = 1
 ROLE_ADMIN = "admin"
 ROLE_MEMBER = "member"
-ROLES = frozenset({ROLE_ADMIN, ROLE_MEMBER})
+ROLE_MIRROR = "mirror"
+"""A node granted replication by the admin: it stores, verifies and serves the tenant's
+entries but holds no document key and may not author entries."""
+ROLES = frozenset({ROLE_ADMIN, ROLE_MEMBER, ROLE_MIRROR})
 MAX_ROLE_SIZE = 16
 MAX_RECORD_SIZE = 4096
 
@@ -78,7 +81,7 @@ class MembershipRecord:
         if not isinstance(self.member, PublicIdentity):
             raise ValueError("member must be a PublicIdentity")
         if self.role not in ROLES:
-            raise ValueError(f"unknown role {self.role!r} (use 'admin' or 'member')")
+            raise ValueError(f"unknown role {self.role!r} (use 'admin', 'member' or 'mirror')")
 
     def encode(self) -> bytes:
         """The canonical binary form (see the module docstring)."""
@@ -167,10 +170,7 @@ class MembershipLog:
         """
         label = f"membership entry {entry.id.hex()[:16]}"
         if entry.tenant_id != self._tenant_id:
-            return (
-                f"{label} belongs to tenant {entry.tenant_id.hex()},"
-                f" not {self._tenant_id.hex()}"
-            )
+            return f"{label} belongs to tenant {entry.tenant_id.hex()}, not {self._tenant_id.hex()}"
         if entry.database != TENANT_LOG:
             return f"{label} is in database {entry.database!r}, not the tenant log"
         if entry.kind != EntryKind.MEMBERSHIP:
@@ -237,13 +237,17 @@ class MembershipLog:
         member = self._members.get(author)
         if member is None:
             return (
-                f"author {fingerprint_of(author)} is not a member of tenant"
-                f" {self._tenant_id.hex()}"
+                f"author {fingerprint_of(author)} is not a member of tenant {self._tenant_id.hex()}"
             )
         if member.revoked_entry is not None:
             return (
                 f"author {member.identity} was revoked from tenant {self._tenant_id.hex()}"
                 f" (by entry {member.revoked_entry.hex()[:16]})"
+            )
+        if member.role == ROLE_MIRROR:
+            return (
+                f"author {member.identity} is a mirror of tenant {self._tenant_id.hex()}:"
+                " mirrors may not write"
             )
         return None
 

@@ -32,6 +32,7 @@ from .errors import (
 from .identity import PublicIdentity, UserIdentity
 from .invite import Invite, open_invite, seal_invite
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey
+from .membership import ROLE_MIRROR
 from .store import AppendResult, EntryStore, FsckReport
 from .tenant import Tenant, TenantSecrets, now_ms, tenant_id_for, validate_tenant_name
 
@@ -210,9 +211,14 @@ class Node:
 
     # -- invites -----------------------------------------------------------------------------
     def invite(self, tenant: Tenant, invitee: PublicIdentity, role: str = "member") -> bytes:
-        """Add ``invitee`` as a member and return the sealed invite to send them out of band."""
+        """Add ``invitee`` and return the sealed invite to send them out of band.
+
+        ``role="mirror"`` grants replication without any document key: the invitee (a backup
+        or relay node) stores, verifies and serves the tenant's ciphertext but cannot read it.
+        """
         tenant.add_member(invitee, role=role)
-        keys = [k for k in tenant.keyring if k.name in (DEFAULT_KEY, MEMBERSHIP_KEY)]
+        wanted = (MEMBERSHIP_KEY,) if role == ROLE_MIRROR else (DEFAULT_KEY, MEMBERSHIP_KEY)
+        keys = [k for k in tenant.keyring if k.name in wanted]
         log = [e.raw for e in self.store.iter_entries(tenant.id, TENANT_LOG)]
         return seal_invite(
             Invite(

@@ -176,14 +176,25 @@ class Cluster:
                     await self._dial(index, other)
 
     # -- tenants -----------------------------------------------------------------------------
-    def create_tenant(self, name: str = "acme", *, admin: int = 0) -> None:
-        """Create a tenant on node ``admin`` and make every other node a member."""
+    def create_tenant(
+        self,
+        name: str = "acme",
+        *,
+        admin: int = 0,
+        members: Sequence[int] | None = None,
+        mirrors: Sequence[int] = (),
+    ) -> None:
+        """Create a tenant on node ``admin``; ``members`` (default: every other node) join as
+        members and ``mirrors`` as keyless mirrors."""
         admin_node = self.nodes[admin].require()
         tenant = admin_node.create_tenant(name)
-        for member in self.nodes:
-            if member.index != admin:
-                node = member.require()
-                node.join(admin_node.invite(tenant, node.public_identity()))
+        if members is None:
+            members = [m.index for m in self.nodes if m.index != admin and m.index not in mirrors]
+        for index, role in [(i, "member") for i in members] + [(i, "mirror") for i in mirrors]:
+            if index == admin:
+                continue
+            node = self.nodes[index].require()
+            node.join(admin_node.invite(tenant, node.public_identity(), role=role))
 
     def db(self, index: int, tenant: str, database: str) -> Database:
         return self.nodes[index].require().tenant(tenant).open_db(database)
@@ -258,11 +269,13 @@ class Cluster:
                 await self._dial(a, b)
 
     # -- convergence -------------------------------------------------------------------------
-    def entry_sets(self) -> dict[int, dict[tuple[str, str], set[bytes]]]:
-        """Per running node: (tenant name, database) -> entry ids held."""
+    def entry_sets(
+        self, among: Sequence[int] | None = None
+    ) -> dict[int, dict[tuple[str, str], set[bytes]]]:
+        """Per running node (of ``among``, default all): (tenant, database) -> entry ids held."""
         result: dict[int, dict[tuple[str, str], set[bytes]]] = {}
         for member in self.nodes:
-            if member.node is None:
+            if member.node is None or (among is not None and member.index not in among):
                 continue
             names = {t.id: t.name for t in member.node.tenants()}
             held: dict[tuple[str, str], set[bytes]] = {}
@@ -272,9 +285,9 @@ class Cluster:
             result[member.index] = held
         return result
 
-    def divergence(self) -> list[str]:
+    def divergence(self, among: Sequence[int] | None = None) -> list[str]:
         """Readable lines naming what each running node misses (empty when converged)."""
-        sets = self.entry_sets()
+        sets = self.entry_sets(among)
         union: dict[tuple[str, str], set[bytes]] = {}
         for held in sets.values():
             for key, ids in held.items():
@@ -292,14 +305,17 @@ class Cluster:
                     )
         return lines
 
-    async def wait_converged(self, timeout: float = 30.0, *, poll: float = 0.05) -> None:
-        """Wait until every running node holds the same entries; ConvergenceError with a diff."""
+    async def wait_converged(
+        self, timeout: float = 30.0, *, among: Sequence[int] | None = None, poll: float = 0.05
+    ) -> None:
+        """Wait until every running node (of ``among``) holds the same entries;
+        ConvergenceError with a readable diff otherwise."""
         with trio.move_on_after(timeout):
             while True:
-                if not self.divergence():
+                if not self.divergence(among):
                     return
                 await trio.sleep(poll)
-        lines = self.divergence()
+        lines = self.divergence(among)
         if lines:
             raise ConvergenceError(
                 f"cluster did not converge within {timeout} s:\n  " + "\n  ".join(lines)
