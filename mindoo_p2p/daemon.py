@@ -39,7 +39,7 @@ from .errors import MindooError
 from .net.address_book import AddressBook
 from .net.auth import AuthDenied
 from .net.dialer import maintain_connections
-from .net.framing import TransportError
+from .net.framing import FrameTooLarge, TransportError
 from .net.host import HostConfig, PeerHost
 from .net.messages import ProtocolViolation
 from .net.peer_identity import to_libp2p_id
@@ -362,6 +362,8 @@ class NodeDaemon:
                 await stream.reset()
             return None
         except (ProtocolViolation, SyncTimeout, TransportError) as exc:
+            if isinstance(exc, FrameTooLarge):
+                self._penalize(peer_id, BAN_THRESHOLD, f"oversized frame: {exc}")
             state.last_error = f"sync of {tenant.name} failed: {exc}"
             logger.info("sync with %s failed: %s", peer_id, exc)
             with trio.CancelScope(shield=True):
@@ -393,6 +395,9 @@ class NodeDaemon:
         except (AuthDenied, ProtocolViolation, SyncTimeout) as exc:
             state.last_error = f"inbound sync failed: {exc}"
             return
+        except FrameTooLarge as exc:
+            self._penalize(peer_id, BAN_THRESHOLD, f"oversized frame: {exc}")
+            raise
         if report is not None:
             tenant = self.node.tenant(report.tenant_id)
             self._record(state, tenant, report)
