@@ -13,6 +13,7 @@ anything is imported, and every entry is verified on import like any entry from 
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -29,20 +30,29 @@ IMPORT_BATCH = 2000
 
 
 def write_bundle(path: Path | str, entries: Iterable[Entry]) -> int:
-    """Write ``entries`` to a new bundle file; returns how many were written."""
+    """Write ``entries`` to a new bundle file, durably; returns how many were written.
+
+    The bundle is written beside ``path`` and renamed into place once complete and synced, so
+    ``path`` never holds a partial bundle; on failure nothing is left behind.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
     count = 0
-    with open(tmp, "wb") as fh:
-        fh.write(MAGIC + bytes([VERSION]))
-        for entry in entries:
-            fh.write(encode_varint(len(entry.raw)))
-            fh.write(entry.raw)
-            count += 1
-        fh.write(encode_varint(0))
-        fh.write(struct.pack(">Q", count))
-        fh.flush()
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(MAGIC + bytes([VERSION]))
+            for entry in entries:
+                fh.write(encode_varint(len(entry.raw)))
+                fh.write(entry.raw)
+                count += 1
+            fh.write(encode_varint(0))
+            fh.write(struct.pack(">Q", count))
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return count
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .docs import AutomergeDocument, ListProxy, MapProxy, change_hash
 from .entry import Entry, EntryKind
-from .errors import DocumentDeletedError, InvalidNameError, NotFoundError
+from .errors import DocumentDeletedError, InvalidNameError, InvalidPathError, NotFoundError
 from .keyring import DEFAULT_KEY
 from .materializer import DocumentMaterializer, MaterializedDocument
 
@@ -143,7 +143,7 @@ class Database:
         Missing maps along the path are created; an index equal to a list's length appends.
         """
         if not path:
-            raise ValueError("the path must name at least one field")
+            raise InvalidPathError("the path must name at least one field")
         with self.change(document_id) as root:
             target: Any = root
             for depth, step in enumerate(path[:-1]):
@@ -368,11 +368,11 @@ def _causal_order(entries: list[Entry]) -> list[Entry]:
 def parse_path(text: str) -> list[str | int]:
     """``"a.b.0.c"`` -> ``["a", "b", 0, "c"]`` (all-digit parts are list indexes)."""
     if not text:
-        raise ValueError("empty path")
+        raise InvalidPathError("empty path")
     parts: list[str | int] = []
     for part in text.split("."):
         if part == "":
-            raise ValueError(f"invalid path {text!r}: empty part")
+            raise InvalidPathError(f"invalid path {text!r}: empty part")
         parts.append(int(part) if part.isdigit() else part)
     return parts
 
@@ -387,9 +387,11 @@ def _step_into(target: Any, step: str | int, where: Sequence[str | int]) -> Any:
     elif isinstance(target, ListProxy):
         child = target[_list_index(target, step, where, allow_end=False)]
     else:
-        raise ValueError(f"cannot descend into {shown}: not a map or a list")
+        raise InvalidPathError(f"cannot descend into {shown}: not a map or a list")
     if not isinstance(child, MapProxy | ListProxy):
-        raise ValueError(f"cannot descend into {shown}: it holds a value, not a map or a list")
+        raise InvalidPathError(
+            f"cannot descend into {shown}: it holds a value, not a map or a list"
+        )
     return child
 
 
@@ -398,12 +400,12 @@ def _list_index(
 ) -> int:
     shown = ".".join(str(p) for p in where)
     if not isinstance(target, ListProxy):
-        raise ValueError(f"cannot index {shown}: not a list")
+        raise InvalidPathError(f"cannot index {shown}: not a list")
     if not isinstance(step, int):
-        raise ValueError(f"{shown}: a list index must be a number")
+        raise InvalidPathError(f"{shown}: a list index must be a number")
     limit = len(target) + (1 if allow_end else 0)
     if not 0 <= step < limit:
-        raise ValueError(f"{shown}: index {step} out of range (list has {len(target)} items)")
+        raise InvalidPathError(f"{shown}: index {step} out of range (list has {len(target)} items)")
     return step
 
 

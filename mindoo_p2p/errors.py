@@ -34,6 +34,10 @@ class InvalidNameError(MindooError, ValueError):
     """A tenant, database or key name that does not match the allowed pattern."""
 
 
+class InvalidPathError(MindooError, ValueError):
+    """A document path (``a.b.0``) that does not lead where it must (a value, a bad index)."""
+
+
 class NotFoundError(MindooError, LookupError):
     """A tenant, database, document or entry that does not exist here."""
 
