@@ -154,11 +154,11 @@ def _render_status(data: dict[str, Any]) -> str:
         lines.append(f"tenant {t['name']} ({t['id']}), {role}, {t['members']} members")
         for d in t["databases"]:
             lines.append(f"  db {d['name']}: {d['documents']} documents, {d['entries']} entries")
-    daemon = data.get("daemon")
-    if daemon is None:
+    lines.append(f"peer id:    {data['peer_id']}")
+    if not data["daemon_running"]:
         lines.append("daemon:     not running (start it with 'mindoo node run')")
         return "\n".join(lines)
-    lines.append(f"peer id:    {daemon['peer_id']}")
+    daemon = data
     lines.extend(f"listening:  {addr}" for addr in daemon["listen_addrs"])
     if not daemon["peers"]:
         lines.append("peers:      none (add one with 'mindoo peers add MULTIADDR')")
@@ -168,7 +168,7 @@ def _render_status(data: dict[str, Any]) -> str:
         busy = f", syncing {peer['progress']}" if peer["syncing"] else ""
         error = f", last error: {peer['last_error']}" if peer["last_error"] else ""
         lines.append(f"peer {peer['peer_id']}: {state}, last sync {synced}{busy}{error}")
-    for d in daemon["databases"]:
+    for d in daemon["sync"]:
         caught = ", ".join(f"{c['peer_id'][-8:]} at {_fmt_ms(c['at_ms'])}" for c in d["caught_up"])
         lines.append(
             f"  {d['tenant']}/{d['database']}: {d['entries']} entries, {d['missing']} known"
@@ -181,9 +181,27 @@ def _render_status(data: dict[str, Any]) -> str:
 def status() -> None:
     """Show the node's identity, tenants, databases and, when running, its peers."""
     c = _ctx()
-    data = _status(c.node())
+    node = c.node()
+    data = _status(node)
     if c.daemon is not None:
-        data["daemon"] = c.daemon.status()
+        live = c.daemon.status()
+        data.update(
+            daemon_running=True,
+            peer_id=live["peer_id"],
+            listen_addrs=live["listen_addrs"],
+            peers=live["peers"],
+            sync=live["databases"],
+        )
+    else:
+        from mindoo_p2p.net.peer_identity import peer_id_of
+
+        data.update(
+            daemon_running=False,
+            peer_id=peer_id_of(node.peer_seed()),
+            listen_addrs=[],
+            peers=[],
+            sync=[],
+        )
     c.emit(data, _render_status(data))
 
 

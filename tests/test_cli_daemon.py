@@ -104,11 +104,12 @@ def test_daemons_sync_and_serve_the_cli(
     wait_for(bob_has_it)
     status = run_mindoo(a, "status", json_output=True, password=None)
     assert status.code == 0, status
-    daemon = json.loads(status.stdout)["daemon"]
-    assert daemon["peer_id"] == info_a["peer_id"]
+    daemon = json.loads(status.stdout)
+    assert daemon["daemon_running"] and daemon["peer_id"] == info_a["peer_id"]
+    assert daemon["listen_addrs"] == info_a["listen_addrs"]
     (peer,) = daemon["peers"]
     assert peer["connected"] and peer["last_sync_ms"]
-    (contacts,) = [d for d in daemon["databases"] if d["database"] == "contacts"]
+    (contacts,) = [d for d in daemon["sync"] if d["database"] == "contacts"]
     assert contacts["entries"] == 1 and contacts["caught_up"]
     listed = run_mindoo(b, "peers", "list", json_output=True, password=None)
     assert json.loads(listed.stdout)[0]["peer_id"] == info_a["peer_id"]
@@ -123,8 +124,10 @@ def test_daemons_sync_and_serve_the_cli(
     for proc in (proc_a, proc_b):
         assert proc.wait(timeout=20) == 0
     assert not (a / "control.sock").exists()
-    # Afterwards the CLI works directly on the home again.
+    # Afterwards the CLI works directly on the home again; the peer id is stable.
     assert run_mindoo(b, "doc", "get", "acme", "contacts", doc_id).code == 0
+    offline = json.loads(run_mindoo(a, "status", json_output=True).stdout)
+    assert not offline["daemon_running"] and offline["peer_id"] == info_a["peer_id"]
 
 
 def test_bad_listen_address_is_a_usage_error(tmp_path: Path) -> None:
