@@ -285,6 +285,31 @@ async def _serve(node: Node, config: NodeConfig, json_output: bool) -> None:
                 break
 
 
+@cli.command()
+@click.option("--tenant", "tenant_name", help="Only this tenant (name or id).")
+@click.option("--db", "database", help="Only this database.")
+def watch(tenant_name: str | None, database: str | None) -> None:
+    """Print entries as they arrive or are written (one JSON object per line); needs the daemon."""
+    c = _ctx()
+    if c.daemon is not None:
+        raise click.ClickException("'watch' cannot run inside the daemon")
+    if not daemon_running(c.home):
+        raise click.ClickException("no daemon is running on this home: start 'mindoo node run'")
+    params: dict[str, Any] = {}
+    if tenant_name is not None:
+        params["tenant"] = tenant_name
+    if database is not None:
+        params["database"] = database
+    try:
+        for event in ControlClient(control_socket(c.home)).events(params):
+            if event.get("type") == "subscribed":
+                continue
+            click.echo(json.dumps(event, sort_keys=True))
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return
+
+
 @cli.group()
 def peers() -> None:
     """List and add peers (the address book)."""
@@ -712,7 +737,7 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-LOCAL_ONLY = frozenset({"init", "node"})
+LOCAL_ONLY = frozenset({"init", "node", "watch"})
 """Commands never forwarded to a running daemon."""
 
 

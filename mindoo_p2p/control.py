@@ -4,9 +4,10 @@ Only the node's owner can reach it: the socket is created with mode 0600 inside 
 directory, so file permissions are the authentication (no token to leak). Protocol: the client
 writes one JSON object per line, ``{"id": N, "method": "...", "params": {...}}``; the daemon
 answers each with ``{"id": N, "result": ...}`` or ``{"id": N, "error": {"type", "message"}}``.
-``subscribe`` turns the connection into an event stream: the daemon then writes one
-``{"event": {...}}`` line per event until the client disconnects (a client that falls behind
-by more than the queue size is told ``{"event": {"type": "lagged"}}`` and disconnected).
+``subscribe`` (optional params ``tenant``, a name or id, and ``database``) turns the
+connection into an event stream: the daemon then writes one ``{"event": {...}}`` line per
+event until the client disconnects (a client that falls behind by more than the queue size is
+told ``{"event": {"type": "lagged"}}`` and disconnected).
 
 Every line is bounded (`MAX_LINE`), the number of clients is bounded, and a client that sends
 garbage gets an error line and is disconnected.
@@ -206,7 +207,7 @@ class ControlServer:
         async with self._events.subscribe() as events:
             await stream.send_all(_encode({"event": {"type": "subscribed"}}))
             async for event in events:
-                if tenant and event.get("tenant") not in (tenant, None):
+                if tenant and tenant not in (event.get("tenant"), event.get("tenant_name")):
                     continue
                 if database and event.get("database") not in (database, None):
                     continue

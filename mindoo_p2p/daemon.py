@@ -422,12 +422,14 @@ class NodeDaemon:
     # -- local events ------------------------------------------------------------------------
     def _on_entries(self, entries: list[Entry], local: bool) -> None:
         """Entries were stored: tell subscribers, and offer them to the peers."""
+        names = {t.id: t.name for t in self.node.tenants()} if entries else {}
         for entry in entries:
             self.events.publish(
                 {
                     "type": "entry",
                     "origin": "local" if local else "peer",
                     "tenant": entry.tenant_id.hex(),
+                    "tenant_name": names.get(entry.tenant_id),
                     "database": entry.database,
                     "document_id": entry.document_id.hex(),
                     "entry_id": entry.id.hex(),

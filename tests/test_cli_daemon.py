@@ -136,3 +136,35 @@ def test_bad_listen_address_is_a_usage_error(tmp_path: Path) -> None:
     result = run_mindoo(home, "node", "run", "--listen", "not-a-multiaddr")
     assert result.code == 2 and result.stderr.count("\n") == 1, result
     assert "--listen" in result.stderr
+
+
+def test_watch_streams_arriving_entries(
+    tmp_path: Path, start_daemon: Callable[[Path], Daemon]
+) -> None:
+    home = tmp_path / "w"
+    assert run_mindoo(home, "init").code == 0
+    assert run_mindoo(home, "tenant", "create", "acme").code == 0
+    start_daemon(home)
+    watcher = subprocess.Popen(
+        [*mindoo_command(), "--home", str(home), "watch", "--tenant", "acme"],
+        env=cli_env(None),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.5)  # let it subscribe
+        created = run_mindoo(home, "doc", "create", "acme", "notes", '{"a": 1}', password=None)
+        assert created.code == 0, created
+        assert watcher.stdout is not None
+        event = json.loads(watcher.stdout.readline())
+        assert event["type"] == "entry" and event["origin"] == "local"
+        assert event["document_id"] == created.stdout.strip()
+        assert event["tenant_name"] == "acme" and event["database"] == "notes"
+    finally:
+        watcher.kill()
+        watcher.wait(timeout=10)
+        for stream in (watcher.stdout, watcher.stderr):
+            if stream is not None:
+                stream.close()

@@ -19,7 +19,7 @@ def test_daemon_processes_converge_and_survive_sigkill(tmp_path: Path) -> None:
 
         cluster.kill(1)  # the middle node dies without a clean shutdown
         second = cluster.cli(2, "doc", "create", "acme", "notes", '{"from": 2}').strip()
-        cluster.restart(1)
+        cluster.restart(1, redial=False)  # it finds its peers again from its address book
         cluster.wait_converged(timeout=60)
         assert json.loads(cluster.cli(0, "doc", "get", "acme", "notes", second)) == {"from": 2}
         status = cluster.status(1)

@@ -146,9 +146,13 @@ class ProcessCluster:
         self._stop(member, signal.SIGTERM)
         return process.returncode
 
-    def restart(self, index: int) -> None:
+    def restart(self, index: int, *, redial: bool = True) -> None:
+        """Kill and start node ``index`` again; ``redial=False`` leaves reconnecting to its
+        own address book (as after a reboot)."""
         self.kill(index)
         self.start(index)
+        if not redial:
+            return
         for a, b in sorted(self.edges):
             if index in (a, b):
                 other = b if a == index else a
