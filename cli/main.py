@@ -222,9 +222,11 @@ def node_run(listen: tuple[str, ...], bootstrap: tuple[str, ...], mdns: bool | N
         click.echo(f"initialised a new node in {c.home}", err=True)
     config = load_config(c.home).with_overrides(listen=listen, bootstrap=bootstrap, mdns=mdns)
     _check_addrs(config)
-    if config.mdns:
+    if config.mdns and not config.mdns_interfaces:
         raise click.BadParameter(
-            "mDNS discovery is not available in this release", param_hint="--mdns"
+            "mDNS needs the interfaces to use: list their IP addresses in network.mdns_interfaces"
+            " in config.toml (it never runs on every interface)",
+            param_hint="--mdns",
         )
     node = c.node()
     from mindoo_p2p.daemon import DaemonError

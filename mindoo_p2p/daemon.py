@@ -177,6 +177,8 @@ class NodeDaemon:
                         )
                     )
                     nursery.start_soon(self._periodic_sync)
+                    if self.config.mdns:
+                        await nursery.start(self._run_mdns, host)
                     if self._control_enabled:
                         server = ControlServer(
                             control_socket(self.node.home), self._handlers(), self.events
@@ -211,6 +213,44 @@ class NodeDaemon:
         if state is None:
             state = self.peers[peer_id] = PeerState(peer_id)
         return state
+
+    async def _run_mdns(
+        self, host: PeerHost, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        from .net.mdns import MdnsDiscovery, MdnsError
+
+        if not self.config.mdns_interfaces:
+            raise DaemonError(
+                "mDNS needs the IP addresses of the interfaces to use (mdns_interfaces in"
+                " config.toml): it never runs on every interface"
+            )
+        try:
+            discovery = MdnsDiscovery(
+                host.peer_id,
+                host.listen_addrs(),
+                self.config.mdns_interfaces,
+                on_peer=self._on_mdns_peer,
+            )
+        except MdnsError as exc:
+            raise DaemonError(f"cannot start mDNS: {exc}") from None
+        await discovery.run(task_status=task_status)
+
+    def _on_mdns_peer(self, peer_id: str, addrs: list[str]) -> None:
+        """A peer announced itself on the LAN: dial it (not remembered: LAN announcements are
+        unauthenticated until Noise checks the peer id, and must not evict the address book)."""
+        if self._nursery is None or not addrs or not self._may_dial(peer_id):
+            return
+        if self.host is not None and self.host.is_connected(peer_id):
+            return
+        self._nursery.start_soon(self._connect_quietly_once, addrs[0])
+
+    async def _connect_quietly_once(self, addr: str) -> None:
+        if self.host is None:
+            return
+        try:
+            await self.host.connect(addr)
+        except TransportError as exc:
+            logger.info("connecting to LAN peer %s failed: %s", addr, exc)
 
     def _may_dial(self, peer_id: str) -> bool:
         state = self.peers.get(peer_id)
