@@ -451,6 +451,14 @@ class PeerHost:
         """How many connection events were dropped because the consumer lagged."""
         return self._tracker.dropped
 
+    @property
+    def libp2p_host(self) -> BasicHost:
+        """The underlying py-libp2p host, only for attaching a libp2p service (GossipSub).
+
+        Dial and open streams through `PeerHost`, never through this object.
+        """
+        return self._host
+
     def listen_addrs(self) -> list[str]:
         """The addresses this host listens on, ports resolved, each ending in /p2p/PEER_ID."""
         return [f"{addr}/p2p/{self._peer_id}" for addr in self._host.get_transport_addrs()]
