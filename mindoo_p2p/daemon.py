@@ -35,11 +35,13 @@ from .address_book_file import load_address_book, save_address_book
 from .config import NodeConfig
 from .control import ControlServer, EventHub, control_socket
 from .entry import TENANT_LOG, Entry
-from .errors import MindooError
+from .errors import DecodeError, MindooError, VerificationError
+from .keyring import MEMBERSHIP_KEY
 from .net.address_book import AddressBook
 from .net.auth import AuthDenied
 from .net.dialer import maintain_connections
 from .net.framing import FrameTooLarge, TransportError
+from .net.gossip import GossipError, GossipService, topic_name
 from .net.host import HostConfig, PeerHost
 from .net.messages import ProtocolViolation
 from .net.peer_identity import to_libp2p_id
@@ -55,6 +57,12 @@ SYNC_PROTOCOL = "/mindoo/sync/1.0.0"
 LOCK_FILE = "daemon.lock"
 BAN_THRESHOLD = 100
 BAN_SECONDS = 600.0
+GOSSIP_PENALTY = 5
+PUBLISH_QUEUE = 4096
+LOCAL_REPAIR_DELAY = 1.0
+"""Seconds after a local write before sessions repair what gossip may have missed."""
+FORWARD_DELAY = 0.05
+"""Seconds to gather entries that arrived by reconciliation before offering them on."""
 
 
 class DaemonError(MindooError):
@@ -138,6 +146,7 @@ class NodeDaemon:
         host_config: HostConfig | None = None,
         sync_limits: SyncLimits = DEFAULT_LIMITS,
         control: bool = True,
+        gossip: bool = True,
         command_runner: Callable[[list[str], str], dict[str, Any]] | None = None,
     ) -> None:
         self.node = node
@@ -154,6 +163,14 @@ class NodeDaemon:
         self._local_peer = b""
         self._started = trio.Event()
         self._blocked: set[str] = set()
+        self._gossip_enabled = gossip
+        self.gossip: GossipService | None = None
+        self._topics: dict[str, tuple[bytes, str]] = {}
+        self._publish_send, self._publish_receive = trio.open_memory_channel[tuple[str, bytes]](
+            PUBLISH_QUEUE
+        )
+        self._from_gossip = False
+        self._wake_deadline: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -167,6 +184,9 @@ class NodeDaemon:
             try:
                 async with host.run(), trio.open_nursery() as nursery:
                     self._nursery = nursery
+                    if self._gossip_enabled:
+                        # Pubsub must run before any connection is made (py-libp2p defect 3).
+                        await self._start_gossip(host, nursery)
                     nursery.start_soon(self._watch_connections, host)
                     nursery.start_soon(
                         lambda: maintain_connections(
@@ -190,6 +210,7 @@ class NodeDaemon:
             finally:
                 self.node.remove_listener(self._on_entries)
                 self._nursery = None
+                self.gossip = None
 
     @property
     def peer_id(self) -> str:
@@ -307,6 +328,7 @@ class NodeDaemon:
                 state.connected = False
                 state.shared_tenants.clear()
                 state.unshared_tenants.clear()
+                self._refresh_admission(event.peer_id)
                 state.wake.set()  # lets its worker notice and stop
 
     def _on_connected(self, peer_id: str) -> None:
@@ -356,6 +378,123 @@ class NodeDaemon:
             if self.host is not None:
                 self._nursery.start_soon(self.host.disconnect, peer_id)
 
+    # -- gossip ------------------------------------------------------------------------------
+    async def _start_gossip(self, host: PeerHost, nursery: trio.Nursery) -> None:
+        gossip = GossipService(
+            host,
+            on_entry=self._on_gossip_entry,
+            validate=self._validate_gossip,
+            on_announce=self._on_announce,
+            admit=self._admit,
+            on_invalid=self._on_gossip_invalid,
+        )
+        await nursery.start(gossip.run)
+        self.gossip = gossip
+        await self._refresh_topics()
+        nursery.start_soon(self._publisher)
+
+    def _topic(self, tenant: Tenant, database: str) -> str:
+        secret = tenant.keyring.current(MEMBERSHIP_KEY).secret
+        return topic_name(secret, tenant.id, database)
+
+    async def _refresh_topics(self) -> None:
+        """Subscribe to the topic of every (tenant, database) held here."""
+        if self.gossip is None:
+            return
+        for tenant in self.node.tenants():
+            for database in tenant.databases():
+                topic = self._topic(tenant, database)
+                if topic not in self._topics:
+                    self._topics[topic] = (tenant.id, database)
+                    await self.gossip.subscribe(topic)
+
+    def _admit(self, peer_id: str, topic: str) -> bool:
+        """Gossip only with peers that proved, in a sync session, that they share the tenant."""
+        found = self._topics.get(topic)
+        state = self.peers.get(peer_id)
+        return found is not None and state is not None and found[0] in state.shared_tenants
+
+    def _refresh_admission(self, peer_id: str) -> None:
+        if self.gossip is not None:
+            self.gossip.refresh_admission(peer_id)
+
+    def _validate_gossip(self, raw: bytes) -> bool:
+        """Hash, signature and membership, without storing. Tenant-log entries travel by
+        reconciliation only (validating them would change membership state)."""
+        try:
+            entry = Entry.decode(raw, "gossip entry")
+        except DecodeError:
+            return False
+        tenant = self.node.tenant_or_none(entry.tenant_id)
+        if tenant is None or entry.database == TENANT_LOG:
+            return False
+        try:
+            entry.verify_signature()
+        except VerificationError:
+            return False
+        return tenant.authorize(entry) is None
+
+    async def _on_gossip_entry(self, raw: bytes, peer_id: str) -> None:
+        self._from_gossip = True
+        try:
+            result = self.node.ingest([raw])
+        finally:
+            self._from_gossip = False
+        for entry_id in result.added:
+            entry = self.node.store.get(entry_id)
+            if entry is not None and self.node.store.missing(entry.deps):
+                # A gap: its causal parents never reached us. Reconcile with the sender.
+                self._peer(peer_id).wake.set()
+                break
+
+    def _on_announce(self, entry_id: bytes, peer_id: str) -> None:
+        if not self.node.store.has(entry_id):
+            self._peer(peer_id).wake.set()
+
+    def _on_gossip_invalid(self, peer_id: str, reason: str) -> None:
+        self._penalize(peer_id, GOSSIP_PENALTY, f"invalid gossip: {reason}")
+
+    async def _publisher(self) -> None:
+        async for topic, raw in self._publish_receive:
+            gossip = self.gossip
+            if gossip is None:
+                continue
+            try:
+                await gossip.publish_entry(topic, raw)
+            except (GossipError, TransportError) as exc:
+                logger.info("gossip publish failed (reconciliation will deliver it): %s", exc)
+
+    def _publish(self, entries: list[Entry]) -> None:
+        if self.gossip is None:
+            return
+        for entry in entries:
+            if entry.database == TENANT_LOG:
+                continue
+            tenant = self.node.tenant_or_none(entry.tenant_id)
+            if tenant is None:
+                continue
+            try:
+                self._publish_send.send_nowait((self._topic(tenant, entry.database), entry.raw))
+            except trio.WouldBlock:
+                logger.info("gossip queue full: reconciliation will deliver the rest")
+                return
+
+    def _schedule_wake(self, delay: float) -> None:
+        """Wake every peer worker after ``delay`` seconds (coalesced)."""
+        if self._nursery is None:
+            return
+        deadline = trio.current_time() + delay
+        if self._wake_deadline is not None and self._wake_deadline <= deadline:
+            return
+        self._wake_deadline = deadline
+        self._nursery.start_soon(self._wake_at, deadline)
+
+    async def _wake_at(self, deadline: float) -> None:
+        await trio.sleep_until(deadline)
+        if self._wake_deadline == deadline:
+            self._wake_deadline = None
+            self.wake_peers()
+
     # -- sessions ----------------------------------------------------------------------------
     async def sync_with_peer(self, peer_id: str) -> list[SyncReport]:
         """Run one session per tenant this node holds with ``peer_id`` (initiator side)."""
@@ -398,6 +537,9 @@ class NodeDaemon:
             )
         except AuthDenied:
             state.unshared_tenants.add(tenant.id)
+            if tenant.id in state.shared_tenants:
+                state.shared_tenants.discard(tenant.id)
+                self._refresh_admission(peer_id)
             with trio.CancelScope(shield=True):
                 await stream.reset()
             return None
@@ -450,7 +592,9 @@ class NodeDaemon:
         state.last_sync_ms = at
         state.sessions += 1
         state.last_error = None
-        state.shared_tenants.add(tenant.id)
+        if tenant.id not in state.shared_tenants:
+            state.shared_tenants.add(tenant.id)
+            self._refresh_admission(state.peer_id)
         for name, db_report in report.databases.items():
             db_state = state.databases.setdefault((tenant.id, name), DatabaseSyncState())
             db_state.received += db_report.received
@@ -481,8 +625,26 @@ class NodeDaemon:
             # Membership changed: peers denied before may be members now.
             for state in self.peers.values():
                 state.unshared_tenants.clear()
-        if self._nursery is not None:
-            self.wake_peers()
+        if self._nursery is None:
+            return
+        if self.gossip is not None and any(
+            self._topic_for(entry) not in self._topics for entry in entries
+        ):
+            self._nursery.start_soon(self._refresh_topics)
+        if local:
+            # Gossip carries it at once; a session soon after repairs what gossip missed
+            # (peers not yet admitted to the topic, dropped messages).
+            self._publish(entries)
+            self._schedule_wake(LOCAL_REPAIR_DELAY if self.gossip is not None else 0.0)
+        elif not self._from_gossip:
+            # Arrived by reconciliation: offer it on to the other peers (store and forward).
+            self._schedule_wake(FORWARD_DELAY)
+
+    def _topic_for(self, entry: Entry) -> str | None:
+        tenant = self.node.tenant_or_none(entry.tenant_id)
+        if tenant is None or entry.database == TENANT_LOG or self.gossip is None:
+            return None
+        return self._topic(tenant, entry.database)
 
     # -- status and control ------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -191,6 +191,10 @@ class Node:
     def tenants(self) -> list[Tenant]:
         return sorted(self._tenants.values(), key=lambda t: (t.name, t.id))
 
+    def tenant_or_none(self, tenant_id: bytes) -> Tenant | None:
+        """The tenant with this id, or None when this node does not hold it."""
+        return self._tenants.get(tenant_id)
+
     def tenant(self, name_or_id: str | bytes) -> Tenant:
         """A tenant by name or by id (bytes or hex, or a unique hex prefix of 8+ chars)."""
         if isinstance(name_or_id, bytes):

@@ -63,3 +63,26 @@ async def test_wait_converged_reports_who_misses_what(cluster: Cluster) -> None:
         assert "node1 misses 1 of 1 entries of acme/contacts" in str(exc)
     else:
         raise AssertionError("two unconnected nodes cannot have converged")
+
+
+async def test_entries_travel_by_gossip_between_admitted_peers(cluster: Cluster) -> None:
+    await cluster.start(4)
+    cluster.create_tenant("acme", members=[1, 2])  # node3 shares no tenant
+    cluster.nodes[3].require().create_tenant("other")
+    await cluster.connect_topology("line")
+    cluster.db(0, "acme", "notes").create_document({"warm": "up"})
+    await cluster.wait_converged(timeout=30, among=[0, 1, 2])
+    daemons = [member.daemon for member in cluster.nodes]
+    assert all(d is not None and d.gossip is not None for d in daemons)
+    before = [d.gossip.stats.delivered_entries for d in daemons]  # type: ignore[union-attr]
+    doc = cluster.db(0, "acme", "notes").create_document({"by": "gossip"})
+    await cluster.wait_converged(timeout=30, among=[0, 1, 2])
+    after = [d.gossip.stats.delivered_entries for d in daemons]  # type: ignore[union-attr]
+    assert after[1] > before[1] and after[2] > before[2]  # arrived through the mesh
+    assert after[3] == before[3] == 0  # the outsider gets nothing, not even headers
+    assert cluster.db(2, "acme", "notes").get(doc) == {"by": "gossip"}
+    assert (
+        not cluster.nodes[3]
+        .require()
+        .store.has(bytes.fromhex(cluster.db(0, "acme", "notes").history(doc)[0].entry_id))
+    )
