@@ -24,7 +24,7 @@ from mindoo_p2p.bundle import export_entries, import_bundle, validate_bundle, wr
 from mindoo_p2p.config import NodeConfig, load_config
 from mindoo_p2p.control import ControlClient, ControlError, control_socket, daemon_running
 from mindoo_p2p.database import Database, parse_path
-from mindoo_p2p.errors import MindooError
+from mindoo_p2p.errors import MindooError, sole_exception
 from mindoo_p2p.identity import MAX_IDENTITY_FILE_SIZE, PublicIdentity
 from mindoo_p2p.invite import MAX_INVITE_SIZE
 from mindoo_p2p.node import IDENTITY_FILE, Node, is_initialized
@@ -790,17 +790,7 @@ def _invoke(argv: list[str], hook: DaemonHook | None) -> Any:
     try:
         return cli.main(args=argv, prog_name="mindoo", standalone_mode=False, obj=hook)
     except BaseExceptionGroup as group:
-        leaves: list[BaseException] = []
-        pending: list[BaseException] = [group]
-        while pending:
-            current = pending.pop()
-            if isinstance(current, BaseExceptionGroup):
-                pending.extend(current.exceptions)
-            else:
-                leaves.append(current)
-        if len(leaves) == 1:
-            raise leaves[0] from None
-        raise
+        raise sole_exception(group) from None
 
 
 def _run(argv: list[str], hook: DaemonHook | None = None) -> int:

@@ -52,3 +52,20 @@ class StoreError(MindooError):
 
 class KeystoreError(MindooError):
     """The keystore file is missing, unreadable or already exists."""
+
+
+def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The only leaf exception of ``group`` (nested groups flattened), else ``group`` itself.
+
+    trio wraps errors of nursery tasks in exception groups; where a single failure is the
+    normal case, callers re-raise it bare so users see one clear error.
+    """
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        else:
+            leaves.append(current)
+    return leaves[0] if len(leaves) == 1 else group

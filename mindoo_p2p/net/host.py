@@ -68,6 +68,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.transport.tcp.tcp import TCP
 from libp2p.transport.upgrader import TransportUpgrader
 
+from ..errors import sole_exception
 from .framing import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_TIMEOUT,
@@ -377,19 +378,6 @@ class _ConnectionTracker(INotifee):
         self._send.close()
 
 
-def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The only leaf exception of ``group`` (nested groups flattened), else ``group`` itself."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        current = pending.pop()
-        if isinstance(current, BaseExceptionGroup):
-            pending.extend(current.exceptions)
-        else:
-            leaves.append(current)
-    return leaves[0] if len(leaves) == 1 else group
-
-
 # ---------------------------------------------------------------------------------------------
 # The host
 
@@ -505,7 +493,7 @@ class PeerHost:
                     self._running = False
                     await self._close_libp2p_host()
         except BaseExceptionGroup as group:
-            raise _sole_exception(group) from None
+            raise sole_exception(group) from None
         finally:
             self._running = False
             self._tracker.close()
