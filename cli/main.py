@@ -24,7 +24,7 @@ from mindoo_p2p.bundle import export_entries, import_bundle, validate_bundle, wr
 from mindoo_p2p.config import NodeConfig, load_config
 from mindoo_p2p.control import ControlClient, ControlError, control_socket, daemon_running
 from mindoo_p2p.database import Database, parse_path
-from mindoo_p2p.errors import MindooError, sole_exception
+from mindoo_p2p.errors import InvalidPathError, MindooError, sole_exception
 from mindoo_p2p.identity import MAX_IDENTITY_FILE_SIZE, PublicIdentity
 from mindoo_p2p.invite import MAX_INVITE_SIZE
 from mindoo_p2p.node import IDENTITY_FILE, Node, is_initialized
@@ -559,11 +559,9 @@ def doc_set(tenant_name: str, name: str, doc_id: str, path: str, value: str) -> 
     database = _database(tenant_name, name)
     try:
         database.set_path(doc_id, steps, parsed)
-    except MindooError:
-        raise
-    except (ValueError, TypeError) as exc:
-        # The value was checked above, so this is a path that does not fit the document
-        # (an index out of range, descending into a scalar, a word used as a list index).
+    except InvalidPathError as exc:
+        # A path that does not fit the document (an index out of range, descending into a
+        # value, a word used as a list index).
         raise click.BadParameter(str(exc), param_hint="PATH") from None
     _ctx().emit({"id": doc_id, "path": path}, "ok")
 
