@@ -59,8 +59,12 @@ BAN_THRESHOLD = 100
 BAN_SECONDS = 600.0
 GOSSIP_PENALTY = 5
 PUBLISH_QUEUE = 4096
-LOCAL_REPAIR_DELAY = 1.0
-"""Seconds after a local write before sessions repair what gossip may have missed."""
+REPAIR_DELAY = 0.5
+"""Seconds after an entry is written here or arrives by gossip before sessions with every peer
+repair what gossip may have missed (coalesced: a burst of entries costs one round)."""
+CONNECT_FOLLOWER_DELAY = 2.0
+"""On a new connection the peer with the smaller id starts the first session at once; the other
+waits this long (it would only fetch the same entries twice)."""
 FORWARD_DELAY = 0.05
 """Seconds to gather entries that arrived by reconciliation before offering them on."""
 
@@ -338,9 +342,17 @@ class NodeDaemon:
             return
         state.connected = True
         state.wake = trio.Event()
-        state.wake.set()  # sync at once
         self._nursery.start_soon(self._peer_worker, peer_id)
+        if self.host is None or self.host.peer_id < peer_id:
+            state.wake.set()  # sync at once
+        else:
+            self._nursery.start_soon(self._wake_later, state, state.sessions)
         self.events.publish({"type": "peer", "peer_id": peer_id, "connected": True})
+
+    async def _wake_later(self, state: PeerState, sessions_before: int) -> None:
+        await trio.sleep(CONNECT_FOLLOWER_DELAY)
+        if state.connected and state.sessions == sessions_before:  # the peer did not sync
+            state.wake.set()
 
     def wake_peers(self, except_peer: str | None = None) -> None:
         """Ask every connected peer's worker to run a session (coalesced)."""
@@ -632,11 +644,14 @@ class NodeDaemon:
         ):
             self._nursery.start_soon(self._refresh_topics)
         if local:
-            # Gossip carries it at once; a session soon after repairs what gossip missed
-            # (peers not yet admitted to the topic, dropped messages).
             self._publish(entries)
-            self._schedule_wake(LOCAL_REPAIR_DELAY if self.gossip is not None else 0.0)
-        elif not self._from_gossip:
+        if self.gossip is None:
+            self._schedule_wake(0.0)
+        elif local or self._from_gossip:
+            # Gossip carries it at once; sessions a little later repair what gossip missed on
+            # any hop (peers not yet in the mesh, dropped messages).
+            self._schedule_wake(REPAIR_DELAY)
+        else:
             # Arrived by reconciliation: offer it on to the other peers (store and forward).
             self._schedule_wake(FORWARD_DELAY)
 

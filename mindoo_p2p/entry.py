@@ -92,6 +92,20 @@ def _valid_database_field(name: str) -> bool:
     return name == TENANT_LOG or DATABASE_NAME_RE.fullmatch(name) is not None
 
 
+_TENANT_ID_OFFSET = len(MAGIC) + 2
+
+
+def tenant_id_of_raw(raw: bytes) -> bytes | None:
+    """The tenant id of sealed bytes, read from its fixed place without decoding the rest
+    (None when ``raw`` is too short or not a version-1 entry). Only for routing bytes already
+    verified (e.g. read back from our own store)."""
+    if len(raw) < _TENANT_ID_OFFSET + TENANT_ID_SIZE or raw[: len(MAGIC) + 1] != MAGIC + bytes(
+        [FORMAT_VERSION]
+    ):
+        return None
+    return raw[_TENANT_ID_OFFSET : _TENANT_ID_OFFSET + TENANT_ID_SIZE]
+
+
 @dataclass(frozen=True, slots=True)
 class EntryHeader:
     """The clear, signed header of an entry."""

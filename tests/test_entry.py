@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mindoo_p2p.crypto import SigningKeyPair, random_key
-from mindoo_p2p.entry import TENANT_LOG, Entry, EntryKind, validate_database_name
+from mindoo_p2p.entry import (
+    TENANT_LOG,
+    Entry,
+    EntryKind,
+    tenant_id_of_raw,
+    validate_database_name,
+)
 from mindoo_p2p.errors import DecodeError, InvalidNameError, VerificationError
 
 AUTHOR = SigningKeyPair.generate()
@@ -165,3 +171,10 @@ def test_mutated_entries_only_raise_decode_error(mutations: list[tuple[int, int]
         with pytest.raises(VerificationError):
             decoded.verify_signature()
             decoded.decrypt(KEY)
+
+
+def test_tenant_id_of_raw_reads_the_fixed_header_field() -> None:
+    entry = make_entry()
+    assert tenant_id_of_raw(entry.raw) == entry.tenant_id
+    assert tenant_id_of_raw(b"MDE") is None
+    assert tenant_id_of_raw(b"XXX" + entry.raw[3:]) is None
