@@ -35,7 +35,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 
-from .codec import Reader, Writer, encode_varint
+from .codec import Reader, encode_varint
 from .crypto import aead
 from .crypto.signing import SigningKeyPair, verify_signature
 from .errors import DecodeError, InvalidNameError, VerificationError
@@ -248,7 +248,7 @@ class Entry:
         ciphertext = aead.encrypt(key, header.nonce, payload, header_bytes)
         if len(ciphertext) > MAX_CIPHERTEXT:
             raise ValueError(f"payload too large: {len(payload)} bytes (limit {MAX_CIPHERTEXT})")
-        signed = Writer().raw(header_bytes).blob(ciphertext).getvalue()
+        signed = b"".join((header_bytes, encode_varint(len(ciphertext)), ciphertext))
         signature = author.sign(SIGNING_DOMAIN + signed)
         raw = signed + signature
         return cls(

@@ -7,8 +7,10 @@ encrypts, which AES-GCM's 96-bit nonces cannot promise.
 from __future__ import annotations
 
 import os
+import threading
 
 from nacl import bindings
+from nacl._sodium import ffi, lib
 from nacl.exceptions import CryptoError
 
 from ..errors import VerificationError
@@ -26,12 +28,34 @@ def random_nonce() -> bytes:
     return os.urandom(NONCE_SIZE)
 
 
+_tls = threading.local()
+
+
 def encrypt(key: bytes, nonce: bytes, plaintext: bytes, associated_data: bytes) -> bytes:
     if len(key) != KEY_SIZE or len(nonce) != NONCE_SIZE:
         raise ValueError("XChaCha20-Poly1305 takes a 32-byte key and a 24-byte nonce")
-    return bytes(
-        bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, associated_data, nonce, key)
+    # libsodium directly, into a reused per-thread buffer (PyNaCl's binding allocates and
+    # re-checks its arguments on every call; entries are sealed on the hot write path).
+    size = len(plaintext) + TAG_SIZE
+    buf = getattr(_tls, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = ffi.new("unsigned char[]", max(size, 4096))
+        _tls.buf = buf
+        _tls.out_len = ffi.new("unsigned long long *")
+    rc = lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        buf,
+        _tls.out_len,
+        plaintext,
+        len(plaintext),
+        associated_data,
+        len(associated_data),
+        ffi.NULL,
+        nonce,
+        key,
     )
+    if rc != 0:
+        raise RuntimeError("libsodium XChaCha20-Poly1305 encryption failed")
+    return bytes(ffi.buffer(buf, _tls.out_len[0]))
 
 
 def decrypt(key: bytes, nonce: bytes, ciphertext: bytes, associated_data: bytes) -> bytes:
