@@ -58,6 +58,7 @@ LOCK_FILE = "daemon.lock"
 BAN_THRESHOLD = 100
 BAN_SECONDS = 600.0
 GOSSIP_PENALTY = 5
+MAX_PEER_STATES = 4096
 PUBLISH_QUEUE = 4096
 REPAIR_DELAY = 0.5
 """Seconds after an entry is written here or arrives by gossip before sessions with every peer
@@ -236,8 +237,22 @@ class NodeDaemon:
     def _peer(self, peer_id: str) -> PeerState:
         state = self.peers.get(peer_id)
         if state is None:
+            if len(self.peers) >= MAX_PEER_STATES:
+                self._forget_idle_peers()
             state = self.peers[peer_id] = PeerState(peer_id)
         return state
+
+    def _forget_idle_peers(self) -> None:
+        """Bound the peer table: drop disconnected peers that are not banned, oldest first."""
+        now = time.monotonic()
+        idle = [
+            s
+            for s in self.peers.values()
+            if not s.connected and not s.syncing and s.banned_until <= now
+        ]
+        idle.sort(key=lambda s: s.last_sync_ms or 0)
+        for state in idle[: max(1, len(idle) // 2)]:
+            del self.peers[state.peer_id]
 
     async def _run_mdns(
         self, host: PeerHost, *, task_status: Any = trio.TASK_STATUS_IGNORED

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
 
 from mindoo_p2p.config import NodeConfig
@@ -76,3 +77,15 @@ async def test_unauthorized_peer_learns_nothing(make_node: MakeNode) -> None:
         assert ids(mallory) == before
         assert not any(e.tenant_id == alice.tenants()[0].id for e in mallory.store.iter_entries())
         assert m.peers[a.peer_id].shared_tenants == set()
+
+
+def test_the_peer_table_is_bounded(make_node: MakeNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mindoo_p2p.daemon as daemon_module
+
+    monkeypatch.setattr(daemon_module, "MAX_PEER_STATES", 10)
+    daemon = NodeDaemon(make_node("n"), LOOPBACK, control=False)
+    daemon._peer("connected").connected = True
+    for i in range(100):
+        daemon._peer(f"peer{i}")
+    assert len(daemon.peers) <= 10
+    assert "connected" in daemon.peers  # live peers are never forgotten
