@@ -633,7 +633,33 @@ class NodeDaemon:
     # -- local events ------------------------------------------------------------------------
     def _on_entries(self, entries: list[Entry], local: bool) -> None:
         """Entries were stored: tell subscribers, and offer them to the peers."""
-        names = {t.id: t.name for t in self.node.tenants()} if entries else {}
+        if self.events.subscriber_count:
+            self._publish_events(entries, local)
+        if any(entry.database == TENANT_LOG for entry in entries):
+            # Membership changed: peers denied before may be members now.
+            for state in self.peers.values():
+                state.unshared_tenants.clear()
+        if self._nursery is None:
+            return
+        if self.gossip is not None:
+            held = set(self._topics.values())
+            fresh = {(e.tenant_id, e.database) for e in entries if e.database != TENANT_LOG}
+            if fresh - held:
+                self._nursery.start_soon(self._refresh_topics)
+        if local:
+            self._publish(entries)
+        if self.gossip is None:
+            self._schedule_wake(0.0)
+        elif local or self._from_gossip:
+            # Gossip carries it at once; sessions a little later repair what gossip missed on
+            # any hop (peers not yet in the mesh, dropped messages).
+            self._schedule_wake(REPAIR_DELAY)
+        else:
+            # Arrived by reconciliation: offer it on to the other peers (store and forward).
+            self._schedule_wake(FORWARD_DELAY)
+
+    def _publish_events(self, entries: list[Entry], local: bool) -> None:
+        names = {t.id: t.name for t in self.node.tenants()}
         for entry in entries:
             self.events.publish(
                 {
@@ -648,33 +674,6 @@ class NodeDaemon:
                     "timestamp_ms": entry.timestamp_ms,
                 }
             )
-        if any(entry.database == TENANT_LOG for entry in entries):
-            # Membership changed: peers denied before may be members now.
-            for state in self.peers.values():
-                state.unshared_tenants.clear()
-        if self._nursery is None:
-            return
-        if self.gossip is not None and any(
-            self._topic_for(entry) not in self._topics for entry in entries
-        ):
-            self._nursery.start_soon(self._refresh_topics)
-        if local:
-            self._publish(entries)
-        if self.gossip is None:
-            self._schedule_wake(0.0)
-        elif local or self._from_gossip:
-            # Gossip carries it at once; sessions a little later repair what gossip missed on
-            # any hop (peers not yet in the mesh, dropped messages).
-            self._schedule_wake(REPAIR_DELAY)
-        else:
-            # Arrived by reconciliation: offer it on to the other peers (store and forward).
-            self._schedule_wake(FORWARD_DELAY)
-
-    def _topic_for(self, entry: Entry) -> str | None:
-        tenant = self.node.tenant_or_none(entry.tenant_id)
-        if tenant is None or entry.database == TENANT_LOG or self.gossip is None:
-            return None
-        return self._topic(tenant, entry.database)
 
     # -- status and control ------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
