@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ from mindoo_p2p.database import Database, parse_path
 from mindoo_p2p.errors import InvalidPathError, MindooError, sole_exception
 from mindoo_p2p.identity import MAX_IDENTITY_FILE_SIZE, PublicIdentity
 from mindoo_p2p.invite import MAX_INVITE_SIZE
+from mindoo_p2p.key_transfer import MAX_KEY_FILE_SIZE, Protection, read_key_file_info
 from mindoo_p2p.node import IDENTITY_FILE, Node, is_initialized
 from mindoo_p2p.store import AppendResult
 
@@ -266,8 +268,8 @@ async def _serve(node: Node, config: NodeConfig, json_output: bool) -> None:
 
     daemon: NodeDaemon
 
-    def runner(argv: list[str], cwd: str) -> dict[str, Any]:
-        return run_in_daemon(argv, cwd, DaemonHook(node, daemon))
+    def runner(argv: list[str], cwd: str, env: dict[str, str]) -> dict[str, Any]:
+        return run_in_daemon(argv, cwd, DaemonHook(node, daemon), env)
 
     daemon = NodeDaemon(node, config, command_runner=runner)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -461,6 +463,130 @@ def tenant_join(invite: Path) -> None:
     c = _ctx()
     t = c.node().join(read_bounded(invite, MAX_INVITE_SIZE, "invite file"))
     c.emit({"id": t.id_hex, "name": t.name}, f"joined tenant {t.name} ({t.id_hex})")
+
+
+# -- named keys ------------------------------------------------------------------------------
+KEY_PASSWORD_ENV = "MINDOO_KEY_PASSWORD"
+
+
+def _key_password(*, confirm: bool) -> str:
+    """The key file password: $MINDOO_KEY_PASSWORD, else a hidden prompt on a terminal."""
+    password = os.environ.get(KEY_PASSWORD_ENV)
+    if not password:
+        if _ctx().daemon is not None:
+            raise click.ClickException(
+                f"a key file password is needed: the running daemon executes this command, so"
+                f" set {KEY_PASSWORD_ENV} in your shell"
+            )
+        if not sys.stdin.isatty():
+            raise click.ClickException(
+                f"a key file password is needed: set {KEY_PASSWORD_ENV} or run in a terminal"
+            )
+        password = click.prompt(
+            "Key file password", hide_input=True, confirmation_prompt=confirm, err=True
+        )
+    if not password:
+        raise click.ClickException("the key file password must not be empty")
+    return password
+
+
+@cli.group()
+def key() -> None:
+    """Create, list and move named encryption keys."""
+
+
+@key.command("create")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("name", metavar="NAME")
+def key_create(tenant_name: str, name: str) -> None:
+    """Create a named key and announce it to the tenant (admin only)."""
+    c = _ctx()
+    t = c.node().tenant(tenant_name)
+    k = t.create_key(name)
+    c.emit(
+        {"tenant": t.id_hex, "name": k.name, "version": k.version, "key_id": k.key_id.hex()},
+        f"created key {k.name} (version {k.version}, id {k.key_id.hex()})",
+    )
+
+
+@key.command("list")
+@click.argument("tenant_name", metavar="TENANT")
+def key_list(tenant_name: str) -> None:
+    """List a tenant's keys: announced in the tenant log and/or held on this node."""
+    c = _ctx()
+    rows = [info.to_dict() for info in c.node().tenant(tenant_name).key_directory()]
+    text = "\n".join(
+        f"{r['key_id']}  {r['name']} v{r['version']}"
+        f"  {'held' if r['held'] else 'not held'}{'' if r['announced'] else '  (not announced)'}"
+        for r in rows
+    )
+    c.emit(rows, text or "no keys")
+
+
+@key.command("export")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("name", metavar="NAME")
+@click.option(
+    "--to",
+    "to",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Seal the key to this identity file (from 'mindoo whoami').",
+)
+@click.option(
+    "--password",
+    "use_password",
+    is_flag=True,
+    help=f"Protect the key with a password (${KEY_PASSWORD_ENV} or a prompt).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the key file.",
+)
+def key_export(tenant_name: str, name: str, to: Path | None, use_password: bool, out: Path) -> None:
+    """Write every version of a key to a file sealed to a person or protected by a password."""
+    if (to is None) == (not use_password):
+        raise click.UsageError("give exactly one of --to IDENTITY_FILE or --password")
+    c = _ctx()
+    n = c.node()
+    t = n.tenant(tenant_name)
+    if to is not None:
+        recipient = PublicIdentity.from_json(
+            read_bounded(to, MAX_IDENTITY_FILE_SIZE, "identity file")
+        )
+        data = n.export_key(t, name, to=recipient)
+        whom = f"{recipient.name} ({recipient.fingerprint})"
+    else:
+        data = n.export_key(t, name, password=_key_password(confirm=True))
+        whom = "password holders"
+    out.write_bytes(data)
+    c.emit({"out": str(out), "name": name}, f"key {name} for {whom} written to {out}")
+
+
+@key.command("import")
+@click.argument(
+    "key_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+def key_import(key_file: Path) -> None:
+    """Import a key file addressed to you (or protected by a password you know)."""
+    c = _ctx()
+    data = read_bounded(key_file, MAX_KEY_FILE_SIZE, "key file")
+    password = (
+        _key_password(confirm=False)
+        if read_key_file_info(data).protection is Protection.PASSWORD
+        else None
+    )
+    result = c.node().import_key(data, password=password)
+    versions = ", ".join(str(v) for v in result.added_versions) or "none new"
+    c.emit(
+        {
+            "tenant": result.tenant.id_hex,
+            "name": result.name,
+            "added_versions": result.added_versions,
+        },
+        f"imported key {result.name} of tenant {result.tenant.name} (versions: {versions})",
+    )
 
 
 # -- databases -------------------------------------------------------------------------------
@@ -755,11 +881,41 @@ class _Forward(Exception):
         self.home = home
 
 
-def run_in_daemon(argv: list[str], cwd: str, hook: DaemonHook) -> dict[str, Any]:
-    """Run a forwarded command inside the daemon; capture its output and exit code."""
+FORWARDED_ENV = (KEY_PASSWORD_ENV,)
+"""Client environment variables a forwarded command may read (nothing else crosses over)."""
+
+
+@contextlib.contextmanager
+def _client_env(env: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in FORWARDED_ENV}
+    try:
+        for name in FORWARDED_ENV:
+            value = env.get(name)
+            if value:
+                os.environ[name] = value
+            else:
+                os.environ.pop(name, None)
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_in_daemon(
+    argv: list[str], cwd: str, hook: DaemonHook, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run a forwarded command inside the daemon, with the client's directory and its
+    `FORWARDED_ENV` variables; capture its output and exit code."""
     out, err = io.StringIO(), io.StringIO()
     previous = os.getcwd()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with (
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        _client_env(env or {}),
+    ):
         try:
             os.chdir(cwd)  # relative paths in the command are the client's
         except OSError as exc:
@@ -774,7 +930,10 @@ def run_in_daemon(argv: list[str], cwd: str, hook: DaemonHook) -> dict[str, Any]
 
 def _forward(home: Path, argv: list[str]) -> int:
     try:
-        reply = ControlClient(control_socket(home)).call("cli", {"argv": argv, "cwd": os.getcwd()})
+        env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
+        reply = ControlClient(control_socket(home)).call(
+            "cli", {"argv": argv, "cwd": os.getcwd(), "env": env}
+        )
     except ControlError as exc:
         return _fail(f"error: the daemon could not run the command: {exc}", 1)
     sys.stdout.write(reply.get("stdout", ""))

@@ -98,6 +98,7 @@ class Database:
             name,
             tenant.keyring,
             current_batch=lambda: tenant.node.current_batch,
+            key_label=tenant.key_label,
         )
 
     def __repr__(self) -> str:

@@ -51,7 +51,7 @@ from .identity import (
     write_public_identity,
 )
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey, validate_key_name
-from .membership import ROLE_MIRROR, MembershipLog, MembershipRecord
+from .membership import ROLE_MIRROR, MembershipLog, decode_tenant_log_record
 
 INVITE_MAGIC = b"MDIV"
 INVITE_VERSION = 1
@@ -209,7 +209,7 @@ def verify_invite(invite: Invite) -> None:
             raise VerificationError(
                 f"invite tenant log entry {index} is encrypted with a key the invite lacks"
             ) from None
-        record = MembershipRecord.decode(entry.decrypt(key.secret))
+        record = decode_tenant_log_record(entry.decrypt(key.secret))
         reason = log.authorize_record(entry, record)
         if reason is not None:
             raise VerificationError(f"invite tenant log entry {index}: {reason}")

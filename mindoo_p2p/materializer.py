@@ -79,7 +79,10 @@ class DocumentMaterializer:
         max_cached: int = 256,
         current_batch: Callable[[], int | None] = lambda: None,
         use_snapshots: bool = True,
+        key_label: Callable[[bytes], str] = lambda key_id: key_id.hex(),
     ) -> None:
+        """``key_label(key_id)`` names a key in the MissingKeyError of :meth:`decrypt`
+        (``'confidential'``, or the id in hex when the name is unknown)."""
         self._store = store
         self._tenant_id = tenant_id
         self._database = database
@@ -88,6 +91,7 @@ class DocumentMaterializer:
         self._max_cached = max_cached
         self._use_snapshots = use_snapshots
         self._current_batch = current_batch
+        self._key_label = key_label
         """The id of the open write batch, or None when every cached change is in the store."""
         self._cache: OrderedDict[bytes, MaterializedDocument] = OrderedDict()
 
@@ -150,12 +154,13 @@ class DocumentMaterializer:
         self._cache.pop(document_id, None)
 
     def decrypt(self, entry: Entry) -> bytes:
+        """The entry's payload; MissingKeyError("no key 'NAME' for this document") when this
+        node does not hold the key (named by ``key_label``)."""
         try:
             key = self._keyring.by_id(entry.header.key_id)
         except MissingKeyError:
             raise MissingKeyError(
-                f"no key for document {entry.document_id.hex()} on this node"
-                f" (key id {entry.header.key_id.hex()})"
+                f"no key {self._key_label(entry.header.key_id)} for this document"
             ) from None
         return entry.decrypt(key.secret)
 

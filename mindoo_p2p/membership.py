@@ -2,13 +2,21 @@
 
 A membership record is the payload of an entry of kind ``EntryKind.MEMBERSHIP`` in the tenant
 log (database ``TENANT_LOG``), signed by the tenant's admin key and encrypted (by the caller)
-with the tenant's ``MEMBERSHIP_KEY``. Record encoding, version 1::
+with the tenant's ``MEMBERSHIP_KEY``. Every record has one canonical encoding: ADD and REVOKE
+keep version 1 (so records written before key announcements existed still decode, and new ones
+are byte-identical to what older nodes write); KEY_ANNOUNCE exists only in version 2::
 
     magic     4 bytes  b"MDMR"
-    version   u8       1
+    version   u8       1 (ADD, REVOKE) or 2 (KEY_ANNOUNCE)
     action    u8       MembershipAction
-    member    name (varint length <= 512 + UTF-8), Ed25519 key 32 bytes, X25519 key 32 bytes
-    role      varint length <= 16 + ASCII: "admin", "member" or "mirror"
+    version 1 body:
+      member  name (varint length <= 512 + UTF-8), Ed25519 key 32 bytes, X25519 key 32 bytes
+      role    varint length <= 16 + ASCII: "admin", "member" or "mirror"
+    version 2 body (KEY_ANNOUNCE):
+      key_id  16 bytes
+      name    varint length <= 64 + ASCII (a valid key name)
+      version varint, 1 .. 2**32-1
+    (a KEY_ANNOUNCE never carries the key's secret)
 
 :class:`MembershipLog` is the state machine the records drive. Its rules (all of them live
 here):
@@ -23,6 +31,10 @@ here):
 - REVOKE must name a key the log knows; revoking an already revoked member is accepted and
   changes nothing (the first revocation stays).
 - Applying the same entry twice changes nothing (idempotent per entry id).
+- KEY_ANNOUNCE (:class:`KeyAnnouncement`) tells every member and mirror which key id has which
+  name and version. It is refused when the key id was announced with another name or version,
+  or when another key id was announced for the same name and version; announcing the same key
+  again changes nothing. Key announcements build the key directory (:meth:`key_directory`).
 - An ordinary entry is authorized when its author is the admin key or a current member.
   Revocation is total for now: every entry by a revoked key is rejected, whatever its time.
   (Deterministic rules for entries written before a revocation, and for records that arrive
@@ -34,10 +46,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass
+from typing import ClassVar
 
 from .codec import Reader, Writer
 from .entry import TENANT_ID_SIZE, TENANT_LOG, Entry, EntryKind
-from .errors import DecodeError, VerificationError
+from .errors import DecodeError, InvalidNameError, VerificationError
 from .identity import (
     PUBLIC_KEY_SIZE,
     PublicIdentity,
@@ -45,9 +58,16 @@ from .identity import (
     read_public_identity,
     write_public_identity,
 )
+from .keyring import validate_key_name
 
 RECORD_MAGIC = b"MDMR"
 RECORD_VERSION = 1
+"""The encoding of ADD and REVOKE records."""
+KEY_ANNOUNCE_VERSION = 2
+"""The encoding of KEY_ANNOUNCE records."""
+KEY_ID_SIZE = 16
+MAX_KEY_NAME_SIZE = 64
+MAX_KEY_VERSION = (1 << 32) - 1
 ROLE_ADMIN = "admin"
 ROLE_MEMBER = "member"
 ROLE_MIRROR = "mirror"
@@ -63,6 +83,11 @@ class MembershipAction(enum.IntEnum):
     """Admit the member's signing key to the tenant."""
     REVOKE = 2
     """Withdraw the member's signing key: from now on its entries are rejected."""
+    KEY_ANNOUNCE = 3
+    """Publish a key's id, name and version (never its secret) to the whole tenant."""
+
+
+MEMBER_ACTIONS = frozenset({MembershipAction.ADD, MembershipAction.REVOKE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +101,8 @@ class MembershipRecord:
     """``"admin"`` (may also sign membership records, later) or ``"member"``."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.action, MembershipAction):
-            raise ValueError(f"unknown membership action {self.action!r}")
+        if not isinstance(self.action, MembershipAction) or self.action not in MEMBER_ACTIONS:
+            raise ValueError(f"a membership record's action is ADD or REVOKE, not {self.action!r}")
         if not isinstance(self.member, PublicIdentity):
             raise ValueError("member must be a PublicIdentity")
         if self.role not in ROLES:
@@ -92,30 +117,93 @@ class MembershipRecord:
 
     @classmethod
     def decode(cls, data: bytes) -> MembershipRecord:
-        """Strictly decode :meth:`encode`'s output; raises :class:`DecodeError` and nothing else."""
-        what = "membership record"
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise DecodeError(f"{what}: expected bytes, got {type(data).__name__}")
-        data = bytes(data)
-        if len(data) > MAX_RECORD_SIZE:
-            raise DecodeError(f"{what}: {len(data)} bytes, over the limit {MAX_RECORD_SIZE}")
-        r = Reader(data, what)
-        if r.fixed(len(RECORD_MAGIC), "magic") != RECORD_MAGIC:
-            raise DecodeError(f"{what}: bad magic (not a membership record)")
-        version = r.u8("version")
-        if version != RECORD_VERSION:
-            raise DecodeError(f"{what}: unsupported version {version}")
-        action_value = r.u8("action")
-        try:
-            action = MembershipAction(action_value)
-        except ValueError:
-            raise DecodeError(f"{what}: unknown action {action_value}") from None
-        member = read_public_identity(r, "member")
-        role = r.text("role", MAX_ROLE_SIZE)
-        if role not in ROLES:
-            raise DecodeError(f"{what}: unknown role {role!r}")
+        """Strictly decode an ADD or REVOKE record; raises :class:`DecodeError` and nothing else
+        (a key announcement is a DecodeError here: use :func:`decode_tenant_log_record`)."""
+        record = decode_tenant_log_record(data)
+        if not isinstance(record, MembershipRecord):
+            raise DecodeError("membership record: a key announcement, not a member record")
+        return record
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAnnouncement:
+    """A KEY_ANNOUNCE record: which key id has which name and version. Carries no secret."""
+
+    action: ClassVar[MembershipAction] = MembershipAction.KEY_ANNOUNCE
+    key_id: bytes
+    name: str
+    version: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key_id, bytes) or len(self.key_id) != KEY_ID_SIZE:
+            raise ValueError(f"a key id is {KEY_ID_SIZE} bytes")
+        validate_key_name(self.name)
+        if not isinstance(self.version, int) or not 1 <= self.version <= MAX_KEY_VERSION:
+            raise ValueError(f"a key version is 1-{MAX_KEY_VERSION}")
+
+    def encode(self) -> bytes:
+        """The canonical binary form (version 2, see the module docstring)."""
+        w = Writer().raw(RECORD_MAGIC).u8(KEY_ANNOUNCE_VERSION).u8(int(self.action))
+        w.fixed(self.key_id, KEY_ID_SIZE).text(self.name).varint(self.version)
+        return w.getvalue()
+
+
+TenantLogRecord = MembershipRecord | KeyAnnouncement
+"""Any record a MEMBERSHIP entry of the tenant log carries."""
+
+
+def decode_tenant_log_record(data: bytes) -> TenantLogRecord:
+    """Strictly decode a record of either version; raises :class:`DecodeError` and nothing else.
+
+    Each record has one encoding: ADD/REVOKE only as version 1, KEY_ANNOUNCE only as version 2.
+    """
+    what = "membership record"
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError(f"{what}: expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > MAX_RECORD_SIZE:
+        raise DecodeError(f"{what}: {len(data)} bytes, over the limit {MAX_RECORD_SIZE}")
+    r = Reader(data, what)
+    if r.fixed(len(RECORD_MAGIC), "magic") != RECORD_MAGIC:
+        raise DecodeError(f"{what}: bad magic (not a membership record)")
+    version = r.u8("version")
+    if version not in (RECORD_VERSION, KEY_ANNOUNCE_VERSION):
+        raise DecodeError(f"{what}: unsupported version {version}")
+    action_value = r.u8("action")
+    try:
+        action = MembershipAction(action_value)
+    except ValueError:
+        raise DecodeError(f"{what}: unknown action {action_value}") from None
+    expected = KEY_ANNOUNCE_VERSION if action is MembershipAction.KEY_ANNOUNCE else RECORD_VERSION
+    if version != expected:
+        if version == RECORD_VERSION:
+            raise DecodeError(f"{what}: unknown action {action_value} in version {version}")
+        raise DecodeError(f"{what}: unsupported version {version} for action {action.name}")
+    if action is MembershipAction.KEY_ANNOUNCE:
+        key_id = r.fixed(KEY_ID_SIZE, "key id")
+        name = r.text("key name", MAX_KEY_NAME_SIZE)
+        key_version = r.varint("key version", max_value=MAX_KEY_VERSION)
         r.end()
-        return cls(action=action, member=member, role=role)
+        try:
+            return KeyAnnouncement(key_id=key_id, name=name, version=key_version)
+        except (ValueError, InvalidNameError) as exc:
+            raise DecodeError(f"{what}: {exc}") from None
+    member = read_public_identity(r, "member")
+    role = r.text("role", MAX_ROLE_SIZE)
+    if role not in ROLES:
+        raise DecodeError(f"{what}: unknown role {role!r}")
+    r.end()
+    return MembershipRecord(action=action, member=member, role=role)
+
+
+@dataclass(frozen=True, slots=True)
+class AnnouncedKey:
+    """A key the tenant log announced: its id, name and version, and the announcing entry."""
+
+    key_id: bytes
+    name: str
+    version: int
+    entry_id: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +229,7 @@ class MembershipLog:
     about ordinary entries with :meth:`authorize_author`.
     """
 
-    __slots__ = ("_admin_key", "_applied", "_members", "_tenant_id")
+    __slots__ = ("_admin_key", "_applied", "_keys", "_members", "_tenant_id")
 
     def __init__(self, tenant_id: bytes, admin_key: bytes) -> None:
         if not isinstance(tenant_id, bytes) or len(tenant_id) != TENANT_ID_SIZE:
@@ -153,6 +241,8 @@ class MembershipLog:
         self._members: dict[bytes, Member] = {}
         """By signing key, in order of addition."""
         self._applied: set[bytes] = set()
+        self._keys: dict[bytes, AnnouncedKey] = {}
+        """The key directory: announced keys by key id."""
 
     @property
     def tenant_id(self) -> bytes:
@@ -163,7 +253,7 @@ class MembershipLog:
         return self._admin_key
 
     # -- membership records ----------------------------------------------------------------
-    def authorize_record(self, entry: Entry, record: MembershipRecord) -> str | None:
+    def authorize_record(self, entry: Entry, record: TenantLogRecord) -> str | None:
         """None if ``record`` (decrypted from ``entry``) may be applied, else the reason.
 
         Does not change state. Assumes the entry's signature was verified.
@@ -182,6 +272,8 @@ class MembershipLog:
             )
         if entry.id in self._applied:
             return None
+        if isinstance(record, KeyAnnouncement):
+            return self._authorize_announcement(label, record)
         member = record.member
         known = self._members.get(member.signing_key)
         if record.action is MembershipAction.ADD:
@@ -200,7 +292,25 @@ class MembershipLog:
             return f"{label} revokes {member}, who is not a member"
         return None
 
-    def apply(self, entry: Entry, record: MembershipRecord) -> None:
+    def _authorize_announcement(self, label: str, record: KeyAnnouncement) -> str | None:
+        known = self._keys.get(record.key_id)
+        if known is not None:
+            if (known.name, known.version) != (record.name, record.version):
+                return (
+                    f"{label} announces key {record.key_id.hex()} as {record.name!r} version"
+                    f" {record.version}, but it was announced as {known.name!r} version"
+                    f" {known.version}"
+                )
+            return None
+        for other in self._keys.values():
+            if (other.name, other.version) == (record.name, record.version):
+                return (
+                    f"{label} announces another key {record.key_id.hex()} as {record.name!r}"
+                    f" version {record.version}, already key {other.key_id.hex()}"
+                )
+        return None
+
+    def apply(self, entry: Entry, record: TenantLogRecord) -> None:
         """Apply an accepted record; a second apply of the same entry changes nothing.
 
         Raises :class:`VerificationError` with the reason when :meth:`authorize_record` refuses
@@ -211,6 +321,13 @@ class MembershipLog:
         reason = self.authorize_record(entry, record)
         if reason is not None:
             raise VerificationError(reason)
+        if isinstance(record, KeyAnnouncement):
+            if record.key_id not in self._keys:
+                self._keys[record.key_id] = AnnouncedKey(
+                    record.key_id, record.name, record.version, entry.id
+                )
+            self._applied.add(entry.id)
+            return
         key = record.member.signing_key
         if record.action is MembershipAction.ADD:
             if key not in self._members:
@@ -264,3 +381,12 @@ class MembershipLog:
     def members(self) -> list[Member]:
         """Every member ever added, revoked ones included, in order of addition."""
         return list(self._members.values())
+
+    # -- key directory ---------------------------------------------------------------------
+    def key_directory(self) -> list[AnnouncedKey]:
+        """Every announced key, sorted by name then version."""
+        return sorted(self._keys.values(), key=lambda k: (k.name, k.version, k.key_id))
+
+    def announced_key(self, key_id: bytes) -> AnnouncedKey | None:
+        """The announcement of ``key_id``, or None when the log never announced it."""
+        return self._keys.get(key_id)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,19 @@ from .errors import (
     InvalidNameError,
     KeystoreError,
     MindooError,
+    MissingKeyError,
     NotFoundError,
     VerificationError,
 )
 from .identity import PublicIdentity, UserIdentity
 from .invite import Invite, open_invite, seal_invite
+from .key_transfer import (
+    KeyTransfer,
+    open_key_file,
+    protect_key_with_password,
+    read_key_file_info,
+    seal_key_to,
+)
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey
 from .membership import ROLE_MIRROR
 from .store import AppendResult, EntryStore, FsckReport
@@ -265,6 +274,91 @@ class Node:
             raise VerificationError(f"the invite does not make this node a member: {reasons}")
         return tenant
 
+    # -- named keys ------------------------------------------------------------------------
+    def export_key(
+        self,
+        tenant: Tenant,
+        name: str,
+        *,
+        to: PublicIdentity | None = None,
+        password: str | None = None,
+        kdf: KdfProfile = KdfProfile.INTERACTIVE,
+    ) -> bytes:
+        """A key file holding every version of key ``name``, sealed to ``to`` or protected by
+        ``password`` (exactly one). The secrets never appear in the clear.
+
+        Raises MissingKeyError when this node does not hold the key, InvalidNameError for the
+        default and membership keys (they travel with invites), VerificationError when ``to``
+        is a mirror or a revoked member of the tenant, or a version was never announced.
+        """
+        if (to is None) == (password is None):
+            raise ValueError("give exactly one of to= or password=")
+        if name in (DEFAULT_KEY, MEMBERSHIP_KEY):
+            raise InvalidNameError(f"the {name!r} key travels with invites, not key files")
+        keys = [k for k in tenant.keyring if k.name == name]
+        if not keys:
+            raise MissingKeyError(f"no key {name!r} on this node")
+        if to is not None:
+            member = tenant.membership.member(to.signing_key)
+            if member is not None and member.role == ROLE_MIRROR:
+                raise VerificationError(
+                    f"{to} is a mirror of tenant {tenant.name!r}: mirrors hold no keys"
+                )
+            if member is not None and not member.active:
+                raise VerificationError(f"{to} was revoked from tenant {tenant.name!r}")
+        unannounced = [k for k in keys if tenant.membership.announced_key(k.key_id) is None]
+        if unannounced:
+            raise VerificationError(
+                f"key {name!r} version {unannounced[0].version} was never announced in the"
+                " tenant log, so no other node would accept it"
+            )
+        entries = tenant.announcement_entries([k.key_id for k in keys])
+        transfer = KeyTransfer(tenant.id, name, keys, [e.raw for e in entries])
+        if to is not None:
+            return seal_key_to(transfer, to)
+        assert password is not None
+        return protect_key_with_password(transfer, password, kdf)
+
+    def import_key(self, data: bytes, password: str | None = None) -> ImportedKey:
+        """Import a key file made by :meth:`export_key` (``password`` for password files).
+
+        The key versions are accepted only as announced by the tenant log under the admin's
+        signature (the file's announcement entries are verified and stored first). Raises
+        DecodeError for garbage, NotFoundError for a tenant this node has not joined,
+        KeyFileNotForYouError / WrongPasswordError when the file is not for this node or the
+        password is wrong, VerificationError when this node is a mirror of the tenant or a key
+        does not match its announcement. Importing keys already held changes nothing.
+        """
+        info = read_key_file_info(data)
+        tenant = self._tenants.get(info.tenant_id)
+        if tenant is None:
+            raise NotFoundError(
+                f"this key file is for tenant {info.tenant_id.hex()}, which this node has not"
+                " joined"
+            )
+        me = tenant.membership.member(self.identity.signing.public_key)
+        if me is not None and me.role == ROLE_MIRROR:
+            raise VerificationError(
+                f"this node is a mirror of tenant {tenant.name!r}: mirrors hold no document keys"
+            )
+        transfer = open_key_file(data, self.identity, password)
+        entries = [Entry.decode(raw, "key file announcement") for raw in transfer.announcements]
+        for entry in entries:
+            if entry.tenant_id != tenant.id or entry.database != TENANT_LOG:
+                raise VerificationError("the key file carries an entry from outside the tenant log")
+        self.ingest(entries)
+        for key in transfer.keys:
+            announced = tenant.membership.announced_key(key.key_id)
+            if announced is None or (announced.name, announced.version) != (key.name, key.version):
+                raise VerificationError(
+                    f"key {key.name!r} version {key.version} ({key.key_id.hex()}) is not the"
+                    f" one the admin of tenant {tenant.name!r} announced"
+                )
+        added = [key.version for key in transfer.keys if tenant.keyring.add(key)]
+        if added:
+            self.save_tenant(tenant.secrets)
+        return ImportedKey(tenant=tenant, name=transfer.name, added_versions=sorted(added))
+
     # -- writing -----------------------------------------------------------------------------
     def next_author_seq(self, tenant_id: bytes, author: bytes) -> int:
         key = (tenant_id, author)
@@ -364,6 +458,16 @@ class Node:
     # -- maintenance -------------------------------------------------------------------------
     def fsck(self) -> FsckReport:
         return self.store.fsck()
+
+
+@dataclass(frozen=True)
+class ImportedKey:
+    """What :meth:`Node.import_key` did."""
+
+    tenant: Tenant
+    name: str
+    added_versions: list[int]
+    """The versions new to this node (empty when it held them all already)."""
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

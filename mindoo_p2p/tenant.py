@@ -19,8 +19,16 @@ from .crypto import SigningKeyPair
 from .entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind, validate_database_name
 from .errors import DecodeError, InvalidNameError, MindooError, MissingKeyError, NotFoundError
 from .identity import PublicIdentity
-from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey
-from .membership import Member, MembershipAction, MembershipLog, MembershipRecord
+from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey, validate_key_name
+from .membership import (
+    KeyAnnouncement,
+    Member,
+    MembershipAction,
+    MembershipLog,
+    MembershipRecord,
+    TenantLogRecord,
+    decode_tenant_log_record,
+)
 
 if TYPE_CHECKING:
     from .database import Database
@@ -85,6 +93,28 @@ class TenantSecrets:
             keyring=KeyRing.from_list(data["keys"]),
             databases=[validate_database_name(d) for d in data.get("databases", [])],
         )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """One key version in the tenant's key directory (never its secret)."""
+
+    key_id: bytes
+    name: str
+    version: int
+    held: bool
+    """This node holds the secret."""
+    announced: bool
+    """The tenant log announced it (the default and membership keys are not announced)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id.hex(),
+            "name": self.name,
+            "version": self.version,
+            "held": self.held,
+            "announced": self.announced,
+        }
 
 
 class Tenant:
@@ -181,11 +211,12 @@ class Tenant:
     def revoke_member(self, identity: PublicIdentity) -> Entry:
         return self._membership_entry(MembershipRecord(MembershipAction.REVOKE, identity, "member"))
 
-    def _membership_entry(self, record: MembershipRecord) -> Entry:
+    def _membership_entry(self, record: TenantLogRecord) -> Entry:
         if self._secrets.admin_seed is None:
+            what = "create keys" if isinstance(record, KeyAnnouncement) else "change membership"
             raise MissingKeyError(
                 f"this node does not hold the admin key of tenant {self.name!r}:"
-                " only the tenant admin can change membership"
+                f" only the tenant admin can {what}"
             )
         admin = SigningKeyPair(self._secrets.admin_seed)
         entry = self.seal(
@@ -209,7 +240,7 @@ class Tenant:
                 return "membership record encrypted with an unknown key"
             try:
                 payload = entry.decrypt(self.keyring.by_id(entry.header.key_id).secret)
-                record = MembershipRecord.decode(payload)
+                record = decode_tenant_log_record(payload)
             except (MindooError, DecodeError) as exc:
                 return f"unreadable membership record: {exc}"
             reason = self.membership.authorize_record(entry, record)
@@ -231,12 +262,12 @@ class Tenant:
             if not self.keyring.has_id(entry.header.key_id):
                 continue
             try:
-                record = MembershipRecord.decode(
+                record = decode_tenant_log_record(
                     entry.decrypt(self.keyring.by_id(entry.header.key_id).secret)
                 )
             except MindooError:
                 continue
-            if record.action is MembershipAction.ADD:
+            if isinstance(record, MembershipRecord) and record.action is MembershipAction.ADD:
                 self._membership_entries[record.member.signing_key] = entry
         return self._membership_entries.get(signing_key)
 
@@ -261,6 +292,74 @@ class Tenant:
         entries.sort(key=lambda e: (e.header.author_seq, e.timestamp_ms))
         for entry in entries:
             self.authorize(entry)
+
+    # -- named keys --------------------------------------------------------------------------
+    def create_key(self, name: str) -> TenantKey:
+        """Create a named key (version 1, random id), keep it in the keystore and announce its
+        id, name and version (never its secret) in the tenant log. Admin only.
+
+        Raises :class:`MissingKeyError` on a node without the admin key and
+        :class:`InvalidNameError` for a bad or reserved name or a name already in use. The key
+        is saved before it is announced: a crash in between leaves a held, unannounced key
+        (listed by :meth:`key_directory`), never an announced key whose secret is lost.
+        """
+        validate_key_name(name)
+        if name in (DEFAULT_KEY, MEMBERSHIP_KEY):
+            raise InvalidNameError(f"key name {name!r} is reserved")
+        if not self.is_admin:
+            raise MissingKeyError(
+                f"this node does not hold the admin key of tenant {self.name!r}:"
+                " only the tenant admin can create keys"
+            )
+        if name in self.key_names():
+            raise InvalidNameError(f"a key called {name!r} exists already in tenant {self.name!r}")
+        key = TenantKey.generate(name)
+        self.keyring.add(key)
+        self._node.save_tenant(self._secrets)
+        self._membership_entry(KeyAnnouncement(key.key_id, key.name, key.version))
+        return key
+
+    def key_directory(self) -> list[KeyInfo]:
+        """Every key version this node knows of: announced in the tenant log, held here, or
+        both; sorted by name and version. Secrets are not part of it."""
+        infos: dict[bytes, KeyInfo] = {}
+        for announced in self.membership.key_directory():
+            infos[announced.key_id] = KeyInfo(
+                announced.key_id,
+                announced.name,
+                announced.version,
+                held=self.keyring.has_id(announced.key_id),
+                announced=True,
+            )
+        for key in self.keyring:
+            if key.key_id not in infos:
+                infos[key.key_id] = KeyInfo(
+                    key.key_id, key.name, key.version, held=True, announced=False
+                )
+        return sorted(infos.values(), key=lambda k: (k.name, k.version, k.key_id))
+
+    def key_names(self) -> list[str]:
+        """The names of every key announced in the tenant log or held here, sorted."""
+        return sorted({info.name for info in self.key_directory()})
+
+    def key_name_for(self, key_id: bytes) -> str | None:
+        """The name of the key with this id (from the keys held, else the tenant log)."""
+        if self.keyring.has_id(key_id):
+            return self.keyring.by_id(key_id).name
+        announced = self.membership.announced_key(key_id)
+        return announced.name if announced is not None else None
+
+    def key_label(self, key_id: bytes) -> str:
+        """``'name'`` for error messages, or the key id in hex when the name is unknown."""
+        name = self.key_name_for(key_id)
+        return repr(name) if name is not None else key_id.hex()
+
+    def announcement_entries(self, key_ids: Sequence[bytes]) -> list[Entry]:
+        """The stored tenant-log entries that announced these key ids (those found)."""
+        wanted = {self.membership.announced_key(k) for k in key_ids}
+        entry_ids = {a.entry_id for a in wanted if a is not None}
+        found = (self._node.store.get(entry_id) for entry_id in sorted(entry_ids))
+        return [entry for entry in found if entry is not None]
 
     # -- sealing -----------------------------------------------------------------------------
     def seal(
@@ -293,7 +392,7 @@ class Tenant:
         """The newest version of the key a document uses (given one of its key ids)."""
         if key_id is not None:
             if not self.keyring.has_id(key_id):
-                raise MissingKeyError(f"no key for this document on this node ({key_id.hex()})")
+                raise MissingKeyError(f"no key {self.key_label(key_id)} for this document")
             name = self.keyring.by_id(key_id).name
         return self.keyring.current(name)
 
