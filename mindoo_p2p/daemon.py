@@ -152,7 +152,7 @@ class NodeDaemon:
         sync_limits: SyncLimits = DEFAULT_LIMITS,
         control: bool = True,
         gossip: bool = True,
-        command_runner: Callable[[list[str], str], dict[str, Any]] | None = None,
+        command_runner: Callable[[list[str], str, dict[str, str]], dict[str, Any]] | None = None,
     ) -> None:
         self.node = node
         self.config = config
@@ -741,7 +741,12 @@ class NodeDaemon:
                 raise ValueError("'argv' must be a list of strings")
             if not isinstance(cwd, str):
                 raise ValueError("'cwd' must be a string")
-            return self._command_runner(argv, cwd)
+            env = params.get("env") or {}
+            if not isinstance(env, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+            ):
+                raise ValueError("'env' must map names to strings")
+            return self._command_runner(argv, cwd, env)
 
         return {
             "ping": ping,

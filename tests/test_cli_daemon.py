@@ -114,6 +114,33 @@ def test_daemons_sync_and_serve_the_cli(
     listed = run_mindoo(b, "peers", "list", json_output=True, password=None)
     assert json.loads(listed.stdout)[0]["peer_id"] == info_a["peer_id"]
 
+    # Named keys through the daemons; the key file password travels with the command.
+    assert run_mindoo(a, "key", "create", "acme", "confidential", password=None).code == 0
+    secret_doc = run_mindoo(
+        a, "doc", "create", "acme", "hr", '{"salary": 1}', "--key", "confidential", password=None
+    ).stdout.strip()
+    key_env = {**cli_env(None), "MINDOO_KEY_PASSWORD": "key file password"}
+    for home, args in (
+        (a, ["key", "export", "acme", "confidential", "--password", "--out", "conf.key"]),
+        (b, ["key", "import", "conf.key"]),
+    ):
+        done = subprocess.run(
+            [*mindoo_command(), "--home", str(home), *args],
+            env=key_env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+
+    def bob_reads_secret() -> bool:
+        got = run_mindoo(b, "doc", "get", "acme", "hr", secret_doc, password=None)
+        return got.code == 0 and json.loads(got.stdout) == {"salary": 1}
+
+    wait_for(bob_reads_secret)
+
     # Relative paths are the client's, not the daemon's.
     exported = run_mindoo(a, "export", "acme", "--out", "acme.bundle", password=None)
     assert exported.code == 0, exported
