@@ -509,6 +509,21 @@ def key_create(tenant_name: str, name: str) -> None:
     )
 
 
+@key.command("rotate")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("name", metavar="NAME")
+def key_rotate(tenant_name: str, name: str) -> None:
+    """Create and announce the next version of a key, 'default' included (admin only)."""
+    c = _ctx()
+    t = c.node().tenant(tenant_name)
+    k = t.rotate_key(name)
+    c.emit(
+        {"tenant": t.id_hex, "name": k.name, "version": k.version, "key_id": k.key_id.hex()},
+        f"rotated key {k.name} to version {k.version} (id {k.key_id.hex()});"
+        " export it to the members who should read what it seals",
+    )
+
+
 @key.command("list")
 @click.argument("tenant_name", metavar="TENANT")
 def key_list(tenant_name: str) -> None:

@@ -183,7 +183,8 @@ def open_invite(data: bytes, identity: UserIdentity) -> Invite:
 def verify_invite(invite: Invite) -> None:
     """Raise unless the invite's tenant log, replayed, makes the invitee a current member.
 
-    Checks: the default and membership keys are present; every entry decodes, belongs to the
+    Checks: the default and membership keys are present; every key version other than 1
+    (a rotated version) matches its announcement in the log; every entry decodes, belongs to the
     invite's tenant log and carries a valid signature; every MEMBERSHIP entry decrypts with a
     key of the invite and is accepted by a :class:`MembershipLog` rooted at the admin key.
     Raises :class:`VerificationError` (or :class:`DecodeError` for an undecodable entry).
@@ -218,6 +219,17 @@ def verify_invite(invite: Invite) -> None:
         raise VerificationError(
             f"the invite's tenant log does not make {invite.invitee} a member of the tenant"
         )
+    for key in invite.keys:
+        # Version 1 of the default and membership keys exists from the tenant's creation;
+        # every other version (a rotation) must be the one the admin announced.
+        announced = log.announced_key(key.key_id)
+        if announced is None and key.version == 1:
+            continue
+        if announced is None or (announced.name, announced.version) != (key.name, key.version):
+            raise VerificationError(
+                f"the invite's key {key.name!r} version {key.version} ({key.key_id.hex()}) is"
+                " not the one the tenant log announced"
+            )
     invitee = log.member(invite.invitee.signing_key)
     if DEFAULT_KEY not in names and (invitee is None or invitee.role != ROLE_MIRROR):
         # Only a mirror joins without the document key.

@@ -1,6 +1,7 @@
 """Moving a named tenant key between nodes: a key file sealed to a person or to a password.
 
-A key file carries every version of one named key, and the tenant-log entries that announced
+A key file carries every version of one key (a named key, or the ``default`` key once it was
+rotated; never the membership key), and the tenant-log entries that announced
 them (admin-signed, so the importer can check that the key really is the tenant's key of that
 name). Secrets never travel in the clear: the payload is either sealed (libsodium sealed box) to
 the recipient's X25519 key, or encrypted with XChaCha20-Poly1305 under a key derived from a
@@ -53,7 +54,7 @@ from .identity import (
     seal_to,
     validate_display_name,
 )
-from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, TenantKey, validate_key_name
+from .keyring import MEMBERSHIP_KEY, TenantKey, validate_key_name
 
 KEY_FILE_MAGIC = b"MDKX"
 KEY_FILE_VERSION = 1
@@ -92,7 +93,7 @@ class KeyTransfer:
         if not isinstance(self.tenant_id, bytes) or len(self.tenant_id) != TENANT_ID_SIZE:
             raise ValueError(f"tenant_id must be {TENANT_ID_SIZE} bytes")
         validate_key_name(self.name)
-        if self.name in (DEFAULT_KEY, MEMBERSHIP_KEY):
+        if self.name == MEMBERSHIP_KEY:
             raise ValueError(f"the {self.name!r} key travels with invites, not key files")
         if not 1 <= len(self.keys) <= MAX_KEY_VERSIONS:
             raise ValueError(f"a key file carries 1-{MAX_KEY_VERSIONS} key versions")

@@ -35,6 +35,10 @@ here):
   name and version. It is refused when the key id was announced with another name or version,
   or when another key id was announced for the same name and version; announcing the same key
   again changes nothing. Key announcements build the key directory (:meth:`key_directory`).
+  Rotating a key announces its next version (a new id under the same name); the ``default``
+  key's versions may be announced like any other (its version 1 is announced, late, when it
+  is first rotated). The ``$membership`` key is never announced (it is not rotated): such an
+  announcement is refused.
 - An ordinary entry is authorized when its author is the admin key or a current member.
   Revocation is total for now: every entry by a revoked key is rejected, whatever its time.
   (Deterministic rules for entries written before a revocation, and for records that arrive
@@ -58,7 +62,7 @@ from .identity import (
     read_public_identity,
     write_public_identity,
 )
-from .keyring import validate_key_name
+from .keyring import MEMBERSHIP_KEY, validate_key_name
 
 RECORD_MAGIC = b"MDMR"
 RECORD_VERSION = 1
@@ -293,6 +297,8 @@ class MembershipLog:
         return None
 
     def _authorize_announcement(self, label: str, record: KeyAnnouncement) -> str | None:
+        if record.name == MEMBERSHIP_KEY:
+            return f"{label} announces the {MEMBERSHIP_KEY!r} key, which is never announced"
         known = self._keys.get(record.key_id)
         if known is not None:
             if (known.name, known.version) != (record.name, record.version):

@@ -287,13 +287,18 @@ class Node:
         """A key file holding every version of key ``name``, sealed to ``to`` or protected by
         ``password`` (exactly one). The secrets never appear in the clear.
 
+        Every version held travels, so the recipient reads what any of them sealed. The
+        ``default`` key can be exported once it was rotated (its versions are then announced;
+        members who join later get every version with their invite).
+
         Raises MissingKeyError when this node does not hold the key, InvalidNameError for the
-        default and membership keys (they travel with invites), VerificationError when ``to``
-        is a mirror or a revoked member of the tenant, or a version was never announced.
+        membership key (it travels with invites), VerificationError when ``to`` is a mirror or
+        a revoked member of the tenant, or a version was never announced (for ``default``:
+        it was never rotated).
         """
         if (to is None) == (password is None):
             raise ValueError("give exactly one of to= or password=")
-        if name in (DEFAULT_KEY, MEMBERSHIP_KEY):
+        if name == MEMBERSHIP_KEY:
             raise InvalidNameError(f"the {name!r} key travels with invites, not key files")
         keys = [k for k in tenant.keyring if k.name == name]
         if not keys:
@@ -307,6 +312,11 @@ class Node:
             if member is not None and not member.active:
                 raise VerificationError(f"{to} was revoked from tenant {tenant.name!r}")
         unannounced = [k for k in keys if tenant.membership.announced_key(k.key_id) is None]
+        if unannounced and name == DEFAULT_KEY:
+            raise VerificationError(
+                f"the {DEFAULT_KEY!r} key of tenant {tenant.name!r} was never rotated: members"
+                " receive it with their invite"
+            )
         if unannounced:
             raise VerificationError(
                 f"key {name!r} version {unannounced[0].version} was never announced in the"

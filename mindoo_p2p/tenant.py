@@ -21,6 +21,7 @@ from .errors import DecodeError, InvalidNameError, MindooError, MissingKeyError,
 from .identity import PublicIdentity
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey, validate_key_name
 from .membership import (
+    MAX_KEY_VERSION,
     KeyAnnouncement,
     Member,
     MembershipAction,
@@ -105,7 +106,8 @@ class KeyInfo:
     held: bool
     """This node holds the secret."""
     announced: bool
-    """The tenant log announced it (the default and membership keys are not announced)."""
+    """The tenant log announced it (named keys, and ``default`` once rotated; never the
+    membership key)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -317,6 +319,47 @@ class Tenant:
         self.keyring.add(key)
         self._node.save_tenant(self._secrets)
         self._membership_entry(KeyAnnouncement(key.key_id, key.name, key.version))
+        return key
+
+    def rotate_key(self, name: str) -> TenantKey:
+        """Create the next version of key ``name`` (newest known version + 1, new random id,
+        new secret), keep it in the keystore and announce it in the tenant log. Admin only.
+
+        From then on this node writes with the new version (:meth:`KeyRing.current`), for new
+        documents and for new changes to older ones; holders of older versions still read what
+        those versions sealed. Works for named keys and for ``default``; older versions held
+        here but never announced (``default`` version 1, a key whose announcement a crash
+        prevented) are announced in the same write batch, so every version can travel in key
+        files. Raises :class:`MissingKeyError` without the admin key or without the key
+        itself, :class:`InvalidNameError` for ``$membership`` or a bad name,
+        :class:`NotFoundError` for a key the tenant does not have. Like :meth:`create_key`,
+        the key is saved before it is announced.
+        """
+        validate_key_name(name)
+        if name == MEMBERSHIP_KEY:
+            raise InvalidNameError(f"the {MEMBERSHIP_KEY!r} key cannot be rotated")
+        if not self.is_admin:
+            raise MissingKeyError(
+                f"this node does not hold the admin key of tenant {self.name!r}:"
+                " only the tenant admin can rotate keys"
+            )
+        versions = [info for info in self.key_directory() if info.name == name]
+        if not versions:
+            raise NotFoundError(f"no key {name!r} in tenant {self.name!r}")
+        held = [info for info in versions if info.held]
+        if not held:
+            raise MissingKeyError(f"no key {name!r} on this node: it cannot be rotated here")
+        newest = max(info.version for info in versions)
+        if newest >= MAX_KEY_VERSION:
+            raise InvalidNameError(f"key {name!r} has reached its last version {newest}")
+        key = TenantKey.generate(name, version=newest + 1)
+        self.keyring.add(key)
+        self._node.save_tenant(self._secrets)
+        with self._node.batch():
+            for info in held:
+                if not info.announced:
+                    self._membership_entry(KeyAnnouncement(info.key_id, name, info.version))
+            self._membership_entry(KeyAnnouncement(key.key_id, key.name, key.version))
         return key
 
     def key_directory(self) -> list[KeyInfo]:

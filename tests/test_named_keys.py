@@ -279,10 +279,15 @@ def test_forged_key_under_an_announced_name_is_refused(make_node: MakeNode) -> N
     assert not s.member.tenant("acme").keyring.has_id(forged.key_id)
 
 
-def test_export_refuses_default_key_and_keys_not_held(make_node: MakeNode) -> None:
+def test_export_refuses_unrotated_default_membership_key_and_keys_not_held(
+    make_node: MakeNode,
+) -> None:
     s = setup(make_node)
-    with pytest.raises(InvalidNameError, match="invites"):
+    # The default key travels in key files only once rotated (see test_key_rotation.py).
+    with pytest.raises(VerificationError, match="never rotated"):
         s.admin.export_key(s.tenant, "default", to=s.member.public_identity())
+    with pytest.raises(InvalidNameError, match="invites"):
+        s.admin.export_key(s.tenant, MEMBERSHIP_KEY, to=s.member.public_identity())
     with pytest.raises(MissingKeyError, match="no key 'confidential' on this node"):
         s.member.export_key(s.member.tenant("acme"), "confidential", to=s.admin.public_identity())
 
