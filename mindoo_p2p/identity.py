@@ -295,3 +295,56 @@ def open_sealed(identity: UserIdentity, ciphertext: bytes) -> bytes:
         raise VerificationError(
             "sealed box cannot be opened: it is addressed to someone else, or was altered"
         ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class AddressedPayload:
+    """What `read_addressed` found: the recipient named in the clear, and the opened payload."""
+
+    fingerprint: str
+    name: str
+    payload: bytes
+
+
+def write_addressed(w: Writer, recipient: PublicIdentity, plaintext: bytes) -> None:
+    """Append ``plaintext`` sealed to ``recipient``, preceded by the recipient's fingerprint and
+    name in the clear (so whoever opens the wrong file learns whom it is for)."""
+    w.fixed(fingerprint_bytes(recipient.signing_key), FINGERPRINT_SIZE)
+    w.text(recipient.name)
+    w.blob(seal_to(recipient.encryption_key, plaintext))
+
+
+def read_addressed(
+    r: Reader,
+    identity: UserIdentity,
+    *,
+    what: str,
+    max_size: int,
+    not_for_you: type[VerificationError],
+) -> AddressedPayload:
+    """Read what `write_addressed` wrote (to the end of ``r``) and open it with ``identity``.
+
+    DecodeError on malformed bytes; ``not_for_you`` when it is addressed to someone else;
+    VerificationError when it names us but was damaged or altered. ``what`` names the file in
+    messages ("invite", "key file").
+    """
+    fingerprint = r.fixed(FINGERPRINT_SIZE, "recipient fingerprint").hex()
+    name = r.text("recipient name", MAX_NAME_BYTES)
+    try:
+        validate_display_name(name, "recipient name")
+    except InvalidNameError as exc:
+        raise DecodeError(f"{r.what}: {exc}") from None
+    sealed = r.blob("sealed payload", max_size)
+    r.end()
+    try:
+        payload = open_sealed(identity, sealed)
+    except VerificationError:
+        if fingerprint != identity.fingerprint:
+            raise not_for_you(
+                f"this {what} is for {name} {fingerprint}, not for you"
+                f" ({identity.name} {identity.fingerprint})"
+            ) from None
+        raise VerificationError(
+            f"this {what} names you but cannot be opened: it was damaged or altered"
+        ) from None
+    return AddressedPayload(fingerprint, name, payload)

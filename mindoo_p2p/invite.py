@@ -35,19 +35,17 @@ from dataclasses import dataclass, field
 
 from .codec import Reader, Writer
 from .entry import TENANT_ID_SIZE, TENANT_LOG, Entry, EntryKind
-from .errors import DecodeError, InvalidNameError, MissingKeyError, VerificationError
+from .errors import DecodeError, MissingKeyError, VerificationError
 from .identity import (
-    FINGERPRINT_SIZE,
     MAX_NAME_BYTES,
     PUBLIC_KEY_SIZE,
     PublicIdentity,
     UserIdentity,
     check_signing_key,
-    fingerprint_bytes,
-    open_sealed,
+    read_addressed,
     read_public_identity,
-    seal_to,
     validate_display_name,
+    write_addressed,
     write_public_identity,
 )
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey, validate_key_name
@@ -116,11 +114,8 @@ class Invite:
 
 def seal_invite(invite: Invite) -> bytes:
     """The invite file: magic, version, the invitee in the clear, the sealed payload."""
-    sealed = seal_to(invite.invitee.encryption_key, _encode_payload(invite))
     w = Writer().raw(INVITE_MAGIC).u8(INVITE_VERSION)
-    w.fixed(fingerprint_bytes(invite.invitee.signing_key), FINGERPRINT_SIZE)
-    w.text(invite.invitee.name)
-    w.blob(sealed)
+    write_addressed(w, invite.invitee, _encode_payload(invite))
     data = w.getvalue()
     if len(data) > MAX_INVITE_SIZE:
         raise ValueError(f"the invite is {len(data)} bytes, over the limit {MAX_INVITE_SIZE}")
@@ -148,26 +143,11 @@ def open_invite(data: bytes, identity: UserIdentity) -> Invite:
     version = r.u8("version")
     if version != INVITE_VERSION:
         raise DecodeError(f"{what}: unsupported invite version {version}")
-    clear_fingerprint = r.fixed(FINGERPRINT_SIZE, "invitee fingerprint").hex()
-    clear_name = r.text("invitee name", MAX_NAME_BYTES)
-    try:
-        validate_display_name(clear_name, "invitee name")
-    except InvalidNameError as exc:
-        raise DecodeError(f"{what}: {exc}") from None
-    sealed = r.blob("sealed payload", MAX_INVITE_SIZE)
-    r.end()
-
-    try:
-        payload = open_sealed(identity, sealed)
-    except VerificationError:
-        if clear_fingerprint != identity.fingerprint:
-            raise InviteNotForYouError(
-                f"this invite is for {clear_name} {clear_fingerprint}, not for you"
-                f" ({identity.name} {identity.fingerprint})"
-            ) from None
-        raise VerificationError(
-            "this invite names you but cannot be opened: it was damaged or altered"
-        ) from None
+    opened = read_addressed(
+        r, identity, what="invite", max_size=MAX_INVITE_SIZE, not_for_you=InviteNotForYouError
+    )
+    payload = opened.payload
+    clear_fingerprint, clear_name = opened.fingerprint, opened.name
 
     invite = _decode_payload(payload)
     if invite.invitee != identity.public():

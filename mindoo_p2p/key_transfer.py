@@ -45,14 +45,10 @@ from .crypto.keystore import MAX_MEMLIMIT, MAX_OPSLIMIT, MIN_MEMLIMIT, MIN_OPSLI
 from .entry import TENANT_ID_SIZE
 from .errors import DecodeError, InvalidNameError, VerificationError, WrongPasswordError
 from .identity import (
-    FINGERPRINT_SIZE,
-    MAX_NAME_BYTES,
     PublicIdentity,
     UserIdentity,
-    fingerprint_bytes,
-    open_sealed,
-    seal_to,
-    validate_display_name,
+    read_addressed,
+    write_addressed,
 )
 from .keyring import MEMBERSHIP_KEY, TenantKey, validate_key_name
 
@@ -111,9 +107,7 @@ class KeyTransfer:
 def seal_key_to(transfer: KeyTransfer, recipient: PublicIdentity) -> bytes:
     """A key file only ``recipient`` can open."""
     w = _clear_header(transfer, Protection.SEALED)
-    w.fixed(fingerprint_bytes(recipient.signing_key), FINGERPRINT_SIZE)
-    w.text(recipient.name)
-    w.blob(seal_to(recipient.encryption_key, _encode_payload(transfer)))
+    write_addressed(w, recipient, _encode_payload(transfer))
     return _bounded(w.getvalue())
 
 
@@ -159,25 +153,13 @@ def open_key_file(data: bytes, identity: UserIdentity, password: str | None = No
     r = _reader(data)
     info = _read_clear_header(r)
     if info.protection is Protection.SEALED:
-        clear_fingerprint = r.fixed(FINGERPRINT_SIZE, "recipient fingerprint").hex()
-        clear_name = r.text("recipient name", MAX_NAME_BYTES)
-        try:
-            validate_display_name(clear_name, "recipient name")
-        except InvalidNameError as exc:
-            raise DecodeError(f"{r.what}: {exc}") from None
-        sealed = r.blob("sealed payload", MAX_KEY_FILE_SIZE)
-        r.end()
-        try:
-            payload = open_sealed(identity, sealed)
-        except VerificationError:
-            if clear_fingerprint != identity.fingerprint:
-                raise KeyFileNotForYouError(
-                    f"this key file is for {clear_name} {clear_fingerprint}, not for you"
-                    f" ({identity.name} {identity.fingerprint})"
-                ) from None
-            raise VerificationError(
-                "this key file names you but cannot be opened: it was damaged or altered"
-            ) from None
+        payload = read_addressed(
+            r,
+            identity,
+            what="key file",
+            max_size=MAX_KEY_FILE_SIZE,
+            not_for_you=KeyFileNotForYouError,
+        ).payload
     else:
         opslimit = r.u64("opslimit")
         memlimit = r.u64("memlimit")
