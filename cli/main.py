@@ -30,7 +30,9 @@ from mindoo_p2p.identity import MAX_IDENTITY_FILE_SIZE, PublicIdentity
 from mindoo_p2p.invite import MAX_INVITE_SIZE
 from mindoo_p2p.key_transfer import MAX_KEY_FILE_SIZE, Protection, read_key_file_info
 from mindoo_p2p.node import IDENTITY_FILE, Node, is_initialized
+from mindoo_p2p.recovery import MAX_KIT_SIZE, export_recovery_kit, read_recovery_kit
 from mindoo_p2p.store import AppendResult
+from mindoo_p2p.tenant import Tenant
 
 if TYPE_CHECKING:
     from mindoo_p2p.daemon import NodeDaemon
@@ -465,6 +467,160 @@ def tenant_join(invite: Path) -> None:
     c.emit({"id": t.id_hex, "name": t.name}, f"joined tenant {t.name} ({t.id_hex})")
 
 
+def _find_member_key(t: Tenant, who: str) -> bytes:
+    """The signing key of the member or device named ``who``: a name, a fingerprint or a
+    signing key (hex, or a unique hex prefix of at least 8 digits)."""
+    identities = [(m.identity, "member") for m in t.members()]
+    identities += [(d.identity, "device") for d in t.membership.devices()]
+    wanted = who.lower()
+    matches = {
+        identity.signing_key
+        for identity, _ in identities
+        if identity.name == who
+        or identity.fingerprint.lower() == wanted
+        or (len(wanted) >= 8 and identity.signing_key.hex().startswith(wanted))
+    }
+    if not matches:
+        raise click.ClickException(f"no member or device {who!r} in tenant {t.name!r}")
+    if len(matches) > 1:
+        raise click.ClickException(
+            f"{who!r} names {len(matches)} members or devices of tenant {t.name!r}: use the"
+            " fingerprint"
+        )
+    return matches.pop()
+
+
+@tenant.command("revoke")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("who", metavar="MEMBER")
+@click.option(
+    "--rotate/--no-rotate",
+    default=True,
+    show_default=True,
+    help="Rotate 'default' and every named key this node holds, so new content is sealed with"
+    " keys the revoked member never had.",
+)
+def tenant_revoke(tenant_name: str, who: str, rotate: bool) -> None:
+    """Revoke a member (admin only) and, by default, rotate the keys.
+
+    MEMBER is a name, a fingerprint or a signing key. Every node then rejects the member's
+    new entries, whatever order things arrive in; entries it wrote before stay.
+    """
+    c = _ctx()
+    t = c.node().tenant(tenant_name)
+    key = _find_member_key(t, who)
+    member = t.membership.member(key)
+    if member is None:
+        raise click.ClickException(f"{who!r} is a device: use 'mindoo device revoke'")
+    entry = t.revoke_member(member.identity)
+    rotated = t.rotate_keys_held() if rotate else []
+    lines = [
+        f"revoked {member.identity} from tenant {t.name}: every node rejects its new entries",
+        "What it could already read stays readable to it: revocation cannot take back history.",
+    ]
+    if rotated:
+        lines.append(
+            "Rotated " + ", ".join(f"{k.name} to version {k.version}" for k in rotated) + "."
+        )
+        lines.append(
+            "New content uses these versions, which the revoked member never gets. Send them"
+            " to the remaining members: mindoo key export TENANT NAME --to IDENTITY --out FILE"
+        )
+    else:
+        lines.append(
+            "Keys were not rotated (--no-rotate): new content stays readable to it if it gets"
+            " the entries. Rotate with: mindoo key rotate TENANT NAME"
+        )
+    c.emit(
+        {
+            "tenant": t.id_hex,
+            "revoked": key.hex(),
+            "entry": entry.id.hex(),
+            "rotated": [{"name": k.name, "version": k.version} for k in rotated],
+        },
+        "\n".join(lines),
+    )
+
+
+@cli.group()
+def device() -> None:
+    """Several devices, one person: enroll and revoke your own devices."""
+
+
+@device.command("enroll")
+@click.argument("tenant_name", metavar="TENANT")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The new device's identity file (from 'mindoo whoami' on that device).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the enrolment (open it on the device with 'mindoo tenant join').",
+)
+def device_enroll(tenant_name: str, to: Path, out: Path) -> None:
+    """Enroll another device of yours: it gets its own signing key and your keys."""
+    c = _ctx()
+    new_device = PublicIdentity.from_json(read_bounded(to, MAX_IDENTITY_FILE_SIZE, "identity file"))
+    n = c.node()
+    data = n.enroll_device(n.tenant(tenant_name), new_device)
+    out.write_bytes(data)
+    c.emit(
+        {"enrolment": str(out), "device": new_device.name, "fingerprint": new_device.fingerprint},
+        f"enrolled {new_device.name} ({new_device.fingerprint}); on it run:"
+        f" mindoo tenant join {out}",
+    )
+
+
+@device.command("list")
+@click.argument("tenant_name", metavar="TENANT")
+def device_list(tenant_name: str) -> None:
+    """List the enrolled devices of a tenant's members."""
+    c = _ctx()
+    t = c.node().tenant(tenant_name)
+    rows = [
+        {
+            "name": d.identity.name,
+            "fingerprint": d.identity.fingerprint,
+            "user": t.member_name(d.user_key),
+            "revoked": d.revoked_entry is not None,
+        }
+        for d in t.membership.devices()
+    ]
+    text = "\n".join(
+        f"{r['fingerprint']}  {r['name']}  of {r['user']}{'  (revoked)' if r['revoked'] else ''}"
+        for r in rows
+    )
+    c.emit(rows, text or "no devices")
+
+
+@device.command("revoke")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("which", metavar="DEVICE")
+def device_revoke(tenant_name: str, which: str) -> None:
+    """Revoke one device (lost or sold): your other devices keep working.
+
+    Run it on the device that enrolled it, or as the admin. DEVICE is a name, fingerprint or
+    signing key.
+    """
+    c = _ctx()
+    t = c.node().tenant(tenant_name)
+    key = _find_member_key(t, which)
+    found = t.membership.device(key)
+    if found is None:
+        raise click.ClickException(f"{which!r} is a member, not a device: use 'tenant revoke'")
+    t.revoke_device(key)
+    c.emit(
+        {"tenant": t.id_hex, "revoked_device": key.hex()},
+        f"revoked device {found.identity}: every node rejects its new entries; your other"
+        " devices are unaffected. Consider 'mindoo key rotate' for keys it held.",
+    )
+
+
 # -- named keys ------------------------------------------------------------------------------
 KEY_PASSWORD_ENV = "MINDOO_KEY_PASSWORD"
 
@@ -601,6 +757,51 @@ def key_import(key_file: Path) -> None:
             "added_versions": result.added_versions,
         },
         f"imported key {result.name} of tenant {result.tenant.name} (versions: {versions})",
+    )
+
+
+def _shred_warning(tenant: str, name: str, versions: list[int]) -> str:
+    shown = ", ".join(str(v) for v in versions)
+    return (
+        f"Shredding key {name!r} of tenant {tenant!r} destroys every version this node holds"
+        f" ({shown}): this node can never read the documents sealed with it again. Erasure is"
+        " complete only when every other holder shreds its copy too and every key file"
+        " exported earlier is destroyed. The encrypted entries stay in the log and keep"
+        " syncing."
+    )
+
+
+@key.command("shred")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("name", metavar="NAME")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def key_shred(tenant_name: str, name: str, yes: bool) -> None:
+    """Destroy this node's copies of a named key (crypto-shredding, for erasure)."""
+    from mindoo_p2p.keyring import DEFAULT_KEY, MEMBERSHIP_KEY
+
+    c = _ctx()
+    t = c.node().tenant(tenant_name)
+    held = sorted(k.version for k in t.keyring if k.name == name)
+    # Refusals (reserved name, key not held) come from shred_key, before any question.
+    if not yes and held and name not in (DEFAULT_KEY, MEMBERSHIP_KEY):
+        warning = _shred_warning(t.name, name, held)
+        if c.daemon is not None:
+            raise click.ClickException(
+                f"{warning} The running daemon executes this command and cannot ask: add --yes"
+                " to confirm."
+            )
+        click.echo(warning, err=True)
+        try:
+            confirmed = click.confirm(f"Shred key {name!r}?", default=False, err=True)
+        except click.Abort:  # end of input
+            confirmed = False
+        if not confirmed:
+            raise click.ClickException(f"key {name!r} was not shredded: nothing changed")
+    versions = t.shred_key(name)
+    c.emit(
+        {"tenant": t.id_hex, "name": name, "destroyed_versions": versions},
+        f"shredded key {name} (versions {', '.join(str(v) for v in versions)}): this node can"
+        " no longer read its documents; the other holders must shred theirs too",
     )
 
 
@@ -839,6 +1040,125 @@ def import_cmd(bundle: Path) -> None:
         sys.exit(1)
 
 
+# -- recovery kit ----------------------------------------------------------------------------
+RECOVERY_PASSWORD_ENV = "MINDOO_RECOVERY_PASSWORD"
+
+
+def _recovery_password(*, confirm: bool) -> str:
+    """The recovery kit password: $MINDOO_RECOVERY_PASSWORD, else a hidden prompt on a
+    terminal (confirmed when ``confirm``)."""
+    password = os.environ.get(RECOVERY_PASSWORD_ENV)
+    if not password:
+        if _ctx().daemon is not None:
+            raise click.ClickException(
+                f"a recovery kit password is needed: the running daemon executes this command,"
+                f" so set {RECOVERY_PASSWORD_ENV} in your shell"
+            )
+        if not sys.stdin.isatty():
+            raise click.ClickException(
+                f"a recovery kit password is needed: set {RECOVERY_PASSWORD_ENV} or run in a"
+                " terminal"
+            )
+        password = click.prompt(
+            "Recovery kit password", hide_input=True, confirmation_prompt=confirm, err=True
+        )
+    if not password:
+        raise click.ClickException("the recovery kit password must not be empty")
+    return password
+
+
+def _write_new_private_file(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 and write ``data`` durably; never replaces a file
+    (ClickException when it exists); removes what it created on failure."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise click.ClickException(f"{path} exists already: it was not overwritten") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+@cli.group()
+def recovery() -> None:
+    """Export a recovery kit of your keys; restore it on a new device."""
+
+
+@recovery.command("export")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the kit (a new file, mode 0600).",
+)
+def recovery_export(out: Path) -> None:
+    """Write your identity and every tenant's keys to a password-protected recovery kit."""
+    c = _ctx()
+    if os.path.lexists(out):
+        raise click.ClickException(f"{out} exists already: it was not overwritten")
+    node = c.node()
+    data = export_recovery_kit(node, _recovery_password(confirm=True))
+    _write_new_private_file(out, data)
+    ident = node.public_identity()
+    warning = (
+        f"anyone with this file and its password becomes {ident.name} ({ident.fingerprint}):"
+        " they can read and write everything you can. Keep it offline, away from the password."
+    )
+    c.emit(
+        {
+            "out": str(out),
+            "tenants": len(node.tenants()),
+            "fingerprint": ident.fingerprint,
+            "warning": warning,
+        },
+        f"recovery kit for {ident.name} ({ident.fingerprint}) with {len(node.tenants())}"
+        f" tenants written to {out}\nWARNING: {warning}\n"
+        f"Restore it on a new device with: mindoo --home DIR recovery restore {out}",
+    )
+
+
+@recovery.command("restore")
+@click.argument(
+    "kit_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+def recovery_restore(kit_file: Path) -> None:
+    """Create a new node in the home directory from a recovery kit (a new peer id; documents
+    come back from your peers and mirrors once it syncs)."""
+    c = _ctx()
+    if c.daemon is not None or is_initialized(c.home):
+        raise click.ClickException(
+            f"a node already exists in {c.home}: restore into a new home (--home DIR)"
+        )
+    data = read_bounded(kit_file, MAX_KIT_SIZE, "recovery kit")
+    kit_password = _recovery_password(confirm=False)
+    read_recovery_kit(data, kit_password)  # a bad kit or password fails before any question
+    node = Node.restore(c.home, data, kit_password, c.password(confirm=True))
+    c._node = node
+    ident = node.public_identity()
+    tenants = [{"id": t.id_hex, "name": t.name, "admin": t.is_admin} for t in node.tenants()]
+    lines = [f"restored {ident.name} ({ident.fingerprint}) into {c.home}"]
+    lines += [f"tenant {t['name']} ({t['id']}){'  (admin)' if t['admin'] else ''}" for t in tenants]
+    lines.append(
+        "this device has a new peer id; add a peer or mirror ('mindoo peers add') and run"
+        " 'mindoo node run' to get your documents back"
+    )
+    c.emit(
+        {
+            "home": str(c.home),
+            "name": ident.name,
+            "fingerprint": ident.fingerprint,
+            "tenants": tenants,
+        },
+        "\n".join(lines),
+    )
+
+
 # -- helpers ---------------------------------------------------------------------------------
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -896,7 +1216,7 @@ class _Forward(Exception):
         self.home = home
 
 
-FORWARDED_ENV = (KEY_PASSWORD_ENV,)
+FORWARDED_ENV = (KEY_PASSWORD_ENV, RECOVERY_PASSWORD_ENV)
 """Client environment variables a forwarded command may read (nothing else crosses over)."""
 
 

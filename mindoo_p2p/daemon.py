@@ -445,9 +445,11 @@ class NodeDaemon:
         if self.gossip is not None:
             self.gossip.refresh_admission(peer_id)
 
-    def _validate_gossip(self, raw: bytes) -> bool:
+    def _validate_gossip(self, raw: bytes) -> bool | None:
         """Hash, signature and membership, without storing. Tenant-log entries travel by
-        reconciliation only (validating them would change membership state)."""
+        reconciliation only (validating them would change membership state). None (drop,
+        score nobody) for an authentic entry membership refuses: the forwarder may have
+        accepted it before a revocation reached it."""
         try:
             entry = Entry.decode(raw, "gossip entry")
         except DecodeError:
@@ -459,7 +461,7 @@ class NodeDaemon:
             entry.verify_signature()
         except VerificationError:
             return False
-        return tenant.authorize(entry) is None
+        return True if tenant.authorize(entry) is None else None
 
     async def _on_gossip_entry(self, raw: bytes, peer_id: str) -> None:
         self._from_gossip = True

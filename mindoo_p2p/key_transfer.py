@@ -117,14 +117,8 @@ def protect_key_with_password(
     """A key file anyone who knows ``password`` can open (argon2id with ``kdf``'s limits)."""
     if not password:
         raise WrongPasswordError("a key file needs a non-empty password")
-    salt = os.urandom(SALT_SIZE)
-    nonce = aead.random_nonce()
     w = _clear_header(transfer, Protection.PASSWORD)
-    w.u64(kdf.opslimit).u64(kdf.memlimit).fixed(salt, SALT_SIZE).fixed(nonce, aead.NONCE_SIZE)
-    header = w.getvalue()
-    key = _derive(password, salt, kdf.opslimit, kdf.memlimit)
-    ciphertext = aead.encrypt(key, nonce, _encode_payload(transfer), header)
-    return _bounded(header + Writer().blob(ciphertext).getvalue())
+    return _bounded(seal_with_password(w, _encode_payload(transfer), password, kdf))
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,42 +155,91 @@ def open_key_file(data: bytes, identity: UserIdentity, password: str | None = No
             not_for_you=KeyFileNotForYouError,
         ).payload
     else:
-        opslimit = r.u64("opslimit")
-        memlimit = r.u64("memlimit")
-        salt = r.fixed(SALT_SIZE, "salt")
-        nonce = r.fixed(aead.NONCE_SIZE, "nonce")
-        header = bytes(data[: r.pos])
-        ciphertext = r.blob("ciphertext", MAX_KEY_FILE_SIZE)
-        r.end()
-        if not (
-            MIN_OPSLIMIT <= opslimit <= MAX_OPSLIMIT and MIN_MEMLIMIT <= memlimit <= MAX_MEMLIMIT
-        ):
-            raise DecodeError(
-                f"{r.what}: refusing argon2id limits opslimit={opslimit} memlimit={memlimit}"
-            )
-        if not password:
-            raise WrongPasswordError(
-                f"the key file for {info.name!r} is protected by a password: give it"
-            )
-        key = _derive(password, salt, opslimit, memlimit)
-        try:
-            payload = aead.decrypt(key, nonce, ciphertext, header)
-        except VerificationError:
-            raise WrongPasswordError(
-                f"wrong password for the key file of {info.name!r} (or the file was altered)"
-            ) from None
+        sealed = read_password_sealed(r, bytes(data), MAX_KEY_FILE_SIZE)
+        payload = sealed.open(password, f"the key file of {info.name!r}")
     transfer = _decode_payload(payload)
     if transfer.tenant_id != info.tenant_id or transfer.name != info.name:
         raise VerificationError("the key file's clear header does not match its sealed content")
     return transfer
 
 
-# -- internals -----------------------------------------------------------------------------
-def _derive(password: str, salt: bytes, opslimit: int, memlimit: int) -> bytes:
+# -- password protection (shared with the recovery kit) ------------------------------------
+def derive_password_key(password: str, salt: bytes, opslimit: int, memlimit: int) -> bytes:
+    """The XChaCha20-Poly1305 key argon2id derives from ``password`` (Unicode NFC, UTF-8).
+
+    Callers bound ``opslimit`` and ``memlimit`` first (see `read_password_sealed`).
+    """
     secret = unicodedata.normalize("NFC", password).encode("utf-8")
     return bytes(argon2id.kdf(aead.KEY_SIZE, secret, salt, opslimit=opslimit, memlimit=memlimit))
 
 
+def seal_with_password(w: Writer, payload: bytes, password: str, kdf: KdfProfile) -> bytes:
+    """Finish a password-protected file whose clear header is in ``w``; the whole file.
+
+    Appends opslimit u64, memlimit u64 (``kdf``'s argon2id limits), a random 16-byte salt, a
+    random 24-byte nonce, then the ciphertext as a blob (varint length + bytes):
+    XChaCha20-Poly1305 of ``payload`` under the key `derive_password_key` derives, with every
+    byte before the ciphertext (the caller's header included) as associated data. Callers
+    refuse empty passwords before calling.
+    """
+    salt = os.urandom(SALT_SIZE)
+    nonce = aead.random_nonce()
+    w.u64(kdf.opslimit).u64(kdf.memlimit).fixed(salt, SALT_SIZE).fixed(nonce, aead.NONCE_SIZE)
+    header = w.getvalue()
+    key = derive_password_key(password, salt, kdf.opslimit, kdf.memlimit)
+    return header + Writer().blob(aead.encrypt(key, nonce, payload, header)).getvalue()
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordSealed:
+    """The protected part of a file `read_password_sealed` parsed (not yet decrypted)."""
+
+    opslimit: int
+    memlimit: int
+    salt: bytes
+    nonce: bytes
+    header: bytes = field(repr=False)
+    """Every byte before the ciphertext: the associated data."""
+    ciphertext: bytes = field(repr=False)
+
+    def open(self, password: str | None, what: str) -> bytes:
+        """The payload. :class:`WrongPasswordError` when ``password`` is missing or does not
+        open it (a wrong password, or an altered file); ``what`` names the file in messages
+        ("the key file of 'hr'")."""
+        if not password:
+            raise WrongPasswordError(f"{what} is protected by a password: give it")
+        key = derive_password_key(password, self.salt, self.opslimit, self.memlimit)
+        try:
+            return aead.decrypt(key, self.nonce, self.ciphertext, self.header)
+        except VerificationError:
+            raise WrongPasswordError(
+                f"wrong password for {what} (or the file was altered)"
+            ) from None
+
+
+def read_password_sealed(r: Reader, data: bytes, max_size: int) -> PasswordSealed:
+    """Read to the end of ``r`` (a reader over ``data``) what `seal_with_password` appended.
+
+    Raises :class:`DecodeError` only: truncated or trailing bytes, a ciphertext over
+    ``max_size``, or argon2id limits outside [MIN, MAX_OPSLIMIT] x [MIN, MAX_MEMLIMIT] of the
+    keystore (checked here, before any key derivation, so a crafted file cannot make us spend
+    unbounded memory or time).
+    """
+    opslimit = r.u64("opslimit")
+    memlimit = r.u64("memlimit")
+    salt = r.fixed(SALT_SIZE, "salt")
+    nonce = r.fixed(aead.NONCE_SIZE, "nonce")
+    header = bytes(data[: r.pos])
+    ciphertext = r.blob("ciphertext", max_size)
+    r.end()
+    if not (MIN_OPSLIMIT <= opslimit <= MAX_OPSLIMIT and MIN_MEMLIMIT <= memlimit <= MAX_MEMLIMIT):
+        raise DecodeError(
+            f"{r.what}: refusing argon2id limits opslimit={opslimit} memlimit={memlimit}"
+        )
+    return PasswordSealed(opslimit, memlimit, salt, nonce, header, ciphertext)
+
+
+# -- internals -----------------------------------------------------------------------------
 def _clear_header(transfer: KeyTransfer, protection: Protection) -> Writer:
     w = Writer().raw(KEY_FILE_MAGIC).u8(KEY_FILE_VERSION).u8(int(protection))
     return w.fixed(transfer.tenant_id, TENANT_ID_SIZE).text(transfer.name)

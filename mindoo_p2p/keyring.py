@@ -97,6 +97,10 @@ class KeyRing:
         self._by_id[key.key_id] = key
         return True
 
+    def discard(self, key_id: bytes) -> bool:
+        """Forget a key version (crypto-shredding); False when it was not held."""
+        return self._by_id.pop(key_id, None) is not None
+
     def by_id(self, key_id: bytes) -> TenantKey:
         try:
             return self._by_id[key_id]

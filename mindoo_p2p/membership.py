@@ -4,10 +4,12 @@ A membership record is the payload of an entry of kind ``EntryKind.MEMBERSHIP`` 
 log (database ``TENANT_LOG``), signed by the tenant's admin key and encrypted (by the caller)
 with the tenant's ``MEMBERSHIP_KEY``. Every record has one canonical encoding: ADD and REVOKE
 keep version 1 (so records written before key announcements existed still decode, and new ones
-are byte-identical to what older nodes write); KEY_ANNOUNCE exists only in version 2::
+are byte-identical to what older nodes write); KEY_ANNOUNCE exists only in version 2; a
+revocation that names the last sequence numbers it accepts (:class:`Revocation`) is a REVOKE in
+version 3::
 
     magic     4 bytes  b"MDMR"
-    version   u8       1 (ADD, REVOKE) or 2 (KEY_ANNOUNCE)
+    version   u8       1 (ADD, REVOKE), 2 (KEY_ANNOUNCE) or 3 (REVOKE with cuts)
     action    u8       MembershipAction
     version 1 body:
       member  name (varint length <= 512 + UTF-8), Ed25519 key 32 bytes, X25519 key 32 bytes
@@ -17,6 +19,16 @@ are byte-identical to what older nodes write); KEY_ANNOUNCE exists only in versi
       name    varint length <= 64 + ASCII (a valid key name)
       version varint, 1 .. 2**32-1
     (a KEY_ANNOUNCE never carries the key's secret)
+    version 3 body (REVOKE, a Revocation):
+      member  Ed25519 key 32 bytes (the member revoked)
+      cuts    varint count 1 .. 64, then per cut, in ascending key order, keys unique:
+              Ed25519 key 32 bytes, last_seq varint 0 .. 2**64-1
+              (one cut names the member's own key)
+    version 3 body (DEVICE_ADD, a DeviceEnrolment):
+      user    Ed25519 key 32 bytes (the member whose device this is)
+      device  name (varint length <= 512 + UTF-8), Ed25519 key 32 bytes, X25519 key 32 bytes
+    version 3 body (DEVICE_REVOKE, a DeviceRevocation):
+      user    Ed25519 key 32 bytes, device Ed25519 key 32 bytes, last_seq varint
 
 :class:`MembershipLog` is the state machine the records drive. Its rules (all of them live
 here):
@@ -28,8 +40,18 @@ here):
   name, encryption key or role it is refused (changing a member is not supported yet).
   Re-adding a revoked key is refused: a revoked key may have been compromised, so its owner
   must come back with a new identity.
-- REVOKE must name a key the log knows; revoking an already revoked member is accepted and
-  changes nothing (the first revocation stays).
+- REVOKE must name a key the log knows; revoking an already revoked member again is accepted.
+- Revocation is deterministic: every node ends with the same accepted entries, whatever order
+  it received entries and revocations in. A :class:`Revocation` carries *cuts*: for the
+  member's signing key (and, later, each of its devices) the last ``author_seq`` the admin
+  accepts. An entry by a revoked key is accepted when its ``author_seq`` is at most the key's
+  cut, whenever it arrives (a late delivery of an old entry still lands), and rejected above it
+  (a backdated timestamp changes nothing: the author's own sequence number decides). When
+  several revocations name the same key, the smallest cut wins (a rule independent of their
+  order). Entries above the cut that a node stored before the revocation reached it are
+  retracted (:meth:`cuts` lists what to enforce; `Tenant.enforce_revocations` does it). A
+  version-1 REVOKE (written before cuts existed) is a cut at 0: nothing of that key is
+  accepted.
 - Applying the same entry twice changes nothing (idempotent per entry id).
 - KEY_ANNOUNCE (:class:`KeyAnnouncement`) tells every member and mirror which key id has which
   name and version. It is refused when the key id was announced with another name or version,
@@ -39,10 +61,18 @@ here):
   key's versions may be announced like any other (its version 1 is announced, late, when it
   is first rotated). The ``$membership`` key is never announced (it is not rotated): such an
   announcement is refused.
-- An ordinary entry is authorized when its author is the admin key or a current member.
-  Revocation is total for now: every entry by a revoked key is rejected, whatever its time.
-  (Deterministic rules for entries written before a revocation, and for records that arrive
-  out of order, come later.)
+- An ordinary entry is authorized when its author is the admin key, a current member (not a
+  mirror), or a revoked member and the entry's ``author_seq`` is within the member's cut.
+- Devices: a member (the *user*, identified by the signing key it was added with) may enroll
+  further devices, each with its own signing key (DEVICE_ADD), and revoke one of them
+  (DEVICE_REVOKE, with a cut like a Revocation's). These two records are signed by the user's
+  own key or by the admin key; a user may have at most MAX_CUTS - 1 devices, mirrors none. A
+  device writes as its user (same role); revoking a device limits that device only;
+  revoking the user limits every device too (each at the cut the Revocation names for it,
+  0 when it names none). A device key is never a member key or another user's device, and a
+  revoked device cannot be enrolled again.
+- Records that arrive before what they build on (a REVOKE before its ADD) are refused and
+  land when offered again after it; sync offers them again, so the final state is the same.
 """
 
 from __future__ import annotations
@@ -80,6 +110,10 @@ entries but holds no document key and may not author entries."""
 ROLES = frozenset({ROLE_ADMIN, ROLE_MEMBER, ROLE_MIRROR})
 MAX_ROLE_SIZE = 16
 MAX_RECORD_SIZE = 4096
+REVOCATION_VERSION = 3
+"""The encoding of REVOKE records with cuts (:class:`Revocation`)."""
+MAX_CUTS = 64
+MAX_SEQ = (1 << 64) - 1
 
 
 class MembershipAction(enum.IntEnum):
@@ -89,6 +123,10 @@ class MembershipAction(enum.IntEnum):
     """Withdraw the member's signing key: from now on its entries are rejected."""
     KEY_ANNOUNCE = 3
     """Publish a key's id, name and version (never its secret) to the whole tenant."""
+    DEVICE_ADD = 4
+    """Enroll another device (its own signing key) of a member."""
+    DEVICE_REVOKE = 5
+    """Withdraw one device of a member, naming its last accepted author_seq."""
 
 
 MEMBER_ACTIONS = frozenset({MembershipAction.ADD, MembershipAction.REVOKE})
@@ -152,7 +190,110 @@ class KeyAnnouncement:
         return w.getvalue()
 
 
-TenantLogRecord = MembershipRecord | KeyAnnouncement
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """The last ``author_seq`` a revocation accepts from one signing key."""
+
+    signing_key: bytes
+    last_seq: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.signing_key, bytes) or len(self.signing_key) != PUBLIC_KEY_SIZE:
+            raise ValueError(f"a cut names a {PUBLIC_KEY_SIZE}-byte signing key")
+        if not isinstance(self.last_seq, int) or not 0 <= self.last_seq <= MAX_SEQ:
+            raise ValueError("a cut's last_seq is 0 .. 2**64-1")
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """A REVOKE record (version 3): the member revoked and, per signing key, the last
+    ``author_seq`` still accepted. ``cuts`` is sorted by key, unique, and names the member."""
+
+    action: ClassVar[MembershipAction] = MembershipAction.REVOKE
+    member_key: bytes
+    cuts: tuple[Cut, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.member_key, bytes) or len(self.member_key) != PUBLIC_KEY_SIZE:
+            raise ValueError(f"member_key must be a {PUBLIC_KEY_SIZE}-byte signing key")
+        if not isinstance(self.cuts, tuple) or not all(isinstance(c, Cut) for c in self.cuts):
+            raise ValueError("cuts must be a tuple of Cut")
+        if not 1 <= len(self.cuts) <= MAX_CUTS:
+            raise ValueError(f"a revocation has 1-{MAX_CUTS} cuts")
+        keys = [c.signing_key for c in self.cuts]
+        if keys != sorted(set(keys)):
+            raise ValueError("a revocation's cuts are sorted by key, each key once")
+        if self.member_key not in keys:
+            raise ValueError("a revocation's cuts name the member's own key")
+
+    @classmethod
+    def of(cls, member_key: bytes, last_seqs: dict[bytes, int]) -> Revocation:
+        """The revocation of ``member_key`` accepting up to ``last_seqs[key]`` of each key."""
+        return cls(member_key, tuple(Cut(k, last_seqs[k]) for k in sorted(last_seqs)))
+
+    def cut_of(self, signing_key: bytes) -> int | None:
+        for cut in self.cuts:
+            if cut.signing_key == signing_key:
+                return cut.last_seq
+        return None
+
+    def encode(self) -> bytes:
+        """The canonical binary form (version 3, see the module docstring)."""
+        w = Writer().raw(RECORD_MAGIC).u8(REVOCATION_VERSION).u8(int(self.action))
+        w.fixed(self.member_key, PUBLIC_KEY_SIZE).varint(len(self.cuts))
+        for cut in self.cuts:
+            w.fixed(cut.signing_key, PUBLIC_KEY_SIZE).varint(cut.last_seq)
+        return w.getvalue()
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEnrolment:
+    """A DEVICE_ADD record: ``device`` is a device of the member whose key is ``user_key``."""
+
+    action: ClassVar[MembershipAction] = MembershipAction.DEVICE_ADD
+    user_key: bytes
+    device: PublicIdentity
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.user_key, bytes) or len(self.user_key) != PUBLIC_KEY_SIZE:
+            raise ValueError(f"user_key must be a {PUBLIC_KEY_SIZE}-byte signing key")
+        if not isinstance(self.device, PublicIdentity):
+            raise ValueError("device must be a PublicIdentity")
+        if self.device.signing_key == self.user_key:
+            raise ValueError("a device has its own signing key, not the user's")
+
+    def encode(self) -> bytes:
+        w = Writer().raw(RECORD_MAGIC).u8(REVOCATION_VERSION).u8(int(self.action))
+        w.fixed(self.user_key, PUBLIC_KEY_SIZE)
+        write_public_identity(w, self.device)
+        return w.getvalue()
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRevocation:
+    """A DEVICE_REVOKE record: the device's entries above ``last_seq`` are not accepted."""
+
+    action: ClassVar[MembershipAction] = MembershipAction.DEVICE_REVOKE
+    user_key: bytes
+    device_key: bytes
+    last_seq: int
+
+    def __post_init__(self) -> None:
+        for value, what in ((self.user_key, "user_key"), (self.device_key, "device_key")):
+            if not isinstance(value, bytes) or len(value) != PUBLIC_KEY_SIZE:
+                raise ValueError(f"{what} must be a {PUBLIC_KEY_SIZE}-byte signing key")
+        if not isinstance(self.last_seq, int) or not 0 <= self.last_seq <= MAX_SEQ:
+            raise ValueError("last_seq is 0 .. 2**64-1")
+
+    def encode(self) -> bytes:
+        w = Writer().raw(RECORD_MAGIC).u8(REVOCATION_VERSION).u8(int(self.action))
+        w.fixed(self.user_key, PUBLIC_KEY_SIZE).fixed(self.device_key, PUBLIC_KEY_SIZE)
+        return w.varint(self.last_seq).getvalue()
+
+
+DeviceRecord = DeviceEnrolment | DeviceRevocation
+
+TenantLogRecord = MembershipRecord | KeyAnnouncement | Revocation | DeviceRecord
 """Any record a MEMBERSHIP entry of the tenant log carries."""
 
 
@@ -171,13 +312,35 @@ def decode_tenant_log_record(data: bytes) -> TenantLogRecord:
     if r.fixed(len(RECORD_MAGIC), "magic") != RECORD_MAGIC:
         raise DecodeError(f"{what}: bad magic (not a membership record)")
     version = r.u8("version")
-    if version not in (RECORD_VERSION, KEY_ANNOUNCE_VERSION):
+    if version not in (RECORD_VERSION, KEY_ANNOUNCE_VERSION, REVOCATION_VERSION):
         raise DecodeError(f"{what}: unsupported version {version}")
     action_value = r.u8("action")
     try:
         action = MembershipAction(action_value)
     except ValueError:
         raise DecodeError(f"{what}: unknown action {action_value}") from None
+    if version == REVOCATION_VERSION:
+        if action is MembershipAction.REVOKE:
+            return _read_revocation(r, what)
+        if action is MembershipAction.DEVICE_ADD:
+            user_key = r.fixed(PUBLIC_KEY_SIZE, "user key")
+            device = read_public_identity(r, "device")
+            r.end()
+            try:
+                return DeviceEnrolment(user_key, device)
+            except ValueError as exc:
+                raise DecodeError(f"{what}: {exc}") from None
+        if action is MembershipAction.DEVICE_REVOKE:
+            user_key = r.fixed(PUBLIC_KEY_SIZE, "user key")
+            device_key = r.fixed(PUBLIC_KEY_SIZE, "device key")
+            last_seq = r.varint("last_seq", max_value=MAX_SEQ)
+            r.end()
+            return DeviceRevocation(user_key, device_key, last_seq)
+        raise DecodeError(f"{what}: unsupported version {version} for action {action.name}")
+    if action in (MembershipAction.DEVICE_ADD, MembershipAction.DEVICE_REVOKE):
+        if version == RECORD_VERSION:
+            raise DecodeError(f"{what}: unknown action {action_value} in version {version}")
+        raise DecodeError(f"{what}: unsupported version {version} for action {action.name}")
     expected = KEY_ANNOUNCE_VERSION if action is MembershipAction.KEY_ANNOUNCE else RECORD_VERSION
     if version != expected:
         if version == RECORD_VERSION:
@@ -198,6 +361,20 @@ def decode_tenant_log_record(data: bytes) -> TenantLogRecord:
         raise DecodeError(f"{what}: unknown role {role!r}")
     r.end()
     return MembershipRecord(action=action, member=member, role=role)
+
+
+def _read_revocation(r: Reader, what: str) -> Revocation:
+    member_key = r.fixed(PUBLIC_KEY_SIZE, "member key")
+    count = r.varint("cut count", max_value=MAX_CUTS)
+    cuts = []
+    for _ in range(count):
+        key = r.fixed(PUBLIC_KEY_SIZE, "cut key")
+        cuts.append(Cut(key, r.varint("cut last_seq", max_value=MAX_SEQ)))
+    r.end()
+    try:
+        return Revocation(member_key, tuple(cuts))
+    except ValueError as exc:
+        raise DecodeError(f"{what}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +403,20 @@ class Member:
         return self.revoked_entry is None
 
 
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A device a member enrolled: its own identity (signing key), and its user's key."""
+
+    identity: PublicIdentity
+    user_key: bytes
+    added_entry: bytes
+    revoked_entry: bytes | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_entry is None
+
+
 class MembershipLog:
     """Who may write to a tenant, derived from its membership entries. Pure state machine.
 
@@ -233,7 +424,16 @@ class MembershipLog:
     about ordinary entries with :meth:`authorize_author`.
     """
 
-    __slots__ = ("_admin_key", "_applied", "_keys", "_members", "_tenant_id")
+    __slots__ = (
+        "_admin_key",
+        "_applied",
+        "_cuts",
+        "_device_cuts",
+        "_devices",
+        "_keys",
+        "_members",
+        "_tenant_id",
+    )
 
     def __init__(self, tenant_id: bytes, admin_key: bytes) -> None:
         if not isinstance(tenant_id, bytes) or len(tenant_id) != TENANT_ID_SIZE:
@@ -247,6 +447,12 @@ class MembershipLog:
         self._applied: set[bytes] = set()
         self._keys: dict[bytes, AnnouncedKey] = {}
         """The key directory: announced keys by key id."""
+        self._cuts: dict[bytes, dict[bytes, int]] = {}
+        """Revoked member key -> signing key -> the smallest cut any revocation names."""
+        self._devices: dict[bytes, Device] = {}
+        """Enrolled devices by device signing key."""
+        self._device_cuts: dict[bytes, int] = {}
+        """Revoked device key -> the smallest cut any DEVICE_REVOKE names."""
 
     @property
     def tenant_id(self) -> bytes:
@@ -269,18 +475,26 @@ class MembershipLog:
             return f"{label} is in database {entry.database!r}, not the tenant log"
         if entry.kind != EntryKind.MEMBERSHIP:
             return f"{label} has kind {entry.kind.name}, not MEMBERSHIP"
+        if entry.id in self._applied:
+            return None
+        if isinstance(record, DeviceEnrolment | DeviceRevocation):
+            return self._authorize_device_record(label, entry, record)
         if entry.author != self._admin_key:
             return (
                 f"{label} is signed by {fingerprint_of(entry.author)}, not by the admin key"
                 f" {fingerprint_of(self._admin_key)} of tenant {self._tenant_id.hex()}"
             )
-        if entry.id in self._applied:
-            return None
         if isinstance(record, KeyAnnouncement):
             return self._authorize_announcement(label, record)
+        if isinstance(record, Revocation):
+            if record.member_key not in self._members:
+                return f"{label} revokes {fingerprint_of(record.member_key)}, who is not a member"
+            return None
         member = record.member
         known = self._members.get(member.signing_key)
         if record.action is MembershipAction.ADD:
+            if member.signing_key in self._devices:
+                return f"{label} adds {member}, whose key is enrolled as a device"
             if known is not None and known.revoked_entry is not None:
                 return (
                     f"{label} adds {member}, whose key was revoked; a revoked key cannot be"
@@ -294,6 +508,49 @@ class MembershipLog:
                 )
         elif known is None:
             return f"{label} revokes {member}, who is not a member"
+        return None
+
+    def _authorize_device_record(
+        self, label: str, entry: Entry, record: DeviceEnrolment | DeviceRevocation
+    ) -> str | None:
+        user = self._members.get(record.user_key)
+        if user is None:
+            return f"{label} names user {fingerprint_of(record.user_key)}, who is not a member"
+        if entry.author not in (self._admin_key, record.user_key):
+            return (
+                f"{label} is signed by {fingerprint_of(entry.author)}: device records are"
+                f" signed by their user {user.identity} or the admin key"
+            )
+        if entry.author == record.user_key:
+            cut = self.cut_of(record.user_key)
+            if cut is not None and entry.header.author_seq > cut:
+                return (
+                    f"{label}: user {user.identity} was revoked after their entry #{cut};"
+                    f" this entry is #{entry.header.author_seq}"
+                )
+        if user.role == ROLE_MIRROR:
+            return f"{label}: {user.identity} is a mirror; mirrors have no devices"
+        if isinstance(record, DeviceRevocation):
+            device = self._devices.get(record.device_key)
+            if device is None or device.user_key != record.user_key:
+                return (
+                    f"{label} revokes {fingerprint_of(record.device_key)}, which is not a device"
+                    f" of {user.identity}"
+                )
+            return None
+        key = record.device.signing_key
+        known = self._devices.get(key)
+        if known is not None:
+            if known.user_key != record.user_key or known.identity != record.device:
+                return f"{label} enrolls {record.device}, already enrolled otherwise"
+            if known.revoked_entry is not None:
+                return f"{label} enrolls {record.device} again after its revocation"
+            return None
+        if key == self._admin_key or key in self._members:
+            return f"{label} enrolls {record.device} as a device, but its key is a member's"
+        count = sum(1 for d in self._devices.values() if d.user_key == record.user_key)
+        if count >= MAX_CUTS - 1:
+            return f"{label}: {user.identity} has {count} devices already (the most there can be)"
         return None
 
     def _authorize_announcement(self, label: str, record: KeyAnnouncement) -> str | None:
@@ -334,6 +591,26 @@ class MembershipLog:
                 )
             self._applied.add(entry.id)
             return
+        if isinstance(record, Revocation):
+            self._revoke(entry, record.member_key, {c.signing_key: c.last_seq for c in record.cuts})
+            self._applied.add(entry.id)
+            return
+        if isinstance(record, DeviceEnrolment):
+            key = record.device.signing_key
+            if key not in self._devices:
+                self._devices[key] = Device(record.device, record.user_key, entry.id)
+            self._applied.add(entry.id)
+            return
+        if isinstance(record, DeviceRevocation):
+            device = self._devices[record.device_key]
+            if device.revoked_entry is None:
+                self._devices[record.device_key] = dataclasses.replace(
+                    device, revoked_entry=entry.id
+                )
+            previous = self._device_cuts.get(record.device_key, record.last_seq)
+            self._device_cuts[record.device_key] = min(previous, record.last_seq)
+            self._applied.add(entry.id)
+            return
         key = record.member.signing_key
         if record.action is MembershipAction.ADD:
             if key not in self._members:
@@ -341,10 +618,16 @@ class MembershipLog:
                     identity=record.member, role=record.role, added_entry=entry.id
                 )
         else:
-            known = self._members[key]
-            if known.revoked_entry is None:
-                self._members[key] = dataclasses.replace(known, revoked_entry=entry.id)
+            self._revoke(entry, key, {key: 0})  # a version-1 REVOKE accepts nothing more
         self._applied.add(entry.id)
+
+    def _revoke(self, entry: Entry, member_key: bytes, cuts: dict[bytes, int]) -> None:
+        known = self._members[member_key]
+        if known.revoked_entry is None:
+            self._members[member_key] = dataclasses.replace(known, revoked_entry=entry.id)
+        merged = self._cuts.setdefault(member_key, {})
+        for key, last_seq in cuts.items():
+            merged[key] = min(last_seq, merged.get(key, last_seq))
 
     # -- ordinary entries ------------------------------------------------------------------
     def authorize_author(self, entry: Entry) -> str | None:
@@ -358,27 +641,75 @@ class MembershipLog:
         if author == self._admin_key:
             return None
         member = self._members.get(author)
+        device = self._devices.get(author)
+        if device is not None:
+            member = self._members.get(device.user_key)
         if member is None:
             return (
                 f"author {fingerprint_of(author)} is not a member of tenant {self._tenant_id.hex()}"
-            )
-        if member.revoked_entry is not None:
-            return (
-                f"author {member.identity} was revoked from tenant {self._tenant_id.hex()}"
-                f" (by entry {member.revoked_entry.hex()[:16]})"
             )
         if member.role == ROLE_MIRROR:
             return (
                 f"author {member.identity} is a mirror of tenant {self._tenant_id.hex()}:"
                 " mirrors may not write"
             )
+        cut = self.cut_of(author)
+        if cut is not None and entry.header.author_seq > cut:
+            who = f"device {device.identity} of {member.identity}" if device else member.identity
+            return (
+                f"author {who} was revoked from tenant {self._tenant_id.hex()}"
+                f" after their entry #{cut}; this entry is #{entry.header.author_seq}"
+            )
         return None
 
+    # -- revocation ------------------------------------------------------------------------
+    def cut_of(self, signing_key: bytes) -> int | None:
+        """The last ``author_seq`` still accepted from ``signing_key``: None when no revocation
+        limits it (it may write), an int when one does (every revocation of the member that
+        holds the key counts; the smallest cut wins; a key a revocation does not name gets 0)."""
+        member_cuts = self._cuts.get(signing_key)
+        if member_cuts is not None:
+            return member_cuts.get(signing_key, 0)
+        device = self._devices.get(signing_key)
+        if device is None:
+            return None
+        limits = []
+        if signing_key in self._device_cuts:
+            limits.append(self._device_cuts[signing_key])
+        user_cuts = self._cuts.get(device.user_key)
+        if user_cuts is not None:
+            limits.append(user_cuts.get(signing_key, 0))
+        return min(limits) if limits else None
+
+    def cuts(self) -> dict[bytes, int]:
+        """Every signing key a revocation limits -> the last ``author_seq`` accepted from it:
+        what a node enforces on the entries it already stored."""
+        found: dict[bytes, int] = {}
+        for key in [*self._cuts, *self._devices]:
+            cut = self.cut_of(key)
+            if cut is not None:
+                found[key] = cut
+        return found
+
     def is_member(self, signing_key: bytes) -> bool:
-        """True when ``signing_key`` was added and not revoked (the admin key counts only if
-        it was added as a member; :meth:`authorize_author` accepts it regardless)."""
+        """True when ``signing_key`` was added and not revoked, or is an active device of such
+        a member (the admin key counts only if it was added as a member;
+        :meth:`authorize_author` accepts it regardless)."""
+        device = self._devices.get(signing_key)
+        if device is not None:
+            if device.revoked_entry is not None:
+                return False
+            signing_key = device.user_key
         member = self._members.get(signing_key)
         return member is not None and member.revoked_entry is None
+
+    def device(self, signing_key: bytes) -> Device | None:
+        """The device record of ``signing_key``, revoked or not; None if never enrolled."""
+        return self._devices.get(signing_key)
+
+    def devices(self, user_key: bytes | None = None) -> list[Device]:
+        """Every device enrolled (of ``user_key`` only, when given), in order of enrolment."""
+        return [d for d in self._devices.values() if user_key is None or d.user_key == user_key]
 
     def member(self, signing_key: bytes) -> Member | None:
         """The member record of ``signing_key``, revoked or not; None if never added."""

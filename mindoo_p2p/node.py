@@ -13,7 +13,10 @@ processes may open the same home at once (LMDB and the keystore lock serialise t
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ from .crypto.keystore import KdfProfile, Keystore
 from .crypto.signing import SigningKeyPair
 from .entry import TENANT_LOG, Entry
 from .errors import (
+    DecodeError,
     InvalidNameError,
     KeystoreError,
     MindooError,
@@ -42,6 +46,7 @@ from .key_transfer import (
 )
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey
 from .membership import ROLE_MIRROR
+from .recovery import read_recovery_kit
 from .store import AppendResult, EntryStore, FsckReport
 from .tenant import Tenant, TenantSecrets, now_ms, tenant_id_for, validate_tenant_name
 
@@ -123,6 +128,88 @@ class Node:
             store.close()
             raise
 
+    @classmethod
+    def restore(
+        cls,
+        home: Path | str,
+        kit: bytes,
+        kit_password: str,
+        password: str,
+        *,
+        kdf: KdfProfile = KdfProfile.INTERACTIVE,
+    ) -> Node:
+        """Create a NEW node home from a recovery kit (`recovery.export_recovery_kit`).
+
+        The home gets the kit's identity and tenants (keys, admin seeds, database registry),
+        their tenant logs (verified and stored like any arrival, so the node knows its tenants'
+        members at once), a keystore under ``password`` (argon2id with ``kdf``) and a fresh
+        libp2p peer seed: a new device has a new peer id. Documents come back by syncing with
+        any peer or mirror of the tenants.
+
+        The kit is opened before anything is written. The home is built in a staging directory
+        inside ``home`` and its keystore is moved in last, so a failure leaves no node behind.
+        Raises DecodeError (not a kit, damaged) or WrongPasswordError (wrong kit password)
+        with nothing written; KeystoreError when ``home`` holds a node already (or stray node
+        files), or ``password`` is empty; VerificationError when a tenant log does not verify.
+        """
+        home = Path(home).expanduser()
+        if is_initialized(home):
+            raise KeystoreError(
+                f"a node already exists in {home}: a recovery kit restores into a new home only"
+            )
+        if not password:
+            raise KeystoreError("a password is required to protect the node's keys")
+        recovered = read_recovery_kit(kit, kit_password)
+        for name in (IDENTITY_FILE, STORE_DIR):
+            if os.path.lexists(home / name):
+                raise KeystoreError(
+                    f"{home} holds {name} but no keystore: restore into a new or empty directory"
+                )
+        created_home = not home.exists()
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stage = Path(tempfile.mkdtemp(prefix=".restore-", dir=home))
+        moved: list[Path] = []
+        try:
+            keystore = Keystore.create(
+                stage / KEYSTORE_FILE,
+                password,
+                {
+                    "format": KEYSTORE_FORMAT,
+                    "identity": recovered.identity.to_secret_dict(),
+                    "tenants": {t.tenant_id.hex(): t.secrets.to_dict() for t in recovered.tenants},
+                    "peer_seed": os.urandom(32).hex(),
+                },
+                kdf=kdf,
+            )
+            _write_atomic(stage / IDENTITY_FILE, recovered.identity.public().to_json().encode())
+            with cls(stage, keystore, EntryStore(stage / STORE_DIR)) as staged:
+                for tenant in recovered.tenants:
+                    rejected = staged.ingest(tenant.tenant_log).rejected
+                    if rejected:
+                        raise VerificationError(
+                            f"the tenant log of {tenant.name!r} in the recovery kit does not"
+                            f" verify: {rejected[0].reason}"
+                        )
+            os.rename(stage / STORE_DIR, home / STORE_DIR)
+            moved.append(home / STORE_DIR)
+            for name in (IDENTITY_FILE, KEYSTORE_FILE):  # the keystore last: it makes a node
+                os.link(stage / name, home / name)  # never replaces a file that appeared
+                moved.append(home / name)
+        except BaseException as exc:
+            for path in reversed(moved):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+            if created_home:
+                shutil.rmtree(home, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise KeystoreError(f"cannot restore into {home}: {exc.strerror or exc}") from None
+            raise
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        return cls.open(home, password)
+
     def close(self) -> None:
         self.store.close()
 
@@ -167,6 +254,8 @@ class Node:
             tenant = Tenant(self, TenantSecrets.from_dict(tenant_hex, data))
             self._tenants[tenant_id] = tenant
             tenant.load_membership()
+            if not self.store.readonly:
+                tenant.enforce_revocations()
 
     def reload(self) -> None:
         """Pick up tenants another process added to the keystore."""
@@ -246,6 +335,27 @@ class Node:
             )
         )
 
+    def enroll_device(self, tenant: Tenant, device: PublicIdentity) -> bytes:
+        """Enroll ``device`` (a new node of this node's user: laptop + phone) and return the
+        sealed enrolment for it to `join`: like an invite, with every key this node holds, but
+        the device signs with its own key, so losing it means revoking that device only
+        (`Tenant.revoke_device`). The admin key never travels."""
+        tenant.enroll_device(device)
+        keys = list(tenant.keyring)
+        log = [e.raw for e in self.store.iter_entries(tenant.id, TENANT_LOG)]
+        return seal_invite(
+            Invite(
+                tenant_id=tenant.id,
+                tenant_name=tenant.name,
+                admin_key=tenant.admin_key,
+                keys=keys,
+                membership_entries=log,
+                inviter=self.identity.public(),
+                invitee=device,
+                created_ms=now_ms(),
+            )
+        )
+
     def join(self, invite_bytes: bytes) -> Tenant:
         """Import a sealed invite addressed to this node's identity."""
         invite = open_invite(invite_bytes, self.identity)
@@ -311,6 +421,11 @@ class Node:
                 )
             if member is not None and not member.active:
                 raise VerificationError(f"{to} was revoked from tenant {tenant.name!r}")
+            device = tenant.membership.device(to.signing_key)
+            if device is not None and not tenant.membership.is_member(to.signing_key):
+                raise VerificationError(
+                    f"{to} is a revoked device (or of a revoked user) of tenant {tenant.name!r}"
+                )
         unannounced = [k for k in keys if tenant.membership.announced_key(k.key_id) is None]
         if unannounced and name == DEFAULT_KEY:
             raise VerificationError(
@@ -452,11 +567,13 @@ class Node:
         """
         try:
             result = self.store.append(entries, authorize=self.authorize, sealed_here=sealed_here)
+            result = self._retry_tenant_log(entries, result, sealed_here)
         except BaseException:
             # Membership state may have been advanced for a batch that did not commit.
             for tenant in self._tenants.values():
                 tenant.load_membership()
             raise
+        self._enforce_revocations(result.added)
         if self._listeners and result.added:
             given = {e.id: e for e in entries if isinstance(e, Entry)}
             added = [given.get(i) or self.store.get(i) for i in result.added]
@@ -465,9 +582,53 @@ class Node:
                 listener(stored, sealed_here)
         return result
 
+    def _retry_tenant_log(
+        self, entries: Sequence[Entry | bytes], result: AppendResult, sealed_here: bool
+    ) -> AppendResult:
+        """Offer refused tenant-log entries again while others land: a record may build on one
+        that sorted after it in the batch (a user's device enrolment, sealed with the user's
+        sequence numbers, before the admin's ADD of that user)."""
+        refused = {r.entry_id for r in result.rejected}
+        if not refused or not result.added:
+            return result
+        by_id: dict[bytes, Entry | bytes] = {}
+        for item in entries:
+            entry_id = item.id if isinstance(item, Entry) else hashlib.sha256(item).digest()
+            if entry_id in refused and _in_tenant_log(item):
+                by_id[entry_id] = item
+        added = list(result.added)
+        rejected = list(result.rejected)
+        while by_id:
+            again = self.store.append(
+                list(by_id.values()), authorize=self.authorize, sealed_here=sealed_here
+            )
+            if not again.added:
+                break
+            added += again.added
+            for entry_id in again.added:
+                by_id.pop(entry_id, None)
+            landed = set(again.added)
+            rejected = [r for r in rejected if r.entry_id not in landed]
+        return AppendResult(added, result.duplicates, rejected)
+
+    def _enforce_revocations(self, added: Sequence[bytes]) -> None:
+        """After entries land, retract what newly applied revocations no longer accept."""
+        if added:
+            for tenant in self._tenants.values():
+                tenant.enforce_new_revocations()
+
     # -- maintenance -------------------------------------------------------------------------
     def fsck(self) -> FsckReport:
         return self.store.fsck()
+
+
+def _in_tenant_log(item: Entry | bytes) -> bool:
+    if isinstance(item, Entry):
+        return item.database == TENANT_LOG
+    try:
+        return Entry.decode(item).database == TENANT_LOG
+    except DecodeError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -17,16 +17,26 @@ from typing import TYPE_CHECKING, Any
 
 from .crypto import SigningKeyPair
 from .entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind, validate_database_name
-from .errors import DecodeError, InvalidNameError, MindooError, MissingKeyError, NotFoundError
+from .errors import (
+    DecodeError,
+    InvalidNameError,
+    MindooError,
+    MissingKeyError,
+    NotFoundError,
+    VerificationError,
+)
 from .identity import PublicIdentity
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey, validate_key_name
 from .membership import (
     MAX_KEY_VERSION,
+    DeviceEnrolment,
+    DeviceRevocation,
     KeyAnnouncement,
     Member,
     MembershipAction,
     MembershipLog,
     MembershipRecord,
+    Revocation,
     TenantLogRecord,
     decode_tenant_log_record,
 )
@@ -36,6 +46,9 @@ if TYPE_CHECKING:
     from .node import Node
 
 TENANT_NAME_MAX = 128
+RESERVED_ROTATION = frozenset({DEFAULT_KEY, MEMBERSHIP_KEY})
+"""Keys `rotate_keys_held` does not list by name (default first; the membership key is
+never rotated)."""
 
 
 def tenant_id_for(admin_key: bytes) -> bytes:
@@ -128,6 +141,8 @@ class Tenant:
         self.membership = MembershipLog(secrets.tenant_id, secrets.admin_key)
         self._databases: dict[str, Database] = {}
         self._membership_entries: dict[bytes, Entry] = {}
+        self._enforced_cuts: dict[bytes, int] = {}
+        """The revocation cuts `enforce_revocations` last brought the store in line with."""
 
     # -- identity ----------------------------------------------------------------------------
     @property
@@ -205,22 +220,140 @@ class Tenant:
         for member in self.membership.members():
             if member.identity.signing_key == signing_key:
                 return member.identity.name
+        device = self.membership.device(signing_key)
+        if device is not None:
+            user = self.membership.member(device.user_key)
+            user_name = user.identity.name if user is not None else "?"
+            return f"{user_name} ({device.identity.name})"
         return None
 
     def add_member(self, identity: PublicIdentity, role: str = "member") -> Entry:
         return self._membership_entry(MembershipRecord(MembershipAction.ADD, identity, role))
 
-    def revoke_member(self, identity: PublicIdentity) -> Entry:
-        return self._membership_entry(MembershipRecord(MembershipAction.REVOKE, identity, "member"))
+    def revoke_member(
+        self, identity: PublicIdentity, *, accept_through: int | None = None
+    ) -> Entry:
+        """Revoke a member (admin only): from now on every node rejects its new entries.
 
-    def _membership_entry(self, record: TenantLogRecord) -> Entry:
-        if self._secrets.admin_seed is None:
-            what = "create keys" if isinstance(record, KeyAnnouncement) else "change membership"
-            raise MissingKeyError(
-                f"this node does not hold the admin key of tenant {self.name!r}:"
-                f" only the tenant admin can {what}"
+        The revocation names the last ``author_seq`` of the member that this node has stored:
+        those entries stay accepted everywhere, even where they arrive later; every entry with
+        a higher sequence number is rejected on arrival, or retracted where it was stored
+        before the revocation got there (see :mod:`mindoo_p2p.membership`). ``accept_through``
+        names another last accepted sequence number (e.g. 0: nothing of the member stays,
+        when its key leaked long ago). Raises NotFoundError
+        when ``identity`` was never added, MissingKeyError when this node is not the admin.
+        Revoking does not rotate keys: see `rotate_key` (history the member could read stays
+        readable to it either way).
+        """
+        member = self.membership.member(identity.signing_key)
+        if member is None:
+            raise NotFoundError(f"{identity} is not a member of tenant {self.name!r}")
+        key = identity.signing_key
+        if accept_through is None:
+            last_seq = self._stored_last_seq(key)
+        elif isinstance(accept_through, int) and accept_through >= 0:
+            last_seq = accept_through
+        else:
+            raise ValueError("accept_through must be an int >= 0")
+        cuts = {key: last_seq}
+        for device in self.membership.devices(key):  # every device of the member, at what we hold
+            held = self._stored_last_seq(device.identity.signing_key)
+            cuts[device.identity.signing_key] = held if accept_through is None else 0
+        return self._membership_entry(Revocation.of(key, cuts))
+
+    def rotate_keys_held(self) -> list[TenantKey]:
+        """Rotate ``default`` and every named key this node holds (admin only): what to do
+        after a revocation, since nobody can know which keys a member copied. Returns the new
+        versions. Later changes use them; what the revoked member could read before stays
+        readable to it, and remaining members need the new versions (`Node.export_key`)."""
+        names = [DEFAULT_KEY, *(n for n in self.keyring.names() if n not in RESERVED_ROTATION)]
+        return [self.rotate_key(name) for name in dict.fromkeys(names)]
+
+    def _stored_last_seq(self, signing_key: bytes) -> int:
+        return self._node.store.next_author_seq(self.id, signing_key) - 1
+
+    # -- devices -----------------------------------------------------------------------------
+    def enroll_device(self, device: PublicIdentity) -> Entry:
+        """Enroll ``device`` (another node of this node's user, with its own signing key) as a
+        device of this node's user, signed with this node's identity. Use `Node.enroll_device`,
+        which also seals the keys for the device. Raises VerificationError when the tenant log
+        refuses it (this node is not a member, is a device itself, the key is taken, ...)."""
+        me = self._node.identity.signing
+        if self.membership.member(me.public_key) is None:
+            raise VerificationError(
+                f"this node is not a member of tenant {self.name!r} (a device cannot enroll"
+                " devices: enroll from the user's first node)"
             )
-        admin = SigningKeyPair(self._secrets.admin_seed)
+        return self._membership_entry(DeviceEnrolment(me.public_key, device), author=me)
+
+    def revoke_device(self, device_key: bytes, *, accept_through: int | None = None) -> Entry:
+        """Revoke one device (by its signing key): the user's other devices are untouched.
+
+        Signed by this node's identity when it is the device's user, else by the admin key.
+        The cut is the device's last entry this node holds unless ``accept_through`` says
+        otherwise. NotFoundError when the key is not an enrolled device.
+        """
+        device = self.membership.device(device_key)
+        if device is None:
+            raise NotFoundError(f"{device_key.hex()[:16]} is not a device in tenant {self.name!r}")
+        if accept_through is None:
+            last_seq = self._stored_last_seq(device_key)
+        elif isinstance(accept_through, int) and accept_through >= 0:
+            last_seq = accept_through
+        else:
+            raise ValueError("accept_through must be an int >= 0")
+        record = DeviceRevocation(device.user_key, device_key, last_seq)
+        me = self._node.identity.signing
+        return self._membership_entry(
+            record, author=me if me.public_key == device.user_key else None
+        )
+
+    def enforce_new_revocations(self) -> list[Entry]:
+        """`enforce_revocations` when the revocations changed since it last ran, else nothing
+        (one comparison of the cuts: cheap enough to call after every ingest)."""
+        if self.membership.cuts() == self._enforced_cuts:
+            return []
+        return self.enforce_revocations()
+
+    def enforce_revocations(self) -> list[Entry]:
+        """Retract the stored entries that a revocation no longer accepts; return them.
+
+        Run after revocations land (and when the node opens, which repairs a crash between
+        storing a revocation and retracting): entries stored before the revocation arrived,
+        by a revoked key, above its cut, become unreadable here like on every node that
+        received the revocation first. Documents they touched are dropped from the caches and
+        re-materialized without them on the next read. Cheap when nothing is left to retract
+        (one lookup per revoked key).
+        """
+        retracted: list[Entry] = []
+        while True:
+            stored = self._node.store.authors(self.id)
+            newly: list[Entry] = []
+            for key, cut in sorted(self.membership.cuts().items()):
+                if stored.get(key, 0) > cut:
+                    newly += self._node.store.retract_authored_after(self.id, key, cut)
+            if not newly:
+                self._enforced_cuts = self.membership.cuts()
+                return retracted
+            retracted += newly
+            for entry in newly:
+                self.forget_document(entry.database, entry.document_id)
+            if not any(entry.database == TENANT_LOG for entry in newly):
+                continue
+            self.load_membership()  # a retracted membership record changes who may write
+
+    def _membership_entry(
+        self, record: TenantLogRecord, author: SigningKeyPair | None = None
+    ) -> Entry:
+        """Seal and store a tenant-log record, signed by the admin key (or ``author``)."""
+        if author is None:
+            if self._secrets.admin_seed is None:
+                what = "create keys" if isinstance(record, KeyAnnouncement) else "change membership"
+                raise MissingKeyError(
+                    f"this node does not hold the admin key of tenant {self.name!r}:"
+                    f" only the tenant admin can {what}"
+                )
+            author = SigningKeyPair(self._secrets.admin_seed)
         entry = self.seal(
             kind=EntryKind.MEMBERSHIP,
             database=TENANT_LOG,
@@ -228,7 +361,7 @@ class Tenant:
             deps=(),
             key=self.keyring.current(MEMBERSHIP_KEY),
             payload=record.encode(),
-            author=admin,
+            author=author,
         )
         self._node.commit([entry])
         return entry
@@ -271,6 +404,8 @@ class Tenant:
                 continue
             if isinstance(record, MembershipRecord) and record.action is MembershipAction.ADD:
                 self._membership_entries[record.member.signing_key] = entry
+            elif isinstance(record, DeviceEnrolment):
+                self._membership_entries[record.device.signing_key] = entry
         return self._membership_entries.get(signing_key)
 
     def admit(self, signing_key: bytes, evidence: bytes) -> bool:
@@ -288,12 +423,17 @@ class Tenant:
         return self.membership.is_member(signing_key)
 
     def load_membership(self) -> None:
-        """Rebuild membership state from the tenant log in the store."""
+        """Rebuild membership state from the tenant log in the store (retracted records
+        left out), applying records until no more apply (a record stored before what it
+        builds on applies on a later pass)."""
         self.membership = MembershipLog(self.id, self.admin_key)
-        entries = list(self._node.store.iter_entries(self.id, TENANT_LOG))
-        entries.sort(key=lambda e: (e.header.author_seq, e.timestamp_ms))
-        for entry in entries:
-            self.authorize(entry)
+        pending = list(self._node.store.iter_entries(self.id, TENANT_LOG))
+        pending.sort(key=lambda e: (e.header.author_seq, e.timestamp_ms))
+        while pending:
+            left = [entry for entry in pending if self.authorize(entry) is not None]
+            if len(left) == len(pending):
+                return
+            pending = left
 
     # -- named keys --------------------------------------------------------------------------
     def create_key(self, name: str) -> TenantKey:
@@ -361,6 +501,77 @@ class Tenant:
                     self._membership_entry(KeyAnnouncement(info.key_id, name, info.version))
             self._membership_entry(KeyAnnouncement(key.key_id, key.name, key.version))
         return key
+
+    def shred_key(self, name: str) -> list[int]:
+        """Crypto-shredding: destroy every version of key ``name`` held on this node, so that
+        this node can never read again what those versions sealed. Returns the destroyed
+        versions, sorted. Any member may shred its own copies; the admin too.
+
+        Steps, each safe to crash after (a crash before step 3 leaves the key held: run it
+        again): 1. find the documents of this tenant with at least one entry sealed under the
+        key (entry headers only, no decryption; one scan of the tenant's entries) or a snapshot
+        sealed under it; 2. delete their snapshot rows: a snapshot is materialized state, and a
+        document mixing keys may have one under another key; 3. remove the versions from the
+        keyring in place (every `Database` of the tenant shares it) and save the keystore (on
+        failure they are put back and the error raised); 4. drop those documents from the
+        in-memory caches. Reading them then raises "no key 'NAME' for this document".
+
+        The log is never touched: the entries stay stored, verified, listed and synced, as
+        ciphertext. Erasure is complete only once every other holder shreds too and every
+        key file exported earlier is destroyed (see docs/architecture.md). Older copies of
+        the keystore file (backups, file-system snapshots) still hold the key under the
+        password.
+
+        Raises :class:`InvalidNameError` for ``default`` (every document not under a named
+        key would become unreadable: rotate it instead), ``$membership`` (the tenant log
+        needs it) or a bad name, :class:`MissingKeyError` when this node holds no version
+        of the key, :class:`MindooError` inside a write batch.
+        """
+        validate_key_name(name)
+        if name == DEFAULT_KEY:
+            raise InvalidNameError(
+                f"the {DEFAULT_KEY!r} key cannot be shredded: every document not under a named"
+                " key would become unreadable; rotate it instead, and keep personal data under"
+                " named keys so that it can be shredded"
+            )
+        if name == MEMBERSHIP_KEY:
+            raise InvalidNameError(
+                f"the {MEMBERSHIP_KEY!r} key cannot be shredded: it opens the tenant log"
+                " (members and key announcements), which every member and mirror needs"
+            )
+        doomed = [key for key in self.keyring if key.name == name]
+        if not doomed:
+            raise MissingKeyError(f"no key {name!r} on this node: there is nothing to shred")
+        if self._node.current_batch is not None:
+            raise MindooError("a key cannot be shredded inside a write batch")
+        doomed_ids = {key.key_id for key in doomed}
+        store = self._node.store
+        affected: dict[str, set[bytes]] = {}
+        for database in store.databases(self.id):
+            if database == TENANT_LOG:
+                continue
+            found = affected.setdefault(database, set())
+            for entry in store.iter_entries(self.id, database):
+                if entry.header.key_id in doomed_ids:
+                    found.add(entry.document_id)
+            for document_id in store.documents(self.id, database):
+                snapshot = store.get_snapshot(self.id, database, document_id)
+                if snapshot is not None and snapshot[1][:16] in doomed_ids:
+                    found.add(document_id)
+        for database, document_ids in affected.items():
+            store.delete_snapshots(self.id, database, document_ids)
+        for key in doomed:
+            self.keyring.discard(key.key_id)
+        try:
+            self._node.save_tenant(self._secrets)
+        except BaseException:
+            for key in doomed:
+                self.keyring.add(key)
+            raise
+        for database, document_ids in affected.items():
+            for document_id in document_ids:
+                self.forget_document(database, document_id)
+        return sorted(key.version for key in doomed)
 
     def key_directory(self) -> list[KeyInfo]:
         """Every key version this node knows of: announced in the tenant log, held here, or

@@ -27,4 +27,5 @@ def make_node(tmp_path: Path) -> Iterator[Callable[[str], Node]]:
     for node in nodes:
         node.close()
 
+
 pytest_plugins = ["mindoo_p2p.testing.pytest_plugin"]

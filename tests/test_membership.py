@@ -31,9 +31,7 @@ STRANGER = UserIdentity.generate("Stranger")
 _SEQ = count(1)
 
 
-def record(
-    action: MembershipAction, who: UserIdentity, role: str = "member"
-) -> MembershipRecord:
+def record(action: MembershipAction, who: UserIdentity, role: str = "member") -> MembershipRecord:
     return MembershipRecord(action=action, member=who.public(), role=role)
 
 
@@ -181,9 +179,7 @@ def test_stranger_is_rejected() -> None:
     log = MembershipLog(TENANT_ID, ADMIN.public_key)
     apply(log, record(MembershipAction.ADD, ALICE))
     reason = log.authorize_author(written_by(STRANGER))
-    assert reason == (
-        f"author {STRANGER.fingerprint} is not a member of tenant {TENANT_ID.hex()}"
-    )
+    assert reason == (f"author {STRANGER.fingerprint} is not a member of tenant {TENANT_ID.hex()}")
     assert not log.is_member(STRANGER.signing.public_key)
 
 
@@ -245,9 +241,7 @@ def test_record_not_signed_by_admin_is_rejected() -> None:
         ({"kind": EntryKind.CHANGE}, "not MEMBERSHIP"),
     ],
 )
-def test_misplaced_membership_entries_are_rejected(
-    kwargs: dict[str, object], message: str
-) -> None:
+def test_misplaced_membership_entries_are_rejected(kwargs: dict[str, object], message: str) -> None:
     log = MembershipLog(TENANT_ID, ADMIN.public_key)
     rec = record(MembershipAction.ADD, ALICE)
     entry = membership_entry(rec, **kwargs)

@@ -288,9 +288,7 @@ def _read_file(path: Path) -> bytes:
     except OSError as exc:
         raise KeystoreError(f"no keystore at {path}: cannot read it ({exc.strerror})") from None
     if len(data) > MAX_FILE_SIZE:
-        raise KeystoreError(
-            f"no keystore at {path}: the file is larger than {MAX_FILE_SIZE} bytes"
-        )
+        raise KeystoreError(f"no keystore at {path}: the file is larger than {MAX_FILE_SIZE} bytes")
     return data
 
 

@@ -34,7 +34,10 @@ What happens to a message that reaches this node, in order:
    that decodes strictly within its bounds; for an inline entry, the caller's
    ``validate(raw_entry)`` (hash, signature, membership). A rejected message is neither
    delivered nor forwarded; ``on_invalid(peer_id, reason)`` hears of malformed frames and
-   failed validation so the daemon can score the forwarder. Every input is bounded before
+   failed validation (``validate`` returned False) so the daemon can score the forwarder.
+   ``validate`` returns None for an authentic entry this node does not accept that is not the
+   forwarder's fault (e.g. by an author revoked after the forwarder stored it): it is dropped
+   the same way, and nobody is scored. Every input is bounded before
    work is done on it: RPCs at 1 MiB, frames at MAX_INLINE_ENTRY + 2 bytes, and ``validate``
    only sees a strictly decoded inline entry. Our own publishes are not passed to
    ``validate`` (the daemon has just sealed them).
@@ -309,7 +312,9 @@ class GossipStats:
 
 EntryCallback = Callable[[bytes, str], Awaitable[None] | None]
 AnnounceCallback = Callable[[bytes, str], None]
-Validator = Callable[[bytes], bool]
+Validator = Callable[[bytes], bool | None]
+"""True: accept; False: invalid (the forwarder is scored); None: not accepted here, nobody's
+fault (dropped, not scored)."""
 AdmitCallback = Callable[[str, str], bool]
 InvalidCallback = Callable[[str, str], None]
 
@@ -846,14 +851,18 @@ class GossipService:
         )
         return self._verdict(forwarder, valid)
 
-    def _run_validate(self, raw_entry: bytes) -> bool:
+    def _run_validate(self, raw_entry: bytes) -> bool | None:
         try:
-            return bool(self._validate(raw_entry))
+            verdict = self._validate(raw_entry)
         except Exception:
             logger.exception("gossip validate callback failed")
             return False
+        return None if verdict is None else bool(verdict)
 
-    def _verdict(self, forwarder: ID, valid: bool) -> bool:
+    def _verdict(self, forwarder: ID, valid: bool | None) -> bool:
+        if valid is None:
+            self._stats.rejected += 1  # not the forwarder's fault: dropped, nobody scored
+            return False
         if not valid:
             self._reject(forwarder, "entry failed validation")
         return valid

@@ -7,7 +7,8 @@ environment (it simply never writes); a writable store cannot share a read-only 
 
 A writable open upgrades a store of an older schema version (`UPGRADABLE_SCHEMA_VERSIONS`) in
 place, in the same write transaction as the version bump (1 -> 2 builds the reconciliation
-index by one scan); a read-only open refuses it with a StoreError saying so.
+index, 2 -> 3 the author index, each by one scan); a read-only open refuses it with a
+StoreError saying so.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ._layout import (
     unpack_schema_version,
 )
 from ._recon_index import rebuild_recon_index
+from ._retraction import build_author_index
 
 
 @dataclass(eq=False)
@@ -144,8 +146,11 @@ def _open_tables(env: lmdb.Environment, path: Path, *, readonly: bool) -> Tables
                 stored = pack_schema_version(SCHEMA_VERSION)
                 txn.put(SCHEMA_KEY, stored, db=tables.meta)
             elif stored is not None and unpack_schema_version(stored) in UPGRADABLE_SCHEMA_VERSIONS:
-                # 1 -> 2: build the reconciliation index once, atomically with the version bump.
-                rebuild_recon_index(txn, tables)
+                # Build what the old version lacks once, atomically with the version bump:
+                # 1 -> 2 the reconciliation index, 2 -> 3 the author index.
+                if unpack_schema_version(stored) == 1:
+                    rebuild_recon_index(txn, tables)
+                build_author_index(txn, tables)
                 stored = pack_schema_version(SCHEMA_VERSION)
                 txn.put(SCHEMA_KEY, stored, db=tables.meta)
     version = None if stored is None else unpack_schema_version(stored)
@@ -169,5 +174,5 @@ def _refuse_old_version_readonly(env: lmdb.Environment, path: Path) -> None:
     if version in UPGRADABLE_SCHEMA_VERSIONS:
         raise StoreError(
             f"entry store {path} has schema version {version}; open it once writable to upgrade"
-            f" it to version {SCHEMA_VERSION} (this builds its reconciliation index)"
+            f" it to version {SCHEMA_VERSION} (this builds its missing indexes)"
         )

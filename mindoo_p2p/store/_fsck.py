@@ -40,6 +40,7 @@ from ._layout import (
     SCOPE_SIZE,
     SEQ_SIZE,
     Tables,
+    author_idx_key,
     scope_key,
     unpack_schema_version,
     unpack_seq,
@@ -61,6 +62,10 @@ class _State:
     indexed: dict[bytes, bytes] = field(default_factory=dict)
     """id -> tenant of every entry reached through the feed."""
     feed_rows: int = 0
+    author_rows: int = 0
+    """Feed entries whose ``author_idx`` row was found."""
+    unreadable_entries: int = 0
+    """Feed entries that could not be read (their author_idx row cannot be checked)."""
     last_seq: dict[bytes, int] = field(default_factory=dict)
     first_seq: dict[bytes, int] = field(default_factory=dict)
     author_max: dict[bytes, int] = field(default_factory=dict)
@@ -136,6 +141,7 @@ def _check_feed(state: _State) -> None:
         if entry is None:
             # Reported already; count its bytes and stop expecting exact derived rows here.
             state.recon.tolerate(value)
+            state.unreadable_entries += 1
             state.indexed[value] = b""
             state.unreadable_scopes.add(scope)
             raw = txn.get(value, db=tables.entries)
@@ -143,7 +149,13 @@ def _check_feed(state: _State) -> None:
             continue
         header = entry.header
         state.indexed[value] = header.tenant_id
-        state.recon.expect(entry)
+        if txn.get(value, db=tables.retracted) is None:
+            state.recon.expect(entry)
+        row = author_idx_key(header.tenant_id, header.author, header.author_seq, value)
+        if txn.get(row, db=tables.author_idx) is None:
+            state.problem(value, "author_idx", "entry has no row")
+        else:
+            state.author_rows += 1
         if scope_key(header.tenant_id, header.database) != scope:
             state.problem(value, "feed", "row scope differs from the entry's tenant/database")
             continue
@@ -262,6 +274,25 @@ def _check_log(state: _State) -> None:
         state.problem(entry_id, "log", "entry is missing from the log")
 
 
+def _check_author_index(state: _State) -> None:
+    """``author_idx`` holds one row per feed entry (each was looked up by the feed pass) and
+    nothing else; every ``retracted`` row names a stored entry of its tenant."""
+    txn, tables = state.txn, state.tables
+    rows = int(txn.stat(tables.author_idx)["entries"])
+    if not state.author_rows <= rows <= state.author_rows + state.unreadable_entries:
+        state.problem(
+            None, "author_idx", f"{rows} rows where the feed's entries give {state.author_rows}"
+        )
+    for key, value in txn.cursor(tables.retracted):
+        tenant = state.indexed.get(key)
+        if len(key) != ID_SIZE or len(value) != TENANT_ID_SIZE:
+            state.problem(None, "retracted", f"malformed row {key.hex()}")
+        elif tenant is None:
+            state.problem(key, "retracted", "row names an entry not in the feed")
+        elif tenant and tenant != value:
+            state.problem(key, "retracted", "row tenant differs from the entry's")
+
+
 def _check_snapshots(state: _State) -> None:
     for key, value in state.txn.cursor(state.tables.snapshots):
         if len(key) != DOC_KEY_SIZE or len(value) < SEQ_SIZE:
@@ -321,6 +352,7 @@ def run_fsck(env: lmdb.Environment, tables: Tables) -> FsckReport:
                 ),
             ),
             ("log", lambda: _check_log(state)),
+            ("author_idx", lambda: _check_author_index(state)),
             ("snapshots", lambda: _check_snapshots(state)),
             ("recon_idx", lambda: state.recon.check(txn, tables, state.problem)),
         ]

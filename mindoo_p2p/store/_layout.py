@@ -18,6 +18,8 @@ Named sub-databases (``scope`` = :func:`scope_key`, 32 bytes; ``seq`` = BE64)::
     snapshots   scope(32) + doc_id(16)            -> BE64(covered seq) + caller-encrypted blob
     recon_idx   scope(32) + BE64(timestamp_ms) + id(32)        -> b""   (reconciliation items)
     recon_agg   scope(32) + level(u8) + BE64(ts >> shift[level]) -> BE64(count) + sum(32, LE)
+    author_idx  tenant_id(16) + author(32) + BE64(author_seq) + id(32) -> b""
+    retracted   id(32)                            -> tenant_id(16)   no longer accepted
 
 A database's last sequence number is never stored: it is the last ``feed`` key with the scope
 prefix. Sequences are dense (1, 2, 3, ...) because nothing is ever deleted.
@@ -27,6 +29,14 @@ entry, in Negentropy's (timestamp, id) order, except entries whose timestamp is 
 2**64-1; ``recon_agg`` holds, per scope and level, the count and the sum (mod 2**256, of the ids
 as little-endian integers) of the items in each time bucket of ``2**RECON_SHIFTS[level]`` ms.
 Schema version 1 had neither: opening such a store writable builds them once (one scan).
+
+``author_idx`` lists every stored entry by (tenant, author, author_seq): a revocation that names
+the last sequence number it accepts from an author finds the author's later entries with one
+range scan. ``retracted`` marks stored entries that a revocation withdrew after they were
+stored: their bytes stay (the log is append-only, and audit can read them), their feed and
+document rows stay, but every read skips them and the reconciliation index no longer holds
+them, so the accepted set is what every other node holds. Schema version 2 had neither table:
+opening such a store writable builds ``author_idx`` once (one scan); ``retracted`` starts empty.
 """
 
 from __future__ import annotations
@@ -39,10 +49,11 @@ import lmdb
 
 from ..entry import DOCUMENT_ID_SIZE, ID_SIZE, TENANT_ID_SIZE
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_KEY = b"schema_version"
-UPGRADABLE_SCHEMA_VERSIONS = frozenset({1})
-"""Older versions a writable open upgrades in place (1 -> 2: build the reconciliation index)."""
+UPGRADABLE_SCHEMA_VERSIONS = frozenset({1, 2})
+"""Older versions a writable open upgrades in place (1 -> 2: build the reconciliation index;
+2 -> 3: build the author index)."""
 
 SCOPE_SIZE = 32
 SEQ_SIZE = 8
@@ -58,6 +69,7 @@ RECON_SHIFTS = (18, 24, 30, 36)
 RECON_IDX_KEY_SIZE = SCOPE_SIZE + SEQ_SIZE + ID_SIZE
 RECON_AGG_KEY_SIZE = SCOPE_SIZE + 1 + SEQ_SIZE
 RECON_AGG_VALUE_SIZE = SEQ_SIZE + ID_SIZE
+AUTHOR_IDX_KEY_SIZE = AUTHOR_KEY_SIZE + SEQ_SIZE + ID_SIZE
 
 _BE64 = struct.Struct(">Q")
 _BE32 = struct.Struct(">I")
@@ -96,6 +108,11 @@ def scope_key(tenant_id: bytes, database: str) -> bytes:
 def recon_idx_key(scope: bytes, timestamp_ms: int, entry_id: bytes) -> bytes:
     """The ``recon_idx`` key of an item: its bytewise order is (timestamp, id) order."""
     return scope + _BE64.pack(timestamp_ms) + entry_id
+
+
+def author_idx_key(tenant_id: bytes, author: bytes, author_seq: int, entry_id: bytes) -> bytes:
+    """The ``author_idx`` key of an entry: bytewise order is (tenant, author, author_seq, id)."""
+    return tenant_id + author + _BE64.pack(author_seq) + entry_id
 
 
 def recon_agg_key(scope: bytes, level: int, bucket: int) -> bytes:
@@ -139,6 +156,8 @@ class Tables:
     snapshots: lmdb._Database
     recon_idx: lmdb._Database
     recon_agg: lmdb._Database
+    author_idx: lmdb._Database
+    retracted: lmdb._Database
 
 
 TABLE_NAMES: tuple[str, ...] = (
@@ -154,6 +173,8 @@ TABLE_NAMES: tuple[str, ...] = (
     "snapshots",
     "recon_idx",
     "recon_agg",
+    "author_idx",
+    "retracted",
 )
 """The sub-database names, in the order of the :class:`Tables` fields."""
 

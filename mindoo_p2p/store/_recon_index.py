@@ -129,6 +129,39 @@ def index_items(
     return len(added)
 
 
+def unindex_items(
+    txn: lmdb.Transaction[bytes], tables: Tables, items: Iterable[tuple[bytes, int, bytes]]
+) -> int:
+    """Remove ``(scope, timestamp_ms, id)`` items from the index (the inverse of
+    :func:`index_items`), in the caller's write transaction; items not indexed are ignored.
+
+    Only retraction (a revocation withdrawing stored entries) removes items. Every aggregate row
+    the removed items touch is updated once, and deleted when its count reaches zero. Returns how
+    many items were removed; StoreError when a touched aggregate row is malformed or would go
+    negative (the caller's transaction then aborts).
+    """
+    keys = sorted(
+        scope + pack_seq(timestamp) + entry_id
+        for scope, timestamp, entry_id in items
+        if timestamp != MAX_TIMESTAMP
+    )
+    removed = [key for key in keys if txn.delete(key, db=tables.recon_idx)]
+    rows = aggregate_rows(leaf_sums(removed))
+    agg_db = tables.recon_agg
+    for row_key in sorted(rows):
+        count, id_sum = rows[row_key]
+        stored = txn.get(row_key, db=agg_db)
+        parsed = None if stored is None else unpack_recon_agg(stored)
+        if parsed is None or parsed[0] < count:
+            raise _corrupt(f"recon_agg row {row_key.hex()} does not cover the removed items")
+        left = parsed[0] - count
+        if left == 0:
+            txn.delete(row_key, db=agg_db)
+        else:
+            txn.put(row_key, pack_recon_agg(left, parsed[1] - id_sum), db=agg_db)
+    return len(removed)
+
+
 def leaf_sums(idx_keys: Iterable[bytes]) -> dict[tuple[bytes, int], list[int]]:
     """``(scope, leaf bucket) -> [count, id sum]`` of well-formed ``recon_idx`` keys."""
     leaves: dict[tuple[bytes, int], list[int]] = {}
@@ -186,8 +219,9 @@ def _decode_stored(key: bytes, raw: bytes) -> Entry | None:
 
 
 def rebuild_recon_index(txn: lmdb.Transaction[bytes], tables: Tables) -> int:
-    """Empty ``recon_idx`` and ``recon_agg`` and index again every entry the feed lists (one
-    scan of ``feed``, in the caller's write transaction), as the appends did. Entries that are
+    """Empty ``recon_idx`` and ``recon_agg`` and index again every entry the feed lists and no
+    revocation retracted (one scan of ``feed``, in the caller's write transaction), as the
+    appends (and retractions) did. Entries that are
     missing, do not decode or do not hash to their key are left out (fsck reports them).
     Returns the number of items indexed."""
     txn.drop(tables.recon_idx, delete=False)
@@ -196,6 +230,8 @@ def rebuild_recon_index(txn: lmdb.Transaction[bytes], tables: Tables) -> int:
     indexed = 0
     chunk: list[tuple[bytes, int, bytes]] = []
     for entry_id in txn.cursor(tables.feed).iternext(keys=False, values=True):
+        if txn.get(entry_id, db=tables.retracted) is not None:
+            continue  # withdrawn by a revocation: not part of the reconciled set
         raw = txn.get(entry_id, db=tables.entries)
         entry = None if raw is None else _decode_stored(entry_id, raw)
         if entry is None:

@@ -14,7 +14,7 @@ import lmdb
 
 from ..entry import Entry
 from ..errors import StoreError
-from ._layout import SEQ_SIZE, Tables, pack_seq, scope_key, unpack_seq
+from ._layout import SEQ_SIZE, Tables, author_idx_key, pack_seq, scope_key, unpack_seq
 from ._recon_index import index_items
 
 
@@ -93,6 +93,7 @@ def write_entries(
     size_added: dict[bytes, int] = {}
     database_keys: set[bytes] = set()
     recon_items: list[tuple[bytes, int, bytes]] = []
+    author_rows: list[tuple[bytes, bytes]] = []
 
     for entry in added:
         header = entry.header
@@ -115,12 +116,16 @@ def write_entries(
         author_key = header.tenant_id + header.author
         if author_max.get(author_key, 0) < header.author_seq:
             author_max[author_key] = header.author_seq
+        author_rows.append(
+            (author_idx_key(header.tenant_id, header.author, header.author_seq, entry.id), b"")
+        )
         size_added[scope] += len(entry.raw)
         recon_items.append((scope, header.timestamp_ms, entry.id))
 
     _put_sorted(txn, tables.feed, feed_rows, "feed")
     _put_sorted(txn, tables.doc_idx, doc_rows, "doc_idx")
     _put_sorted(txn, tables.log, log_rows, "log")
+    _put_sorted(txn, tables.author_idx, author_rows, "author_idx")
     for doc_key, seq_bytes in first_seq.items():
         txn.put(doc_key, seq_bytes, overwrite=False, db=tables.documents)
     for database_key in database_keys:

@@ -14,7 +14,9 @@ environment is opened with ``sync=True, metasync=True``), so a crash never leave
 LMDB serialises writers across processes.
 
 Nothing is ever overwritten or deleted through this API, except the snapshot cache, which holds
-derived data (encrypted by the caller) and may be replaced at any time.
+derived data (encrypted by the caller) and may be replaced at any time. A revocation may
+*retract* stored entries (`retract_authored_after`, see :mod:`._retraction`): they stay stored
+(`get`, `has`, `count` and `fsck` still see them) but every other read skips them.
 
 Every byte read back from disk is checked: an entry must decode and hash to its key, or the
 read raises :class:`~mindoo_p2p.errors.StoreError` (`fsck` reports instead of raising).
@@ -22,7 +24,7 @@ read raises :class:`~mindoo_p2p.errors.StoreError` (`fsck` reports instead of ra
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +55,7 @@ from ._layout import (
     unpack_seq,
 )
 from ._recon_index import DEFAULT_CACHE_ROWS, LmdbReconStorage, rebuild_recon_index
+from ._retraction import authored_after, retract
 from ._writer import last_seq_in, write_entries
 from .results import AppendResult, Authorizer, FeedItem, FsckReport, Rejected
 
@@ -268,6 +271,31 @@ class EntryStore:
             raise StoreError(f"malformed snapshot row for document {document_id.hex()}: run fsck")
         return unpack_seq(value[:SEQ_SIZE]), value[SEQ_SIZE:]
 
+    def delete_snapshots(
+        self, tenant_id: bytes, database: str, document_ids: Iterable[bytes]
+    ) -> int:
+        """Delete the snapshot rows of these documents (derived cache, never entries), all in
+        one durable write transaction; return how many rows existed and were deleted.
+
+        Used by crypto-shredding: a snapshot is a document's materialized state. LMDB frees the
+        pages without overwriting them, so what was in them stays on disk until reused; that
+        is the caller's ciphertext. Raises ValueError on malformed arguments (nothing deleted),
+        StoreError when the store cannot be written.
+        """
+        _check_scope_args(tenant_id, database)
+        wanted = [bytes(document_id) for document_id in document_ids]
+        if any(len(document_id) != DOCUMENT_ID_SIZE for document_id in wanted):
+            raise ValueError(f"document ids must be {DOCUMENT_ID_SIZE} bytes")
+        if not wanted:
+            return 0
+        scope = scope_key(tenant_id, database)
+        with self._writing() as txn:
+            return sum(
+                1
+                for document_id in sorted(set(wanted))
+                if txn.delete(scope + document_id, db=self._tables.snapshots)
+            )
+
     # -- reads by id -------------------------------------------------------------------------
     def get(self, entry_id: bytes) -> Entry | None:
         """The stored entry, or None. StoreError if its stored bytes are corrupt."""
@@ -358,13 +386,15 @@ class EntryStore:
         prefix = scope_key(tenant_id, database) + bytes(document_id)
         found: list[tuple[int, Entry]] = []
         with self._reading() as txn:
+            retracted = self._retraction_check(txn)
             cursor = txn.cursor(self._tables.doc_idx)
             if cursor.set_range(prefix + pack_seq(max(after_seq, 0) + 1)):
                 for key, value in cursor:
                     if not key.startswith(prefix):
                         break
                     seq = _suffix_seq(key, len(prefix), "doc_idx")
-                    found.append((seq, self._load_indexed(txn, value)))
+                    if retracted is None or not retracted(value):
+                        found.append((seq, self._load_indexed(txn, value)))
         return found
 
     def document_updates(
@@ -386,13 +416,14 @@ class EntryStore:
         found: list[tuple[int, Entry]] = []
         last = after_seq
         with self._reading() as txn:
+            retracted = self._retraction_check(txn)
             cursor = txn.cursor(self._tables.doc_idx)
             if cursor.set_range(prefix + pack_seq(max(after_seq, 0) + 1)):
                 for key, value in cursor:
                     if not key.startswith(prefix):
                         break
                     last = _suffix_seq(key, len(prefix), "doc_idx")
-                    if value not in known_ids:
+                    if value not in known_ids and (retracted is None or not retracted(value)):
                         found.append((last, self._load_indexed(txn, value)))
         return found, last
 
@@ -402,7 +433,12 @@ class EntryStore:
             return 0
         prefix = scope_key(tenant_id, database) + bytes(document_id)
         with self._reading() as txn:
-            return sum(1 for _ in _keys_with_prefix(txn, self._tables.doc_idx, prefix))
+            retracted = self._retraction_check(txn)
+            return sum(
+                1
+                for _, value in _rows_with_prefix(txn, self._tables.doc_idx, prefix)
+                if retracted is None or not retracted(value)
+            )
 
     def changes_since(
         self, tenant_id: bytes, database: str, cursor: int = 0, limit: int = 1000
@@ -410,7 +446,8 @@ class EntryStore:
         """Feed items with seq > ``cursor``, ascending, at most ``min(limit, MAX_FEED_PAGE)``.
 
         Returns ``(items, next_cursor)``: the last seq returned, or ``cursor`` when none. The
-        feed only grows, so the same cursor gives the same items forever.
+        feed only grows; the same cursor gives the same items, except entries a revocation
+        retracted since (they are skipped: seqs may then have gaps).
         """
         if cursor < 0 or limit < 1:
             raise ValueError("cursor must be >= 0 and limit >= 1")
@@ -420,12 +457,15 @@ class EntryStore:
         scope = scope_key(tenant_id, database)
         items: list[FeedItem] = []
         with self._reading() as txn:
+            retracted = self._retraction_check(txn)
             feed = txn.cursor(self._tables.feed)
             if feed.set_range(scope + pack_seq(cursor + 1)):
                 for key, value in feed:
                     if not key.startswith(scope) or len(items) >= limit:
                         break
                     seq = _suffix_seq(key, SCOPE_SIZE, "feed")
+                    if retracted is not None and retracted(value):
+                        continue
                     header = self._load_indexed(txn, value).header
                     items.append(
                         FeedItem(
@@ -465,7 +505,8 @@ class EntryStore:
         database: str | None = None,
         since_seq: int = 0,
     ) -> Iterator[Entry]:
-        """Stored entries in arrival order: all, one tenant's, or one database's.
+        """Stored entries in arrival order: all, one tenant's, or one database's (retracted
+        entries left out).
 
         With ``database`` (which needs ``tenant_id``), only that database's entries with feed
         seq > ``since_seq``. Reads in pages, each in its own short read transaction, so a slow
@@ -487,16 +528,20 @@ class EntryStore:
         next_seq = since_seq + 1
         while next_seq <= _MAX_SEQ:
             page: list[Entry] = []
+            scanned = 0
             with self._reading() as txn:
+                retracted = self._retraction_check(txn)
                 cursor = txn.cursor(self._tables.feed)
                 if cursor.set_range(scope + pack_seq(next_seq)):
                     for key, value in cursor:
-                        if not key.startswith(scope) or len(page) >= _ITER_PAGE:
+                        if not key.startswith(scope) or scanned >= _ITER_PAGE:
                             break
+                        scanned += 1
                         next_seq = _suffix_seq(key, SCOPE_SIZE, "feed") + 1
-                        page.append(self._load_indexed(txn, value))
+                        if retracted is None or not retracted(value):
+                            page.append(self._load_indexed(txn, value))
             yield from page
-            if len(page) < _ITER_PAGE:
+            if scanned < _ITER_PAGE:
                 return
 
     def _iter_log(self, tenant_id: bytes | None) -> Iterator[Entry]:
@@ -505,6 +550,7 @@ class EntryStore:
             page: list[Entry] = []
             scanned = 0
             with self._reading() as txn:
+                retracted = self._retraction_check(txn)
                 cursor = txn.cursor(self._tables.log)
                 if cursor.set_range(pack_seq(next_seq)):
                     for key, value in cursor:
@@ -514,7 +560,9 @@ class EntryStore:
                         if len(key) != SEQ_SIZE or len(value) != LOG_VALUE_SIZE:
                             raise StoreError("malformed log row: run fsck")
                         next_seq = unpack_seq(key) + 1
-                        if tenant_id is None or value[:TENANT_ID_SIZE] == tenant_id:
+                        if tenant_id is not None and value[:TENANT_ID_SIZE] != tenant_id:
+                            continue
+                        if retracted is None or not retracted(value[TENANT_ID_SIZE:]):
                             page.append(self._load_indexed(txn, value[TENANT_ID_SIZE:]))
             yield from page
             if scanned < _ITER_PAGE or next_seq > _MAX_SEQ:
@@ -535,6 +583,63 @@ class EntryStore:
             "last_seq": last,
             "bytes": 0 if size is None else unpack_seq(size),
         }
+
+    # -- revocation ---------------------------------------------------------------------------
+    def authors(self, tenant_id: bytes) -> dict[bytes, int]:
+        """Every author with stored entries in the tenant -> the highest author_seq stored
+        (retracted entries included)."""
+        if len(tenant_id) != TENANT_ID_SIZE:
+            raise ValueError(f"tenant_id must be {TENANT_ID_SIZE} bytes")
+        found: dict[bytes, int] = {}
+        with self._reading() as txn:
+            for key, value in _rows_with_prefix(txn, self._tables.author_seq, bytes(tenant_id)):
+                if len(key) != AUTHOR_KEY_SIZE or len(value) != SEQ_SIZE:
+                    raise StoreError("malformed author_seq row: run fsck")
+                found[key[TENANT_ID_SIZE:]] = unpack_seq(value)
+        return found
+
+    def retract_authored_after(
+        self, tenant_id: bytes, author: bytes, after_seq: int
+    ) -> list[Entry]:
+        """Retract every stored entry by ``author`` in the tenant with author_seq >
+        ``after_seq`` that is not retracted yet, in one durable write transaction; return them.
+
+        Called when a revocation names ``after_seq`` as the last sequence number it accepts
+        from ``author``. Idempotent: a second call retracts nothing more.
+        """
+        if after_seq < 0:
+            raise ValueError("after_seq must be >= 0")
+        with self._reading() as txn:
+            if not authored_after(txn, self._tables, bytes(tenant_id), bytes(author), after_seq):
+                return []
+        with self._writing() as wtxn:
+            ids = authored_after(wtxn, self._tables, bytes(tenant_id), bytes(author), after_seq)
+            entries = [self._load_indexed(wtxn, entry_id) for entry_id in ids]
+            retract(wtxn, self._tables, entries)
+        return entries
+
+    def is_retracted(self, entry_id: bytes) -> bool:
+        """True when ``entry_id`` is stored but a revocation retracted it."""
+        if len(entry_id) != ID_SIZE:
+            return False
+        with self._reading() as txn:
+            return txn.get(bytes(entry_id), db=self._tables.retracted) is not None
+
+    def retracted_ids(self, tenant_id: bytes) -> list[bytes]:
+        """The ids of the tenant's retracted entries, sorted."""
+        with self._reading() as txn:
+            return sorted(
+                key
+                for key, value in txn.cursor(self._tables.retracted)
+                if value == bytes(tenant_id)
+            )
+
+    def _retraction_check(self, txn: lmdb.Transaction[bytes]) -> Callable[[bytes], bool] | None:
+        """A test ``id -> is it retracted`` for reads in ``txn``, or None when nothing is."""
+        if not txn.stat(self._tables.retracted)["entries"]:
+            return None
+        db = self._tables.retracted
+        return lambda entry_id: txn.get(entry_id, db=db) is not None
 
     # -- set reconciliation ------------------------------------------------------------------
     @contextmanager
@@ -599,6 +704,18 @@ def _keys_with_prefix(
         if not key.startswith(prefix):
             return
         yield key
+
+
+def _rows_with_prefix(
+    txn: lmdb.Transaction[bytes], db: lmdb._Database, prefix: bytes
+) -> Iterator[tuple[bytes, bytes]]:
+    cursor = txn.cursor(db)
+    if not cursor.set_range(prefix):
+        return
+    for key, value in cursor:
+        if not key.startswith(prefix):
+            return
+        yield key, value
 
 
 def _check_scope_args(tenant_id: bytes, database: str) -> None:

@@ -18,7 +18,8 @@ Every address is 127.0.0.1; mDNS is never used.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -161,6 +162,35 @@ class Cluster:
         if member.node is not None:
             member.node.close()
             member.node = None
+
+    async def add_home(self, home: Path | str, *, name: str | None = None) -> ClusterNode:
+        """Add and start a node from an existing home (one `Node.restore` made, say), opened
+        with the cluster's password. It joins no topology edge until you `connect` it."""
+        index = len(self.nodes)
+        home = Path(home)
+        node = Node.open(home, self.password)
+        member = ClusterNode(index, name or home.name, home, node=node)
+        self.nodes.append(member)
+        await self._run(member)
+        return member
+
+    async def wipe(self, index: int) -> None:
+        """Kill a node and delete its home: a lost or wiped device. It cannot restart; its
+        index stays taken (add a restored device with `add_home`)."""
+        await self.kill(index)
+        shutil.rmtree(self.nodes[index].home)
+
+    def files_containing(self, index: int, needles: Iterable[bytes]) -> list[tuple[Path, bytes]]:
+        """Every (file, needle) where a file under node ``index``'s home holds ``needle`` in its
+        raw bytes: how a test proves that a mirror's disk holds no plaintext. Kill the node
+        first to scan what it flushed."""
+        wanted = list(needles)
+        found: list[tuple[Path, bytes]] = []
+        for path in sorted(self.nodes[index].home.rglob("*")):
+            if path.is_file():
+                data = path.read_bytes()
+                found.extend((path, needle) for needle in wanted if needle in data)
+        return found
 
     async def restart(self, index: int) -> None:
         """Start a killed node again from its home, on the same address; reconnect its edges."""
