@@ -12,11 +12,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import trio
@@ -423,20 +423,35 @@ def tenant_members(tenant_name: str) -> None:
     c.emit(rows, text)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _sealed_file_options(to_help: str, out_help: str) -> Callable[[F], F]:
+    """``--to IDENTITY_FILE --out FILE``, for commands that seal a file to someone."""
+
+    def decorate(command: F) -> F:
+        command = click.option(
+            "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help=out_help
+        )(command)
+        return click.option(
+            "--to",
+            "to",
+            required=True,
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help=to_help,
+        )(command)
+
+    return decorate
+
+
+def _read_identity(path: Path) -> PublicIdentity:
+    return PublicIdentity.from_json(read_bounded(path, MAX_IDENTITY_FILE_SIZE, "identity file"))
+
+
 @tenant.command("invite")
 @click.argument("tenant_name", metavar="TENANT")
-@click.option(
-    "--to",
-    "to",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The invitee's identity file (from 'mindoo whoami').",
-)
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the invite file.",
+@_sealed_file_options(
+    "The invitee's identity file (from 'mindoo whoami').", "Where to write the invite file."
 )
 @click.option(
     "--role",
@@ -448,7 +463,7 @@ def tenant_members(tenant_name: str) -> None:
 def tenant_invite(tenant_name: str, to: Path, out: Path, role: str) -> None:
     """Add a person to a tenant and write an invite only they can open."""
     c = _ctx()
-    invitee = PublicIdentity.from_json(read_bounded(to, MAX_IDENTITY_FILE_SIZE, "identity file"))
+    invitee = _read_identity(to)
     n = c.node()
     data = n.invite(n.tenant(tenant_name), invitee, role=role)
     out.write_bytes(data)
@@ -549,23 +564,14 @@ def device() -> None:
 
 @device.command("enroll")
 @click.argument("tenant_name", metavar="TENANT")
-@click.option(
-    "--to",
-    "to",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The new device's identity file (from 'mindoo whoami' on that device).",
-)
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the enrolment (open it on the device with 'mindoo tenant join').",
+@_sealed_file_options(
+    "The new device's identity file (from 'mindoo whoami' on that device).",
+    "Where to write the enrolment (open it on the device with 'mindoo tenant join').",
 )
 def device_enroll(tenant_name: str, to: Path, out: Path) -> None:
     """Enroll another device of yours: it gets its own signing key and your keys."""
     c = _ctx()
-    new_device = PublicIdentity.from_json(read_bounded(to, MAX_IDENTITY_FILE_SIZE, "identity file"))
+    new_device = _read_identity(to)
     n = c.node()
     data = n.enroll_device(n.tenant(tenant_name), new_device)
     out.write_bytes(data)
@@ -723,9 +729,7 @@ def key_export(tenant_name: str, name: str, to: Path | None, use_password: bool,
     n = c.node()
     t = n.tenant(tenant_name)
     if to is not None:
-        recipient = PublicIdentity.from_json(
-            read_bounded(to, MAX_IDENTITY_FILE_SIZE, "identity file")
-        )
+        recipient = _read_identity(to)
         data = n.export_key(t, name, to=recipient)
         whom = f"{recipient.name} ({recipient.fingerprint})"
     else:

@@ -428,6 +428,7 @@ class MembershipLog:
         "_admin_key",
         "_applied",
         "_cuts",
+        "_cuts_revision",
         "_device_cuts",
         "_devices",
         "_keys",
@@ -453,6 +454,8 @@ class MembershipLog:
         """Enrolled devices by device signing key."""
         self._device_cuts: dict[bytes, int] = {}
         """Revoked device key -> the smallest cut any DEVICE_REVOKE names."""
+        self._cuts_revision = 0
+        """Counts the records that may have changed `cuts` (see :attr:`cuts_revision`)."""
 
     @property
     def tenant_id(self) -> bytes:
@@ -599,6 +602,7 @@ class MembershipLog:
             key = record.device.signing_key
             if key not in self._devices:
                 self._devices[key] = Device(record.device, record.user_key, entry.id)
+                self._cuts_revision += 1
             self._applied.add(entry.id)
             return
         if isinstance(record, DeviceRevocation):
@@ -609,6 +613,7 @@ class MembershipLog:
                 )
             previous = self._device_cuts.get(record.device_key, record.last_seq)
             self._device_cuts[record.device_key] = min(previous, record.last_seq)
+            self._cuts_revision += 1
             self._applied.add(entry.id)
             return
         key = record.member.signing_key
@@ -628,6 +633,7 @@ class MembershipLog:
         merged = self._cuts.setdefault(member_key, {})
         for key, last_seq in cuts.items():
             merged[key] = min(last_seq, merged.get(key, last_seq))
+        self._cuts_revision += 1
 
     # -- ordinary entries ------------------------------------------------------------------
     def authorize_author(self, entry: Entry) -> str | None:
@@ -680,6 +686,12 @@ class MembershipLog:
         if user_cuts is not None:
             limits.append(user_cuts.get(signing_key, 0))
         return min(limits) if limits else None
+
+    @property
+    def cuts_revision(self) -> int:
+        """Grows whenever :meth:`cuts` may have changed (a revocation, or a device enrolled
+        for a revoked user): a cheap way to know whether to enforce them again."""
+        return self._cuts_revision
 
     def cuts(self) -> dict[bytes, int]:
         """Every signing key a revocation limits -> the last ``author_seq`` accepted from it:

@@ -320,7 +320,20 @@ class Node:
         """
         tenant.add_member(invitee, role=role)
         wanted = (MEMBERSHIP_KEY,) if role == ROLE_MIRROR else (DEFAULT_KEY, MEMBERSHIP_KEY)
-        keys = [k for k in tenant.keyring if k.name in wanted]
+        return self._sealed_invite(tenant, invitee, [k for k in tenant.keyring if k.name in wanted])
+
+    def enroll_device(self, tenant: Tenant, device: PublicIdentity) -> bytes:
+        """Enroll ``device`` (a new node of this node's user: laptop + phone) and return the
+        sealed enrolment for it to `join`: like an invite, with every key this node holds, but
+        the device signs with its own key, so losing it means revoking that device only
+        (`Tenant.revoke_device`). The admin key never travels."""
+        tenant.enroll_device(device)
+        return self._sealed_invite(tenant, device, list(tenant.keyring))
+
+    def _sealed_invite(
+        self, tenant: Tenant, invitee: PublicIdentity, keys: list[TenantKey]
+    ) -> bytes:
+        """An invite sealed to ``invitee``: ``keys`` and the whole tenant log so far."""
         log = [e.raw for e in self.store.iter_entries(tenant.id, TENANT_LOG)]
         return seal_invite(
             Invite(
@@ -331,27 +344,6 @@ class Node:
                 membership_entries=log,
                 inviter=self.identity.public(),
                 invitee=invitee,
-                created_ms=now_ms(),
-            )
-        )
-
-    def enroll_device(self, tenant: Tenant, device: PublicIdentity) -> bytes:
-        """Enroll ``device`` (a new node of this node's user: laptop + phone) and return the
-        sealed enrolment for it to `join`: like an invite, with every key this node holds, but
-        the device signs with its own key, so losing it means revoking that device only
-        (`Tenant.revoke_device`). The admin key never travels."""
-        tenant.enroll_device(device)
-        keys = list(tenant.keyring)
-        log = [e.raw for e in self.store.iter_entries(tenant.id, TENANT_LOG)]
-        return seal_invite(
-            Invite(
-                tenant_id=tenant.id,
-                tenant_name=tenant.name,
-                admin_key=tenant.admin_key,
-                keys=keys,
-                membership_entries=log,
-                inviter=self.identity.public(),
-                invitee=device,
                 created_ms=now_ms(),
             )
         )

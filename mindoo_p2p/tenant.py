@@ -141,8 +141,9 @@ class Tenant:
         self.membership = MembershipLog(secrets.tenant_id, secrets.admin_key)
         self._databases: dict[str, Database] = {}
         self._membership_entries: dict[bytes, Entry] = {}
-        self._enforced_cuts: dict[bytes, int] = {}
-        """The revocation cuts `enforce_revocations` last brought the store in line with."""
+        self._enforced: tuple[MembershipLog, int] | None = None
+        """The membership log and its `cuts_revision` that `enforce_revocations` last brought
+        the store in line with."""
 
     # -- identity ----------------------------------------------------------------------------
     @property
@@ -249,13 +250,7 @@ class Tenant:
         if member is None:
             raise NotFoundError(f"{identity} is not a member of tenant {self.name!r}")
         key = identity.signing_key
-        if accept_through is None:
-            last_seq = self._stored_last_seq(key)
-        elif isinstance(accept_through, int) and accept_through >= 0:
-            last_seq = accept_through
-        else:
-            raise ValueError("accept_through must be an int >= 0")
-        cuts = {key: last_seq}
+        cuts = {key: self._cut(key, accept_through)}
         for device in self.membership.devices(key):  # every device of the member, at what we hold
             held = self._stored_last_seq(device.identity.signing_key)
             cuts[device.identity.signing_key] = held if accept_through is None else 0
@@ -271,6 +266,15 @@ class Tenant:
 
     def _stored_last_seq(self, signing_key: bytes) -> int:
         return self._node.store.next_author_seq(self.id, signing_key) - 1
+
+    def _cut(self, signing_key: bytes, accept_through: int | None) -> int:
+        """The last author_seq a revocation of ``signing_key`` accepts: ``accept_through``, or
+        by default the highest this node holds."""
+        if accept_through is None:
+            return self._stored_last_seq(signing_key)
+        if isinstance(accept_through, int) and accept_through >= 0:
+            return accept_through
+        raise ValueError("accept_through must be an int >= 0")
 
     # -- devices -----------------------------------------------------------------------------
     def enroll_device(self, device: PublicIdentity) -> Entry:
@@ -296,13 +300,8 @@ class Tenant:
         device = self.membership.device(device_key)
         if device is None:
             raise NotFoundError(f"{device_key.hex()[:16]} is not a device in tenant {self.name!r}")
-        if accept_through is None:
-            last_seq = self._stored_last_seq(device_key)
-        elif isinstance(accept_through, int) and accept_through >= 0:
-            last_seq = accept_through
-        else:
-            raise ValueError("accept_through must be an int >= 0")
-        record = DeviceRevocation(device.user_key, device_key, last_seq)
+        cut = self._cut(device_key, accept_through)
+        record = DeviceRevocation(device.user_key, device_key, cut)
         me = self._node.identity.signing
         return self._membership_entry(
             record, author=me if me.public_key == device.user_key else None
@@ -311,7 +310,7 @@ class Tenant:
     def enforce_new_revocations(self) -> list[Entry]:
         """`enforce_revocations` when the revocations changed since it last ran, else nothing
         (one comparison of the cuts: cheap enough to call after every ingest)."""
-        if self.membership.cuts() == self._enforced_cuts:
+        if (self.membership, self.membership.cuts_revision) == self._enforced:
             return []
         return self.enforce_revocations()
 
@@ -333,7 +332,7 @@ class Tenant:
                 if stored.get(key, 0) > cut:
                     newly += self._node.store.retract_authored_after(self.id, key, cut)
             if not newly:
-                self._enforced_cuts = self.membership.cuts()
+                self._enforced = (self.membership, self.membership.cuts_revision)
                 return retracted
             retracted += newly
             for entry in newly:
