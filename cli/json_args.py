@@ -14,8 +14,8 @@ from typing import Any, NoReturn
 
 import click
 
-from mindoo_p2p.docs.reader import MAX_NESTING
-from mindoo_p2p.docs.values import I64_MAX, I64_MIN
+from mindoo_p2p.crdt.reader import MAX_NESTING
+from mindoo_p2p.crdt.values import I64_MAX, I64_MIN
 
 
 def _refuse_constant(name: str) -> NoReturn:

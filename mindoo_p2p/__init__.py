@@ -10,8 +10,8 @@ Start with `Node.init(home, password)` once, then `Node.open(home, password)`::
         doc["email"] = "ada@example.org"
 """
 
+from .crdt import Counter, Text
 from .database import ChangeEvent, Database, HistoryItem
-from .docs import Counter, Text
 from .entry import Entry, EntryKind
 from .errors import (
     DecodeError,

@@ -38,17 +38,17 @@ from .entry import TENANT_LOG, Entry
 from .errors import DecodeError, MindooError, VerificationError
 from .keyring import MEMBERSHIP_KEY
 from .net.address_book import AddressBook
-from .net.auth import AuthDenied
 from .net.dialer import maintain_connections
 from .net.framing import FrameTooLarge, TransportError
 from .net.gossip import GossipError, GossipService, topic_name
 from .net.host import HostConfig, PeerHost
-from .net.messages import ProtocolViolation
 from .net.peer_identity import to_libp2p_id
-from .net.sync_driver import SyncTimeout, run_initiator, run_responder
-from .net.sync_protocol import DEFAULT_LIMITS, SyncLimits, SyncReport
 from .node import Node
-from .sync_adapter import TenantSyncAuthority, TenantSyncStore
+from .sync.auth import AuthDenied
+from .sync.driver import SyncTimeout, run_initiator, run_responder
+from .sync.messages import ProtocolViolation
+from .sync.protocol import DEFAULT_LIMITS, SyncLimits, SyncReport
+from .sync.tenant_adapter import TenantSyncAuthority, TenantSyncStore
 from .tenant import Tenant
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .docs import AutomergeDocument, ListProxy, MapProxy, change_hash
+from .crdt import AutomergeDocument, ListProxy, MapProxy, change_hash
 from .entry import Entry, EntryKind
 from .errors import DocumentDeletedError, InvalidNameError, InvalidPathError, NotFoundError
 from .keyring import DEFAULT_KEY

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import Reader, Writer
+from .crdt import AutomergeDocument, change_hash
 from .crypto import aead
-from .docs import AutomergeDocument, change_hash
 from .entry import Entry, EntryKind
 from .errors import DecodeError, MissingKeyError, NotFoundError, VerificationError
 from .keyring import KeyRing

@@ -9,16 +9,16 @@ from automerge.core import ROOT, Document, ObjType, ScalarType, SyncState
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mindoo_p2p.docs import change_deps, change_hash, patch_counter_ops
-from mindoo_p2p.docs.binding import changes_message, op_counter
-from mindoo_p2p.docs.change_chunk import (
+from mindoo_p2p.crdt import change_deps, change_hash, patch_counter_ops
+from mindoo_p2p.crdt.binding import changes_message, op_counter
+from mindoo_p2p.crdt.change_chunk import (
     CHUNK_TYPE_COMPRESSED_CHANGE,
     VALUE_META_SPEC,
     parse_change,
     read_chunk,
 )
-from mindoo_p2p.docs.diff_values import scalar_readouts
-from mindoo_p2p.docs.rle import Run, decode_uint_runs, encode_uint_runs, merge_runs
+from mindoo_p2p.crdt.diff_values import scalar_readouts
+from mindoo_p2p.crdt.rle import Run, decode_uint_runs, encode_uint_runs, merge_runs
 from mindoo_p2p.errors import DecodeError
 
 

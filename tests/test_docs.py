@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mindoo_p2p.codec import Reader, encode_varint
-from mindoo_p2p.docs import (
+from mindoo_p2p.crdt import (
     AutomergeDocument,
     ChangeInfo,
     Counter,
@@ -27,8 +27,8 @@ from mindoo_p2p.docs import (
     change_deps,
     change_hash,
 )
-from mindoo_p2p.docs.change_chunk import encode_change_chunk, parse_change, read_chunk
-from mindoo_p2p.docs.debug_repr import parse_debug
+from mindoo_p2p.crdt.change_chunk import encode_change_chunk, parse_change, read_chunk
+from mindoo_p2p.crdt.debug_repr import parse_debug
 from mindoo_p2p.errors import DecodeError, NotFoundError
 
 UTC = dt.UTC
@@ -691,7 +691,7 @@ def test_reading_counters_prints_nothing_on_stderr() -> None:
     import sys
 
     script = (
-        "from mindoo_p2p.docs import AutomergeDocument, Counter\n"
+        "from mindoo_p2p.crdt import AutomergeDocument, Counter\n"
         "d = AutomergeDocument()\n"
         "with d.change() as r:\n"
         "    r['n'] = Counter(1)\n"

@@ -12,8 +12,8 @@ import trio
 from mindoo_p2p.daemon import BAN_THRESHOLD, SYNC_PROTOCOL, NodeDaemon
 from mindoo_p2p.net.framing import TransportError
 from mindoo_p2p.net.peer_identity import to_libp2p_id
-from mindoo_p2p.net.sync_driver import run_initiator
-from mindoo_p2p.sync_adapter import TenantSyncAuthority, TenantSyncStore
+from mindoo_p2p.sync.driver import run_initiator
+from mindoo_p2p.sync.tenant_adapter import TenantSyncAuthority, TenantSyncStore
 from mindoo_p2p.testing import Cluster
 
 HONEST, OTHER, EVIL = 0, 1, 2

@@ -1,4 +1,4 @@
-"""The sync protocol (mindoo_p2p.net.sync_protocol) run by its trio driver over memory streams.
+"""The sync protocol (mindoo_p2p.sync.protocol) run by its trio driver over memory streams.
 
 Real sealed entries, real signatures, no sockets. Two stores must converge to exactly the union
 of their sets; an empty node catches up through the bulk path; invalid entries are rejected
@@ -23,8 +23,15 @@ from hypothesis import strategies as st
 from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.errors import DecodeError
-from mindoo_p2p.net.auth import AuthInitiator, AuthResponder
-from mindoo_p2p.net.messages import (
+from mindoo_p2p.recon import ReconItem, ReconResponder, VectorStorage
+from mindoo_p2p.sync.auth import AuthInitiator, AuthResponder
+from mindoo_p2p.sync.driver import (
+    TIMEOUT_PENALTY,
+    SyncTimeout,
+    run_initiator,
+    run_responder,
+)
+from mindoo_p2p.sync.messages import (
     MAX_FRAME_SIZE,
     VIOLATION_PENALTY,
     DatabaseInfo,
@@ -45,23 +52,14 @@ from mindoo_p2p.net.messages import (
     decode_message,
     encode_message,
 )
-from mindoo_p2p.net.sync_driver import (
-    TIMEOUT_PENALTY,
-    MemoryFrameStream,
-    SyncTimeout,
-    memory_frame_pair,
-    run_initiator,
-    run_responder,
-)
-from mindoo_p2p.net.sync_protocol import (
+from mindoo_p2p.sync.protocol import (
     IngestOutcome,
-    MemorySyncStore,
     SyncInitiator,
     SyncLimits,
     SyncReport,
     SyncResponder,
 )
-from mindoo_p2p.recon import ReconItem, ReconResponder, VectorStorage
+from mindoo_p2p.testing.memory_sync import MemoryFrameStream, MemorySyncStore, memory_frame_pair
 
 TENANT = os.urandom(16)
 DOC_KEY = os.urandom(32)

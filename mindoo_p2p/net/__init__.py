@@ -1,6 +1,7 @@
-"""Networking: transport, peer authentication and the sync protocol.
+"""Networking: the libp2p transport, and nothing else (the protocol that runs over it is
+:mod:`mindoo_p2p.sync`).
 
-The transport part, re-exported here:
+Re-exported here:
 - :mod:`.peer_identity`: the libp2p Ed25519 identity from a seed, peer ids, peer addresses.
 - :mod:`.framing`: `FramedStream` (length-prefixed frames, a deadline on every operation) and
   the transport errors (`TransportError` and its subclasses).

@@ -2,7 +2,7 @@
 
 Each (tenant, database) has one topic, named by `topic_name`: an HMAC under a secret the daemon
 takes from the tenant's membership key, so a name says nothing about its tenant or database.
-Gossip is best effort; periodic reconciliation (`net.sync_driver`) repairs whatever it loses.
+Gossip is best effort; periodic reconciliation (`sync.driver`) repairs whatever it loses.
 
 Wire format of a gossip message (the pubsub ``Message.data``), version 1::
 

@@ -34,23 +34,20 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..crypto.signing import verify_many
-from ..entry import TENANT_ID_SIZE, TENANT_LOG, Entry
+from ..entry import TENANT_LOG
 from ..errors import DecodeError, MindooError
 from ..recon import (
     DEFAULT_FRAME_SIZE_LIMIT,
-    MAX_TIMESTAMP,
     MIN_FRAME_SIZE_LIMIT,
     ReconInitiator,
     ReconItem,
     ReconResponder,
     ReconStorage,
-    VectorStorage,
 )
 from ..store.results import Rejected
 from .messages import (
@@ -1064,102 +1061,3 @@ class SyncResponder:
         problems = _record_outcome(self.report.database(job.database), job, outcome)
         if problems:
             raise ProtocolViolation(_problem_summary(problems))
-
-
-# --- an in-memory store ------------------------------------------------------------------------
-
-
-class MemorySyncStore:
-    """A :class:`SyncStore` held in memory, for tests and tools.
-
-    :meth:`ingest` decodes each entry (``Entry.decode``), rejects other tenants' entries and the
-    reserved timestamp 2**64-1, checks signatures (``verify_many``), then asks ``authorize``
-    (None accepts; a reason string refuses). Reconciliation snapshots are immutable
-    :class:`VectorStorage` objects, rebuilt after a change.
-    """
-
-    def __init__(
-        self, tenant_id: bytes, *, authorize: Callable[[Entry], str | None] | None = None
-    ) -> None:
-        if type(tenant_id) is not bytes or len(tenant_id) != TENANT_ID_SIZE:
-            raise ValueError(f"tenant_id must be {TENANT_ID_SIZE} bytes")
-        self._tenant_id = tenant_id
-        self._authorize = authorize
-        self._raw: dict[bytes, bytes] = {}
-        self._items: dict[str, list[ReconItem]] = {}
-        self._snapshots: dict[str, VectorStorage] = {}
-
-    @property
-    def tenant_id(self) -> bytes:
-        return self._tenant_id
-
-    def __len__(self) -> int:
-        return len(self._raw)
-
-    def ids(self, database: str | None = None) -> frozenset[bytes]:
-        """Every stored id (of one database when given)."""
-        if database is None:
-            return frozenset(self._raw)
-        return frozenset(item.id for item in self._items.get(database, ()))
-
-    def databases(self) -> list[str]:
-        return sorted(self._items)
-
-    @contextmanager
-    def recon_storage(self, database: str) -> Iterator[ReconStorage]:
-        snapshot = self._snapshots.get(database)
-        if snapshot is None:
-            snapshot = VectorStorage(self._items.get(database, ()))
-            self._snapshots[database] = snapshot
-        yield snapshot
-
-    def missing(self, ids: Sequence[bytes]) -> list[bytes]:
-        return [item_id for item_id in ids if item_id not in self._raw]
-
-    def get_raw(self, ids: Sequence[bytes]) -> list[bytes]:
-        return [self._raw[item_id] for item_id in ids if item_id in self._raw]
-
-    def ingest(self, raws: Sequence[bytes]) -> IngestOutcome:
-        rejected: list[Rejected] = []
-        fresh: list[Entry] = []
-        seen: set[bytes] = set()
-        for raw in raws:
-            try:
-                entry = Entry.decode(raw)
-            except DecodeError as exc:
-                rejected.append(Rejected(hashlib.sha256(raw).digest(), f"decode error: {exc}"))
-                continue
-            if entry.tenant_id != self._tenant_id:
-                rejected.append(Rejected(entry.id, "entry of another tenant"))
-            elif entry.timestamp_ms >= MAX_TIMESTAMP:
-                rejected.append(Rejected(entry.id, "reserved timestamp"))
-            elif entry.id not in self._raw and entry.id not in seen:
-                seen.add(entry.id)
-                fresh.append(entry)
-        checks = verify_many([(e.author, e.signed_message, e.signature) for e in fresh])
-        added: list[bytes] = []
-        refused: list[Rejected] = []
-        for entry, valid in zip(fresh, checks, strict=True):
-            if not valid:
-                rejected.append(Rejected(entry.id, "bad signature"))
-                continue
-            reason = self._authorize(entry) if self._authorize is not None else None
-            if reason is not None:
-                refused.append(Rejected(entry.id, reason))
-                continue
-            self._store(entry)
-            added.append(entry.id)
-        return IngestOutcome(tuple(added), tuple(rejected), tuple(refused))
-
-    def add_own(self, entries: Iterable[Entry]) -> None:
-        """Store entries sealed here (or test fixtures) without verifying them again."""
-        for entry in entries:
-            if entry.tenant_id != self._tenant_id:
-                raise ValueError("an entry of another tenant")
-            if entry.id not in self._raw:
-                self._store(entry)
-
-    def _store(self, entry: Entry) -> None:
-        self._raw[entry.id] = entry.raw
-        self._items.setdefault(entry.database, []).append(ReconItem(entry.timestamp_ms, entry.id))
-        self._snapshots.pop(entry.database, None)

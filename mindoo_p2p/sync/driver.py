@@ -1,6 +1,6 @@
 """The trio driver: runs the handshake and the sync state machines over a framed stream.
 
-All protocol decisions live in :mod:`.auth` and :mod:`.sync_protocol`; this module only moves
+All protocol decisions live in :mod:`.auth` and :mod:`.protocol`; this module only moves
 frames, calls :meth:`SyncStore.ingest`, and applies the two time bounds (the whole session, and
 the wait for each frame of the peer). The handshake runs in lock step; the sync phase runs full
 duplex (one task sends whatever the machine has to say while the other receives), so neither
@@ -30,7 +30,7 @@ from .auth import (
     TenantAuthority,
 )
 from .messages import MAX_FRAME_SIZE, ProtocolViolation
-from .sync_protocol import (
+from .protocol import (
     DEFAULT_LIMITS,
     IngestOutcome,
     SyncInitiator,
@@ -298,38 +298,3 @@ async def run_responder(
     finally:
         if machine is not None:
             machine.close()
-
-
-class MemoryFrameStream:
-    """One end of an in-memory framed stream (trio memory channels), for tests and tools.
-
-    Frames are delivered whole and in order; nothing limits their size (the driver checks).
-    After the other end closed, :meth:`receive_frame` raises ``trio.EndOfChannel``.
-    """
-
-    def __init__(
-        self, outgoing: trio.MemorySendChannel[bytes], incoming: trio.MemoryReceiveChannel[bytes]
-    ) -> None:
-        self._outgoing = outgoing
-        self._incoming = incoming
-
-    async def send_frame(self, data: bytes) -> None:
-        await self._outgoing.send(bytes(data))
-
-    async def receive_frame(self) -> bytes:
-        return await self._incoming.receive()
-
-    async def close(self) -> None:
-        await self._outgoing.aclose()
-        await self._incoming.aclose()
-
-
-def memory_frame_pair(buffer: int = 0) -> tuple[MemoryFrameStream, MemoryFrameStream]:
-    """Two connected :class:`MemoryFrameStream` ends holding up to ``buffer`` frames in flight
-    each way (0: every send waits for the matching receive)."""
-    a_to_b_send, a_to_b_receive = trio.open_memory_channel[bytes](buffer)
-    b_to_a_send, b_to_a_receive = trio.open_memory_channel[bytes](buffer)
-    return (
-        MemoryFrameStream(a_to_b_send, b_to_a_receive),
-        MemoryFrameStream(b_to_a_send, a_to_b_receive),
-    )

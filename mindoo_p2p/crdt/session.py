@@ -6,7 +6,7 @@ the same heads, with the same actor), where the logged writes are replayed:
 
 * creating a counter: the counter is put as an ``Int`` on the fork, its op counter is noted,
   and at commit the fork's change is rewritten by
-  :func:`~mindoo_p2p.docs.counter_patch.patch_counter_ops`; the patched change is what the
+  :func:`~mindoo_p2p.crdt.counter_patch.patch_counter_ops`; the patched change is what the
   caller applies to the real document;
 * reading a value the binding cannot convert (a counter): the real document, now free of any
   transaction, is forked once more, the log replayed and committed there, and the value read

@@ -1,4 +1,4 @@
-"""Per-tenant peer authentication (mindoo_p2p.net.auth), sans I/O, plus the driver's handling.
+"""Per-tenant peer authentication (mindoo_p2p.sync.auth), sans I/O, plus the driver's handling.
 
 Membership comes from a real MembershipLog fed with admin-signed records. Every way to fail the
 initiator's proof must end in the same bytes on the initiator's side: one CHALLENGE (a random
@@ -21,7 +21,7 @@ from mindoo_p2p.crypto.signing import verify_signature
 from mindoo_p2p.entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.identity import UserIdentity
 from mindoo_p2p.membership import MembershipAction, MembershipLog, MembershipRecord
-from mindoo_p2p.net.auth import (
+from mindoo_p2p.sync.auth import (
     DENIED_FRAME,
     AuthDenied,
     AuthInitiator,
@@ -34,7 +34,12 @@ from mindoo_p2p.net.auth import (
     signed_message,
     tenant_tag,
 )
-from mindoo_p2p.net.messages import (
+from mindoo_p2p.sync.driver import (
+    DENIAL_PENALTY,
+    run_initiator,
+    run_responder,
+)
+from mindoo_p2p.sync.messages import (
     PROTOCOL_VERSION,
     Challenge,
     Credential,
@@ -46,14 +51,8 @@ from mindoo_p2p.net.messages import (
     decode_message,
     encode_message,
 )
-from mindoo_p2p.net.sync_driver import (
-    DENIAL_PENALTY,
-    memory_frame_pair,
-    run_initiator,
-    run_responder,
-)
-from mindoo_p2p.net.sync_protocol import MemorySyncStore
 from mindoo_p2p.tenant import tenant_id_for
+from mindoo_p2p.testing.memory_sync import MemorySyncStore, memory_frame_pair
 
 PEER_A = b"\x00\x24\x08\x01\x12\x20" + b"A" * 32
 PEER_B = b"\x00\x24\x08\x01\x12\x20" + b"B" * 32
@@ -309,7 +308,7 @@ def test_denial_costs_the_same_work(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(aead_module, "decrypt", counting("decrypt", aead_module.decrypt))
     monkeypatch.setattr(
-        "mindoo_p2p.net.auth.verify_signature", counting("verify", verify_signature)
+        "mindoo_p2p.sync.auth.verify_signature", counting("verify", verify_signature)
     )
     monkeypatch.setattr("hmac.compare_digest", counting("compare", hmac.compare_digest))
     work = []

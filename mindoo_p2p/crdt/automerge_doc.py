@@ -4,9 +4,9 @@ This layer is pure (no I/O) and knows nothing of encryption, entries or storage:
 Automerge change bytes into a document and local edits into change bytes.
 
 Applying changes. The binding has no ``apply_changes``; changes go in through a sync message
-(see :func:`~mindoo_p2p.docs.binding.changes_message`). Every change is parsed and checked
-first (:func:`~mindoo_p2p.docs.change_chunk.parse_change`), then held in a
-:class:`~mindoo_p2p.docs.change_index.ChangeIndex` until everything it builds on is applied;
+(see :func:`~mindoo_p2p.crdt.binding.changes_message`). Every change is parsed and checked
+first (:func:`~mindoo_p2p.crdt.change_chunk.parse_change`), then held in a
+:class:`~mindoo_p2p.crdt.change_index.ChangeIndex` until everything it builds on is applied;
 only then are its op ids checked and is it handed to Automerge, in causal order. Guarded
 against:
 

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from mindoo_p2p.entry import MAX_ENTRY_SIZE, TENANT_LOG
 from mindoo_p2p.errors import DecodeError
-from mindoo_p2p.net.messages import (
+from mindoo_p2p.recon import MAX_TIMESTAMP, ReconItem
+from mindoo_p2p.sync.messages import (
     MAX_DATABASES,
     MAX_FETCH_IDS,
     MAX_FRAME_SIZE,
@@ -42,7 +43,6 @@ from mindoo_p2p.net.messages import (
     decode_message,
     encode_message,
 )
-from mindoo_p2p.recon import MAX_TIMESTAMP, ReconItem
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -2,9 +2,9 @@
 
 ``MapProxy`` and ``ListProxy`` behave like ``dict`` and ``list``; ``TextProxy`` edits
 collaborative text. Reading a nested map, list or text returns a proxy of it; reading a counter
-returns a :class:`~mindoo_p2p.docs.values.Counter` (use ``increment`` to change it so that
+returns a :class:`~mindoo_p2p.crdt.values.Counter` (use ``increment`` to change it so that
 concurrent increments add up); other scalars read as plain Python values (see
-:mod:`mindoo_p2p.docs.values`).
+:mod:`mindoo_p2p.crdt.values`).
 
 Assignable values: the scalars of :mod:`.values`, ``dict`` (any Mapping with str keys),
 ``list``/``tuple``, :class:`Text`, :class:`Counter`, and proxies (copied by value). A value is

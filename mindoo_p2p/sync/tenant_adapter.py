@@ -12,15 +12,15 @@ import hashlib
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
-from .crypto import SigningKeyPair
-from .entry import TENANT_LOG, Entry, tenant_id_of_raw
-from .errors import DecodeError
-from .net.sync_protocol import IngestOutcome
-from .node import Node
-from .recon import ReconStorage
-from .store import Rejected
-from .store._batch import BAD_SIGNATURE
-from .tenant import Tenant
+from ..crypto import SigningKeyPair
+from ..entry import TENANT_LOG, Entry, tenant_id_of_raw
+from ..errors import DecodeError
+from ..node import Node
+from ..recon import ReconStorage
+from ..store import Rejected
+from ..store._batch import BAD_SIGNATURE
+from ..tenant import Tenant
+from .protocol import IngestOutcome
 
 _INVALID_PREFIXES = (BAD_SIGNATURE, "decode error", "entry id does not match")
 

@@ -3,7 +3,7 @@
 Every read goes through :func:`read_slot`, which shields the caller from the binding's panics
 on values it cannot convert (counters, unknown types, out-of-range timestamps): such a slot
 reads as :data:`UNCONVERTIBLE`, and the caller resolves it from
-:func:`~mindoo_p2p.docs.diff_values.scalar_readouts`. :func:`materialize` builds the plain
+:func:`~mindoo_p2p.crdt.diff_values.scalar_readouts`. :func:`materialize` builds the plain
 Python form of a whole document, optionally at given heads.
 """
 
