@@ -57,9 +57,15 @@ node's process (user + system, all threads, psutil) over S, in percent of one co
 ``idle_rss_mb``: its resident memory at the end. Baseline in the same window: a lone node with
 the same amount of data and no peers (``no_peers``).
 
-``--part recon|catchup|propagation|idle`` (repeatable) runs only those parts; by default all
-four run (about 5 minutes on 2 cores). Keys of parts not run are null. ``load_avg`` (1 minute,
-before and after) tells whether something else loaded the machine during the run.
+(e) Daemons end to end (``--part daemons``; ``--daemons-n N``, default 100,000, and
+``--daemons-d D``, default 1,000): first sync of N vs N entries with D differences, idle
+re-sync, warm re-sync and clone, between real daemon processes, with every byte on the wire
+counted by a relay; see ``scripts/_bench_daemons.py``.
+
+``--part recon|catchup|propagation|idle|daemons`` (repeatable) runs only those parts; by
+default the first four run (about 5 minutes on 2 cores). Keys of parts not run are null.
+``load_avg`` (1 minute, before and after) tells whether something else loaded the machine
+during the run.
 """
 
 from __future__ import annotations
@@ -82,6 +88,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _bench_daemons
 import psutil  # type: ignore[import-untyped]
 import trio
 
@@ -122,7 +129,8 @@ HOOKS: dict[str, None] = {
     "idle_cpu_percent": None,
     "idle_rss_mb": None,
 }
-PARTS = ("recon", "catchup", "propagation", "idle")
+PARTS = ("recon", "catchup", "propagation", "idle", "daemons")
+DEFAULT_PARTS = ("recon", "catchup", "propagation", "idle")
 TARGETS = {
     "catchup_entries_per_s": (">=", 10_000),
     "propagation_p50_ms": ("<", 100),
@@ -889,6 +897,8 @@ def summary(result: dict[str, Any]) -> str:
             f"idle {i['cpu_percent']}% CPU, {i['rss_mb']} MB"
             f" (no peers {i['no_peers']['cpu_percent']}%)"
         )
+    if result.get("daemons"):
+        parts.append(_bench_daemons.summary(result["daemons"]))
     missed = [key for key, check in result.get("targets", {}).items() if not check["met"]]
     if result.get("targets"):
         parts.append("targets met" if not missed else "missed: " + ", ".join(missed))
@@ -951,6 +961,8 @@ def main() -> None:
     parser.add_argument("--catchup", type=int, default=100_000, help="entries to catch up on")
     parser.add_argument("--changes", type=int, default=50, help="writes per topology")
     parser.add_argument("--idle-seconds", type=float, default=60.0, help="idle window")
+    parser.add_argument("--daemons-n", type=int, default=100_000, help="entries per daemon (e)")
+    parser.add_argument("--daemons-d", type=int, default=1000, help="differences (e)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="indented JSON on stdout")
     parser.add_argument("--progress", action="store_true", help="stderr lines while running")
@@ -962,7 +974,9 @@ def main() -> None:
         parser.error("need 0 <= d < n")
     if args.catchup < 1 or args.changes < 1 or args.idle_seconds <= 0:
         parser.error("--catchup and --changes must be at least 1, --idle-seconds positive")
-    parts = set(args.part or PARTS)
+    if not 0 <= args.daemons_d < args.daemons_n:
+        parser.error("need 0 <= --daemons-d < --daemons-n")
+    parts = set(args.part or DEFAULT_PARTS)
     if args.n is not None and "recon" not in parts:
         parser.error("--n, --d and --layout choose a recon case: add --part recon")
     started = time.perf_counter()
@@ -994,6 +1008,12 @@ def main() -> None:
             result["idle"] = idle
             result["idle_cpu_percent"] = idle["cpu_percent"]
             result["idle_rss_mb"] = idle["rss_mb"]
+        if "daemons" in parts:
+            (root / "daemons").mkdir()
+            result["daemons"] = _bench_daemons.measure(
+                root / "daemons", args.daemons_n, args.daemons_d, running_node
+            )
+            progress_line(args, f"daemons {result['daemons']}")
     result["targets"] = check_targets(result)
     result["cpu_count"] = os.cpu_count()
     result["load_avg"] = [load_before, load_average()]

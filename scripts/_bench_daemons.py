@@ -1,0 +1,301 @@
+"""Part (e) of bench_sync: end to end between real daemon processes, bytes on the wire counted.
+
+Two member homes, ``a`` (the tenant admin) and ``b``, each hold N entries of one database
+(N small documents, one entry each); ``d`` of them differ, d/2 written only on each side. A
+third home ``c`` is an empty member. Every daemon is a separate ``mindoo node run`` process on
+127.0.0.1. ``b`` and ``c`` reach ``a`` only through a :class:`CountingRelay`, a TCP relay in
+this process that counts every byte each way (Noise, Yamux, sync frames and gossip alike), so
+"bytes" is what a network would carry. Scenarios, in order:
+
+- ``first_sync``: ``b`` is told ``a``'s relayed address (``peers.add``); timed from that call
+  until both stores hold the union (N + d/2 each). Sessions and the last session's own report
+  (rounds, elapsed time), where the daemon's status gives them.
+- ``idle_resync``: both in sync; ``b`` is asked to sync now (``sync`` over its control
+  socket); timed until its session count grows, with the session's own elapsed time.
+- ``warm_resync``: ``b`` stops; ``a`` gets ``WARM_WRITES`` new documents (written through the
+  CLI, which forwards to ``a``'s daemon); ``b`` starts again and redials from its address book;
+  timed from its daemon answering until it holds them.
+- ``clone``: ``c`` starts with the relayed address as bootstrap; timed from its daemon
+  answering until it holds every entry; with its resident memory and the store sizes on disk.
+
+``bytes_up`` is what the dialing side sent, ``bytes_down`` what it received. Bytes are read
+when the scenario's condition is met and again after ``SETTLE_S`` (follow-up sessions, gossip)
+as ``bytes_settled``. Polling the status costs up to ``POLL_S`` per reading.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil  # type: ignore[import-untyped]
+import trio
+
+from mindoo_p2p.control import ControlClient, control_socket
+from mindoo_p2p.crypto.keystore import KdfProfile
+from mindoo_p2p.node import Node
+
+PASSWORD = "bench-sync"
+TENANT = "bench"
+DATABASE = "e2e"
+BATCH = 1000
+WARM_WRITES = 10
+POLL_S = 0.02
+SETTLE_S = 3.0
+SCENARIO_TIMEOUT_S = 1800.0
+RELAY_BUFFER = 256 * 1024
+
+
+class CountingRelay:
+    """A TCP relay on 127.0.0.1 (its own trio loop in a thread) that forwards every connection
+    to ``target_port`` and counts the bytes each way. ``target_port`` may change while it runs
+    (a restarted daemon); connections already made keep their target."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.up = 0
+        self.down = 0
+        self.port = 0
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._cancel: trio.CancelScope | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: trio.run(self._main), daemon=True)
+
+    def __enter__(self) -> CountingRelay:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the byte-counting relay did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None and self._cancel is not None:
+            trio.from_thread.run_sync(self._cancel.cancel, trio_token=self._token)
+        self._thread.join(10)
+
+    def counts(self) -> tuple[int, int]:
+        return self.up, self.down
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        with trio.CancelScope() as scope:
+            self._cancel = scope
+            self._ready.set()
+            await trio.serve_listeners(self._relay, listeners)
+
+    async def _relay(self, client: trio.SocketStream) -> None:
+        try:
+            server = await trio.open_tcp_stream("127.0.0.1", self.target_port)
+        except OSError:
+            await client.aclose()
+            return
+        async with client, server, trio.open_nursery() as nursery:
+            nursery.start_soon(self._pump, client, server, True, nursery.cancel_scope)
+            nursery.start_soon(self._pump, server, client, False, nursery.cancel_scope)
+
+    async def _pump(
+        self,
+        source: trio.SocketStream,
+        sink: trio.SocketStream,
+        upward: bool,
+        scope: trio.CancelScope,
+    ) -> None:
+        try:
+            while data := await source.receive_some(RELAY_BUFFER):
+                if upward:
+                    self.up += len(data)
+                else:
+                    self.down += len(data)
+                await sink.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        scope.cancel()
+
+
+def build_homes(root: Path, n: int, d: int) -> dict[str, Any]:
+    """Homes a, b (N entries each, d differing) and c (empty member), all closed."""
+    nodes = {
+        name: Node.init(root / name, PASSWORD, name=name, kdf=KdfProfile.TESTING)
+        for name in ("a", "b", "c")
+    }
+    try:
+        a, b, c = nodes["a"], nodes["b"], nodes["c"]
+        tenant = a.create_tenant(TENANT)
+        for joiner in (b, c):
+            joiner.join(a.invite(tenant, joiner.public_identity()))
+        a.tenant(TENANT).create_db(DATABASE)
+        started = time.perf_counter()
+        write_documents(a, n - d // 2)
+        raws = [e.raw for e in a.store.iter_entries(a.tenant(TENANT).id, DATABASE)]
+        written_s = time.perf_counter() - started
+        started = time.perf_counter()
+        for offset in range(0, len(raws), 2000):
+            rejected = b.ingest(raws[offset : offset + 2000]).rejected
+            if rejected:
+                raise RuntimeError(f"b refused a common entry: {rejected[0]}")
+        copied_s = time.perf_counter() - started
+        del raws
+        write_documents(a, d // 2)
+        write_documents(b, d // 2)
+        return {"write_s": round(written_s, 1), "copy_s": round(copied_s, 1)}
+    finally:
+        for node in nodes.values():
+            node.close()
+
+
+def write_documents(node: Node, count: int) -> None:
+    db = node.tenant(TENANT).open_db(DATABASE)
+    done = 0
+    while done < count:
+        with db.batch():
+            for _ in range(min(BATCH, count - done)):
+                db.create_document({"n": done, "name": f"document {done}", "tags": ["e2e"]})
+                done += 1
+
+
+def database_entries(status: dict[str, Any]) -> int:
+    for row in status.get("databases", []):
+        if row.get("tenant") == TENANT and row.get("database") == DATABASE:
+            return int(row.get("entries", 0))
+    return 0
+
+
+def peer_row(status: dict[str, Any], peer_id: str) -> dict[str, Any]:
+    for row in status.get("peers", []):
+        if row.get("peer_id") == peer_id:
+            return dict(row)
+    return {}
+
+
+def control(home: Path, method: str, params: dict[str, Any] | None = None) -> Any:
+    return ControlClient(control_socket(home), timeout=30).call(method, params or {})
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> float:
+    """Poll ``condition`` every POLL_S; the perf_counter time it first held."""
+    deadline = time.monotonic() + SCENARIO_TIMEOUT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(POLL_S)
+    return time.perf_counter()
+
+
+def store_bytes(home: Path) -> int:
+    return sum(p.stat().st_size for p in (home / "store").glob("*.mdb"))
+
+
+def session_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The peer's session count and, where the status has it, its last session's report."""
+    return {"sessions": row.get("sessions"), "last_session": row.get("last_session")}
+
+
+def measure(root: Path, n: int, d: int, running_node: Any) -> dict[str, Any]:
+    """Run the four scenarios; ``running_node`` is bench_sync's process context manager."""
+    result: dict[str, Any] = {"n": n, "d": d, "build": build_homes(root, n, d)}
+    union = n + d // 2
+    with running_node(root / "a") as a, CountingRelay(int(a.addr.split("/")[4])) as relay:
+        relayed = f"/ip4/127.0.0.1/tcp/{relay.port}/p2p/{a.peer_id}"
+
+        def both_hold(total: int) -> Callable[[], bool]:
+            return lambda: (
+                database_entries(control(root / "a", "status")) >= total
+                and database_entries(control(root / "b", "status")) >= total
+            )
+
+        def scenario(started: float, done: float, before: tuple[int, int]) -> dict[str, Any]:
+            at_done = relay.counts()
+            time.sleep(SETTLE_S)
+            settled = relay.counts()
+            return {
+                "seconds": round(done - started, 3),
+                "bytes_up": at_done[0] - before[0],
+                "bytes_down": at_done[1] - before[1],
+                "bytes_settled": settled[0] + settled[1] - before[0] - before[1],
+            }
+
+        with running_node(root / "b") as b:
+            before = relay.counts()
+            started = time.perf_counter()
+            control(root / "b", "peers.add", {"addr": relayed})
+            done = wait_for(both_hold(union), "the first sync")
+            first = scenario(started, done, before)
+            first.update(session_fields(peer_row(b.status(), a.peer_id)))
+            result["first_sync"] = first
+
+            sessions = peer_row(b.status(), a.peer_id).get("sessions", 0)
+            before = relay.counts()
+            started = time.perf_counter()
+            control(root / "b", "sync")
+            done = wait_for(
+                lambda: peer_row(b.status(), a.peer_id).get("sessions", 0) > sessions,
+                "the idle re-sync",
+            )
+            idle = scenario(started, done, before)
+            idle.update(session_fields(peer_row(b.status(), a.peer_id)))
+            result["idle_resync"] = idle
+
+        for i in range(WARM_WRITES):
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "cli.main",
+                    "--home",
+                    str(root / "a"),
+                    "doc",
+                    "create",
+                    TENANT,
+                    DATABASE,
+                    f'{{"warm": {i}}}',
+                ],
+                check=True,
+                capture_output=True,
+                env=dict(os.environ, MINDOO_PASSWORD=PASSWORD),
+            )
+        before = relay.counts()
+        with running_node(root / "b") as b:
+            started = time.perf_counter()
+            done = wait_for(both_hold(union + WARM_WRITES), "the warm re-sync")
+            warm = scenario(started, done, before)
+            warm.update(session_fields(peer_row(b.status(), a.peer_id)))
+            result["warm_resync"] = warm
+
+        total = union + WARM_WRITES
+        before = relay.counts()
+        with running_node(root / "c", bootstrap=[relayed]) as c:
+            started = time.perf_counter()
+            done = wait_for(lambda: database_entries(c.status()) >= total, "the clone")
+            clone = scenario(started, done, before)
+            clone["entries_per_s"] = round(total / max(done - started, 1e-9))
+            clone["rss_mb"] = round(psutil.Process(c.process.pid).memory_info().rss / 2**20, 1)
+            clone.update(session_fields(peer_row(c.status(), a.peer_id)))
+        clone["store_mb"] = round(store_bytes(root / "c") / 2**20, 1)
+        clone["source_store_mb"] = round(store_bytes(root / "a") / 2**20, 1)
+        result["clone"] = clone
+    return result
+
+
+def summary(result: dict[str, Any]) -> str:
+    first, idle, warm, clone = (
+        result["first_sync"],
+        result["idle_resync"],
+        result["warm_resync"],
+        result["clone"],
+    )
+
+    def kb(row: dict[str, Any]) -> str:
+        return f"{(row['bytes_up'] + row['bytes_down']) / 1024:.0f} KB"
+
+    return (
+        f"daemons n={result['n']} d={result['d']}: first sync {first['seconds']} s {kb(first)},"
+        f" idle re-sync {idle['seconds']} s {kb(idle)}, warm re-sync {warm['seconds']} s"
+        f" {kb(warm)}, clone {clone['entries_per_s']}/s {kb(clone)} rss {clone['rss_mb']} MB"
+    )
