@@ -2,8 +2,9 @@
 
 A message is the version byte and a list of ranges. Each range names only its exclusive upper
 :class:`Bound`; its inclusive lower bound is the previous range's upper bound (the first range
-starts at timestamp 0, id all zero). Bounds strictly increase. Ranges left out after the last one
-are an implicit Skip up to infinity.
+starts at timestamp 0, id all zero). Bounds we write strictly increase; bounds we read never
+decrease (the reader turns a bound at or below the previous one into an empty range). Ranges
+left out after the last one are an implicit Skip up to infinity.
 """
 
 from __future__ import annotations

@@ -1,11 +1,20 @@
 """Strict, bounded decoding of Negentropy V1 messages (the format is in :mod:`._writer`).
 
 Every malformed input raises :class:`~mindoo_p2p.errors.DecodeError` and nothing else: an empty
-or oversized message, a version other than V1, a truncated field, a non-minimal or over-long
-varint, a timestamp past the u64 range, an id prefix over 32 bytes, an infinite bound with a
-prefix, bounds that do not strictly increase, an unknown mode, an id count larger than the bytes
-that follow, or an id listed twice in one range. Nothing is allocated before its size is checked
-against the bytes actually present.
+or oversized message, a version other than V1, a truncated field, an id prefix over 32 bytes, an
+unknown mode, or an id count larger than the bytes that follow. Nothing is allocated before its
+size is checked against the bytes actually present.
+
+Everything the reference decoder (hoytech/negentropy, C++; the V1 specification) accepts is
+accepted, read the way it reads it, so independent implementations interoperate in both roles:
+- varints may be non-minimal (see :func:`._varint.decode_varint`);
+- timestamps saturate: a delta that would pass 2**64-1 gives infinity, and every bound after an
+  infinite one is infinite too;
+- an infinite bound may carry an id prefix, which means nothing (no item sorts after infinity)
+  and is dropped;
+- bounds need not increase: a bound at or below the previous one closes an empty range (the
+  reference finds its upper index from the previous one's), so it is read as the previous bound;
+- an id listed twice in one range counts once.
 """
 
 from __future__ import annotations
@@ -28,8 +37,7 @@ from ._varint import decode_varint
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 """The largest message accepted by default (a peer's frame limit may differ from ours)."""
 
-_PADDING = bytes(ID_SIZE)
-_START_KEY = bytes(8 + ID_SIZE)
+_START = Bound(0)
 
 
 def decode_message(data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> Message:
@@ -39,7 +47,10 @@ def decode_message(data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> 
     data = bytes(data)
     size = len(data)
     if size > max_size:
-        raise DecodeError(f"negentropy message: {size} bytes, over the limit of {max_size}")
+        raise DecodeError(
+            f"negentropy message: {size} bytes, over the limit of {max_size} this side accepts"
+            " (a peer that sets no frame size limit must be given one)"
+        )
     if size == 0:
         raise DecodeError("negentropy message: empty")
     if data[0] != PROTOCOL_VERSION:
@@ -48,15 +59,10 @@ def decode_message(data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> 
     ranges: list[Range] = []
     pos = 1
     last_timestamp = 0
-    previous_key = _START_KEY
+    previous = _START
     while pos < size:
         encoded, pos = decode_varint(data, pos, "bound timestamp")
-        if encoded == 0:
-            timestamp = MAX_TIMESTAMP
-        else:
-            timestamp = last_timestamp + encoded - 1
-            if timestamp >= MAX_TIMESTAMP:
-                raise DecodeError("negentropy message: bound timestamp past the u64 range")
+        timestamp = _add_saturating(last_timestamp, encoded)
         last_timestamp = timestamp
         prefix_size, pos = decode_varint(data, pos, "bound id prefix length")
         if prefix_size > ID_SIZE:
@@ -65,13 +71,10 @@ def decode_message(data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> 
             raise DecodeError("negentropy message: truncated at bound id prefix")
         prefix = data[pos : pos + prefix_size]
         pos += prefix_size
-        if timestamp == MAX_TIMESTAMP and prefix_size:
-            raise DecodeError("negentropy message: infinite bound with an id prefix")
-        key = timestamp.to_bytes(8, "big") + prefix + _PADDING[prefix_size:]
-        if key <= previous_key:
-            raise DecodeError("negentropy message: range bounds do not strictly increase")
-        previous_key = key
-        bound = Bound(timestamp, prefix)
+        bound = Bound(timestamp, b"" if timestamp == MAX_TIMESTAMP else prefix)
+        if bound.sort_key() <= previous.sort_key():
+            bound = previous  # an empty range
+        previous = bound
 
         mode, pos = decode_varint(data, pos, "range mode")
         if mode == Mode.FINGERPRINT:
@@ -86,13 +89,19 @@ def decode_message(data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> 
                     f"negentropy message: {count} ids announced, {size - pos} bytes left"
                 )
             end = pos + count * ID_SIZE
-            ids = tuple(data[start : start + ID_SIZE] for start in range(pos, end, ID_SIZE))
+            ids = dict.fromkeys(data[start : start + ID_SIZE] for start in range(pos, end, ID_SIZE))
             pos = end
-            if len(set(ids)) != count:
-                raise DecodeError("negentropy message: an id is listed twice in one range")
-            ranges.append(IdListRange(bound, ids))
+            ranges.append(IdListRange(bound, tuple(ids)))
         elif mode == Mode.SKIP:
             ranges.append(SkipRange(bound))
         else:
             raise DecodeError(f"negentropy message: unknown range mode {mode}")
     return Message(tuple(ranges))
+
+
+def _add_saturating(last: int, encoded: int) -> int:
+    """The reference's ``decodeTimestampIn``: 0 is infinity, else ``last + encoded - 1``, and
+    any sum past the u64 range (an infinite ``last`` included) is infinity."""
+    if encoded == 0 or last == MAX_TIMESTAMP:
+        return MAX_TIMESTAMP
+    return min(last + encoded - 1, MAX_TIMESTAMP)

@@ -1,7 +1,8 @@
 """Negentropy's varint: base-128 digits, most significant first, high bit set on all but the last.
 
 This is *not* the LEB128 of :mod:`mindoo_p2p.codec` (that one puts the least significant digit
-first). Values are u64; decoding accepts only the minimal encoding (no leading zero digit).
+first). Values are u64; we always write the minimal encoding, and read any encoding the reference
+implementation reads (see `decode_varint`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ MAX_VARINT_SIZE = 10
 """Bytes in the longest u64 varint."""
 
 _U64_LIMIT = 1 << 64
+_U64_MASK = _U64_LIMIT - 1
 _SMALL = [bytes((value,)) for value in range(128)]
 
 
@@ -39,27 +41,18 @@ def varint_size(value: int) -> int:
 def decode_varint(data: bytes, pos: int, field: str) -> tuple[int, int]:
     """Read one varint of ``data`` at ``pos``; return (value, position after it).
 
-    Raises DecodeError when the data ends first, when the encoding is not minimal, or when the
-    value does not fit in a u64.
+    Decodes as the reference implementation (hoytech/negentropy, C++) does, so that every
+    encoding it accepts is accepted here: leading zero digits (a non-minimal encoding) are
+    allowed, and a value past 64 bits keeps its low 64 bits (the reference shifts a u64). The
+    length is bounded only by the data, which the caller bounds. Raises DecodeError when the
+    data ends before the last digit.
     """
     end = len(data)
-    if pos >= end:
-        raise DecodeError(f"negentropy message: truncated at {field}")
-    byte = data[pos]
-    pos += 1
-    if byte < 0x80:
-        return byte, pos
-    if byte == 0x80:
-        raise DecodeError(f"negentropy message: non-minimal varint in {field}")
-    value = byte & 0x7F
-    for _ in range(MAX_VARINT_SIZE - 1):
-        if pos >= end:
-            raise DecodeError(f"negentropy message: truncated at {field}")
+    value = 0
+    while pos < end:
         byte = data[pos]
         pos += 1
-        value = (value << 7) | (byte & 0x7F)
+        value = ((value << 7) | (byte & 0x7F)) & _U64_MASK
         if byte < 0x80:
-            if value >= _U64_LIMIT:
-                raise DecodeError(f"negentropy message: {field} does not fit in 64 bits")
             return value, pos
-    raise DecodeError(f"negentropy message: varint too long in {field}")
+    raise DecodeError(f"negentropy message: truncated at {field}")

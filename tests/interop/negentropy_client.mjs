@@ -4,8 +4,8 @@
 //   ITEMS_FILE: one item per line, "<timestamp> <64 hex digits id>".
 // Writes "MSG <hex>" lines (its messages), reads one hex reply per line from stdin, and ends
 // with one line "DONE <json>", the JSON being {"have": [hex ids], "need": [hex ids]}.
-// nostr-tools keeps timestamps in JS numbers and its varints in 32-bit integers: keep
-// timestamps below 2**31.
+// nostr-tools keeps timestamps in JS numbers and its varints in 32-bit signed integers, and a
+// bound's timestamp travels as timestamp + 1: keep timestamps below 2**31 - 1.
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 
