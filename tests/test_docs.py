@@ -7,6 +7,8 @@ import datetime as dt
 import hashlib
 import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +30,7 @@ from mindoo_p2p.crdt import (
     change_hash,
 )
 from mindoo_p2p.crdt.change_chunk import encode_change_chunk, parse_change, read_chunk
+from mindoo_p2p.crdt.change_index import MAX_OP_COUNTER, ChangeIndex, ChangeMeta
 from mindoo_p2p.crdt.debug_repr import parse_debug
 from mindoo_p2p.errors import DecodeError, NotFoundError
 
@@ -598,6 +601,96 @@ def test_change_reusing_op_ids_is_rejected() -> None:
     assert not doc.poisoned
     doc.apply_changes([second])
     assert doc.to_py()["b"] == 3
+
+
+def test_change_jumping_op_counters_is_rejected_and_the_process_survives() -> None:
+    """The attack (issue 9): a member's change starting at op 2**32-1 made every later local
+    change of the document panic, and freeing the document aborted the process from a panic in
+    the binding's destructor. Such a change is now refused before Automerge sees it."""
+    _, first, second = _two_changes()
+    jump = with_header(read_chunk_bytes(second), start_op=2**32 - 1)
+    script = f"""
+import gc
+from mindoo_p2p.crdt import AutomergeDocument
+from mindoo_p2p.errors import DecodeError
+doc = AutomergeDocument()
+doc.apply_changes([bytes.fromhex("{first.hex()}")])
+try:
+    doc.apply_changes([bytes.fromhex("{jump.hex()}")])
+except DecodeError as exc:
+    assert "skips op ids" in str(exc), exc
+else:
+    raise SystemExit("the jumping change was applied")
+with doc.change() as root:
+    root["after"] = 1
+assert doc.to_py()["after"] == 1
+del doc
+gc.collect()
+print("survived")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "survived"
+
+
+def test_op_counters_past_the_limit_are_rejected() -> None:
+    index = ChangeIndex()
+    near = ChangeMeta(b"a", 1, 1, MAX_OP_COUNTER, ())
+    index.enqueue(b"h1", b"raw1", near)
+    ready, invalid = index.take_ready()
+    assert [q.hash for q in ready] == [b"h1"] and not invalid
+    index.mark_applied(b"h1", near)
+    over = ChangeMeta(b"a", 2, MAX_OP_COUNTER + 1, MAX_OP_COUNTER + 1, (b"h1",))
+    index.enqueue(b"h2", b"raw2", over)
+    ready, invalid = index.take_ready()
+    assert not ready
+    assert invalid == [
+        (b"h2", f"op counter {MAX_OP_COUNTER + 1} is over the limit {MAX_OP_COUNTER}")
+    ]
+
+
+def test_honest_changes_start_right_after_what_they_build_on() -> None:
+    """The premise of the exact start-op rule: over random concurrent edits and merges of four
+    replicas, every change starts at 1 + the largest op counter of its deps and of its actor's
+    previous change, and a fresh replica accepts every change."""
+    rnd = random.Random(3)
+    replicas = [AutomergeDocument() for _ in range(4)]
+    with replicas[0].change() as root:
+        root["list"] = [1, 2, 3]
+        root["text"] = Text("hello")
+    for other in replicas[1:]:
+        other.apply_changes(changes_of(replicas[0]))
+    for _ in range(300):
+        doc = rnd.choice(replicas)
+        with doc.change() as root:
+            roll = rnd.random()
+            if roll < 0.4:
+                root[f"k{rnd.randrange(10)}"] = rnd.randrange(100)
+            elif roll < 0.7 and len(root["list"]) and rnd.random() < 0.5:
+                del root["list"][rnd.randrange(len(root["list"]))]
+            elif roll < 0.7:
+                root["list"].append(rnd.randrange(9))
+            else:
+                root[f"big{rnd.randrange(3)}"] = list(range(rnd.randrange(40)))
+        if rnd.random() < 0.3:
+            a, b = rnd.sample(replicas, 2)
+            a.apply_changes(changes_of(b))
+    raws = {change_hash(raw): raw for doc in replicas for raw in changes_of(doc)}
+    chunks = {hash_: parse_change(raw) for hash_, raw in raws.items()}
+    by_seq = {(c.actor, c.seq): c for c in chunks.values()}
+    for chunk in chunks.values():
+        floors = [chunks[dep].max_op for dep in chunk.deps]
+        previous = by_seq.get((chunk.actor, chunk.seq - 1))
+        floors += [previous.max_op] if previous is not None else []
+        assert chunk.start_op == max(floors, default=0) + 1
+    fresh = AutomergeDocument()
+    fresh.apply_changes(list(raws.values()))  # raises DecodeError naming any refused change
+    merged = replicas[0]
+    for other in replicas[1:]:
+        merged.apply_changes(changes_of(other))
+    assert fresh.to_py() == merged.to_py()
 
 
 def read_chunk_bytes(change: bytes) -> bytes:

@@ -8,16 +8,27 @@ applied, and only then checked and handed over, in causal order. A change builds
 * every change in its ``deps``;
 * its actor's previous change (``seq - 1``), which Automerge also requires.
 
-and its op ids must be fresh: ``start_op`` must exceed the ``max_op`` of each of those (that is
-how Automerge numbers ops, since a change's deps are all its author knew), and its
-``(actor, seq)`` must be new. A change that breaks these rules is rejected; changes waiting for a
-rejected change wait for good. Pure bookkeeping: no Automerge call happens here.
+and its op ids must be exactly the next ones: ``start_op`` must be one more than the largest
+``max_op`` of those (zero when there are none). That is how Automerge numbers a local change (its
+document's largest op counter + 1, and a change's deps are everything its author had), checked
+over random concurrent edits and merges in ``tests/test_docs.py``. Requiring equality, not just
+"greater", keeps a member from making a document's op counters jump: a change starting at
+2**32-1 made every later local change of the document panic in the binding, and freeing such a
+document aborted the process from a panicking destructor. No op counter may pass
+``MAX_OP_COUNTER`` either. Finally ``(actor, seq)`` must be new. A change that breaks these rules
+is rejected; changes waiting for a rejected change wait for good. The rules read only the
+change and what it builds on (content-addressed), so every node decides alike. Pure
+bookkeeping: no Automerge call happens here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+MAX_OP_COUNTER = 2**31 - 1
+"""The largest op counter a change may use: far above what a document reaches (a million ops a
+day for 5,000 years), far below the binding's 32-bit limits."""
 
 ActorSeq = tuple[bytes, int]
 Requirement = bytes | ActorSeq
@@ -132,8 +143,16 @@ class ChangeIndex:
         for dep in meta.deps:
             dep_meta = staged.get(dep) or self._applied.get(dep)
             floors.append(dep_meta.max_op if dep_meta is not None else 0)
-        if floors and meta.start_op <= max(floors):
+        expected = max(floors, default=0) + 1
+        if meta.start_op < expected:
             return f"start op {meta.start_op} reuses op ids of the changes it builds on"
+        if meta.start_op > expected:
+            return (
+                f"start op {meta.start_op} skips op ids: the changes it builds on end at"
+                f" {expected - 1}"
+            )
+        if meta.max_op > MAX_OP_COUNTER:
+            return f"op counter {meta.max_op} is over the limit {MAX_OP_COUNTER}"
         return None
 
     def take_ready(self) -> tuple[list[Queued], list[tuple[bytes, str]]]:
