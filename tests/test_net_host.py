@@ -10,7 +10,7 @@ import contextlib
 import os
 import statistics
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -37,7 +37,8 @@ from mindoo_p2p.net.host import (
     PeerNotConnected,
     StreamOpenError,
 )
-from mindoo_p2p.net.peer_identity import peer_id_of, peer_key_pair
+from mindoo_p2p.net.inbound_policy import InboundLimits
+from mindoo_p2p.net.peer_identity import parse_dial_addr, peer_id_of, peer_key_pair, to_libp2p_id
 
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 ECHO = "/mindoo-test/echo/1"
@@ -530,3 +531,101 @@ def _failures(book: AddressBook, seed: bytes) -> int:
 def _last_connected(book: AddressBook, seed: bytes) -> float | None:
     record = book.get(peer_id_of(seed))
     return record.last_connected if record is not None else None
+
+
+# -- inbound admission (issue 9: slot exhaustion, bans bypassed by redialling) -------------------
+
+
+def _limited(**inbound: object) -> HostConfig:
+    return HostConfig(
+        dial_timeout=3.0,
+        stream_timeout=5.0,
+        close_timeout=3.0,
+        max_connections=4,
+        inbound=InboundLimits(**inbound),  # type: ignore[arg-type]
+    )
+
+
+async def _wait_until(condition: Callable[[], bool], seconds: float) -> None:
+    with trio.fail_after(seconds):
+        while not condition():
+            await trio.sleep(0.02)
+
+
+async def test_idle_outsiders_hold_only_the_unproven_budget_and_only_until_the_deadline() -> None:
+    """The attack: four idle outsiders took every slot of a node limited to four connections.
+    Now they fill only the unproven budget (3 here), and the proof deadline closes them."""
+    config = _limited(unproven_budget=3, proof_deadline=1.0)
+    with trio.fail_after(30):
+        async with running(config=config) as node, contextlib.AsyncExitStack() as stack:
+            target = node.listen_addrs()[0]
+            outsiders = [await stack.enter_async_context(running()) for _ in range(4)]
+            for outsider in outsiders[:3]:
+                await outsider.connect(target)
+            with pytest.raises(DialError):
+                await outsiders[3].connect(target)
+            assert node.unproven_inbound == 3
+            await _wait_until(lambda: not node.connected_peers(), 5)
+            assert node.unproven_inbound == 0
+            member = await stack.enter_async_context(running())
+            await member.connect(target)
+            node.mark_proven(member.peer_id)
+            await trio.sleep(1.5)  # past the deadline
+            assert node.connected_peers() == {member.peer_id}
+            assert node.unproven_inbound == 0
+
+
+async def test_unproven_connections_from_one_address_are_capped() -> None:
+    config = _limited(unproven_per_address=2, exempt_loopback=False)
+    with trio.fail_after(30):
+        async with running(config=config) as node, contextlib.AsyncExitStack() as stack:
+            target = node.listen_addrs()[0]
+            peers = [await stack.enter_async_context(running()) for _ in range(3)]
+            await peers[0].connect(target)
+            await peers[1].connect(target)
+            with pytest.raises(DialError):
+                await peers[2].connect(target)
+            node.mark_proven(peers[0].peer_id)  # a proven peer frees its share
+            await peers[2].connect(target)
+            assert len(node.connected_peers()) == 3
+
+
+async def test_a_banned_peer_is_refused_at_connection_setup_even_when_it_redials_at_once() -> None:
+    """The attack: a banned peer that redialled within ~20 ms stayed connected. Now the gate
+    refuses it right after Noise, before the connection counts as open, in both directions."""
+    banned: set[str] = set()
+    with trio.fail_after(30):
+        async with running() as node, running() as mallory:
+            node.set_peer_gate(lambda peer_id: peer_id not in banned)
+            target = node.listen_addrs()[0]
+            await mallory.connect(target)
+            banned.add(mallory.peer_id)
+            await node.disconnect(mallory.peer_id)
+            await _wait_until(lambda: not mallory.is_connected(node.peer_id), 5)
+            with pytest.raises(DialError):
+                await mallory.connect(target)  # redialled at once
+            assert mallory.peer_id not in node.connected_peers()
+            with pytest.raises(DialError):
+                await node.connect(mallory.listen_addrs()[0])  # nor do we dial it
+            banned.clear()
+            await mallory.connect(target)
+            assert node.is_connected(mallory.peer_id)
+
+
+async def test_one_connection_per_peer_the_newer_inbound_one_replaces_the_older() -> None:
+    """A second connection from one peer never coexists with the first (an outsider cannot
+    multiply its slots under one identity), but a peer that redials (restarted, or its old
+    path died silently) is not locked out: its newer connection replaces the older one."""
+    with trio.fail_after(30):
+        async with running() as node, running() as bob:
+            target = node.listen_addrs()[0]
+            await bob.connect(target)
+            (first,) = node._swarm.get_connections(to_libp2p_id(bob.peer_id))
+            transport_addr, _ = parse_dial_addr(target)
+            await bob._swarm.dial_addr(transport_addr, to_libp2p_id(node.peer_id))
+            await _wait_until(
+                lambda: node._swarm.get_connections(to_libp2p_id(bob.peer_id)) != [first], 5
+            )
+            await trio.sleep(0.2)
+            conns = node._swarm.get_connections(to_libp2p_id(bob.peer_id))
+            assert len(conns) == 1 and conns[0] is not first

@@ -33,7 +33,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import NamedTuple
 
@@ -46,6 +46,7 @@ from libp2p.abc import (
     INetwork,
     INotifee,
     IRawConnection,
+    ISecureConn,
     ITransport,
 )
 from libp2p.crypto.keys import KeyPair
@@ -60,11 +61,12 @@ from libp2p.network.exceptions import SwarmException
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerstore import PeerStore
-from libp2p.rcmgr import new_resource_manager
+from libp2p.rcmgr import Direction, new_resource_manager
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.transport.exceptions import SecurityUpgradeFailure
 from libp2p.transport.tcp.tcp import TCP
 from libp2p.transport.upgrader import TransportUpgrader
 
@@ -77,6 +79,7 @@ from .framing import (
     StreamTimeout,
     TransportError,
 )
+from .inbound_policy import Existing, InboundLimits, InboundPolicy, InboundTicket, Refused
 from .peer_identity import (
     parse_dial_addr,
     parse_listen_addr,
@@ -140,6 +143,9 @@ class HostConfig:
     """Buffered connection events; when the consumer lags, the oldest are dropped."""
     close_timeout: float = 5.0
     """Seconds that closing the host, or disconnecting a peer, may take."""
+    inbound: InboundLimits = field(default_factory=InboundLimits)
+    """The budget, per-address shares and proof deadline of unproven inbound connections
+    (see :mod:`.inbound_policy`)."""
 
     def __post_init__(self) -> None:
         for name in ("dial_timeout", "stream_timeout", "close_timeout"):
@@ -160,10 +166,11 @@ _current_inbound_slot: contextvars.ContextVar[_InboundSlot | None] = contextvars
 class _InboundSlot:
     """Links an inbound connection handler to the connection it upgraded."""
 
-    __slots__ = ("muxed_conn", "upgraded")
+    __slots__ = ("muxed_conn", "ticket", "upgraded")
 
     def __init__(self) -> None:
         self.muxed_conn: IMuxedConn | None = None
+        self.ticket: InboundTicket | None = None
         self.upgraded = trio.Event()
 
 
@@ -198,7 +205,13 @@ class _MindooSwarm(Swarm):
        handler, so cancelling the handler does not touch a live connection.
     2. No implicit dials: `dial_peer` (peerstore addresses, used by the auto-connector,
        `BasicHost.connect` and `Swarm.new_stream` when not connected) is refused.
+    3. Inbound admission (:mod:`.inbound_policy`): an accepted TCP connection gets a ticket
+       from ``inbound_policy`` before any handshake (or is closed at once), and gives it back
+       when it closes. The ticket travels with the handler's context to `_MindooUpgrader`,
+       which authenticates the peer id on it right after Noise.
     """
+
+    inbound_policy: InboundPolicy
 
     def __init__(
         self,
@@ -235,10 +248,25 @@ class _MindooSwarm(Swarm):
                 nursery.cancel_scope.cancel()
         finally:
             _current_inbound_slot.reset(token)
+            if slot.ticket is not None:
+                self.inbound_policy.close(slot.ticket)
 
     async def upgrade_inbound_raw_conn(
         self, raw_conn: IRawConnection, maddr: multiaddr.Multiaddr
     ) -> IMuxedConn:
+        slot = _current_inbound_slot.get()
+        if slot is not None and slot.ticket is None:
+            remote = (
+                raw_conn.get_remote_address() if hasattr(raw_conn, "get_remote_address") else None
+            )
+            address = str(remote[0]) if remote else "unknown"
+            try:
+                slot.ticket = self.inbound_policy.accept(address, trio.current_time())
+            except Refused as exc:
+                logger.info("inbound connection from %s refused: %s", address, exc)
+                with suppress(Exception):
+                    await raw_conn.close()
+                raise SwarmException(f"inbound connection refused: {exc}") from None
         muxed_conn = await super().upgrade_inbound_raw_conn(raw_conn, maddr)
         slot = _current_inbound_slot.get()
         if slot is not None and slot.muxed_conn is None:
@@ -259,12 +287,68 @@ async def _cancel_when_closed(slot: _InboundSlot, scope: trio.CancelScope) -> No
     scope.cancel()
 
 
+class _MindooUpgrader(TransportUpgrader):
+    """The transport upgrader with the peer gate right after Noise, before Yamux and before
+    the connection is registered: a refused peer never counts as connected, not even briefly.
+
+    Inbound: the ticket of the connection (from the handler's context) is authenticated with
+    the policy (banned peers and second connections refused). Outbound: a peer the gate refuses
+    is not connected to either.
+    """
+
+    swarm: _MindooSwarm
+    peer_allowed: Callable[[str], bool]
+
+    async def upgrade_security(
+        self, raw_conn: IRawConnection, is_initiator: bool, peer_id: ID | None = None
+    ) -> ISecureConn:
+        secured = await super().upgrade_security(raw_conn, is_initiator, peer_id)
+        remote = secured.get_remote_peer()
+        remote_text = remote.to_base58()
+        banned = not self.peer_allowed(remote_text)
+        try:
+            if is_initiator:
+                if banned:
+                    raise Refused(f"peer {remote_text} is banned")
+            else:
+                slot = _current_inbound_slot.get()
+                if slot is not None and slot.ticket is not None:
+                    older = list(self.swarm.get_connections(remote))
+                    replace = self.swarm.inbound_policy.authenticate(
+                        slot.ticket,
+                        remote_text,
+                        banned=banned,
+                        existing=_existing(older),
+                        local_peer_id=self.swarm.get_peer_id().to_base58(),
+                    )
+                    if replace:
+                        for conn in older:
+                            with suppress(Exception):
+                                await conn.close()
+                elif banned:
+                    raise Refused(f"peer {remote_text} is banned")
+        except Refused as exc:
+            logger.info("connection %s refused: %s", "to" if is_initiator else "from", exc)
+            with suppress(Exception):
+                await secured.close()
+            raise SecurityUpgradeFailure(str(exc)) from None
+        return secured
+
+
+def _existing(conns: Sequence[INetConn]) -> Existing:
+    """What a peer's current connections are, for the one-connection rule."""
+    if not conns:
+        return Existing.NONE
+    outbound = any(getattr(conn, "direction", None) == Direction.OUTBOUND for conn in conns)
+    return Existing.OUTBOUND if outbound else Existing.INBOUND
+
+
 def _build_libp2p_host(key_pair: KeyPair, config: HostConfig) -> tuple[BasicHost, _MindooSwarm]:
     peer_id = ID.from_pubkey(key_pair.public_key)
     peerstore = PeerStore()
     peerstore.add_key_pair(peer_id, key_pair)
     noise = NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)
-    upgrader = TransportUpgrader(
+    upgrader = _MindooUpgrader(
         secure_transports_by_protocol={NOISE_PROTOCOL_ID: noise},
         muxer_transports_by_protocol={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
     )
@@ -284,6 +368,9 @@ def _build_libp2p_host(key_pair: KeyPair, config: HostConfig) -> tuple[BasicHost
         retry_config=RetryConfig(max_retries=0),
         connection_config=connection_config,
     )
+    swarm.inbound_policy = InboundPolicy(config.inbound)
+    upgrader.swarm = swarm
+    upgrader.peer_allowed = lambda _peer: True
     swarm.set_resource_manager(new_resource_manager())
     host = BasicHost(
         network=swarm,
@@ -361,6 +448,7 @@ class _ConnectionTracker(INotifee):
             self._connected.discard(peer_id)
             self._emit(ConnectionEvent(peer_id, False))
         self._host._forget_peer(remote)
+        self._host._swarm.inbound_policy.forget_peer(peer_id)
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
         return
@@ -409,6 +497,9 @@ class PeerHost:
         self._peer_id = peer_id_of_key_pair(key_pair)
         self._libp2p_id = ID.from_pubkey(key_pair.public_key)
         self._host, self._swarm = _build_libp2p_host(key_pair, self._config)
+        upgrader = self._swarm.upgrader
+        assert isinstance(upgrader, _MindooUpgrader)
+        self._upgrader: _MindooUpgrader = upgrader
         self._tracker = _ConnectionTracker(self, self._config.connection_events)
         self._swarm.register_notifee(self._tracker)
         self._dials_in_flight: dict[str, trio.Event] = {}
@@ -460,6 +551,40 @@ class PeerHost:
     def is_connected(self, peer_id: str) -> bool:
         return bool(self._swarm.get_connections(to_libp2p_id(peer_id)))
 
+    # -- admission ----------------------------------------------------------------------------
+
+    def set_peer_gate(self, allowed: Callable[[str], bool]) -> None:
+        """``allowed(peer_id)`` decides, right after Noise authenticates a peer and before the
+        connection counts as open, whether a connection (inbound or outbound) may stay: a
+        banned peer is refused whatever connections it already has. Must be fast and must not
+        raise."""
+        self._upgrader.peer_allowed = allowed
+
+    def mark_proven(self, peer_id: str) -> None:
+        """``peer_id`` proved (in a sync handshake) that it shares a tenant: its inbound
+        connection no longer counts as unproven and has no deadline."""
+        self._swarm.inbound_policy.prove(peer_id)
+
+    @property
+    def unproven_inbound(self) -> int:
+        """Inbound connections not proven yet (see :mod:`.inbound_policy`)."""
+        return self._swarm.inbound_policy.unproven
+
+    async def _expire_unproven(self) -> None:
+        """Close inbound connections still unproven past the deadline (checked every second,
+        or more often for short deadlines)."""
+        policy = self._swarm.inbound_policy
+        interval = min(1.0, policy.limits.proof_deadline / 4)
+        while True:
+            await trio.sleep(interval)
+            for peer_id in policy.expired(trio.current_time()):
+                logger.info(
+                    "closing the connection of %s: it proved no shared tenant within %s s",
+                    peer_id,
+                    policy.limits.proof_deadline,
+                )
+                await self.disconnect(peer_id)
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     @asynccontextmanager
@@ -488,7 +613,10 @@ class PeerHost:
                     else:
                         self._running = True
                         logger.info("peer %s listening on %s", self._peer_id, self.listen_addrs())
-                        yield self
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(self._expire_unproven)
+                            yield self
+                            nursery.cancel_scope.cancel()
                 finally:
                     self._running = False
                     await self._close_libp2p_host()
@@ -531,11 +659,24 @@ class PeerHost:
             self._dials_in_flight[peer_id] = done
             try:
                 await self._dial(transport_addr, remote)
+            except DialError:
+                # A simultaneous dial: the peer kept its own connection to us and refused this
+                # one (one connection per peer, see .inbound_policy). Connected all the same.
+                if not await self._connected_soon(remote):
+                    raise
             finally:
                 del self._dials_in_flight[peer_id]
                 done.set()
             break  # dialed once; a connection that dropped at once is not redialed here
         return peer_id
+
+    async def _connected_soon(self, remote: ID) -> bool:
+        """Whether a connection to ``remote`` exists now or within the next second."""
+        with trio.move_on_after(1.0):
+            while not self._swarm.get_connections(remote):
+                await trio.sleep(0.02)
+            return True
+        return False
 
     async def _dial(self, transport_addr: multiaddr.Multiaddr, remote: ID) -> None:
         # A restarted peer may sit in the swarm's 60 s negative dial cache (defect 6). dial_addr
