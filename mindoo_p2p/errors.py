@@ -54,6 +54,11 @@ class KeystoreError(MindooError):
     """The keystore file is missing, unreadable or already exists."""
 
 
+class KeystoreDamagedError(KeystoreError):
+    """The keystore file is truncated or altered (its checksum does not match): not a wrong
+    password. The message says how to recover."""
+
+
 def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The only leaf exception of ``group`` (nested groups flattened), else ``group`` itself.
 

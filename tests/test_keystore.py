@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -12,15 +13,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nacl.pwhash.argon2id as argon2id
 import pytest
 
+from mindoo_p2p.crypto import aead
 from mindoo_p2p.crypto.keystore import (
     HEADER_SIZE,
+    MAGIC,
     MAX_FILE_SIZE,
     KdfProfile,
     Keystore,
 )
-from mindoo_p2p.errors import KeystoreError, WrongPasswordError
+from mindoo_p2p.errors import KeystoreDamagedError, KeystoreError, WrongPasswordError
 
 PASSWORD = "correct horse battery staple"
 SECRET_HEX = "5ec2e7" * 10 + "abcd"
@@ -116,7 +120,7 @@ def test_read_after_tampering_raises(tmp_path: Path) -> None:
     bad = bytearray(path.read_bytes())
     bad[-1] ^= 0x01
     path.write_bytes(bytes(bad))
-    with pytest.raises(KeystoreError, match="altered or damaged"):
+    with pytest.raises(KeystoreDamagedError, match="damaged"):
         keystore.read()
 
 
@@ -128,6 +132,51 @@ def test_every_truncation_is_rejected(tmp_path: Path) -> None:
         path.write_bytes(good[:size])
         with pytest.raises((WrongPasswordError, KeystoreError)):
             Keystore.unlock(path, PASSWORD)
+
+
+def test_damage_is_told_apart_from_a_wrong_password(tmp_path: Path) -> None:
+    """Issue 10: a truncated or bit-flipped keystore reported "wrong password". Every flipped
+    bit and every truncation is now reported as damage, with the way back, and a whole file
+    with the wrong password as a wrong password; nothing is written either way."""
+    make_keystore(tmp_path)
+    path = tmp_path / "keys.mdks"
+    good = path.read_bytes()
+    with pytest.raises(WrongPasswordError):
+        Keystore.unlock(path, "not the password")
+    for position in range(len(MAGIC) + 1, len(good)):
+        bad = bytearray(good)
+        bad[position] ^= 0x10
+        path.write_bytes(bytes(bad))
+        with pytest.raises(KeystoreDamagedError, match="recovery kit"):
+            Keystore.unlock(path, PASSWORD)
+        assert path.read_bytes() == bytes(bad)  # nothing was changed
+    for size in range(len(MAGIC) + 1, len(good)):
+        path.write_bytes(good[:size])
+        with pytest.raises(KeystoreDamagedError):
+            Keystore.unlock(path, PASSWORD)
+
+
+def _version_1_file(password: str, contents: dict[str, object]) -> bytes:
+    """A keystore as version 1 wrote it (no checksum): kept here, frozen, to test reading."""
+    salt, nonce = os.urandom(16), os.urandom(24)
+    ops, mem = KdfProfile.TESTING.opslimit, KdfProfile.TESTING.memlimit
+    key = bytes(argon2id.kdf(32, password.encode(), salt, opslimit=ops, memlimit=mem))
+    header = b"MDKS" + struct.pack(">BBQQ", 1, 1, ops, mem) + salt + nonce
+    plaintext = json.dumps(contents, sort_keys=True, separators=(",", ":")).encode()
+    return header + aead.encrypt(key, nonce, plaintext, header)
+
+
+def test_a_version_1_keystore_is_read_and_rewritten_as_version_2(tmp_path: Path) -> None:
+    path = tmp_path / "old.mdks"
+    path.write_bytes(_version_1_file(PASSWORD, {"secret": "kept"}))
+    keystore = Keystore.unlock(path, PASSWORD)
+    assert keystore.read() == {"secret": "kept"}
+    keystore.update(lambda contents: contents.update(more=1))
+    data = path.read_bytes()
+    assert data[4] == 2 and hashlib.sha256(data[:-32]).digest() == data[-32:]
+    assert Keystore.unlock(path, PASSWORD).read() == {"secret": "kept", "more": 1}
+    with pytest.raises(WrongPasswordError):
+        Keystore.unlock(path, "wrong")
 
 
 def test_missing_unreadable_and_foreign_files(tmp_path: Path) -> None:
@@ -163,7 +212,7 @@ def crafted_header(version: int = 1, kdf: int = 1, ops: int = 1, mem: int = 8192
         ({"mem": 1024}, "refusing argon2id limits"),
         ({"ops": 10**9}, "refusing argon2id limits"),
         ({"ops": 0}, "refusing argon2id limits"),
-        ({"version": 2}, "unsupported format version 2"),
+        ({"version": 3}, "unsupported format version 3"),
         ({"kdf": 9}, "unknown key derivation function 9"),
     ],
 )

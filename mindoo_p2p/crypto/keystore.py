@@ -1,19 +1,27 @@
 """The password-protected keystore file: every private key and tenant key of a node.
 
 The contents are one JSON object (callers store bytes as hex), encrypted with
-XChaCha20-Poly1305 under a key derived from the password by argon2id. File format, version 1
+XChaCha20-Poly1305 under a key derived from the password by argon2id. File format, version 2
 (integers big-endian)::
 
     magic       4 bytes  b"MDKS"
-    version     u8       1
+    version     u8       2
     kdf         u8       key derivation function: 1 = argon2id v1.3 (libsodium crypto_pwhash)
     opslimit    u64      argon2id passes
     memlimit    u64      argon2id memory in bytes
     salt        16 bytes random, chosen when the password is set
     nonce       24 bytes random, fresh for every write
-    ciphertext  the rest: XChaCha20-Poly1305 of the UTF-8 JSON contents, with every byte
-                before it (magic .. nonce) as associated data, so no header field can change
-                without decryption failing
+    ciphertext  XChaCha20-Poly1305 of the UTF-8 JSON contents, with every byte before it
+                (magic .. nonce) as associated data, so no header field can change without
+                decryption failing
+    checksum    32 bytes: SHA-256 of every byte before it
+
+The checksum tells damage from a wrong password without the password: a truncated or
+bit-flipped file is reported as damaged (with the way back: a backup or the recovery kit), a
+file that is whole but does not decrypt as a wrong password. It protects against accidents,
+not attackers (anyone can recompute it; the AEAD is what stops tampering). Version 1 had no
+checksum (damage there reads as a wrong password); it is still read, and the next write
+turns it into version 2.
 
 Writes keep the salt and derived key (so a write needs no password) and use a fresh nonce; a
 password change picks a new salt. Reading is bounded: a file over 64 MiB, or with KDF limits
@@ -36,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import fcntl
+import hashlib
 import json
 import os
 import stat
@@ -49,16 +58,24 @@ from typing import Any
 import nacl.pwhash.argon2id as argon2id
 
 from ..codec import Reader, Writer
-from ..errors import DecodeError, KeystoreError, VerificationError, WrongPasswordError
+from ..errors import (
+    DecodeError,
+    KeystoreDamagedError,
+    KeystoreError,
+    VerificationError,
+    WrongPasswordError,
+)
 from . import aead
 
 MAGIC = b"MDKS"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = frozenset({1, 2})
 KDF_ARGON2ID = 1
 SALT_SIZE = 16
+CHECKSUM_SIZE = 32
 HEADER_SIZE = len(MAGIC) + 1 + 1 + 8 + 8 + SALT_SIZE + aead.NONCE_SIZE
 MAX_FILE_SIZE = 64 * 1024 * 1024
-MAX_CONTENTS_SIZE = MAX_FILE_SIZE - HEADER_SIZE - aead.TAG_SIZE
+MAX_CONTENTS_SIZE = MAX_FILE_SIZE - HEADER_SIZE - aead.TAG_SIZE - CHECKSUM_SIZE
 
 MIN_OPSLIMIT = int(argon2id.OPSLIMIT_MIN)
 MIN_MEMLIMIT = int(argon2id.MEMLIMIT_MIN)
@@ -167,8 +184,9 @@ class Keystore:
         """Open the keystore at ``path`` with ``password``.
 
         Raises :class:`KeystoreError` ("no keystore at PATH ...") when the file is missing,
-        unreadable or not a keystore, and :class:`WrongPasswordError` when decryption fails
-        (a wrong password, or a file altered after it was written).
+        unreadable or not a keystore, :class:`KeystoreDamagedError` when it is truncated or
+        altered (its checksum does not match), and :class:`WrongPasswordError` when a whole
+        file does not decrypt (a wrong password; for a version-1 file, also damage).
         """
         path = Path(path)
         parsed = _parse(path, _read_file(path))
@@ -254,7 +272,8 @@ class Keystore:
             .fixed(nonce, aead.NONCE_SIZE)
             .getvalue()
         )
-        return header + aead.encrypt(self._key, nonce, plaintext, header)
+        body = header + aead.encrypt(self._key, nonce, plaintext, header)
+        return body + hashlib.sha256(body).digest()
 
     def _decrypt(self, parsed: _ParsedFile) -> dict[str, Any]:
         """The contents; VerificationError when the key does not open the file."""
@@ -292,15 +311,34 @@ def _read_file(path: Path) -> bytes:
     return data
 
 
+def _damaged(path: Path, what: str) -> KeystoreDamagedError:
+    return KeystoreDamagedError(
+        f"keystore {path} is damaged ({what}): nothing was changed; put back a copy from a"
+        " backup, or restore this node from its recovery kit into a new home ('mindoo recovery"
+        " restore')"
+    )
+
+
 def _parse(path: Path, data: bytes) -> _ParsedFile:
-    """Split and check the clear header; KeystoreError for anything but a sane keystore."""
+    """Split and check the clear header (and the checksum); KeystoreError for anything but a
+    sane keystore, KeystoreDamagedError for a damaged one."""
+    if len(data) < len(MAGIC) + 1:
+        raise KeystoreError(f"no keystore at {path}: the file is empty or cut short")
     r = Reader(data, f"keystore {path}")
     try:
         if r.fixed(len(MAGIC), "magic") != MAGIC:
             raise KeystoreError(f"no keystore at {path}: not a mindoo keystore file")
         version = r.u8("version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise KeystoreError(f"keystore {path}: unsupported format version {version}")
+        if version >= 2:
+            if len(data) < CHECKSUM_SIZE or (
+                hashlib.sha256(data[:-CHECKSUM_SIZE]).digest() != data[-CHECKSUM_SIZE:]
+            ):
+                raise _damaged(path, "truncated or altered: its checksum does not match")
+            data = data[:-CHECKSUM_SIZE]
+            r = Reader(data, f"keystore {path}")
+            r.fixed(len(MAGIC) + 1, "magic and version")
         kdf = r.u8("kdf")
         if kdf != KDF_ARGON2ID:
             raise KeystoreError(f"keystore {path}: unknown key derivation function {kdf}")
@@ -309,14 +347,14 @@ def _parse(path: Path, data: bytes) -> _ParsedFile:
         salt = r.fixed(SALT_SIZE, "salt")
         nonce = r.fixed(aead.NONCE_SIZE, "nonce")
     except DecodeError:
-        raise KeystoreError(f"no keystore at {path}: the file is truncated") from None
+        raise _damaged(path, "truncated") from None
     if not MIN_OPSLIMIT <= opslimit <= MAX_OPSLIMIT or not MIN_MEMLIMIT <= memlimit <= MAX_MEMLIMIT:
         raise KeystoreError(
             f"keystore {path}: refusing argon2id limits opslimit={opslimit} memlimit={memlimit}"
             f" (allowed {MIN_OPSLIMIT}-{MAX_OPSLIMIT} passes, {MIN_MEMLIMIT}-{MAX_MEMLIMIT} bytes)"
         )
     if r.remaining < aead.TAG_SIZE:
-        raise KeystoreError(f"no keystore at {path}: the file is truncated")
+        raise _damaged(path, "truncated")
     header_end = r.pos
     return _ParsedFile(
         params=_KdfParams(opslimit, memlimit, salt),
