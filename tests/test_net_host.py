@@ -629,3 +629,18 @@ async def test_one_connection_per_peer_the_newer_inbound_one_replaces_the_older(
             await trio.sleep(0.2)
             conns = node._swarm.get_connections(to_libp2p_id(bob.peer_id))
             assert len(conns) == 1 and conns[0] is not first
+
+
+async def test_identify_is_not_served_to_anyone() -> None:
+    """Issue 9: identify told every connecting peer all our protocols and addresses. Only
+    what peers need is served: our own protocols, and ping."""
+    with trio.fail_after(20):
+        async with running() as node, running() as stranger:
+            await stranger.connect(node.listen_addrs()[0])
+            for protocol in ("/ipfs/id/1.0.0", "/ipfs/id/push/1.0.0"):
+                with pytest.raises(StreamOpenError):
+                    await stranger.open_stream(node.peer_id, protocol)
+            stream = await stranger.open_stream(node.peer_id, ECHO)
+            await stream.send_frame(b"still served")
+            assert await stream.receive_frame() == b"still served"
+            await stream.close()

@@ -54,6 +54,8 @@ from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pa
 from libp2p.custom_types import TProtocol
 from libp2p.exceptions import BaseLibp2pError
 from libp2p.host.basic_host import BasicHost
+from libp2p.identity.identify.identify import ID as IDENTIFY_PROTOCOL_ID
+from libp2p.identity.identify_push.identify_push import ID_PUSH as IDENTIFY_PUSH_PROTOCOL_ID
 from libp2p.io.abc import ReadWriteCloser
 from libp2p.network.auto_connector import AutoConnector
 from libp2p.network.config import ConnectionConfig, RetryConfig
@@ -379,6 +381,10 @@ def _build_libp2p_host(key_pair: KeyPair, config: HostConfig) -> tuple[BasicHost
         bootstrap=None,
         disable_identify_address_discovery=True,
     )
+    # Serve only what peers need: identify (and its push) would tell anyone who connects
+    # every protocol this node speaks and its listen addresses. Ping stays (liveness).
+    for unneeded in (IDENTIFY_PROTOCOL_ID, IDENTIFY_PUSH_PROTOCOL_ID):
+        host.remove_stream_handler(unneeded)
     return host, swarm
 
 
