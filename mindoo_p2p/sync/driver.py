@@ -1,10 +1,13 @@
 """The trio driver: runs the handshake and the sync state machines over a framed stream.
 
 All protocol decisions live in :mod:`.auth` and :mod:`.protocol`; this module only moves
-frames, calls :meth:`SyncStore.ingest`, and applies the two time bounds (the whole session, and
-the wait for each frame of the peer). The handshake runs in lock step; the sync phase runs full
-duplex (one task sends whatever the machine has to say while the other receives), so neither
-side can block the other however little the transport buffers.
+frames, has received entries stored (through ``run_ingest(store, raws)``, by default
+:meth:`SyncStore.ingest` called in place; the daemon passes one that runs a large batch in a
+worker thread, so verifying and writing it does not stall the event loop), and applies the
+two time bounds (the whole session, and the wait for each frame of the peer). The handshake
+runs in lock step; the sync phase runs full duplex (one task sends whatever the machine has to
+say while the other receives), so neither side can block the other however little the
+transport buffers.
 
 On a :class:`~.messages.ProtocolViolation` or a timeout, the driver reports a penalty through
 ``on_penalty(remote_peer, points, reason)``, closes the stream and raises; the exception's
@@ -15,7 +18,7 @@ session leaves the stream open: it belongs to the caller.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 import trio
@@ -50,6 +53,13 @@ PenaltyCallback = Callable[[bytes, int, str], None]
 """``on_penalty(remote_peer, points, reason)``."""
 ProgressCallback = Callable[[SyncReport], None]
 """Called with the live report after each frame of the sync phase."""
+IngestRunner = Callable[["SyncStore", Sequence[bytes]], Awaitable[IngestOutcome]]
+"""``run_ingest(store, raws)``: store a received batch, as :meth:`SyncStore.ingest` does."""
+
+
+async def ingest_in_place(store: SyncStore, raws: Sequence[bytes]) -> IngestOutcome:
+    """The default `IngestRunner`: :meth:`SyncStore.ingest` on the calling (trio) thread."""
+    return store.ingest(raws)
 
 
 class FrameStream(Protocol):
@@ -84,10 +94,12 @@ class _Session:
         stream: FrameStream,
         limits: SyncLimits,
         on_progress: ProgressCallback | None,
+        run_ingest: IngestRunner = ingest_in_place,
     ) -> None:
         self.stream = stream
         self.limits = limits
         self.on_progress = on_progress
+        self.run_ingest = run_ingest
         self.frames_sent = 0
         self.frames_received = 0
         self.bytes_sent = 0
@@ -145,7 +157,9 @@ class _Session:
             machine.receive(await self.receive())
             try:
                 for job in machine.take_jobs():
-                    outcome = store.ingest(job.raws) if job.raws else IngestOutcome()
+                    outcome = (
+                        await self.run_ingest(store, job.raws) if job.raws else IngestOutcome()
+                    )
                     machine.ingested(job, outcome)
             finally:
                 self._changed.set()
@@ -212,6 +226,7 @@ async def run_initiator(
     on_progress: ProgressCallback | None = None,
     on_penalty: PenaltyCallback | None = None,
     limits: SyncLimits = DEFAULT_LIMITS,
+    run_ingest: IngestRunner = ingest_in_place,
 ) -> SyncReport:
     """Authenticate for ``authority``'s tenant and sync ``store`` with the peer.
 
@@ -221,7 +236,7 @@ async def run_initiator(
     """
     if store.tenant_id != authority.tenant_id:
         raise ValueError("the store and the authority are of different tenants")
-    session = _Session(stream, limits, on_progress)
+    session = _Session(stream, limits, on_progress, run_ingest)
     machine: SyncInitiator | None = None
     try:
         with trio.move_on_after(limits.session_seconds):
@@ -259,6 +274,7 @@ async def run_responder(
     on_progress: ProgressCallback | None = None,
     on_penalty: PenaltyCallback | None = None,
     limits: SyncLimits = DEFAULT_LIMITS,
+    run_ingest: IngestRunner = ingest_in_place,
 ) -> SyncReport | None:
     """Answer a session for whichever tenant of ``authorities`` (tenant id -> (authority,
     store)) the initiator proves itself for.
@@ -271,7 +287,7 @@ async def run_responder(
     for authority, store in pairs:
         if store.tenant_id != authority.tenant_id:
             raise ValueError("a store and its authority are of different tenants")
-    session = _Session(stream, limits, on_progress)
+    session = _Session(stream, limits, on_progress, run_ingest)
     machine: SyncResponder | None = None
     try:
         with trio.move_on_after(limits.session_seconds):
