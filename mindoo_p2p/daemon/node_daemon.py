@@ -130,6 +130,13 @@ class _Disconnect:
     peer_id: str
 
 
+@dataclass(frozen=True)
+class _StoreStatus:
+    tenants: list[Tenant]
+    databases: list[tuple[Tenant, str, dict[str, int]]]
+    entries: int
+
+
 class _Worker:
     """One connected peer's session worker: its wake-up event."""
 
@@ -285,25 +292,29 @@ class NodeDaemon:
     async def _carry_out_requests(
         self, host: PeerHost, requests: trio.MemoryReceiveChannel[_Dial | _Disconnect]
     ) -> None:
-        limiter = trio.CapacityLimiter(MAX_CONCURRENT_REQUESTS)
+        """Carry out dials and disconnects, at most `MAX_CONCURRENT_REQUESTS` at once (the
+        next request is taken only when a slot is free, so waiting ones stay in the bounded
+        channel)."""
+        slots = trio.Semaphore(MAX_CONCURRENT_REQUESTS)
         async with trio.open_nursery() as nursery:
             async for request in requests:
-                nursery.start_soon(self._carry_out, host, request, limiter)
+                await slots.acquire()
+                nursery.start_soon(self._carry_out, host, request, slots)
 
     async def _carry_out(
-        self, host: PeerHost, request: _Dial | _Disconnect, limiter: trio.CapacityLimiter
+        self, host: PeerHost, request: _Dial | _Disconnect, slots: trio.Semaphore
     ) -> None:
-        async with limiter:
+        try:
             if isinstance(request, _Disconnect):
                 await host.disconnect(request.peer_id)
-                return
-            try:
-                if request.remember:
-                    await self.add_peer(request.addr)
-                else:
-                    await host.connect(request.addr)
-            except TransportError as exc:
-                logger.info("connecting to %s failed: %s", request.addr, exc)
+            elif request.remember:
+                await self.add_peer(request.addr)
+            else:
+                await host.connect(request.addr)
+        except TransportError as exc:
+            logger.info("%s failed: %s", request, exc)
+        finally:
+            slots.release()
 
     async def _run_mdns(
         self, host: PeerHost, *, task_status: Any = trio.TASK_STATUS_IGNORED
@@ -640,30 +651,45 @@ class NodeDaemon:
         return result
 
     def _status(self) -> dict[str, Any]:
+        return self._status_from(self._store_status())
+
+    async def status_off_loop(self) -> dict[str, Any]:
+        """`status`, with its store reads (a count of every database's documents) in a worker
+        thread, so a large store does not hold up the event loop."""
+        return self._status_from(await trio.to_thread.run_sync(self._store_status))
+
+    def _store_status(self) -> _StoreStatus:
+        """What `status` reads from the store (LMDB snapshots: safe from any thread)."""
         tenants = self.node.tenants()
-        names = {t.id: t.name for t in tenants}
         store = self.node.store
+        databases = [
+            (tenant, name, store.stats(tenant.id, name))
+            for tenant in tenants
+            for name in tenant.databases()
+        ]
+        return _StoreStatus(tenants, databases, store.count())
+
+    def _status_from(self, stored: _StoreStatus) -> dict[str, Any]:
+        names = {t.id: t.name for t in stored.tenants}
         databases = []
-        for tenant in tenants:
-            for name in tenant.databases():
-                stats = store.stats(tenant.id, name)
-                missing, caught_up = self.peer_table.database_status(tenant.id, name)
-                databases.append(
-                    {
-                        "tenant": tenant.name,
-                        "tenant_id": tenant.id_hex,
-                        "database": name,
-                        "entries": stats["entries"],
-                        "documents": stats["documents"],
-                        "missing": missing,
-                        "caught_up": caught_up,
-                    }
-                )
+        for tenant, name, stats in stored.databases:
+            missing, caught_up = self.peer_table.database_status(tenant.id, name)
+            databases.append(
+                {
+                    "tenant": tenant.name,
+                    "tenant_id": tenant.id_hex,
+                    "database": name,
+                    "entries": stats["entries"],
+                    "documents": stats["documents"],
+                    "missing": missing,
+                    "caught_up": caught_up,
+                }
+            )
         return {
             "peer_id": self.host.peer_id if self.host else None,
             "listen_addrs": self.listen_addrs(),
             "home": str(self.node.home),
-            "entries": store.count(),
+            "entries": stored.entries,
             "peers": self.peer_table.peers_status(names),
             "databases": databases,
         }
@@ -673,7 +699,7 @@ class NodeDaemon:
             return "pong"
 
         async def status(params: dict[str, Any]) -> dict[str, Any]:
-            return self.status()
+            return await self.status_off_loop()
 
         async def peers_add(params: dict[str, Any]) -> dict[str, Any]:
             addr = params.get("addr")
