@@ -5,6 +5,7 @@ their origin, whichever thread stored them."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -193,3 +194,32 @@ async def test_entries_reach_the_daemon_with_their_origin(make_node: MakeNode) -
         Origin.GOSSIP,
         Origin.OTHER,
     ]
+
+
+async def test_a_forwarded_command_runs_in_a_worker_thread_that_holds_the_node(
+    make_node: MakeNode, tmp_path: Path
+) -> None:
+    alice, bob = make_node("alice"), make_node("bob")
+    seen: dict[str, Any] = {}
+    addr: list[str] = []
+
+    def command(argv: list[str], cwd: str, env: dict[str, str]) -> dict[str, Any]:
+        seen["thread"] = threading.get_ident()
+        seen["holds"] = daemon.access.held_by_current_thread()
+        # What a command asks of the daemon itself is carried over to the trio thread.
+        seen["status"] = daemon.status()["peer_id"]
+        seen["peer"] = daemon.request_peer(addr[0])
+        return {"exit_code": 0, "stdout": " ".join(argv), "stderr": env.get("X", "")}
+
+    daemon = NodeDaemon(alice, LOOPBACK, host_config=FAST, control=False, command_runner=command)
+    async with running(daemon), running(NodeDaemon(bob, LOOPBACK, host_config=FAST)) as b:
+        addr.append(b.listen_addrs()[0])
+        reply = await daemon.run_command(["peers", "add"], str(tmp_path), {"X": "y"})
+        assert reply == {"exit_code": 0, "stdout": "peers add", "stderr": "y"}
+        assert seen["thread"] != threading.get_ident() and seen["holds"]
+        assert seen["status"] == daemon.peer_id and seen["peer"] == b.peer_id
+        with trio.fail_after(15):
+            while not (daemon.host is not None and daemon.host.is_connected(b.peer_id)):
+                await trio.sleep(0.02)
+    with pytest.raises(ValueError, match="does not run CLI commands"):
+        await NodeDaemon(bob, LOOPBACK, control=False).run_command(["x"], ".", {})
