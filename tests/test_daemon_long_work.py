@@ -223,3 +223,37 @@ async def test_a_forwarded_command_runs_in_a_worker_thread_that_holds_the_node(
                 await trio.sleep(0.02)
     with pytest.raises(ValueError, match="does not run CLI commands"):
         await NodeDaemon(bob, LOOPBACK, control=False).run_command(["x"], ".", {})
+
+
+async def test_events_that_do_not_fit_become_one_resync(make_node: MakeNode) -> None:
+    alice = make_node("alice")
+    tenant = alice.create_tenant("acme")
+    daemon = NodeDaemon(
+        alice, LOOPBACK, host_config=FAST, control=False, gossip=False, entry_event_capacity=1
+    )
+    resyncs: list[None] = []
+    async with running(daemon), daemon.events.subscribe() as events:
+        scheduler = daemon._scheduler
+        assert scheduler is not None
+        resync = scheduler.resync
+
+        def spy() -> None:
+            resyncs.append(None)
+            resync()
+
+        scheduler.resync = spy  # type: ignore[method-assign]
+        async with daemon.access.hold():  # five batches with no checkpoint in between
+            for i in range(5):
+                tenant.open_db("notes").create_document({"n": i})
+        received = []
+        with trio.fail_after(10):
+            first = await events.receive()
+            assert first["type"] == "resync"
+            while len(received) + first["dropped"] < 5:
+                received.append(await events.receive())
+    # The channel holds one (and a consumer already waiting takes one): the rest were dropped.
+    assert first["dropped"] in (3, 4)
+    assert [(e["type"], e["origin"]) for e in received] == [("entry", "local")] * (
+        5 - first["dropped"]
+    )
+    assert resyncs == [None]  # every peer is woken soon: nothing that changed is missed

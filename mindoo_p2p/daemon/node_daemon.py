@@ -65,7 +65,7 @@ from ..sync.messages import ProtocolViolation
 from ..sync.protocol import DEFAULT_LIMITS, IngestOutcome, SyncLimits, SyncReport, SyncStore
 from ..sync.tenant_adapter import TenantSyncAuthority, TenantSyncStore
 from ..tenant import Tenant
-from .entry_events import EntryEvent, EntryEventQueue, Origin, Resync
+from .entry_events import ENTRY_EVENT_QUEUE, EntryEvent, EntryEventQueue, Origin, Resync
 from .gossip_bridge import GossipBridge
 from .node_access import NodeAccess
 from .peer_table import BAN_THRESHOLD, PeerState, PeerTable
@@ -159,8 +159,10 @@ class NodeDaemon:
         control: bool = True,
         gossip: bool = True,
         command_runner: CommandRunner | None = None,
+        entry_event_capacity: int = ENTRY_EVENT_QUEUE,
     ) -> None:
         self.node = node
+        self._entry_event_capacity = entry_event_capacity
         self.config = config
         self._host_config = host_config
         self._sync_limits = sync_limits
@@ -194,7 +196,7 @@ class NodeDaemon:
             scheduler = self._scheduler = SyncScheduler(
                 sync_interval_s=self.config.sync_interval_s, gossip=self._gossip_enabled
             )
-            entry_events = self._entry_events = EntryEventQueue()
+            entry_events = self._entry_events = EntryEventQueue(self._entry_event_capacity)
             self._requests, requests = trio.open_memory_channel[_Dial | _Disconnect](
                 CONNECTION_REQUESTS
             )
