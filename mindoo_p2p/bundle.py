@@ -26,7 +26,7 @@ from .store import AppendResult, EntryStore, Rejected
 
 MAGIC = b"MDBN"
 VERSION = 1
-IMPORT_BATCH = 500
+IMPORT_BATCH = 250
 """Entries per `Node.ingest` call of an import: a daemon running the import lets peers and
 ``status`` have the Node between two calls, so this bounds how long they wait."""
 

@@ -39,7 +39,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractAsyncContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -478,6 +478,11 @@ class NodeDaemon:
                 return store.ingest(raws)
         return await access.run(lambda _node: store.ingest(raws), Origin.SYNC)
 
+    def _hold_for_handshake(self) -> AbstractAsyncContextManager[object]:
+        """The sessions' `StoreHolder`: checking a peer's proof reads membership and may store
+        its membership evidence, so it takes its turn with the Node (on the loop)."""
+        return self.access.hold(Origin.SYNC)
+
     async def _sync_tenant(self, peer_id: str, tenant: Tenant) -> SyncReport | None:
         host = self.host
         if host is None or not host.is_connected(peer_id):
@@ -500,6 +505,7 @@ class NodeDaemon:
                 on_penalty=self._penalize,
                 limits=self._sync_limits,
                 run_ingest=self._ingest_received,
+                hold_store=self._hold_for_handshake,
             )
         except AuthDenied:
             if self.peer_table.denied(peer_id, tenant.id):
@@ -538,6 +544,7 @@ class NodeDaemon:
                 on_penalty=self._penalize,
                 limits=self._sync_limits,
                 run_ingest=self._ingest_received,
+                hold_store=self._hold_for_handshake,
             )
         except (AuthDenied, ProtocolViolation, SyncTimeout) as exc:
             self.peer_table.failed(peer_id, f"inbound sync failed: {exc}")

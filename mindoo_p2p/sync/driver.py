@@ -3,11 +3,13 @@
 All protocol decisions live in :mod:`.auth` and :mod:`.protocol`; this module only moves
 frames, has received entries stored (through ``run_ingest(store, raws)``, by default
 :meth:`SyncStore.ingest` called in place; the daemon passes one that runs a large batch in a
-worker thread, so verifying and writing it does not stall the event loop), and applies the
-two time bounds (the whole session, and the wait for each frame of the peer). The handshake
-runs in lock step; the sync phase runs full duplex (one task sends whatever the machine has to
-say while the other receives), so neither side can block the other however little the
-transport buffers.
+worker thread, so verifying and writing it does not stall the event loop; each frame the
+handshake receives is handled inside ``hold_store()``, since checking a peer's proof may store
+its membership evidence),
+and applies the two time bounds (the whole session, and the wait for each frame of the peer).
+The handshake runs in lock step; the sync phase runs full duplex (one task sends whatever the
+machine has to say while the other receives), so neither side can block the other however
+little the transport buffers.
 
 On a :class:`~.messages.ProtocolViolation` or a timeout, the driver reports a penalty through
 ``on_penalty(remote_peer, points, reason)``, closes the stream and raises; the exception's
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 import trio
@@ -62,6 +65,16 @@ async def ingest_in_place(store: SyncStore, raws: Sequence[bytes]) -> IngestOutc
     return store.ingest(raws)
 
 
+StoreHolder = Callable[[], AbstractAsyncContextManager[object]]
+"""``hold_store()``: held while the handshake handles a received frame (checking a peer's
+proof may store its membership evidence)."""
+
+
+def no_hold() -> AbstractAsyncContextManager[object]:
+    """The default `StoreHolder`: nothing to wait for."""
+    return contextlib.nullcontext()
+
+
 class FrameStream(Protocol):
     """What the driver needs from a transport stream (``net.framing.FramedStream`` has it)."""
 
@@ -95,11 +108,13 @@ class _Session:
         limits: SyncLimits,
         on_progress: ProgressCallback | None,
         run_ingest: IngestRunner = ingest_in_place,
+        hold_store: StoreHolder = no_hold,
     ) -> None:
         self.stream = stream
         self.limits = limits
         self.on_progress = on_progress
         self.run_ingest = run_ingest
+        self.hold_store = hold_store
         self.frames_sent = 0
         self.frames_received = 0
         self.bytes_sent = 0
@@ -139,7 +154,9 @@ class _Session:
             if frame is not None:
                 await self.send(frame)
             elif handshake.wants_frame:
-                handshake.receive(await self.receive())
+                incoming = await self.receive()
+                async with self.hold_store():
+                    handshake.receive(incoming)
             else:  # pragma: no cover - the transition tables make this unreachable
                 raise RuntimeError("handshake stalled")
 
@@ -227,6 +244,7 @@ async def run_initiator(
     on_penalty: PenaltyCallback | None = None,
     limits: SyncLimits = DEFAULT_LIMITS,
     run_ingest: IngestRunner = ingest_in_place,
+    hold_store: StoreHolder = no_hold,
 ) -> SyncReport:
     """Authenticate for ``authority``'s tenant and sync ``store`` with the peer.
 
@@ -236,7 +254,7 @@ async def run_initiator(
     """
     if store.tenant_id != authority.tenant_id:
         raise ValueError("the store and the authority are of different tenants")
-    session = _Session(stream, limits, on_progress, run_ingest)
+    session = _Session(stream, limits, on_progress, run_ingest, hold_store)
     machine: SyncInitiator | None = None
     try:
         with trio.move_on_after(limits.session_seconds):
@@ -275,6 +293,7 @@ async def run_responder(
     on_penalty: PenaltyCallback | None = None,
     limits: SyncLimits = DEFAULT_LIMITS,
     run_ingest: IngestRunner = ingest_in_place,
+    hold_store: StoreHolder = no_hold,
 ) -> SyncReport | None:
     """Answer a session for whichever tenant of ``authorities`` (tenant id -> (authority,
     store)) the initiator proves itself for.
@@ -287,7 +306,7 @@ async def run_responder(
     for authority, store in pairs:
         if store.tenant_id != authority.tenant_id:
             raise ValueError("a store and its authority are of different tenants")
-    session = _Session(stream, limits, on_progress, run_ingest)
+    session = _Session(stream, limits, on_progress, run_ingest, hold_store)
     machine: SyncResponder | None = None
     try:
         with trio.move_on_after(limits.session_seconds):
