@@ -26,7 +26,9 @@ from .store import AppendResult, EntryStore, Rejected
 
 MAGIC = b"MDBN"
 VERSION = 1
-IMPORT_BATCH = 2000
+IMPORT_BATCH = 250
+"""Entries per `Node.ingest` call of an import: a daemon running the import lets peers and
+``status`` have the Node between two calls, so this bounds how long they wait."""
 
 
 def write_bundle(path: Path | str, entries: Iterable[Entry]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from mindoo_p2p.testing import Cluster, ConvergenceError
@@ -63,6 +64,31 @@ async def test_wait_converged_reports_who_misses_what(cluster: Cluster) -> None:
         assert "node1 misses 1 of 1 entries of acme/contacts" in str(exc)
     else:
         raise AssertionError("two unconnected nodes cannot have converged")
+
+
+async def test_wait_converged_scans_only_when_the_fingerprints_agree(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await cluster.start(2)
+    cluster.create_tenant("acme")
+    cluster.db(0, "acme", "contacts").create_document({"lonely": True})
+    prints = cluster.fingerprints()
+    assert prints[0] != prints[1]
+    scans: list[int] = []
+    scan = cluster.divergence
+
+    def counted(among: object = None) -> list[str]:
+        scans.append(1)
+        return scan(among)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cluster, "divergence", counted)
+    with pytest.raises(ConvergenceError, match="node1 misses 1 of 1 entries"):
+        await cluster.wait_converged(timeout=0.5)
+    assert len(scans) == 1  # the final report only: no full scan while they differ
+    await cluster.connect(0, 1)
+    await cluster.wait_converged(timeout=30)
+    prints = cluster.fingerprints()
+    assert prints[0] == prints[1] != {}
 
 
 async def test_entries_travel_by_gossip_between_admitted_peers(cluster: Cluster) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import pytest
 import trio
 
 from mindoo_p2p.config import NodeConfig
-from mindoo_p2p.daemon import NodeDaemon
+from mindoo_p2p.daemon import NodeDaemon, PeerTable
 from mindoo_p2p.net.host import HostConfig
 from mindoo_p2p.node import Node
 
@@ -79,13 +78,17 @@ async def test_unauthorized_peer_learns_nothing(make_node: MakeNode) -> None:
         assert m.peers[a.peer_id].shared_tenants == set()
 
 
-def test_the_peer_table_is_bounded(make_node: MakeNode, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mindoo_p2p.daemon as daemon_module
-
-    monkeypatch.setattr(daemon_module, "MAX_PEER_STATES", 10)
-    daemon = NodeDaemon(make_node("n"), LOOPBACK, control=False)
-    daemon._peer("connected").connected = True
+def test_the_peer_table_is_bounded() -> None:
+    table = PeerTable(max_peers=10)
+    table.connected("connected")
     for i in range(100):
-        daemon._peer(f"peer{i}")
-    assert len(daemon.peers) <= 10
-    assert "connected" in daemon.peers  # live peers are never forgotten
+        table.peer(f"peer{i}")
+    assert len(table) <= 10
+    assert "connected" in table  # live peers are never forgotten
+
+
+def test_the_daemon_reads_its_peers_from_the_peer_table(make_node: MakeNode) -> None:
+    daemon = NodeDaemon(make_node("n"), LOOPBACK, control=False)
+    daemon.peer_table.connected("somebody")
+    assert daemon.peers is daemon.peer_table.states
+    assert daemon.status()["peers"][0]["peer_id"] == "somebody"

@@ -1,10 +1,15 @@
 """The trio driver: runs the handshake and the sync state machines over a framed stream.
 
 All protocol decisions live in :mod:`.auth` and :mod:`.protocol`; this module only moves
-frames, calls :meth:`SyncStore.ingest`, and applies the two time bounds (the whole session, and
-the wait for each frame of the peer). The handshake runs in lock step; the sync phase runs full
-duplex (one task sends whatever the machine has to say while the other receives), so neither
-side can block the other however little the transport buffers.
+frames, has received entries stored (through ``run_ingest(store, raws)``, by default
+:meth:`SyncStore.ingest` called in place; the daemon passes one that runs a large batch in a
+worker thread, so verifying and writing it does not stall the event loop; each frame the
+handshake receives is handled inside ``hold_store()``, since checking a peer's proof may store
+its membership evidence),
+and applies the two time bounds (the whole session, and the wait for each frame of the peer).
+The handshake runs in lock step; the sync phase runs full duplex (one task sends whatever the
+machine has to say while the other receives), so neither side can block the other however
+little the transport buffers.
 
 On a :class:`~.messages.ProtocolViolation` or a timeout, the driver reports a penalty through
 ``on_penalty(remote_peer, points, reason)``, closes the stream and raises; the exception's
@@ -15,7 +20,8 @@ session leaves the stream open: it belongs to the caller.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 import trio
@@ -50,6 +56,23 @@ PenaltyCallback = Callable[[bytes, int, str], None]
 """``on_penalty(remote_peer, points, reason)``."""
 ProgressCallback = Callable[[SyncReport], None]
 """Called with the live report after each frame of the sync phase."""
+IngestRunner = Callable[["SyncStore", Sequence[bytes]], Awaitable[IngestOutcome]]
+"""``run_ingest(store, raws)``: store a received batch, as :meth:`SyncStore.ingest` does."""
+
+
+async def ingest_in_place(store: SyncStore, raws: Sequence[bytes]) -> IngestOutcome:
+    """The default `IngestRunner`: :meth:`SyncStore.ingest` on the calling (trio) thread."""
+    return store.ingest(raws)
+
+
+StoreHolder = Callable[[], AbstractAsyncContextManager[object]]
+"""``hold_store()``: held while the handshake handles a received frame (checking a peer's
+proof may store its membership evidence)."""
+
+
+def no_hold() -> AbstractAsyncContextManager[object]:
+    """The default `StoreHolder`: nothing to wait for."""
+    return contextlib.nullcontext()
 
 
 class FrameStream(Protocol):
@@ -84,10 +107,14 @@ class _Session:
         stream: FrameStream,
         limits: SyncLimits,
         on_progress: ProgressCallback | None,
+        run_ingest: IngestRunner = ingest_in_place,
+        hold_store: StoreHolder = no_hold,
     ) -> None:
         self.stream = stream
         self.limits = limits
         self.on_progress = on_progress
+        self.run_ingest = run_ingest
+        self.hold_store = hold_store
         self.frames_sent = 0
         self.frames_received = 0
         self.bytes_sent = 0
@@ -127,7 +154,9 @@ class _Session:
             if frame is not None:
                 await self.send(frame)
             elif handshake.wants_frame:
-                handshake.receive(await self.receive())
+                incoming = await self.receive()
+                async with self.hold_store():
+                    handshake.receive(incoming)
             else:  # pragma: no cover - the transition tables make this unreachable
                 raise RuntimeError("handshake stalled")
 
@@ -145,7 +174,9 @@ class _Session:
             machine.receive(await self.receive())
             try:
                 for job in machine.take_jobs():
-                    outcome = store.ingest(job.raws) if job.raws else IngestOutcome()
+                    outcome = (
+                        await self.run_ingest(store, job.raws) if job.raws else IngestOutcome()
+                    )
                     machine.ingested(job, outcome)
             finally:
                 self._changed.set()
@@ -212,6 +243,8 @@ async def run_initiator(
     on_progress: ProgressCallback | None = None,
     on_penalty: PenaltyCallback | None = None,
     limits: SyncLimits = DEFAULT_LIMITS,
+    run_ingest: IngestRunner = ingest_in_place,
+    hold_store: StoreHolder = no_hold,
 ) -> SyncReport:
     """Authenticate for ``authority``'s tenant and sync ``store`` with the peer.
 
@@ -221,7 +254,7 @@ async def run_initiator(
     """
     if store.tenant_id != authority.tenant_id:
         raise ValueError("the store and the authority are of different tenants")
-    session = _Session(stream, limits, on_progress)
+    session = _Session(stream, limits, on_progress, run_ingest, hold_store)
     machine: SyncInitiator | None = None
     try:
         with trio.move_on_after(limits.session_seconds):
@@ -259,6 +292,8 @@ async def run_responder(
     on_progress: ProgressCallback | None = None,
     on_penalty: PenaltyCallback | None = None,
     limits: SyncLimits = DEFAULT_LIMITS,
+    run_ingest: IngestRunner = ingest_in_place,
+    hold_store: StoreHolder = no_hold,
 ) -> SyncReport | None:
     """Answer a session for whichever tenant of ``authorities`` (tenant id -> (authority,
     store)) the initiator proves itself for.
@@ -271,7 +306,7 @@ async def run_responder(
     for authority, store in pairs:
         if store.tenant_id != authority.tenant_id:
             raise ValueError("a store and its authority are of different tenants")
-    session = _Session(stream, limits, on_progress)
+    session = _Session(stream, limits, on_progress, run_ingest, hold_store)
     machine: SyncResponder | None = None
     try:
         with trio.move_on_after(limits.session_seconds):

@@ -1,0 +1,123 @@
+"""The daemon's gossip bridge without sockets: what the validator accepts, scores or drops,
+and what delivery does (stores holding the Node, tagged gossip; a gap or an announce of an
+entry we lack wakes a session with the sender)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from mindoo_p2p.crypto import SigningKeyPair
+from mindoo_p2p.daemon import GOSSIP_PENALTY, GossipBridge, NodeAccess, Origin, PeerTable
+from mindoo_p2p.entry import TENANT_LOG, Entry, EntryKind
+from mindoo_p2p.keyring import DEFAULT_KEY
+from mindoo_p2p.node import Node
+
+MakeNode = Callable[[str], Node]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.woken: list[str] = []
+        self.penalties: list[tuple[str, int, str]] = []
+
+    def wake(self, peer_id: str) -> None:
+        self.woken.append(peer_id)
+
+    def penalize(self, peer_id: str, points: int, reason: str) -> None:
+        self.penalties.append((peer_id, points, reason))
+
+
+def bridge_for(node: Node, recorder: Recorder) -> GossipBridge:
+    return GossipBridge(
+        NodeAccess(node), PeerTable(), wake=recorder.wake, penalize=recorder.penalize
+    )
+
+
+def two_changes(node: Node) -> list[Entry]:
+    """A document's first change and a second one whose parent is the first."""
+    db = node.tenants()[0].open_db("notes")
+    doc = db.create_document({"n": 0})
+    with db.change(doc) as d:
+        d["n"] = 1
+    return list(node.store.iter_entries(node.tenants()[0].id, "notes"))
+
+
+async def test_the_validator_accepts_members_drops_refused_and_fails_forgeries(
+    make_node: MakeNode,
+) -> None:
+    alice, bob = make_node("alice"), make_node("bob")
+    tenant = alice.create_tenant("acme")
+    bob.join(alice.invite(tenant, bob.public_identity()))
+    first, _ = two_changes(bob)
+    bridge = bridge_for(alice, Recorder())
+    assert bridge._validate_gossip(first.raw) is True
+    assert bridge._validate_gossip(b"garbage") is False
+    log_entry = next(iter(alice.store.iter_entries(tenant.id, TENANT_LOG)))
+    assert bridge._validate_gossip(log_entry.raw) is False  # travels by reconciliation only
+    forged = bytearray(first.raw)
+    forged[-1] ^= 1
+    assert bridge._validate_gossip(bytes(forged)) is False
+    stranger = tenant.seal(
+        kind=EntryKind.CHANGE,
+        database="notes",
+        document_id=os.urandom(16),
+        deps=(),
+        key=tenant.keyring.current(DEFAULT_KEY),
+        payload=b"x",
+        author=SigningKeyPair.generate(),
+    )
+    assert bridge._validate_gossip(stranger.raw) is None  # authentic, refused: nobody scored
+    other = make_node("carol").create_tenant("other")
+    assert bridge._validate_gossip(two_changes(other.node)[0].raw) is False
+
+
+async def test_a_delivered_entry_is_stored_as_gossip_and_a_gap_wakes_the_sender(
+    make_node: MakeNode,
+) -> None:
+    alice, bob = make_node("alice"), make_node("bob")
+    tenant = alice.create_tenant("acme")
+    bob.join(alice.invite(tenant, bob.public_identity()))
+    first, second = two_changes(bob)
+    recorder = Recorder()
+    bridge = bridge_for(alice, recorder)
+    origins: list[Origin | None] = []
+    access = bridge._access
+    alice.add_listener(lambda entries, local: origins.append(access.origin_of_current_thread()))
+    await bridge._on_gossip_entry(second.raw, "bob")  # its parent never reached us
+    assert alice.store.has(second.id)
+    assert recorder.woken == ["bob"]
+    await bridge._on_gossip_entry(first.raw, "bob")  # no gap: nobody is woken
+    assert recorder.woken == ["bob"]
+    assert origins == [Origin.GOSSIP, Origin.GOSSIP]
+
+
+async def test_an_announce_of_an_entry_we_lack_wakes_the_sender(make_node: MakeNode) -> None:
+    alice = make_node("alice")
+    alice.create_tenant("acme")
+    held = two_changes(alice)[0]
+    recorder = Recorder()
+    bridge = bridge_for(alice, recorder)
+    bridge._on_announce(held.id, "p1")
+    bridge._on_announce(os.urandom(32), "p2")
+    assert recorder.woken == ["p2"]
+
+
+async def test_an_invalid_message_scores_its_forwarder(make_node: MakeNode) -> None:
+    recorder = Recorder()
+    bridge = bridge_for(make_node("alice"), recorder)
+    bridge._on_gossip_invalid("p", "bad signature")
+    assert recorder.penalties == [("p", GOSSIP_PENALTY, "invalid gossip: bad signature")]
+
+
+async def test_without_a_running_service_nothing_is_published_or_subscribed(
+    make_node: MakeNode,
+) -> None:
+    alice = make_node("alice")
+    alice.create_tenant("acme")
+    bridge = bridge_for(alice, Recorder())
+    await bridge.refresh_topics()
+    bridge.publish(two_changes(alice))
+    assert not bridge.holds({(alice.tenants()[0].id, "notes")})
+    assert not bridge._admit("p", "any topic")
+    assert bridge._publish_receive.statistics().current_buffer_used == 0

@@ -1,0 +1,134 @@
+"""The sync driver's two hooks for a daemon: ``run_ingest`` (how a received batch is stored:
+here in a worker thread, as the daemon does for large ones) and ``hold_store`` (held while the
+handshake handles a received frame: checking a proof may store membership evidence). Memory
+streams only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from mindoo_p2p.crypto import SigningKeyPair
+from mindoo_p2p.entry import Entry, EntryKind
+from mindoo_p2p.sync.driver import IngestRunner, run_initiator, run_responder
+from mindoo_p2p.sync.protocol import IngestOutcome, SyncStore
+from mindoo_p2p.testing.memory_sync import MemorySyncStore, memory_frame_pair
+
+TENANT = os.urandom(16)
+KEY_A, KEY_B = SigningKeyPair.generate(), SigningKeyPair.generate()
+BASE_MS = 1_760_000_000_000
+
+
+def sealed(count: int, author: SigningKeyPair) -> list[Entry]:
+    return [
+        Entry.seal(
+            kind=EntryKind.CHANGE,
+            tenant_id=TENANT,
+            database="notes",
+            document_id=os.urandom(16),
+            author=author,
+            author_seq=i + 1,
+            timestamp_ms=BASE_MS + i,
+            deps=(),
+            key_id=bytes(16),
+            key=bytes(32),
+            payload=os.urandom(32),
+        )
+        for i in range(count)
+    ]
+
+
+class Holder:
+    """A `StoreHolder` that records whether the caller is inside it."""
+
+    def __init__(self) -> None:
+        self.inside = False
+        self.entered = 0
+
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[object]:
+        await trio.lowlevel.checkpoint()
+        self.inside = True
+        self.entered += 1
+        try:
+            yield self
+        finally:
+            self.inside = False
+
+
+@dataclass
+class CheckedAuthority:
+    """Every member may replicate; checking a peer's proof must happen inside the holder."""
+
+    tenant_id: bytes
+    member_key: SigningKeyPair
+    holder: Holder
+    asked: list[str] = field(default_factory=list)
+
+    def _ask(self, what: str) -> None:
+        assert self.holder.inside, f"{what} asked outside hold_store()"
+        self.asked.append(what)
+
+    def may_replicate(self, member_key: bytes) -> bool:
+        self._ask("may_replicate")
+        return member_key in (KEY_A.public_key, KEY_B.public_key)
+
+    def membership_evidence(self) -> bytes:
+        return b""
+
+    def admit(self, member_key: bytes, evidence: bytes) -> bool:
+        self._ask("admit")
+        return False
+
+
+async def test_received_batches_go_through_run_ingest_and_handshakes_through_hold_store() -> None:
+    ours, theirs = sealed(300, KEY_A), sealed(300, KEY_B)
+    store_a, store_b = MemorySyncStore(TENANT), MemorySyncStore(TENANT)
+    store_a.add_own(ours)
+    store_b.add_own(theirs)
+    hold_a, hold_b = Holder(), Holder()
+    authority_a = CheckedAuthority(TENANT, KEY_A, hold_a)
+    authority_b = CheckedAuthority(TENANT, KEY_B, hold_b)
+    ingested: dict[str, int] = {"a": 0, "b": 0}
+
+    def in_a_thread(side: str) -> IngestRunner:
+        async def run_ingest(store: SyncStore, raws: Sequence[bytes]) -> IngestOutcome:
+            ingested[side] += len(raws)
+            return await trio.to_thread.run_sync(store.ingest, raws)
+
+        return run_ingest
+
+    end_a, end_b = memory_frame_pair()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+
+            async def respond() -> None:
+                await run_responder(
+                    end_b,
+                    b"peer-B",
+                    b"peer-A",
+                    {TENANT: (authority_b, store_b)},
+                    run_ingest=in_a_thread("b"),
+                    hold_store=hold_b,
+                )
+
+            nursery.start_soon(respond)
+            report = await run_initiator(
+                end_a,
+                b"peer-A",
+                b"peer-B",
+                authority_a,
+                store_a,
+                run_ingest=in_a_thread("a"),
+                hold_store=hold_a,
+            )
+    assert report.received == 300 and report.sent == 300
+    assert ingested == {"a": 300, "b": 300}
+    all_ids = {e.id for e in ours + theirs}
+    assert set(store_a.missing(list(all_ids))) == set() == set(store_b.missing(list(all_ids)))
+    assert authority_a.asked and authority_b.asked  # the handshakes asked, inside the holder
+    assert hold_a.entered >= 1 and hold_b.entered >= 1
