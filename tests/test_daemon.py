@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import trio
 
 from mindoo_p2p.config import NodeConfig
-from mindoo_p2p.daemon import NodeDaemon, PeerTable
+from mindoo_p2p.daemon import BAN_THRESHOLD, NodeDaemon, PeerTable
+from mindoo_p2p.net.framing import TransportError
 from mindoo_p2p.net.host import HostConfig
+from mindoo_p2p.net.inbound_policy import InboundLimits
 from mindoo_p2p.node import Node
 
 LOOPBACK = NodeConfig(listen=("/ip4/127.0.0.1/tcp/0",), sync_interval_s=3600)
@@ -92,3 +95,55 @@ def test_the_daemon_reads_its_peers_from_the_peer_table(make_node: MakeNode) -> 
     daemon.peer_table.connected("somebody")
     assert daemon.peers is daemon.peer_table.states
     assert daemon.status()["peers"][0]["peer_id"] == "somebody"
+
+
+async def test_peers_sharing_no_tenant_are_dropped_at_the_proof_deadline(
+    make_node: MakeNode,
+) -> None:
+    """Issue 9 (slot exhaustion), wired end to end: a peer that dials in and proves no shared
+    tenant is disconnected at the proof deadline; a member stays connected past it."""
+    alice, bob, stranger = make_node("alice"), make_node("bob"), make_node("stranger")
+    tenant = alice.create_tenant("acme")
+    bob.join(alice.invite(tenant, bob.public_identity()))
+    stranger.create_tenant("other")
+    short = HostConfig(
+        dial_timeout=5,
+        stream_timeout=10,
+        close_timeout=2,
+        inbound=InboundLimits(proof_deadline=1.5),
+    )
+    a = NodeDaemon(alice, LOOPBACK, host_config=short, control=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        async with running(bob) as b, running(stranger) as s:
+            await b.add_peer(a.listen_addrs()[0])
+            await s.add_peer(a.listen_addrs()[0])
+            await eventually(
+                lambda: (
+                    a.peers.get(b.peer_id) is not None and bool(a.peers[b.peer_id].shared_tenants)
+                )
+            )
+            assert a.host is not None
+            await eventually(lambda: not a.host.is_connected(s.peer_id), timeout=10)
+            await trio.sleep(2.0)  # past the deadline (the stranger keeps redialling, and
+            assert a.host.is_connected(b.peer_id)  # is dropped again each time)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_banned_peer_cannot_reconnect_by_redialling(make_node: MakeNode) -> None:
+    """Issue 9 (bans bypassed by redialling): once banned, the peer's redials are refused at
+    connection setup."""
+    alice, mallory = make_node("alice"), make_node("mallory")
+    tenant = alice.create_tenant("acme")
+    mallory.join(alice.invite(tenant, mallory.public_identity()))
+    async with running(alice) as a, running(mallory) as m:
+        await m.add_peer(a.listen_addrs()[0])
+        await eventually(lambda: a.host is not None and a.host.is_connected(m.peer_id))
+        a._penalize(m.peer_id, BAN_THRESHOLD, "test: banned")
+        assert a.host is not None and m.host is not None
+        await eventually(lambda: not a.host.is_connected(m.peer_id))
+        for _ in range(5):
+            with contextlib.suppress(TransportError):
+                await m.host.connect(a.listen_addrs()[0])
+            assert not a.host.is_connected(m.peer_id)
+            await trio.sleep(0.02)

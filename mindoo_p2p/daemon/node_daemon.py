@@ -188,6 +188,8 @@ class NodeDaemon:
         """Run until cancelled. ``task_status.started(self)`` once listening."""
         with daemon_lock(self.node.home):
             host = PeerHost(self.node.peer_seed(), self.config.listen, config=self._host_config)
+            # Banned or blocked peers are refused right after Noise, in both directions.
+            host.set_peer_gate(self.peer_table.may_dial)
             self.host = host
             self._local_peer = to_libp2p_id(host.peer_id).to_bytes()
             self._trio_token = trio.lowlevel.current_trio_token()
@@ -556,6 +558,10 @@ class NodeDaemon:
             self._record(peer_id, self.node.tenant(report.tenant_id), report)
 
     def _record(self, peer_id: str, tenant: Tenant, report: SyncReport) -> None:
+        if self.host is not None:
+            # A session authenticated: the peer shares a tenant, its inbound connection is no
+            # longer unproven (see net/inbound_policy.py).
+            self.host.mark_proven(peer_id)
         if self.peer_table.record(peer_id, tenant.id, report, now_ms()):
             self._refresh_admission(peer_id)
         if self._scheduler is not None:
