@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import admission
 from .crypto import SigningKeyPair
 from .entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind, validate_database_name
 from .errors import (
@@ -138,7 +139,7 @@ class Tenant:
     def __init__(self, node: Node, secrets: TenantSecrets) -> None:
         self._node = node
         self._secrets = secrets
-        self.membership = MembershipLog(secrets.tenant_id, secrets.admin_key)
+        self._membership = MembershipLog(secrets.tenant_id, secrets.admin_key)
         self._databases: dict[str, Database] = {}
         self._membership_entries: dict[bytes, Entry] = {}
         self._enforced: tuple[MembershipLog, int] | None = None
@@ -365,28 +366,6 @@ class Tenant:
         self._node.commit([entry])
         return entry
 
-    def authorize(self, entry: Entry) -> str | None:
-        """Store-side check for an entry of this tenant (see `Node.authorize`)."""
-        if entry.database == TENANT_LOG:
-            if entry.kind is not EntryKind.MEMBERSHIP:
-                return f"unexpected entry kind {entry.kind.name} in the tenant log"
-            if not self.keyring.has_id(entry.header.key_id):
-                return "membership record encrypted with an unknown key"
-            try:
-                payload = entry.decrypt(self.keyring.by_id(entry.header.key_id).secret)
-                record = decode_tenant_log_record(payload)
-            except (MindooError, DecodeError) as exc:
-                return f"unreadable membership record: {exc}"
-            reason = self.membership.authorize_record(entry, record)
-            if reason is None:
-                self.membership.apply(entry, record)
-            return reason
-        if entry.kind not in (EntryKind.CHANGE, EntryKind.DELETE):
-            return f"unexpected entry kind {entry.kind.name} in database {entry.database!r}"
-        if entry.document_id == NO_DOCUMENT:
-            return "document entry without a document id"
-        return self.membership.authorize_author(entry)
-
     def membership_entry_of(self, signing_key: bytes) -> Entry | None:
         """The stored tenant-log entry that added ``signing_key`` as a member, if any."""
         cached = self._membership_entries.get(signing_key)
@@ -424,15 +403,34 @@ class Tenant:
     def load_membership(self) -> None:
         """Rebuild membership state from the tenant log in the store (retracted records
         left out), applying records until no more apply (a record stored before what it
-        builds on applies on a later pass)."""
-        self.membership = MembershipLog(self.id, self.admin_key)
-        pending = list(self._node.store.iter_entries(self.id, TENANT_LOG))
-        pending.sort(key=lambda e: (e.header.author_seq, e.timestamp_ms))
-        while pending:
-            left = [entry for entry in pending if self.authorize(entry) is not None]
-            if len(left) == len(pending):
-                return
-            pending = left
+        builds on applies on a later pass): the admission pipeline's rule."""
+        stored = [
+            admission.trust_stored(e) for e in self._node.store.iter_entries(self.id, TENANT_LOG)
+        ]
+        empty = admission.TenantView.of(
+            self.id, MembershipLog(self.id, self.admin_key), self._membership_keys()
+        )
+        self.publish_membership(admission.apply_tenant_log(empty, stored).membership)
+
+    @property
+    def membership(self) -> MembershipLog:
+        """The tenant's current membership: an immutable snapshot (never mutated once
+        published; `publish_membership` replaces it), safe to read from any thread."""
+        return self._membership
+
+    def publish_membership(self, membership: MembershipLog) -> None:
+        """Make ``membership`` the current snapshot: after the entries that built it are
+        committed (`Node.ingest`), or when rebuilt from the store."""
+        if membership.tenant_id != self.id:
+            raise ValueError("a membership log of another tenant")
+        self._membership = membership
+
+    def view(self) -> admission.TenantView:
+        """What the admission pipeline checks this tenant's entries against (a snapshot)."""
+        return admission.TenantView.of(self.id, self._membership, self._membership_keys())
+
+    def _membership_keys(self) -> list[tuple[bytes, bytes]]:
+        return [(k.key_id, k.secret) for k in self.keyring if k.name == MEMBERSHIP_KEY]
 
     # -- named keys --------------------------------------------------------------------------
     def create_key(self, name: str) -> TenantKey:
