@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +26,11 @@ from . import admission
 from .admission import VerifiedEntry
 from .crypto.keystore import KdfProfile, Keystore
 from .crypto.signing import SigningKeyPair
-from .entry import TENANT_LOG, Entry
+from .entry import TENANT_LOG, Entry, EntryKind
 from .errors import (
     InvalidNameError,
     KeystoreError,
     MindooError,
-    MissingKeyError,
     NotFoundError,
     VerificationError,
 )
@@ -39,17 +38,14 @@ from .identity import PublicIdentity, UserIdentity
 from .invite import Invite, open_checked_invite, seal_invite
 from .key_transfer import (
     KeyFile,
-    KeyTransfer,
-    open_key_file,
-    protect_key_with_password,
     read_key_file,
-    seal_key_to,
 )
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey
 from .membership import ROLE_MIRROR
 from .recovery import RecoveryKit, read_recovery_kit
 from .store import AppendResult, EntryStore, FsckReport
 from .tenant import Tenant, TenantSecrets, now_ms, tenant_id_for, validate_tenant_name
+from .tenant_collaborators import EntryWriter
 
 KEYSTORE_FILE = "keystore.bin"
 IDENTITY_FILE = "identity.json"
@@ -86,6 +82,8 @@ class Node:
         self._batch_serial = 0
         self._listeners: list[Callable[[list[Entry], bool], None]] = []
         self._pending: list[Entry] = []
+        self.writer: EntryWriter = NodeEntryWriter(self)
+        """Numbers, seals and commits this node's entries (what tenants and databases use)."""
         self._load_tenants(contents)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -261,11 +259,22 @@ class Node:
             tenant_id = bytes.fromhex(tenant_hex)
             if tenant_id in self._tenants:
                 continue
-            tenant = Tenant(self, TenantSecrets.from_dict(tenant_hex, data))
+            tenant = self._make_tenant(TenantSecrets.from_dict(tenant_hex, data))
             self._tenants[tenant_id] = tenant
             tenant.load_membership()
             if not self.store.readonly:
                 tenant.enforce_revocations()
+
+    def _make_tenant(self, secrets: TenantSecrets) -> Tenant:
+        """A tenant with its narrow collaborators (never the node itself)."""
+        return Tenant(
+            secrets,
+            identity=self.identity,
+            store=self.store,
+            writer=self.writer,
+            save_secrets=self.save_tenant,
+            ingest=self.ingest,
+        )
 
     def reload(self) -> None:
         """Pick up tenants another process added to the keystore."""
@@ -285,7 +294,7 @@ class Node:
             keyring=KeyRing([TenantKey.generate(DEFAULT_KEY), TenantKey.generate(MEMBERSHIP_KEY)]),
         )
         self.save_tenant(secrets)
-        tenant = Tenant(self, secrets)
+        tenant = self._make_tenant(secrets)
         self._tenants[secrets.tenant_id] = tenant
         tenant.add_member(self.identity.public(), role="admin")
         return tenant
@@ -378,7 +387,7 @@ class Node:
                 keyring=KeyRing(list(invite.keys)),
             )
             self.save_tenant(secrets)
-            tenant = Tenant(self, secrets)
+            tenant = self._make_tenant(secrets)
             self._tenants[invite.tenant_id] = tenant
         result = self.ingest(log)
         if not tenant.membership.is_member(self.identity.signing.public_key):
@@ -406,48 +415,14 @@ class Node:
         Raises MissingKeyError when this node does not hold the key, InvalidNameError for the
         membership key (it travels with invites), VerificationError when ``to`` is a mirror or
         a revoked member of the tenant, or a version was never announced (for ``default``:
-        it was never rotated).
+        it was never rotated). The key work is the tenant's (`tenant_keys.TenantKeys`).
         """
-        if (to is None) == (password is None):
-            raise ValueError("give exactly one of to= or password=")
-        if name == MEMBERSHIP_KEY:
-            raise InvalidNameError(f"the {name!r} key travels with invites, not key files")
-        keys = [k for k in tenant.keyring if k.name == name]
-        if not keys:
-            raise MissingKeyError(f"no key {name!r} on this node")
-        if to is not None:
-            member = tenant.membership.member(to.signing_key)
-            if member is not None and member.role == ROLE_MIRROR:
-                raise VerificationError(
-                    f"{to} is a mirror of tenant {tenant.name!r}: mirrors hold no keys"
-                )
-            if member is not None and not member.active:
-                raise VerificationError(f"{to} was revoked from tenant {tenant.name!r}")
-            device = tenant.membership.device(to.signing_key)
-            if device is not None and not tenant.membership.is_member(to.signing_key):
-                raise VerificationError(
-                    f"{to} is a revoked device (or of a revoked user) of tenant {tenant.name!r}"
-                )
-        unannounced = [k for k in keys if tenant.membership.announced_key(k.key_id) is None]
-        if unannounced and name == DEFAULT_KEY:
-            raise VerificationError(
-                f"the {DEFAULT_KEY!r} key of tenant {tenant.name!r} was never rotated: members"
-                " receive it with their invite"
-            )
-        if unannounced:
-            raise VerificationError(
-                f"key {name!r} version {unannounced[0].version} was never announced in the"
-                " tenant log, so no other node would accept it"
-            )
-        entries = tenant.announcement_entries([k.key_id for k in keys])
-        transfer = KeyTransfer(tenant.id, name, keys, [e.raw for e in entries])
-        if to is not None:
-            return seal_key_to(transfer, to)
-        assert password is not None
-        return protect_key_with_password(transfer, password, kdf)
+        return tenant.export_key(name, to=to, password=password, kdf=kdf)
 
     def import_key(self, data: bytes | KeyFile, password: str | None = None) -> ImportedKey:
-        """Import a key file made by :meth:`export_key` (``password`` for password files).
+        """Import a key file made by :meth:`export_key` (``password`` for password files);
+        ``data`` may be a file already read by `key_transfer.read_key_file` (its header is
+        not read again).
 
         The key versions are accepted only as announced by the tenant log under the admin's
         signature (the file's announcement entries are verified and stored first). Raises
@@ -457,35 +432,14 @@ class Node:
         does not match its announcement. Importing keys already held changes nothing.
         """
         key_file = data if isinstance(data, KeyFile) else read_key_file(data)
-        info = key_file.info
-        tenant = self._tenants.get(info.tenant_id)
+        tenant = self._tenants.get(key_file.info.tenant_id)
         if tenant is None:
             raise NotFoundError(
-                f"this key file is for tenant {info.tenant_id.hex()}, which this node has not"
-                " joined"
+                f"this key file is for tenant {key_file.info.tenant_id.hex()}, which this node"
+                " has not joined"
             )
-        me = tenant.membership.member(self.identity.signing.public_key)
-        if me is not None and me.role == ROLE_MIRROR:
-            raise VerificationError(
-                f"this node is a mirror of tenant {tenant.name!r}: mirrors hold no document keys"
-            )
-        transfer = open_key_file(key_file, self.identity, password)
-        entries = [Entry.decode(raw, "key file announcement") for raw in transfer.announcements]
-        for entry in entries:
-            if entry.tenant_id != tenant.id or entry.database != TENANT_LOG:
-                raise VerificationError("the key file carries an entry from outside the tenant log")
-        self.ingest(entries)
-        for key in transfer.keys:
-            announced = tenant.membership.announced_key(key.key_id)
-            if announced is None or (announced.name, announced.version) != (key.name, key.version):
-                raise VerificationError(
-                    f"key {key.name!r} version {key.version} ({key.key_id.hex()}) is not the"
-                    f" one the admin of tenant {tenant.name!r} announced"
-                )
-        added = [key.version for key in transfer.keys if tenant.keyring.add(key)]
-        if added:
-            self.save_tenant(tenant.secrets)
-        return ImportedKey(tenant=tenant, name=transfer.name, added_versions=sorted(added))
+        done = tenant.import_key_file(key_file, password)
+        return ImportedKey(tenant=tenant, name=done.name, added_versions=done.added_versions)
 
     # -- writing -----------------------------------------------------------------------------
     def next_author_seq(self, tenant_id: bytes, author: bytes) -> int:
@@ -617,6 +571,52 @@ class Node:
     # -- maintenance -------------------------------------------------------------------------
     def fsck(self) -> FsckReport:
         return self.store.fsck()
+
+
+class NodeEntryWriter:
+    """The `EntryWriter` of a node: today's `Node` code (author sequence numbers from the
+    node's cache and the store, `Node.commit`, `Node.batch`), behind the narrow seam tenants
+    and databases write through."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def seal(
+        self,
+        *,
+        tenant_id: bytes,
+        kind: EntryKind,
+        database: str,
+        document_id: bytes,
+        deps: Sequence[bytes],
+        key: TenantKey,
+        payload: bytes,
+        author: SigningKeyPair | None = None,
+    ) -> Entry:
+        signer = author or self._node.identity.signing
+        return Entry.seal(
+            kind=kind,
+            tenant_id=tenant_id,
+            database=database,
+            document_id=document_id,
+            author=signer,
+            author_seq=self._node.next_author_seq(tenant_id, signer.public_key),
+            timestamp_ms=now_ms(),
+            deps=tuple(deps),
+            key_id=key.key_id,
+            key=key.secret,
+            payload=payload,
+        )
+
+    def commit(self, entries: Sequence[Entry]) -> None:
+        self._node.commit(entries)
+
+    def batch(self) -> AbstractContextManager[None]:
+        return self._node.batch()
+
+    @property
+    def current_batch(self) -> int | None:
+        return self._node.current_batch
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ class TenantSyncAuthority:
 
     @property
     def member_key(self) -> SigningKeyPair:
-        return self._tenant.node.identity.signing
+        return self._tenant.identity.signing
 
     def may_replicate(self, member_key: bytes) -> bool:
         return self._tenant.membership.is_member(member_key)
