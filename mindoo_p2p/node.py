@@ -530,18 +530,13 @@ class Node:
         stored = self.store.append(admitted.accepted) if admitted.accepted else None
         for tenant_id, membership in admitted.memberships.items():
             self._tenants[tenant_id].publish_membership(membership)
-        rejected = checked.rejected + admitted.rejected
-        duplicates = list(checked.duplicates)
-        added: list[bytes] = []
-        if stored is not None:
-            added, duplicates, rejected = (
-                stored.added,
-                duplicates + stored.duplicates,
-                [
-                    *rejected,
-                    *stored.rejected,
-                ],
-            )
+        added = stored.added if stored is not None else []
+        duplicates = checked.duplicates + (stored.duplicates if stored is not None else [])
+        rejected = [
+            *checked.rejected,
+            *admitted.rejected,
+            *(stored.rejected if stored is not None else []),
+        ]
         refusals = {r.entry_id: r for r in rejected}
         for entry_id in checked.repeats:
             refusal = refusals.get(entry_id)

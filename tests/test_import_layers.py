@@ -11,6 +11,8 @@ import ast
 from pathlib import Path
 
 import mindoo_p2p
+from mindoo_p2p.crypto.keystore import KdfProfile
+from mindoo_p2p.node import Node
 
 PACKAGE = Path(mindoo_p2p.__file__).parent
 LAYERED = (
@@ -106,3 +108,12 @@ def test_tenant_database_and_recovery_never_name_the_node() -> None:
             assert "mindoo_p2p.node" not in graph[name], name
     assert "mindoo_p2p.tenant" not in graph["mindoo_p2p.database"]
     assert "mindoo_p2p.tenant" not in graph["mindoo_p2p.recovery"]
+
+
+def test_a_tenant_holds_narrow_collaborators_not_the_node(tmp_path: Path) -> None:
+    with Node.init(tmp_path / "home", "pw", name="n", kdf=KdfProfile.TESTING) as node:
+        tenant = node.create_tenant("acme")
+        parts = [tenant, tenant.access, tenant.keys, tenant.open_db("notes")]
+        held = [value for part in parts for value in vars(part).values()]
+        assert not any(isinstance(value, Node) for value in held)
+        assert tenant.writer is node.writer and tenant.store is node.store
