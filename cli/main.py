@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 import trio
 
-from mindoo_p2p.bundle import export_entries, import_bundle, validate_bundle, write_bundle
+from mindoo_p2p.bundle import check_bundle, export_entries, import_bundle, write_bundle
 from mindoo_p2p.config import NodeConfig, load_config
 from mindoo_p2p.control import ControlClient, ControlError, control_socket, daemon_running
 from mindoo_p2p.database import Database, parse_path
 from mindoo_p2p.errors import InvalidPathError, MindooError, sole_exception
 from mindoo_p2p.identity import MAX_IDENTITY_FILE_SIZE, PublicIdentity
 from mindoo_p2p.invite import MAX_INVITE_SIZE
-from mindoo_p2p.key_transfer import MAX_KEY_FILE_SIZE, Protection, read_key_file_info
+from mindoo_p2p.key_transfer import MAX_KEY_FILE_SIZE, Protection, read_key_file
 from mindoo_p2p.node import IDENTITY_FILE, Node, is_initialized
 from mindoo_p2p.recovery import MAX_KIT_SIZE, export_recovery_kit, read_recovery_kit
 from mindoo_p2p.store import AppendResult
@@ -37,7 +37,6 @@ from mindoo_p2p.tenant import Tenant
 if TYPE_CHECKING:
     from mindoo_p2p.daemon import NodeDaemon
 
-from .bundle_check import find_damaged_entries
 from .context import CliContext, read_bounded, resolve_home
 from .json_args import parse_json_argument
 
@@ -746,13 +745,11 @@ def key_export(tenant_name: str, name: str, to: Path | None, use_password: bool,
 def key_import(key_file: Path) -> None:
     """Import a key file addressed to you (or protected by a password you know)."""
     c = _ctx()
-    data = read_bounded(key_file, MAX_KEY_FILE_SIZE, "key file")
+    parsed = read_key_file(read_bounded(key_file, MAX_KEY_FILE_SIZE, "key file"))
     password = (
-        _key_password(confirm=False)
-        if read_key_file_info(data).protection is Protection.PASSWORD
-        else None
+        _key_password(confirm=False) if parsed.info.protection is Protection.PASSWORD else None
     )
-    result = c.node().import_key(data, password=password)
+    result = c.node().import_key(parsed, password=password)
     versions = ", ".join(str(v) for v in result.added_versions) or "none new"
     c.emit(
         {
@@ -1020,15 +1017,14 @@ def import_cmd(bundle: Path) -> None:
     """
     c = _ctx()
     node = c.node()
-    validate_bundle(bundle)
-    damaged = find_damaged_entries(bundle)
-    if damaged:
-        first = damaged[0]
+    checked = check_bundle(bundle)  # framing, decode, signatures: once, before anything lands
+    if checked.damaged:
+        first = checked.damaged[0]
         raise click.ClickException(
-            f"bundle {bundle} is damaged, nothing was imported: {len(damaged)} bad entries,"
-            f" first at position {first.position} ({first.entry_id}): {first.reason}"
+            f"bundle {bundle} is damaged, nothing was imported: {len(checked.damaged)} bad"
+            f" entries, first at position {first.position} ({first.entry_id}): {first.reason}"
         )
-    result: AppendResult = import_bundle(bundle, node.ingest)
+    result: AppendResult = import_bundle(bundle, node.ingest, checked)
     rejected = [{"entry_id": r.entry_id.hex(), "reason": r.reason} for r in result.rejected]
     text = f"imported {len(result.added)} entries, {len(result.duplicates)} already present"
     if rejected:
@@ -1141,8 +1137,8 @@ def recovery_restore(kit_file: Path) -> None:
         )
     data = read_bounded(kit_file, MAX_KIT_SIZE, "recovery kit")
     kit_password = _recovery_password(confirm=False)
-    read_recovery_kit(data, kit_password)  # a bad kit or password fails before any question
-    node = Node.restore(c.home, data, kit_password, c.password(confirm=True))
+    kit = read_recovery_kit(data, kit_password)  # a bad kit or password fails before any question
+    node = Node.restore_kit(c.home, kit, c.password(confirm=True))
     c._node = node
     ident = node.public_identity()
     tenants = [{"id": t.id_hex, "name": t.name, "admin": t.is_admin} for t in node.tenants()]

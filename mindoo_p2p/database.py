@@ -12,16 +12,56 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .crdt import AutomergeDocument, ListProxy, MapProxy, change_hash
+from .crypto import SigningKeyPair
 from .entry import Entry, EntryKind
 from .errors import DocumentDeletedError, InvalidNameError, InvalidPathError, NotFoundError
-from .keyring import DEFAULT_KEY
+from .keyring import DEFAULT_KEY, KeyRing, TenantKey
 from .materializer import DocumentMaterializer, MaterializedDocument
+from .store import EntryStore
+from .tenant_collaborators import EntryWriter
 
-if TYPE_CHECKING:
-    from .tenant import Tenant
+
+class DatabaseTenant(Protocol):
+    """What a database needs of its tenant (`Tenant` provides it; no import of it here)."""
+
+    @property
+    def id(self) -> bytes: ...
+
+    @property
+    def id_hex(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def keyring(self) -> KeyRing: ...
+
+    @property
+    def store(self) -> EntryStore: ...
+
+    @property
+    def writer(self) -> EntryWriter: ...
+
+    def key_label(self, key_id: bytes) -> str: ...
+
+    def key_for_writing(self, key_id: bytes | None, name: str = DEFAULT_KEY) -> TenantKey: ...
+
+    def member_name(self, signing_key: bytes) -> str | None: ...
+
+    def seal(
+        self,
+        *,
+        kind: EntryKind,
+        database: str,
+        document_id: bytes,
+        deps: Sequence[bytes],
+        key: TenantKey,
+        payload: bytes,
+        author: SigningKeyPair | None = None,
+    ) -> Entry: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,16 +128,16 @@ def _to_ms(value: datetime | int | float) -> int:
 class Database:
     """Obtain through `Tenant.open_db(name)`."""
 
-    def __init__(self, tenant: Tenant, name: str) -> None:
+    def __init__(self, tenant: DatabaseTenant, name: str) -> None:
         self.tenant = tenant
         self.name = name
-        self._store = tenant.node.store
+        self._store = tenant.store
         self._docs = DocumentMaterializer(
             self._store,
             tenant.id,
             name,
             tenant.keyring,
-            current_batch=lambda: tenant.node.current_batch,
+            current_batch=lambda: tenant.writer.current_batch,
             key_label=tenant.key_label,
         )
 
@@ -201,7 +241,7 @@ class Database:
 
     def _commit(self, entries: Sequence[Entry], document_id: bytes) -> None:
         try:
-            self.tenant.node.commit(entries)
+            self.tenant.writer.commit(entries)
         except BaseException:
             self._docs.forget(document_id)
             raise
@@ -212,7 +252,7 @@ class Database:
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Group every write in the block into one durable store transaction."""
-        with self.tenant.node.batch():
+        with self.tenant.writer.batch():
             yield
 
     # -- reading -----------------------------------------------------------------------------

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import admission
+from .admission import VerifiedEntry
 from .codec import Reader, Writer
 from .entry import TENANT_ID_SIZE, TENANT_LOG, Entry, EntryKind
 from .errors import DecodeError, MissingKeyError, VerificationError
@@ -50,6 +52,7 @@ from .identity import (
 )
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey, validate_key_name
 from .membership import ROLE_MIRROR, MembershipLog, decode_tenant_log_record
+from .rejection import Rejected
 
 INVITE_MAGIC = b"MDIV"
 INVITE_VERSION = 1
@@ -123,7 +126,13 @@ def seal_invite(invite: Invite) -> bytes:
 
 
 def open_invite(data: bytes, identity: UserIdentity) -> Invite:
-    """Open and check an invite file with the invitee's identity.
+    """Open and check an invite file with the invitee's identity (see `open_checked_invite`)."""
+    return open_checked_invite(data, identity)[0]
+
+
+def open_checked_invite(data: bytes, identity: UserIdentity) -> tuple[Invite, list[VerifiedEntry]]:
+    """Open and check an invite file with the invitee's identity; return it with its tenant
+    log's entries, verified once here (`Node.join` stores them without verifying again).
 
     Raises :class:`DecodeError` for anything that is not a well-formed invite ("not a mindoo
     invite", truncated, garbage), :class:`InviteNotForYouError` ("this invite is for NAME
@@ -156,12 +165,12 @@ def open_invite(data: bytes, identity: UserIdentity) -> Invite:
         )
     if clear_fingerprint != invite.invitee.fingerprint or clear_name != invite.invitee.name:
         raise VerificationError("the invite's clear header does not match its sealed content")
-    verify_invite(invite)
-    return invite
+    return invite, verify_invite(invite)
 
 
-def verify_invite(invite: Invite) -> None:
-    """Raise unless the invite's tenant log, replayed, makes the invitee a current member.
+def verify_invite(invite: Invite) -> list[VerifiedEntry]:
+    """Raise unless the invite's tenant log, replayed, makes the invitee a current member;
+    return its entries, verified (to be stored without verifying them again).
 
     Checks: the default and membership keys are present; every key version other than 1
     (a rotated version) matches its announcement in the log; every entry decodes, belongs to the
@@ -174,6 +183,7 @@ def verify_invite(invite: Invite) -> None:
     if MEMBERSHIP_KEY not in names:
         raise VerificationError(f"the invite lacks the tenant's {MEMBERSHIP_KEY!r} key")
     log = MembershipLog(invite.tenant_id, invite.admin_key)
+    verified: list[VerifiedEntry] = []
     for index, raw in enumerate(invite.membership_entries):
         entry = Entry.decode(raw, f"invite tenant log entry {index}")
         if entry.tenant_id != invite.tenant_id or entry.database != TENANT_LOG:
@@ -181,7 +191,10 @@ def verify_invite(invite: Invite) -> None:
                 f"invite tenant log entry {index} is not from the log of tenant"
                 f" {invite.tenant_id.hex()}"
             )
-        entry.verify_signature()
+        checked = admission.verify_one(entry)
+        if isinstance(checked, Rejected):
+            raise VerificationError(f"invite tenant log entry {index}: {checked.message}")
+        verified.append(checked)
         if entry.kind != EntryKind.MEMBERSHIP:
             continue
         try:
@@ -214,6 +227,7 @@ def verify_invite(invite: Invite) -> None:
     if DEFAULT_KEY not in names and (invitee is None or invitee.role != ROLE_MIRROR):
         # Only a mirror joins without the document key.
         raise VerificationError(f"the invite lacks the tenant's {DEFAULT_KEY!r} key")
+    return verified
 
 
 def _encode_payload(invite: Invite) -> bytes:

@@ -130,22 +130,45 @@ class KeyFileInfo:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class KeyFile:
+    """A key file whose clear header was read, once (`read_key_file`): what `open_key_file`
+    opens without reading the header again."""
+
+    info: KeyFileInfo
+    data: bytes = field(repr=False)
+    body_offset: int
+    """Where the sealed part starts."""
+
+
+def read_key_file(data: bytes) -> KeyFile:
+    """Read a key file's clear header; DecodeError when ``data`` is not a key file."""
+    r = _reader(data)
+    info = _read_clear_header(r)
+    return KeyFile(info, bytes(data), r.pos)
+
+
 def read_key_file_info(data: bytes) -> KeyFileInfo:
     """The clear header of a key file; DecodeError when it is not one."""
-    r = _reader(data)
-    return _read_clear_header(r)
+    return read_key_file(data).info
 
 
-def open_key_file(data: bytes, identity: UserIdentity, password: str | None = None) -> KeyTransfer:
-    """Open a key file with this node's ``identity`` (sealed files) or ``password``.
+def open_key_file(
+    file: KeyFile | bytes, identity: UserIdentity, password: str | None = None
+) -> KeyTransfer:
+    """Open a key file (read by `read_key_file`, or its bytes) with this node's ``identity``
+    (sealed files) or ``password``.
 
     Raises :class:`DecodeError` for anything that is not a well-formed key file,
     :class:`KeyFileNotForYouError` when it is sealed to someone else,
     :class:`WrongPasswordError` when the password is missing or wrong (or the file altered),
     :class:`VerificationError` when a sealed file was altered or its clear part lies.
     """
-    r = _reader(data)
-    info = _read_clear_header(r)
+    if not isinstance(file, KeyFile):
+        file = read_key_file(file)
+    info, data = file.info, file.data
+    r = Reader(data, "key file")
+    r.fixed(file.body_offset, "clear header")  # read once by read_key_file: skipped here
     if info.protection is Protection.SEALED:
         payload = read_addressed(
             r,
@@ -155,7 +178,7 @@ def open_key_file(data: bytes, identity: UserIdentity, password: str | None = No
             not_for_you=KeyFileNotForYouError,
         ).payload
     else:
-        sealed = read_password_sealed(r, bytes(data), MAX_KEY_FILE_SIZE)
+        sealed = read_password_sealed(r, data, MAX_KEY_FILE_SIZE)
         payload = sealed.open(password, f"the key file of {info.name!r}")
     transfer = _decode_payload(payload)
     if transfer.tenant_id != info.tenant_id or transfer.name != info.name:

@@ -93,6 +93,7 @@ from .identity import (
     write_public_identity,
 )
 from .keyring import MEMBERSHIP_KEY, validate_key_name
+from .rejection import Rejected, RejectionKind
 
 RECORD_MAGIC = b"MDMR"
 RECORD_VERSION = 1
@@ -457,6 +458,19 @@ class MembershipLog:
         self._cuts_revision = 0
         """Counts the records that may have changed `cuts` (see :attr:`cuts_revision`)."""
 
+    def copy(self) -> MembershipLog:
+        """An independent copy: applying records to it leaves this log unchanged (how a
+        published snapshot stays immutable while the next one is built)."""
+        twin = MembershipLog(self._tenant_id, self._admin_key)
+        twin._members = dict(self._members)
+        twin._applied = set(self._applied)
+        twin._keys = dict(self._keys)
+        twin._cuts = {key: dict(cuts) for key, cuts in self._cuts.items()}
+        twin._devices = dict(self._devices)
+        twin._device_cuts = dict(self._device_cuts)
+        twin._cuts_revision = self._cuts_revision
+        return twin
+
     @property
     def tenant_id(self) -> bytes:
         return self._tenant_id
@@ -467,112 +481,205 @@ class MembershipLog:
 
     # -- membership records ----------------------------------------------------------------
     def authorize_record(self, entry: Entry, record: TenantLogRecord) -> str | None:
-        """None if ``record`` (decrypted from ``entry``) may be applied, else the reason.
+        """None if ``record`` (decrypted from ``entry``) may be applied, else the reason
+        (:meth:`check_record`'s message)."""
+        refusal = self.check_record(entry, record)
+        return None if refusal is None else refusal.message
+
+    def check_record(self, entry: Entry, record: TenantLogRecord) -> Rejected | None:
+        """None if ``record`` (decrypted from ``entry``) may be applied, else the refusal.
 
         Does not change state. Assumes the entry's signature was verified.
         """
         label = f"membership entry {entry.id.hex()[:16]}"
         if entry.tenant_id != self._tenant_id:
-            return f"{label} belongs to tenant {entry.tenant_id.hex()}, not {self._tenant_id.hex()}"
+            return _refuse(
+                entry,
+                RejectionKind.MISROUTED,
+                f"{label} belongs to tenant {entry.tenant_id.hex()}, not {self._tenant_id.hex()}",
+            )
         if entry.database != TENANT_LOG:
-            return f"{label} is in database {entry.database!r}, not the tenant log"
+            return _refuse(
+                entry,
+                RejectionKind.UNEXPECTED_KIND,
+                f"{label} is in database {entry.database!r}, not the tenant log",
+            )
         if entry.kind != EntryKind.MEMBERSHIP:
-            return f"{label} has kind {entry.kind.name}, not MEMBERSHIP"
+            return _refuse(
+                entry,
+                RejectionKind.UNEXPECTED_KIND,
+                f"{label} has kind {entry.kind.name}, not MEMBERSHIP",
+            )
         if entry.id in self._applied:
             return None
         if isinstance(record, DeviceEnrolment | DeviceRevocation):
-            return self._authorize_device_record(label, entry, record)
+            return self._check_device_record(label, entry, record)
         if entry.author != self._admin_key:
-            return (
-                f"{label} is signed by {fingerprint_of(entry.author)}, not by the admin key"
-                f" {fingerprint_of(self._admin_key)} of tenant {self._tenant_id.hex()}"
+            return _refuse(
+                entry,
+                RejectionKind.NOT_A_MEMBER,
+                (
+                    f"{label} is signed by {fingerprint_of(entry.author)}, not by the admin key"
+                    f" {fingerprint_of(self._admin_key)} of tenant {self._tenant_id.hex()}"
+                ),
             )
         if isinstance(record, KeyAnnouncement):
-            return self._authorize_announcement(label, record)
+            return self._check_announcement(label, entry, record)
         if isinstance(record, Revocation):
             if record.member_key not in self._members:
-                return f"{label} revokes {fingerprint_of(record.member_key)}, who is not a member"
+                return _refuse(
+                    entry,
+                    RejectionKind.MISSING_DEPENDENCY,
+                    f"{label} revokes {fingerprint_of(record.member_key)}, who is not a member",
+                )
             return None
         member = record.member
         known = self._members.get(member.signing_key)
         if record.action is MembershipAction.ADD:
             if member.signing_key in self._devices:
-                return f"{label} adds {member}, whose key is enrolled as a device"
+                return _refuse(
+                    entry,
+                    RejectionKind.CONFLICT,
+                    f"{label} adds {member}, whose key is enrolled as a device",
+                )
             if known is not None and known.revoked_entry is not None:
-                return (
-                    f"{label} adds {member}, whose key was revoked; a revoked key cannot be"
-                    " added again"
+                return _refuse(
+                    entry,
+                    RejectionKind.CONFLICT,
+                    (
+                        f"{label} adds {member}, whose key was revoked; a revoked key cannot be"
+                        " added again"
+                    ),
                 )
             if known is not None and (known.identity != member or known.role != record.role):
-                return (
-                    f"{label} adds {member} as {record.role!r}, who is already a member as"
-                    f" {known.role!r} with {'the same' if known.identity == member else 'another'}"
-                    " identity; changing a member is not supported"
+                return _refuse(
+                    entry,
+                    RejectionKind.CONFLICT,
+                    (
+                        f"{label} adds {member} as {record.role!r}, who is already a member as"
+                        f" {known.role!r} with"
+                        f" {'the same' if known.identity == member else 'another'}"
+                        " identity; changing a member is not supported"
+                    ),
                 )
         elif known is None:
-            return f"{label} revokes {member}, who is not a member"
+            return _refuse(
+                entry,
+                RejectionKind.MISSING_DEPENDENCY,
+                f"{label} revokes {member}, who is not a member",
+            )
         return None
 
-    def _authorize_device_record(
+    def _check_device_record(
         self, label: str, entry: Entry, record: DeviceEnrolment | DeviceRevocation
-    ) -> str | None:
+    ) -> Rejected | None:
         user = self._members.get(record.user_key)
         if user is None:
-            return f"{label} names user {fingerprint_of(record.user_key)}, who is not a member"
+            return _refuse(
+                entry,
+                RejectionKind.MISSING_DEPENDENCY,
+                f"{label} names user {fingerprint_of(record.user_key)}, who is not a member",
+            )
         if entry.author not in (self._admin_key, record.user_key):
-            return (
-                f"{label} is signed by {fingerprint_of(entry.author)}: device records are"
-                f" signed by their user {user.identity} or the admin key"
+            return _refuse(
+                entry,
+                RejectionKind.NOT_A_MEMBER,
+                (
+                    f"{label} is signed by {fingerprint_of(entry.author)}: device records are"
+                    f" signed by their user {user.identity} or the admin key"
+                ),
             )
         if entry.author == record.user_key:
             cut = self.cut_of(record.user_key)
             if cut is not None and entry.header.author_seq > cut:
-                return (
-                    f"{label}: user {user.identity} was revoked after their entry #{cut};"
-                    f" this entry is #{entry.header.author_seq}"
+                return _refuse(
+                    entry,
+                    RejectionKind.REVOKED_ABOVE_CUT,
+                    (
+                        f"{label}: user {user.identity} was revoked after their entry #{cut};"
+                        f" this entry is #{entry.header.author_seq}"
+                    ),
                 )
         if user.role == ROLE_MIRROR:
-            return f"{label}: {user.identity} is a mirror; mirrors have no devices"
+            return _refuse(
+                entry,
+                RejectionKind.NOT_PERMITTED,
+                f"{label}: {user.identity} is a mirror; mirrors have no devices",
+            )
         if isinstance(record, DeviceRevocation):
             device = self._devices.get(record.device_key)
             if device is None or device.user_key != record.user_key:
-                return (
-                    f"{label} revokes {fingerprint_of(record.device_key)}, which is not a device"
-                    f" of {user.identity}"
+                return _refuse(
+                    entry,
+                    RejectionKind.MISSING_DEPENDENCY,
+                    (
+                        f"{label} revokes {fingerprint_of(record.device_key)}, which is not a"
+                        f" device of {user.identity}"
+                    ),
                 )
             return None
         key = record.device.signing_key
         known = self._devices.get(key)
         if known is not None:
             if known.user_key != record.user_key or known.identity != record.device:
-                return f"{label} enrolls {record.device}, already enrolled otherwise"
+                return _refuse(
+                    entry,
+                    RejectionKind.CONFLICT,
+                    f"{label} enrolls {record.device}, already enrolled otherwise",
+                )
             if known.revoked_entry is not None:
-                return f"{label} enrolls {record.device} again after its revocation"
+                return _refuse(
+                    entry,
+                    RejectionKind.CONFLICT,
+                    f"{label} enrolls {record.device} again after its revocation",
+                )
             return None
         if key == self._admin_key or key in self._members:
-            return f"{label} enrolls {record.device} as a device, but its key is a member's"
+            return _refuse(
+                entry,
+                RejectionKind.CONFLICT,
+                f"{label} enrolls {record.device} as a device, but its key is a member's",
+            )
         count = sum(1 for d in self._devices.values() if d.user_key == record.user_key)
         if count >= MAX_CUTS - 1:
-            return f"{label}: {user.identity} has {count} devices already (the most there can be)"
+            return _refuse(
+                entry,
+                RejectionKind.NOT_PERMITTED,
+                f"{label}: {user.identity} has {count} devices already (the most there can be)",
+            )
         return None
 
-    def _authorize_announcement(self, label: str, record: KeyAnnouncement) -> str | None:
+    def _check_announcement(
+        self, label: str, entry: Entry, record: KeyAnnouncement
+    ) -> Rejected | None:
         if record.name == MEMBERSHIP_KEY:
-            return f"{label} announces the {MEMBERSHIP_KEY!r} key, which is never announced"
+            return _refuse(
+                entry,
+                RejectionKind.NOT_PERMITTED,
+                f"{label} announces the {MEMBERSHIP_KEY!r} key, which is never announced",
+            )
         known = self._keys.get(record.key_id)
         if known is not None:
             if (known.name, known.version) != (record.name, record.version):
-                return (
-                    f"{label} announces key {record.key_id.hex()} as {record.name!r} version"
-                    f" {record.version}, but it was announced as {known.name!r} version"
-                    f" {known.version}"
+                return _refuse(
+                    entry,
+                    RejectionKind.CONFLICT,
+                    (
+                        f"{label} announces key {record.key_id.hex()} as {record.name!r} version"
+                        f" {record.version}, but it was announced as {known.name!r} version"
+                        f" {known.version}"
+                    ),
                 )
             return None
         for other in self._keys.values():
             if (other.name, other.version) == (record.name, record.version):
-                return (
-                    f"{label} announces another key {record.key_id.hex()} as {record.name!r}"
-                    f" version {record.version}, already key {other.key_id.hex()}"
+                return _refuse(
+                    entry,
+                    RejectionKind.CONFLICT,
+                    (
+                        f"{label} announces another key {record.key_id.hex()} as {record.name!r}"
+                        f" version {record.version}, already key {other.key_id.hex()}"
+                    ),
                 )
         return None
 
@@ -584,9 +691,9 @@ class MembershipLog:
         """
         if entry.id in self._applied:
             return
-        reason = self.authorize_record(entry, record)
-        if reason is not None:
-            raise VerificationError(reason)
+        refusal = self.check_record(entry, record)
+        if refusal is not None:
+            raise VerificationError(refusal.message)
         if isinstance(record, KeyAnnouncement):
             if record.key_id not in self._keys:
                 self._keys[record.key_id] = AnnouncedKey(
@@ -637,11 +744,21 @@ class MembershipLog:
 
     # -- ordinary entries ------------------------------------------------------------------
     def authorize_author(self, entry: Entry) -> str | None:
-        """None if ``entry``'s author may write to this tenant now, else the reason."""
+        """None if ``entry``'s author may write to this tenant now, else the reason
+        (:meth:`check_author`'s message)."""
+        refusal = self.check_author(entry)
+        return None if refusal is None else refusal.message
+
+    def check_author(self, entry: Entry) -> Rejected | None:
+        """None if ``entry``'s author may write to this tenant now, else the refusal."""
         if entry.tenant_id != self._tenant_id:
-            return (
-                f"entry {entry.id.hex()[:16]} belongs to tenant {entry.tenant_id.hex()},"
-                f" not {self._tenant_id.hex()}"
+            return _refuse(
+                entry,
+                RejectionKind.MISROUTED,
+                (
+                    f"entry {entry.id.hex()[:16]} belongs to tenant {entry.tenant_id.hex()},"
+                    f" not {self._tenant_id.hex()}"
+                ),
             )
         author = entry.author
         if author == self._admin_key:
@@ -651,20 +768,31 @@ class MembershipLog:
         if device is not None:
             member = self._members.get(device.user_key)
         if member is None:
-            return (
-                f"author {fingerprint_of(author)} is not a member of tenant {self._tenant_id.hex()}"
+            return _refuse(
+                entry,
+                RejectionKind.NOT_A_MEMBER,
+                f"author {fingerprint_of(author)} is not a member of tenant"
+                f" {self._tenant_id.hex()}",
             )
         if member.role == ROLE_MIRROR:
-            return (
-                f"author {member.identity} is a mirror of tenant {self._tenant_id.hex()}:"
-                " mirrors may not write"
+            return _refuse(
+                entry,
+                RejectionKind.NOT_PERMITTED,
+                (
+                    f"author {member.identity} is a mirror of tenant {self._tenant_id.hex()}:"
+                    " mirrors may not write"
+                ),
             )
         cut = self.cut_of(author)
         if cut is not None and entry.header.author_seq > cut:
             who = f"device {device.identity} of {member.identity}" if device else member.identity
-            return (
-                f"author {who} was revoked from tenant {self._tenant_id.hex()}"
-                f" after their entry #{cut}; this entry is #{entry.header.author_seq}"
+            return _refuse(
+                entry,
+                RejectionKind.REVOKED_ABOVE_CUT,
+                (
+                    f"author {who} was revoked from tenant {self._tenant_id.hex()}"
+                    f" after their entry #{cut}; this entry is #{entry.header.author_seq}"
+                ),
             )
         return None
 
@@ -739,3 +867,7 @@ class MembershipLog:
     def announced_key(self, key_id: bytes) -> AnnouncedKey | None:
         """The announcement of ``key_id``, or None when the log never announced it."""
         return self._keys.get(key_id)
+
+
+def _refuse(entry: Entry, kind: RejectionKind, message: str) -> Rejected:
+    return Rejected(entry.id, kind, message)

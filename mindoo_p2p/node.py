@@ -13,42 +13,39 @@ processes may open the same home at once (LMDB and the keystore lock serialise t
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import admission
+from .admission import VerifiedEntry
 from .crypto.keystore import KdfProfile, Keystore
 from .crypto.signing import SigningKeyPair
-from .entry import TENANT_LOG, Entry
+from .entry import TENANT_LOG, Entry, EntryKind
 from .errors import (
-    DecodeError,
     InvalidNameError,
     KeystoreError,
     MindooError,
-    MissingKeyError,
     NotFoundError,
     VerificationError,
 )
 from .identity import PublicIdentity, UserIdentity
-from .invite import Invite, open_invite, seal_invite
+from .invite import Invite, open_checked_invite, seal_invite
 from .key_transfer import (
-    KeyTransfer,
-    open_key_file,
-    protect_key_with_password,
-    read_key_file_info,
-    seal_key_to,
+    KeyFile,
+    read_key_file,
 )
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey
 from .membership import ROLE_MIRROR
-from .recovery import read_recovery_kit
+from .recovery import RecoveryKit, read_recovery_kit
 from .store import AppendResult, EntryStore, FsckReport
 from .tenant import Tenant, TenantSecrets, now_ms, tenant_id_for, validate_tenant_name
+from .tenant_collaborators import EntryWriter
 
 KEYSTORE_FILE = "keystore.bin"
 IDENTITY_FILE = "identity.json"
@@ -85,6 +82,8 @@ class Node:
         self._batch_serial = 0
         self._listeners: list[Callable[[list[Entry], bool], None]] = []
         self._pending: list[Entry] = []
+        self.writer: EntryWriter = NodeEntryWriter(self)
+        """Numbers, seals and commits this node's entries (what tenants and databases use)."""
         self._load_tenants(contents)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -152,14 +151,23 @@ class Node:
         with nothing written; KeystoreError when ``home`` holds a node already (or stray node
         files), or ``password`` is empty; VerificationError when a tenant log does not verify.
         """
+        _check_restore_target(Path(home).expanduser(), password)
+        return cls.restore_kit(home, read_recovery_kit(kit, kit_password), password, kdf=kdf)
+
+    @classmethod
+    def restore_kit(
+        cls,
+        home: Path | str,
+        recovered: RecoveryKit,
+        password: str,
+        *,
+        kdf: KdfProfile = KdfProfile.INTERACTIVE,
+    ) -> Node:
+        """`restore` from a kit already opened with `recovery.read_recovery_kit` (so a caller
+        that opened it to check the kit password does not derive its key, argon2id, again).
+        Same errors as `restore`, except those of opening the kit."""
         home = Path(home).expanduser()
-        if is_initialized(home):
-            raise KeystoreError(
-                f"a node already exists in {home}: a recovery kit restores into a new home only"
-            )
-        if not password:
-            raise KeystoreError("a password is required to protect the node's keys")
-        recovered = read_recovery_kit(kit, kit_password)
+        _check_restore_target(home, password)
         for name in (IDENTITY_FILE, STORE_DIR):
             if os.path.lexists(home / name):
                 raise KeystoreError(
@@ -251,11 +259,22 @@ class Node:
             tenant_id = bytes.fromhex(tenant_hex)
             if tenant_id in self._tenants:
                 continue
-            tenant = Tenant(self, TenantSecrets.from_dict(tenant_hex, data))
+            tenant = self._make_tenant(TenantSecrets.from_dict(tenant_hex, data))
             self._tenants[tenant_id] = tenant
             tenant.load_membership()
             if not self.store.readonly:
                 tenant.enforce_revocations()
+
+    def _make_tenant(self, secrets: TenantSecrets) -> Tenant:
+        """A tenant with its narrow collaborators (never the node itself)."""
+        return Tenant(
+            secrets,
+            identity=self.identity,
+            store=self.store,
+            writer=self.writer,
+            save_secrets=self.save_tenant,
+            ingest=self.ingest,
+        )
 
     def reload(self) -> None:
         """Pick up tenants another process added to the keystore."""
@@ -275,7 +294,7 @@ class Node:
             keyring=KeyRing([TenantKey.generate(DEFAULT_KEY), TenantKey.generate(MEMBERSHIP_KEY)]),
         )
         self.save_tenant(secrets)
-        tenant = Tenant(self, secrets)
+        tenant = self._make_tenant(secrets)
         self._tenants[secrets.tenant_id] = tenant
         tenant.add_member(self.identity.public(), role="admin")
         return tenant
@@ -350,7 +369,7 @@ class Node:
 
     def join(self, invite_bytes: bytes) -> Tenant:
         """Import a sealed invite addressed to this node's identity."""
-        invite = open_invite(invite_bytes, self.identity)
+        invite, log = open_checked_invite(invite_bytes, self.identity)
         if tenant_id_for(invite.admin_key) != invite.tenant_id:
             raise VerificationError("invite names a tenant id that does not match its admin key")
         existing = self._tenants.get(invite.tenant_id)
@@ -368,9 +387,9 @@ class Node:
                 keyring=KeyRing(list(invite.keys)),
             )
             self.save_tenant(secrets)
-            tenant = Tenant(self, secrets)
+            tenant = self._make_tenant(secrets)
             self._tenants[invite.tenant_id] = tenant
-        result = self.ingest(invite.membership_entries)
+        result = self.ingest(log)
         if not tenant.membership.is_member(self.identity.signing.public_key):
             reasons = "; ".join(r.reason for r in result.rejected) or "no membership record"
             raise VerificationError(f"the invite does not make this node a member: {reasons}")
@@ -396,48 +415,14 @@ class Node:
         Raises MissingKeyError when this node does not hold the key, InvalidNameError for the
         membership key (it travels with invites), VerificationError when ``to`` is a mirror or
         a revoked member of the tenant, or a version was never announced (for ``default``:
-        it was never rotated).
+        it was never rotated). The key work is the tenant's (`tenant_keys.TenantKeys`).
         """
-        if (to is None) == (password is None):
-            raise ValueError("give exactly one of to= or password=")
-        if name == MEMBERSHIP_KEY:
-            raise InvalidNameError(f"the {name!r} key travels with invites, not key files")
-        keys = [k for k in tenant.keyring if k.name == name]
-        if not keys:
-            raise MissingKeyError(f"no key {name!r} on this node")
-        if to is not None:
-            member = tenant.membership.member(to.signing_key)
-            if member is not None and member.role == ROLE_MIRROR:
-                raise VerificationError(
-                    f"{to} is a mirror of tenant {tenant.name!r}: mirrors hold no keys"
-                )
-            if member is not None and not member.active:
-                raise VerificationError(f"{to} was revoked from tenant {tenant.name!r}")
-            device = tenant.membership.device(to.signing_key)
-            if device is not None and not tenant.membership.is_member(to.signing_key):
-                raise VerificationError(
-                    f"{to} is a revoked device (or of a revoked user) of tenant {tenant.name!r}"
-                )
-        unannounced = [k for k in keys if tenant.membership.announced_key(k.key_id) is None]
-        if unannounced and name == DEFAULT_KEY:
-            raise VerificationError(
-                f"the {DEFAULT_KEY!r} key of tenant {tenant.name!r} was never rotated: members"
-                " receive it with their invite"
-            )
-        if unannounced:
-            raise VerificationError(
-                f"key {name!r} version {unannounced[0].version} was never announced in the"
-                " tenant log, so no other node would accept it"
-            )
-        entries = tenant.announcement_entries([k.key_id for k in keys])
-        transfer = KeyTransfer(tenant.id, name, keys, [e.raw for e in entries])
-        if to is not None:
-            return seal_key_to(transfer, to)
-        assert password is not None
-        return protect_key_with_password(transfer, password, kdf)
+        return tenant.export_key(name, to=to, password=password, kdf=kdf)
 
-    def import_key(self, data: bytes, password: str | None = None) -> ImportedKey:
-        """Import a key file made by :meth:`export_key` (``password`` for password files).
+    def import_key(self, data: bytes | KeyFile, password: str | None = None) -> ImportedKey:
+        """Import a key file made by :meth:`export_key` (``password`` for password files);
+        ``data`` may be a file already read by `key_transfer.read_key_file` (its header is
+        not read again).
 
         The key versions are accepted only as announced by the tenant log under the admin's
         signature (the file's announcement entries are verified and stored first). Raises
@@ -446,35 +431,15 @@ class Node:
         password is wrong, VerificationError when this node is a mirror of the tenant or a key
         does not match its announcement. Importing keys already held changes nothing.
         """
-        info = read_key_file_info(data)
-        tenant = self._tenants.get(info.tenant_id)
+        key_file = data if isinstance(data, KeyFile) else read_key_file(data)
+        tenant = self._tenants.get(key_file.info.tenant_id)
         if tenant is None:
             raise NotFoundError(
-                f"this key file is for tenant {info.tenant_id.hex()}, which this node has not"
-                " joined"
+                f"this key file is for tenant {key_file.info.tenant_id.hex()}, which this node"
+                " has not joined"
             )
-        me = tenant.membership.member(self.identity.signing.public_key)
-        if me is not None and me.role == ROLE_MIRROR:
-            raise VerificationError(
-                f"this node is a mirror of tenant {tenant.name!r}: mirrors hold no document keys"
-            )
-        transfer = open_key_file(data, self.identity, password)
-        entries = [Entry.decode(raw, "key file announcement") for raw in transfer.announcements]
-        for entry in entries:
-            if entry.tenant_id != tenant.id or entry.database != TENANT_LOG:
-                raise VerificationError("the key file carries an entry from outside the tenant log")
-        self.ingest(entries)
-        for key in transfer.keys:
-            announced = tenant.membership.announced_key(key.key_id)
-            if announced is None or (announced.name, announced.version) != (key.name, key.version):
-                raise VerificationError(
-                    f"key {key.name!r} version {key.version} ({key.key_id.hex()}) is not the"
-                    f" one the admin of tenant {tenant.name!r} announced"
-                )
-        added = [key.version for key in transfer.keys if tenant.keyring.add(key)]
-        if added:
-            self.save_tenant(tenant.secrets)
-        return ImportedKey(tenant=tenant, name=transfer.name, added_versions=sorted(added))
+        done = tenant.import_key_file(key_file, password)
+        return ImportedKey(tenant=tenant, name=done.name, added_versions=done.added_versions)
 
     # -- writing -----------------------------------------------------------------------------
     def next_author_seq(self, tenant_id: bytes, author: bytes) -> int:
@@ -484,13 +449,6 @@ class Node:
             seq = self.store.next_author_seq(tenant_id, author)
         self._author_seq[key] = seq + 1
         return seq
-
-    def authorize(self, entry: Entry) -> str | None:
-        """Whether an entry that verified (hash, signature) may be stored here."""
-        tenant = self._tenants.get(entry.tenant_id)
-        if tenant is None:
-            return f"unknown tenant {entry.tenant_id.hex()}"
-        return tenant.authorize(entry)
 
     def commit(self, entries: Sequence[Entry]) -> None:
         """Append this node's own new entries (now, or at the end of the current batch)."""
@@ -550,58 +508,54 @@ class Node:
                 tenant.forget_document(entry.database, entry.document_id)
 
     def ingest(
-        self, entries: Sequence[Entry | bytes], *, sealed_here: bool = False
+        self, entries: Sequence[Entry | bytes | VerifiedEntry], *, sealed_here: bool = False
     ) -> AppendResult:
-        """Verify and store entries from elsewhere (another node, a bundle, an invite).
+        """Verify, admit and store entries from elsewhere (another node, a bundle, an invite).
 
-        ``sealed_here`` is for this node's own freshly sealed entries: their signatures are
-        not checked again (membership still is).
+        Every entry goes through the admission pipeline (`mindoo_p2p.admission`) once: decode,
+        id, signature (skipped for a `VerifiedEntry`, which has been through it), then tenant,
+        kind and membership against each tenant's membership snapshot. The accepted entries
+        are stored in one write transaction; only then do the tenants publish their new
+        membership (records of the batch applied). ``sealed_here`` is for this node's own
+        freshly sealed entries: their ids and signatures are not checked again (membership
+        still is).
         """
-        try:
-            result = self.store.append(entries, authorize=self.authorize, sealed_here=sealed_here)
-            result = self._retry_tenant_log(entries, result, sealed_here)
-        except BaseException:
-            # Membership state may have been advanced for a batch that did not commit.
-            for tenant in self._tenants.values():
-                tenant.load_membership()
-            raise
+        checked = admission.check_entries(entries, self._stored_ids, own_seals=sealed_here)
+        views = {
+            tenant_id: tenant.view()
+            for tenant_id in {v.tenant_id for v in checked.verified}
+            if (tenant := self._tenants.get(tenant_id)) is not None
+        }
+        admitted = admission.admit(views, checked.verified)
+        stored = self.store.append(admitted.accepted) if admitted.accepted else None
+        for tenant_id, membership in admitted.memberships.items():
+            self._tenants[tenant_id].publish_membership(membership)
+        added = stored.added if stored is not None else []
+        duplicates = checked.duplicates + (stored.duplicates if stored is not None else [])
+        rejected = [
+            *checked.rejected,
+            *admitted.rejected,
+            *(stored.rejected if stored is not None else []),
+        ]
+        refusals = {r.entry_id: r for r in rejected}
+        for entry_id in checked.repeats:
+            refusal = refusals.get(entry_id)
+            if refusal is None:
+                duplicates.append(entry_id)
+            else:
+                rejected.append(refusal)
+        rejected.sort(key=lambda r: checked.order.get(r.entry_id, len(entries)))
+        result = AppendResult(added, duplicates, rejected)
         self._enforce_revocations(result.added)
         if self._listeners and result.added:
-            given = {e.id: e for e in entries if isinstance(e, Entry)}
-            added = [given.get(i) or self.store.get(i) for i in result.added]
-            stored = [e for e in added if e is not None]
+            accepted = {v.id: v.entry for v in admitted.accepted}
+            stored_entries = [accepted[i] for i in result.added]
             for listener in list(self._listeners):
-                listener(stored, sealed_here)
+                listener(stored_entries, sealed_here)
         return result
 
-    def _retry_tenant_log(
-        self, entries: Sequence[Entry | bytes], result: AppendResult, sealed_here: bool
-    ) -> AppendResult:
-        """Offer refused tenant-log entries again while others land: a record may build on one
-        that sorted after it in the batch (a user's device enrolment, sealed with the user's
-        sequence numbers, before the admin's ADD of that user)."""
-        refused = {r.entry_id for r in result.rejected}
-        if not refused or not result.added:
-            return result
-        by_id: dict[bytes, Entry | bytes] = {}
-        for item in entries:
-            entry_id = item.id if isinstance(item, Entry) else hashlib.sha256(item).digest()
-            if entry_id in refused and _in_tenant_log(item):
-                by_id[entry_id] = item
-        added = list(result.added)
-        rejected = list(result.rejected)
-        while by_id:
-            again = self.store.append(
-                list(by_id.values()), authorize=self.authorize, sealed_here=sealed_here
-            )
-            if not again.added:
-                break
-            added += again.added
-            for entry_id in again.added:
-                by_id.pop(entry_id, None)
-            landed = set(again.added)
-            rejected = [r for r in rejected if r.entry_id not in landed]
-        return AppendResult(added, result.duplicates, rejected)
+    def _stored_ids(self, ids: list[bytes]) -> set[bytes]:
+        return set(ids).difference(self.store.missing(ids))
 
     def _enforce_revocations(self, added: Sequence[bytes]) -> None:
         """After entries land, retract what newly applied revocations no longer accept."""
@@ -614,13 +568,50 @@ class Node:
         return self.store.fsck()
 
 
-def _in_tenant_log(item: Entry | bytes) -> bool:
-    if isinstance(item, Entry):
-        return item.database == TENANT_LOG
-    try:
-        return Entry.decode(item).database == TENANT_LOG
-    except DecodeError:
-        return False
+class NodeEntryWriter:
+    """The `EntryWriter` of a node: today's `Node` code (author sequence numbers from the
+    node's cache and the store, `Node.commit`, `Node.batch`), behind the narrow seam tenants
+    and databases write through."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def seal(
+        self,
+        *,
+        tenant_id: bytes,
+        kind: EntryKind,
+        database: str,
+        document_id: bytes,
+        deps: Sequence[bytes],
+        key: TenantKey,
+        payload: bytes,
+        author: SigningKeyPair | None = None,
+    ) -> Entry:
+        signer = author or self._node.identity.signing
+        return Entry.seal(
+            kind=kind,
+            tenant_id=tenant_id,
+            database=database,
+            document_id=document_id,
+            author=signer,
+            author_seq=self._node.next_author_seq(tenant_id, signer.public_key),
+            timestamp_ms=now_ms(),
+            deps=tuple(deps),
+            key_id=key.key_id,
+            key=key.secret,
+            payload=payload,
+        )
+
+    def commit(self, entries: Sequence[Entry]) -> None:
+        self._node.commit(entries)
+
+    def batch(self) -> AbstractContextManager[None]:
+        return self._node.batch()
+
+    @property
+    def current_batch(self) -> int | None:
+        return self._node.current_batch
 
 
 @dataclass(frozen=True)
@@ -631,6 +622,15 @@ class ImportedKey:
     name: str
     added_versions: list[int]
     """The versions new to this node (empty when it held them all already)."""
+
+
+def _check_restore_target(home: Path, password: str) -> None:
+    if is_initialized(home):
+        raise KeystoreError(
+            f"a node already exists in {home}: a recovery kit restores into a new home only"
+        )
+    if not password:
+        raise KeystoreError("a password is required to protect the node's keys")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

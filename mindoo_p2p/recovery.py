@@ -46,7 +46,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import nacl.public
 
@@ -59,10 +59,31 @@ from .errors import DecodeError, MindooError, WrongPasswordError
 from .identity import MAX_NAME_BYTES, PUBLIC_KEY_SIZE, UserIdentity, check_signing_key
 from .key_transfer import read_password_sealed, seal_with_password
 from .keyring import MEMBERSHIP_KEY, KeyRing, TenantKey, validate_key_name
-from .tenant import TenantSecrets, tenant_id_for, validate_tenant_name
+from .store import EntryStore
+from .tenant_secrets import TenantSecrets, tenant_id_for, validate_tenant_name
 
-if TYPE_CHECKING:
-    from .node import Node
+
+class KitTenant(Protocol):
+    """A tenant as a recovery kit reads it (`Tenant` provides it)."""
+
+    @property
+    def id(self) -> bytes: ...
+
+    @property
+    def secrets(self) -> TenantSecrets: ...
+
+
+class KitSource(Protocol):
+    """What a recovery kit is made from (`Node` provides it; no import of it here)."""
+
+    @property
+    def identity(self) -> UserIdentity: ...
+
+    @property
+    def store(self) -> EntryStore: ...
+
+    def tenants(self) -> Sequence[KitTenant]: ...
+
 
 KIT_MAGIC = b"MDRK"
 KIT_VERSION = 1
@@ -134,7 +155,7 @@ class RecoveryKit:
                 raise ValueError(f"tenant {index} ({tenant.name!r}): {exc}") from None
 
 
-def export_recovery_kit(node: Node, password: str, kdf: KdfProfile = DEFAULT_KDF) -> bytes:
+def export_recovery_kit(node: KitSource, password: str, kdf: KdfProfile = DEFAULT_KDF) -> bytes:
     """The recovery kit of ``node``: its identity and every tenant it belongs to, under
     ``password`` (argon2id with ``kdf``'s limits). The plaintext never touches the disk.
 

@@ -1,149 +1,97 @@
 """Tenants: an organisation or group, created on a device, with members, keys and databases.
 
-A tenant is identified by 16 bytes derived from its admin public key
-(``SHA-256("mindoo/tenant/v1" + admin_key)[:16]``): the admin key is random, so the id is too,
-and an invite or a peer cannot pair a tenant id with a different admin key. The admin key signs
-the membership records of the tenant log; the creator's node holds it. Every member holds the
-tenant's default key (documents) and membership key (the tenant log).
+A tenant is identified by 16 bytes derived from its admin public key (`tenant_secrets`). The
+admin key signs the membership records of the tenant log; the creator's node holds it. Every
+member holds the tenant's default key (documents) and membership key (the tenant log).
+
+`Tenant` composes two parts and its databases, and holds no reference to the node:
+
+- its *access work* (`tenant_access.TenantAccess`): members, devices, revocation, the
+  membership snapshot the admission pipeline checks against;
+- its *key work* (`tenant_keys.TenantKeys`): create, rotate, shred, export and import keys.
+
+Its collaborators are narrow (`tenant_collaborators`): the entry store (reads), an
+`EntryWriter` (numbers, seals and commits this node's entries), a `SaveSecrets` function (the
+keystore) and an `Ingest` function (the admission pipeline, for records received directly).
 """
 
 from __future__ import annotations
 
-import hashlib
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
+from . import admission
 from .crypto import SigningKeyPair
-from .entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind, validate_database_name
-from .errors import (
-    DecodeError,
-    InvalidNameError,
-    MindooError,
-    MissingKeyError,
-    NotFoundError,
-    VerificationError,
-)
-from .identity import PublicIdentity
-from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey, validate_key_name
-from .membership import (
-    MAX_KEY_VERSION,
-    DeviceEnrolment,
-    DeviceRevocation,
-    KeyAnnouncement,
-    Member,
-    MembershipAction,
-    MembershipLog,
-    MembershipRecord,
-    Revocation,
-    TenantLogRecord,
-    decode_tenant_log_record,
+from .crypto.keystore import KdfProfile
+from .database import Database
+from .entry import TENANT_LOG, Entry, EntryKind, validate_database_name
+from .errors import NotFoundError
+from .identity import PublicIdentity, UserIdentity
+from .key_transfer import KeyFile
+from .keyring import DEFAULT_KEY, KeyRing, TenantKey
+from .membership import Member, MembershipLog, TenantLogRecord
+from .store import EntryStore
+from .tenant_access import TenantAccess
+from .tenant_collaborators import EntryWriter, Ingest, SaveSecrets
+from .tenant_keys import RESERVED_ROTATION, KeyImport, KeyInfo, TenantKeys
+from .tenant_secrets import (
+    TENANT_NAME_MAX,
+    TenantSecrets,
+    now_ms,
+    tenant_id_for,
+    validate_tenant_name,
 )
 
-if TYPE_CHECKING:
-    from .database import Database
-    from .node import Node
-
-TENANT_NAME_MAX = 128
-RESERVED_ROTATION = frozenset({DEFAULT_KEY, MEMBERSHIP_KEY})
-"""Keys `rotate_keys_held` does not list by name (default first; the membership key is
-never rotated)."""
-
-
-def tenant_id_for(admin_key: bytes) -> bytes:
-    return hashlib.sha256(b"mindoo/tenant/v1" + admin_key).digest()[:16]
-
-
-def validate_tenant_name(name: str) -> str:
-    if (
-        not isinstance(name, str)
-        or not 1 <= len(name) <= TENANT_NAME_MAX
-        or not name.isprintable()
-        or name != name.strip()
-    ):
-        raise InvalidNameError(
-            f"invalid tenant name {name!r}: 1-{TENANT_NAME_MAX} printable characters,"
-            " no leading or trailing spaces"
-        )
-    return name
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@dataclass
-class TenantSecrets:
-    """What the keystore holds for one tenant."""
-
-    tenant_id: bytes
-    name: str
-    admin_key: bytes
-    admin_seed: bytes | None
-    keyring: KeyRing
-    databases: list[str] = field(default_factory=list)
-    """Databases created on this node (they are listed even while empty)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "name": self.name,
-            "admin_key": self.admin_key.hex(),
-            "keys": self.keyring.to_list(),
-            "databases": sorted(self.databases),
-        }
-        if self.admin_seed is not None:
-            data["admin_seed"] = self.admin_seed.hex()
-        return data
-
-    @classmethod
-    def from_dict(cls, tenant_id_hex: str, data: dict[str, Any]) -> TenantSecrets:
-        seed = data.get("admin_seed")
-        return cls(
-            tenant_id=bytes.fromhex(tenant_id_hex),
-            name=data["name"],
-            admin_key=bytes.fromhex(data["admin_key"]),
-            admin_seed=bytes.fromhex(seed) if seed else None,
-            keyring=KeyRing.from_list(data["keys"]),
-            databases=[validate_database_name(d) for d in data.get("databases", [])],
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class KeyInfo:
-    """One key version in the tenant's key directory (never its secret)."""
-
-    key_id: bytes
-    name: str
-    version: int
-    held: bool
-    """This node holds the secret."""
-    announced: bool
-    """The tenant log announced it (named keys, and ``default`` once rotated; never the
-    membership key)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "key_id": self.key_id.hex(),
-            "name": self.name,
-            "version": self.version,
-            "held": self.held,
-            "announced": self.announced,
-        }
+__all__ = [
+    "RESERVED_ROTATION",
+    "TENANT_NAME_MAX",
+    "KeyInfo",
+    "Tenant",
+    "TenantSecrets",
+    "now_ms",
+    "tenant_id_for",
+    "validate_tenant_name",
+]
 
 
 class Tenant:
     """A tenant as this node sees it. Obtain it from `Node.create_tenant` / `Node.tenant`."""
 
-    def __init__(self, node: Node, secrets: TenantSecrets) -> None:
-        self._node = node
+    def __init__(
+        self,
+        secrets: TenantSecrets,
+        *,
+        identity: UserIdentity,
+        store: EntryStore,
+        writer: EntryWriter,
+        save_secrets: SaveSecrets,
+        ingest: Ingest,
+    ) -> None:
         self._secrets = secrets
-        self.membership = MembershipLog(secrets.tenant_id, secrets.admin_key)
+        self._identity = identity
+        self._store = store
+        self._writer = writer
+        self._save_secrets = save_secrets
         self._databases: dict[str, Database] = {}
-        self._membership_entries: dict[bytes, Entry] = {}
-        self._enforced: tuple[MembershipLog, int] | None = None
-        """The membership log and its `cuts_revision` that `enforce_revocations` last brought
-        the store in line with."""
+        self.access = TenantAccess(
+            secrets,
+            identity=identity,
+            store=store,
+            writer=writer,
+            ingest=ingest,
+            forget_document=self.forget_document,
+        )
+        """Members, devices and revocation."""
+        self.keys = TenantKeys(
+            secrets,
+            identity=identity,
+            store=store,
+            writer=writer,
+            save_secrets=save_secrets,
+            ingest=ingest,
+            access=self.access,
+            forget_document=self.forget_document,
+        )
+        """Create, rotate, shred, export and import keys."""
 
     # -- identity ----------------------------------------------------------------------------
     @property
@@ -175,8 +123,17 @@ class Tenant:
         return self._secrets
 
     @property
-    def node(self) -> Node:
-        return self._node
+    def identity(self) -> UserIdentity:
+        """This node's user identity (who signs what this node writes)."""
+        return self._identity
+
+    @property
+    def store(self) -> EntryStore:
+        return self._store
+
+    @property
+    def writer(self) -> EntryWriter:
+        return self._writer
 
     def __repr__(self) -> str:
         return f"Tenant(name={self.name!r}, id={self.id_hex})"
@@ -184,8 +141,6 @@ class Tenant:
     # -- databases ---------------------------------------------------------------------------
     def open_db(self, name: str) -> Database:
         """The database called ``name`` (created on first write; names are validated)."""
-        from .database import Database
-
         validate_database_name(name)
         db = self._databases.get(name)
         if db is None:
@@ -203,33 +158,73 @@ class Tenant:
         validate_database_name(name)
         if name not in self._secrets.databases:
             self._secrets.databases.append(name)
-            self._node.save_tenant(self._secrets)
+            self._save_secrets(self._secrets)
         return self.open_db(name)
 
     def databases(self) -> list[str]:
         """Databases created here or holding at least one entry on this node, sorted."""
-        stored = {d for d in self._node.store.databases(self.id) if d != TENANT_LOG}
+        stored = {d for d in self._store.databases(self.id) if d != TENANT_LOG}
         return sorted(stored | set(self._secrets.databases))
 
-    # -- membership --------------------------------------------------------------------------
+    def find_database(self, name: str) -> Database:
+        if name not in self.databases() and name not in self._databases:
+            raise NotFoundError(f"no database {name!r} in tenant {self.name!r}")
+        return self.open_db(name)
+
+    # -- sealing -----------------------------------------------------------------------------
+    def seal(
+        self,
+        *,
+        kind: EntryKind,
+        database: str,
+        document_id: bytes,
+        deps: Sequence[bytes],
+        key: TenantKey,
+        payload: bytes,
+        author: SigningKeyPair | None = None,
+    ) -> Entry:
+        """A new entry of this tenant, numbered and sealed by the writer (not stored yet)."""
+        return self._writer.seal(
+            tenant_id=self.id,
+            kind=kind,
+            database=database,
+            document_id=document_id,
+            deps=deps,
+            key=key,
+            payload=payload,
+            author=author,
+        )
+
+    # -- access work (TenantAccess) ------------------------------------------------------------
+    @property
+    def membership(self) -> MembershipLog:
+        """The tenant's current membership: an immutable snapshot (never mutated once
+        published; `publish_membership` replaces it), safe to read from any thread."""
+        return self.access.membership
+
+    def publish_membership(self, membership: MembershipLog) -> None:
+        """Make ``membership`` the current snapshot: after the entries that built it are
+        committed (`Node.ingest`), or when rebuilt from the store."""
+        self.access.publish_membership(membership)
+
+    def view(self) -> admission.TenantView:
+        """What the admission pipeline checks this tenant's entries against (a snapshot)."""
+        return self.access.view()
+
+    def load_membership(self) -> None:
+        """Rebuild membership state from the tenant log in the store (retracted records
+        left out), applying records until no more apply (a record stored before what it
+        builds on applies on a later pass): the admission pipeline's rule."""
+        self.access.load_membership()
+
     def members(self) -> list[Member]:
-        return self.membership.members()
+        return self.access.members()
 
     def member_name(self, signing_key: bytes) -> str | None:
-        if signing_key == self.admin_key:
-            return "(tenant admin)"
-        for member in self.membership.members():
-            if member.identity.signing_key == signing_key:
-                return member.identity.name
-        device = self.membership.device(signing_key)
-        if device is not None:
-            user = self.membership.member(device.user_key)
-            user_name = user.identity.name if user is not None else "?"
-            return f"{user_name} ({device.identity.name})"
-        return None
+        return self.access.member_name(signing_key)
 
     def add_member(self, identity: PublicIdentity, role: str = "member") -> Entry:
-        return self._membership_entry(MembershipRecord(MembershipAction.ADD, identity, role))
+        return self.access.add_member(identity, role)
 
     def revoke_member(
         self, identity: PublicIdentity, *, accept_through: int | None = None
@@ -246,49 +241,14 @@ class Tenant:
         Revoking does not rotate keys: see `rotate_key` (history the member could read stays
         readable to it either way).
         """
-        member = self.membership.member(identity.signing_key)
-        if member is None:
-            raise NotFoundError(f"{identity} is not a member of tenant {self.name!r}")
-        key = identity.signing_key
-        cuts = {key: self._cut(key, accept_through)}
-        for device in self.membership.devices(key):  # every device of the member, at what we hold
-            held = self._stored_last_seq(device.identity.signing_key)
-            cuts[device.identity.signing_key] = held if accept_through is None else 0
-        return self._membership_entry(Revocation.of(key, cuts))
+        return self.access.revoke_member(identity, accept_through=accept_through)
 
-    def rotate_keys_held(self) -> list[TenantKey]:
-        """Rotate ``default`` and every named key this node holds (admin only): what to do
-        after a revocation, since nobody can know which keys a member copied. Returns the new
-        versions. Later changes use them; what the revoked member could read before stays
-        readable to it, and remaining members need the new versions (`Node.export_key`)."""
-        names = [DEFAULT_KEY, *(n for n in self.keyring.names() if n not in RESERVED_ROTATION)]
-        return [self.rotate_key(name) for name in dict.fromkeys(names)]
-
-    def _stored_last_seq(self, signing_key: bytes) -> int:
-        return self._node.store.next_author_seq(self.id, signing_key) - 1
-
-    def _cut(self, signing_key: bytes, accept_through: int | None) -> int:
-        """The last author_seq a revocation of ``signing_key`` accepts: ``accept_through``, or
-        by default the highest this node holds."""
-        if accept_through is None:
-            return self._stored_last_seq(signing_key)
-        if isinstance(accept_through, int) and accept_through >= 0:
-            return accept_through
-        raise ValueError("accept_through must be an int >= 0")
-
-    # -- devices -----------------------------------------------------------------------------
     def enroll_device(self, device: PublicIdentity) -> Entry:
         """Enroll ``device`` (another node of this node's user, with its own signing key) as a
         device of this node's user, signed with this node's identity. Use `Node.enroll_device`,
         which also seals the keys for the device. Raises VerificationError when the tenant log
         refuses it (this node is not a member, is a device itself, the key is taken, ...)."""
-        me = self._node.identity.signing
-        if self.membership.member(me.public_key) is None:
-            raise VerificationError(
-                f"this node is not a member of tenant {self.name!r} (a device cannot enroll"
-                " devices: enroll from the user's first node)"
-            )
-        return self._membership_entry(DeviceEnrolment(me.public_key, device), author=me)
+        return self.access.enroll_device(device)
 
     def revoke_device(self, device_key: bytes, *, accept_through: int | None = None) -> Entry:
         """Revoke one device (by its signing key): the user's other devices are untouched.
@@ -297,22 +257,12 @@ class Tenant:
         The cut is the device's last entry this node holds unless ``accept_through`` says
         otherwise. NotFoundError when the key is not an enrolled device.
         """
-        device = self.membership.device(device_key)
-        if device is None:
-            raise NotFoundError(f"{device_key.hex()[:16]} is not a device in tenant {self.name!r}")
-        cut = self._cut(device_key, accept_through)
-        record = DeviceRevocation(device.user_key, device_key, cut)
-        me = self._node.identity.signing
-        return self._membership_entry(
-            record, author=me if me.public_key == device.user_key else None
-        )
+        return self.access.revoke_device(device_key, accept_through=accept_through)
 
     def enforce_new_revocations(self) -> list[Entry]:
         """`enforce_revocations` when the revocations changed since it last ran, else nothing
         (one comparison of the cuts: cheap enough to call after every ingest)."""
-        if (self.membership, self.membership.cuts_revision) == self._enforced:
-            return []
-        return self.enforce_revocations()
+        return self.access.enforce_new_revocations()
 
     def enforce_revocations(self) -> list[Entry]:
         """Retract the stored entries that a revocation no longer accepts; return them.
@@ -324,117 +274,24 @@ class Tenant:
         re-materialized without them on the next read. Cheap when nothing is left to retract
         (one lookup per revoked key).
         """
-        retracted: list[Entry] = []
-        while True:
-            stored = self._node.store.authors(self.id)
-            newly: list[Entry] = []
-            for key, cut in sorted(self.membership.cuts().items()):
-                if stored.get(key, 0) > cut:
-                    newly += self._node.store.retract_authored_after(self.id, key, cut)
-            if not newly:
-                self._enforced = (self.membership, self.membership.cuts_revision)
-                return retracted
-            retracted += newly
-            for entry in newly:
-                self.forget_document(entry.database, entry.document_id)
-            if not any(entry.database == TENANT_LOG for entry in newly):
-                continue
-            self.load_membership()  # a retracted membership record changes who may write
+        return self.access.enforce_revocations()
 
     def _membership_entry(
         self, record: TenantLogRecord, author: SigningKeyPair | None = None
     ) -> Entry:
         """Seal and store a tenant-log record, signed by the admin key (or ``author``)."""
-        if author is None:
-            if self._secrets.admin_seed is None:
-                what = "create keys" if isinstance(record, KeyAnnouncement) else "change membership"
-                raise MissingKeyError(
-                    f"this node does not hold the admin key of tenant {self.name!r}:"
-                    f" only the tenant admin can {what}"
-                )
-            author = SigningKeyPair(self._secrets.admin_seed)
-        entry = self.seal(
-            kind=EntryKind.MEMBERSHIP,
-            database=TENANT_LOG,
-            document_id=NO_DOCUMENT,
-            deps=(),
-            key=self.keyring.current(MEMBERSHIP_KEY),
-            payload=record.encode(),
-            author=author,
-        )
-        self._node.commit([entry])
-        return entry
-
-    def authorize(self, entry: Entry) -> str | None:
-        """Store-side check for an entry of this tenant (see `Node.authorize`)."""
-        if entry.database == TENANT_LOG:
-            if entry.kind is not EntryKind.MEMBERSHIP:
-                return f"unexpected entry kind {entry.kind.name} in the tenant log"
-            if not self.keyring.has_id(entry.header.key_id):
-                return "membership record encrypted with an unknown key"
-            try:
-                payload = entry.decrypt(self.keyring.by_id(entry.header.key_id).secret)
-                record = decode_tenant_log_record(payload)
-            except (MindooError, DecodeError) as exc:
-                return f"unreadable membership record: {exc}"
-            reason = self.membership.authorize_record(entry, record)
-            if reason is None:
-                self.membership.apply(entry, record)
-            return reason
-        if entry.kind not in (EntryKind.CHANGE, EntryKind.DELETE):
-            return f"unexpected entry kind {entry.kind.name} in database {entry.database!r}"
-        if entry.document_id == NO_DOCUMENT:
-            return "document entry without a document id"
-        return self.membership.authorize_author(entry)
+        return self.access.write_record(record, author)
 
     def membership_entry_of(self, signing_key: bytes) -> Entry | None:
         """The stored tenant-log entry that added ``signing_key`` as a member, if any."""
-        cached = self._membership_entries.get(signing_key)
-        if cached is not None:
-            return cached
-        for entry in self._node.store.iter_entries(self.id, TENANT_LOG):
-            if not self.keyring.has_id(entry.header.key_id):
-                continue
-            try:
-                record = decode_tenant_log_record(
-                    entry.decrypt(self.keyring.by_id(entry.header.key_id).secret)
-                )
-            except MindooError:
-                continue
-            if isinstance(record, MembershipRecord) and record.action is MembershipAction.ADD:
-                self._membership_entries[record.member.signing_key] = entry
-            elif isinstance(record, DeviceEnrolment):
-                self._membership_entries[record.device.signing_key] = entry
-        return self._membership_entries.get(signing_key)
+        return self.access.membership_entry_of(signing_key)
 
     def admit(self, signing_key: bytes, evidence: bytes) -> bool:
         """Store ``evidence`` (a sealed membership entry from a peer) if it is valid, then say
         whether ``signing_key`` is a current member. Nothing unverified is trusted."""
-        if self.membership.is_member(signing_key):
-            return True
-        try:
-            entry = Entry.decode(evidence, "membership evidence")
-        except DecodeError:
-            return False
-        if entry.tenant_id != self.id or entry.database != TENANT_LOG:
-            return False
-        self._node.ingest([entry])
-        return self.membership.is_member(signing_key)
+        return self.access.admit(signing_key, evidence)
 
-    def load_membership(self) -> None:
-        """Rebuild membership state from the tenant log in the store (retracted records
-        left out), applying records until no more apply (a record stored before what it
-        builds on applies on a later pass)."""
-        self.membership = MembershipLog(self.id, self.admin_key)
-        pending = list(self._node.store.iter_entries(self.id, TENANT_LOG))
-        pending.sort(key=lambda e: (e.header.author_seq, e.timestamp_ms))
-        while pending:
-            left = [entry for entry in pending if self.authorize(entry) is not None]
-            if len(left) == len(pending):
-                return
-            pending = left
-
-    # -- named keys --------------------------------------------------------------------------
+    # -- key work (TenantKeys) -----------------------------------------------------------------
     def create_key(self, name: str) -> TenantKey:
         """Create a named key (version 1, random id), keep it in the keystore and announce its
         id, name and version (never its secret) in the tenant log. Admin only.
@@ -444,21 +301,7 @@ class Tenant:
         is saved before it is announced: a crash in between leaves a held, unannounced key
         (listed by :meth:`key_directory`), never an announced key whose secret is lost.
         """
-        validate_key_name(name)
-        if name in (DEFAULT_KEY, MEMBERSHIP_KEY):
-            raise InvalidNameError(f"key name {name!r} is reserved")
-        if not self.is_admin:
-            raise MissingKeyError(
-                f"this node does not hold the admin key of tenant {self.name!r}:"
-                " only the tenant admin can create keys"
-            )
-        if name in self.key_names():
-            raise InvalidNameError(f"a key called {name!r} exists already in tenant {self.name!r}")
-        key = TenantKey.generate(name)
-        self.keyring.add(key)
-        self._node.save_tenant(self._secrets)
-        self._membership_entry(KeyAnnouncement(key.key_id, key.name, key.version))
-        return key
+        return self.keys.create_key(name)
 
     def rotate_key(self, name: str) -> TenantKey:
         """Create the next version of key ``name`` (newest known version + 1, new random id,
@@ -474,32 +317,14 @@ class Tenant:
         :class:`NotFoundError` for a key the tenant does not have. Like :meth:`create_key`,
         the key is saved before it is announced.
         """
-        validate_key_name(name)
-        if name == MEMBERSHIP_KEY:
-            raise InvalidNameError(f"the {MEMBERSHIP_KEY!r} key cannot be rotated")
-        if not self.is_admin:
-            raise MissingKeyError(
-                f"this node does not hold the admin key of tenant {self.name!r}:"
-                " only the tenant admin can rotate keys"
-            )
-        versions = [info for info in self.key_directory() if info.name == name]
-        if not versions:
-            raise NotFoundError(f"no key {name!r} in tenant {self.name!r}")
-        held = [info for info in versions if info.held]
-        if not held:
-            raise MissingKeyError(f"no key {name!r} on this node: it cannot be rotated here")
-        newest = max(info.version for info in versions)
-        if newest >= MAX_KEY_VERSION:
-            raise InvalidNameError(f"key {name!r} has reached its last version {newest}")
-        key = TenantKey.generate(name, version=newest + 1)
-        self.keyring.add(key)
-        self._node.save_tenant(self._secrets)
-        with self._node.batch():
-            for info in held:
-                if not info.announced:
-                    self._membership_entry(KeyAnnouncement(info.key_id, name, info.version))
-            self._membership_entry(KeyAnnouncement(key.key_id, key.name, key.version))
-        return key
+        return self.keys.rotate_key(name)
+
+    def rotate_keys_held(self) -> list[TenantKey]:
+        """Rotate ``default`` and every named key this node holds (admin only): what to do
+        after a revocation, since nobody can know which keys a member copied. Returns the new
+        versions. Later changes use them; what the revoked member could read before stays
+        readable to it, and remaining members need the new versions (`Node.export_key`)."""
+        return self.keys.rotate_keys_held()
 
     def shred_key(self, name: str) -> list[int]:
         """Crypto-shredding: destroy every version of key ``name`` held on this node, so that
@@ -526,130 +351,44 @@ class Tenant:
         needs it) or a bad name, :class:`MissingKeyError` when this node holds no version
         of the key, :class:`MindooError` inside a write batch.
         """
-        validate_key_name(name)
-        if name == DEFAULT_KEY:
-            raise InvalidNameError(
-                f"the {DEFAULT_KEY!r} key cannot be shredded: every document not under a named"
-                " key would become unreadable; rotate it instead, and keep personal data under"
-                " named keys so that it can be shredded"
-            )
-        if name == MEMBERSHIP_KEY:
-            raise InvalidNameError(
-                f"the {MEMBERSHIP_KEY!r} key cannot be shredded: it opens the tenant log"
-                " (members and key announcements), which every member and mirror needs"
-            )
-        doomed = [key for key in self.keyring if key.name == name]
-        if not doomed:
-            raise MissingKeyError(f"no key {name!r} on this node: there is nothing to shred")
-        if self._node.current_batch is not None:
-            raise MindooError("a key cannot be shredded inside a write batch")
-        doomed_ids = {key.key_id for key in doomed}
-        store = self._node.store
-        affected: dict[str, set[bytes]] = {}
-        for database in store.databases(self.id):
-            if database == TENANT_LOG:
-                continue
-            found = affected.setdefault(database, set())
-            for entry in store.iter_entries(self.id, database):
-                if entry.header.key_id in doomed_ids:
-                    found.add(entry.document_id)
-            for document_id in store.documents(self.id, database):
-                snapshot = store.get_snapshot(self.id, database, document_id)
-                if snapshot is not None and snapshot[1][:16] in doomed_ids:
-                    found.add(document_id)
-        for database, document_ids in affected.items():
-            store.delete_snapshots(self.id, database, document_ids)
-        for key in doomed:
-            self.keyring.discard(key.key_id)
-        try:
-            self._node.save_tenant(self._secrets)
-        except BaseException:
-            for key in doomed:
-                self.keyring.add(key)
-            raise
-        for database, document_ids in affected.items():
-            for document_id in document_ids:
-                self.forget_document(database, document_id)
-        return sorted(key.version for key in doomed)
+        return self.keys.shred_key(name)
 
     def key_directory(self) -> list[KeyInfo]:
         """Every key version this node knows of: announced in the tenant log, held here, or
         both; sorted by name and version. Secrets are not part of it."""
-        infos: dict[bytes, KeyInfo] = {}
-        for announced in self.membership.key_directory():
-            infos[announced.key_id] = KeyInfo(
-                announced.key_id,
-                announced.name,
-                announced.version,
-                held=self.keyring.has_id(announced.key_id),
-                announced=True,
-            )
-        for key in self.keyring:
-            if key.key_id not in infos:
-                infos[key.key_id] = KeyInfo(
-                    key.key_id, key.name, key.version, held=True, announced=False
-                )
-        return sorted(infos.values(), key=lambda k: (k.name, k.version, k.key_id))
+        return self.keys.key_directory()
 
     def key_names(self) -> list[str]:
         """The names of every key announced in the tenant log or held here, sorted."""
-        return sorted({info.name for info in self.key_directory()})
+        return self.keys.key_names()
 
     def key_name_for(self, key_id: bytes) -> str | None:
         """The name of the key with this id (from the keys held, else the tenant log)."""
-        if self.keyring.has_id(key_id):
-            return self.keyring.by_id(key_id).name
-        announced = self.membership.announced_key(key_id)
-        return announced.name if announced is not None else None
+        return self.keys.key_name_for(key_id)
 
     def key_label(self, key_id: bytes) -> str:
         """``'name'`` for error messages, or the key id in hex when the name is unknown."""
-        name = self.key_name_for(key_id)
-        return repr(name) if name is not None else key_id.hex()
+        return self.keys.key_label(key_id)
 
     def announcement_entries(self, key_ids: Sequence[bytes]) -> list[Entry]:
         """The stored tenant-log entries that announced these key ids (those found)."""
-        wanted = {self.membership.announced_key(k) for k in key_ids}
-        entry_ids = {a.entry_id for a in wanted if a is not None}
-        found = (self._node.store.get(entry_id) for entry_id in sorted(entry_ids))
-        return [entry for entry in found if entry is not None]
-
-    # -- sealing -----------------------------------------------------------------------------
-    def seal(
-        self,
-        *,
-        kind: EntryKind,
-        database: str,
-        document_id: bytes,
-        deps: Sequence[bytes],
-        key: TenantKey,
-        payload: bytes,
-        author: SigningKeyPair | None = None,
-    ) -> Entry:
-        signer = author or self._node.identity.signing
-        return Entry.seal(
-            kind=kind,
-            tenant_id=self.id,
-            database=database,
-            document_id=document_id,
-            author=signer,
-            author_seq=self._node.next_author_seq(self.id, signer.public_key),
-            timestamp_ms=now_ms(),
-            deps=tuple(deps),
-            key_id=key.key_id,
-            key=key.secret,
-            payload=payload,
-        )
+        return self.keys.announcement_entries(key_ids)
 
     def key_for_writing(self, key_id: bytes | None, name: str = DEFAULT_KEY) -> TenantKey:
         """The newest version of the key a document uses (given one of its key ids)."""
-        if key_id is not None:
-            if not self.keyring.has_id(key_id):
-                raise MissingKeyError(f"no key {self.key_label(key_id)} for this document")
-            name = self.keyring.by_id(key_id).name
-        return self.keyring.current(name)
+        return self.keys.key_for_writing(key_id, name)
 
-    def find_database(self, name: str) -> Database:
-        if name not in self.databases() and name not in self._databases:
-            raise NotFoundError(f"no database {name!r} in tenant {self.name!r}")
-        return self.open_db(name)
+    def export_key(
+        self,
+        name: str,
+        *,
+        to: PublicIdentity | None = None,
+        password: str | None = None,
+        kdf: KdfProfile = KdfProfile.INTERACTIVE,
+    ) -> bytes:
+        """A key file of key ``name`` (see `Node.export_key`)."""
+        return self.keys.export_key(name, to=to, password=password, kdf=kdf)
+
+    def import_key_file(self, key_file: KeyFile, password: str | None = None) -> KeyImport:
+        """Import a key file of this tenant (see `Node.import_key`)."""
+        return self.keys.import_file(key_file, password)

@@ -92,6 +92,7 @@ import _bench_daemons
 import psutil  # type: ignore[import-untyped]
 import trio
 
+from mindoo_p2p.admission import VerifiedEntry
 from mindoo_p2p.config import NodeConfig
 from mindoo_p2p.control import ControlClient, ControlError, control_socket
 from mindoo_p2p.crypto.keystore import KdfProfile
@@ -500,7 +501,7 @@ class CountingNode(Node):
     offered = 0
 
     def ingest(
-        self, entries: Sequence[Entry | bytes], *, sealed_here: bool = False
+        self, entries: Sequence[Entry | bytes | VerifiedEntry], *, sealed_here: bool = False
     ) -> AppendResult:
         self.offered += len(entries)
         return super().ingest(entries, sealed_here=sealed_here)

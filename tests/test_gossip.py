@@ -314,6 +314,44 @@ async def test_line_inline_announcement_and_validator_stops_at_first_hop(in_thre
             assert a.gossip.stats.published_announcements == 1
 
 
+@pytest.mark.parametrize("in_thread", [False, True], ids=["inline-validate", "thread-validate"])
+async def test_what_the_validator_made_is_handed_to_on_entry(in_thread: bool) -> None:
+    """A validator may return its own value (the daemon's verified entry) instead of True:
+    delivery hands that value over instead of the raw bytes, so nothing is checked twice."""
+    a = make_node()
+    host = PeerHost(os.urandom(32), [LOOPBACK], config=FAST)
+    validated: list[bytes] = []
+    delivered: list[tuple[object, str]] = []
+
+    @dataclass(frozen=True)
+    class Checked:
+        raw: bytes
+
+    def validate(raw: bytes) -> Checked | bool:
+        validated.append(raw)
+        return Checked(raw) if entry_is_valid(raw) else False
+
+    def on_entry(item: object, peer: str) -> None:
+        delivered.append((item, peer))
+
+    gossip = GossipService(
+        host,
+        on_entry=on_entry,
+        validate=validate,
+        on_announce=lambda entry_id, peer: None,
+        tuning=GossipTuning(validate_in_thread=in_thread),
+    )
+    b = Node(host, gossip)
+    with trio.fail_after(30):
+        async with running(a, b):
+            await line([a, b])
+            entry = seal(b"checked once")
+            await a.gossip.publish_entry(TOPIC, entry.raw)
+            await wait_until(lambda: bool(delivered))
+    assert validated == [entry.raw]
+    assert delivered == [(Checked(entry.raw), a.peer_id)]
+
+
 async def test_latency_per_hop_and_over_a_three_node_line() -> None:
     a, b, c = make_node(), make_node(), make_node()
     rounds = 150

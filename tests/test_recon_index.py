@@ -33,7 +33,7 @@ from mindoo_p2p.recon import (
     ReconStorage,
     VectorStorage,
 )
-from mindoo_p2p.store import EntryStore, scope_key
+from mindoo_p2p.store import EntryStore, Rejected, RejectionKind, scope_key
 from mindoo_p2p.store import _recon_index as recon_index
 from mindoo_p2p.store import entry_store as entry_store_module
 from mindoo_p2p.store._layout import RECON_SHIFTS, recon_agg_key, unpack_recon_agg
@@ -324,7 +324,11 @@ def test_rejected_entries_are_not_indexed(store: EntryStore) -> None:
     refused = seal(T0 + 200)
     result = store.append(
         [*good, bytes(forged), refused, b"garbage"],
-        authorize=lambda e: "not a member" if e.id == refused.id else None,
+        authorize=lambda e: (
+            Rejected(e.id, RejectionKind.NOT_A_MEMBER, "not a member")
+            if e.id == refused.id
+            else None
+        ),
     )
     assert len(result.added) == 5 and len(result.rejected) == 3
     with store.recon_snapshot(TENANT, DB) as storage:

@@ -21,6 +21,8 @@ from mindoo_p2p.store import (
     AppendResult,
     EntryStore,
     FeedItem,
+    Rejected,
+    RejectionKind,
     scope_key,
 )
 from mindoo_p2p.store import entry_store as entry_store_module
@@ -495,13 +497,15 @@ def test_authorizer_rejects_only_its_entry(store: EntryStore, make: Maker) -> No
     entries = [make() for _ in range(5)]
     refused = entries[2].id
 
-    def authorize(entry: Entry) -> str | None:
-        return "author is not a member" if entry.id == refused else None
+    def authorize(entry: Entry) -> Rejected | None:
+        if entry.id == refused:
+            return Rejected(entry.id, RejectionKind.NOT_A_MEMBER, "author is not a member")
+        return None
 
     result = store.append(entries, authorize)
     assert result.added == [e.id for e in entries if e.id != refused]
-    assert [(r.entry_id, r.reason) for r in result.rejected] == [
-        (refused, "author is not a member")
+    assert [(r.entry_id, r.kind, r.reason) for r in result.rejected] == [
+        (refused, RejectionKind.NOT_A_MEMBER, "author is not a member")
     ]
     assert not store.has(refused)
 
@@ -515,7 +519,7 @@ def test_authorizer_is_not_consulted_for_duplicates_or_bad_entries(
     broken[-3] ^= 0x40
     seen: list[bytes] = []
 
-    def authorize(entry: Entry) -> str | None:
+    def authorize(entry: Entry) -> Rejected | None:
         seen.append(entry.id)
         return None
 
@@ -536,10 +540,10 @@ def test_tenant_log_first_so_new_members_can_write_in_the_same_batch(store: Entr
     members = {ADMIN.public_key}
     order: list[bytes] = []
 
-    def authorize(entry: Entry) -> str | None:
+    def authorize(entry: Entry) -> Rejected | None:
         order.append(entry.id)
         if entry.author not in members:
-            return "unknown author"
+            return Rejected(entry.id, RejectionKind.NOT_A_MEMBER, "unknown author")
         if entry.id in grants:
             members.add(grants[entry.id])
         return None
@@ -558,7 +562,7 @@ def test_entry_stored_by_another_writer_meanwhile_is_a_duplicate(
     entries = [make(), make(), make()]
     with EntryStore(tmp_path) as store, EntryStore(tmp_path) as other:
 
-        def authorize(entry: Entry) -> str | None:
+        def authorize(entry: Entry) -> Rejected | None:
             if entry.id == entries[1].id:  # another writer wins the race for this one
                 assert other.append([entry]).added == [entry.id]
             return None
@@ -572,7 +576,7 @@ def test_entry_stored_by_another_writer_meanwhile_is_a_duplicate(
 
 
 def test_authorizer_exception_writes_nothing(store: EntryStore, make: Maker) -> None:
-    def authorize(entry: Entry) -> str | None:
+    def authorize(entry: Entry) -> Rejected | None:
         raise RuntimeError("membership state unavailable")
 
     with pytest.raises(RuntimeError):

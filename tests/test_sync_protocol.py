@@ -24,6 +24,7 @@ from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.errors import DecodeError
 from mindoo_p2p.recon import ReconItem, ReconResponder, VectorStorage
+from mindoo_p2p.rejection import Rejected, RejectionKind
 from mindoo_p2p.sync.auth import AuthInitiator, AuthResponder
 from mindoo_p2p.sync.driver import (
     TIMEOUT_PENALTY,
@@ -432,7 +433,14 @@ async def test_fetched_forged_entry_is_rejected_alone_and_penalized() -> None:
 async def test_refused_entries_are_counted_not_penalized() -> None:
     banned = AUTHORS[0].public_key
     entries = [seal("notes", BASE_MS + i) for i in range(30)]
-    strict = MemorySyncStore(TENANT, authorize=lambda e: "revoked" if e.author == banned else None)
+    strict = MemorySyncStore(
+        TENANT,
+        authorize=lambda e: (
+            Rejected(e.id, RejectionKind.REVOKED_ABOVE_CUT, "revoked")
+            if e.author == banned
+            else None
+        ),
+    )
     report = report_of((await sync(strict, store_with(entries))).initiator)
     expected = {e.id for e in entries if e.author != banned}
     assert strict.ids() == expected

@@ -21,12 +21,15 @@ from typing import Any
 
 import trio
 
+from .. import admission
+from ..admission import VerifiedEntry
 from ..entry import TENANT_LOG, Entry
-from ..errors import DecodeError, VerificationError
 from ..keyring import MEMBERSHIP_KEY
+from ..membership import MembershipLog
 from ..net.framing import TransportError
 from ..net.gossip import GossipError, GossipService, topic_name
 from ..net.host import PeerHost
+from ..rejection import Rejected
 from ..tenant import Tenant
 from .entry_events import Origin
 from .node_access import NodeAccess
@@ -117,33 +120,37 @@ class GossipBridge:
             self.service.refresh_admission(peer_id)
 
     # -- arriving messages -------------------------------------------------------------------
-    def _validate_gossip(self, raw: bytes) -> bool | None:
-        """Hash, signature and membership, without storing. Tenant-log entries travel by
-        reconciliation only (validating them would change membership state). None (drop,
-        score nobody) for an authentic entry membership refuses: the forwarder may have
-        accepted it before a revocation reached it."""
-        try:
-            entry = Entry.decode(raw, "gossip entry")
-        except DecodeError:
-            return False
-        tenant = self._node.tenant_or_none(entry.tenant_id)
-        if tenant is None or entry.database == TENANT_LOG:
-            return False
-        try:
-            entry.verify_signature()
-        except VerificationError:
-            return False
-        return True if tenant.authorize(entry) is None else None
+    def _validate_gossip(self, raw: bytes) -> VerifiedEntry | bool | None:
+        """The admission pipeline for one gossiped entry (`admission.check_gossip`: decode,
+        signature, membership against the tenant's immutable snapshot; tenant-log entries
+        travel by reconciliation only). May run in a worker thread: it reads only immutable
+        snapshots. Returns the `VerifiedEntry` (handed to `_on_gossip_entry` as it is), False
+        when the forwarder misbehaved (it is scored), None when the entry is refused through
+        nobody's fault (`RejectionKind.sender_at_fault`), e.g. an author revoked after the
+        forwarder stored it."""
+        checked = admission.check_gossip(raw, self._membership_of)
+        if isinstance(checked, Rejected):
+            return False if checked.sender_at_fault else None
+        return checked
 
-    async def _on_gossip_entry(self, raw: bytes, peer_id: str) -> None:
+    def _membership_of(self, tenant_id: bytes) -> MembershipLog | None:
+        tenant = self._node.tenant_or_none(tenant_id)
+        return tenant.membership if tenant is not None else None
+
+    async def _on_gossip_entry(self, item: VerifiedEntry | bytes, peer_id: str) -> None:
+        """Store a gossiped entry: the `VerifiedEntry` the validator made (not decoded or
+        verified again; membership is checked again against the snapshot of now), or raw
+        bytes when the validator's result was not kept."""
         async with self._access.hold(Origin.GOSSIP) as node:
-            result = node.ingest([raw])
-        for entry_id in result.added:
-            entry = self._node.store.get(entry_id)
-            if entry is not None and self._node.store.missing(entry.deps):
-                # A gap: its causal parents never reached us. Reconcile with the sender.
-                self._wake(peer_id)
-                break
+            result = node.ingest([item])
+        if not result.added:
+            return
+        entry = (
+            item.entry if isinstance(item, VerifiedEntry) else self._node.store.get(result.added[0])
+        )
+        if entry is not None and self._node.store.missing(entry.deps):
+            # A gap: its causal parents never reached us. Reconcile with the sender.
+            self._wake(peer_id)
 
     def _on_announce(self, entry_id: bytes, peer_id: str) -> None:
         if not self._node.store.has(entry_id):

@@ -37,11 +37,14 @@ What happens to a message that reaches this node, in order:
    failed validation (``validate`` returned False) so the daemon can score the forwarder.
    ``validate`` returns None for an authentic entry this node does not accept that is not the
    forwarder's fault (e.g. by an author revoked after the forwarder stored it): it is dropped
-   the same way, and nobody is scored. Every input is bounded before
-   work is done on it: RPCs at 1 MiB, frames at MAX_INLINE_ENTRY + 2 bytes, and ``validate``
-   only sees a strictly decoded inline entry. Our own publishes are not passed to
-   ``validate`` (the daemon has just sealed them).
-3. Delivery: a dedicated task drains a bounded queue and calls ``on_entry(raw_entry, peer)`` or
+   the same way, and nobody is scored. ``validate`` may return, instead of True, the value it
+   made while validating (the daemon's verified entry): delivery hands that value to
+   ``on_entry`` in place of the raw bytes, so the entry is not decoded or verified again.
+   Every input is bounded before work is done on it: RPCs at 1 MiB, frames at
+   MAX_INLINE_ENTRY + 2 bytes, and ``validate`` only sees a strictly decoded inline entry.
+   Our own publishes are not passed to ``validate`` (the daemon has just sealed them).
+3. Delivery: a dedicated task drains a bounded queue and calls ``on_entry(item, peer)`` (``item``
+   is what ``validate`` returned, or the raw entry when it returned True) or
    ``on_announce(entry_id, peer)``; ``peer`` is the neighbour that forwarded the message (for
    an announcement it may not hold the entry yet). Our own publishes are not delivered back.
 
@@ -89,6 +92,7 @@ import hashlib
 import hmac
 import inspect
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -310,11 +314,16 @@ class GossipStats:
     """Publishes that gave up waiting for a congested peer's queue."""
 
 
-EntryCallback = Callable[[bytes, str], Awaitable[None] | None]
+EntryCallback = Callable[[Any, str], Awaitable[None] | None]
+"""``on_entry(item, peer_id)``: ``item`` is what the validator returned for the entry, or its
+raw bytes when the validator returned True."""
 AnnounceCallback = Callable[[bytes, str], None]
-Validator = Callable[[bytes], bool | None]
+Validator = Callable[[bytes], object]
 """True: accept; False: invalid (the forwarder is scored); None: not accepted here, nobody's
-fault (dropped, not scored)."""
+fault (dropped, not scored); any other value: accept and hand that value to ``on_entry``."""
+_VALIDATED_KEEP = 4096
+"""Validated values kept for delivery at most (older ones are dropped: ``on_entry`` then gets
+the raw bytes)."""
 AdmitCallback = Callable[[str, str], bool]
 InvalidCallback = Callable[[str, str], None]
 
@@ -561,6 +570,8 @@ class _Delivery(NamedTuple):
     topic: str
     data: bytes
     from_peer: str
+    validated: object
+    """What ``validate`` returned for the entry (None: nothing kept, deliver the raw bytes)."""
 
 
 class GossipService:
@@ -577,7 +588,8 @@ class GossipService:
 
     Callbacks run in this service's tasks and must not block for long: ``validate(raw_entry)``
     runs for every inline entry before it is forwarded (in the event loop, or in a worker
-    thread with ``tuning.validate_in_thread``); ``on_entry(raw_entry, peer_id)`` (may be async)
+    thread with ``tuning.validate_in_thread``); ``on_entry(item, peer_id)`` (may be async;
+    ``item`` is the raw entry, or the value ``validate`` returned when not just True)
     and ``on_announce(entry_id, peer_id)`` run one at a time in the delivery task;
     ``admit(peer_id, topic)`` runs per subscription and per received message, so it must be
     a cheap lookup (default: every peer is admitted); ``on_invalid(peer_id, reason)`` hears
@@ -618,6 +630,8 @@ class GossipService:
         self._delivery_send: trio.MemorySendChannel[_Delivery] | None = None
         self._queued_bytes = 0
         self._validate_limiter = trio.CapacityLimiter(2)
+        self._validated: OrderedDict[bytes, object] = OrderedDict()
+        """Message id -> the value ``validate`` returned, until the message is delivered."""
         self._started = False
 
     # -- state ---------------------------------------------------------------------------------
@@ -695,6 +709,7 @@ class GossipService:
         finally:
             self._pubsub = self._router = self._delivery_send = None
             self._subscribed.clear()
+            self._validated.clear()
             send.close()
             # Pubsub's connection notifee outlives it and must never block the swarm.
             pubsub.peer_receive_channel.close()
@@ -838,7 +853,7 @@ class GossipService:
             return False
         if frame.kind is FrameKind.ANNOUNCEMENT or forwarder == self._my_id:
             return True
-        return self._verdict(forwarder, self._run_validate(frame.payload))
+        return self._verdict(forwarder, msg, self._run_validate(frame.payload))
 
     async def _validate_message_async(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
         frame = self._screen(forwarder, msg)
@@ -846,26 +861,30 @@ class GossipService:
             return False
         if frame.kind is FrameKind.ANNOUNCEMENT or forwarder == self._my_id:
             return True
-        valid = await trio.to_thread.run_sync(
+        verdict = await trio.to_thread.run_sync(
             self._run_validate, frame.payload, limiter=self._validate_limiter
         )
-        return self._verdict(forwarder, valid)
+        return self._verdict(forwarder, msg, verdict)
 
-    def _run_validate(self, raw_entry: bytes) -> bool | None:
+    def _run_validate(self, raw_entry: bytes) -> object:
         try:
-            verdict = self._validate(raw_entry)
+            return self._validate(raw_entry)
         except Exception:
             logger.exception("gossip validate callback failed")
             return False
-        return None if verdict is None else bool(verdict)
 
-    def _verdict(self, forwarder: ID, valid: bool | None) -> bool:
-        if valid is None:
+    def _verdict(self, forwarder: ID, msg: rpc_pb2.Message, verdict: object) -> bool:
+        if verdict is None:
             self._stats.rejected += 1  # not the forwarder's fault: dropped, nobody scored
             return False
-        if not valid:
+        if verdict is False:
             self._reject(forwarder, "entry failed validation")
-        return valid
+            return False
+        if verdict is not True:  # the validator's own value: keep it for delivery
+            self._validated[message_id(msg.data)] = verdict
+            while len(self._validated) > _VALIDATED_KEEP:
+                self._validated.popitem(last=False)
+        return True
 
     def _reject(self, forwarder: ID, reason: str) -> None:
         self._stats.rejected += 1
@@ -884,11 +903,12 @@ class GossipService:
     def _enqueue_delivery(self, topic: str, data: bytes, forwarder: ID) -> None:
         send = self._delivery_send
         budget = self._tuning.delivery_queue_bytes
+        validated = self._validated.pop(message_id(data), None) if self._validated else None
         if send is None or self._queued_bytes + len(data) > budget:
             self._stats.dropped_deliveries += 1
             return
         try:
-            send.send_nowait(_Delivery(topic, data, forwarder.to_base58()))
+            send.send_nowait(_Delivery(topic, data, forwarder.to_base58(), validated))
         except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             self._stats.dropped_deliveries += 1
         else:
@@ -902,7 +922,8 @@ class GossipService:
             try:
                 frame = decode_frame(delivery.data)
                 if frame.kind is FrameKind.ENTRY:
-                    result = self._on_entry(frame.payload, delivery.from_peer)
+                    item = frame.payload if delivery.validated is None else delivery.validated
+                    result = self._on_entry(item, delivery.from_peer)
                     if inspect.isawaitable(result):
                         await result
                     self._stats.delivered_entries += 1

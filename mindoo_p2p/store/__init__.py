@@ -2,11 +2,13 @@
 
 `EntryStore.append(entries, authorize)` contract, in order:
 
-1. bytes are decoded with `Entry.decode` (DecodeError -> `Rejected`, the rest continue);
+1. bytes are decoded with `Entry.decode` (-> `Rejected` of kind MALFORMED, the rest continue);
+   a `VerifiedEntry` (already through `mindoo_p2p.admission`) skips steps 1 and 3;
 2. entries already stored, or repeated earlier in the batch, are duplicates (not verified);
-3. signatures are verified with `crypto.verify_many` (all cores) -> `Rejected("bad signature")`;
+3. signatures are verified with `crypto.verify_many` (all cores) -> kind BAD_SIGNATURE;
 4. entries of the tenant log (`TENANT_LOG`) go first, sorted by (author_seq, timestamp_ms),
-   then the others in the order given; ``authorize(entry)`` is called for each and may reject;
+   then the others in the order given; the optional stateless ``authorize(entry)`` filter
+   is called for each and may reject (membership is checked by the caller, before);
 5. ONE durable LMDB write transaction stores every accepted entry and all index rows.
 
 A bad entry is rejected alone; the rest of the batch lands. Nothing is ever overwritten.
@@ -27,6 +29,7 @@ from .results import (
     FsckProblem,
     FsckReport,
     Rejected,
+    RejectionKind,
 )
 
 __all__ = [
@@ -41,5 +44,6 @@ __all__ = [
     "FsckProblem",
     "FsckReport",
     "Rejected",
+    "RejectionKind",
     "scope_key",
 ]

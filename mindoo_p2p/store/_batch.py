@@ -1,28 +1,31 @@
 """Sorting an offered batch into accepted, duplicate and rejected entries, before any write.
 
-Pure apart from two callbacks (is this id stored? may this entry be stored?): no LMDB here. The
-steps follow the `EntryStore.append` contract:
+Pure apart from two callbacks (which of these ids are stored? may this entry be stored?): no
+LMDB here. The checks themselves are the admission pipeline's (`mindoo_p2p.admission`), so an
+entry is decoded and verified once, whoever offers it. The steps follow the
+`EntryStore.append` contract:
 
-1. bytes are decoded with `Entry.decode` (DecodeError -> rejected, the rest continue); an
-   `Entry` object must carry ``id == sha256(raw)``;
+1. bytes are decoded with `Entry.decode` (MALFORMED -> rejected, the rest continue); an `Entry`
+   object must carry ``id == sha256(raw)``; a `VerifiedEntry` (already through the pipeline)
+   is taken as it is;
 2. ids already stored, or repeated in the batch, are duplicates and are not verified again;
 3. signatures are checked with `crypto.verify_many` (all cores);
 4. tenant-log entries go first, sorted by (author_seq, timestamp_ms), then the others in the
-   order given; the authorizer sees each in that order and may reject it.
+   order given; the optional, stateless ``authorize`` filter sees each in that order and may
+   reject it (membership is the caller's business: `Node` admits entries with
+   `admission.admit` before it appends them).
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from ..crypto import verify_many
-from ..entry import SIGNING_DOMAIN, TENANT_LOG, Entry
-from ..errors import DecodeError
+from ..admission import BAD_SIGNATURE, VerifiedEntry, check_entries
+from ..entry import TENANT_LOG, Entry
 from .results import Authorizer, Rejected
 
-BAD_SIGNATURE = "bad signature"
+__all__ = ["BAD_SIGNATURE", "PreparedBatch", "prepare_batch"]
 
 
 @dataclass(slots=True)
@@ -37,23 +40,9 @@ class PreparedBatch:
     """Ids offered again later in the batch; resolved once the first copy's fate is known."""
 
 
-def _decode(item: Entry | bytes) -> Entry | Rejected:
-    if isinstance(item, Entry):
-        if hashlib.sha256(item.raw).digest() != item.id:
-            return Rejected(hashlib.sha256(item.raw).digest(), "entry id does not match its bytes")
-        return item
-    if not isinstance(item, bytes | bytearray | memoryview):
-        raise TypeError(f"append takes Entry or bytes items, not {type(item).__name__}")
-    data = bytes(item)
-    try:
-        return Entry.decode(data)
-    except DecodeError as exc:
-        return Rejected(hashlib.sha256(data).digest(), f"decode error: {exc}")
-
-
 def prepare_batch(
-    offered: Sequence[Entry | bytes],
-    is_stored: Callable[[bytes], bool],
+    offered: Sequence[Entry | bytes | VerifiedEntry],
+    stored: Callable[[list[bytes]], Collection[bytes]],
     authorize: Authorizer | None,
     *,
     check_signatures: bool = True,
@@ -63,57 +52,24 @@ def prepare_batch(
     ``check_signatures=False`` is only for entries the caller has just sealed itself (they
     cannot carry a bad signature); everything else is still checked.
 
-    ``is_stored(id)`` says whether the store already holds an id. Exceptions raised by
+    ``stored(ids)`` returns those of ``ids`` the store already holds. Exceptions raised by
     ``authorize`` propagate (nothing has been written at that point). Raises TypeError for an
-    item that is neither an Entry nor bytes.
+    item that is neither an Entry, a VerifiedEntry nor bytes.
     """
-    rejected: list[tuple[int, Rejected]] = []
-    duplicates: list[bytes] = []
-    repeats: list[bytes] = []
-    candidates: list[tuple[int, Entry]] = []
-    seen: set[bytes] = set()
-    for index, item in enumerate(offered):
-        decoded = _decode(item)
-        if isinstance(decoded, Rejected):
-            rejected.append((index, decoded))
-            continue
-        entry_id = decoded.id
-        if entry_id in seen:
-            repeats.append(entry_id)
-            continue
-        seen.add(entry_id)
-        if is_stored(entry_id):
-            duplicates.append(entry_id)
-            continue
-        candidates.append((index, decoded))
-
-    if check_signatures:
-        verdicts = verify_many(
-            [
-                (e.header.author, SIGNING_DOMAIN + e.raw[: e.signed_end], e.signature)
-                for _, e in candidates
-            ]
-        )
-    else:
-        verdicts = [True] * len(candidates)
-    verified: list[tuple[int, Entry]] = []
-    for (index, entry), valid in zip(candidates, verdicts, strict=True):
-        if valid:
-            verified.append((index, entry))
-        else:
-            rejected.append((index, Rejected(entry.id, BAD_SIGNATURE)))
-
-    tenant_log = [item for item in verified if item[1].header.database == TENANT_LOG]
-    tenant_log.sort(key=lambda item: (item[1].header.author_seq, item[1].header.timestamp_ms))
-    others = [item for item in verified if item[1].header.database != TENANT_LOG]
+    checked = check_entries(offered, stored, own_seals=not check_signatures)
+    verified = checked.verified
+    tenant_log = [v for v in verified if v.database == TENANT_LOG]
+    tenant_log.sort(key=lambda v: (v.entry.header.author_seq, v.entry.header.timestamp_ms))
+    others = [v for v in verified if v.database != TENANT_LOG]
 
     accepted: list[Entry] = []
-    for index, entry in tenant_log + others:
-        reason = authorize(entry) if authorize is not None else None
-        if reason is None:
-            accepted.append(entry)
+    rejected = list(checked.rejected)
+    for item in tenant_log + others:
+        refusal = authorize(item.entry) if authorize is not None else None
+        if refusal is None:
+            accepted.append(item.entry)
         else:
-            rejected.append((index, Rejected(entry.id, reason or "rejected by the authorizer")))
+            rejected.append(refusal)
 
-    rejected.sort(key=lambda item: item[0])
-    return PreparedBatch(accepted, duplicates, [r for _, r in rejected], repeats)
+    rejected.sort(key=lambda r: checked.order.get(r.entry_id, len(offered)))
+    return PreparedBatch(accepted, checked.duplicates, rejected, checked.repeats)

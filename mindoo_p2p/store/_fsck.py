@@ -1,8 +1,9 @@
 """The full consistency check of an entry store (`EntryStore.fsck`).
 
 Runs in one read transaction, so it sees one consistent snapshot while writers go on. Every
-entry is decoded once, its SHA-256 compared with its key and its signature checked (in batches
-through `crypto.verify_many`); every index row is checked against the entry it names. Problems
+entry is decoded once, its SHA-256 compared with its key and its signature checked (in
+batches), with the admission pipeline's own steps (`admission.decode`, `admission.verify_all`);
+every index row is checked against the entry it names. Problems
 are collected, never raised: an lmdb error inside one pass is reported and the next pass runs.
 
 The reconciliation index is checked against the entries (per database: a count and a hash sum
@@ -19,16 +20,15 @@ from dataclasses import dataclass, field
 
 import lmdb
 
-from ..crypto import verify_many
+from .. import admission
 from ..entry import (
     DATABASE_NAME_RE,
     ID_SIZE,
-    SIGNING_DOMAIN,
     TENANT_ID_SIZE,
     TENANT_LOG,
     Entry,
 )
-from ..errors import DecodeError
+from ..rejection import Rejected
 from ._layout import (
     AUTHOR_KEY_SIZE,
     DOC_IDX_KEY_SIZE,
@@ -74,7 +74,7 @@ class _State:
     unreadable_scopes: set[bytes] = field(default_factory=set)
     """Scopes with a feed entry that could not be read: their derived rows are checked loosely
     (the entry's own problem is the one to report)."""
-    pending: list[tuple[bytes, bytes, bytes, bytes]] = field(default_factory=list)
+    pending: list[Entry] = field(default_factory=list)
     """(id, author, signed message, signature) awaiting a batched signature check."""
     recon: ReconIndexCheck = field(default_factory=ReconIndexCheck)
     """Learns, from every entry reached through the feed, what the reconciliation index holds."""
@@ -93,31 +93,23 @@ class _State:
             self.problem(entry_id, "entries", "index row names an entry that is not stored")
             return None
         self.checked += 1
-        try:
-            entry = Entry.decode(raw, what="stored entry")
-        except DecodeError as exc:
-            self.problem(entry_id, "entries", f"does not decode: {exc}")
+        entry = admission.decode(raw, "stored entry")
+        if isinstance(entry, Rejected):
+            self.problem(entry_id, "entries", entry.message)
             return None
         if entry.id != entry_id:
             self.problem(entry_id, "entries", "sha256 of the stored bytes differs from its key")
             return None
-        self.pending.append(
-            (
-                entry_id,
-                entry.header.author,
-                SIGNING_DOMAIN + raw[: entry.signed_end],
-                entry.signature,
-            )
-        )
+        self.pending.append(entry)
         if len(self.pending) >= _VERIFY_CHUNK:
             self.flush_signatures()
         return entry
 
     def flush_signatures(self) -> None:
-        verdicts = verify_many([(a, m, s) for _, a, m, s in self.pending])
-        for (entry_id, _, _, _), valid in zip(self.pending, verdicts, strict=True):
-            if not valid:
-                self.problem(entry_id, "entries", "bad signature")
+        """The admission pipeline's signature step over the queued entries."""
+        for checked in admission.verify_all(self.pending):
+            if isinstance(checked, Rejected):
+                self.problem(checked.entry_id, "entries", checked.message)
         self.pending.clear()
 
 

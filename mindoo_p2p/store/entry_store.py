@@ -32,6 +32,7 @@ from types import TracebackType
 
 import lmdb
 
+from ..admission import VerifiedEntry
 from ..entry import (
     DATABASE_NAME_RE,
     DOCUMENT_ID_SIZE,
@@ -57,7 +58,7 @@ from ._layout import (
 from ._recon_index import DEFAULT_CACHE_ROWS, LmdbReconStorage, rebuild_recon_index
 from ._retraction import authored_after, retract
 from ._writer import last_seq_in, write_entries
-from .results import AppendResult, Authorizer, FeedItem, FsckReport, Rejected
+from .results import AppendResult, Authorizer, FeedItem, FsckReport
 
 MAX_BATCH_ENTRIES = 50_000
 """Most entries one `append` call takes (ValueError beyond)."""
@@ -170,7 +171,7 @@ class EntryStore:
     # -- writing -----------------------------------------------------------------------------
     def append(
         self,
-        entries: Sequence[Entry | bytes],
+        entries: Sequence[Entry | bytes | VerifiedEntry],
         authorize: Authorizer | None = None,
         *,
         sealed_here: bool = False,
@@ -178,12 +179,13 @@ class EntryStore:
         """Verify and durably store a batch; see the contract in :mod:`mindoo_p2p.store`.
 
         Bytes that do not decode, bad signatures and entries ``authorize`` refuses are rejected
-        one by one; every other new entry lands, all in one write transaction. Signatures are
-        checked and ``authorize`` runs before the write lock is taken, so concurrent appends
-        overlap their CPU work with each other's commits. An entry another writer stores in
-        between is reported as a duplicate. Should the write itself fail (StoreError), nothing
-        of the batch is stored even though ``authorize`` accepted it: a stateful authorizer
-        must be able to rebuild its state from the store.
+        one by one (`VerifiedEntry` items, already through `mindoo_p2p.admission`, are neither
+        decoded nor verified again); every other new entry lands, all in one write
+        transaction. Signatures are checked and ``authorize`` runs before the write lock is
+        taken, so concurrent appends overlap their CPU work with each other's commits. An
+        entry another writer stores in between is reported as a duplicate. Should the write
+        itself fail (StoreError), nothing of the batch is stored. ``authorize`` is an optional
+        stateless filter; membership is the caller's (`Node.ingest` admits entries first).
 
         Raises ValueError when the batch is over MAX_BATCH_ENTRIES or MAX_BATCH_BYTES,
         TypeError for an item that is neither Entry nor bytes, StoreError when the store
@@ -197,7 +199,7 @@ class EntryStore:
             raise StoreError("the entry store is open read-only")
         if len(entries) > MAX_BATCH_ENTRIES:
             raise ValueError(f"batch of {len(entries)} entries, over {MAX_BATCH_ENTRIES}")
-        total = sum(len(e.raw) if isinstance(e, Entry) else len(e) for e in entries)
+        total = sum(len(e.raw) if isinstance(e, Entry | VerifiedEntry) else len(e) for e in entries)
         if total > MAX_BATCH_BYTES:
             raise ValueError(f"batch of {total} bytes, over {MAX_BATCH_BYTES}")
         if not entries:
@@ -207,7 +209,7 @@ class EntryStore:
         with self._reading() as txn:
             prepared = prepare_batch(
                 entries,
-                lambda entry_id: txn.get(entry_id, db=entries_db) is not None,
+                lambda ids: [i for i in ids if txn.get(i, db=entries_db) is not None],
                 authorize,
                 check_signatures=not sealed_here,
             )
@@ -223,13 +225,13 @@ class EntryStore:
             landed = set(added_ids)
             duplicates += [e.id for e in prepared.accepted if e.id not in landed]
         if prepared.repeats:
-            reasons = {r.entry_id: r.reason for r in rejected}
+            refusals = {r.entry_id: r for r in rejected}
             for entry_id in prepared.repeats:
-                reason = reasons.get(entry_id)
-                if reason is None:
+                refusal = refusals.get(entry_id)
+                if refusal is None:
                     duplicates.append(entry_id)
                 else:
-                    rejected.append(Rejected(entry_id, reason))
+                    rejected.append(refusal)
         return AppendResult(added_ids, duplicates, rejected)
 
     def put_snapshot(

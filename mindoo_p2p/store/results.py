@@ -6,21 +6,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..entry import Entry, EntryKind
+from ..rejection import Rejected, RejectionKind
 
-Authorizer = Callable[[Entry], str | None]
-"""Called for each entry whose hash and signature are valid and that is not yet stored, in batch
-order (tenant-log entries first). Returns None to accept, or a reason string to reject. It may
-keep state (e.g. learn members from accepted membership entries)."""
+__all__ = [
+    "AppendResult",
+    "Authorizer",
+    "FeedItem",
+    "FsckProblem",
+    "FsckReport",
+    "Rejected",
+    "RejectionKind",
+]
 
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """An offered entry that was not stored, and why."""
-
-    entry_id: bytes
-    """SHA-256 of the offered bytes (for undecodable input too)."""
-    reason: str
-    """Human-readable: "bad signature", "decode error: ...", or the authorizer's reason."""
+Authorizer = Callable[[Entry], Rejected | None]
+"""An optional, stateless filter `EntryStore.append` calls for each entry whose hash and
+signature are valid and that is not yet stored, in batch order (tenant-log entries first):
+None accepts, a `Rejected` refuses. Membership is not checked by the store: `Node` admits
+entries with `mindoo_p2p.admission` before it appends them."""
 
 
 @dataclass(frozen=True, slots=True)

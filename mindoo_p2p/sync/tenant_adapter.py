@@ -8,21 +8,17 @@ asked anew on every session).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
+from .. import admission
 from ..crypto import SigningKeyPair
 from ..entry import TENANT_LOG, Entry, tenant_id_of_raw
-from ..errors import DecodeError
 from ..node import Node
 from ..recon import ReconStorage
-from ..store import Rejected
-from ..store._batch import BAD_SIGNATURE
+from ..rejection import Rejected, RejectionKind
 from ..tenant import Tenant
 from .protocol import IngestOutcome
-
-_INVALID_PREFIXES = (BAD_SIGNATURE, "decode error", "entry id does not match")
 
 
 class TenantSyncAuthority:
@@ -37,7 +33,7 @@ class TenantSyncAuthority:
 
     @property
     def member_key(self) -> SigningKeyPair:
-        return self._tenant.node.identity.signing
+        return self._tenant.identity.signing
 
     def may_replicate(self, member_key: bytes) -> bool:
         return self._tenant.membership.is_member(member_key)
@@ -81,32 +77,27 @@ class TenantSyncStore:
         return found
 
     def ingest(self, raws: Sequence[bytes]) -> IngestOutcome:
-        rejected: list[Rejected] = []
+        """Decode each entry once (another tenant's entry is MISROUTED), then `Node.ingest`
+        the decoded entries (which verifies and admits them, without decoding them again).
+        A rejection whose kind blames the sender is `rejected` (the peer is penalised), any
+        other is `refused` (`RejectionKind.sender_at_fault`)."""
+        problems: list[Rejected] = []
         ours: list[Entry] = []
         for raw in raws:
-            try:
-                entry = Entry.decode(raw)
-            except DecodeError as exc:
-                rejected.append(Rejected(_id_of(raw), f"decode error: {exc}"))
-                continue
-            if entry.tenant_id != self._tenant.id:
-                rejected.append(Rejected(entry.id, "entry of another tenant"))
-                continue
-            ours.append(entry)
+            decoded = admission.decode(raw)
+            if isinstance(decoded, Rejected):
+                problems.append(decoded)
+            elif decoded.tenant_id != self._tenant.id:
+                problems.append(
+                    Rejected(decoded.id, RejectionKind.MISROUTED, "entry of another tenant")
+                )
+            else:
+                ours.append(decoded)
         result = self._node.ingest(ours) if ours else None
-        refused: list[Rejected] = []
         if result is not None:
-            for item in result.rejected:
-                if item.reason.startswith(_INVALID_PREFIXES):
-                    rejected.append(item)
-                else:
-                    refused.append(item)
+            problems += result.rejected
         return IngestOutcome(
             added=tuple(result.added) if result else (),
-            rejected=tuple(rejected),
-            refused=tuple(refused),
+            rejected=tuple(r for r in problems if r.sender_at_fault),
+            refused=tuple(r for r in problems if not r.sender_at_fault),
         )
-
-
-def _id_of(raw: bytes) -> bytes:
-    return hashlib.sha256(raw).digest()

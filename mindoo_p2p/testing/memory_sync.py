@@ -10,31 +10,31 @@ runs.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 import trio
 
-from ..crypto.signing import verify_many
+from .. import admission
 from ..entry import TENANT_ID_SIZE, Entry
-from ..errors import DecodeError
 from ..recon import MAX_TIMESTAMP, ReconItem, ReconStorage, VectorStorage
-from ..store.results import Rejected
+from ..rejection import Rejected, RejectionKind
 from ..sync.protocol import IngestOutcome
 
 
 class MemorySyncStore:
     """A :class:`SyncStore` held in memory, for tests and tools.
 
-    :meth:`ingest` decodes each entry (``Entry.decode``), rejects other tenants' entries and the
-    reserved timestamp 2**64-1, checks signatures (``verify_many``), then asks ``authorize``
-    (None accepts; a reason string refuses). Reconciliation snapshots are immutable
-    :class:`VectorStorage` objects, rebuilt after a change.
+    :meth:`ingest` decodes each entry (`admission.decode`), rejects other tenants' entries and
+    the reserved timestamp 2**64-1, checks signatures (`admission.verify_all`), then asks
+    ``authorize`` (None accepts; a `Rejected` refuses). Rejections whose kind blames the sender
+    are ``rejected``, the others ``refused`` (`RejectionKind.sender_at_fault`).
+    Reconciliation snapshots are immutable :class:`VectorStorage` objects, rebuilt after a
+    change.
     """
 
     def __init__(
-        self, tenant_id: bytes, *, authorize: Callable[[Entry], str | None] | None = None
+        self, tenant_id: bytes, *, authorize: Callable[[Entry], Rejected | None] | None = None
     ) -> None:
         if type(tenant_id) is not bytes or len(tenant_id) != TENANT_ID_SIZE:
             raise ValueError(f"tenant_id must be {TENANT_ID_SIZE} bytes")
@@ -75,36 +75,40 @@ class MemorySyncStore:
         return [self._raw[item_id] for item_id in ids if item_id in self._raw]
 
     def ingest(self, raws: Sequence[bytes]) -> IngestOutcome:
-        rejected: list[Rejected] = []
+        problems: list[Rejected] = []
         fresh: list[Entry] = []
         seen: set[bytes] = set()
         for raw in raws:
-            try:
-                entry = Entry.decode(raw)
-            except DecodeError as exc:
-                rejected.append(Rejected(hashlib.sha256(raw).digest(), f"decode error: {exc}"))
-                continue
-            if entry.tenant_id != self._tenant_id:
-                rejected.append(Rejected(entry.id, "entry of another tenant"))
+            entry = admission.decode(raw)
+            if isinstance(entry, Rejected):
+                problems.append(entry)
+            elif entry.tenant_id != self._tenant_id:
+                problems.append(
+                    Rejected(entry.id, RejectionKind.MISROUTED, "entry of another tenant")
+                )
             elif entry.timestamp_ms >= MAX_TIMESTAMP:
-                rejected.append(Rejected(entry.id, "reserved timestamp"))
+                problems.append(
+                    Rejected(entry.id, RejectionKind.RESERVED_TIMESTAMP, "reserved timestamp")
+                )
             elif entry.id not in self._raw and entry.id not in seen:
                 seen.add(entry.id)
                 fresh.append(entry)
-        checks = verify_many([(e.author, e.signed_message, e.signature) for e in fresh])
         added: list[bytes] = []
-        refused: list[Rejected] = []
-        for entry, valid in zip(fresh, checks, strict=True):
-            if not valid:
-                rejected.append(Rejected(entry.id, "bad signature"))
+        for verified in admission.verify_all(fresh):
+            if isinstance(verified, Rejected):
+                problems.append(verified)
                 continue
-            reason = self._authorize(entry) if self._authorize is not None else None
-            if reason is not None:
-                refused.append(Rejected(entry.id, reason))
+            refusal = self._authorize(verified.entry) if self._authorize is not None else None
+            if refusal is not None:
+                problems.append(refusal)
                 continue
-            self._store(entry)
-            added.append(entry.id)
-        return IngestOutcome(tuple(added), tuple(rejected), tuple(refused))
+            self._store(verified.entry)
+            added.append(verified.id)
+        return IngestOutcome(
+            tuple(added),
+            tuple(r for r in problems if r.sender_at_fault),
+            tuple(r for r in problems if not r.sender_at_fault),
+        )
 
     def add_own(self, entries: Iterable[Entry]) -> None:
         """Store entries sealed here (or test fixtures) without verifying them again."""

@@ -1,0 +1,264 @@
+"""A tenant's access work: who may write (members, devices, revocation), on this node.
+
+`TenantAccess` holds the tenant's membership snapshot (`MembershipLog`, immutable once
+published: the admission pipeline builds the next one on a copy and `Node.ingest` publishes it
+after the commit), writes tenant-log records (admin or user signed) through the
+`EntryWriter`, and enforces revocations on the store. It knows nothing of keys beyond the
+membership key that seals its records (key work lives in `tenant_keys`), and nothing of the
+node: its collaborators are the store, the writer and the ingest function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from . import admission
+from .crypto import SigningKeyPair
+from .entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
+from .errors import DecodeError, MindooError, MissingKeyError, NotFoundError, VerificationError
+from .identity import PublicIdentity, UserIdentity
+from .keyring import MEMBERSHIP_KEY
+from .membership import (
+    DeviceEnrolment,
+    DeviceRevocation,
+    KeyAnnouncement,
+    Member,
+    MembershipAction,
+    MembershipLog,
+    MembershipRecord,
+    Revocation,
+    TenantLogRecord,
+    decode_tenant_log_record,
+)
+from .store import EntryStore
+from .tenant_collaborators import EntryWriter, Ingest
+from .tenant_secrets import TenantSecrets
+
+
+class TenantAccess:
+    """Members, devices and revocation of one tenant. Made by `Tenant`."""
+
+    def __init__(
+        self,
+        secrets: TenantSecrets,
+        *,
+        identity: UserIdentity,
+        store: EntryStore,
+        writer: EntryWriter,
+        ingest: Ingest,
+        forget_document: Callable[[str, bytes], None],
+    ) -> None:
+        self._secrets = secrets
+        self._identity = identity
+        self._store = store
+        self._writer = writer
+        self._ingest = ingest
+        self._forget_document = forget_document
+        self._membership = MembershipLog(secrets.tenant_id, secrets.admin_key)
+        self._membership_entries: dict[bytes, Entry] = {}
+        self._enforced: tuple[MembershipLog, int] | None = None
+        """The membership snapshot and its `cuts_revision` that `enforce_revocations` last
+        brought the store in line with."""
+
+    @property
+    def tenant_id(self) -> bytes:
+        return self._secrets.tenant_id
+
+    @property
+    def name(self) -> str:
+        return self._secrets.name
+
+    # -- the membership snapshot -------------------------------------------------------------
+    @property
+    def membership(self) -> MembershipLog:
+        """The tenant's current membership: an immutable snapshot (never mutated once
+        published; `publish_membership` replaces it), safe to read from any thread."""
+        return self._membership
+
+    def publish_membership(self, membership: MembershipLog) -> None:
+        """Make ``membership`` the current snapshot: after the entries that built it are
+        committed (`Node.ingest`), or when rebuilt from the store."""
+        if membership.tenant_id != self.tenant_id:
+            raise ValueError("a membership log of another tenant")
+        self._membership = membership
+
+    def view(self) -> admission.TenantView:
+        """What the admission pipeline checks this tenant's entries against (a snapshot)."""
+        return admission.TenantView.of(self.tenant_id, self._membership, self._membership_keys())
+
+    def _membership_keys(self) -> list[tuple[bytes, bytes]]:
+        return [(k.key_id, k.secret) for k in self._secrets.keyring if k.name == MEMBERSHIP_KEY]
+
+    def load_membership(self) -> None:
+        """Rebuild membership state from the tenant log in the store (retracted records
+        left out), applying records until no more apply (a record stored before what it
+        builds on applies on a later pass): the admission pipeline's rule."""
+        stored = [
+            admission.trust_stored(e) for e in self._store.iter_entries(self.tenant_id, TENANT_LOG)
+        ]
+        empty = admission.TenantView.of(
+            self.tenant_id,
+            MembershipLog(self.tenant_id, self._secrets.admin_key),
+            self._membership_keys(),
+        )
+        self.publish_membership(admission.apply_tenant_log(empty, stored).membership)
+
+    # -- members -----------------------------------------------------------------------------
+    def members(self) -> list[Member]:
+        return self._membership.members()
+
+    def member_name(self, signing_key: bytes) -> str | None:
+        if signing_key == self._secrets.admin_key:
+            return "(tenant admin)"
+        membership = self._membership
+        for member in membership.members():
+            if member.identity.signing_key == signing_key:
+                return member.identity.name
+        device = membership.device(signing_key)
+        if device is not None:
+            user = membership.member(device.user_key)
+            user_name = user.identity.name if user is not None else "?"
+            return f"{user_name} ({device.identity.name})"
+        return None
+
+    def add_member(self, identity: PublicIdentity, role: str = "member") -> Entry:
+        return self.write_record(MembershipRecord(MembershipAction.ADD, identity, role))
+
+    def revoke_member(
+        self, identity: PublicIdentity, *, accept_through: int | None = None
+    ) -> Entry:
+        """See `Tenant.revoke_member`."""
+        membership = self._membership
+        member = membership.member(identity.signing_key)
+        if member is None:
+            raise NotFoundError(f"{identity} is not a member of tenant {self.name!r}")
+        key = identity.signing_key
+        cuts = {key: self._cut(key, accept_through)}
+        for device in membership.devices(key):  # every device of the member, at what we hold
+            held = self._stored_last_seq(device.identity.signing_key)
+            cuts[device.identity.signing_key] = held if accept_through is None else 0
+        return self.write_record(Revocation.of(key, cuts))
+
+    def _stored_last_seq(self, signing_key: bytes) -> int:
+        return self._store.next_author_seq(self.tenant_id, signing_key) - 1
+
+    def _cut(self, signing_key: bytes, accept_through: int | None) -> int:
+        """The last author_seq a revocation of ``signing_key`` accepts: ``accept_through``, or
+        by default the highest this node holds."""
+        if accept_through is None:
+            return self._stored_last_seq(signing_key)
+        if isinstance(accept_through, int) and accept_through >= 0:
+            return accept_through
+        raise ValueError("accept_through must be an int >= 0")
+
+    # -- devices -----------------------------------------------------------------------------
+    def enroll_device(self, device: PublicIdentity) -> Entry:
+        """See `Tenant.enroll_device`."""
+        me = self._identity.signing
+        if self._membership.member(me.public_key) is None:
+            raise VerificationError(
+                f"this node is not a member of tenant {self.name!r} (a device cannot enroll"
+                " devices: enroll from the user's first node)"
+            )
+        return self.write_record(DeviceEnrolment(me.public_key, device), author=me)
+
+    def revoke_device(self, device_key: bytes, *, accept_through: int | None = None) -> Entry:
+        """See `Tenant.revoke_device`."""
+        device = self._membership.device(device_key)
+        if device is None:
+            raise NotFoundError(f"{device_key.hex()[:16]} is not a device in tenant {self.name!r}")
+        cut = self._cut(device_key, accept_through)
+        record = DeviceRevocation(device.user_key, device_key, cut)
+        me = self._identity.signing
+        return self.write_record(record, author=me if me.public_key == device.user_key else None)
+
+    # -- revocation --------------------------------------------------------------------------
+    def enforce_new_revocations(self) -> list[Entry]:
+        """`enforce_revocations` when the revocations changed since it last ran, else nothing
+        (one comparison of the cuts: cheap enough to call after every ingest)."""
+        membership = self._membership
+        if self._enforced == (membership, membership.cuts_revision):
+            return []
+        return self.enforce_revocations()
+
+    def enforce_revocations(self) -> list[Entry]:
+        """See `Tenant.enforce_revocations`."""
+        retracted: list[Entry] = []
+        while True:
+            stored = self._store.authors(self.tenant_id)
+            newly: list[Entry] = []
+            membership = self._membership
+            for key, cut in sorted(membership.cuts().items()):
+                if stored.get(key, 0) > cut:
+                    newly += self._store.retract_authored_after(self.tenant_id, key, cut)
+            if not newly:
+                self._enforced = (membership, membership.cuts_revision)
+                return retracted
+            retracted += newly
+            for entry in newly:
+                self._forget_document(entry.database, entry.document_id)
+            if not any(entry.database == TENANT_LOG for entry in newly):
+                continue
+            self.load_membership()  # a retracted membership record changes who may write
+
+    # -- tenant-log records ------------------------------------------------------------------
+    def write_record(self, record: TenantLogRecord, author: SigningKeyPair | None = None) -> Entry:
+        """Seal and store a tenant-log record, signed by the admin key (or ``author``)."""
+        if author is None:
+            if self._secrets.admin_seed is None:
+                what = "create keys" if isinstance(record, KeyAnnouncement) else "change membership"
+                raise MissingKeyError(
+                    f"this node does not hold the admin key of tenant {self.name!r}:"
+                    f" only the tenant admin can {what}"
+                )
+            author = SigningKeyPair(self._secrets.admin_seed)
+        entry = self._writer.seal(
+            tenant_id=self.tenant_id,
+            kind=EntryKind.MEMBERSHIP,
+            database=TENANT_LOG,
+            document_id=NO_DOCUMENT,
+            deps=(),
+            key=self._secrets.keyring.current(MEMBERSHIP_KEY),
+            payload=record.encode(),
+            author=author,
+        )
+        self._writer.commit([entry])
+        return entry
+
+    def membership_entry_of(self, signing_key: bytes) -> Entry | None:
+        """The stored tenant-log entry that added ``signing_key`` as a member, if any."""
+        cached = self._membership_entries.get(signing_key)
+        if cached is not None:
+            return cached
+        keyring = self._secrets.keyring
+        for entry in self._store.iter_entries(self.tenant_id, TENANT_LOG):
+            if not keyring.has_id(entry.header.key_id):
+                continue
+            try:
+                record = decode_tenant_log_record(
+                    entry.decrypt(keyring.by_id(entry.header.key_id).secret)
+                )
+            except MindooError:
+                continue
+            if isinstance(record, MembershipRecord) and record.action is MembershipAction.ADD:
+                self._membership_entries[record.member.signing_key] = entry
+            elif isinstance(record, DeviceEnrolment):
+                self._membership_entries[record.device.signing_key] = entry
+        return self._membership_entries.get(signing_key)
+
+    def admit(self, signing_key: bytes, evidence: bytes) -> bool:
+        """Store ``evidence`` (a sealed membership entry from a peer) if it is valid, then say
+        whether ``signing_key`` is a current member. Nothing unverified is trusted."""
+        if self._membership.is_member(signing_key):
+            return True
+        try:
+            entry = Entry.decode(evidence, "membership evidence")
+        except DecodeError:
+            return False
+        if entry.tenant_id != self.tenant_id or entry.database != TENANT_LOG:
+            return False
+        self._ingest([entry])
+        return self._membership.is_member(signing_key)
+
+
+__all__ = ["TenantAccess"]
