@@ -50,14 +50,19 @@ def cli_context() -> CliContext:
 
 # -- global options --------------------------------------------------------------------------
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-    """Record a global option given on any level; the same option twice must agree."""
-    if value is None or value is False or param.name is None:
+    """Record a global option given on any level; the same option twice must agree.
+
+    ``--home`` and ``--password-file`` are parsed as repeatable so that a repetition on one
+    level is seen too (click would keep only the last)."""
+    if param.name is None:
         return
+    values = list(value) if isinstance(value, tuple) else [value] if value else []
     given: dict[str, Any] = ctx.meta.setdefault(GLOBALS_KEY, {})
-    previous = given.get(param.name)
-    if previous is not None and previous != value:
-        raise click.BadParameter(f"given twice: {previous!r} and {value!r}", ctx, param)
-    given[param.name] = value
+    for item in values:
+        previous = given.get(param.name)
+        if previous is not None and previous != item:
+            raise click.BadParameter(f"given twice: {previous!r} and {item!r}", ctx, param)
+        given[param.name] = item
 
 
 def global_options() -> list[click.Parameter]:
@@ -66,6 +71,7 @@ def global_options() -> list[click.Parameter]:
         click.Option(
             ["--home"],
             metavar="DIRECTORY",
+            multiple=True,
             expose_value=False,
             callback=_remember,
             help="Node home directory (default: $MINDOO_HOME or ~/.local/share/mindoo).",
@@ -80,6 +86,7 @@ def global_options() -> list[click.Parameter]:
         click.Option(
             ["--password-file"],
             metavar="FILE",
+            multiple=True,
             expose_value=False,
             callback=_remember,
             help="Read the node password from this file (else $MINDOO_PASSWORD or a prompt).",
