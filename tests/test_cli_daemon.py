@@ -12,59 +12,22 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cli_helpers import PASSWORD, cli_env, mindoo, mindoo_command, run_mindoo
+from helpers import daemon_process, wait_for
 
 Daemon = tuple[subprocess.Popen[str], dict[str, Any]]
 
 
 @pytest.fixture
 def start_daemon(tmp_path: Path) -> Iterator[Callable[[Path], Daemon]]:
-    started: list[subprocess.Popen[str]] = []
-
-    def start(home: Path) -> Daemon:
-        proc = subprocess.Popen(
-            [
-                *mindoo_command(),
-                "--home",
-                str(home),
-                "--json",
-                "node",
-                "run",
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-            ],
-            env=cli_env(PASSWORD),
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        started.append(proc)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # the daemon prints its identity once listening
-        assert line, proc.stderr.read() if proc.stderr else "no output"
-        return proc, json.loads(line)
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
+    """Start ``mindoo node run`` processes on homes (cwd: tmp_path); all stop after the test."""
+    with ExitStack() as stack:
+        yield lambda home: stack.enter_context(daemon_process(home, tmp_path, cli_env(PASSWORD)))
 
 
 @pytest.mark.slow

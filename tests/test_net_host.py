@@ -16,6 +16,7 @@ from functools import partial
 
 import pytest
 import trio
+from helpers import eventually
 from libp2p import new_host
 from libp2p.network.config import ConnectionConfig
 from libp2p.network.exceptions import SwarmException
@@ -516,10 +517,8 @@ async def test_dialer_stops_on_cancel_and_dials_only_known_addresses() -> None:
             await _until(lambda: client.connected_peers() == {server.peer_id})
 
 
-async def _until(condition: object, interval: float = 0.02) -> None:
-    assert callable(condition)
-    while not condition():
-        await trio.sleep(interval)
+_until = partial(eventually, timeout=None, poll=0.02)
+"""Unbounded here: the tests bound themselves with trio.fail_after."""
 
 
 def _failures(book: AddressBook, seed: bytes) -> int:
