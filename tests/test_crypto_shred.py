@@ -333,6 +333,7 @@ def daemon_home(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         assert proc.wait(timeout=20) == 0
 
 
+@pytest.mark.slow
 def test_cli_key_shred_through_a_running_daemon(daemon_home: tuple[Path, str]) -> None:
     home, doc = daemon_home
     get = ("doc", "get", "acme", "notes", doc)

@@ -385,6 +385,7 @@ async def test_restarted_peer_is_redialed_at_once_with_a_stable_peer_id() -> Non
                 assert redial < 2.0
 
 
+@pytest.mark.slow
 async def test_inbound_slots_are_released_after_300_connections() -> None:
     """py-libp2p 0.8.1 refuses every inbound connection after max_connections in total.
 

@@ -380,6 +380,7 @@ def daemon_home(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         yield home, info["peer_id"]
 
 
+@pytest.mark.slow
 def test_export_through_a_running_daemon(daemon_home: tuple[Path, str], tmp_path: Path) -> None:
     home, peer_id = daemon_home
     export = ("recovery", "export", "--out", "a.kit")  # relative: the client's directory
