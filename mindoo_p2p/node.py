@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,12 +53,15 @@ STORE_DIR = "store"
 KEYSTORE_FORMAT = 1
 
 
-def default_home() -> Path:
-    """``MINDOO_HOME``, else ``$XDG_DATA_HOME/mindoo``, else ``~/.local/share/mindoo``."""
-    env = os.environ.get("MINDOO_HOME")
+def default_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``MINDOO_HOME``, else ``$XDG_DATA_HOME/mindoo``, else ``~/.local/share/mindoo``
+    (variables from ``environ``, default: this process's environment)."""
+    if environ is None:
+        environ = os.environ
+    env = environ.get("MINDOO_HOME")
     if env:
         return Path(env).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME")
+    xdg = environ.get("XDG_DATA_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
     return base / "mindoo"
 

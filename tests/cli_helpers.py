@@ -1,4 +1,5 @@
-"""Helpers for the `mindoo` CLI tests: run the real console script, read results, damage files.
+"""Helpers for the `mindoo` CLI tests: run the CLI (in-process, or the real console script as a
+subprocess where a process is the point), read results, damage files.
 
 Also runnable as a script: ``python tests/cli_helpers.py write HOME TENANT DB FIRST`` is the
 concurrent writer of `test_cli.py` (see `writer_main`).
@@ -6,15 +7,19 @@ concurrent writer of `test_cli.py` (see `writer_main`).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cli.main import Invocation, run
 
 PASSWORD = "cli test password"
 SUBPROCESS_TIMEOUT = 60.0
@@ -85,6 +90,37 @@ def run_mindoo(
         check=False,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def mindoo(
+    home: Path,
+    *args: str,
+    json_output: bool = False,
+    password: str | None = PASSWORD,
+    extra_global: tuple[str, ...] = (),
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+) -> CliResult:
+    """Run ``mindoo --home HOME [--json] ARGS`` in this process, like `run_mindoo` but with no
+    interpreter start-up: same entry point (`cli.main.run`), same arguments, with an explicit
+    working directory (default: HOME's parent), environment (default: only MINDOO_PASSWORD)
+    and captured output. ``stdin`` answers yes/no questions (default: nobody to ask)."""
+    argv = ["--home", str(home), *extra_global, *(["--json"] if json_output else []), *args]
+    variables = dict(env) if env is not None else {}
+    if password is not None:
+        variables["MINDOO_PASSWORD"] = password
+    out, err = io.StringIO(), io.StringIO()
+    invocation = Invocation(
+        cwd=cwd or home.parent,
+        env=variables,
+        out=out,
+        err=err,
+        interactive=False,
+        stdin=io.StringIO(stdin) if stdin is not None else None,
+    )
+    code = run(argv, invocation)
+    return CliResult(code, out.getvalue(), err.getvalue())
 
 
 def assert_one_line_error(result: CliResult, code: int, *fragments: str) -> None:

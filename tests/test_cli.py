@@ -1,8 +1,10 @@
 """End-to-end tests of the `mindoo` command line.
 
-The main flows run the real console script as subprocesses (each with its own ``--home`` and
-``MINDOO_PASSWORD``); the many small error paths and the ``--json`` sweep call the same entry
-point, `cli.main.main`, in-process (same code path, no interpreter start-up per call).
+The flows run in-process through `cli.main.run` (each call with its own ``--home``, working
+directory and ``MINDOO_PASSWORD``, output captured: the console script's code path without an
+interpreter start-up per call); what needs a real process runs the console script as a
+subprocess: the error paths of a real process, a password prompt on a terminal, two processes
+on one home. The small error paths and the ``--json`` sweep go through `cli.main.main`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from cli_helpers import (
     cli_env,
     find_all,
     flip_byte,
+    mindoo,
     mindoo_command,
     run_mindoo,
 )
@@ -86,43 +89,43 @@ def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
     yield home, doc_id
 
 
-# -- full flow (subprocesses) --------------------------------------------------------------------
-def test_full_flow_as_subprocesses(tmp_path: Path) -> None:
+# -- full flow -----------------------------------------------------------------------------------
+def test_full_flow(tmp_path: Path) -> None:
     home = tmp_path / "alice"
-    init = run_mindoo(home, "init", "--name", "alice").ok()
+    init = mindoo(home, "init", "--name", "alice").ok()
     assert "alice" in init.stdout and (home / "keystore.bin").exists()
 
-    who = run_mindoo(home, "whoami", json_output=True).ok().json()
+    who = mindoo(home, "whoami", json_output=True).ok().json()
     assert set(who) == {"name", "fingerprint", "signing_key", "encryption_key", "identity_file"}
     assert who["name"] == "alice"
     assert re.fullmatch(r"[0-9a-f]{64}", who["signing_key"])
     identity_file = json.loads(Path(who["identity_file"]).read_text())
     assert who["signing_key"] in json.dumps(identity_file)
 
-    tenant_id = run_mindoo(home, "tenant", "create", "acme").ok().stdout.strip()
+    tenant_id = mindoo(home, "tenant", "create", "acme").ok().stdout.strip()
     assert re.fullmatch(r"[0-9a-f]{32}", tenant_id)
-    tenants = run_mindoo(home, "tenant", "list", json_output=True).ok().json()
+    tenants = mindoo(home, "tenant", "list", json_output=True).ok().json()
     assert tenants == [{"id": tenant_id, "name": "acme", "admin": True, "databases": []}]
 
-    assert run_mindoo(home, "db", "create", "acme", "contacts").ok().stdout == "contacts\n"
+    assert mindoo(home, "db", "create", "acme", "contacts").ok().stdout == "contacts\n"
     # A tenant can be named by a prefix of its id, too.
-    assert run_mindoo(home, "db", "list", tenant_id[:10], json_output=True).ok().json() == [
+    assert mindoo(home, "db", "list", tenant_id[:10], json_output=True).ok().json() == [
         "contacts"
     ]
-    stats = run_mindoo(home, "db", "stats", "acme", "contacts", json_output=True).ok().json()
+    stats = mindoo(home, "db", "stats", "acme", "contacts", json_output=True).ok().json()
     assert stats["entries"] == 0 and stats["documents"] == 0
 
     content = {"name": "Ada", "tags": ["a", "b"], "age": 36, "vip": False, "note": None}
-    created = run_mindoo(home, "doc", "create", "acme", "contacts", json.dumps(content)).ok()
+    created = mindoo(home, "doc", "create", "acme", "contacts", json.dumps(content)).ok()
     assert DOC_ID.fullmatch(created.stdout[:-1]) and created.stdout.endswith("\n")
     doc_id = created.stdout[:-1]
-    empty = run_mindoo(home, "doc", "create", "acme", "contacts").ok()
+    empty = mindoo(home, "doc", "create", "acme", "contacts").ok()
     assert DOC_ID.fullmatch(empty.stdout[:-1]) and empty.stdout.endswith("\n")
     empty_id = empty.stdout[:-1]
     assert empty_id != doc_id
 
-    assert run_mindoo(home, "doc", "get", "acme", "contacts", doc_id).ok().json() == content
-    assert run_mindoo(home, "doc", "get", "acme", "contacts", empty_id).ok().json() == {}
+    assert mindoo(home, "doc", "get", "acme", "contacts", doc_id).ok().json() == content
+    assert mindoo(home, "doc", "get", "acme", "contacts", empty_id).ok().json() == {}
 
     edits = [
         ("address.city", '"Paris"'),  # a missing map on the way is created
@@ -131,14 +134,14 @@ def test_full_flow_as_subprocesses(tmp_path: Path) -> None:
         ("tags.2.x", "5"),  # into a map inside a list
     ]
     for path, value in edits:
-        assert run_mindoo(home, "doc", "set", "acme", "contacts", doc_id, path, value).ok().stdout
+        assert mindoo(home, "doc", "set", "acme", "contacts", doc_id, path, value).ok().stdout
     expected = {**content, "address": {"city": "Paris"}, "tags": ["a", "z", {"x": 5}]}
-    assert run_mindoo(home, "doc", "get", "acme", "contacts", doc_id).ok().json() == expected
+    assert mindoo(home, "doc", "get", "acme", "contacts", doc_id).ok().json() == expected
 
-    listed = run_mindoo(home, "doc", "list", "acme", "contacts", json_output=True).ok().json()
+    listed = mindoo(home, "doc", "list", "acme", "contacts", json_output=True).ok().json()
     assert listed == [doc_id, empty_id]
 
-    history = run_mindoo(home, "doc", "history", "acme", "contacts", doc_id, json_output=True)
+    history = mindoo(home, "doc", "history", "acme", "contacts", doc_id, json_output=True)
     items = history.ok().json()
     assert [i["kind"] for i in items] == ["change"] * 5
     assert {i["author_name"] for i in items} == {"alice"}
@@ -148,25 +151,25 @@ def test_full_flow_as_subprocesses(tmp_path: Path) -> None:
     assert times == sorted(times) and times[0] < times[1] and times[2] < times[3]
 
     # Time travel: by milliseconds, and by ISO-8601 time.
-    at_create = run_mindoo(home, "doc", "get", "acme", "contacts", doc_id, "--at", str(times[0]))
+    at_create = mindoo(home, "doc", "get", "acme", "contacts", doc_id, "--at", str(times[0]))
     assert at_create.ok().json() == content
     iso = datetime.fromtimestamp(times[2] / 1000, UTC).isoformat(timespec="milliseconds")
-    at_second_edit = run_mindoo(home, "doc", "get", "acme", "contacts", doc_id, "--at", iso)
+    at_second_edit = mindoo(home, "doc", "get", "acme", "contacts", doc_id, "--at", iso)
     assert at_second_edit.ok().json() == {
         **content,
         "address": {"city": "Paris"},
         "tags": ["a", "z"],
     }
 
-    assert run_mindoo(home, "doc", "delete", "acme", "contacts", empty_id).ok().stdout
-    gone = run_mindoo(home, "doc", "get", "acme", "contacts", empty_id)
+    assert mindoo(home, "doc", "delete", "acme", "contacts", empty_id).ok().stdout
+    gone = mindoo(home, "doc", "get", "acme", "contacts", empty_id)
     assert_one_line_error(gone, 1, "deleted", empty_id)
     assert gone.stdout == ""
-    listed = run_mindoo(home, "doc", "list", "acme", "contacts", json_output=True).ok().json()
+    listed = mindoo(home, "doc", "list", "acme", "contacts", json_output=True).ok().json()
     assert listed == [doc_id]
 
     # The change feed, whole, then paged with the cursor the text output prints.
-    feed = run_mindoo(home, "changes", "acme", "contacts", json_output=True).ok().json()
+    feed = mindoo(home, "changes", "acme", "contacts", json_output=True).ok().json()
     changes = feed["changes"]
     assert [c["cursor"] for c in changes] == list(range(1, 8))  # 2 creates, 4 sets, 1 delete
     assert [c["kind"] for c in changes].count("delete") == 1
@@ -174,7 +177,7 @@ def test_full_flow_as_subprocesses(tmp_path: Path) -> None:
     paged: list[tuple[int, str]] = []
     cursor = 0
     while True:
-        page = run_mindoo(
+        page = mindoo(
             home, "changes", "acme", "contacts", "--since", str(cursor), "--limit", "3"
         )
         lines = page.ok().stdout.splitlines()
@@ -188,100 +191,100 @@ def test_full_flow_as_subprocesses(tmp_path: Path) -> None:
     assert paged == [(c["cursor"], c["document_id"]) for c in changes]
     assert cursor == 7
 
-    status = run_mindoo(home, "status", json_output=True).ok().json()
+    status = mindoo(home, "status", json_output=True).ok().json()
     assert status["identity"]["name"] == "alice"
     assert status["entries"] == 8  # 7 document entries + the membership record
     (tenant,) = status["tenants"]
     assert tenant["id"] == tenant_id and tenant["admin"] is True and tenant["members"] == 1
     (database,) = tenant["databases"]
     assert database["name"] == "contacts" and database["entries"] == 7
-    text = run_mindoo(home, "status").ok().stdout
+    text = mindoo(home, "status").ok().stdout
     assert "acme" in text and "contacts" in text and "alice" in text
 
 
-# -- invite, join, export, import (subprocesses) -------------------------------------------------
+# -- invite, join, export, import ----------------------------------------------------------------
 def test_invite_join_export_import_between_two_homes(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
-    run_mindoo(a, "init", "--name", "alice").ok()
-    run_mindoo(b, "init", "--name", "bob").ok()
-    run_mindoo(a, "tenant", "create", "acme").ok()
-    doc_id = run_mindoo(a, "doc", "create", "acme", "notes", '{"title": "from A"}').ok().stdout
+    mindoo(a, "init", "--name", "alice").ok()
+    mindoo(b, "init", "--name", "bob").ok()
+    mindoo(a, "tenant", "create", "acme").ok()
+    doc_id = mindoo(a, "doc", "create", "acme", "notes", '{"title": "from A"}').ok().stdout
     doc_id = doc_id.strip()
 
     identity = tmp_path / "bob.identity.json"
-    run_mindoo(b, "whoami", "--out", str(identity)).ok()
+    mindoo(b, "whoami", "--out", str(identity)).ok()
     invite = tmp_path / "bob.invite"
-    run_mindoo(a, "tenant", "invite", "acme", "--to", str(identity), "--out", str(invite)).ok()
-    joined = run_mindoo(b, "tenant", "join", str(invite), json_output=True).ok().json()
+    mindoo(a, "tenant", "invite", "acme", "--to", str(identity), "--out", str(invite)).ok()
+    joined = mindoo(b, "tenant", "join", str(invite), json_output=True).ok().json()
     assert joined["name"] == "acme"
-    members = run_mindoo(b, "tenant", "members", "acme", json_output=True).ok().json()
+    members = mindoo(b, "tenant", "members", "acme", json_output=True).ok().json()
     assert sorted((m["name"], m["role"]) for m in members) == [
         ("alice", "admin"),
         ("bob", "member"),
     ]
 
     bundle = tmp_path / "a.bundle"
-    exported = run_mindoo(a, "export", "acme", "--out", str(bundle), json_output=True).ok().json()
+    exported = mindoo(a, "export", "acme", "--out", str(bundle), json_output=True).ok().json()
     assert exported["entries"] == 3  # 2 membership records + 1 document change
-    first = run_mindoo(b, "import", str(bundle), json_output=True).ok().json()
+    first = mindoo(b, "import", str(bundle), json_output=True).ok().json()
     assert first == {"added": 1, "duplicates": 2, "rejected": []}  # the invite carried the log
-    assert run_mindoo(b, "doc", "get", "acme", "notes", doc_id).ok().json() == {"title": "from A"}
-    again = run_mindoo(b, "import", str(bundle)).ok()
+    assert mindoo(b, "doc", "get", "acme", "notes", doc_id).ok().json() == {"title": "from A"}
+    again = mindoo(b, "import", str(bundle)).ok()
     assert again.stdout.strip() == "imported 0 entries, 3 already present"
 
     # B (a member) edits; A imports B's export and reads the edit.
-    run_mindoo(b, "doc", "set", "acme", "notes", doc_id, "by", '"bob"').ok()
+    mindoo(b, "doc", "set", "acme", "notes", doc_id, "by", '"bob"').ok()
     back = tmp_path / "b.bundle"
-    run_mindoo(b, "export", "acme", "notes", "--out", str(back)).ok()
-    assert run_mindoo(a, "import", str(back), json_output=True).ok().json()["added"] == 1
-    edited = run_mindoo(a, "doc", "get", "acme", "notes", doc_id).ok().json()
+    mindoo(b, "export", "acme", "notes", "--out", str(back)).ok()
+    assert mindoo(a, "import", str(back), json_output=True).ok().json()["added"] == 1
+    edited = mindoo(a, "doc", "get", "acme", "notes", doc_id).ok().json()
     assert edited == {"title": "from A", "by": "bob"}
 
     # A bundle with new content, damaged two ways: B refuses it whole and stays unchanged.
-    new_id = run_mindoo(a, "doc", "create", "acme", "notes", '{"title": "second"}').ok().stdout
+    new_id = mindoo(a, "doc", "create", "acme", "notes", '{"title": "second"}').ok().stdout
     new_id = new_id.strip()
     fresh = tmp_path / "fresh.bundle"
-    run_mindoo(a, "export", "acme", "notes", "--out", str(fresh)).ok()
-    before_list = run_mindoo(b, "doc", "list", "acme", "notes", json_output=True).ok().json()
-    before_stats = run_mindoo(b, "db", "stats", "acme", "notes", json_output=True).ok().json()
+    mindoo(a, "export", "acme", "notes", "--out", str(fresh)).ok()
+    before_list = mindoo(b, "doc", "list", "acme", "notes", json_output=True).ok().json()
+    before_stats = mindoo(b, "db", "stats", "acme", "notes", json_output=True).ok().json()
     assert new_id not in before_list
 
     data = fresh.read_bytes()
     truncated = tmp_path / "truncated.bundle"
     truncated.write_bytes(data[: len(data) - 20])
-    assert_one_line_error(run_mindoo(b, "import", str(truncated)), 1, "bundle", "trunc")
+    assert_one_line_error(mindoo(b, "import", str(truncated)), 1, "bundle", "trunc")
 
     flipped = tmp_path / "flipped.bundle"
     flipped.write_bytes(data)
     last = Entry.decode(bundle_raw_entries(fresh)[-1])  # the new document's entry
     (offset,) = find_all(data, last.ciphertext)
     flip_byte(flipped, offset + len(last.ciphertext) // 2)
-    damaged = run_mindoo(b, "import", str(flipped))
+    damaged = mindoo(b, "import", str(flipped))
     assert_one_line_error(damaged, 1, "damaged", "nothing was imported")
 
-    assert run_mindoo(b, "doc", "list", "acme", "notes", json_output=True).ok().json() == (
+    assert mindoo(b, "doc", "list", "acme", "notes", json_output=True).ok().json() == (
         before_list
     )
-    after_stats = run_mindoo(b, "db", "stats", "acme", "notes", json_output=True).ok().json()
+    after_stats = mindoo(b, "db", "stats", "acme", "notes", json_output=True).ok().json()
     assert after_stats == before_stats
 
     # The intact bundle still imports, and B then reads the new document.
-    assert run_mindoo(b, "import", str(fresh), json_output=True).ok().json()["added"] == 1
-    assert run_mindoo(b, "doc", "get", "acme", "notes", new_id).ok().json() == {"title": "second"}
+    assert mindoo(b, "import", str(fresh), json_output=True).ok().json()["added"] == 1
+    assert mindoo(b, "doc", "get", "acme", "notes", new_id).ok().json() == {"title": "second"}
 
 
-# -- fsck (subprocesses) -------------------------------------------------------------------------
+# -- fsck ----------------------------------------------------------------------------------------
 def test_fsck_names_an_entry_with_a_flipped_byte_in_the_store(tmp_path: Path) -> None:
     home = tmp_path / "node"
-    run_mindoo(home, "init").ok()
-    run_mindoo(home, "tenant", "create", "acme").ok()
-    run_mindoo(home, "doc", "create", "acme", "contacts", '{"secret": "x"}').ok()
-    run_mindoo(home, "doc", "create", "acme", "contacts", '{"other": "y"}').ok()
-    clean = run_mindoo(home, "fsck").ok()
+    mindoo(home, "init").ok()
+    mindoo(home, "tenant", "create", "acme").ok()
+    mindoo(home, "doc", "create", "acme", "contacts", '{"secret": "x"}').ok()
+    mindoo(home, "doc", "create", "acme", "contacts", '{"other": "y"}').ok()
+    clean = mindoo(home, "fsck").ok()
     assert clean.stdout.strip() == "checked 3 entries: ok"
 
     bundle = tmp_path / "entries.bundle"
-    run_mindoo(home, "export", "acme", "contacts", "--out", str(bundle)).ok()
+    mindoo(home, "export", "acme", "contacts", "--out", str(bundle)).ok()
     target = Entry.decode(bundle_raw_entries(bundle)[-1])
     store_file = home / "store" / "data.mdb"
     offsets = find_all(store_file.read_bytes(), target.ciphertext)
@@ -289,10 +292,10 @@ def test_fsck_names_an_entry_with_a_flipped_byte_in_the_store(tmp_path: Path) ->
     for offset in offsets:  # LMDB may keep stale copies in free pages: damage every copy
         flip_byte(store_file, offset + len(target.ciphertext) // 2)
 
-    bad = run_mindoo(home, "fsck")
+    bad = mindoo(home, "fsck")
     assert_one_line_error(bad, 1, "fsck found 1 problem")
     assert f"BAD {target.id.hex()}" in bad.stdout
-    report = run_mindoo(home, "fsck", json_output=True)
+    report = mindoo(home, "fsck", json_output=True)
     assert report.code == 1
     data = report.json()
     assert data["ok"] is False
@@ -300,6 +303,7 @@ def test_fsck_names_an_entry_with_a_flipped_byte_in_the_store(tmp_path: Path) ->
 
 
 # -- two processes on one home -------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_reader_sees_what_another_process_writes(tmp_path: Path) -> None:
     home = tmp_path / "node"
     run_mindoo(home, "init").ok()

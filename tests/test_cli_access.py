@@ -4,55 +4,55 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cli_helpers import run_mindoo
+from cli_helpers import mindoo
 
 
 def test_revoke_rotates_by_default_and_devices_enroll_and_revoke(tmp_path: Path) -> None:
     admin, mallory, laptop, phone = (tmp_path / n for n in ("admin", "mallory", "laptop", "phone"))
     for home in (admin, mallory, laptop, phone):
-        run_mindoo(home, "init", "--name", home.name).ok()
-    run_mindoo(admin, "tenant", "create", "acme").ok()
+        mindoo(home, "init", "--name", home.name).ok()
+    mindoo(admin, "tenant", "create", "acme").ok()
     for home in (mallory, laptop):
         identity = tmp_path / f"{home.name}.json"
-        run_mindoo(home, "whoami", "--out", str(identity)).ok()
+        mindoo(home, "whoami", "--out", str(identity)).ok()
         invite = tmp_path / f"{home.name}.invite"
-        run_mindoo(admin, "tenant", "invite", "acme", "--to", str(identity), "--out", str(invite))
-        run_mindoo(home, "tenant", "join", str(invite)).ok()
+        mindoo(admin, "tenant", "invite", "acme", "--to", str(identity), "--out", str(invite))
+        mindoo(home, "tenant", "join", str(invite)).ok()
 
     # Alice's laptop enrolls her phone.
     phone_id = tmp_path / "phone.json"
-    run_mindoo(phone, "whoami", "--out", str(phone_id)).ok()
+    mindoo(phone, "whoami", "--out", str(phone_id)).ok()
     enrolment = tmp_path / "phone.enrolment"
-    out = run_mindoo(
+    out = mindoo(
         laptop, "device", "enroll", "acme", "--to", str(phone_id), "--out", str(enrolment)
     ).ok()
     assert "mindoo tenant join" in out.stdout
-    run_mindoo(phone, "tenant", "join", str(enrolment)).ok()
-    devices = run_mindoo(laptop, "device", "list", "acme", json_output=True).ok().json()
+    mindoo(phone, "tenant", "join", str(enrolment)).ok()
+    devices = mindoo(laptop, "device", "list", "acme", json_output=True).ok().json()
     assert [(d["name"], d["user"], d["revoked"]) for d in devices] == [("phone", "laptop", False)]
 
     # The phone is lost: the laptop revokes it, and only it.
-    revoked = run_mindoo(laptop, "device", "revoke", "acme", "phone").ok()
+    revoked = mindoo(laptop, "device", "revoke", "acme", "phone").ok()
     assert "other devices are unaffected" in revoked.stdout
-    devices = run_mindoo(laptop, "device", "list", "acme", json_output=True).ok().json()
+    devices = mindoo(laptop, "device", "list", "acme", json_output=True).ok().json()
     assert devices[0]["revoked"] is True
-    wrong = run_mindoo(laptop, "device", "revoke", "acme", "laptop")
+    wrong = mindoo(laptop, "device", "revoke", "acme", "laptop")
     assert wrong.code == 1 and "is a member, not a device" in wrong.stderr
-    missing = run_mindoo(laptop, "device", "revoke", "acme", "nobody")
+    missing = mindoo(laptop, "device", "revoke", "acme", "nobody")
     assert missing.code == 1 and "no member or device 'nobody'" in missing.stderr
 
     # The admin revokes Mallory: keys rotate by default, and the output says what that means.
-    result = run_mindoo(admin, "tenant", "revoke", "acme", "mallory").ok()
+    result = mindoo(admin, "tenant", "revoke", "acme", "mallory").ok()
     assert "stays readable to it" in result.stdout
     assert "Rotated default to version 2" in result.stdout
-    members = run_mindoo(admin, "tenant", "members", "acme", json_output=True).ok().json()
+    members = mindoo(admin, "tenant", "members", "acme", json_output=True).ok().json()
     assert {m["name"]: m["revoked"] for m in members}["mallory"] is True
-    keys = run_mindoo(admin, "key", "list", "acme", json_output=True).ok().json()
+    keys = mindoo(admin, "key", "list", "acme", json_output=True).ok().json()
     assert any(k["name"] == "default" and k["version"] == 2 for k in keys)
     # --no-rotate says plainly that nothing was rotated.
-    run_mindoo(admin, "tenant", "revoke", "acme", "laptop", "--no-rotate").ok()
-    again = run_mindoo(admin, "key", "list", "acme", json_output=True).ok().json()
+    mindoo(admin, "tenant", "revoke", "acme", "laptop", "--no-rotate").ok()
+    again = mindoo(admin, "key", "list", "acme", json_output=True).ok().json()
     assert max(k["version"] for k in again if k["name"] == "default") == 2
     # Not an admin: a clear error, nothing changed.
-    refused = run_mindoo(laptop, "tenant", "revoke", "acme", "mallory")
+    refused = mindoo(laptop, "tenant", "revoke", "acme", "mallory")
     assert refused.code == 1 and "admin" in refused.stderr

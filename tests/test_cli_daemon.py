@@ -1,4 +1,9 @@
-"""`mindoo node run` as real daemon processes: forwarding, status, peers, refusal, shutdown."""
+"""`mindoo node run` as real daemon processes: forwarding, status, peers, refusal, shutdown.
+
+Homes are prepared in-process (`mindoo`); commands for a running daemon go through the console
+script (`run_mindoo`), a real client process forwarding to a real daemon process, except the
+polling loops, which forward from this process (the same forwarding code, no start-up cost).
+"""
 
 from __future__ import annotations
 
@@ -7,72 +12,36 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import PASSWORD, cli_env, mindoo_command, run_mindoo
+from cli_helpers import PASSWORD, cli_env, mindoo, mindoo_command, run_mindoo
+from helpers import daemon_process, wait_for
 
 Daemon = tuple[subprocess.Popen[str], dict[str, Any]]
 
 
 @pytest.fixture
 def start_daemon(tmp_path: Path) -> Iterator[Callable[[Path], Daemon]]:
-    started: list[subprocess.Popen[str]] = []
-
-    def start(home: Path) -> Daemon:
-        proc = subprocess.Popen(
-            [
-                *mindoo_command(),
-                "--home",
-                str(home),
-                "--json",
-                "node",
-                "run",
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-            ],
-            env=cli_env(PASSWORD),
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        started.append(proc)
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # the daemon prints its identity once listening
-        assert line, proc.stderr.read() if proc.stderr else "no output"
-        return proc, json.loads(line)
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+    """Start ``mindoo node run`` processes on homes (cwd: tmp_path); all stop after the test."""
+    with ExitStack() as stack:
+        yield lambda home: stack.enter_context(daemon_process(home, tmp_path, cli_env(PASSWORD)))
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
+@pytest.mark.slow
 def test_daemons_sync_and_serve_the_cli(
     tmp_path: Path, start_daemon: Callable[[Path], Daemon]
 ) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
-    assert run_mindoo(a, "init", "--name", "alice").code == 0
-    assert run_mindoo(b, "init", "--name", "bob").code == 0
-    assert run_mindoo(a, "tenant", "create", "acme").code == 0
-    assert run_mindoo(b, "whoami", "--out", str(tmp_path / "bob.json")).code == 0
+    mindoo(a, "init", "--name", "alice").ok()
+    mindoo(b, "init", "--name", "bob").ok()
+    mindoo(a, "tenant", "create", "acme").ok()
+    mindoo(b, "whoami", "--out", str(tmp_path / "bob.json")).ok()
     invite = str(tmp_path / "bob.invite")
-    assert run_mindoo(a, "tenant", "invite", "acme", "--to", "bob.json", "--out", invite).code == 0
-    assert run_mindoo(b, "tenant", "join", invite).code == 0
+    mindoo(a, "tenant", "invite", "acme", "--to", "bob.json", "--out", invite).ok()
+    mindoo(b, "tenant", "join", invite).ok()
 
     proc_a, info_a = start_daemon(a)
     proc_b, _info_b = start_daemon(b)
@@ -98,11 +67,11 @@ def test_daemons_sync_and_serve_the_cli(
     doc_id = created.stdout.strip()
 
     def bob_has_it() -> bool:
-        got = run_mindoo(b, "doc", "get", "acme", "contacts", doc_id, password=None)
+        got = mindoo(b, "doc", "get", "acme", "contacts", doc_id, password=None)
         return got.code == 0 and json.loads(got.stdout) == {"name": "Ada"}
 
     wait_for(bob_has_it)
-    status = run_mindoo(a, "status", json_output=True, password=None)
+    status = run_mindoo(a, "status", "--json", password=None)  # --json after the command
     assert status.code == 0, status
     daemon = json.loads(status.stdout)
     assert daemon["daemon_running"] and daemon["peer_id"] == info_a["peer_id"]
@@ -136,7 +105,7 @@ def test_daemons_sync_and_serve_the_cli(
         assert done.returncode == 0, done.stderr
 
     def bob_reads_secret() -> bool:
-        got = run_mindoo(b, "doc", "get", "acme", "hr", secret_doc, password=None)
+        got = mindoo(b, "doc", "get", "acme", "hr", secret_doc, password=None)
         return got.code == 0 and json.loads(got.stdout) == {"salary": 1}
 
     wait_for(bob_reads_secret)
@@ -152,25 +121,26 @@ def test_daemons_sync_and_serve_the_cli(
         assert proc.wait(timeout=20) == 0
     assert not (a / "control.sock").exists()
     # Afterwards the CLI works directly on the home again; the peer id is stable.
-    assert run_mindoo(b, "doc", "get", "acme", "contacts", doc_id).code == 0
-    offline = json.loads(run_mindoo(a, "status", json_output=True).stdout)
+    assert mindoo(b, "doc", "get", "acme", "contacts", doc_id).code == 0
+    offline = json.loads(mindoo(a, "status", json_output=True).stdout)
     assert not offline["daemon_running"] and offline["peer_id"] == info_a["peer_id"]
 
 
 def test_bad_listen_address_is_a_usage_error(tmp_path: Path) -> None:
     home = tmp_path / "n"
-    assert run_mindoo(home, "init").code == 0
-    result = run_mindoo(home, "node", "run", "--listen", "not-a-multiaddr")
+    mindoo(home, "init").ok()
+    result = mindoo(home, "node", "run", "--listen", "not-a-multiaddr")
     assert result.code == 2 and result.stderr.count("\n") == 1, result
     assert "--listen" in result.stderr
 
 
+@pytest.mark.slow
 def test_watch_streams_arriving_entries(
     tmp_path: Path, start_daemon: Callable[[Path], Daemon]
 ) -> None:
     home = tmp_path / "w"
-    assert run_mindoo(home, "init").code == 0
-    assert run_mindoo(home, "tenant", "create", "acme").code == 0
+    mindoo(home, "init").ok()
+    mindoo(home, "tenant", "create", "acme").ok()
     start_daemon(home)
     watcher = subprocess.Popen(
         [*mindoo_command(), "--home", str(home), "watch", "--tenant", "acme"],

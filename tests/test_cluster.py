@@ -8,6 +8,7 @@ import trio
 from mindoo_p2p.testing import Cluster, ConvergenceError
 
 
+@pytest.mark.slow
 async def test_eight_nodes_in_a_random_topology_converge(cluster: Cluster) -> None:
     await cluster.start(8)
     cluster.create_tenant("acme")

@@ -3,21 +3,19 @@ the log stays append-only (entries kept, verified and synced as ciphertext)."""
 
 from __future__ import annotations
 
-import io
 import json
 import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
 from cli_helpers import PASSWORD as CLI_PASSWORD
-from cli_helpers import cli_env, mindoo_command, run_mindoo
+from cli_helpers import cli_env, run_mindoo
 from conftest import PASSWORD
+from helpers import copy_tenant, daemon_process, run_cli_main
 
-from cli.main import main
 from mindoo_p2p.crypto.keystore import KdfProfile, Keystore
 from mindoo_p2p.errors import InvalidNameError, MindooError, MissingKeyError
 from mindoo_p2p.keyring import DEFAULT_KEY, MEMBERSHIP_KEY
@@ -36,12 +34,7 @@ KEPT_TEXT = "company handbook 3c88"
 SHREDDED_MARKERS = (SUBJECT_TEXT, LONG_TEXT, CRM_TEXT)
 
 
-def sync(src: Node, dst: Node, tenant: Tenant) -> int:
-    """Copy every entry of the tenant from ``src`` to ``dst`` (verified by ``dst``); return how
-    many were new to ``dst``."""
-    result = dst.ingest([e.raw for e in src.store.iter_entries(tenant.id)])
-    assert not result.rejected, result.rejected
-    return len(result.added)
+sync = copy_tenant
 
 
 def entry_ids(node: Node) -> list[bytes]:
@@ -251,23 +244,8 @@ def test_shred_refuses_default_membership_unknown_and_keys_not_held(make_node: M
 
 
 # -- (d) the CLI ----------------------------------------------------------------------------------
-def run_cli(
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    *args: str,
-    stdin: str = "",
-) -> tuple[int, str, str]:
-    """Run `cli.main.main` in-process with ``stdin`` as the answer to any question."""
-    monkeypatch.setenv("MINDOO_PASSWORD", PASSWORD)
-    monkeypatch.setattr(sys, "argv", ["mindoo", *args])
-    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    capsys.readouterr()
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+run_cli = partial(run_cli_main, password=PASSWORD)
+"""`cli.main.main` in-process; ``stdin=`` answers any question."""
 
 
 def test_cli_key_shred_asks_first_and_refuses_clearly(
@@ -349,31 +327,13 @@ def daemon_home(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         tenant = node.create_tenant("acme")
         tenant.create_key(SUBJECT)
         doc = tenant.open_db("notes").create_document({"about": SUBJECT_TEXT}, key=SUBJECT)
-    proc = subprocess.Popen(
-        [*mindoo_command(), "--home", str(home), "--json", "node", "run",
-         "--listen", "/ip4/127.0.0.1/tcp/0"],
-        env=cli_env(CLI_PASSWORD),
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline(), "the daemon did not start"
+    with daemon_process(home, tmp_path, cli_env(CLI_PASSWORD)) as (proc, _info):
         yield home, doc
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
+@pytest.mark.slow
 def test_cli_key_shred_through_a_running_daemon(daemon_home: tuple[Path, str]) -> None:
     home, doc = daemon_home
     get = ("doc", "get", "acme", "notes", doc)

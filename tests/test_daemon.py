@@ -3,39 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 import trio
+from helpers import LOOPBACK, eventually
+from helpers import running_daemon as running
 
-from mindoo_p2p.config import NodeConfig
 from mindoo_p2p.daemon import BAN_THRESHOLD, NodeDaemon, PeerTable
 from mindoo_p2p.net.framing import TransportError
 from mindoo_p2p.net.host import HostConfig
 from mindoo_p2p.net.inbound_policy import InboundLimits
 from mindoo_p2p.node import Node
 
-LOOPBACK = NodeConfig(listen=("/ip4/127.0.0.1/tcp/0",), sync_interval_s=3600)
-FAST = HostConfig(dial_timeout=5, stream_timeout=10, close_timeout=2)
-
 MakeNode = Callable[[str], Node]
-
-
-@asynccontextmanager
-async def running(node: Node) -> AsyncIterator[NodeDaemon]:
-    daemon = NodeDaemon(node, LOOPBACK, host_config=FAST, control=False)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(daemon.run)
-        try:
-            yield daemon
-        finally:
-            nursery.cancel_scope.cancel()
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 15) -> None:
-    with trio.fail_after(timeout):
-        while not check():
-            await trio.sleep(0.02)
 
 
 def ids(node: Node) -> set[bytes]:

@@ -20,6 +20,7 @@ from operator import contains
 
 import pytest
 import trio
+from helpers import eventually, seal_entry
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
@@ -53,7 +54,7 @@ _seq = iter(range(1, 1 << 62))
 
 
 def seal(payload: bytes, *, database: str = "notes") -> Entry:
-    return Entry.seal(
+    return seal_entry(
         kind=EntryKind.CHANGE,
         tenant_id=TENANT,
         database=database,
@@ -61,7 +62,6 @@ def seal(payload: bytes, *, database: str = "notes") -> Entry:
         author=AUTHOR,
         author_seq=next(_seq),
         timestamp_ms=int(time.time() * 1000),
-        deps=(),
         key_id=bytes(16),
         key=DOC_KEY,
         payload=payload,
@@ -152,9 +152,8 @@ async def connect(a: Node, b: Node) -> None:
     await a.host.connect(b.host.listen_addrs()[0])
 
 
-async def wait_until(predicate: Callable[[], bool], poll: float = 0.005) -> None:
-    while not predicate():
-        await trio.sleep(poll)
+wait_until = partial(eventually, timeout=None, poll=0.005)
+"""Unbounded here: every test bounds itself with trio.fail_after."""
 
 
 async def wait_meshed(a: Node, b: Node, topic: str = TOPIC) -> None:

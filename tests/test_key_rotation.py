@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
 from conftest import PASSWORD
+from helpers import copy_tenant, run_cli_main
 
-from cli.main import main
 from mindoo_p2p.crypto.keystore import KdfProfile
 from mindoo_p2p.entry import TENANT_LOG
 from mindoo_p2p.errors import InvalidNameError, MissingKeyError, NotFoundError, VerificationError
@@ -28,10 +28,7 @@ NEW_TEXT = "after rotation 9be7"
 KEY_PASSWORD = "rotation key file password"
 
 
-def sync(src: Node, dst: Node, tenant: Tenant) -> None:
-    """Copy every entry of the tenant from ``src`` to ``dst`` (verified by ``dst``)."""
-    result = dst.ingest([e.raw for e in src.store.iter_entries(tenant.id)])
-    assert not result.rejected, result.rejected
+sync = copy_tenant
 
 
 def key_ids_of(node: Node, tenant: Tenant, database: str, doc_id: str) -> list[bytes]:
@@ -274,19 +271,7 @@ def test_rotation_announcement_carries_no_secret(make_node: MakeNode) -> None:
 
 
 # -- CLI ------------------------------------------------------------------------------------------
-def run_cli(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, str, str]:
-    monkeypatch.setenv("MINDOO_PASSWORD", PASSWORD)
-    monkeypatch.setattr(sys, "argv", ["mindoo", *args])
-    capsys.readouterr()
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+run_cli = partial(run_cli_main, password=PASSWORD)
 
 
 def test_cli_key_rotate(

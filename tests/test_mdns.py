@@ -270,6 +270,7 @@ def test_without_root_or_tools_the_namespace_test_skips(monkeypatch: pytest.Monk
     assert "not installed" in (_namespace_unavailable() or "")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(_CHILD_TIMEOUT_S + 30)
 def test_two_nodes_find_each_other_on_loopback_in_a_private_namespace() -> None:
     reason = _namespace_unavailable()

@@ -49,6 +49,7 @@ async def _child() -> dict[str, object]:
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(CHILD_TIMEOUT_S + 30)
 def test_daemons_discover_each_other_with_mdns_in_a_private_namespace() -> None:
     reason = _namespace_unavailable()

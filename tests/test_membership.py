@@ -6,6 +6,7 @@ import os
 from itertools import count
 
 import pytest
+from helpers import seal_entry
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -43,7 +44,7 @@ def seal(
     database: str = TENANT_LOG,
     tenant_id: bytes = TENANT_ID,
 ) -> Entry:
-    return Entry.seal(
+    return seal_entry(
         kind=kind,
         tenant_id=tenant_id,
         database=database,
@@ -51,7 +52,6 @@ def seal(
         author=author,
         author_seq=next(_SEQ),
         timestamp_ms=1_700_000_000_000,
-        deps=[],
         key_id=MEMBERSHIP.key_id,
         key=MEMBERSHIP.secret,
         payload=payload,

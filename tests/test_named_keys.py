@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
 from conftest import PASSWORD
+from helpers import copy_tenant, run_cli_main
 
-from cli.main import main
 from mindoo_p2p.crypto.keystore import KdfProfile
 from mindoo_p2p.entry import NO_DOCUMENT, TENANT_LOG, EntryKind
 from mindoo_p2p.errors import (
@@ -57,10 +57,7 @@ class Setup:
     doc_id: str
 
 
-def sync(src: Node, dst: Node, tenant: Tenant) -> None:
-    """Copy every entry of the tenant from ``src`` to ``dst`` (verified by ``dst``)."""
-    result = dst.ingest([e.raw for e in src.store.iter_entries(tenant.id)])
-    assert not result.rejected, result.rejected
+sync = copy_tenant
 
 
 def setup(make_node: MakeNode) -> Setup:
@@ -371,20 +368,7 @@ def test_conflicting_key_announcements_are_refused(make_node: MakeNode) -> None:
 
 
 # -- CLI ------------------------------------------------------------------------------------------
-def run_cli(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int, str, str]:
-    from conftest import PASSWORD
-
-    monkeypatch.setenv("MINDOO_PASSWORD", PASSWORD)
-    monkeypatch.setattr(sys, "argv", ["mindoo", *args])
-    capsys.readouterr()
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+run_cli = partial(run_cli_main, password=PASSWORD)
 
 
 def test_cli_key_create_list_export_import(

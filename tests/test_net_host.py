@@ -16,6 +16,7 @@ from functools import partial
 
 import pytest
 import trio
+from helpers import eventually
 from libp2p import new_host
 from libp2p.network.config import ConnectionConfig
 from libp2p.network.exceptions import SwarmException
@@ -385,6 +386,7 @@ async def test_restarted_peer_is_redialed_at_once_with_a_stable_peer_id() -> Non
                 assert redial < 2.0
 
 
+@pytest.mark.slow
 async def test_inbound_slots_are_released_after_300_connections() -> None:
     """py-libp2p 0.8.1 refuses every inbound connection after max_connections in total.
 
@@ -517,10 +519,8 @@ async def test_dialer_stops_on_cancel_and_dials_only_known_addresses() -> None:
             await _until(lambda: client.connected_peers() == {server.peer_id})
 
 
-async def _until(condition: object, interval: float = 0.02) -> None:
-    assert callable(condition)
-    while not condition():
-        await trio.sleep(interval)
+_until = partial(eventually, timeout=None, poll=0.02)
+"""Unbounded here: the tests bound themselves with trio.fail_after."""
 
 
 def _failures(book: AddressBook, seed: bytes) -> int:

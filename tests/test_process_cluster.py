@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from mindoo_p2p.testing import ProcessCluster
 
 
+@pytest.mark.slow
 def test_daemon_processes_converge_and_survive_sigkill(tmp_path: Path) -> None:
     with ProcessCluster(tmp_path) as cluster:
         cluster.prepare(3, tenant="acme")

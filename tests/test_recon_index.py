@@ -19,11 +19,12 @@ from unittest import mock
 
 import lmdb
 import pytest
+from helpers import seal_entry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mindoo_p2p.crypto import SigningKeyPair, random_key
-from mindoo_p2p.entry import TENANT_LOG, Entry, EntryKind
+from mindoo_p2p.entry import TENANT_LOG, Entry
 from mindoo_p2p.errors import StoreError
 from mindoo_p2p.recon import (
     MAX_TIMESTAMP,
@@ -47,15 +48,12 @@ T0 = 1_700_000_000_000
 
 
 def seal(timestamp_ms: int, *, database: str = DB, seq: int = 1) -> Entry:
-    return Entry.seal(
-        kind=EntryKind.MEMBERSHIP if database == TENANT_LOG else EntryKind.CHANGE,
+    return seal_entry(
         tenant_id=TENANT,
         database=database,
-        document_id=bytes(16) if database == TENANT_LOG else os.urandom(16),
         author=AUTHOR,
         author_seq=seq,
         timestamp_ms=timestamp_ms,
-        deps=[],
         key_id=KEY_ID,
         key=KEY,
         payload=os.urandom(24),

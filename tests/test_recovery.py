@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import json
-import signal
 import stat
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
 from cli_helpers import PASSWORD as CLI_PASSWORD
 from cli_helpers import CliResult, assert_one_line_error, cli_env, mindoo_command, run_mindoo
 from conftest import PASSWORD
+from helpers import daemon_process, run_cli_main
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_named_keys import run_cli
 
 from mindoo_p2p.codec import Reader, Writer
 from mindoo_p2p.crypto.keystore import KdfProfile
@@ -44,6 +44,7 @@ MakeNode = Callable[[str], Node]
 KIT_PASSWORD = "a long recovery kit password"
 NEW_PASSWORD = "the restored node's own password"
 TESTING = KdfProfile.TESTING
+run_cli = partial(run_cli_main, password=PASSWORD)
 
 
 @dataclass
@@ -375,33 +376,11 @@ def daemon_home(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     home = tmp_path / "a"
     assert run_mindoo(home, "init", "--name", "alice").code == 0
     assert run_mindoo(home, "tenant", "create", "acme").code == 0
-    proc = subprocess.Popen(
-        [*mindoo_command(), "--home", str(home), "--json", "node", "run", "--listen",
-         "/ip4/127.0.0.1/tcp/0"],
-        env=cli_env(CLI_PASSWORD),
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line, "the daemon did not start"
-        yield home, json.loads(line)["peer_id"]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+    with daemon_process(home, tmp_path, cli_env(CLI_PASSWORD)) as (_proc, info):
+        yield home, info["peer_id"]
 
 
+@pytest.mark.slow
 def test_export_through_a_running_daemon(daemon_home: tuple[Path, str], tmp_path: Path) -> None:
     home, peer_id = daemon_home
     export = ("recovery", "export", "--out", "a.kit")  # relative: the client's directory

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 import trio.testing
+from helpers import seal_entry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mindoo_p2p.crypto import SigningKeyPair
-from mindoo_p2p.entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
+from mindoo_p2p.entry import TENANT_LOG, Entry
 from mindoo_p2p.errors import DecodeError
 from mindoo_p2p.recon import ReconItem, ReconResponder, VectorStorage
 from mindoo_p2p.rejection import Rejected, RejectionKind
@@ -72,16 +73,12 @@ _seq = iter(range(1, 1 << 40))
 
 
 def seal(database: str, timestamp: int, size: int = 48) -> Entry:
-    kind = EntryKind.MEMBERSHIP if database == TENANT_LOG else EntryKind.CHANGE
-    return Entry.seal(
-        kind=kind,
+    return seal_entry(
         tenant_id=TENANT,
         database=database,
-        document_id=NO_DOCUMENT if database == TENANT_LOG else os.urandom(16),
         author=AUTHORS[timestamp % len(AUTHORS)],
         author_seq=next(_seq),
         timestamp_ms=timestamp,
-        deps=(),
         key_id=bytes(16),
         key=DOC_KEY,
         payload=os.urandom(size),

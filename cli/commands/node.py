@@ -1,0 +1,217 @@
+"""The node itself: init, whoami, status, node run, watch, fsck."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from typing import TYPE_CHECKING, Any
+
+import click
+import trio
+
+from mindoo_p2p.commands import node_status
+from mindoo_p2p.config import NodeConfig, load_config
+from mindoo_p2p.control import ControlClient, control_socket, daemon_running
+from mindoo_p2p.errors import MindooError
+from mindoo_p2p.node import IDENTITY_FILE, Node, is_initialized
+
+from ..context import CliContext, DaemonHook
+from ..params import MindooCommand, MindooGroup, UserFile, UserPath, cli_context
+from ..render import render_status
+
+if TYPE_CHECKING:
+    from mindoo_p2p.daemon import NodeDaemon
+
+
+@click.command(cls=MindooCommand)
+@click.option("--name", help="Your display name (default: the login name).")
+def init(name: str | None) -> None:
+    """Create a node in the home directory: a new identity and an encrypted keystore."""
+    c = cli_context()
+    node = Node.init(c.home, c.password(confirm=True), name=name)
+    c.adopt(node)
+    ident = node.public_identity()
+    c.emit(
+        {"home": str(c.home), "name": ident.name, "fingerprint": ident.fingerprint},
+        f"initialised node in {c.home}\nidentity: {ident.name} ({ident.fingerprint})",
+    )
+
+
+@click.command(cls=MindooCommand)
+@click.option("--out", type=UserFile(), help="Write the identity file here.")
+def whoami(out: UserPath | None) -> None:
+    """Print this node's public identity (send the identity file to a tenant admin)."""
+    c = cli_context()
+    ident = c.node().public_identity()
+    shown: object = c.home / IDENTITY_FILE
+    if out is not None:
+        out.path.write_text(ident.to_json(), encoding="utf-8")
+        shown = out
+    c.emit(
+        {
+            "name": ident.name,
+            "fingerprint": ident.fingerprint,
+            "signing_key": ident.signing_key.hex(),
+            "encryption_key": ident.encryption_key.hex(),
+            "identity_file": str(shown),
+        },
+        f"name:           {ident.name}\nfingerprint:    {ident.fingerprint}\n"
+        f"signing key:    {ident.signing_key.hex()}\nencryption key: {ident.encryption_key.hex()}\n"
+        f"identity file:  {shown}",
+    )
+
+
+@click.command(cls=MindooCommand)
+def status() -> None:
+    """Show the node's identity, tenants, databases and, when running, its peers."""
+    c = cli_context()
+    data: dict[str, Any] = dict(node_status(c.node()))
+    if c.daemon is not None:
+        live = c.daemon.status()
+        data.update(
+            daemon_running=True,
+            peer_id=live["peer_id"],
+            listen_addrs=live["listen_addrs"],
+            peers=live["peers"],
+            sync=live["databases"],
+        )
+    else:
+        data.update(daemon_running=False, listen_addrs=[], peers=[], sync=[])
+    c.emit(data, render_status(data))
+
+
+@click.group(cls=MindooGroup)
+def node() -> None:
+    """Run the node."""
+
+
+@node.command("run")
+@click.option("--listen", multiple=True, help="Multiaddr to listen on (repeatable).")
+@click.option("--bootstrap", multiple=True, help="Multiaddr of a peer to keep connected.")
+@click.option("--mdns/--no-mdns", default=None, help="Discover peers on the LAN (default: off).")
+def node_run(listen: tuple[str, ...], bootstrap: tuple[str, ...], mdns: bool | None) -> None:
+    """Run the node daemon until Ctrl-C or SIGTERM (creates the node on first use)."""
+    c = cli_context()
+    if not is_initialized(c.home):
+        c.adopt(Node.init(c.home, c.password(confirm=True)))
+        c.echo(f"initialised a new node in {c.home}", err=True)
+    config = load_config(c.home).with_overrides(listen=listen, bootstrap=bootstrap, mdns=mdns)
+    _check_addrs(config)
+    if config.mdns and not config.mdns_interfaces:
+        raise click.BadParameter(
+            "mDNS needs the interfaces to use: list their IP addresses in network.mdns_interfaces"
+            " in config.toml (it never runs on every interface)",
+            param_hint="--mdns",
+        )
+    node = c.node()
+    from mindoo_p2p.daemon import DaemonError
+
+    if daemon_running(c.home):
+        raise DaemonError(f"a daemon is already running on {c.home}")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=c.invocation.err,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    trio.run(_serve, node, config, c)
+
+
+@node.command("start", hidden=True)
+@click.pass_context
+def node_start(ctx: click.Context) -> None:
+    """Same as 'node run' (kept for older scripts)."""
+    ctx.invoke(node_run, listen=(), bootstrap=(), mdns=None)
+
+
+def _check_addrs(config: NodeConfig) -> None:
+    from mindoo_p2p.net.peer_identity import parse_dial_addr, parse_listen_addr
+
+    for addr in config.listen:
+        try:
+            parse_listen_addr(addr)
+        except (ValueError, MindooError) as exc:
+            raise click.BadParameter(f"{addr!r}: {exc}", param_hint="--listen") from None
+    for addr in config.bootstrap:
+        try:
+            parse_dial_addr(addr)
+        except (ValueError, MindooError) as exc:
+            raise click.BadParameter(f"{addr!r}: {exc}", param_hint="--bootstrap") from None
+
+
+async def _serve(node: Node, config: NodeConfig, c: CliContext) -> None:
+    from mindoo_p2p.daemon import NodeDaemon
+
+    from ..main import run_forwarded
+
+    daemon: NodeDaemon
+
+    def runner(argv: list[str], cwd: str, env: dict[str, str]) -> dict[str, Any]:
+        return run_forwarded(argv, cwd, env, DaemonHook(node, daemon))
+
+    daemon = NodeDaemon(node, config, command_runner=runner)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run)
+            info = {"peer_id": daemon.peer_id, "listen_addrs": daemon.listen_addrs()}
+            if c.json_output:
+                c.echo(json.dumps(info))
+            else:
+                c.echo(f"node {daemon.peer_id} running; listening on:")
+                for addr in info["listen_addrs"]:
+                    c.echo(f"  {addr}")
+            c.invocation.out.flush()
+            async for signum in signals:
+                logging.getLogger("mindoo").info("signal %d: stopping", signum)
+                nursery.cancel_scope.cancel()
+                break
+
+
+@click.command(cls=MindooCommand)
+@click.option("--tenant", "tenant_name", help="Only this tenant (name or id).")
+@click.option("--db", "database", help="Only this database.")
+def watch(tenant_name: str | None, database: str | None) -> None:
+    """Print entries as they arrive or are written (one JSON object per line); needs the daemon."""
+    c = cli_context()
+    if c.daemon is not None:
+        raise click.ClickException("'watch' cannot run inside the daemon")
+    if not daemon_running(c.home):
+        raise click.ClickException("no daemon is running on this home: start 'mindoo node run'")
+    params: dict[str, Any] = {}
+    if tenant_name is not None:
+        params["tenant"] = tenant_name
+    if database is not None:
+        params["database"] = database
+    try:
+        for event in ControlClient(control_socket(c.home)).events(params):
+            if event.get("type") == "subscribed":
+                continue
+            c.echo(json.dumps(event, sort_keys=True))
+            c.invocation.out.flush()
+    except KeyboardInterrupt:
+        return
+
+
+@click.command(cls=MindooCommand)
+def fsck() -> None:
+    """Re-verify every entry and index; exit 1 if anything is wrong."""
+    c = cli_context()
+    report = c.node().fsck()
+    problems = [
+        {"entry_id": p.entry_id.hex() if p.entry_id else None, "where": p.where, "reason": p.reason}
+        for p in report.problems
+    ]
+    text = "\n".join(f"BAD {p['entry_id'] or '-'} ({p['where']}): {p['reason']}" for p in problems)
+    summary = f"checked {report.entries_checked} entries: " + (
+        "ok" if report.ok else f"{len(problems)} problems"
+    )
+    c.emit(
+        {"entries_checked": report.entries_checked, "ok": report.ok, "problems": problems},
+        (text + "\n" if text else "") + summary,
+    )
+    if not report.ok:
+        c.echo(f"error: fsck found {len(problems)} problems (listed above)", err=True)
+        click.get_current_context().exit(1)
+
+
+COMMANDS: list[click.Command] = [init, whoami, status, node, watch, fsck]
