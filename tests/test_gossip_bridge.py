@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from mindoo_p2p.admission import VerifiedEntry
 from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.daemon import GOSSIP_PENALTY, GossipBridge, NodeAccess, Origin, PeerTable
 from mindoo_p2p.entry import TENANT_LOG, Entry, EntryKind
@@ -51,7 +52,8 @@ async def test_the_validator_accepts_members_drops_refused_and_fails_forgeries(
     bob.join(alice.invite(tenant, bob.public_identity()))
     first, _ = two_changes(bob)
     bridge = bridge_for(alice, Recorder())
-    assert bridge._validate_gossip(first.raw) is True
+    validated = bridge._validate_gossip(first.raw)
+    assert isinstance(validated, VerifiedEntry) and validated.id == first.id
     assert bridge._validate_gossip(b"garbage") is False
     log_entry = next(iter(alice.store.iter_entries(tenant.id, TENANT_LOG)))
     assert bridge._validate_gossip(log_entry.raw) is False  # travels by reconciliation only
@@ -68,8 +70,9 @@ async def test_the_validator_accepts_members_drops_refused_and_fails_forgeries(
         author=SigningKeyPair.generate(),
     )
     assert bridge._validate_gossip(stranger.raw) is None  # authentic, refused: nobody scored
-    other = make_node("carol").create_tenant("other")
-    assert bridge._validate_gossip(two_changes(other.node)[0].raw) is False
+    carol = make_node("carol")
+    carol.create_tenant("other")
+    assert bridge._validate_gossip(two_changes(carol)[0].raw) is False
 
 
 async def test_a_delivered_entry_is_stored_as_gossip_and_a_gap_wakes_the_sender(
