@@ -495,7 +495,7 @@ def test_an_older_store_is_upgraded_once(tmp_path: Path) -> None:
         with store.recon_snapshot(TENANT, TENANT_LOG) as log:
             assert log.size() == 3
     with (
-        mock.patch("mindoo_p2p.store._environment.rebuild_recon_index", side_effect=AssertionError),
+        mock.patch("mindoo_p2p.store._upgrade.rebuild_recon_index", side_effect=AssertionError),
         EntryStore(path) as again,
         EntryStore(path, readonly=True) as reader,
     ):

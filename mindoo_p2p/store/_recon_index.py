@@ -14,7 +14,7 @@ What this module does with them:
 
 - :func:`index_items` adds items inside the append's write transaction (no overwrite: an item
   already there is not counted twice; each touched aggregate row is rewritten once per call);
-- :func:`rebuild_recon_index` drops both and rebuilds them from the feed's entries by one scan
+- :func:`rebuild_recon_index` drops both and rebuilds them from the stored entries by one scan
   (schema upgrade, repair after fsck);
 - :class:`ReconIndexCheck` verifies them for fsck (the index against the entries, the aggregates
   against the index);
@@ -209,31 +209,51 @@ class _ScopeCache:
         return scope
 
 
-def _decode_stored(key: bytes, raw: bytes) -> Entry | None:
-    """The entry stored under ``key``, or None when it does not decode or hash to its key."""
+def _decode_stored(entry_id: bytes, raw: bytes) -> Entry | None:
+    """The entry of sealed bytes ``raw``, or None when they do not decode or hash to
+    ``entry_id``."""
     try:
         entry = Entry.decode(raw, what="stored entry")
     except DecodeError:
         return None
-    return entry if entry.id == key else None
+    return entry if entry.id == entry_id else None
+
+
+def stored_entry(txn: lmdb.Transaction[bytes], tables: Tables, entry_id: bytes) -> Entry | None:
+    """The stored entry of ``entry_id`` (through ``ids``), or None when it is not stored,
+    does not decode or does not hash to its id."""
+    arrival = txn.get(entry_id, db=tables.ids)
+    raw = None if arrival is None else txn.get(arrival, db=tables.sealed)
+    return None if raw is None else _decode_stored(entry_id, raw)
+
+
+def stored_at(txn: lmdb.Transaction[bytes], tables: Tables, arrival: bytes) -> Entry | None:
+    """The entry stored under ``arrival`` (BE64), or None when there is none, it does not
+    decode or ``ids`` does not map its id back to ``arrival`` (damaged bytes)."""
+    raw = txn.get(arrival, db=tables.sealed)
+    if raw is None:
+        return None
+    try:
+        entry = Entry.decode(raw, what="stored entry")
+    except DecodeError:
+        return None
+    return entry if txn.get(entry.id, db=tables.ids) == arrival else None
 
 
 def rebuild_recon_index(txn: lmdb.Transaction[bytes], tables: Tables) -> int:
-    """Empty ``recon_idx`` and ``recon_agg`` and index again every entry the feed lists and no
-    revocation retracted (one scan of ``feed``, in the caller's write transaction), as the
-    appends (and retractions) did. Entries that are
-    missing, do not decode or do not hash to their key are left out (fsck reports them).
-    Returns the number of items indexed."""
+    """Empty ``recon_idx`` and ``recon_agg`` and index again every stored entry that no
+    revocation retracted (one scan of ``sealed``, in the caller's write transaction), as the
+    appends (and retractions) did. Entries that do not decode or whose id ``ids`` does not map
+    back to them are left out (fsck reports them). Returns the number of items indexed."""
     txn.drop(tables.recon_idx, delete=False)
     txn.drop(tables.recon_agg, delete=False)
     scopes = _ScopeCache()
     indexed = 0
     chunk: list[tuple[bytes, int, bytes]] = []
-    for entry_id in txn.cursor(tables.feed).iternext(keys=False, values=True):
-        if txn.get(entry_id, db=tables.retracted) is not None:
+    for arrival in txn.cursor(tables.sealed).iternext(keys=True, values=False):
+        if txn.get(arrival, db=tables.retracted) is not None:
             continue  # withdrawn by a revocation: not part of the reconciled set
-        raw = txn.get(entry_id, db=tables.entries)
-        entry = None if raw is None else _decode_stored(entry_id, raw)
+        entry = stored_at(txn, tables, arrival)
         if entry is None:
             continue
         chunk.append((scopes.of(entry), entry.header.timestamp_ms, entry.id))
@@ -253,7 +273,7 @@ def _key_digest(key: bytes) -> int:
 class ReconIndexCheck:
     """fsck of the reconciliation index.
 
-    Call :meth:`expect` with every entry the feed lists that decodes and matches its key, and
+    Call :meth:`expect` with every stored entry that decodes and matches its id, and
     :meth:`tolerate` with the id of every one that does not (its own problem is reported
     elsewhere, so a row naming it is not one more), then :meth:`check` once.
 
@@ -329,27 +349,26 @@ class ReconIndexCheck:
                 entry_id = key[_TS_END:]
                 if entry_id in self._tolerated:
                     continue
-                raw = txn.get(entry_id, db=tables.entries)
-                entry = None if raw is None else _decode_stored(entry_id, raw)
+                entry = stored_entry(txn, tables, entry_id)
                 if entry is None:
                     problem(entry_id, "recon_idx", "row names an entry that is not stored")
                 elif self._scopes.of(entry) != scope or (
                     entry.header.timestamp_ms != int.from_bytes(key[SCOPE_SIZE:_TS_END], "big")
                 ):
                     problem(entry_id, "recon_idx", "row differs from its entry's database or time")
-        feed = txn.cursor(tables.feed)
-        if feed.set_range(scope):
-            for key, entry_id in feed:
-                if not key.startswith(scope):
-                    break
-                raw = txn.get(entry_id, db=tables.entries)
-                entry = None if raw is None else _decode_stored(entry_id, raw)
+        feed = txn.cursor(tables.db_feed)
+        if feed.set_key(scope):
+            for value in feed.iternext_dup(keys=False, values=True):
+                arrival = value[SEQ_SIZE:]
+                entry = stored_at(txn, tables, arrival)
                 if entry is None or entry.header.timestamp_ms == MAX_TIMESTAMP:
                     continue  # an unreadable entry is reported by the entries check
+                if txn.get(arrival, db=tables.retracted) is not None:
+                    continue
                 timestamp = entry.header.timestamp_ms
-                expected = recon_idx_key(self._scopes.of(entry), timestamp, entry_id)
+                expected = recon_idx_key(self._scopes.of(entry), timestamp, entry.id)
                 if txn.get(expected, db=tables.recon_idx) is None:
-                    problem(entry_id, "recon_idx", "entry has no row")
+                    problem(entry.id, "recon_idx", "entry has no row")
 
 
 def _merge_leaves(
