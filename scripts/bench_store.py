@@ -7,8 +7,10 @@ ingested entries/s, single durable write p99 < 10 ms, first read of a 10,000-cha
 < 100 ms, cached read < 1 ms, and a store of small documents under 700 bytes per entry.
 
 Disk use is measured on closed stores: ``store_bytes_per_entry`` is the pages LMDB uses
-(``last_pgno + 1``) times the page size over the entries stored, with a per-table breakdown
-(``table_bytes_per_entry``: leaf + branch + overflow pages of each sub-database). The
+(``last_pgno + 1``) times the page size over the entries stored (the file's high-water mark, free
+pages included: pages freed by the last commits are reused by the next ones, so that overhead
+is per commit, not per entry); ``live_bytes_per_entry`` counts only the pages the tables hold,
+broken down in ``table_bytes_per_entry`` (leaf + branch + overflow pages of each sub-database). The
 ``documents`` scenario creates ``--documents`` small documents (one entry each) inside
 ``db.batch()`` blocks of 1000 in a fresh node and reports their rate, the bytes per entry of
 that store and the resident memory afterwards (documents created in a batch must not stay
@@ -168,6 +170,7 @@ def bench_documents(home: Path, count: int) -> dict[str, float]:
         "documents_created_per_s": round(rate),
         "documents_rss_growth_mb": round(rss_growth / 1e6, 1),
         "documents_store_bytes_per_entry": usage["store_bytes_per_entry"],
+        "documents_live_bytes_per_entry": usage["live_bytes_per_entry"],
         "documents_avg_entry_bytes": usage["avg_entry_bytes"],
         "documents_table_bytes_per_entry": usage["table_bytes_per_entry"],
     }
@@ -188,7 +191,9 @@ def store_usage(path: Path) -> dict[str, Any]:
     """Pages used by a closed entry store, per entry and per table (read-only, any schema)."""
     env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=64, subdir=True)
     try:
-        psize = int(env.stat()["psize"])
+        stat = env.stat()
+        psize = int(stat["psize"])
+        env_main_pages = int(stat["leaf_pages"] + stat["branch_pages"] + stat["overflow_pages"])
         used = (int(env.info()["last_pgno"]) + 1) * psize
         tables: dict[str, int] = {}
         with env.begin() as txn:
@@ -199,7 +204,7 @@ def store_usage(path: Path) -> dict[str, Any]:
             db = env.open_db(name, create=False)
             with env.begin() as txn:
                 stat = txn.stat(db)
-                if name == b"entries":
+                if name in (b"entries", b"sealed"):  # entry bytes: schema <= 3, schema 4
                     entries = int(stat["entries"])
                     raw_bytes = sum(len(v) for v in txn.cursor(db).iternext(keys=False))
             pages = stat["leaf_pages"] + stat["branch_pages"] + stat["overflow_pages"]
@@ -207,9 +212,11 @@ def store_usage(path: Path) -> dict[str, Any]:
     finally:
         env.close()
     per = max(entries, 1)
+    main = env_main_pages * psize
     return {
         "entries": entries,
         "store_bytes_per_entry": round(used / per),
+        "live_bytes_per_entry": round((sum(tables.values()) + main) / per),
         "file_bytes_per_entry": round((path / "data.mdb").stat().st_size / per),
         "avg_entry_bytes": round(raw_bytes / per),
         "table_bytes_per_entry": {k: round(v / per, 1) for k, v in sorted(tables.items()) if v},
@@ -263,6 +270,7 @@ def run(changes: int, documents: int) -> dict[str, Any]:
         **{k: round(v, 3) for k, v in reads.items()},
         "writer_entries": writer_usage["entries"],
         "writer_store_bytes_per_entry": writer_usage["store_bytes_per_entry"],
+        "writer_live_bytes_per_entry": writer_usage["live_bytes_per_entry"],
         "writer_avg_entry_bytes": writer_usage["avg_entry_bytes"],
         "writer_table_bytes_per_entry": writer_usage["table_bytes_per_entry"],
         "ingested_store_bytes_per_entry": reader_usage["store_bytes_per_entry"],

@@ -346,11 +346,15 @@ def test_the_reserved_timestamp_is_stored_but_not_reconciled(store: EntryStore) 
 
 
 def raw_write(path: Path, table: bytes, key: bytes, value: bytes | None) -> None:
-    """Change one row behind the store's back (value None: delete it)."""
+    """Change one row behind the store's back (value None: delete it). A ``recon_idx`` row is
+    given as its 72-byte key: the table is DUPSORT, scope => timestamp + id."""
     env = lmdb.open(str(path), max_dbs=16)
     with env.begin(write=True) as txn:
         db = env.open_db(table, txn=txn)
-        if value is None:
+        if table == b"recon_idx":
+            key, item = key[:32], key[32:]
+            assert txn.delete(key, item, db=db) if value is None else txn.put(key, item, db=db)
+        elif value is None:
             assert txn.delete(key, db=db)
         else:
             txn.put(key, value, db=db)

@@ -180,11 +180,12 @@ CASES: dict[str, tuple[str, Damage, set[str]]] = {
     # snapshots are a cache: only a row that claims more than the feed holds is wrong
     "snapshots flipped": ("snapshots", flip_value(0), {"snapshots"}),
     # reconciliation index
-    "recon_idx flipped": ("recon_idx", flip_key(60), {"recon_idx"}),
+    "recon_idx flipped id": ("recon_idx", flip_value(30), {"recon_idx"}),
+    "recon_idx flipped timestamp": ("recon_idx", flip_value(5), {"recon_idx"}),
     "recon_idx missing": ("recon_idx", delete_first, {"recon_idx"}),
     "recon_idx extra": (
         "recon_idx",
-        add_row(lambda b: NOTES + be64(5) + OTHER_ENTRY.id, lambda b: b""),
+        add_row(lambda b: NOTES, lambda b: be64(5) + OTHER_ENTRY.id),
         {"recon_idx"},
     ),
     "recon_agg flipped": ("recon_agg", flip_value(7), {"recon_agg"}),

@@ -21,6 +21,7 @@ import lmdb
 
 from ..errors import StoreError
 from ._layout import (
+    LEGACY_MARKER,
     LEGACY_TABLE_NAMES,
     SCHEMA_KEY,
     SCHEMA_VERSION,
@@ -147,6 +148,9 @@ def _open_tables(env: lmdb.Environment, path: Path, *, readonly: bool) -> Tables
                     f"entry store {path} has schema version {version}; this code reads version"
                     f" {SCHEMA_VERSION}"
                 )
+            if LEGACY_MARKER in names and b"recon_idx" in names:
+                # Schemas 1-3 kept it as a plain table; schema 4 opens it DUPSORT. Rebuilt below.
+                txn.drop(env.open_db(b"recon_idx", txn=txn, create=False), delete=True)
             tables = open_tables(env, txn, create=True)
             if stored is None and not names:
                 stored = pack_schema_version(SCHEMA_VERSION)

@@ -6,7 +6,8 @@ that LMDB's byte-wise key order is numeric order.
 
 Named sub-databases (``scope`` = :func:`scope_key`, 32 bytes; ``arrival`` = BE64 of the store-wide
 arrival number, 1, 2, ...; ``seq`` = BE64 of a database's feed sequence, 1, 2, ...; ``=>`` marks a
-DUPSORT|DUPFIXED table whose key holds a sorted list of 16-byte values)::
+DUPSORT|DUPFIXED table whose key holds a sorted list of fixed-size values: 16 bytes, 40 in
+``recon_idx``)::
 
     meta        b"schema_version"                  -> BE32(SCHEMA_VERSION)
     sealed      arrival                            -> sealed entry bytes (never overwritten)
@@ -17,26 +18,28 @@ DUPSORT|DUPFIXED table whose key holds a sorted list of 16-byte values)::
     author_seq  tenant_id(16) + author(32)         -> BE64(highest author_seq stored)
     scope_bytes scope(32)                          -> BE64(total sealed bytes of the database)
     snapshots   scope(32) + doc_id(16)             -> seq (covered) + caller-encrypted blob
-    recon_idx   scope(32) + BE64(timestamp_ms) + id(32)          -> b""   (reconciliation items)
+    recon_idx   scope(32)                          => BE64(timestamp_ms) + id(32)   (recon items)
     recon_agg   scope(32) + level(u8) + BE64(ts >> shift[level]) -> BE64(count) + sum(32, LE)
     by_author   tenant_id(16) + author(32)         => BE64(author_seq) + arrival
     retracted   arrival                            -> tenant_id(16)   no longer accepted
 
 Writes grow at the end: ``sealed`` is keyed by arrival and written in LMDB's append mode, and
-the feeds and the author index append to the end of one key's value list (MDB_APPENDDUP), so a
-commit dirties pages in proportion to the entries it writes, pages fill up instead of splitting
-in half, and an index row costs 16 bytes instead of repeating a 32-byte id. Only ``ids``,
-``recon_idx`` and the small per-database and per-author rows take keys in random places.
+the feeds, the author index and the reconciliation items append to the end of one key's value
+list (MDB_APPENDDUP; an item older than the newest goes in its place), so a commit dirties pages
+in proportion to the entries it writes, pages fill up instead of splitting in half, and an index
+row costs its value's bytes (16, or 40) with no per-row header. Only ``ids`` and the small
+per-database and per-author rows take keys in random places.
 
 The store-wide arrival order is ``sealed``'s key order (schema 3 kept it in a separate ``log``
 table). A database's last sequence number is the last value of its ``db_feed`` list; a
 document's first sequence number is the first value of its ``doc_feed`` list (schema 3 kept
 them in ``documents``). Sequences are dense (1, 2, 3, ...) because nothing is ever deleted.
 
-The reconciliation index (:mod:`._recon_index`) is derived data: ``recon_idx`` holds one key per
-entry, in Negentropy's (timestamp, id) order, except entries whose timestamp is the reserved
-2**64-1; ``recon_agg`` holds, per scope and level, the count and the sum (mod 2**256, of the ids
-as little-endian integers) of the items in each time bucket of ``2**RECON_SHIFTS[level]`` ms.
+The reconciliation index (:mod:`._recon_index`) is derived data: ``recon_idx`` holds one value
+per entry under its scope, in Negentropy's (timestamp, id) order, except entries whose timestamp
+is the reserved 2**64-1; ``recon_agg`` holds, per scope and level, the count and the sum (mod
+2**256, of the ids as little-endian integers) of the items in each time bucket of
+``2**RECON_SHIFTS[level]`` ms.
 
 ``by_author`` lists every stored entry by (tenant, author, author_seq): a revocation that names
 the last sequence number it accepts from an author finds the author's later entries with one
@@ -48,9 +51,10 @@ accepted set is what every other node holds.
 Upgrades (:mod:`._upgrade`, on the first writable open, in one write transaction with the
 version bump): a store of schema 1, 2 or 3 (tables ``entries`` id -> bytes, ``log``, ``feed``,
 ``doc_idx`` and ``documents`` with 32-byte ids as values, ``author_idx``, ``retracted`` keyed by
-id) is converted table by table, keeping every arrival and feed sequence number (cursors and
-snapshots stay valid), and the legacy tables are dropped; then what the old version lacked is
-built: the reconciliation index (schema 1), the author index (schemas 1 and 2).
+id) is converted table by table, keeping every feed sequence number (cursors and snapshots stay
+valid), and the legacy tables are dropped (``recon_idx`` too, which was a plain table keyed by
+``scope + BE64(timestamp) + id``); then the indexes are built from the stored entries: the
+author index and the reconciliation index.
 """
 
 from __future__ import annotations
@@ -194,8 +198,8 @@ TABLE_NAMES: tuple[str, ...] = (
 )
 """The sub-database names, in the order of the :class:`Tables` fields."""
 
-DUPSORT_TABLES = frozenset({"db_feed", "doc_feed", "by_author"})
-"""Tables opened DUPSORT|DUPFIXED: each key holds a sorted list of DUP_SIZE-byte values."""
+DUPSORT_TABLES = frozenset({"db_feed", "doc_feed", "by_author", "recon_idx"})
+"""Tables opened DUPSORT|DUPFIXED: each key holds a sorted list of fixed-size values."""
 
 LEGACY_TABLE_NAMES: tuple[str, ...] = (
     "entries",
@@ -205,7 +209,12 @@ LEGACY_TABLE_NAMES: tuple[str, ...] = (
     "documents",
     "author_idx",
 )
-"""Tables of schemas 1-3 that schema 4 replaced: an upgrade converts them, then drops them."""
+"""Tables of schemas 1-3 that schema 4 replaced: an upgrade converts them, then drops them.
+(Their ``recon_idx`` was a plain table: it is dropped before the tables are opened, and rebuilt.)
+"""
+
+LEGACY_MARKER = b"entries"
+"""A table present in every store of schemas 1-3 and absent from schema 4."""
 
 
 def open_tables(

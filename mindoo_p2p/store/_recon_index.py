@@ -2,8 +2,10 @@
 
 Rows (encodings in :mod:`._layout`), per scope (= tenant and database, the tenant log included):
 
-- ``recon_idx``: ``scope ‖ BE64(timestamp_ms) ‖ id`` with an empty value, one per stored entry,
-  so one scope's keys are its items in Negentropy's (timestamp, id) order. An entry whose
+- ``recon_idx``: a DUPSORT table whose key ``scope`` holds one 40-byte value
+  ``BE64(timestamp_ms) ‖ id`` per stored entry, so one scope's values are its items in
+  Negentropy's (timestamp, id) order. This module handles its rows as 72-byte *keys*
+  ``scope ‖ value`` (:func:`recon_idx_key`), which sort the same way. An entry whose
   timestamp is 2**64-1 (Negentropy's "infinity") is not indexed: it cannot be reconciled.
 - ``recon_agg``: ``scope ‖ level ‖ BE64(ts >> RECON_SHIFTS[level])`` -> ``BE64(count) ‖ sum``,
   the number of items of the bucket and the sum of their ids (little-endian integers, mod
@@ -111,7 +113,13 @@ def index_items(
     if any(len(key) != RECON_IDX_KEY_SIZE for key in keys):
         raise ValueError("index_items takes 32-byte scopes and 32-byte ids")
     put = txn.cursor(tables.recon_idx).put
-    added = [key for key in keys if put(key, b"", overwrite=False)]
+    # Usually appended to the end of the scope's list (new timestamps are the latest).
+    added = [
+        key
+        for key in keys
+        if put(key[:SCOPE_SIZE], key[SCOPE_SIZE:], append=True)
+        or put(key[:SCOPE_SIZE], key[SCOPE_SIZE:], dupdata=False)
+    ]
     rows = aggregate_rows(leaf_sums(added))
     agg_db = tables.recon_agg
     for row_key in sorted(rows):
@@ -145,7 +153,8 @@ def unindex_items(
         for scope, timestamp, entry_id in items
         if timestamp != MAX_TIMESTAMP
     )
-    removed = [key for key in keys if txn.delete(key, db=tables.recon_idx)]
+    idx_db = tables.recon_idx
+    removed = [key for key in keys if txn.delete(key[:SCOPE_SIZE], key[SCOPE_SIZE:], db=idx_db)]
     rows = aggregate_rows(leaf_sums(removed))
     agg_db = tables.recon_agg
     for row_key in sorted(rows):
@@ -308,8 +317,13 @@ class ReconIndexCheck:
         found: dict[bytes, list[int]] = {}
         leaves: dict[tuple[bytes, int], list[int]] = {}
         valid: list[bytes] = []
-        for key, value in txn.cursor(tables.recon_idx):
-            if len(key) != RECON_IDX_KEY_SIZE or value or key[SCOPE_SIZE:_TS_END] == _RESERVED_TS:
+        for scope, value in txn.cursor(tables.recon_idx):
+            key = scope + value
+            if (
+                len(key) != RECON_IDX_KEY_SIZE
+                or len(scope) != SCOPE_SIZE
+                or value[:8] == _RESERVED_TS
+            ):
                 problem(None, "recon_idx", f"malformed row {key.hex()}")
                 continue
             valid.append(key)
@@ -340,10 +354,9 @@ class ReconIndexCheck:
     ) -> None:
         """Name the rows and entries behind a scope's mismatch."""
         cursor = txn.cursor(tables.recon_idx)
-        if cursor.set_range(scope):
-            for key in cursor.iternext(keys=True, values=False):
-                if not key.startswith(scope):
-                    break
+        if cursor.set_key(scope):
+            for value in cursor.iternext_dup(keys=False, values=True):
+                key = scope + value
                 if len(key) != RECON_IDX_KEY_SIZE:
                     continue
                 entry_id = key[_TS_END:]
@@ -366,8 +379,8 @@ class ReconIndexCheck:
                 if txn.get(arrival, db=tables.retracted) is not None:
                     continue
                 timestamp = entry.header.timestamp_ms
-                expected = recon_idx_key(self._scopes.of(entry), timestamp, entry.id)
-                if txn.get(expected, db=tables.recon_idx) is None:
+                item = pack_seq(timestamp) + entry.id
+                if not txn.cursor(tables.recon_idx).set_key_dup(self._scopes.of(entry), item):
                     problem(entry.id, "recon_idx", "entry has no row")
 
 
@@ -727,12 +740,14 @@ class LmdbReconStorage:
         """The items of one leaf bucket (the hot loop of a snapshot: kept tight)."""
         rows: list[bytes] = []
         append = rows.append
+        scope = start[:SCOPE_SIZE]
         cursor = self._live().cursor(self._idx_db)
-        if cursor.set_range(start):
-            for key, value in cursor:
+        if cursor.set_range_dup(scope, start[SCOPE_SIZE:]):
+            for value in cursor.iternext_dup(keys=False, values=True):
+                key = scope + value
                 if key >= high:
                     break
-                if value or len(key) != RECON_IDX_KEY_SIZE:
+                if len(key) != RECON_IDX_KEY_SIZE:
                     raise _corrupt(f"malformed recon_idx row {key.hex()}")
                 append(key)
         if top and rows and rows[-1][SCOPE_SIZE:_TS_END] == _RESERVED_TS:
@@ -766,8 +781,20 @@ class LmdbReconStorage:
         return _Run(False, start, high, keys, counts, sums, stride)
 
     def _scan(self, leaf: bool, start: bytes, high: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Rows of recon_idx (``leaf``) or recon_agg in [start, high)."""
-        cursor = self._live().cursor(self._idx_db if leaf else self._agg_db)
+        """Rows of recon_idx (``leaf``: as ``(scope ‖ item, b"")``, within ``start``'s scope) or
+        recon_agg in [start, high)."""
+        if leaf:
+            scope = start[:SCOPE_SIZE]
+            cursor = self._live().cursor(self._idx_db)
+            if not cursor.set_range_dup(scope, start[SCOPE_SIZE:]):
+                return
+            for item in cursor.iternext_dup(keys=False, values=True):
+                key = scope + item
+                if key >= high:
+                    return
+                yield key, b""
+            return
+        cursor = self._live().cursor(self._agg_db)
         if not cursor.set_range(start):
             return
         for key, value in cursor:

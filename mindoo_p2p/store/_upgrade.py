@@ -11,9 +11,11 @@ happens entirely or not at all. Two steps:
    the snapshots' covered sequence stay valid), retractions are carried over, and the legacy
    tables are dropped. Rows naming an entry that is not stored are left behind: the old
    store's fsck would have reported them.
-2. *Derived indexes*: what the old version lacked (or whose encoding changed) is built from the
-   stored entries: the author index (always after a layout conversion; schemas 1 and 2 never
-   had one) and the reconciliation index (schema 1).
+2. *Derived indexes*: what the old version lacked, or kept in another encoding, is built from
+   the stored entries: the author index and the reconciliation index after a layout conversion
+   (the caller drops the old plain ``recon_idx`` before opening the DUPSORT one); on a store
+   already in this layout, the author index when the version is 1 or 2 and the reconciliation
+   index when it is 1.
 
 The layout step is keyed on the tables present, not on the version number, so a store whose
 layout is already version 4 is never converted twice.
@@ -63,7 +65,7 @@ def upgrade(
         _convert_layout(txn, tables, legacy)
     if converted or version <= 2:
         build_author_index(txn, tables)
-    if version == 1:
+    if converted or version == 1:
         rebuild_recon_index(txn, tables)
 
 
