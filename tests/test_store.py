@@ -690,7 +690,9 @@ def test_fsck_reports_index_damage(tmp_path: Path, make: Maker) -> None:
     env = lmdb.open(str(path), max_dbs=16)
     with env.begin(write=True) as txn:
         doc_feed = env.open_db(b"doc_feed", txn=txn, dupsort=True, dupfixed=True)
-        key = scope_key(TENANT, "contacts") + entries[2].document_id
+        number = txn.get(scope_key(TENANT, "contacts"), db=env.open_db(b"scopes", txn=txn))
+        assert number == (1).to_bytes(4, "big")  # the store's first (and only) database
+        key = number + entries[2].document_id
         assert txn.delete(key, (3).to_bytes(8, "big") + (3).to_bytes(8, "big"), db=doc_feed)
         authors = env.open_db(b"author_seq", txn=txn)
         txn.put(TENANT + AUTHOR.public_key, (1).to_bytes(8, "big"), db=authors)

@@ -56,6 +56,7 @@ def built(tmp_path: Path) -> Built:
     entries += [seal(MALLORY, i + 1, "notes", DOCS[0]) for i in range(3)]
     with EntryStore(path) as store:
         assert len(store.append(entries).added) == len(entries)
+        assert [e.header.database for e in entries[:2]] == ["todo", "notes"]
         assert len(store.retract_authored_after(TENANT, MALLORY.public_key, 2)) == 1
         store.put_snapshot(TENANT, "notes", DOCS[1], 2, b"blob")
         assert store.fsck().ok
@@ -118,6 +119,8 @@ def add_row(key: Callable[[Built], bytes], value: Callable[[Built], bytes]) -> D
 
 
 NOTES = scope_key(TENANT, "notes")
+NOTES_NUMBER = (2).to_bytes(4, "big")
+"""The ``scopes`` number of "notes": the second database to receive an entry (after "todo")."""
 OTHER_ENTRY = seal(ALICE, 77, "notes", DOCS[0])
 
 CASES: dict[str, tuple[str, Damage, set[str]]] = {
@@ -140,11 +143,12 @@ CASES: dict[str, tuple[str, Damage, set[str]]] = {
         {"db_feed"},
     ),
     "doc_feed flipped seq": ("doc_feed", flip_value(7), {"doc_feed"}),
-    "doc_feed flipped key": ("doc_feed", flip_key(40), {"doc_feed"}),
+    "doc_feed flipped key": ("doc_feed", flip_key(10), {"doc_feed"}),
+    "doc_feed flipped number": ("doc_feed", flip_key(3), {"doc_feed"}),
     "doc_feed missing": ("doc_feed", delete_first, {"doc_feed"}),
     "doc_feed extra": (
         "doc_feed",
-        add_row(lambda b: NOTES + DOCS[2], lambda b: be64(50) + be64(2)),
+        add_row(lambda b: NOTES_NUMBER + DOCS[2], lambda b: be64(50) + be64(2)),
         {"doc_feed"},
     ),
     "by_author flipped author_seq": ("by_author", flip_value(7), {"by_author"}),
@@ -155,6 +159,11 @@ CASES: dict[str, tuple[str, Damage, set[str]]] = {
         add_row(lambda b: TENANT + ALICE.public_key, lambda b: be64(40) + be64(3)),
         {"by_author"},
     ),
+    # scopes: database scope -> number
+    "scopes flipped number": ("scopes", flip_value(3), {"doc_feed"}),
+    "scopes flipped scope": ("scopes", flip_key(20), {"scopes"}),
+    "scopes missing": ("scopes", delete_first, {"scopes"}),
+    "scopes extra": ("scopes", add_row(lambda b: bytes(32), lambda b: NOTES_NUMBER), {"scopes"}),
     # small tables
     "databases flipped": ("databases", flip_key(17), {"databases"}),
     "databases missing": ("databases", delete_first, {"databases"}),

@@ -5,7 +5,8 @@ entry is decoded once, its SHA-256 looked up in ``ids`` (which must map it back 
 number it is stored under) and its signature checked (in batches through
 `crypto.verify_many`); then every index table is walked and each row checked against the entry
 it names, and every entry against the rows it must have (one ``db_feed`` row, one ``doc_feed``
-row with the same sequence number, one ``by_author`` row, one ``ids`` row; no other rows).
+row under its database's number from ``scopes`` with the same sequence number, one
+``by_author`` row, one ``ids`` row; no other rows).
 Problems are collected, never raised: an lmdb error inside one pass is reported and the next
 pass runs.
 
@@ -43,10 +44,12 @@ from ..entry import (
 from ..errors import DecodeError
 from ._layout import (
     AUTHOR_KEY_SIZE,
+    DOC_FEED_KEY_SIZE,
     DOC_KEY_SIZE,
     DUP_SIZE,
     SCHEMA_KEY,
     SCHEMA_VERSION,
+    SCOPE_NUMBER_SIZE,
     SCOPE_SIZE,
     SEQ_SIZE,
     Tables,
@@ -94,6 +97,8 @@ class _State:
     matched: int = 0
     scopes: list[bytes] = field(default_factory=list)
     scope_index: dict[bytes, int] = field(default_factory=dict)
+    numbers: dict[bytes, bytes] = field(default_factory=dict)
+    """scope -> its 4-byte number, as ``scopes`` says (read first)."""
     last_seq: dict[bytes, int] = field(default_factory=dict)
     author_max: dict[bytes, int] = field(default_factory=dict)
     database_keys: set[bytes] = field(default_factory=set)
@@ -189,7 +194,7 @@ def _check_sealed(state: _State) -> None:
         state.flags[position] = _GOOD
         scope = scope_key(header.tenant_id, header.database)
         state.scope_of[position] = state.scope_number(scope)
-        state.doc_of[position] = hash(scope + header.document_id)
+        state.doc_of[position] = hash(state.numbers.get(scope, b"") + header.document_id)
         author_key = header.tenant_id + header.author
         state.author_of[position] = hash(author_key + pack_seq(header.author_seq))
         if state.author_max.get(author_key, 0) < header.author_seq:
@@ -268,6 +273,28 @@ def _check_dups(
                 state.problem(state.id_at(position), where, "entry has no row")
 
 
+def _read_scopes(state: _State) -> None:
+    """Read ``scopes`` (scope -> number): well-formed rows, no number used twice."""
+    owners: dict[bytes, bytes] = {}
+    for scope, number in state.txn.cursor(state.tables.scopes):
+        if len(scope) != SCOPE_SIZE or len(number) != SCOPE_NUMBER_SIZE or number == bytes(4):
+            state.problem(None, "scopes", f"malformed row {scope.hex()}")
+            continue
+        if number in owners:
+            state.problem(None, "scopes", f"number {number.hex()} given to two databases")
+        owners[number] = scope
+        state.numbers[scope] = number
+
+
+def _check_scopes(state: _State) -> None:
+    """Every database with entries has a number, and only those."""
+    used = set(state.scopes)
+    for scope in used - state.numbers.keys():
+        state.problem(None, "scopes", f"missing row for database scope {scope.hex()}")
+    for scope in state.numbers.keys() - used - state.unreadable_scopes:
+        state.problem(None, "scopes", f"row without entries {scope.hex()}")
+
+
 def _check_db_feed(state: _State) -> None:
     """Per database: dense sequence numbers from 1, each naming an entry of that database."""
 
@@ -301,7 +328,7 @@ def _check_doc_feed(state: _State) -> None:
             return f"sequence {seq} where db_feed says {state.seq_of[position]}"
         return None
 
-    _check_dups(state, state.tables.doc_feed, "doc_feed", DOC_KEY_SIZE, check, _IN_DOC_FEED)
+    _check_dups(state, state.tables.doc_feed, "doc_feed", DOC_FEED_KEY_SIZE, check, _IN_DOC_FEED)
 
 
 def _check_by_author(state: _State) -> None:
@@ -399,10 +426,12 @@ def run_fsck(env: lmdb.Environment, tables: Tables) -> FsckReport:
         state = _State(txn, tables, problems)
         passes: list[tuple[str, Callable[[], None]]] = [
             ("meta", lambda: _check_meta(state)),
+            ("scopes", lambda: _read_scopes(state)),
             ("sealed", lambda: _check_sealed(state)),
             ("signatures", state.flush_signatures),
             ("ids", lambda: _check_ids(state)),
             ("db_feed", lambda: _check_db_feed(state)),
+            ("scopes", lambda: _check_scopes(state)),
             ("doc_feed", lambda: _check_doc_feed(state)),
             ("by_author", lambda: _check_by_author(state)),
             ("databases", lambda: _check_databases(state)),

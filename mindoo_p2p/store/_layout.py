@@ -12,8 +12,9 @@ DUPSORT|DUPFIXED table whose key holds a sorted list of fixed-size values: 16 by
     meta        b"schema_version"                  -> BE32(SCHEMA_VERSION)
     sealed      arrival                            -> sealed entry bytes (never overwritten)
     ids         id(32)                             -> arrival
+    scopes      scope(32)                          -> BE32(number)    1, 2, ... per database
     db_feed     scope(32)                          => seq + arrival   the database's arrival order
-    doc_feed    scope(32) + doc_id(16)             => seq + arrival   the document's entries
+    doc_feed    BE32(number) + doc_id(16)          => seq + arrival   the document's entries
     databases   tenant_id(16) + database utf-8     -> b""
     author_seq  tenant_id(16) + author(32)         -> BE64(highest author_seq stored)
     scope_bytes scope(32)                          -> BE64(total sealed bytes of the database)
@@ -27,8 +28,10 @@ Writes grow at the end: ``sealed`` is keyed by arrival and written in LMDB's app
 the feeds, the author index and the reconciliation items append to the end of one key's value
 list (MDB_APPENDDUP; an item older than the newest goes in its place), so a commit dirties pages
 in proportion to the entries it writes, pages fill up instead of splitting in half, and an index
-row costs its value's bytes (16, or 40) with no per-row header. Only ``ids`` and the small
-per-database and per-author rows take keys in random places.
+row costs its value's bytes (16, or 40) with no per-row header. Only ``ids`` and ``doc_feed``
+(one key per document) and the small per-database and per-author rows take keys in random
+places; ``doc_feed`` names the database by a 4-byte number from ``scopes`` instead of its
+32-byte scope, which halves the bytes of a document with one entry.
 
 The store-wide arrival order is ``sealed``'s key order (schema 3 kept it in a separate ``log``
 table). A database's last sequence number is the last value of its ``db_feed`` list; a
@@ -52,9 +55,9 @@ Upgrades (:mod:`._upgrade`, on the first writable open, in one write transaction
 version bump): a store of schema 1, 2 or 3 (tables ``entries`` id -> bytes, ``log``, ``feed``,
 ``doc_idx`` and ``documents`` with 32-byte ids as values, ``author_idx``, ``retracted`` keyed by
 id) is converted table by table, keeping every feed sequence number (cursors and snapshots stay
-valid), and the legacy tables are dropped (``recon_idx`` too, which was a plain table keyed by
-``scope + BE64(timestamp) + id``); then the indexes are built from the stored entries: the
-author index and the reconciliation index.
+valid; databases are numbered in scope order), and the legacy tables are dropped (``recon_idx``
+too, which was a plain table keyed by ``scope + BE64(timestamp) + id``); then the indexes are
+built from the stored entries: the author index and the reconciliation index.
 """
 
 from __future__ import annotations
@@ -76,6 +79,9 @@ SCOPE_SIZE = 32
 SEQ_SIZE = 8
 AUTHOR_KEY_SIZE = TENANT_ID_SIZE + 32
 DOC_KEY_SIZE = SCOPE_SIZE + DOCUMENT_ID_SIZE
+"""Key size of ``snapshots``: scope + document id."""
+SCOPE_NUMBER_SIZE = 4
+DOC_FEED_KEY_SIZE = SCOPE_NUMBER_SIZE + DOCUMENT_ID_SIZE
 DUP_SIZE = SEQ_SIZE + SEQ_SIZE
 """Size of every value of a DUPSORT table: two BE64 (a sequence number and an arrival)."""
 
@@ -101,6 +107,11 @@ def unpack_seq(data: bytes) -> int:
 
 def pack_schema_version(version: int) -> bytes:
     return _BE32.pack(version)
+
+
+def pack_scope_number(number: int) -> bytes:
+    """A ``scopes`` value: BE32 of a database's number (1, 2, ...)."""
+    return _BE32.pack(number)
 
 
 def unpack_schema_version(data: bytes) -> int | None:
@@ -169,6 +180,7 @@ class Tables:
     meta: lmdb._Database
     sealed: lmdb._Database
     ids: lmdb._Database
+    scopes: lmdb._Database
     db_feed: lmdb._Database
     doc_feed: lmdb._Database
     databases: lmdb._Database
@@ -185,6 +197,7 @@ TABLE_NAMES: tuple[str, ...] = (
     "meta",
     "sealed",
     "ids",
+    "scopes",
     "db_feed",
     "doc_feed",
     "databases",

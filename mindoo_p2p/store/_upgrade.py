@@ -23,6 +23,8 @@ layout is already version 4 is never converted twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lmdb
 
 from ..entry import ID_SIZE, TENANT_ID_SIZE
@@ -36,7 +38,7 @@ from ._layout import (
 )
 from ._recon_index import rebuild_recon_index
 from ._retraction import build_author_index
-from ._writer import put_dups
+from ._writer import number_scope, put_dups
 
 _CHUNK = 65_536
 _LOG_VALUE_SIZE = TENANT_ID_SIZE + ID_SIZE
@@ -104,9 +106,17 @@ def _convert_layout(
                 keep(entry_id, raw)
 
     if "feed" in legacy:
-        _copy_rows(txn, tables, legacy["feed"], tables.db_feed, _FEED_KEY_SIZE, "db_feed")
+        _copy_rows(txn, tables, legacy["feed"], tables.db_feed, _FEED_KEY_SIZE, lambda scope: scope)
     if "doc_idx" in legacy:
-        _copy_rows(txn, tables, legacy["doc_idx"], tables.doc_feed, _DOC_IDX_KEY_SIZE, "doc_feed")
+        # scope(32) + doc_id(16) -> the number of the scope (numbered in key order) + doc_id
+        _copy_rows(
+            txn,
+            tables,
+            legacy["doc_idx"],
+            tables.doc_feed,
+            _DOC_IDX_KEY_SIZE,
+            lambda key: number_scope(txn, tables, key[:SCOPE_SIZE]) + key[SCOPE_SIZE:],
+        )
     for entry_id, tenant in old_retracted:
         stored = txn.get(entry_id, db=tables.ids)
         if stored is not None:
@@ -121,9 +131,9 @@ def _copy_rows(
     source: lmdb._Database,
     target: lmdb._Database,
     key_size: int,
-    what: str,
+    new_key: Callable[[bytes], bytes],
 ) -> None:
-    """Rewrite ``prefix + BE64(seq) -> id`` rows as ``prefix => BE64(seq) + arrival``."""
+    """Rewrite ``prefix + BE64(seq) -> id`` rows as ``new_key(prefix) => BE64(seq) + arrival``."""
     rows: list[tuple[bytes, bytes]] = []
     for key, entry_id in txn.cursor(source):
         if len(key) != key_size or len(entry_id) != ID_SIZE:
@@ -132,8 +142,8 @@ def _copy_rows(
         if arrival is None:
             continue
         prefix_size = key_size - SEQ_SIZE
-        rows.append((key[:prefix_size], key[prefix_size:] + arrival))
+        rows.append((new_key(key[:prefix_size]), key[prefix_size:] + arrival))
         if len(rows) >= _CHUNK:
-            put_dups(txn, target, rows, what)
+            put_dups(txn, target, rows, "upgrade")
             rows = []
-    put_dups(txn, target, rows, what)
+    put_dups(txn, target, rows, "upgrade")

@@ -15,7 +15,17 @@ import lmdb
 
 from ..entry import Entry
 from ..errors import StoreError
-from ._layout import DUP_SIZE, SEQ_SIZE, Tables, pack_dup, pack_seq, scope_key, unpack_seq
+from ._layout import (
+    DUP_SIZE,
+    SCOPE_NUMBER_SIZE,
+    SEQ_SIZE,
+    Tables,
+    pack_dup,
+    pack_scope_number,
+    pack_seq,
+    scope_key,
+    unpack_seq,
+)
 from ._recon_index import index_items
 
 
@@ -41,6 +51,35 @@ def last_dup_seq(txn: lmdb.Transaction[bytes], db: lmdb._Database, key: bytes) -
     if len(value) != DUP_SIZE:
         raise StoreError(f"malformed row under {key.hex()}: run fsck")
     return unpack_seq(value[:SEQ_SIZE])
+
+
+def scope_number(txn: lmdb.Transaction[bytes], tables: Tables, scope: bytes) -> bytes | None:
+    """The 4-byte number of a database scope in ``scopes``, or None when it has none."""
+    stored = txn.get(scope, db=tables.scopes)
+    if stored is not None and len(stored) != SCOPE_NUMBER_SIZE:
+        raise StoreError(f"malformed scopes row {scope.hex()}: run fsck")
+    return stored
+
+
+def number_scope(txn: lmdb.Transaction[bytes], tables: Tables, scope: bytes) -> bytes:
+    """The number of a database scope, given one (the highest so far plus one) when it has
+    none; only in a write transaction."""
+    stored = scope_number(txn, tables, scope)
+    if stored is not None:
+        return stored
+    # A new database: rare, and the table has one row per database, so a scan is cheap.
+    highest = max(
+        (
+            int.from_bytes(value, "big")
+            for value in txn.cursor(tables.scopes).iternext(keys=False, values=True)
+        ),
+        default=0,
+    )
+    if highest >= (1 << 32) - 1:
+        raise StoreError("no database number left: run fsck")
+    number = pack_scope_number(highest + 1)
+    txn.put(scope, number, db=tables.scopes)
+    return number
 
 
 def _entry_id(entry: Entry) -> bytes:
@@ -94,6 +133,7 @@ def write_entries(
     sealed_rows: list[tuple[bytes, bytes]] = []
     id_rows: list[tuple[bytes, bytes]] = []
     scopes: dict[tuple[bytes, str], bytes] = {}
+    numbers: dict[bytes, bytes] = {}
     next_seq: dict[bytes, int] = {}
     feed_rows: list[tuple[bytes, bytes]] = []
     doc_rows: list[tuple[bytes, bytes]] = []
@@ -110,6 +150,7 @@ def write_entries(
         if scope is None:
             scope = scopes[scope_id] = scope_key(header.tenant_id, header.database)
             next_seq[scope] = last_dup_seq(txn, tables.db_feed, scope) + 1
+            numbers[scope] = number_scope(txn, tables, scope)
             size_added[scope] = 0
             database_keys.add(header.tenant_id + header.database.encode("utf-8"))
         seq = next_seq[scope]
@@ -119,7 +160,7 @@ def write_entries(
         id_rows.append((entry.id, arrival_bytes))
         dup = pack_dup(seq, arrival)
         feed_rows.append((scope, dup))
-        doc_rows.append((scope + header.document_id, dup))
+        doc_rows.append((numbers[scope] + header.document_id, dup))
         author_key = header.tenant_id + header.author
         if author_max.get(author_key, 0) < header.author_seq:
             author_max[author_key] = header.author_seq

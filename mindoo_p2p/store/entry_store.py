@@ -50,8 +50,9 @@ from ._environment import SharedEnvironment, acquire, release
 from ._fsck import run_fsck
 from ._layout import (
     AUTHOR_KEY_SIZE,
+    DOC_FEED_KEY_SIZE,
     DUP_SIZE,
-    SCOPE_SIZE,
+    SCOPE_NUMBER_SIZE,
     SEQ_SIZE,
     pack_seq,
     prefix_successor,
@@ -60,7 +61,7 @@ from ._layout import (
 )
 from ._recon_index import DEFAULT_CACHE_ROWS, LmdbReconStorage, rebuild_recon_index
 from ._retraction import authored_after, retract
-from ._writer import last_dup_seq, write_entries
+from ._writer import last_dup_seq, scope_number, write_entries
 from .results import AppendResult, Authorizer, FeedItem, FsckReport, Rejected
 
 MAX_BATCH_ENTRIES = 50_000
@@ -177,6 +178,13 @@ class EntryStore:
         if entry.id != entry_id:
             raise StoreError(f"stored entry {entry_id.hex()} does not match its id: run fsck")
         return entry
+
+    def _doc_feed_key(
+        self, txn: lmdb.Transaction[bytes], tenant_id: bytes, database: str, document_id: bytes
+    ) -> bytes | None:
+        """The ``doc_feed`` key of a document (None when its database has no entries)."""
+        number = scope_number(txn, self._tables, scope_key(tenant_id, database))
+        return None if number is None else number + bytes(document_id)
 
     def _load_arrival(self, txn: lmdb.Transaction[bytes], arrival: bytes) -> Entry:
         """The entry stored under ``arrival`` (BE64), checked against ``ids``."""
@@ -392,10 +400,13 @@ class EntryStore:
         scope = scope_key(tenant_id, database)
         firsts: list[tuple[int, bytes]] = []
         with self._reading() as txn:
-            for key, first in _firsts_with_prefix(txn, self._tables.doc_feed, scope):
-                if len(key) != SCOPE_SIZE + DOCUMENT_ID_SIZE or len(first) != DUP_SIZE:
+            number = scope_number(txn, self._tables, scope)
+            if number is None:
+                return []
+            for key, first in _firsts_with_prefix(txn, self._tables.doc_feed, number):
+                if len(key) != DOC_FEED_KEY_SIZE or len(first) != DUP_SIZE:
                     raise StoreError("malformed doc_feed row: run fsck")
-                firsts.append((unpack_seq(first[:SEQ_SIZE]), key[SCOPE_SIZE:]))
+                firsts.append((unpack_seq(first[:SEQ_SIZE]), key[SCOPE_NUMBER_SIZE:]))
         firsts.sort()
         return [document_id for _, document_id in firsts]
 
@@ -406,9 +417,11 @@ class EntryStore:
         """``(feed seq, entry)`` of the document's entries with seq > ``after_seq``, in order."""
         if len(document_id) != DOCUMENT_ID_SIZE or after_seq >= _MAX_SEQ:
             return []
-        key = scope_key(tenant_id, database) + bytes(document_id)
         found: list[tuple[int, Entry]] = []
         with self._reading() as txn:
+            key = self._doc_feed_key(txn, tenant_id, database, document_id)
+            if key is None:
+                return []
             retracted = self._retraction_check(txn)
             for seq, arrival in _dups_from(txn, self._tables.doc_feed, key, after_seq + 1):
                 if retracted is None or not retracted(arrival):
@@ -430,11 +443,13 @@ class EntryStore:
         """
         if len(document_id) != DOCUMENT_ID_SIZE or after_seq >= _MAX_SEQ:
             return [], after_seq
-        key = scope_key(tenant_id, database) + bytes(document_id)
         found: list[tuple[int, Entry]] = []
         last = after_seq
         sealed = self._tables.sealed
         with self._reading() as txn:
+            key = self._doc_feed_key(txn, tenant_id, database, document_id)
+            if key is None:
+                return [], after_seq
             retracted = self._retraction_check(txn)
             for last, arrival in _dups_from(txn, self._tables.doc_feed, key, after_seq + 1):
                 if retracted is not None and retracted(arrival):
@@ -450,8 +465,10 @@ class EntryStore:
         """How many entries the document has."""
         if len(document_id) != DOCUMENT_ID_SIZE:
             return 0
-        key = scope_key(tenant_id, database) + bytes(document_id)
         with self._reading() as txn:
+            key = self._doc_feed_key(txn, tenant_id, database, document_id)
+            if key is None:
+                return 0
             retracted = self._retraction_check(txn)
             if retracted is None:
                 cursor = txn.cursor(self._tables.doc_feed)
@@ -591,7 +608,12 @@ class EntryStore:
         scope = scope_key(tenant_id, database)
         with self._reading() as txn:
             last = last_dup_seq(txn, self._tables.db_feed, scope)
-            documents = sum(1 for _ in _firsts_with_prefix(txn, self._tables.doc_feed, scope))
+            number = scope_number(txn, self._tables, scope)
+            documents = (
+                0
+                if number is None
+                else sum(1 for _ in _firsts_with_prefix(txn, self._tables.doc_feed, number))
+            )
             size = txn.get(scope, db=self._tables.scope_bytes)
         if size is not None and len(size) != SEQ_SIZE:
             raise StoreError("malformed scope_bytes row: run fsck")
