@@ -94,6 +94,10 @@ class DocumentMaterializer:
         self._key_label = key_label
         """The id of the open write batch, or None when every cached change is in the store."""
         self._cache: OrderedDict[bytes, MaterializedDocument] = OrderedDict()
+        self._pinned: set[bytes] = set()
+        """Documents changed in the open write batch `_pinned_batch`: ahead of the store until
+        it commits, so they are never evicted before."""
+        self._pinned_batch: int | None = None
 
     # -- public ------------------------------------------------------------------------------
     def load(self, document_id: bytes, *, must_exist: bool = True) -> MaterializedDocument:
@@ -128,11 +132,13 @@ class DocumentMaterializer:
 
     def create(self, document_id: bytes, key_id: bytes) -> MaterializedDocument:
         md = MaterializedDocument(document_id, AutomergeDocument(), key_id=key_id)
+        self._pin(document_id)
         self._remember(md)
         return md
 
     def note_local_change(self, md: MaterializedDocument, entry: Entry, hash_: bytes) -> None:
         """Record that ``entry`` (carrying change ``hash_``) was applied to ``md`` locally."""
+        self._pin(md.document_id)
         md.local_applied.add(entry.id)
         heads = md.doc.heads()
         known = dict(md.heads_to_entries)
@@ -145,6 +151,7 @@ class DocumentMaterializer:
             md.key_id = entry.header.key_id
 
     def note_local_delete(self, md: MaterializedDocument, entry: Entry) -> None:
+        self._pin(md.document_id)
         md.local_applied.add(entry.id)
         md.deleted_by = entry.id
         md.plain = None
@@ -152,6 +159,7 @@ class DocumentMaterializer:
     def forget(self, document_id: bytes) -> None:
         """Drop a cached document (after a failed write, its memory may be ahead of the store)."""
         self._cache.pop(document_id, None)
+        self._pinned.discard(document_id)
 
     def decrypt(self, entry: Entry) -> bytes:
         """The entry's payload; MissingKeyError("no key 'NAME' for this document") when this
@@ -165,12 +173,31 @@ class DocumentMaterializer:
         return entry.decrypt(key.secret)
 
     # -- internals ---------------------------------------------------------------------------
+    def _pin(self, document_id: bytes) -> None:
+        """Keep ``document_id`` cached until the open write batch (if any) commits."""
+        batch = self._current_batch()
+        if batch is None:
+            return
+        if batch != self._pinned_batch:
+            self._pinned, self._pinned_batch = set(), batch
+        self._pinned.add(document_id)
+
     def _remember(self, md: MaterializedDocument) -> None:
         self._cache[md.document_id] = md
         self._cache.move_to_end(md.document_id)
-        # Inside a batch, cached documents are ahead of the store: keep them until it commits.
-        while len(self._cache) > self._max_cached and self._current_batch() is None:
-            self._cache.popitem(last=False)
+        # Documents changed in the open batch are ahead of the store: keep them until it
+        # commits. Every other document is evicted as usual (least recently used first).
+        batch = self._current_batch()
+        if batch is None or batch != self._pinned_batch:
+            self._pinned, self._pinned_batch = set(), None
+        pinned = self._pinned
+        cache = self._cache
+        budget = len(cache)
+        while len(cache) - len(pinned) > self._max_cached and budget > 0:
+            budget -= 1
+            document_id, oldest = cache.popitem(last=False)
+            if document_id in pinned:
+                cache[document_id] = oldest
 
     def _apply(self, md: MaterializedDocument, new: list[tuple[int, Entry]]) -> None:
         payloads: list[tuple[Entry, bytes]] = []

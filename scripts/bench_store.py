@@ -1,9 +1,20 @@
 #!/usr/bin/env python3
-"""Benchmark of the local node: writes, ingest, single-write latency and document reads.
+"""Benchmark of the local node: writes, ingest, single-write latency, document reads, disk use.
 
 Prints one JSON object (with --json) and a one-line summary on stderr. Targets on a 2-core
-machine: >= 10,000 local changes/s, >= 12,000 ingested entries/s, single durable write
-p99 < 10 ms, first read of a 10,000-change document < 100 ms, cached read < 1 ms.
+machine: >= 15,000 local changes/s at 100,000 changes and >= 12,000/s at 1,000,000, >= 20,000
+ingested entries/s, single durable write p99 < 10 ms, first read of a 10,000-change document
+< 100 ms, cached read < 1 ms, and a store of small documents under 700 bytes per entry.
+
+Disk use is measured on closed stores: ``store_bytes_per_entry`` is the pages LMDB uses
+(``last_pgno + 1``) times the page size over the entries stored (the file's high-water mark, free
+pages included: pages freed by the last commits are reused by the next ones, so that overhead
+is per commit, not per entry); ``live_bytes_per_entry`` counts only the pages the tables hold,
+broken down in ``table_bytes_per_entry`` (leaf + branch + overflow pages of each sub-database). The
+``documents`` scenario creates ``--documents`` small documents (one entry each) inside
+``db.batch()`` blocks of 1000 in a fresh node and reports their rate, the bytes per entry of
+that store and the resident memory afterwards (documents created in a batch must not stay
+cached).
 
 Baselines measured in the same run, as ratios:
 - `fsync_commits_per_s`: one empty-ish durable LMDB transaction per write on this disk: how much of
@@ -54,13 +65,29 @@ def bench_local_writes(node: Node, changes: int) -> tuple[float, str]:
 
 
 def bench_ingest(source: Node, target: Node) -> float:
-    raws = [e.raw for e in source.store.iter_entries()]
-    start = time.perf_counter()
-    for i in range(0, len(raws), 2000):
-        result = target.ingest(raws[i : i + 2000])
+    """Ingest every entry of ``source`` into ``target`` in batches of 2000; only the ingest
+    calls are timed (reading the source is not)."""
+    elapsed = 0.0
+    count = 0
+    batch: list[bytes] = []
+
+    def flush() -> float:
+        start = time.perf_counter()
+        result = target.ingest(batch)
+        took = time.perf_counter() - start
         if result.rejected:
             raise RuntimeError(f"ingest rejected {len(result.rejected)}: {result.rejected[0]}")
-    return len(raws) / (time.perf_counter() - start)
+        return took
+
+    for entry in source.store.iter_entries():
+        batch.append(entry.raw)
+        count += 1
+        if len(batch) == 2000:
+            elapsed += flush()
+            batch = []
+    if batch:
+        elapsed += flush()
+    return count / elapsed
 
 
 def bench_single_writes(node: Node, count: int) -> dict[str, float]:
@@ -120,6 +147,82 @@ def bench_reads(home: Path, node: Node, changes: int) -> dict[str, float]:
     return results
 
 
+def bench_documents(home: Path, count: int) -> dict[str, float]:
+    """Create ``count`` small documents in batches of 1000 in a fresh node; rate, disk, memory."""
+    node = Node.init(home, PASSWORD, name="docs", kdf=KdfProfile.TESTING)
+    try:
+        db = node.create_tenant("docs").open_db("docs")
+        rss_before = rss_bytes()
+        start = time.perf_counter()
+        done = 0
+        while done < count:
+            with db.batch():
+                for _ in range(min(BATCH, count - done)):
+                    db.create_document({"n": done, "name": f"document {done}", "done": False})
+                    done += 1
+        rate = count / (time.perf_counter() - start)
+        rss_growth = rss_bytes() - rss_before
+    finally:
+        node.close()
+    usage = store_usage(home / "store")
+    return {
+        "documents": count,
+        "documents_created_per_s": round(rate),
+        "documents_rss_growth_mb": round(rss_growth / 1e6, 1),
+        "documents_store_bytes_per_entry": usage["store_bytes_per_entry"],
+        "documents_live_bytes_per_entry": usage["live_bytes_per_entry"],
+        "documents_avg_entry_bytes": usage["avg_entry_bytes"],
+        "documents_table_bytes_per_entry": usage["table_bytes_per_entry"],
+    }
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now (Linux), 0 where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def store_usage(path: Path) -> dict[str, Any]:
+    """Pages used by a closed entry store, per entry and per table (read-only, any schema)."""
+    env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=64, subdir=True)
+    try:
+        stat = env.stat()
+        psize = int(stat["psize"])
+        env_main_pages = int(stat["leaf_pages"] + stat["branch_pages"] + stat["overflow_pages"])
+        used = (int(env.info()["last_pgno"]) + 1) * psize
+        tables: dict[str, int] = {}
+        with env.begin() as txn:
+            names = [name for name, _ in txn.cursor()]
+        entries = 0
+        raw_bytes = 0
+        for name in names:
+            db = env.open_db(name, create=False)
+            with env.begin() as txn:
+                stat = txn.stat(db)
+                if name in (b"entries", b"sealed"):  # entry bytes: schema <= 3, schema 4
+                    entries = int(stat["entries"])
+                    raw_bytes = sum(len(v) for v in txn.cursor(db).iternext(keys=False))
+            pages = stat["leaf_pages"] + stat["branch_pages"] + stat["overflow_pages"]
+            tables[name.decode()] = int(pages) * psize
+    finally:
+        env.close()
+    per = max(entries, 1)
+    main = env_main_pages * psize
+    return {
+        "entries": entries,
+        "store_bytes_per_entry": round(used / per),
+        "live_bytes_per_entry": round((sum(tables.values()) + main) / per),
+        "file_bytes_per_entry": round((path / "data.mdb").stat().st_size / per),
+        "avg_entry_bytes": round(raw_bytes / per),
+        "table_bytes_per_entry": {k: round(v / per, 1) for k, v in sorted(tables.items()) if v},
+    }
+
+
 def baseline_fsync(path: Path, count: int = 300) -> float:
     env = lmdb.open(str(path), map_size=1 << 26, sync=True, metasync=True)
     start = time.perf_counter()
@@ -141,7 +244,7 @@ def baseline_verify(count: int = 5000) -> float:
     return count / (time.perf_counter() - start)
 
 
-def run(changes: int) -> dict[str, Any]:
+def run(changes: int, documents: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mindoo-bench-") as tmp:
         root = Path(tmp)
         writer = Node.init(root / "writer", PASSWORD, name="writer", kdf=KdfProfile.TESTING)
@@ -154,6 +257,9 @@ def run(changes: int) -> dict[str, Any]:
         single = bench_single_writes(writer, 1000)
         reads = bench_reads(root / "writer", writer, min(10_000, max(changes // 10, 1000)))
         reader.close()
+        writer_usage = store_usage(root / "writer" / "store")
+        reader_usage = store_usage(root / "reader" / "store")
+        docs = bench_documents(root / "docs", documents) if documents else {}
         fsync_rate = baseline_fsync(root / "fsync")
         verify_rate = baseline_verify()
     return {
@@ -162,6 +268,14 @@ def run(changes: int) -> dict[str, Any]:
         "ingest_entries_per_s": round(ingest_rate),
         **{k: round(v, 3) for k, v in single.items()},
         **{k: round(v, 3) for k, v in reads.items()},
+        "writer_entries": writer_usage["entries"],
+        "writer_store_bytes_per_entry": writer_usage["store_bytes_per_entry"],
+        "writer_live_bytes_per_entry": writer_usage["live_bytes_per_entry"],
+        "writer_avg_entry_bytes": writer_usage["avg_entry_bytes"],
+        "writer_table_bytes_per_entry": writer_usage["table_bytes_per_entry"],
+        "ingested_store_bytes_per_entry": reader_usage["store_bytes_per_entry"],
+        "ingested_table_bytes_per_entry": reader_usage["table_bytes_per_entry"],
+        **docs,
         "fsync_commits_per_s": round(fsync_rate),
         "verify_single_core_per_s": round(verify_rate),
         "ingest_vs_single_core_verify": round(ingest_rate / verify_rate, 2),
@@ -173,11 +287,19 @@ def run(changes: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=100_000, help="local changes to write")
+    parser.add_argument(
+        "--documents",
+        type=int,
+        default=100_000,
+        help="small documents to create in the documents scenario (0: skip it)",
+    )
     parser.add_argument("--json", action="store_true", help="print the JSON object on stdout")
     args = parser.parse_args()
     if args.changes < 1000:
         parser.error("--changes must be at least 1000")
-    result = run(args.changes)
+    if args.documents < 0:
+        parser.error("--documents must be >= 0")
+    result = run(args.changes, args.documents)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -185,7 +307,15 @@ def main() -> None:
     print(
         f"bench_store: {result['local_changes_per_s']} local changes/s,"
         f" {result['ingest_entries_per_s']} ingested/s, write p99 {result['write_p99_ms']} ms,"
-        f" first read 10k {result['first_read_10k_ms']} ms, cached {result['cached_read_ms']} ms",
+        f" first read 10k {result['first_read_10k_ms']} ms, cached {result['cached_read_ms']} ms,"
+        f" {result['writer_store_bytes_per_entry']} B/entry (entries of"
+        f" {result['writer_avg_entry_bytes']} B)"
+        + (
+            f", {result['documents_store_bytes_per_entry']} B/entry for {documents} small"
+            f" documents, RSS +{result['documents_rss_growth_mb']} MB"
+            if (documents := result.get("documents"))
+            else ""
+        ),
         file=sys.stderr,
     )
 

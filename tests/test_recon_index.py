@@ -348,11 +348,15 @@ def test_the_reserved_timestamp_is_stored_but_not_reconciled(store: EntryStore) 
 
 
 def raw_write(path: Path, table: bytes, key: bytes, value: bytes | None) -> None:
-    """Change one row behind the store's back (value None: delete it)."""
+    """Change one row behind the store's back (value None: delete it). A ``recon_idx`` row is
+    given as its 72-byte key: the table is DUPSORT, scope => timestamp + id."""
     env = lmdb.open(str(path), max_dbs=16)
     with env.begin(write=True) as txn:
         db = env.open_db(table, txn=txn)
-        if value is None:
+        if table == b"recon_idx":
+            key, item = key[:32], key[32:]
+            assert txn.delete(key, item, db=db) if value is None else txn.put(key, item, db=db)
+        elif value is None:
             assert txn.delete(key, db=db)
         else:
             txn.put(key, value, db=db)
@@ -497,7 +501,7 @@ def test_an_older_store_is_upgraded_once(tmp_path: Path) -> None:
         with store.recon_snapshot(TENANT, TENANT_LOG) as log:
             assert log.size() == 3
     with (
-        mock.patch("mindoo_p2p.store._environment.rebuild_recon_index", side_effect=AssertionError),
+        mock.patch("mindoo_p2p.store._upgrade.rebuild_recon_index", side_effect=AssertionError),
         EntryStore(path) as again,
         EntryStore(path, readonly=True) as reader,
     ):

@@ -693,17 +693,20 @@ def test_fsck_reports_index_damage(tmp_path: Path, make: Maker) -> None:
         store.append(entries)
     env = lmdb.open(str(path), max_dbs=16)
     with env.begin(write=True) as txn:
-        doc_idx = env.open_db(b"doc_idx", txn=txn)
-        key = scope_key(TENANT, "contacts") + entries[2].document_id + (3).to_bytes(8, "big")
-        assert txn.delete(key, db=doc_idx)
+        doc_feed = env.open_db(b"doc_feed", txn=txn, dupsort=True, dupfixed=True)
+        number = txn.get(scope_key(TENANT, "contacts"), db=env.open_db(b"scopes", txn=txn))
+        assert number == (1).to_bytes(4, "big")  # the store's first (and only) database
+        key = number + entries[2].document_id
+        assert txn.delete(key, (3).to_bytes(8, "big") + (3).to_bytes(8, "big"), db=doc_feed)
         authors = env.open_db(b"author_seq", txn=txn)
         txn.put(TENANT + AUTHOR.public_key, (1).to_bytes(8, "big"), db=authors)
     env.close()
     with EntryStore(path) as store:
         report = store.fsck()
-    wheres = sorted(p.where for p in report.problems)
-    assert wheres == ["author_seq", "doc_idx", "doc_idx"]
-    assert entries[2].id in {p.entry_id for p in report.problems}
+    assert sorted((p.where, p.entry_id) for p in report.problems) == [
+        ("author_seq", None),
+        ("doc_feed", entries[2].id),
+    ]
 
 
 def test_fsck_reports_an_entry_missing_from_the_feed(tmp_path: Path, make: Maker) -> None:
@@ -713,9 +716,20 @@ def test_fsck_reports_an_entry_missing_from_the_feed(tmp_path: Path, make: Maker
         store.append([make()])
     env = lmdb.open(str(path), max_dbs=16)
     with env.begin(write=True) as txn:
-        txn.put(stray.id, stray.raw, db=env.open_db(b"entries", txn=txn))
+        txn.put((2).to_bytes(8, "big"), stray.raw, db=env.open_db(b"sealed", txn=txn))
+        txn.put(stray.id, (2).to_bytes(8, "big"), db=env.open_db(b"ids", txn=txn))
     env.close()
     with EntryStore(path) as store:
         report = store.fsck()
     assert report.entries_checked == 2
-    assert [(p.entry_id, p.where) for p in report.problems] == [(stray.id, "feed")]
+    # Stored and indexed by id, but in no other table: each table it is missing from says so.
+    assert sorted(p.where for p in report.problems) == [
+        "by_author",
+        "db_feed",
+        "doc_feed",
+        "recon_idx",
+        "scope_bytes",
+    ]
+    assert {p.entry_id for p in report.problems if p.where.endswith(("feed", "author"))} == {
+        stray.id
+    }

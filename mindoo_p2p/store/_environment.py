@@ -6,9 +6,8 @@ counted :class:`SharedEnvironment`, with one write lock. A read-only store may s
 environment (it simply never writes); a writable store cannot share a read-only one.
 
 A writable open upgrades a store of an older schema version (`UPGRADABLE_SCHEMA_VERSIONS`) in
-place, in the same write transaction as the version bump (1 -> 2 builds the reconciliation
-index, 2 -> 3 the author index, each by one scan); a read-only open refuses it with a
-StoreError saying so.
+place, in the same write transaction as the version bump (see :mod:`._upgrade`); a read-only
+open refuses it with a StoreError saying so.
 """
 
 from __future__ import annotations
@@ -22,6 +21,8 @@ import lmdb
 
 from ..errors import StoreError
 from ._layout import (
+    LEGACY_MARKER,
+    LEGACY_TABLE_NAMES,
     SCHEMA_KEY,
     SCHEMA_VERSION,
     TABLE_NAMES,
@@ -31,8 +32,7 @@ from ._layout import (
     pack_schema_version,
     unpack_schema_version,
 )
-from ._recon_index import rebuild_recon_index
-from ._retraction import build_author_index
+from ._upgrade import upgrade
 
 
 @dataclass(eq=False)
@@ -117,7 +117,7 @@ def _open_env(path: Path, *, map_size: int, readonly: bool) -> lmdb.Environment:
             sync=True,
             metasync=True,
             mode=0o600,
-            max_dbs=len(TABLE_NAMES) + 2,
+            max_dbs=len(TABLE_NAMES) + len(LEGACY_TABLE_NAMES) + 2,
             max_readers=256,
             lock=True,
         )
@@ -138,19 +138,27 @@ def _open_tables(env: lmdb.Environment, path: Path, *, readonly: bool) -> Tables
     else:
         with env.begin(write=True) as txn:
             names = {name for name, _ in txn.cursor()}
-            if names - {name.encode() for name in TABLE_NAMES}:
+            if names - {name.encode() for name in TABLE_NAMES + LEGACY_TABLE_NAMES}:
                 raise StoreError(f"{path} holds another LMDB database, not an entry store")
+            meta = env.open_db(b"meta", txn=txn, create=True)
+            stored = txn.get(SCHEMA_KEY, db=meta)
+            version = None if stored is None else unpack_schema_version(stored)
+            if version != SCHEMA_VERSION and version not in UPGRADABLE_SCHEMA_VERSIONS and names:
+                raise StoreError(
+                    f"entry store {path} has schema version {version}; this code reads version"
+                    f" {SCHEMA_VERSION}"
+                )
+            if LEGACY_MARKER in names and b"recon_idx" in names:
+                # Schemas 1-3 kept it as a plain table; schema 4 opens it DUPSORT. Rebuilt below.
+                txn.drop(env.open_db(b"recon_idx", txn=txn, create=False), delete=True)
             tables = open_tables(env, txn, create=True)
-            stored = txn.get(SCHEMA_KEY, db=tables.meta)
             if stored is None and not names:
                 stored = pack_schema_version(SCHEMA_VERSION)
                 txn.put(SCHEMA_KEY, stored, db=tables.meta)
-            elif stored is not None and unpack_schema_version(stored) in UPGRADABLE_SCHEMA_VERSIONS:
-                # Build what the old version lacks once, atomically with the version bump:
-                # 1 -> 2 the reconciliation index, 2 -> 3 the author index.
-                if unpack_schema_version(stored) == 1:
-                    rebuild_recon_index(txn, tables)
-                build_author_index(txn, tables)
+            elif version in UPGRADABLE_SCHEMA_VERSIONS:
+                # Convert the layout and build what the old version lacks, once, atomically
+                # with the version bump.
+                upgrade(env, txn, tables, version, names)
                 stored = pack_schema_version(SCHEMA_VERSION)
                 txn.put(SCHEMA_KEY, stored, db=tables.meta)
     version = None if stored is None else unpack_schema_version(stored)

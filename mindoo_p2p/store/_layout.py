@@ -4,39 +4,60 @@ Everything that decides which bytes go under which LMDB key lives here, so the w
 (`entry_store`), the readers and `fsck` agree by construction. All integers are big-endian so
 that LMDB's byte-wise key order is numeric order.
 
-Named sub-databases (``scope`` = :func:`scope_key`, 32 bytes; ``seq`` = BE64)::
+Named sub-databases (``scope`` = :func:`scope_key`, 32 bytes; ``arrival`` = BE64 of the store-wide
+arrival number, 1, 2, ...; ``seq`` = BE64 of a database's feed sequence, 1, 2, ...; ``=>`` marks a
+DUPSORT|DUPFIXED table whose key holds a sorted list of fixed-size values: 16 bytes, 40 in
+``recon_idx``)::
 
-    meta        b"schema_version"                 -> BE32(SCHEMA_VERSION)
-    entries     id(32)                            -> sealed entry bytes (never overwritten)
-    log         BE64(global seq)                  -> tenant_id(16) + id(32)   all arrivals, in order
-    feed        scope(32) + seq                   -> id(32)   per-database arrival order, from 1
-    doc_idx     scope(32) + doc_id(16) + seq      -> id(32)
-    documents   scope(32) + doc_id(16)            -> BE64(seq of the document's first entry)
-    databases   tenant_id(16) + database utf-8    -> b""
-    author_seq  tenant_id(16) + author(32)        -> BE64(highest author_seq stored)
-    scope_bytes scope(32)                         -> BE64(total sealed bytes of the database)
-    snapshots   scope(32) + doc_id(16)            -> BE64(covered seq) + caller-encrypted blob
-    recon_idx   scope(32) + BE64(timestamp_ms) + id(32)        -> b""   (reconciliation items)
+    meta        b"schema_version"                  -> BE32(SCHEMA_VERSION)
+    sealed      arrival                            -> sealed entry bytes (never overwritten)
+    ids         id(32)                             -> arrival
+    scopes      scope(32)                          -> BE32(number)    1, 2, ... per database
+    db_feed     scope(32)                          => seq + arrival   the database's arrival order
+    doc_feed    BE32(number) + doc_id(16)          => seq + arrival   the document's entries
+    databases   tenant_id(16) + database utf-8     -> b""
+    author_seq  tenant_id(16) + author(32)         -> BE64(highest author_seq stored)
+    scope_bytes scope(32)                          -> BE64(total sealed bytes of the database)
+    snapshots   scope(32) + doc_id(16)             -> seq (covered) + caller-encrypted blob
+    recon_idx   scope(32)                          => BE64(timestamp_ms) + id(32)   (recon items)
     recon_agg   scope(32) + level(u8) + BE64(ts >> shift[level]) -> BE64(count) + sum(32, LE)
-    author_idx  tenant_id(16) + author(32) + BE64(author_seq) + id(32) -> b""
-    retracted   id(32)                            -> tenant_id(16)   no longer accepted
+    by_author   tenant_id(16) + author(32)         => BE64(author_seq) + arrival
+    retracted   arrival                            -> tenant_id(16)   no longer accepted
 
-A database's last sequence number is never stored: it is the last ``feed`` key with the scope
-prefix. Sequences are dense (1, 2, 3, ...) because nothing is ever deleted.
+Writes grow at the end: ``sealed`` is keyed by arrival and written in LMDB's append mode, and
+the feeds, the author index and the reconciliation items append to the end of one key's value
+list (MDB_APPENDDUP; an item older than the newest goes in its place), so a commit dirties pages
+in proportion to the entries it writes, pages fill up instead of splitting in half, and an index
+row costs its value's bytes (16, or 40) with no per-row header. Only ``ids`` and ``doc_feed``
+(one key per document) and the small per-database and per-author rows take keys in random
+places; ``doc_feed`` names the database by a 4-byte number from ``scopes`` instead of its
+32-byte scope, which halves the bytes of a document with one entry.
 
-The reconciliation index (:mod:`._recon_index`) is derived data: ``recon_idx`` holds one key per
-entry, in Negentropy's (timestamp, id) order, except entries whose timestamp is the reserved
-2**64-1; ``recon_agg`` holds, per scope and level, the count and the sum (mod 2**256, of the ids
-as little-endian integers) of the items in each time bucket of ``2**RECON_SHIFTS[level]`` ms.
-Schema version 1 had neither: opening such a store writable builds them once (one scan).
+The store-wide arrival order is ``sealed``'s key order (schema 3 kept it in a separate ``log``
+table). A database's last sequence number is the last value of its ``db_feed`` list; a
+document's first sequence number is the first value of its ``doc_feed`` list (schema 3 kept
+them in ``documents``). Sequences are dense (1, 2, 3, ...) because nothing is ever deleted.
 
-``author_idx`` lists every stored entry by (tenant, author, author_seq): a revocation that names
+The reconciliation index (:mod:`._recon_index`) is derived data: ``recon_idx`` holds one value
+per entry under its scope, in Negentropy's (timestamp, id) order, except entries whose timestamp
+is the reserved 2**64-1; ``recon_agg`` holds, per scope and level, the count and the sum (mod
+2**256, of the ids as little-endian integers) of the items in each time bucket of
+``2**RECON_SHIFTS[level]`` ms.
+
+``by_author`` lists every stored entry by (tenant, author, author_seq): a revocation that names
 the last sequence number it accepts from an author finds the author's later entries with one
 range scan. ``retracted`` marks stored entries that a revocation withdrew after they were
-stored: their bytes stay (the log is append-only, and audit can read them), their feed and
-document rows stay, but every read skips them and the reconciliation index no longer holds
-them, so the accepted set is what every other node holds. Schema version 2 had neither table:
-opening such a store writable builds ``author_idx`` once (one scan); ``retracted`` starts empty.
+stored: their bytes stay (the log is append-only, and audit can read them), their feed rows
+stay, but every read skips them and the reconciliation index no longer holds them, so the
+accepted set is what every other node holds.
+
+Upgrades (:mod:`._upgrade`, on the first writable open, in one write transaction with the
+version bump): a store of schema 1, 2 or 3 (tables ``entries`` id -> bytes, ``log``, ``feed``,
+``doc_idx`` and ``documents`` with 32-byte ids as values, ``author_idx``, ``retracted`` keyed by
+id) is converted table by table, keeping every feed sequence number (cursors and snapshots stay
+valid; databases are numbered in scope order), and the legacy tables are dropped (``recon_idx``
+too, which was a plain table keyed by ``scope + BE64(timestamp) + id``); then the indexes are
+built from the stored entries: the author index and the reconciliation index.
 """
 
 from __future__ import annotations
@@ -49,19 +70,20 @@ import lmdb
 
 from ..entry import DOCUMENT_ID_SIZE, ID_SIZE, TENANT_ID_SIZE
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA_KEY = b"schema_version"
-UPGRADABLE_SCHEMA_VERSIONS = frozenset({1, 2})
-"""Older versions a writable open upgrades in place (1 -> 2: build the reconciliation index;
-2 -> 3: build the author index)."""
+UPGRADABLE_SCHEMA_VERSIONS = frozenset({1, 2, 3})
+"""Older versions a writable open upgrades in place (see the module docstring)."""
 
 SCOPE_SIZE = 32
 SEQ_SIZE = 8
 AUTHOR_KEY_SIZE = TENANT_ID_SIZE + 32
-FEED_KEY_SIZE = SCOPE_SIZE + SEQ_SIZE
 DOC_KEY_SIZE = SCOPE_SIZE + DOCUMENT_ID_SIZE
-DOC_IDX_KEY_SIZE = DOC_KEY_SIZE + SEQ_SIZE
-LOG_VALUE_SIZE = TENANT_ID_SIZE + ID_SIZE
+"""Key size of ``snapshots``: scope + document id."""
+SCOPE_NUMBER_SIZE = 4
+DOC_FEED_KEY_SIZE = SCOPE_NUMBER_SIZE + DOCUMENT_ID_SIZE
+DUP_SIZE = SEQ_SIZE + SEQ_SIZE
+"""Size of every value of a DUPSORT table: two BE64 (a sequence number and an arrival)."""
 
 RECON_SHIFTS = (18, 24, 30, 36)
 """Bucket width per ``recon_agg`` level, as a shift of the ms timestamp: ~4.4 min, ~4.7 h,
@@ -69,10 +91,10 @@ RECON_SHIFTS = (18, 24, 30, 36)
 RECON_IDX_KEY_SIZE = SCOPE_SIZE + SEQ_SIZE + ID_SIZE
 RECON_AGG_KEY_SIZE = SCOPE_SIZE + 1 + SEQ_SIZE
 RECON_AGG_VALUE_SIZE = SEQ_SIZE + ID_SIZE
-AUTHOR_IDX_KEY_SIZE = AUTHOR_KEY_SIZE + SEQ_SIZE + ID_SIZE
 
 _BE64 = struct.Struct(">Q")
 _BE32 = struct.Struct(">I")
+_DUP = struct.Struct(">QQ")
 
 pack_seq = _BE64.pack
 """BE64 of a sequence number (0 <= n < 2**64)."""
@@ -85,6 +107,11 @@ def unpack_seq(data: bytes) -> int:
 
 def pack_schema_version(version: int) -> bytes:
     return _BE32.pack(version)
+
+
+def pack_scope_number(number: int) -> bytes:
+    """A ``scopes`` value: BE32 of a database's number (1, 2, ...)."""
+    return _BE32.pack(number)
 
 
 def unpack_schema_version(data: bytes) -> int | None:
@@ -110,9 +137,15 @@ def recon_idx_key(scope: bytes, timestamp_ms: int, entry_id: bytes) -> bytes:
     return scope + _BE64.pack(timestamp_ms) + entry_id
 
 
-def author_idx_key(tenant_id: bytes, author: bytes, author_seq: int, entry_id: bytes) -> bytes:
-    """The ``author_idx`` key of an entry: bytewise order is (tenant, author, author_seq, id)."""
-    return tenant_id + author + _BE64.pack(author_seq) + entry_id
+def pack_dup(seq: int, arrival: int) -> bytes:
+    """A DUPSORT value: BE64(seq) + BE64(arrival), so a key's values sort by ``seq`` first."""
+    return _DUP.pack(seq, arrival)
+
+
+def unpack_dup(value: bytes) -> tuple[int, int]:
+    """``(seq, arrival)`` of a DUPSORT value (the caller checks that it is DUP_SIZE bytes)."""
+    seq, arrival = _DUP.unpack(value)
+    return int(seq), int(arrival)
 
 
 def recon_agg_key(scope: bytes, level: int, bucket: int) -> bytes:
@@ -145,38 +178,56 @@ class Tables:
     """Open handles of the named sub-databases of one environment."""
 
     meta: lmdb._Database
-    entries: lmdb._Database
-    log: lmdb._Database
-    feed: lmdb._Database
-    doc_idx: lmdb._Database
-    documents: lmdb._Database
+    sealed: lmdb._Database
+    ids: lmdb._Database
+    scopes: lmdb._Database
+    db_feed: lmdb._Database
+    doc_feed: lmdb._Database
     databases: lmdb._Database
     author_seq: lmdb._Database
     scope_bytes: lmdb._Database
     snapshots: lmdb._Database
     recon_idx: lmdb._Database
     recon_agg: lmdb._Database
-    author_idx: lmdb._Database
+    by_author: lmdb._Database
     retracted: lmdb._Database
 
 
 TABLE_NAMES: tuple[str, ...] = (
     "meta",
-    "entries",
-    "log",
-    "feed",
-    "doc_idx",
-    "documents",
+    "sealed",
+    "ids",
+    "scopes",
+    "db_feed",
+    "doc_feed",
     "databases",
     "author_seq",
     "scope_bytes",
     "snapshots",
     "recon_idx",
     "recon_agg",
-    "author_idx",
+    "by_author",
     "retracted",
 )
 """The sub-database names, in the order of the :class:`Tables` fields."""
+
+DUPSORT_TABLES = frozenset({"db_feed", "doc_feed", "by_author", "recon_idx"})
+"""Tables opened DUPSORT|DUPFIXED: each key holds a sorted list of fixed-size values."""
+
+LEGACY_TABLE_NAMES: tuple[str, ...] = (
+    "entries",
+    "log",
+    "feed",
+    "doc_idx",
+    "documents",
+    "author_idx",
+)
+"""Tables of schemas 1-3 that schema 4 replaced: an upgrade converts them, then drops them.
+(Their ``recon_idx`` was a plain table: it is dropped before the tables are opened, and rebuilt.)
+"""
+
+LEGACY_MARKER = b"entries"
+"""A table present in every store of schemas 1-3 and absent from schema 4."""
 
 
 def open_tables(
@@ -186,5 +237,14 @@ def open_tables(
 
     Raises lmdb.NotFoundError when ``create`` is false and one is missing.
     """
-    handles = [env.open_db(name.encode(), txn=txn, create=create) for name in TABLE_NAMES]
+    handles = [
+        env.open_db(
+            name.encode(),
+            txn=txn,
+            create=create,
+            dupsort=name in DUPSORT_TABLES,
+            dupfixed=name in DUPSORT_TABLES,
+        )
+        for name in TABLE_NAMES
+    ]
     return Tables(*handles)

@@ -2,8 +2,10 @@
 
 Rows (encodings in :mod:`._layout`), per scope (= tenant and database, the tenant log included):
 
-- ``recon_idx``: ``scope ‖ BE64(timestamp_ms) ‖ id`` with an empty value, one per stored entry,
-  so one scope's keys are its items in Negentropy's (timestamp, id) order. An entry whose
+- ``recon_idx``: a DUPSORT table whose key ``scope`` holds one 40-byte value
+  ``BE64(timestamp_ms) ‖ id`` per stored entry, so one scope's values are its items in
+  Negentropy's (timestamp, id) order. This module handles its rows as 72-byte *keys*
+  ``scope ‖ value`` (:func:`recon_idx_key`), which sort the same way. An entry whose
   timestamp is 2**64-1 (Negentropy's "infinity") is not indexed: it cannot be reconciled.
 - ``recon_agg``: ``scope ‖ level ‖ BE64(ts >> RECON_SHIFTS[level])`` -> ``BE64(count) ‖ sum``,
   the number of items of the bucket and the sum of their ids (little-endian integers, mod
@@ -14,7 +16,7 @@ What this module does with them:
 
 - :func:`index_items` adds items inside the append's write transaction (no overwrite: an item
   already there is not counted twice; each touched aggregate row is rewritten once per call);
-- :func:`rebuild_recon_index` drops both and rebuilds them from the feed's entries by one scan
+- :func:`rebuild_recon_index` drops both and rebuilds them from the stored entries by one scan
   (schema upgrade, repair after fsck);
 - :class:`ReconIndexCheck` verifies them for fsck (the index against the entries, the aggregates
   against the index);
@@ -111,7 +113,13 @@ def index_items(
     if any(len(key) != RECON_IDX_KEY_SIZE for key in keys):
         raise ValueError("index_items takes 32-byte scopes and 32-byte ids")
     put = txn.cursor(tables.recon_idx).put
-    added = [key for key in keys if put(key, b"", overwrite=False)]
+    # Usually appended to the end of the scope's list (new timestamps are the latest).
+    added = [
+        key
+        for key in keys
+        if put(key[:SCOPE_SIZE], key[SCOPE_SIZE:], append=True)
+        or put(key[:SCOPE_SIZE], key[SCOPE_SIZE:], dupdata=False)
+    ]
     rows = aggregate_rows(leaf_sums(added))
     agg_db = tables.recon_agg
     for row_key in sorted(rows):
@@ -145,7 +153,8 @@ def unindex_items(
         for scope, timestamp, entry_id in items
         if timestamp != MAX_TIMESTAMP
     )
-    removed = [key for key in keys if txn.delete(key, db=tables.recon_idx)]
+    idx_db = tables.recon_idx
+    removed = [key for key in keys if txn.delete(key[:SCOPE_SIZE], key[SCOPE_SIZE:], db=idx_db)]
     rows = aggregate_rows(leaf_sums(removed))
     agg_db = tables.recon_agg
     for row_key in sorted(rows):
@@ -209,31 +218,51 @@ class _ScopeCache:
         return scope
 
 
-def _decode_stored(key: bytes, raw: bytes) -> Entry | None:
-    """The entry stored under ``key``, or None when it does not decode or hash to its key."""
+def _decode_stored(entry_id: bytes, raw: bytes) -> Entry | None:
+    """The entry of sealed bytes ``raw``, or None when they do not decode or hash to
+    ``entry_id``."""
     try:
         entry = Entry.decode(raw, what="stored entry")
     except DecodeError:
         return None
-    return entry if entry.id == key else None
+    return entry if entry.id == entry_id else None
+
+
+def stored_entry(txn: lmdb.Transaction[bytes], tables: Tables, entry_id: bytes) -> Entry | None:
+    """The stored entry of ``entry_id`` (through ``ids``), or None when it is not stored,
+    does not decode or does not hash to its id."""
+    arrival = txn.get(entry_id, db=tables.ids)
+    raw = None if arrival is None else txn.get(arrival, db=tables.sealed)
+    return None if raw is None else _decode_stored(entry_id, raw)
+
+
+def stored_at(txn: lmdb.Transaction[bytes], tables: Tables, arrival: bytes) -> Entry | None:
+    """The entry stored under ``arrival`` (BE64), or None when there is none, it does not
+    decode or ``ids`` does not map its id back to ``arrival`` (damaged bytes)."""
+    raw = txn.get(arrival, db=tables.sealed)
+    if raw is None:
+        return None
+    try:
+        entry = Entry.decode(raw, what="stored entry")
+    except DecodeError:
+        return None
+    return entry if txn.get(entry.id, db=tables.ids) == arrival else None
 
 
 def rebuild_recon_index(txn: lmdb.Transaction[bytes], tables: Tables) -> int:
-    """Empty ``recon_idx`` and ``recon_agg`` and index again every entry the feed lists and no
-    revocation retracted (one scan of ``feed``, in the caller's write transaction), as the
-    appends (and retractions) did. Entries that are
-    missing, do not decode or do not hash to their key are left out (fsck reports them).
-    Returns the number of items indexed."""
+    """Empty ``recon_idx`` and ``recon_agg`` and index again every stored entry that no
+    revocation retracted (one scan of ``sealed``, in the caller's write transaction), as the
+    appends (and retractions) did. Entries that do not decode or whose id ``ids`` does not map
+    back to them are left out (fsck reports them). Returns the number of items indexed."""
     txn.drop(tables.recon_idx, delete=False)
     txn.drop(tables.recon_agg, delete=False)
     scopes = _ScopeCache()
     indexed = 0
     chunk: list[tuple[bytes, int, bytes]] = []
-    for entry_id in txn.cursor(tables.feed).iternext(keys=False, values=True):
-        if txn.get(entry_id, db=tables.retracted) is not None:
+    for arrival in txn.cursor(tables.sealed).iternext(keys=True, values=False):
+        if txn.get(arrival, db=tables.retracted) is not None:
             continue  # withdrawn by a revocation: not part of the reconciled set
-        raw = txn.get(entry_id, db=tables.entries)
-        entry = None if raw is None else _decode_stored(entry_id, raw)
+        entry = stored_at(txn, tables, arrival)
         if entry is None:
             continue
         chunk.append((scopes.of(entry), entry.header.timestamp_ms, entry.id))
@@ -253,7 +282,7 @@ def _key_digest(key: bytes) -> int:
 class ReconIndexCheck:
     """fsck of the reconciliation index.
 
-    Call :meth:`expect` with every entry the feed lists that decodes and matches its key, and
+    Call :meth:`expect` with every stored entry that decodes and matches its id, and
     :meth:`tolerate` with the id of every one that does not (its own problem is reported
     elsewhere, so a row naming it is not one more), then :meth:`check` once.
 
@@ -288,8 +317,13 @@ class ReconIndexCheck:
         found: dict[bytes, list[int]] = {}
         leaves: dict[tuple[bytes, int], list[int]] = {}
         valid: list[bytes] = []
-        for key, value in txn.cursor(tables.recon_idx):
-            if len(key) != RECON_IDX_KEY_SIZE or value or key[SCOPE_SIZE:_TS_END] == _RESERVED_TS:
+        for scope, value in txn.cursor(tables.recon_idx):
+            key = scope + value
+            if (
+                len(key) != RECON_IDX_KEY_SIZE
+                or len(scope) != SCOPE_SIZE
+                or value[:8] == _RESERVED_TS
+            ):
                 problem(None, "recon_idx", f"malformed row {key.hex()}")
                 continue
             valid.append(key)
@@ -320,36 +354,34 @@ class ReconIndexCheck:
     ) -> None:
         """Name the rows and entries behind a scope's mismatch."""
         cursor = txn.cursor(tables.recon_idx)
-        if cursor.set_range(scope):
-            for key in cursor.iternext(keys=True, values=False):
-                if not key.startswith(scope):
-                    break
+        if cursor.set_key(scope):
+            for value in cursor.iternext_dup(keys=False, values=True):
+                key = scope + value
                 if len(key) != RECON_IDX_KEY_SIZE:
                     continue
                 entry_id = key[_TS_END:]
                 if entry_id in self._tolerated:
                     continue
-                raw = txn.get(entry_id, db=tables.entries)
-                entry = None if raw is None else _decode_stored(entry_id, raw)
+                entry = stored_entry(txn, tables, entry_id)
                 if entry is None:
                     problem(entry_id, "recon_idx", "row names an entry that is not stored")
                 elif self._scopes.of(entry) != scope or (
                     entry.header.timestamp_ms != int.from_bytes(key[SCOPE_SIZE:_TS_END], "big")
                 ):
                     problem(entry_id, "recon_idx", "row differs from its entry's database or time")
-        feed = txn.cursor(tables.feed)
-        if feed.set_range(scope):
-            for key, entry_id in feed:
-                if not key.startswith(scope):
-                    break
-                raw = txn.get(entry_id, db=tables.entries)
-                entry = None if raw is None else _decode_stored(entry_id, raw)
+        feed = txn.cursor(tables.db_feed)
+        if feed.set_key(scope):
+            for value in feed.iternext_dup(keys=False, values=True):
+                arrival = value[SEQ_SIZE:]
+                entry = stored_at(txn, tables, arrival)
                 if entry is None or entry.header.timestamp_ms == MAX_TIMESTAMP:
                     continue  # an unreadable entry is reported by the entries check
+                if txn.get(arrival, db=tables.retracted) is not None:
+                    continue
                 timestamp = entry.header.timestamp_ms
-                expected = recon_idx_key(self._scopes.of(entry), timestamp, entry_id)
-                if txn.get(expected, db=tables.recon_idx) is None:
-                    problem(entry_id, "recon_idx", "entry has no row")
+                item = pack_seq(timestamp) + entry.id
+                if not txn.cursor(tables.recon_idx).set_key_dup(self._scopes.of(entry), item):
+                    problem(entry.id, "recon_idx", "entry has no row")
 
 
 def _merge_leaves(
@@ -708,12 +740,14 @@ class LmdbReconStorage:
         """The items of one leaf bucket (the hot loop of a snapshot: kept tight)."""
         rows: list[bytes] = []
         append = rows.append
+        scope = start[:SCOPE_SIZE]
         cursor = self._live().cursor(self._idx_db)
-        if cursor.set_range(start):
-            for key, value in cursor:
+        if cursor.set_range_dup(scope, start[SCOPE_SIZE:]):
+            for value in cursor.iternext_dup(keys=False, values=True):
+                key = scope + value
                 if key >= high:
                     break
-                if value or len(key) != RECON_IDX_KEY_SIZE:
+                if len(key) != RECON_IDX_KEY_SIZE:
                     raise _corrupt(f"malformed recon_idx row {key.hex()}")
                 append(key)
         if top and rows and rows[-1][SCOPE_SIZE:_TS_END] == _RESERVED_TS:
@@ -747,8 +781,20 @@ class LmdbReconStorage:
         return _Run(False, start, high, keys, counts, sums, stride)
 
     def _scan(self, leaf: bool, start: bytes, high: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Rows of recon_idx (``leaf``) or recon_agg in [start, high)."""
-        cursor = self._live().cursor(self._idx_db if leaf else self._agg_db)
+        """Rows of recon_idx (``leaf``: as ``(scope ‖ item, b"")``, within ``start``'s scope) or
+        recon_agg in [start, high)."""
+        if leaf:
+            scope = start[:SCOPE_SIZE]
+            cursor = self._live().cursor(self._idx_db)
+            if not cursor.set_range_dup(scope, start[SCOPE_SIZE:]):
+                return
+            for item in cursor.iternext_dup(keys=False, values=True):
+                key = scope + item
+                if key >= high:
+                    return
+                yield key, b""
+            return
+        cursor = self._live().cursor(self._agg_db)
         if not cursor.set_range(start):
             return
         for key, value in cursor:

@@ -3,13 +3,13 @@
 A revocation names, for each signing key it revokes, the last ``author_seq`` it accepts. Every
 node must end with the same accepted set whatever order entries and revocations arrived in, so
 an entry by that key with a higher sequence number is rejected when it arrives after the
-revocation, and *retracted* when it was stored before: its bytes stay in ``entries`` (the log is
+revocation, and *retracted* when it was stored before: its bytes stay in ``sealed`` (the log is
 append-only; audit may read them) and its feed and document rows stay, but it is marked in
 ``retracted``, removed from the reconciliation index (so peers reconcile the accepted set), and
 the snapshots of its documents are dropped (they may include it). Reads of `EntryStore` skip
 retracted entries.
 
-This module also builds ``author_idx`` for stores written before it existed. Everything here
+This module also builds ``by_author`` for stores written before it existed. Everything here
 runs in the caller's write transaction.
 """
 
@@ -17,40 +17,26 @@ from __future__ import annotations
 
 import lmdb
 
-from ..entry import DOCUMENT_ID_SIZE, ID_SIZE, TENANT_ID_SIZE, Entry
+from ..entry import DOCUMENT_ID_SIZE, TENANT_ID_SIZE, Entry
 from ..errors import DecodeError, StoreError
-from ._layout import (
-    AUTHOR_IDX_KEY_SIZE,
-    AUTHOR_KEY_SIZE,
-    SEQ_SIZE,
-    Tables,
-    author_idx_key,
-    pack_seq,
-    scope_key,
-)
+from ._layout import AUTHOR_KEY_SIZE, DUP_SIZE, SEQ_SIZE, Tables, pack_seq, scope_key
 from ._recon_index import unindex_items
 
-_BUILD_CHUNK = 4096
+_BUILD_CHUNK = 65_536
 
 
 def build_author_index(txn: lmdb.Transaction[bytes], tables: Tables) -> int:
-    """Empty ``author_idx`` and list again every entry the feed names (one scan). Entries that
-    are missing or do not decode are left out (fsck reports them). Returns the rows written."""
-    txn.drop(tables.author_idx, delete=False)
+    """Empty ``by_author`` and list again every stored entry (one scan of ``sealed``). Entries
+    that do not decode are left out (fsck reports them). Returns the rows written."""
+    txn.drop(tables.by_author, delete=False)
     written = 0
     rows: list[tuple[bytes, bytes]] = []
-    for entry_id in txn.cursor(tables.feed).iternext(keys=False, values=True):
-        raw = txn.get(entry_id, db=tables.entries)
-        if raw is None:
-            continue
+    for arrival, raw in txn.cursor(tables.sealed):
         try:
-            entry = Entry.decode(raw, "stored entry")
+            header = Entry.decode(raw, "stored entry").header
         except DecodeError:
             continue
-        header = entry.header
-        rows.append(
-            (author_idx_key(header.tenant_id, header.author, header.author_seq, entry_id), b"")
-        )
+        rows.append((header.tenant_id + header.author, pack_seq(header.author_seq) + arrival))
         if len(rows) >= _BUILD_CHUNK:
             written += _put_rows(txn, tables, rows)
             rows = []
@@ -59,44 +45,45 @@ def build_author_index(txn: lmdb.Transaction[bytes], tables: Tables) -> int:
 
 def _put_rows(txn: lmdb.Transaction[bytes], tables: Tables, rows: list[tuple[bytes, bytes]]) -> int:
     rows.sort()
-    _, added = txn.cursor(tables.author_idx).putmulti(rows, dupdata=False, overwrite=False)
+    _, added = txn.cursor(tables.by_author).putmulti(rows, dupdata=False)
     return int(added)
 
 
 def authored_after(
     txn: lmdb.Transaction[bytes], tables: Tables, tenant_id: bytes, author: bytes, after_seq: int
 ) -> list[bytes]:
-    """Ids of the stored entries by ``author`` in the tenant with ``author_seq > after_seq``
-    that are not retracted yet, in (author_seq, id) order."""
-    prefix = tenant_id + author
-    if len(prefix) != AUTHOR_KEY_SIZE:
+    """Arrival numbers (BE64) of the stored entries by ``author`` in the tenant with
+    ``author_seq > after_seq`` that are not retracted yet, in (author_seq, arrival) order."""
+    key = tenant_id + author
+    if len(key) != AUTHOR_KEY_SIZE:
         raise ValueError("tenant_id must be 16 bytes and author 32 bytes")
     if after_seq >= (1 << 64) - 1:
         return []
     found: list[bytes] = []
-    cursor = txn.cursor(tables.author_idx)
-    if cursor.set_range(prefix + pack_seq(max(after_seq, 0) + 1)):
-        for key in cursor.iternext(keys=True, values=False):
-            if not key.startswith(prefix):
-                break
-            if len(key) != AUTHOR_IDX_KEY_SIZE:
-                raise StoreError(f"malformed author_idx row {key.hex()}: run fsck")
-            entry_id = key[AUTHOR_KEY_SIZE + SEQ_SIZE :]
-            if txn.get(entry_id, db=tables.retracted) is None:
-                found.append(entry_id)
+    cursor = txn.cursor(tables.by_author)
+    if cursor.set_key(key) and cursor.set_range_dup(key, pack_seq(max(after_seq, 0) + 1)):
+        for value in cursor.iternext_dup(keys=False, values=True):
+            if len(value) != DUP_SIZE:
+                raise StoreError(f"malformed by_author row under {key.hex()}: run fsck")
+            arrival = value[SEQ_SIZE:]
+            if txn.get(arrival, db=tables.retracted) is None:
+                found.append(arrival)
     return found
 
 
-def retract(txn: lmdb.Transaction[bytes], tables: Tables, entries: list[Entry]) -> None:
-    """Mark ``entries`` (stored, not yet retracted, all of one tenant) retracted: remove them
-    from the reconciliation index and drop the snapshots of their documents."""
+def retract(
+    txn: lmdb.Transaction[bytes], tables: Tables, entries: list[tuple[bytes, Entry]]
+) -> None:
+    """Mark ``entries`` ((arrival BE64, entry) pairs: stored, not yet retracted, all of one
+    tenant) retracted: remove them from the reconciliation index and drop the snapshots of
+    their documents."""
     recon_items: list[tuple[bytes, int, bytes]] = []
     documents: set[bytes] = set()
-    for entry in entries:
+    for arrival, entry in entries:
         header = entry.header
-        if len(entry.id) != ID_SIZE or len(header.tenant_id) != TENANT_ID_SIZE:
+        if len(arrival) != SEQ_SIZE or len(header.tenant_id) != TENANT_ID_SIZE:
             raise ValueError("retract takes stored entries")
-        if not txn.put(entry.id, header.tenant_id, overwrite=False, db=tables.retracted):
+        if not txn.put(arrival, header.tenant_id, overwrite=False, db=tables.retracted):
             continue
         scope = scope_key(header.tenant_id, header.database)
         recon_items.append((scope, header.timestamp_ms, entry.id))

@@ -1,10 +1,11 @@
 """Writing accepted entries and all their index rows inside one LMDB write transaction.
 
 The caller owns the transaction (and commits it); this module only decides which rows to put.
-Keys that only grow (the global log, and a database's feed when its scope sorts last) are put
-with LMDB's append mode; everything else goes in sorted order through ``putmulti``. Nothing is
-ever overwritten: an entry id that another writer stored since the batch was checked is
-reported back as a duplicate and gets no index rows. The reconciliation index
+Every entry gets the next store-wide arrival number: ``sealed`` is written in LMDB's append
+mode, and each database feed, document feed and author list appends to the end of its key's
+value list (MDB_APPENDDUP), so pages fill up and a commit touches pages in proportion to what
+it writes. Nothing is ever overwritten: an entry id that another writer stored since the batch
+was checked is reported back as a duplicate and gets no rows. The reconciliation index
 (:mod:`._recon_index`) is updated in the same transaction.
 """
 
@@ -14,25 +15,71 @@ import lmdb
 
 from ..entry import Entry
 from ..errors import StoreError
-from ._layout import SEQ_SIZE, Tables, author_idx_key, pack_seq, scope_key, unpack_seq
+from ._layout import (
+    DUP_SIZE,
+    SCOPE_NUMBER_SIZE,
+    SEQ_SIZE,
+    Tables,
+    pack_dup,
+    pack_scope_number,
+    pack_seq,
+    scope_key,
+    unpack_seq,
+)
 from ._recon_index import index_items
 
 
-def last_seq_in(txn: lmdb.Transaction[bytes], db: lmdb._Database, prefix: bytes) -> int:
-    """The highest BE64 suffix of keys ``prefix + BE64`` in ``db`` (0 when there is none)."""
-    cursor = txn.cursor(db)
-    if cursor.set_range(prefix + b"\xff" * 8):
-        if cursor.key() == prefix + b"\xff" * 8:
-            return (1 << 64) - 1
-        found = cursor.prev()
-    else:
-        found = cursor.last()
-    if not found:
+def last_arrival(txn: lmdb.Transaction[bytes], tables: Tables) -> int:
+    """The highest arrival number stored (0 in an empty store)."""
+    cursor = txn.cursor(tables.sealed)
+    if not cursor.last():
         return 0
     key = cursor.key()
-    if len(key) != len(prefix) + 8 or not key.startswith(prefix):
+    if len(key) != SEQ_SIZE:
+        raise StoreError(f"malformed sealed key {key.hex()}: run fsck")
+    return unpack_seq(key)
+
+
+def last_dup_seq(txn: lmdb.Transaction[bytes], db: lmdb._Database, key: bytes) -> int:
+    """The sequence number (first BE64) of the last value under ``key`` in a DUPSORT table
+    (0 when the key is absent)."""
+    cursor = txn.cursor(db)
+    if not cursor.set_key(key):
         return 0
-    return unpack_seq(key[len(prefix) :])
+    cursor.last_dup()
+    value = cursor.value()
+    if len(value) != DUP_SIZE:
+        raise StoreError(f"malformed row under {key.hex()}: run fsck")
+    return unpack_seq(value[:SEQ_SIZE])
+
+
+def scope_number(txn: lmdb.Transaction[bytes], tables: Tables, scope: bytes) -> bytes | None:
+    """The 4-byte number of a database scope in ``scopes``, or None when it has none."""
+    stored = txn.get(scope, db=tables.scopes)
+    if stored is not None and len(stored) != SCOPE_NUMBER_SIZE:
+        raise StoreError(f"malformed scopes row {scope.hex()}: run fsck")
+    return stored
+
+
+def number_scope(txn: lmdb.Transaction[bytes], tables: Tables, scope: bytes) -> bytes:
+    """The number of a database scope, given one (the highest so far plus one) when it has
+    none; only in a write transaction."""
+    stored = scope_number(txn, tables, scope)
+    if stored is not None:
+        return stored
+    # A new database: rare, and the table has one row per database, so a scan is cheap.
+    highest = max(
+        (
+            int.from_bytes(value, "big")
+            for value in txn.cursor(tables.scopes).iternext(keys=False, values=True)
+        ),
+        default=0,
+    )
+    if highest >= (1 << 32) - 1:
+        raise StoreError("no database number left: run fsck")
+    number = pack_scope_number(highest + 1)
+    txn.put(scope, number, db=tables.scopes)
+    return number
 
 
 def _entry_id(entry: Entry) -> bytes:
@@ -49,18 +96,18 @@ def _stored_counter(txn: lmdb.Transaction[bytes], db: lmdb._Database, key: bytes
     return unpack_seq(stored)
 
 
-def _put_sorted(
+def put_dups(
     txn: lmdb.Transaction[bytes], db: lmdb._Database, rows: list[tuple[bytes, bytes]], what: str
 ) -> None:
-    """Insert new ``rows`` (no key may exist yet), appending when they all sort after the db."""
-    if not rows:
-        return
+    """Add new ``(key, value)`` rows to a DUPSORT table: appended to the end of their key's list
+    when they sort last there (the usual case), inserted in place otherwise. StoreError when a
+    row is already there."""
     rows.sort()
     cursor = txn.cursor(db)
-    can_append = not cursor.last() or cursor.key() < rows[0][0]
-    _, added = cursor.putmulti(rows, dupdata=False, overwrite=False, append=can_append)
-    if added != len(rows):
-        raise StoreError(f"index {what} already holds a key of this batch: run fsck")
+    put = cursor.put
+    for key, value in rows:
+        if not put(key, value, append=True) and not put(key, value, dupdata=False):
+            raise StoreError(f"index {what} already holds a row of this batch: run fsck")
 
 
 def write_entries(
@@ -71,63 +118,66 @@ def write_entries(
     An entry whose id is already stored (written by another process since it was checked) is
     skipped. Raises StoreError when an index row that must be new already exists.
     """
-    # Insert in id order (cache-friendly B-tree walk); the feed order stays ``accepted``'s.
-    cursor = txn.cursor(tables.entries)
+    ids_db = tables.ids
+    # Look ids up in id order (a cache-friendly B-tree walk); arrivals follow ``accepted``.
     raced = {
         entry.id
         for entry in sorted(accepted, key=_entry_id)
-        if not cursor.put(entry.id, entry.raw, overwrite=False)
+        if txn.get(entry.id, db=ids_db) is not None
     }
     added = [e for e in accepted if e.id not in raced] if raced else list(accepted)
     if not added:
         return added
 
+    first_arrival = last_arrival(txn, tables) + 1
+    sealed_rows: list[tuple[bytes, bytes]] = []
+    id_rows: list[tuple[bytes, bytes]] = []
     scopes: dict[tuple[bytes, str], bytes] = {}
+    numbers: dict[bytes, bytes] = {}
     next_seq: dict[bytes, int] = {}
-    log_seq = last_seq_in(txn, tables.log, b"")
     feed_rows: list[tuple[bytes, bytes]] = []
     doc_rows: list[tuple[bytes, bytes]] = []
-    log_rows: list[tuple[bytes, bytes]] = []
-    first_seq: dict[bytes, bytes] = {}
+    author_rows: list[tuple[bytes, bytes]] = []
     author_max: dict[bytes, int] = {}
     size_added: dict[bytes, int] = {}
     database_keys: set[bytes] = set()
     recon_items: list[tuple[bytes, int, bytes]] = []
-    author_rows: list[tuple[bytes, bytes]] = []
 
-    for entry in added:
+    for arrival, entry in enumerate(added, first_arrival):
         header = entry.header
         scope_id = (header.tenant_id, header.database)
         scope = scopes.get(scope_id)
         if scope is None:
             scope = scopes[scope_id] = scope_key(header.tenant_id, header.database)
-            next_seq[scope] = last_seq_in(txn, tables.feed, scope) + 1
+            next_seq[scope] = last_dup_seq(txn, tables.db_feed, scope) + 1
+            numbers[scope] = number_scope(txn, tables, scope)
             size_added[scope] = 0
             database_keys.add(header.tenant_id + header.database.encode("utf-8"))
         seq = next_seq[scope]
         next_seq[scope] = seq + 1
-        seq_bytes = pack_seq(seq)
-        feed_rows.append((scope + seq_bytes, entry.id))
-        doc_key = scope + header.document_id
-        doc_rows.append((doc_key + seq_bytes, entry.id))
-        first_seq.setdefault(doc_key, seq_bytes)
-        log_seq += 1
-        log_rows.append((pack_seq(log_seq), header.tenant_id + entry.id))
+        arrival_bytes = pack_seq(arrival)
+        sealed_rows.append((arrival_bytes, entry.raw))
+        id_rows.append((entry.id, arrival_bytes))
+        dup = pack_dup(seq, arrival)
+        feed_rows.append((scope, dup))
+        doc_rows.append((numbers[scope] + header.document_id, dup))
         author_key = header.tenant_id + header.author
         if author_max.get(author_key, 0) < header.author_seq:
             author_max[author_key] = header.author_seq
-        author_rows.append(
-            (author_idx_key(header.tenant_id, header.author, header.author_seq, entry.id), b"")
-        )
+        author_rows.append((author_key, pack_dup(header.author_seq, arrival)))
         size_added[scope] += len(entry.raw)
         recon_items.append((scope, header.timestamp_ms, entry.id))
 
-    _put_sorted(txn, tables.feed, feed_rows, "feed")
-    _put_sorted(txn, tables.doc_idx, doc_rows, "doc_idx")
-    _put_sorted(txn, tables.log, log_rows, "log")
-    _put_sorted(txn, tables.author_idx, author_rows, "author_idx")
-    for doc_key, seq_bytes in first_seq.items():
-        txn.put(doc_key, seq_bytes, overwrite=False, db=tables.documents)
+    _, appended = txn.cursor(tables.sealed).putmulti(sealed_rows, overwrite=False, append=True)
+    if appended != len(sealed_rows):
+        raise StoreError("sealed already holds an arrival number of this batch: run fsck")
+    id_rows.sort()
+    _, new_ids = txn.cursor(ids_db).putmulti(id_rows, dupdata=False, overwrite=False)
+    if new_ids != len(id_rows):
+        raise StoreError("ids already holds an id of this batch: run fsck")
+    put_dups(txn, tables.db_feed, feed_rows, "db_feed")
+    put_dups(txn, tables.doc_feed, doc_rows, "doc_feed")
+    put_dups(txn, tables.by_author, author_rows, "by_author")
     for database_key in database_keys:
         txn.put(database_key, b"", overwrite=False, db=tables.databases)
     for author_key, author_seq in author_max.items():

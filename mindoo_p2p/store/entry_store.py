@@ -1,11 +1,12 @@
 """`EntryStore`: the append-only, content-addressed LMDB log of sealed entries, with indexes.
 
 One LMDB environment (a directory) per node, with named sub-databases; the key layout is
-documented (and built) in :mod:`mindoo_p2p.store._layout`: ``entries`` (id -> sealed bytes),
-``feed`` (per-database arrival order), ``doc_idx``, ``documents``, ``databases``,
-``author_seq``, ``snapshots``, plus ``log`` (global arrival order, for `iter_entries`),
-``scope_bytes`` (per-database byte totals, for `stats`), ``meta`` (schema version) and the
-reconciliation index ``recon_idx``/``recon_agg`` (served by `recon_snapshot`).
+documented (and built) in :mod:`mindoo_p2p.store._layout`: ``sealed`` (arrival number -> sealed
+bytes, the store-wide arrival order `iter_entries` reads), ``ids`` (id -> arrival number),
+``db_feed`` (per-database arrival order), ``doc_feed``, ``databases``, ``author_seq``,
+``by_author``, ``retracted``, ``snapshots``, ``scope_bytes`` (per-database byte totals, for
+`stats`), ``meta`` (schema version) and the reconciliation index ``recon_idx``/``recon_agg``
+(served by `recon_snapshot`).
 
 Many readers, one writer: every read opens its own read
 transaction (safe from many threads and processes); `append` checks a batch with no lock held,
@@ -18,12 +19,14 @@ derived data (encrypted by the caller) and may be replaced at any time. A revoca
 *retract* stored entries (`retract_authored_after`, see :mod:`._retraction`): they stay stored
 (`get`, `has`, `count` and `fsck` still see them) but every other read skips them.
 
-Every byte read back from disk is checked: an entry must decode and hash to its key, or the
-read raises :class:`~mindoo_p2p.errors.StoreError` (`fsck` reports instead of raising).
+Every byte read back from disk is checked: an entry must decode and hash to an id that ``ids``
+maps to the arrival number it was read under, or the read raises
+:class:`~mindoo_p2p.errors.StoreError` (`fsck` reports instead of raising).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
@@ -40,6 +43,7 @@ from ..entry import (
     TENANT_ID_SIZE,
     TENANT_LOG,
     Entry,
+    tenant_id_of_raw,
 )
 from ..errors import DecodeError, StoreError
 from ._batch import prepare_batch
@@ -47,8 +51,9 @@ from ._environment import SharedEnvironment, acquire, release
 from ._fsck import run_fsck
 from ._layout import (
     AUTHOR_KEY_SIZE,
-    LOG_VALUE_SIZE,
-    SCOPE_SIZE,
+    DOC_FEED_KEY_SIZE,
+    DUP_SIZE,
+    SCOPE_NUMBER_SIZE,
     SEQ_SIZE,
     pack_seq,
     prefix_successor,
@@ -57,7 +62,7 @@ from ._layout import (
 )
 from ._recon_index import DEFAULT_CACHE_ROWS, LmdbReconStorage, rebuild_recon_index
 from ._retraction import authored_after, retract
-from ._writer import last_seq_in, write_entries
+from ._writer import last_dup_seq, scope_number, write_entries
 from .results import AppendResult, Authorizer, FeedItem, FsckReport
 
 MAX_BATCH_ENTRIES = 50_000
@@ -156,16 +161,45 @@ class EntryStore:
             except lmdb.Error as exc:
                 raise StoreError(f"entry store write failed: {type(exc).__name__}: {exc}") from exc
 
-    def _load(self, txn: lmdb.Transaction[bytes], entry_id: bytes) -> Entry | None:
-        raw = txn.get(entry_id, db=self._tables.entries)
-        if raw is None:
-            return None
-        return _decode_stored(entry_id, raw)
+    def _arrival(self, txn: lmdb.Transaction[bytes], entry_id: bytes) -> bytes | None:
+        """The arrival number (BE64) of a stored id, or None."""
+        arrival = txn.get(entry_id, db=self._tables.ids)
+        if arrival is not None and len(arrival) != SEQ_SIZE:
+            raise StoreError(f"malformed ids row for {entry_id.hex()}: run fsck")
+        return arrival
 
-    def _load_indexed(self, txn: lmdb.Transaction[bytes], entry_id: bytes) -> Entry:
-        entry = self._load(txn, entry_id)
-        if entry is None:
-            raise StoreError(f"index names entry {entry_id.hex()}, which is not stored: run fsck")
+    def _load(self, txn: lmdb.Transaction[bytes], entry_id: bytes) -> Entry | None:
+        arrival = self._arrival(txn, entry_id)
+        if arrival is None:
+            return None
+        raw = txn.get(arrival, db=self._tables.sealed)
+        if raw is None:
+            raise StoreError(f"entry {entry_id.hex()} is indexed but not stored: run fsck")
+        entry = _decode_stored(entry_id.hex(), raw)
+        if entry.id != entry_id:
+            raise StoreError(f"stored entry {entry_id.hex()} does not match its id: run fsck")
+        return entry
+
+    def _doc_feed_key(
+        self, txn: lmdb.Transaction[bytes], tenant_id: bytes, database: str, document_id: bytes
+    ) -> bytes | None:
+        """The ``doc_feed`` key of a document (None when its database has no entries)."""
+        number = scope_number(txn, self._tables, scope_key(tenant_id, database))
+        return None if number is None else number + bytes(document_id)
+
+    def _load_arrival(self, txn: lmdb.Transaction[bytes], arrival: bytes) -> Entry:
+        """The entry stored under ``arrival`` (BE64), checked against ``ids``."""
+        raw = txn.get(arrival, db=self._tables.sealed)
+        if raw is None:
+            raise StoreError(
+                f"an index names arrival {unpack_seq(arrival)}, which is not stored: run fsck"
+            )
+        entry = _decode_stored(f"at arrival {unpack_seq(arrival)}", raw)
+        if txn.get(entry.id, db=self._tables.ids) != arrival:
+            raise StoreError(
+                f"stored entry at arrival {unpack_seq(arrival)} does not match its id"
+                f" (now {entry.id.hex()}): run fsck"
+            )
         return entry
 
     # -- writing -----------------------------------------------------------------------------
@@ -205,11 +239,11 @@ class EntryStore:
         if not entries:
             return AppendResult([], [], [])
 
-        entries_db = self._tables.entries
+        ids_db = self._tables.ids
         with self._reading() as txn:
             prepared = prepare_batch(
                 entries,
-                lambda ids: [i for i in ids if txn.get(i, db=entries_db) is not None],
+                lambda ids: [i for i in ids if txn.get(i, db=ids_db) is not None],
                 authorize,
                 check_signatures=not sealed_here,
             )
@@ -311,28 +345,29 @@ class EntryStore:
         if len(entry_id) != ID_SIZE:
             return None
         with self._reading() as txn:
-            return txn.get(bytes(entry_id), db=self._tables.entries)
+            arrival = self._arrival(txn, bytes(entry_id))
+            return None if arrival is None else txn.get(arrival, db=self._tables.sealed)
 
     def has(self, entry_id: bytes) -> bool:
         if len(entry_id) != ID_SIZE:
             return False
         with self._reading() as txn:
-            return txn.get(bytes(entry_id), db=self._tables.entries) is not None
+            return txn.get(bytes(entry_id), db=self._tables.ids) is not None
 
     def missing(self, entry_ids: Iterable[bytes]) -> list[bytes]:
         """The ids of ``entry_ids`` that are not stored, in the order given."""
         with self._reading() as txn:
-            entries_db = self._tables.entries
+            ids_db = self._tables.ids
             return [
                 entry_id
                 for entry_id in entry_ids
-                if len(entry_id) != ID_SIZE or txn.get(bytes(entry_id), db=entries_db) is None
+                if len(entry_id) != ID_SIZE or txn.get(bytes(entry_id), db=ids_db) is None
             ]
 
     def count(self) -> int:
         """How many entries are stored, in all tenants and databases."""
         with self._reading() as txn:
-            return int(txn.stat(self._tables.entries)["entries"])
+            return int(txn.stat(self._tables.sealed)["entries"])
 
     # -- listings ----------------------------------------------------------------------------
     def tenants(self) -> list[bytes]:
@@ -367,14 +402,13 @@ class EntryStore:
         scope = scope_key(tenant_id, database)
         firsts: list[tuple[int, bytes]] = []
         with self._reading() as txn:
-            cursor = txn.cursor(self._tables.documents)
-            if cursor.set_range(scope):
-                for key, value in cursor:
-                    if not key.startswith(scope):
-                        break
-                    if len(key) != SCOPE_SIZE + DOCUMENT_ID_SIZE or len(value) != SEQ_SIZE:
-                        raise StoreError("malformed documents row: run fsck")
-                    firsts.append((unpack_seq(value), key[SCOPE_SIZE:]))
+            number = scope_number(txn, self._tables, scope)
+            if number is None:
+                return []
+            for key, first in _firsts_with_prefix(txn, self._tables.doc_feed, number):
+                if len(key) != DOC_FEED_KEY_SIZE or len(first) != DUP_SIZE:
+                    raise StoreError("malformed doc_feed row: run fsck")
+                firsts.append((unpack_seq(first[:SEQ_SIZE]), key[SCOPE_NUMBER_SIZE:]))
         firsts.sort()
         return [document_id for _, document_id in firsts]
 
@@ -385,18 +419,15 @@ class EntryStore:
         """``(feed seq, entry)`` of the document's entries with seq > ``after_seq``, in order."""
         if len(document_id) != DOCUMENT_ID_SIZE or after_seq >= _MAX_SEQ:
             return []
-        prefix = scope_key(tenant_id, database) + bytes(document_id)
         found: list[tuple[int, Entry]] = []
         with self._reading() as txn:
+            key = self._doc_feed_key(txn, tenant_id, database, document_id)
+            if key is None:
+                return []
             retracted = self._retraction_check(txn)
-            cursor = txn.cursor(self._tables.doc_idx)
-            if cursor.set_range(prefix + pack_seq(max(after_seq, 0) + 1)):
-                for key, value in cursor:
-                    if not key.startswith(prefix):
-                        break
-                    seq = _suffix_seq(key, len(prefix), "doc_idx")
-                    if retracted is None or not retracted(value):
-                        found.append((seq, self._load_indexed(txn, value)))
+            for seq, arrival in _dups_from(txn, self._tables.doc_feed, key, after_seq + 1):
+                if retracted is None or not retracted(arrival):
+                    found.append((seq, self._load_arrival(txn, arrival)))
         return found
 
     def document_updates(
@@ -414,32 +445,40 @@ class EntryStore:
         """
         if len(document_id) != DOCUMENT_ID_SIZE or after_seq >= _MAX_SEQ:
             return [], after_seq
-        prefix = scope_key(tenant_id, database) + bytes(document_id)
         found: list[tuple[int, Entry]] = []
         last = after_seq
+        sealed = self._tables.sealed
         with self._reading() as txn:
+            key = self._doc_feed_key(txn, tenant_id, database, document_id)
+            if key is None:
+                return [], after_seq
             retracted = self._retraction_check(txn)
-            cursor = txn.cursor(self._tables.doc_idx)
-            if cursor.set_range(prefix + pack_seq(max(after_seq, 0) + 1)):
-                for key, value in cursor:
-                    if not key.startswith(prefix):
-                        break
-                    last = _suffix_seq(key, len(prefix), "doc_idx")
-                    if value not in known_ids and (retracted is None or not retracted(value)):
-                        found.append((last, self._load_indexed(txn, value)))
+            for last, arrival in _dups_from(txn, self._tables.doc_feed, key, after_seq + 1):
+                if retracted is not None and retracted(arrival):
+                    continue
+                if known_ids:
+                    raw = txn.get(arrival, db=sealed)
+                    if raw is not None and hashlib.sha256(raw).digest() in known_ids:
+                        continue  # the caller has it (a corrupt copy would not hash to it)
+                found.append((last, self._load_arrival(txn, arrival)))
         return found, last
 
     def document_entry_count(self, tenant_id: bytes, database: str, document_id: bytes) -> int:
         """How many entries the document has."""
         if len(document_id) != DOCUMENT_ID_SIZE:
             return 0
-        prefix = scope_key(tenant_id, database) + bytes(document_id)
         with self._reading() as txn:
+            key = self._doc_feed_key(txn, tenant_id, database, document_id)
+            if key is None:
+                return 0
             retracted = self._retraction_check(txn)
+            if retracted is None:
+                cursor = txn.cursor(self._tables.doc_feed)
+                return int(cursor.count()) if cursor.set_key(key) else 0
             return sum(
                 1
-                for _, value in _rows_with_prefix(txn, self._tables.doc_idx, prefix)
-                if retracted is None or not retracted(value)
+                for _, arrival in _dups_from(txn, self._tables.doc_feed, key, 1)
+                if not retracted(arrival)
             )
 
     def changes_since(
@@ -460,33 +499,31 @@ class EntryStore:
         items: list[FeedItem] = []
         with self._reading() as txn:
             retracted = self._retraction_check(txn)
-            feed = txn.cursor(self._tables.feed)
-            if feed.set_range(scope + pack_seq(cursor + 1)):
-                for key, value in feed:
-                    if not key.startswith(scope) or len(items) >= limit:
-                        break
-                    seq = _suffix_seq(key, SCOPE_SIZE, "feed")
-                    if retracted is not None and retracted(value):
-                        continue
-                    header = self._load_indexed(txn, value).header
-                    items.append(
-                        FeedItem(
-                            seq=seq,
-                            entry_id=value,
-                            document_id=header.document_id,
-                            kind=header.kind,
-                            author=header.author,
-                            author_seq=header.author_seq,
-                            timestamp_ms=header.timestamp_ms,
-                        )
+            for seq, arrival in _dups_from(txn, self._tables.db_feed, scope, cursor + 1):
+                if len(items) >= limit:
+                    break
+                if retracted is not None and retracted(arrival):
+                    continue
+                entry = self._load_arrival(txn, arrival)
+                header = entry.header
+                items.append(
+                    FeedItem(
+                        seq=seq,
+                        entry_id=entry.id,
+                        document_id=header.document_id,
+                        kind=header.kind,
+                        author=header.author,
+                        author_seq=header.author_seq,
+                        timestamp_ms=header.timestamp_ms,
                     )
+                )
         return items, (items[-1].seq if items else cursor)
 
     def last_seq(self, tenant_id: bytes, database: str) -> int:
         """The highest feed sequence of the database (0 when it has no entries)."""
         scope = scope_key(tenant_id, database)
         with self._reading() as txn:
-            return last_seq_in(txn, self._tables.feed, scope)
+            return last_dup_seq(txn, self._tables.db_feed, scope)
 
     def next_author_seq(self, tenant_id: bytes, author: bytes) -> int:
         """The highest author_seq stored for ``author`` in the tenant, plus one (1 if none)."""
@@ -533,49 +570,52 @@ class EntryStore:
             scanned = 0
             with self._reading() as txn:
                 retracted = self._retraction_check(txn)
-                cursor = txn.cursor(self._tables.feed)
-                if cursor.set_range(scope + pack_seq(next_seq)):
-                    for key, value in cursor:
-                        if not key.startswith(scope) or scanned >= _ITER_PAGE:
-                            break
-                        scanned += 1
-                        next_seq = _suffix_seq(key, SCOPE_SIZE, "feed") + 1
-                        if retracted is None or not retracted(value):
-                            page.append(self._load_indexed(txn, value))
+                for seq, arrival in _dups_from(txn, self._tables.db_feed, scope, next_seq):
+                    if scanned >= _ITER_PAGE:
+                        break
+                    scanned += 1
+                    next_seq = seq + 1
+                    if retracted is None or not retracted(arrival):
+                        page.append(self._load_arrival(txn, arrival))
             yield from page
             if scanned < _ITER_PAGE:
                 return
 
     def _iter_log(self, tenant_id: bytes | None) -> Iterator[Entry]:
-        next_seq = 1
+        next_arrival = 1
         while True:
             page: list[Entry] = []
             scanned = 0
             with self._reading() as txn:
                 retracted = self._retraction_check(txn)
-                cursor = txn.cursor(self._tables.log)
-                if cursor.set_range(pack_seq(next_seq)):
-                    for key, value in cursor:
+                cursor = txn.cursor(self._tables.sealed)
+                if cursor.set_range(pack_seq(next_arrival)):
+                    for arrival, raw in cursor:
                         if scanned >= _ITER_PAGE:
                             break
                         scanned += 1
-                        if len(key) != SEQ_SIZE or len(value) != LOG_VALUE_SIZE:
-                            raise StoreError("malformed log row: run fsck")
-                        next_seq = unpack_seq(key) + 1
-                        if tenant_id is not None and value[:TENANT_ID_SIZE] != tenant_id:
+                        if len(arrival) != SEQ_SIZE:
+                            raise StoreError("malformed sealed key: run fsck")
+                        next_arrival = unpack_seq(arrival) + 1
+                        if tenant_id is not None and tenant_id_of_raw(raw) != tenant_id:
                             continue
-                        if retracted is None or not retracted(value[TENANT_ID_SIZE:]):
-                            page.append(self._load_indexed(txn, value[TENANT_ID_SIZE:]))
+                        if retracted is None or not retracted(arrival):
+                            page.append(self._load_arrival(txn, arrival))
             yield from page
-            if scanned < _ITER_PAGE or next_seq > _MAX_SEQ:
+            if scanned < _ITER_PAGE or next_arrival > _MAX_SEQ:
                 return
 
     def stats(self, tenant_id: bytes, database: str) -> dict[str, int]:
         """``{"entries", "documents", "last_seq", "bytes"}`` of one database."""
         scope = scope_key(tenant_id, database)
         with self._reading() as txn:
-            last = last_seq_in(txn, self._tables.feed, scope)
-            documents = sum(1 for _ in _keys_with_prefix(txn, self._tables.documents, scope))
+            last = last_dup_seq(txn, self._tables.db_feed, scope)
+            number = scope_number(txn, self._tables, scope)
+            documents = (
+                0
+                if number is None
+                else sum(1 for _ in _firsts_with_prefix(txn, self._tables.doc_feed, number))
+            )
             size = txn.get(scope, db=self._tables.scope_bytes)
         if size is not None and len(size) != SEQ_SIZE:
             raise StoreError("malformed scope_bytes row: run fsck")
@@ -615,33 +655,37 @@ class EntryStore:
             if not authored_after(txn, self._tables, bytes(tenant_id), bytes(author), after_seq):
                 return []
         with self._writing() as wtxn:
-            ids = authored_after(wtxn, self._tables, bytes(tenant_id), bytes(author), after_seq)
-            entries = [self._load_indexed(wtxn, entry_id) for entry_id in ids]
-            retract(wtxn, self._tables, entries)
-        return entries
+            arrivals = authored_after(
+                wtxn, self._tables, bytes(tenant_id), bytes(author), after_seq
+            )
+            found = [(arrival, self._load_arrival(wtxn, arrival)) for arrival in arrivals]
+            retract(wtxn, self._tables, found)
+        return [entry for _, entry in found]
 
     def is_retracted(self, entry_id: bytes) -> bool:
         """True when ``entry_id`` is stored but a revocation retracted it."""
         if len(entry_id) != ID_SIZE:
             return False
         with self._reading() as txn:
-            return txn.get(bytes(entry_id), db=self._tables.retracted) is not None
+            arrival = self._arrival(txn, bytes(entry_id))
+            return arrival is not None and txn.get(arrival, db=self._tables.retracted) is not None
 
     def retracted_ids(self, tenant_id: bytes) -> list[bytes]:
         """The ids of the tenant's retracted entries, sorted."""
         with self._reading() as txn:
             return sorted(
-                key
-                for key, value in txn.cursor(self._tables.retracted)
+                self._load_arrival(txn, arrival).id
+                for arrival, value in txn.cursor(self._tables.retracted)
                 if value == bytes(tenant_id)
             )
 
     def _retraction_check(self, txn: lmdb.Transaction[bytes]) -> Callable[[bytes], bool] | None:
-        """A test ``id -> is it retracted`` for reads in ``txn``, or None when nothing is."""
+        """A test ``arrival (BE64) -> is it retracted`` for reads in ``txn``, or None when
+        nothing is."""
         if not txn.stat(self._tables.retracted)["entries"]:
             return None
         db = self._tables.retracted
-        return lambda entry_id: txn.get(entry_id, db=db) is not None
+        return lambda arrival: txn.get(arrival, db=db) is not None
 
     # -- set reconciliation ------------------------------------------------------------------
     @contextmanager
@@ -680,20 +724,40 @@ class EntryStore:
         return run_fsck(self._live_env(), self._tables)
 
 
-def _decode_stored(entry_id: bytes, raw: bytes) -> Entry:
+def _decode_stored(what: str, raw: bytes) -> Entry:
     try:
-        entry = Entry.decode(raw, what="stored entry")
+        return Entry.decode(raw, what="stored entry")
     except DecodeError as exc:
-        raise StoreError(f"stored entry {entry_id.hex()} is corrupt ({exc}): run fsck") from None
-    if entry.id != entry_id:
-        raise StoreError(f"stored entry {entry_id.hex()} does not match its id: run fsck")
-    return entry
+        raise StoreError(f"stored entry {what} is corrupt ({exc}): run fsck") from None
 
 
-def _suffix_seq(key: bytes, prefix_size: int, where: str) -> int:
-    if len(key) != prefix_size + SEQ_SIZE:
-        raise StoreError(f"malformed {where} row: run fsck")
-    return unpack_seq(key[prefix_size:])
+def _dups_from(
+    txn: lmdb.Transaction[bytes], db: lmdb._Database, key: bytes, first_seq: int
+) -> Iterator[tuple[int, bytes]]:
+    """``(seq, arrival BE64)`` of the values under ``key`` in a DUPSORT table, from the first
+    with seq >= ``first_seq`` on."""
+    if first_seq > _MAX_SEQ:
+        return
+    cursor = txn.cursor(db)
+    if not cursor.set_key(key) or not cursor.set_range_dup(key, pack_seq(max(first_seq, 0))):
+        return
+    for value in cursor.iternext_dup(keys=False, values=True):
+        if len(value) != DUP_SIZE:
+            raise StoreError(f"malformed row under {key.hex()}: run fsck")
+        yield unpack_seq(value[:SEQ_SIZE]), value[SEQ_SIZE:]
+
+
+def _firsts_with_prefix(
+    txn: lmdb.Transaction[bytes], db: lmdb._Database, prefix: bytes
+) -> Iterator[tuple[bytes, bytes]]:
+    """Every key starting with ``prefix`` in a DUPSORT table, with its first value."""
+    cursor = txn.cursor(db)
+    if not cursor.set_range(prefix):
+        return
+    for key, value in cursor.iternext_nodup(keys=True, values=True):
+        if not key.startswith(prefix):
+            return
+        yield key, value
 
 
 def _keys_with_prefix(
