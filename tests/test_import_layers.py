@@ -1,4 +1,9 @@
-"""No import cycle between node, tenant, database and recovery, not even at type level.
+"""Rules of the code's shape that no linter checks, read from the source of every module.
+
+- No import cycle between node, tenant, database and recovery, not even at type level.
+- One rule for private modules, in every package: a module whose name starts with ``_`` belongs
+  to its package; only modules of that package import it (tests may, for the package they
+  test). A package's public surface is its ``__init__`` and its modules without the underscore.
 
 Every import statement of the package is read from the source (module level, inside
 functions and under ``if TYPE_CHECKING:`` alike), so a cycle hidden from the interpreter by a
@@ -117,3 +122,30 @@ def test_a_tenant_holds_narrow_collaborators_not_the_node(tmp_path: Path) -> Non
         held = [value for part in parts for value in vars(part).values()]
         assert not any(isinstance(value, Node) for value in held)
         assert tenant.writer is node.writer and tenant.store is node.store
+
+
+def private_owner(name: str) -> str | None:
+    """The package that owns ``name`` when ``name`` is (inside) a private module, else None."""
+    parts = name.split(".")
+    for index, part in enumerate(parts):
+        if index and part.startswith("_") and not part.startswith("__"):
+            return ".".join(parts[:index])
+    return None
+
+
+def test_private_modules_are_imported_only_inside_their_package() -> None:
+    graph = import_graph()
+    violations = sorted(
+        f"{importer} imports {target}"
+        for importer, targets in graph.items()
+        for target in targets
+        if (owner := private_owner(target)) is not None
+        and not (importer + ".").startswith(owner + ".")
+    )
+    assert violations == []
+
+
+def test_the_private_module_rule_sees_a_violation() -> None:
+    assert private_owner("mindoo_p2p.store._batch") == "mindoo_p2p.store"
+    assert private_owner("mindoo_p2p.store.entry_store") is None
+    assert private_owner("mindoo_p2p.__init__") is None
