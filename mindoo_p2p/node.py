@@ -34,6 +34,7 @@ from .errors import (
     NotFoundError,
     VerificationError,
 )
+from .home_files import IDENTITY_FILE, ensure_identity_file, secure_home, write_private
 from .identity import PublicIdentity, UserIdentity
 from .invite import Invite, open_checked_invite, seal_invite
 from .key_transfer import (
@@ -48,7 +49,6 @@ from .tenant import Tenant, TenantSecrets, now_ms, tenant_id_for, validate_tenan
 from .tenant_collaborators import EntryWriter
 
 KEYSTORE_FILE = "keystore.bin"
-IDENTITY_FILE = "identity.json"
 STORE_DIR = "store"
 KEYSTORE_FORMAT = 1
 
@@ -113,7 +113,7 @@ class Node:
             {"format": KEYSTORE_FORMAT, "identity": identity.to_secret_dict(), "tenants": {}},
             kdf=kdf,
         )
-        _write_atomic(home / IDENTITY_FILE, identity.public().to_json().encode())
+        write_private(home / IDENTITY_FILE, identity.public().to_json().encode())
         return cls.open(home, password)
 
     @classmethod
@@ -122,13 +122,16 @@ class Node:
         home = Path(home).expanduser()
         if not is_initialized(home):
             raise KeystoreError(f"no node in {home}: run 'mindoo init' first")
+        secure_home(home)
         keystore = Keystore.unlock(home / KEYSTORE_FILE, password)
         store = EntryStore(home / STORE_DIR)
         try:
-            return cls(home, keystore, store)
+            node = cls(home, keystore, store)
         except BaseException:
             store.close()
             raise
+        ensure_identity_file(home, node.public_identity())
+        return node
 
     @classmethod
     def restore(
@@ -192,7 +195,7 @@ class Node:
                 },
                 kdf=kdf,
             )
-            _write_atomic(stage / IDENTITY_FILE, recovered.identity.public().to_json().encode())
+            write_private(stage / IDENTITY_FILE, recovered.identity.public().to_json().encode())
             with cls(stage, keystore, EntryStore(stage / STORE_DIR)) as staged:
                 for tenant in recovered.tenants:
                     rejected = staged.ingest(tenant.tenant_log).rejected
@@ -634,20 +637,6 @@ def _check_restore_target(home: Path, password: str) -> None:
         )
     if not password:
         raise KeystoreError("a password is required to protect the node's keys")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 __all__ = ["MindooError", "Node", "default_home", "is_initialized"]

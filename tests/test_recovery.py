@@ -26,9 +26,10 @@ from mindoo_p2p.errors import (
     VerificationError,
     WrongPasswordError,
 )
+from mindoo_p2p.home_files import IDENTITY_FILE
 from mindoo_p2p.key_transfer import read_password_sealed, seal_with_password
 from mindoo_p2p.keyring import DEFAULT_KEY
-from mindoo_p2p.node import IDENTITY_FILE, KEYSTORE_FILE, Node, is_initialized
+from mindoo_p2p.node import KEYSTORE_FILE, Node, is_initialized
 from mindoo_p2p.recovery import (
     KIT_MAGIC,
     KIT_VERSION,

@@ -14,7 +14,8 @@ from mindoo_p2p.commands import node_status
 from mindoo_p2p.config import NodeConfig, load_config
 from mindoo_p2p.control import ControlClient, control_socket, daemon_running
 from mindoo_p2p.errors import MindooError
-from mindoo_p2p.node import IDENTITY_FILE, Node, is_initialized
+from mindoo_p2p.home_files import IDENTITY_FILE
+from mindoo_p2p.node import Node, is_initialized
 
 from ..context import CliContext, DaemonHook
 from ..params import MindooCommand, MindooGroup, UserFile, UserPath, cli_context
