@@ -108,7 +108,7 @@ def make_node(
     host = PeerHost(os.urandom(32), [LOOPBACK], config=FAST)
     node: Node
 
-    def validate(raw: bytes) -> bool:
+    def validate(raw: bytes, topic: str) -> bool:
         node.validated.append(raw)
         return entry_is_valid(raw) and not reject(raw)
 
@@ -253,7 +253,7 @@ def test_tuning_and_inline_limit_are_bounded() -> None:
         GossipService(
             host,
             on_entry=lambda raw, peer: None,
-            validate=lambda raw: True,
+            validate=lambda raw, topic: True,
             on_announce=lambda entry_id, peer: None,
             inline_limit=MAX_INLINE_ENTRY + 1,
         )
@@ -326,7 +326,7 @@ async def test_what_the_validator_made_is_handed_to_on_entry(in_thread: bool) ->
     class Checked:
         raw: bytes
 
-    def validate(raw: bytes) -> Checked | bool:
+    def validate(raw: bytes, topic: str) -> Checked | bool:
         validated.append(raw)
         return Checked(raw) if entry_is_valid(raw) else False
 

@@ -124,3 +124,23 @@ async def test_without_a_running_service_nothing_is_published_or_subscribed(
     assert not bridge.holds({(alice.tenants()[0].id, "notes")})
     assert not bridge._admit("p", "any topic")
     assert bridge._publish_receive.statistics().current_buffer_used == 0
+
+
+async def test_an_entry_on_another_databases_topic_scores_its_forwarder(
+    make_node: MakeNode,
+) -> None:
+    """Issue 9 (low): gossip validation ignored the topic. An authentic entry of database
+    ``notes`` sent on the topic of ``hr`` (or on a topic this node does not know) is refused
+    and blames the forwarder; on its own topic it is accepted."""
+    alice, bob = make_node("alice"), make_node("bob")
+    tenant = alice.create_tenant("acme")
+    bob.join(alice.invite(tenant, bob.public_identity()))
+    tenant.create_db("notes")
+    tenant.create_db("hr")
+    first, _ = two_changes(bob)
+    bridge = bridge_for(alice, Recorder())
+    own, other = (bridge._topic(tenant, name) for name in ("notes", "hr"))
+    bridge._topics.update({own: (tenant.id, "notes"), other: (tenant.id, "hr")})  # subscribed
+    assert isinstance(bridge._validate_gossip(first.raw, own), VerifiedEntry)
+    assert bridge._validate_gossip(first.raw, other) is False
+    assert bridge._validate_gossip(first.raw, "not-a-topic-we-hold") is False

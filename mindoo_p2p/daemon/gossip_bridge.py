@@ -120,17 +120,21 @@ class GossipBridge:
             self.service.refresh_admission(peer_id)
 
     # -- arriving messages -------------------------------------------------------------------
-    def _validate_gossip(self, raw: bytes) -> VerifiedEntry | bool | None:
+    def _validate_gossip(self, raw: bytes, topic: str | None = None) -> VerifiedEntry | bool | None:
         """The admission pipeline for one gossiped entry (`admission.check_gossip`: decode,
         signature, membership against the tenant's immutable snapshot; tenant-log entries
-        travel by reconciliation only). May run in a worker thread: it reads only immutable
-        snapshots. Returns the `VerifiedEntry` (handed to `_on_gossip_entry` as it is), False
-        when the forwarder misbehaved (it is scored), None when the entry is refused through
-        nobody's fault (`RejectionKind.sender_at_fault`), e.g. an author revoked after the
-        forwarder stored it."""
+        travel by reconciliation only), and the topic it came on must be its own (tenant and
+        database): a forwarder that sends an entry on another database's topic misbehaved.
+        May run in a worker thread: it reads only immutable snapshots (and one dict lookup).
+        Returns the `VerifiedEntry` (handed to `_on_gossip_entry` as it is), False when the
+        forwarder misbehaved (it is scored), None when the entry is refused through nobody's
+        fault (`RejectionKind.sender_at_fault`), e.g. an author revoked after the forwarder
+        stored it."""
         checked = admission.check_gossip(raw, self._membership_of)
         if isinstance(checked, Rejected):
             return False if checked.sender_at_fault else None
+        if topic is not None and self._topics.get(topic) != (checked.tenant_id, checked.database):
+            return False
         return checked
 
     def _membership_of(self, tenant_id: bytes) -> MembershipLog | None:

@@ -318,9 +318,10 @@ EntryCallback = Callable[[Any, str], Awaitable[None] | None]
 """``on_entry(item, peer_id)``: ``item`` is what the validator returned for the entry, or its
 raw bytes when the validator returned True."""
 AnnounceCallback = Callable[[bytes, str], None]
-Validator = Callable[[bytes], object]
-"""True: accept; False: invalid (the forwarder is scored); None: not accepted here, nobody's
-fault (dropped, not scored); any other value: accept and hand that value to ``on_entry``."""
+Validator = Callable[[bytes, str], object]
+"""``validate(raw_entry, topic)``: True: accept; False: invalid (the forwarder is scored); None:
+not accepted here, nobody's fault (dropped, not scored); any other value: accept and hand that
+value to ``on_entry``."""
 _VALIDATED_KEEP = 4096
 """Validated values kept for delivery at most (older ones are dropped: ``on_entry`` then gets
 the raw bytes)."""
@@ -586,9 +587,9 @@ class GossipService:
             ...
             await gossip.publish_entry(topic, entry.raw)
 
-    Callbacks run in this service's tasks and must not block for long: ``validate(raw_entry)``
-    runs for every inline entry before it is forwarded (in the event loop, or in a worker
-    thread with ``tuning.validate_in_thread``); ``on_entry(item, peer_id)`` (may be async;
+    Callbacks run in this service's tasks and must not block for long: ``validate(raw_entry,
+    topic)`` (the topic the message came on) runs for every inline entry before it is
+    forwarded (in the event loop, or in a worker thread with ``tuning.validate_in_thread``); ``on_entry(item, peer_id)`` (may be async;
     ``item`` is the raw entry, or the value ``validate`` returned when not just True)
     and ``on_announce(entry_id, peer_id)`` run one at a time in the delivery task;
     ``admit(peer_id, topic)`` runs per subscription and per received message, so it must be
@@ -853,7 +854,7 @@ class GossipService:
             return False
         if frame.kind is FrameKind.ANNOUNCEMENT or forwarder == self._my_id:
             return True
-        return self._verdict(forwarder, msg, self._run_validate(frame.payload))
+        return self._verdict(forwarder, msg, self._run_validate(frame.payload, msg.topicIDs[0]))
 
     async def _validate_message_async(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
         frame = self._screen(forwarder, msg)
@@ -862,13 +863,13 @@ class GossipService:
         if frame.kind is FrameKind.ANNOUNCEMENT or forwarder == self._my_id:
             return True
         verdict = await trio.to_thread.run_sync(
-            self._run_validate, frame.payload, limiter=self._validate_limiter
+            self._run_validate, frame.payload, msg.topicIDs[0], limiter=self._validate_limiter
         )
         return self._verdict(forwarder, msg, verdict)
 
-    def _run_validate(self, raw_entry: bytes) -> object:
+    def _run_validate(self, raw_entry: bytes, topic: str) -> object:
         try:
-            return self._validate(raw_entry)
+            return self._validate(raw_entry, topic)
         except Exception:
             logger.exception("gossip validate callback failed")
             return False
