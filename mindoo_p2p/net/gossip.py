@@ -589,9 +589,10 @@ class GossipService:
 
     Callbacks run in this service's tasks and must not block for long: ``validate(raw_entry,
     topic)`` (the topic the message came on) runs for every inline entry before it is
-    forwarded (in the event loop, or in a worker thread with ``tuning.validate_in_thread``); ``on_entry(item, peer_id)`` (may be async;
-    ``item`` is the raw entry, or the value ``validate`` returned when not just True)
-    and ``on_announce(entry_id, peer_id)`` run one at a time in the delivery task;
+    forwarded (in the event loop, or in a worker thread with ``tuning.validate_in_thread``);
+    ``on_entry(item, peer_id)`` (may be async; ``item`` is the raw entry, or the value
+    ``validate`` returned when not just True) and ``on_announce(entry_id, peer_id)`` run one
+    at a time in the delivery task;
     ``admit(peer_id, topic)`` runs per subscription and per received message, so it must be
     a cheap lookup (default: every peer is admitted); ``on_invalid(peer_id, reason)`` hears
     of peers that forwarded malformed or invalid messages. An exception raised by a callback
