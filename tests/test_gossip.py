@@ -647,3 +647,30 @@ async def test_gossip_resumes_after_a_reconnect() -> None:
             await a.gossip.publish_entry(TOPIC, entry.raw)
             await wait_until(lambda: entry.id in b.entry_ids())
     assert b.entries == [(entry.raw, a.peer_id)]
+
+
+async def test_a_peer_admitted_to_nothing_is_remembered_for_few_subscriptions() -> None:
+    """Issue 9 (low): an unadmitted peer could make a node remember 4096 topic subscriptions.
+    Until it is admitted to one of our topics, only a few are kept."""
+    allowed: set[str] = set()
+    a = make_node(
+        admit=lambda peer, topic: peer in allowed,
+        tuning=GossipTuning(max_unadmitted_remote_topics=5),
+    )
+    member, outsider = make_node(), make_node()
+    topics = [topic_name(SECRET, TENANT, f"db{i}") for i in range(12)]
+    with trio.fail_after(30):
+        async with running(a, member, outsider):
+            allowed.add(member.peer_id)
+            await a.gossip.subscribe(TOPIC)
+            for node in (member, outsider):
+                await node.gossip.subscribe(TOPIC)
+                for topic in topics:
+                    await node.gossip.subscribe(topic)
+            await connect(member, a)
+            await connect(outsider, a)
+            await wait_meshed(a, member)
+            remembered = a.gossip._pubsub.remote_subscriptions  # type: ignore[union-attr]
+            await wait_until(lambda: len(remembered.get(to_libp2p_id(member.peer_id), ())) == 13)
+            await trio.sleep(0.3)
+            assert len(remembered.get(to_libp2p_id(outsider.peer_id), ())) <= 5

@@ -259,6 +259,9 @@ class GossipTuning:
     """Topics this node subscribes to at most."""
     max_remote_topics: int = 4096
     """Subscriptions remembered per peer (topics we may subscribe to later included)."""
+    max_unadmitted_remote_topics: int = 128
+    """Subscriptions remembered per peer while it is admitted to none of our topics (it has
+    proven no shared tenant yet): a stranger cannot make us hold thousands of names."""
     peer_queue_size: int = 512
     """Outbound RPCs queued per peer (py-libp2p's default is 32)."""
     delivery_queue: int = 1024
@@ -279,6 +282,7 @@ class GossipTuning:
         positive = (
             "max_topics",
             "max_remote_topics",
+            "max_unadmitted_remote_topics",
             "peer_queue_size",
             "delivery_queue",
             "delivery_queue_bytes",
@@ -454,6 +458,7 @@ class _GossipPubsub(Pubsub):
         """Whether a peer is admitted to a topic we subscribe to."""
         self._deliver = deliver
         self._max_remote_topics = tuning.max_remote_topics
+        self._max_unadmitted_remote_topics = tuning.max_unadmitted_remote_topics
         self.remote_subscriptions: dict[ID, set[str]] = {}
         """Every topic each connected peer announced, admitted or not (bounded per peer)."""
         self._announced: dict[ID, set[str]] = {}
@@ -473,7 +478,9 @@ class _GossipPubsub(Pubsub):
             return
         topics = self.remote_subscriptions.setdefault(origin_id, set())
         if topic not in topics:
-            if len(topics) >= self._max_remote_topics or not is_valid_topic(topic):
+            admitted = self.admits(origin_id, topic) or bool(self._announced.get(origin_id))
+            limit = self._max_remote_topics if admitted else self._max_unadmitted_remote_topics
+            if len(topics) >= limit or not is_valid_topic(topic):
                 return
             topics.add(topic)
         if self.admits(origin_id, topic):
