@@ -212,8 +212,10 @@ class PasswordPolicy:
         return self.check(password, new=new)
 
 
-NODE_PASSWORD = PasswordPolicy("password", "Node password", "MINDOO_PASSWORD")
-"""Unlocks the node's keystore."""
+NODE_PASSWORD = PasswordPolicy(
+    "password", "Node password", "MINDOO_PASSWORD", min_chars=MIN_PASSWORD_CHARS
+)
+"""Unlocks the node's keystore (a new one: at least 8 characters)."""
 KEY_FILE_PASSWORD = PasswordPolicy("key file password", "Key file password", "MINDOO_KEY_PASSWORD")
 """Protects a key file exported with ``--password``."""
 RECOVERY_KIT_PASSWORD = PasswordPolicy(

@@ -43,7 +43,7 @@ from .key_transfer import (
 )
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey
 from .membership import ROLE_MIRROR
-from .recovery import RecoveryKit, read_recovery_kit
+from .recovery import MIN_PASSWORD_CHARS, RecoveryKit, read_recovery_kit
 from .store import AppendResult, EntryStore, FsckReport
 from .tenant import Tenant, TenantSecrets, now_ms, tenant_id_for, validate_tenant_name
 from .tenant_collaborators import EntryWriter
@@ -103,8 +103,7 @@ class Node:
         home = Path(home).expanduser()
         if is_initialized(home):
             raise KeystoreError(f"a node already exists in {home}")
-        if not password:
-            raise KeystoreError("a password is required to protect the node's keys")
+        check_new_node_password(password)
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         identity = UserIdentity.generate(name or os.environ.get("USER") or "mindoo user")
         Keystore.create(
@@ -635,8 +634,18 @@ def _check_restore_target(home: Path, password: str) -> None:
         raise KeystoreError(
             f"a node already exists in {home}: a recovery kit restores into a new home only"
         )
-    if not password:
-        raise KeystoreError("a password is required to protect the node's keys")
+    check_new_node_password(password)
+
+
+def check_new_node_password(password: str) -> None:
+    """A new node password must have `MIN_PASSWORD_CHARS` characters: it is all that stands
+    between a stolen disk and the node's keys (argon2id makes each guess costly, not a short
+    password long)."""
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD_CHARS:
+        raise KeystoreError(
+            f"the node password must have at least {MIN_PASSWORD_CHARS} characters: it protects"
+            " the node's keys"
+        )
 
 
 __all__ = ["MindooError", "Node", "default_home", "is_initialized"]

@@ -42,7 +42,7 @@ from mindoo_p2p.crypto.keystore import KdfProfile
 from mindoo_p2p.crypto.signing import verify_signature
 from mindoo_p2p.node import Node
 
-PASSWORD = "bench"
+PASSWORD = "bench-store"
 BATCH = 1000
 DOCS = 100
 

@@ -29,8 +29,8 @@ async def _child() -> dict[str, object]:
 
     config = NodeConfig(listen=("/ip4/127.0.0.1/tcp/0",), mdns=True, mdns_interfaces=("127.0.0.1",))
     with tempfile.TemporaryDirectory() as tmp:
-        alice = Node.init(Path(tmp) / "a", "pw", name="alice", kdf=KdfProfile.TESTING)
-        bob = Node.init(Path(tmp) / "b", "pw", name="bob", kdf=KdfProfile.TESTING)
+        alice = Node.init(Path(tmp) / "a", "a test password", name="alice", kdf=KdfProfile.TESTING)
+        bob = Node.init(Path(tmp) / "b", "a test password", name="bob", kdf=KdfProfile.TESTING)
         tenant = alice.create_tenant("acme")
         bob.join(alice.invite(tenant, bob.public_identity()))
         doc = alice.tenant("acme").open_db("lan").create_document({"found": "by mDNS"})

@@ -21,6 +21,7 @@ from mindoo_p2p import (
     WrongPasswordError,
 )
 from mindoo_p2p.crypto import SigningKeyPair
+from mindoo_p2p.crypto.keystore import KdfProfile
 from mindoo_p2p.entry import Entry, EntryKind
 from mindoo_p2p.materializer import SNAPSHOT_EVERY
 
@@ -309,3 +310,11 @@ def test_a_members_malformed_change_does_not_break_the_document(make_node: MakeN
         }
     finally:
         again.close()
+
+
+def test_a_new_node_password_must_have_eight_characters(tmp_path: Path) -> None:
+    """Issue 9 (low): the node password had no minimum length."""
+    with pytest.raises(KeystoreError, match="at least 8 characters"):
+        Node.init(tmp_path / "short", "1234567", kdf=KdfProfile.TESTING)
+    assert not (tmp_path / "short" / "keystore.bin").exists()
+    Node.init(tmp_path / "long", "12345678", kdf=KdfProfile.TESTING).close()
