@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .crdt import AutomergeDocument, ListProxy, MapProxy, change_hash
@@ -19,6 +20,7 @@ from .entry import Entry, EntryKind
 from .errors import DocumentDeletedError, InvalidNameError, InvalidPathError, NotFoundError
 from .keyring import DEFAULT_KEY
 from .materializer import DocumentMaterializer, MaterializedDocument
+from .writer import Draft
 
 if TYPE_CHECKING:
     from .tenant import Tenant
@@ -97,7 +99,7 @@ class Database:
             tenant.id,
             name,
             tenant.keyring,
-            current_batch=lambda: tenant.node.current_batch,
+            current_batch=lambda: tenant.writer.current_batch,
             key_label=tenant.key_label,
         )
 
@@ -162,20 +164,21 @@ class Database:
     def delete(self, document_id: str | bytes) -> None:
         """Delete a document: a tombstone entry; its history stays readable (`get_at`)."""
         md = self._load_writable(parse_document_id(document_id))
-        entry = self.tenant.seal(
+        draft = self.tenant.draft(
             kind=EntryKind.DELETE,
             database=self.name,
             document_id=md.document_id,
-            deps=md.entry_heads(),
+            deps=md.head_dependencies(),
             key=self.tenant.key_for_writing(md.key_id),
             payload=b"",
+            on_sealed=partial(self._docs.note_local_delete, md),
         )
-        self._docs.note_local_delete(md, entry)
-        self._commit([entry], md.document_id)
+        self._docs.note_local_delete_draft(md)
+        self._write(draft, md.document_id)
 
     def _load_writable(self, document_id: bytes) -> MaterializedDocument:
         md = self._docs.load(document_id)
-        if md.deleted_by is not None:
+        if md.deleted:
             raise DocumentDeletedError(f"document {document_id.hex()} was deleted")
         return md
 
@@ -184,24 +187,26 @@ class Database:
         if info is None:
             return
         try:
-            deps = [md.heads_to_entries[h] for h in info.deps]
-            entry = self.tenant.seal(
+            draft = self.tenant.draft(
                 kind=EntryKind.CHANGE,
                 database=self.name,
                 document_id=md.document_id,
-                deps=deps,
+                deps=md.dependencies(info.deps),
                 key=self.tenant.key_for_writing(md.key_id),
                 payload=info.bytes,
+                change_hash=info.hash,
+                on_sealed=partial(self._docs.note_local_sealed, md, info.hash),
             )
         except BaseException:
             self._docs.forget(md.document_id)
             raise
-        self._docs.note_local_change(md, entry, info.hash)
-        self._commit([entry], md.document_id)
+        self._docs.note_local_draft(md, info.hash)
+        self._write(draft, md.document_id)
 
-    def _commit(self, entries: Sequence[Entry], document_id: bytes) -> None:
+    def _write(self, draft: Draft, document_id: bytes) -> None:
+        """Seal and store ``draft`` now, or when the open batch commits."""
         try:
-            self.tenant.node.commit(entries)
+            self.tenant.writer.write([draft])
         except BaseException:
             self._docs.forget(document_id)
             raise
@@ -212,14 +217,14 @@ class Database:
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Group every write in the block into one durable store transaction."""
-        with self.tenant.node.batch():
+        with self.tenant.writer.batch():
             yield
 
     # -- reading -----------------------------------------------------------------------------
     def get(self, document_id: str | bytes) -> dict[str, Any]:
         """The document's current content as plain Python values."""
         md = self._docs.load(parse_document_id(document_id))
-        if md.deleted_by is not None:
+        if md.deleted:
             raise DocumentDeletedError(f"document {md.document_id.hex()} was deleted")
         if md.plain is None:
             md.plain = md.doc.to_py()
@@ -231,7 +236,7 @@ class Database:
             md = self._docs.load(parse_document_id(document_id))
         except NotFoundError:
             return False
-        return md.deleted_by is None
+        return not md.deleted
 
     def list_documents(self, *, include_deleted: bool = False) -> list[str]:
         """Ids of the documents in this database, in order of first arrival."""

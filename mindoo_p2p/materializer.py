@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +26,10 @@ from .codec import Reader, Writer
 from .crdt import AutomergeDocument, change_hash
 from .crypto import aead
 from .entry import Entry, EntryKind
-from .errors import DecodeError, MissingKeyError, NotFoundError, VerificationError
+from .errors import DecodeError, MindooError, MissingKeyError, NotFoundError, VerificationError
 from .keyring import KeyRing
 from .store import EntryStore, scope_key
+from .writer import ChangeRef, Dependency
 
 SNAPSHOT_EVERY = 512
 SNAPSHOT_VERSION = 1
@@ -58,13 +59,47 @@ class MaterializedDocument:
     """Cached `to_py()` of the current state; None when stale."""
     refreshed_in_batch: int | None = None
     """The write batch during which the document was last refreshed from the store."""
+    drafted_changes: set[bytes] = field(default_factory=set)
+    """Hashes of local changes in `doc` that are drafted but not stored yet (their entry ids
+    come when their write commits: `note_local_sealed`)."""
+    delete_drafted: bool = False
+    """A local delete is drafted but not stored yet."""
 
     @property
     def exists(self) -> bool:
-        return self.change_count > 0 or self.deleted_by is not None
+        return self.change_count > 0 or self.deleted
 
-    def entry_heads(self) -> list[bytes]:
-        return sorted(self.heads_to_entries.values())
+    @property
+    def deleted(self) -> bool:
+        """Deleted by a stored entry, or by a delete drafted here."""
+        return self.deleted_by is not None or self.delete_drafted
+
+    def dependencies(self, change_hashes: Sequence[bytes]) -> tuple[Dependency, ...]:
+        """The causal parents of an entry on top of these changes (a local change's deps, or
+        the heads): entry ids of stored changes, ChangeRefs of changes drafted in this write.
+
+        Raises MindooError naming the change when it is neither (the cache lost track of it).
+        """
+        deps: list[Dependency] = []
+        for hash_ in change_hashes:
+            entry_id = self.heads_to_entries.get(hash_)
+            if entry_id is not None:
+                deps.append(entry_id)
+            elif hash_ in self.drafted_changes:
+                deps.append(ChangeRef(hash_))
+            else:
+                raise MindooError(
+                    f"document {self.document_id.hex()}: change {hash_.hex()} it builds on has"
+                    " no known entry"
+                )
+        return tuple(deps)
+
+    def head_dependencies(self) -> tuple[Dependency, ...]:
+        """The causal parents of an entry on top of every current head (a delete's deps)."""
+        stored = sorted(self.heads_to_entries.values())
+        heads = set(self.doc.heads()) if self.drafted_changes else set()
+        drafted = [ChangeRef(h) for h in sorted(self.drafted_changes) if h in heads]
+        return (*stored, *drafted)
 
 
 class DocumentMaterializer:
@@ -131,22 +166,33 @@ class DocumentMaterializer:
         self._remember(md)
         return md
 
-    def note_local_change(self, md: MaterializedDocument, entry: Entry, hash_: bytes) -> None:
-        """Record that ``entry`` (carrying change ``hash_``) was applied to ``md`` locally."""
-        md.local_applied.add(entry.id)
-        heads = md.doc.heads()
-        known = dict(md.heads_to_entries)
-        known[hash_] = entry.id
-        md.heads_to_entries = {h: known[h] for h in heads if h in known}
+    def note_local_draft(self, md: MaterializedDocument, hash_: bytes) -> None:
+        """Record that local change ``hash_`` was made in ``md`` and drafted for writing."""
+        md.drafted_changes.add(hash_)
         md.change_count += 1
         md.since_snapshot += 1
         md.plain = None
+
+    def note_local_sealed(self, md: MaterializedDocument, hash_: bytes, entry: Entry) -> None:
+        """Record that the drafted change ``hash_`` of ``md`` is stored as ``entry``."""
+        md.drafted_changes.discard(hash_)
+        md.local_applied.add(entry.id)
+        known = dict(md.heads_to_entries)
+        known[hash_] = entry.id
+        md.heads_to_entries = {h: known[h] for h in md.doc.heads() if h in known}
         if md.key_id is None:
             md.key_id = entry.header.key_id
 
+    def note_local_delete_draft(self, md: MaterializedDocument) -> None:
+        """Record that a delete of ``md`` was drafted for writing."""
+        md.delete_drafted = True
+        md.plain = None
+
     def note_local_delete(self, md: MaterializedDocument, entry: Entry) -> None:
+        """Record that the drafted delete of ``md`` is stored as ``entry``."""
         md.local_applied.add(entry.id)
-        md.deleted_by = entry.id
+        md.deleted_by = md.deleted_by or entry.id
+        md.delete_drafted = False
         md.plain = None
 
     def forget(self, document_id: bytes) -> None:
@@ -245,8 +291,8 @@ class DocumentMaterializer:
             return
         if md.key_id is None or md.bad_entries:
             return
-        if self._current_batch() is not None:
-            # Inside a batch the document may hold changes a failed batch will drop.
+        if self._current_batch() is not None or md.drafted_changes:
+            # The document holds changes not stored yet (a failed write would drop them).
             return
         if not self._keyring.has_id(md.key_id):
             return

@@ -49,6 +49,7 @@ from .membership import ROLE_MIRROR
 from .recovery import read_recovery_kit
 from .store import AppendResult, EntryStore, FsckReport
 from .tenant import Tenant, TenantSecrets, now_ms, tenant_id_for, validate_tenant_name
+from .writer import Draft, LocalWriter
 
 KEYSTORE_FILE = "keystore.bin"
 IDENTITY_FILE = "identity.json"
@@ -80,11 +81,15 @@ class Node:
         contents = keystore.read()
         self.identity = UserIdentity.from_secret_dict(contents["identity"])
         self._tenants: dict[bytes, Tenant] = {}
-        self._author_seq: dict[tuple[bytes, bytes], int] = {}
-        self._batch_depth = 0
-        self._batch_serial = 0
         self._listeners: list[Callable[[list[Entry], bool], None]] = []
-        self._pending: list[Entry] = []
+        self.writer = LocalWriter(
+            store,
+            self.authorize,
+            before_commit=self._before_own_write,
+            on_committed=self._own_entries_stored,
+            on_discarded=self._own_drafts_discarded,
+        )
+        """Numbers, seals and stores this node's own entries (see `mindoo_p2p.writer`)."""
         self._load_tenants(contents)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -477,14 +482,6 @@ class Node:
         return ImportedKey(tenant=tenant, name=transfer.name, added_versions=sorted(added))
 
     # -- writing -----------------------------------------------------------------------------
-    def next_author_seq(self, tenant_id: bytes, author: bytes) -> int:
-        key = (tenant_id, author)
-        seq = self._author_seq.get(key)
-        if seq is None:
-            seq = self.store.next_author_seq(tenant_id, author)
-        self._author_seq[key] = seq + 1
-        return seq
-
     def authorize(self, entry: Entry) -> str | None:
         """Whether an entry that verified (hash, signature) may be stored here."""
         tenant = self._tenants.get(entry.tenant_id)
@@ -492,62 +489,45 @@ class Node:
             return f"unknown tenant {entry.tenant_id.hex()}"
         return tenant.authorize(entry)
 
-    def commit(self, entries: Sequence[Entry]) -> None:
-        """Append this node's own new entries (now, or at the end of the current batch)."""
-        if self._batch_depth:
-            self._pending.extend(entries)
-            return
-        self._append_own(list(entries))
-
-    def _append_own(self, entries: list[Entry]) -> None:
-        if not entries:
-            return
-        result = self.ingest(entries, sealed_here=True)
-        if result.rejected:
-            self._author_seq.clear()
-            first = result.rejected[0]
-            raise VerificationError(
-                f"entry {first.entry_id.hex()} was refused by the store: {first.reason}"
-            )
-
     @property
     def current_batch(self) -> int | None:
         """The id of the open write batch, or None."""
-        return self._batch_serial if self._batch_depth else None
+        return self.writer.current_batch
 
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Group every write in the block into one durable LMDB transaction (group commit).
 
-        All or nothing: when the block raises, none of its writes is stored.
+        All or nothing: when the block raises, none of its writes is stored (and no sequence
+        number is used).
         """
-        if not self._batch_depth:
-            self._batch_serial += 1
-        self._batch_depth += 1
-        ok = False
-        try:
+        with self.writer.batch():
             yield
-            ok = True
-        finally:
-            self._batch_depth -= 1
-            if self._batch_depth == 0:
-                pending, self._pending = self._pending, []
-                if ok:
-                    try:
-                        self._append_own(pending)
-                    except BaseException:
-                        self._forget_documents(pending)
-                        raise
-                else:
-                    self._author_seq.clear()
-                    self._forget_documents(pending)
 
-    def _forget_documents(self, entries: Sequence[Entry]) -> None:
-        """Drop cached documents that hold writes which never reached the store."""
-        for entry in entries:
-            tenant = self._tenants.get(entry.tenant_id)
+    def _before_own_write(self, drafts: Sequence[Draft]) -> None:
+        """Own entries pass the membership check against the stored tenant log, which another
+        process (the CLI, a script) may have changed since this one loaded it."""
+        for tenant_id in dict.fromkeys(d.tenant_id for d in drafts):
+            tenant = self._tenants.get(tenant_id)
             if tenant is not None:
-                tenant.forget_document(entry.database, entry.document_id)
+                tenant.refresh_membership()
+
+    def _own_entries_stored(self, entries: list[Entry]) -> None:
+        self._enforce_revocations([e.id for e in entries])
+        for listener in list(self._listeners):
+            listener(entries, True)
+
+    def _own_drafts_discarded(self, drafts: Sequence[Draft]) -> None:
+        """Drafts that were never stored: drop cached documents that hold them, and membership
+        state the refused or failed write may have advanced."""
+        for tenant_id in dict.fromkeys(d.tenant_id for d in drafts):
+            tenant = self._tenants.get(tenant_id)
+            if tenant is not None:
+                tenant.load_membership()
+        for draft in drafts:
+            tenant = self._tenants.get(draft.tenant_id)
+            if tenant is not None:
+                tenant.forget_document(draft.database, draft.document_id)
 
     def ingest(
         self, entries: Sequence[Entry | bytes], *, sealed_here: bool = False

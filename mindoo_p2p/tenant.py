@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ from .membership import (
     TenantLogRecord,
     decode_tenant_log_record,
 )
+from .writer import Dependency, Draft, EntryWriter
 
 if TYPE_CHECKING:
     from .database import Database
@@ -141,6 +142,8 @@ class Tenant:
         self.membership = MembershipLog(secrets.tenant_id, secrets.admin_key)
         self._databases: dict[str, Database] = {}
         self._membership_entries: dict[bytes, Entry] = {}
+        self._membership_log_seq = 0
+        """The tenant log's last feed sequence when `membership` was loaded from the store."""
         self._enforced: tuple[MembershipLog, int] | None = None
         """The membership log and its `cuts_revision` that `enforce_revocations` last brought
         the store in line with."""
@@ -344,7 +347,26 @@ class Tenant:
     def _membership_entry(
         self, record: TenantLogRecord, author: SigningKeyPair | None = None
     ) -> Entry:
-        """Seal and store a tenant-log record, signed by the admin key (or ``author``)."""
+        """Seal and store a tenant-log record now, signed by the admin key (or ``author``),
+        and return its entry. Not inside a write batch (the entry exists once the batch
+        commits): use `_write_record` there."""
+        if self.writer.current_batch is not None:
+            raise MindooError(
+                "this tenant-log change returns its stored entry: make it outside a write batch"
+            )
+        stored: list[Entry] = []
+        self._write_record(record, author, on_sealed=stored.append)
+        return stored[0]
+
+    def _write_record(
+        self,
+        record: TenantLogRecord,
+        author: SigningKeyPair | None = None,
+        *,
+        on_sealed: Callable[[Entry], None] | None = None,
+    ) -> None:
+        """Seal and store a tenant-log record (now, or when the open batch commits), signed by
+        the admin key (or ``author``)."""
         if author is None:
             if self._secrets.admin_seed is None:
                 what = "create keys" if isinstance(record, KeyAnnouncement) else "change membership"
@@ -353,7 +375,7 @@ class Tenant:
                     f" only the tenant admin can {what}"
                 )
             author = SigningKeyPair(self._secrets.admin_seed)
-        entry = self.seal(
+        draft = self.draft(
             kind=EntryKind.MEMBERSHIP,
             database=TENANT_LOG,
             document_id=NO_DOCUMENT,
@@ -361,9 +383,9 @@ class Tenant:
             key=self.keyring.current(MEMBERSHIP_KEY),
             payload=record.encode(),
             author=author,
+            on_sealed=on_sealed,
         )
-        self._node.commit([entry])
-        return entry
+        self.writer.write([draft])
 
     def authorize(self, entry: Entry) -> str | None:
         """Store-side check for an entry of this tenant (see `Node.authorize`)."""
@@ -426,6 +448,7 @@ class Tenant:
         left out), applying records until no more apply (a record stored before what it
         builds on applies on a later pass)."""
         self.membership = MembershipLog(self.id, self.admin_key)
+        self._membership_log_seq = self._node.store.last_seq(self.id, TENANT_LOG)
         pending = list(self._node.store.iter_entries(self.id, TENANT_LOG))
         pending.sort(key=lambda e: (e.header.author_seq, e.timestamp_ms))
         while pending:
@@ -433,6 +456,16 @@ class Tenant:
             if len(left) == len(pending):
                 return
             pending = left
+
+    def refresh_membership(self) -> None:
+        """Bring membership up to date with the stored tenant log when it grew since it was
+        loaded (another process that has the home open, the CLI or a script, wrote to it), then
+        retract what revocations new to this process no longer accept. One read when nothing
+        changed. A record this process stored itself also counts as growth (one rebuild)."""
+        if self._node.store.last_seq(self.id, TENANT_LOG) != self._membership_log_seq:
+            self.load_membership()
+        if not self._node.store.readonly:
+            self.enforce_new_revocations()
 
     # -- named keys --------------------------------------------------------------------------
     def create_key(self, name: str) -> TenantKey:
@@ -457,7 +490,7 @@ class Tenant:
         key = TenantKey.generate(name)
         self.keyring.add(key)
         self._node.save_tenant(self._secrets)
-        self._membership_entry(KeyAnnouncement(key.key_id, key.name, key.version))
+        self._write_record(KeyAnnouncement(key.key_id, key.name, key.version))
         return key
 
     def rotate_key(self, name: str) -> TenantKey:
@@ -494,11 +527,11 @@ class Tenant:
         key = TenantKey.generate(name, version=newest + 1)
         self.keyring.add(key)
         self._node.save_tenant(self._secrets)
-        with self._node.batch():
+        with self.writer.batch():
             for info in held:
                 if not info.announced:
-                    self._membership_entry(KeyAnnouncement(info.key_id, name, info.version))
-            self._membership_entry(KeyAnnouncement(key.key_id, key.name, key.version))
+                    self._write_record(KeyAnnouncement(info.key_id, name, info.version))
+            self._write_record(KeyAnnouncement(key.key_id, key.name, key.version))
         return key
 
     def shred_key(self, name: str) -> list[int]:
@@ -541,7 +574,7 @@ class Tenant:
         doomed = [key for key in self.keyring if key.name == name]
         if not doomed:
             raise MissingKeyError(f"no key {name!r} on this node: there is nothing to shred")
-        if self._node.current_batch is not None:
+        if self.writer.current_batch is not None:
             raise MindooError("a key cannot be shredded inside a write batch")
         doomed_ids = {key.key_id for key in doomed}
         store = self._node.store
@@ -615,30 +648,38 @@ class Tenant:
         return [entry for entry in found if entry is not None]
 
     # -- sealing -----------------------------------------------------------------------------
-    def seal(
+    @property
+    def writer(self) -> EntryWriter:
+        """Seals and stores this node's own entries (numbered inside the write transaction)."""
+        return self._node.writer
+
+    def draft(
         self,
         *,
         kind: EntryKind,
         database: str,
         document_id: bytes,
-        deps: Sequence[bytes],
+        deps: Sequence[Dependency],
         key: TenantKey,
         payload: bytes,
         author: SigningKeyPair | None = None,
-    ) -> Entry:
-        signer = author or self._node.identity.signing
-        return Entry.seal(
+        change_hash: bytes | None = None,
+        on_sealed: Callable[[Entry], None] | None = None,
+    ) -> Draft:
+        """An own entry of this tenant to hand to `writer`: signed by ``author`` (this node's
+        identity by default), stamped now; its sequence number is given when it is sealed."""
+        return Draft(
             kind=kind,
             tenant_id=self.id,
             database=database,
             document_id=document_id,
-            author=signer,
-            author_seq=self._node.next_author_seq(self.id, signer.public_key),
+            signer=author or self._node.identity.signing,
+            key=key,
+            payload=payload,
             timestamp_ms=now_ms(),
             deps=tuple(deps),
-            key_id=key.key_id,
-            key=key.secret,
-            payload=payload,
+            change_hash=change_hash,
+            on_sealed=on_sealed,
         )
 
     def key_for_writing(self, key_id: bytes | None, name: str = DEFAULT_KEY) -> TenantKey:

@@ -13,6 +13,7 @@ A bad entry is rejected alone; the rest of the batch lands. Nothing is ever over
 """
 
 from ._layout import scope_key
+from ._local_append import AuthorPositions, SealInTransaction
 from .entry_store import (
     MAX_BATCH_BYTES,
     MAX_BATCH_ENTRIES,
@@ -35,11 +36,13 @@ __all__ = [
     "MAX_FEED_PAGE",
     "MAX_SNAPSHOT_SIZE",
     "AppendResult",
+    "AuthorPositions",
     "Authorizer",
     "EntryStore",
     "FeedItem",
     "FsckProblem",
     "FsckReport",
     "Rejected",
+    "SealInTransaction",
     "scope_key",
 ]
