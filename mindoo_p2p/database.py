@@ -191,7 +191,7 @@ class Database:
                 kind=EntryKind.CHANGE,
                 database=self.name,
                 document_id=md.document_id,
-                deps=md.dependencies(info.deps),
+                deps=self._docs.dependencies(md, info.deps),
                 key=self.tenant.key_for_writing(md.key_id),
                 payload=info.bytes,
                 change_hash=info.hash,

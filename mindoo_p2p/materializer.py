@@ -64,6 +64,10 @@ class MaterializedDocument:
     come when their write commits: `note_local_sealed`)."""
     delete_drafted: bool = False
     """A local delete is drafted but not stored yet."""
+    last_local: tuple[bytes, bytes] | None = None
+    """(change hash, entry id) of the newest local change stored through this cache: Automerge
+    makes a local change depend on its actor's previous change even when that is no longer a
+    head (another actor built on it)."""
 
     @property
     def exists(self) -> bool:
@@ -73,26 +77,6 @@ class MaterializedDocument:
     def deleted(self) -> bool:
         """Deleted by a stored entry, or by a delete drafted here."""
         return self.deleted_by is not None or self.delete_drafted
-
-    def dependencies(self, change_hashes: Sequence[bytes]) -> tuple[Dependency, ...]:
-        """The causal parents of an entry on top of these changes (a local change's deps, or
-        the heads): entry ids of stored changes, ChangeRefs of changes drafted in this write.
-
-        Raises MindooError naming the change when it is neither (the cache lost track of it).
-        """
-        deps: list[Dependency] = []
-        for hash_ in change_hashes:
-            entry_id = self.heads_to_entries.get(hash_)
-            if entry_id is not None:
-                deps.append(entry_id)
-            elif hash_ in self.drafted_changes:
-                deps.append(ChangeRef(hash_))
-            else:
-                raise MindooError(
-                    f"document {self.document_id.hex()}: change {hash_.hex()} it builds on has"
-                    " no known entry"
-                )
-        return tuple(deps)
 
     def head_dependencies(self) -> tuple[Dependency, ...]:
         """The causal parents of an entry on top of every current head (a delete's deps)."""
@@ -173,9 +157,49 @@ class DocumentMaterializer:
         md.since_snapshot += 1
         md.plain = None
 
+    def dependencies(
+        self, md: MaterializedDocument, change_hashes: Sequence[bytes]
+    ) -> tuple[Dependency, ...]:
+        """The causal parents of a local change of ``md`` that depends on ``change_hashes``
+        (its Automerge deps): entry ids of stored changes, ChangeRefs of changes drafted in
+        the open write. A dep that is neither a head, drafted, nor this cache's last local
+        change is looked up among the document's stored entries (one scan).
+
+        Raises MindooError naming the change when no stored entry carries it.
+        """
+        deps: list[Dependency] = []
+        for hash_ in change_hashes:
+            entry_id = md.heads_to_entries.get(hash_)
+            if entry_id is None and md.last_local is not None and md.last_local[0] == hash_:
+                entry_id = md.last_local[1]
+            if entry_id is not None:
+                deps.append(entry_id)
+            elif hash_ in md.drafted_changes:
+                deps.append(ChangeRef(hash_))
+            else:
+                deps.append(self._stored_change(md, hash_))
+        return tuple(deps)
+
+    def _stored_change(self, md: MaterializedDocument, hash_: bytes) -> bytes:
+        """The id of the stored entry of ``md`` that carries Automerge change ``hash_``."""
+        entries = self._store.document_entries(self._tenant_id, self._database, md.document_id)
+        for _seq, entry in reversed(entries):
+            if entry.kind is not EntryKind.CHANGE or entry.id in md.bad_entries:
+                continue
+            try:
+                if change_hash(self.decrypt(entry)) == hash_:
+                    return entry.id
+            except (DecodeError, MissingKeyError, VerificationError):
+                continue
+        raise MindooError(
+            f"document {md.document_id.hex()}: no stored entry carries change {hash_.hex()},"
+            " which the new change builds on"
+        )
+
     def note_local_sealed(self, md: MaterializedDocument, hash_: bytes, entry: Entry) -> None:
         """Record that the drafted change ``hash_`` of ``md`` is stored as ``entry``."""
         md.drafted_changes.discard(hash_)
+        md.last_local = (hash_, entry.id)
         md.local_applied.add(entry.id)
         known = dict(md.heads_to_entries)
         known[hash_] = entry.id
