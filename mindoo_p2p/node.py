@@ -17,7 +17,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from typing import Any
 
 from .crypto.keystore import KdfProfile, Keystore
 from .crypto.signing import SigningKeyPair
-from .entry import TENANT_LOG, Entry
+from .entry import TENANT_LOG, Entry, tenant_id_of_raw
 from .errors import (
     DecodeError,
     InvalidNameError,
@@ -505,10 +505,14 @@ class Node:
             yield
 
     def _before_own_write(self, drafts: Sequence[Draft]) -> None:
-        """Own entries pass the membership check against the stored tenant log, which another
-        process (the CLI, a script) may have changed since this one loaded it."""
-        for tenant_id in dict.fromkeys(d.tenant_id for d in drafts):
-            tenant = self._tenants.get(tenant_id)
+        """Own entries pass the membership check against the stored tenant log."""
+        self._refresh_membership(d.tenant_id for d in drafts)
+
+    def _refresh_membership(self, tenant_ids: Iterable[bytes | None]) -> None:
+        """Bring the membership of these tenants up to date with the stored tenant log, which
+        another process that has this home open (the CLI, a script) may have changed."""
+        for tenant_id in dict.fromkeys(tenant_ids):
+            tenant = self._tenants.get(tenant_id) if tenant_id is not None else None
             if tenant is not None:
                 tenant.refresh_membership()
 
@@ -537,6 +541,7 @@ class Node:
         ``sealed_here`` is for this node's own freshly sealed entries: their signatures are
         not checked again (membership still is).
         """
+        self._refresh_membership(_tenant_id_of(item) for item in entries)
         try:
             result = self.store.append(entries, authorize=self.authorize, sealed_here=sealed_here)
             result = self._retry_tenant_log(entries, result, sealed_here)
@@ -592,6 +597,12 @@ class Node:
     # -- maintenance -------------------------------------------------------------------------
     def fsck(self) -> FsckReport:
         return self.store.fsck()
+
+
+def _tenant_id_of(item: Entry | bytes) -> bytes | None:
+    if isinstance(item, Entry):
+        return item.tenant_id
+    return tenant_id_of_raw(bytes(item)) if isinstance(item, bytes | bytearray) else None
 
 
 def _in_tenant_log(item: Entry | bytes) -> bool:

@@ -280,3 +280,21 @@ def test_a_revocation_stored_by_another_process_stops_this_ones_writes(
     assert not member.tenant("acme").membership.is_member(member.identity.signing.public_key)
     assert db.get(doc_id) == {"n": 0}
     assert [e.kind for e in member.store.iter_entries(tenant.id, "notes")] == [EntryKind.CHANGE]
+
+
+def test_a_member_added_through_another_process_is_admitted_by_this_one(
+    make_node: MakeNode,
+) -> None:
+    admin = make_node("admin")
+    tenant = admin.create_tenant("acme")
+    member = make_node("member")
+    member.join(admin.invite(tenant, member.public_identity()))
+    member.tenant("acme")  # this process loaded the membership before carol was added
+    carol = make_node("carol")
+    carol.join(admin.invite(tenant, carol.public_identity()))
+    with Node.open(member.home, PASSWORD) as other:  # the ADD reaches the home elsewhere
+        other.ingest([e.raw for e in admin.store.iter_entries(tenant.id, TENANT_LOG)])
+    carol.tenant("acme").open_db("notes").create_document({"by": "carol"})
+    result = member.ingest([e.raw for e in carol.store.iter_entries(tenant.id, "notes")])
+    assert result.rejected == [] and len(result.added) == 1
+    assert member.tenant("acme").membership.is_member(carol.identity.signing.public_key)
