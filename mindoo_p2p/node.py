@@ -285,9 +285,24 @@ class Node:
         tenant.add_member(self.identity.public(), role="admin")
         return tenant
 
-    def save_tenant(self, secrets: TenantSecrets) -> None:
+    def save_tenant(self, secrets: TenantSecrets, *, dropped_key_ids: Iterable[bytes] = ()) -> None:
+        """Write the tenant's secrets to the keystore, merged with what another process that
+        has this home open saved since this one read them: the key versions and databases
+        either holds are kept (except ``dropped_key_ids``, shredded here), and ``secrets``
+        learns those the other process added. Overwriting lost them (a key another process
+        created disappeared from the keystore while its announcement stayed)."""
+        dropped = set(dropped_key_ids)
+
         def mutate(contents: dict[str, Any]) -> None:
-            contents.setdefault("tenants", {})[secrets.tenant_id.hex()] = secrets.to_dict()
+            tenants = contents.setdefault("tenants", {})
+            stored = tenants.get(secrets.tenant_id.hex())
+            if stored is not None:
+                on_disk = TenantSecrets.from_dict(secrets.tenant_id.hex(), stored)
+                for key in on_disk.keyring:
+                    if key.key_id not in dropped:
+                        secrets.keyring.add(key)
+                secrets.databases.extend(d for d in on_disk.databases if d not in secrets.databases)
+            tenants[secrets.tenant_id.hex()] = secrets.to_dict()
 
         self._keystore.update(mutate)
 

@@ -595,7 +595,7 @@ class Tenant:
         for key in doomed:
             self.keyring.discard(key.key_id)
         try:
-            self._node.save_tenant(self._secrets)
+            self._node.save_tenant(self._secrets, dropped_key_ids=doomed_ids)
         except BaseException:
             for key in doomed:
                 self.keyring.add(key)

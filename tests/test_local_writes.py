@@ -298,3 +298,24 @@ def test_a_member_added_through_another_process_is_admitted_by_this_one(
     result = member.ingest([e.raw for e in carol.store.iter_entries(tenant.id, "notes")])
     assert result.rejected == [] and len(result.added) == 1
     assert member.tenant("acme").membership.is_member(carol.identity.signing.public_key)
+
+
+def test_keys_created_by_two_processes_are_both_kept_in_the_keystore(
+    make_node: MakeNode,
+) -> None:
+    node = make_node("home")
+    tenant = node.create_tenant("acme")
+    with Node.open(node.home, PASSWORD) as other:  # opened before either key exists
+        tenant.create_key("first")
+        other.tenant("acme").create_key("second")  # saved its keyring without "first"
+        assert {"first", "second"} <= {k.name for k in other.tenant("acme").keyring}
+    tenant.create_db("later")  # a save here keeps "second" and learns it
+    assert {"first", "second"} <= {k.name for k in tenant.keyring}
+    node.close()
+    with Node.open(node.home, PASSWORD) as again:
+        acme = again.tenant("acme")
+        assert {"first", "second"} <= {k.name for k in acme.keyring}
+        assert "later" in acme.databases()
+        notes = acme.open_db("notes")
+        doc_id = notes.create_document({"x": 1}, key="first")
+        assert notes.get(doc_id) == {"x": 1}
