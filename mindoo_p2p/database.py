@@ -112,7 +112,7 @@ class Database:
     ) -> str:
         """Create a document (optionally with initial content) encrypted with key ``key``."""
         document_id = os.urandom(16)
-        write_key = self.tenant.keyring.current(key)
+        write_key = self.tenant.key_for_writing(None, key)
         md = self._docs.create(document_id, write_key.key_id)
         with md.doc.change() as root:
             if initial:

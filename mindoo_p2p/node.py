@@ -306,6 +306,19 @@ class Node:
 
         self._keystore.update(mutate)
 
+    def learn_saved_keys(self, secrets: TenantSecrets) -> None:
+        """Add to ``secrets`` the key versions saved in the keystore that it lacks (created,
+        rotated or imported by another process that has this home open), so that writes here
+        use the newest version. Never removes a key. Best effort: when the keystore cannot be
+        read (re-keyed by a password change elsewhere), the keys held stay as they are."""
+        try:
+            stored = self._keystore.read().get("tenants", {}).get(secrets.tenant_id.hex())
+        except KeystoreError:
+            return
+        if stored is not None:
+            for key in TenantSecrets.from_dict(secrets.tenant_id.hex(), stored).keyring:
+                secrets.keyring.add(key)
+
     def tenants(self) -> list[Tenant]:
         return sorted(self._tenants.values(), key=lambda t: (t.name, t.id))
 

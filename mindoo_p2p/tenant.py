@@ -144,6 +144,8 @@ class Tenant:
         self._membership_entries: dict[bytes, Entry] = {}
         self._membership_log_seq = 0
         """The tenant log's last feed sequence when `membership` was loaded from the store."""
+        self._keys_log_seq = 0
+        """The tenant log's last feed sequence when the keystore's keys were last looked at."""
         self._enforced: tuple[MembershipLog, int] | None = None
         """The membership log and its `cuts_revision` that `enforce_revocations` last brought
         the store in line with."""
@@ -683,7 +685,18 @@ class Tenant:
         )
 
     def key_for_writing(self, key_id: bytes | None, name: str = DEFAULT_KEY) -> TenantKey:
-        """The newest version of the key a document uses (given one of its key ids)."""
+        """The newest version of the key a document uses (given one of its key ids), or of
+        key ``name`` for a new document.
+
+        Every new key version is announced in the tenant log, so when the stored log grew
+        (one read), the keystore is looked at for versions another process that has this home
+        open saved (`Node.learn_saved_keys`): a rotation there is used here from the next
+        write on, not after a restart.
+        """
+        log_seq = self._node.store.last_seq(self.id, TENANT_LOG)
+        if log_seq != self._keys_log_seq:
+            self._keys_log_seq = log_seq
+            self._node.learn_saved_keys(self._secrets)
         if key_id is not None:
             if not self.keyring.has_id(key_id):
                 raise MissingKeyError(f"no key {self.key_label(key_id)} for this document")

@@ -319,3 +319,29 @@ def test_keys_created_by_two_processes_are_both_kept_in_the_keystore(
         notes = acme.open_db("notes")
         doc_id = notes.create_document({"x": 1}, key="first")
         assert notes.get(doc_id) == {"x": 1}
+
+
+def test_a_key_rotated_by_another_process_is_used_by_this_ones_next_write(
+    make_node: MakeNode,
+) -> None:
+    node = make_node("home")
+    tenant = node.create_tenant("acme")
+    tenant.create_key("confidential")
+    notes = tenant.open_db("notes")
+    plain = notes.create_document({"n": 0})
+    secret = notes.create_document({"n": 0}, key="confidential")
+    with Node.open(node.home, PASSWORD) as other:
+        default_v2 = other.tenant("acme").rotate_key("default")
+        confidential_v2 = other.tenant("acme").rotate_key("confidential")
+    notes.update(plain, {"n": 1})
+    notes.update(secret, {"n": 1})
+    fresh = notes.create_document({"n": 0})
+
+    def key_ids(doc_id: str) -> list[bytes]:
+        stored = node.store.document_entries(tenant.id, "notes", bytes.fromhex(doc_id))
+        return [entry.header.key_id for _, entry in stored]
+
+    assert key_ids(plain)[-1] == default_v2.key_id
+    assert key_ids(secret)[-1] == confidential_v2.key_id
+    assert key_ids(fresh) == [default_v2.key_id]
+    assert notes.get(secret) == {"n": 1}
