@@ -12,17 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import trio
 from conftest import PASSWORD
 
 from cli.main import main
 from mindoo_p2p import admission, key_transfer
 from mindoo_p2p.admission import TenantView, VerifiedEntry
 from mindoo_p2p.bundle import check_bundle, export_entries, import_bundle, write_bundle
-from mindoo_p2p.config import NodeConfig
 from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.crypto.keystore import KdfProfile
-from mindoo_p2p.daemon import NodeDaemon
+from mindoo_p2p.daemon import PeerTable
+from mindoo_p2p.daemon.gossip_bridge import GossipBridge
+from mindoo_p2p.daemon.node_access import NodeAccess
 from mindoo_p2p.entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.errors import StoreError, VerificationError
 from mindoo_p2p.identity import UserIdentity
@@ -105,32 +105,38 @@ def written_by(node: Node, text: str = "hello") -> Entry:
     return entry
 
 
+def gossip_bridge(node: Node) -> GossipBridge:
+    """The daemon's gossip bridge for ``node`` (its validator and delivery), outside a run."""
+    return GossipBridge(
+        NodeAccess(node), PeerTable(), wake=lambda _peer: None, penalize=lambda *_: None
+    )
+
+
 # -- one decode and one signature check per entry -------------------------------------------------
-def test_a_gossiped_entry_is_decoded_once_and_verified_once_at_the_receiver(
+async def test_a_gossiped_entry_is_decoded_once_and_verified_once_at_the_receiver(
     make_node: MakeNode, counts: Counts
 ) -> None:
     alice, bob = member_pair(make_node)
     raw = written_by(bob).raw
-    daemon = NodeDaemon(alice, NodeConfig(), control=False, gossip=False)
+    daemon = gossip_bridge(alice)
     counts.decodes.clear()
     counts.signatures.clear()
 
     validated = daemon._validate_gossip(raw)  # what py-libp2p calls, maybe in a worker thread
     assert isinstance(validated, VerifiedEntry)
 
-    async def deliver() -> None:  # what the gossip service hands over to the daemon
-        await daemon._on_gossip_entry(validated, "a-peer")
-
-    trio.run(deliver)
+    await daemon._on_gossip_entry(validated, "a-peer")  # the gossip service hands it over
     assert alice.store.has(validated.id)
     assert counts.of(raw) == (1, 1)
 
 
-def test_gossip_validation_blames_only_the_forwarder_who_misbehaved(make_node: MakeNode) -> None:
+async def test_gossip_validation_blames_only_the_forwarder_who_misbehaved(
+    make_node: MakeNode,
+) -> None:
     alice, bob = member_pair(make_node)
     tenant = alice.tenant("acme")
     entry = written_by(bob)
-    daemon = NodeDaemon(alice, NodeConfig(), control=False, gossip=False)
+    daemon = gossip_bridge(alice)
     tampered = bytearray(entry.raw)
     tampered[-1] ^= 1
     log_entry = next(iter(alice.store.iter_entries(tenant.id, TENANT_LOG)))

@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from mindoo_p2p.admission import VerifiedEntry
 from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.daemon import GOSSIP_PENALTY, GossipBridge, NodeAccess, Origin, PeerTable
 from mindoo_p2p.entry import TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.keyring import DEFAULT_KEY
 from mindoo_p2p.node import Node
+from mindoo_p2p.writer import seal_drafts
 
 MakeNode = Callable[[str], Node]
 
@@ -43,6 +45,13 @@ def two_changes(node: Node) -> list[Entry]:
     return list(node.store.iter_entries(node.tenants()[0].id, "notes"))
 
 
+class NobodyWroteYet:
+    """Author positions of a store where the author has written nothing."""
+
+    def last_seq(self, tenant_id: bytes, author: bytes) -> int:
+        return 0
+
+
 async def test_the_validator_accepts_members_drops_refused_and_fails_forgeries(
     make_node: MakeNode,
 ) -> None:
@@ -51,14 +60,15 @@ async def test_the_validator_accepts_members_drops_refused_and_fails_forgeries(
     bob.join(alice.invite(tenant, bob.public_identity()))
     first, _ = two_changes(bob)
     bridge = bridge_for(alice, Recorder())
-    assert bridge._validate_gossip(first.raw) is True
+    validated = bridge._validate_gossip(first.raw)
+    assert isinstance(validated, VerifiedEntry) and validated.id == first.id
     assert bridge._validate_gossip(b"garbage") is False
     log_entry = next(iter(alice.store.iter_entries(tenant.id, TENANT_LOG)))
     assert bridge._validate_gossip(log_entry.raw) is False  # travels by reconciliation only
     forged = bytearray(first.raw)
     forged[-1] ^= 1
     assert bridge._validate_gossip(bytes(forged)) is False
-    stranger = tenant.seal(
+    stranger_draft = tenant.draft(
         kind=EntryKind.CHANGE,
         database="notes",
         document_id=os.urandom(16),
@@ -67,9 +77,11 @@ async def test_the_validator_accepts_members_drops_refused_and_fails_forgeries(
         payload=b"x",
         author=SigningKeyPair.generate(),
     )
+    (stranger,) = seal_drafts([stranger_draft], NobodyWroteYet())  # sealed, never stored
     assert bridge._validate_gossip(stranger.raw) is None  # authentic, refused: nobody scored
-    other = make_node("carol").create_tenant("other")
-    assert bridge._validate_gossip(two_changes(other.node)[0].raw) is False
+    carol = make_node("carol")
+    carol.create_tenant("other")
+    assert bridge._validate_gossip(two_changes(carol)[0].raw) is False
 
 
 async def test_a_delivered_entry_is_stored_as_gossip_and_a_gap_wakes_the_sender(
