@@ -13,19 +13,22 @@ import os
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import PASSWORD
 
 import mindoo_p2p
+from mindoo_p2p import admission
 from mindoo_p2p.crdt import change_hash
-from mindoo_p2p.entry import TENANT_LOG, EntryKind
-from mindoo_p2p.errors import DocumentDeletedError, MindooError, OwnEntryRefusedError
+from mindoo_p2p.entry import TENANT_LOG, Entry, EntryKind
+from mindoo_p2p.errors import DocumentDeletedError, MindooError, OwnEntryRefusedError, StoreError
 from mindoo_p2p.identity import UserIdentity
 from mindoo_p2p.materializer import DocumentMaterializer
 from mindoo_p2p.node import Node
+from mindoo_p2p.rejection import RejectionKind
 from mindoo_p2p.store import EntryStore
 
 MakeNode = Callable[[str], Node]
@@ -345,3 +348,61 @@ def test_a_key_rotated_by_another_process_is_used_by_this_ones_next_write(
     assert key_ids(secret)[-1] == confidential_v2.key_id
     assert key_ids(fresh) == [default_v2.key_id]
     assert notes.get(secret) == {"n": 1}
+
+
+# -- own writes go through the admission pipeline ----------------------------------------------
+def test_a_refused_own_write_says_which_rule_it_broke(make_node: MakeNode) -> None:
+    admin = make_node("admin")
+    tenant = admin.create_tenant("acme")
+    member = make_node("member")
+    member.join(admin.invite(tenant, member.public_identity()))
+    tenant.revoke_member(member.public_identity(), accept_through=0)
+    member.ingest([e.raw for e in admin.store.iter_entries(tenant.id, TENANT_LOG)])
+    with pytest.raises(OwnEntryRefusedError) as info:
+        member.tenant("acme").open_db("notes").create_document({"n": 1})
+    assert [r.kind for r in info.value.rejected] == [RejectionKind.REVOKED_ABOVE_CUT]
+    assert not info.value.rejected[0].sender_at_fault
+
+
+def test_own_records_are_admitted_by_the_pipeline_and_published_only_after_the_commit(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = make_node("home")
+    tenant = node.create_tenant("acme")
+    carol = UserIdentity.generate("carol").public()
+    admitted: list[list[bytes]] = []
+    real_admit = admission.admit
+
+    def counting_admit(
+        views: Mapping[bytes, admission.TenantView], verified: Sequence[admission.VerifiedEntry]
+    ) -> admission.Admission:
+        admitted.append([v.id for v in verified])
+        return real_admit(views, verified)
+
+    monkeypatch.setattr(admission, "admit", counting_admit)
+    before = tenant.membership
+    real_append_local = node.store.append_local
+
+    def fail_after_the_check(seal: Any, authorize: Any = None) -> Any:
+        def check_then_fail(entries: Sequence[Entry]) -> Any:
+            refused = authorize(entries)  # the pipeline accepts, inside the transaction...
+            assert refused == []
+            raise StoreError("disk full")  # ...which then aborts
+
+        return real_append_local(seal, check_then_fail)
+
+    stored = node.store.count()
+    with monkeypatch.context() as failing:
+        failing.setattr(node.store, "append_local", fail_after_the_check)
+        with pytest.raises(StoreError):
+            tenant.add_member(carol)
+    assert len(admitted) == 1  # the membership check ran: admission.admit, once
+    assert node.store.count() == stored
+    assert tenant.membership is before  # a write that did not commit publishes nothing
+
+    entry = tenant.add_member(carol)
+    assert admitted[-1] == [entry.id]
+    assert tenant.membership is not before and tenant.membership.is_member(carol.signing_key)
+    published = tenant.membership
+    node.tenant("acme").open_db("notes").create_document({"n": 1})
+    assert tenant.membership is published  # the log grew by exactly the write: no rebuild
