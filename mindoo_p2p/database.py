@@ -1,17 +1,19 @@
 """A database of a tenant: Automerge documents, their history and a durable change feed.
 
-Every write is one Automerge change sealed into one entry (encrypted with the document's key,
-signed by this node's user key) and appended to the store. Reads materialize documents from
+Every write is one Automerge change drafted into one entry (`Tenant.draft`) and handed to the
+tenant's writer, which seals it (encrypted with the document's key, signed by this node's user
+key) inside the write transaction that stores it. Reads materialize documents from
 their entries (see `materializer`). Document ids are 32 lowercase hex characters.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, Protocol
 
 from .crdt import AutomergeDocument, ListProxy, MapProxy, change_hash
@@ -22,6 +24,7 @@ from .keyring import DEFAULT_KEY, KeyRing, TenantKey
 from .materializer import DocumentMaterializer, MaterializedDocument
 from .store import EntryStore
 from .tenant_collaborators import EntryWriter
+from .writer import Dependency, Draft
 
 
 class DatabaseTenant(Protocol):
@@ -51,17 +54,19 @@ class DatabaseTenant(Protocol):
 
     def member_name(self, signing_key: bytes) -> str | None: ...
 
-    def seal(
+    def draft(
         self,
         *,
         kind: EntryKind,
         database: str,
         document_id: bytes,
-        deps: Sequence[bytes],
+        deps: Sequence[Dependency],
         key: TenantKey,
         payload: bytes,
         author: SigningKeyPair | None = None,
-    ) -> Entry: ...
+        change_hash: bytes | None = None,
+        on_sealed: Callable[[Entry], None] | None = None,
+    ) -> Draft: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +155,7 @@ class Database:
     ) -> str:
         """Create a document (optionally with initial content) encrypted with key ``key``."""
         document_id = os.urandom(16)
-        write_key = self.tenant.keyring.current(key)
+        write_key = self.tenant.key_for_writing(None, key)
         md = self._docs.create(document_id, write_key.key_id)
         with md.doc.change() as root:
             if initial:
@@ -202,20 +207,21 @@ class Database:
     def delete(self, document_id: str | bytes) -> None:
         """Delete a document: a tombstone entry; its history stays readable (`get_at`)."""
         md = self._load_writable(parse_document_id(document_id))
-        entry = self.tenant.seal(
+        draft = self.tenant.draft(
             kind=EntryKind.DELETE,
             database=self.name,
             document_id=md.document_id,
-            deps=md.entry_heads(),
+            deps=md.head_dependencies(),
             key=self.tenant.key_for_writing(md.key_id),
             payload=b"",
+            on_sealed=partial(self._docs.note_local_delete, md),
         )
-        self._docs.note_local_delete(md, entry)
-        self._commit([entry], md.document_id)
+        self._docs.note_local_delete_draft(md)
+        self._write(draft, md.document_id)
 
     def _load_writable(self, document_id: bytes) -> MaterializedDocument:
         md = self._docs.load(document_id)
-        if md.deleted_by is not None:
+        if md.deleted:
             raise DocumentDeletedError(f"document {document_id.hex()} was deleted")
         return md
 
@@ -224,24 +230,26 @@ class Database:
         if info is None:
             return
         try:
-            deps = [md.heads_to_entries[h] for h in info.deps]
-            entry = self.tenant.seal(
+            draft = self.tenant.draft(
                 kind=EntryKind.CHANGE,
                 database=self.name,
                 document_id=md.document_id,
-                deps=deps,
+                deps=self._docs.dependencies(md, info.deps),
                 key=self.tenant.key_for_writing(md.key_id),
                 payload=info.bytes,
+                change_hash=info.hash,
+                on_sealed=partial(self._docs.note_local_sealed, md, info.hash),
             )
         except BaseException:
             self._docs.forget(md.document_id)
             raise
-        self._docs.note_local_change(md, entry, info.hash)
-        self._commit([entry], md.document_id)
+        self._docs.note_local_draft(md, info.hash)
+        self._write(draft, md.document_id)
 
-    def _commit(self, entries: Sequence[Entry], document_id: bytes) -> None:
+    def _write(self, draft: Draft, document_id: bytes) -> None:
+        """Seal and store ``draft`` now, or when the open batch commits."""
         try:
-            self.tenant.writer.commit(entries)
+            self.tenant.writer.write([draft])
         except BaseException:
             self._docs.forget(document_id)
             raise
@@ -259,7 +267,7 @@ class Database:
     def get(self, document_id: str | bytes) -> dict[str, Any]:
         """The document's current content as plain Python values."""
         md = self._docs.load(parse_document_id(document_id))
-        if md.deleted_by is not None:
+        if md.deleted:
             raise DocumentDeletedError(f"document {md.document_id.hex()} was deleted")
         if md.plain is None:
             md.plain = md.doc.to_py()
@@ -271,7 +279,7 @@ class Database:
             md = self._docs.load(parse_document_id(document_id))
         except NotFoundError:
             return False
-        return md.deleted_by is None
+        return not md.deleted
 
     def list_documents(self, *, include_deleted: bool = False) -> list[str]:
         """Ids of the documents in this database, in order of first arrival."""

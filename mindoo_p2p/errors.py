@@ -6,6 +6,12 @@ CLI) can catch one type and show its message. Each subclass names one kind of pr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .rejection import Rejected
+
 
 class MindooError(Exception):
     """Base class of every error mindoo_p2p raises on purpose."""
@@ -20,6 +26,16 @@ class DecodeError(MindooError):
 
 class VerificationError(MindooError):
     """An entry that decodes but fails verification (hash, signature, membership, decryption)."""
+
+
+class OwnEntryRefusedError(VerificationError):
+    """The store refused one of this node's own new entries (e.g. this node was revoked):
+    nothing of the write was stored. ``rejected`` lists each refused entry and why."""
+
+    def __init__(self, rejected: Sequence[Rejected]) -> None:
+        self.rejected = list(rejected)
+        first = rejected[0]
+        super().__init__(f"entry {first.entry_id.hex()} was refused by the store: {first.reason}")
 
 
 class WrongPasswordError(MindooError):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +26,10 @@ from .codec import Reader, Writer
 from .crdt import AutomergeDocument, change_hash
 from .crypto import aead
 from .entry import Entry, EntryKind
-from .errors import DecodeError, MissingKeyError, NotFoundError, VerificationError
+from .errors import DecodeError, MindooError, MissingKeyError, NotFoundError, VerificationError
 from .keyring import KeyRing
 from .store import EntryStore, scope_key
+from .writer import ChangeRef, Dependency
 
 SNAPSHOT_EVERY = 512
 SNAPSHOT_VERSION = 1
@@ -58,13 +59,31 @@ class MaterializedDocument:
     """Cached `to_py()` of the current state; None when stale."""
     refreshed_in_batch: int | None = None
     """The write batch during which the document was last refreshed from the store."""
+    drafted_changes: set[bytes] = field(default_factory=set)
+    """Hashes of local changes in `doc` that are drafted but not stored yet (their entry ids
+    come when their write commits: `note_local_sealed`)."""
+    delete_drafted: bool = False
+    """A local delete is drafted but not stored yet."""
+    last_local: tuple[bytes, bytes] | None = None
+    """(change hash, entry id) of the newest local change stored through this cache: Automerge
+    makes a local change depend on its actor's previous change even when that is no longer a
+    head (another actor built on it)."""
 
     @property
     def exists(self) -> bool:
-        return self.change_count > 0 or self.deleted_by is not None
+        return self.change_count > 0 or self.deleted
 
-    def entry_heads(self) -> list[bytes]:
-        return sorted(self.heads_to_entries.values())
+    @property
+    def deleted(self) -> bool:
+        """Deleted by a stored entry, or by a delete drafted here."""
+        return self.deleted_by is not None or self.delete_drafted
+
+    def head_dependencies(self) -> tuple[Dependency, ...]:
+        """The causal parents of an entry on top of every current head (a delete's deps)."""
+        stored = sorted(self.heads_to_entries.values())
+        heads = set(self.doc.heads()) if self.drafted_changes else set()
+        drafted = [ChangeRef(h) for h in sorted(self.drafted_changes) if h in heads]
+        return (*stored, *drafted)
 
 
 class DocumentMaterializer:
@@ -136,24 +155,76 @@ class DocumentMaterializer:
         self._remember(md)
         return md
 
-    def note_local_change(self, md: MaterializedDocument, entry: Entry, hash_: bytes) -> None:
-        """Record that ``entry`` (carrying change ``hash_``) was applied to ``md`` locally."""
+    def note_local_draft(self, md: MaterializedDocument, hash_: bytes) -> None:
+        """Record that local change ``hash_`` was made in ``md`` and drafted for writing (the
+        document is ahead of the store until the write commits: pinned in the cache)."""
         self._pin(md.document_id)
-        md.local_applied.add(entry.id)
-        heads = md.doc.heads()
-        known = dict(md.heads_to_entries)
-        known[hash_] = entry.id
-        md.heads_to_entries = {h: known[h] for h in heads if h in known}
+        md.drafted_changes.add(hash_)
         md.change_count += 1
         md.since_snapshot += 1
         md.plain = None
+
+    def dependencies(
+        self, md: MaterializedDocument, change_hashes: Sequence[bytes]
+    ) -> tuple[Dependency, ...]:
+        """The causal parents of a local change of ``md`` that depends on ``change_hashes``
+        (its Automerge deps): entry ids of stored changes, ChangeRefs of changes drafted in
+        the open write. A dep that is neither a head, drafted, nor this cache's last local
+        change is looked up among the document's stored entries (one scan).
+
+        Raises MindooError naming the change when no stored entry carries it.
+        """
+        deps: list[Dependency] = []
+        for hash_ in change_hashes:
+            entry_id = md.heads_to_entries.get(hash_)
+            if entry_id is None and md.last_local is not None and md.last_local[0] == hash_:
+                entry_id = md.last_local[1]
+            if entry_id is not None:
+                deps.append(entry_id)
+            elif hash_ in md.drafted_changes:
+                deps.append(ChangeRef(hash_))
+            else:
+                deps.append(self._stored_change(md, hash_))
+        return tuple(deps)
+
+    def _stored_change(self, md: MaterializedDocument, hash_: bytes) -> bytes:
+        """The id of the stored entry of ``md`` that carries Automerge change ``hash_``."""
+        entries = self._store.document_entries(self._tenant_id, self._database, md.document_id)
+        for _seq, entry in reversed(entries):
+            if entry.kind is not EntryKind.CHANGE or entry.id in md.bad_entries:
+                continue
+            try:
+                if change_hash(self.decrypt(entry)) == hash_:
+                    return entry.id
+            except (DecodeError, MissingKeyError, VerificationError):
+                continue
+        raise MindooError(
+            f"document {md.document_id.hex()}: no stored entry carries change {hash_.hex()},"
+            " which the new change builds on"
+        )
+
+    def note_local_sealed(self, md: MaterializedDocument, hash_: bytes, entry: Entry) -> None:
+        """Record that the drafted change ``hash_`` of ``md`` is stored as ``entry``."""
+        md.drafted_changes.discard(hash_)
+        md.last_local = (hash_, entry.id)
+        md.local_applied.add(entry.id)
+        known = dict(md.heads_to_entries)
+        known[hash_] = entry.id
+        md.heads_to_entries = {h: known[h] for h in md.doc.heads() if h in known}
         if md.key_id is None:
             md.key_id = entry.header.key_id
 
-    def note_local_delete(self, md: MaterializedDocument, entry: Entry) -> None:
+    def note_local_delete_draft(self, md: MaterializedDocument) -> None:
+        """Record that a delete of ``md`` was drafted for writing (pinned until it commits)."""
         self._pin(md.document_id)
+        md.delete_drafted = True
+        md.plain = None
+
+    def note_local_delete(self, md: MaterializedDocument, entry: Entry) -> None:
+        """Record that the drafted delete of ``md`` is stored as ``entry``."""
         md.local_applied.add(entry.id)
-        md.deleted_by = entry.id
+        md.deleted_by = md.deleted_by or entry.id
+        md.delete_drafted = False
         md.plain = None
 
     def forget(self, document_id: bytes) -> None:
@@ -272,8 +343,8 @@ class DocumentMaterializer:
             return
         if md.key_id is None or md.bad_entries:
             return
-        if self._current_batch() is not None:
-            # Inside a batch the document may hold changes a failed batch will drop.
+        if self._current_batch() is not None or md.drafted_changes:
+            # The document holds changes not stored yet (a failed write would drop them).
             return
         if not self._keyring.has_id(md.key_id):
             return

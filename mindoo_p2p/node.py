@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,7 @@ from . import admission
 from .admission import VerifiedEntry
 from .crypto.keystore import KdfProfile, Keystore
 from .crypto.signing import SigningKeyPair
-from .entry import TENANT_LOG, Entry, EntryKind
+from .entry import TENANT_LOG, Entry
 from .errors import (
     InvalidNameError,
     KeystoreError,
@@ -42,11 +42,11 @@ from .key_transfer import (
     read_key_file,
 )
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey
-from .membership import ROLE_MIRROR
+from .membership import ROLE_MIRROR, MembershipLog
 from .recovery import MIN_PASSWORD_CHARS, RecoveryKit, read_recovery_kit
 from .store import AppendResult, EntryStore, FsckReport
 from .tenant import Tenant, TenantSecrets, now_ms, tenant_id_for, validate_tenant_name
-from .tenant_collaborators import EntryWriter
+from .writer import Draft, LocalWriter
 
 KEYSTORE_FILE = "keystore.bin"
 STORE_DIR = "store"
@@ -80,13 +80,17 @@ class Node:
         contents = keystore.read()
         self.identity = UserIdentity.from_secret_dict(contents["identity"])
         self._tenants: dict[bytes, Tenant] = {}
-        self._author_seq: dict[tuple[bytes, bytes], int] = {}
-        self._batch_depth = 0
-        self._batch_serial = 0
         self._listeners: list[Callable[[list[Entry], bool], None]] = []
-        self._pending: list[Entry] = []
-        self.writer: EntryWriter = NodeEntryWriter(self)
-        """Numbers, seals and commits this node's entries (what tenants and databases use)."""
+        self.writer = LocalWriter(
+            store,
+            self._admit_own,
+            before_commit=self._before_own_write,
+            on_committed=self._own_entries_stored,
+            on_discarded=self._own_drafts_discarded,
+        )
+        """Numbers, seals and stores this node's own entries inside the write transaction,
+        admitted by the admission pipeline (see `mindoo_p2p.writer`): what tenants and
+        databases write through."""
         self._load_tenants(contents)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -278,6 +282,7 @@ class Node:
             store=self.store,
             writer=self.writer,
             save_secrets=self.save_tenant,
+            learn_saved_keys=self.learn_saved_keys,
             ingest=self.ingest,
         )
 
@@ -304,11 +309,39 @@ class Node:
         tenant.add_member(self.identity.public(), role="admin")
         return tenant
 
-    def save_tenant(self, secrets: TenantSecrets) -> None:
+    def save_tenant(self, secrets: TenantSecrets, *, dropped_key_ids: Iterable[bytes] = ()) -> None:
+        """Write the tenant's secrets to the keystore, merged with what another process that
+        has this home open saved since this one read them: the key versions and databases
+        either holds are kept (except ``dropped_key_ids``, shredded here), and ``secrets``
+        learns those the other process added. Overwriting lost them (a key another process
+        created disappeared from the keystore while its announcement stayed)."""
+        dropped = set(dropped_key_ids)
+
         def mutate(contents: dict[str, Any]) -> None:
-            contents.setdefault("tenants", {})[secrets.tenant_id.hex()] = secrets.to_dict()
+            tenants = contents.setdefault("tenants", {})
+            stored = tenants.get(secrets.tenant_id.hex())
+            if stored is not None:
+                on_disk = TenantSecrets.from_dict(secrets.tenant_id.hex(), stored)
+                for key in on_disk.keyring:
+                    if key.key_id not in dropped:
+                        secrets.keyring.add(key)
+                secrets.databases.extend(d for d in on_disk.databases if d not in secrets.databases)
+            tenants[secrets.tenant_id.hex()] = secrets.to_dict()
 
         self._keystore.update(mutate)
+
+    def learn_saved_keys(self, secrets: TenantSecrets) -> None:
+        """Add to ``secrets`` the key versions saved in the keystore that it lacks (created,
+        rotated or imported by another process that has this home open), so that writes here
+        use the newest version. Never removes a key. Best effort: when the keystore cannot be
+        read (re-keyed by a password change elsewhere), the keys held stay as they are."""
+        try:
+            stored = self._keystore.read().get("tenants", {}).get(secrets.tenant_id.hex())
+        except KeystoreError:
+            return
+        if stored is not None:
+            for key in TenantSecrets.from_dict(secrets.tenant_id.hex(), stored).keyring:
+                secrets.keyring.add(key)
 
     def tenants(self) -> list[Tenant]:
         return sorted(self._tenants.values(), key=lambda t: (t.name, t.id))
@@ -447,95 +480,96 @@ class Node:
         return ImportedKey(tenant=tenant, name=done.name, added_versions=done.added_versions)
 
     # -- writing -----------------------------------------------------------------------------
-    def next_author_seq(self, tenant_id: bytes, author: bytes) -> int:
-        key = (tenant_id, author)
-        seq = self._author_seq.get(key)
-        if seq is None:
-            seq = self.store.next_author_seq(tenant_id, author)
-        self._author_seq[key] = seq + 1
-        return seq
-
-    def commit(self, entries: Sequence[Entry]) -> None:
-        """Append this node's own new entries (now, or at the end of the current batch)."""
-        if self._batch_depth:
-            self._pending.extend(entries)
-            return
-        self._append_own(list(entries))
-
-    def _append_own(self, entries: list[Entry]) -> None:
-        if not entries:
-            return
-        result = self.ingest(entries, sealed_here=True)
-        if result.rejected:
-            self._author_seq.clear()
-            first = result.rejected[0]
-            raise VerificationError(
-                f"entry {first.entry_id.hex()} was refused by the store: {first.reason}"
-            )
-
     @property
     def current_batch(self) -> int | None:
         """The id of the open write batch, or None."""
-        return self._batch_serial if self._batch_depth else None
+        return self.writer.current_batch
 
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Group every write in the block into one durable LMDB transaction (group commit).
 
-        All or nothing: when the block raises, none of its writes is stored.
+        All or nothing: when the block raises, none of its writes is stored (and no sequence
+        number is used).
         """
-        if not self._batch_depth:
-            self._batch_serial += 1
-        self._batch_depth += 1
-        ok = False
-        try:
+        with self.writer.batch():
             yield
-            ok = True
-        finally:
-            self._batch_depth -= 1
-            if self._batch_depth == 0:
-                pending, self._pending = self._pending, []
-                if ok:
-                    try:
-                        self._append_own(pending)
-                    except BaseException:
-                        self._forget_documents(pending)
-                        raise
-                else:
-                    self._author_seq.clear()
-                    self._forget_documents(pending)
 
-    def _forget_documents(self, entries: Sequence[Entry]) -> None:
-        """Drop cached documents that hold writes which never reached the store."""
-        for entry in entries:
-            tenant = self._tenants.get(entry.tenant_id)
+    def _before_own_write(self, drafts: Sequence[Draft]) -> None:
+        """Own entries are admitted against the stored tenant log, which another process that
+        has this home open may have changed: bring the snapshots up to date first."""
+        self._refresh_membership(d.tenant_id for d in drafts)
+
+    def _refresh_membership(self, tenant_ids: Iterable[bytes]) -> None:
+        """Bring the membership of these tenants up to date with the stored tenant log, which
+        another process that has this home open (the CLI, a script) may have changed."""
+        for tenant_id in dict.fromkeys(tenant_ids):
+            tenant = self._tenants.get(tenant_id)
             if tenant is not None:
-                tenant.forget_document(entry.database, entry.document_id)
+                tenant.refresh_membership()
 
-    def ingest(
-        self, entries: Sequence[Entry | bytes | VerifiedEntry], *, sealed_here: bool = False
-    ) -> AppendResult:
+    def _admit_own(self, verified: Sequence[VerifiedEntry]) -> admission.Admission:
+        """Step 4 of the admission pipeline for a write's own entries (called by the writer
+        inside the write transaction; the entries come marked by `admission.trust_own_seal`).
+        Pure: the new membership is published by `_own_entries_stored`, after the commit."""
+        return admission.admit(self._views({v.tenant_id for v in verified}), verified)
+
+    def _views(self, tenant_ids: Iterable[bytes]) -> dict[bytes, admission.TenantView]:
+        return {
+            tenant_id: tenant.view()
+            for tenant_id in tenant_ids
+            if (tenant := self._tenants.get(tenant_id)) is not None
+        }
+
+    def _own_entries_stored(
+        self, entries: list[Entry], memberships: Mapping[bytes, MembershipLog]
+    ) -> None:
+        """After an own write committed: publish the membership its records built, retract
+        what new revocations no longer accept, tell the listeners."""
+        self._publish_committed(memberships, entries)
+        self._enforce_revocations([e.id for e in entries])
+        for listener in list(self._listeners):
+            listener(entries, True)
+
+    def _publish_committed(
+        self, memberships: Mapping[bytes, MembershipLog], stored: Sequence[Entry]
+    ) -> None:
+        """Publish the membership snapshots a commit built (only after the commit)."""
+        for tenant_id, membership in memberships.items():
+            log_entries = sum(
+                1 for e in stored if e.tenant_id == tenant_id and e.database == TENANT_LOG
+            )
+            self._tenants[tenant_id].publish_committed(membership, log_entries)
+
+    def _own_drafts_discarded(self, drafts: Sequence[Draft]) -> None:
+        """Drafts that were never stored: drop cached documents that hold them (no snapshot
+        changed: membership is published only after a commit)."""
+        for draft in drafts:
+            tenant = self._tenants.get(draft.tenant_id)
+            if tenant is not None:
+                tenant.forget_document(draft.database, draft.document_id)
+
+    def ingest(self, entries: Sequence[Entry | bytes | VerifiedEntry]) -> AppendResult:
         """Verify, admit and store entries from elsewhere (another node, a bundle, an invite).
 
         Every entry goes through the admission pipeline (`mindoo_p2p.admission`) once: decode,
         id, signature (skipped for a `VerifiedEntry`, which has been through it), then tenant,
         kind and membership against each tenant's membership snapshot. The accepted entries
         are stored in one write transaction; only then do the tenants publish their new
-        membership (records of the batch applied). ``sealed_here`` is for this node's own
-        freshly sealed entries: their ids and signatures are not checked again (membership
-        still is).
+        membership (records of the batch applied). First, the membership of the tenants
+        involved is brought up to date with the stored tenant log (another process that has
+        this home open may have changed it). This node's own new entries take the writer's
+        path (`writer`), through the same membership step.
         """
-        checked = admission.check_entries(entries, self._stored_ids, own_seals=sealed_here)
-        views = {
-            tenant_id: tenant.view()
-            for tenant_id in {v.tenant_id for v in checked.verified}
-            if (tenant := self._tenants.get(tenant_id)) is not None
-        }
-        admitted = admission.admit(views, checked.verified)
+        checked = admission.check_entries(entries, self._stored_ids)
+        tenant_ids = {v.tenant_id for v in checked.verified}
+        self._refresh_membership(tenant_ids)  # another process may have changed the tenant log
+        admitted = admission.admit(self._views(tenant_ids), checked.verified)
         stored = self.store.append(admitted.accepted) if admitted.accepted else None
-        for tenant_id, membership in admitted.memberships.items():
-            self._tenants[tenant_id].publish_membership(membership)
         added = stored.added if stored is not None else []
+        accepted = {v.id: v.entry for v in admitted.accepted}
+        stored_entries = [accepted[i] for i in added]
+        self._publish_committed(admitted.memberships, stored_entries)
         duplicates = checked.duplicates + (stored.duplicates if stored is not None else [])
         rejected = [
             *checked.rejected,
@@ -553,10 +587,8 @@ class Node:
         result = AppendResult(added, duplicates, rejected)
         self._enforce_revocations(result.added)
         if self._listeners and result.added:
-            accepted = {v.id: v.entry for v in admitted.accepted}
-            stored_entries = [accepted[i] for i in result.added]
             for listener in list(self._listeners):
-                listener(stored_entries, sealed_here)
+                listener(stored_entries, False)
         return result
 
     def _stored_ids(self, ids: list[bytes]) -> set[bytes]:
@@ -571,52 +603,6 @@ class Node:
     # -- maintenance -------------------------------------------------------------------------
     def fsck(self) -> FsckReport:
         return self.store.fsck()
-
-
-class NodeEntryWriter:
-    """The `EntryWriter` of a node: today's `Node` code (author sequence numbers from the
-    node's cache and the store, `Node.commit`, `Node.batch`), behind the narrow seam tenants
-    and databases write through."""
-
-    def __init__(self, node: Node) -> None:
-        self._node = node
-
-    def seal(
-        self,
-        *,
-        tenant_id: bytes,
-        kind: EntryKind,
-        database: str,
-        document_id: bytes,
-        deps: Sequence[bytes],
-        key: TenantKey,
-        payload: bytes,
-        author: SigningKeyPair | None = None,
-    ) -> Entry:
-        signer = author or self._node.identity.signing
-        return Entry.seal(
-            kind=kind,
-            tenant_id=tenant_id,
-            database=database,
-            document_id=document_id,
-            author=signer,
-            author_seq=self._node.next_author_seq(tenant_id, signer.public_key),
-            timestamp_ms=now_ms(),
-            deps=tuple(deps),
-            key_id=key.key_id,
-            key=key.secret,
-            payload=payload,
-        )
-
-    def commit(self, entries: Sequence[Entry]) -> None:
-        self._node.commit(entries)
-
-    def batch(self) -> AbstractContextManager[None]:
-        return self._node.batch()
-
-    @property
-    def current_batch(self) -> int | None:
-        return self._node.current_batch
 
 
 @dataclass(frozen=True)

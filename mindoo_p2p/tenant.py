@@ -11,13 +11,14 @@ member holds the tenant's default key (documents) and membership key (the tenant
 - its *key work* (`tenant_keys.TenantKeys`): create, rotate, shred, export and import keys.
 
 Its collaborators are narrow (`tenant_collaborators`): the entry store (reads), an
-`EntryWriter` (numbers, seals and commits this node's entries), a `SaveSecrets` function (the
-keystore) and an `Ingest` function (the admission pipeline, for records received directly).
+`EntryWriter` (numbers, seals and commits this node's entries: the tenant hands it `Draft`s,
+made by `Tenant.draft`), a `SaveSecrets` and a `LearnSavedKeys` function (the keystore) and an
+`Ingest` function (the admission pipeline, for records received directly).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import admission
 from .crypto import SigningKeyPair
@@ -31,7 +32,7 @@ from .keyring import DEFAULT_KEY, KeyRing, TenantKey
 from .membership import Member, MembershipLog, TenantLogRecord
 from .store import EntryStore
 from .tenant_access import TenantAccess
-from .tenant_collaborators import EntryWriter, Ingest, SaveSecrets
+from .tenant_collaborators import EntryWriter, Ingest, LearnSavedKeys, SaveSecrets
 from .tenant_keys import RESERVED_ROTATION, KeyImport, KeyInfo, TenantKeys
 from .tenant_secrets import (
     TENANT_NAME_MAX,
@@ -40,6 +41,7 @@ from .tenant_secrets import (
     tenant_id_for,
     validate_tenant_name,
 )
+from .writer import Dependency, Draft
 
 __all__ = [
     "RESERVED_ROTATION",
@@ -64,6 +66,7 @@ class Tenant:
         store: EntryStore,
         writer: EntryWriter,
         save_secrets: SaveSecrets,
+        learn_saved_keys: LearnSavedKeys,
         ingest: Ingest,
     ) -> None:
         self._secrets = secrets
@@ -87,6 +90,7 @@ class Tenant:
             store=store,
             writer=writer,
             save_secrets=save_secrets,
+            learn_saved_keys=learn_saved_keys,
             ingest=ingest,
             access=self.access,
             forget_document=self.forget_document,
@@ -171,28 +175,34 @@ class Tenant:
             raise NotFoundError(f"no database {name!r} in tenant {self.name!r}")
         return self.open_db(name)
 
-    # -- sealing -----------------------------------------------------------------------------
-    def seal(
+    # -- drafting ----------------------------------------------------------------------------
+    def draft(
         self,
         *,
         kind: EntryKind,
         database: str,
         document_id: bytes,
-        deps: Sequence[bytes],
+        deps: Sequence[Dependency],
         key: TenantKey,
         payload: bytes,
         author: SigningKeyPair | None = None,
-    ) -> Entry:
-        """A new entry of this tenant, numbered and sealed by the writer (not stored yet)."""
-        return self._writer.seal(
-            tenant_id=self.id,
+        change_hash: bytes | None = None,
+        on_sealed: Callable[[Entry], None] | None = None,
+    ) -> Draft:
+        """An own entry of this tenant to hand to `writer`: signed by ``author`` (this node's
+        identity by default), stamped now (`writer.now_ms`); its sequence number is given when
+        it is sealed, inside the write transaction that stores it."""
+        return Draft(
             kind=kind,
+            tenant_id=self.id,
             database=database,
             document_id=document_id,
-            deps=deps,
+            signer=author or self._identity.signing,
             key=key,
             payload=payload,
-            author=author,
+            deps=tuple(deps),
+            change_hash=change_hash,
+            on_sealed=on_sealed,
         )
 
     # -- access work (TenantAccess) ------------------------------------------------------------
@@ -207,6 +217,11 @@ class Tenant:
         committed (`Node.ingest`), or when rebuilt from the store."""
         self.access.publish_membership(membership)
 
+    def publish_committed(self, membership: MembershipLog, log_entries: int) -> None:
+        """`publish_membership` for the snapshot a commit of ``log_entries`` tenant-log
+        records built (see `TenantAccess.publish_committed`)."""
+        self.access.publish_committed(membership, log_entries)
+
     def view(self) -> admission.TenantView:
         """What the admission pipeline checks this tenant's entries against (a snapshot)."""
         return self.access.view()
@@ -216,6 +231,11 @@ class Tenant:
         left out), applying records until no more apply (a record stored before what it
         builds on applies on a later pass): the admission pipeline's rule."""
         self.access.load_membership()
+
+    def refresh_membership(self) -> None:
+        """Bring membership up to date with the stored tenant log when another process that
+        has this home open wrote to it, then enforce revocations new to this process."""
+        self.access.refresh_membership()
 
     def members(self) -> list[Member]:
         return self.access.members()
@@ -279,8 +299,9 @@ class Tenant:
     def _membership_entry(
         self, record: TenantLogRecord, author: SigningKeyPair | None = None
     ) -> Entry:
-        """Seal and store a tenant-log record, signed by the admin key (or ``author``)."""
-        return self.access.write_record(record, author)
+        """Seal and store a tenant-log record now, signed by the admin key (or ``author``),
+        and return its entry (not inside a write batch)."""
+        return self.access.append_record(record, author)
 
     def membership_entry_of(self, signing_key: bytes) -> Entry | None:
         """The stored tenant-log entry that added ``signing_key`` as a member, if any."""
@@ -375,7 +396,9 @@ class Tenant:
         return self.keys.announcement_entries(key_ids)
 
     def key_for_writing(self, key_id: bytes | None, name: str = DEFAULT_KEY) -> TenantKey:
-        """The newest version of the key a document uses (given one of its key ids)."""
+        """The newest version of the key a document uses (given one of its key ids), or of
+        key ``name`` for a new document; versions another process that has this home open
+        saved are picked up once the stored tenant log announces them."""
         return self.keys.key_for_writing(key_id, name)
 
     def export_key(

@@ -1,9 +1,11 @@
 """A tenant's access work: who may write (members, devices, revocation), on this node.
 
 `TenantAccess` holds the tenant's membership snapshot (`MembershipLog`, immutable once
-published: the admission pipeline builds the next one on a copy and `Node.ingest` publishes it
-after the commit), writes tenant-log records (admin or user signed) through the
-`EntryWriter`, and enforces revocations on the store. It knows nothing of keys beyond the
+published: the admission pipeline builds the next one on a copy and `Node.ingest` or the
+writer's commit publishes it after the commit), brings it up to date with the stored tenant
+log when another process that has the home open wrote to it (`refresh_membership`), writes
+tenant-log records (admin or user signed) as drafts through the `EntryWriter`, and enforces
+revocations on the store. It knows nothing of keys beyond the
 membership key that seals its records (key work lives in `tenant_keys`), and nothing of the
 node: its collaborators are the store, the writer and the ingest function.
 """
@@ -33,6 +35,7 @@ from .membership import (
 from .store import EntryStore
 from .tenant_collaborators import EntryWriter, Ingest
 from .tenant_secrets import TenantSecrets
+from .writer import Draft
 
 
 class TenantAccess:
@@ -56,6 +59,8 @@ class TenantAccess:
         self._forget_document = forget_document
         self._membership = MembershipLog(secrets.tenant_id, secrets.admin_key)
         self._membership_entries: dict[bytes, Entry] = {}
+        self._membership_log_seq = 0
+        """The tenant log's last feed sequence when the snapshot was rebuilt from the store."""
         self._enforced: tuple[MembershipLog, int] | None = None
         """The membership snapshot and its `cuts_revision` that `enforce_revocations` last
         brought the store in line with."""
@@ -82,6 +87,17 @@ class TenantAccess:
             raise ValueError("a membership log of another tenant")
         self._membership = membership
 
+    def publish_committed(self, membership: MembershipLog, log_entries: int) -> None:
+        """Publish the snapshot a commit built from ``log_entries`` tenant-log records of
+        this tenant (`Node.ingest`, an own write). When the stored log grew by exactly those
+        records since the snapshot was last brought up to date, it is up to date again (the
+        next `refresh_membership` rebuilds nothing); when another process wrote to the log
+        in between, the next refresh rebuilds from the store."""
+        expected = self._membership_log_seq + log_entries
+        self.publish_membership(membership)
+        if self._store.last_seq(self.tenant_id, TENANT_LOG) == expected:
+            self._membership_log_seq = expected
+
     def view(self) -> admission.TenantView:
         """What the admission pipeline checks this tenant's entries against (a snapshot)."""
         return admission.TenantView.of(self.tenant_id, self._membership, self._membership_keys())
@@ -93,6 +109,7 @@ class TenantAccess:
         """Rebuild membership state from the tenant log in the store (retracted records
         left out), applying records until no more apply (a record stored before what it
         builds on applies on a later pass): the admission pipeline's rule."""
+        self._membership_log_seq = self._store.last_seq(self.tenant_id, TENANT_LOG)
         stored = [
             admission.trust_stored(e) for e in self._store.iter_entries(self.tenant_id, TENANT_LOG)
         ]
@@ -102,6 +119,16 @@ class TenantAccess:
             self._membership_keys(),
         )
         self.publish_membership(admission.apply_tenant_log(empty, stored).membership)
+
+    def refresh_membership(self) -> None:
+        """Bring the snapshot up to date with the stored tenant log when it grew since it was
+        rebuilt (another process that has the home open, the CLI or a script, wrote to it),
+        then retract what revocations new to this process no longer accept. One read when
+        nothing changed."""
+        if self._store.last_seq(self.tenant_id, TENANT_LOG) != self._membership_log_seq:
+            self.load_membership()
+        if not self._store.readonly:
+            self.enforce_new_revocations()
 
     # -- members -----------------------------------------------------------------------------
     def members(self) -> list[Member]:
@@ -122,7 +149,7 @@ class TenantAccess:
         return None
 
     def add_member(self, identity: PublicIdentity, role: str = "member") -> Entry:
-        return self.write_record(MembershipRecord(MembershipAction.ADD, identity, role))
+        return self.append_record(MembershipRecord(MembershipAction.ADD, identity, role))
 
     def revoke_member(
         self, identity: PublicIdentity, *, accept_through: int | None = None
@@ -137,7 +164,7 @@ class TenantAccess:
         for device in membership.devices(key):  # every device of the member, at what we hold
             held = self._stored_last_seq(device.identity.signing_key)
             cuts[device.identity.signing_key] = held if accept_through is None else 0
-        return self.write_record(Revocation.of(key, cuts))
+        return self.append_record(Revocation.of(key, cuts))
 
     def _stored_last_seq(self, signing_key: bytes) -> int:
         return self._store.next_author_seq(self.tenant_id, signing_key) - 1
@@ -160,7 +187,7 @@ class TenantAccess:
                 f"this node is not a member of tenant {self.name!r} (a device cannot enroll"
                 " devices: enroll from the user's first node)"
             )
-        return self.write_record(DeviceEnrolment(me.public_key, device), author=me)
+        return self.append_record(DeviceEnrolment(me.public_key, device), author=me)
 
     def revoke_device(self, device_key: bytes, *, accept_through: int | None = None) -> Entry:
         """See `Tenant.revoke_device`."""
@@ -170,7 +197,7 @@ class TenantAccess:
         cut = self._cut(device_key, accept_through)
         record = DeviceRevocation(device.user_key, device_key, cut)
         me = self._identity.signing
-        return self.write_record(record, author=me if me.public_key == device.user_key else None)
+        return self.append_record(record, author=me if me.public_key == device.user_key else None)
 
     # -- revocation --------------------------------------------------------------------------
     def enforce_new_revocations(self) -> list[Entry]:
@@ -202,8 +229,27 @@ class TenantAccess:
             self.load_membership()  # a retracted membership record changes who may write
 
     # -- tenant-log records ------------------------------------------------------------------
-    def write_record(self, record: TenantLogRecord, author: SigningKeyPair | None = None) -> Entry:
-        """Seal and store a tenant-log record, signed by the admin key (or ``author``)."""
+    def append_record(self, record: TenantLogRecord, author: SigningKeyPair | None = None) -> Entry:
+        """Seal and store a tenant-log record now, signed by the admin key (or ``author``),
+        and return its entry. Not inside a write batch (the entry exists once the batch
+        commits): use `write_record` there."""
+        if self._writer.current_batch is not None:
+            raise MindooError(
+                "this tenant-log change returns its stored entry: make it outside a write batch"
+            )
+        stored: list[Entry] = []
+        self.write_record(record, author, on_sealed=stored.append)
+        return stored[0]
+
+    def write_record(
+        self,
+        record: TenantLogRecord,
+        author: SigningKeyPair | None = None,
+        *,
+        on_sealed: Callable[[Entry], None] | None = None,
+    ) -> None:
+        """Seal and store a tenant-log record (now, or when the open batch commits), signed by
+        the admin key (or ``author``)."""
         if author is None:
             if self._secrets.admin_seed is None:
                 what = "create keys" if isinstance(record, KeyAnnouncement) else "change membership"
@@ -212,18 +258,17 @@ class TenantAccess:
                     f" only the tenant admin can {what}"
                 )
             author = SigningKeyPair(self._secrets.admin_seed)
-        entry = self._writer.seal(
-            tenant_id=self.tenant_id,
+        draft = Draft(
             kind=EntryKind.MEMBERSHIP,
+            tenant_id=self.tenant_id,
             database=TENANT_LOG,
             document_id=NO_DOCUMENT,
-            deps=(),
+            signer=author,
             key=self._secrets.keyring.current(MEMBERSHIP_KEY),
             payload=record.encode(),
-            author=author,
+            on_sealed=on_sealed,
         )
-        self._writer.commit([entry])
-        return entry
+        self._writer.write([draft])
 
     def membership_entry_of(self, signing_key: bytes) -> Entry | None:
         """The stored tenant-log entry that added ``signing_key`` as a member, if any."""

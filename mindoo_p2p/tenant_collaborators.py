@@ -1,10 +1,12 @@
 """The narrow collaborators a `Tenant` is given instead of the `Node` (no back-references).
 
-- :class:`EntryWriter` numbers, seals and commits this node's own entries: the one seam through
-  which a tenant (its key work, its access work) and its databases write. `Node` provides one
-  (`node.NodeEntryWriter`); a writer that allocates author sequence numbers inside the write
-  transaction plugs in here.
-- `SaveSecrets` keeps a tenant's secrets (`TenantSecrets`) in the keystore.
+- :class:`~mindoo_p2p.writer.EntryWriter` numbers, seals and commits this node's own entries:
+  the one seam through which a tenant (its key work, its access work) and its databases write
+  `Draft`s. `Node` provides a `writer.LocalWriter`, which seals inside the LMDB write
+  transaction and checks membership with the admission pipeline.
+- :class:`SaveSecrets` keeps a tenant's secrets (`TenantSecrets`) in the keystore, merged with
+  what another process that has the home open saved.
+- `LearnSavedKeys` adds to a tenant's secrets the key versions another process saved.
 - `Ingest` stores entries from elsewhere through the admission pipeline (`Node.ingest`), for
   the records a tenant receives itself (membership evidence, key-file announcements).
 
@@ -13,57 +15,32 @@ Only types here: no module of the tenant, database or node imports another one u
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from .admission import VerifiedEntry
-from .crypto import SigningKeyPair
-from .entry import Entry, EntryKind
-from .keyring import TenantKey
+from .entry import Entry
 from .store import AppendResult
 from .tenant_secrets import TenantSecrets
+from .writer import EntryWriter
 
 
-class EntryWriter(Protocol):
-    """Numbers, seals and commits this node's own entries."""
+class SaveSecrets(Protocol):
+    """Keeps a tenant's secrets in the (encrypted) keystore (`Node.save_tenant`)."""
 
-    def seal(
-        self,
-        *,
-        tenant_id: bytes,
-        kind: EntryKind,
-        database: str,
-        document_id: bytes,
-        deps: Sequence[bytes],
-        key: TenantKey,
-        payload: bytes,
-        author: SigningKeyPair | None = None,
-    ) -> Entry:
-        """A new entry signed by ``author`` (default: this node's identity) with its next
-        author sequence number in the tenant, encrypted with ``key``. Not stored yet."""
-        ...
-
-    def commit(self, entries: Sequence[Entry]) -> None:
-        """Store entries sealed here (now, or at the end of the open batch); raises
-        VerificationError when the store refuses one."""
-        ...
-
-    def batch(self) -> AbstractContextManager[None]:
-        """Group every write in the block into one durable transaction, all or nothing."""
-        ...
-
-    @property
-    def current_batch(self) -> int | None:
-        """The id of the open write batch, or None."""
+    def __call__(self, secrets: TenantSecrets, *, dropped_key_ids: Iterable[bytes] = ()) -> None:
+        """Save ``secrets`` merged with what the keystore holds (key versions and databases
+        another process saved are kept, and learnt by ``secrets``), except the key versions
+        ``dropped_key_ids`` (shredded here)."""
         ...
 
 
-SaveSecrets = Callable[[TenantSecrets], None]
-"""Keeps a tenant's secrets in the (encrypted) keystore."""
+LearnSavedKeys = Callable[[TenantSecrets], None]
+"""Adds to a tenant's secrets the key versions the keystore holds that they lack
+(`Node.learn_saved_keys`)."""
 
 Ingest = Callable[[Sequence[Entry | bytes | VerifiedEntry]], AppendResult]
 """Stores entries from elsewhere through the admission pipeline (`Node.ingest`)."""
 
 
-__all__ = ["EntryWriter", "Ingest", "SaveSecrets"]
+__all__ = ["EntryWriter", "Ingest", "LearnSavedKeys", "SaveSecrets"]

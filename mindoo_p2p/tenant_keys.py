@@ -1,7 +1,8 @@
 """A tenant's key work: create, rotate, shred, export and import its keys, on this node.
 
 `TenantKeys` keeps the key versions this node holds (`TenantSecrets.keyring`, saved through
-`SaveSecrets`), announces new versions in the tenant log (through `TenantAccess.write_record`),
+`SaveSecrets`; versions another process saved are learnt through `LearnSavedKeys`), announces
+new versions in the tenant log (through `TenantAccess.write_record`),
 and moves keys out of band in key files (`key_transfer`). Who may write is the access work's
 (`tenant_access`); the node is not a collaborator.
 """
@@ -27,7 +28,7 @@ from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey, validate_k
 from .membership import MAX_KEY_VERSION, ROLE_MIRROR, KeyAnnouncement
 from .store import EntryStore
 from .tenant_access import TenantAccess
-from .tenant_collaborators import EntryWriter, Ingest, SaveSecrets
+from .tenant_collaborators import EntryWriter, Ingest, LearnSavedKeys, SaveSecrets
 from .tenant_secrets import TenantSecrets
 
 RESERVED_ROTATION = frozenset({DEFAULT_KEY, MEMBERSHIP_KEY})
@@ -78,6 +79,7 @@ class TenantKeys:
         store: EntryStore,
         writer: EntryWriter,
         save_secrets: SaveSecrets,
+        learn_saved_keys: LearnSavedKeys,
         ingest: Ingest,
         access: TenantAccess,
         forget_document: Callable[[str, bytes], None],
@@ -87,6 +89,9 @@ class TenantKeys:
         self._store = store
         self._writer = writer
         self._save_secrets = save_secrets
+        self._learn_saved_keys = learn_saved_keys
+        self._keys_log_seq = 0
+        """The tenant log's last feed sequence when the keystore's keys were last looked at."""
         self._ingest = ingest
         self._access = access
         self._forget_document = forget_document
@@ -193,7 +198,7 @@ class TenantKeys:
         for key in doomed:
             self.keyring.discard(key.key_id)
         try:
-            self._save_secrets(self._secrets)
+            self._save_secrets(self._secrets, dropped_key_ids=doomed_ids)
         except BaseException:
             for key in doomed:
                 self.keyring.add(key)
@@ -243,7 +248,17 @@ class TenantKeys:
         return [entry for entry in found if entry is not None]
 
     def key_for_writing(self, key_id: bytes | None, name: str = DEFAULT_KEY) -> TenantKey:
-        """The newest version of the key a document uses (given one of its key ids)."""
+        """See `Tenant.key_for_writing`.
+
+        Every new key version is announced in the tenant log, so when the stored log grew
+        (one read), the keystore is looked at for versions another process that has this home
+        open saved (`LearnSavedKeys`): a rotation there is used here from the next write on,
+        not after a restart.
+        """
+        log_seq = self._store.last_seq(self.tenant_id, TENANT_LOG)
+        if log_seq != self._keys_log_seq:
+            self._keys_log_seq = log_seq
+            self._learn_saved_keys(self._secrets)
         if key_id is not None:
             if not self.keyring.has_id(key_id):
                 raise MissingKeyError(f"no key {self.key_label(key_id)} for this document")

@@ -500,11 +500,9 @@ class CountingNode(Node):
 
     offered = 0
 
-    def ingest(
-        self, entries: Sequence[Entry | bytes | VerifiedEntry], *, sealed_here: bool = False
-    ) -> AppendResult:
+    def ingest(self, entries: Sequence[Entry | bytes | VerifiedEntry]) -> AppendResult:
         self.offered += len(entries)
-        return super().ingest(entries, sealed_here=sealed_here)
+        return super().ingest(entries)
 
 
 def build_catchup_homes(root: Path, count: int) -> tuple[list[bytes], float]:

@@ -23,7 +23,9 @@ from mindoo_p2p.entry import Entry, EntryKind
 from mindoo_p2p.keyring import DEFAULT_KEY
 from mindoo_p2p.net.host import HostConfig
 from mindoo_p2p.node import Node
+from mindoo_p2p.store import EntryStore
 from mindoo_p2p.tenant import Tenant
+from mindoo_p2p.writer import seal_drafts
 
 LOOPBACK = NodeConfig(listen=("/ip4/127.0.0.1/tcp/0",), sync_interval_s=3600)
 FAST = HostConfig(dial_timeout=5, stream_timeout=10, close_timeout=2)
@@ -45,11 +47,11 @@ async def running(daemon: NodeDaemon) -> AsyncIterator[NodeDaemon]:
 
 
 def sealed_changes(tenant: Tenant, count: int) -> list[Entry]:
-    """``count`` signed, encrypted entries of database "bulk" (one document each); their
-    payload is opaque to everything but a reader, which this test never is."""
+    """``count`` signed, encrypted entries of database "bulk" (one document each), sealed but
+    not stored; their payload is opaque to everything but a reader, which this test never is."""
     key = tenant.keyring.current(DEFAULT_KEY)
-    return [
-        tenant.seal(
+    drafts = [
+        tenant.draft(
             kind=EntryKind.CHANGE,
             database="bulk",
             document_id=os.urandom(16),
@@ -59,6 +61,17 @@ def sealed_changes(tenant: Tenant, count: int) -> list[Entry]:
         )
         for _ in range(count)
     ]
+    return seal_drafts(drafts, StoredPositions(tenant.store))
+
+
+class StoredPositions:
+    """Where each author stands in the store (numbers for entries sealed but not stored)."""
+
+    def __init__(self, store: EntryStore) -> None:
+        self.store = store
+
+    def last_seq(self, tenant_id: bytes, author: bytes) -> int:
+        return self.store.next_author_seq(tenant_id, author) - 1
 
 
 class StallMonitor:

@@ -13,6 +13,7 @@ from mindoo_p2p.daemon import GOSSIP_PENALTY, GossipBridge, NodeAccess, Origin, 
 from mindoo_p2p.entry import TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.keyring import DEFAULT_KEY
 from mindoo_p2p.node import Node
+from mindoo_p2p.writer import seal_drafts
 
 MakeNode = Callable[[str], Node]
 
@@ -44,6 +45,13 @@ def two_changes(node: Node) -> list[Entry]:
     return list(node.store.iter_entries(node.tenants()[0].id, "notes"))
 
 
+class NobodyWroteYet:
+    """Author positions of a store where the author has written nothing."""
+
+    def last_seq(self, tenant_id: bytes, author: bytes) -> int:
+        return 0
+
+
 async def test_the_validator_accepts_members_drops_refused_and_fails_forgeries(
     make_node: MakeNode,
 ) -> None:
@@ -60,7 +68,7 @@ async def test_the_validator_accepts_members_drops_refused_and_fails_forgeries(
     forged = bytearray(first.raw)
     forged[-1] ^= 1
     assert bridge._validate_gossip(bytes(forged)) is False
-    stranger = tenant.seal(
+    stranger_draft = tenant.draft(
         kind=EntryKind.CHANGE,
         database="notes",
         document_id=os.urandom(16),
@@ -69,6 +77,7 @@ async def test_the_validator_accepts_members_drops_refused_and_fails_forgeries(
         payload=b"x",
         author=SigningKeyPair.generate(),
     )
+    (stranger,) = seal_drafts([stranger_draft], NobodyWroteYet())  # sealed, never stored
     assert bridge._validate_gossip(stranger.raw) is None  # authentic, refused: nobody scored
     carol = make_node("carol")
     carol.create_tenant("other")

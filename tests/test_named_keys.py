@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -12,7 +14,7 @@ from conftest import PASSWORD
 from helpers import copy_tenant, run_cli_main
 
 from mindoo_p2p.crypto.keystore import KdfProfile
-from mindoo_p2p.entry import NO_DOCUMENT, TENANT_LOG, EntryKind
+from mindoo_p2p.entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.errors import (
     DecodeError,
     InvalidNameError,
@@ -327,12 +329,19 @@ def test_key_announce_not_signed_by_admin_is_rejected(make_node: MakeNode) -> No
     s = setup(make_node)
     member_tenant = s.member.tenant("acme")
     fake = KeyAnnouncement(bytes(16), "stolen", 1)
-    entry = member_tenant.seal(
+    key = member_tenant.keyring.current(MEMBERSHIP_KEY)
+    me = s.member.identity.signing
+    entry = Entry.seal(  # crafted by hand by the member
         kind=EntryKind.MEMBERSHIP,
+        tenant_id=member_tenant.id,
         database=TENANT_LOG,
         document_id=NO_DOCUMENT,
+        author=me,
+        author_seq=s.member.store.next_author_seq(member_tenant.id, me.public_key),
+        timestamp_ms=int(time.time() * 1000),
         deps=(),
-        key=member_tenant.keyring.current(MEMBERSHIP_KEY),
+        key_id=key.key_id,
+        key=key.secret,
         payload=fake.encode(),
     )
     result = s.admin.ingest([entry.raw])

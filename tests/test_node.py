@@ -290,12 +290,19 @@ def test_a_members_malformed_change_does_not_break_the_document(make_node: MakeN
     db = tenant.open_db("contacts")
     doc_id = db.create_document({"name": "Ada"})
     md_heads = db.history(doc_id)[-1].entry_id
-    bad = tenant.seal(
+    key = tenant.keyring.current("default")
+    me = node.identity.signing
+    bad = Entry.seal(  # crafted by hand, as a member could
         kind=EntryKind.CHANGE,
+        tenant_id=tenant.id,
         database="contacts",
         document_id=bytes.fromhex(doc_id),
+        author=me,
+        author_seq=node.store.next_author_seq(tenant.id, me.public_key),
+        timestamp_ms=int(time.time() * 1000),
         deps=[bytes.fromhex(md_heads)],
-        key=tenant.keyring.current("default"),
+        key_id=key.key_id,
+        key=key.secret,
         payload=b"\x85\x6f\x4a\x83 this is not an automerge change",
     )
     assert not node.ingest([bad]).rejected  # validly signed by a member: stored as history

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_membership import ALICE, BOB, TENANT_ID, membership_entry, record, seal
 
-import mindoo_p2p.node as node_module
+import mindoo_p2p.writer as writer_module
 from mindoo_p2p.crypto.keystore import KdfProfile
 from mindoo_p2p.entry import TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.errors import DecodeError, MissingKeyError, NotFoundError, VerificationError
@@ -218,13 +218,13 @@ def universe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Universe]:
             tenant.revoke_member(mallory_identity, accept_through=cut).id for cut in (5, 3)
         )
         # Mallory, unaware, writes once more and backdates it to before the revocations.
-        real_now = node_module.now_ms  # the clock of the node's entry writer
-        node_module.now_ms = lambda: 1_000_000_000_000  # 2001
+        real_now = writer_module.now_ms  # the sealing clock (drafts take their time from it)
+        writer_module.now_ms = lambda: 1_000_000_000_000  # 2001
         try:
             with mdb.change(doc) as d:
                 d["items"].append("backdated")
         finally:
-            node_module.now_ms = real_now
+            writer_module.now_ms = real_now
         newest = max(
             mallory.store.iter_entries(tenant.id, "notes"), key=lambda e: e.header.author_seq
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-import mindoo_p2p.node as node_module
+import mindoo_p2p.writer as writer_module
 from mindoo_p2p.testing import Cluster
 
 
@@ -37,7 +37,9 @@ async def test_a_revoked_authors_backdated_entry_is_rejected_on_all_nodes(
         admin_tenant.revoke_member(cluster.nodes[mallory].require().public_identity())
 
         # Mallory, not told, writes on, backdating the change to before the revocation.
-        monkeypatch.setattr(node_module, "now_ms", lambda: 1_000_000_000_000)  # the writer's clock
+        monkeypatch.setattr(
+            writer_module, "now_ms", lambda: 1_000_000_000_000
+        )  # the writer's clock
         with mdb.change(doc) as d:
             d["items"].append("backdated")
         monkeypatch.undo()

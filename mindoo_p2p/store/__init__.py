@@ -12,9 +12,13 @@
 5. ONE durable LMDB write transaction stores every accepted entry and all index rows.
 
 A bad entry is rejected alone; the rest of the batch lands. Nothing is ever overwritten.
+
+`EntryStore.append_local(seal, authorize)` stores this node's own new entries, numbered and
+sealed inside its write transaction, all or nothing (contract in `_local_append`).
 """
 
 from ._layout import scope_key
+from ._local_append import AuthorPositions, OwnAuthorizer, SealInTransaction
 from .entry_store import (
     MAX_BATCH_BYTES,
     MAX_BATCH_ENTRIES,
@@ -38,12 +42,15 @@ __all__ = [
     "MAX_FEED_PAGE",
     "MAX_SNAPSHOT_SIZE",
     "AppendResult",
+    "AuthorPositions",
     "Authorizer",
     "EntryStore",
     "FeedItem",
     "FsckProblem",
     "FsckReport",
+    "OwnAuthorizer",
     "Rejected",
     "RejectionKind",
+    "SealInTransaction",
     "scope_key",
 ]

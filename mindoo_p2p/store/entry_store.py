@@ -60,6 +60,7 @@ from ._layout import (
     scope_key,
     unpack_seq,
 )
+from ._local_append import OwnAuthorizer, SealInTransaction, append_local, read_last_author_seq
 from ._recon_index import DEFAULT_CACHE_ROWS, LmdbReconStorage, rebuild_recon_index
 from ._retraction import authored_after, retract
 from ._writer import last_dup_seq, scope_number, write_entries
@@ -267,6 +268,26 @@ class EntryStore:
                 else:
                     rejected.append(refusal)
         return AppendResult(added_ids, duplicates, rejected)
+
+    def append_local(
+        self, seal: SealInTransaction, authorize: OwnAuthorizer | None = None
+    ) -> list[Entry]:
+        """Seal this node's own new entries inside ONE durable write transaction and store
+        them; return them in commit order (tenant-log entries first).
+
+        ``seal(positions)`` runs with the write lock held (LMDB serialises writers across
+        processes too) and numbers its entries from ``positions.last_seq`` (see
+        :class:`AuthorPositions`), so no two processes ever give one author's sequence number
+        twice. All or nothing: an exception from ``seal``, an own entry ``authorize`` refuses
+        (OwnEntryRefusedError), a sequence that does not continue the author's stored one or
+        a failed write (StoreError) stores nothing. The contract, step by step, is in
+        :mod:`._local_append`.
+        """
+        self._live_env()
+        if self.readonly:
+            raise StoreError("the entry store is open read-only")
+        with self._writing() as wtxn:
+            return append_local(wtxn, self._tables, seal, authorize)
 
     def put_snapshot(
         self,
@@ -527,16 +548,8 @@ class EntryStore:
 
     def next_author_seq(self, tenant_id: bytes, author: bytes) -> int:
         """The highest author_seq stored for ``author`` in the tenant, plus one (1 if none)."""
-        key = bytes(tenant_id) + bytes(author)
-        if len(key) != AUTHOR_KEY_SIZE:
-            raise ValueError("tenant_id must be 16 bytes and author 32 bytes")
         with self._reading() as txn:
-            value = txn.get(key, db=self._tables.author_seq)
-        if value is None:
-            return 1
-        if len(value) != SEQ_SIZE:
-            raise StoreError("malformed author_seq row: run fsck")
-        return unpack_seq(value) + 1
+            return read_last_author_seq(txn, self._tables, bytes(tenant_id) + bytes(author)) + 1
 
     def iter_entries(
         self,

@@ -1,0 +1,129 @@
+"""Storing this node's own entries, sealed inside the write transaction that stores them.
+
+Every entry header carries its author's sequence number (``author_seq``, per tenant) and is
+signed, and an entry's id is the hash of its sealed bytes: the number must be known when the
+entry is sealed. Numbers taken from a per-process cache fork the author as soon as two processes
+write to one home (each numbers from its own cache). So local writes are sealed *inside* the
+LMDB write transaction: LMDB serialises writers across processes, and the transaction sees
+every commit before it, so the ``author_seq`` table it reads is the truth of the moment.
+
+Contract of :func:`append_local` (called by `EntryStore.append_local` inside its write
+transaction; nothing here opens or commits a transaction):
+
+1. ``seal(positions)`` seals the entries, asking ``positions`` (:class:`AuthorPositions`,
+   reading the write transaction) where each author stands. It may raise: nothing is written.
+2. Each author's new entries must continue its stored sequence without a gap or a repeat:
+   ``last + 1, last + 2, ...`` in the order sealed (StoreError otherwise, nothing written).
+3. ``authorize(entries)`` sees the whole write at once, tenant-log entries first, then the
+   others, each group in the order sealed (the order the application made them, which is
+   causal), and returns the refusals (`Rejected`, with a `RejectionKind`). `LocalWriter`
+   passes the admission pipeline's membership step (`admission.admit`). Own entries are all or
+   nothing: one refusal raises :class:`~mindoo_p2p.errors.OwnEntryRefusedError` and nothing
+   is written, so a refused write leaves no gap in the numbers. Signatures are not checked
+   again (the caller has just made them); membership is, exactly as for entries from elsewhere.
+4. Every entry and its index rows are written (`write_entries`); an id already stored raises
+   StoreError (fresh nonces make that impossible for honest sealing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import lmdb
+
+from ..entry import TENANT_LOG, Entry
+from ..errors import OwnEntryRefusedError, StoreError
+from ._layout import AUTHOR_KEY_SIZE, SEQ_SIZE, Tables, unpack_seq
+from ._writer import write_entries
+from .results import Rejected
+
+
+class AuthorPositions(Protocol):
+    """Where each author stands in the store, as the write transaction sees it.
+
+    Handed to a sealer inside the write transaction; valid only during that call. The
+    per-author hash chain (each entry naming its author's previous entry id) will add
+    ``last_entry_id(tenant_id, author)`` here, supplied exactly like the number.
+    """
+
+    def last_seq(self, tenant_id: bytes, author: bytes) -> int:
+        """The highest ``author_seq`` stored for ``author`` in the tenant (0 when none)."""
+        ...
+
+
+SealInTransaction = Callable[[AuthorPositions], Sequence[Entry]]
+"""Seals a write's entries given the authors' positions; called inside the write transaction."""
+
+OwnAuthorizer = Callable[[Sequence[Entry]], Sequence[Rejected]]
+"""Checks a write's own entries as a whole (tenant-log entries first, then the others, each
+group in the order sealed) inside the write transaction: the refusals, none to accept all."""
+
+
+def read_last_author_seq(txn: lmdb.Transaction[bytes], tables: Tables, key: bytes) -> int:
+    """The ``author_seq`` row for ``key`` (tenant_id + author), 0 when absent."""
+    if len(key) != AUTHOR_KEY_SIZE:
+        raise ValueError("tenant_id must be 16 bytes and author 32 bytes")
+    value = txn.get(key, db=tables.author_seq)
+    if value is None:
+        return 0
+    if len(value) != SEQ_SIZE:
+        raise StoreError("malformed author_seq row: run fsck")
+    return unpack_seq(value)
+
+
+class _TransactionPositions:
+    """`AuthorPositions` read from one write transaction."""
+
+    __slots__ = ("_tables", "_txn")
+
+    def __init__(self, txn: lmdb.Transaction[bytes], tables: Tables) -> None:
+        self._txn = txn
+        self._tables = tables
+
+    def last_seq(self, tenant_id: bytes, author: bytes) -> int:
+        return read_last_author_seq(self._txn, self._tables, bytes(tenant_id) + bytes(author))
+
+
+def append_local(
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    seal: SealInTransaction,
+    authorize: OwnAuthorizer | None,
+) -> list[Entry]:
+    """Seal, check and write own entries in ``txn``; return them in commit order.
+
+    See the module docstring for the contract. Raises whatever ``seal`` or ``authorize``
+    raise, OwnEntryRefusedError, or StoreError; the caller aborts ``txn`` on any exception.
+    """
+    positions = _TransactionPositions(txn, tables)
+    sealed = list(seal(positions))
+    if not sealed:
+        return []
+    _check_sequences(sealed, positions)
+    ordered = [e for e in sealed if e.database == TENANT_LOG]
+    ordered += [e for e in sealed if e.database != TENANT_LOG]
+    if authorize is not None:
+        refused = list(authorize(ordered))
+        if refused:
+            raise OwnEntryRefusedError(refused)
+    added = write_entries(txn, tables, ordered)
+    if len(added) != len(ordered):
+        raise StoreError("a freshly sealed entry is already stored: refusing to write it twice")
+    return ordered
+
+
+def _check_sequences(sealed: list[Entry], positions: AuthorPositions) -> None:
+    """Each author's entries continue its stored sequence: last + 1, last + 2, ..."""
+    expected: dict[tuple[bytes, bytes], int] = {}
+    for entry in sealed:
+        author = (entry.tenant_id, entry.author)
+        seq = expected.get(author)
+        if seq is None:
+            seq = positions.last_seq(*author) + 1
+        if entry.header.author_seq != seq:
+            raise StoreError(
+                f"own entry {entry.id.hex()} has author_seq {entry.header.author_seq} where"
+                f" its author's sequence continues at {seq}: it would fork the author"
+            )
+        expected[author] = seq + 1

@@ -1,0 +1,297 @@
+"""`LocalWriter`: numbers, seals and commits this node's own entries.
+
+One author, one sequence, whatever the processes. An entry's header carries its author's
+sequence number in the tenant (``author_seq``) and is signed; the entry id hashes the sealed
+bytes. Two processes writing to one home (a daemon and a script, the CLI) must never give two
+entries one (tenant, author, author_seq), so numbers are never taken from a per-process cache:
+a write is a list of :class:`Draft` (everything of an entry except its number and its id), and
+the drafts are sealed inside the LMDB write transaction that stores them
+(`EntryStore.append_local`), numbered from the ``author_seq`` table as that transaction sees
+it. LMDB serialises writers across processes, so every number continues the one before it.
+
+A draft names its causal parents as entry ids, or as :class:`ChangeRef` when the parent is an
+Automerge change drafted earlier in the same write (a document changed twice in one
+`batch()`): the Automerge change hash is known before sealing, the entry id only after, so refs
+are resolved to entry ids while sealing, in order.
+
+Holding the write lock while sealing costs little: Ed25519 signing is ~23 µs and encryption is
+cheaper (measured with ``scripts/bench_store.py``, see docs/architecture.md).
+
+Authorization: own entries pass the admission pipeline's step 4 (`admission.admit`, membership
+against the tenants' snapshots) inside the same transaction, marked with
+`admission.trust_own_seal` (their ids and signatures were just made here, so they are not
+checked again). A refusal stores nothing of the write; the membership the write's tenant-log
+records build is handed to ``on_committed`` to publish once the transaction has committed,
+exactly as `Node.ingest` publishes it for entries from elsewhere.
+
+The clock: every own entry's author timestamp is :func:`now_ms` here, read when the draft is
+made (`Draft.timestamp_ms`'s default).
+
+Batches: inside ``with writer.batch():`` drafts queue up and are sealed and stored together,
+in one durable transaction, when the outermost block exits; when it raises, nothing is sealed,
+nothing is stored, and no number is used (no gap). Each draft's ``on_sealed(entry)`` runs once
+its entry is stored, in the order drafted (so a cache can learn the entry ids of its changes).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .admission import Admission, VerifiedEntry, trust_own_seal
+from .crypto.signing import SigningKeyPair
+from .entry import ID_SIZE, Entry, EntryKind
+from .keyring import TenantKey
+from .membership import MembershipLog
+from .rejection import Rejected
+from .store import AuthorPositions, OwnAuthorizer, SealInTransaction
+
+CHANGE_HASH_SIZE = 32
+
+
+def now_ms() -> int:
+    """The sealing clock: the author timestamp (ms since the epoch) of every own entry."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRef:
+    """A causal parent that is an Automerge change drafted earlier in the same write, named
+    by its change hash; resolved to that draft's entry id when sealed."""
+
+    change_hash: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.change_hash) != CHANGE_HASH_SIZE:
+            raise ValueError(f"a change hash is {CHANGE_HASH_SIZE} bytes")
+
+
+Dependency = bytes | ChangeRef
+"""A draft's causal parent: a stored entry's id (32 bytes), or a change of this write."""
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """An own entry before it is sealed: everything but its sequence number (given inside the
+    write transaction) and the ids of parents drafted in the same write."""
+
+    kind: EntryKind
+    tenant_id: bytes
+    database: str
+    document_id: bytes
+    signer: SigningKeyPair
+    key: TenantKey
+    payload: bytes
+    deps: tuple[Dependency, ...] = ()
+    change_hash: bytes | None = None
+    """The Automerge change this draft carries, so later drafts of the document can name it
+    with a :class:`ChangeRef`."""
+    on_sealed: Callable[[Entry], None] | None = None
+    """Called with the stored entry once the write has committed."""
+    timestamp_ms: int = field(default_factory=lambda: now_ms())
+    """The author's time of the write (taken when drafted, not when sealed): `now_ms`."""
+
+    def __post_init__(self) -> None:
+        for dep in self.deps:
+            if not isinstance(dep, ChangeRef) and len(dep) != ID_SIZE:
+                raise ValueError(f"a dependency is a {ID_SIZE}-byte entry id or a ChangeRef")
+        if self.change_hash is not None and len(self.change_hash) != CHANGE_HASH_SIZE:
+            raise ValueError(f"a change hash is {CHANGE_HASH_SIZE} bytes")
+
+
+class UnresolvedDependencyError(ValueError):
+    """A draft names a change (ChangeRef) that no earlier draft of the write carries."""
+
+
+def seal_drafts(drafts: Sequence[Draft], positions: AuthorPositions) -> list[Entry]:
+    """Seal ``drafts`` in order: each (tenant, author) numbered on from
+    ``positions.last_seq``, each ChangeRef resolved to the entry id of the earlier draft of
+    the same document that carries that change. Pure apart from the random nonces.
+
+    Raises UnresolvedDependencyError for a ChangeRef no earlier draft carries.
+    """
+    next_seq: dict[tuple[bytes, bytes], int] = {}
+    sealed_changes: dict[tuple[bytes, str, bytes, bytes], bytes] = {}
+    entries: list[Entry] = []
+    for draft in drafts:
+        author = (draft.tenant_id, draft.signer.public_key)
+        seq = next_seq.get(author)
+        if seq is None:
+            seq = positions.last_seq(*author) + 1
+        next_seq[author] = seq + 1
+        document = (draft.tenant_id, draft.database, draft.document_id)
+        deps: list[bytes] = []
+        for dep in draft.deps:
+            if isinstance(dep, ChangeRef):
+                entry_id = sealed_changes.get((*document, dep.change_hash))
+                if entry_id is None:
+                    raise UnresolvedDependencyError(
+                        f"a draft of document {draft.document_id.hex()} depends on change"
+                        f" {dep.change_hash.hex()}, which no earlier draft of this write carries"
+                    )
+                deps.append(entry_id)
+            else:
+                deps.append(dep)
+        entry = Entry.seal(
+            kind=draft.kind,
+            tenant_id=draft.tenant_id,
+            database=draft.database,
+            document_id=draft.document_id,
+            author=draft.signer,
+            author_seq=seq,
+            timestamp_ms=draft.timestamp_ms,
+            deps=tuple(deps),
+            key_id=draft.key.key_id,
+            key=draft.key.secret,
+            payload=draft.payload,
+        )
+        if draft.change_hash is not None:
+            sealed_changes[(*document, draft.change_hash)] = entry.id
+        entries.append(entry)
+    return entries
+
+
+class LocalAppendStore(Protocol):
+    """What the writer needs of the store: `EntryStore.append_local`."""
+
+    def append_local(
+        self, seal: SealInTransaction, authorize: OwnAuthorizer | None = None
+    ) -> list[Entry]: ...
+
+
+class EntryWriter(Protocol):
+    """The one writing seam a tenant (its access and key work) and its databases are given:
+    numbers, seals and commits this node's own entries. Implemented by `LocalWriter`."""
+
+    def write(self, drafts: Sequence[Draft]) -> None:
+        """Seal and store ``drafts`` now, or when the open batch commits; raises
+        OwnEntryRefusedError (a VerificationError) when membership refuses one."""
+        ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Group every write in the block into one durable transaction, all or nothing."""
+        ...
+
+    @property
+    def current_batch(self) -> int | None:
+        """The id of the open write batch, or None."""
+        ...
+
+
+AdmitOwn = Callable[[Sequence[VerifiedEntry]], Admission]
+"""Step 4 of the admission pipeline over a write's own entries (`Node` passes
+`admission.admit` over its tenants' membership snapshots). Pure: it must not publish."""
+
+Committed = Callable[[list[Entry], Mapping[bytes, MembershipLog]], None]
+"""Told the stored entries (commit order) and, by tenant id, the membership logs their
+tenant-log records built: to publish now that the transaction has committed."""
+
+
+def _nothing(_: object) -> None:
+    return None
+
+
+def _nothing_committed(_entries: list[Entry], _memberships: Mapping[bytes, MembershipLog]) -> None:
+    return None
+
+
+class LocalWriter:
+    """Seals and commits this node's own drafts, now or at the end of a batch.
+
+    Meant for one thread (like `Node`). Hooks, all optional:
+
+    - ``before_commit(drafts)`` runs just before the write transaction (e.g. bring caches that
+      another process may have made stale, such as membership, up to date); if it raises,
+      nothing is written;
+    - ``on_committed(entries, memberships)`` runs after the commit and after every draft's
+      ``on_sealed``, with the entries in commit order and the membership logs (by tenant id)
+      that ``admit`` built from the write's tenant-log records, to publish;
+    - ``on_discarded(drafts)`` runs when drafts will never be stored: their batch raised, or
+      sealing, the membership check or the write failed (the exception then propagates).
+    """
+
+    def __init__(
+        self,
+        store: LocalAppendStore,
+        admit: AdmitOwn | None = None,
+        *,
+        before_commit: Callable[[Sequence[Draft]], None] = _nothing,
+        on_committed: Committed = _nothing_committed,
+        on_discarded: Callable[[Sequence[Draft]], None] = _nothing,
+    ) -> None:
+        self._store = store
+        self._admit = admit
+        self._before_commit = before_commit
+        self._on_committed = on_committed
+        self._on_discarded = on_discarded
+        self._depth = 0
+        self._serial = 0
+        self._pending: list[Draft] = []
+
+    @property
+    def current_batch(self) -> int | None:
+        """The id of the open write batch, or None."""
+        return self._serial if self._depth else None
+
+    def write(self, drafts: Sequence[Draft]) -> None:
+        """Seal and store ``drafts`` now, in one durable transaction, or queue them until the
+        open batch ends. Raises OwnEntryRefusedError when the membership check refuses one
+        (nothing stored), StoreError when the store cannot be written."""
+        if self._depth:
+            self._pending.extend(drafts)
+            return
+        self._commit(list(drafts))
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group every write in the block into one durable transaction (group commit).
+
+        All or nothing: when the block raises, none of its drafts is sealed or stored.
+        Batches nest; the outermost one commits.
+        """
+        if not self._depth:
+            self._serial += 1
+        self._depth += 1
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                pending, self._pending = self._pending, []
+                if ok:
+                    self._commit(pending)
+                elif pending:
+                    self._on_discarded(pending)
+
+    def _commit(self, drafts: list[Draft]) -> None:
+        if not drafts:
+            return
+        sealed: list[Entry] = []
+        memberships: dict[bytes, MembershipLog] = {}
+
+        def seal(positions: AuthorPositions) -> list[Entry]:
+            sealed[:] = seal_drafts(drafts, positions)
+            return sealed
+
+        def authorize(entries: Sequence[Entry]) -> list[Rejected]:
+            assert self._admit is not None
+            admitted = self._admit([trust_own_seal(entry) for entry in entries])
+            memberships.clear()
+            memberships.update(admitted.memberships)
+            return admitted.rejected
+
+        try:
+            self._before_commit(drafts)
+            stored = self._store.append_local(seal, authorize if self._admit else None)
+        except BaseException:
+            self._on_discarded(drafts)
+            raise
+        for draft, entry in zip(drafts, sealed, strict=True):
+            if draft.on_sealed is not None:
+                draft.on_sealed(entry)
+        self._on_committed(stored, memberships)
