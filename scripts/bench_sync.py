@@ -553,11 +553,13 @@ async def measure_catchup_session(root: Path, total: int) -> dict[str, Any]:
             held_before = member.store.count()
             held = [held_before]
             converged = trio.Event()
+            token = trio.lowlevel.current_trio_token()
 
             def on_entries(entries: list[Entry], local: bool) -> None:
+                # The daemon stores large batches in a worker thread: hand the event over.
                 held[0] += len(entries)  # each stored entry is reported once
                 if held[0] >= total:
-                    converged.set()
+                    token.run_sync_soon(converged.set)
 
             member.add_listener(on_entries)
             member.offered = 0
@@ -635,8 +637,12 @@ class ArrivalLog:
     local: list[bytes] = field(default_factory=list)
     """Ids of entries written here (by the benchmark), in order."""
     _waiting: dict[bytes, trio.Event] = field(default_factory=dict)
+    token: trio.lowlevel.TrioToken | None = None
+    """The event loop's token (listeners may run in the daemons' worker threads)."""
 
     def listener(self, index: int) -> Callable[[list[Entry], bool], None]:
+        token = self.token or trio.lowlevel.current_trio_token()
+
         def on_entries(entries: list[Entry], local: bool) -> None:
             now = time.perf_counter()
             for entry in entries:
@@ -645,7 +651,7 @@ class ArrivalLog:
                 if local:
                     self.local.append(entry.id)
                 if len(seen) == self.nodes and entry.id in self._waiting:
-                    self._waiting.pop(entry.id).set()
+                    token.run_sync_soon(self._waiting.pop(entry.id).set)
 
         return on_entries
 

@@ -218,3 +218,65 @@ async def test_run_wakes_wakes_each_peer_at_its_deadline(
         (6.1, "follow"),
     ]
     assert rules.on_change is None  # detached when the task ends
+
+
+# -- one session per peer pair -------------------------------------------------------------------
+def test_a_wake_for_a_peer_in_session_is_held_until_the_session_ends() -> None:
+    """The regression the end-to-end clone showed: entries arriving by reconciliation wake every
+    peer 50 ms later, the peer still pushing them included, so a second session fetched them
+    all again. A peer in session is never due; its wake comes once, when the session ends."""
+    clock = FakeClock()
+    rules = scheduler(clock)
+    rules.connected("source", lead=False)
+    rules.connected("other", lead=True)
+    assert rules.due() == ["other"]
+    rules.session_started("source")  # the source dialled in and pushes
+    rules.entries_stored(Origin.SYNC)
+    clock.now = FORWARD_DELAY
+    assert rules.due() == ["other"]  # the other peer gets the entries offered on
+    rules.wake("source")
+    clock.now = 30.0  # long session; the connect follower wake was cancelled by it
+    assert rules.due() == []
+    rules.session_ended("source")
+    assert rules.due() == ["source"]  # once, after
+    clock.now = 60.0
+    assert rules.due() == []
+
+
+def test_sessions_in_both_directions_are_counted() -> None:
+    clock = FakeClock()
+    rules = scheduler(clock)
+    rules.connected("peer", lead=True)
+    assert rules.due() == ["peer"]
+    rules.session_started("peer")  # ours
+    rules.session_started("peer")  # theirs, for another tenant
+    rules.wake_all()
+    assert rules.due() == []
+    rules.session_ended("peer")
+    assert rules.due() == []  # one still runs
+    rules.session_ended("peer")
+    assert rules.due() == ["peer"]
+
+
+def test_a_session_that_starts_cancels_the_follower_wake_even_before_it_ends() -> None:
+    clock = FakeClock()
+    rules = scheduler(clock)
+    rules.connected("leader", lead=False)
+    clock.now = 0.1
+    rules.session_started("leader")
+    clock.now = CONNECT_FOLLOWER_DELAY + 5  # the leader's session is still running
+    assert rules.due() == []
+    rules.session_ended("leader")
+    assert rules.due() == []  # nothing was asked for meanwhile
+
+
+def test_a_peer_that_disconnects_in_session_is_not_woken_after() -> None:
+    clock = FakeClock()
+    rules = scheduler(clock)
+    rules.connected("peer", lead=True)
+    rules.due()
+    rules.session_started("peer")
+    rules.wake("peer")
+    rules.disconnected("peer")
+    rules.session_ended("peer")
+    assert rules.due() == []

@@ -460,6 +460,7 @@ class NodeDaemon:
         state = self.peer_table.peer(peer_id)
         reports = []
         self.peer_table.session_started(peer_id)
+        self._session_started(peer_id)
         try:
             for tenant in self.node.tenants():
                 if tenant.id in state.unshared_tenants:
@@ -469,7 +470,16 @@ class NodeDaemon:
                     reports.append(report)
         finally:
             self.peer_table.session_ended(peer_id)
+            self._session_ended(peer_id)
         return reports
+
+    def _session_started(self, peer_id: str) -> None:
+        if self._scheduler is not None:
+            self._scheduler.session_started(peer_id)
+
+    def _session_ended(self, peer_id: str) -> None:
+        if self._scheduler is not None:
+            self._scheduler.session_ended(peer_id)
 
     async def _ingest_received(self, store: SyncStore, raws: Sequence[bytes]) -> IngestOutcome:
         """The sessions' `IngestRunner`: small batches on the loop, large ones in a worker
@@ -537,6 +547,7 @@ class NodeDaemon:
             tenant.id: (TenantSyncAuthority(tenant), TenantSyncStore(self.node, tenant))
             for tenant in self.node.tenants()
         }
+        self._session_started(peer_id)
         try:
             report = await run_responder(
                 stream,
@@ -554,6 +565,8 @@ class NodeDaemon:
         except FrameTooLarge as exc:
             self._penalize(peer_id, BAN_THRESHOLD, f"oversized frame: {exc}")
             raise
+        finally:
+            self._session_ended(peer_id)
         if report is not None:
             self._record(peer_id, self.node.tenant(report.tenant_id), report)
 

@@ -13,7 +13,7 @@ fact                        wake
 ==========================  =====================================================================
 connected, we lead          that peer at once (the side with the smaller peer id leads)
 connected, we follow        that peer after `CONNECT_FOLLOWER_DELAY`, unless a session with it
-                            was recorded meanwhile (it would only fetch the same entries twice)
+                            started meanwhile (it would only fetch the same entries twice)
 entries stored, LOCAL or    every connected peer after `REPAIR_DELAY` (gossip carried them at
 GOSSIP                      once; sessions repair what gossip missed on any hop)
 entries stored, SYNC,       every connected peer after `FORWARD_DELAY` (store and forward: what
@@ -27,6 +27,13 @@ periodic                    one random connected peer every ``sync_interval_s`` 
 
 The "every peer" deadline is coalesced: a burst of stored batches costs one round, at the
 earliest deadline any of them asked for.
+
+One session per peer pair: while a session with a peer runs, in either direction
+(`session_started` / `session_ended`, counted: a peer may serve one tenant while we sync
+another), that peer is never due. A wake asked for it meanwhile is held and given once when the
+last of its sessions ends. Without this a receiver was offered every entry twice: during a
+clone the puller's "forward" wake (entries arrived by reconciliation) started a second session
+with the very peer that was still pushing them.
 """
 
 from __future__ import annotations
@@ -76,6 +83,10 @@ class SyncScheduler:
         self._due: dict[str, None] = {}
         """Peers to wake at once, in order (a dict as an ordered set)."""
         self._all_at: float | None = None
+        self._in_session: dict[str, int] = {}
+        """Peers with sessions running (either direction) -> how many."""
+        self._held: set[str] = set()
+        """Peers woken while in session: due when their sessions end."""
         self._periodic_at = clock() + self._periodic_delay()
         self.on_change: Callable[[], None] | None = None
         """Called after every fact that may bring a deadline forward (`run_wakes` sets it)."""
@@ -100,6 +111,29 @@ class SyncScheduler:
     def disconnected(self, peer_id: str) -> None:
         self._connected.pop(peer_id, None)
         self._due.pop(peer_id, None)
+        self._held.discard(peer_id)
+
+    def session_started(self, peer_id: str) -> None:
+        """A session with ``peer_id`` began (either side started it): no other starts until
+        it ends, and the follower's connect wake is no longer needed."""
+        self._in_session[peer_id] = self._in_session.get(peer_id, 0) + 1
+        if peer_id in self._connected:
+            self._connected[peer_id] = None
+        if self._due.pop(peer_id, False) is None:
+            self._held.add(peer_id)
+
+    def session_ended(self, peer_id: str) -> None:
+        """A session with ``peer_id`` ended, however it went."""
+        left = self._in_session.get(peer_id, 0) - 1
+        if left > 0:
+            self._in_session[peer_id] = left
+            return
+        self._in_session.pop(peer_id, None)
+        if peer_id in self._held:
+            self._held.discard(peer_id)
+            if peer_id in self._connected:
+                self._due[peer_id] = None
+                self._changed()
 
     def session_recorded(self, peer_id: str) -> None:
         """A session with ``peer_id`` ended well (either side started it)."""
@@ -155,7 +189,9 @@ class SyncScheduler:
             if self._connected:
                 self._due[self._rng.choice(list(self._connected))] = None
         due, self._due = list(self._due), {}
-        return due
+        busy = [peer_id for peer_id in due if peer_id in self._in_session]
+        self._held.update(busy)
+        return [peer_id for peer_id in due if peer_id not in self._in_session]
 
     def next_deadline(self) -> float:
         """When `due` will next have something (now if it has already; never inf: the
