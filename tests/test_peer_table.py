@@ -118,7 +118,30 @@ def test_status_lists_connected_peers_first_then_by_id() -> None:
         "syncing",
         "progress",
         "sessions",
+        "last_session",
         "tenants",
+    }
+    assert rows[1]["last_session"] is None  # no session with "a" yet
+
+
+def test_status_shows_the_last_sessions_own_report() -> None:
+    table = PeerTable()
+    done = report("notes", received=3)
+    done.elapsed_seconds = 0.0123
+    done.databases["notes"].round_trips = 2
+    done.databases["notes"].recon_rounds = 1
+    done.bytes_sent, done.bytes_received = 100, 2000
+    table.record("p", TENANT, done, at_ms=1)
+    (row,) = table.peers_status({TENANT: "acme"})
+    assert row["last_session"] == {
+        "role": "initiator",
+        "elapsed_ms": 12.3,
+        "round_trips": 2,
+        "recon_rounds": 1,
+        "received": 3,
+        "sent": 0,
+        "bytes_sent": 100,
+        "bytes_received": 2000,
     }
 
 

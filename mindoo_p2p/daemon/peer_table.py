@@ -63,6 +63,8 @@ class PeerState:
     unshared_tenants: set[bytes] = field(default_factory=set)
     databases: dict[tuple[bytes, str], DatabaseSyncState] = field(default_factory=dict)
     sessions: int = 0
+    last_session: dict[str, Any] | None = None
+    """The last session that ended well, as its own report tells it (`session_summary`)."""
 
     def to_dict(self, tenant_names: dict[bytes, str]) -> dict[str, Any]:
         return {
@@ -75,8 +77,25 @@ class PeerState:
             "syncing": self.syncing,
             "progress": dict(self.progress),
             "sessions": self.sessions,
+            "last_session": dict(self.last_session) if self.last_session else None,
             "tenants": sorted(tenant_names.get(t, t.hex()) for t in self.shared_tenants),
         }
+
+
+def session_summary(report: SyncReport) -> dict[str, Any]:
+    """What `status` shows of one session: its role, its own duration (handshake to finish,
+    timed by the driver), round trips (reconciliation rounds among them), entries and frame
+    bytes each way. Wire bytes (Noise, Yamux) are not counted here."""
+    return {
+        "role": report.role,
+        "elapsed_ms": round(report.elapsed_seconds * 1000, 1),
+        "round_trips": report.round_trips,
+        "recon_rounds": sum(each.recon_rounds for each in report.databases.values()),
+        "received": report.received,
+        "sent": report.sent,
+        "bytes_sent": report.bytes_sent,
+        "bytes_received": report.bytes_received,
+    }
 
 
 class PeerTable:
@@ -215,6 +234,7 @@ class PeerTable:
         state = self.peer(peer_id)
         state.last_sync_ms = at_ms
         state.sessions += 1
+        state.last_session = session_summary(report)
         state.last_error = None
         fresh = tenant_id not in state.shared_tenants
         state.shared_tenants.add(tenant_id)
