@@ -20,6 +20,8 @@ import pytest
 from cli_helpers import PASSWORD, cli_env, mindoo, mindoo_command, run_mindoo
 from helpers import daemon_process, wait_for
 
+from mindoo_p2p.control import daemon_running
+
 Daemon = tuple[subprocess.Popen[str], dict[str, Any]]
 
 
@@ -165,3 +167,22 @@ def test_watch_streams_arriving_entries(
         for stream in (watcher.stdout, watcher.stderr):
             if stream is not None:
                 stream.close()
+
+
+@pytest.mark.slow
+def test_node_stop_stops_the_daemon_and_says_so(
+    tmp_path: Path, start_daemon: Callable[[Path], Daemon]
+) -> None:
+    """Issue 10: `mindoo node stop`. The daemon stops cleanly (exit 0), its control socket is
+    gone, and a second stop says there is no daemon (one line, exit 1)."""
+    home = tmp_path / "a"
+    mindoo(home, "init", "--name", "alice").ok()
+    proc, _info = start_daemon(home)
+    stopped = run_mindoo(home, "node", "stop", "--json", password=None)
+    assert stopped.code == 0, stopped
+    assert json.loads(stopped.stdout) == {"stopped": True, "home": str(home)}
+    assert proc.wait(timeout=30) == 0
+    assert not daemon_running(home)
+    again = run_mindoo(home, "node", "stop", password=None)
+    assert again.code == 1 and "no daemon is running" in again.stderr
+    assert again.stderr.count("\n") == 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -12,7 +14,7 @@ import trio
 
 from mindoo_p2p.commands import node_status
 from mindoo_p2p.config import NodeConfig, load_config
-from mindoo_p2p.control import ControlClient, control_socket, daemon_running
+from mindoo_p2p.control import ControlClient, ControlError, control_socket, daemon_running
 from mindoo_p2p.errors import MindooError
 from mindoo_p2p.home_files import IDENTITY_FILE
 from mindoo_p2p.node import Node, is_initialized
@@ -162,10 +164,41 @@ async def _serve(node: Node, config: NodeConfig, c: CliContext) -> None:
                 for addr in info["listen_addrs"]:
                     c.echo(f"  {addr}")
             c.invocation.out.flush()
-            async for signum in signals:
-                logging.getLogger("mindoo").info("signal %d: stopping", signum)
-                nursery.cancel_scope.cancel()
-                break
+            nursery.start_soon(_stop_on_signal, signals, daemon)
+            await daemon.wait_stopped()  # a signal, or 'mindoo node stop'
+            nursery.cancel_scope.cancel()
+
+
+async def _stop_on_signal(signals: AsyncIterator[int], daemon: NodeDaemon) -> None:
+    async for signum in signals:
+        logging.getLogger("mindoo").info("signal %d: stopping", signum)
+        daemon.stop()
+        return
+
+
+@node.command("stop")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the daemon to stop.",
+)
+def node_stop(timeout: float) -> None:
+    """Stop the daemon running on this home (and wait until it has)."""
+    c = cli_context()
+    if not daemon_running(c.home):
+        raise click.ClickException(f"no daemon is running on {c.home}")
+    try:
+        ControlClient(control_socket(c.home), timeout=10).call("stop")
+    except (ControlError, OSError) as exc:
+        raise click.ClickException(f"cannot ask the daemon on {c.home} to stop: {exc}") from None
+    deadline = time.monotonic() + timeout
+    while daemon_running(c.home):
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"the daemon on {c.home} did not stop within {timeout:g} s")
+        time.sleep(0.05)
+    c.emit({"stopped": True, "home": str(c.home)}, f"stopped the daemon on {c.home}")
 
 
 @click.command(cls=MindooCommand)

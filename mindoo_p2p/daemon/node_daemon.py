@@ -76,6 +76,8 @@ logger = logging.getLogger(__name__)
 SYNC_PROTOCOL = "/mindoo/sync/1.0.0"
 LOCK_FILE = "daemon.lock"
 CONNECTION_REQUESTS = 256
+STOP_GRACE = 0.1
+"""Seconds between a stop request and the shutdown (the control reply goes out first)."""
 """Dials and disconnects waiting to be carried out, at most (more are dropped and logged: the
 dialer retries address-book peers, and a banned peer is refused whenever it comes back)."""
 MAX_CONCURRENT_REQUESTS = 4
@@ -178,6 +180,8 @@ class NodeDaemon:
         self._scheduler: SyncScheduler | None = None
         self._entry_events: EntryEventQueue | None = None
         self._bridge: GossipBridge | None = None
+        self._stop_requested: trio.Event | None = None
+        self._stopped: trio.Event | None = None
         self._workers: dict[str, _Worker] = {}
         self._requests: trio.MemorySendChannel[_Dial | _Disconnect] | None = None
         self._trio_token: trio.lowlevel.TrioToken | None = None
@@ -204,8 +208,10 @@ class NodeDaemon:
             )
             host.set_stream_handler(SYNC_PROTOCOL, self._serve_sync)
             self.node.add_listener(self._on_entries)
+            self._stop_requested, self._stopped = trio.Event(), trio.Event()
             try:
                 async with host.run(), trio.open_nursery() as nursery:
+                    nursery.start_soon(self._stop_when_asked, nursery.cancel_scope)
                     if self._gossip_enabled:
                         # Pubsub must run before any connection is made (py-libp2p defect 3).
                         bridge = GossipBridge(
@@ -235,11 +241,30 @@ class NodeDaemon:
                     logger.info("node %s listening on %s", host.peer_id, host.listen_addrs())
                     task_status.started(self)
             finally:
+                self._stopped.set()
                 self.node.remove_listener(self._on_entries)
                 entry_events.close()
                 self._requests = None
                 self._bridge = None
                 self._workers.clear()
+
+    def stop(self) -> None:
+        """Ask a running daemon to stop: `run` returns shortly after (a control reply in
+        flight still goes out). No-op when it is not running."""
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def wait_stopped(self) -> None:
+        """Return once `run` has ended (at once when it never started)."""
+        if self._stopped is not None:
+            await self._stopped.wait()
+
+    async def _stop_when_asked(self, scope: trio.CancelScope) -> None:
+        assert self._stop_requested is not None
+        await self._stop_requested.wait()
+        logger.info("stop requested: stopping")
+        await trio.sleep(STOP_GRACE)
+        scope.cancel()
 
     @property
     def peer_id(self) -> str:
@@ -759,12 +784,17 @@ class NodeDaemon:
                 raise ValueError("'env' must map names to strings")
             return await self.run_command(argv, cwd, env)
 
+        async def stop(params: dict[str, Any]) -> dict[str, Any]:
+            self.stop()
+            return {"stopping": True}
+
         return {
             "ping": ping,
             "status": status,
             "peers.add": peers_add,
             "sync": sync_now,
             "cli": run_command,
+            "stop": stop,
         }
 
 
