@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
+import pytest
 import trio
 from helpers import LOOPBACK, eventually
 from helpers import running_daemon as running
@@ -127,3 +128,33 @@ async def test_a_banned_peer_cannot_reconnect_by_redialling(make_node: MakeNode)
                 await m.host.connect(a.listen_addrs()[0])
             assert not a.host.is_connected(m.peer_id)
             await trio.sleep(0.02)
+
+
+@pytest.mark.slow
+async def test_a_first_session_longer_than_the_proof_deadline_is_not_cut(
+    make_node: MakeNode,
+) -> None:
+    """Found by the end-to-end clone of 10^6 entries: a member's first session was cut at the
+    proof deadline because the peer counted as proven only once the session ended, so the
+    clone restarted forever. The peer is proven when the handshake authenticates."""
+    alice, bob = make_node("alice"), make_node("bob")
+    tenant = alice.create_tenant("acme")
+    bob.join(alice.invite(tenant, bob.public_identity()))
+    db = tenant.open_db("bulk")
+    with db.batch():
+        for i in range(20_000):
+            db.create_document({"i": i})
+    short = HostConfig(
+        dial_timeout=5,
+        stream_timeout=10,
+        close_timeout=2,
+        inbound=InboundLimits(proof_deadline=0.5),
+    )
+    a = NodeDaemon(alice, LOOPBACK, host_config=short, control=False)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(a.run)
+        async with running(bob) as b:
+            await b.add_peer(a.listen_addrs()[0])
+            await eventually(lambda: bob.store.count() >= alice.store.count(), timeout=120)
+            assert ids(bob) == ids(alice)
+        nursery.cancel_scope.cancel()

@@ -6,7 +6,7 @@ streams only."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -132,3 +132,44 @@ async def test_received_batches_go_through_run_ingest_and_handshakes_through_hol
     assert set(store_a.missing(list(all_ids))) == set() == set(store_b.missing(list(all_ids)))
     assert authority_a.asked and authority_b.asked  # the handshakes asked, inside the holder
     assert hold_a.entered >= 1 and hold_b.entered >= 1
+
+
+async def test_both_sides_hear_of_the_authentication_before_the_sync_phase() -> None:
+    """``on_authenticated`` fires once per side, right after the handshake and before any entry
+    moves: the daemon marks the peer proven there, so a long first session (a clone) is not
+    cut by the inbound proof deadline, which the end-to-end clone of 10^6 entries hit."""
+    ours = sealed(50, KEY_A)
+    store_a, store_b = MemorySyncStore(TENANT), MemorySyncStore(TENANT)
+    store_a.add_own(ours)
+    hold_a, hold_b = Holder(), Holder()
+    heard: list[tuple[str, bytes, int]] = []
+
+    def note(side: str, store: MemorySyncStore) -> Callable[[bytes], None]:
+        return lambda tenant_id: heard.append((side, tenant_id, len(store)))
+
+    end_a, end_b = memory_frame_pair()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+
+            async def respond() -> None:
+                await run_responder(
+                    end_b,
+                    b"peer-B",
+                    b"peer-A",
+                    {TENANT: (CheckedAuthority(TENANT, KEY_B, hold_b), store_b)},
+                    hold_store=hold_b,
+                    on_authenticated=note("responder", store_b),
+                )
+
+            nursery.start_soon(respond)
+            await run_initiator(
+                end_a,
+                b"peer-A",
+                b"peer-B",
+                CheckedAuthority(TENANT, KEY_A, hold_a),
+                store_a,
+                hold_store=hold_a,
+                on_authenticated=note("initiator", store_a),
+            )
+    assert sorted(heard) == [("initiator", TENANT, 50), ("responder", TENANT, 0)]
+    assert len(store_b) == 50  # the entries moved after both had heard

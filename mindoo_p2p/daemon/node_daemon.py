@@ -543,6 +543,7 @@ class NodeDaemon:
                 limits=self._sync_limits,
                 run_ingest=self._ingest_received,
                 hold_store=self._hold_for_handshake,
+                on_authenticated=self._proven(peer_id),
             )
         except AuthDenied:
             if self.peer_table.denied(peer_id, tenant.id):
@@ -583,6 +584,7 @@ class NodeDaemon:
                 limits=self._sync_limits,
                 run_ingest=self._ingest_received,
                 hold_store=self._hold_for_handshake,
+                on_authenticated=self._proven(peer_id),
             )
         except (AuthDenied, ProtocolViolation, SyncTimeout) as exc:
             self.peer_table.failed(peer_id, f"inbound sync failed: {exc}")
@@ -595,11 +597,18 @@ class NodeDaemon:
         if report is not None:
             self._record(peer_id, self.node.tenant(report.tenant_id), report)
 
+    def _proven(self, peer_id: str) -> Callable[[bytes], None]:
+        """The sessions' ``on_authenticated``: the peer proved that it shares a tenant, so its
+        inbound connection is no longer unproven (see net/inbound_policy.py). At the handshake,
+        not at the end of the session: a clone can outlast the proof deadline."""
+
+        def proven(_tenant_id: bytes) -> None:
+            if self.host is not None:
+                self.host.mark_proven(peer_id)
+
+        return proven
+
     def _record(self, peer_id: str, tenant: Tenant, report: SyncReport) -> None:
-        if self.host is not None:
-            # A session authenticated: the peer shares a tenant, its inbound connection is no
-            # longer unproven (see net/inbound_policy.py).
-            self.host.mark_proven(peer_id)
         if self.peer_table.record(peer_id, tenant.id, report, now_ms()):
             self._refresh_admission(peer_id)
         if self._scheduler is not None:

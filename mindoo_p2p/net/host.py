@@ -345,6 +345,16 @@ def _existing(conns: Sequence[INetConn]) -> Existing:
     return Existing.OUTBOUND if outbound else Existing.INBOUND
 
 
+class _QuietHost(BasicHost):
+    """py-libp2p's `BasicHost` that never runs identify toward a peer: we neither serve
+    identify (see `_build_libp2p_host`) nor use what it learns (no address discovery; every
+    stream negotiates its protocol itself), and asking peers that do not serve it only logs
+    an error per connection."""
+
+    def _should_identify_peer(self, peer_id: ID) -> bool:
+        return False
+
+
 def _build_libp2p_host(key_pair: KeyPair, config: HostConfig) -> tuple[BasicHost, _MindooSwarm]:
     peer_id = ID.from_pubkey(key_pair.public_key)
     peerstore = PeerStore()
@@ -374,7 +384,7 @@ def _build_libp2p_host(key_pair: KeyPair, config: HostConfig) -> tuple[BasicHost
     upgrader.swarm = swarm
     upgrader.peer_allowed = lambda _peer: True
     swarm.set_resource_manager(new_resource_manager())
-    host = BasicHost(
+    host = _QuietHost(
         network=swarm,
         enable_mDNS=False,
         enable_upnp=False,

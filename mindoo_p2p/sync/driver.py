@@ -96,6 +96,9 @@ class SyncTimeout(MindooError):
 
 
 Handshake = AuthInitiator | AuthResponder
+AuthenticatedCallback = Callable[[bytes], None]
+"""``on_authenticated(tenant_id)``: the peer proved, in this session's handshake, that it may
+replicate the tenant (before the sync phase, however long that takes)."""
 Machine = SyncInitiator | SyncResponder
 
 
@@ -245,10 +248,13 @@ async def run_initiator(
     limits: SyncLimits = DEFAULT_LIMITS,
     run_ingest: IngestRunner = ingest_in_place,
     hold_store: StoreHolder = no_hold,
+    on_authenticated: AuthenticatedCallback | None = None,
 ) -> SyncReport:
     """Authenticate for ``authority``'s tenant and sync ``store`` with the peer.
 
     ``local_peer`` and ``remote_peer`` are the binary libp2p peer ids of this connection.
+    ``on_authenticated(tenant_id)`` is called once the handshake succeeded, before the sync
+    phase (which may take long: a clone).
     Raises :class:`AuthDenied` when either side refuses the other (the stream is closed),
     :class:`ProtocolViolation` or :class:`SyncTimeout` as described in the module docstring.
     """
@@ -269,6 +275,8 @@ async def run_initiator(
                     if handshake.refused_peer
                     else "the peer denied the session"
                 )
+            if on_authenticated is not None:
+                on_authenticated(authority.tenant_id)
             machine = SyncInitiator(store, limits)
             await session.duplex(machine, store)
             return session.fill(machine.report)
@@ -294,9 +302,10 @@ async def run_responder(
     limits: SyncLimits = DEFAULT_LIMITS,
     run_ingest: IngestRunner = ingest_in_place,
     hold_store: StoreHolder = no_hold,
+    on_authenticated: AuthenticatedCallback | None = None,
 ) -> SyncReport | None:
     """Answer a session for whichever tenant of ``authorities`` (tenant id -> (authority,
-    store)) the initiator proves itself for.
+    store)) the initiator proves itself for; ``on_authenticated(tenant_id)`` once it has.
 
     Returns None when the peer was denied (it got the one generic denial; the stream is
     closed). Raises :class:`AuthDenied` when the initiator refused our proof, and
@@ -318,6 +327,8 @@ async def run_responder(
                 await _close_quietly(stream)
                 return None
             store = next(store for each, store in pairs if each is handshake.authority)
+            if on_authenticated is not None:
+                on_authenticated(store.tenant_id)
             machine = SyncResponder(store, limits)
             await session.duplex(machine, store)
             if machine.refused:
