@@ -70,6 +70,7 @@ from .gossip_bridge import GossipBridge
 from .node_access import NodeAccess
 from .peer_table import BAN_THRESHOLD, PeerState, PeerTable
 from .scheduler import SyncScheduler, run_wakes
+from .status import StoreStatus, daemon_status, read_store
 
 logger = logging.getLogger(__name__)
 
@@ -130,13 +131,6 @@ class _Dial:
 @dataclass(frozen=True)
 class _Disconnect:
     peer_id: str
-
-
-@dataclass(frozen=True)
-class _StoreStatus:
-    tenants: list[Tenant]
-    databases: list[tuple[Tenant, str, dict[str, int]]]
-    entries: int
 
 
 class _Worker:
@@ -713,48 +707,21 @@ class NodeDaemon:
         return result
 
     def _status(self) -> dict[str, Any]:
-        return self._status_from(self._store_status())
+        return self._status_from(read_store(self.node))
 
     async def status_off_loop(self) -> dict[str, Any]:
         """`status`, with its store reads (a count of every database's documents) in a worker
         thread, so a large store does not hold up the event loop."""
-        return self._status_from(await trio.to_thread.run_sync(self._store_status))
+        return self._status_from(await trio.to_thread.run_sync(read_store, self.node))
 
-    def _store_status(self) -> _StoreStatus:
-        """What `status` reads from the store (LMDB snapshots: safe from any thread)."""
-        tenants = self.node.tenants()
-        store = self.node.store
-        databases = [
-            (tenant, name, store.stats(tenant.id, name))
-            for tenant in tenants
-            for name in tenant.databases()
-        ]
-        return _StoreStatus(tenants, databases, store.count())
-
-    def _status_from(self, stored: _StoreStatus) -> dict[str, Any]:
-        names = {t.id: t.name for t in stored.tenants}
-        databases = []
-        for tenant, name, stats in stored.databases:
-            missing, caught_up = self.peer_table.database_status(tenant.id, name)
-            databases.append(
-                {
-                    "tenant": tenant.name,
-                    "tenant_id": tenant.id_hex,
-                    "database": name,
-                    "entries": stats["entries"],
-                    "documents": stats["documents"],
-                    "missing": missing,
-                    "caught_up": caught_up,
-                }
-            )
-        return {
-            "peer_id": self.host.peer_id if self.host else None,
-            "listen_addrs": self.listen_addrs(),
-            "home": str(self.node.home),
-            "entries": stored.entries,
-            "peers": self.peer_table.peers_status(names),
-            "databases": databases,
-        }
+    def _status_from(self, stored: StoreStatus) -> dict[str, Any]:
+        return daemon_status(
+            stored,
+            self.peer_table,
+            home=str(self.node.home),
+            peer_id=self.host.peer_id if self.host else None,
+            listen_addrs=self.listen_addrs(),
+        )
 
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
         async def ping(params: dict[str, Any]) -> str:

@@ -1,0 +1,68 @@
+"""What the daemon's ``status`` says, assembled from two reads: the entry store (LMDB
+snapshots, safe from any thread, so a large store can be read off the event loop) and the peer
+table (on the loop). No I/O of its own beyond `read_store`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..node import Node
+from ..tenant import Tenant
+from .peer_table import PeerTable
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    """What `status` reads from the store."""
+
+    tenants: list[Tenant]
+    databases: list[tuple[Tenant, str, dict[str, int]]]
+    entries: int
+
+
+def read_store(node: Node) -> StoreStatus:
+    """The store's part of the status (LMDB snapshots: safe from any thread)."""
+    tenants = node.tenants()
+    store = node.store
+    databases = [
+        (tenant, name, store.stats(tenant.id, name))
+        for tenant in tenants
+        for name in tenant.databases()
+    ]
+    return StoreStatus(tenants, databases, store.count())
+
+
+def daemon_status(
+    stored: StoreStatus,
+    peers: PeerTable,
+    *,
+    home: str,
+    peer_id: str | None,
+    listen_addrs: list[str],
+) -> dict[str, Any]:
+    """The status the control socket and the CLI show: this node, its peers and every
+    database's sync state with them."""
+    names = {t.id: t.name for t in stored.tenants}
+    databases = []
+    for tenant, name, stats in stored.databases:
+        missing, caught_up = peers.database_status(tenant.id, name)
+        databases.append(
+            {
+                "tenant": tenant.name,
+                "tenant_id": tenant.id_hex,
+                "database": name,
+                "entries": stats["entries"],
+                "documents": stats["documents"],
+                "missing": missing,
+                "caught_up": caught_up,
+            }
+        )
+    return {
+        "peer_id": peer_id,
+        "listen_addrs": listen_addrs,
+        "home": home,
+        "entries": stored.entries,
+        "peers": peers.peers_status(names),
+        "databases": databases,
+    }
