@@ -55,6 +55,13 @@ def render_status(data: dict[str, Any]) -> str:
         lines.append(f"tenant {t['name']} ({t['id']}), {role}, {t['members']} members")
         for d in t["databases"]:
             lines.append(f"  db {d['name']}: {d['documents']} documents, {d['entries']} entries")
+        for f in t.get("forks", []):
+            who = f["name"] or f["author"][:16]
+            lines.append(
+                f"  FORK: {who} signed two different entries at #{f['seq']} (stolen key or"
+                f" misbehaving member); its entries from #{f['seq']} on are withdrawn everywhere;"
+                f" evidence {', '.join(e[:16] for e in f['evidence']) or 'none kept'}"
+            )
     lines.append(f"peer id:    {data['peer_id']}")
     if not data["daemon_running"]:
         lines.append("daemon:     not running (start it with 'mindoo node run')")

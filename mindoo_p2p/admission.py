@@ -32,6 +32,12 @@ The rules, in the order they run (each entry meets each step at most once):
    - Every other entry must be a CHANGE or DELETE with a document id (`UNEXPECTED_KIND`) whose
      author the working log (the batch's records included) accepts
      (`MembershipLog.check_author`: `NOT_A_MEMBER`, `NOT_PERMITTED`, `REVOKED_ABOVE_CUT`).
+   - Chains (`mindoo_p2p.chains`), for every entry, tenant-log records included: an entry of
+     an author that forked, above its fork point (or at it, once the evidence kept there is
+     complete), is `FORKED` (the view's ``forks``, what the store recorded). A fork that the
+     batch itself reveals is found by the store, in its write transaction, which withdraws
+     the author from the fork point on; an entry whose predecessor is missing is admitted
+     (with a gap): every link is checked when both its ends are stored.
    - Gossip (`check_gossip`) carries no tenant-log entry and only the tenants held here
      (`MISROUTED`: a topic is per tenant and database, so the forwarder sent what it must not).
 5. **Store**, by the caller: it writes the accepted entries in commit order (the tenant log
@@ -49,6 +55,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from .chains import ForkPoint
 from .crypto.signing import verify_many, verify_signature
 from .entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
 from .errors import DecodeError, MindooError
@@ -131,12 +138,39 @@ class TenantView:
     membership: MembershipLog
     membership_keys: Mapping[bytes, bytes]
     """Key id -> secret of the tenant's membership key versions (to read tenant-log records)."""
+    forks: Mapping[bytes, ForkPoint] = field(default_factory=lambda: MappingProxyType({}))
+    """Author key -> where it forked (the store's record), for the authors that did."""
 
     @classmethod
     def of(
-        cls, tenant_id: bytes, membership: MembershipLog, keys: Iterable[tuple[bytes, bytes]]
+        cls,
+        tenant_id: bytes,
+        membership: MembershipLog,
+        keys: Iterable[tuple[bytes, bytes]],
+        forks: Iterable[ForkPoint] = (),
     ) -> TenantView:
-        return cls(tenant_id, membership, MappingProxyType(dict(keys)))
+        return cls(
+            tenant_id,
+            membership,
+            MappingProxyType(dict(keys)),
+            MappingProxyType({fork.author: fork for fork in forks}),
+        )
+
+
+def check_chain(view: TenantView, entry: Entry) -> Rejected | None:
+    """The chain step for one entry: `FORKED` when its author's fork withdraws it."""
+    fork = view.forks.get(entry.author)
+    if fork is None or not fork.refuses(entry):
+        return None
+    return Rejected(
+        entry.id,
+        RejectionKind.FORKED,
+        (
+            f"author {entry.author.hex()[:16]} forked at #{fork.seq} (two entries at one"
+            f" sequence number, or two different predecessors): its entries from there on are"
+            f" withdrawn; this entry is #{entry.author_seq}"
+        ),
+    )
 
 
 # -- steps 1-3 ----------------------------------------------------------------------------------
@@ -292,6 +326,10 @@ def apply_tenant_log(view: TenantView, entries: Iterable[VerifiedEntry]) -> Tena
     pending: list[tuple[VerifiedEntry, TenantLogRecord]] = []
     rejected: list[Rejected] = []
     for item in sorted(entries, key=_log_order):
+        refusal = check_chain(view, item.entry)
+        if refusal is not None:
+            rejected.append(refusal)
+            continue
         record = read_record(view, item.entry)
         if isinstance(record, Rejected):
             rejected.append(record)
@@ -363,7 +401,9 @@ def admit(views: Mapping[bytes, TenantView], verified: Sequence[VerifiedEntry]) 
             memberships[tenant_id] = outcome.membership
     for item in others:
         membership = memberships.get(item.tenant_id) or views[item.tenant_id].membership
-        refusal = check_document_entry(membership, item.entry)
+        refusal = check_document_entry(membership, item.entry) or check_chain(
+            views[item.tenant_id], item.entry
+        )
         if refusal is None:
             accepted.append(item)
         else:
@@ -411,6 +451,7 @@ __all__ = [
     "VerifiedEntry",
     "admit",
     "apply_tenant_log",
+    "check_chain",
     "check_document_entry",
     "check_entries",
     "check_gossip",

@@ -39,6 +39,17 @@ DatabaseStatus = dict[str, str | int]
 """``name`` and the database's `Database.stats` (entries, documents, ...)."""
 
 
+class ForkStatus(TypedDict):
+    author: str
+    """The author's signing key (hex)."""
+    name: str | None
+    """The member or device it belongs to, when known."""
+    seq: int
+    """The fork point: the author's entries from here on are withdrawn on every node."""
+    evidence: list[str]
+    """The ids (hex) of the entries kept as evidence at the fork point."""
+
+
 class TenantStatus(TypedDict):
     id: str
     name: str
@@ -46,6 +57,9 @@ class TenantStatus(TypedDict):
     members: int
     """Members not revoked."""
     databases: list[DatabaseStatus]
+    forks: list[ForkStatus]
+    """Authors that forked (signed two entries at one sequence number, or two different
+    predecessors): evidence of a stolen key or a misbehaving member (`mindoo_p2p.chains`)."""
 
 
 class IdentityStatus(TypedDict):
@@ -78,6 +92,15 @@ def node_status(node: Node) -> NodeStatus:
                 "admin": tenant.is_admin,
                 "members": sum(1 for m in tenant.members() if m.revoked_entry is None),
                 "databases": databases,
+                "forks": [
+                    {
+                        "author": fork.author.hex(),
+                        "name": tenant.member_name(fork.author),
+                        "seq": fork.seq,
+                        "evidence": [entry_id.hex() for entry_id in fork.evidence],
+                    }
+                    for fork in node.store.forks(tenant.id)
+                ],
             }
         )
     ident = node.public_identity()

@@ -1,10 +1,10 @@
 """The sealed entry: the only thing that reaches the disk or crosses the network.
 
-Canonical encoding, format version 1 (all integers big-endian, varint = minimal LEB128)::
+Canonical encoding, format version 2 (all integers big-endian, varint = minimal LEB128)::
 
     header:
       magic          3 bytes  b"MDE"
-      version        u8       1
+      version        u8       2 (1: the legacy format, without ``prev``)
       kind           u8       EntryKind
       tenant_id      16 bytes
       database       varint length (<= 64) + ASCII name (a user database name or "_tenant")
@@ -12,6 +12,9 @@ Canonical encoding, format version 1 (all integers big-endian, varint = minimal 
       author         32 bytes Ed25519 public key of the signer
       author_seq     u64      the author's sequence number within the tenant (1, 2, ...)
       timestamp_ms   u64      author's clock, milliseconds since the Unix epoch
+      prev           32 bytes (version 2 only) the id of the author's previous entry in the
+                              tenant, the one at author_seq - 1: all zero exactly when
+                              author_seq is 1; author_seq is at least 1
       deps           varint count (<= 1024), then 32-byte entry ids (the causal parents)
       key_id         16 bytes id of the encryption key (version-specific)
       nonce          24 bytes XChaCha20-Poly1305 nonce
@@ -23,8 +26,16 @@ Canonical encoding, format version 1 (all integers big-endian, varint = minimal 
     entry id = SHA-256 of all the sealed bytes.
 
 Anyone can check an entry's id and signature without any document key; only holders of the key
-named by `key_id` can decrypt. `Entry.decode` is strict: any byte string that is not exactly one
-canonical entry raises :class:`~mindoo_p2p.errors.DecodeError` and nothing else.
+named by `key_id` can decrypt.
+
+The ``prev`` link makes each author's entries in a tenant a hash chain (see `mindoo_p2p.chains`
+for the rules built on it: forks, contiguity, revocation cuts by entry id). Version 1 entries
+(written before chains existed) still decode and verify; they carry no link
+(`EntryHeader.prev` is None) and take part in the chain rules by their sequence number only.
+New entries are version 2 (`Entry.seal` with ``prev``).
+
+`Entry.decode` is strict: any byte string that is not exactly one canonical entry raises
+:class:`~mindoo_p2p.errors.DecodeError` and nothing else.
 """
 
 from __future__ import annotations
@@ -41,7 +52,11 @@ from .crypto.signing import SigningKeyPair, verify_signature
 from .errors import DecodeError, InvalidNameError, VerificationError
 
 MAGIC = b"MDE"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The format of new entries: chained (the header carries ``prev``)."""
+LEGACY_FORMAT_VERSION = 1
+"""The format before per-author chains: no ``prev``; still decodes."""
+FORMAT_VERSIONS = frozenset({LEGACY_FORMAT_VERSION, FORMAT_VERSION})
 SIGNING_DOMAIN = b"mindoo/entry/v1\x00"
 
 ID_SIZE = 32
@@ -60,6 +75,9 @@ TENANT_LOG = "_tenant"
 
 NO_DOCUMENT = bytes(DOCUMENT_ID_SIZE)
 
+NO_PREV = bytes(ID_SIZE)
+"""The ``prev`` of an author's first entry in a tenant (author_seq 1)."""
+
 DATABASE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
@@ -75,7 +93,11 @@ class EntryKind(enum.IntEnum):
     """A membership record of the tenant log, signed by the tenant admin."""
 
 
-_HEADER_START = {kind: MAGIC + bytes([FORMAT_VERSION, int(kind)]) for kind in EntryKind}
+_HEADER_START = {
+    (version, kind): MAGIC + bytes([version, int(kind)])
+    for version in FORMAT_VERSIONS
+    for kind in EntryKind
+}
 
 
 def validate_database_name(name: str) -> str:
@@ -97,13 +119,34 @@ _TENANT_ID_OFFSET = len(MAGIC) + 2
 
 def tenant_id_of_raw(raw: bytes) -> bytes | None:
     """The tenant id of sealed bytes, read from its fixed place without decoding the rest
-    (None when ``raw`` is too short or not a version-1 entry). Only for routing bytes already
-    verified (e.g. read back from our own store)."""
-    if len(raw) < _TENANT_ID_OFFSET + TENANT_ID_SIZE or raw[: len(MAGIC) + 1] != MAGIC + bytes(
-        [FORMAT_VERSION]
+    (None when ``raw`` is too short or not an entry of a known version). Only for routing bytes
+    already verified (e.g. read back from our own store)."""
+    if (
+        len(raw) < _TENANT_ID_OFFSET + TENANT_ID_SIZE
+        or raw[: len(MAGIC)] != MAGIC
+        or raw[len(MAGIC)] not in FORMAT_VERSIONS
     ):
         return None
     return raw[_TENANT_ID_OFFSET : _TENANT_ID_OFFSET + TENANT_ID_SIZE]
+
+
+_PREV_AFTER_DATABASE = DOCUMENT_ID_SIZE + AUTHOR_SIZE + 16  # document, author, seq, timestamp
+
+
+def prev_of_raw(raw: bytes) -> bytes | None:
+    """The ``prev`` of sealed bytes, read from its place without decoding the rest (None for a
+    version-1 entry). Only for bytes already verified (read back from our own store);
+    DecodeError when they are too short or not an entry."""
+    start = _TENANT_ID_OFFSET + TENANT_ID_SIZE
+    if len(raw) <= start or raw[: len(MAGIC)] != MAGIC or raw[len(MAGIC)] not in FORMAT_VERSIONS:
+        raise DecodeError("stored entry: not an entry")
+    if raw[len(MAGIC)] == LEGACY_FORMAT_VERSION:
+        return None
+    name_size = raw[start]  # a varint below 128: one byte (names are at most 64 bytes)
+    offset = start + 1 + name_size + _PREV_AFTER_DATABASE
+    if name_size > MAX_DATABASE_NAME or len(raw) < offset + ID_SIZE:
+        raise DecodeError("stored entry: truncated before prev")
+    return raw[offset : offset + ID_SIZE]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +163,14 @@ class EntryHeader:
     deps: tuple[bytes, ...]
     key_id: bytes
     nonce: bytes
+    prev: bytes | None = None
+    """The id of the author's previous entry in the tenant (`NO_PREV` for author_seq 1); None
+    in a version-1 entry, which has no link."""
+
+    @property
+    def version(self) -> int:
+        """The encoding format: 2 for a chained header, 1 for a legacy one."""
+        return LEGACY_FORMAT_VERSION if self.prev is None else FORMAT_VERSION
 
     def __post_init__(self) -> None:
         if len(self.tenant_id) != TENANT_ID_SIZE:
@@ -136,18 +187,29 @@ class EntryHeader:
             raise ValueError(f"deps must be at most {MAX_DEPS} ids of 32 bytes")
         if len(self.key_id) != KEY_ID_SIZE or len(self.nonce) != aead.NONCE_SIZE:
             raise ValueError("key_id must be 16 bytes and nonce 24 bytes")
+        if self.prev is not None:
+            if len(self.prev) != ID_SIZE:
+                raise ValueError(f"prev must be a {ID_SIZE}-byte entry id")
+            if self.author_seq < 1:
+                raise ValueError("a chained entry's author_seq is at least 1")
+            if (self.author_seq == 1) != (self.prev == NO_PREV):
+                raise ValueError(
+                    "prev is all zero exactly for author_seq 1 (the author's first entry)"
+                    f" (author_seq {self.author_seq})"
+                )
 
     def encode(self) -> bytes:
         database = self.database.encode("ascii")
         return b"".join(
             (
-                _HEADER_START[self.kind],
+                _HEADER_START[self.version, self.kind],
                 self.tenant_id,
                 encode_varint(len(database)),
                 database,
                 self.document_id,
                 self.author,
                 _U64X2.pack(self.author_seq, self.timestamp_ms),
+                b"" if self.prev is None else self.prev,
                 encode_varint(len(self.deps)),
                 *self.deps,
                 self.key_id,
@@ -160,7 +222,7 @@ class EntryHeader:
         if r.fixed(len(MAGIC), "magic") != MAGIC:
             raise DecodeError(f"{r.what}: bad magic (not a mindoo entry)")
         version = r.u8("version")
-        if version != FORMAT_VERSION:
+        if version not in FORMAT_VERSIONS:
             raise DecodeError(f"{r.what}: unsupported format version {version}")
         kind_value = r.u8("kind")
         try:
@@ -178,6 +240,7 @@ class EntryHeader:
         author = r.fixed(AUTHOR_SIZE, "author")
         author_seq = r.u64("author_seq")
         timestamp_ms = r.u64("timestamp_ms")
+        prev = r.fixed(ID_SIZE, "prev") if version == FORMAT_VERSION else None
         dep_count = r.varint("deps count", max_value=MAX_DEPS)
         if dep_count * ID_SIZE > r.remaining:
             raise DecodeError(f"{r.what}: truncated at deps")
@@ -195,6 +258,7 @@ class EntryHeader:
             deps=deps,
             key_id=key_id,
             nonce=nonce,
+            prev=prev,
         )
 
 
@@ -230,8 +294,14 @@ class Entry:
         key_id: bytes,
         key: bytes,
         payload: bytes,
+        prev: bytes | None = None,
     ) -> Entry:
-        """Encrypt ``payload`` with ``key``, sign with ``author`` and return the sealed entry."""
+        """Encrypt ``payload`` with ``key``, sign with ``author`` and return the sealed entry.
+
+        ``prev`` is the id of the author's previous entry in the tenant (`NO_PREV` when
+        ``author_seq`` is 1): a version-2 entry. Without it the entry is sealed in the legacy
+        version 1 (no chain link): only for tests and tools that must make old entries; the
+        node's writer always chains (`writer.seal_drafts`)."""
         header = EntryHeader(
             kind=kind,
             tenant_id=tenant_id,
@@ -243,6 +313,7 @@ class Entry:
             deps=tuple(deps),
             key_id=key_id,
             nonce=aead.random_nonce(),
+            prev=prev,
         )
         header_bytes = header.encode()
         ciphertext = aead.encrypt(key, header.nonce, payload, header_bytes)
@@ -336,6 +407,14 @@ class Entry:
     @property
     def deps(self) -> tuple[bytes, ...]:
         return self.header.deps
+
+    @property
+    def author_seq(self) -> int:
+        return self.header.author_seq
+
+    @property
+    def prev(self) -> bytes | None:
+        return self.header.prev
 
     def __repr__(self) -> str:
         h = self.header

@@ -29,6 +29,15 @@ version 3::
       device  name (varint length <= 512 + UTF-8), Ed25519 key 32 bytes, X25519 key 32 bytes
     version 3 body (DEVICE_REVOKE, a DeviceRevocation):
       user    Ed25519 key 32 bytes, device Ed25519 key 32 bytes, last_seq varint
+    version 4 body (REVOKE whose cuts name entry ids, a Revocation):
+      member  Ed25519 key 32 bytes
+      cuts    varint count 1 .. 64, then per cut, in ascending key order, keys unique:
+              Ed25519 key 32 bytes, last_seq varint, has_id u8 (0 or 1; 0 when last_seq
+              is 0), then when has_id the last accepted entry id, 32 bytes; at least one
+              cut has an id (a revocation without any is version 3)
+    version 4 body (DEVICE_REVOKE naming the entry id, a DeviceRevocation):
+      user    Ed25519 key 32 bytes, device Ed25519 key 32 bytes, last_seq varint (>= 1),
+      last accepted entry id 32 bytes
 
 :class:`MembershipLog` is the state machine the records drive. Its rules (all of them live
 here):
@@ -48,8 +57,14 @@ here):
   cut, whenever it arrives (a late delivery of an old entry still lands), and rejected above it
   (a backdated timestamp changes nothing: the author's own sequence number decides). When
   several revocations name the same key, the smallest cut wins (a rule independent of their
-  order). Entries above the cut that a node stored before the revocation reached it are
-  retracted (:meth:`cuts` lists what to enforce; `Tenant.enforce_revocations` does it). A
+  order). A cut of record version 4 also names the *id* of the last accepted entry
+  (:meth:`cut_point`): with per-author hash chains (`mindoo_p2p.chains`) that fixes the whole
+  chain the revocation accepts, so an entry minted later at a sequence number within the cut
+  is a fork (two entries at one number, or one at the cut that is not the entry it names),
+  which withdraws the author from there on and is never accepted itself; the tenant enforces
+  the "not the named entry" case (`TenantAccess.enforce_revocations`), the store the others.
+  Entries above the cut that a node stored before the revocation reached it are retracted
+  (:meth:`cuts` lists what to enforce; `Tenant.enforce_revocations` does it). A
   version-1 REVOKE (written before cuts existed) is a cut at 0: nothing of that key is
   accepted.
 - Applying the same entry twice changes nothing (idempotent per entry id).
@@ -113,6 +128,10 @@ MAX_ROLE_SIZE = 16
 MAX_RECORD_SIZE = 4096
 REVOCATION_VERSION = 3
 """The encoding of REVOKE records with cuts (:class:`Revocation`)."""
+CHAINED_CUT_VERSION = 4
+"""The encoding of REVOKE and DEVICE_REVOKE records whose cuts name the last accepted entry
+id (per-author hash chains)."""
+ENTRY_ID_SIZE = 32
 MAX_CUTS = 64
 MAX_SEQ = (1 << 64) - 1
 
@@ -193,16 +212,40 @@ class KeyAnnouncement:
 
 @dataclass(frozen=True, slots=True)
 class Cut:
-    """The last ``author_seq`` a revocation accepts from one signing key."""
+    """The last ``author_seq`` a revocation accepts from one signing key, and (record
+    version 4) the id of that entry."""
 
     signing_key: bytes
     last_seq: int
+    last_entry_id: bytes | None = None
+    """The id of the key's entry at ``last_seq``: the end of the chain the revocation accepts
+    (None: the number alone, as in record version 3; always None when ``last_seq`` is 0)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.signing_key, bytes) or len(self.signing_key) != PUBLIC_KEY_SIZE:
             raise ValueError(f"a cut names a {PUBLIC_KEY_SIZE}-byte signing key")
         if not isinstance(self.last_seq, int) or not 0 <= self.last_seq <= MAX_SEQ:
             raise ValueError("a cut's last_seq is 0 .. 2**64-1")
+        if self.last_entry_id is not None:
+            if not isinstance(self.last_entry_id, bytes) or len(self.last_entry_id) != (
+                ENTRY_ID_SIZE
+            ):
+                raise ValueError(f"a cut's last entry id is {ENTRY_ID_SIZE} bytes")
+            if self.last_seq == 0:
+                raise ValueError("a cut at 0 accepts nothing and names no entry")
+
+
+@dataclass(frozen=True, slots=True)
+class CutPoint:
+    """Where revocations cut one signing key: the last accepted ``author_seq`` and the entry
+    ids named for it (empty when no revocation at that number names one)."""
+
+    seq: int
+    entry_ids: frozenset[bytes] = frozenset()
+
+    def names_another(self, seq: int, entry_id: bytes) -> bool:
+        """True when an entry ``entry_id`` at ``seq`` is not the one the cut names there."""
+        return seq == self.seq and bool(self.entry_ids) and entry_id not in self.entry_ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,9 +271,21 @@ class Revocation:
             raise ValueError("a revocation's cuts name the member's own key")
 
     @classmethod
-    def of(cls, member_key: bytes, last_seqs: dict[bytes, int]) -> Revocation:
-        """The revocation of ``member_key`` accepting up to ``last_seqs[key]`` of each key."""
-        return cls(member_key, tuple(Cut(k, last_seqs[k]) for k in sorted(last_seqs)))
+    def of(
+        cls,
+        member_key: bytes,
+        last_seqs: dict[bytes, int],
+        last_ids: dict[bytes, bytes | None] | None = None,
+    ) -> Revocation:
+        """The revocation of ``member_key`` accepting up to ``last_seqs[key]`` of each key,
+        naming ``last_ids[key]`` as the last accepted entry where given."""
+        ids = last_ids or {}
+        return cls(member_key, tuple(Cut(k, last_seqs[k], ids.get(k)) for k in sorted(last_seqs)))
+
+    @property
+    def names_entries(self) -> bool:
+        """True when a cut names its last entry id (record version 4)."""
+        return any(cut.last_entry_id is not None for cut in self.cuts)
 
     def cut_of(self, signing_key: bytes) -> int | None:
         for cut in self.cuts:
@@ -239,11 +294,19 @@ class Revocation:
         return None
 
     def encode(self) -> bytes:
-        """The canonical binary form (version 3, see the module docstring)."""
-        w = Writer().raw(RECORD_MAGIC).u8(REVOCATION_VERSION).u8(int(self.action))
+        """The canonical binary form (version 4 when a cut names its entry id, else 3; see
+        the module docstring)."""
+        chained = self.names_entries
+        version = CHAINED_CUT_VERSION if chained else REVOCATION_VERSION
+        w = Writer().raw(RECORD_MAGIC).u8(version).u8(int(self.action))
         w.fixed(self.member_key, PUBLIC_KEY_SIZE).varint(len(self.cuts))
         for cut in self.cuts:
             w.fixed(cut.signing_key, PUBLIC_KEY_SIZE).varint(cut.last_seq)
+            if chained:
+                if cut.last_entry_id is None:
+                    w.u8(0)
+                else:
+                    w.u8(1).fixed(cut.last_entry_id, ENTRY_ID_SIZE)
         return w.getvalue()
 
 
@@ -278,6 +341,8 @@ class DeviceRevocation:
     user_key: bytes
     device_key: bytes
     last_seq: int
+    last_entry_id: bytes | None = None
+    """The id of the device's entry at ``last_seq`` (record version 4), or None."""
 
     def __post_init__(self) -> None:
         for value, what in ((self.user_key, "user_key"), (self.device_key, "device_key")):
@@ -285,11 +350,17 @@ class DeviceRevocation:
                 raise ValueError(f"{what} must be a {PUBLIC_KEY_SIZE}-byte signing key")
         if not isinstance(self.last_seq, int) or not 0 <= self.last_seq <= MAX_SEQ:
             raise ValueError("last_seq is 0 .. 2**64-1")
+        Cut(self.device_key, self.last_seq, self.last_entry_id)  # the same rules as a cut
 
     def encode(self) -> bytes:
-        w = Writer().raw(RECORD_MAGIC).u8(REVOCATION_VERSION).u8(int(self.action))
+        chained = self.last_entry_id is not None
+        version = CHAINED_CUT_VERSION if chained else REVOCATION_VERSION
+        w = Writer().raw(RECORD_MAGIC).u8(version).u8(int(self.action))
         w.fixed(self.user_key, PUBLIC_KEY_SIZE).fixed(self.device_key, PUBLIC_KEY_SIZE)
-        return w.varint(self.last_seq).getvalue()
+        w.varint(self.last_seq)
+        if self.last_entry_id is not None:
+            w.fixed(self.last_entry_id, ENTRY_ID_SIZE)
+        return w.getvalue()
 
 
 DeviceRecord = DeviceEnrolment | DeviceRevocation
@@ -313,16 +384,35 @@ def decode_tenant_log_record(data: bytes) -> TenantLogRecord:
     if r.fixed(len(RECORD_MAGIC), "magic") != RECORD_MAGIC:
         raise DecodeError(f"{what}: bad magic (not a membership record)")
     version = r.u8("version")
-    if version not in (RECORD_VERSION, KEY_ANNOUNCE_VERSION, REVOCATION_VERSION):
+    if version not in (
+        RECORD_VERSION,
+        KEY_ANNOUNCE_VERSION,
+        REVOCATION_VERSION,
+        CHAINED_CUT_VERSION,
+    ):
         raise DecodeError(f"{what}: unsupported version {version}")
     action_value = r.u8("action")
     try:
         action = MembershipAction(action_value)
     except ValueError:
         raise DecodeError(f"{what}: unknown action {action_value}") from None
+    if version == CHAINED_CUT_VERSION:
+        if action is MembershipAction.REVOKE:
+            return _read_revocation(r, what, chained=True)
+        if action is MembershipAction.DEVICE_REVOKE:
+            user_key = r.fixed(PUBLIC_KEY_SIZE, "user key")
+            device_key = r.fixed(PUBLIC_KEY_SIZE, "device key")
+            last_seq = r.varint("last_seq", max_value=MAX_SEQ)
+            last_id = r.fixed(ENTRY_ID_SIZE, "last entry id")
+            r.end()
+            try:
+                return DeviceRevocation(user_key, device_key, last_seq, last_id)
+            except ValueError as exc:
+                raise DecodeError(f"{what}: {exc}") from None
+        raise DecodeError(f"{what}: unsupported version {version} for action {action.name}")
     if version == REVOCATION_VERSION:
         if action is MembershipAction.REVOKE:
-            return _read_revocation(r, what)
+            return _read_revocation(r, what, chained=False)
         if action is MembershipAction.DEVICE_ADD:
             user_key = r.fixed(PUBLIC_KEY_SIZE, "user key")
             device = read_public_identity(r, "device")
@@ -364,18 +454,29 @@ def decode_tenant_log_record(data: bytes) -> TenantLogRecord:
     return MembershipRecord(action=action, member=member, role=role)
 
 
-def _read_revocation(r: Reader, what: str) -> Revocation:
+def _read_revocation(r: Reader, what: str, *, chained: bool) -> Revocation:
     member_key = r.fixed(PUBLIC_KEY_SIZE, "member key")
     count = r.varint("cut count", max_value=MAX_CUTS)
     cuts = []
-    for _ in range(count):
-        key = r.fixed(PUBLIC_KEY_SIZE, "cut key")
-        cuts.append(Cut(key, r.varint("cut last_seq", max_value=MAX_SEQ)))
-    r.end()
     try:
-        return Revocation(member_key, tuple(cuts))
+        for _ in range(count):
+            key = r.fixed(PUBLIC_KEY_SIZE, "cut key")
+            last_seq = r.varint("cut last_seq", max_value=MAX_SEQ)
+            last_id = None
+            if chained:
+                has_id = r.u8("cut has_id")
+                if has_id > 1:
+                    raise DecodeError(f"{what}: cut has_id is {has_id}, not 0 or 1")
+                if has_id:
+                    last_id = r.fixed(ENTRY_ID_SIZE, "cut last entry id")
+            cuts.append(Cut(key, last_seq, last_id))
+        r.end()
+        revocation = Revocation(member_key, tuple(cuts))
     except ValueError as exc:
         raise DecodeError(f"{what}: {exc}") from None
+    if chained and not revocation.names_entries:
+        raise DecodeError(f"{what}: a version 4 revocation names at least one entry id")
+    return revocation
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +529,7 @@ class MembershipLog:
     __slots__ = (
         "_admin_key",
         "_applied",
+        "_cut_ids",
         "_cuts",
         "_cuts_revision",
         "_device_cuts",
@@ -454,6 +556,8 @@ class MembershipLog:
         self._devices: dict[bytes, Device] = {}
         """Enrolled devices by device signing key."""
         self._device_cuts: dict[bytes, int] = {}
+        self._cut_ids: dict[bytes, dict[int, frozenset[bytes]]] = {}
+        """Signing key -> seq -> the entry ids revocations name as the last accepted at seq."""
         """Revoked device key -> the smallest cut any DEVICE_REVOKE names."""
         self._cuts_revision = 0
         """Counts the records that may have changed `cuts` (see :attr:`cuts_revision`)."""
@@ -468,6 +572,7 @@ class MembershipLog:
         twin._cuts = {key: dict(cuts) for key, cuts in self._cuts.items()}
         twin._devices = dict(self._devices)
         twin._device_cuts = dict(self._device_cuts)
+        twin._cut_ids = {key: dict(named) for key, named in self._cut_ids.items()}
         twin._cuts_revision = self._cuts_revision
         return twin
 
@@ -703,6 +808,8 @@ class MembershipLog:
             return
         if isinstance(record, Revocation):
             self._revoke(entry, record.member_key, {c.signing_key: c.last_seq for c in record.cuts})
+            for cut in record.cuts:
+                self._name_cut_entry(cut.signing_key, cut.last_seq, cut.last_entry_id)
             self._applied.add(entry.id)
             return
         if isinstance(record, DeviceEnrolment):
@@ -720,6 +827,7 @@ class MembershipLog:
                 )
             previous = self._device_cuts.get(record.device_key, record.last_seq)
             self._device_cuts[record.device_key] = min(previous, record.last_seq)
+            self._name_cut_entry(record.device_key, record.last_seq, record.last_entry_id)
             self._cuts_revision += 1
             self._applied.add(entry.id)
             return
@@ -732,6 +840,11 @@ class MembershipLog:
         else:
             self._revoke(entry, key, {key: 0})  # a version-1 REVOKE accepts nothing more
         self._applied.add(entry.id)
+
+    def _name_cut_entry(self, signing_key: bytes, seq: int, entry_id: bytes | None) -> None:
+        if entry_id is not None:
+            named = self._cut_ids.setdefault(signing_key, {})
+            named[seq] = named.get(seq, frozenset()) | {entry_id}
 
     def _revoke(self, entry: Entry, member_key: bytes, cuts: dict[bytes, int]) -> None:
         known = self._members[member_key]
@@ -814,6 +927,18 @@ class MembershipLog:
         if user_cuts is not None:
             limits.append(user_cuts.get(signing_key, 0))
         return min(limits) if limits else None
+
+    def cut_point(self, signing_key: bytes) -> CutPoint | None:
+        """Where revocations cut ``signing_key`` (:meth:`cut_of`) with the entry ids they name
+        as its last accepted entry there; None when no revocation limits it."""
+        cut = self.cut_of(signing_key)
+        if cut is None:
+            return None
+        return CutPoint(cut, self._cut_ids.get(signing_key, {}).get(cut, frozenset()))
+
+    def cut_points(self) -> dict[bytes, CutPoint]:
+        """:meth:`cuts` with the entry ids each cut names."""
+        return {key: point for key in self.cuts() if (point := self.cut_point(key)) is not None}
 
     @property
     def cuts_revision(self) -> int:

@@ -527,7 +527,7 @@ class Node:
         """After an own write committed: publish the membership its records built, retract
         what new revocations no longer accept, tell the listeners."""
         self._publish_committed(memberships, entries)
-        self._enforce_revocations([e.id for e in entries])
+        self._enforce_revocations(entries)
         for listener in list(self._listeners):
             listener(entries, True)
 
@@ -585,7 +585,7 @@ class Node:
                 rejected.append(refusal)
         rejected.sort(key=lambda r: checked.order.get(r.entry_id, len(entries)))
         result = AppendResult(added, duplicates, rejected)
-        self._enforce_revocations(result.added)
+        self._enforce_revocations(stored_entries)
         if self._listeners and result.added:
             for listener in list(self._listeners):
                 listener(stored_entries, False)
@@ -594,11 +594,18 @@ class Node:
     def _stored_ids(self, ids: list[bytes]) -> set[bytes]:
         return set(ids).difference(self.store.missing(ids))
 
-    def _enforce_revocations(self, added: Sequence[bytes]) -> None:
-        """After entries land, retract what newly applied revocations no longer accept."""
+    def _enforce_revocations(self, added: Sequence[Entry]) -> None:
+        """After entries land, retract what newly applied revocations no longer accept, record
+        the forks an entry at a revocation cut reveals, and drop the cached documents of
+        entries a fork withdrew (the store withdrew them in its write transaction)."""
         if added:
+            tenant_ids = {entry.tenant_id for entry in added}
             for tenant in self._tenants.values():
                 tenant.enforce_new_revocations()
+                if tenant.id in tenant_ids:
+                    access = tenant.access
+                    access.check_cut_entries([e for e in added if e.tenant_id == tenant.id])
+                    access.forget_forked()
 
     # -- maintenance -------------------------------------------------------------------------
     def fsck(self) -> FsckReport:

@@ -41,6 +41,10 @@ class RejectionKind(enum.Enum):
     mirror, announcing the membership key, too many devices)."""
     REVOKED_ABOVE_CUT = "revoked above cut"
     """The author was revoked and the entry's author_seq is above the revocation's cut."""
+    FORKED = "forked"
+    """The author forked (two entries at one sequence number, or a link to another
+    predecessor: `mindoo_p2p.chains`) and this entry is above the fork point, or at it with
+    the evidence there complete: withdrawn on every node."""
     MISSING_DEPENDENCY = "missing dependency"
     """A tenant-log record that builds on one not applied yet (a REVOKE before its ADD): it
     lands when offered again after it."""

@@ -31,7 +31,7 @@ from .key_transfer import KeyFile
 from .keyring import DEFAULT_KEY, KeyRing, TenantKey
 from .membership import Member, MembershipLog, TenantLogRecord
 from .store import EntryStore
-from .tenant_access import TenantAccess
+from .tenant_access import RevocationPlan, TenantAccess
 from .tenant_collaborators import EntryWriter, Ingest, LearnSavedKeys, SaveSecrets
 from .tenant_keys import RESERVED_ROTATION, KeyImport, KeyInfo, TenantKeys
 from .tenant_secrets import (
@@ -247,21 +247,44 @@ class Tenant:
         return self.access.add_member(identity, role)
 
     def revoke_member(
-        self, identity: PublicIdentity, *, accept_through: int | None = None
+        self,
+        identity: PublicIdentity,
+        *,
+        accept_through: int | None = None,
+        accept_entry: bytes | None = None,
     ) -> Entry:
         """Revoke a member (admin only): from now on every node rejects its new entries.
 
-        The revocation names the last ``author_seq`` of the member that this node has stored:
-        those entries stay accepted everywhere, even where they arrive later; every entry with
-        a higher sequence number is rejected on arrival, or retracted where it was stored
-        before the revocation got there (see :mod:`mindoo_p2p.membership`). ``accept_through``
-        names another last accepted sequence number (e.g. 0: nothing of the member stays,
-        when its key leaked long ago). Raises NotFoundError
-        when ``identity`` was never added, MissingKeyError when this node is not the admin.
-        Revoking does not rotate keys: see `rotate_key` (history the member could read stays
-        readable to it either way).
+        The revocation names the last entry of the member it accepts, by ``author_seq`` and
+        entry id: by default the end of the member's unbroken chain here (1, 2, 3, ... with no
+        gap and no fork: an entry numbered far above what the member wrote pre-empts nothing).
+        That entry and its predecessors stay accepted everywhere, even where they arrive later;
+        every entry with a higher sequence number is rejected on arrival, or retracted where
+        it was stored before the revocation got there, and an entry minted later below the cut
+        is a fork (see :mod:`mindoo_p2p.chains`). ``accept_through`` names another last
+        accepted sequence number (e.g. 0: nothing of the member stays, when its key leaked long
+        ago), ``accept_entry`` another last accepted entry (by id; it must be stored here).
+        `revocation_plan` says what the cut would be and warns about gaps. Raises
+        NotFoundError when ``identity`` was never added (or ``accept_entry`` is not its entry),
+        MissingKeyError when this node is not the admin. Revoking does not rotate keys: see
+        `rotate_key` (history the member could read stays readable to it either way).
         """
-        return self.access.revoke_member(identity, accept_through=accept_through)
+        return self.access.revoke_member(
+            identity, accept_through=accept_through, accept_entry=accept_entry
+        )
+
+    def revocation_plan(
+        self,
+        identity: PublicIdentity,
+        *,
+        accept_through: int | None = None,
+        accept_entry: bytes | None = None,
+    ) -> RevocationPlan:
+        """The revocation `revoke_member` would write with these arguments, and the warnings
+        (gaps, forks) its author should see. Writes nothing."""
+        return self.access.revocation_plan(
+            identity, accept_through=accept_through, accept_entry=accept_entry
+        )
 
     def enroll_device(self, device: PublicIdentity) -> Entry:
         """Enroll ``device`` (another node of this node's user, with its own signing key) as a

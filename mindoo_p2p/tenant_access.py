@@ -13,8 +13,10 @@ node: its collaborators are the store, the writer and the ingest function.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from . import admission
+from .chains import ForkPoint
 from .crypto import SigningKeyPair
 from .entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
 from .errors import DecodeError, MindooError, MissingKeyError, NotFoundError, VerificationError
@@ -36,6 +38,16 @@ from .store import EntryStore
 from .tenant_collaborators import EntryWriter, Ingest
 from .tenant_secrets import TenantSecrets
 from .writer import Draft
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationPlan:
+    """A revocation about to be written, and what its author should be warned of."""
+
+    revocation: Revocation
+    warnings: tuple[str, ...]
+    """Gaps and forks: a cut above the end of the unbroken chain held here, entries stored
+    above a gap, a fork."""
 
 
 class TenantAccess:
@@ -61,6 +73,8 @@ class TenantAccess:
         self._membership_entries: dict[bytes, Entry] = {}
         self._membership_log_seq = 0
         """The tenant log's last feed sequence when the snapshot was rebuilt from the store."""
+        self._forks_seen: tuple[ForkPoint, ...] = ()
+        """The forks the store had when `forget_forked` last looked."""
         self._enforced: tuple[MembershipLog, int] | None = None
         """The membership snapshot and its `cuts_revision` that `enforce_revocations` last
         brought the store in line with."""
@@ -99,8 +113,14 @@ class TenantAccess:
             self._membership_log_seq = expected
 
     def view(self) -> admission.TenantView:
-        """What the admission pipeline checks this tenant's entries against (a snapshot)."""
-        return admission.TenantView.of(self.tenant_id, self._membership, self._membership_keys())
+        """What the admission pipeline checks this tenant's entries against (a snapshot):
+        membership, membership keys and the forks the store recorded."""
+        return admission.TenantView.of(
+            self.tenant_id,
+            self._membership,
+            self._membership_keys(),
+            self._store.forks(self.tenant_id),
+        )
 
     def _membership_keys(self) -> list[tuple[bytes, bytes]]:
         return [(k.key_id, k.secret) for k in self._secrets.keyring if k.name == MEMBERSHIP_KEY]
@@ -152,31 +172,89 @@ class TenantAccess:
         return self.append_record(MembershipRecord(MembershipAction.ADD, identity, role))
 
     def revoke_member(
-        self, identity: PublicIdentity, *, accept_through: int | None = None
+        self,
+        identity: PublicIdentity,
+        *,
+        accept_through: int | None = None,
+        accept_entry: bytes | None = None,
     ) -> Entry:
         """See `Tenant.revoke_member`."""
+        plan = self.revocation_plan(
+            identity, accept_through=accept_through, accept_entry=accept_entry
+        )
+        return self.append_record(plan.revocation)
+
+    def revocation_plan(
+        self,
+        identity: PublicIdentity,
+        *,
+        accept_through: int | None = None,
+        accept_entry: bytes | None = None,
+    ) -> RevocationPlan:
+        """The revocation `revoke_member` would write, and what to warn about (gaps)."""
         membership = self._membership
-        member = membership.member(identity.signing_key)
-        if member is None:
+        if membership.member(identity.signing_key) is None:
             raise NotFoundError(f"{identity} is not a member of tenant {self.name!r}")
+        if accept_through is not None and accept_entry is not None:
+            raise ValueError("name the cut by sequence number or by entry id, not both")
         key = identity.signing_key
-        cuts = {key: self._cut(key, accept_through)}
+        warnings: list[str] = []
+        seqs: dict[bytes, int] = {}
+        ids: dict[bytes, bytes | None] = {}
+        seqs[key], ids[key] = self._cut(key, accept_through, accept_entry, warnings)
         for device in membership.devices(key):  # every device of the member, at what we hold
-            held = self._stored_last_seq(device.identity.signing_key)
-            cuts[device.identity.signing_key] = held if accept_through is None else 0
-        return self.append_record(Revocation.of(key, cuts))
+            device_key = device.identity.signing_key
+            if accept_through is None and accept_entry is None:
+                seqs[device_key], ids[device_key] = self._cut(device_key, None, None, warnings)
+            else:
+                seqs[device_key], ids[device_key] = 0, None
+        return RevocationPlan(Revocation.of(key, seqs, ids), tuple(warnings))
 
-    def _stored_last_seq(self, signing_key: bytes) -> int:
-        return self._store.next_author_seq(self.tenant_id, signing_key) - 1
-
-    def _cut(self, signing_key: bytes, accept_through: int | None) -> int:
-        """The last author_seq a revocation of ``signing_key`` accepts: ``accept_through``, or
-        by default the highest this node holds."""
-        if accept_through is None:
-            return self._stored_last_seq(signing_key)
-        if isinstance(accept_through, int) and accept_through >= 0:
-            return accept_through
-        raise ValueError("accept_through must be an int >= 0")
+    def _cut(
+        self,
+        signing_key: bytes,
+        accept_through: int | None,
+        accept_entry: bytes | None,
+        warnings: list[str],
+    ) -> tuple[int, bytes | None]:
+        """The last author_seq (and entry id) a revocation of ``signing_key`` accepts: by
+        default the end of its contiguous, fork-free chain here; or ``accept_through``; or the
+        entry ``accept_entry``. Gaps and forks are added to ``warnings``."""
+        tenant_id = self.tenant_id
+        head_seq, head_id = self._store.chain_head(tenant_id, signing_key)
+        highest = self._store.next_author_seq(tenant_id, signing_key) - 1
+        who = self.member_name(signing_key) or signing_key.hex()[:16]
+        fork = self._store.fork_of(tenant_id, signing_key)
+        if fork is not None:
+            warnings.append(f"{who} forked at #{fork.seq}: its entries from there on are withdrawn")
+        if accept_entry is not None:
+            entry = self._store.get(accept_entry)
+            if entry is None or entry.tenant_id != tenant_id or entry.author != signing_key:
+                raise NotFoundError(
+                    f"entry {accept_entry.hex()[:16]} is not an entry of {who} stored here"
+                )
+            seq: int = entry.author_seq
+            entry_id: bytes | None = entry.id
+        elif accept_through is not None:
+            if not isinstance(accept_through, int) or accept_through < 0:
+                raise ValueError("accept_through must be an int >= 0")
+            seq = accept_through
+            held = self._store.ids_at(tenant_id, signing_key, seq) if seq else []
+            entry_id = held[0] if len(held) == 1 else None
+        else:
+            seq, entry_id = head_seq, head_id
+        if seq > head_seq:
+            warnings.append(
+                f"{who}: this node holds #{head_seq} as the end of an unbroken chain, the cut"
+                f" is at #{seq}: entries #{head_seq + 1}..#{seq} that are missing here will be"
+                " accepted wherever they arrive (sync first, or cut lower)"
+            )
+        if highest > max(seq, head_seq):
+            warnings.append(
+                f"{who}: entries up to #{highest} are stored, above a gap or a fork after"
+                f" #{head_seq}; the revocation does not accept them"
+            )
+        return seq, entry_id
 
     # -- devices -----------------------------------------------------------------------------
     def enroll_device(self, device: PublicIdentity) -> Entry:
@@ -194,8 +272,8 @@ class TenantAccess:
         device = self._membership.device(device_key)
         if device is None:
             raise NotFoundError(f"{device_key.hex()[:16]} is not a device in tenant {self.name!r}")
-        cut = self._cut(device_key, accept_through)
-        record = DeviceRevocation(device.user_key, device_key, cut)
+        seq, entry_id = self._cut(device_key, accept_through, None, [])
+        record = DeviceRevocation(device.user_key, device_key, seq, entry_id)
         me = self._identity.signing
         return self.append_record(record, author=me if me.public_key == device.user_key else None)
 
@@ -211,6 +289,7 @@ class TenantAccess:
     def enforce_revocations(self) -> list[Entry]:
         """See `Tenant.enforce_revocations`."""
         retracted: list[Entry] = []
+        self.check_cut_entries(None)
         while True:
             stored = self._store.authors(self.tenant_id)
             newly: list[Entry] = []
@@ -227,6 +306,61 @@ class TenantAccess:
             if not any(entry.database == TENANT_LOG for entry in newly):
                 continue
             self.load_membership()  # a retracted membership record changes who may write
+
+    def check_cut_entries(self, entries: list[Entry] | None) -> list[Entry]:
+        """Record a fork for every revoked key that has an entry at its cut's sequence number
+        other than the entry the cut names (`chains` rule (c)); ``entries``: only where those
+        (just stored) land, None: every cut. Returns the entries that withdrew."""
+        points = self._membership.cut_points()
+        if entries is not None:
+            points = {
+                e.author: points[e.author]
+                for e in entries
+                if e.author in points and points[e.author].names_another(e.author_seq, e.id)
+            }
+        forked: list[tuple[bytes, int]] = []
+        for key, point in sorted(points.items()):
+            if point.entry_ids and point.seq > 0:
+                held = self._store.ids_at(self.tenant_id, key, point.seq)
+                if any(point.names_another(point.seq, entry_id) for entry_id in held):
+                    forked.append((key, point.seq))
+        return self._settle_forks(forked)
+
+    def _settle_forks(self, forked: list[tuple[bytes, int]]) -> list[Entry]:
+        withdrawn: list[Entry] = []
+        for key, seq in forked:
+            known = self._store.fork_of(self.tenant_id, key)
+            if known is not None and known.seq <= seq:
+                continue
+            withdrawn += self._store.entries_of_author_from(self.tenant_id, key, seq)
+            self._store.record_fork(self.tenant_id, key, seq)
+        self.forget_withdrawn(withdrawn)
+        return withdrawn
+
+    def forget_withdrawn(self, entries: list[Entry]) -> None:
+        """Drop the cached documents that held ``entries`` (now withdrawn); reload membership
+        when a tenant-log record is among them."""
+        for entry in entries:
+            self._forget_document(entry.database, entry.document_id)
+        if any(entry.database == TENANT_LOG for entry in entries):
+            self.load_membership()
+
+    def forget_forked(self) -> list[Entry]:
+        """After a write: when the store recorded new forks in this tenant (it withdraws the
+        entries inside its write transaction), drop the cached documents they touched."""
+        forks = tuple(self._store.forks(self.tenant_id))
+        if forks == self._forks_seen:
+            return []
+        seen = {fork.author: fork.seq for fork in self._forks_seen}
+        self._forks_seen = forks
+        withdrawn: list[Entry] = []
+        for fork in forks:
+            if seen.get(fork.author) != fork.seq:
+                withdrawn += self._store.entries_of_author_from(
+                    self.tenant_id, fork.author, fork.seq
+                )
+        self.forget_withdrawn(withdrawn)
+        return withdrawn
 
     # -- tenant-log records ------------------------------------------------------------------
     def append_record(self, record: TenantLogRecord, author: SigningKeyPair | None = None) -> Entry:
@@ -306,4 +440,4 @@ class TenantAccess:
         return self._membership.is_member(signing_key)
 
 
-__all__ = ["TenantAccess"]
+__all__ = ["RevocationPlan", "TenantAccess"]

@@ -107,21 +107,22 @@ class UnresolvedDependencyError(ValueError):
 
 
 def seal_drafts(drafts: Sequence[Draft], positions: AuthorPositions) -> list[Entry]:
-    """Seal ``drafts`` in order: each (tenant, author) numbered on from
-    ``positions.last_seq``, each ChangeRef resolved to the entry id of the earlier draft of
-    the same document that carries that change. Pure apart from the random nonces.
+    """Seal ``drafts`` in order, in entry format 2: each (tenant, author) numbered on from
+    ``positions.last_seq`` and chained on from ``positions.last_entry_id`` (each entry names
+    the author's previous one as ``prev``), each ChangeRef resolved to the entry id of the
+    earlier draft of the same document that carries that change. Pure apart from the random nonces.
 
     Raises UnresolvedDependencyError for a ChangeRef no earlier draft carries.
     """
-    next_seq: dict[tuple[bytes, bytes], int] = {}
+    next_position: dict[tuple[bytes, bytes], tuple[int, bytes]] = {}
     sealed_changes: dict[tuple[bytes, str, bytes, bytes], bytes] = {}
     entries: list[Entry] = []
     for draft in drafts:
         author = (draft.tenant_id, draft.signer.public_key)
-        seq = next_seq.get(author)
-        if seq is None:
-            seq = positions.last_seq(*author) + 1
-        next_seq[author] = seq + 1
+        position = next_position.get(author)
+        if position is None:
+            position = (positions.last_seq(*author) + 1, positions.last_entry_id(*author))
+        seq, prev = position
         document = (draft.tenant_id, draft.database, draft.document_id)
         deps: list[bytes] = []
         for dep in draft.deps:
@@ -147,7 +148,9 @@ def seal_drafts(drafts: Sequence[Draft], positions: AuthorPositions) -> list[Ent
             key_id=draft.key.key_id,
             key=draft.key.secret,
             payload=draft.payload,
+            prev=prev,
         )
+        next_position[author] = (seq + 1, entry.id)
         if draft.change_hash is not None:
             sealed_changes[(*document, draft.change_hash)] = entry.id
         entries.append(entry)

@@ -73,6 +73,9 @@ class StoredPositions:
     def last_seq(self, tenant_id: bytes, author: bytes) -> int:
         return self.store.next_author_seq(tenant_id, author) - 1
 
+    def last_entry_id(self, tenant_id: bytes, author: bytes) -> bytes:
+        return self.store.last_entry_id(tenant_id, author)
+
 
 class StallMonitor:
     """Measures the event loop's longest stall: how late a 10 ms sleep wakes up."""

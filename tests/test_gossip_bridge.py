@@ -10,7 +10,7 @@ from collections.abc import Callable
 from mindoo_p2p.admission import VerifiedEntry
 from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.daemon import GOSSIP_PENALTY, GossipBridge, NodeAccess, Origin, PeerTable
-from mindoo_p2p.entry import TENANT_LOG, Entry, EntryKind
+from mindoo_p2p.entry import NO_PREV, TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.keyring import DEFAULT_KEY
 from mindoo_p2p.node import Node
 from mindoo_p2p.writer import seal_drafts
@@ -50,6 +50,9 @@ class NobodyWroteYet:
 
     def last_seq(self, tenant_id: bytes, author: bytes) -> int:
         return 0
+
+    def last_entry_id(self, tenant_id: bytes, author: bytes) -> bytes:
+        return NO_PREV
 
 
 async def test_the_validator_accepts_members_drops_refused_and_fails_forgeries(

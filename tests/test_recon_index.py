@@ -9,6 +9,7 @@ older store must be upgraded once.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import tempfile
@@ -47,12 +48,17 @@ DB = "contacts"
 T0 = 1_700_000_000_000
 
 
-def seal(timestamp_ms: int, *, database: str = DB, seq: int = 1) -> Entry:
+_SEQ = itertools.count(1_000_000)
+
+
+def seal(timestamp_ms: int, *, database: str = DB, seq: int | None = None) -> Entry:
+    """A legacy (unchained) entry; each gets its own sequence number (two at one number would
+    be a fork of AUTHOR, which withdraws them: see test_chains)."""
     return seal_entry(
         tenant_id=TENANT,
         database=database,
         author=AUTHOR,
-        author_seq=seq,
+        author_seq=next(_SEQ) if seq is None else seq,
         timestamp_ms=timestamp_ms,
         key_id=KEY_ID,
         key=KEY,

@@ -17,7 +17,7 @@ import pytest
 
 from mindoo_p2p.admission import Admission, VerifiedEntry
 from mindoo_p2p.crypto import SigningKeyPair
-from mindoo_p2p.entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
+from mindoo_p2p.entry import NO_DOCUMENT, NO_PREV, TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.errors import OwnEntryRefusedError, StoreError, VerificationError
 from mindoo_p2p.keyring import TenantKey
 from mindoo_p2p.rejection import Rejected, RejectionKind
@@ -49,6 +49,10 @@ class Positions:
     def last_seq(self, tenant_id: bytes, author: bytes) -> int:
         self.asked.append((tenant_id, author))
         return self.last.get((tenant_id, author), 0)
+
+    def last_entry_id(self, tenant_id: bytes, author: bytes) -> bytes:
+        last = self.last.get((tenant_id, author), 0)
+        return NO_PREV if last == 0 else hashlib.sha256(tenant_id + author + bytes([last])).digest()
 
 
 def draft(

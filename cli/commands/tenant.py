@@ -111,21 +111,59 @@ def tenant_join(invite: UserPath) -> None:
     help="Rotate 'default' and every named key this node holds, so new content is sealed with"
     " keys the revoked member never had.",
 )
-def tenant_revoke(tenant_name: str, who: str, rotate: bool) -> None:
+@click.option(
+    "--accept-through",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="SEQ",
+    help="The member's last accepted entry, by sequence number (0: nothing it wrote stays)."
+    " Default: the end of its unbroken chain of entries on this node.",
+)
+@click.option(
+    "--accept-entry",
+    default=None,
+    metavar="ENTRY_ID",
+    help="The member's last accepted entry, by id (64 hex digits; stored on this node).",
+)
+def tenant_revoke(
+    tenant_name: str,
+    who: str,
+    rotate: bool,
+    accept_through: int | None,
+    accept_entry: str | None,
+) -> None:
     """Revoke a member (admin only) and, by default, rotate the keys.
 
     MEMBER is a name, a fingerprint or a signing key. Every node then rejects the member's
-    new entries, whatever order things arrive in; entries it wrote before stay.
+    new entries, whatever order things arrive in; entries it wrote up to the cut stay. The cut
+    names the last accepted entry by number and id, so nothing signed later with the member's
+    key is accepted below it either. Gaps (entries this node lacks below the cut) are warned
+    about: sync first, or cut lower.
     """
     c = cli_context()
     t = c.node().tenant(tenant_name)
     match = find_member(t, who)
     if match.kind != "member":
         raise click.ClickException(f"{who!r} is a device: use 'mindoo device revoke'")
-    entry = t.revoke_member(match.identity)
+    if accept_through is not None and accept_entry is not None:
+        raise click.UsageError("give --accept-through or --accept-entry, not both")
+    entry_id = None
+    if accept_entry is not None:
+        try:
+            entry_id = bytes.fromhex(accept_entry)
+        except ValueError:
+            entry_id = b""
+        if len(entry_id) != 32:
+            raise click.BadParameter("an entry id is 64 hex digits", param_hint="--accept-entry")
+    plan = t.revocation_plan(match.identity, accept_through=accept_through, accept_entry=entry_id)
+    entry = t.revoke_member(match.identity, accept_through=accept_through, accept_entry=entry_id)
+    cut = next(k for k in plan.revocation.cuts if k.signing_key == match.signing_key)
     rotated = t.rotate_keys_held() if rotate else []
+    named = f", entry {cut.last_entry_id.hex()[:16]}" if cut.last_entry_id else ""
     lines = [
         f"revoked {match.identity} from tenant {t.name}: every node rejects its new entries",
+        f"Accepted of it: its entries up to #{cut.last_seq}{named}.",
+        *(f"warning: {warning}" for warning in plan.warnings),
         "What it could already read stays readable to it: revocation cannot take back history.",
     ]
     if rotated:
@@ -146,6 +184,11 @@ def tenant_revoke(tenant_name: str, who: str, rotate: bool) -> None:
             "tenant": t.id_hex,
             "revoked": match.signing_key.hex(),
             "entry": entry.id.hex(),
+            "cut": {
+                "seq": cut.last_seq,
+                "entry": cut.last_entry_id.hex() if cut.last_entry_id else None,
+            },
+            "warnings": list(plan.warnings),
             "rotated": [{"name": k.name, "version": k.version} for k in rotated],
         },
         "\n".join(lines),

@@ -53,8 +53,10 @@ from ._layout import (
     SCOPE_SIZE,
     SEQ_SIZE,
     Tables,
+    is_evidence_mark,
     pack_seq,
     scope_key,
+    unpack_fork,
     unpack_schema_version,
     unpack_seq,
 )
@@ -199,7 +201,8 @@ def _check_sealed(state: _State) -> None:
             state.author_max[author_key] = header.author_seq
         state.database_keys.add(header.tenant_id + header.database.encode("utf-8"))
         state.scope_bytes[scope] = state.scope_bytes.get(scope, 0) + len(raw)
-        if txn.get(arrival, db=tables.retracted) is None:
+        mark = txn.get(arrival, db=tables.retracted)
+        if mark is None or is_evidence_mark(bytes(mark)):
             state.recon.expect(entry)
 
 
@@ -381,9 +384,12 @@ def _check_counters(
 
 def _check_retracted(state: _State) -> None:
     """Every ``retracted`` row names a stored entry of its tenant."""
-    for arrival, tenant in state.txn.cursor(state.tables.retracted):
+    for arrival, value in state.txn.cursor(state.tables.retracted):
         position = state.position(arrival)
-        if len(arrival) != SEQ_SIZE or len(tenant) != TENANT_ID_SIZE:
+        tenant = value[:TENANT_ID_SIZE]
+        if len(arrival) != SEQ_SIZE or (
+            len(value) != TENANT_ID_SIZE and not is_evidence_mark(value)
+        ):
             state.problem(None, "retracted", f"malformed row {arrival.hex()}")
         elif position is None:
             state.problem(None, "retracted", f"row names arrival {unpack_seq(arrival)}, not stored")
@@ -392,6 +398,21 @@ def _check_retracted(state: _State) -> None:
             and state.scopes[state.scope_of[position]][:TENANT_ID_SIZE] != tenant
         ):
             state.problem(state.id_at(position), "retracted", "row tenant differs from the entry's")
+
+
+def _check_forks(state: _State) -> None:
+    """Every ``forks`` row is well formed and its evidence is stored, marked as evidence."""
+    txn, tables = state.txn, state.tables
+    for key, value in txn.cursor(tables.forks):
+        unpacked = unpack_fork(value)
+        if len(key) != AUTHOR_KEY_SIZE or unpacked is None:
+            state.problem(None, "forks", f"malformed row {key.hex()}")
+            continue
+        for entry_id in unpacked[1]:
+            arrival = txn.get(entry_id, db=tables.ids)
+            mark = None if arrival is None else txn.get(arrival, db=tables.retracted)
+            if mark is None or not is_evidence_mark(mark):
+                state.problem(entry_id, "forks", "fork evidence not stored as evidence")
 
 
 def _check_snapshots(state: _State) -> None:
@@ -456,6 +477,7 @@ def run_fsck(env: lmdb.Environment, tables: Tables) -> FsckReport:
                 ),
             ),
             ("retracted", lambda: _check_retracted(state)),
+            ("forks", lambda: _check_forks(state)),
             ("snapshots", lambda: _check_snapshots(state)),
             ("recon_idx", lambda: state.recon.check(txn, tables, state.problem)),
         ]

@@ -22,7 +22,10 @@ DUPSORT|DUPFIXED table whose key holds a sorted list of fixed-size values: 16 by
     recon_idx   scope(32)                          => BE64(timestamp_ms) + id(32)   (recon items)
     recon_agg   scope(32) + level(u8) + BE64(ts >> shift[level]) -> BE64(count) + sum(32, LE)
     by_author   tenant_id(16) + author(32)         => BE64(author_seq) + arrival
-    retracted   arrival                            -> tenant_id(16)   no longer accepted
+    retracted   arrival                            -> tenant_id(16)   no longer accepted, or
+                                                      tenant_id(16) + 0x01: withdrawn, but kept
+                                                      reconciled as fork evidence
+    forks       tenant_id(16) + author(32)         -> BE64(fork seq) + 0-2 evidence ids (32 each)
 
 Writes grow at the end: ``sealed`` is keyed by arrival and written in LMDB's append mode, and
 the feeds, the author index and the reconciliation items append to the end of one key's value
@@ -51,13 +54,22 @@ stored: their bytes stay (the log is append-only, and audit can read them), thei
 stay, but every read skips them and the reconciliation index no longer holds them, so the
 accepted set is what every other node holds.
 
+``forks`` records every author that forked (:mod:`mindoo_p2p.chains`: two entries at one
+sequence number, or a link to another predecessor): the smallest sequence number at which it
+did and the ids of the evidence kept there (the two smallest, sorted). Its entries above the
+fork point are retracted; those at it are marked in ``retracted`` with the 17-byte value
+(reads skip them) and, for the evidence, stay in the reconciliation index so that every node
+receives them and reaches the same fork point (:mod:`._chains`).
+
 Upgrades (:mod:`._upgrade`, on the first writable open, in one write transaction with the
 version bump): a store of schema 1, 2 or 3 (tables ``entries`` id -> bytes, ``log``, ``feed``,
 ``doc_idx`` and ``documents`` with 32-byte ids as values, ``author_idx``, ``retracted`` keyed by
 id) is converted table by table, keeping every feed sequence number (cursors and snapshots stay
 valid; databases are numbered in scope order), and the legacy tables are dropped (``recon_idx``
 too, which was a plain table keyed by ``scope + BE64(timestamp) + id``); then the indexes are
-built from the stored entries: the author index and the reconciliation index.
+built from the stored entries: the author index and the reconciliation index. A store of
+schema 4 or 5 gets the ``forks`` table, filled by one scan of ``by_author`` (entries of one
+author at one sequence number written before chains existed are forks too).
 """
 
 from __future__ import annotations
@@ -70,9 +82,13 @@ import lmdb
 
 from ..entry import DOCUMENT_ID_SIZE, ID_SIZE, TENANT_ID_SIZE
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
+"""6: the ``forks`` table and fork-evidence marks (per-author hash chains). 5 is taken by the
+reconciliation-index work on another branch; the upgrade steps are separate functions."""
+CHAINS_SCHEMA_VERSION = 6
+"""The first schema with ``forks`` (a store below it gets the table filled on upgrade)."""
 SCHEMA_KEY = b"schema_version"
-UPGRADABLE_SCHEMA_VERSIONS = frozenset({1, 2, 3})
+UPGRADABLE_SCHEMA_VERSIONS = frozenset({1, 2, 3, 4, 5})
 """Older versions a writable open upgrades in place (see the module docstring)."""
 
 SCOPE_SIZE = 32
@@ -165,6 +181,39 @@ def unpack_recon_agg(value: bytes) -> tuple[int, int] | None:
     return int(_BE64.unpack(value[:SEQ_SIZE])[0]), int.from_bytes(value[SEQ_SIZE:], "little")
 
 
+RETRACTED_SIZE = TENANT_ID_SIZE
+"""A ``retracted`` value: the entry's tenant id."""
+EVIDENCE_MARK = b"\x01"
+"""Appended to a ``retracted`` value: withdrawn, but kept in the reconciliation index (fork
+evidence)."""
+FORK_HEADER_SIZE = SEQ_SIZE
+
+
+def is_evidence_mark(value: bytes) -> bool:
+    """True for a ``retracted`` value that marks fork evidence (still reconciled)."""
+    return len(value) == RETRACTED_SIZE + 1 and value[-1:] == EVIDENCE_MARK
+
+
+def pack_fork(seq: int, evidence: tuple[bytes, ...]) -> bytes:
+    """A ``forks`` value: BE64(seq) + the evidence ids, sorted."""
+    return _BE64.pack(seq) + b"".join(sorted(evidence))
+
+
+def unpack_fork(value: bytes) -> tuple[int, tuple[bytes, ...]] | None:
+    """``(seq, evidence ids)`` of a ``forks`` value, or None when it is malformed."""
+    rest = len(value) - FORK_HEADER_SIZE
+    if rest < 0 or rest % ID_SIZE or rest > 2 * ID_SIZE:
+        return None
+    seq = int(_BE64.unpack(value[:FORK_HEADER_SIZE])[0])
+    evidence = tuple(
+        value[FORK_HEADER_SIZE + i : FORK_HEADER_SIZE + i + ID_SIZE]
+        for i in range(0, rest, ID_SIZE)
+    )
+    if list(evidence) != sorted(set(evidence)):
+        return None
+    return seq, evidence
+
+
 def prefix_successor(prefix: bytes) -> bytes | None:
     """The smallest key greater than every key that starts with ``prefix`` (None: no such key)."""
     stripped = prefix.rstrip(b"\xff")
@@ -191,6 +240,7 @@ class Tables:
     recon_agg: lmdb._Database
     by_author: lmdb._Database
     retracted: lmdb._Database
+    forks: lmdb._Database
 
 
 TABLE_NAMES: tuple[str, ...] = (
@@ -208,6 +258,7 @@ TABLE_NAMES: tuple[str, ...] = (
     "recon_agg",
     "by_author",
     "retracted",
+    "forks",
 )
 """The sub-database names, in the order of the :class:`Tables` fields."""
 

@@ -12,8 +12,10 @@ transaction; nothing here opens or commits a transaction):
 
 1. ``seal(positions)`` seals the entries, asking ``positions`` (:class:`AuthorPositions`,
    reading the write transaction) where each author stands. It may raise: nothing is written.
-2. Each author's new entries must continue its stored sequence without a gap or a repeat:
-   ``last + 1, last + 2, ...`` in the order sealed (StoreError otherwise, nothing written).
+2. Each author's new entries must continue its stored chain without a gap or a repeat:
+   ``last + 1, last + 2, ...`` in the order sealed, each naming the one before as ``prev``
+   (the first one the stored last entry, `AuthorPositions.last_entry_id`): StoreError
+   otherwise, nothing written.
 3. ``authorize(entries)`` sees the whole write at once, tenant-log entries first, then the
    others, each group in the order sealed (the order the application made them, which is
    causal), and returns the refusals (`Rejected`, with a `RejectionKind`). `LocalWriter`
@@ -27,14 +29,15 @@ transaction; nothing here opens or commits a transaction):
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import lmdb
 
-from ..entry import TENANT_LOG, Entry
+from ..entry import NO_PREV, TENANT_LOG, Entry
 from ..errors import OwnEntryRefusedError, StoreError
-from ._layout import AUTHOR_KEY_SIZE, SEQ_SIZE, Tables, unpack_seq
+from ._layout import AUTHOR_KEY_SIZE, DUP_SIZE, SEQ_SIZE, Tables, unpack_seq
 from ._writer import write_entries
 from .results import Rejected
 
@@ -42,13 +45,17 @@ from .results import Rejected
 class AuthorPositions(Protocol):
     """Where each author stands in the store, as the write transaction sees it.
 
-    Handed to a sealer inside the write transaction; valid only during that call. The
-    per-author hash chain (each entry naming its author's previous entry id) will add
-    ``last_entry_id(tenant_id, author)`` here, supplied exactly like the number.
+    Handed to a sealer inside the write transaction; valid only during that call. Each new
+    entry continues its author's chain: number ``last_seq + 1``, ``prev`` = ``last_entry_id``.
     """
 
     def last_seq(self, tenant_id: bytes, author: bytes) -> int:
         """The highest ``author_seq`` stored for ``author`` in the tenant (0 when none)."""
+        ...
+
+    def last_entry_id(self, tenant_id: bytes, author: bytes) -> bytes:
+        """The id of ``author``'s entry at `last_seq` (`entry.NO_PREV` when it has none): the
+        ``prev`` of its next entry."""
         ...
 
 
@@ -84,6 +91,25 @@ class _TransactionPositions:
     def last_seq(self, tenant_id: bytes, author: bytes) -> int:
         return read_last_author_seq(self._txn, self._tables, bytes(tenant_id) + bytes(author))
 
+    def last_entry_id(self, tenant_id: bytes, author: bytes) -> bytes:
+        return read_last_entry_id(self._txn, self._tables, bytes(tenant_id) + bytes(author))
+
+
+def read_last_entry_id(txn: lmdb.Transaction[bytes], tables: Tables, key: bytes) -> bytes:
+    """The id of the last ``by_author`` entry of ``key`` (tenant_id + author): the one with the
+    highest author_seq (the latest arrival among several); NO_PREV when there is none."""
+    cursor = txn.cursor(tables.by_author)
+    if not cursor.set_key(key):
+        return NO_PREV
+    cursor.last_dup()
+    value = cursor.value()
+    if len(value) != DUP_SIZE:
+        raise StoreError(f"malformed by_author row under {key.hex()}: run fsck")
+    raw = txn.get(value[SEQ_SIZE:], db=tables.sealed)
+    if raw is None:
+        raise StoreError(f"by_author names an entry that is not stored under {key.hex()}: run fsck")
+    return hashlib.sha256(raw).digest()
+
 
 def append_local(
     txn: lmdb.Transaction[bytes],
@@ -114,16 +140,23 @@ def append_local(
 
 
 def _check_sequences(sealed: list[Entry], positions: AuthorPositions) -> None:
-    """Each author's entries continue its stored sequence: last + 1, last + 2, ..."""
-    expected: dict[tuple[bytes, bytes], int] = {}
+    """Each author's entries continue its stored chain: last + 1, last + 2, ..., each naming
+    the one before (the stored last entry, then the previous one sealed)."""
+    expected: dict[tuple[bytes, bytes], tuple[int, bytes]] = {}
     for entry in sealed:
         author = (entry.tenant_id, entry.author)
-        seq = expected.get(author)
-        if seq is None:
-            seq = positions.last_seq(*author) + 1
+        position = expected.get(author)
+        if position is None:
+            position = (positions.last_seq(*author) + 1, positions.last_entry_id(*author))
+        seq, prev = position
         if entry.header.author_seq != seq:
             raise StoreError(
                 f"own entry {entry.id.hex()} has author_seq {entry.header.author_seq} where"
                 f" its author's sequence continues at {seq}: it would fork the author"
             )
-        expected[author] = seq + 1
+        if entry.prev != prev:
+            raise StoreError(
+                f"own entry {entry.id.hex()} does not name its author's previous entry"
+                f" {prev.hex()[:16]}: it would fork the author"
+            )
+        expected[author] = (seq + 1, entry.id)

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import lmdb
 
-from ..entry import DOCUMENT_ID_SIZE, TENANT_ID_SIZE, Entry
+from ..entry import Entry
 from ..errors import DecodeError, StoreError
-from ._layout import AUTHOR_KEY_SIZE, DUP_SIZE, SEQ_SIZE, Tables, pack_seq, scope_key
-from ._recon_index import unindex_items
+from ._chains import withdraw
+from ._layout import AUTHOR_KEY_SIZE, DUP_SIZE, SEQ_SIZE, Tables, is_evidence_mark, pack_seq
 
 _BUILD_CHUNK = 65_536
 
@@ -53,7 +53,8 @@ def authored_after(
     txn: lmdb.Transaction[bytes], tables: Tables, tenant_id: bytes, author: bytes, after_seq: int
 ) -> list[bytes]:
     """Arrival numbers (BE64) of the stored entries by ``author`` in the tenant with
-    ``author_seq > after_seq`` that are not retracted yet, in (author_seq, arrival) order."""
+    ``author_seq > after_seq`` that are not retracted yet (fork evidence, still reconciled,
+    included), in (author_seq, arrival) order."""
     key = tenant_id + author
     if len(key) != AUTHOR_KEY_SIZE:
         raise ValueError("tenant_id must be 16 bytes and author 32 bytes")
@@ -66,7 +67,8 @@ def authored_after(
             if len(value) != DUP_SIZE:
                 raise StoreError(f"malformed by_author row under {key.hex()}: run fsck")
             arrival = value[SEQ_SIZE:]
-            if txn.get(arrival, db=tables.retracted) is None:
+            mark = txn.get(arrival, db=tables.retracted)
+            if mark is None or is_evidence_mark(bytes(mark)):
                 found.append(arrival)
     return found
 
@@ -76,19 +78,5 @@ def retract(
 ) -> None:
     """Mark ``entries`` ((arrival BE64, entry) pairs: stored, not yet retracted, all of one
     tenant) retracted: remove them from the reconciliation index and drop the snapshots of
-    their documents."""
-    recon_items: list[tuple[bytes, int, bytes]] = []
-    documents: set[bytes] = set()
-    for arrival, entry in entries:
-        header = entry.header
-        if len(arrival) != SEQ_SIZE or len(header.tenant_id) != TENANT_ID_SIZE:
-            raise ValueError("retract takes stored entries")
-        if not txn.put(arrival, header.tenant_id, overwrite=False, db=tables.retracted):
-            continue
-        scope = scope_key(header.tenant_id, header.database)
-        recon_items.append((scope, header.timestamp_ms, entry.id))
-        if len(header.document_id) == DOCUMENT_ID_SIZE:
-            documents.add(scope + header.document_id)
-    unindex_items(txn, tables, recon_items)
-    for document_key in documents:
-        txn.delete(document_key, db=tables.snapshots)
+    their documents (fork evidence above a cut loses its evidence mark: `_chains.withdraw`)."""
+    withdraw(txn, tables, entries)

@@ -1,7 +1,7 @@
 """Upgrading a store of an older schema version in place (first writable open).
 
 Runs inside the write transaction that then writes the new schema version, so an upgrade
-happens entirely or not at all. Two steps:
+happens entirely or not at all. Three steps:
 
 1. *Layout* (schemas 1-3 -> 4): when the legacy tables are present (``entries`` keyed by id,
    ``log``, ``feed``, ``doc_idx``, ``documents``, ``author_idx``, ``retracted`` keyed by id),
@@ -16,6 +16,9 @@ happens entirely or not at all. Two steps:
    (the caller drops the old plain ``recon_idx`` before opening the DUPSORT one); on a store
    already in this layout, the author index when the version is 1 or 2 and the reconciliation
    index when it is 1.
+3. *Forks* (schemas below 6): ``forks`` is filled from one scan of ``by_author``
+   (`_chains.record_stored_forks`): two entries of one author at one sequence number, written
+   before chains existed, are a fork like any other, and the fork rule withdraws from there.
 
 The layout step is keyed on the tables present, not on the version number, so a store whose
 layout is already version 4 is never converted twice.
@@ -28,7 +31,9 @@ from collections.abc import Callable
 import lmdb
 
 from ..entry import ID_SIZE, TENANT_ID_SIZE
+from ._chains import record_stored_forks
 from ._layout import (
+    CHAINS_SCHEMA_VERSION,
     DOC_KEY_SIZE,
     LEGACY_TABLE_NAMES,
     SCOPE_SIZE,
@@ -69,6 +74,8 @@ def upgrade(
         build_author_index(txn, tables)
     if converted or version == 1:
         rebuild_recon_index(txn, tables)
+    if version < CHAINS_SCHEMA_VERSION:
+        record_stored_forks(txn, tables)
 
 
 def _convert_layout(

@@ -6,7 +6,8 @@ mode, and each database feed, document feed and author list appends to the end o
 value list (MDB_APPENDDUP), so pages fill up and a commit touches pages in proportion to what
 it writes. Nothing is ever overwritten: an entry id that another writer stored since the batch
 was checked is reported back as a duplicate and gets no rows. The reconciliation index
-(:mod:`._recon_index`) is updated in the same transaction.
+(:mod:`._recon_index`) is updated in the same transaction, and so are the authors' chains: a
+batch that shows an author forked withdraws its entries from the fork point on (:mod:`._chains`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import lmdb
 
 from ..entry import Entry
 from ..errors import StoreError
+from ._chains import settle_new_entries
 from ._layout import (
     DUP_SIZE,
     SCOPE_NUMBER_SIZE,
@@ -188,4 +190,5 @@ def write_entries(
         total = _stored_counter(txn, tables.scope_bytes, scope, "scope_bytes") + size
         txn.put(scope, pack_seq(min(total, (1 << 64) - 1)), db=tables.scope_bytes)
     index_items(txn, tables, recon_items)
+    settle_new_entries(txn, tables, added)
     return added

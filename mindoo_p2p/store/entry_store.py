@@ -36,6 +36,7 @@ from types import TracebackType
 import lmdb
 
 from ..admission import VerifiedEntry
+from ..chains import ForkPoint, contiguous_head
 from ..entry import (
     DATABASE_NAME_RE,
     DOCUMENT_ID_SIZE,
@@ -47,6 +48,7 @@ from ..entry import (
 )
 from ..errors import DecodeError, StoreError
 from ._batch import prepare_batch
+from ._chains import TransactionChainFacts, read_fork, read_forks, settle_fork
 from ._environment import SharedEnvironment, acquire, release
 from ._fsck import run_fsck
 from ._layout import (
@@ -60,7 +62,13 @@ from ._layout import (
     scope_key,
     unpack_seq,
 )
-from ._local_append import OwnAuthorizer, SealInTransaction, append_local, read_last_author_seq
+from ._local_append import (
+    OwnAuthorizer,
+    SealInTransaction,
+    append_local,
+    read_last_author_seq,
+    read_last_entry_id,
+)
 from ._recon_index import DEFAULT_CACHE_ROWS, LmdbReconStorage, rebuild_recon_index
 from ._retraction import authored_after, retract
 from ._writer import last_dup_seq, scope_number, write_entries
@@ -551,6 +559,12 @@ class EntryStore:
         with self._reading() as txn:
             return read_last_author_seq(txn, self._tables, bytes(tenant_id) + bytes(author)) + 1
 
+    def last_entry_id(self, tenant_id: bytes, author: bytes) -> bytes:
+        """The id of the author's entry at its highest author_seq stored (`entry.NO_PREV`
+        when none): what its next entry names as ``prev``."""
+        with self._reading() as txn:
+            return read_last_entry_id(txn, self._tables, bytes(tenant_id) + bytes(author))
+
     def iter_entries(
         self,
         tenant_id: bytes | None = None,
@@ -675,6 +689,62 @@ class EntryStore:
             retract(wtxn, self._tables, found)
         return [entry for _, entry in found]
 
+    # -- chains and forks ------------------------------------------------------------------------
+    def forks(self, tenant_id: bytes) -> list[ForkPoint]:
+        """Every author of the tenant that forked (`mindoo_p2p.chains`), by author key."""
+        with self._reading() as txn:
+            return read_forks(txn, self._tables, bytes(tenant_id))
+
+    def fork_of(self, tenant_id: bytes, author: bytes) -> ForkPoint | None:
+        """The fork point of ``author`` in the tenant, or None when it never forked."""
+        with self._reading() as txn:
+            return read_fork(txn, self._tables, bytes(tenant_id), bytes(author))
+
+    def record_fork(self, tenant_id: bytes, author: bytes, seq: int) -> ForkPoint:
+        """Record that ``author`` forked at ``seq`` (e.g. an entry at a revocation cut that the
+        cut does not name) and withdraw its entries from the fork point on, in one durable
+        write transaction. The fork point stays the smallest ever recorded."""
+        if not 0 <= seq <= _MAX_SEQ:
+            raise ValueError("seq must be 0 .. 2**64-1")
+        with self._writing() as wtxn:
+            return settle_fork(wtxn, self._tables, bytes(tenant_id), bytes(author), seq)
+
+    def ids_at(self, tenant_id: bytes, author: bytes, seq: int) -> list[bytes]:
+        """The ids of the stored entries of ``author`` at ``seq`` in the tenant (withdrawn ones
+        included): one, normally; more when the author forked there."""
+        with self._reading() as txn:
+            return TransactionChainFacts(txn, self._tables).ids_at(
+                bytes(tenant_id), bytes(author), seq
+            )
+
+    def entries_of_author_from(self, tenant_id: bytes, author: bytes, seq: int) -> list[Entry]:
+        """Every stored entry of ``author`` in the tenant with author_seq >= ``seq``, withdrawn
+        ones included, in (author_seq, arrival) order."""
+        key = bytes(tenant_id) + bytes(author)
+        with self._reading() as txn:
+            return [
+                self._load_arrival(txn, arrival)
+                for _, arrival in _dups_from(txn, self._tables.by_author, key, seq)
+            ]
+
+    def chain_head(self, tenant_id: bytes, author: bytes) -> tuple[int, bytes | None]:
+        """(author_seq, id) of the last entry of the contiguous run 1, 2, 3, ... of the accepted
+        (not withdrawn) stored entries of ``author`` in the tenant; (0, None) without an entry 1.
+        The run stops at the first gap or fork (`chains.contiguous_head`): what a revocation
+        accepts by default, whatever sequence numbers above a gap claim."""
+        key = bytes(tenant_id) + bytes(author)
+        with self._reading() as txn:
+            retracted = self._retraction_check(txn)
+            rows = [
+                (seq, arrival)
+                for seq, arrival in _dups_from(txn, self._tables.by_author, key, 1)
+                if retracted is None or not retracted(arrival)
+            ]
+            seq, arrival = contiguous_head(rows)
+            if arrival is None:
+                return 0, None
+            return seq, self._load_arrival(txn, arrival).id
+
     def is_retracted(self, entry_id: bytes) -> bool:
         """True when ``entry_id`` is stored but a revocation retracted it."""
         if len(entry_id) != ID_SIZE:
@@ -689,7 +759,7 @@ class EntryStore:
             return sorted(
                 self._load_arrival(txn, arrival).id
                 for arrival, value in txn.cursor(self._tables.retracted)
-                if value == bytes(tenant_id)
+                if value[:TENANT_ID_SIZE] == bytes(tenant_id)
             )
 
     def _retraction_check(self, txn: lmdb.Transaction[bytes]) -> Callable[[bytes], bool] | None:

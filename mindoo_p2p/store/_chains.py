@@ -1,0 +1,262 @@
+"""Per-author chains in the store: fork detection and the fork rule, in the write transaction.
+
+The rules are `mindoo_p2p.chains`' (pure); this module reads what they need from the tables
+and applies what they decide, always inside the caller's write transaction, so a fork is
+recorded by whichever write makes it visible, whatever process or path (ingest, own writes,
+bundles) that is:
+
+- `TransactionChainFacts` answers `chains.ChainFacts` from ``by_author`` and ``sealed``.
+- `settle_new_entries` runs after `write_entries` has put a batch's rows: each new entry is
+  compared with its neighbours (`chains.conflict_seq`); for every author whose fork point is
+  new or lower, or who already forked and gained entries at or above the fork point,
+  `settle_fork` applies the rule.
+- `settle_fork` records the fork point (the smallest ever) with its evidence and withdraws the
+  author's entries from it on: above it, retracted (reads skip them, the reconciliation index
+  drops them); at it, the `chains.MAX_EVIDENCE` smallest ids are marked as evidence
+  (``retracted`` value + `EVIDENCE_MARK`: reads skip them, the reconciliation index keeps
+  them), the others retracted.
+- `record_stored_forks` finds the forks of a store written before ``forks`` existed (upgrade).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+import lmdb
+
+from ..chains import MAX_EVIDENCE, ForkPoint, conflict_seq
+from ..entry import TENANT_ID_SIZE, Entry, prev_of_raw
+from ..errors import DecodeError, StoreError
+from ._layout import (
+    AUTHOR_KEY_SIZE,
+    DUP_SIZE,
+    EVIDENCE_MARK,
+    SEQ_SIZE,
+    Tables,
+    is_evidence_mark,
+    pack_fork,
+    pack_seq,
+    scope_key,
+    unpack_dup,
+    unpack_fork,
+)
+from ._recon_index import unindex_items
+
+
+def arrivals_at(
+    txn: lmdb.Transaction[bytes], tables: Tables, author_key: bytes, seq: int
+) -> list[bytes]:
+    """Arrival numbers (BE64) of the stored entries of ``author_key`` (tenant + author) at
+    ``seq``, withdrawn ones included."""
+    cursor = txn.cursor(tables.by_author)
+    found: list[bytes] = []
+    if not cursor.set_range_dup(author_key, pack_seq(seq)):
+        return found
+    for value in cursor.iternext_dup(keys=False, values=True):
+        if len(value) != DUP_SIZE:
+            raise StoreError(f"malformed by_author row under {author_key.hex()}: run fsck")
+        row_seq, _ = unpack_dup(value)
+        if row_seq != seq:
+            break
+        found.append(value[SEQ_SIZE:])
+    return found
+
+
+def _raw_at(txn: lmdb.Transaction[bytes], tables: Tables, arrival: bytes) -> bytes:
+    raw = txn.get(arrival, db=tables.sealed)
+    if raw is None:
+        raise StoreError(f"by_author names arrival {arrival.hex()}, which is not stored: run fsck")
+    return bytes(raw)
+
+
+class TransactionChainFacts:
+    """`chains.ChainFacts` read from one transaction (by arrival numbers: nothing is hashed or
+    decoded; a successor's ``prev`` is read from its fixed place in the stored bytes)."""
+
+    __slots__ = ("_tables", "_txn")
+
+    def __init__(self, txn: lmdb.Transaction[bytes], tables: Tables) -> None:
+        self._txn = txn
+        self._tables = tables
+
+    def _arrival_of(self, entry_id: bytes) -> bytes | None:
+        stored = self._txn.get(entry_id, db=self._tables.ids)
+        return None if stored is None else bytes(stored)
+
+    def others_at(self, tenant_id: bytes, author: bytes, seq: int, entry_id: bytes) -> bool:
+        arrivals = arrivals_at(self._txn, self._tables, tenant_id + author, seq)
+        if not arrivals:
+            return False
+        own = self._arrival_of(entry_id)
+        return any(arrival != own for arrival in arrivals)
+
+    def holds_at(self, tenant_id: bytes, author: bytes, seq: int, entry_id: bytes) -> bool | None:
+        arrivals = arrivals_at(self._txn, self._tables, tenant_id + author, seq)
+        if not arrivals:
+            return None
+        return self._arrival_of(entry_id) in arrivals
+
+    def ids_at(self, tenant_id: bytes, author: bytes, seq: int) -> list[bytes]:
+        """The ids of the stored entries of ``author`` at ``seq``."""
+        return [
+            hashlib.sha256(_raw_at(self._txn, self._tables, arrival)).digest()
+            for arrival in arrivals_at(self._txn, self._tables, tenant_id + author, seq)
+        ]
+
+    def prevs_at(self, tenant_id: bytes, author: bytes, seq: int) -> list[bytes | None]:
+        prevs: list[bytes | None] = []
+        for arrival in arrivals_at(self._txn, self._tables, tenant_id + author, seq):
+            raw = _raw_at(self._txn, self._tables, arrival)
+            try:
+                prevs.append(prev_of_raw(raw))
+            except DecodeError:
+                raise StoreError(
+                    f"stored entry at {arrival.hex()} does not decode: run fsck"
+                ) from None
+        return prevs
+
+
+def read_fork(
+    txn: lmdb.Transaction[bytes], tables: Tables, tenant_id: bytes, author: bytes
+) -> ForkPoint | None:
+    """The recorded fork point of ``author`` in the tenant, or None."""
+    value = txn.get(tenant_id + author, db=tables.forks)
+    if value is None:
+        return None
+    unpacked = unpack_fork(bytes(value))
+    if unpacked is None:
+        raise StoreError(f"malformed forks row {(tenant_id + author).hex()}: run fsck")
+    return ForkPoint(author, *unpacked)
+
+
+def read_forks(txn: lmdb.Transaction[bytes], tables: Tables, tenant_id: bytes) -> list[ForkPoint]:
+    """Every recorded fork of the tenant, by author."""
+    forks: list[ForkPoint] = []
+    cursor = txn.cursor(tables.forks)
+    if not cursor.set_range(tenant_id):
+        return forks
+    for key, value in cursor:
+        if key[:TENANT_ID_SIZE] != tenant_id:
+            break
+        unpacked = unpack_fork(bytes(value))
+        if len(key) != AUTHOR_KEY_SIZE or unpacked is None:
+            raise StoreError(f"malformed forks row {key.hex()}: run fsck")
+        forks.append(ForkPoint(key[TENANT_ID_SIZE:], *unpacked))
+    return forks
+
+
+def settle_new_entries(
+    txn: lmdb.Transaction[bytes], tables: Tables, added: Iterable[Entry]
+) -> None:
+    """Apply the fork rule after ``added`` were written in ``txn`` (see the module docstring)."""
+    facts = TransactionChainFacts(txn, tables)
+    known: dict[tuple[bytes, bytes], ForkPoint | None] = {}
+    lowest: dict[tuple[bytes, bytes], int] = {}
+    for entry in added:
+        author = (entry.tenant_id, entry.author)
+        if author not in known:
+            known[author] = read_fork(txn, tables, *author)
+        candidates = [lowest.get(author)]
+        fork = known[author]
+        if fork is not None and entry.author_seq >= fork.seq:
+            candidates.append(fork.seq)  # landed at or above a known fork point: settle it
+        candidates.append(conflict_seq(entry, facts))
+        found = [seq for seq in candidates if seq is not None]
+        if found:
+            lowest[author] = min(found)
+    for (tenant_id, author_key), seq in lowest.items():
+        settle_fork(txn, tables, tenant_id, author_key, seq)
+
+
+def settle_fork(
+    txn: lmdb.Transaction[bytes], tables: Tables, tenant_id: bytes, author: bytes, seq: int
+) -> ForkPoint:
+    """Record that ``author`` forked at ``seq`` (the fork point stays the smallest recorded)
+    and withdraw its entries from the fork point on; return the fork point."""
+    known = read_fork(txn, tables, tenant_id, author)
+    if known is not None:
+        seq = min(seq, known.seq)
+    author_key = tenant_id + author
+    withdrawn: list[tuple[bytes, Entry]] = []
+    candidates: list[tuple[bytes, bytes, Entry]] = []
+    cursor = txn.cursor(tables.by_author)
+    if cursor.set_range_dup(author_key, pack_seq(seq)):
+        for value in cursor.iternext_dup(keys=False, values=True):
+            row_seq, _ = unpack_dup(value)
+            arrival = value[SEQ_SIZE:]
+            mark = txn.get(arrival, db=tables.retracted)
+            if mark is not None and not is_evidence_mark(bytes(mark)):
+                continue  # retracted already (above a cut, or displaced evidence)
+            try:
+                entry = Entry.decode(_raw_at(txn, tables, arrival))
+            except DecodeError:
+                raise StoreError(
+                    f"stored entry at {arrival.hex()} does not decode: run fsck"
+                ) from None
+            if row_seq == seq:
+                candidates.append((entry.id, arrival, entry))
+            else:
+                withdrawn.append((arrival, entry))
+    candidates.sort()
+    evidence = candidates[:MAX_EVIDENCE]
+    withdrawn += [(arrival, entry) for _, arrival, entry in candidates[MAX_EVIDENCE:]]
+    for _, arrival, entry in evidence:
+        if txn.get(arrival, db=tables.retracted) is None:
+            txn.put(arrival, entry.tenant_id + EVIDENCE_MARK, db=tables.retracted)
+            _drop_snapshot(txn, tables, entry)
+    withdraw(txn, tables, withdrawn)
+    fork = ForkPoint(author, seq, tuple(entry_id for entry_id, _, _ in evidence))
+    if known is None or known != fork:
+        txn.put(author_key, pack_fork(fork.seq, fork.evidence), db=tables.forks)
+    return fork
+
+
+def _drop_snapshot(txn: lmdb.Transaction[bytes], tables: Tables, entry: Entry) -> None:
+    scope = scope_key(entry.tenant_id, entry.database)
+    txn.delete(scope + entry.document_id, db=tables.snapshots)
+
+
+def withdraw(
+    txn: lmdb.Transaction[bytes], tables: Tables, entries: list[tuple[bytes, Entry]]
+) -> list[Entry]:
+    """Retract ``entries`` ((arrival BE64, entry) pairs, stored): mark them in ``retracted``
+    (an evidence mark becomes a plain one), remove them from the reconciliation index and drop
+    the snapshots of their documents. Entries retracted already are left alone. Returns those
+    newly retracted."""
+    recon_items: list[tuple[bytes, int, bytes]] = []
+    newly: list[Entry] = []
+    for arrival, entry in entries:
+        header = entry.header
+        if len(arrival) != SEQ_SIZE:
+            raise ValueError("withdraw takes stored entries")
+        mark = txn.get(arrival, db=tables.retracted)
+        if mark is not None and not is_evidence_mark(bytes(mark)):
+            continue
+        txn.put(arrival, header.tenant_id, db=tables.retracted)
+        scope = scope_key(header.tenant_id, header.database)
+        recon_items.append((scope, header.timestamp_ms, entry.id))
+        _drop_snapshot(txn, tables, entry)
+        newly.append(entry)
+    unindex_items(txn, tables, recon_items)
+    return newly
+
+
+def record_stored_forks(txn: lmdb.Transaction[bytes], tables: Tables) -> int:
+    """Find the forks among the stored entries (one scan of ``by_author``) and settle each:
+    for a store written before ``forks`` existed. Returns how many authors forked."""
+    found: list[tuple[bytes, int]] = []
+    author_key = b""
+    previous_seq = -1
+    for key, value in txn.cursor(tables.by_author):
+        if len(key) != AUTHOR_KEY_SIZE or len(value) != DUP_SIZE:
+            continue  # fsck reports it
+        seq, _ = unpack_dup(value)
+        if key != author_key:
+            author_key, previous_seq = key, -1
+        elif seq == previous_seq and (not found or found[-1][0] != key):
+            found.append((key, seq))
+        previous_seq = seq
+    for key, seq in found:
+        settle_fork(txn, tables, key[:TENANT_ID_SIZE], key[TENANT_ID_SIZE:], seq)
+    return len(found)
