@@ -416,3 +416,23 @@ def test_tenant_revoke_sets_the_cut_and_warns_about_gaps_and_status_shows_forks(
     assert result["cut"] == {"seq": 5, "entry": None}  # nothing held at #5 to name
     assert any("forked at #3" in w for w in result["warnings"])
     assert any("#3..#5 that are missing here" in w for w in result["warnings"])
+
+
+def test_a_revocation_below_a_fork_withdraws_its_evidence_too(make_node: MakeNode) -> None:
+    """Evidence is kept only while the fork point lies within what revocations accept: above
+    a cut everything is withdrawn, on every node, whichever came first."""
+    admin, mallory, tenant = members(make_node)
+    one, two, three = write_three(mallory, admin, tenant)
+    other = forge(mallory, tenant, 3, two.id, b"a second #3")
+    admin.ingest([other.raw])
+    with admin.store.recon_snapshot(tenant.id, "notes") as storage:
+        assert storage.size() == 4  # #1, #2 and the two pieces of evidence at #3
+    tenant.revoke_member(mallory.public_identity(), accept_through=1)
+    (fork,) = admin.store.forks(tenant.id)
+    assert (fork.seq, fork.evidence) == (3, ())  # the fork stays on record
+    with admin.store.recon_snapshot(tenant.id, "notes") as storage:
+        assert storage.size() == 1
+    assert readable_ids(admin, tenant) == {one.id}
+    assert {three.id, other.id} <= set(admin.store.retracted_ids(tenant.id))
+    report = admin.fsck()
+    assert report.ok, report.problems

@@ -231,8 +231,10 @@ def withdraw(
         if len(arrival) != SEQ_SIZE:
             raise ValueError("withdraw takes stored entries")
         mark = txn.get(arrival, db=tables.retracted)
-        if mark is not None and not is_evidence_mark(bytes(mark)):
-            continue
+        if mark is not None:
+            if not is_evidence_mark(bytes(mark)):
+                continue
+            _forget_evidence(txn, tables, entry)  # above a revocation cut: no longer needed
         txn.put(arrival, header.tenant_id, db=tables.retracted)
         scope = scope_key(header.tenant_id, header.database)
         recon_items.append((scope, header.timestamp_ms, entry.id))
@@ -240,6 +242,15 @@ def withdraw(
         newly.append(entry)
     unindex_items(txn, tables, recon_items)
     return newly
+
+
+def _forget_evidence(txn: lmdb.Transaction[bytes], tables: Tables, entry: Entry) -> None:
+    """Drop ``entry`` from the evidence its author's ``forks`` row lists (the fork point
+    stays recorded)."""
+    fork = read_fork(txn, tables, entry.tenant_id, entry.author)
+    if fork is not None and entry.id in fork.evidence:
+        kept = tuple(i for i in fork.evidence if i != entry.id)
+        txn.put(entry.tenant_id + entry.author, pack_fork(fork.seq, kept), db=tables.forks)
 
 
 def record_stored_forks(txn: lmdb.Transaction[bytes], tables: Tables) -> int:
