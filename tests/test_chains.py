@@ -16,6 +16,8 @@ from mindoo_p2p import chains
 from mindoo_p2p.chains import ForkPoint, conflict_seq, contiguous_head
 from mindoo_p2p.commands import node_status
 from mindoo_p2p.crypto import SigningKeyPair
+from mindoo_p2p.daemon.peer_table import PeerTable
+from mindoo_p2p.daemon.status import daemon_status, read_store
 from mindoo_p2p.entry import NO_PREV, Entry, EntryKind, prev_of_raw
 from mindoo_p2p.errors import DecodeError, StoreError
 from mindoo_p2p.membership import (
@@ -271,6 +273,10 @@ def test_a_revoked_key_cannot_mint_below_the_cut(make_node: MakeNode) -> None:
     (fork,) = _forks(admin)
     assert (fork["seq"], fork["name"]) == (2, "mallory")
     assert sorted(fork["evidence"]) == sorted([two.id.hex(), minted.id.hex()])  # type: ignore[type-var]
+    live = daemon_status(read_store(admin), PeerTable(), home="", peer_id=None, listen_addrs=[])
+    assert [(f["author"], f["seq"]) for f in live["forks"]] == [
+        (mallory.identity.signing.public_key.hex(), 2)
+    ]  # the running daemon's status says it too
 
     # Another minted entry above the fork point is refused outright, a third one at it too
     # unless it sorts before the evidence kept (then the larger one is dropped instead).

@@ -4,9 +4,10 @@ table (on the loop). No I/O of its own beyond `read_store`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ..chains import ForkPoint
 from ..node import Node
 from ..tenant import Tenant
 from .peer_table import PeerTable
@@ -19,6 +20,8 @@ class StoreStatus:
     tenants: list[Tenant]
     databases: list[tuple[Tenant, str, dict[str, int]]]
     entries: int
+    forks: list[tuple[Tenant, ForkPoint]] = field(default_factory=list)
+    """Authors that forked, per tenant (`mindoo_p2p.chains`)."""
 
 
 def read_store(node: Node) -> StoreStatus:
@@ -30,7 +33,8 @@ def read_store(node: Node) -> StoreStatus:
         for tenant in tenants
         for name in tenant.databases()
     ]
-    return StoreStatus(tenants, databases, store.count())
+    forks = [(tenant, fork) for tenant in tenants for fork in store.forks(tenant.id)]
+    return StoreStatus(tenants, databases, store.count(), forks)
 
 
 def daemon_status(
@@ -65,4 +69,14 @@ def daemon_status(
         "entries": stored.entries,
         "peers": peers.peers_status(names),
         "databases": databases,
+        "forks": [
+            {
+                "tenant": tenant.name,
+                "tenant_id": tenant.id_hex,
+                "author": fork.author.hex(),
+                "seq": fork.seq,
+                "evidence": [entry_id.hex() for entry_id in fork.evidence],
+            }
+            for tenant, fork in stored.forks
+        ],
     }
