@@ -45,11 +45,16 @@ from ._recon_index import unindex_items
 
 
 def arrivals_at(
-    txn: lmdb.Transaction[bytes], tables: Tables, author_key: bytes, seq: int
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    author_key: bytes,
+    seq: int,
+    cursor: lmdb.Cursor[bytes] | None = None,
 ) -> list[bytes]:
     """Arrival numbers (BE64) of the stored entries of ``author_key`` (tenant + author) at
-    ``seq``, withdrawn ones included."""
-    cursor = txn.cursor(tables.by_author)
+    ``seq``, withdrawn ones included (``cursor``: a ``by_author`` cursor to reuse)."""
+    if cursor is None:
+        cursor = txn.cursor(tables.by_author)
     found: list[bytes] = []
     if not cursor.set_range_dup(author_key, pack_seq(seq)):
         return found
@@ -74,25 +79,29 @@ class TransactionChainFacts:
     """`chains.ChainFacts` read from one transaction (by arrival numbers: nothing is hashed or
     decoded; a successor's ``prev`` is read from its fixed place in the stored bytes)."""
 
-    __slots__ = ("_tables", "_txn")
+    __slots__ = ("_cursor", "_tables", "_txn")
 
     def __init__(self, txn: lmdb.Transaction[bytes], tables: Tables) -> None:
         self._txn = txn
         self._tables = tables
+        self._cursor = txn.cursor(tables.by_author)
+
+    def _at(self, tenant_id: bytes, author: bytes, seq: int) -> list[bytes]:
+        return arrivals_at(self._txn, self._tables, tenant_id + author, seq, self._cursor)
 
     def _arrival_of(self, entry_id: bytes) -> bytes | None:
         stored = self._txn.get(entry_id, db=self._tables.ids)
         return None if stored is None else bytes(stored)
 
     def others_at(self, tenant_id: bytes, author: bytes, seq: int, entry_id: bytes) -> bool:
-        arrivals = arrivals_at(self._txn, self._tables, tenant_id + author, seq)
+        arrivals = self._at(tenant_id, author, seq)
         if not arrivals:
             return False
         own = self._arrival_of(entry_id)
         return any(arrival != own for arrival in arrivals)
 
     def holds_at(self, tenant_id: bytes, author: bytes, seq: int, entry_id: bytes) -> bool | None:
-        arrivals = arrivals_at(self._txn, self._tables, tenant_id + author, seq)
+        arrivals = self._at(tenant_id, author, seq)
         if not arrivals:
             return None
         return self._arrival_of(entry_id) in arrivals
@@ -101,12 +110,12 @@ class TransactionChainFacts:
         """The ids of the stored entries of ``author`` at ``seq``."""
         return [
             hashlib.sha256(_raw_at(self._txn, self._tables, arrival)).digest()
-            for arrival in arrivals_at(self._txn, self._tables, tenant_id + author, seq)
+            for arrival in self._at(tenant_id, author, seq)
         ]
 
     def prevs_at(self, tenant_id: bytes, author: bytes, seq: int) -> list[bytes | None]:
         prevs: list[bytes | None] = []
-        for arrival in arrivals_at(self._txn, self._tables, tenant_id + author, seq):
+        for arrival in self._at(tenant_id, author, seq):
             raw = _raw_at(self._txn, self._tables, arrival)
             try:
                 prevs.append(prev_of_raw(raw))
