@@ -77,19 +77,54 @@ def _raw_at(txn: lmdb.Transaction[bytes], tables: Tables, arrival: bytes) -> byt
 
 class TransactionChainFacts:
     """`chains.ChainFacts` read from one transaction (by arrival numbers: nothing is hashed or
-    decoded; a successor's ``prev`` is read from its fixed place in the stored bytes)."""
+    decoded; a successor's ``prev`` is read from its fixed place in the stored bytes).
 
-    __slots__ = ("_cursor", "_tables", "_txn")
+    `chains.conflict_seq` asks about seq, seq - 1 and seq + 1 of one author: they are adjacent
+    in ``by_author``, so the first question reads all three with one cursor positioning and
+    the other two are answered from that window. ``arrivals`` (entry id -> arrival) names the
+    arrivals of entries the caller has just written, so their ``ids`` rows are not read."""
 
-    def __init__(self, txn: lmdb.Transaction[bytes], tables: Tables) -> None:
+    __slots__ = ("_arrivals", "_cursor", "_tables", "_txn", "_window", "_window_key", "_written")
+
+    def __init__(
+        self,
+        txn: lmdb.Transaction[bytes],
+        tables: Tables,
+        arrivals: dict[bytes, bytes] | None = None,
+    ) -> None:
         self._txn = txn
         self._tables = tables
         self._cursor = txn.cursor(tables.by_author)
+        self._arrivals = arrivals or {}
+        self._written = frozenset(self._arrivals.values())
+        self._window_key: tuple[bytes, int, int] | None = None
+        self._window: dict[int, list[bytes]] = {}
 
     def _at(self, tenant_id: bytes, author: bytes, seq: int) -> list[bytes]:
-        return arrivals_at(self._txn, self._tables, tenant_id + author, seq, self._cursor)
+        author_key = tenant_id + author
+        key = self._window_key
+        if key is None or key[0] != author_key or not key[1] <= seq <= key[2]:
+            low, high = max(seq - 1, 0), seq + 1
+            self._window_key = (author_key, low, high)
+            window: dict[int, list[bytes]] = {}
+            self._window = window
+            cursor = self._cursor
+            if cursor.set_range_dup(author_key, pack_seq(low)):
+                for value in cursor.iternext_dup(keys=False, values=True):
+                    if len(value) != DUP_SIZE:
+                        raise StoreError(
+                            f"malformed by_author row under {author_key.hex()}: run fsck"
+                        )
+                    row_seq, _ = unpack_dup(value)
+                    if row_seq > high:
+                        break
+                    window.setdefault(row_seq, []).append(value[SEQ_SIZE:])
+        return self._window.get(seq, [])
 
     def _arrival_of(self, entry_id: bytes) -> bytes | None:
+        known = self._arrivals.get(entry_id)
+        if known is not None:
+            return known
         stored = self._txn.get(entry_id, db=self._tables.ids)
         return None if stored is None else bytes(stored)
 
@@ -114,8 +149,14 @@ class TransactionChainFacts:
         ]
 
     def prevs_at(self, tenant_id: bytes, author: bytes, seq: int) -> list[bytes | None]:
+        """As `chains.ChainFacts` says, except that entries written by this same write (in
+        ``arrivals``) are left out: each of them checks its own link (``holds_at``), which is
+        the same check from the other end."""
         prevs: list[bytes | None] = []
+        written = self._written
         for arrival in self._at(tenant_id, author, seq):
+            if arrival in written:
+                continue
             raw = _raw_at(self._txn, self._tables, arrival)
             try:
                 prevs.append(prev_of_raw(raw))
@@ -156,10 +197,14 @@ def read_forks(txn: lmdb.Transaction[bytes], tables: Tables, tenant_id: bytes) -
 
 
 def settle_new_entries(
-    txn: lmdb.Transaction[bytes], tables: Tables, added: Iterable[Entry]
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    added: Iterable[Entry],
+    arrivals: dict[bytes, bytes] | None = None,
 ) -> None:
-    """Apply the fork rule after ``added`` were written in ``txn`` (see the module docstring)."""
-    facts = TransactionChainFacts(txn, tables)
+    """Apply the fork rule after ``added`` were written in ``txn`` (see the module docstring;
+    ``arrivals``: their arrival numbers by id, when the caller knows them)."""
+    facts = TransactionChainFacts(txn, tables, arrivals)
     known: dict[tuple[bytes, bytes], ForkPoint | None] = {}
     lowest: dict[tuple[bytes, bytes], int] = {}
     for entry in added:

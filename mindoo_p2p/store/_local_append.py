@@ -82,17 +82,22 @@ def read_last_author_seq(txn: lmdb.Transaction[bytes], tables: Tables, key: byte
 class _TransactionPositions:
     """`AuthorPositions` read from one write transaction."""
 
-    __slots__ = ("_tables", "_txn")
+    __slots__ = ("_last_ids", "_tables", "_txn")
 
     def __init__(self, txn: lmdb.Transaction[bytes], tables: Tables) -> None:
         self._txn = txn
         self._tables = tables
+        self._last_ids: dict[bytes, bytes] = {}
 
     def last_seq(self, tenant_id: bytes, author: bytes) -> int:
         return read_last_author_seq(self._txn, self._tables, bytes(tenant_id) + bytes(author))
 
     def last_entry_id(self, tenant_id: bytes, author: bytes) -> bytes:
-        return read_last_entry_id(self._txn, self._tables, bytes(tenant_id) + bytes(author))
+        key = bytes(tenant_id) + bytes(author)
+        found = self._last_ids.get(key)
+        if found is None:  # asked by the sealer, then by the check: read (and hash) once
+            found = self._last_ids[key] = read_last_entry_id(self._txn, self._tables, key)
+        return found
 
 
 def read_last_entry_id(txn: lmdb.Transaction[bytes], tables: Tables, key: bytes) -> bytes:

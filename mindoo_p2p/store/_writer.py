@@ -190,5 +190,5 @@ def write_entries(
         total = _stored_counter(txn, tables.scope_bytes, scope, "scope_bytes") + size
         txn.put(scope, pack_seq(min(total, (1 << 64) - 1)), db=tables.scope_bytes)
     index_items(txn, tables, recon_items)
-    settle_new_entries(txn, tables, added)
+    settle_new_entries(txn, tables, added, dict(id_rows))
     return added
