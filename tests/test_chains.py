@@ -442,3 +442,28 @@ def test_a_revocation_below_a_fork_withdraws_its_evidence_too(make_node: MakeNod
     assert {three.id, other.id} <= set(admin.store.retracted_ids(tenant.id))
     report = admin.fsck()
     assert report.ok, report.problems
+
+
+def test_fsck_reports_a_damaged_forks_row_and_evidence_that_is_not_kept(
+    tmp_path: Path,
+) -> None:
+    from mindoo_p2p.store import EntryStore
+
+    path = tmp_path / "store"
+    one = chained(1, NO_PREV)
+    two, other_two = chained(2, one.id), chained(2, one.id)
+    with EntryStore(path) as store:
+        store.append([one, two, other_two])
+        assert store.fsck().ok
+        (fork,) = store.forks(TENANT)
+    env = lmdb.open(str(path), max_dbs=32, subdir=True)
+    with env.begin(write=True) as txn:
+        forks = env.open_db(b"forks", txn=txn)
+        txn.put(TENANT + AUTHOR.public_key, b"\x00" * 8 + os.urandom(32), db=forks)
+        txn.put(TENANT + os.urandom(32), b"short", db=forks)
+    env.close()
+    with EntryStore(path) as store:
+        problems = [(p.where, p.reason) for p in store.fsck().problems]
+    assert ("forks", "fork evidence not stored as evidence") in problems
+    assert any(where == "forks" and "malformed row" in reason for where, reason in problems)
+    assert fork.seq == 2
