@@ -467,3 +467,24 @@ def test_fsck_reports_a_damaged_forks_row_and_evidence_that_is_not_kept(
     assert ("forks", "fork evidence not stored as evidence") in problems
     assert any(where == "forks" and "malformed row" in reason for where, reason in problems)
     assert fork.seq == 2
+
+
+def test_the_admission_pipeline_refuses_what_a_known_fork_withdraws() -> None:
+    """Step 4 alone (pure): the view carries the store's forks; nothing is stored here."""
+    from mindoo_p2p import admission
+    from mindoo_p2p.membership import MembershipLog
+
+    membership = MembershipLog(TENANT, AUTHOR.public_key)  # the admin may always write
+    evidence = sorted(os.urandom(32) for _ in range(2))
+    view = admission.TenantView.of(
+        TENANT, membership, [], [ForkPoint(AUTHOR.public_key, 3, tuple(evidence))]
+    )
+    below, above = chained(2, os.urandom(32)), chained(4, os.urandom(32))
+    at = [chained(3, os.urandom(32)) for _ in range(8)]
+    verified = [admission.trust_own_seal(e) for e in (below, above, *at)]
+    result = admission.admit({TENANT: view}, verified)
+    refused = {r.entry_id: r.kind for r in result.rejected}
+    assert below.id not in refused
+    assert refused[above.id] is RejectionKind.FORKED
+    for entry in at:  # at the fork point: only what sorts before the evidence kept may land
+        assert (entry.id in refused) == (entry.id > evidence[-1])
