@@ -7,7 +7,7 @@ identity from its bytes without a document.
 """
 
 from .automerge_doc import AutomergeDocument, ChangeInfo
-from .change_chunk import change_deps, change_hash
+from .change_chunk import change_deps, change_hash, change_hash_and_actor
 from .counter_patch import patch_counter_ops
 from .proxies import ListProxy, MapProxy, TextProxy
 from .values import Counter, Text
@@ -22,5 +22,6 @@ __all__ = [
     "TextProxy",
     "change_deps",
     "change_hash",
+    "change_hash_and_actor",
     "patch_counter_ops",
 ]

@@ -211,6 +211,18 @@ def change_deps(change_bytes: bytes) -> tuple[bytes, ...]:
     return _read_deps(_Cursor(body))
 
 
+def change_hash_and_actor(change_bytes: bytes) -> tuple[bytes, bytes]:
+    """The 32-byte Automerge hash of one change chunk (checksum verified) and the actor it
+    writes as (its own ops' actor, not the other actors it refers to)."""
+    digest, body = read_chunk(change_bytes)
+    cursor = _Cursor(body)
+    _read_deps(cursor)
+    actor = cursor.blob("actor", MAX_ACTOR_ID_SIZE)
+    if not actor:
+        raise DecodeError("automerge change: empty actor id")
+    return digest, actor
+
+
 def _check_actor_columns(chunk: ChangeChunk) -> None:
     actor_count = 1 + len(chunk.other_actors)
     for column in chunk.columns:
