@@ -19,9 +19,16 @@ from typing import Any, Protocol
 
 from .crdt import AutomergeDocument, ListProxy, MapProxy, change_hash
 from .crypto import SigningKeyPair
+from .document_heads import HeadMismatch, head_mismatch
 from .document_identity import KeyFamilies, new_document_id
 from .entry import Entry, EntryKind
-from .errors import DocumentDeletedError, InvalidNameError, InvalidPathError, NotFoundError
+from .errors import (
+    DocumentDeletedError,
+    InvalidNameError,
+    InvalidPathError,
+    MissingKeyError,
+    NotFoundError,
+)
 from .identity import UserIdentity
 from .keyring import DEFAULT_KEY, KeyRing, TenantKey
 from .materializer import DocumentMaterializer, MaterializedDocument
@@ -376,6 +383,30 @@ class Database:
         node does not hold. The document's other changes are read all the same."""
         md = self._docs.load(parse_document_id(document_id))
         return {k.hex(): v for k, v in sorted(self._docs.skipped_entries(md).items())}
+
+    def head_mismatches(self) -> list[HeadMismatch]:
+        """The documents whose materialized heads disagree with their entries
+        (`document_heads`), lines prefixed with the database name; documents this node
+        cannot read are not checked."""
+        found: list[HeadMismatch] = []
+        for doc_id in self._store.documents(self.tenant.id, self.name):
+            try:
+                md = self._docs.load(doc_id, must_exist=False)
+            except MissingKeyError:
+                continue
+            entries = [
+                e for _, e in self._store.document_entries(self.tenant.id, self.name, doc_id)
+            ]
+            mismatch = head_mismatch(
+                doc_id,
+                entries,
+                md.heads_to_entries.values(),
+                self._docs.skipped_entries(md),
+                waiting=bool(md.doc.missing_deps()),
+            )
+            if mismatch is not None:
+                found.append(HeadMismatch(f"{self.name}: {mismatch.line}", mismatch.explained))
+        return found
 
     def changes_since(self, cursor: int = 0, limit: int = 1000) -> tuple[list[ChangeEvent], int]:
         """Entries that arrived after ``cursor``, oldest first, and the cursor to continue from.

@@ -13,9 +13,12 @@ from collections.abc import Callable, Sequence
 import pytest
 from helpers import copy_tenant, seal_entry
 
+from mindoo_p2p import materializer
 from mindoo_p2p.crdt import AutomergeDocument, change_hash_and_actor
 from mindoo_p2p.crypto import aead
+from mindoo_p2p.crypto.signing import SigningKeyPair
 from mindoo_p2p.database import Database
+from mindoo_p2p.document_heads import entry_heads, head_mismatch
 from mindoo_p2p.document_identity import (
     BOUND_ACTOR_SIZE,
     FAMILY_TAG_SIZE,
@@ -27,6 +30,7 @@ from mindoo_p2p.entry import Entry, EntryKind
 from mindoo_p2p.errors import MindooError
 from mindoo_p2p.node import Node
 from mindoo_p2p.tenant import Tenant
+from mindoo_p2p.testing import Cluster, ConvergenceError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -198,13 +202,10 @@ def test_a_change_under_a_key_nobody_holds_leaves_the_document_readable(
         assert key_ids(db, doc_id)[-1] == default
 
 
-def test_a_forged_actor_change_racing_the_honest_one_is_refused_on_every_node(
-    make_node: MakeNode,
-) -> None:
-    admin, member, other = make_node("admin"), make_node("member"), make_node("other")
-    tenant = admin.create_tenant("acme")
-    for node in (member, other):
-        node.join(admin.invite(tenant, node.public_identity()))
+def squat_race(admin: Node, member: Node, other: Node, tenant: Tenant) -> tuple[str, Entry]:
+    """The member forges the admin's next (actor, seq) in a new document; ``other`` sees the
+    forgery before the honest change, the admin the honest change first. Returns the
+    document id and the forged entry."""
     notes = tenant.open_db("notes")
     doc_id = notes.create_document({"v": "first"})
     copy_tenant(admin, member, tenant)
@@ -212,8 +213,6 @@ def test_a_forged_actor_change_racing_the_honest_one_is_refused_on_every_node(
     ((_, created),) = admin.store.document_entries(tenant.id, "notes", bytes.fromhex(doc_id))
     first = created.decrypt(tenant.keyring.current("default").secret)
     _, honest_actor = change_hash_and_actor(first)
-
-    # The admin's next change is (actor, 2); the member forges its own (actor, 2).
     notes.update(doc_id, {"v": "honest"})
     honest = admin.store.document_entries(tenant.id, "notes", bytes.fromhex(doc_id))[-1][1]
     squatter = AutomergeDocument(honest_actor)
@@ -230,17 +229,53 @@ def test_a_forged_actor_change_racing_the_honest_one_is_refused_on_every_node(
         deps=[created.id],
         timestamp_ms=created.timestamp_ms,
     )
-    # `other` sees the forgery first, the admin the honest change first.
     assert not other.ingest([forged.raw]).rejected
     assert not other.ingest([honest.raw]).rejected
     assert not admin.ingest([forged.raw]).rejected
-    reason = f"automerge actor {honest_actor.hex()} belongs to another author than the entry's"
+    return doc_id, forged
+
+
+def test_a_forged_actor_change_racing_the_honest_one_is_refused_on_every_node(
+    make_node: MakeNode,
+) -> None:
+    admin, member, other = make_node("admin"), make_node("member"), make_node("other")
+    tenant = admin.create_tenant("acme")
+    for node in (member, other):
+        node.join(admin.invite(tenant, node.public_identity()))
+    doc_id, forged = squat_race(admin, member, other, tenant)
     views = [node.tenant("acme").open_db("notes") for node in (admin, other)]
     assert [db.get(doc_id) for db in views] == [{"v": "honest"}, {"v": "honest"}]
     heads = [db._docs.load(bytes.fromhex(doc_id)).doc.heads() for db in views]
     assert heads[0] == heads[1]
+    actor = change_hash_and_actor(forged.decrypt(tenant.keyring.current("default").secret))[1]
+    reason = f"automerge actor {actor.hex()} belongs to another author than the entry's"
     for db in views:
         assert db.skipped_entries(doc_id) == {forged.id.hex(): reason}
+    # fsck names the document (its entries end at the forgery, which is not applied) in a
+    # notice: the rules explain it, so it is no damage.
+    for node in (admin, other):
+        report = node.fsck()
+        assert report.ok
+        lines = [n.reason for n in report.notices]
+        assert len(lines) == 1 and lines[0].startswith(f"notes: document {doc_id}: ")
+        assert f"{forged.id.hex()[:16]}: {reason}" in lines[0]
+
+
+async def test_the_cluster_compares_document_heads_once_entries_agree(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Equal entry sets, different documents: what actor squatting did before actors were
+    bound. The convergence check must say so (shown with the binding rule switched off)."""
+    await cluster.start(3)
+    cluster.create_tenant("acme")
+    admin, other, member = (cluster.nodes[i].require() for i in range(3))
+    tenant = admin.tenant("acme")
+    squat_race(admin, member, other, tenant)
+    await cluster.wait_converged(timeout=10, among=[0, 1])
+
+    monkeypatch.setattr(materializer, "actor_error", lambda *_a, **_k: None)
+    with pytest.raises(ConvergenceError, match="hold the same entries but their documents differ"):
+        await cluster.wait_converged(timeout=10, among=[0, 1])
 
 
 def test_legacy_documents_keep_working_and_refuse_ambiguous_roots(make_node: MakeNode) -> None:
@@ -281,3 +316,45 @@ def test_legacy_documents_keep_working_and_refuse_ambiguous_roots(make_node: Mak
     with pytest.raises(MindooError, match="first changes are under different keys"):
         notes.update(legacy_id.hex(), {"leak": "no"})
     assert key_ids(notes, legacy_id.hex())[-1] == planted.header.key_id
+
+
+def test_head_mismatch_names_what_is_not_applied_and_why() -> None:
+    """The pure check behind fsck's lines: entry heads against the entries carrying the
+    materialized heads; what the reading rules do not explain is a problem."""
+
+    def entry(deps: Sequence[bytes] = ()) -> Entry:
+        return forge_raw(SigningKeyPair.generate(), deps)
+
+    root = entry()
+    child, stray = entry([root.id]), entry([root.id])
+    assert entry_heads([root, child, stray]) == {child.id, stray.id}
+    document = root.document_id
+    assert head_mismatch(document, [root, child], [child.id], {}, waiting=False) is None
+    unexplained = head_mismatch(document, [root, child, stray], [child.id], {}, waiting=False)
+    assert unexplained is not None and not unexplained.explained
+    assert unexplained.line.endswith(
+        f"{stray.id.hex()[:16]}: not applied, for no reason the reading rules give"
+    )
+    waiting = head_mismatch(document, [root, child, stray], [child.id], {}, waiting=True)
+    assert waiting is not None and waiting.explained
+    assert "waits for a change that is not here" in waiting.line
+    skipped = head_mismatch(
+        document, [root, child, stray], [child.id], {stray.id: "bad actor"}, waiting=False
+    )
+    assert skipped is not None and skipped.explained
+    assert f"{stray.id.hex()[:16]}: bad actor" in skipped.line
+
+
+def forge_raw(signer: SigningKeyPair, deps: Sequence[bytes]) -> Entry:
+    return seal_entry(
+        tenant_id=bytes(16),
+        database="notes",
+        author=signer,
+        author_seq=1,
+        timestamp_ms=1,
+        key_id=bytes(16),
+        key=bytes(32),
+        payload=b"x",
+        document_id=bytes(range(16)),
+        deps=deps,
+    )
