@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import Reader, Writer
-from .crdt import AutomergeDocument, change_hash, change_hash_and_actor
+from .crdt import AutomergeDocument, ChangeIdentity, change_hash, change_identity
 from .crypto import aead
 from .document_identity import KeyFamilies, actor_error, bound_actor
 from .entry import Entry, EntryKind
@@ -53,6 +53,8 @@ from .store import EntryStore, scope_key
 from .writer import ChangeRef, Dependency
 
 SNAPSHOT_EVERY = 512
+MAX_LOGGED_SKIPS = 4096
+"""Skipped entries remembered as logged (beyond, a skip may be logged again)."""
 SNAPSHOT_VERSION = 1
 _SNAPSHOT_AAD = b"mindoo/snapshot/v1\x00"
 
@@ -150,6 +152,8 @@ class DocumentMaterializer:
             tenant_id, keyring.names, lambda k: keyring.by_id(k).name if keyring.has_id(k) else None
         )
         self._author = author
+        self._logged: set[tuple[bytes, str]] = set()
+        """Skipped entries logged already (each is logged once per materializer)."""
         self._cache: OrderedDict[bytes, MaterializedDocument] = OrderedDict()
         self._pinned: set[bytes] = set()
         """Documents changed in the open write batch `_pinned_batch`: ahead of the store until
@@ -364,14 +368,18 @@ class DocumentMaterializer:
         return any(self._keyring.has_id(key_id) for key_id in key_ids)
 
     def _skip(self, md: MaterializedDocument, entry: Entry, reason: str) -> None:
-        if entry.id not in md.bad_entries:
+        if (entry.id, reason) not in self._logged:
+            if len(self._logged) < MAX_LOGGED_SKIPS:
+                self._logged.add((entry.id, reason))
             log.warning(
                 "document %s: skipping entry %s: %s", md.document_id.hex(), entry.id.hex(), reason
             )
         md.bad_entries[entry.id] = reason
 
-    def _open_change(self, md: MaterializedDocument, entry: Entry) -> tuple[bytes, bytes] | None:
-        """(payload, Automerge change hash) of a CHANGE entry that may be applied to ``md``,
+    def _open_change(
+        self, md: MaterializedDocument, entry: Entry
+    ) -> tuple[bytes, ChangeIdentity] | None:
+        """(payload, Automerge hash/actor/seq) of a CHANGE entry that may be applied to ``md``,
         or None after recording why not (see the module's table). MissingKeyError when the
         entry is under a version of the document's own family that this node lacks."""
         key_id = entry.header.key_id
@@ -389,19 +397,19 @@ class DocumentMaterializer:
         key = self._keyring.by_id(key_id)
         try:
             payload = entry.decrypt(key.secret)
-            hash_, actor = change_hash_and_actor(payload)
+            identity = change_identity(payload)
         except VerificationError:
             self._skip(md, entry, f"does not decrypt under key {key.name!r}")
             return None
         except DecodeError as exc:
             self._skip(md, entry, str(exc))
             return None
-        error = actor_error(actor, entry.author, bound_document=md.family is not None)
+        error = actor_error(identity.actor, entry.author, bound_document=md.family is not None)
         if error is not None:
             self._skip(md, entry, error)
             return None
         md.applied_families.add(key.name)
-        return payload, hash_
+        return payload, identity
 
     def _pin(self, document_id: bytes) -> None:
         """Keep ``document_id`` cached until the open write batch (if any) commits."""
@@ -440,8 +448,8 @@ class DocumentMaterializer:
                 continue
             opened = self._open_change(md, entry)
             if opened is not None:
-                payload, hash_ = opened
-                candidates[hash_] = entry.id
+                payload, identity = opened
+                candidates[identity.hash] = entry.id
                 good.append(payload)
         md.applied_seq = new[-1][0]
         md.plain = None
@@ -460,22 +468,38 @@ class DocumentMaterializer:
         md.heads_to_entries = {h: candidates[h] for h in md.doc.heads() if h in candidates}
 
     def _rebuild_skipping_bad(self, md: MaterializedDocument) -> None:
+        """Rebuild ``md`` from every stored entry, one change at a time, skipping what may not
+        be applied. First, changes that claim one (actor, seq) with different content (an
+        author equivocating: Automerge keeps whichever comes first, so replicas would differ
+        by arrival order) are all skipped, whatever order they came in."""
         fresh = self._new_document(md.document_id)
         actor = fresh.doc.actor_id
         fresh.bad_entries = md.bad_entries
-        known: dict[bytes, bytes] = {}
-        applied: list[bytes] = []
         entries = self._store.document_entries(self._tenant_id, self._database, md.document_id)
+        opened: list[tuple[Entry, bytes, ChangeIdentity]] = []
+        claims: dict[tuple[bytes, int], set[bytes]] = {}
         for _seq, entry in entries:
             if entry.kind is EntryKind.DELETE:
                 fresh.deleted_by = fresh.deleted_by or entry.id
                 continue
             if entry.kind is not EntryKind.CHANGE or entry.id in fresh.bad_entries:
                 continue
-            opened = self._open_change(fresh, entry)
-            if opened is None:
+            change = self._open_change(fresh, entry)
+            if change is not None:
+                opened.append((entry, *change))
+                claims.setdefault((change[1].actor, change[1].seq), set()).add(change[1].hash)
+        known: dict[bytes, bytes] = {}
+        applied: list[bytes] = []
+        for entry, payload, identity in opened:
+            claimed = claims[(identity.actor, identity.seq)]
+            if len(claimed) > 1:
+                self._skip(
+                    fresh,
+                    entry,
+                    f"automerge actor {identity.actor.hex()} seq {identity.seq} is claimed by"
+                    f" {len(claimed)} different changes",
+                )
                 continue
-            payload, hash_ = opened
             try:
                 fresh.doc.apply_changes([payload])
             except DecodeError as exc:
@@ -486,7 +510,7 @@ class DocumentMaterializer:
                 fresh.doc.apply_changes(applied)
                 continue
             applied.append(payload)
-            known[hash_] = entry.id
+            known[identity.hash] = entry.id
             fresh.change_count += 1
         fresh.applied_seq = entries[-1][0] if entries else 0
         fresh.heads_to_entries = {h: known[h] for h in fresh.doc.heads() if h in known}
