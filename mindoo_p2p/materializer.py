@@ -187,6 +187,8 @@ class DocumentMaterializer:
         new, last_seq = self._store.document_updates(
             self._tenant_id, self._database, document_id, md.applied_seq, md.local_applied
         )
+        if new and md.family is None and self._rebind(md):
+            return self.load(document_id, must_exist=must_exist)
         if last_seq > md.applied_seq:
             # Entries written through this cache are already applied: they were not loaded.
             md.local_applied.clear()
@@ -363,6 +365,17 @@ class DocumentMaterializer:
             AutomergeDocument(actor),
             family=self._families.of_document(document_id),
         )
+
+    def _rebind(self, md: MaterializedDocument) -> bool:
+        """Forget ``md``, read under the legacy rule so far, when its id turns out to be bound
+        to a family this node has just heard of (a key announcement arrived since): True when
+        it was forgotten, to be read again under that family's rule."""
+        if md.drafted_changes or md.delete_drafted:
+            return False
+        if self._families.of_document(md.document_id) is None:
+            return False
+        self.forget(md.document_id)
+        return True
 
     def _holds_any(self, key_ids: Iterable[bytes]) -> bool:
         return any(self._keyring.has_id(key_id) for key_id in key_ids)

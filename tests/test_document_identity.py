@@ -26,7 +26,7 @@ from mindoo_p2p.document_identity import (
     family_tag,
 )
 from mindoo_p2p.entry import Entry, EntryKind
-from mindoo_p2p.errors import MindooError
+from mindoo_p2p.errors import MindooError, MissingKeyError
 from mindoo_p2p.materializer import DocumentMaterializer, MaterializedDocument
 from mindoo_p2p.node import Node
 from mindoo_p2p.tenant import Tenant
@@ -417,3 +417,35 @@ def forge_raw(signer: SigningKeyPair, deps: Sequence[bytes]) -> Entry:
         document_id=bytes(range(16)),
         deps=deps,
     )
+
+
+def test_a_document_read_before_its_family_was_announced_is_bound_once_it_is(
+    make_node: MakeNode,
+) -> None:
+    """A node that gets a document's entries before the announcement of its key family reads
+    it under the legacy rule (and refuses to write to it); once the announcement is in, the
+    document's next entry makes it read under its family's rule."""
+    admin, member = make_node("admin"), make_node("member")
+    tenant = admin.create_tenant("acme")
+    member.join(admin.invite(tenant, member.public_identity()))
+    tenant.create_key("confidential")
+    doc_id = tenant.open_db("notes").create_document({"text": SECRET}, key="confidential")
+    signing_key = member.tenant("acme").identity.signing.public_key
+    planted = forge(
+        member, tenant, "notes", bytes.fromhex(doc_id), own_change(signing_key, "text", "mine")
+    )
+    notes_entries = [e.raw for e in admin.store.iter_entries(tenant.id) if e.database == "notes"]
+    assert not member.ingest([*notes_entries, planted.raw]).rejected
+    notes = member.tenant("acme").open_db("notes")
+    assert notes.get(doc_id) == {"text": "mine"}  # it cannot tell yet
+    with pytest.raises(MindooError, match="first changes are under different keys"):
+        notes.update(doc_id, {"leak": "no"})
+
+    assert not admin.ingest([planted.raw]).rejected
+    tenant.open_db("notes").update(doc_id, {"more": 1})
+    copy_tenant(admin, member, tenant)  # the announcement, then the document's next entry
+    with pytest.raises(MissingKeyError, match="no key 'confidential' for this document"):
+        notes.get(doc_id)
+    member.import_key(admin.export_key(tenant, "confidential", to=member.public_identity()))
+    assert notes.get(doc_id) == {"text": SECRET, "more": 1}
+    assert list(notes.skipped_entries(doc_id)) == [planted.id.hex()]
