@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from .crdt import AutomergeDocument, ListProxy, MapProxy, change_hash
 from .crypto import SigningKeyPair
 from .document_heads import HeadMismatch, head_mismatch
-from .document_identity import KeyFamilies, new_document_id
+from .document_identity import KeyFamilies, membership_secrets, new_document_id
 from .entry import Entry, EntryKind
 from .errors import (
     DocumentDeletedError,
@@ -30,7 +30,7 @@ from .errors import (
     NotFoundError,
 )
 from .identity import UserIdentity
-from .keyring import DEFAULT_KEY, KeyRing, TenantKey
+from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey
 from .materializer import DocumentMaterializer, MaterializedDocument
 from .store import EntryStore
 from .tenant_collaborators import EntryWriter
@@ -161,7 +161,12 @@ class Database:
             tenant.keyring,
             current_batch=lambda: tenant.writer.current_batch,
             key_label=tenant.key_label,
-            families=KeyFamilies(tenant.id, tenant.key_names, tenant.key_name_for),
+            families=KeyFamilies(
+                tenant.id,
+                tenant.key_names,
+                tenant.key_name_for,
+                lambda: membership_secrets(tenant.keyring),
+            ),
             author=tenant.identity.signing.public_key,
         )
 
@@ -177,7 +182,8 @@ class Database:
         The document's id is bound to ``key``'s family: every change of it is sealed under a
         version of that key, and entries under another key are skipped by every reader."""
         write_key = self.tenant.key_for_writing(None, key)
-        document_id = new_document_id(self.tenant.id, write_key.name)
+        membership = self.tenant.keyring.current(MEMBERSHIP_KEY).secret
+        document_id = new_document_id(self.tenant.id, write_key.name, membership)
         md = self._docs.create(document_id, write_key.name)
         with md.doc.change() as root:
             if initial:

@@ -9,13 +9,18 @@ name: ``default``, ``confidential``, ...; rotation makes new versions of a famil
 family) and its 16-byte id says which::
 
     document id   = family tag (8 bytes) || random (8 bytes)
-    family tag    = SHA-256(FAMILY_TAG_DOMAIN || tenant id || family name in UTF-8)[:8]
+    family tag    = HMAC-SHA-256(membership key, FAMILY_TAG_DOMAIN || tenant id || family)[:8]
 
-Any node that knows the family a key id belongs to (the keys it holds, and every version the
-tenant log announces, mirrors included) checks an entry's ``key_id`` against its document id
-without any key. An entry sealed under another family is a bad entry: readers skip it (and
-report it); it can never decide which key the document's later changes are sealed under. A
-forged tag needs a second preimage of 64 bits of SHA-256 for a chosen tenant and family.
+keyed with the version of the tenant's membership key current at creation (readers try every
+version they hold). The membership key is held by every member and mirror, never by
+outsiders: a node that knows the family a key id belongs to (the keys it holds, and every
+version the tenant log announces, mirrors included) checks an entry's ``key_id`` against its
+document id without any document key, while whoever sees only clear headers (a stolen disk,
+a copied bundle) cannot test guessed family names against document ids. An entry sealed under
+another family is a bad entry: readers skip it (and report it); it can never decide which key
+the document's later changes are sealed under. Making a document id carry a family's tag
+takes the membership key; a member who holds it can create documents under any family name,
+but never move an existing document to another family.
 
 *Legacy ids* (documents created before this rule: 16 random bytes) match no family's tag
 (except by a 2**-64 chance per family). They are read as before (each entry under whatever
@@ -37,10 +42,11 @@ Legacy actors (16 random bytes, written before this rule) are accepted in legacy
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from collections.abc import Callable, Iterable
 
-from .keyring import DEFAULT_KEY
+from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing
 
 FAMILY_TAG_DOMAIN = b"mindoo/document-key-family/v1\x00"
 FAMILY_TAG_SIZE = 8
@@ -51,22 +57,26 @@ ACTOR_SUFFIX_SIZE = 8
 BOUND_ACTOR_SIZE = ACTOR_AUTHOR_PREFIX_SIZE + ACTOR_SUFFIX_SIZE
 
 
-def family_tag(tenant_id: bytes, family: str) -> bytes:
-    """The 8-byte tag of key family ``family`` in tenant ``tenant_id``."""
-    digest = hashlib.sha256(FAMILY_TAG_DOMAIN + tenant_id + family.encode("utf-8")).digest()
-    return digest[:FAMILY_TAG_SIZE]
+def family_tag(tenant_id: bytes, family: str, membership_secret: bytes) -> bytes:
+    """The 8-byte tag of key family ``family`` in tenant ``tenant_id``, keyed with one version
+    of the tenant's membership key."""
+    message = FAMILY_TAG_DOMAIN + tenant_id + family.encode("utf-8")
+    return hmac.digest(membership_secret, message, hashlib.sha256)[:FAMILY_TAG_SIZE]
 
 
-def new_document_id(tenant_id: bytes, family: str) -> bytes:
-    """A fresh document id bound to key family ``family``."""
-    return family_tag(tenant_id, family) + os.urandom(DOCUMENT_ID_SIZE - FAMILY_TAG_SIZE)
+def new_document_id(tenant_id: bytes, family: str, membership_secret: bytes) -> bytes:
+    """A fresh document id bound to key family ``family`` (tagged with the current
+    membership key version ``membership_secret``)."""
+    tag = family_tag(tenant_id, family, membership_secret)
+    return tag + os.urandom(DOCUMENT_ID_SIZE - FAMILY_TAG_SIZE)
 
 
 class KeyFamilies:
     """Which key family a key id or a document id belongs to, as far as this node can tell.
 
     ``names()`` lists the families this node knows (held or announced); ``name_of(key_id)``
-    names a key id's family (None when the id is neither held nor announced). ``default`` is
+    names a key id's family (None when the id is neither held nor announced);
+    ``tag_secrets()`` lists the membership key versions this node holds. ``default`` is
     always known.
     """
 
@@ -75,16 +85,30 @@ class KeyFamilies:
         tenant_id: bytes,
         names: Callable[[], Iterable[str]],
         name_of: Callable[[bytes], str | None],
+        tag_secrets: Callable[[], Iterable[bytes]],
     ) -> None:
         self._tenant_id = tenant_id
         self._names = names
         self._name_of = name_of
+        self._tag_secrets = tag_secrets
         self._by_tag: dict[bytes, str] = {}
         self._refresh()
 
+    @classmethod
+    def of_keyring(cls, tenant_id: bytes, keyring: KeyRing) -> KeyFamilies:
+        """The families of the keys ``keyring`` holds (no announcements)."""
+        return cls(
+            tenant_id,
+            keyring.names,
+            lambda k: keyring.by_id(k).name if keyring.has_id(k) else None,
+            lambda: membership_secrets(keyring),
+        )
+
     def _refresh(self) -> None:
+        secrets = list(self._tag_secrets())
         for name in (DEFAULT_KEY, *self._names()):
-            self._by_tag.setdefault(family_tag(self._tenant_id, name), name)
+            for secret in secrets:
+                self._by_tag.setdefault(family_tag(self._tenant_id, name, secret), name)
 
     def of_key(self, key_id: bytes) -> str | None:
         """The family of key id ``key_id``, or None when this node does not know it."""
@@ -99,6 +123,11 @@ class KeyFamilies:
             self._refresh()
             family = self._by_tag.get(tag)
         return family
+
+
+def membership_secrets(keyring: KeyRing) -> list[bytes]:
+    """The secrets of the membership key versions ``keyring`` holds (the tag keys)."""
+    return [key.secret for key in keyring if key.name == MEMBERSHIP_KEY]
 
 
 def bound_actor(author: bytes) -> bytes:
@@ -127,5 +156,6 @@ __all__ = [
     "actor_error",
     "bound_actor",
     "family_tag",
+    "membership_secrets",
     "new_document_id",
 ]

@@ -148,9 +148,7 @@ class DocumentMaterializer:
         self._current_batch = current_batch
         """The id of the open write batch, or None when every cached change is in the store."""
         self._key_label = key_label
-        self._families = families or KeyFamilies(
-            tenant_id, keyring.names, lambda k: keyring.by_id(k).name if keyring.has_id(k) else None
-        )
+        self._families = families or KeyFamilies.of_keyring(tenant_id, keyring)
         self._author = author
         self._logged: set[tuple[bytes, str]] = set()
         """Skipped entries logged already (each is logged once per materializer)."""

@@ -27,6 +27,7 @@ from mindoo_p2p.document_identity import (
 )
 from mindoo_p2p.entry import Entry, EntryKind
 from mindoo_p2p.errors import MindooError, MissingKeyError
+from mindoo_p2p.keyring import MEMBERSHIP_KEY
 from mindoo_p2p.materializer import DocumentMaterializer, MaterializedDocument
 from mindoo_p2p.node import Node
 from mindoo_p2p.tenant import Tenant
@@ -94,9 +95,15 @@ def test_document_id_carries_its_key_family(make_node: MakeNode) -> None:
     tenant.create_key("confidential")
     notes = tenant.open_db("notes")
     plain, secret = notes.create_document({"a": 1}), notes.create_document(key="confidential")
-    assert bytes.fromhex(plain)[:FAMILY_TAG_SIZE] == family_tag(tenant.id, "default")
-    assert bytes.fromhex(secret)[:FAMILY_TAG_SIZE] == family_tag(tenant.id, "confidential")
-    assert family_tag(tenant.id, "default") != family_tag(os.urandom(16), "default")
+    membership = tenant.keyring.current(MEMBERSHIP_KEY).secret
+    assert bytes.fromhex(plain)[:FAMILY_TAG_SIZE] == family_tag(tenant.id, "default", membership)
+    assert bytes.fromhex(secret)[:FAMILY_TAG_SIZE] == family_tag(
+        tenant.id, "confidential", membership
+    )
+    # Without the membership key, a guessed family name cannot be tested against an id.
+    assert family_tag(tenant.id, "default", os.urandom(32)) != family_tag(
+        tenant.id, "default", membership
+    )
     # Local changes write as an actor bound to this node's key.
     change = notes._docs.load(bytes.fromhex(plain)).doc.get_changes()[0]
     assert len(change.actor) == BOUND_ACTOR_SIZE

@@ -21,6 +21,7 @@ import random
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,7 +32,7 @@ from ..config import NodeConfig
 from ..crypto.keystore import KdfProfile
 from ..daemon import NodeDaemon
 from ..database import Database
-from ..document_identity import KeyFamilies
+from ..document_identity import KeyFamilies, membership_secrets
 from ..entry import TENANT_LOG
 from ..errors import MindooError
 from ..materializer import DocumentMaterializer
@@ -380,7 +381,12 @@ class Cluster:
             held: dict[tuple[str, str, bytes], tuple[bytes, ...]] = {}
             store = member.node.store
             for tenant in member.node.tenants():
-                families = KeyFamilies(tenant.id, tenant.key_names, tenant.key_name_for)
+                families = KeyFamilies(
+                    tenant.id,
+                    tenant.key_names,
+                    tenant.key_name_for,
+                    partial(membership_secrets, tenant.keyring),
+                )
                 for database in store.databases(tenant.id):
                     if database == TENANT_LOG:
                         continue
