@@ -74,6 +74,9 @@ class MaterializedDocument:
     family: str | None = None
     """The key family the document id is bound to (None: a legacy id, see
     `document_identity`)."""
+    legacy_family: str | None = None
+    """For a legacy id: the family of its root changes, once `family_for_writing` found it
+    (forgotten when another root change arrives)."""
     applied_families: set[str] = field(default_factory=set)
     """The key families of the changes applied (what a snapshot may be sealed under)."""
     deleted_by: bytes | None = None
@@ -229,14 +232,18 @@ class DocumentMaterializer:
         known."""
         if md.family is not None:
             return md.family
+        if md.legacy_family is not None:
+            return md.legacy_family
         entries = self._store.document_entries(self._tenant_id, self._database, md.document_id)
         roots = {
             self._families.of_key(entry.header.key_id)
             for _seq, entry in entries
             if entry.kind is EntryKind.CHANGE and not entry.deps
         }
-        if len(roots) == 1 and None not in roots:
-            return roots.pop()  # type: ignore[return-value]
+        only = next(iter(roots)) if len(roots) == 1 else None
+        if only is not None:
+            md.legacy_family = only
+            return only
         shown = ", ".join(sorted(repr(r) if r else "an unknown key" for r in roots)) or "none"
         raise MindooError(
             f"document {md.document_id.hex()} predates key-bound document ids and its first"
@@ -457,6 +464,8 @@ class DocumentMaterializer:
                 continue
             if entry.kind is not EntryKind.CHANGE:
                 continue
+            if not entry.deps:
+                md.legacy_family = None  # a new root: look at the roots again before writing
             opened = self._open_change(md, entry)
             if opened is not None:
                 payload, identity = opened
