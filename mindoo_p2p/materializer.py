@@ -23,6 +23,8 @@ key of another family than the document id   skipped for good (``bad_entries``)
 key held, ciphertext does not open           skipped for good (``bad_entries``)
 actor not bound to the entry's author        skipped for good (``bad_entries``)
 Automerge refuses the change                 skipped for good (``bad_entries``)
+change carried by an earlier entry already   skipped for good (``bad_entries``)
+(actor, seq) claimed by 2 different changes  all of them skipped for good (``bad_entries``)
 key of the document's family, not held       MissingKeyError for the whole document (the
                                              document needs a version this node lacks)
 key unknown, or (legacy id) not held         skipped until the key is held (``unreadable``)
@@ -59,6 +61,8 @@ SNAPSHOT_VERSION = 1
 _SNAPSHOT_AAD = b"mindoo/snapshot/v1\x00"
 
 log = logging.getLogger(__name__)
+
+_DUPLICATE = "carries an Automerge change that an earlier entry carries already"
 
 
 @dataclass
@@ -458,6 +462,7 @@ class DocumentMaterializer:
     def _apply(self, md: MaterializedDocument, new: list[tuple[int, Entry]]) -> None:
         candidates = dict(md.heads_to_entries)
         good: list[bytes] = []
+        batch: set[bytes] = set()
         for _seq, entry in new:
             if entry.kind is EntryKind.DELETE:
                 md.deleted_by = md.deleted_by or entry.id
@@ -467,10 +472,15 @@ class DocumentMaterializer:
             if not entry.deps:
                 md.legacy_family = None  # a new root: look at the roots again before writing
             opened = self._open_change(md, entry)
-            if opened is not None:
-                payload, identity = opened
-                candidates[identity.hash] = entry.id
-                good.append(payload)
+            if opened is None:
+                continue
+            payload, identity = opened
+            if identity.hash in batch or md.doc.has_change(identity.hash):
+                self._skip(md, entry, _DUPLICATE)
+                continue
+            batch.add(identity.hash)
+            candidates[identity.hash] = entry.id
+            good.append(payload)
         md.applied_seq = new[-1][0]
         md.plain = None
         if not good:
@@ -511,6 +521,9 @@ class DocumentMaterializer:
         known: dict[bytes, bytes] = {}
         applied: list[bytes] = []
         for entry, payload, identity in opened:
+            if identity.hash in known:
+                self._skip(fresh, entry, _DUPLICATE)
+                continue
             claimed = claims[(identity.actor, identity.seq)]
             if len(claimed) > 1:
                 self._skip(

@@ -344,6 +344,35 @@ def test_an_author_equivocating_on_its_own_actor_seq_gets_both_changes_skipped(
         assert db.skipped_entries(doc_id) == {t.id.hex(): reason for t in twins}
 
 
+def test_one_change_in_two_entries_is_applied_once(make_node: MakeNode) -> None:
+    """An author sealing its own change twice: applied once, the later copy skipped (fsck
+    notes it, no problem)."""
+    admin, member = make_node("admin"), make_node("member")
+    tenant = admin.create_tenant("acme")
+    member.join(admin.invite(tenant, member.public_identity()))
+    doc_id = tenant.open_db("notes").create_document({"v": 1})
+    copy_tenant(admin, member, tenant)
+    ((_, created),) = admin.store.document_entries(tenant.id, "notes", bytes.fromhex(doc_id))
+    first = created.decrypt(tenant.keyring.current("default").secret)
+    signing_key = member.tenant("acme").identity.signing.public_key
+    change = own_change(signing_key, "w", "x", base=[first])
+    copies = []
+    for _ in range(2):
+        copy = forge(member, tenant, "notes", bytes.fromhex(doc_id), change, deps=[created.id])
+        assert not member.ingest([copy.raw]).rejected
+        copies.append(copy)
+    assert not admin.ingest([copies[0].raw]).rejected
+    notes = tenant.open_db("notes")
+    assert notes.get(doc_id) == {"v": 1, "w": "x"}
+    assert not admin.ingest([copies[1].raw]).rejected
+    assert notes.get(doc_id) == {"v": 1, "w": "x"}
+    assert notes.skipped_entries(doc_id) == {
+        copies[1].id.hex(): "carries an Automerge change that an earlier entry carries already"
+    }
+    report = admin.fsck()
+    assert report.ok and len(report.notices) == 1
+
+
 def test_legacy_documents_keep_working_and_refuse_ambiguous_roots(make_node: MakeNode) -> None:
     """A document written before ids were bound (random id, random actors) reads and takes
     changes as before; one whose roots are under two families refuses new writes."""
