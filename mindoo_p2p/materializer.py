@@ -475,7 +475,8 @@ class DocumentMaterializer:
             if opened is None:
                 continue
             payload, identity = opened
-            if identity.hash in batch or md.doc.has_change(identity.hash):
+            hash_ = identity.hash
+            if hash_ in batch or md.doc.has_change(hash_) or md.doc.is_waiting(hash_):
                 self._skip(md, entry, _DUPLICATE)
                 continue
             batch.add(identity.hash)
