@@ -3,12 +3,13 @@
 Every write is one Automerge change drafted into one entry (`Tenant.draft`) and handed to the
 tenant's writer, which seals it (encrypted with the document's key, signed by this node's user
 key) inside the write transaction that stores it. Reads materialize documents from
-their entries (see `materializer`). Document ids are 32 lowercase hex characters.
+their entries (see `materializer`). Document ids are 32 lowercase hex characters; a new
+document's id is bound to the key family it is created under, and its changes' Automerge
+actors to this node's key (see `document_identity`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,9 +19,18 @@ from typing import Any, Protocol
 
 from .crdt import AutomergeDocument, ListProxy, MapProxy, change_hash
 from .crypto import SigningKeyPair
+from .document_heads import HeadMismatch, head_mismatch
+from .document_identity import KeyFamilies, membership_secrets, new_document_id
 from .entry import Entry, EntryKind
-from .errors import DocumentDeletedError, InvalidNameError, InvalidPathError, NotFoundError
-from .keyring import DEFAULT_KEY, KeyRing, TenantKey
+from .errors import (
+    DocumentDeletedError,
+    InvalidNameError,
+    InvalidPathError,
+    MissingKeyError,
+    NotFoundError,
+)
+from .identity import UserIdentity
+from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey
 from .materializer import DocumentMaterializer, MaterializedDocument
 from .store import EntryStore
 from .tenant_collaborators import EntryWriter
@@ -48,7 +58,14 @@ class DatabaseTenant(Protocol):
     @property
     def writer(self) -> EntryWriter: ...
 
+    @property
+    def identity(self) -> UserIdentity: ...
+
     def key_label(self, key_id: bytes) -> str: ...
+
+    def key_names(self) -> list[str]: ...
+
+    def key_name_for(self, key_id: bytes) -> str | None: ...
 
     def key_for_writing(self, key_id: bytes | None, name: str = DEFAULT_KEY) -> TenantKey: ...
 
@@ -144,6 +161,13 @@ class Database:
             tenant.keyring,
             current_batch=lambda: tenant.writer.current_batch,
             key_label=tenant.key_label,
+            families=KeyFamilies(
+                tenant.id,
+                tenant.key_names,
+                tenant.key_name_for,
+                lambda: membership_secrets(tenant.keyring),
+            ),
+            author=tenant.identity.signing.public_key,
         )
 
     def __repr__(self) -> str:
@@ -153,10 +177,14 @@ class Database:
     def create_document(
         self, initial: Mapping[str, Any] | None = None, *, key: str = DEFAULT_KEY
     ) -> str:
-        """Create a document (optionally with initial content) encrypted with key ``key``."""
-        document_id = os.urandom(16)
+        """Create a document (optionally with initial content) encrypted with key ``key``.
+
+        The document's id is bound to ``key``'s family: every change of it is sealed under a
+        version of that key, and entries under another key are skipped by every reader."""
         write_key = self.tenant.key_for_writing(None, key)
-        md = self._docs.create(document_id, write_key.key_id)
+        membership = self.tenant.keyring.current(MEMBERSHIP_KEY).secret
+        document_id = new_document_id(self.tenant.id, write_key.name, membership)
+        md = self._docs.create(document_id, write_key.name)
         with md.doc.change() as root:
             if initial:
                 for field, value in initial.items():
@@ -212,7 +240,7 @@ class Database:
             database=self.name,
             document_id=md.document_id,
             deps=md.head_dependencies(),
-            key=self.tenant.key_for_writing(md.key_id),
+            key=self.tenant.key_for_writing(None, self._docs.family_for_writing(md)),
             payload=b"",
             on_sealed=partial(self._docs.note_local_delete, md),
         )
@@ -235,7 +263,7 @@ class Database:
                 database=self.name,
                 document_id=md.document_id,
                 deps=self._docs.dependencies(md, info.deps),
-                key=self.tenant.key_for_writing(md.key_id),
+                key=self.tenant.key_for_writing(None, self._docs.family_for_writing(md)),
                 payload=info.bytes,
                 change_hash=info.hash,
                 on_sealed=partial(self._docs.note_local_sealed, md, info.hash),
@@ -329,33 +357,62 @@ class Database:
             raise ValueError("give exactly one of heads= or time=")
         doc_id = parse_document_id(document_id)
         md = self._docs.load(doc_id)
+        stored = [e for _, e in self._store.document_entries(self.tenant.id, self.name, doc_id)]
         if heads is not None:
             wanted = {parse_entry_id(h) for h in heads}
             hashes = []
-            for _, entry in self._store.document_entries(self.tenant.id, self.name, doc_id):
-                if entry.id in wanted and entry.kind is EntryKind.CHANGE:
-                    hashes.append(change_hash(self._docs.decrypt(entry)))
-                    wanted.discard(entry.id)
+            chosen = [e for e in stored if e.id in wanted]
+            for entry, payload in self._docs.readable_changes(md, chosen):
+                hashes.append(change_hash(payload))
+                wanted.discard(entry.id)
             if wanted:
                 missing = ", ".join(sorted(w.hex() for w in wanted))
                 raise NotFoundError(f"no change entry {missing} in document {doc_id.hex()}")
             return md.doc.to_py(heads=hashes)
         cutoff = _to_ms(time)  # type: ignore[arg-type]
-        payloads = []
-        for _, entry in self._store.document_entries(self.tenant.id, self.name, doc_id):
-            if entry.timestamp_ms > cutoff:
-                continue
-            if entry.kind is EntryKind.DELETE:
-                raise DocumentDeletedError(
-                    f"document {doc_id.hex()} was deleted at or before that time"
-                )
-            if entry.kind is EntryKind.CHANGE:
-                payloads.append(self._docs.decrypt(entry))
+        before = [e for e in stored if e.timestamp_ms <= cutoff]
+        if any(e.kind is EntryKind.DELETE for e in before):
+            raise DocumentDeletedError(
+                f"document {doc_id.hex()} was deleted at or before that time"
+            )
+        payloads = [payload for _, payload in self._docs.readable_changes(md, before)]
         if not payloads:
             raise NotFoundError(f"document {doc_id.hex()} did not exist yet at that time")
         past = AutomergeDocument()
         past.apply_changes(payloads)
         return past.to_py()
+
+    def skipped_entries(self, document_id: str | bytes) -> dict[str, str]:
+        """Entries of the document that are not applied, and why (entry id hex -> reason):
+        under another key family than the document's, not decrypting, written as an
+        Automerge actor that is not their author's, refused by Automerge, or under a key this
+        node does not hold. The document's other changes are read all the same."""
+        md = self._docs.load(parse_document_id(document_id))
+        return {k.hex(): v for k, v in sorted(self._docs.skipped_entries(md).items())}
+
+    def head_mismatches(self) -> list[HeadMismatch]:
+        """The documents whose materialized heads disagree with their entries
+        (`document_heads`), lines prefixed with the database name; documents this node
+        cannot read are not checked."""
+        found: list[HeadMismatch] = []
+        for doc_id in self._store.documents(self.tenant.id, self.name):
+            try:
+                md = self._docs.load(doc_id, must_exist=False)
+            except MissingKeyError:
+                continue
+            entries = [
+                e for _, e in self._store.document_entries(self.tenant.id, self.name, doc_id)
+            ]
+            mismatch = head_mismatch(
+                doc_id,
+                entries,
+                md.heads_to_entries.values(),
+                self._docs.skipped_entries(md),
+                waiting=bool(md.doc.missing_deps()),
+            )
+            if mismatch is not None:
+                found.append(HeadMismatch(f"{self.name}: {mismatch.line}", mismatch.explained))
+        return found
 
     def changes_since(self, cursor: int = 0, limit: int = 1000) -> tuple[list[ChangeEvent], int]:
         """Entries that arrived after ``cursor``, oldest first, and the cursor to continue from.

@@ -12,19 +12,42 @@ own key (never in the clear), together with what the cache needs to resume: the 
 it covers, the entry ids of its heads, the change count and the deletion mark. Snapshots are
 derived data: a snapshot that cannot be opened (key not held, damaged) is ignored and the document
 is rebuilt from its entries.
+
+Which changes may be applied (`DocumentMaterializer._open_change`, the same rule on every node
+that holds the keys, whatever the arrival order; see `document_identity`):
+
+==========================================  =================================================
+the change entry                             outcome
+==========================================  =================================================
+key of another family than the document id   skipped for good (``bad_entries``)
+key held, ciphertext does not open           skipped for good (``bad_entries``)
+actor not bound to the entry's author        skipped for good (``bad_entries``)
+Automerge refuses the change                 skipped for good (``bad_entries``)
+change carried by an earlier entry already   skipped for good (``bad_entries``)
+(actor, seq) claimed by 2 different changes  all of them skipped for good (``bad_entries``)
+key of the document's family, not held       MissingKeyError for the whole document (the
+                                             document needs a version this node lacks)
+key unknown, or (legacy id) not held         skipped until the key is held (``unreadable``)
+==========================================  =================================================
+
+One skipped change never makes the rest of the document unreadable; a document none of whose
+changes can be read raises MissingKeyError naming the key. Skipped entries are logged once and
+listed by `skipped_entries`.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .codec import Reader, Writer
-from .crdt import AutomergeDocument, change_hash
+from .crdt import AutomergeDocument, ChangeIdentity, change_hash, change_identity
 from .crypto import aead
+from .document_identity import KeyFamilies, actor_error, bound_actor
 from .entry import Entry, EntryKind
 from .errors import DecodeError, MindooError, MissingKeyError, NotFoundError, VerificationError
 from .keyring import KeyRing
@@ -32,8 +55,14 @@ from .store import EntryStore, scope_key
 from .writer import ChangeRef, Dependency
 
 SNAPSHOT_EVERY = 512
+MAX_LOGGED_SKIPS = 4096
+"""Skipped entries remembered as logged (beyond, a skip may be logged again)."""
 SNAPSHOT_VERSION = 1
 _SNAPSHOT_AAD = b"mindoo/snapshot/v1\x00"
+
+log = logging.getLogger(__name__)
+
+_DUPLICATE = "carries an Automerge change that an earlier entry carries already"
 
 
 @dataclass
@@ -46,15 +75,24 @@ class MaterializedDocument:
     """Highest database arrival sequence whose entry has been taken into account."""
     heads_to_entries: dict[bytes, bytes] = field(default_factory=dict)
     """Automerge change hash -> entry id, for the document's current heads."""
-    key_id: bytes | None = None
-    """The key id of the document's first entry (names the key its writers use)."""
+    family: str | None = None
+    """The key family the document id is bound to (None: a legacy id, see
+    `document_identity`)."""
+    legacy_family: str | None = None
+    """For a legacy id: the family of its root changes, once `family_for_writing` found it
+    (forgotten when another root change arrives)."""
+    applied_families: set[str] = field(default_factory=set)
+    """The key families of the changes applied (what a snapshot may be sealed under)."""
     deleted_by: bytes | None = None
     change_count: int = 0
     since_snapshot: int = 0
     local_applied: set[bytes] = field(default_factory=set)
     """Ids of entries written through this cache: already in `doc`, skip them on refresh."""
     bad_entries: dict[bytes, str] = field(default_factory=dict)
-    """Entries whose payload could not be applied (id -> reason); they are skipped."""
+    """Entries that may never be applied (id -> reason); they are skipped."""
+    unreadable: dict[bytes, bytes] = field(default_factory=dict)
+    """Entries skipped because this node does not hold their key (id -> key id): the document
+    is rebuilt once it does."""
     plain: dict[str, Any] | None = None
     """Cached `to_py()` of the current state; None when stale."""
     refreshed_in_batch: int | None = None
@@ -99,9 +137,14 @@ class DocumentMaterializer:
         current_batch: Callable[[], int | None] = lambda: None,
         use_snapshots: bool = True,
         key_label: Callable[[bytes], str] = lambda key_id: key_id.hex(),
+        families: KeyFamilies | None = None,
+        author: bytes | None = None,
     ) -> None:
         """``key_label(key_id)`` names a key in the MissingKeyError of :meth:`decrypt`
-        (``'confidential'``, or the id in hex when the name is unknown)."""
+        (``'confidential'``, or the id in hex when the name is unknown). ``families`` tells
+        the key family of key ids and document ids (by default: the keys of ``keyring``).
+        ``author``: this node's signing public key, which local changes' actors are bound to
+        (None: a read-only materializer, which cannot `create` documents)."""
         self._store = store
         self._tenant_id = tenant_id
         self._database = database
@@ -110,8 +153,12 @@ class DocumentMaterializer:
         self._max_cached = max_cached
         self._use_snapshots = use_snapshots
         self._current_batch = current_batch
-        self._key_label = key_label
         """The id of the open write batch, or None when every cached change is in the store."""
+        self._key_label = key_label
+        self._families = families or KeyFamilies.of_keyring(tenant_id, keyring)
+        self._author = author
+        self._logged: set[tuple[bytes, str]] = set()
+        """Skipped entries logged already (each is logged once per materializer)."""
         self._cache: OrderedDict[bytes, MaterializedDocument] = OrderedDict()
         self._pinned: set[bytes] = set()
         """Documents changed in the open write batch `_pinned_batch`: ahead of the store until
@@ -120,11 +167,19 @@ class DocumentMaterializer:
 
     # -- public ------------------------------------------------------------------------------
     def load(self, document_id: bytes, *, must_exist: bool = True) -> MaterializedDocument:
-        """The document brought up to date with every stored entry."""
+        """The document brought up to date with every stored entry.
+
+        MissingKeyError when none of its changes can be read here and at least one is sealed
+        under a key this node does not hold, or when a change is sealed under a version of the
+        document's own key family that this node lacks."""
         md = self._cache.get(document_id)
+        if md is not None and md.unreadable and self._holds_any(md.unreadable.values()):
+            # A key that opens skipped changes arrived (a key file): start again.
+            self.forget(document_id)
+            md = None
         if md is None:
             snapshot = self._from_snapshot(document_id) if self._use_snapshots else None
-            md = snapshot or MaterializedDocument(document_id, AutomergeDocument())
+            md = snapshot or self._new_document(document_id)
             self._remember(md)
         else:
             self._cache.move_to_end(document_id)
@@ -137,23 +192,68 @@ class DocumentMaterializer:
         new, last_seq = self._store.document_updates(
             self._tenant_id, self._database, document_id, md.applied_seq, md.local_applied
         )
+        if new and md.family is None and self._rebind(md):
+            return self.load(document_id, must_exist=must_exist)
         if last_seq > md.applied_seq:
             # Entries written through this cache are already applied: they were not loaded.
             md.local_applied.clear()
             if new:
-                self._apply(md, new)
+                try:
+                    self._apply(md, new)
+                except MissingKeyError:
+                    self.forget(document_id)
+                    raise
             md.applied_seq = last_seq
+        if md.change_count == 0 and md.unreadable and not md.deleted:
+            self.forget(document_id)
+            label = self._key_label(next(iter(md.unreadable.values())))
+            raise MissingKeyError(f"no key {label} for this document")
         self._maybe_snapshot(md)
         if must_exist and not md.exists:
             self._cache.pop(document_id, None)
             raise NotFoundError(f"no document {document_id.hex()} in database {self._database!r}")
         return md
 
-    def create(self, document_id: bytes, key_id: bytes) -> MaterializedDocument:
-        md = MaterializedDocument(document_id, AutomergeDocument(), key_id=key_id)
+    def create(self, document_id: bytes, family: str) -> MaterializedDocument:
+        """A new, empty document bound to key family ``family`` (its id carries the tag)."""
+        if self._author is None:
+            raise MindooError("this materializer is read-only: it has no author to write as")
+        md = MaterializedDocument(
+            document_id, AutomergeDocument(bound_actor(self._author)), family=family
+        )
+        md.applied_families.add(family)
         self._pin(document_id)
         self._remember(md)
         return md
+
+    def family_for_writing(self, md: MaterializedDocument) -> str:
+        """The key family new changes of ``md`` are sealed under: the one its id is bound to,
+        or for a legacy id the family of its root changes (those with no causal parents).
+
+        Raises MindooError when a legacy document's roots are under different families (a
+        member may have added a root under another key: which one is genuine cannot be told,
+        so nothing is written rather than maybe sealing under the wrong key) or none is
+        known."""
+        if md.family is not None:
+            return md.family
+        if md.legacy_family is not None:
+            return md.legacy_family
+        entries = self._store.document_entries(self._tenant_id, self._database, md.document_id)
+        roots = {
+            self._families.of_key(entry.header.key_id)
+            for _seq, entry in entries
+            if entry.kind is EntryKind.CHANGE and not entry.deps
+        }
+        only = next(iter(roots)) if len(roots) == 1 else None
+        if only is not None:
+            md.legacy_family = only
+            return only
+        shown = ", ".join(sorted(repr(r) if r else "an unknown key" for r in roots)) or "none"
+        raise MindooError(
+            f"document {md.document_id.hex()} predates key-bound document ids and its first"
+            f" changes are under different keys ({shown}): not writing to it, so as never to"
+            " seal under the wrong key; copy its content into a new document"
+        )
 
     def note_local_draft(self, md: MaterializedDocument, hash_: bytes) -> None:
         """Record that local change ``hash_`` was made in ``md`` and drafted for writing (the
@@ -211,8 +311,9 @@ class DocumentMaterializer:
         known = dict(md.heads_to_entries)
         known[hash_] = entry.id
         md.heads_to_entries = {h: known[h] for h in md.doc.heads() if h in known}
-        if md.key_id is None:
-            md.key_id = entry.header.key_id
+        family = self._families.of_key(entry.header.key_id)
+        if family is not None:
+            md.applied_families.add(family)
 
     def note_local_delete_draft(self, md: MaterializedDocument) -> None:
         """Record that a delete of ``md`` was drafted for writing (pinned until it commits)."""
@@ -243,7 +344,95 @@ class DocumentMaterializer:
             ) from None
         return entry.decrypt(key.secret)
 
+    def readable_changes(
+        self, md: MaterializedDocument, entries: Sequence[Entry]
+    ) -> list[tuple[Entry, bytes]]:
+        """The change entries among ``entries`` that `load` would apply to ``md``, with their
+        payloads (for time travel: the same rule as the current state)."""
+        probe = MaterializedDocument(md.document_id, AutomergeDocument(), family=md.family)
+        found: list[tuple[Entry, bytes]] = []
+        for entry in entries:
+            if entry.kind is not EntryKind.CHANGE or entry.id in md.bad_entries:
+                continue
+            opened = self._open_change(probe, entry)
+            if opened is not None:
+                found.append((entry, opened[0]))
+        return found
+
+    def skipped_entries(self, md: MaterializedDocument) -> dict[bytes, str]:
+        """Entry id -> why it is not applied to ``md`` (bad for good, or key not held)."""
+        skipped = dict(md.bad_entries)
+        for entry_id, key_id in md.unreadable.items():
+            skipped[entry_id] = f"no key {self._key_label(key_id)} on this node"
+        return skipped
+
     # -- internals ---------------------------------------------------------------------------
+    def _new_document(self, document_id: bytes) -> MaterializedDocument:
+        actor = bound_actor(self._author) if self._author is not None else None
+        return MaterializedDocument(
+            document_id,
+            AutomergeDocument(actor),
+            family=self._families.of_document(document_id),
+        )
+
+    def _rebind(self, md: MaterializedDocument) -> bool:
+        """Forget ``md``, read under the legacy rule so far, when its id turns out to be bound
+        to a family this node has just heard of (a key announcement arrived since): True when
+        it was forgotten, to be read again under that family's rule."""
+        if md.drafted_changes or md.delete_drafted:
+            return False
+        if self._families.of_document(md.document_id) is None:
+            return False
+        self.forget(md.document_id)
+        return True
+
+    def _holds_any(self, key_ids: Iterable[bytes]) -> bool:
+        return any(self._keyring.has_id(key_id) for key_id in key_ids)
+
+    def _skip(self, md: MaterializedDocument, entry: Entry, reason: str) -> None:
+        if (entry.id, reason) not in self._logged:
+            if len(self._logged) < MAX_LOGGED_SKIPS:
+                self._logged.add((entry.id, reason))
+            log.warning(
+                "document %s: skipping entry %s: %s", md.document_id.hex(), entry.id.hex(), reason
+            )
+        md.bad_entries[entry.id] = reason
+
+    def _open_change(
+        self, md: MaterializedDocument, entry: Entry
+    ) -> tuple[bytes, ChangeIdentity] | None:
+        """(payload, Automerge hash/actor/seq) of a CHANGE entry that may be applied to ``md``,
+        or None after recording why not (see the module's table). MissingKeyError when the
+        entry is under a version of the document's own family that this node lacks."""
+        key_id = entry.header.key_id
+        family = self._families.of_key(key_id)
+        if md.family is not None and family is not None and family != md.family:
+            self._skip(
+                md, entry, f"sealed under key {family!r}, but the document is under {md.family!r}"
+            )
+            return None
+        if not self._keyring.has_id(key_id):
+            if md.family is not None and family == md.family:
+                raise MissingKeyError(f"no key {family!r} for this document")
+            md.unreadable[entry.id] = key_id
+            return None
+        key = self._keyring.by_id(key_id)
+        try:
+            payload = entry.decrypt(key.secret)
+            identity = change_identity(payload)
+        except VerificationError:
+            self._skip(md, entry, f"does not decrypt under key {key.name!r}")
+            return None
+        except DecodeError as exc:
+            self._skip(md, entry, str(exc))
+            return None
+        error = actor_error(identity.actor, entry.author, bound_document=md.family is not None)
+        if error is not None:
+            self._skip(md, entry, error)
+            return None
+        md.applied_families.add(key.name)
+        return payload, identity
+
     def _pin(self, document_id: bytes) -> None:
         """Keep ``document_id`` cached until the open write batch (if any) commits."""
         batch = self._current_batch()
@@ -271,30 +460,34 @@ class DocumentMaterializer:
                 cache[document_id] = oldest
 
     def _apply(self, md: MaterializedDocument, new: list[tuple[int, Entry]]) -> None:
-        payloads: list[tuple[Entry, bytes]] = []
+        candidates = dict(md.heads_to_entries)
+        good: list[bytes] = []
+        batch: set[bytes] = set()
         for _seq, entry in new:
             if entry.kind is EntryKind.DELETE:
                 md.deleted_by = md.deleted_by or entry.id
                 continue
             if entry.kind is not EntryKind.CHANGE:
                 continue
-            if md.key_id is None:
-                md.key_id = entry.header.key_id
-            payloads.append((entry, self.decrypt(entry)))
+            if not entry.deps:
+                md.legacy_family = None  # a new root: look at the roots again before writing
+            opened = self._open_change(md, entry)
+            if opened is None:
+                continue
+            payload, identity = opened
+            hash_ = identity.hash
+            if hash_ in batch or md.doc.has_change(hash_) or md.doc.is_waiting(hash_):
+                self._skip(md, entry, _DUPLICATE)
+                continue
+            batch.add(identity.hash)
+            candidates[identity.hash] = entry.id
+            good.append(payload)
         md.applied_seq = new[-1][0]
         md.plain = None
-        if not payloads:
+        if not good:
             return
-        candidates = dict(md.heads_to_entries)
-        good: list[tuple[Entry, bytes]] = []
-        for entry, payload in payloads:
-            try:
-                candidates[change_hash(payload)] = entry.id
-                good.append((entry, payload))
-            except DecodeError as exc:
-                md.bad_entries[entry.id] = str(exc)
         try:
-            md.doc.apply_changes([p for _, p in good])
+            md.doc.apply_changes(good)
         except DecodeError:
             # One bad change (e.g. crafted by a member) must not make the document unreadable:
             # the document may be unusable after a failed apply, so rebuild it one change at a
@@ -306,30 +499,52 @@ class DocumentMaterializer:
         md.heads_to_entries = {h: candidates[h] for h in md.doc.heads() if h in candidates}
 
     def _rebuild_skipping_bad(self, md: MaterializedDocument) -> None:
-        fresh = MaterializedDocument(md.document_id, AutomergeDocument(), key_id=md.key_id)
+        """Rebuild ``md`` from every stored entry, one change at a time, skipping what may not
+        be applied. First, changes that claim one (actor, seq) with different content (an
+        author equivocating: Automerge keeps whichever comes first, so replicas would differ
+        by arrival order) are all skipped, whatever order they came in."""
+        fresh = self._new_document(md.document_id)
+        actor = fresh.doc.actor_id
         fresh.bad_entries = md.bad_entries
-        known: dict[bytes, bytes] = {}
-        applied: list[bytes] = []
         entries = self._store.document_entries(self._tenant_id, self._database, md.document_id)
+        opened: list[tuple[Entry, bytes, ChangeIdentity]] = []
+        claims: dict[tuple[bytes, int], set[bytes]] = {}
         for _seq, entry in entries:
             if entry.kind is EntryKind.DELETE:
                 fresh.deleted_by = fresh.deleted_by or entry.id
                 continue
             if entry.kind is not EntryKind.CHANGE or entry.id in fresh.bad_entries:
                 continue
-            payload = self.decrypt(entry)
+            change = self._open_change(fresh, entry)
+            if change is not None:
+                opened.append((entry, *change))
+                claims.setdefault((change[1].actor, change[1].seq), set()).add(change[1].hash)
+        known: dict[bytes, bytes] = {}
+        applied: list[bytes] = []
+        for entry, payload, identity in opened:
+            if identity.hash in known:
+                self._skip(fresh, entry, _DUPLICATE)
+                continue
+            claimed = claims[(identity.actor, identity.seq)]
+            if len(claimed) > 1:
+                self._skip(
+                    fresh,
+                    entry,
+                    f"automerge actor {identity.actor.hex()} seq {identity.seq} is claimed by"
+                    f" {len(claimed)} different changes",
+                )
+                continue
             try:
-                hash_ = change_hash(payload)
                 fresh.doc.apply_changes([payload])
             except DecodeError as exc:
-                fresh.bad_entries[entry.id] = str(exc)
+                self._skip(fresh, entry, str(exc))
                 # After a failed apply the document may be unusable: start again from the
                 # changes that applied cleanly.
-                fresh.doc = AutomergeDocument()
+                fresh.doc = AutomergeDocument(actor)
                 fresh.doc.apply_changes(applied)
                 continue
             applied.append(payload)
-            known[hash_] = entry.id
+            known[identity.hash] = entry.id
             fresh.change_count += 1
         fresh.applied_seq = entries[-1][0] if entries else 0
         fresh.heads_to_entries = {h: known[h] for h in fresh.doc.heads() if h in known}
@@ -341,14 +556,17 @@ class DocumentMaterializer:
     def _maybe_snapshot(self, md: MaterializedDocument) -> None:
         if not self._use_snapshots or md.since_snapshot < SNAPSHOT_EVERY:
             return
-        if md.key_id is None or md.bad_entries:
+        if md.bad_entries or md.unreadable or len(md.applied_families) != 1:
+            # Only a document whose every change is under one family is saved, sealed under
+            # that family's key (so shredding the family drops the snapshot too).
             return
         if self._current_batch() is not None or md.drafted_changes:
             # The document holds changes not stored yet (a failed write would drop them).
             return
-        if not self._keyring.has_id(md.key_id):
+        family = next(iter(md.applied_families))
+        if family not in self._keyring.names():
             return
-        key = self._keyring.by_id(md.key_id)
+        key = self._keyring.current(family)
         w = Writer().u8(SNAPSHOT_VERSION).varint(len(md.heads_to_entries))
         for hash_, entry_id in sorted(md.heads_to_entries.items()):
             w.fixed(hash_, 32).fixed(entry_id, 32)
@@ -376,12 +594,14 @@ class DocumentMaterializer:
         key_id, nonce, sealed = blob[:16], blob[16:40], blob[40:]
         if not self._keyring.has_id(key_id):
             return None
+        key = self._keyring.by_id(key_id)
+        family = self._families.of_document(document_id)
+        if family is not None and key.name != family:
+            return None
+        actor = bound_actor(self._author) if self._author is not None else None
         try:
             plain = aead.decrypt(
-                self._keyring.by_id(key_id).secret,
-                nonce,
-                sealed,
-                self._snapshot_aad(document_id, covered_seq),
+                key.secret, nonce, sealed, self._snapshot_aad(document_id, covered_seq)
             )
             r = Reader(plain, "snapshot")
             if r.u8("version") != SNAPSHOT_VERSION:
@@ -392,7 +612,7 @@ class DocumentMaterializer:
                 heads[hash_] = r.fixed(32, "head entry")
             change_count = r.varint("change count")
             deleted_by = r.blob("deleted", 32) or None
-            doc = AutomergeDocument.load(r.blob("save", 1 << 31))
+            doc = AutomergeDocument.load(r.blob("save", 1 << 31), actor)
             r.end()
         except (DecodeError, VerificationError):
             return None
@@ -401,7 +621,8 @@ class DocumentMaterializer:
             doc,
             applied_seq=covered_seq,
             heads_to_entries=heads,
-            key_id=key_id,
+            family=family,
+            applied_families={key.name},
             deleted_by=deleted_by,
             change_count=change_count,
         )

@@ -44,7 +44,7 @@ from .key_transfer import (
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey
 from .membership import ROLE_MIRROR, MembershipLog
 from .recovery import MIN_PASSWORD_CHARS, RecoveryKit, read_recovery_kit
-from .store import AppendResult, EntryStore, FsckReport
+from .store import AppendResult, EntryStore, FsckProblem, FsckReport
 from .tenant import Tenant, TenantSecrets, now_ms, tenant_id_for, validate_tenant_name
 from .writer import Draft, LocalWriter
 
@@ -609,7 +609,19 @@ class Node:
 
     # -- maintenance -------------------------------------------------------------------------
     def fsck(self) -> FsckReport:
-        return self.store.fsck()
+        """The store's consistency check, then (when the store is sound) per readable
+        document whether its materialized heads agree with its entries
+        (`Database.head_mismatches`): a problem when the reading rules do not explain the
+        difference, a notice when they do (a member's skipped change)."""
+        report = self.store.fsck()
+        if not report.ok:
+            return report
+        for tenant in self.tenants():
+            for database in tenant.databases():
+                for mismatch in tenant.open_db(database).head_mismatches():
+                    found = FsckProblem(None, "document heads", mismatch.line)
+                    (report.notices if mismatch.explained else report.problems).append(found)
+        return report
 
 
 @dataclass(frozen=True)

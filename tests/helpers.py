@@ -80,10 +80,12 @@ def seal_entry(
     kind: EntryKind | None = None,
     document_id: bytes | None = None,
     deps: Iterable[bytes] = (),
+    prev: bytes | None = None,
 ) -> Entry:
-    """An entry sealed with these fields. By default its kind is MEMBERSHIP in the tenant log
-    and CHANGE elsewhere, and its document NO_DOCUMENT in the tenant log and a fresh random
-    id elsewhere."""
+    """An entry sealed with these fields (format 2 when ``prev`` is given: the author's
+    previous entry id, ``NO_PREV`` for its first). By default its kind is MEMBERSHIP in the
+    tenant log and CHANGE elsewhere, and its document NO_DOCUMENT in the tenant log and a fresh
+    random id elsewhere."""
     in_log = database == TENANT_LOG
     return Entry.seal(
         kind=kind if kind is not None else EntryKind.MEMBERSHIP if in_log else EntryKind.CHANGE,
@@ -99,6 +101,7 @@ def seal_entry(
         key_id=key_id,
         key=key,
         payload=payload,
+        prev=prev,
     )
 
 

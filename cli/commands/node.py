@@ -235,12 +235,20 @@ def fsck() -> None:
         {"entry_id": p.entry_id.hex() if p.entry_id else None, "where": p.where, "reason": p.reason}
         for p in report.problems
     ]
-    text = "\n".join(f"BAD {p['entry_id'] or '-'} ({p['where']}): {p['reason']}" for p in problems)
+    notices = [{"where": n.where, "reason": n.reason} for n in report.notices]
+    lines = [f"BAD {p['entry_id'] or '-'} ({p['where']}): {p['reason']}" for p in problems]
+    lines += [f"NOTE ({n['where']}): {n['reason']}" for n in notices]
+    text = "\n".join(lines)
     summary = f"checked {report.entries_checked} entries: " + (
         "ok" if report.ok else f"{len(problems)} problems"
     )
     c.emit(
-        {"entries_checked": report.entries_checked, "ok": report.ok, "problems": problems},
+        {
+            "entries_checked": report.entries_checked,
+            "ok": report.ok,
+            "problems": problems,
+            "notices": notices,
+        },
         (text + "\n" if text else "") + summary,
     )
     if not report.ok:

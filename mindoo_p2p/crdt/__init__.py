@@ -7,13 +7,14 @@ identity from its bytes without a document.
 """
 
 from .automerge_doc import AutomergeDocument, ChangeInfo
-from .change_chunk import change_deps, change_hash
+from .change_chunk import ChangeIdentity, change_deps, change_hash, change_identity
 from .counter_patch import patch_counter_ops
 from .proxies import ListProxy, MapProxy, TextProxy
 from .values import Counter, Text
 
 __all__ = [
     "AutomergeDocument",
+    "ChangeIdentity",
     "ChangeInfo",
     "Counter",
     "ListProxy",
@@ -22,5 +23,6 @@ __all__ = [
     "TextProxy",
     "change_deps",
     "change_hash",
+    "change_identity",
     "patch_counter_ops",
 ]

@@ -204,6 +204,11 @@ class AutomergeDocument:
         self._check_usable()
         return self._changes().has(change_hash)
 
+    def is_waiting(self, change_hash: bytes) -> bool:
+        """True if the change was given and waits for its dependencies (not applied yet)."""
+        self._check_usable()
+        return self._changes().is_queued(change_hash)
+
     def missing_deps(self) -> list[bytes]:
         """Sorted hashes of the changes that waiting changes need and that are not here."""
         self._check_usable()

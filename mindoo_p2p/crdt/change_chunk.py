@@ -211,6 +211,30 @@ def change_deps(change_bytes: bytes) -> tuple[bytes, ...]:
     return _read_deps(_Cursor(body))
 
 
+class ChangeIdentity(NamedTuple):
+    """Who a change says it is: its hash, and the (actor, seq) it writes as."""
+
+    hash: bytes
+    actor: bytes
+    """The actor of the change's own ops (not the other actors it refers to)."""
+    seq: int
+
+
+def change_identity(change_bytes: bytes) -> ChangeIdentity:
+    """The hash of one change chunk (checksum verified) and the (actor, seq) it writes as,
+    read without parsing its columns."""
+    digest, body = read_chunk(change_bytes)
+    cursor = _Cursor(body)
+    _read_deps(cursor)
+    actor = cursor.blob("actor", MAX_ACTOR_ID_SIZE)
+    if not actor:
+        raise DecodeError("automerge change: empty actor id")
+    seq = cursor.uleb("seq")
+    if seq == 0:
+        raise DecodeError("automerge change: seq 0")
+    return ChangeIdentity(digest, actor, seq)
+
+
 def _check_actor_columns(chunk: ChangeChunk) -> None:
     actor_count = 1 + len(chunk.other_actors)
     for column in chunk.columns:

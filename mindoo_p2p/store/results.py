@@ -68,6 +68,9 @@ class FsckReport:
 
     entries_checked: int
     problems: list[FsckProblem] = field(default_factory=list)
+    notices: list[FsckProblem] = field(default_factory=list)
+    """Findings that are no damage (e.g. a document whose heads stop short of its entries
+    because the reading rules skip a member's bad change): reported, not failing."""
 
     @property
     def ok(self) -> bool:

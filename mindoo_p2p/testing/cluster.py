@@ -21,6 +21,7 @@ import random
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,7 +32,10 @@ from ..config import NodeConfig
 from ..crypto.keystore import KdfProfile
 from ..daemon import NodeDaemon
 from ..database import Database
+from ..document_identity import KeyFamilies, membership_secrets
+from ..entry import TENANT_LOG
 from ..errors import MindooError
+from ..materializer import DocumentMaterializer
 from ..net.host import HostConfig
 from ..node import Node
 
@@ -361,8 +365,79 @@ class Cluster:
             result[member.index] = held
         return result
 
+    def document_heads(
+        self, among: Sequence[int] | None = None
+    ) -> dict[int, dict[tuple[str, str, bytes], tuple[bytes, ...]]]:
+        """Per running node (of ``among``): (tenant, database, document id) -> the document's
+        materialized Automerge heads, for every document the node reads whole (it holds the
+        key of every change: a change it cannot open would make its heads differ rightly).
+
+        Materialized afresh from the store (no snapshots, no cache shared with the node), on
+        the calling thread."""
+        result: dict[int, dict[tuple[str, str, bytes], tuple[bytes, ...]]] = {}
+        for member in self.nodes:
+            if member.node is None or (among is not None and member.index not in among):
+                continue
+            held: dict[tuple[str, str, bytes], tuple[bytes, ...]] = {}
+            store = member.node.store
+            for tenant in member.node.tenants():
+                families = KeyFamilies(
+                    tenant.id,
+                    tenant.key_names,
+                    tenant.key_name_for,
+                    partial(membership_secrets, tenant.keyring),
+                )
+                for database in store.databases(tenant.id):
+                    if database == TENANT_LOG:
+                        continue
+                    docs = DocumentMaterializer(
+                        store,
+                        tenant.id,
+                        database,
+                        tenant.keyring,
+                        max_cached=1,
+                        use_snapshots=False,
+                        families=families,
+                    )
+                    for document_id in store.documents(tenant.id, database):
+                        try:
+                            md = docs.load(document_id, must_exist=False)
+                        except MindooError:
+                            continue
+                        if not md.unreadable:
+                            heads = tuple(md.doc.heads())
+                            held[(tenant.name, database, document_id)] = heads
+            result[member.index] = held
+        return result
+
+    def head_divergence(self, among: Sequence[int] | None = None) -> list[str]:
+        """Readable lines naming the documents whose materialized heads differ between
+        running nodes that read them whole (meaningful once their entry sets agree: equal
+        entries must give equal documents)."""
+        by_document: dict[tuple[str, str, bytes], dict[int, tuple[bytes, ...]]] = {}
+        for index, held in self.document_heads(among).items():
+            for key, heads in held.items():
+                by_document.setdefault(key, {})[index] = heads
+        lines = []
+        for (tenant, database, document_id), per_node in sorted(by_document.items()):
+            if len(set(per_node.values())) > 1:
+                shown = "; ".join(
+                    f"{self.nodes[i].name}: {','.join(h.hex()[:12] for h in hs) or '-'}"
+                    for i, hs in sorted(per_node.items())
+                )
+                lines.append(
+                    f"document {document_id.hex()} of {tenant}/{database} has different"
+                    f" heads: {shown}"
+                )
+        return lines
+
     async def wait_converged(
-        self, timeout: float = 30.0, *, among: Sequence[int] | None = None, poll: float = 0.05
+        self,
+        timeout: float = 30.0,
+        *,
+        among: Sequence[int] | None = None,
+        poll: float = 0.05,
+        check_heads: bool = True,
     ) -> None:
         """Wait until every running node (of ``among``) holds the same entries;
         ConvergenceError with a readable diff otherwise.
@@ -370,6 +445,9 @@ class Cluster:
         Every ``poll`` seconds it compares the nodes' `fingerprints`; only when they all agree
         does it confirm with a full scan (`divergence`), in a worker thread so the nodes'
         event loop goes on meanwhile, and at most once per distinct set of fingerprints.
+        Once the entries agree, ``check_heads`` compares the documents' heads as well
+        (`head_divergence`, once): equal entries with different heads raise ConvergenceError
+        at once, since no further sync can change them.
         """
         scanned: list[dict[int, dict[tuple[bytes, str], tuple[int, bytes]]]] = []
         with trio.move_on_after(timeout):
@@ -379,6 +457,12 @@ class Cluster:
                 if agree and prints not in scanned:
                     lines = await trio.to_thread.run_sync(self.divergence, among)
                     if not lines:
+                        split = self.head_divergence(among) if check_heads else []
+                        if split:
+                            raise ConvergenceError(
+                                "the nodes hold the same entries but their documents differ:"
+                                "\n  " + "\n  ".join(split)
+                            )
                         return
                     scanned[:] = [prints]
                 await trio.sleep(poll)
