@@ -1,0 +1,241 @@
+"""The query index on disk: one SQLCipher database per node home, ``HOME/index/query.db``.
+
+Derived data only: everything in it is rebuilt from the log (`follower.IndexFollower`), so a
+damaged, missing or outdated file is deleted and rebuilt, never repaired. Every page (and the
+write-ahead log) is encrypted by SQLCipher 4 (AES-256, HMAC-SHA512 per page) under a random
+32-byte *index key* kept in the node's keystore (`keystore.bin`, under the node password),
+given to SQLCipher as a raw key (no second password derivation). Deleted rows are overwritten
+(``secure_delete``) and the full-text index removes a document's tokens at once (FTS5
+``secure-delete``), so a shredded document leaves no live or free page holding it.
+
+Schema (version `SCHEMA_VERSION`; another version is rebuilt)::
+
+    meta      key TEXT PK -> value TEXT         schema version
+    sources   id PK, tenant BLOB(16), db TEXT,  one per (tenant, database) followed;
+              cursor INT                        cursor = the database feed seq indexed up to
+    tenants   tenant BLOB PK, key_fp BLOB,      key_fp: hash of the key ids held when last
+              log_seq INT                       followed; log_seq: tenant-log feed seq seen
+    docs      id PK, source, doc BLOB(16),      one row per readable, live document: its
+              uid TEXT UNIQUE, body TEXT,       content as JSON (`body`), uid = tenant-hex/db/
+              key_ids TEXT                      doc-hex (the stable tiebreak of every sort),
+                                                key_ids = the key ids its entries are sealed
+                                                under (hex, space separated)
+    skipped   source, doc, reason, detail,      documents of a source not indexed, and why:
+              key_ids                           no_key, missing_dependency, unreadable
+    fts       FTS5(text), rowid = docs.id       the document's string values
+    ix_*      expression indexes on json_extract(body, '$.path'), made for the paths that
+              queries and views filter or sort on (`ensure_path_index`)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlcipher3
+
+from .expressions import JsonPath
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+INDEX_DIR = "index"
+INDEX_FILE = "query.db"
+MAX_PATH_INDEXES = 48
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+DatabaseError = sqlcipher3.DatabaseError
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE sources (
+    id INTEGER PRIMARY KEY, tenant BLOB NOT NULL, db TEXT NOT NULL,
+    cursor INTEGER NOT NULL DEFAULT 0, UNIQUE (tenant, db));
+CREATE TABLE tenants (tenant BLOB PRIMARY KEY, key_fp BLOB, log_seq INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE docs (
+    id INTEGER PRIMARY KEY, source INTEGER NOT NULL, doc BLOB NOT NULL, uid TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL, key_ids TEXT NOT NULL, UNIQUE (source, doc));
+CREATE TABLE skipped (
+    source INTEGER NOT NULL, doc BLOB NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
+    key_ids TEXT NOT NULL, PRIMARY KEY (source, doc));
+CREATE INDEX skipped_reason ON skipped (source, reason);
+CREATE VIRTUAL TABLE fts USING fts5(text, tokenize = 'unicode61 remove_diacritics 2');
+INSERT INTO fts (fts, rank) VALUES ('secure-delete', 1);
+"""
+
+
+def index_path(home: Path) -> Path:
+    return home / INDEX_DIR / INDEX_FILE
+
+
+class IndexStore:
+    """The SQLCipher connection and the index's rows. Thread-safe by one lock (the daemon runs
+    commands in worker threads); writes go in `transaction()` blocks (BEGIN IMMEDIATE: SQLite
+    serialises writers across processes)."""
+
+    def __init__(self, path: Path, key: bytes) -> None:
+        if len(key) != 32:
+            raise ValueError("the index key must be 32 bytes")
+        self.path = path
+        self._key = key
+        self._lock = threading.RLock()
+        self.rebuilt_because: str | None = None
+        """Why the file was (re)created on open: 'missing', 'damaged: ...', 'schema N'; None
+        when an existing index was opened as it was."""
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        existed = path.exists()
+        self._conn = self._connect()
+        problem = self._check() if existed else "missing"
+        if problem is not None:
+            if existed:
+                log.warning("query index %s %s: rebuilding it from the log", path, problem)
+            self._conn.close()
+            self._remove_files()
+            self._conn = self._connect()
+            self._conn.executescript(_SCHEMA)
+            self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+            )
+            self.rebuilt_because = problem
+        self._path_indexes = {
+            name
+            for (name,) in self._conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'ix\\_%'"
+                " ESCAPE '\\'"
+            )
+        }
+
+    def _connect(self) -> sqlcipher3.Connection:
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+        conn = sqlcipher3.connect(
+            str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0
+        )
+        # PRAGMA takes no parameters; the key is our own 32 random bytes, written as hex.
+        conn.execute(f"PRAGMA key = \"x'{self._key.hex()}'\"")
+        conn.execute("PRAGMA secure_delete = ON")
+        conn.execute("PRAGMA foreign_keys = OFF")
+        with contextlib.suppress(DatabaseError):
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    def _check(self) -> str | None:
+        """None when the file opens with the key, passes SQLite's quick check and has this
+        schema version; otherwise why not."""
+        try:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None or row[0] != str(SCHEMA_VERSION):
+                return f"has schema {row[0] if row else 'none'}, not {SCHEMA_VERSION}"
+            result = self._conn.execute("PRAGMA quick_check").fetchall()
+            if result != [("ok",)]:
+                return f"is damaged ({'; '.join(str(r[0]) for r in result[:3])})"
+        except DatabaseError as exc:
+            return f"is damaged or not ours ({exc})"
+        return None
+
+    def _remove_files(self) -> None:
+        for suffix in ("", *_SIDE_FILES):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self.path}{suffix}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def delete_all(self) -> None:
+        """Remove the index file: the next `IndexStore` over the path builds a fresh one."""
+        with self._lock:
+            self._conn.close()
+            self._remove_files()
+
+    # -- transactions ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlcipher3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            rows: list[Any] = self._conn.execute(sql, tuple(params)).fetchall()
+            return rows
+
+    def checkpoint(self) -> None:
+        """Move the write-ahead log into the file and truncate it (after an erasure)."""
+        with self._lock, contextlib.suppress(DatabaseError):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # -- sources and tenants -----------------------------------------------------------------
+    def source_id(self, tenant_id: bytes, database: str) -> int:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT id FROM sources WHERE tenant = ? AND db = ?", (tenant_id, database)
+            ).fetchone()
+            if row is not None:
+                return int(row[0])
+            cur = self._conn.execute(
+                "INSERT INTO sources (tenant, db) VALUES (?, ?)", (tenant_id, database)
+            )
+            return int(cur.lastrowid or 0)
+
+    def find_source(self, tenant_id: bytes, database: str) -> int | None:
+        rows = self.read(
+            "SELECT id FROM sources WHERE tenant = ? AND db = ?", (tenant_id, database)
+        )
+        return int(rows[0][0]) if rows else None
+
+    def source_cursor(self, source: int) -> int:
+        rows = self.read("SELECT cursor FROM sources WHERE id = ?", (source,))
+        return int(rows[0][0]) if rows else 0
+
+    def sources(self) -> list[tuple[int, bytes, str, int]]:
+        return [
+            (int(i), bytes(t), str(d), int(c))
+            for i, t, d, c in self.read("SELECT id, tenant, db, cursor FROM sources ORDER BY id")
+        ]
+
+    def tenant_state(self, tenant_id: bytes) -> tuple[bytes | None, int]:
+        rows = self.read("SELECT key_fp, log_seq FROM tenants WHERE tenant = ?", (tenant_id,))
+        if not rows:
+            return None, 0
+        return (bytes(rows[0][0]) if rows[0][0] is not None else None), int(rows[0][1])
+
+    # -- path indexes ------------------------------------------------------------------------
+    def ensure_path_index(self, path: JsonPath) -> bool:
+        """An expression index on ``path`` (made once; at most `MAX_PATH_INDEXES`)."""
+        name = "ix_" + hashlib.sha256(path.json_path.encode()).hexdigest()[:16]
+        if name in self._path_indexes:
+            return True
+        if len(self._path_indexes) >= MAX_PATH_INDEXES:
+            return False
+        with self._lock:
+            # The path is validated (expressions.parse_path) and the name is a hash of it.
+            self._conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON docs ({path.sql})")
+            self._conn.execute("ANALYZE")
+            self._path_indexes.add(name)
+        return True
+
+    # -- size --------------------------------------------------------------------------------
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", *_SIDE_FILES):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
+
+
+def fingerprint(key_ids: Sequence[bytes]) -> bytes:
+    return hashlib.sha256(b"".join(sorted(key_ids))).digest()
