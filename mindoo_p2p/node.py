@@ -36,7 +36,7 @@ from .errors import (
 )
 from .home_files import IDENTITY_FILE, ensure_identity_file, secure_home, write_private
 from .identity import PublicIdentity, UserIdentity
-from .index import QueryIndex, index_path
+from .index import QueryIndex, ViewCatalog, index_path
 from .invite import Invite, open_checked_invite, seal_invite
 from .key_transfer import (
     KeyFile,
@@ -275,6 +275,12 @@ class Node:
                 stored = self._keystore.update(mutate)["index_key"]
             self._index = QueryIndex(self.home, bytes.fromhex(stored), self)
         return self._index
+
+    @property
+    def views(self) -> ViewCatalog:
+        """View definitions: shared by a tenant (documents of its ``mindoo.views`` database)
+        or private to this node (in the keystore); `ViewCatalog.reader` reads one."""
+        return ViewCatalog(self, self._keystore)
 
     def add_listener(self, listener: Callable[[list[Entry], bool], None]) -> None:
         """Call ``listener(entries, local)`` after entries are stored (``local``: written here)."""

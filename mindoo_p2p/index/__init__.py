@@ -5,11 +5,15 @@ follower (`follower`), queried through `QueryIndex` (`query_index`) with the JSO
 language of `expressions`; views (`views`) are declarative definitions read over it.
 """
 
+from .catalog import SHARED_VIEWS_DB, ViewCatalog
 from .expressions import QueryError
 from .index_store import index_path
 from .query_index import Coverage, QueryIndex, QueryResult, Row, SearchHit, SearchResult, Source
+from .views import ViewDefinition, ViewReader
+from .watch import ViewChange, watch_view
 
 __all__ = [
+    "SHARED_VIEWS_DB",
     "Coverage",
     "QueryError",
     "QueryIndex",
@@ -18,5 +22,10 @@ __all__ = [
     "SearchHit",
     "SearchResult",
     "Source",
+    "ViewCatalog",
+    "ViewChange",
+    "ViewDefinition",
+    "ViewReader",
     "index_path",
+    "watch_view",
 ]
