@@ -172,3 +172,19 @@ def test_malformed_input_gives_one_line_errors(
     assert got == code and out == ""
     assert len(err.splitlines()) == 1 and message in err, err
     assert "Traceback" not in err
+
+
+def test_fsck_reports_a_stale_index(home: Path) -> None:
+    code, out, _err = mindoo(home, "fsck")
+    assert code == 0 and "query index" not in out  # none yet
+    assert as_json(home, "fsck")["index"]["summary"] == "none yet (built on the first query)"
+    assert mindoo(home, "query", "acme", "crm2025")[0] == 0
+    assert "query index: up to date" in mindoo(home, "fsck")[1]
+    with Node.open(home, PASSWORD) as node:  # a write the index has not followed yet
+        node.tenant("acme").open_db("crm2025").create_document({"amount": 1})
+    code, out, _err = mindoo(home, "fsck")
+    assert code == 0 and "query index: stale (1 entries behind the log)" in out
+    report = as_json(home, "fsck")
+    assert report["ok"] and report["index"]["stale"] and report["index"]["behind"] == 1
+    assert mindoo(home, "query", "acme", "crm2025")[0] == 0
+    assert as_json(home, "fsck")["index"]["stale"] is False

@@ -7,6 +7,7 @@ language of `expressions`; views (`views`) are declarative definitions read over
 
 from .catalog import SHARED_VIEWS_DB, ViewCatalog
 from .expressions import QueryError
+from .health import index_health
 from .index_store import index_path
 from .query_index import Coverage, QueryIndex, QueryResult, Row, SearchHit, SearchResult, Source
 from .views import ViewDefinition, ViewReader
@@ -26,6 +27,7 @@ __all__ = [
     "ViewChange",
     "ViewDefinition",
     "ViewReader",
+    "index_health",
     "index_path",
     "watch_view",
 ]
