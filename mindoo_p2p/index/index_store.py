@@ -216,17 +216,25 @@ class IndexStore:
     # -- path indexes ------------------------------------------------------------------------
     def ensure_path_index(self, path: JsonPath) -> bool:
         """An expression index on ``path`` (made once; at most `MAX_PATH_INDEXES`)."""
-        name = "ix_" + hashlib.sha256(path.json_path.encode()).hexdigest()[:16]
+        return self.ensure_index([path]) is not None
+
+    def ensure_index(self, paths: Sequence[JsonPath], *, with_source: bool = False) -> str | None:
+        """An expression index on ``paths`` in this order (then the source column when
+        ``with_source``): a view's categories then its totals' paths make an index that
+        covers its grouped query, so the tree is read from the index alone. Made once; at
+        most `MAX_PATH_INDEXES` in all. Returns its name (None when that many exist)."""
+        columns = [p.sql for p in paths] + (["source"] if with_source else [])
+        name = "ix_" + hashlib.sha256("\x00".join(columns).encode()).hexdigest()[:16]
         if name in self._path_indexes:
-            return True
+            return name
         if len(self._path_indexes) >= MAX_PATH_INDEXES:
-            return False
+            return None
         with self._lock:
-            # The path is validated (expressions.parse_path) and the name is a hash of it.
-            self._conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON docs ({path.sql})")
+            # The paths are validated (expressions.parse_path) and the name is a hash of them.
+            self._conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON docs ({', '.join(columns)})")
             self._conn.execute("ANALYZE")
             self._path_indexes.add(name)
-        return True
+        return name
 
     # -- size --------------------------------------------------------------------------------
     def size_bytes(self) -> int:
