@@ -273,8 +273,18 @@ class Node:
                     contents.setdefault("index_key", fresh)
 
                 stored = self._keystore.update(mutate)["index_key"]
-            self._index = QueryIndex(self.home, bytes.fromhex(stored), self)
+            self._index = QueryIndex(
+                self.home, bytes.fromhex(stored), self, save_key=self._save_index_key
+            )
         return self._index
+
+    def _save_index_key(self, key: bytes) -> None:
+        """Replace the query index's key in the keystore (the old one is destroyed)."""
+
+        def mutate(contents: dict[str, Any]) -> None:
+            contents["index_key"] = key.hex()
+
+        self._keystore.update(mutate)
 
     @property
     def views(self) -> ViewCatalog:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -217,7 +218,16 @@ def test_shred_erases_from_query_search_and_disk(make_node: MakeNode, tmp_path: 
     notes.update(doomed, {"more": MARKER + " again"})
     sources = [node.index.source(tenant, "notes")]
     assert len(node.index.search(sources, "zebrafinch").hits) == 1
+    old_key = node.index.store._key
+    node.index.store.checkpoint()
+    left_behind = index_path(tmp_path / "n").read_bytes()  # disk blocks a delete leaves
     tenant.shred_key("subject-42")
+    # the index moved to a new key; the old key, the only way into what was left behind,
+    # is gone from the keystore
+    assert node.index.store._key != old_key
+    assert node._keystore.read()["index_key"] == node.index.store._key.hex()
+    assert old_key.hex() not in json.dumps(node._keystore.read())
+    assert b"zebrafinch" not in left_behind
     assert node.index.search(sources, "zebrafinch").hits == []
     assert node.index.search(sources, "quarterly").hits == []
     result = node.index.query(sources)
@@ -231,6 +241,10 @@ def test_shred_erases_from_query_search_and_disk(make_node: MakeNode, tmp_path: 
     # and a rebuild agrees
     node.index.rebuild()
     assert [r.document_id for r in node.index.query(sources).rows] == [kept]
+    node.close()
+    with Node.open(tmp_path / "n", PASSWORD) as reopened:  # the new key opens the index
+        assert [r.document_id for r in reopened.index.query(sources).rows] == [kept]
+        assert reopened.index.store.rebuilt_because is None
 
 
 def test_shred_from_another_process_reaches_the_index_when_it_opens(

@@ -34,7 +34,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,40 @@ class IndexStore:
         with self._lock:
             self._conn.close()
             self._remove_files()
+
+    def reencrypt(self, new_key: bytes, save_key: Callable[[bytes], None]) -> None:
+        """Move the index to a new file under ``new_key`` and destroy the old key: the live
+        content is copied (``sqlcipher_export``), ``save_key`` records the new key (the
+        keystore overwrites the old one), and the new file replaces the old. What deleted rows
+        left in freed pages, old write-ahead-log frames or disk blocks of the old file was
+        encrypted under the old key, which no longer exists: erased, not just unlinked.
+        A crash on the way leaves a file the key does not open: rebuilt on the next open."""
+        if len(new_key) != 32:
+            raise ValueError("the index key must be 32 bytes")
+        fresh = Path(f"{self.path}.next")
+        with self._lock:
+            for suffix in ("", *_SIDE_FILES):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{fresh}{suffix}")
+            fd = os.open(fresh, os.O_CREAT | os.O_RDWR | os.O_EXCL, 0o600)
+            os.close(fd)
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # ATTACH takes the path as a parameter; the key is our own random bytes, in hex.
+            self._conn.execute(
+                f"ATTACH DATABASE ? AS fresh KEY \"x'{new_key.hex()}'\"", (str(fresh),)
+            )
+            try:
+                self._conn.execute("SELECT sqlcipher_export('fresh')")
+            finally:
+                self._conn.execute("DETACH DATABASE fresh")
+            save_key(new_key)
+            self._conn.close()
+            os.replace(fresh, self.path)
+            for suffix in _SIDE_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{self.path}{suffix}")
+            self._key = new_key
+            self._conn = self._connect()
 
     # -- transactions ------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import threading
 import time
@@ -194,10 +195,19 @@ def _pick(body: dict[str, Any], path: JsonPath) -> Any:
 class QueryIndex:
     """The node's query index. `Node.index` opens it (the key comes from the keystore)."""
 
-    def __init__(self, home: Path, key: bytes, node: IndexedNode) -> None:
+    def __init__(
+        self,
+        home: Path,
+        key: bytes,
+        node: IndexedNode,
+        save_key: Callable[[bytes], None] | None = None,
+    ) -> None:
+        """``save_key(key)`` records a new index key (the keystore): after a shred the index
+        moves to a new key and the old one is destroyed (`IndexStore.reencrypt`)."""
         self._home = home
         self._key = key
         self._node = node
+        self._save_key = save_key
         self._lock = threading.RLock()
         self.store = IndexStore(index_path(home), key)
         self.follower = IndexFollower(self.store, node)
@@ -224,12 +234,20 @@ class QueryIndex:
         return report
 
     def purge_unreadable(self, tenant: IndexedTenant) -> None:
-        """Remove at once what the tenant's keys no longer read (after a shred)."""
+        """Remove at once what the tenant's keys no longer read (after a shred), then move
+        the index to a new key so that nothing of it survives in freed pages."""
         with self._lock:
             report = self.follower.purge_unreadable(tenant)
+            if report.removed and self._save_key is not None:
+                self.store.reencrypt(os.urandom(32), self._remember_key)
         if report.changed:
             for listener in list(self._listeners):
                 listener(report)
+
+    def _remember_key(self, key: bytes) -> None:
+        assert self._save_key is not None
+        self._save_key(key)
+        self._key = key
 
     def rebuild(self, progress: Progress | None = None) -> dict[str, Any]:
         """Delete the index and build it again from the log."""
