@@ -96,6 +96,12 @@ def test_query_filters_sorts_projects_and_pages_over_several_databases(
         if d["year"] != 2024 and (d["customer"] == "Initech" or d["title"].startswith("ticket 1 "))
     )
     assert found.coverage.indexed == 24 and found.coverage.skipped == {}
+    # databases are sources too: db.query(...) is node.index.query(db, ...)
+    db2024, db2025 = (node.tenant("crm").open_db(f"crm{y}") for y in (2024, 2025))
+    assert node.index.count(db2024) == 12
+    assert node.index.query([db2024, db2025], where={"amount": 1}).rows[0].database == "crm2025"
+    with pytest.raises(QueryError, match="neither a Source nor a Database"):
+        node.index.query(["crm2024"])  # type: ignore[list-item]
 
 
 def test_cursor_is_stable_while_documents_change(make_node: MakeNode) -> None:
@@ -300,3 +306,17 @@ def test_writes_of_another_process_are_seen(make_node: MakeNode, tmp_path: Path)
     assert node.index.count(sources, {"amount": 5}) == 1
     status = node.index.status()
     assert not status["stale"] and {s["db"] for s in status["sources"]} == {"crm2024", "crm2025"}
+
+
+def test_a_long_catch_up_reports_progress_page_by_page(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mindoo_p2p.index import follower
+
+    monkeypatch.setattr(follower, "PAGE_ENTRIES", 5)
+    node = make_node("n")
+    _tenant, sources = crm(node)
+    seen: list[int] = []
+    node.index.refresh(seen.append)
+    assert seen == sorted(seen) and len(seen) >= 4 and seen[-1] == 24
+    assert node.index.count(sources) == 24

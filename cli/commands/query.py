@@ -34,6 +34,20 @@ def _sources(
     return list(dict.fromkeys(sources))
 
 
+def _follow(node: Node) -> None:
+    """Bring the index up to date, showing progress on stderr when that takes long (the
+    first query after a large sync or import)."""
+    c = cli_context()
+    shown = [0]
+
+    def progress(done: int) -> None:
+        if done - shown[0] >= 10_000:
+            shown[0] = done
+            c.echo(f"indexing: {done} documents...", err=True)
+
+    node.index.refresh(progress)
+
+
 def _coverage_line(coverage: dict[str, Any]) -> str:
     skipped = coverage["skipped"]
     if not skipped:
@@ -69,6 +83,7 @@ def query(
     c = cli_context()
     node = c.node()
     condition = parse_json_argument(where, "--where") if where is not None else None
+    _follow(node)
     result = node.index.query(
         _sources(node, tenant_name, (database,), extra),
         where=condition,
@@ -97,6 +112,7 @@ def search(
     """Full-text search: every word must occur; word* is a prefix, "a phrase" in quotes."""
     c = cli_context()
     node = c.node()
+    _follow(node)
     result = node.index.search(_sources(node, tenant_name, dbs, extra), terms, limit=limit)
     data = result.to_dict()
     lines = [
@@ -136,7 +152,7 @@ def index_rebuild() -> None:
     def progress(done: int) -> None:
         if done - shown[0] >= 10_000:
             shown[0] = done
-            c.echo(f"indexed {done} documents...", err=True)
+            c.echo(f"indexing: {done} documents...", err=True)
 
     result = node.index.rebuild(progress)
     c.emit(
@@ -221,6 +237,7 @@ def view_show(
     c = cli_context()
     node = c.node()
     reader = node.views.reader(node.tenant(tenant_name), name)
+    _follow(node)
     if cursor is not None and not flat:
         raise click.UsageError("--cursor pages the flat list: add --rows")
     if flat:

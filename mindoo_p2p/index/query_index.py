@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .expressions import (
     JsonPath,
@@ -51,6 +51,34 @@ class Source:
     @property
     def label(self) -> str:
         return f"{self.tenant_name}/{self.database}"
+
+
+class DatabaseLike(Protocol):
+    """A `Database` (its tenant and name) used as a source."""
+
+    @property
+    def tenant(self) -> Any: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+Sources = Source | DatabaseLike | Sequence[Source | DatabaseLike]
+"""What a query runs over: one or several `Source`s or `Database`s
+(``node.index.query(db, where=...)``)."""
+
+
+def as_sources(sources: Sources) -> list[Source]:
+    items = [sources] if isinstance(sources, Source) or hasattr(sources, "tenant") else sources
+    out: list[Source] = []
+    for item in items:  # type: ignore[union-attr]
+        if isinstance(item, Source):
+            out.append(item)
+        elif hasattr(item, "tenant") and hasattr(item, "name"):
+            out.append(Source(item.tenant.id, item.tenant.name, item.name))
+        else:
+            raise QueryError(f"sources: {item!r} is neither a Source nor a Database")
+    return list(dict.fromkeys(out))
 
 
 @dataclass
@@ -299,11 +327,12 @@ class QueryIndex:
     def all_sources(self, tenant: IndexedTenant) -> list[Source]:
         return [Source(tenant.id, tenant.name, d) for d in tenant.databases()]
 
-    def _source_ids(self, sources: Sequence[Source]) -> tuple[list[int], dict[int, Source]]:
-        if not sources:
+    def _source_ids(self, sources: Sources) -> tuple[list[int], dict[int, Source]]:
+        listed = as_sources(sources)
+        if not listed:
             raise QueryError("sources: name at least one database")
         ids: dict[int, Source] = {}
-        for s in sources:
+        for s in listed:
             sid = self.store.find_source(s.tenant_id, s.database)
             if sid is not None:
                 ids[sid] = s
@@ -324,12 +353,12 @@ class QueryIndex:
             coverage.skipped[str(reason)] = int(count)
         return coverage
 
-    def coverage(self, sources: Sequence[Source]) -> Coverage:
+    def coverage(self, sources: Sources) -> Coverage:
         self.refresh()
         sids, _ = self._source_ids(sources)
         return self._coverage(sids)
 
-    def skipped(self, sources: Sequence[Source]) -> list[dict[str, Any]]:
+    def skipped(self, sources: Sources) -> list[dict[str, Any]]:
         """The skipped documents themselves, with reason and detail."""
         self.refresh()
         sids, by_id = self._source_ids(sources)
@@ -354,7 +383,7 @@ class QueryIndex:
     # -- queries -----------------------------------------------------------------------------
     def query(
         self,
-        sources: Sequence[Source],
+        sources: Sources,
         *,
         where: object = None,
         sort: object = None,
@@ -425,7 +454,7 @@ class QueryIndex:
             next_cursor = encode_cursor([*last[4:], str(last[3])])
         return rows, next_cursor
 
-    def count(self, sources: Sequence[Source], where: object = None) -> int:
+    def count(self, sources: Sources, where: object = None) -> int:
         compiled = compile_where(where)
         self.refresh()
         sids, _ = self._source_ids(sources)
