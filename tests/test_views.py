@@ -187,27 +187,24 @@ async def test_live_view_changes_when_a_peers_write_arrives(make_node: MakeNode)
     view = me.views.reader(crm, "pipeline")
     theirs = partner.tenant("partner")
     deals = theirs.open_db("deals")
-    changes = []
+    send, receive = trio.open_memory_channel[Any](4)
     with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
+        async with view.watch() as watching, trio.open_nursery() as nursery:
 
             async def watch() -> None:
-                async for change in view.watch():
-                    changes.append(change)
-                    if len(changes) == 2:
-                        nursery.cancel_scope.cancel()
+                async for change in watching:
+                    await send.send(change)
 
             nursery.start_soon(watch)
-            await trio.sleep(0)  # the watch has taken its first reading
             new = deals.create_document(
                 {"year": 2031, "customer": "Acme", "amount": 5, "status": "open", "title": "n"}
             )
             copy_tenant(partner, me, theirs)  # the peer's write arrives
-            while not changes:
-                await trio.sleep(0.01)
+            first = await receive.receive()
             deals.update(new, {"amount": 7})
             copy_tenant(partner, me, theirs)
-    first, second = changes
+            second = await receive.receive()
+            nursery.cancel_scope.cancel()
     assert [r["id"] for r in first.added] == [new] and not first.removed
     paths = {tuple(t["path"]) for t in first.totals}
     assert {(), (2031,), (2031, "Acme")} <= paths

@@ -5,13 +5,22 @@ follower (`follower`), queried through `QueryIndex` (`query_index`) with the JSO
 language of `expressions`; views (`views`) are declarative definitions read over it.
 """
 
-from .catalog import SHARED_VIEWS_DB, ViewCatalog
+from .catalog import ViewCatalog
 from .expressions import QueryError
 from .health import index_health
 from .index_store import index_path
-from .query_index import Coverage, QueryIndex, QueryResult, Row, SearchHit, SearchResult, Source
+from .query_index import (
+    SHARED_VIEWS_DB,
+    Coverage,
+    QueryIndex,
+    QueryResult,
+    Row,
+    SearchHit,
+    SearchResult,
+    Source,
+)
 from .views import ViewDefinition, ViewReader
-from .watch import ViewChange, watch_view
+from .watch import ViewChange, ViewWatch, watch_view
 
 __all__ = [
     "SHARED_VIEWS_DB",
@@ -27,6 +36,7 @@ __all__ = [
     "ViewChange",
     "ViewDefinition",
     "ViewReader",
+    "ViewWatch",
     "index_health",
     "index_path",
     "watch_view",

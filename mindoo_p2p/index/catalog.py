@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 from ..errors import MindooError, NotFoundError
 from .expressions import QueryError
+from .query_index import SHARED_VIEWS_DB
 from .views import ViewDefinition, ViewReader
 
-SHARED_VIEWS_DB = "mindoo.views"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 

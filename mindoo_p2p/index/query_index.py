@@ -34,6 +34,9 @@ from .expressions import (
 from .follower import FollowReport, IndexedNode, IndexedTenant, IndexFollower, Progress
 from .index_store import IndexStore, index_path
 
+SHARED_VIEWS_DB = "mindoo.views"
+"""The tenant database that holds shared view definitions (`catalog`)."""
+
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 100
 MAX_SEARCH_TERMS = 32
@@ -325,7 +328,10 @@ class QueryIndex:
         return Source(tenant.id, tenant.name, database)
 
     def all_sources(self, tenant: IndexedTenant) -> list[Source]:
-        return [Source(tenant.id, tenant.name, d) for d in tenant.databases()]
+        """Every database of the tenant but the one holding shared view definitions."""
+        return [
+            Source(tenant.id, tenant.name, d) for d in tenant.databases() if d != SHARED_VIEWS_DB
+        ]
 
     def _source_ids(self, sources: Sources) -> tuple[list[int], dict[int, Source]]:
         listed = as_sources(sources)

@@ -22,7 +22,7 @@ then the sort keys).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,7 @@ from .follower import IndexedTenant
 from .query_index import Coverage, QueryIndex, QueryResult, Row, Source
 
 if TYPE_CHECKING:
-    from .watch import ListenedNode, ViewChange
+    from .watch import ListenedNode, ViewWatch
 
 MAX_SOURCES = 64
 MAX_CATEGORIES = 4
@@ -226,10 +226,9 @@ class ViewReader:
         self._resolve = resolve
         self._node = node
 
-    def watch(
-        self, *, poll_seconds: float | None = None, max_rows: int = 10_000
-    ) -> AsyncIterator[ViewChange]:
-        """``async for change in reader.watch()``: see `watch.watch_view`."""
+    def watch(self, *, poll_seconds: float | None = None, max_rows: int = 10_000) -> ViewWatch:
+        """``async for change in reader.watch()`` (or ``async with reader.watch() as w``):
+        see `watch.ViewWatch`. Call it inside trio."""
         from .watch import watch_view  # watch builds on this module
 
         if self._node is None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -93,40 +94,85 @@ def diff(before: Snapshot, after: Snapshot) -> ViewChange:
     return change
 
 
-async def watch_view(
+class ViewWatch:
+    """The changes of one view from the moment it was made: ``async for change in watch``.
+
+    Made inside trio (it remembers the trio token). The first reading of the view is taken
+    when the watch is made, so a change that lands right after is reported, whenever the
+    iteration starts. Close it (``async with`` or `aclose`) to stop listening; a watch that is
+    dropped unclosed stops listening once garbage-collected."""
+
+    def __init__(
+        self,
+        node: ListenedNode,
+        reader: ViewReader,
+        *,
+        poll_seconds: float | None = None,
+        max_rows: int = MAX_WATCH_ROWS,
+    ) -> None:
+        self._node = node
+        self._reader = reader
+        self._poll = poll_seconds
+        self._max_rows = max_rows
+        self._send, self._receive = trio.open_memory_channel[None](1)
+        token = trio.lowlevel.current_trio_token()
+        send = self._send
+        me = weakref.ref(self)
+
+        def wake() -> None:
+            # a wake-up may be pending already (or the watch ended)
+            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+                send.send_nowait(None)
+
+        def on_entries(_entries: list[Entry], _local: bool) -> None:
+            if me() is None:  # dropped without closing: stop listening
+                node.remove_listener(on_entries)
+                return
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(wake)
+
+        self._listener = on_entries
+        self._current = snapshot(reader, max_rows)
+        node.add_listener(on_entries)
+        self._closed = False
+
+    def __aiter__(self) -> ViewWatch:
+        return self
+
+    async def __anext__(self) -> ViewChange:
+        while not self._closed:
+            if self._poll is None:
+                await self._receive.receive()
+            else:
+                with trio.move_on_after(self._poll):
+                    await self._receive.receive()
+            latest = snapshot(self._reader, self._max_rows)
+            change = diff(self._current, latest)
+            self._current = latest
+            if not change.empty:
+                return change
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(ValueError):
+                self._node.remove_listener(self._listener)
+            self._send.close()
+
+    async def __aenter__(self) -> ViewWatch:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def watch_view(
     node: ListenedNode,
     reader: ViewReader,
     *,
     poll_seconds: float | None = None,
     max_rows: int = MAX_WATCH_ROWS,
-) -> AsyncIterator[ViewChange]:
-    """Yield a `ViewChange` whenever the view changes (never an empty one)."""
-    token = trio.lowlevel.current_trio_token()
-    send, receive = trio.open_memory_channel[None](1)
-
-    def wake() -> None:
-        # a wake-up may be pending already (or the watch ended)
-        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
-            send.send_nowait(None)
-
-    def on_entries(_entries: list[Entry], _local: bool) -> None:
-        with contextlib.suppress(trio.RunFinishedError):
-            token.run_sync_soon(wake)
-
-    node.add_listener(on_entries)
-    try:
-        current = snapshot(reader, max_rows)
-        while True:
-            if poll_seconds is None:
-                await receive.receive()
-            else:
-                with trio.move_on_after(poll_seconds):
-                    await receive.receive()
-            latest = snapshot(reader, max_rows)
-            change = diff(current, latest)
-            current = latest
-            if not change.empty:
-                yield change
-    finally:
-        node.remove_listener(on_entries)
-        send.close()
+) -> ViewWatch:
+    """A `ViewWatch`: yields a `ViewChange` whenever the view changes (never an empty one)."""
+    return ViewWatch(node, reader, poll_seconds=poll_seconds, max_rows=max_rows)
