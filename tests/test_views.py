@@ -211,3 +211,30 @@ async def test_live_view_changes_when_a_peers_write_arrives(make_node: MakeNode)
     assert [r["values"]["Amount"] for r in second.changed] == [7]
     grand = next(t for t in second.totals if t["path"] == [])
     assert grand["totals"]["max"] >= 7
+
+
+def test_view_totals_follow_edits_and_deletes(make_node: MakeNode) -> None:
+    """The view's facet table (kept by triggers) follows every change of the documents."""
+    me, _partner, _written = crm_and_partner(make_node)
+    crm = me.tenant("crm")
+    me.views.define(crm, "pipeline", VIEW, local=True)
+    view = me.views.reader(crm, "pipeline")
+    view.tree()  # the facet table exists from here on
+    db = crm.open_db("crm2025")
+    ids = db.list_documents()
+    db.update(ids[0], {"amount": 100_000, "status": "open", "customer": "Zeta"})
+    db.delete(ids[1])
+    db.update(ids[2], {"status": "lost"})
+    theirs = me.tenant("partner").open_db("deals")
+    live = [
+        d
+        for source in (*(crm.open_db(f"crm{y}") for y in YEARS), theirs)
+        for d in (source.get(i) for i in source.list_documents())
+        if d["status"] != "lost"
+    ]
+    tree = view.tree(expand_all=True)
+    assert tree["count"] == len(live)
+    assert tree["totals"] == pytest.approx(brute_totals(live))
+    year = next(c for c in tree["categories"] if c["value"] == 2025)
+    zeta = next(c for c in year["categories"] if c["value"] == "Zeta")
+    assert zeta["count"] == 1 and zeta["totals"]["max"] == 100_000

@@ -27,7 +27,7 @@ malformed expression raises `QueryError` naming the offending part (``where.$or[
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,11 @@ class JsonPath:
     @property
     def exists_sql(self) -> str:
         return f"json_type(body, '{self.json_path}')"
+
+    def sql_on(self, row: str, *, exists: bool = False) -> str:
+        """`sql` (or `exists_sql`) reading ``row.body`` (``new``/``old`` in a trigger)."""
+        function = "json_type" if exists else "json_extract"
+        return f"{function}({row}.body, '{self.json_path}')"
 
 
 def parse_path(text: object, where: str = "path") -> JsonPath:
@@ -117,15 +122,28 @@ class CompiledFilter:
     sql: str
     params: tuple[Any, ...]
     paths: tuple[JsonPath, ...]
+    equality: tuple[JsonPath, ...] = ()
+    """Paths every match has one given non-null value at (``{"status": "open"}`` at the top
+    level or under a top-level $and): an index led by them serves the query."""
+
+
+Columns = Callable[[JsonPath, bool], str]
+"""The SQL that reads a path (``exists``: its JSON type) from the rows queried."""
+
+
+def body_columns(path: JsonPath, exists: bool) -> str:
+    return path.exists_sql if exists else path.sql
 
 
 class _Compiler:
-    def __init__(self) -> None:
+    def __init__(self, columns: Columns) -> None:
         self.params: SqlParams = []
         self.paths: list[JsonPath] = []
+        self.equality: list[JsonPath] = []
         self.nodes = 0
+        self.column = columns
 
-    def expression(self, expr: object, where: str) -> str:
+    def expression(self, expr: object, where: str, conjunctive: bool = False) -> str:
         self.nodes += 1
         if self.nodes > MAX_EXPRESSION_NODES:
             raise QueryError(f"{where}: expression has more than {MAX_EXPRESSION_NODES} parts")
@@ -133,16 +151,17 @@ class _Compiler:
             raise QueryError(f"{where}: expected an object, not {type(expr).__name__}")
         if not expr:
             return "1"
-        parts = [self.clause(str(key), value, where) for key, value in expr.items()]
+        parts = [self.clause(str(key), value, where, conjunctive) for key, value in expr.items()]
         return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
 
-    def clause(self, key: str, value: object, where: str) -> str:
+    def clause(self, key: str, value: object, where: str, conjunctive: bool) -> str:
         here = f"{where}.{key}"
         if key in ("$and", "$or"):
             if not isinstance(value, list) or not value:
                 raise QueryError(f"{here}: expected a non-empty list of expressions")
             joined = f" {key[1:].upper()} ".join(
-                self.expression(item, f"{here}[{i}]") for i, item in enumerate(value)
+                self.expression(item, f"{here}[{i}]", conjunctive and key == "$and")
+                for i, item in enumerate(value)
             )
             return f"({joined})"
         if key == "$not":
@@ -159,11 +178,15 @@ class _Compiler:
             parts = [
                 self.condition(path, str(op), arg, f"{here}.{op}") for op, arg in value.items()
             ]
+            if conjunctive and value.get("$eq") is not None:
+                self.equality.append(path)
             return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
+        if conjunctive and value is not None:
+            self.equality.append(path)
         return self.condition(path, "$eq", value, here)
 
     def condition(self, path: JsonPath, op: str, arg: object, here: str) -> str:
-        column = path.sql
+        column = self.column(path, False)
         if op in _COMPARISONS:
             value = _scalar(arg, here)
             if value is None:
@@ -197,7 +220,7 @@ class _Compiler:
         if op == "$exists":
             if not isinstance(arg, bool):
                 raise QueryError(f"{here}: expected true or false")
-            return f"{path.exists_sql} IS {'NOT ' if arg else ''}NULL"
+            return f"{self.column(path, True)} IS {'NOT ' if arg else ''}NULL"
         if op == "$prefix":
             if not isinstance(arg, str) or not arg:
                 raise QueryError(f"{here}: expected a non-empty string")
@@ -208,13 +231,21 @@ class _Compiler:
         )
 
 
-def compile_where(expr: object, where: str = "where") -> CompiledFilter:
-    """Compile a where expression (None: everything) to SQL over the ``body`` column."""
+def compile_where(
+    expr: object, where: str = "where", columns: Columns = body_columns
+) -> CompiledFilter:
+    """Compile a where expression (None: everything) to SQL over the ``body`` column (or over
+    the columns ``columns`` names for each path)."""
     if expr is None:
         return CompiledFilter("1", (), ())
-    compiler = _Compiler()
-    sql = compiler.expression(expr, where)
-    return CompiledFilter(sql, tuple(compiler.params), tuple(compiler.paths))
+    compiler = _Compiler(columns)
+    sql = compiler.expression(expr, where, conjunctive=True)
+    return CompiledFilter(
+        sql,
+        tuple(compiler.params),
+        tuple(compiler.paths),
+        tuple(dict.fromkeys(compiler.equality)),
+    )
 
 
 @dataclass(frozen=True, slots=True)

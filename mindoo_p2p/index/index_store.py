@@ -24,7 +24,9 @@ Schema (version `SCHEMA_VERSION`; another version is rebuilt)::
               key_ids                           no_key, missing_dependency, unreadable
     fts       FTS5(text), rowid = docs.id       the document's string values
     ix_*      expression indexes on json_extract(body, '$.path'), made for the paths that
-              queries and views filter or sort on (`ensure_path_index`)
+              queries filter or sort on (`ensure_index`: equality paths, then sort paths)
+    vf_*      facet tables (`ensure_facets`): per document, the values a view groups, totals
+              and filters on as real columns, kept by triggers on docs, with a covering index
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,7 @@ SCHEMA_VERSION = 1
 INDEX_DIR = "index"
 INDEX_FILE = "query.db"
 MAX_PATH_INDEXES = 48
+MAX_FACET_TABLES = 16
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 
 DatabaseError = sqlcipher3.DatabaseError
@@ -121,6 +125,7 @@ class IndexStore:
         # PRAGMA takes no parameters; the key is our own 32 random bytes, written as hex.
         conn.execute(f"PRAGMA key = \"x'{self._key.hex()}'\"")
         conn.execute("PRAGMA secure_delete = ON")
+        conn.execute("PRAGMA cache_size = -65536")  # 64 MiB of decrypted pages at most
         conn.execute("PRAGMA foreign_keys = OFF")
         with contextlib.suppress(DatabaseError):
             conn.execute("PRAGMA journal_mode = WAL")
@@ -270,6 +275,66 @@ class IndexStore:
             self._path_indexes.add(name)
         return name
 
+    # -- view facets -------------------------------------------------------------------------
+    def ensure_facets(
+        self, values: Sequence[JsonPath], types: Sequence[JsonPath] = ()
+    ) -> Facets | None:
+        """A *facet table* holding, per document, the values at ``values`` and the JSON types
+        at ``types`` as real columns, kept equal to ``docs`` by triggers (insert, update,
+        delete, in the same transaction), with an index on the value columns in this order
+        then the source. A view's grouped query reads that index alone (covering), instead
+        of parsing every document's JSON. Made once per shape; None when `MAX_FACET_TABLES`
+        exist (the caller then reads ``docs``)."""
+        spec = [("v", p) for p in values] + [("t", p) for p in types]
+        digest = hashlib.sha256(
+            "\x00".join(f"{kind}{p.json_path}" for kind, p in spec).encode()
+        ).hexdigest()[:16]
+        name = f"vf_{digest}"
+        columns = {(p.json_path, kind == "t"): f"c{i}" for i, (kind, p) in enumerate(spec)}
+        facets = Facets(name, columns)
+        with self._lock:
+            exists = self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+            ).fetchone()
+            if exists:
+                return facets
+            count = self._conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'vf\\_%'"
+                " ESCAPE '\\'"
+            ).fetchone()[0]
+            if count >= MAX_FACET_TABLES:
+                return None
+
+            def read(row: str) -> str:
+                return ", ".join(p.sql_on(row, exists=kind == "t") for kind, p in spec)
+
+            cols = ", ".join(f"c{i}" for i in range(len(spec)))
+            sets = ", ".join(
+                f"c{i} = {p.sql_on('new', exists=kind == 't')}" for i, (kind, p) in enumerate(spec)
+            )
+            indexed = ", ".join(
+                [*(f"c{i}" for i, (k, _p) in enumerate(spec) if k == "v"), "source"]
+            )
+            # Names are hashes, paths are validated (expressions.parse_path): no value is
+            # ever written into this SQL.
+            self._conn.executescript(
+                f"""
+                BEGIN IMMEDIATE;
+                CREATE TABLE {name} (id INTEGER PRIMARY KEY, source INTEGER NOT NULL, {cols});
+                INSERT INTO {name} SELECT id, source, {read("docs")} FROM docs;
+                CREATE INDEX {name}_ix ON {name} ({indexed});
+                CREATE TRIGGER {name}_ins AFTER INSERT ON docs BEGIN
+                    INSERT INTO {name} VALUES (new.id, new.source, {read("new")}); END;
+                CREATE TRIGGER {name}_upd AFTER UPDATE OF body ON docs BEGIN
+                    UPDATE {name} SET {sets} WHERE id = new.id; END;
+                CREATE TRIGGER {name}_del AFTER DELETE ON docs BEGIN
+                    DELETE FROM {name} WHERE id = old.id; END;
+                ANALYZE;
+                COMMIT;
+                """
+            )
+        return facets
+
     # -- size --------------------------------------------------------------------------------
     def size_bytes(self) -> int:
         total = 0
@@ -277,6 +342,17 @@ class IndexStore:
             with contextlib.suppress(FileNotFoundError):
                 total += os.stat(f"{self.path}{suffix}").st_size
         return total
+
+
+@dataclass(frozen=True)
+class Facets:
+    """A facet table: its name and the column of each (json path, type-not-value)."""
+
+    table: str
+    columns: dict[tuple[str, bool], str]
+
+    def column(self, path: JsonPath, exists: bool) -> str:
+        return self.columns[(path.json_path, exists)]
 
 
 def fingerprint(key_ids: Sequence[bytes]) -> bytes:

@@ -411,7 +411,11 @@ class QueryIndex:
         coverage = self._coverage(sids)
         if not sids:
             return QueryResult([], None, coverage)
-        for path in (*compiled.paths, *(k.path for k in keys)):
+        if keys:
+            # equality paths, then the sort keys: the matches are walked in order
+            lead = [*compiled.equality, *(k.path for k in keys)]
+            self.store.ensure_index(list(dict.fromkeys(lead)))
+        for path in compiled.paths:
             self.store.ensure_path_index(path)
         rows, next_cursor = self._select(
             sids, compiled.sql, list(compiled.params), keys, limit, cursor

@@ -287,30 +287,38 @@ class ViewReader:
         ]
         if not sids:
             return [], coverage
-        compiled = compile_where(d.filter, "view.filter")
-        for path in compiled.paths:
-            self.index.store.ensure_path_index(path)
-        covering = [k.path for k in d.categories] + [t.path for t in d.totals if t.path]
-        indexed = None
-        if covering and d.categories and not compiled.paths:
-            # categories, then totals, then the source: the grouped query reads this index
-            # alone, in group order (no table rows, no sort)
-            indexed = self.index.store.ensure_index(list(dict.fromkeys(covering)), with_source=True)
-        cats = [k.path.sql for k in d.categories]
+        probe = compile_where(d.filter, "view.filter")
+        facet_paths = [k.path for k in d.categories] + [t.path for t in d.totals if t.path]
+        facet_paths += list(probe.paths)
+        facets = self.index.store.ensure_facets(
+            list(dict.fromkeys(facet_paths)), list(dict.fromkeys(probe.paths))
+        )
+        if facets is not None:
+            # the facet table: real columns kept by triggers, read from its covering index
+            table = facets.table
+            compiled = compile_where(d.filter, "view.filter", facets.column)
+
+            def column(path: JsonPath) -> str:
+                return facets.column(path, False)
+        else:  # too many view shapes: read the documents themselves
+            table = "docs"
+            compiled = probe
+            for path in probe.paths:
+                self.index.store.ensure_path_index(path)
+
+            def column(path: JsonPath) -> str:
+                return path.sql
+
+        cats = [column(k.path) for k in d.categories]
         aggregates = ["count(*)"]
         for t in d.totals:
             if t.path is not None:
-                aggregates += [
-                    f"sum({t.path.sql})",
-                    f"count({t.path.sql})",
-                    f"min({t.path.sql})",
-                    f"max({t.path.sql})",
-                ]
+                c = column(t.path)
+                aggregates += [f"sum({c})", f"count({c})", f"min({c})", f"max({c})"]
         marks = ",".join("?" * len(sids))
         group = f" GROUP BY {', '.join(cats)}" if cats else ""
-        hint = f" INDEXED BY {indexed}" if indexed else ""
         sql = (
-            f"SELECT {', '.join([*cats, *aggregates])} FROM docs{hint}"
+            f"SELECT {', '.join([*cats, *aggregates])} FROM {table}"
             f" WHERE source IN ({marks}) AND {compiled.sql}{group}"
         )
         out = []
