@@ -12,7 +12,8 @@ Schema (version `SCHEMA_VERSION`; another version is rebuilt)::
 
     meta      key TEXT PK -> value TEXT         schema version
     sources   id PK, tenant BLOB(16), db TEXT,  one per (tenant, database) followed;
-              cursor INT                        cursor = the database feed seq indexed up to
+              cursor INT, docs INT              cursor = the database feed seq indexed up to;
+                                                docs = its rows in docs (kept by triggers)
     tenants   tenant BLOB PK, key_fp BLOB,      key_fp: hash of the key ids held when last
               log_seq INT                       followed; log_seq: tenant-log feed seq seen
     docs      id PK, source, doc BLOB(16),      one row per readable, live document: its
@@ -60,7 +61,7 @@ _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE sources (
     id INTEGER PRIMARY KEY, tenant BLOB NOT NULL, db TEXT NOT NULL,
-    cursor INTEGER NOT NULL DEFAULT 0, UNIQUE (tenant, db));
+    cursor INTEGER NOT NULL DEFAULT 0, docs INTEGER NOT NULL DEFAULT 0, UNIQUE (tenant, db));
 CREATE TABLE tenants (tenant BLOB PRIMARY KEY, key_fp BLOB, log_seq INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE docs (
     id INTEGER PRIMARY KEY, source INTEGER NOT NULL, doc BLOB NOT NULL, uid TEXT NOT NULL UNIQUE,
@@ -69,6 +70,10 @@ CREATE TABLE skipped (
     source INTEGER NOT NULL, doc BLOB NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL,
     key_ids TEXT NOT NULL, PRIMARY KEY (source, doc));
 CREATE INDEX skipped_reason ON skipped (source, reason);
+CREATE TRIGGER docs_counted AFTER INSERT ON docs BEGIN
+    UPDATE sources SET docs = docs + 1 WHERE id = new.source; END;
+CREATE TRIGGER docs_uncounted AFTER DELETE ON docs BEGIN
+    UPDATE sources SET docs = docs - 1 WHERE id = old.source; END;
 CREATE VIRTUAL TABLE fts USING fts5(text, tokenize = 'unicode61 remove_diacritics 2');
 INSERT INTO fts (fts, rank) VALUES ('secure-delete', 1);
 """

@@ -350,7 +350,7 @@ class QueryIndex:
             return coverage
         marks = ",".join("?" * len(sids))
         coverage.indexed = int(
-            self.store.read(f"SELECT count(*) FROM docs WHERE source IN ({marks})", sids)[0][0]
+            self.store.read(f"SELECT sum(docs) FROM sources WHERE id IN ({marks})", sids)[0][0]
         )
         for reason, count in self.store.read(
             f"SELECT reason, count(*) FROM skipped WHERE source IN ({marks}) GROUP BY reason",
