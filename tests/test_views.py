@@ -238,3 +238,30 @@ def test_view_totals_follow_edits_and_deletes(make_node: MakeNode) -> None:
     year = next(c for c in tree["categories"] if c["value"] == 2025)
     zeta = next(c for c in year["categories"] if c["value"] == "Zeta")
     assert zeta["count"] == 1 and zeta["totals"]["max"] == 100_000
+
+
+def test_a_view_keeps_following_after_a_shred_moves_the_index(make_node: MakeNode) -> None:
+    """A shred re-encrypts the index into a new file: facet tables and their triggers come
+    along, and the view drops the shredded documents."""
+    node = make_node("n")
+    tenant = node.create_tenant("acme")
+    tenant.create_key("hr")
+    db = tenant.create_db("notes")
+    kept = db.create_document({"team": "a", "n": 1})
+    db.create_document({"team": "a", "n": 10}, key="hr")
+    definition = {
+        "sources": ["acme/notes"],
+        "categories": ["team"],
+        "totals": [{"name": "sum", "op": "sum", "path": "n"}],
+    }
+    node.views.define(tenant, "teams", definition, local=True)
+    view = node.views.reader(tenant, "teams")
+    assert view.tree()["totals"] == {"sum": 11}
+    tenant.shred_key("hr")
+    assert view.tree()["totals"] == {"sum": 1}
+    db.update(kept, {"n": 5})
+    db.create_document({"team": "b", "n": 2})
+    tree = view.tree()
+    assert tree["totals"] == {"sum": 7}
+    assert [(c["value"], c["count"]) for c in tree["categories"]] == [("a", 1), ("b", 1)]
+    assert tree["coverage"] == {"indexed": 2, "skipped": {"no_key": 1}}
