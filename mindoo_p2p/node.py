@@ -274,7 +274,11 @@ class Node:
 
                 stored = self._keystore.update(mutate)["index_key"]
             self._index = QueryIndex(
-                self.home, bytes.fromhex(stored), self, save_key=self._save_index_key
+                self.home,
+                bytes.fromhex(stored),
+                self,
+                save_key=self._save_index_key,
+                settings=self._keystore,
             )
         return self._index
 

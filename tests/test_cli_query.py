@@ -188,3 +188,15 @@ def test_fsck_reports_a_stale_index(home: Path) -> None:
     assert report["ok"] and report["index"]["stale"] and report["index"]["behind"] == 1
     assert mindoo(home, "query", "acme", "crm2025")[0] == 0
     assert as_json(home, "fsck")["index"]["stale"] is False
+
+
+def test_index_fields_chooses_what_search_covers(home: Path) -> None:
+    assert as_json(home, "index", "fields", "acme", "crm2025")["fields"] is None
+    code, out, err = mindoo(home, "index", "fields", "acme", "crm2025", "customer")
+    assert code == 0 and out.strip() == "crm2025: full-text search covers customer", err
+    assert as_json(home, "search", "acme", "invoice", "--db", "crm2025")["hits"] == []
+    assert len(as_json(home, "search", "acme", "globex", "--db", "crm2025")["hits"]) == 3
+    assert mindoo(home, "index", "fields", "acme", "crm2025", "--all")[0] == 0
+    assert len(as_json(home, "search", "acme", "invoice", "--db", "crm2025")["hits"]) == 6
+    code, _out, err = mindoo(home, "index", "fields", "acme", "crm2025", "a b")
+    assert code == 1 and "error: fields[0]: invalid path 'a b'" in err

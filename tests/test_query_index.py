@@ -321,3 +321,23 @@ def test_a_long_catch_up_reports_progress_page_by_page(
     node.index.refresh(seen.append)
     assert seen == sorted(seen) and len(seen) >= 4 and seen[-1] == 24
     assert node.index.count(sources) == 24
+
+
+def test_full_text_search_covers_chosen_fields(make_node: MakeNode) -> None:
+    node = make_node("n")
+    tenant = node.create_tenant("acme")
+    db = tenant.create_db("notes")
+    doc = db.create_document({"title": "kingfisher", "body": "heron", "tags": ["otter"]})
+    assert [h.document_id for h in node.index.search(db, "heron").hits] == [doc]
+    assert node.index.set_search_fields(db, ["title", "tags"]) == 1
+    assert node.index.search(db, "heron").hits == []
+    assert len(node.index.search(db, "otter").hits) == 1
+    db.create_document({"title": "swift", "body": "heron again"})
+    assert node.index.search(db, "heron").hits == []  # new documents follow the choice
+    node.index.rebuild()  # the choice is kept (in the keystore), not derived
+    assert node.index.search_fields(db) == ["title", "tags"]
+    assert node.index.search(db, "heron").hits == []
+    node.index.set_search_fields(db, None)
+    assert len(node.index.search(db, "heron").hits) == 2
+    with pytest.raises(QueryError, match="fields"):
+        node.index.set_search_fields(db, ["bad path!"])

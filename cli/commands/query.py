@@ -125,7 +125,7 @@ def search(
 
 @click.group(cls=MindooGroup)
 def index() -> None:
-    """The query index: status and rebuild."""
+    """The query index: status, rebuild, full-text fields."""
 
 
 @index.command("status")
@@ -159,6 +159,29 @@ def index_rebuild() -> None:
         result,
         f"rebuilt: {result['indexed']} documents indexed, {result['skipped']} skipped"
         f" ({result['seconds']} s)",
+    )
+
+
+@index.command("fields")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("database", metavar="DB")
+@click.argument("fields", metavar="[F,...]", required=False)
+@click.option("--all", "every", is_flag=True, help="Search every string field again.")
+def index_fields(tenant_name: str, database: str, fields: str | None, every: bool) -> None:
+    """Show or choose the fields of DB that full-text search covers (default: all text)."""
+    c = cli_context()
+    node = c.node()
+    db = node.tenant(tenant_name).open_db(database)
+    if fields is not None and every:
+        raise click.UsageError("give fields or --all, not both")
+    if fields is not None or every:
+        _follow(node)
+        node.index.set_search_fields(db, None if every else fields)
+    chosen = node.index.search_fields(db)
+    c.emit(
+        {"tenant": tenant_name, "db": database, "fields": chosen},
+        f"{database}: full-text search covers "
+        + ("every string field" if chosen is None else ", ".join(chosen)),
     )
 
 

@@ -23,7 +23,7 @@ the databases use, so the index holds exactly what `Database.get` reads), with a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +32,7 @@ from ..errors import DecodeError, MindooError, MissingKeyError, NotFoundError
 from ..keyring import KeyRing
 from ..materializer import DocumentMaterializer
 from ..store import EntryStore
+from .expressions import JsonPath
 from .index_store import IndexStore, fingerprint
 
 PAGE_ENTRIES = 2000
@@ -71,6 +72,9 @@ class IndexedNode(Protocol):
     def tenants(self) -> list[Any]: ...
 
 
+SearchFields = Callable[[bytes, str], "Sequence[JsonPath] | None"]
+"""(tenant id, database) -> the paths whose strings the full-text index holds (None: all)."""
+
 Progress = Callable[[int], None]
 """Called with the number of documents materialized so far in a long catch-up."""
 
@@ -104,6 +108,31 @@ def _strings(value: Any, out: list[str]) -> None:
             _strings(item, out)
 
 
+def pick(body: Any, path: JsonPath) -> Any:
+    """The value at ``path`` in a document's content (None when absent)."""
+    value: Any = body
+    for part in path.text.split("."):
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
+def searchable_text(body: Any, fields: Sequence[JsonPath] | None) -> str:
+    """What the full-text index holds of a document: its string values (all of them, or those
+    under the chosen ``fields``), one per line."""
+    words: list[str] = []
+    if fields is None:
+        _strings(body, words)
+    else:
+        for path in fields:
+            _strings(pick(body, path), words)
+    return "\n".join(words)
+
+
 def _key_text(key_ids: Iterable[bytes]) -> str:
     return " ".join(sorted({k.hex() for k in key_ids}))
 
@@ -113,9 +142,12 @@ def _key_set(text: str) -> set[bytes]:
 
 
 class IndexFollower:
-    def __init__(self, index: IndexStore, node: IndexedNode) -> None:
+    def __init__(
+        self, index: IndexStore, node: IndexedNode, search_fields: SearchFields = lambda t, d: None
+    ) -> None:
         self._index = index
         self._node = node
+        self._search_fields = search_fields
         self._materializers: dict[tuple[bytes, str], DocumentMaterializer] = {}
 
     def _materializer(self, tenant: IndexedTenant, database: str) -> DocumentMaterializer:
@@ -275,6 +307,7 @@ class IndexFollower:
         store = self._node.store
         known = self._known_keys(sid, list(docs))
         uid_prefix = f"{tenant.id_hex}/{database}/"
+        fields = self._search_fields(tenant.id, database)
         with self._index.transaction() as tx:
             for doc, new_keys in docs.items():
                 if exact:
@@ -294,8 +327,7 @@ class IndexFollower:
                     body = json.dumps(
                         outcome, sort_keys=True, separators=(",", ":"), default=_json_default
                     )
-                    words: list[str] = []
-                    _strings(outcome, words)
+                    words = searchable_text(outcome, fields)
                     tx.execute("DELETE FROM skipped WHERE source = ? AND doc = ?", (sid, doc))
                     if row is None:
                         cur = tx.execute(
@@ -311,9 +343,7 @@ class IndexFollower:
                             (body, key_text, rid),
                         )
                         tx.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
-                    tx.execute(
-                        "INSERT INTO fts (rowid, text) VALUES (?, ?)", (rid, "\n".join(words))
-                    )
+                    tx.execute("INSERT INTO fts (rowid, text) VALUES (?, ?)", (rid, words))
                     report.indexed += 1
                 else:
                     if row is not None:

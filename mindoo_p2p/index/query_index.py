@@ -29,9 +29,18 @@ from .expressions import (
     compile_where,
     keyset_after,
     parse_fields,
+    parse_path,
     parse_sort,
 )
-from .follower import FollowReport, IndexedNode, IndexedTenant, IndexFollower, Progress
+from .follower import (
+    FollowReport,
+    IndexedNode,
+    IndexedTenant,
+    IndexFollower,
+    Progress,
+    pick,
+    searchable_text,
+)
 from .index_store import IndexStore, index_path
 
 SHARED_VIEWS_DB = "mindoo.views"
@@ -211,16 +220,12 @@ def decode_cursor(cursor: str, size: int) -> list[Any]:
     return values
 
 
-def _pick(body: dict[str, Any], path: JsonPath) -> Any:
-    value: Any = body
-    for part in path.text.split("."):
-        if isinstance(value, dict):
-            value = value.get(part)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return None
-    return value
+class Settings(Protocol):
+    """The keystore, as the index keeps its chosen settings there."""
+
+    def read(self) -> dict[str, Any]: ...
+
+    def update(self, mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]: ...
 
 
 class QueryIndex:
@@ -232,20 +237,76 @@ class QueryIndex:
         key: bytes,
         node: IndexedNode,
         save_key: Callable[[bytes], None] | None = None,
+        settings: Settings | None = None,
     ) -> None:
         """``save_key(key)`` records a new index key (the keystore): after a shred the index
-        moves to a new key and the old one is destroyed (`IndexStore.reencrypt`)."""
+        moves to a new key and the old one is destroyed (`IndexStore.reencrypt`).
+        ``settings`` keeps what is chosen, not derived (the full-text fields per database),
+        so a rebuild keeps it: the keystore."""
         self._home = home
         self._key = key
         self._node = node
         self._save_key = save_key
+        self._settings = settings
+        self._fields: dict[str, dict[str, list[str]]] = (
+            dict(settings.read().get("search_fields", {})) if settings is not None else {}
+        )
         self._lock = threading.RLock()
         self.store = IndexStore(index_path(home), key)
-        self.follower = IndexFollower(self.store, node)
+        self.follower = IndexFollower(self.store, node, self._search_fields)
         self._listeners: list[Callable[[FollowReport], None]] = []
 
     def close(self) -> None:
         self.store.close()
+
+    # -- full-text fields --------------------------------------------------------------------
+    def _search_fields(self, tenant_id: bytes, database: str) -> list[JsonPath] | None:
+        chosen = self._fields.get(tenant_id.hex(), {}).get(database)
+        return None if chosen is None else [parse_path(p) for p in chosen]
+
+    def search_fields(self, source: Source | DatabaseLike) -> list[str] | None:
+        """The fields of a database the full-text index holds (None: every string)."""
+        (s,) = as_sources(source)
+        return self._fields.get(s.tenant_id.hex(), {}).get(s.database)
+
+    def set_search_fields(self, sources: Sources, fields: object) -> int:
+        """Choose the fields (paths, or None for every string value) whose text the full-text
+        index holds for these databases; kept in the keystore (a rebuild keeps the choice).
+        Their documents' full-text rows are rewritten from the indexed content at once (no
+        decryption). Returns how many documents were rewritten."""
+        parsed = parse_fields(fields, "fields")
+        chosen = None if parsed is None else [p.text for p in parsed]
+        if self._settings is None:
+            raise QueryError("this index has nowhere to keep settings")
+        listed = as_sources(sources)
+
+        def mutate(contents: dict[str, Any]) -> None:
+            table = contents.setdefault("search_fields", {})
+            for s in listed:
+                per_tenant = table.setdefault(s.tenant_id.hex(), {})
+                if chosen is None:
+                    per_tenant.pop(s.database, None)
+                else:
+                    per_tenant[s.database] = chosen
+            self._fields = json.loads(json.dumps(table))
+
+        self.refresh()
+        with self._lock:
+            self._settings.update(mutate)
+            rewritten = 0
+            with self.store.transaction() as tx:
+                for s in listed:
+                    sid = self.store.find_source(s.tenant_id, s.database)
+                    if sid is None:
+                        continue
+                    for rid, body in tx.execute(
+                        "SELECT id, body FROM docs WHERE source = ?", (sid,)
+                    ).fetchall():
+                        text = searchable_text(json.loads(body), parsed)
+                        tx.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
+                        tx.execute("INSERT INTO fts (rowid, text) VALUES (?, ?)", (rid, text))
+                        rewritten += 1
+        return rewritten
 
     def add_listener(self, listener: Callable[[FollowReport], None]) -> None:
         """``listener(report)`` after a catch-up changed something (views watch with it)."""
@@ -286,7 +347,7 @@ class QueryIndex:
         with self._lock:
             self.store.delete_all()
             self.store = IndexStore(index_path(self._home), self._key)
-            self.follower = IndexFollower(self.store, self._node)
+            self.follower = IndexFollower(self.store, self._node, self._search_fields)
             report = self.refresh(progress)
         return {
             "indexed": report.indexed,
@@ -425,7 +486,7 @@ class QueryIndex:
                 by_id[sid].tenant_name,
                 by_id[sid].database,
                 doc.hex(),
-                body if projection is None else {p.text: _pick(body, p) for p in projection},
+                body if projection is None else {p.text: pick(body, p) for p in projection},
             )
             for sid, doc, body in rows
         ]
