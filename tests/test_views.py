@@ -265,3 +265,17 @@ def test_a_view_keeps_following_after_a_shred_moves_the_index(make_node: MakeNod
     assert tree["totals"] == {"sum": 7}
     assert [(c["value"], c["count"]) for c in tree["categories"]] == [("a", 1), ("b", 1)]
     assert tree["coverage"] == {"indexed": 2, "skipped": {"no_key": 1}}
+
+
+def test_a_members_malformed_shared_definitions_are_left_out(make_node: MakeNode) -> None:
+    node = make_node("n")
+    tenant = node.create_tenant("acme")
+    tenant.create_db("notes").create_document({"a": 1})
+    views = tenant.open_db(SHARED_VIEWS_DB)
+    views.create_document({"name": "huge", "definition": "[" * 70_000})
+    views.create_document({"name": "bad name!", "definition": "{}"})
+    views.create_document({"name": "notjson", "definition": "{nope"})
+    views.create_document({"name": "number", "definition": 5})
+    node.views.define(tenant, "good", {"sources": ["acme/notes"]})
+    assert [v["name"] for v in node.views.definitions(tenant)] == ["good"]
+    assert node.views.reader(tenant, "good").tree()["count"] == 1

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from ..errors import MindooError, NotFoundError
 from .expressions import QueryError
 from .query_index import SHARED_VIEWS_DB
-from .views import ViewDefinition, ViewReader
+from .views import MAX_DEFINITION_BYTES, ViewDefinition, ViewReader
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
@@ -130,7 +130,10 @@ class ViewCatalog:
             try:
                 content = db.get(doc)
                 name = validate_view_name(content.get("name"))
-                definition = json.loads(str(content.get("definition")))
+                text = content.get("definition")
+                if not isinstance(text, str) or len(text) > MAX_DEFINITION_BYTES:
+                    continue  # written by hand by a member: not a definition we read
+                definition = json.loads(text)
                 updated = int(content.get("updated_ms", 0))
             except (MindooError, ValueError, TypeError):
                 continue  # unreadable or malformed: not a view this node can show

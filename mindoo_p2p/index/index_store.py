@@ -289,8 +289,10 @@ class IndexStore:
         delete, in the same transaction), with an index on the value columns in this order
         then the source. A view's grouped query reads that index alone (covering), instead
         of parsing every document's JSON. Made once per shape; None when `MAX_FACET_TABLES`
-        exist (the caller then reads ``docs``)."""
+        exist or no path is given (the caller then reads ``docs``)."""
         spec = [("v", p) for p in values] + [("t", p) for p in types]
+        if not spec:
+            return None
         digest = hashlib.sha256(
             "\x00".join(f"{kind}{p.json_path}" for kind, p in spec).encode()
         ).hexdigest()[:16]
