@@ -65,7 +65,7 @@ class ViewCatalog:
 
             self._local.update(mutate)
             return "local"
-        db = tenant.open_db(SHARED_VIEWS_DB)
+        db = tenant.create_db(SHARED_VIEWS_DB)  # registered: it exists before any peer's copy
         text = json.dumps(parsed.raw, sort_keys=True)
         values = {"name": name, "definition": text, "updated_ms": int(time.time() * 1000)}
         found = self._shared(tenant).get(name)
