@@ -8,6 +8,7 @@ Start with `Node.init(home, password)` once, then `Node.open(home, password)`::
     doc_id = contacts.create_document({"name": "Ada"})
     with contacts.change(doc_id) as doc:
         doc["email"] = "ada@example.org"
+    open_ones = node.index.query(contacts, where={"status": "open"}, sort=["name"], limit=50)
 """
 
 from .crdt import Counter, Text
@@ -26,6 +27,7 @@ from .errors import (
     WrongPasswordError,
 )
 from .identity import PublicIdentity, UserIdentity
+from .index import QueryError, QueryIndex, ViewDefinition
 from .node import Node, default_home
 from .tenant import Tenant
 
@@ -45,11 +47,14 @@ __all__ = [
     "Node",
     "NotFoundError",
     "PublicIdentity",
+    "QueryError",
+    "QueryIndex",
     "StoreError",
     "Tenant",
     "Text",
     "UserIdentity",
     "VerificationError",
+    "ViewDefinition",
     "WrongPasswordError",
     "default_home",
 ]

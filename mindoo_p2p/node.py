@@ -36,6 +36,7 @@ from .errors import (
 )
 from .home_files import IDENTITY_FILE, ensure_identity_file, secure_home, write_private
 from .identity import PublicIdentity, UserIdentity
+from .index import QueryIndex, ViewCatalog, index_path
 from .invite import Invite, open_checked_invite, seal_invite
 from .key_transfer import (
     KeyFile,
@@ -81,6 +82,7 @@ class Node:
         self.identity = UserIdentity.from_secret_dict(contents["identity"])
         self._tenants: dict[bytes, Tenant] = {}
         self._listeners: list[Callable[[list[Entry], bool], None]] = []
+        self._index: QueryIndex | None = None
         self.writer = LocalWriter(
             store,
             self._admit_own,
@@ -228,6 +230,9 @@ class Node:
         return cls.open(home, password)
 
     def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
         self.store.close()
 
     def __enter__(self) -> Node:
@@ -254,6 +259,42 @@ class Node:
 
             seed = self._keystore.update(mutate)["peer_seed"]
         return bytes.fromhex(seed)
+
+    @property
+    def index(self) -> QueryIndex:
+        """The query index (views, queries, full-text search), opened on first use: an
+        encrypted SQLCipher file in ``HOME/index`` under a random key kept in the keystore."""
+        if self._index is None:
+            stored = self._keystore.read().get("index_key")
+            if stored is None:
+                fresh = os.urandom(32).hex()
+
+                def mutate(contents: dict[str, Any]) -> None:
+                    contents.setdefault("index_key", fresh)
+
+                stored = self._keystore.update(mutate)["index_key"]
+            self._index = QueryIndex(
+                self.home,
+                bytes.fromhex(stored),
+                self,
+                save_key=self._save_index_key,
+                settings=self._keystore,
+            )
+        return self._index
+
+    def _save_index_key(self, key: bytes) -> None:
+        """Replace the query index's key in the keystore (the old one is destroyed)."""
+
+        def mutate(contents: dict[str, Any]) -> None:
+            contents["index_key"] = key.hex()
+
+        self._keystore.update(mutate)
+
+    @property
+    def views(self) -> ViewCatalog:
+        """View definitions: shared by a tenant (documents of its ``mindoo.views`` database)
+        or private to this node (in the keystore); `ViewCatalog.reader` reads one."""
+        return ViewCatalog(self, self._keystore)
 
     def add_listener(self, listener: Callable[[list[Entry], bool], None]) -> None:
         """Call ``listener(entries, local)`` after entries are stored (``local``: written here)."""
@@ -329,6 +370,10 @@ class Node:
             tenants[secrets.tenant_id.hex()] = secrets.to_dict()
 
         self._keystore.update(mutate)
+        if dropped and (self._index is not None or index_path(self.home).exists()):
+            tenant = self._tenants.get(secrets.tenant_id)
+            if tenant is not None:  # a shred: what the index holds under the keys goes now
+                self.index.purge_unreadable(tenant)
 
     def learn_saved_keys(self, secrets: TenantSecrets) -> None:
         """Add to ``secrets`` the key versions saved in the keystore that it lacks (created,

@@ -570,7 +570,15 @@ def test_json_output_parses_for_every_command(tmp_path: Path, mindoo_inproc: InP
     assert j(a, "changes", "acme", "contacts", "--since", "1")["next_cursor"] == 2
     assert j(a, "db", "stats", "acme", "contacts")["entries"] == 2
     assert j(a, "status")["tenants"][0]["databases"][0]["documents"] == 1
-    assert j(a, "fsck") == {"entries_checked": 3, "ok": True, "problems": [], "notices": []}
+    fsck = j(a, "fsck")
+    assert fsck["index"]["present"] is False  # no query yet: no query index
+    assert fsck == {
+        "entries_checked": 3,
+        "ok": True,
+        "problems": [],
+        "notices": [],
+        "index": fsck["index"],
+    }
 
     identity = str(tmp_path / "b.id")
     assert j(b, "whoami", "--out", identity)["identity_file"] == identity

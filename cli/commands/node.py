@@ -17,6 +17,7 @@ from mindoo_p2p.config import NodeConfig, load_config
 from mindoo_p2p.control import ControlClient, ControlError, control_socket, daemon_running
 from mindoo_p2p.errors import MindooError
 from mindoo_p2p.home_files import IDENTITY_FILE
+from mindoo_p2p.index import index_health
 from mindoo_p2p.node import Node, is_initialized
 
 from ..context import CliContext, DaemonHook
@@ -242,14 +243,18 @@ def fsck() -> None:
     summary = f"checked {report.entries_checked} entries: " + (
         "ok" if report.ok else f"{len(problems)} problems"
     )
+    index = index_health(c.node())
     c.emit(
         {
             "entries_checked": report.entries_checked,
             "ok": report.ok,
             "problems": problems,
             "notices": notices,
+            "index": index,
         },
-        (text + "\n" if text else "") + summary,
+        (text + "\n" if text else "")
+        + summary
+        + (f"\nquery index: {index['summary']}" if index["present"] else ""),
     )
     if not report.ok:
         c.echo(f"error: fsck found {len(problems)} problems (listed above)", err=True)

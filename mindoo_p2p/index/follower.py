@@ -1,0 +1,403 @@
+"""The follower: keeps the query index equal to what the log says, incrementally.
+
+`IndexFollower.catch_up` brings every (tenant, database) of the node up to date; it is cheap
+when nothing changed (one feed read per database, one tenant-log read per tenant, a hash of the
+key ids held). Per tenant, in this order:
+
+1. **Keys.** When the key ids this node holds changed since the last pass: a document with an
+   entry sealed under a key no longer held (a shred) leaves the index and the full-text index
+   in one transaction, without being decrypted (it becomes skipped: ``no_key``); a skipped
+   document whose keys are now all held (a key import) is materialized and indexed.
+2. **Retractions.** When the tenant log grew (a revocation may have retracted entries), the
+   documents of the tenant's retracted entries are materialized again without them.
+3. **Arrivals.** Per database, the entries after the source's cursor (local writes, sync,
+   bundles alike: the log does not say, the index need not know) name the documents to
+   materialize again: a live one is (re)written, a deleted one removed, one this node cannot
+   read recorded as skipped with the reason. Idempotent, so a crash between pages only
+   repeats work.
+
+Documents are materialized by the follower's own `DocumentMaterializer` per source (the one
+the databases use, so the index holds exactly what `Database.get` reads), with a small cache.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..entry import TENANT_LOG, EntryKind
+from ..errors import DecodeError, MindooError, MissingKeyError, NotFoundError
+from ..keyring import KeyRing
+from ..materializer import DocumentMaterializer
+from ..store import EntryStore
+from .expressions import JsonPath
+from .index_store import IndexStore, fingerprint
+
+PAGE_ENTRIES = 2000
+"""Entries read per page of a catch-up (each page is one index transaction)."""
+
+REASON_NO_KEY = "no_key"
+REASON_MISSING_DEPENDENCY = "missing_dependency"
+REASON_UNREADABLE = "unreadable"
+
+
+class IndexedTenant(Protocol):
+    """What the follower needs of a tenant (`Tenant` provides it)."""
+
+    @property
+    def id(self) -> bytes: ...
+
+    @property
+    def id_hex(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def keyring(self) -> KeyRing: ...
+
+    def databases(self) -> list[str]: ...
+
+    def key_label(self, key_id: bytes) -> str: ...
+
+
+class IndexedNode(Protocol):
+    """What the follower needs of a node (`Node` provides it)."""
+
+    @property
+    def store(self) -> EntryStore: ...
+
+    def tenants(self) -> list[Any]: ...
+
+
+SearchFields = Callable[[bytes, str], "Sequence[JsonPath] | None"]
+"""(tenant id, database) -> the paths whose strings the full-text index holds (None: all)."""
+
+Progress = Callable[[int], None]
+"""Called with the number of documents materialized so far in a long catch-up."""
+
+
+@dataclass
+class FollowReport:
+    indexed: int = 0
+    removed: int = 0
+    skipped: int = 0
+    changed_sources: set[int] = field(default_factory=set)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changed_sources)
+
+
+def _json_default(value: object) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
+    return str(value)
+
+
+def _strings(value: Any, out: list[str]) -> None:
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _strings(item, out)
+    elif isinstance(value, list):
+        for item in value:
+            _strings(item, out)
+
+
+def pick(body: Any, path: JsonPath) -> Any:
+    """The value at ``path`` in a document's content (None when absent)."""
+    value: Any = body
+    for part in path.text.split("."):
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
+def searchable_text(body: Any, fields: Sequence[JsonPath] | None) -> str:
+    """What the full-text index holds of a document: its string values (all of them, or those
+    under the chosen ``fields``), one per line."""
+    words: list[str] = []
+    if fields is None:
+        _strings(body, words)
+    else:
+        for path in fields:
+            _strings(pick(body, path), words)
+    return "\n".join(words)
+
+
+def _key_text(key_ids: Iterable[bytes]) -> str:
+    return " ".join(sorted({k.hex() for k in key_ids}))
+
+
+def _key_set(text: str) -> set[bytes]:
+    return {bytes.fromhex(k) for k in text.split()}
+
+
+class IndexFollower:
+    def __init__(
+        self, index: IndexStore, node: IndexedNode, search_fields: SearchFields = lambda t, d: None
+    ) -> None:
+        self._index = index
+        self._node = node
+        self._search_fields = search_fields
+        self._materializers: dict[tuple[bytes, str], DocumentMaterializer] = {}
+
+    def _materializer(self, tenant: IndexedTenant, database: str) -> DocumentMaterializer:
+        key = (tenant.id, database)
+        found = self._materializers.get(key)
+        if found is None:
+            found = DocumentMaterializer(
+                self._node.store,
+                tenant.id,
+                database,
+                tenant.keyring,
+                max_cached=32,
+                key_label=tenant.key_label,
+            )
+            self._materializers[key] = found
+        return found
+
+    def forget_cached(self) -> None:
+        self._materializers.clear()
+
+    # -- the passes --------------------------------------------------------------------------
+    def catch_up(self, progress: Progress | None = None) -> FollowReport:
+        report = FollowReport()
+        for tenant in self._node.tenants():
+            self._follow_keys(tenant, report)
+            self._follow_retractions(tenant, report)
+            for database in tenant.databases():
+                self._follow_source(tenant, database, report, progress)
+        return report
+
+    def purge_unreadable(self, tenant: IndexedTenant) -> FollowReport:
+        """Step 1 alone (called right after a shred saved the keystore)."""
+        report = FollowReport()
+        self._follow_keys(tenant, report)
+        return report
+
+    def _follow_keys(self, tenant: IndexedTenant, report: FollowReport) -> None:
+        held = {k.key_id for k in tenant.keyring}
+        fp = fingerprint(list(held))
+        stored_fp, _log_seq = self._index.tenant_state(tenant.id)
+        if stored_fp == fp:
+            return
+        sources = {sid: db for sid, t, db, _c in self._index.sources() if t == tenant.id}
+        if stored_fp is not None and sources:
+            marks = ",".join("?" * len(sources))
+            lost = [
+                (int(rid), int(sid), bytes(doc), str(keys))
+                for rid, sid, doc, keys in self._index.read(
+                    f"SELECT id, source, doc, key_ids FROM docs WHERE source IN ({marks})",
+                    list(sources),
+                )
+                if not _key_set(str(keys)) <= held
+            ]
+            if lost:
+                with self._index.transaction() as tx:
+                    for rid, sid, doc, keys in lost:
+                        missing = _key_set(keys) - held
+                        label = ", ".join(sorted(tenant.key_label(k) for k in missing))
+                        tx.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
+                        tx.execute("DELETE FROM docs WHERE id = ?", (rid,))
+                        tx.execute(
+                            "INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?, ?)",
+                            (sid, doc, REASON_NO_KEY, f"no key {label}", keys),
+                        )
+                        cached = self._materializers.get((tenant.id, sources[sid]))
+                        if cached is not None:
+                            cached.forget(doc)
+                        report.removed += 1
+                        report.changed_sources.add(sid)
+                self._index.checkpoint()
+            retry = [
+                (int(sid), bytes(doc))
+                for sid, doc, keys in self._index.read(
+                    f"SELECT source, doc, key_ids FROM skipped WHERE reason = ?"
+                    f" AND source IN ({marks})",
+                    [REASON_NO_KEY, *sources],
+                )
+                if _key_set(str(keys)) <= held
+            ]
+            by_source: dict[int, list[bytes]] = {}
+            for sid, doc in retry:
+                by_source.setdefault(sid, []).append(doc)
+            for sid, docs in by_source.items():
+                self._reindex(tenant, sources[sid], sid, {d: set() for d in docs}, report)
+        with self._index.transaction() as tx:
+            tx.execute(
+                "INSERT INTO tenants (tenant, key_fp) VALUES (?, ?)"
+                " ON CONFLICT (tenant) DO UPDATE SET key_fp = excluded.key_fp",
+                (tenant.id, fp),
+            )
+
+    def _follow_retractions(self, tenant: IndexedTenant, report: FollowReport) -> None:
+        store = self._node.store
+        log_seq = store.last_seq(tenant.id, TENANT_LOG)
+        _fp, seen = self._index.tenant_state(tenant.id)
+        if log_seq == seen:
+            return
+        touched: dict[str, set[bytes]] = {}
+        for entry_id in store.retracted_ids(tenant.id):
+            entry = store.get(entry_id)
+            if entry is not None and entry.database != TENANT_LOG:
+                touched.setdefault(entry.database, set()).add(entry.document_id)
+        for database, docs in touched.items():
+            sid = self._index.source_id(tenant.id, database)
+            cached = self._materializers.get((tenant.id, database))
+            for doc in docs:
+                if cached is not None:
+                    cached.forget(doc)
+            self._reindex(tenant, database, sid, {d: set() for d in docs}, report, exact=True)
+        with self._index.transaction() as tx:
+            tx.execute("UPDATE tenants SET log_seq = ? WHERE tenant = ?", (log_seq, tenant.id))
+
+    def _follow_source(
+        self,
+        tenant: IndexedTenant,
+        database: str,
+        report: FollowReport,
+        progress: Progress | None,
+    ) -> None:
+        store = self._node.store
+        last = store.last_seq(tenant.id, database)
+        sid = self._index.source_id(tenant.id, database)
+        cursor = self._index.source_cursor(sid)
+        if last <= cursor:
+            return
+        pending: dict[bytes, set[bytes]] = {}
+        for count, entry in enumerate(store.iter_entries(tenant.id, database, since_seq=cursor), 1):
+            if entry.kind is EntryKind.CHANGE:
+                pending.setdefault(entry.document_id, set()).add(entry.header.key_id)
+            else:
+                pending.setdefault(entry.document_id, set())
+            if count % PAGE_ENTRIES == 0:
+                self._reindex(tenant, database, sid, pending, report, progress=progress)
+                pending = {}
+        if pending:
+            self._reindex(tenant, database, sid, pending, report, progress=progress)
+        with self._index.transaction() as tx:
+            tx.execute("UPDATE sources SET cursor = ? WHERE id = ?", (max(last, cursor), sid))
+        report.changed_sources.add(sid)
+
+    # -- one page of documents ---------------------------------------------------------------
+    def _reindex(
+        self,
+        tenant: IndexedTenant,
+        database: str,
+        sid: int,
+        docs: dict[bytes, set[bytes]],
+        report: FollowReport,
+        *,
+        exact: bool = False,
+        progress: Progress | None = None,
+    ) -> None:
+        """Materialize ``docs`` (document id -> key ids of the entries just seen) and write
+        the outcome. ``exact``: recompute each document's key ids from its stored entries
+        (after a retraction) instead of adding to those recorded."""
+        materializer = self._materializer(tenant, database)
+        store = self._node.store
+        known = self._known_keys(sid, list(docs))
+        uid_prefix = f"{tenant.id_hex}/{database}/"
+        fields = self._search_fields(tenant.id, database)
+        with self._index.transaction() as tx:
+            for doc, new_keys in docs.items():
+                if exact:
+                    keys = {
+                        e.header.key_id
+                        for _s, e in store.document_entries(tenant.id, database, doc)
+                        if e.kind is EntryKind.CHANGE
+                    }
+                else:
+                    keys = known.get(doc, set()) | new_keys
+                key_text = _key_text(keys)
+                outcome = self._materialize(materializer, doc)
+                row = tx.execute(
+                    "SELECT id FROM docs WHERE source = ? AND doc = ?", (sid, doc)
+                ).fetchone()
+                if isinstance(outcome, dict):
+                    body = json.dumps(
+                        outcome, sort_keys=True, separators=(",", ":"), default=_json_default
+                    )
+                    words = searchable_text(outcome, fields)
+                    tx.execute("DELETE FROM skipped WHERE source = ? AND doc = ?", (sid, doc))
+                    if row is None:
+                        cur = tx.execute(
+                            "INSERT INTO docs (source, doc, uid, body, key_ids)"
+                            " VALUES (?, ?, ?, ?, ?)",
+                            (sid, doc, uid_prefix + doc.hex(), body, key_text),
+                        )
+                        rid = int(cur.lastrowid or 0)
+                    else:
+                        rid = int(row[0])
+                        tx.execute(
+                            "UPDATE docs SET body = ?, key_ids = ? WHERE id = ?",
+                            (body, key_text, rid),
+                        )
+                        tx.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
+                    tx.execute("INSERT INTO fts (rowid, text) VALUES (?, ?)", (rid, words))
+                    report.indexed += 1
+                else:
+                    if row is not None:
+                        tx.execute("DELETE FROM fts WHERE rowid = ?", (row[0],))
+                        tx.execute("DELETE FROM docs WHERE id = ?", (row[0],))
+                        report.removed += 1
+                    if outcome is None:
+                        tx.execute("DELETE FROM skipped WHERE source = ? AND doc = ?", (sid, doc))
+                    else:
+                        reason, detail = outcome
+                        tx.execute(
+                            "INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?, ?)",
+                            (sid, doc, reason, detail, key_text),
+                        )
+                        report.skipped += 1
+        report.changed_sources.add(sid)
+        if progress is not None:
+            progress(report.indexed + report.removed + report.skipped)
+
+    def _known_keys(self, sid: int, docs: list[bytes]) -> dict[bytes, set[bytes]]:
+        known: dict[bytes, set[bytes]] = {}
+        for start in range(0, len(docs), 500):
+            chunk = docs[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for table in ("docs", "skipped"):
+                for doc, keys in self._index.read(
+                    f"SELECT doc, key_ids FROM {table} WHERE source = ? AND doc IN ({marks})",
+                    [sid, *chunk],
+                ):
+                    known.setdefault(bytes(doc), set()).update(_key_set(str(keys)))
+        return known
+
+    @staticmethod
+    def _materialize(
+        materializer: DocumentMaterializer, doc: bytes
+    ) -> dict[str, Any] | tuple[str, str] | None:
+        """The document's content; None when it is deleted or has no readable entry left;
+        (reason, detail) when it cannot be read."""
+        try:
+            md = materializer.load(doc)
+        except MissingKeyError as exc:
+            materializer.forget(doc)
+            return REASON_NO_KEY, str(exc)
+        except NotFoundError:
+            return None
+        except (DecodeError, MindooError) as exc:
+            materializer.forget(doc)
+            return REASON_UNREADABLE, str(exc)
+        if md.deleted:
+            return None
+        if not md.doc.heads() and md.doc.missing_deps():
+            return REASON_MISSING_DEPENDENCY, (
+                f"waits for {len(md.doc.missing_deps())} change(s) this node does not hold"
+            )
+        content = md.plain if md.plain is not None else md.doc.to_py()
+        md.plain = content
+        return content

@@ -1,0 +1,178 @@
+"""Live views: ``async for change in watch_view(node, reader)``.
+
+Each change says which rows were added, removed or changed and which category totals changed
+(``path`` [] is the grand total), since the previous one. It wakes on the node's entry
+listener (a local write, a sync or gossip arrival in this process: the listener may be called
+from any thread, and only schedules a wake-up on the trio loop), and every ``poll_seconds``
+when given (to notice what another process wrote). Wake-ups coalesce: a burst of arrivals gives
+one change. The view is read again in full on each wake-up (at most ``max_rows`` rows are
+compared), which is fine for the views people watch; the index does the work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from ..entry import Entry
+from .views import ViewReader
+
+MAX_WATCH_ROWS = 10_000
+
+
+class ListenedNode(Protocol):
+    def add_listener(self, listener: Callable[[list[Entry], bool], None]) -> None: ...
+
+    def remove_listener(self, listener: Callable[[list[Entry], bool], None]) -> None: ...
+
+
+@dataclass
+class ViewChange:
+    added: list[dict[str, Any]] = field(default_factory=list)
+    removed: list[dict[str, Any]] = field(default_factory=list)
+    changed: list[dict[str, Any]] = field(default_factory=list)
+    totals: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.changed or self.totals)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "removed": self.removed,
+            "changed": self.changed,
+            "totals": self.totals,
+        }
+
+
+Snapshot = tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]
+
+
+def snapshot(reader: ViewReader, max_rows: int = MAX_WATCH_ROWS) -> Snapshot:
+    """(rows by tenant/db/id, category totals by path) of the view now."""
+    rows = {
+        f"{r.tenant}/{r.database}/{r.document_id}": r.to_dict()
+        for r in reader.rows(limit=max_rows).rows
+    }
+    groups, _coverage = reader.groups()
+    levels = len(reader.definition.categories)
+    by_path: dict[str, list[Any]] = {}
+    for values, acc in groups:
+        for depth in range(levels + 1):
+            by_path.setdefault(json.dumps(list(values[:depth])), []).append(acc)
+    totals = {
+        path: {
+            "path": json.loads(path),
+            "count": sum(a.count for a in accs),
+            "totals": reader.totals_of(accs),
+        }
+        for path, accs in by_path.items()
+    }
+    return rows, totals
+
+
+def diff(before: Snapshot, after: Snapshot) -> ViewChange:
+    rows_a, totals_a = before
+    rows_b, totals_b = after
+    change = ViewChange()
+    change.added = [rows_b[k] for k in sorted(rows_b.keys() - rows_a.keys())]
+    change.removed = [rows_a[k] for k in sorted(rows_a.keys() - rows_b.keys())]
+    change.changed = [
+        rows_b[k] for k in sorted(rows_a.keys() & rows_b.keys()) if rows_a[k] != rows_b[k]
+    ]
+    for path in sorted(totals_a.keys() | totals_b.keys()):
+        old, new = totals_a.get(path), totals_b.get(path)
+        if old != new:
+            change.totals.append(new or {"path": json.loads(path), "count": 0, "totals": None})
+    return change
+
+
+class ViewWatch:
+    """The changes of one view from the moment it was made: ``async for change in watch``.
+
+    Made inside trio (it remembers the trio token). The first reading of the view is taken
+    when the watch is made, so a change that lands right after is reported, whenever the
+    iteration starts. Close it (``async with`` or `aclose`) to stop listening; a watch that is
+    dropped unclosed stops listening once garbage-collected."""
+
+    def __init__(
+        self,
+        node: ListenedNode,
+        reader: ViewReader,
+        *,
+        poll_seconds: float | None = None,
+        max_rows: int = MAX_WATCH_ROWS,
+    ) -> None:
+        self._node = node
+        self._reader = reader
+        self._poll = poll_seconds
+        self._max_rows = max_rows
+        self._send, self._receive = trio.open_memory_channel[None](1)
+        token = trio.lowlevel.current_trio_token()
+        send = self._send
+        me = weakref.ref(self)
+
+        def wake() -> None:
+            # a wake-up may be pending already (or the watch ended)
+            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+                send.send_nowait(None)
+
+        def on_entries(_entries: list[Entry], _local: bool) -> None:
+            if me() is None:  # dropped without closing: stop listening
+                node.remove_listener(on_entries)
+                return
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(wake)
+
+        self._listener = on_entries
+        self._current = snapshot(reader, max_rows)
+        node.add_listener(on_entries)
+        self._closed = False
+
+    def __aiter__(self) -> ViewWatch:
+        return self
+
+    async def __anext__(self) -> ViewChange:
+        while not self._closed:
+            if self._poll is None:
+                await self._receive.receive()
+            else:
+                with trio.move_on_after(self._poll):
+                    await self._receive.receive()
+            latest = snapshot(self._reader, self._max_rows)
+            change = diff(self._current, latest)
+            self._current = latest
+            if not change.empty:
+                return change
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(ValueError):
+                self._node.remove_listener(self._listener)
+            self._send.close()
+
+    async def __aenter__(self) -> ViewWatch:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def watch_view(
+    node: ListenedNode,
+    reader: ViewReader,
+    *,
+    poll_seconds: float | None = None,
+    max_rows: int = MAX_WATCH_ROWS,
+) -> ViewWatch:
+    """A `ViewWatch`: yields a `ViewChange` whenever the view changes (never an empty one)."""
+    return ViewWatch(node, reader, poll_seconds=poll_seconds, max_rows=max_rows)
