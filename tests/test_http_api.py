@@ -125,7 +125,8 @@ async def test_documents_created_changed_and_read_through_the_api(
             assert response.json()["error"]["message"]
 
         too_large = await client.post(
-            f"{base}/documents", content=b"{" + b" " * MAX_BODY + b"}",
+            f"{base}/documents",
+            content=b"{" + b" " * MAX_BODY + b"}",
             headers={"Content-Type": "application/json"},
         )
         assert too_large.status_code == 413
@@ -136,9 +137,9 @@ async def test_documents_created_changed_and_read_through_the_api(
 
         made = await client.post("/api/tenants/acme/databases", json={"name": "todo"})
         assert made.status_code == 201
-        names = [d["name"] for d in (await client.get("/api/tenants/acme/databases")).json()[
-            "databases"
-        ]]
+        names = [
+            d["name"] for d in (await client.get("/api/tenants/acme/databases")).json()["databases"]
+        ]
         assert names == ["notes", "todo"]
 
 
