@@ -777,7 +777,12 @@ class NodeDaemon:
         )
 
     def http_login(self) -> dict[str, Any]:
-        """The HTTP API's address, its key file, and a one-time login link for the web page."""
+        """The HTTP API's address, its key file, and a one-time login link for the web page.
+        Safe from a forwarded command's worker thread (it runs on the loop)."""
+        result: dict[str, Any] = self._on_loop(self._http_login)
+        return result
+
+    def _http_login(self) -> dict[str, Any]:
         if self.http_url is None or self.http_logins is None:
             raise DaemonError(
                 "the HTTP API is off on this node (http.enabled = false in config.toml, or"
