@@ -13,7 +13,8 @@ import pytest
 import trio
 from chromium import CHROMIUM, page_html
 from helpers import eventually
-from http_helpers import http_daemon
+from http_helpers import api_client, http_daemon
+from prometheus_client.parser import text_string_to_metric_families
 
 from mindoo_p2p.node import Node
 
@@ -54,6 +55,25 @@ async def test_the_web_page_shows_tenants_databases_and_peers(
         assert cells(dom, "peer-id") == [other.peer_id]
         assert cells(dom, "peer-state") == ["connected"]
         assert 'id="problem" hidden' in dom
+
+        # The session shows in the metrics of both sides.
+        for side in (daemon, other):
+            async with api_client(side) as client:
+                scraped = (await client.get("/metrics")).text
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(scraped)
+                for s in family.samples
+            }
+            assert samples[("mindoo_connected_peers", ())] == 1, scraped
+            ok = sum(
+                value
+                for (name, labels), value in samples.items()
+                if name == "mindoo_sync_sessions_total" and ("outcome", "ok") in labels
+            )
+            assert ok >= 1  # one side initiated, the other responded
+            assert samples[("mindoo_bytes_total", (("direction", "out"), ("protocol", "sync")))] > 0
+            assert samples[("mindoo_recon_round_trips_total", ())] >= 1
 
         # Without the login link the page loads but shows what to do, and no data.
         refused = await load(daemon.http_url or "", "!document.getElementById('problem').hidden")

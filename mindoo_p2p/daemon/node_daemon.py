@@ -783,6 +783,12 @@ class NodeDaemon:
         return result
 
     def _http_login(self) -> dict[str, Any]:
+        info = self.http_info()
+        assert self.http_logins is not None
+        return {**info, "login_url": f"{self.http_url}/login?token={self.http_logins.issue()}"}
+
+    def http_info(self) -> dict[str, Any]:
+        """The HTTP API's base URL and the file holding its key; DaemonError when it is off."""
         if self.http_url is None or self.http_logins is None:
             raise DaemonError(
                 "the HTTP API is off on this node (http.enabled = false in config.toml, or"
@@ -790,11 +796,7 @@ class NodeDaemon:
             )
         from ..http.auth import API_KEY_FILE
 
-        return {
-            "base_url": self.http_url,
-            "login_url": f"{self.http_url}/login?token={self.http_logins.issue()}",
-            "api_key_file": str(self.node.home / API_KEY_FILE),
-        }
+        return {"base_url": self.http_url, "api_key_file": str(self.node.home / API_KEY_FILE)}
 
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
         async def ping(params: dict[str, Any]) -> str:
@@ -840,6 +842,9 @@ class NodeDaemon:
         async def http_login(params: dict[str, Any]) -> dict[str, Any]:
             return self.http_login()
 
+        async def http_info(params: dict[str, Any]) -> dict[str, Any]:
+            return self.http_info()
+
         return {
             "ping": ping,
             "status": status,
@@ -848,6 +853,7 @@ class NodeDaemon:
             "cli": run_command,
             "stop": stop,
             "http.login": http_login,
+            "http.info": http_info,
         }
 
 
