@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -16,7 +17,9 @@ import pytest
 from cli_helpers import PASSWORD, assert_one_line_error, cli_env, mindoo, mindoo_command
 from helpers import daemon_process
 
+from cli.context import Invocation
 from cli.logs import parse_levels
+from cli.main import run
 
 
 def test_errors_under_json_are_one_json_line_with_the_same_exit_codes(tmp_path: Path) -> None:
@@ -99,3 +102,28 @@ def test_http_url_logs_and_watch_across_the_daemons_life(tmp_path: Path) -> None
     assert lines and all(stamp.match(line) for line in lines), lines[:5]
     assert any("HTTP API" in line for line in lines)
     assert not any(" libp2p" in line and " INFO " in line for line in lines)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_long_commands_show_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    a = tmp_path / "a"
+    mindoo(a, "init").ok()
+    mindoo(a, "tenant", "create", "acme").ok()
+    mindoo(a, "db", "create", "acme", "notes").ok()
+    for i in range(3):
+        mindoo(a, "doc", "create", "acme", "notes", json.dumps({"i": i})).ok()
+    bundle = str(tmp_path / "acme.bundle")
+    exported = mindoo(a, "export", "acme", "--out", bundle).ok()  # no terminal: no bar
+    assert exported.stdout.startswith("exported ")
+
+    out, err = io.StringIO(), _Terminal()
+    inv = Invocation(tmp_path, {"MINDOO_PASSWORD": PASSWORD}, out, err, interactive=True)
+    assert run(["--home", str(a), "import", bundle], inv) == 0, err.getvalue()
+    assert "importing" in err.getvalue()  # the bar, on the terminal's stream
+    assert out.getvalue().startswith("imported 0 entries")  # the output scripts read
+    again = mindoo(a, "import", bundle).ok()  # no terminal: no bar, same output
+    assert again.stdout == out.getvalue()
