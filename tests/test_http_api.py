@@ -234,3 +234,26 @@ async def test_a_login_link_works_once_and_sets_the_page_cookie(make_node: NodeF
             assert "mindoo http url" in again.json()["error"]["message"]
             assert (await other.get(f"{daemon.http_url}/api/status")).status_code == 401
         assert "mindoo_api_key" not in login["login_url"] and cookie not in login["login_url"]
+
+
+async def test_the_event_stream_shows_peers_and_sync_sessions(make_node: NodeFactory) -> None:
+    alice, bob = _acme(make_node), make_node("bob")
+    bob.join(alice.invite(alice.tenant("acme"), bob.public_identity()))
+    alice.tenant("acme").open_db("notes").create_document({"x": 1})
+    async with http_daemon(alice) as daemon, api_client(daemon) as client:
+        with trio.fail_after(30):
+            async with client.stream("GET", "/api/events", params={"tenant": "acme"}) as events:
+                lines = events.aiter_lines()
+                await _read_events(lines, lambda e: e["type"] == "subscribed")
+                async with http_daemon(bob) as other:
+                    await other.add_peer(daemon.listen_addrs()[0])
+                    joined = await _read_events(lines, lambda e: e["type"] == "peer")
+                    assert joined == {"type": "peer", "peer_id": other.peer_id, "connected": True}
+                    done = await _read_events(
+                        lines, lambda e: e["type"] == "sync" and e["state"] == "done"
+                    )
+                    assert done["peer_id"] == other.peer_id and done["tenant_name"] == "acme"
+                    assert done["sent"] + done["received"] >= 1
+                    await daemon.block_peer(other.peer_id)  # alice hangs up on bob
+                    left = await _read_events(lines, lambda e: e["type"] == "peer")
+                    assert left == {"type": "peer", "peer_id": other.peer_id, "connected": False}

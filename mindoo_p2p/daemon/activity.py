@@ -52,11 +52,19 @@ class Activity:
         self.metrics = metrics
         self._clock = clock
         self._last_progress: dict[str, float] = {}
+        self._connected: set[str] = set()
 
     def peer(self, peer_id: str, *, connected: bool) -> None:
-        self.events.publish({"type": "peer", "peer_id": peer_id, "connected": connected})
-        if not connected:
+        """A peer connected or went away; each change is told once (several parts of the
+        daemon may notice the same disconnect)."""
+        if connected == (peer_id in self._connected):
+            return
+        if connected:
+            self._connected.add(peer_id)
+        else:
+            self._connected.discard(peer_id)
             self._last_progress.pop(peer_id, None)
+        self.events.publish({"type": "peer", "peer_id": peer_id, "connected": connected})
 
     def _sync(
         self, peer_id: str, tenant_id: bytes, tenant_name: str | None, state: str

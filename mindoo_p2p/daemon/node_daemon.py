@@ -455,9 +455,7 @@ class NodeDaemon:
         self.activity.peer(peer_id, connected=True)
 
     def _on_disconnected(self, peer_id: str) -> None:
-        known = self.peer_table.get(peer_id)
-        if known is not None and known.connected:
-            self.activity.peer(peer_id, connected=False)
+        self.activity.peer(peer_id, connected=False)
         self.peer_table.disconnected(peer_id)
         self._refresh_admission(peer_id)
         if self._scheduler is not None:
@@ -489,6 +487,7 @@ class NodeDaemon:
                     del self._workers[peer_id]
                     if state is not None:
                         state.connected = False
+                        self.activity.peer(peer_id, connected=False)
                 return
             await self.sync_with_peer(peer_id)
 
