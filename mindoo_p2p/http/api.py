@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from ..commands import node_status
 from ..database import Database
 from ..errors import MindooError
+from ..net.framing import TransportError
 from ..node import Node
 from .events import sse_stream
 from .json_patch import apply_json_patch
@@ -77,8 +78,6 @@ class HttpApi:
         addr = body.get("addr") if isinstance(body, dict) else None
         if not isinstance(addr, str) or not addr:
             raise BadRequest("the body must be an object with an 'addr' string (a multiaddr)")
-        from ..net.framing import TransportError
-
         try:
             peer_id = await self._daemon.add_peer(addr)
         except TransportError as exc:
