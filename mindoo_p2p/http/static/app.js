@@ -53,8 +53,12 @@ function renderTenants(tenants, status) {
 }
 
 function peerState(peer) {
-  if (peer.syncing) return "syncing";
-  if (peer.banned) return "banned";
+  if (peer.syncing) {
+    const progress = peer.progress || {};
+    return progress.received !== undefined
+      ? `syncing (${progress.received} in, ${progress.sent} out)`
+      : "syncing";
+  }
   return peer.connected ? "connected" : "disconnected";
 }
 
