@@ -55,7 +55,7 @@ from ..config import NodeConfig
 from ..control import ControlServer, EventHub, control_socket
 from ..entry import TENANT_LOG, Entry
 from ..errors import MindooError
-from ..http.auth import LoginTokens
+from ..http.endpoint import HttpEndpoint
 from ..http.metrics import DaemonMetrics
 from ..net.address_book import AddressBook
 from ..net.dialer import maintain_connections
@@ -179,10 +179,8 @@ class NodeDaemon:
             connected_peers=lambda: len(self.peer_table.connected_peers()),
         )
         self.activity = Activity(self.events, self.metrics)
-        self.http_url: str | None = None
-        """The HTTP API's base URL while it runs (``http://127.0.0.1:PORT``)."""
-        self.http_logins: LoginTokens | None = None
-        """One-time login links for the web page (while the HTTP API runs)."""
+        self.http: HttpEndpoint | None = None
+        """The HTTP API while it runs (set by `mindoo_p2p.http.server.serve_http`)."""
         self.address_book = self._load_address_book()
         self.peer_table = PeerTable()
         self._local_peer = b""
@@ -261,8 +259,7 @@ class NodeDaemon:
                     task_status.started(self)
             finally:
                 self._stopped.set()
-                self.http_url = None
-                self.http_logins = None
+                self.http = None
                 self.node.remove_listener(self._on_entries)
                 entry_events.close()
                 self._requests = None
@@ -775,27 +772,24 @@ class NodeDaemon:
             listen_addrs=self.listen_addrs(),
         )
 
+    @property
+    def http_url(self) -> str | None:
+        """The HTTP API's base URL while it runs (``http://127.0.0.1:PORT``)."""
+        return self.http.base_url if self.http is not None else None
+
     def http_login(self) -> dict[str, Any]:
-        """The HTTP API's address, its key file, and a one-time login link for the web page.
-        Safe from a forwarded command's worker thread (it runs on the loop)."""
-        result: dict[str, Any] = self._on_loop(self._http_login)
+        """`HttpEndpoint.login` (a one-time link to the web page); DaemonError when the HTTP
+        API is off. Safe from a forwarded command's worker thread (it runs on the loop)."""
+        result: dict[str, Any] = self._on_loop(lambda: self._http_endpoint().login())
         return result
 
-    def _http_login(self) -> dict[str, Any]:
-        info = self.http_info()
-        assert self.http_logins is not None
-        return {**info, "login_url": f"{self.http_url}/login?token={self.http_logins.issue()}"}
-
-    def http_info(self) -> dict[str, Any]:
-        """The HTTP API's base URL and the file holding its key; DaemonError when it is off."""
-        if self.http_url is None or self.http_logins is None:
+    def _http_endpoint(self) -> HttpEndpoint:
+        if self.http is None:
             raise DaemonError(
                 "the HTTP API is off on this node (http.enabled = false in config.toml, or"
                 " --no-http)"
             )
-        from ..http.auth import API_KEY_FILE
-
-        return {"base_url": self.http_url, "api_key_file": str(self.node.home / API_KEY_FILE)}
+        return self.http
 
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
         async def ping(params: dict[str, Any]) -> str:
@@ -842,7 +836,7 @@ class NodeDaemon:
             return self.http_login()
 
         async def http_info(params: dict[str, Any]) -> dict[str, Any]:
-            return self.http_info()
+            return self._http_endpoint().info()
 
         return {
             "ping": ping,

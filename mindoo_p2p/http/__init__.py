@@ -14,6 +14,7 @@ module              responsibility
 `metrics`           `DaemonMetrics`: one Prometheus registry per daemon
 `request_body`      bounded request bodies
 `server`            the hypercorn server task (port, fallback, shutdown with the daemon)
+`endpoint`          `HttpEndpoint`: the running API's address and one-time login links
 `static/`           the web page (plain HTML, CSS and JS; no build step)
 ==================  ============================================================================
 

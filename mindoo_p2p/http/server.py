@@ -20,6 +20,7 @@ from hypercorn.trio import serve
 from ..errors import MindooError
 from .app import build_app
 from .auth import LoginTokens, load_or_create_api_key
+from .endpoint import HttpEndpoint
 
 if TYPE_CHECKING:
     from ..daemon.node_daemon import NodeDaemon
@@ -66,7 +67,7 @@ def bind_socket(port: int, *, explicit: bool) -> socket.socket:
 
 async def serve_http(daemon: NodeDaemon, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the daemon's HTTP API until cancelled; ``task_status.started()`` once listening,
-    with ``daemon.http_url`` set."""
+    with ``daemon.http`` set."""
     port = daemon.config.http_port
     assert port is not None
     api_key = load_or_create_api_key(daemon.node.home)
@@ -75,7 +76,6 @@ async def serve_http(daemon: NodeDaemon, *, task_status: Any = trio.TASK_STATUS_
     sock = bind_socket(port, explicit=daemon.config.http_port_explicit)
     bound = sock.getsockname()[1]
     config = _config(sock.detach())  # hypercorn owns the socket from here on
-    daemon.http_url = f"http://{HOST}:{bound}"
-    daemon.http_logins = logins
-    logger.info("HTTP API and web page on %s ('mindoo http url' opens it)", daemon.http_url)
+    daemon.http = HttpEndpoint(f"http://{HOST}:{bound}", daemon.node.home, logins)
+    logger.info("HTTP API and web page on %s ('mindoo http url' opens it)", daemon.http.base_url)
     await serve(app, config, task_status=task_status)  # type: ignore[arg-type]
