@@ -11,9 +11,12 @@ import trio
 from http_helpers import api_client, http_daemon
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.routing import Route
 
-from mindoo_p2p.http.api import OPERATIONS
-from mindoo_p2p.http.auth import API_KEY_FILE
+from mindoo_p2p.daemon import NodeDaemon
+from mindoo_p2p.http.api import OPERATIONS, SITE
+from mindoo_p2p.http.app import PAGE_ASSETS, build_app
+from mindoo_p2p.http.auth import API_KEY_FILE, LoginTokens
 from mindoo_p2p.http.request_body import MAX_BODY
 from mindoo_p2p.node import Node
 
@@ -181,17 +184,33 @@ async def test_the_event_stream_carries_entries_written_through_the_api(
         assert any(e.get("document_id") == doc for e in recent)
 
 
+def app_routes(daemon: NodeDaemon) -> list[Route]:
+    """The routes of the app the daemon serves (built the same way)."""
+    guard = build_app(daemon, "k" * 43, LoginTokens())
+    app = guard._app  # type: ignore[attr-defined]  # the Starlette app inside the guard
+    return [r for r in app.routes if isinstance(r, Route)]
+
+
 async def test_openapi_describes_every_route_and_is_valid(make_node: NodeFactory) -> None:
     node = _acme(make_node)
     async with http_daemon(node) as daemon, api_client(daemon) as client:
         spec = (await client.get("/openapi.json")).json()
     validate(spec)
     described = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
-    assert described == {(op.method, op.path) for op in OPERATIONS}
+    served = {
+        (method, route.path)
+        for route in app_routes(daemon)
+        for method in route.methods or ()
+        if method != "HEAD" and route.path not in PAGE_ASSETS
+    }
+    assert described == served
+    assert described == {(op.method, op.path) for op in (*OPERATIONS, *SITE)}
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
             assert op["summary"] and op["operationId"], (method, path)
-            assert "401" in op["responses"]
+            public = path in ("/", "/login")
+            assert ("401" in op["responses"]) != public, path
+            assert (op.get("security") == []) == public, path
 
 
 async def test_metrics_are_scraped_and_parsed(make_node: NodeFactory) -> None:

@@ -368,3 +368,48 @@ OPERATIONS: tuple[Operation, ...] = (
         {"type": "object", "properties": {"events": {"type": "array", "items": ref("Event")}}},
     ),
 )
+
+SITE: tuple[Operation, ...] = (
+    Operation(
+        "GET",
+        "/",
+        "page",
+        "The web page (tenants, databases, peers, events); it reads the API with the cookie"
+        " that /login sets.",
+        "site",
+        {"type": "string"},
+        media_type="text/html",
+        public=True,
+    ),
+    Operation(
+        "GET",
+        "/login",
+        "login",
+        "Redeem a one-time login token ('mindoo http url'): sets the page's cookie and"
+        " redirects to /.",
+        "site",
+        {"type": "string"},
+        status=303,
+        media_type="text/html",
+        query=(Query("token", {"type": "string"}, "The one-time token.", required=True),),
+        public=True,
+    ),
+    Operation(
+        "GET",
+        "/openapi.json",
+        "openapi",
+        "This document.",
+        "site",
+        OBJECT,
+    ),
+    Operation(
+        "GET",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics (text exposition format).",
+        "site",
+        {"type": "string"},
+        media_type="text/plain",
+    ),
+)
+"""The routes around the API (served by `app.build_app`), described in the same document."""

@@ -12,7 +12,9 @@ Every response to a failed request is ``{"error": {"type", "message"}}`` with it
 413    body over `MAX_BODY`
 =====  ===================================================================================
 
-Public (no key): the web page's own files and ``/login`` (which needs a one-time token).
+Public (no key): the web page and its own files, and ``/login`` (which needs a one-time
+token). Every route but the page's script and style is an `Operation` (`api.OPERATIONS`, the
+API; `api.SITE`, the page, login, OpenAPI and metrics), described in ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from ..errors import (
     MissingKeyError,
     NotFoundError,
 )
-from .api import OPERATIONS, HttpApi
+from .api import OPERATIONS, SITE, HttpApi
 from .auth import (
     API_KEY_FILE,
     COOKIE,
@@ -61,7 +63,9 @@ STATIC_FILES = {
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
-PUBLIC_PATHS = frozenset(STATIC_FILES) | {"/login"}
+PAGE_ASSETS = ("/app.js", "/style.css")
+"""The page's own script and style: public, and not API operations."""
+PUBLIC_PATHS = frozenset(PAGE_ASSETS) | {op.path for op in (*OPERATIONS, *SITE) if op.public}
 PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self';"
@@ -150,7 +154,7 @@ def _error_of(exc: Exception) -> Response:
 def build_app(daemon: NodeDaemon, api_key: str, logins: LoginTokens) -> ASGIApp:
     """The daemon's ASGI app (see the module docstring)."""
     api = HttpApi(daemon)
-    spec = openapi_document(OPERATIONS)
+    spec = openapi_document((*OPERATIONS, *SITE))
 
     async def page_file(request: Request) -> Response:
         name, media_type = STATIC_FILES[request.url.path]
@@ -175,11 +179,10 @@ def build_app(daemon: NodeDaemon, api_key: str, logins: LoginTokens) -> ASGIApp:
     async def metrics(request: Request) -> Response:
         return Response(daemon.metrics.exposition(), media_type=CONTENT_TYPE)
 
-    routes = [Route(path, page_file, methods=["GET"]) for path in STATIC_FILES]
+    site = {"page": page_file, "login": login, "openapi": openapi, "metrics": metrics}
+    routes = [Route(path, page_file, methods=["GET"]) for path in PAGE_ASSETS]
     routes += [
-        Route("/login", login, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
+        Route(op.path, site[op.handler], methods=[op.method], name=op.operation_id) for op in SITE
     ]
     routes += [
         Route(op.path, getattr(api, op.handler), methods=[op.method], name=op.operation_id)

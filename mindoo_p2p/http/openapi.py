@@ -45,6 +45,8 @@ class Operation:
     """Request body: media type -> schema (empty: no body)."""
     media_type: str = "application/json"
     """The media type of the success response."""
+    public: bool = False
+    """Served without the API key (the web page, the login link)."""
 
     @property
     def operation_id(self) -> str:
@@ -219,6 +221,8 @@ def openapi_document(operations: Sequence[Operation]) -> dict[str, Any]:
             }
         }
         for code, text in ERRORS.items():
+            if op.public and code == "401":
+                continue
             responses[code] = {
                 "description": text,
                 "content": {"application/json": {"schema": ref("Error")}},
@@ -230,6 +234,8 @@ def openapi_document(operations: Sequence[Operation]) -> dict[str, Any]:
             "parameters": parameters,
             "responses": responses,
         }
+        if op.public:
+            entry["security"] = []
         if op.body:
             entry["requestBody"] = {
                 "required": True,
