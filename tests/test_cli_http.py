@@ -29,6 +29,9 @@ def test_errors_under_json_are_one_json_line_with_the_same_exit_codes(tmp_path: 
         (("tenant", "members", "nope"), 1, "error"),
         (("node", "run", "--listen", "not-a-multiaddr"), 2, "usage"),
         (("no-such-command",), 2, "usage"),
+        (("http", "url"), 1, "error"),  # no daemon runs
+        (("node", "run", "--log-level", "loud"), 2, "usage"),
+        (("node", "run", "--http-port", "70000"), 2, "usage"),
     ]
     for args, code, kind in cases:
         plain = mindoo(home, *args)
