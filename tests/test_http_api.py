@@ -94,6 +94,17 @@ async def test_documents_created_changed_and_read_through_the_api(
             f"{base}/documents/{doc}", json={"path": ["meta", "stars"], "value": 5}
         )
         assert set_path.json()["content"]["meta"] == {"stars": 5}
+        removed = await client.patch(
+            f"{base}/documents/{doc}",
+            content=json.dumps(
+                [
+                    {"op": "remove", "path": "/tags/0"},
+                    {"op": "add", "path": "/tags/0", "value": "a"},
+                ]
+            ),
+            headers={"Content-Type": "application/json-patch+json"},
+        )
+        assert removed.json()["content"]["tags"] == ["a", "b", "c"]
         # A failing test op changes nothing.
         failed = await client.patch(
             f"{base}/documents/{doc}",
@@ -113,7 +124,7 @@ async def test_documents_created_changed_and_read_through_the_api(
         feed = (await client.get(f"{base}/changes", params={"since": 0, "limit": 2})).json()
         assert [c["document_id"] for c in feed["changes"]] == [doc, doc]
         rest = (await client.get(f"{base}/changes", params={"since": feed["next_cursor"]})).json()
-        assert len(rest["changes"]) == 1  # create, patch, set path: three changes
+        assert len(rest["changes"]) == 2  # create, patch, set path, patch: four changes
 
         for path, status in [
             ("/api/tenants/nope/databases", 404),
