@@ -11,10 +11,12 @@ and returns ``document.documentElement.outerHTML``. Blocking: run it in a thread
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -103,6 +105,7 @@ def page_html(url: str, ready: str, *, timeout: float = 30.0) -> str:
             stderr=subprocess.DEVNULL,
             preexec_fn=child_fds,
             pass_fds=(3, 4),  # kept after child_fds put the pipes there; the rest is closed
+            start_new_session=True,  # its helper processes share its group: stopped together
         )
         os.close(to_chrome_r)
         os.close(from_chrome_w)
@@ -116,6 +119,8 @@ def page_html(url: str, ready: str, *, timeout: float = 30.0) -> str:
                     "Runtime.evaluate", session, expression=expression, returnByValue=True
                 )["result"].get("value")
                 if isinstance(value, str):
+                    with contextlib.suppress(ChromiumError):  # it may hang up before replying
+                        pipe.call("Browser.close")  # a clean exit: its helpers stop with it
                     return value
                 if time.monotonic() > deadline:
                     raise ChromiumError(f"the page never became ready ({ready})")
@@ -123,9 +128,24 @@ def page_html(url: str, ready: str, *, timeout: float = 30.0) -> str:
         finally:
             os.close(to_chrome_w)
             os.close(from_chrome_r)
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Wait for Chromium to exit (it was asked to close), else stop its whole process group
+    (the browser and the helpers it started, nothing else), so its profile can be removed."""
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # helpers leave a moment after the browser
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
