@@ -24,8 +24,8 @@ events; one task that carries out connection requests (dials asked for by mDNS o
 `request_peer`, disconnects of banned peers) in its own nursery; the connection watcher, which
 runs one worker per connected peer in its own nursery (a worker runs one session per shared
 tenant whenever it is woken); the dialer; mDNS; the control server; the HTTP server; the
-event-loop lag probe. Nothing is spawned from a
-callback: callbacks only feed the pure parts or put a request on a bounded channel.
+event-loop lag probe. Nothing is spawned from a callback: callbacks only feed the pure parts
+or put a request on a bounded channel.
 
 Every session is bounded (frames, sizes, wall time); a failed or stalled session is logged,
 recorded in the peer's status and retried on the next wake-up. A peer that sends invalid data

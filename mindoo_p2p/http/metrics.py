@@ -10,7 +10,8 @@ metric                                            what
 ================================================  ============================================
 ``mindoo_entries_held``                           entries in the store (read at scrape time)
 ``mindoo_entries_written_total{origin}``          entries stored, by origin (local, gossip,
-                                                  sync, import, other)
+                                                  sync, import, other; batches dropped from a
+                                                  full event queue are not counted)
 ``mindoo_bytes_total{protocol,direction}``        payload bytes in/out: ``sync`` (session frames)
                                                   and ``gossip`` (entries)
 ``mindoo_messages_total{protocol,direction}``     frames (sync) or entries (gossip) in/out
