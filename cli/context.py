@@ -52,6 +52,8 @@ class Invocation:
     interactive: bool = False
     stdin: TextIO | None = None
     daemon: DaemonHook | None = None
+    json_errors: bool = False
+    """Errors are printed as one JSON line (``--json`` was given)."""
 
     def __post_init__(self) -> None:
         if not self.cwd.is_absolute():

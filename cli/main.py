@@ -5,13 +5,16 @@ output streams) and returns its exit code; `main` is the console script (this pr
 surroundings); `run_forwarded` is what a daemon calls to run a client's command (the client's
 directory and passwords, output captured), safe to call from several threads at once.
 
-Errors are one line on stderr and exit code 1 (2 for usage errors), never a traceback.
+Errors are one line on stderr and exit code 1 (2 for usage errors), never a traceback; with
+``--json`` that line is a JSON object ``{"error": {"type", "message"}, "exit_code"}``.
 Global options (``--home``, ``--json``, ``--password-file``) go before or after the command.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +26,7 @@ from mindoo_p2p.commands import FORWARDED_PASSWORDS
 from mindoo_p2p.control import ControlClient, ControlError, control_socket
 from mindoo_p2p.errors import MindooError, sole_exception
 
-from .commands import bundle, db, device, doc, key, node, peers, query, recovery, tenant
+from .commands import bundle, db, device, doc, http, key, node, peers, query, recovery, tenant
 from .context import DaemonHook, Invocation
 from .params import Forward, MindooGroup
 
@@ -35,7 +38,7 @@ def cli() -> None:
     """mindoo: end-to-end encrypted, offline-first document databases, synced peer to peer."""
 
 
-for _module in (node, peers, tenant, device, key, db, doc, bundle, recovery, query):
+for _module in (node, peers, tenant, device, key, db, doc, bundle, recovery, query, http):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 
@@ -44,10 +47,24 @@ FORWARDED_ENV = tuple(policy.env_var for policy in FORWARDED_PASSWORDS)
 """Client environment variables a forwarded command may read (nothing else crosses over)."""
 
 
-def _fail(inv: Invocation, message: str, code: int) -> int:
-    """Print ``message`` as exactly one line on stderr; return ``code`` (the exit code)."""
-    inv.err.write(" ".join(message.split()) + "\n")
+def _fail(inv: Invocation, message: str, code: int, kind: str = "error") -> int:
+    """Print ``message`` as exactly one line on stderr (a JSON object under ``--json``);
+    return ``code`` (the exit code). ``kind``: ``error``, ``usage``, ``internal``,
+    ``aborted``."""
+    line = " ".join(message.split())
+    if inv.json_errors:
+        text = line.removeprefix("error: ").removeprefix("internal error: ")
+        error = {"error": {"type": kind, "message": text}, "exit_code": code}
+        line = json.dumps(error, sort_keys=True)
+    inv.err.write(line + "\n")
     return code
+
+
+def _wants_json(argv: list[str]) -> bool:
+    """Whether ``--json`` is among the options (global options go anywhere; ``--`` ends
+    them)."""
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in options
 
 
 def _invoke(argv: list[str], inv: Invocation) -> Any:
@@ -65,6 +82,8 @@ def run(argv: list[str], inv: Invocation) -> int:
     argument). Never a traceback unless MINDOO_DEBUG is set in ``inv.env`` (and no daemon runs
     the command).
     """
+    if _wants_json(argv) and not inv.json_errors:
+        inv = dataclasses.replace(inv, json_errors=True)
     try:
         code = _invoke(argv, inv)
     except Forward as forward:
@@ -72,10 +91,10 @@ def run(argv: list[str], inv: Invocation) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     except click.exceptions.Abort:
-        return _fail(inv, "aborted", 1)
+        return _fail(inv, "aborted", 1, "aborted")
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        return _fail(inv, f"error: {exc.format_message()}{hint}", 2)
+        return _fail(inv, f"error: {exc.format_message()}{hint}", 2, "usage")
     except click.ClickException as exc:
         return _fail(inv, f"error: {exc.format_message()}", 1)
     except MindooError as exc:
@@ -90,6 +109,7 @@ def run(argv: list[str], inv: Invocation) -> int:
             inv,
             f"internal error: {type(exc).__name__}: {exc} (MINDOO_DEBUG=1 shows a traceback)",
             1,
+            "internal",
         )
     # With standalone_mode=False click returns the exit code of --help or ctx.exit(n).
     return code if isinstance(code, int) else 0

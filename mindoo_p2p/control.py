@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import tempfile
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -33,6 +34,8 @@ MAX_SOCKET_PATH = 100
 MAX_LINE = 16 * 1024 * 1024
 MAX_CLIENTS = 64
 EVENT_QUEUE = 1024
+RECENT_EVENTS = 200
+"""Events kept for late readers (the web page's "recent events"), newest last."""
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -44,9 +47,14 @@ class ControlError(MindooError):
 class EventHub:
     """Fan-out of daemon events to subscribers, each with a bounded queue."""
 
-    def __init__(self, queue_size: int = EVENT_QUEUE) -> None:
+    def __init__(self, queue_size: int = EVENT_QUEUE, recent: int = RECENT_EVENTS) -> None:
         self._queue_size = queue_size
         self._subscribers: set[trio.MemorySendChannel[dict[str, Any]]] = set()
+        self._recent: deque[dict[str, Any]] = deque(maxlen=recent)
+
+    def recent(self) -> list[dict[str, Any]]:
+        """The last events published (at most `RECENT_EVENTS`), oldest first."""
+        return list(self._recent)
 
     @property
     def subscriber_count(self) -> int:
@@ -54,6 +62,7 @@ class EventHub:
 
     def publish(self, event: dict[str, Any]) -> None:
         """Queue ``event`` for every subscriber; never blocks. Laggards are dropped."""
+        self._recent.append(event)
         for channel in list(self._subscribers):
             try:
                 channel.send_nowait(event)
@@ -73,6 +82,19 @@ class EventHub:
             self._subscribers.discard(send)
             send.close()
             receive.close()
+
+
+def event_matches(event: dict[str, Any], tenant: object, database: object) -> bool:
+    """Whether ``event`` passes a subscriber's filter: ``tenant`` (a name or id) and
+    ``database``; events about no tenant or database (peers, ...) always pass."""
+    event_tenant = event.get("tenant")
+    if (
+        tenant
+        and event_tenant is not None
+        and tenant not in (event_tenant, event.get("tenant_name"))
+    ):
+        return False
+    return not (database and event.get("database") not in (database, None))
 
 
 class _LineReader:
@@ -207,11 +229,8 @@ class ControlServer:
         async with self._events.subscribe() as events:
             await stream.send_all(_encode({"event": {"type": "subscribed"}}))
             async for event in events:
-                if tenant and tenant not in (event.get("tenant"), event.get("tenant_name")):
-                    continue
-                if database and event.get("database") not in (database, None):
-                    continue
-                await stream.send_all(_encode({"event": event}))
+                if event_matches(event, tenant, database):
+                    await stream.send_all(_encode({"event": event}))
             # The hub closed our queue: we fell behind.
             await stream.send_all(_encode({"event": {"type": "lagged"}}))
 

@@ -14,3 +14,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}"
   touch "$stamp"
 fi
+# The web page test (tests/test_http_page.py) loads the page in headless Chromium: install
+# Debian's package when it is missing and apt-get can (root, as on CI); otherwise that test is
+# skipped with a reason.
+if [ "$extras" = "test" ] && ! command -v chromium >/dev/null 2>&1 \
+    && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "installing chromium for the web page test (apt-get)..." >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+    >/dev/null 2>&1 || echo "warning: could not install chromium; its test will be skipped" >&2
+fi

@@ -133,7 +133,7 @@ async def running_daemon(
 # -- processes and the CLI -------------------------------------------------------------------------
 @contextmanager
 def daemon_process(
-    home: Path, cwd: Path, env: dict[str, str]
+    home: Path, cwd: Path, env: dict[str, str], options: tuple[str, ...] = ()
 ) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
     """``mindoo --home HOME --json node run`` on loopback as a real process (``env``: its
     environment, from cli_helpers.cli_env), once it listens: the process and the identity it
@@ -142,7 +142,7 @@ def daemon_process(
 
     proc = subprocess.Popen(
         [*mindoo_command(), "--home", str(home), "--json", "node", "run",
-         "--listen", "/ip4/127.0.0.1/tcp/0"],
+         "--listen", "/ip4/127.0.0.1/tcp/0", *options],
         env=env,
         cwd=cwd,
         stdin=subprocess.DEVNULL,

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
+
 import click
 
+from mindoo_p2p.admission import VerifiedEntry
 from mindoo_p2p.bundle import check_bundle, export_entries, import_bundle, write_bundle
+from mindoo_p2p.entry import Entry
 from mindoo_p2p.store import AppendResult
 
 from ..params import MindooCommand, UserFile, UserPath, cli_context
+from ..progress import progress
 
 
 @click.command("export", cls=MindooCommand)
@@ -29,7 +34,14 @@ def export_cmd(tenant_name: str, name: str | None, out: UserPath, since: int) ->
     t = n.tenant(tenant_name)
     if name is not None:
         t.find_database(name)
-    count = write_bundle(out.path, export_entries(n.store, t.id, name, since))
+    with progress(c, f"exporting to {out}", None) as advance:
+
+        def counted(entries: Iterable[Entry]) -> Iterator[Entry]:
+            for entry in entries:
+                advance(1)
+                yield entry
+
+        count = write_bundle(out.path, counted(export_entries(n.store, t.id, name, since)))
     c.emit({"out": str(out), "entries": count}, f"exported {count} entries to {out}")
 
 
@@ -50,7 +62,14 @@ def import_cmd(bundle: UserPath) -> None:
             f"bundle {bundle} is damaged, nothing was imported: {len(checked.damaged)} bad"
             f" entries, first at position {first.position} ({first.entry_id}): {first.reason}"
         )
-    result: AppendResult = import_bundle(bundle.path, node.ingest, checked)
+    with progress(c, f"importing {bundle}", checked.count) as advance:
+
+        def ingest(batch: Sequence[Entry | bytes | VerifiedEntry]) -> AppendResult:
+            done = node.ingest(batch)
+            advance(len(batch))
+            return done
+
+        result: AppendResult = import_bundle(bundle.path, ingest, checked)
     rejected = [{"entry_id": r.entry_id.hex(), "reason": r.reason} for r in result.rejected]
     text = f"imported {len(result.added)} entries, {len(result.duplicates)} already present"
     if rejected:

@@ -21,6 +21,7 @@ from mindoo_p2p.index import index_health
 from mindoo_p2p.node import Node, is_initialized
 
 from ..context import CliContext, DaemonHook
+from ..logs import configure_logging, parse_levels
 from ..params import MindooCommand, MindooGroup, UserFile, UserPath, cli_context
 from ..render import render_status
 
@@ -94,13 +95,44 @@ def node() -> None:
 @click.option("--listen", multiple=True, help="Multiaddr to listen on (repeatable).")
 @click.option("--bootstrap", multiple=True, help="Multiaddr of a peer to keep connected.")
 @click.option("--mdns/--no-mdns", default=None, help="Discover peers on the LAN (default: off).")
-def node_run(listen: tuple[str, ...], bootstrap: tuple[str, ...], mdns: bool | None) -> None:
+@click.option(
+    "--http/--no-http",
+    "http",
+    default=None,
+    help="Serve the local HTTP API and web page on 127.0.0.1 (default: on; config: [http]).",
+)
+@click.option(
+    "--http-port",
+    type=click.IntRange(0, 65535),
+    help="Port of the HTTP API (default 4780; 0: any free port).",
+)
+@click.option(
+    "--log-level",
+    "log_levels",
+    multiple=True,
+    metavar="[LOGGER=]LEVEL",
+    help="debug, info (default), warning, error; LOGGER=LEVEL for one logger (libp2p is kept"
+    " at warning unless named). Repeatable.",
+)
+@click.option("--log-file", type=UserFile(), help="Append the log to this file, not stderr.")
+def node_run(
+    listen: tuple[str, ...],
+    bootstrap: tuple[str, ...],
+    mdns: bool | None,
+    http: bool | None = None,
+    http_port: int | None = None,
+    log_levels: tuple[str, ...] = (),
+    log_file: UserPath | None = None,
+) -> None:
     """Run the node daemon until Ctrl-C or SIGTERM (creates the node on first use)."""
     c = cli_context()
+    parse_levels(log_levels)  # a bad level is a usage error before anything starts
     if not is_initialized(c.home):
         c.adopt(Node.init(c.home, c.password(confirm=True)))
         c.echo(f"initialised a new node in {c.home}", err=True)
-    config = load_config(c.home).with_overrides(listen=listen, bootstrap=bootstrap, mdns=mdns)
+    config = load_config(c.home).with_overrides(
+        listen=listen, bootstrap=bootstrap, mdns=mdns, http_port=http_port, http=http
+    )
     _check_addrs(config)
     if config.mdns and not config.mdns_interfaces:
         raise click.BadParameter(
@@ -113,11 +145,7 @@ def node_run(listen: tuple[str, ...], bootstrap: tuple[str, ...], mdns: bool | N
 
     if daemon_running(c.home):
         raise DaemonError(f"a daemon is already running on {c.home}")
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=c.invocation.err,
-        format="%(asctime)s %(levelname)s %(message)s",
-    )
+    configure_logging(log_levels, log_file.path if log_file else None, c.invocation.err)
     trio.run(_serve, node, config, c)
 
 
@@ -157,13 +185,19 @@ async def _serve(node: Node, config: NodeConfig, c: CliContext) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run)
-            info = {"peer_id": daemon.peer_id, "listen_addrs": daemon.listen_addrs()}
+            info: dict[str, Any] = {
+                "peer_id": daemon.peer_id,
+                "listen_addrs": daemon.listen_addrs(),
+                "http_url": daemon.http_url,
+            }
             if c.json_output:
                 c.echo(json.dumps(info))
             else:
                 c.echo(f"node {daemon.peer_id} running; listening on:")
                 for addr in info["listen_addrs"]:
                     c.echo(f"  {addr}")
+                if daemon.http_url:
+                    c.echo(f"web page and HTTP API on {daemon.http_url} ('mindoo http url')")
             c.invocation.out.flush()
             nursery.start_soon(_stop_on_signal, signals, daemon)
             await daemon.wait_stopped()  # a signal, or 'mindoo node stop'
@@ -206,7 +240,10 @@ def node_stop(timeout: float) -> None:
 @click.option("--tenant", "tenant_name", help="Only this tenant (name or id).")
 @click.option("--db", "database", help="Only this database.")
 def watch(tenant_name: str | None, database: str | None) -> None:
-    """Print entries as they arrive or are written (one JSON object per line); needs the daemon."""
+    """Print the daemon's events as they happen, one JSON object per line: entries arriving or
+    written, peers connecting and disconnecting, sync sessions starting, progressing, ending
+    or failing, refused entries. Exits 1 when the daemon goes away (or drops a watcher that
+    fell behind)."""
     c = cli_context()
     if c.daemon is not None:
         raise click.ClickException("'watch' cannot run inside the daemon")
@@ -223,8 +260,15 @@ def watch(tenant_name: str | None, database: str | None) -> None:
                 continue
             c.echo(json.dumps(event, sort_keys=True))
             c.invocation.out.flush()
+            if event.get("type") == "lagged":
+                raise click.ClickException(
+                    "the daemon dropped this watcher: it fell behind the events"
+                )
     except KeyboardInterrupt:
         return
+    except (ControlError, OSError) as exc:
+        raise click.ClickException(f"lost the daemon on {c.home}: {exc}") from None
+    raise click.ClickException(f"the daemon on {c.home} went away")
 
 
 @click.command(cls=MindooCommand)

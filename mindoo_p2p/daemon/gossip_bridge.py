@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -34,6 +34,9 @@ from ..tenant import Tenant
 from .entry_events import Origin
 from .node_access import NodeAccess
 from .peer_table import PeerTable
+
+if TYPE_CHECKING:
+    from ..http.metrics import DaemonMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +57,9 @@ class GossipBridge:
         *,
         wake: Callable[[str], None],
         penalize: Callable[[str, int, str], None],
+        metrics: DaemonMetrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._access = access
         self._node = access.node
         self._peers = peers
@@ -132,8 +137,12 @@ class GossipBridge:
         stored it."""
         checked = admission.check_gossip(raw, self._membership_of)
         if isinstance(checked, Rejected):
+            if self._metrics is not None:
+                self._metrics.note_gossip_rejected(checked.kind.value)
             return False if checked.sender_at_fault else None
         if topic is not None and self._topics.get(topic) != (checked.tenant_id, checked.database):
+            if self._metrics is not None:
+                self._metrics.note_gossip_rejected("wrong topic")
             return False
         return checked
 
@@ -149,6 +158,9 @@ class GossipBridge:
             result = node.ingest([item])
         if not result.added:
             return
+        if self._metrics is not None:
+            size = len(item.entry.raw) if isinstance(item, VerifiedEntry) else len(item)
+            self._metrics.note_gossip_in(size)
         entry = (
             item.entry if isinstance(item, VerifiedEntry) else self._node.store.get(result.added[0])
         )
@@ -173,6 +185,11 @@ class GossipBridge:
                 await service.publish_entry(topic, raw)
             except (GossipError, TransportError) as exc:
                 logger.info("gossip publish failed (reconciliation will deliver it): %s", exc)
+                if self._metrics is not None:
+                    self._metrics.note_gossip_dropped("publish_failed")
+                continue
+            if self._metrics is not None:
+                self._metrics.note_gossip_out(len(raw))
 
     def publish(self, entries: tuple[Entry, ...] | list[Entry]) -> None:
         """Queue this node's new entries for their topics (never blocks)."""
@@ -188,4 +205,6 @@ class GossipBridge:
                 self._publish_send.send_nowait((self._topic(tenant, entry.database), entry.raw))
             except trio.WouldBlock:
                 logger.info("gossip queue full: reconciliation will deliver the rest")
+                if self._metrics is not None:
+                    self._metrics.note_gossip_dropped("queue_full")
                 return

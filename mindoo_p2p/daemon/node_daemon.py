@@ -14,14 +14,18 @@ part                responsibility
 `GossipBridge`      topics, admission, validation, delivery, publishing
 `PeerHost`          the libp2p host (TCP + Noise + Yamux), the sync stream handler
 `ControlServer`     the control socket for the CLI and local apps, with an event stream
+`Activity`          what happened, as events (`EventHub`) and Prometheus metrics
+HTTP server         the local HTTP API, web page and /metrics (`mindoo_p2p.http`), when the
+                    config names a port
 ==================  ============================================================================
 
 One trio task tree, owned by `run`: the host; gossip; the wake loop; one consumer of entry
 events; one task that carries out connection requests (dials asked for by mDNS or
 `request_peer`, disconnects of banned peers) in its own nursery; the connection watcher, which
 runs one worker per connected peer in its own nursery (a worker runs one session per shared
-tenant whenever it is woken); the dialer; mDNS; the control server. Nothing is spawned from a
-callback: callbacks only feed the pure parts or put a request on a bounded channel.
+tenant whenever it is woken); the dialer; mDNS; the control server; the HTTP server; the
+event-loop lag probe. Nothing is spawned from a callback: callbacks only feed the pure parts
+or put a request on a bounded channel.
 
 Every session is bounded (frames, sizes, wall time); a failed or stalled session is logged,
 recorded in the peer's status and retried on the next wake-up. A peer that sends invalid data
@@ -51,6 +55,8 @@ from ..config import NodeConfig
 from ..control import ControlServer, EventHub, control_socket
 from ..entry import TENANT_LOG, Entry
 from ..errors import MindooError
+from ..http.endpoint import HttpEndpoint
+from ..http.metrics import DaemonMetrics
 from ..net.address_book import AddressBook
 from ..net.dialer import maintain_connections
 from ..net.framing import FrameTooLarge, TransportError
@@ -65,6 +71,7 @@ from ..sync.messages import ProtocolViolation
 from ..sync.protocol import DEFAULT_LIMITS, IngestOutcome, SyncLimits, SyncReport, SyncStore
 from ..sync.tenant_adapter import TenantSyncAuthority, TenantSyncStore
 from ..tenant import Tenant
+from .activity import Activity
 from .entry_events import ENTRY_EVENT_QUEUE, EntryEvent, EntryEventQueue, Origin, Resync
 from .gossip_bridge import GossipBridge
 from .node_access import NodeAccess
@@ -167,6 +174,13 @@ class NodeDaemon:
         self._command_runner = command_runner
         self.host: PeerHost | None = None
         self.events = EventHub()
+        self.metrics = DaemonMetrics(
+            entries_held=lambda: node.store.count(),
+            connected_peers=lambda: len(self.peer_table.connected_peers()),
+        )
+        self.activity = Activity(self.events, self.metrics)
+        self.http: HttpEndpoint | None = None
+        """The HTTP API while it runs (set by `mindoo_p2p.http.server.serve_http`)."""
         self.address_book = self._load_address_book()
         self.peer_table = PeerTable()
         self._local_peer = b""
@@ -209,7 +223,11 @@ class NodeDaemon:
                     if self._gossip_enabled:
                         # Pubsub must run before any connection is made (py-libp2p defect 3).
                         bridge = GossipBridge(
-                            access, self.peer_table, wake=scheduler.wake, penalize=self._penalize
+                            access,
+                            self.peer_table,
+                            wake=scheduler.wake,
+                            penalize=self._penalize,
+                            metrics=self.metrics,
                         )
                         await nursery.start(bridge.run, host)
                         self._bridge = bridge
@@ -232,10 +250,16 @@ class NodeDaemon:
                             control_socket(self.node.home), self._handlers(), self.events
                         )
                         await nursery.start(server.serve)
+                    if self.config.http_port is not None:
+                        from ..http.server import serve_http
+
+                        await nursery.start(serve_http, self)
+                    nursery.start_soon(self.metrics.run_lag_probe)
                     logger.info("node %s listening on %s", host.peer_id, host.listen_addrs())
                     task_status.started(self)
             finally:
                 self._stopped.set()
+                self.http = None
                 self.node.remove_listener(self._on_entries)
                 entry_events.close()
                 self._requests = None
@@ -425,9 +449,10 @@ class NodeDaemon:
         workers.start_soon(self._peer_worker, peer_id, worker)
         assert self._scheduler is not None
         self._scheduler.connected(peer_id, lead=self.host is None or self.host.peer_id < peer_id)
-        self.events.publish({"type": "peer", "peer_id": peer_id, "connected": True})
+        self.activity.peer(peer_id, connected=True)
 
     def _on_disconnected(self, peer_id: str) -> None:
+        self.activity.peer(peer_id, connected=False)
         self.peer_table.disconnected(peer_id)
         self._refresh_admission(peer_id)
         if self._scheduler is not None:
@@ -459,12 +484,14 @@ class NodeDaemon:
                     del self._workers[peer_id]
                     if state is not None:
                         state.connected = False
+                        self.activity.peer(peer_id, connected=False)
                 return
             await self.sync_with_peer(peer_id)
 
     def _penalize(self, peer: bytes | str, points: int, reason: str) -> None:
         peer_id = peer if isinstance(peer, str) else _peer_id_text(peer)
         logger.warning("peer %s penalised %d points: %s", peer_id, points, reason)
+        self.activity.penalty(peer_id, points, reason)
         if self.peer_table.penalize(peer_id, points, reason) and self._requests is not None:
             logger.warning("disconnecting peer %s for %.0f s", peer_id, self.peer_table.ban_seconds)
             self._request(_Disconnect(peer_id))
@@ -506,8 +533,12 @@ class NodeDaemon:
         access = self.access
         if len(raws) <= INLINE_INGEST:
             async with access.hold(Origin.SYNC):
-                return store.ingest(raws)
-        return await access.run(lambda _node: store.ingest(raws), Origin.SYNC)
+                outcome = store.ingest(raws)
+        else:
+            outcome = await access.run(lambda _node: store.ingest(raws), Origin.SYNC)
+        if outcome.rejected or outcome.refused:
+            self.activity.refused(store.tenant_id, outcome.rejected + outcome.refused)
+        return outcome
 
     def _hold_for_handshake(self) -> AbstractAsyncContextManager[object]:
         """The sessions' `StoreHolder`: checking a peer's proof reads membership and may store
@@ -523,6 +554,14 @@ class NodeDaemon:
         except TransportError as exc:
             self.peer_table.failed(peer_id, f"cannot open a sync stream: {exc}")
             return None
+        self.activity.session_started(peer_id, tenant.id, tenant.name)
+
+        def progress(live: SyncReport) -> None:
+            self.peer_table.progress(peer_id, live.received, live.sent)
+            self.activity.session_progress(
+                peer_id, tenant.id, tenant.name, live.received, live.sent
+            )
+
         try:
             report = await run_initiator(
                 stream,
@@ -530,16 +569,17 @@ class NodeDaemon:
                 to_libp2p_id(peer_id).to_bytes(),
                 TenantSyncAuthority(tenant),
                 TenantSyncStore(self.node, tenant),
-                on_progress=lambda live: self.peer_table.progress(
-                    peer_id, live.received, live.sent
-                ),
+                on_progress=progress,
                 on_penalty=self._penalize,
                 limits=self._sync_limits,
                 run_ingest=self._ingest_received,
                 hold_store=self._hold_for_handshake,
                 on_authenticated=self._proven(peer_id),
             )
-        except AuthDenied:
+        except AuthDenied as exc:
+            self.activity.session_failed(
+                peer_id, tenant.id, tenant.name, role="initiator", outcome="denied", error=str(exc)
+            )
             if self.peer_table.denied(peer_id, tenant.id):
                 self._refresh_admission(peer_id)
             with trio.CancelScope(shield=True):
@@ -549,6 +589,9 @@ class NodeDaemon:
             if isinstance(exc, FrameTooLarge):
                 self._penalize(peer_id, BAN_THRESHOLD, f"oversized frame: {exc}")
             self.peer_table.failed(peer_id, f"sync of {tenant.name} failed: {exc}")
+            self.activity.session_failed(
+                peer_id, tenant.id, tenant.name, role="initiator", outcome="failed", error=str(exc)
+            )
             logger.info("sync with %s failed: %s", peer_id, exc)
             with trio.CancelScope(shield=True):
                 await stream.reset()
@@ -582,6 +625,10 @@ class NodeDaemon:
             )
         except (AuthDenied, ProtocolViolation, SyncTimeout) as exc:
             self.peer_table.failed(peer_id, f"inbound sync failed: {exc}")
+            outcome = "denied" if isinstance(exc, AuthDenied) else "failed"
+            self.activity.session_failed(
+                peer_id, None, None, role="responder", outcome=outcome, error=str(exc)
+            )
             return
         except FrameTooLarge as exc:
             self._penalize(peer_id, BAN_THRESHOLD, f"oversized frame: {exc}")
@@ -603,6 +650,7 @@ class NodeDaemon:
         return proven
 
     def _record(self, peer_id: str, tenant: Tenant, report: SyncReport) -> None:
+        self.activity.session_done(peer_id, tenant.name, report)
         if self.peer_table.record(peer_id, tenant.id, report, now_ms()):
             self._refresh_admission(peer_id)
         if self._scheduler is not None:
@@ -630,6 +678,7 @@ class NodeDaemon:
     async def _entries_stored(self, event: EntryEvent) -> None:
         """Tell subscribers, and offer the entries to the peers."""
         entries = event.entries
+        self.activity.entries_stored(event.origin.value, len(entries))
         if self.events.subscriber_count:
             self._publish_events(entries, event.local)
         if any(entry.database == TENANT_LOG for entry in entries):
@@ -723,6 +772,25 @@ class NodeDaemon:
             listen_addrs=self.listen_addrs(),
         )
 
+    @property
+    def http_url(self) -> str | None:
+        """The HTTP API's base URL while it runs (``http://127.0.0.1:PORT``)."""
+        return self.http.base_url if self.http is not None else None
+
+    def http_login(self) -> dict[str, Any]:
+        """`HttpEndpoint.login` (a one-time link to the web page); DaemonError when the HTTP
+        API is off. Safe from a forwarded command's worker thread (it runs on the loop)."""
+        result: dict[str, Any] = self._on_loop(lambda: self._http_endpoint().login())
+        return result
+
+    def _http_endpoint(self) -> HttpEndpoint:
+        if self.http is None:
+            raise DaemonError(
+                "the HTTP API is off on this node (http.enabled = false in config.toml, or"
+                " --no-http)"
+            )
+        return self.http
+
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
         async def ping(params: dict[str, Any]) -> str:
             return "pong"
@@ -764,6 +832,12 @@ class NodeDaemon:
             self.stop()
             return {"stopping": True}
 
+        async def http_login(params: dict[str, Any]) -> dict[str, Any]:
+            return self.http_login()
+
+        async def http_info(params: dict[str, Any]) -> dict[str, Any]:
+            return self._http_endpoint().info()
+
         return {
             "ping": ping,
             "status": status,
@@ -771,6 +845,8 @@ class NodeDaemon:
             "sync": sync_now,
             "cli": run_command,
             "stop": stop,
+            "http.login": http_login,
+            "http.info": http_info,
         }
 
 
