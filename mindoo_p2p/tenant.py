@@ -24,6 +24,7 @@ from . import admission
 from .crypto import SigningKeyPair
 from .crypto.keystore import KdfProfile
 from .database import Database
+from .device_request import DeviceRequest
 from .entry import TENANT_LOG, Entry, EntryKind, validate_database_name
 from .errors import NotFoundError
 from .identity import PublicIdentity, UserIdentity
@@ -263,12 +264,14 @@ class Tenant:
         """
         return self.access.revoke_member(identity, accept_through=accept_through)
 
-    def enroll_device(self, device: PublicIdentity) -> Entry:
-        """Enroll ``device`` (another node of this node's user, with its own signing key) as a
-        device of this node's user, signed with this node's identity. Use `Node.enroll_device`,
-        which also seals the keys for the device. Raises VerificationError when the tenant log
-        refuses it (this node is not a member, is a device itself, the key is taken, ...)."""
-        return self.access.enroll_device(device)
+    def enroll_device(self, request: DeviceRequest) -> Entry:
+        """Enroll the device that made ``request`` (another node of this node's user, with its
+        own signing key, which signed the request) as a device of this node's user, signed
+        with this node's identity. Use `Node.enroll_device`, which also seals the keys for
+        the device. Raises VerificationError when the request is not for this user or not
+        signed by the device, or the tenant log refuses it (this node is not a member, is a
+        device itself, the key is a member's, ...)."""
+        return self.access.enroll_device(request)
 
     def revoke_device(self, device_key: bytes, *, accept_through: int | None = None) -> Entry:
         """Revoke one device (by its signing key): the user's other devices are untouched.

@@ -16,9 +16,10 @@ from collections.abc import Callable
 
 from . import admission
 from .crypto import SigningKeyPair
+from .device_request import DeviceRequest
 from .entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
 from .errors import DecodeError, MindooError, MissingKeyError, NotFoundError, VerificationError
-from .identity import PublicIdentity, UserIdentity
+from .identity import PublicIdentity, UserIdentity, fingerprint_of
 from .keyring import MEMBERSHIP_KEY
 from .membership import (
     DeviceEnrolment,
@@ -179,15 +180,40 @@ class TenantAccess:
         raise ValueError("accept_through must be an int >= 0")
 
     # -- devices -----------------------------------------------------------------------------
-    def enroll_device(self, device: PublicIdentity) -> Entry:
+    def enroll_device(self, request: DeviceRequest) -> Entry:
         """See `Tenant.enroll_device`."""
+        if not isinstance(request, DeviceRequest):
+            raise TypeError(
+                "enroll_device takes the device's DeviceRequest (made on the device with"
+                " Node.device_request), which proves that the device holds its key"
+            )
         me = self._identity.signing
-        if self._membership.member(me.public_key) is None:
+        membership = self._membership
+        if membership.member(me.public_key) is None:
             raise VerificationError(
                 f"this node is not a member of tenant {self.name!r} (a device cannot enroll"
                 " devices: enroll from the user's first node)"
             )
-        return self.append_record(DeviceEnrolment(me.public_key, device), author=me)
+        if request.user_key != me.public_key:
+            raise VerificationError(
+                f"this device request asks to be a device of {fingerprint_of(request.user_key)},"
+                f" not of this node's user {self._identity.public()}"
+            )
+        request.check()
+        device = request.device
+        if membership.member(device.signing_key) is not None:
+            raise VerificationError(
+                f"{device} cannot be enrolled as a device: its key is a member's"
+            )
+        known = membership.device(device.signing_key)
+        if known is not None and known.user_key != me.public_key:
+            raise VerificationError(f"{device} is enrolled already as another user's device")
+        if known is not None and not known.active:
+            raise VerificationError(
+                f"{device} cannot be enrolled again after its revocation: the device needs a"
+                " new identity"
+            )
+        return self.append_record(DeviceEnrolment.of(request), author=me)
 
     def revoke_device(self, device_key: bytes, *, accept_through: int | None = None) -> Entry:
         """See `Tenant.revoke_device`."""

@@ -127,8 +127,32 @@ class TenantKeys:
         key = TenantKey.generate(name)
         self.keyring.add(key)
         self._save_secrets(self._secrets)
-        self._access.write_record(KeyAnnouncement(key.key_id, key.name, key.version))
+        self._access.write_record(KeyAnnouncement.of(key))
         return key
+
+    def announce_held_keys(self) -> int:
+        """Announce, with its commitment, every key version held here that the tenant log
+        does not announce with one yet (admin only): the ``default`` and membership keys of
+        a tenant created before every version was announced, a key whose announcement a
+        crash prevented. Invites, enrolments and key files are checked against these
+        announcements. Returns how many records were written (0: nothing to do)."""
+        missing = self.unannounced(list(self.keyring))
+        if not missing:
+            return 0
+        self._require_admin("announce keys")
+        with self._writer.batch():
+            for key in missing:
+                self._access.write_record(KeyAnnouncement.of(key))
+        return len(missing)
+
+    def unannounced(self, keys: Sequence[TenantKey]) -> list[TenantKey]:
+        """The versions of ``keys`` the tenant log does not announce with their commitment."""
+        membership = self._access.membership
+        return [
+            key
+            for key in keys
+            if (known := membership.announced_key(key.key_id)) is None or not known.matches(key)
+        ]
 
     def rotate_key(self, name: str) -> TenantKey:
         """See `Tenant.rotate_key`."""
@@ -149,10 +173,10 @@ class TenantKeys:
         self.keyring.add(key)
         self._save_secrets(self._secrets)
         with self._writer.batch():
-            for info in held:
-                if not info.announced:
-                    self._access.write_record(KeyAnnouncement(info.key_id, name, info.version))
-            self._access.write_record(KeyAnnouncement(key.key_id, key.name, key.version))
+            for old in self.unannounced([k for k in self.keyring if k.name == name]):
+                if old.key_id != key.key_id:
+                    self._access.write_record(KeyAnnouncement.of(old))
+            self._access.write_record(KeyAnnouncement.of(key))
         return key
 
     def rotate_keys_held(self) -> list[TenantKey]:
@@ -208,6 +232,17 @@ class TenantKeys:
                 self._forget_document(database, document_id)
         return sorted(key.version for key in doomed)
 
+    def check_no_twin(self, key: TenantKey) -> None:
+        """Raise VerificationError when this node holds another key with ``key``'s name and
+        version (a second key of one name and version is refused)."""
+        for held in self.keyring:
+            if (held.name, held.version) == (key.name, key.version) and held.key_id != key.key_id:
+                raise VerificationError(
+                    f"key {key.name!r} version {key.version} ({key.key_id.hex()}) is not the"
+                    f" one this node holds ({held.key_id.hex()}): a second key of one name"
+                    " and version is refused"
+                )
+
     # -- the key directory -------------------------------------------------------------------
     def key_directory(self) -> list[KeyInfo]:
         """See `Tenant.key_directory`."""
@@ -243,7 +278,7 @@ class TenantKeys:
     def announcement_entries(self, key_ids: Sequence[bytes]) -> list[Entry]:
         membership = self._access.membership
         wanted = {membership.announced_key(k) for k in key_ids}
-        entry_ids = {a.entry_id for a in wanted if a is not None}
+        entry_ids = {i for a in wanted if a is not None for i in a.entry_ids()}
         found = (self._store.get(entry_id) for entry_id in sorted(entry_ids))
         return [entry for entry in found if entry is not None]
 
@@ -296,16 +331,14 @@ class TenantKeys:
                 raise VerificationError(
                     f"{to} is a revoked device (or of a revoked user) of tenant {self.name!r}"
                 )
-        unannounced = [k for k in keys if membership.announced_key(k.key_id) is None]
-        if unannounced and name == DEFAULT_KEY:
-            raise VerificationError(
-                f"the {DEFAULT_KEY!r} key of tenant {self.name!r} was never rotated: members"
-                " receive it with their invite"
-            )
+        if self.unannounced(keys) and self._secrets.admin_seed is not None:
+            self.announce_held_keys()
+        unannounced = self.unannounced(keys)
         if unannounced:
             raise VerificationError(
-                f"key {name!r} version {unannounced[0].version} was never announced in the"
-                " tenant log, so no other node would accept it"
+                f"key {name!r} version {unannounced[0].version} was never announced with its"
+                " commitment in the tenant log, so no other node would accept it (the admin's"
+                " node announces it on its next invite, key rotation or key export)"
             )
         entries = self.announcement_entries([k.key_id for k in keys])
         transfer = KeyTransfer(self.tenant_id, name, keys, [e.raw for e in entries])
@@ -333,11 +366,18 @@ class TenantKeys:
         membership = self._access.membership
         for key in transfer.keys:
             announced = membership.announced_key(key.key_id)
-            if announced is None or (announced.name, announced.version) != (key.name, key.version):
+            if announced is None or not announced.matches(key):
+                legacy = announced is not None and announced.commitment is None
                 raise VerificationError(
                     f"key {key.name!r} version {key.version} ({key.key_id.hex()}) is not the"
                     f" one the admin of tenant {self.name!r} announced"
+                    + (
+                        " (announced without a commitment: ask for a new key file)"
+                        if legacy
+                        else ""
+                    )
                 )
+            self.check_no_twin(key)
         added = [key.version for key in transfer.keys if self.keyring.add(key)]
         if added:
             self._save_secrets(self._secrets)
