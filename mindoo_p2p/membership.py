@@ -111,6 +111,7 @@ from .identity import (
 )
 from .keyring import KEY_COMMITMENT_SIZE, MEMBERSHIP_KEY, TenantKey, validate_key_name
 from .membership_devices import Device, DeviceRegistry
+from .membership_key_grant import KEY_GRANT_ACTION, MembershipKeyGrant, read_key_grant
 from .rejection import Rejected, RejectionKind
 
 RECORD_MAGIC = b"MDMR"
@@ -149,6 +150,8 @@ class MembershipAction(enum.IntEnum):
     """Enroll another device (its own signing key) of a member."""
     DEVICE_REVOKE = 5
     """Withdraw one device of a member, naming its last accepted author_seq."""
+    KEY_GRANT = KEY_GRANT_ACTION
+    """A new membership key version, sealed to each remaining holder (`membership_key_grant`)."""
 
 
 MEMBER_ACTIONS = frozenset({MembershipAction.ADD, MembershipAction.REVOKE})
@@ -361,7 +364,9 @@ class DeviceRevocation:
 
 DeviceRecord = DeviceEnrolment | DeviceRevocation
 
-TenantLogRecord = MembershipRecord | KeyAnnouncement | Revocation | DeviceRecord
+TenantLogRecord = (
+    MembershipRecord | KeyAnnouncement | Revocation | DeviceRecord | MembershipKeyGrant
+)
 """Any record a MEMBERSHIP entry of the tenant log carries."""
 
 
@@ -412,7 +417,11 @@ def decode_tenant_log_record(data: bytes) -> TenantLogRecord:
             r.end()
             return DeviceRevocation(user_key, device_key, last_seq)
         raise DecodeError(f"{what}: unsupported version {version} for action {action.name}")
-    if action in (MembershipAction.DEVICE_ADD, MembershipAction.DEVICE_REVOKE):
+    if action in (
+        MembershipAction.DEVICE_ADD,
+        MembershipAction.DEVICE_REVOKE,
+        MembershipAction.KEY_GRANT,
+    ):
         if version == RECORD_VERSION:
             raise DecodeError(f"{what}: unknown action {action_value} in version {version}")
         raise DecodeError(f"{what}: unsupported version {version} for action {action.name}")
@@ -457,6 +466,8 @@ def _read_proven_record(r: Reader, what: str, action: MembershipAction) -> Tenan
             return DeviceEnrolment(user_key, device, proof)
         except ValueError as exc:
             raise DecodeError(f"{what}: {exc}") from None
+    if action is MembershipAction.KEY_GRANT:
+        return read_key_grant(r, what)
     raise DecodeError(f"{what}: unsupported version {PROVEN_RECORD_VERSION} for {action.name}")
 
 
@@ -528,6 +539,7 @@ class MembershipLog:
         "_cuts",
         "_cuts_revision",
         "_devices",
+        "_key_grants",
         "_keys",
         "_members",
         "_tenant_id",
@@ -549,6 +561,9 @@ class MembershipLog:
         """Revoked member key -> signing key -> the smallest cut any revocation names."""
         self._devices = DeviceRegistry()
         """Device enrolments and revocations (a member's key is never a device)."""
+        self._key_grants: dict[tuple[bytes, bytes], bytes] = {}
+        """(membership key id, recipient signing key) -> the sealed secret (the smallest, if
+        several records grant it)."""
         self._cuts_revision = 0
         """Counts the records that may have changed `cuts` (see :attr:`cuts_revision`)."""
 
@@ -561,6 +576,7 @@ class MembershipLog:
         twin._keys = dict(self._keys)
         twin._cuts = {key: dict(cuts) for key, cuts in self._cuts.items()}
         twin._devices = self._devices.copy()
+        twin._key_grants = dict(self._key_grants)
         twin._cuts_revision = self._cuts_revision
         return twin
 
@@ -618,6 +634,8 @@ class MembershipLog:
             )
         if isinstance(record, KeyAnnouncement):
             return self._check_announcement(label, entry, record)
+        if isinstance(record, MembershipKeyGrant):
+            return self._check_announcement(label, entry, _announcement_of(record))
         if isinstance(record, Revocation):
             if record.member_key not in self._members:
                 return _refuse(
@@ -793,6 +811,14 @@ class MembershipLog:
             raise VerificationError(refusal.message)
         if isinstance(record, KeyAnnouncement):
             self._announce(entry, record)
+            self._applied.add(entry.id)
+            return
+        if isinstance(record, MembershipKeyGrant):
+            self._announce(entry, _announcement_of(record))
+            for recipient, sealed in record.grants:
+                known = self._key_grants.get((record.key_id, recipient))
+                pair = (record.key_id, recipient)
+                self._key_grants[pair] = sealed if known is None else min(known, sealed)
             self._applied.add(entry.id)
             return
         if isinstance(record, Revocation):
@@ -978,9 +1004,36 @@ class MembershipLog:
         """Every announced key, sorted by name then version."""
         return sorted(self._keys.values(), key=lambda k: (k.name, k.version, k.key_id))
 
+    def key_grants(self, recipient: bytes) -> list[tuple[AnnouncedKey, bytes]]:
+        """The membership key versions granted to ``recipient`` (a signing key) in the log,
+        each with its sealed secret, by version."""
+        found = [
+            (self._keys[key_id], sealed)
+            for (key_id, to), sealed in self._key_grants.items()
+            if to == recipient and key_id in self._keys
+        ]
+        return sorted(found, key=lambda pair: pair[0].version)
+
+    def newest_membership_key(self, held: set[bytes]) -> bytes | None:
+        """Of the key ids in ``held``, the announced ``$membership`` version that is newest
+        (None when none is announced): what tenant-log records are sealed under."""
+        announced = [
+            k for k in self._keys.values() if k.name == MEMBERSHIP_KEY and k.key_id in held
+        ]
+        return max(announced, key=lambda k: k.version).key_id if announced else None
+
     def announced_key(self, key_id: bytes) -> AnnouncedKey | None:
         """The announcement of ``key_id``, or None when the log never announced it."""
         return self._keys.get(key_id)
+
+
+def _announcement_of(grant: MembershipKeyGrant) -> KeyAnnouncement:
+    """A key grant also announces the key it grants."""
+    return KeyAnnouncement(grant.key_id, MEMBERSHIP_KEY, grant.version, grant.commitment)
+
+
+if RECORD_MAGIC != b"MDMR" or PROVEN_RECORD_VERSION != 5:  # membership_key_grant's copies
+    raise AssertionError("membership_key_grant writes another record magic or version")
 
 
 def _refuse(entry: Entry, kind: RejectionKind, message: str) -> Rejected:

@@ -390,9 +390,10 @@ class Node:
         tenant.keys.announce_held_keys()  # a tenant from before every version was announced
         tenant.add_member(invitee, role=role)
         wanted = (MEMBERSHIP_KEY,) if role == ROLE_MIRROR else (DEFAULT_KEY, MEMBERSHIP_KEY)
-        keys = [k for k in tenant.keyring if k.name in wanted]
-        admin = SigningKeyPair(tenant.secrets.admin_seed or b"")  # add_member checked it
-        return self._sealed_invite(tenant, invitee, keys, InviteKind.INVITE, admin)
+        keys = tenant.keys.shareable([k for k in tenant.keyring if k.name in wanted])
+        seed = tenant.secrets.admin_seed
+        assert seed is not None  # add_member refuses on a node without the admin key
+        return self._sealed_invite(tenant, invitee, keys, InviteKind.INVITE, SigningKeyPair(seed))
 
     def device_request(self, user: PublicIdentity | bytes) -> DeviceRequest:
         """This node's request to be enrolled as a device of ``user`` (their identity or
@@ -412,7 +413,7 @@ class Node:
         announces it), or when the request is not this user's or not signed by the device."""
         if isinstance(request, bytes | bytearray | memoryview):
             request = DeviceRequest.decode(bytes(request))
-        keys = list(tenant.keyring)
+        keys = tenant.keys.shareable(list(tenant.keyring))
         unannounced = tenant.keys.unannounced(keys)
         if unannounced:
             key = unannounced[0]

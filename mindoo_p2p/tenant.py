@@ -220,8 +220,11 @@ class Tenant:
 
     def publish_committed(self, membership: MembershipLog, log_entries: int) -> None:
         """`publish_membership` for the snapshot a commit of ``log_entries`` tenant-log
-        records built (see `TenantAccess.publish_committed`)."""
+        records built (see `TenantAccess.publish_committed`); then keep the membership key
+        versions it grants to this node."""
         self.access.publish_committed(membership, log_entries)
+        if log_entries:
+            self.keys.learn_granted_keys()
 
     def view(self) -> admission.TenantView:
         """What the admission pipeline checks this tenant's entries against (a snapshot)."""
@@ -232,11 +235,13 @@ class Tenant:
         left out), applying records until no more apply (a record stored before what it
         builds on applies on a later pass): the admission pipeline's rule."""
         self.access.load_membership()
+        self.keys.learn_granted_keys()
 
     def refresh_membership(self) -> None:
         """Bring membership up to date with the stored tenant log when another process that
         has this home open wrote to it, then enforce revocations new to this process."""
         self.access.refresh_membership()
+        self.keys.learn_granted_keys()
 
     def members(self) -> list[Member]:
         return self.access.members()
@@ -259,10 +264,20 @@ class Tenant:
         names another last accepted sequence number (e.g. 0: nothing of the member stays,
         when its key leaked long ago). Raises NotFoundError
         when ``identity`` was never added, MissingKeyError when this node is not the admin.
-        Revoking does not rotate keys: see `rotate_key` (history the member could read stays
+        The membership key is rotated in the same batch: the new version is granted (sealed)
+        to every remaining member, mirror and device in the tenant log itself, so the revoked
+        member cannot read the log's later records (`membership_key_grant`). Document keys
+        are not rotated here: see `rotate_keys_held` (history the member could read stays
         readable to it either way).
         """
-        return self.access.revoke_member(identity, accept_through=accept_through)
+        with_records: list[TenantLogRecord] = []
+        member = self.access.membership.member(identity.signing_key)
+        if self.is_admin and member is not None and member.active:  # revoked once: rotated
+            excluded = self.access.signing_keys_of(identity)
+            with_records = self.keys.prepare_membership_rotation(excluded)
+        return self.access.revoke_member(
+            identity, accept_through=accept_through, with_records=with_records
+        )
 
     def enroll_device(self, request: DeviceRequest) -> Entry:
         """Enroll the device that made ``request`` (another node of this node's user, with its
@@ -276,11 +291,19 @@ class Tenant:
     def revoke_device(self, device_key: bytes, *, accept_through: int | None = None) -> Entry:
         """Revoke one device (by its signing key): the user's other devices are untouched.
 
-        Signed by this node's identity when it is the device's user, else by the admin key.
-        The cut is the device's last entry this node holds unless ``accept_through`` says
-        otherwise. NotFoundError when the key is not an enrolled device.
+        Signed by the admin key on the admin's node, which also rotates the membership key
+        (see `revoke_member`); else by this node's identity when it is the device's user (no
+        rotation: only the admin grants membership keys). The cut is the device's last entry
+        this node holds unless ``accept_through`` says otherwise. NotFoundError when the key
+        is not an enrolled device.
         """
-        return self.access.revoke_device(device_key, accept_through=accept_through)
+        with_records: list[TenantLogRecord] = []
+        device = self.access.membership.device(device_key)
+        if self.is_admin and device is not None and device.active:
+            with_records = self.keys.prepare_membership_rotation({device_key})
+        return self.access.revoke_device(
+            device_key, accept_through=accept_through, with_records=with_records
+        )
 
     def enforce_new_revocations(self) -> list[Entry]:
         """`enforce_revocations` when the revocations changed since it last ran, else nothing

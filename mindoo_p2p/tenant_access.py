@@ -12,7 +12,7 @@ node: its collaborators are the store, the writer and the ingest function.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from . import admission
 from .crypto import SigningKeyPair
@@ -20,7 +20,7 @@ from .device_request import DeviceRequest
 from .entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
 from .errors import DecodeError, MindooError, MissingKeyError, NotFoundError, VerificationError
 from .identity import PublicIdentity, UserIdentity, fingerprint_of
-from .keyring import MEMBERSHIP_KEY
+from .keyring import MEMBERSHIP_KEY, TenantKey
 from .membership import (
     DeviceEnrolment,
     DeviceRevocation,
@@ -153,9 +153,14 @@ class TenantAccess:
         return self.append_record(MembershipRecord(MembershipAction.ADD, identity, role))
 
     def revoke_member(
-        self, identity: PublicIdentity, *, accept_through: int | None = None
+        self,
+        identity: PublicIdentity,
+        *,
+        accept_through: int | None = None,
+        with_records: Sequence[TenantLogRecord] = (),
     ) -> Entry:
-        """See `Tenant.revoke_member`."""
+        """See `Tenant.revoke_member`; ``with_records`` are written in the same batch, after
+        the revocation (the membership key's rotation)."""
         membership = self._membership
         member = membership.member(identity.signing_key)
         if member is None:
@@ -165,7 +170,24 @@ class TenantAccess:
         for device in membership.devices(key):  # every device of the member, at what we hold
             held = self._stored_last_seq(device.identity.signing_key)
             cuts[device.identity.signing_key] = held if accept_through is None else 0
-        return self.append_record(Revocation.of(key, cuts))
+        return self._append_records([Revocation.of(key, cuts), *with_records])
+
+    def holders_except(self, excluded: set[bytes]) -> list[PublicIdentity]:
+        """Every current member (mirrors too) and active device, but ``excluded`` signing
+        keys: who must receive a new membership key version."""
+        membership = self._membership
+        found = [m.identity for m in membership.members() if m.active]
+        found += [d.identity for d in membership.devices()]
+        return [
+            who
+            for who in found
+            if who.signing_key not in excluded and membership.is_member(who.signing_key)
+        ]
+
+    def signing_keys_of(self, identity: PublicIdentity) -> set[bytes]:
+        """The member's signing key and those of its devices."""
+        devices = self._membership.devices(identity.signing_key)
+        return {identity.signing_key, *(d.identity.signing_key for d in devices)}
 
     def _stored_last_seq(self, signing_key: bytes) -> int:
         return self._store.next_author_seq(self.tenant_id, signing_key) - 1
@@ -215,15 +237,24 @@ class TenantAccess:
             )
         return self.append_record(DeviceEnrolment.of(request), author=me)
 
-    def revoke_device(self, device_key: bytes, *, accept_through: int | None = None) -> Entry:
-        """See `Tenant.revoke_device`."""
+    def revoke_device(
+        self,
+        device_key: bytes,
+        *,
+        accept_through: int | None = None,
+        with_records: Sequence[TenantLogRecord] = (),
+    ) -> Entry:
+        """See `Tenant.revoke_device`; ``with_records`` (the membership key's rotation) are
+        written with it when the admin key signs it (on the admin's node)."""
         device = self._membership.device(device_key)
         if device is None:
             raise NotFoundError(f"{device_key.hex()[:16]} is not a device in tenant {self.name!r}")
         cut = self._cut(device_key, accept_through)
         record = DeviceRevocation(device.user_key, device_key, cut)
         me = self._identity.signing
-        return self.append_record(record, author=me if me.public_key == device.user_key else None)
+        if self._secrets.admin_seed is None and me.public_key == device.user_key:
+            return self.append_record(record, author=me)
+        return self._append_records([record, *with_records])
 
     # -- revocation --------------------------------------------------------------------------
     def enforce_new_revocations(self) -> list[Entry]:
@@ -267,6 +298,27 @@ class TenantAccess:
         self.write_record(record, author, on_sealed=stored.append)
         return stored[0]
 
+    def _append_records(self, records: Sequence[TenantLogRecord]) -> Entry:
+        """Seal and store admin-signed records in one write batch; return the first's entry."""
+        if self._writer.current_batch is not None:
+            raise MindooError(
+                "this tenant-log change returns its stored entry: make it outside a write batch"
+            )
+        stored: list[Entry] = []
+        with self._writer.batch():
+            for record in records:
+                self.write_record(record, on_sealed=stored.append)
+        return stored[0]
+
+    def membership_key_for_writing(self) -> TenantKey:
+        """The membership key version tenant-log records are sealed under: the newest one
+        held that the log announces (a version saved but never announced, by a rotation a
+        crash cut short, is never used: nobody else could read it), else the newest held."""
+        keyring = self._secrets.keyring
+        held = {k.key_id for k in keyring if k.name == MEMBERSHIP_KEY}
+        newest = self._membership.newest_membership_key(held)
+        return keyring.by_id(newest) if newest is not None else keyring.current(MEMBERSHIP_KEY)
+
     def write_record(
         self,
         record: TenantLogRecord,
@@ -290,7 +342,7 @@ class TenantAccess:
             database=TENANT_LOG,
             document_id=NO_DOCUMENT,
             signer=author,
-            key=self._secrets.keyring.current(MEMBERSHIP_KEY),
+            key=self.membership_key_for_writing(),
             payload=record.encode(),
             on_sealed=on_sealed,
         )

@@ -16,7 +16,7 @@ from typing import Any
 from .crypto.keystore import KdfProfile
 from .entry import TENANT_LOG, Entry
 from .errors import InvalidNameError, MindooError, MissingKeyError, NotFoundError, VerificationError
-from .identity import PublicIdentity, UserIdentity
+from .identity import PublicIdentity, UserIdentity, open_sealed
 from .key_transfer import (
     KeyFile,
     KeyTransfer,
@@ -25,7 +25,8 @@ from .key_transfer import (
     seal_key_to,
 )
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey, validate_key_name
-from .membership import MAX_KEY_VERSION, ROLE_MIRROR, KeyAnnouncement
+from .membership import MAX_KEY_VERSION, ROLE_MIRROR, KeyAnnouncement, TenantLogRecord
+from .membership_key_grant import MembershipKeyGrant
 from .store import EntryStore
 from .tenant_access import TenantAccess
 from .tenant_collaborators import EntryWriter, Ingest, LearnSavedKeys, SaveSecrets
@@ -136,7 +137,7 @@ class TenantKeys:
         a tenant created before every version was announced, a key whose announcement a
         crash prevented. Invites, enrolments and key files are checked against these
         announcements. Returns how many records were written (0: nothing to do)."""
-        missing = self.unannounced(list(self.keyring))
+        missing = self.unannounced(self.shareable(list(self.keyring)))
         if not missing:
             return 0
         self._require_admin("announce keys")
@@ -144,6 +145,19 @@ class TenantKeys:
             for key in missing:
                 self._access.write_record(KeyAnnouncement.of(key))
         return len(missing)
+
+    def shareable(self, keys: Sequence[TenantKey]) -> list[TenantKey]:
+        """``keys`` without a membership key version that only a rotation cut short by a
+        crash saved (never granted, never announced: nobody else holds it, and it is never
+        used, see `TenantAccess.membership_key_for_writing`)."""
+        membership = self._access.membership
+        return [
+            key
+            for key in keys
+            if key.name != MEMBERSHIP_KEY
+            or key.version == 1
+            or membership.announced_key(key.key_id) is not None
+        ]
 
     def unannounced(self, keys: Sequence[TenantKey]) -> list[TenantKey]:
         """The versions of ``keys`` the tenant log does not announce with their commitment."""
@@ -178,6 +192,51 @@ class TenantKeys:
                     self._access.write_record(KeyAnnouncement.of(old))
             self._access.write_record(KeyAnnouncement.of(key))
         return key
+
+    # -- the membership key ------------------------------------------------------------------
+    def prepare_membership_rotation(self, excluded: set[bytes]) -> list[TenantLogRecord]:
+        """A new ``$membership`` version, saved in the keystore, and the records that grant
+        it to every current holder but the ``excluded`` signing keys (admin only): what a
+        revocation writes with it, in one batch, so that the revoked member cannot read
+        the tenant log's later records. The new version is used for writing once the log
+        announces it (`TenantAccess.membership_key_for_writing`), so a crash before the
+        batch commits leaves it held and unused."""
+        self._require_admin("rotate the membership key")
+        versions = [k.version for k in self.keyring if k.name == MEMBERSHIP_KEY]
+        versions += [
+            k.version for k in self._access.membership.key_directory() if k.name == MEMBERSHIP_KEY
+        ]
+        newest = max(versions)
+        if newest >= MAX_KEY_VERSION:
+            raise InvalidNameError(f"the {MEMBERSHIP_KEY!r} key has reached its last version")
+        key = TenantKey.generate(MEMBERSHIP_KEY, version=newest + 1)
+        self.keyring.add(key)
+        self._save_secrets(self._secrets)
+        recipients = self._access.holders_except(excluded)
+        if not recipients:
+            return [KeyAnnouncement.of(key)]
+        return list(MembershipKeyGrant.seal(key, recipients))
+
+    def learn_granted_keys(self) -> int:
+        """Keep every membership key version the tenant log grants to this node's signing key
+        that it does not hold yet (opened with its encryption key, checked against the
+        granted commitment; a grant that does not open or match is skipped). Returns how many
+        were learnt. Cheap when there is nothing new: one look at the membership snapshot."""
+        me = self._identity
+        learnt = 0
+        for announced, sealed in self._access.membership.key_grants(me.signing.public_key):
+            if self.keyring.has_id(announced.key_id):
+                continue
+            try:
+                secret = open_sealed(me, sealed)
+                key = TenantKey(announced.key_id, MEMBERSHIP_KEY, announced.version, secret, 0)
+            except (MindooError, ValueError):
+                continue
+            if announced.matches(key):
+                learnt += self.keyring.add(key)
+        if learnt:
+            self._save_secrets(self._secrets)
+        return learnt
 
     def rotate_keys_held(self) -> list[TenantKey]:
         """See `Tenant.rotate_keys_held`."""
@@ -340,7 +399,10 @@ class TenantKeys:
                 " commitment in the tenant log, so no other node would accept it (the admin's"
                 " node announces it on its next invite, key rotation or key export)"
             )
-        entries = self.announcement_entries([k.key_id for k in keys])
+        # With them, how the membership key versions that seal those announcements were
+        # granted (a recipient that has not synced since a rotation learns them from these).
+        granted = [k.key_id for k in self.keyring if k.name == MEMBERSHIP_KEY and k.version > 1]
+        entries = self.announcement_entries([k.key_id for k in keys] + granted)
         transfer = KeyTransfer(self.tenant_id, name, keys, [e.raw for e in entries])
         if to is not None:
             return seal_key_to(transfer, to)
@@ -362,7 +424,10 @@ class TenantKeys:
         for entry in entries:
             if entry.tenant_id != self.tenant_id or entry.database != TENANT_LOG:
                 raise VerificationError("the key file carries an entry from outside the tenant log")
-        self._ingest(entries)
+        # An announcement sealed under a membership key version this node learns from a
+        # grant in the same file opens once the grant is stored: offer the entries again.
+        if self._ingest(entries).rejected:
+            self._ingest(entries)
         membership = self._access.membership
         for key in transfer.keys:
             announced = membership.announced_key(key.key_id)
