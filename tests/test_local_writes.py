@@ -110,8 +110,9 @@ def test_processes_writing_at_once_to_one_home_never_fork_an_author(
 
     counts = assert_one_sequence_per_author(node.store, tenant.id)
     me, admin = node.identity.signing.public_key, tenant.admin_key
-    # Three entries per worker document, 21 here; the admin added this node and 4 members.
-    assert counts == {me: 3 * 3 * documents + 21, admin: 1 + members}
+    # Three entries per worker document, 21 here; the admin added this node and 4 members,
+    # and announced the default and membership keys.
+    assert counts == {me: 3 * 3 * documents + 21, admin: 3 + members}
     assert node.fsck().ok
     for tag, created in zip("abc", outputs, strict=True):
         assert len(created) == documents
