@@ -8,6 +8,7 @@ keep old history readable.
 
 from __future__ import annotations
 
+import hmac
 import os
 import re
 import time
@@ -22,6 +23,9 @@ DEFAULT_KEY = "default"
 """The tenant-wide key every member holds."""
 MEMBERSHIP_KEY = "$membership"
 """Encrypts the tenant log (membership records); held by every member and mirror."""
+
+KEY_COMMITMENT_SIZE = 32
+_COMMITMENT_DOMAIN = b"mindoo/key-commitment/v1\x00"
 
 KEY_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -58,6 +62,22 @@ class TenantKey:
             secret=aead.random_key(),
             created_ms=int(time.time() * 1000),
         )
+
+    def commitment(self) -> bytes:
+        """What the tenant log announces about this version's secret, without revealing it:
+        HMAC-SHA256 keyed by the secret over its id, name and version. Whoever receives the
+        key (an invitee, an importer) checks it against the admin's announcement, so a key
+        forged under a real id or name is refused."""
+        message = b"".join(
+            (
+                _COMMITMENT_DOMAIN,
+                self.key_id,
+                self.name.encode("ascii"),
+                b"\x00",
+                self.version.to_bytes(4, "big"),
+            )
+        )
+        return hmac.digest(self.secret, message, "sha256")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -38,6 +38,11 @@ version 3::
     version 4 body (DEVICE_REVOKE naming the entry id, a DeviceRevocation):
       user    Ed25519 key 32 bytes, device Ed25519 key 32 bytes, last_seq varint (>= 1),
       last accepted entry id 32 bytes
+    version 5 body (KEY_ANNOUNCE with the key's commitment):
+      as version 2, then commitment 32 bytes (`TenantKey.commitment`: HMAC keyed by the
+      secret, which it does not reveal)
+    version 5 body (DEVICE_ADD with the device's proof):
+      as version 3, then proof 64 bytes (the device's Ed25519 signature, `device_request`)
 
 :class:`MembershipLog` is the state machine the records drive. Its rules (all of them live
 here):
@@ -69,13 +74,15 @@ here):
   accepted.
 - Applying the same entry twice changes nothing (idempotent per entry id).
 - KEY_ANNOUNCE (:class:`KeyAnnouncement`) tells every member and mirror which key id has which
-  name and version. It is refused when the key id was announced with another name or version,
-  or when another key id was announced for the same name and version; announcing the same key
-  again changes nothing. Key announcements build the key directory (:meth:`key_directory`).
-  Rotating a key announces its next version (a new id under the same name); the ``default``
-  key's versions may be announced like any other (its version 1 is announced, late, when it
-  is first rotated). The ``$membership`` key is never announced (it is not rotated): such an
-  announcement is refused.
+  name and version, and (version 5) the key's commitment, against which invites, enrolments
+  and key files are checked. It is refused when the key id was announced with another name,
+  version or commitment, or when another key id was announced for the same name and version;
+  announcing the same key again changes nothing, and a version-5 announcement of a key
+  announced in version 2 adds its commitment. Key announcements build the key directory
+  (:meth:`key_directory`). Every key version is announced: ``default`` and ``$membership``
+  version 1 when the tenant is created (or, for a tenant created earlier, by the admin's next
+  invite, key rotation or export), each rotation its next version. ``$membership`` is only
+  announced with its commitment.
 - An ordinary entry is authorized when its author is the admin key, a current member (not a
   mirror), or a revoked member and the entry's ``author_seq`` is within the member's cut.
 - Devices: a member (the *user*, identified by the signing key it was added with) may enroll
@@ -84,8 +91,14 @@ here):
   own key or by the admin key; a user may have at most MAX_CUTS - 1 devices, mirrors none. A
   device writes as its user (same role); revoking a device limits that device only;
   revoking the user limits every device too (each at the cut the Revocation names for it,
-  0 when it names none). A device key is never a member key or another user's device, and a
-  revoked device cannot be enrolled again.
+  0 when it names none). A version-5 enrolment carries the device's own signature naming its
+  user (a member cannot enroll someone else's key); one with a bad proof is refused. The
+  outcome never depends on arrival order (`membership_devices`): every acceptable enrolment
+  of a key is kept, the proven one with the smallest entry id wins over legacy (version-3,
+  unproven) ones, and the admin's ADD of a key always wins over any enrolment of it (the
+  enrolment stays stored, inert), so a member-add and a device-add of one key no longer
+  refuse each other. A device revocation names (user, device) and limits the device while
+  that user's enrolment is the winner; re-enrolling a revoked device leaves it revoked.
 - Records that arrive before what they build on (a REVOKE before its ADD) are refused and
   land when offered again after it; sync offers them again, so the final state is the same.
 """
@@ -94,10 +107,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hmac
 from dataclasses import dataclass
 from typing import ClassVar
 
 from .codec import Reader, Writer
+from .crypto.signing import SIGNATURE_SIZE
+from .device_request import DeviceRequest, device_proof_valid
 from .entry import TENANT_ID_SIZE, TENANT_LOG, Entry, EntryKind
 from .errors import DecodeError, InvalidNameError, VerificationError
 from .identity import (
@@ -107,7 +123,9 @@ from .identity import (
     read_public_identity,
     write_public_identity,
 )
-from .keyring import MEMBERSHIP_KEY, validate_key_name
+from .keyring import KEY_COMMITMENT_SIZE, MEMBERSHIP_KEY, TenantKey, validate_key_name
+from .membership_devices import Device, DeviceRegistry, name_cut_entry
+from .membership_key_grant import KEY_GRANT_ACTION, MembershipKeyGrant, read_key_grant
 from .rejection import Rejected, RejectionKind
 
 RECORD_MAGIC = b"MDMR"
@@ -132,6 +150,9 @@ CHAINED_CUT_VERSION = 4
 """The encoding of REVOKE and DEVICE_REVOKE records whose cuts name the last accepted entry
 id (per-author hash chains)."""
 ENTRY_ID_SIZE = 32
+PROVEN_RECORD_VERSION = 5
+"""The encoding of KEY_ANNOUNCE with the key's commitment and DEVICE_ADD with the device's
+proof (version 4 is the revocation records of the hash chains, `CHAINED_CUT_VERSION`)."""
 MAX_CUTS = 64
 MAX_SEQ = (1 << 64) - 1
 
@@ -147,6 +168,8 @@ class MembershipAction(enum.IntEnum):
     """Enroll another device (its own signing key) of a member."""
     DEVICE_REVOKE = 5
     """Withdraw one device of a member, naming its last accepted author_seq."""
+    KEY_GRANT = KEY_GRANT_ACTION
+    """A new membership key version, sealed to each remaining holder (`membership_key_grant`)."""
 
 
 MEMBER_ACTIONS = frozenset({MembershipAction.ADD, MembershipAction.REVOKE})
@@ -189,12 +212,16 @@ class MembershipRecord:
 
 @dataclass(frozen=True, slots=True)
 class KeyAnnouncement:
-    """A KEY_ANNOUNCE record: which key id has which name and version. Carries no secret."""
+    """A KEY_ANNOUNCE record: which key id has which name and version, and (version 5) the
+    key's commitment (`TenantKey.commitment`), which binds the secret without revealing it.
+    Carries no secret."""
 
     action: ClassVar[MembershipAction] = MembershipAction.KEY_ANNOUNCE
     key_id: bytes
     name: str
     version: int
+    commitment: bytes | None = None
+    """None only in version-2 records (written before commitments existed)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.key_id, bytes) or len(self.key_id) != KEY_ID_SIZE:
@@ -202,11 +229,32 @@ class KeyAnnouncement:
         validate_key_name(self.name)
         if not isinstance(self.version, int) or not 1 <= self.version <= MAX_KEY_VERSION:
             raise ValueError(f"a key version is 1-{MAX_KEY_VERSION}")
+        if self.commitment is not None and (
+            not isinstance(self.commitment, bytes) or len(self.commitment) != KEY_COMMITMENT_SIZE
+        ):
+            raise ValueError(f"a key commitment is {KEY_COMMITMENT_SIZE} bytes")
+
+    @classmethod
+    def of(cls, key: TenantKey) -> KeyAnnouncement:
+        """The announcement of ``key``, with its commitment."""
+        return cls(key.key_id, key.name, key.version, key.commitment())
+
+    def matches(self, key: TenantKey) -> bool:
+        """True when ``key`` is the key announced: same id, name, version and commitment."""
+        return (
+            self.commitment is not None
+            and (key.key_id, key.name, key.version) == (self.key_id, self.name, self.version)
+            and hmac.compare_digest(key.commitment(), self.commitment)
+        )
 
     def encode(self) -> bytes:
-        """The canonical binary form (version 2, see the module docstring)."""
-        w = Writer().raw(RECORD_MAGIC).u8(KEY_ANNOUNCE_VERSION).u8(int(self.action))
+        """The canonical binary form (version 2 without a commitment, 5 with one; see the
+        module docstring)."""
+        version = KEY_ANNOUNCE_VERSION if self.commitment is None else PROVEN_RECORD_VERSION
+        w = Writer().raw(RECORD_MAGIC).u8(version).u8(int(self.action))
         w.fixed(self.key_id, KEY_ID_SIZE).text(self.name).varint(self.version)
+        if self.commitment is not None:
+            w.fixed(self.commitment, KEY_COMMITMENT_SIZE)
         return w.getvalue()
 
 
@@ -312,11 +360,16 @@ class Revocation:
 
 @dataclass(frozen=True, slots=True)
 class DeviceEnrolment:
-    """A DEVICE_ADD record: ``device`` is a device of the member whose key is ``user_key``."""
+    """A DEVICE_ADD record: ``device`` is a device of the member whose key is ``user_key``.
+
+    ``proof`` is the device's own signature saying so (`device_request`): version 5. A
+    version-3 record (written before proofs existed) has none and loses to any proven
+    enrolment of the same key (`membership_devices`)."""
 
     action: ClassVar[MembershipAction] = MembershipAction.DEVICE_ADD
     user_key: bytes
     device: PublicIdentity
+    proof: bytes | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.user_key, bytes) or len(self.user_key) != PUBLIC_KEY_SIZE:
@@ -325,11 +378,27 @@ class DeviceEnrolment:
             raise ValueError("device must be a PublicIdentity")
         if self.device.signing_key == self.user_key:
             raise ValueError("a device has its own signing key, not the user's")
+        if self.proof is not None and (
+            not isinstance(self.proof, bytes) or len(self.proof) != SIGNATURE_SIZE
+        ):
+            raise ValueError(f"a device proof is a {SIGNATURE_SIZE}-byte signature")
+
+    @classmethod
+    def of(cls, request: DeviceRequest) -> DeviceEnrolment:
+        """The enrolment a device asked for (its proof included)."""
+        return cls(request.user_key, request.device, request.proof)
+
+    def proven(self) -> bool:
+        """True when the record carries the device's valid proof."""
+        return self.proof is not None and device_proof_valid(self.user_key, self.device, self.proof)
 
     def encode(self) -> bytes:
-        w = Writer().raw(RECORD_MAGIC).u8(REVOCATION_VERSION).u8(int(self.action))
+        version = REVOCATION_VERSION if self.proof is None else PROVEN_RECORD_VERSION
+        w = Writer().raw(RECORD_MAGIC).u8(version).u8(int(self.action))
         w.fixed(self.user_key, PUBLIC_KEY_SIZE)
         write_public_identity(w, self.device)
+        if self.proof is not None:
+            w.fixed(self.proof, SIGNATURE_SIZE)
         return w.getvalue()
 
 
@@ -365,7 +434,9 @@ class DeviceRevocation:
 
 DeviceRecord = DeviceEnrolment | DeviceRevocation
 
-TenantLogRecord = MembershipRecord | KeyAnnouncement | Revocation | DeviceRecord
+TenantLogRecord = (
+    MembershipRecord | KeyAnnouncement | Revocation | DeviceRecord | MembershipKeyGrant
+)
 """Any record a MEMBERSHIP entry of the tenant log carries."""
 
 
@@ -389,6 +460,7 @@ def decode_tenant_log_record(data: bytes) -> TenantLogRecord:
         KEY_ANNOUNCE_VERSION,
         REVOCATION_VERSION,
         CHAINED_CUT_VERSION,
+        PROVEN_RECORD_VERSION,
     ):
         raise DecodeError(f"{what}: unsupported version {version}")
     action_value = r.u8("action")
@@ -396,6 +468,8 @@ def decode_tenant_log_record(data: bytes) -> TenantLogRecord:
         action = MembershipAction(action_value)
     except ValueError:
         raise DecodeError(f"{what}: unknown action {action_value}") from None
+    if version == PROVEN_RECORD_VERSION:
+        return _read_proven_record(r, what, action)
     if version == CHAINED_CUT_VERSION:
         if action is MembershipAction.REVOKE:
             return _read_revocation(r, what, chained=True)
@@ -428,7 +502,11 @@ def decode_tenant_log_record(data: bytes) -> TenantLogRecord:
             r.end()
             return DeviceRevocation(user_key, device_key, last_seq)
         raise DecodeError(f"{what}: unsupported version {version} for action {action.name}")
-    if action in (MembershipAction.DEVICE_ADD, MembershipAction.DEVICE_REVOKE):
+    if action in (
+        MembershipAction.DEVICE_ADD,
+        MembershipAction.DEVICE_REVOKE,
+        MembershipAction.KEY_GRANT,
+    ):
         if version == RECORD_VERSION:
             raise DecodeError(f"{what}: unknown action {action_value} in version {version}")
         raise DecodeError(f"{what}: unsupported version {version} for action {action.name}")
@@ -438,20 +516,44 @@ def decode_tenant_log_record(data: bytes) -> TenantLogRecord:
             raise DecodeError(f"{what}: unknown action {action_value} in version {version}")
         raise DecodeError(f"{what}: unsupported version {version} for action {action.name}")
     if action is MembershipAction.KEY_ANNOUNCE:
-        key_id = r.fixed(KEY_ID_SIZE, "key id")
-        name = r.text("key name", MAX_KEY_NAME_SIZE)
-        key_version = r.varint("key version", max_value=MAX_KEY_VERSION)
-        r.end()
-        try:
-            return KeyAnnouncement(key_id=key_id, name=name, version=key_version)
-        except (ValueError, InvalidNameError) as exc:
-            raise DecodeError(f"{what}: {exc}") from None
+        return _read_key_announcement(r, what, committed=False)
     member = read_public_identity(r, "member")
     role = r.text("role", MAX_ROLE_SIZE)
     if role not in ROLES:
         raise DecodeError(f"{what}: unknown role {role!r}")
     r.end()
     return MembershipRecord(action=action, member=member, role=role)
+
+
+def _read_key_announcement(r: Reader, what: str, *, committed: bool) -> KeyAnnouncement:
+    key_id = r.fixed(KEY_ID_SIZE, "key id")
+    name = r.text("key name", MAX_KEY_NAME_SIZE)
+    key_version = r.varint("key version", max_value=MAX_KEY_VERSION)
+    commitment = r.fixed(KEY_COMMITMENT_SIZE, "key commitment") if committed else None
+    r.end()
+    try:
+        return KeyAnnouncement(key_id, name, key_version, commitment)
+    except (ValueError, InvalidNameError) as exc:
+        raise DecodeError(f"{what}: {exc}") from None
+
+
+def _read_proven_record(r: Reader, what: str, action: MembershipAction) -> TenantLogRecord:
+    """The body of a version-5 record: KEY_ANNOUNCE with a commitment, DEVICE_ADD with the
+    device's proof."""
+    if action is MembershipAction.KEY_ANNOUNCE:
+        return _read_key_announcement(r, what, committed=True)
+    if action is MembershipAction.DEVICE_ADD:
+        user_key = r.fixed(PUBLIC_KEY_SIZE, "user key")
+        device = read_public_identity(r, "device")
+        proof = r.fixed(SIGNATURE_SIZE, "device proof")
+        r.end()
+        try:
+            return DeviceEnrolment(user_key, device, proof)
+        except ValueError as exc:
+            raise DecodeError(f"{what}: {exc}") from None
+    if action is MembershipAction.KEY_GRANT:
+        return read_key_grant(r, what)
+    raise DecodeError(f"{what}: unsupported version {PROVEN_RECORD_VERSION} for {action.name}")
 
 
 def _read_revocation(r: Reader, what: str, *, chained: bool) -> Revocation:
@@ -487,6 +589,21 @@ class AnnouncedKey:
     name: str
     version: int
     entry_id: bytes
+    commitment: bytes | None = None
+    """The key's commitment (`TenantKey.commitment`), once a version-5 record announced it."""
+    commitment_entry: bytes | None = None
+    """The entry that announced the commitment (``entry_id`` when it was the same)."""
+
+    def matches(self, key: TenantKey) -> bool:
+        """True when ``key`` is this key: same id, name, version and commitment."""
+        return KeyAnnouncement(self.key_id, self.name, self.version, self.commitment).matches(key)
+
+    def entry_ids(self) -> list[bytes]:
+        """The entries that announced this key (its name, then its commitment)."""
+        ids = [self.entry_id]
+        if self.commitment_entry is not None and self.commitment_entry != self.entry_id:
+            ids.append(self.commitment_entry)
+        return ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,20 +616,6 @@ class Member:
     """The id of the entry whose record added this member."""
     revoked_entry: bytes | None = None
     """The id of the entry whose record revoked this member, if any."""
-
-    @property
-    def active(self) -> bool:
-        return self.revoked_entry is None
-
-
-@dataclass(frozen=True, slots=True)
-class Device:
-    """A device a member enrolled: its own identity (signing key), and its user's key."""
-
-    identity: PublicIdentity
-    user_key: bytes
-    added_entry: bytes
-    revoked_entry: bytes | None = None
 
     @property
     def active(self) -> bool:
@@ -532,8 +635,8 @@ class MembershipLog:
         "_cut_ids",
         "_cuts",
         "_cuts_revision",
-        "_device_cuts",
         "_devices",
+        "_key_grants",
         "_keys",
         "_members",
         "_tenant_id",
@@ -553,12 +656,15 @@ class MembershipLog:
         """The key directory: announced keys by key id."""
         self._cuts: dict[bytes, dict[bytes, int]] = {}
         """Revoked member key -> signing key -> the smallest cut any revocation names."""
-        self._devices: dict[bytes, Device] = {}
-        """Enrolled devices by device signing key."""
-        self._device_cuts: dict[bytes, int] = {}
         self._cut_ids: dict[bytes, dict[int, frozenset[bytes]]] = {}
-        """Signing key -> seq -> the entry ids revocations name as the last accepted at seq."""
-        """Revoked device key -> the smallest cut any DEVICE_REVOKE names."""
+        """Signing key -> seq -> the entry ids REVOKE records name as the last accepted at seq
+        (DEVICE_REVOKE records name theirs in the registry, per (user, device) pair)."""
+        self._devices = DeviceRegistry()
+        """Device enrolments and revocations (a member's key is never a device), with the
+        cuts and entry ids DEVICE_REVOKE records name."""
+        self._key_grants: dict[tuple[bytes, bytes], bytes] = {}
+        """(membership key id, recipient signing key) -> the sealed secret (the smallest, if
+        several records grant it)."""
         self._cuts_revision = 0
         """Counts the records that may have changed `cuts` (see :attr:`cuts_revision`)."""
 
@@ -570,9 +676,9 @@ class MembershipLog:
         twin._applied = set(self._applied)
         twin._keys = dict(self._keys)
         twin._cuts = {key: dict(cuts) for key, cuts in self._cuts.items()}
-        twin._devices = dict(self._devices)
-        twin._device_cuts = dict(self._device_cuts)
         twin._cut_ids = {key: dict(named) for key, named in self._cut_ids.items()}
+        twin._devices = self._devices.copy()
+        twin._key_grants = dict(self._key_grants)
         twin._cuts_revision = self._cuts_revision
         return twin
 
@@ -630,6 +736,8 @@ class MembershipLog:
             )
         if isinstance(record, KeyAnnouncement):
             return self._check_announcement(label, entry, record)
+        if isinstance(record, MembershipKeyGrant):
+            return self._check_announcement(label, entry, _announcement_of(record))
         if isinstance(record, Revocation):
             if record.member_key not in self._members:
                 return _refuse(
@@ -641,12 +749,8 @@ class MembershipLog:
         member = record.member
         known = self._members.get(member.signing_key)
         if record.action is MembershipAction.ADD:
-            if member.signing_key in self._devices:
-                return _refuse(
-                    entry,
-                    RejectionKind.CONFLICT,
-                    f"{label} adds {member}, whose key is enrolled as a device",
-                )
+            # A key enrolled as a device may still be added: the admin's ADD always wins
+            # (the enrolment stays recorded, inert), whichever arrived first.
             if known is not None and known.revoked_entry is not None:
                 return _refuse(
                     entry,
@@ -712,8 +816,7 @@ class MembershipLog:
                 f"{label}: {user.identity} is a mirror; mirrors have no devices",
             )
         if isinstance(record, DeviceRevocation):
-            device = self._devices.get(record.device_key)
-            if device is None or device.user_key != record.user_key:
+            if not self._devices.claimed_by(record.user_key, record.device_key):
                 return _refuse(
                     entry,
                     RejectionKind.MISSING_DEPENDENCY,
@@ -723,29 +826,28 @@ class MembershipLog:
                     ),
                 )
             return None
+        # Only rules that do not depend on what arrived before refuse an enrolment: a key
+        # claimed otherwise, re-enrolled after its revocation or added as a member is
+        # settled by `DeviceRegistry`'s ranking and by the ADD winning, on every node alike.
         key = record.device.signing_key
-        known = self._devices.get(key)
-        if known is not None:
-            if known.user_key != record.user_key or known.identity != record.device:
-                return _refuse(
-                    entry,
-                    RejectionKind.CONFLICT,
-                    f"{label} enrolls {record.device}, already enrolled otherwise",
-                )
-            if known.revoked_entry is not None:
-                return _refuse(
-                    entry,
-                    RejectionKind.CONFLICT,
-                    f"{label} enrolls {record.device} again after its revocation",
-                )
-            return None
-        if key == self._admin_key or key in self._members:
+        if record.proof is not None and not record.proven():
+            return _refuse(
+                entry,
+                RejectionKind.NOT_PERMITTED,
+                (
+                    f"{label} enrolls {record.device}, but its proof is not that device's"
+                    " signature (a device enrolment must be signed by the device's own key)"
+                ),
+            )
+        if key == self._admin_key:
             return _refuse(
                 entry,
                 RejectionKind.CONFLICT,
-                f"{label} enrolls {record.device} as a device, but its key is a member's",
+                f"{label} enrolls the tenant's admin key as a device",
             )
-        count = sum(1 for d in self._devices.values() if d.user_key == record.user_key)
+        if self._devices.claimed_by(record.user_key, key):
+            return None
+        count = self._devices.claims_of(record.user_key)
         if count >= MAX_CUTS - 1:
             return _refuse(
                 entry,
@@ -757,11 +859,11 @@ class MembershipLog:
     def _check_announcement(
         self, label: str, entry: Entry, record: KeyAnnouncement
     ) -> Rejected | None:
-        if record.name == MEMBERSHIP_KEY:
+        if record.name == MEMBERSHIP_KEY and record.commitment is None:
             return _refuse(
                 entry,
                 RejectionKind.NOT_PERMITTED,
-                f"{label} announces the {MEMBERSHIP_KEY!r} key, which is never announced",
+                f"{label} announces the {MEMBERSHIP_KEY!r} key without its commitment",
             )
         known = self._keys.get(record.key_id)
         if known is not None:
@@ -774,6 +876,16 @@ class MembershipLog:
                         f" {record.version}, but it was announced as {known.name!r} version"
                         f" {known.version}"
                     ),
+                )
+            if (
+                known.commitment is not None
+                and record.commitment is not None
+                and known.commitment != record.commitment
+            ):
+                return _refuse(
+                    entry,
+                    RejectionKind.CONFLICT,
+                    f"{label} announces key {record.key_id.hex()} with another commitment",
                 )
             return None
         for other in self._keys.values():
@@ -800,10 +912,15 @@ class MembershipLog:
         if refusal is not None:
             raise VerificationError(refusal.message)
         if isinstance(record, KeyAnnouncement):
-            if record.key_id not in self._keys:
-                self._keys[record.key_id] = AnnouncedKey(
-                    record.key_id, record.name, record.version, entry.id
-                )
+            self._announce(entry, record)
+            self._applied.add(entry.id)
+            return
+        if isinstance(record, MembershipKeyGrant):
+            self._announce(entry, _announcement_of(record))
+            for recipient, sealed in record.grants:
+                known = self._key_grants.get((record.key_id, recipient))
+                pair = (record.key_id, recipient)
+                self._key_grants[pair] = sealed if known is None else min(known, sealed)
             self._applied.add(entry.id)
             return
         if isinstance(record, Revocation):
@@ -813,21 +930,18 @@ class MembershipLog:
             self._applied.add(entry.id)
             return
         if isinstance(record, DeviceEnrolment):
-            key = record.device.signing_key
-            if key not in self._devices:
-                self._devices[key] = Device(record.device, record.user_key, entry.id)
-                self._cuts_revision += 1
+            self._devices.enrol(record.device, record.user_key, entry.id, record.proven())
+            self._cuts_revision += 1
             self._applied.add(entry.id)
             return
         if isinstance(record, DeviceRevocation):
-            device = self._devices[record.device_key]
-            if device.revoked_entry is None:
-                self._devices[record.device_key] = dataclasses.replace(
-                    device, revoked_entry=entry.id
-                )
-            previous = self._device_cuts.get(record.device_key, record.last_seq)
-            self._device_cuts[record.device_key] = min(previous, record.last_seq)
-            self._name_cut_entry(record.device_key, record.last_seq, record.last_entry_id)
+            self._devices.revoke(
+                record.user_key,
+                record.device_key,
+                entry.id,
+                record.last_seq,
+                record.last_entry_id,
+            )
             self._cuts_revision += 1
             self._applied.add(entry.id)
             return
@@ -837,14 +951,32 @@ class MembershipLog:
                 self._members[key] = Member(
                     identity=record.member, role=record.role, added_entry=entry.id
                 )
+                self._cuts_revision += 1  # a device of that key, if any, no longer counts
         else:
             self._revoke(entry, key, {key: 0})  # a version-1 REVOKE accepts nothing more
         self._applied.add(entry.id)
 
     def _name_cut_entry(self, signing_key: bytes, seq: int, entry_id: bytes | None) -> None:
-        if entry_id is not None:
-            named = self._cut_ids.setdefault(signing_key, {})
-            named[seq] = named.get(seq, frozenset()) | {entry_id}
+        """Note ``entry_id`` as the last entry a REVOKE accepts from ``signing_key`` at ``seq``
+        (a DEVICE_REVOKE's is kept per (user, device) pair in the registry)."""
+        name_cut_entry(self._cut_ids.setdefault(signing_key, {}), seq, entry_id)
+
+    def _announce(self, entry: Entry, record: KeyAnnouncement) -> None:
+        """Record an announcement (`_check_announcement` allowed it, so name, version and
+        any commitment agree with what is known). The entries named are the smallest ids of
+        those that announced the key and its commitment: the same in any arrival order."""
+        known = self._keys.get(record.key_id)
+        if known is None:
+            known = AnnouncedKey(record.key_id, record.name, record.version, entry.id)
+        known = dataclasses.replace(known, entry_id=min(known.entry_id, entry.id))
+        if record.commitment is not None:
+            first = known.commitment_entry
+            known = dataclasses.replace(
+                known,
+                commitment=record.commitment,
+                commitment_entry=entry.id if first is None else min(first, entry.id),
+            )
+        self._keys[record.key_id] = known
 
     def _revoke(self, entry: Entry, member_key: bytes, cuts: dict[bytes, int]) -> None:
         known = self._members[member_key]
@@ -877,7 +1009,7 @@ class MembershipLog:
         if author == self._admin_key:
             return None
         member = self._members.get(author)
-        device = self._devices.get(author)
+        device = self._device(author)
         if device is not None:
             member = self._members.get(device.user_key)
         if member is None:
@@ -917,12 +1049,13 @@ class MembershipLog:
         member_cuts = self._cuts.get(signing_key)
         if member_cuts is not None:
             return member_cuts.get(signing_key, 0)
-        device = self._devices.get(signing_key)
+        device = self._device(signing_key)
         if device is None:
             return None
         limits = []
-        if signing_key in self._device_cuts:
-            limits.append(self._device_cuts[signing_key])
+        device_cut = self._devices.cut(signing_key)
+        if device_cut is not None:
+            limits.append(device_cut)
         user_cuts = self._cuts.get(device.user_key)
         if user_cuts is not None:
             limits.append(user_cuts.get(signing_key, 0))
@@ -934,7 +1067,10 @@ class MembershipLog:
         cut = self.cut_of(signing_key)
         if cut is None:
             return None
-        return CutPoint(cut, self._cut_ids.get(signing_key, {}).get(cut, frozenset()))
+        named = self._cut_ids.get(signing_key, {}).get(cut, frozenset())
+        if self._device(signing_key) is not None:
+            named |= self._devices.cut_entry_ids(signing_key, cut)
+        return CutPoint(cut, named)
 
     def cut_points(self) -> dict[bytes, CutPoint]:
         """:meth:`cuts` with the entry ids each cut names."""
@@ -950,7 +1086,7 @@ class MembershipLog:
         """Every signing key a revocation limits -> the last ``author_seq`` accepted from it:
         what a node enforces on the entries it already stored."""
         found: dict[bytes, int] = {}
-        for key in [*self._cuts, *self._devices]:
+        for key in [*self._cuts, *self._devices.device_keys()]:
             cut = self.cut_of(key)
             if cut is not None:
                 found[key] = cut
@@ -960,7 +1096,7 @@ class MembershipLog:
         """True when ``signing_key`` was added and not revoked, or is an active device of such
         a member (the admin key counts only if it was added as a member;
         :meth:`authorize_author` accepts it regardless)."""
-        device = self._devices.get(signing_key)
+        device = self._device(signing_key)
         if device is not None:
             if device.revoked_entry is not None:
                 return False
@@ -968,13 +1104,22 @@ class MembershipLog:
         member = self._members.get(signing_key)
         return member is not None and member.revoked_entry is None
 
+    def _device(self, signing_key: bytes) -> Device | None:
+        """The winning enrolment of ``signing_key``, unless the key is a member's (the
+        admin's ADD always wins over an enrolment)."""
+        if signing_key in self._members:
+            return None
+        return self._devices.device(signing_key)
+
     def device(self, signing_key: bytes) -> Device | None:
-        """The device record of ``signing_key``, revoked or not; None if never enrolled."""
-        return self._devices.get(signing_key)
+        """The device record of ``signing_key``, revoked or not; None if never enrolled, or
+        if the key is a member's."""
+        return self._device(signing_key)
 
     def devices(self, user_key: bytes | None = None) -> list[Device]:
         """Every device enrolled (of ``user_key`` only, when given), in order of enrolment."""
-        return [d for d in self._devices.values() if user_key is None or d.user_key == user_key]
+        found = (self._device(key) for key in self._devices.device_keys())
+        return [d for d in found if d is not None and (user_key is None or d.user_key == user_key)]
 
     def member(self, signing_key: bytes) -> Member | None:
         """The member record of ``signing_key``, revoked or not; None if never added."""
@@ -989,9 +1134,36 @@ class MembershipLog:
         """Every announced key, sorted by name then version."""
         return sorted(self._keys.values(), key=lambda k: (k.name, k.version, k.key_id))
 
+    def key_grants(self, recipient: bytes) -> list[tuple[AnnouncedKey, bytes]]:
+        """The membership key versions granted to ``recipient`` (a signing key) in the log,
+        each with its sealed secret, by version."""
+        found = [
+            (self._keys[key_id], sealed)
+            for (key_id, to), sealed in self._key_grants.items()
+            if to == recipient and key_id in self._keys
+        ]
+        return sorted(found, key=lambda pair: pair[0].version)
+
+    def newest_membership_key(self, held: set[bytes]) -> bytes | None:
+        """Of the key ids in ``held``, the announced ``$membership`` version that is newest
+        (None when none is announced): what tenant-log records are sealed under."""
+        announced = [
+            k for k in self._keys.values() if k.name == MEMBERSHIP_KEY and k.key_id in held
+        ]
+        return max(announced, key=lambda k: k.version).key_id if announced else None
+
     def announced_key(self, key_id: bytes) -> AnnouncedKey | None:
         """The announcement of ``key_id``, or None when the log never announced it."""
         return self._keys.get(key_id)
+
+
+def _announcement_of(grant: MembershipKeyGrant) -> KeyAnnouncement:
+    """A key grant also announces the key it grants."""
+    return KeyAnnouncement(grant.key_id, MEMBERSHIP_KEY, grant.version, grant.commitment)
+
+
+if RECORD_MAGIC != b"MDMR" or PROVEN_RECORD_VERSION != 5:  # membership_key_grant's copies
+    raise AssertionError("membership_key_grant writes another record magic or version")
 
 
 def _refuse(entry: Entry, kind: RejectionKind, message: str) -> Rejected:

@@ -26,6 +26,7 @@ from . import admission
 from .admission import VerifiedEntry
 from .crypto.keystore import KdfProfile, Keystore
 from .crypto.signing import SigningKeyPair
+from .device_request import DeviceRequest
 from .entry import TENANT_LOG, Entry
 from .errors import (
     InvalidNameError,
@@ -37,13 +38,19 @@ from .errors import (
 from .home_files import IDENTITY_FILE, ensure_identity_file, secure_home, write_private
 from .identity import PublicIdentity, UserIdentity
 from .index import QueryIndex, ViewCatalog, index_path
-from .invite import Invite, open_checked_invite, seal_invite
+from .invite import Invite, InviteKind, open_checked_invite, seal_invite
 from .key_transfer import (
     KeyFile,
     read_key_file,
 )
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey
-from .membership import ROLE_MIRROR, MembershipLog
+from .membership import (
+    ROLE_MIRROR,
+    KeyAnnouncement,
+    MembershipAction,
+    MembershipLog,
+    MembershipRecord,
+)
 from .recovery import MIN_PASSWORD_CHARS, RecoveryKit, read_recovery_kit
 from .store import AppendResult, EntryStore, FsckProblem, FsckReport
 from .tenant import Tenant, TenantSecrets, now_ms, tenant_id_for, validate_tenant_name
@@ -347,7 +354,12 @@ class Node:
         self.save_tenant(secrets)
         tenant = self._make_tenant(secrets)
         self._tenants[secrets.tenant_id] = tenant
-        tenant.add_member(self.identity.public(), role="admin")
+        with self.batch():  # the first member, and every key version announced
+            tenant.access.write_record(
+                MembershipRecord(MembershipAction.ADD, self.identity.public(), "admin")
+            )
+            for key in secrets.keyring:
+                tenant.access.write_record(KeyAnnouncement.of(key))
         return tenant
 
     def save_tenant(self, secrets: TenantSecrets, *, dropped_key_ids: Iterable[bytes] = ()) -> None:
@@ -420,35 +432,70 @@ class Node:
         ``role="mirror"`` grants replication without any document key: the invitee (a backup
         or relay node) stores, verifies and serves the tenant's ciphertext but cannot read it.
         """
+        tenant.keys.announce_held_keys()  # a tenant from before every version was announced
         tenant.add_member(invitee, role=role)
         wanted = (MEMBERSHIP_KEY,) if role == ROLE_MIRROR else (DEFAULT_KEY, MEMBERSHIP_KEY)
-        return self._sealed_invite(tenant, invitee, [k for k in tenant.keyring if k.name in wanted])
+        keys = tenant.keys.shareable([k for k in tenant.keyring if k.name in wanted])
+        seed = tenant.secrets.admin_seed
+        assert seed is not None  # add_member refuses on a node without the admin key
+        return self._sealed_invite(tenant, invitee, keys, InviteKind.INVITE, SigningKeyPair(seed))
 
-    def enroll_device(self, tenant: Tenant, device: PublicIdentity) -> bytes:
-        """Enroll ``device`` (a new node of this node's user: laptop + phone) and return the
-        sealed enrolment for it to `join`: like an invite, with every key this node holds, but
-        the device signs with its own key, so losing it means revoking that device only
-        (`Tenant.revoke_device`). The admin key never travels."""
-        tenant.enroll_device(device)
-        return self._sealed_invite(tenant, device, list(tenant.keyring))
+    def device_request(self, user: PublicIdentity | bytes) -> DeviceRequest:
+        """This node's request to be enrolled as a device of ``user`` (their identity or
+        signing key), signed with this node's key: hand ``request.encode()`` to the user's
+        node, which enrolls it with `enroll_device`."""
+        user_key = user.signing_key if isinstance(user, PublicIdentity) else user
+        return DeviceRequest.sign(self.identity, user_key)
+
+    def enroll_device(self, tenant: Tenant, request: DeviceRequest | bytes) -> bytes:
+        """Enroll the device that made ``request`` (`device_request` on a new node of this
+        node's user: laptop + phone) and return the sealed enrolment for it to `join`: like
+        an invite, with every key this node holds, signed by this node's key; the device
+        signs with its own key, so losing it means revoking that device only
+        (`Tenant.revoke_device`). The admin key never travels. Raises VerificationError
+        when a key held here is not announced (with its commitment) in the tenant log: the
+        device could not check it (the admin's next invite, key rotation or export
+        announces it), or when the request is not this user's or not signed by the device."""
+        if isinstance(request, bytes | bytearray | memoryview):
+            request = DeviceRequest.decode(bytes(request))
+        keys = tenant.keys.shareable(list(tenant.keyring))
+        unannounced = tenant.keys.unannounced(keys)
+        if unannounced:
+            key = unannounced[0]
+            raise VerificationError(
+                f"key {key.name!r} version {key.version} of tenant {tenant.name!r} is not yet"
+                " announced with its commitment in the tenant log, so the device could not"
+                " check it: the admin's node announces it on its next invite, key rotation or"
+                " key export"
+            )
+        tenant.enroll_device(request)
+        device = request.device
+        signer = self.identity.signing
+        return self._sealed_invite(tenant, device, keys, InviteKind.ENROLMENT, signer)
 
     def _sealed_invite(
-        self, tenant: Tenant, invitee: PublicIdentity, keys: list[TenantKey]
+        self,
+        tenant: Tenant,
+        invitee: PublicIdentity,
+        keys: list[TenantKey],
+        kind: InviteKind,
+        signer: SigningKeyPair,
     ) -> bytes:
-        """An invite sealed to ``invitee``: ``keys`` and the whole tenant log so far."""
+        """An invite sealed to ``invitee``: ``keys`` and the whole tenant log so far, signed
+        by ``signer``."""
         log = [e.raw for e in self.store.iter_entries(tenant.id, TENANT_LOG)]
-        return seal_invite(
-            Invite(
-                tenant_id=tenant.id,
-                tenant_name=tenant.name,
-                admin_key=tenant.admin_key,
-                keys=keys,
-                membership_entries=log,
-                inviter=self.identity.public(),
-                invitee=invitee,
-                created_ms=now_ms(),
-            )
+        invite = Invite(
+            tenant_id=tenant.id,
+            tenant_name=tenant.name,
+            admin_key=tenant.admin_key,
+            keys=keys,
+            membership_entries=log,
+            inviter=self.identity.public(),
+            invitee=invitee,
+            created_ms=now_ms(),
+            kind=kind,
         )
+        return seal_invite(invite.signed(signer))
 
     def join(self, invite_bytes: bytes) -> Tenant:
         """Import a sealed invite addressed to this node's identity."""
@@ -457,6 +504,8 @@ class Node:
             raise VerificationError("invite names a tenant id that does not match its admin key")
         existing = self._tenants.get(invite.tenant_id)
         if existing is not None:
+            for key in invite.keys:
+                existing.keys.check_no_twin(key)
             for key in invite.keys:
                 existing.keyring.add(key)
             self.save_tenant(existing.secrets)

@@ -24,6 +24,7 @@ from . import admission
 from .crypto import SigningKeyPair
 from .crypto.keystore import KdfProfile
 from .database import Database
+from .device_request import DeviceRequest
 from .entry import TENANT_LOG, Entry, EntryKind, validate_database_name
 from .errors import NotFoundError
 from .identity import PublicIdentity, UserIdentity
@@ -219,8 +220,11 @@ class Tenant:
 
     def publish_committed(self, membership: MembershipLog, log_entries: int) -> None:
         """`publish_membership` for the snapshot a commit of ``log_entries`` tenant-log
-        records built (see `TenantAccess.publish_committed`)."""
+        records built (see `TenantAccess.publish_committed`); then keep the membership key
+        versions it grants to this node."""
         self.access.publish_committed(membership, log_entries)
+        if log_entries:
+            self.keys.learn_granted_keys()
 
     def view(self) -> admission.TenantView:
         """What the admission pipeline checks this tenant's entries against (a snapshot)."""
@@ -231,11 +235,13 @@ class Tenant:
         left out), applying records until no more apply (a record stored before what it
         builds on applies on a later pass): the admission pipeline's rule."""
         self.access.load_membership()
+        self.keys.learn_granted_keys()
 
     def refresh_membership(self) -> None:
         """Bring membership up to date with the stored tenant log when another process that
         has this home open wrote to it, then enforce revocations new to this process."""
         self.access.refresh_membership()
+        self.keys.learn_granted_keys()
 
     def members(self) -> list[Member]:
         return self.access.members()
@@ -266,11 +272,24 @@ class Tenant:
         ago), ``accept_entry`` another last accepted entry (by id; it must be stored here).
         `revocation_plan` says what the cut would be and warns about gaps. Raises
         NotFoundError when ``identity`` was never added (or ``accept_entry`` is not its entry),
-        MissingKeyError when this node is not the admin. Revoking does not rotate keys: see
-        `rotate_key` (history the member could read stays readable to it either way).
+        MissingKeyError when this node is not the admin.
+
+        The membership key is rotated in the same batch: the new version is granted (sealed)
+        to every remaining member, mirror and device in the tenant log itself, so the revoked
+        member cannot read the log's later records (`membership_key_grant`). Document keys
+        are not rotated here: see `rotate_keys_held` (history the member could read stays
+        readable to it either way).
         """
+        with_records: list[TenantLogRecord] = []
+        member = self.access.membership.member(identity.signing_key)
+        if self.is_admin and member is not None and member.active:  # revoked once: rotated
+            excluded = self.access.signing_keys_of(identity)
+            with_records = self.keys.prepare_membership_rotation(excluded)
         return self.access.revoke_member(
-            identity, accept_through=accept_through, accept_entry=accept_entry
+            identity,
+            accept_through=accept_through,
+            accept_entry=accept_entry,
+            with_records=with_records,
         )
 
     def revocation_plan(
@@ -281,26 +300,37 @@ class Tenant:
         accept_entry: bytes | None = None,
     ) -> RevocationPlan:
         """The revocation `revoke_member` would write with these arguments, and the warnings
-        (gaps, forks) its author should see. Writes nothing."""
+        (gaps, forks) its author should see. Writes nothing (nor the membership key's rotation
+        `revoke_member` adds to the batch)."""
         return self.access.revocation_plan(
             identity, accept_through=accept_through, accept_entry=accept_entry
         )
 
-    def enroll_device(self, device: PublicIdentity) -> Entry:
-        """Enroll ``device`` (another node of this node's user, with its own signing key) as a
-        device of this node's user, signed with this node's identity. Use `Node.enroll_device`,
-        which also seals the keys for the device. Raises VerificationError when the tenant log
-        refuses it (this node is not a member, is a device itself, the key is taken, ...)."""
-        return self.access.enroll_device(device)
+    def enroll_device(self, request: DeviceRequest) -> Entry:
+        """Enroll the device that made ``request`` (another node of this node's user, with its
+        own signing key, which signed the request) as a device of this node's user, signed
+        with this node's identity. Use `Node.enroll_device`, which also seals the keys for
+        the device. Raises VerificationError when the request is not for this user or not
+        signed by the device, or the tenant log refuses it (this node is not a member, is a
+        device itself, the key is a member's, ...)."""
+        return self.access.enroll_device(request)
 
     def revoke_device(self, device_key: bytes, *, accept_through: int | None = None) -> Entry:
         """Revoke one device (by its signing key): the user's other devices are untouched.
 
-        Signed by this node's identity when it is the device's user, else by the admin key.
-        The cut is the device's last entry this node holds unless ``accept_through`` says
-        otherwise. NotFoundError when the key is not an enrolled device.
+        Signed by the admin key on the admin's node, which also rotates the membership key
+        (see `revoke_member`); else by this node's identity when it is the device's user (no
+        rotation: only the admin grants membership keys). The cut is the device's last entry
+        this node holds unless ``accept_through`` says otherwise. NotFoundError when the key
+        is not an enrolled device.
         """
-        return self.access.revoke_device(device_key, accept_through=accept_through)
+        with_records: list[TenantLogRecord] = []
+        device = self.access.membership.device(device_key)
+        if self.is_admin and device is not None and device.active:
+            with_records = self.keys.prepare_membership_rotation({device_key})
+        return self.access.revoke_device(
+            device_key, accept_through=accept_through, with_records=with_records
+        )
 
     def enforce_new_revocations(self) -> list[Entry]:
         """`enforce_revocations` when the revocations changed since it last ran, else nothing

@@ -12,16 +12,17 @@ node: its collaborators are the store, the writer and the ingest function.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from . import admission
 from .chains import ForkPoint
 from .crypto import SigningKeyPair
+from .device_request import DeviceRequest
 from .entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
 from .errors import DecodeError, MindooError, MissingKeyError, NotFoundError, VerificationError
-from .identity import PublicIdentity, UserIdentity
-from .keyring import MEMBERSHIP_KEY
+from .identity import PublicIdentity, UserIdentity, fingerprint_of
+from .keyring import MEMBERSHIP_KEY, TenantKey
 from .membership import (
     DeviceEnrolment,
     DeviceRevocation,
@@ -177,12 +178,14 @@ class TenantAccess:
         *,
         accept_through: int | None = None,
         accept_entry: bytes | None = None,
+        with_records: Sequence[TenantLogRecord] = (),
     ) -> Entry:
-        """See `Tenant.revoke_member`."""
+        """See `Tenant.revoke_member`; ``with_records`` are written in the same batch, after
+        the revocation (the membership key's rotation)."""
         plan = self.revocation_plan(
             identity, accept_through=accept_through, accept_entry=accept_entry
         )
-        return self.append_record(plan.revocation)
+        return self._append_records([plan.revocation, *with_records])
 
     def revocation_plan(
         self,
@@ -209,6 +212,23 @@ class TenantAccess:
             else:
                 seqs[device_key], ids[device_key] = 0, None
         return RevocationPlan(Revocation.of(key, seqs, ids), tuple(warnings))
+
+    def holders_except(self, excluded: set[bytes]) -> list[PublicIdentity]:
+        """Every current member (mirrors too) and active device, but ``excluded`` signing
+        keys: who must receive a new membership key version."""
+        membership = self._membership
+        found = [m.identity for m in membership.members() if m.active]
+        found += [d.identity for d in membership.devices()]
+        return [
+            who
+            for who in found
+            if who.signing_key not in excluded and membership.is_member(who.signing_key)
+        ]
+
+    def signing_keys_of(self, identity: PublicIdentity) -> set[bytes]:
+        """The member's signing key and those of its devices."""
+        devices = self._membership.devices(identity.signing_key)
+        return {identity.signing_key, *(d.identity.signing_key for d in devices)}
 
     def _cut(
         self,
@@ -257,25 +277,59 @@ class TenantAccess:
         return seq, entry_id
 
     # -- devices -----------------------------------------------------------------------------
-    def enroll_device(self, device: PublicIdentity) -> Entry:
+    def enroll_device(self, request: DeviceRequest) -> Entry:
         """See `Tenant.enroll_device`."""
+        if not isinstance(request, DeviceRequest):
+            raise TypeError(
+                "enroll_device takes the device's DeviceRequest (made on the device with"
+                " Node.device_request), which proves that the device holds its key"
+            )
         me = self._identity.signing
-        if self._membership.member(me.public_key) is None:
+        membership = self._membership
+        if membership.member(me.public_key) is None:
             raise VerificationError(
                 f"this node is not a member of tenant {self.name!r} (a device cannot enroll"
                 " devices: enroll from the user's first node)"
             )
-        return self.append_record(DeviceEnrolment(me.public_key, device), author=me)
+        if request.user_key != me.public_key:
+            raise VerificationError(
+                f"this device request asks to be a device of {fingerprint_of(request.user_key)},"
+                f" not of this node's user {self._identity.public()}"
+            )
+        request.check()
+        device = request.device
+        if membership.member(device.signing_key) is not None:
+            raise VerificationError(
+                f"{device} cannot be enrolled as a device: its key is a member's"
+            )
+        known = membership.device(device.signing_key)
+        if known is not None and known.user_key != me.public_key:
+            raise VerificationError(f"{device} is enrolled already as another user's device")
+        if known is not None and not known.active:
+            raise VerificationError(
+                f"{device} cannot be enrolled again after its revocation: the device needs a"
+                " new identity"
+            )
+        return self.append_record(DeviceEnrolment.of(request), author=me)
 
-    def revoke_device(self, device_key: bytes, *, accept_through: int | None = None) -> Entry:
-        """See `Tenant.revoke_device`."""
+    def revoke_device(
+        self,
+        device_key: bytes,
+        *,
+        accept_through: int | None = None,
+        with_records: Sequence[TenantLogRecord] = (),
+    ) -> Entry:
+        """See `Tenant.revoke_device`; ``with_records`` (the membership key's rotation) are
+        written with it when the admin key signs it (on the admin's node)."""
         device = self._membership.device(device_key)
         if device is None:
             raise NotFoundError(f"{device_key.hex()[:16]} is not a device in tenant {self.name!r}")
         seq, entry_id = self._cut(device_key, accept_through, None, [])
         record = DeviceRevocation(device.user_key, device_key, seq, entry_id)
         me = self._identity.signing
-        return self.append_record(record, author=me if me.public_key == device.user_key else None)
+        if self._secrets.admin_seed is None and me.public_key == device.user_key:
+            return self.append_record(record, author=me)
+        return self._append_records([record, *with_records])
 
     # -- revocation --------------------------------------------------------------------------
     def enforce_new_revocations(self) -> list[Entry]:
@@ -375,6 +429,27 @@ class TenantAccess:
         self.write_record(record, author, on_sealed=stored.append)
         return stored[0]
 
+    def _append_records(self, records: Sequence[TenantLogRecord]) -> Entry:
+        """Seal and store admin-signed records in one write batch; return the first's entry."""
+        if self._writer.current_batch is not None:
+            raise MindooError(
+                "this tenant-log change returns its stored entry: make it outside a write batch"
+            )
+        stored: list[Entry] = []
+        with self._writer.batch():
+            for record in records:
+                self.write_record(record, on_sealed=stored.append)
+        return stored[0]
+
+    def membership_key_for_writing(self) -> TenantKey:
+        """The membership key version tenant-log records are sealed under: the newest one
+        held that the log announces (a version saved but never announced, by a rotation a
+        crash cut short, is never used: nobody else could read it), else the newest held."""
+        keyring = self._secrets.keyring
+        held = {k.key_id for k in keyring if k.name == MEMBERSHIP_KEY}
+        newest = self._membership.newest_membership_key(held)
+        return keyring.by_id(newest) if newest is not None else keyring.current(MEMBERSHIP_KEY)
+
     def write_record(
         self,
         record: TenantLogRecord,
@@ -398,7 +473,7 @@ class TenantAccess:
             database=TENANT_LOG,
             document_id=NO_DOCUMENT,
             signer=author,
-            key=self._secrets.keyring.current(MEMBERSHIP_KEY),
+            key=self.membership_key_for_writing(),
             payload=record.encode(),
             on_sealed=on_sealed,
         )

@@ -16,7 +16,7 @@ from typing import Any
 from .crypto.keystore import KdfProfile
 from .entry import TENANT_LOG, Entry
 from .errors import InvalidNameError, MindooError, MissingKeyError, NotFoundError, VerificationError
-from .identity import PublicIdentity, UserIdentity
+from .identity import PublicIdentity, UserIdentity, open_sealed
 from .key_transfer import (
     KeyFile,
     KeyTransfer,
@@ -25,7 +25,8 @@ from .key_transfer import (
     seal_key_to,
 )
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey, validate_key_name
-from .membership import MAX_KEY_VERSION, ROLE_MIRROR, KeyAnnouncement
+from .membership import MAX_KEY_VERSION, ROLE_MIRROR, KeyAnnouncement, TenantLogRecord
+from .membership_key_grant import MembershipKeyGrant
 from .store import EntryStore
 from .tenant_access import TenantAccess
 from .tenant_collaborators import EntryWriter, Ingest, LearnSavedKeys, SaveSecrets
@@ -127,8 +128,45 @@ class TenantKeys:
         key = TenantKey.generate(name)
         self.keyring.add(key)
         self._save_secrets(self._secrets)
-        self._access.write_record(KeyAnnouncement(key.key_id, key.name, key.version))
+        self._access.write_record(KeyAnnouncement.of(key))
         return key
+
+    def announce_held_keys(self) -> int:
+        """Announce, with its commitment, every key version held here that the tenant log
+        does not announce with one yet (admin only): the ``default`` and membership keys of
+        a tenant created before every version was announced, a key whose announcement a
+        crash prevented. Invites, enrolments and key files are checked against these
+        announcements. Returns how many records were written (0: nothing to do)."""
+        missing = self.unannounced(self.shareable(list(self.keyring)))
+        if not missing:
+            return 0
+        self._require_admin("announce keys")
+        with self._writer.batch():
+            for key in missing:
+                self._access.write_record(KeyAnnouncement.of(key))
+        return len(missing)
+
+    def shareable(self, keys: Sequence[TenantKey]) -> list[TenantKey]:
+        """``keys`` without a membership key version that only a rotation cut short by a
+        crash saved (never granted, never announced: nobody else holds it, and it is never
+        used, see `TenantAccess.membership_key_for_writing`)."""
+        membership = self._access.membership
+        return [
+            key
+            for key in keys
+            if key.name != MEMBERSHIP_KEY
+            or key.version == 1
+            or membership.announced_key(key.key_id) is not None
+        ]
+
+    def unannounced(self, keys: Sequence[TenantKey]) -> list[TenantKey]:
+        """The versions of ``keys`` the tenant log does not announce with their commitment."""
+        membership = self._access.membership
+        return [
+            key
+            for key in keys
+            if (known := membership.announced_key(key.key_id)) is None or not known.matches(key)
+        ]
 
     def rotate_key(self, name: str) -> TenantKey:
         """See `Tenant.rotate_key`."""
@@ -149,11 +187,56 @@ class TenantKeys:
         self.keyring.add(key)
         self._save_secrets(self._secrets)
         with self._writer.batch():
-            for info in held:
-                if not info.announced:
-                    self._access.write_record(KeyAnnouncement(info.key_id, name, info.version))
-            self._access.write_record(KeyAnnouncement(key.key_id, key.name, key.version))
+            for old in self.unannounced([k for k in self.keyring if k.name == name]):
+                if old.key_id != key.key_id:
+                    self._access.write_record(KeyAnnouncement.of(old))
+            self._access.write_record(KeyAnnouncement.of(key))
         return key
+
+    # -- the membership key ------------------------------------------------------------------
+    def prepare_membership_rotation(self, excluded: set[bytes]) -> list[TenantLogRecord]:
+        """A new ``$membership`` version, saved in the keystore, and the records that grant
+        it to every current holder but the ``excluded`` signing keys (admin only): what a
+        revocation writes with it, in one batch, so that the revoked member cannot read
+        the tenant log's later records. The new version is used for writing once the log
+        announces it (`TenantAccess.membership_key_for_writing`), so a crash before the
+        batch commits leaves it held and unused."""
+        self._require_admin("rotate the membership key")
+        versions = [k.version for k in self.keyring if k.name == MEMBERSHIP_KEY]
+        versions += [
+            k.version for k in self._access.membership.key_directory() if k.name == MEMBERSHIP_KEY
+        ]
+        newest = max(versions)
+        if newest >= MAX_KEY_VERSION:
+            raise InvalidNameError(f"the {MEMBERSHIP_KEY!r} key has reached its last version")
+        key = TenantKey.generate(MEMBERSHIP_KEY, version=newest + 1)
+        self.keyring.add(key)
+        self._save_secrets(self._secrets)
+        recipients = self._access.holders_except(excluded)
+        if not recipients:
+            return [KeyAnnouncement.of(key)]
+        return list(MembershipKeyGrant.seal(key, recipients))
+
+    def learn_granted_keys(self) -> int:
+        """Keep every membership key version the tenant log grants to this node's signing key
+        that it does not hold yet (opened with its encryption key, checked against the
+        granted commitment; a grant that does not open or match is skipped). Returns how many
+        were learnt. Cheap when there is nothing new: one look at the membership snapshot."""
+        me = self._identity
+        learnt = 0
+        for announced, sealed in self._access.membership.key_grants(me.signing.public_key):
+            if self.keyring.has_id(announced.key_id):
+                continue
+            try:
+                secret = open_sealed(me, sealed)
+                key = TenantKey(announced.key_id, MEMBERSHIP_KEY, announced.version, secret, 0)
+            except (MindooError, ValueError):
+                continue
+            if announced.matches(key):
+                learnt += self.keyring.add(key)
+        if learnt:
+            self._save_secrets(self._secrets)
+        return learnt
 
     def rotate_keys_held(self) -> list[TenantKey]:
         """See `Tenant.rotate_keys_held`."""
@@ -208,6 +291,17 @@ class TenantKeys:
                 self._forget_document(database, document_id)
         return sorted(key.version for key in doomed)
 
+    def check_no_twin(self, key: TenantKey) -> None:
+        """Raise VerificationError when this node holds another key with ``key``'s name and
+        version (a second key of one name and version is refused)."""
+        for held in self.keyring:
+            if (held.name, held.version) == (key.name, key.version) and held.key_id != key.key_id:
+                raise VerificationError(
+                    f"key {key.name!r} version {key.version} ({key.key_id.hex()}) is not the"
+                    f" one this node holds ({held.key_id.hex()}): a second key of one name"
+                    " and version is refused"
+                )
+
     # -- the key directory -------------------------------------------------------------------
     def key_directory(self) -> list[KeyInfo]:
         """See `Tenant.key_directory`."""
@@ -243,7 +337,7 @@ class TenantKeys:
     def announcement_entries(self, key_ids: Sequence[bytes]) -> list[Entry]:
         membership = self._access.membership
         wanted = {membership.announced_key(k) for k in key_ids}
-        entry_ids = {a.entry_id for a in wanted if a is not None}
+        entry_ids = {i for a in wanted if a is not None for i in a.entry_ids()}
         found = (self._store.get(entry_id) for entry_id in sorted(entry_ids))
         return [entry for entry in found if entry is not None]
 
@@ -296,18 +390,19 @@ class TenantKeys:
                 raise VerificationError(
                     f"{to} is a revoked device (or of a revoked user) of tenant {self.name!r}"
                 )
-        unannounced = [k for k in keys if membership.announced_key(k.key_id) is None]
-        if unannounced and name == DEFAULT_KEY:
-            raise VerificationError(
-                f"the {DEFAULT_KEY!r} key of tenant {self.name!r} was never rotated: members"
-                " receive it with their invite"
-            )
+        if self.unannounced(keys) and self._secrets.admin_seed is not None:
+            self.announce_held_keys()
+        unannounced = self.unannounced(keys)
         if unannounced:
             raise VerificationError(
-                f"key {name!r} version {unannounced[0].version} was never announced in the"
-                " tenant log, so no other node would accept it"
+                f"key {name!r} version {unannounced[0].version} was never announced with its"
+                " commitment in the tenant log, so no other node would accept it (the admin's"
+                " node announces it on its next invite, key rotation or key export)"
             )
-        entries = self.announcement_entries([k.key_id for k in keys])
+        # With them, how the membership key versions that seal those announcements were
+        # granted (a recipient that has not synced since a rotation learns them from these).
+        granted = [k.key_id for k in self.keyring if k.name == MEMBERSHIP_KEY and k.version > 1]
+        entries = self.announcement_entries([k.key_id for k in keys] + granted)
         transfer = KeyTransfer(self.tenant_id, name, keys, [e.raw for e in entries])
         if to is not None:
             return seal_key_to(transfer, to)
@@ -329,15 +424,25 @@ class TenantKeys:
         for entry in entries:
             if entry.tenant_id != self.tenant_id or entry.database != TENANT_LOG:
                 raise VerificationError("the key file carries an entry from outside the tenant log")
-        self._ingest(entries)
+        # An announcement sealed under a membership key version this node learns from a
+        # grant in the same file opens once the grant is stored: offer the entries again.
+        if self._ingest(entries).rejected:
+            self._ingest(entries)
         membership = self._access.membership
         for key in transfer.keys:
             announced = membership.announced_key(key.key_id)
-            if announced is None or (announced.name, announced.version) != (key.name, key.version):
+            if announced is None or not announced.matches(key):
+                legacy = announced is not None and announced.commitment is None
                 raise VerificationError(
                     f"key {key.name!r} version {key.version} ({key.key_id.hex()}) is not the"
                     f" one the admin of tenant {self.name!r} announced"
+                    + (
+                        " (announced without a commitment: ask for a new key file)"
+                        if legacy
+                        else ""
+                    )
                 )
+            self.check_no_twin(key)
         added = [key.version for key in transfer.keys if self.keyring.add(key)]
         if added:
             self._save_secrets(self._secrets)

@@ -109,9 +109,7 @@ def test_full_flow(tmp_path: Path) -> None:
 
     assert mindoo(home, "db", "create", "acme", "contacts").ok().stdout == "contacts\n"
     # A tenant can be named by a prefix of its id, too.
-    assert mindoo(home, "db", "list", tenant_id[:10], json_output=True).ok().json() == [
-        "contacts"
-    ]
+    assert mindoo(home, "db", "list", tenant_id[:10], json_output=True).ok().json() == ["contacts"]
     stats = mindoo(home, "db", "stats", "acme", "contacts", json_output=True).ok().json()
     assert stats["entries"] == 0 and stats["documents"] == 0
 
@@ -177,9 +175,7 @@ def test_full_flow(tmp_path: Path) -> None:
     paged: list[tuple[int, str]] = []
     cursor = 0
     while True:
-        page = mindoo(
-            home, "changes", "acme", "contacts", "--since", str(cursor), "--limit", "3"
-        )
+        page = mindoo(home, "changes", "acme", "contacts", "--since", str(cursor), "--limit", "3")
         lines = page.ok().stdout.splitlines()
         match = re.fullmatch(r"next cursor: (\d+)", lines[-1])
         assert match, lines
@@ -193,7 +189,7 @@ def test_full_flow(tmp_path: Path) -> None:
 
     status = mindoo(home, "status", json_output=True).ok().json()
     assert status["identity"]["name"] == "alice"
-    assert status["entries"] == 8  # 7 document entries + the membership record
+    assert status["entries"] == 10  # 7 document entries + the tenant log's first 3 records
     (tenant,) = status["tenants"]
     assert tenant["id"] == tenant_id and tenant["admin"] is True and tenant["members"] == 1
     (database,) = tenant["databases"]
@@ -225,12 +221,12 @@ def test_invite_join_export_import_between_two_homes(tmp_path: Path) -> None:
 
     bundle = tmp_path / "a.bundle"
     exported = mindoo(a, "export", "acme", "--out", str(bundle), json_output=True).ok().json()
-    assert exported["entries"] == 3  # 2 membership records + 1 document change
+    assert exported["entries"] == 5  # 2 members, 2 key announcements, 1 document change
     first = mindoo(b, "import", str(bundle), json_output=True).ok().json()
-    assert first == {"added": 1, "duplicates": 2, "rejected": []}  # the invite carried the log
+    assert first == {"added": 1, "duplicates": 4, "rejected": []}  # the invite carried the log
     assert mindoo(b, "doc", "get", "acme", "notes", doc_id).ok().json() == {"title": "from A"}
     again = mindoo(b, "import", str(bundle)).ok()
-    assert again.stdout.strip() == "imported 0 entries, 3 already present"
+    assert again.stdout.strip() == "imported 0 entries, 5 already present"
 
     # B (a member) edits; A imports B's export and reads the edit.
     mindoo(b, "doc", "set", "acme", "notes", doc_id, "by", '"bob"').ok()
@@ -262,9 +258,7 @@ def test_invite_join_export_import_between_two_homes(tmp_path: Path) -> None:
     damaged = mindoo(b, "import", str(flipped))
     assert_one_line_error(damaged, 1, "damaged", "nothing was imported")
 
-    assert mindoo(b, "doc", "list", "acme", "notes", json_output=True).ok().json() == (
-        before_list
-    )
+    assert mindoo(b, "doc", "list", "acme", "notes", json_output=True).ok().json() == (before_list)
     after_stats = mindoo(b, "db", "stats", "acme", "notes", json_output=True).ok().json()
     assert after_stats == before_stats
 
@@ -281,7 +275,7 @@ def test_fsck_names_an_entry_with_a_flipped_byte_in_the_store(tmp_path: Path) ->
     mindoo(home, "doc", "create", "acme", "contacts", '{"secret": "x"}').ok()
     mindoo(home, "doc", "create", "acme", "contacts", '{"other": "y"}').ok()
     clean = mindoo(home, "fsck").ok()
-    assert clean.stdout.strip() == "checked 3 entries: ok"
+    assert clean.stdout.strip() == "checked 5 entries: ok"
 
     bundle = tmp_path / "entries.bundle"
     mindoo(home, "export", "acme", "contacts", "--out", str(bundle)).ok()
@@ -573,7 +567,7 @@ def test_json_output_parses_for_every_command(tmp_path: Path, mindoo_inproc: InP
     fsck = j(a, "fsck")
     assert fsck["index"]["present"] is False  # no query yet: no query index
     assert fsck == {
-        "entries_checked": 3,
+        "entries_checked": 5,  # 3 tenant-log records at creation, 2 document entries
         "ok": True,
         "problems": [],
         "notices": [],
@@ -587,8 +581,8 @@ def test_json_output_parses_for_every_command(tmp_path: Path, mindoo_inproc: InP
     assert j(b, "tenant", "join", invite)["id"] == tenant["id"]
     assert len(j(a, "tenant", "members", "acme")) == 2
     bundle = str(tmp_path / "a.bundle")
-    assert j(a, "export", "acme", "contacts", "--out", bundle, "--since", "1")["entries"] == 3
-    assert j(b, "import", bundle) == {"added": 1, "duplicates": 2, "rejected": []}
+    assert j(a, "export", "acme", "contacts", "--out", bundle, "--since", "1")["entries"] == 5
+    assert j(b, "import", bundle) == {"added": 1, "duplicates": 4, "rejected": []}
     assert j(a, "doc", "delete", "acme", "contacts", doc_id) == {"id": doc_id, "deleted": True}
 
 
@@ -603,12 +597,12 @@ def test_import_of_entries_the_membership_refuses(
     exported = mindoo_inproc(
         "--home", str(tmp_path / "other"), "export", "elsewhere", "--out", str(bundle)
     )
-    assert exported.code == 0 and "exported 2 entries" in exported.stdout
+    assert exported.code == 0 and "exported 4 entries" in exported.stdout
     home = str(shared_home[0])
     before = mindoo_inproc("--home", home, "--json", "status")
     result = mindoo_inproc("--home", home, "--json", "import", str(bundle))
-    assert_one_line_error(result, 1, "2 entries of the bundle were rejected")
+    assert_one_line_error(result, 1, "4 entries of the bundle were rejected")
     report = json.loads(result.stdout)
-    assert report["added"] == 0 and len(report["rejected"]) == 2
+    assert report["added"] == 0 and len(report["rejected"]) == 4
     assert all("unknown tenant" in r["reason"] for r in report["rejected"])
     assert mindoo_inproc("--home", home, "--json", "status").stdout == before.stdout

@@ -19,12 +19,15 @@ def test_revoke_rotates_by_default_and_devices_enroll_and_revoke(tmp_path: Path)
         mindoo(admin, "tenant", "invite", "acme", "--to", str(identity), "--out", str(invite))
         mindoo(home, "tenant", "join", str(invite)).ok()
 
-    # Alice's laptop enrolls her phone.
-    phone_id = tmp_path / "phone.json"
-    mindoo(phone, "whoami", "--out", str(phone_id)).ok()
+    # Alice's laptop enrolls her phone, which asked for it (signed with the phone's key).
+    request = tmp_path / "phone.request"
+    asked = mindoo(
+        phone, "device", "request", "--user", str(tmp_path / "laptop.json"), "--out", str(request)
+    ).ok()
+    assert "mindoo device enroll" in asked.stdout
     enrolment = tmp_path / "phone.enrolment"
     out = mindoo(
-        laptop, "device", "enroll", "acme", "--to", str(phone_id), "--out", str(enrolment)
+        laptop, "device", "enroll", "acme", "--to", str(request), "--out", str(enrolment)
     ).ok()
     assert "mindoo tenant join" in out.stdout
     mindoo(phone, "tenant", "join", str(enrolment)).ok()

@@ -111,7 +111,7 @@ def test_relative_paths_resolve_against_the_invocation_directory(
         ["--home", str(home), "export", "acme", "--out", "a.bundle"], tmp_path
     )
     assert (code, err) == (0, "")
-    assert out == "exported 2 entries to a.bundle\n"
+    assert out == "exported 4 entries to a.bundle\n"
     assert (tmp_path / "a.bundle").is_file() and not (Path.cwd() / "a.bundle").exists()
     assert capsys.readouterr() == ("", "")
 

@@ -72,7 +72,7 @@ def test_find_member_by_name_fingerprint_or_key_prefix(make_node: MakeNode) -> N
     admin, bob, phone = make_node("admin"), make_node("bob"), make_node("phone")
     tenant = admin.create_tenant("acme")
     bob.join(admin.invite(tenant, bob.public_identity()))
-    phone.join(bob.enroll_device(bob.tenant("acme"), phone.public_identity()))
+    phone.join(bob.enroll_device(bob.tenant("acme"), phone.device_request(bob.public_identity())))
     admin.ingest([e.raw for e in bob.store.iter_entries(tenant.id)])
 
     ident = bob.public_identity()

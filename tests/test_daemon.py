@@ -15,6 +15,8 @@ from mindoo_p2p.net.framing import TransportError
 from mindoo_p2p.net.host import HostConfig
 from mindoo_p2p.net.inbound_policy import InboundLimits
 from mindoo_p2p.node import Node
+from mindoo_p2p.sync.protocol import SyncReport
+from mindoo_p2p.tenant import Tenant
 
 MakeNode = Callable[[str], Node]
 
@@ -60,6 +62,33 @@ async def test_unauthorized_peer_learns_nothing(make_node: MakeNode) -> None:
         assert ids(mallory) == before
         assert not any(e.tenant_id == alice.tenants()[0].id for e in mallory.store.iter_entries())
         assert m.peers[a.peer_id].shared_tenants == set()
+
+
+async def test_a_peer_that_connects_is_never_proven_to_until_it_proves(
+    make_node: MakeNode,
+) -> None:
+    """Issue 9 (outsiders learn too much): the node used to start initiator sessions on an
+    inbound connection, one per tenant it holds. Now it starts none toward a peer that
+    dialled it and proved nothing, not even when asked to sync with it."""
+    alice, mallory = make_node("alice"), make_node("mallory")
+    for name in ("acme", "globex"):
+        alice.create_tenant(name)
+    mallory.create_tenant("acme")  # same name, another tenant: shares nothing with alice
+    started: list[str] = []
+    async with running(alice) as a, running(mallory) as m:
+        original = a._sync_tenant
+
+        async def recording(peer_id: str, tenant: Tenant) -> SyncReport | None:
+            started.append(peer_id)
+            return await original(peer_id, tenant)
+
+        a._sync_tenant = recording  # type: ignore[method-assign]
+        await m.add_peer(a.listen_addrs()[0])
+        await eventually(lambda: a.host is not None and a.host.is_connected(m.peer_id))
+        await trio.sleep(2.5)  # past the follower's connect delay
+        await a.sync_with_peer(m.peer_id)  # `mindoo sync` too
+        assert started == []
+        assert a.host is not None and not a.host.dialled(m.peer_id)
 
 
 def test_the_peer_table_is_bounded() -> None:

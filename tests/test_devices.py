@@ -56,9 +56,14 @@ def setup(make_node: MakeNode) -> tuple[Node, Node, Node, Tenant]:
     admin, laptop, phone = make_node("admin"), make_node("laptop"), make_node("phone")
     tenant = admin.create_tenant("acme")
     laptop.join(admin.invite(tenant, laptop.public_identity()))
-    phone.join(laptop.enroll_device(laptop.tenant("acme"), phone.public_identity()))
+    phone.join(enrolment(laptop, phone))
     admin.ingest([e.raw for e in laptop.store.iter_entries(tenant.id)])
     return admin, laptop, phone, tenant
+
+
+def enrolment(user: Node, device: Node) -> bytes:
+    """The enrolment of ``device`` by ``user`` in acme (from the device's signed request)."""
+    return user.enroll_device(user.tenant("acme"), device.device_request(user.public_identity()))
 
 
 def share(source: Node, *targets: Node) -> None:
@@ -94,7 +99,7 @@ def test_a_named_key_the_user_holds_reaches_the_device(make_node: MakeNode) -> N
     tenant.create_key("confidential")
     laptop.import_key(admin.export_key(tenant, "confidential", to=laptop.public_identity()), None)
     tablet = make_node("tablet")
-    tablet.join(laptop.enroll_device(laptop.tenant("acme"), tablet.public_identity()))
+    tablet.join(enrolment(laptop, tablet))
     assert "confidential" in tablet.tenant("acme").keyring.names()
 
 
@@ -125,13 +130,13 @@ def test_the_admin_may_revoke_a_device_and_the_device_cannot_enroll_others(
 ) -> None:
     admin, laptop, phone, tenant = setup(make_node)
     with pytest.raises(VerificationError, match="cannot enroll"):
-        phone.enroll_device(phone.tenant("acme"), make_node("watch").public_identity())
+        enrolment(phone, make_node("watch"))
     entry = tenant.revoke_device(phone.public_identity().signing_key)
     assert entry.author == tenant.admin_key
     share(admin, laptop)
     assert not laptop.tenant("acme").membership.is_member(phone.public_identity().signing_key)
     with pytest.raises(VerificationError, match="again after its revocation"):
-        laptop.enroll_device(laptop.tenant("acme"), phone.public_identity())
+        enrolment(laptop, phone)
     with pytest.raises(NotFoundError):
         tenant.revoke_device(laptop.public_identity().signing_key)
 
@@ -141,7 +146,8 @@ def test_revoking_the_user_covers_every_device(make_node: MakeNode) -> None:
     phone.tenant("acme").open_db("notes").create_document({"n": 1})
     share(phone, admin)
     entry = tenant.revoke_member(laptop.public_identity())
-    record = decode_tenant_log_record(entry.decrypt(tenant.keyring.current("$membership").secret))
+    secret = tenant.keyring.by_id(entry.header.key_id).secret
+    record = decode_tenant_log_record(entry.decrypt(secret))
     assert isinstance(record, Revocation)
     phone_key = phone.public_identity().signing_key
     assert record.cut_of(phone_key) == 1  # what the admin held of the phone stays
@@ -160,11 +166,13 @@ def test_device_records_from_strangers_and_for_member_keys_are_refused(
     bob.join(admin.invite(tenant, bob.public_identity()))
     share(bob, laptop)
     with pytest.raises(VerificationError, match="key is a member's"):
-        laptop.tenant("acme").enroll_device(bob.public_identity())
+        laptop.tenant("acme").enroll_device(bob.device_request(laptop.public_identity()))
     mirror = make_node("mirror")
     mirror.join(admin.invite(tenant, mirror.public_identity(), role="mirror"))
     with pytest.raises(VerificationError, match="mirror"):
-        mirror.tenant("acme").enroll_device(make_node("m2").public_identity())
+        mirror.tenant("acme").enroll_device(
+            make_node("m2").device_request(mirror.public_identity())
+        )
 
 
 async def test_a_device_syncs_over_the_network_with_its_own_credentials(
@@ -174,7 +182,7 @@ async def test_a_device_syncs_over_the_network_with_its_own_credentials(
         await cluster.start(3, names=["admin", "laptop", "phone"])
         cluster.create_tenant("acme", members=[1])
         laptop, phone = cluster.nodes[1].require(), cluster.nodes[2].require()
-        phone.join(laptop.enroll_device(laptop.tenant("acme"), phone.public_identity()))
+        phone.join(enrolment(laptop, phone))
         # The phone only ever talks to the admin's node, which learns of it through the
         # phone's own credential (the laptop's enrolment record) during the handshake.
         await cluster.connect(2, 0)

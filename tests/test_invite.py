@@ -18,12 +18,18 @@ from mindoo_p2p.identity import UserIdentity
 from mindoo_p2p.invite import (
     Invite,
     InviteNotForYouError,
+    OutdatedInviteError,
     open_invite,
     seal_invite,
     verify_invite,
 )
 from mindoo_p2p.keyring import DEFAULT_KEY, MEMBERSHIP_KEY, TenantKey
-from mindoo_p2p.membership import MembershipAction, MembershipRecord
+from mindoo_p2p.membership import (
+    KeyAnnouncement,
+    MembershipAction,
+    MembershipRecord,
+    TenantLogRecord,
+)
 
 TENANT_ID = os.urandom(16)
 ADMIN_KEY = SigningKeyPair.generate()
@@ -38,7 +44,17 @@ _SEQ = count(1)
 def membership_entry(
     action: MembershipAction, who: UserIdentity, author: SigningKeyPair = ADMIN_KEY
 ) -> bytes:
-    record = MembershipRecord(action=action, member=who.public(), role="member")
+    return record_entry(MembershipRecord(action=action, member=who.public(), role="member"), author)
+
+
+def announcement(key: TenantKey, *, committed: bool = True) -> bytes:
+    record = KeyAnnouncement.of(key)
+    if not committed:
+        record = dataclasses.replace(record, commitment=None)
+    return record_entry(record)
+
+
+def record_entry(record: TenantLogRecord, author: SigningKeyPair = ADMIN_KEY) -> bytes:
     return Entry.seal(
         kind=EntryKind.MEMBERSHIP,
         tenant_id=TENANT_ID,
@@ -54,7 +70,11 @@ def membership_entry(
     ).raw
 
 
-def make_invite(**changes: object) -> Invite:
+ANNOUNCEMENTS = [announcement(DEFAULT), announcement(MEMBERSHIP)]
+
+
+def make_invite(signer: SigningKeyPair | None = ADMIN_KEY, **changes: object) -> Invite:
+    """An invite of Bob, signed by ``signer`` (the admin key by default) after ``changes``."""
     invite = Invite(
         tenant_id=TENANT_ID,
         tenant_name="ACME Corp",
@@ -62,19 +82,23 @@ def make_invite(**changes: object) -> Invite:
         keys=[DEFAULT, MEMBERSHIP],
         membership_entries=[
             membership_entry(MembershipAction.ADD, ALICE),
+            *ANNOUNCEMENTS,
             membership_entry(MembershipAction.ADD, BOB),
         ],
         inviter=ALICE.public(),
         invitee=BOB.public(),
         created_ms=1_700_000_000_999,
     )
-    return dataclasses.replace(invite, **changes)  # type: ignore[arg-type]
+    invite = dataclasses.replace(invite, **changes)  # type: ignore[arg-type]
+    if signer is None:
+        return invite
+    return dataclasses.replace(invite, signature=signer.sign(invite.statement()))
 
 
 def test_invite_round_trip() -> None:
     invite = make_invite()
     data = seal_invite(invite)
-    assert data[:5] == b"MDIV\x01"
+    assert data[:5] == b"MDIV\x02"
     opened = open_invite(data, BOB)
     assert opened == invite
     assert [k.secret for k in opened.keys] == [DEFAULT.secret, MEMBERSHIP.secret]
@@ -97,7 +121,7 @@ def test_someone_elses_invite_names_its_invitee() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"MD", b"hello world, not an invite", os.urandom(2000), b"MDIV", b"MDIV\x01"],
+    [b"", b"MD", b"hello world, not an invite", os.urandom(2000), b"MDIV", b"MDIV\x02"],
 )
 def test_garbage_is_a_decode_error(data: bytes) -> None:
     with pytest.raises(DecodeError):
@@ -108,8 +132,14 @@ def test_wrong_magic_and_version() -> None:
     data = seal_invite(make_invite())
     with pytest.raises(DecodeError, match="not a mindoo invite"):
         open_invite(b"MDKS" + data[4:], BOB)
-    with pytest.raises(DecodeError, match="unsupported invite version 2"):
-        open_invite(data[:4] + b"\x02" + data[5:], BOB)
+    with pytest.raises(DecodeError, match="unsupported invite version 3"):
+        open_invite(data[:4] + b"\x03" + data[5:], BOB)
+
+
+def test_an_unsigned_invite_of_format_1_is_refused_with_the_reason() -> None:
+    data = seal_invite(make_invite())
+    with pytest.raises(OutdatedInviteError, match=r"format 1.*not signed.*ask for a new invite"):
+        open_invite(data[:4] + b"\x01" + data[5:], BOB)
 
 
 def test_every_truncation_is_a_decode_error() -> None:
@@ -142,11 +172,14 @@ def test_clear_header_must_match_sealed_content() -> None:
 
 
 def test_invite_must_make_the_invitee_a_member() -> None:
-    without_bob = make_invite(membership_entries=[membership_entry(MembershipAction.ADD, ALICE)])
+    without_bob = make_invite(
+        membership_entries=[membership_entry(MembershipAction.ADD, ALICE), *ANNOUNCEMENTS]
+    )
     with pytest.raises(VerificationError, match="does not make Bob"):
         open_invite(seal_invite(without_bob), BOB)
     revoked = make_invite(
         membership_entries=[
+            *ANNOUNCEMENTS,
             membership_entry(MembershipAction.ADD, BOB),
             membership_entry(MembershipAction.REVOKE, BOB),
         ]
@@ -181,8 +214,7 @@ def test_invite_must_carry_the_tenant_keys() -> None:
 
 def test_invite_for_the_wrong_person_inside() -> None:
     # sealed to Bob's key, but the sealed payload names Carol as the invitee
-    impostor = dataclasses.replace(
-        make_invite(),
+    impostor = make_invite(
         invitee=dataclasses.replace(CAROL.public(), encryption_key=BOB.public().encryption_key),
     )
     with pytest.raises(VerificationError, match="names Carol"):
@@ -214,7 +246,7 @@ _SEALED = seal_invite(make_invite())
 def test_fuzz_only_mindoo_errors_escape(noise: bytes, index: int) -> None:
     candidates = [
         noise,
-        b"MDIV\x01" + noise,
+        b"MDIV\x02" + noise,
         _SEALED[:index] + noise,
         _SEALED[:index] + bytes([_SEALED[index] ^ 0xFF]) + _SEALED[index + 1 :],
     ]
@@ -224,3 +256,50 @@ def test_fuzz_only_mindoo_errors_escape(noise: bytes, index: int) -> None:
         except MindooError:
             continue
         assert data == _SEALED
+
+
+# -- forged invites (issue 9, finding 4) -------------------------------------------------------
+
+
+def test_an_invite_not_signed_by_the_admin_is_refused() -> None:
+    """A mirror reads the tenant log and holds the membership key: it could seal an invite
+    carrying the real log and keys, but it cannot sign it with the admin key."""
+    mirror = SigningKeyPair.generate()
+    for signer in (mirror, None):
+        with pytest.raises(VerificationError, match="not signed by the tenant's admin key"):
+            open_invite(seal_invite(make_invite(signer=signer)), BOB)
+    # A signature covers the keys: swapping one after signing breaks it.
+    signed = make_invite()
+    swapped = dataclasses.replace(signed, keys=[TenantKey.generate(DEFAULT_KEY), MEMBERSHIP])
+    with pytest.raises(VerificationError, match="not signed"):
+        verify_invite(swapped)
+
+
+def test_a_default_key_the_admin_never_announced_is_refused() -> None:
+    """The attack of finding 4: the real membership key and log, and a default key of the
+    forger's choosing (here even with a valid signature, as if the admin key had signed it)."""
+    chosen = TenantKey.generate(DEFAULT_KEY)
+    with pytest.raises(VerificationError, match=r"'default' version 1 .* never announced"):
+        verify_invite(make_invite(keys=[chosen, MEMBERSHIP]))
+    # The real key id and name with another secret: the commitment gives it away.
+    same_id = dataclasses.replace(chosen, key_id=DEFAULT.key_id)
+    with pytest.raises(VerificationError, match="not the one announced"):
+        verify_invite(make_invite(keys=[same_id, MEMBERSHIP]))
+    # An announcement from before commitments existed does not vouch for a secret.
+    legacy = [announcement(DEFAULT, committed=False), announcement(MEMBERSHIP)]
+    entries = [membership_entry(MembershipAction.ADD, BOB), *legacy]
+    with pytest.raises(VerificationError, match="announced without its commitment"):
+        verify_invite(make_invite(membership_entries=entries))
+
+
+def test_a_second_key_of_one_name_and_version_is_refused() -> None:
+    twin = TenantKey.generate(DEFAULT_KEY)
+    entries = [
+        membership_entry(MembershipAction.ADD, BOB),
+        *ANNOUNCEMENTS,
+        announcement(twin),  # the log itself refuses a second default version 1
+    ]
+    with pytest.raises(VerificationError, match="another key"):
+        verify_invite(make_invite(membership_entries=entries))
+    with pytest.raises(VerificationError, match="second key 'default' version 1"):
+        verify_invite(make_invite(keys=[DEFAULT, twin, MEMBERSHIP]))

@@ -11,10 +11,11 @@ import pytest
 from conftest import PASSWORD
 from helpers import copy_tenant, run_cli_main
 
+from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.crypto.keystore import KdfProfile
 from mindoo_p2p.entry import TENANT_LOG
 from mindoo_p2p.errors import InvalidNameError, MissingKeyError, NotFoundError, VerificationError
-from mindoo_p2p.invite import open_invite, verify_invite
+from mindoo_p2p.invite import Invite, open_invite, verify_invite
 from mindoo_p2p.keyring import DEFAULT_KEY, MEMBERSHIP_KEY, TenantKey
 from mindoo_p2p.membership import KeyAnnouncement, decode_tenant_log_record
 from mindoo_p2p.node import Node
@@ -143,7 +144,7 @@ def test_rotating_default_works_the_same(make_node: MakeNode) -> None:
     notes = tenant.open_db("notes")
     old_doc = notes.create_document({"text": OLD_TEXT})
     v1 = tenant.keyring.current(DEFAULT_KEY)
-    assert versions(tenant, DEFAULT_KEY) == [(1, True, False)]
+    assert versions(tenant, DEFAULT_KEY) == [(1, True, True)]  # announced at creation
 
     v2 = tenant.rotate_key(DEFAULT_KEY)
     assert (v2.name, v2.version) == (DEFAULT_KEY, 2) and v2.key_id != v1.key_id
@@ -203,15 +204,21 @@ def test_invite_with_an_unannounced_default_version_is_refused(make_node: MakeNo
     invite = open_invite(admin.invite(tenant, member.public_identity()), member.identity)
     assert sorted(k.version for k in invite.keys if k.name == DEFAULT_KEY) == [1, 2]
     verify_invite(invite)
+    admin_key = SigningKeyPair(tenant.secrets.admin_seed or b"")
+
+    def signed(keys: list[TenantKey]) -> Invite:
+        # Even signed by the admin key, a key the log does not announce is refused.
+        return dataclasses.replace(invite, keys=keys).signed(admin_key)
+
     forged = TenantKey.generate(DEFAULT_KEY, version=3)
-    with pytest.raises(VerificationError, match="not the one the tenant log announced"):
-        verify_invite(dataclasses.replace(invite, keys=[*invite.keys, forged]))
+    with pytest.raises(VerificationError, match=r"version 3 .* never announced"):
+        verify_invite(signed([*invite.keys, forged]))
     swapped = [
         dataclasses.replace(k, version=5) if k.name == DEFAULT_KEY and k.version == 2 else k
         for k in invite.keys
     ]
-    with pytest.raises(VerificationError, match="not the one the tenant log announced"):
-        verify_invite(dataclasses.replace(invite, keys=swapped))
+    with pytest.raises(VerificationError, match=r"version 5 .* not the one announced"):
+        verify_invite(signed(swapped))
 
 
 # -- who may rotate, and what ---------------------------------------------------------------------
@@ -226,7 +233,7 @@ def test_rotation_rules(make_node: MakeNode) -> None:
     for name in ("confidential", DEFAULT_KEY):
         with pytest.raises(MissingKeyError, match="only the tenant admin can rotate keys"):
             m_tenant.rotate_key(name)
-    assert versions(m_tenant, DEFAULT_KEY) == [(1, True, False)]
+    assert versions(m_tenant, DEFAULT_KEY) == [(1, True, True)]
     with pytest.raises(InvalidNameError, match="cannot be rotated"):
         tenant.rotate_key(MEMBERSHIP_KEY)
     with pytest.raises(NotFoundError, match="no key 'nope'"):
@@ -235,9 +242,9 @@ def test_rotation_rules(make_node: MakeNode) -> None:
         tenant.rotate_key("Bad Name")
     assert len(list(admin.store.iter_entries(tenant.id, TENANT_LOG))) == log_size
     assert len(tenant.keyring) == 3
-    # The tenant log refuses to announce the membership key, even from the admin.
+    # The tenant log refuses to announce the membership key without its commitment.
     membership = tenant.keyring.current(MEMBERSHIP_KEY)
-    with pytest.raises(VerificationError, match="never announced"):
+    with pytest.raises(VerificationError, match="without its commitment"):
         tenant._membership_entry(KeyAnnouncement(membership.key_id, MEMBERSHIP_KEY, 1))
 
 
@@ -248,7 +255,7 @@ def test_rotation_announcement_carries_no_secret(make_node: MakeNode) -> None:
     rotated = [tenant.rotate_key("confidential"), tenant.rotate_key(DEFAULT_KEY)]
     default_v1 = next(k for k in tenant.keyring if k.name == DEFAULT_KEY and k.version == 1)
     membership_secret = tenant.keyring.current(MEMBERSHIP_KEY).secret
-    expected = [KeyAnnouncement(k.key_id, k.name, k.version) for k in [*rotated, default_v1]]
+    expected = [KeyAnnouncement.of(k) for k in [*rotated, default_v1]]
     entries = tenant.announcement_entries([a.key_id for a in expected])
     assert len(entries) == 3
     records = [decode_tenant_log_record(e.decrypt(membership_secret)) for e in entries]

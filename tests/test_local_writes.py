@@ -110,8 +110,9 @@ def test_processes_writing_at_once_to_one_home_never_fork_an_author(
 
     counts = assert_one_sequence_per_author(node.store, tenant.id)
     me, admin = node.identity.signing.public_key, tenant.admin_key
-    # Three entries per worker document, 21 here; the admin added this node and 4 members.
-    assert counts == {me: 3 * 3 * documents + 21, admin: 1 + members}
+    # Three entries per worker document, 21 here; the admin added this node and 4 members,
+    # and announced the default and membership keys.
+    assert counts == {me: 3 * 3 * documents + 21, admin: 3 + members}
     assert node.fsck().ok
     for tag, created in zip("abc", outputs, strict=True):
         assert len(created) == documents
@@ -205,7 +206,7 @@ def test_a_batch_may_change_one_document_several_times_and_delete_another(
         assert not db.exists(gone)
         with pytest.raises(DocumentDeletedError):
             db.update(gone, {"x": 3})
-        assert node.store.count() == 1  # only the tenant log: nothing sealed yet
+        assert node.store.count() == 3  # only the tenant log: nothing sealed yet
     first, second, third = db.history(doc_id)
     assert (first.deps, second.deps, third.deps) == ((), (first.entry_id,), (second.entry_id,))
     created, changed, deleted = db.history(gone)

@@ -94,7 +94,7 @@ def test_create_key_announces_name_without_secret_to_members_and_mirrors(
     # The announcement, decrypted with the membership key the mirror holds, has no secret.
     announcement = s.tenant.announcement_entries([created.key_id])[0]
     payload = announcement.decrypt(s.tenant.keyring.current(MEMBERSHIP_KEY).secret)
-    assert decode_tenant_log_record(payload) == KeyAnnouncement(created.key_id, "confidential", 1)
+    assert decode_tenant_log_record(payload) == KeyAnnouncement.of(created)
     assert created.secret not in payload
 
 
@@ -281,9 +281,10 @@ def test_export_refuses_unrotated_default_membership_key_and_keys_not_held(
     make_node: MakeNode,
 ) -> None:
     s = setup(make_node)
-    # The default key travels in key files only once rotated (see test_key_rotation.py).
-    with pytest.raises(VerificationError, match="never rotated"):
-        s.admin.export_key(s.tenant, "default", to=s.member.public_identity())
+    # Every version is announced from the tenant's creation, so the default key may travel
+    # in a key file too (members receive it with their invite anyway).
+    key_file = s.admin.export_key(s.tenant, "default", to=s.member.public_identity())
+    assert s.member.import_key(key_file, None).added_versions == []
     with pytest.raises(InvalidNameError, match="invites"):
         s.admin.export_key(s.tenant, MEMBERSHIP_KEY, to=s.member.public_identity())
     with pytest.raises(MissingKeyError, match="no key 'confidential' on this node"):
@@ -366,10 +367,16 @@ def test_conflicting_key_announcements_are_refused(make_node: MakeNode) -> None:
     ):
         with pytest.raises(VerificationError, match="refused by the store"):
             tenant._membership_entry(record)
+    # The same key id with another commitment.
+    with pytest.raises(VerificationError, match="another commitment"):
+        tenant._membership_entry(KeyAnnouncement(key.key_id, "confidential", 1, bytes(32)))
     # Announcing the same key again is accepted and changes nothing.
+    tenant._membership_entry(KeyAnnouncement.of(key))
     tenant._membership_entry(KeyAnnouncement(key.key_id, "confidential", 1))
     assert [(i.name, i.version) for i in tenant.key_directory() if i.announced] == [
-        ("confidential", 1)
+        (MEMBERSHIP_KEY, 1),
+        ("confidential", 1),
+        ("default", 1),
     ]
     tenant.load_membership()
     assert tenant.key_name_for(key.key_id) == "confidential"

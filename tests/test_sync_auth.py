@@ -27,6 +27,7 @@ from mindoo_p2p.sync.auth import (
     AuthInitiator,
     AuthResponder,
     InitiatorState,
+    ProofGate,
     ResponderState,
     Role,
     SessionBinding,
@@ -448,3 +449,54 @@ async def test_driver_responder_refused_by_initiator() -> None:
     assert mine.asked == [server.signing.public_key]
     assert "could not prove" in str(outcomes["initiator"])
     assert "refused our proof" in str(outcomes["responder"])
+
+
+# --- toward whom we prove (issue 9, finding 6) -------------------------------------------------
+
+
+def test_we_prove_only_toward_a_peer_we_dialled_or_that_proved_the_tenant_first() -> None:
+    """Before: on an inbound connection the node started one initiator session per tenant it
+    held, so whoever connected counted its tenants from the HELLOs, and with a tenant id (in
+    every clear header) opened the INITIATOR_PROOF to learn the member key. Now an outsider
+    that connects gets nothing unless it proves first, and then only the generic denial."""
+    tenants = [TenantFixture() for _ in range(3)]
+    served = [t.authority(t.member("server")) for t in tenants]
+    gate = ProofGate()
+    outsider, member_peer, dialled_peer = "outsider", "member", "dialled"
+    assert not any(gate.may_prove(outsider, t.tenant_id, dialled=False) for t in tenants)
+
+    # The outsider knows tenant 0's id and tries its own key: the one denial, nothing of ours.
+    stranger = UserIdentity.generate("outsider")
+    initiator = AuthInitiator(PEER_A, PEER_B, tenants[0].authority(stranger))
+    responder = AuthResponder(PEER_B, PEER_A, served)
+    seen = pump(initiator, responder)
+    assert_generic_denial(seen)
+    assert responder.state is ResponderState.DENIED
+    assert not any(gate.may_prove(outsider, t.tenant_id, dialled=False) for t in tenants)
+
+    # A member proves tenant 1 first (it is the initiator): we prove tenant 1 back in that
+    # handshake, and may start tenant-1 sessions toward it later; never another tenant.
+    bob = tenants[1].member("bob")
+    initiator = AuthInitiator(PEER_A, PEER_B, tenants[1].authority(bob))
+    responder = AuthResponder(PEER_B, PEER_A, served)
+    seen = pump(initiator, responder)
+    assert responder.state is ResponderState.AUTHENTICATED
+    assert [f[0] for f in seen.to_initiator] == [MessageType.CHALLENGE, MessageType.RESPONDER_PROOF]
+    gate.peer_proved(member_peer, responder.authority.tenant_id)
+    assert gate.may_prove(member_peer, tenants[1].tenant_id, dialled=False)
+    assert not gate.may_prove(member_peer, tenants[0].tenant_id, dialled=False)
+    assert not gate.may_prove(member_peer, tenants[2].tenant_id, dialled=False)
+    gate.forget(member_peer)  # it disconnected: it proves again next time
+    assert not gate.may_prove(member_peer, tenants[1].tenant_id, dialled=False)
+
+    # Toward a peer we dialled (an address we chose), we prove first, every tenant.
+    assert all(gate.may_prove(dialled_peer, t.tenant_id, dialled=True) for t in tenants)
+
+
+def test_the_proof_gate_is_bounded() -> None:
+    gate = ProofGate(max_peers=3)
+    tenant = bytes(16)
+    for peer in ("a", "b", "c", "d"):
+        gate.peer_proved(peer, tenant)
+    assert not gate.may_prove("a", tenant, dialled=False)  # the oldest is forgotten
+    assert all(gate.may_prove(p, tenant, dialled=False) for p in ("b", "c", "d"))

@@ -1,12 +1,14 @@
-"""device enroll|list|revoke: several devices, one person."""
+"""device request|enroll|list|revoke: several devices, one person."""
 
 from __future__ import annotations
 
 import click
 
 from mindoo_p2p.commands import find_member
+from mindoo_p2p.device_request import MAX_REQUEST_SIZE, DeviceRequest
 
-from ..params import MindooGroup, UserPath, cli_context, sealed_file_options
+from ..context import read_bounded
+from ..params import MindooGroup, UserFile, UserPath, cli_context, sealed_file_options
 from .tenant import read_identity
 
 
@@ -15,18 +17,43 @@ def device() -> None:
     """Several devices, one person: enroll and revoke your own devices."""
 
 
+@device.command("request")
+@click.option(
+    "--user",
+    required=True,
+    type=UserFile(exists=True),
+    help="Your identity file (from 'mindoo whoami' on the node that will enroll this one).",
+)
+@click.option(
+    "--out", required=True, type=UserFile(), help="Where to write the request (signed here)."
+)
+def device_request(user: UserPath, out: UserPath) -> None:
+    """On a new device: ask to be enrolled as a device of USER, signed with this node's key
+    (the proof that nobody else enrolls this key as theirs)."""
+    c = cli_context()
+    user_identity = read_identity(user)
+    request = c.node().device_request(user_identity)
+    out.path.write_bytes(request.encode())
+    c.emit(
+        {"request": str(out), "user": user_identity.name, "device": request.device.fingerprint},
+        f"wrote {out}; on {user_identity.name}'s node run:"
+        f" mindoo device enroll TENANT --to {out} --out ENROLMENT",
+    )
+
+
 @device.command("enroll")
 @click.argument("tenant_name", metavar="TENANT")
 @sealed_file_options(
-    "The new device's identity file (from 'mindoo whoami' on that device).",
+    "The new device's request (from 'mindoo device request --user YOUR_IDENTITY' on it).",
     "Where to write the enrolment (open it on the device with 'mindoo tenant join').",
 )
 def device_enroll(tenant_name: str, to: UserPath, out: UserPath) -> None:
     """Enroll another device of yours: it gets its own signing key and your keys."""
     c = cli_context()
-    new_device = read_identity(to)
+    request = DeviceRequest.decode(read_bounded(to.path, MAX_REQUEST_SIZE, "device request", to))
+    new_device = request.device
     n = c.node()
-    data = n.enroll_device(n.tenant(tenant_name), new_device)
+    data = n.enroll_device(n.tenant(tenant_name), request)
     out.path.write_bytes(data)
     c.emit(
         {"enrolment": str(out), "device": new_device.name, "fingerprint": new_device.fingerprint},

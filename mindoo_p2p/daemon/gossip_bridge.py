@@ -24,7 +24,6 @@ import trio
 from .. import admission
 from ..admission import VerifiedEntry
 from ..entry import TENANT_LOG, Entry
-from ..keyring import MEMBERSHIP_KEY
 from ..membership import MembershipLog
 from ..net.framing import TransportError
 from ..net.gossip import GossipError, GossipService, topic_name
@@ -93,7 +92,9 @@ class GossipBridge:
 
     # -- topics and admission ----------------------------------------------------------------
     def _topic(self, tenant: Tenant, database: str) -> str:
-        secret = tenant.keyring.current(MEMBERSHIP_KEY).secret
+        # The membership key version the tenant log is sealed under (after a rotation on a
+        # revocation, the newest one granted and announced), the same on every holder.
+        secret = tenant.access.membership_key_for_writing().secret
         return topic_name(secret, tenant.id, database)
 
     def holds(self, scopes: set[tuple[bytes, str]]) -> bool:

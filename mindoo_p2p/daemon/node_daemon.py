@@ -65,7 +65,7 @@ from ..net.host import HostConfig, PeerHost
 from ..net.peer_identity import to_libp2p_id
 from ..node import Node
 from ..store import AppendResult, Rejected
-from ..sync.auth import AuthDenied
+from ..sync.auth import AuthDenied, ProofGate
 from ..sync.driver import SyncTimeout, run_initiator, run_responder
 from ..sync.messages import ProtocolViolation
 from ..sync.protocol import DEFAULT_LIMITS, IngestOutcome, SyncLimits, SyncReport, SyncStore
@@ -183,6 +183,8 @@ class NodeDaemon:
         """The HTTP API while it runs (set by `mindoo_p2p.http.server.serve_http`)."""
         self.address_book = self._load_address_book()
         self.peer_table = PeerTable()
+        self._proof_gate = ProofGate()
+        """Toward whom sessions start: peers we dialled, or that proved the tenant first."""
         self._local_peer = b""
         self._access: NodeAccess | None = None
         self._scheduler: SyncScheduler | None = None
@@ -448,12 +450,14 @@ class NodeDaemon:
         worker = self._workers[peer_id] = _Worker()
         workers.start_soon(self._peer_worker, peer_id, worker)
         assert self._scheduler is not None
-        self._scheduler.connected(peer_id, lead=self.host is None or self.host.peer_id < peer_id)
+        # The side that dialled starts (it may prove first); the other waits to be proven to.
+        self._scheduler.connected(peer_id, lead=self.host is None or self.host.dialled(peer_id))
         self.activity.peer(peer_id, connected=True)
 
     def _on_disconnected(self, peer_id: str) -> None:
         self.activity.peer(peer_id, connected=False)
         self.peer_table.disconnected(peer_id)
+        self._proof_gate.forget(peer_id)
         self._refresh_admission(peer_id)
         if self._scheduler is not None:
             self._scheduler.disconnected(peer_id)
@@ -502,14 +506,19 @@ class NodeDaemon:
 
     # -- sessions ----------------------------------------------------------------------------
     async def sync_with_peer(self, peer_id: str) -> list[SyncReport]:
-        """Run one session per tenant this node holds with ``peer_id`` (initiator side)."""
+        """Run one session per tenant this node holds with ``peer_id`` (initiator side), for
+        the tenants it may prove toward that peer (`sync.auth.ProofGate`: a peer we dialled,
+        or one that proved the tenant to us first)."""
         state = self.peer_table.peer(peer_id)
         reports = []
         self.peer_table.session_started(peer_id)
         self._session_started(peer_id)
+        dialled = self.host is not None and self.host.dialled(peer_id)
         try:
             for tenant in self.node.tenants():
                 if tenant.id in state.unshared_tenants:
+                    continue
+                if not self._proof_gate.may_prove(peer_id, tenant.id, dialled=dialled):
                     continue
                 report = await self._sync_tenant(peer_id, tenant)
                 if report is not None:
@@ -643,7 +652,8 @@ class NodeDaemon:
         inbound connection is no longer unproven (see net/inbound_policy.py). At the handshake,
         not at the end of the session: a clone can outlast the proof deadline."""
 
-        def proven(_tenant_id: bytes) -> None:
+        def proven(tenant_id: bytes) -> None:
+            self._proof_gate.peer_proved(peer_id, tenant_id)
             if self.host is not None:
                 self.host.mark_proven(peer_id)
 

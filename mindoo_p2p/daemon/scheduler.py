@@ -11,7 +11,8 @@ already running a session runs one more afterwards, so wakes coalesce per peer).
 ==========================  =====================================================================
 fact                        wake
 ==========================  =====================================================================
-connected, we lead          that peer at once (the side with the smaller peer id leads)
+connected, we lead          that peer at once (the side that dialled the connection leads: it
+                            may prove first, see `sync.auth.ProofGate`)
 connected, we follow        that peer after `CONNECT_FOLLOWER_DELAY`, unless a session with it
                             started meanwhile (it would only fetch the same entries twice)
 entries stored, LOCAL or    every connected peer after `REPAIR_DELAY` (gossip carried them at
@@ -51,7 +52,7 @@ REPAIR_DELAY = 0.5
 """Seconds after entries are written here or arrive by gossip before sessions with every peer
 repair what gossip may have missed (coalesced: a burst of entries costs one round)."""
 CONNECT_FOLLOWER_DELAY = 2.0
-"""On a new connection the peer with the smaller id starts the first session at once; the other
+"""On a new connection the peer that dialled starts the first session at once; the other
 waits this long (it would only fetch the same entries twice)."""
 FORWARD_DELAY = 0.05
 """Seconds to gather entries that arrived by reconciliation before offering them on."""

@@ -567,6 +567,12 @@ class PeerHost:
     def is_connected(self, peer_id: str) -> bool:
         return bool(self._swarm.get_connections(to_libp2p_id(peer_id)))
 
+    def dialled(self, peer_id: str) -> bool:
+        """True when a live connection to ``peer_id`` is one this host dialled (False for a
+        connection the peer dialled, or none)."""
+        connections = self._swarm.get_connections(to_libp2p_id(peer_id))
+        return any(conn.muxed_conn.is_initiator for conn in connections)
+
     # -- admission ----------------------------------------------------------------------------
 
     def set_peer_gate(self, allowed: Callable[[str], bool]) -> None:

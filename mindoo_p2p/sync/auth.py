@@ -582,3 +582,50 @@ class AuthResponder:
             self._authority = authority
             self._peer_member_key = key
             self._move(ResponderEvent.PEER_PROVEN)
+
+
+# --- toward whom we prove ----------------------------------------------------------------------
+
+
+class ProofGate:
+    """Toward whom this node proves membership, i.e. starts initiator sessions. Pure.
+
+    A node proves a tenant only toward a peer it dialled (it chose that address: the address
+    book, a bootstrap address, mDNS), or toward a peer that proved that very tenant to it
+    first (as the initiator of a session this node answered, whose handshake authenticated).
+    So a peer that connects to us learns nothing by waiting: we never start a session toward
+    it, never send one HELLO per tenant we hold (which let it count our tenants) and never a
+    sealed credential (which anyone knowing a tenant id, which every clear header carries,
+    could open to learn which member key we prove with). It must prove first, as initiator,
+    and gets the one generic denial when it cannot.
+
+    The daemon tells it who proved what (`peer_proved`, from the sessions' handshakes) and
+    when a peer's last connection closed (`forget`); whether we dialled the peer's connection
+    is asked at the moment a session would start (a restarted peer may dial us instead).
+    """
+
+    __slots__ = ("_max_peers", "_proven")
+
+    def __init__(self, max_peers: int = 4096) -> None:
+        self._max_peers = max_peers
+        self._proven: dict[str, set[bytes]] = {}
+        """Connected peer -> the tenants it proved to us (at most the tenants we hold), the
+        peer proven longest ago first; at most ``max_peers`` (a missed disconnect cannot
+        grow it without bound: the oldest is forgotten and proves again)."""
+
+    def peer_proved(self, peer_id: str, tenant_id: bytes) -> None:
+        """A handshake with ``peer_id`` authenticated it as a member of ``tenant_id``."""
+        tenants = self._proven.pop(peer_id, set())
+        tenants.add(tenant_id)
+        self._proven[peer_id] = tenants
+        while len(self._proven) > self._max_peers:
+            del self._proven[next(iter(self._proven))]
+
+    def forget(self, peer_id: str) -> None:
+        """``peer_id`` disconnected: it proves again on its next connection."""
+        self._proven.pop(peer_id, None)
+
+    def may_prove(self, peer_id: str, tenant_id: bytes, *, dialled: bool) -> bool:
+        """True when this node may start a session for ``tenant_id`` toward ``peer_id``
+        (``dialled``: its connection is one this node dialled)."""
+        return dialled or tenant_id in self._proven.get(peer_id, ())
