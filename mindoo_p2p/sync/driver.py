@@ -20,7 +20,7 @@ session leaves the stream open: it belongs to the caller.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -35,9 +35,11 @@ from .auth import (
     ResponderState,
     TenantAuthority,
 )
+from .ingest_pipeline import IngestPipeline, IngestRunner
 from .messages import MAX_FRAME_SIZE, ProtocolViolation
 from .protocol import (
     DEFAULT_LIMITS,
+    IngestJob,
     IngestOutcome,
     SyncInitiator,
     SyncLimits,
@@ -56,8 +58,6 @@ PenaltyCallback = Callable[[bytes, int, str], None]
 """``on_penalty(remote_peer, points, reason)``."""
 ProgressCallback = Callable[[SyncReport], None]
 """Called with the live report after each frame of the sync phase."""
-IngestRunner = Callable[["SyncStore", Sequence[bytes]], Awaitable[IngestOutcome]]
-"""``run_ingest(store, raws)``: store a received batch, as :meth:`SyncStore.ingest` does."""
 
 
 async def ingest_in_place(store: SyncStore, raws: Sequence[bytes]) -> IngestOutcome:
@@ -164,26 +164,38 @@ class _Session:
                 raise RuntimeError("handshake stalled")
 
     async def duplex(self, machine: Machine, store: SyncStore) -> None:
-        """Run a sync machine to its end, sending and receiving at the same time."""
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._send_loop, machine)
-                await self._receive_loop(machine, store)
-        except BaseExceptionGroup as group:
-            raise _first_error(group) from None
+        """Run a sync machine to its end, sending, receiving and storing what was received at
+        the same time (storing batches several frames while the next ones arrive:
+        `IngestPipeline`)."""
 
-    async def _receive_loop(self, machine: Machine, store: SyncStore) -> None:
-        while machine.receiving:
-            machine.receive(await self.receive())
+        def ingested(job: IngestJob, outcome: IngestOutcome) -> None:
             try:
-                for job in machine.take_jobs():
-                    outcome = (
-                        await self.run_ingest(store, job.raws) if job.raws else IngestOutcome()
-                    )
-                    machine.ingested(job, outcome)
+                machine.ingested(job, outcome)
             finally:
                 self._changed.set()
             if self.on_progress is not None:
+                self.on_progress(self.fill(machine.report))
+
+        pipeline = IngestPipeline(store, self.run_ingest, ingested)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send_loop, machine)
+                nursery.start_soon(pipeline.run)
+                try:
+                    await self._receive_loop(machine, pipeline)
+                finally:
+                    pipeline.close()
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+
+    async def _receive_loop(self, machine: Machine, pipeline: IngestPipeline) -> None:
+        while machine.receiving:
+            machine.receive(await self.receive())
+            jobs = machine.take_jobs()
+            self._changed.set()
+            for job in jobs:
+                await pipeline.put(job)
+            if self.on_progress is not None and not jobs:
                 self.on_progress(self.fill(machine.report))
 
     async def _send_loop(self, machine: Machine) -> None:
