@@ -16,7 +16,7 @@ from test_sync_driver_hooks import KEY_A, KEY_B, CheckedAuthority, Holder
 from mindoo_p2p.entry import Entry, EntryKind
 from mindoo_p2p.rejection import Rejected, RejectionKind
 from mindoo_p2p.sync.driver import run_initiator, run_responder
-from mindoo_p2p.sync.ingest_pipeline import IngestPipeline, split_outcome
+from mindoo_p2p.sync.ingest_pipeline import IngestPipeline, IngestStages, split_outcome
 from mindoo_p2p.sync.protocol import IngestJob, IngestOutcome, SyncStore
 from mindoo_p2p.testing.memory_sync import MemorySyncStore, memory_frame_pair
 
@@ -77,7 +77,10 @@ async def test_jobs_queued_while_a_batch_is_stored_make_up_the_next_batch() -> N
     runner.gate = trio.Event()
     reported: list[tuple[IngestJob, IngestOutcome]] = []
     pipeline = IngestPipeline(
-        MemorySyncStore(TENANT), runner, lambda j, o: reported.append((j, o)), queue_jobs=8
+        MemorySyncStore(TENANT),
+        IngestStages.single(runner),
+        lambda j, o: reported.append((j, o)),
+        queue_jobs=8,
     )
     jobs = [job(f"e{i}".encode(), f"f{i}".encode()) for i in range(5)]
     async with trio.open_nursery() as nursery:
@@ -100,7 +103,11 @@ async def test_a_batch_stops_at_commit_bytes_and_the_queue_is_bounded() -> None:
     runner = ScriptedRunner()
     runner.gate = trio.Event()
     pipeline = IngestPipeline(
-        MemorySyncStore(TENANT), runner, lambda j, o: None, commit_bytes=10, queue_jobs=2
+        MemorySyncStore(TENANT),
+        IngestStages.single(runner),
+        lambda j, o: None,
+        commit_bytes=10,
+        queue_jobs=2,
     )
     jobs = [job(bytes([65 + i]) * 4) for i in range(6)]  # 4 bytes each
     puts_done = 1
@@ -128,7 +135,9 @@ async def test_a_runner_error_fails_the_pipeline() -> None:
     async def broken(store: SyncStore, raws: Sequence[bytes]) -> IngestOutcome:
         raise RuntimeError("disk on fire")
 
-    pipeline = IngestPipeline(MemorySyncStore(TENANT), broken, lambda j, o: None)
+    pipeline = IngestPipeline(
+        MemorySyncStore(TENANT), IngestStages.single(broken), lambda j, o: None
+    )
     with pytest.raises(ExceptionGroup) as caught:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pipeline.run)
@@ -196,3 +205,37 @@ async def test_a_session_stores_many_frames_in_fewer_batches_than_frames(
     frames_with_entries = report.frames_received
     assert sum(calls) == 1200
     assert len(calls) < frames_with_entries / 2
+
+
+async def test_two_stages_check_the_next_batch_while_one_commits_and_commit_in_order() -> None:
+    events: list[str] = []
+    commit_gate = trio.Event()
+
+    async def check(store: SyncStore, raws: Sequence[bytes]) -> object:
+        events.append("check " + b",".join(raws).decode())
+        return list(raws)
+
+    async def commit(store: SyncStore, checked: object) -> IngestOutcome:
+        assert isinstance(checked, list)
+        events.append("commit " + b",".join(checked).decode())
+        await commit_gate.wait()
+        return IngestOutcome(added=tuple(entry_id(raw) for raw in checked))
+
+    reported: list[IngestJob] = []
+    pipeline = IngestPipeline(
+        MemorySyncStore(TENANT), IngestStages(check, commit), lambda j, o: reported.append(j)
+    )
+    jobs = [job(b"a"), job(b"b"), job(b"c")]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pipeline.run)
+        await pipeline.put(jobs[0])
+        await trio.testing.wait_all_tasks_blocked()
+        await pipeline.put(jobs[1])
+        await trio.testing.wait_all_tasks_blocked()
+        # "b" was checked while "a" is still committing.
+        assert events == ["check a", "commit a", "check b"]
+        await pipeline.put(jobs[2])
+        commit_gate.set()
+        pipeline.close()
+    assert events == ["check a", "commit a", "check b", "commit b", "check c", "commit c"]
+    assert reported == jobs

@@ -62,7 +62,7 @@ from ..store import AppendResult, Rejected
 from ..sync.auth import AuthDenied
 from ..sync.driver import SyncTimeout, run_initiator, run_responder
 from ..sync.messages import ProtocolViolation
-from ..sync.protocol import DEFAULT_LIMITS, IngestOutcome, SyncLimits, SyncReport, SyncStore
+from ..sync.protocol import DEFAULT_LIMITS, SyncLimits, SyncReport
 from ..sync.tenant_adapter import TenantSyncAuthority, TenantSyncStore
 from ..tenant import Tenant
 from .entry_events import ENTRY_EVENT_QUEUE, EntryEvent, EntryEventQueue, Origin, Resync
@@ -71,6 +71,7 @@ from .node_access import NodeAccess
 from .peer_table import BAN_THRESHOLD, PeerState, PeerTable
 from .scheduler import SyncScheduler, run_wakes
 from .status import StoreStatus, daemon_status, read_store
+from .sync_ingest import SessionIngest
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +83,6 @@ STOP_GRACE = 0.1
 """Dials and disconnects waiting to be carried out, at most (more are dropped and logged: the
 dialer retries address-book peers, and a banned peer is refused whenever it comes back)."""
 MAX_CONCURRENT_REQUESTS = 4
-INLINE_INGEST = 16
-"""A received batch of at most this many entries is stored on the event loop (holding the
-Node); a larger one in a worker thread."""
 IMPORT_BATCH = 1000
 """Entries per Node call when the daemon imports: it lets go of the Node between batches."""
 
@@ -500,15 +498,6 @@ class NodeDaemon:
         if self._scheduler is not None:
             self._scheduler.session_ended(peer_id)
 
-    async def _ingest_received(self, store: SyncStore, raws: Sequence[bytes]) -> IngestOutcome:
-        """The sessions' `IngestRunner`: small batches on the loop, large ones in a worker
-        thread, both holding the Node."""
-        access = self.access
-        if len(raws) <= INLINE_INGEST:
-            async with access.hold(Origin.SYNC):
-                return store.ingest(raws)
-        return await access.run(lambda _node: store.ingest(raws), Origin.SYNC)
-
     def _hold_for_handshake(self) -> AbstractAsyncContextManager[object]:
         """The sessions' `StoreHolder`: checking a peer's proof reads membership and may store
         its membership evidence, so it takes its turn with the Node (on the loop)."""
@@ -535,7 +524,7 @@ class NodeDaemon:
                 ),
                 on_penalty=self._penalize,
                 limits=self._sync_limits,
-                run_ingest=self._ingest_received,
+                ingest_stages=SessionIngest(self.access).stages(),
                 hold_store=self._hold_for_handshake,
                 on_authenticated=self._proven(peer_id),
             )
@@ -576,7 +565,7 @@ class NodeDaemon:
                 authorities,
                 on_penalty=self._penalize,
                 limits=self._sync_limits,
-                run_ingest=self._ingest_received,
+                ingest_stages=SessionIngest(self.access).stages(),
                 hold_store=self._hold_for_handshake,
                 on_authenticated=self._proven(peer_id),
             )

@@ -1,11 +1,12 @@
 """The trio driver: runs the handshake and the sync state machines over a framed stream.
 
 All protocol decisions live in :mod:`.auth` and :mod:`.protocol`; this module only moves
-frames, has received entries stored (through ``run_ingest(store, raws)``, by default
-:meth:`SyncStore.ingest` called in place; the daemon passes one that runs a large batch in a
-worker thread, so verifying and writing it does not stall the event loop; each frame the
-handshake receives is handled inside ``hold_store()``, since checking a peer's proof may store
-its membership evidence),
+frames, has received entries stored beside the session by an `IngestPipeline` (several frames
+per batch; through ``run_ingest(store, raws)``, by default :meth:`SyncStore.ingest` called in
+place, or through ``ingest_stages``, checks then commit, overlapping across batches: the daemon
+passes stages that run in worker threads, so verifying and writing does not stall the event
+loop; each frame the handshake receives is handled inside ``hold_store()``, since checking a
+peer's proof may store its membership evidence),
 and applies the two time bounds (the whole session, and the wait for each frame of the peer).
 The handshake runs in lock step; the sync phase runs full duplex (one task sends whatever the
 machine has to say while the other receives), so neither side can block the other however
@@ -35,7 +36,7 @@ from .auth import (
     ResponderState,
     TenantAuthority,
 )
-from .ingest_pipeline import IngestPipeline, IngestRunner
+from .ingest_pipeline import IngestPipeline, IngestRunner, IngestStages
 from .messages import MAX_FRAME_SIZE, ProtocolViolation
 from .protocol import (
     DEFAULT_LIMITS,
@@ -112,11 +113,12 @@ class _Session:
         on_progress: ProgressCallback | None,
         run_ingest: IngestRunner = ingest_in_place,
         hold_store: StoreHolder = no_hold,
+        ingest_stages: IngestStages | None = None,
     ) -> None:
         self.stream = stream
         self.limits = limits
         self.on_progress = on_progress
-        self.run_ingest = run_ingest
+        self.ingest_stages = ingest_stages or IngestStages.single(run_ingest)
         self.hold_store = hold_store
         self.frames_sent = 0
         self.frames_received = 0
@@ -176,7 +178,7 @@ class _Session:
             if self.on_progress is not None:
                 self.on_progress(self.fill(machine.report))
 
-        pipeline = IngestPipeline(store, self.run_ingest, ingested)
+        pipeline = IngestPipeline(store, self.ingest_stages, ingested)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._send_loop, machine)
@@ -261,6 +263,7 @@ async def run_initiator(
     run_ingest: IngestRunner = ingest_in_place,
     hold_store: StoreHolder = no_hold,
     on_authenticated: AuthenticatedCallback | None = None,
+    ingest_stages: IngestStages | None = None,
 ) -> SyncReport:
     """Authenticate for ``authority``'s tenant and sync ``store`` with the peer.
 
@@ -272,7 +275,7 @@ async def run_initiator(
     """
     if store.tenant_id != authority.tenant_id:
         raise ValueError("the store and the authority are of different tenants")
-    session = _Session(stream, limits, on_progress, run_ingest, hold_store)
+    session = _Session(stream, limits, on_progress, run_ingest, hold_store, ingest_stages)
     machine: SyncInitiator | None = None
     try:
         with trio.move_on_after(limits.session_seconds):
@@ -315,6 +318,7 @@ async def run_responder(
     run_ingest: IngestRunner = ingest_in_place,
     hold_store: StoreHolder = no_hold,
     on_authenticated: AuthenticatedCallback | None = None,
+    ingest_stages: IngestStages | None = None,
 ) -> SyncReport | None:
     """Answer a session for whichever tenant of ``authorities`` (tenant id -> (authority,
     store)) the initiator proves itself for; ``on_authenticated(tenant_id)`` once it has.
@@ -327,7 +331,7 @@ async def run_responder(
     for authority, store in pairs:
         if store.tenant_id != authority.tenant_id:
             raise ValueError("a store and its authority are of different tenants")
-    session = _Session(stream, limits, on_progress, run_ingest, hold_store)
+    session = _Session(stream, limits, on_progress, run_ingest, hold_store, ingest_stages)
     machine: SyncResponder | None = None
     try:
         with trio.move_on_after(limits.session_seconds):

@@ -17,15 +17,22 @@ backpressure), plus the batch being stored. A job holds one frame's entries, or 
 reassembled from fragments, so the memory held is bounded by the queue length times the
 largest job.
 
-Ordering: batches are stored one after another in the order received, so a membership record
-is always stored no later than the entries it authorizes, as before (`Node.ingest` admits the
-tenant log of a batch first).
+Two stages (`IngestStages`): a caller may split storing a batch into ``check`` (the work that
+needs no lock on the store: decoding, duplicates, signatures, in worker threads) and
+``commit`` (admission and the write transaction). Batch k+1 is then checked while batch k is
+committed (the daemon does this: signature checks on both cores beside the fsync). At most one
+checked batch waits for its commit.
+
+Ordering: batches are committed one after another in the order received, so a membership
+record is always stored no later than the entries it authorizes, as before (`Node.ingest`
+admits the tenant log of a batch first).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import trio
 
@@ -40,6 +47,36 @@ QUEUE_JOBS = 16
 IngestRunner = Callable[[SyncStore, Sequence[bytes]], Awaitable[IngestOutcome]]
 """``run_ingest(store, raws)``: store a received batch, as :meth:`SyncStore.ingest` does."""
 OutcomeCallback = Callable[[IngestJob, IngestOutcome], None]
+IngestChecker = Callable[[SyncStore, Sequence[bytes]], Awaitable[object]]
+"""``check(store, raws)``: the checks of a batch that need no lock on the store; the result
+goes to the committer."""
+IngestCommitter = Callable[[SyncStore, object], Awaitable[IngestOutcome]]
+"""``commit(store, checked)``: store a checked batch; what :meth:`SyncStore.ingest` returns."""
+
+
+@dataclass(frozen=True, slots=True)
+class IngestStages:
+    """How a batch is stored, in two stages that overlap across batches (module docstring)."""
+
+    check: IngestChecker
+    commit: IngestCommitter
+    overlap: bool = True
+    """Check the next batch while this one commits (False: one stage, nothing to overlap; a
+    batch is then formed only when the previous one is stored, so it takes in every job that
+    queued meanwhile)."""
+
+    @classmethod
+    def single(cls, run_ingest: IngestRunner) -> IngestStages:
+        """One stage: the batch is stored by ``run_ingest(store, raws)`` alone."""
+
+        async def unchecked(_store: SyncStore, raws: Sequence[bytes]) -> object:
+            return raws
+
+        async def commit(store: SyncStore, raws: object) -> IngestOutcome:
+            assert isinstance(raws, list)
+            return await run_ingest(store, raws)
+
+        return cls(unchecked, commit, overlap=False)
 
 
 def job_bytes(job: IngestJob) -> int:
@@ -82,7 +119,7 @@ class IngestPipeline:
     def __init__(
         self,
         store: SyncStore,
-        run_ingest: IngestRunner,
+        stages: IngestStages,
         on_outcome: OutcomeCallback,
         *,
         commit_bytes: int = COMMIT_BYTES,
@@ -91,12 +128,15 @@ class IngestPipeline:
         if commit_bytes < 1 or queue_jobs < 1:
             raise ValueError("commit_bytes and queue_jobs must be positive")
         self._store = store
-        self._run_ingest = run_ingest
+        self._stages = stages
         self._on_outcome = on_outcome
         self._commit_bytes = commit_bytes
         self._send, self._receive = trio.open_memory_channel[IngestJob](queue_jobs)
+        self._checked_send, self._checked_receive = trio.open_memory_channel[
+            tuple[list[IngestJob], object]
+        ](0)
         self.batches = 0
-        """Batches stored so far (each one ``run_ingest`` call)."""
+        """Batches committed so far."""
 
     async def put(self, job: IngestJob) -> None:
         """Queue ``job``; waits while the queue is full."""
@@ -108,23 +148,46 @@ class IngestPipeline:
 
     async def run(self) -> None:
         """Store queued jobs batch by batch until :meth:`close` and the queue is drained.
-        Whatever ``run_ingest`` or ``on_outcome`` raises propagates (the session fails)."""
-        async with self._receive:
-            async for first in self._receive:
-                batch = [first]
-                size = job_bytes(first)
-                while size < self._commit_bytes:
-                    try:
-                        job = self._receive.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                    batch.append(job)
-                    size += job_bytes(job)
-                await self._store_batch(batch)
+        Whatever a stage or ``on_outcome`` raises propagates (the session fails)."""
+        if not self._stages.overlap:
+            async with self._receive:
+                async for first in self._receive:
+                    batch = self._batch_from(first)
+                    raws = [raw for job in batch for raw in job.raws]
+                    await self._commit(batch, await self._stages.check(self._store, raws))
+            return
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._commit_loop)
+            await self._check_loop()
 
-    async def _store_batch(self, batch: list[IngestJob]) -> None:
-        raws = [raw for job in batch for raw in job.raws]
-        outcome = await self._run_ingest(self._store, raws) if raws else IngestOutcome()
+    def _batch_from(self, first: IngestJob) -> list[IngestJob]:
+        """``first`` and the jobs queued behind it, up to ``commit_bytes`` of entries."""
+        batch = [first]
+        size = job_bytes(first)
+        while size < self._commit_bytes:
+            try:
+                job = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            batch.append(job)
+            size += job_bytes(job)
+        return batch
+
+    async def _check_loop(self) -> None:
+        async with self._receive, self._checked_send:
+            async for first in self._receive:
+                batch = self._batch_from(first)
+                raws = [raw for job in batch for raw in job.raws]
+                checked = await self._stages.check(self._store, raws)
+                await self._checked_send.send((batch, checked))
+
+    async def _commit_loop(self) -> None:
+        async with self._checked_receive:
+            async for batch, checked in self._checked_receive:
+                await self._commit(batch, checked)
+
+    async def _commit(self, batch: list[IngestJob], checked: object) -> None:
+        outcome = await self._stages.commit(self._store, checked)
         self.batches += 1
         for job, part in zip(batch, split_outcome(batch, outcome), strict=True):
             self._on_outcome(job, part)
