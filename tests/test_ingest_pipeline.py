@@ -17,7 +17,7 @@ from mindoo_p2p.entry import Entry, EntryKind
 from mindoo_p2p.rejection import Rejected, RejectionKind
 from mindoo_p2p.sync.driver import run_initiator, run_responder
 from mindoo_p2p.sync.ingest_pipeline import IngestPipeline, IngestStages, split_outcome
-from mindoo_p2p.sync.protocol import IngestJob, IngestOutcome, SyncStore
+from mindoo_p2p.sync.protocol import IngestJob, IngestOutcome, SyncLimits, SyncStore
 from mindoo_p2p.testing.memory_sync import MemorySyncStore, memory_frame_pair
 
 TENANT = os.urandom(16)
@@ -239,3 +239,64 @@ async def test_two_stages_check_the_next_batch_while_one_commits_and_commit_in_o
         pipeline.close()
     assert events == ["check a", "commit a", "check b", "commit b", "check c", "commit c"]
     assert reported == jobs
+
+
+async def test_a_long_push_to_a_slow_store_is_not_idle(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The initiator pushes entries for far longer than the idle bound while the responder
+    stores them slowly and says nothing until it has (FINISHED): the session completes,
+    since the responder keeps taking frames in. (The push sessions of a 10^6 clone timed out
+    this way: the pushing side heard nothing for 30 s.)"""
+    entries = [
+        Entry.seal(
+            kind=EntryKind.CHANGE,
+            tenant_id=TENANT,
+            database="notes",
+            document_id=os.urandom(16),
+            author=KEY_A,
+            author_seq=i + 1,
+            timestamp_ms=1_760_000_000_000 + i,
+            deps=(),
+            key_id=bytes(16),
+            key=bytes(32),
+            payload=os.urandom(16_000),
+        )
+        for i in range(1600)
+    ]
+    pusher, slow = MemorySyncStore(TENANT), MemorySyncStore(TENANT)
+    pusher.add_own(entries)
+    idle = 4.0
+
+    async def slow_ingest(store: SyncStore, raws: Sequence[bytes]) -> IngestOutcome:
+        await trio.sleep(1.5)
+        return store.ingest(raws)
+
+    hold_a, hold_b = Holder(), Holder()
+    end_a, end_b = memory_frame_pair()
+    started = trio.current_time()
+    async with trio.open_nursery() as nursery:
+
+        async def respond() -> None:
+            await run_responder(
+                end_b,
+                b"peer-B",
+                b"peer-A",
+                {TENANT: (CheckedAuthority(TENANT, KEY_B, hold_b), slow)},
+                hold_store=hold_b,
+                run_ingest=slow_ingest,
+                limits=SyncLimits(idle_seconds=idle),
+            )
+
+        nursery.start_soon(respond)
+        report = await run_initiator(
+            end_a,
+            b"peer-A",
+            b"peer-B",
+            CheckedAuthority(TENANT, KEY_A, hold_a),
+            pusher,
+            hold_store=hold_a,
+            limits=SyncLimits(idle_seconds=idle),
+        )
+    assert trio.current_time() - started > 2 * idle  # the push outlasted the idle bound
+    assert report.sent == 1600 and len(slow) == 1600

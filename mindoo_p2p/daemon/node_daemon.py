@@ -53,7 +53,7 @@ from ..entry import TENANT_LOG, Entry
 from ..errors import MindooError
 from ..net.address_book import AddressBook
 from ..net.dialer import maintain_connections
-from ..net.framing import FrameTooLarge, TransportError
+from ..net.framing import FramedStream, FrameTooLarge, TransportError
 from ..net.gossip import GossipService
 from ..net.host import HostConfig, PeerHost
 from ..net.peer_identity import to_libp2p_id
@@ -512,6 +512,7 @@ class NodeDaemon:
         except TransportError as exc:
             self.peer_table.failed(peer_id, f"cannot open a sync stream: {exc}")
             return None
+        self._leave_bounds_to_the_driver(stream)
         try:
             report = await run_initiator(
                 stream,
@@ -547,11 +548,18 @@ class NodeDaemon:
         self._record(peer_id, tenant, report)
         return report
 
+    def _leave_bounds_to_the_driver(self, stream: FramedStream) -> None:
+        """A sync stream's time bounds are the session's (`SyncLimits`: the wall time, and
+        the idle bound, which counts frames either way): the transport's per-frame timeout
+        (30 s) would cut a session whose peer rightly says nothing while we push to it."""
+        stream.timeout = max(stream.timeout, self._sync_limits.session_seconds)
+
     async def _serve_sync(self, stream: Any) -> None:
         peer_id = stream.remote_peer_id
         self.peer_table.peer(peer_id)
         if not self.peer_table.may_dial(peer_id):
             return
+        self._leave_bounds_to_the_driver(stream)
         authorities = {
             tenant.id: (TenantSyncAuthority(tenant), TenantSyncStore(self.node, tenant))
             for tenant in self.node.tenants()

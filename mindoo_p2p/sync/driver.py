@@ -126,17 +126,32 @@ class _Session:
         self.bytes_received = 0
         self.started = trio.current_time()
         self._changed = trio.Event()
+        self._idle: trio.CancelScope | None = None
+        """The idle bound of the receive under way, if any."""
 
     async def send(self, frame: bytes) -> None:
         await self.stream.send_frame(frame)
         self.frames_sent += 1
         self.bytes_sent += len(frame)
+        idle = self._idle
+        if idle is not None:  # the peer took a frame in: the session is not idle
+            idle.deadline = trio.current_time() + self.limits.idle_seconds
 
     async def receive(self) -> bytes:
+        """The peer's next frame. The idle bound counts frames either way: while we push
+        entries the peer may rightly say nothing (it stores them; it answers at the end), so
+        each frame it takes in from us moves the deadline on."""
         with trio.move_on_after(self.limits.idle_seconds) as idle:
-            frame = await self.stream.receive_frame()
+            self._idle = idle
+            try:
+                frame = await self.stream.receive_frame()
+            finally:
+                self._idle = None
         if idle.cancelled_caught:
-            raise SyncTimeout(f"the peer sent nothing for {self.limits.idle_seconds} s")
+            raise SyncTimeout(
+                f"the peer sent nothing for {self.limits.idle_seconds} s"
+                " and took in nothing we sent"
+            )
         if len(frame) > MAX_FRAME_SIZE:
             raise ProtocolViolation(f"a frame of {len(frame)} bytes, over {MAX_FRAME_SIZE}")
         self.frames_received += 1
