@@ -70,12 +70,12 @@ class TenantSyncStore:
     def get_raw(self, ids: Sequence[bytes]) -> list[bytes]:
         # Stored entries were verified on arrival: serve their bytes without decoding them
         # again (fsck re-checks the store), only making sure they are of this tenant.
-        found = []
-        for entry_id in ids:
-            raw = self._node.store.get_raw(entry_id)
-            if raw is not None and tenant_id_of_raw(raw) == self._tenant.id:
-                found.append(raw)
-        return found
+        tenant_id = self._tenant.id
+        return [
+            raw
+            for raw in self._node.store.get_raws(ids)
+            if raw is not None and tenant_id_of_raw(raw) == tenant_id
+        ]
 
     def ingest(self, raws: Sequence[bytes]) -> IngestOutcome:
         """`check` then `commit`: see there."""
