@@ -34,10 +34,14 @@ written through ``db.batch()``, 1,000 per batch) runs as a separate ``mindoo nod
 process; an empty member node runs in this process (a `NodeDaemon`) and dials it over
 loopback. ``catchup_entries_per_s``: the entries it lacked divided by the time from the dial
 until its store holds all of them (counted by a `Node.add_listener` hook). Reported with the
-CPU seconds of each side, ``offered`` (entries handed to the member's ingest, duplicates
-included: both sides' sessions run at once) and, as the baseline measured in the same run,
-``local_ingest_entries_per_s``: the same sealed entries ingested by a third member node in
-this process, 2,000 per call, no network (``catchup_vs_local_ingest`` is the ratio).
+CPU seconds of each side, the member's resident memory (the benchmark process: it built the
+source's documents before, so this is an upper bound; ``member_rss_mb`` counts the pages of
+the memory-mapped store it touched, ``member_rss_anon_mb`` only the process's own memory) and
+store file size right after (``member_store_mb``), ``offered`` (entries handed to the member's
+ingest, duplicates included: both sides' sessions run at once) and, as the baseline measured
+in the same run, ``local_ingest_entries_per_s``: the same sealed entries ingested by a third
+member node in this process, 2,000 per call, no network (``catchup_vs_local_ingest`` is the
+ratio).
 
 (c) Propagation (``--changes K``, default 50): a 10-node in-process `Cluster` (line, then a
 random connected topology of average degree 2). K times, a random node creates a small
@@ -577,8 +581,11 @@ async def measure_catchup_session(root: Path, total: int) -> dict[str, Any]:
                 elapsed = time.perf_counter() - started
                 member_cpu = time.process_time() - member_cpu
                 source_cpu = cpu_seconds(source_process) - source_cpu
+                memory = psutil.Process().memory_info()
                 nursery.cancel_scope.cancel()
             stored = member.store.count()
+            store_file = root / "member" / "store" / "data.mdb"
+            member_store = store_file.stat().st_size if store_file.exists() else 0
             if stored != total:
                 raise RuntimeError(
                     f"catch-up incomplete after {elapsed:.0f} s: {stored} of {total} entries"
@@ -595,6 +602,9 @@ async def measure_catchup_session(root: Path, total: int) -> dict[str, Any]:
                 "source_cpu_s": source_cpu,
                 "offered": member.offered,
                 "documents": len(documents),
+                "member_rss_mb": memory.rss / 1e6,
+                "member_rss_anon_mb": (memory.rss - memory.shared) / 1e6,
+                "member_store_mb": member_store / 1e6,
             }
         finally:
             member.close()
@@ -618,6 +628,9 @@ def measure_catchup(root: Path, count: int) -> dict[str, Any]:
         "entries_per_s": round(rate),
         "member_cpu_s": round(session["member_cpu_s"], 2),
         "source_cpu_s": round(session["source_cpu_s"], 2),
+        "member_rss_mb": round(session["member_rss_mb"], 1),
+        "member_rss_anon_mb": round(session["member_rss_anon_mb"], 1),
+        "member_store_mb": round(session["member_store_mb"], 1),
         "offered": session["offered"],
         "offered_vs_transferred": round(session["offered"] / session["transferred"], 2),
         "local_ingest_entries_per_s": round(local_rate),

@@ -14,6 +14,7 @@ from mindoo_p2p.entry import (
     TENANT_LOG,
     Entry,
     EntryKind,
+    _decode_usual,
     tenant_id_of_raw,
     validate_database_name,
 )
@@ -23,19 +24,27 @@ AUTHOR = SigningKeyPair.generate()
 KEY = random_key()
 
 
-def make_entry(payload: bytes = b"automerge change bytes", deps: int = 2) -> Entry:
+def make_entry(
+    payload: bytes = b"automerge change bytes",
+    deps: int = 2,
+    database: str = "contacts",
+    prev: bytes | None = None,
+    author_seq: int = 7,
+) -> Entry:
+    """A format-1 entry, or format 2 when ``prev`` is given."""
     return Entry.seal(
         kind=EntryKind.CHANGE,
         tenant_id=os.urandom(16),
-        database="contacts",
+        database=database,
         document_id=os.urandom(16),
         author=AUTHOR,
-        author_seq=7,
+        author_seq=author_seq,
         timestamp_ms=1_700_000_000_123,
         deps=[os.urandom(32) for _ in range(deps)],
         key_id=os.urandom(16),
         key=KEY,
         payload=payload,
+        prev=prev,
     )
 
 
@@ -178,3 +187,68 @@ def test_tenant_id_of_raw_reads_the_fixed_header_field() -> None:
     assert tenant_id_of_raw(entry.raw) == entry.tenant_id
     assert tenant_id_of_raw(b"MDE") is None
     assert tenant_id_of_raw(b"XXX" + entry.raw[3:]) is None
+
+
+USUAL_SHAPES = [
+    make_entry(),
+    make_entry(deps=0, database=TENANT_LOG),
+    make_entry(payload=os.urandom(300), deps=127, database="a" * 64),
+    make_entry(payload=os.urandom(20_000), deps=1),  # a 3-byte ciphertext length
+    make_entry(prev=os.urandom(32)),  # format 2: chained
+    make_entry(prev=bytes(32), author_seq=1, deps=0, database=TENANT_LOG),  # an author's first
+    make_entry(prev=os.urandom(32), payload=os.urandom(300), deps=127, database="a" * 64),
+]
+OTHER_SHAPES = [make_entry(deps=128)]  # a 2-byte dependency count: the reference decoder's
+
+
+def _fields(entry: Entry) -> tuple[object, ...]:
+    h = entry.header
+    return (
+        type(h.kind),
+        *(getattr(h, name) for name in h.__slots__),
+        entry.ciphertext,
+        entry.signature,
+        entry.raw,
+        entry.id,
+        entry.header_bytes,
+        entry.signed_end,
+    )
+
+
+def test_the_fast_decoder_reads_the_usual_shapes_and_leaves_the_others() -> None:
+    for entry in USUAL_SHAPES:
+        fast = _decode_usual(entry.raw)
+        assert fast is not None
+        assert fast == entry
+        assert _fields(fast) == _fields(Entry._decode_fields(entry.raw, "entry"))
+    for entry in OTHER_SHAPES:
+        assert _decode_usual(entry.raw) is None
+        assert Entry.decode(entry.raw) == entry
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.sampled_from(USUAL_SHAPES + OTHER_SHAPES),
+    st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=4),
+    st.integers(-3, 3),
+)
+def test_the_fast_decoder_accepts_only_what_the_reference_decoder_accepts(
+    base: Entry, mutations: list[tuple[int, int]], resize: int
+) -> None:
+    """Bytes changed anywhere (the length fields included), entries cut short or lengthened:
+    whenever the fast path returns an entry, the field-by-field reader returns the same."""
+    data = bytearray(base.raw)
+    for pos, value in mutations:
+        data[pos % len(data)] = value
+    if resize < 0:
+        del data[resize:]
+    else:
+        data += bytes(resize)
+    fast = _decode_usual(bytes(data))
+    try:
+        reference: Entry | None = Entry._decode_fields(bytes(data), "entry")
+    except DecodeError:
+        reference = None
+    if fast is not None:
+        assert reference is not None
+        assert _fields(fast) == _fields(reference)

@@ -107,6 +107,13 @@ def test_round_trip_bytes_and_entries(store: EntryStore, make: Maker) -> None:
     assert not store.has(unknown)
     assert not store.has(b"short")
     assert store.missing([entries[0].id, unknown, entries[5].id, b"x"]) == [unknown, b"x"]
+    assert store.get_raws([entries[3].id, unknown, b"x", entries[0].id]) == [
+        entries[3].raw,
+        None,
+        None,
+        entries[0].raw,
+    ]
+    assert store.get_raws([]) == []
 
 
 def test_empty_batch_and_bad_item_type(store: EntryStore) -> None:

@@ -24,8 +24,38 @@ def random_key() -> bytes:
     return os.urandom(KEY_SIZE)
 
 
+_NONCE_POOL_SIZE = 256
+"""Nonces drawn from the OS per refill: one ``getrandom`` call per 256 nonces instead of one
+per entry (the call was 6 % of sealing a local change under load)."""
+
+
+class _NoncePool(threading.local):
+    """Per-thread random bytes from ``os.urandom``, handed out 24 at a time, never twice.
+
+    Tied to the process id: a forked child never hands out the bytes its parent had drawn
+    (a nonce reused under one key would break XChaCha20-Poly1305's confidentiality)."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.pool = b""
+        self.offset = 0
+
+    def take(self) -> bytes:
+        offset = self.offset
+        if offset >= len(self.pool) or self.pid != os.getpid():
+            self.pid = os.getpid()
+            self.pool = os.urandom(NONCE_SIZE * _NONCE_POOL_SIZE)
+            offset = 0
+        self.offset = offset + NONCE_SIZE
+        return self.pool[offset : offset + NONCE_SIZE]
+
+
+_nonces = _NoncePool()
+
+
 def random_nonce() -> bytes:
-    return os.urandom(NONCE_SIZE)
+    """24 fresh random bytes (from the OS's CSPRNG, drawn in blocks per thread and process)."""
+    return _nonces.take()
 
 
 _tls = threading.local()

@@ -59,7 +59,7 @@ from ..http.endpoint import HttpEndpoint
 from ..http.metrics import DaemonMetrics
 from ..net.address_book import AddressBook
 from ..net.dialer import maintain_connections
-from ..net.framing import FrameTooLarge, TransportError
+from ..net.framing import FramedStream, FrameTooLarge, TransportError
 from ..net.gossip import GossipService
 from ..net.host import HostConfig, PeerHost
 from ..net.peer_identity import to_libp2p_id
@@ -68,7 +68,7 @@ from ..store import AppendResult, Rejected
 from ..sync.auth import AuthDenied, ProofGate
 from ..sync.driver import SyncTimeout, run_initiator, run_responder
 from ..sync.messages import ProtocolViolation
-from ..sync.protocol import DEFAULT_LIMITS, IngestOutcome, SyncLimits, SyncReport, SyncStore
+from ..sync.protocol import DEFAULT_LIMITS, SyncLimits, SyncReport
 from ..sync.tenant_adapter import TenantSyncAuthority, TenantSyncStore
 from ..tenant import Tenant
 from .activity import Activity
@@ -78,6 +78,7 @@ from .node_access import NodeAccess
 from .peer_table import BAN_THRESHOLD, PeerState, PeerTable
 from .scheduler import SyncScheduler, run_wakes
 from .status import StoreStatus, daemon_status, read_store
+from .sync_ingest import SessionIngest
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +90,6 @@ STOP_GRACE = 0.1
 """Dials and disconnects waiting to be carried out, at most (more are dropped and logged: the
 dialer retries address-book peers, and a banned peer is refused whenever it comes back)."""
 MAX_CONCURRENT_REQUESTS = 4
-INLINE_INGEST = 16
-"""A received batch of at most this many entries is stored on the event loop (holding the
-Node); a larger one in a worker thread."""
 IMPORT_BATCH = 1000
 """Entries per Node call when the daemon imports: it lets go of the Node between batches."""
 
@@ -536,19 +534,6 @@ class NodeDaemon:
         if self._scheduler is not None:
             self._scheduler.session_ended(peer_id)
 
-    async def _ingest_received(self, store: SyncStore, raws: Sequence[bytes]) -> IngestOutcome:
-        """The sessions' `IngestRunner`: small batches on the loop, large ones in a worker
-        thread, both holding the Node."""
-        access = self.access
-        if len(raws) <= INLINE_INGEST:
-            async with access.hold(Origin.SYNC):
-                outcome = store.ingest(raws)
-        else:
-            outcome = await access.run(lambda _node: store.ingest(raws), Origin.SYNC)
-        if outcome.rejected or outcome.refused:
-            self.activity.refused(store.tenant_id, outcome.rejected + outcome.refused)
-        return outcome
-
     def _hold_for_handshake(self) -> AbstractAsyncContextManager[object]:
         """The sessions' `StoreHolder`: checking a peer's proof reads membership and may store
         its membership evidence, so it takes its turn with the Node (on the loop)."""
@@ -571,6 +556,7 @@ class NodeDaemon:
                 peer_id, tenant.id, tenant.name, live.received, live.sent
             )
 
+        self._leave_bounds_to_the_driver(stream)
         try:
             report = await run_initiator(
                 stream,
@@ -581,7 +567,7 @@ class NodeDaemon:
                 on_progress=progress,
                 on_penalty=self._penalize,
                 limits=self._sync_limits,
-                run_ingest=self._ingest_received,
+                ingest_stages=SessionIngest(self.access, self.activity.refused).stages(),
                 hold_store=self._hold_for_handshake,
                 on_authenticated=self._proven(peer_id),
             )
@@ -610,11 +596,18 @@ class NodeDaemon:
         self._record(peer_id, tenant, report)
         return report
 
+    def _leave_bounds_to_the_driver(self, stream: FramedStream) -> None:
+        """A sync stream's time bounds are the session's (`SyncLimits`: the wall time, and
+        the idle bound, which counts frames either way): the transport's per-frame timeout
+        (30 s) would cut a session whose peer rightly says nothing while we push to it."""
+        stream.timeout = max(stream.timeout, self._sync_limits.session_seconds)
+
     async def _serve_sync(self, stream: Any) -> None:
         peer_id = stream.remote_peer_id
         self.peer_table.peer(peer_id)
         if not self.peer_table.may_dial(peer_id):
             return
+        self._leave_bounds_to_the_driver(stream)
         authorities = {
             tenant.id: (TenantSyncAuthority(tenant), TenantSyncStore(self.node, tenant))
             for tenant in self.node.tenants()
@@ -628,7 +621,7 @@ class NodeDaemon:
                 authorities,
                 on_penalty=self._penalize,
                 limits=self._sync_limits,
-                run_ingest=self._ingest_received,
+                ingest_stages=SessionIngest(self.access, self.activity.refused).stages(),
                 hold_store=self._hold_for_handshake,
                 on_authenticated=self._proven(peer_id),
             )

@@ -377,6 +377,17 @@ class EntryStore:
             arrival = self._arrival(txn, bytes(entry_id))
             return None if arrival is None else txn.get(arrival, db=self._tables.sealed)
 
+    def get_raws(self, entry_ids: Sequence[bytes]) -> list[bytes | None]:
+        """`get_raw` of each id, in the order given, in one short read transaction (a peer's
+        fetch asks for hundreds at a time: one transaction each cost more than the reads)."""
+        sealed_db = self._tables.sealed
+        found: list[bytes | None] = []
+        with self._reading() as txn:
+            for entry_id in entry_ids:
+                arrival = self._arrival(txn, bytes(entry_id)) if len(entry_id) == ID_SIZE else None
+                found.append(None if arrival is None else txn.get(arrival, db=sealed_db))
+        return found
+
     def has(self, entry_id: bytes) -> bool:
         if len(entry_id) != ID_SIZE:
             return False

@@ -1,11 +1,12 @@
 """The trio driver: runs the handshake and the sync state machines over a framed stream.
 
 All protocol decisions live in :mod:`.auth` and :mod:`.protocol`; this module only moves
-frames, has received entries stored (through ``run_ingest(store, raws)``, by default
-:meth:`SyncStore.ingest` called in place; the daemon passes one that runs a large batch in a
-worker thread, so verifying and writing it does not stall the event loop; each frame the
-handshake receives is handled inside ``hold_store()``, since checking a peer's proof may store
-its membership evidence),
+frames, has received entries stored beside the session by an `IngestPipeline` (several frames
+per batch; through ``run_ingest(store, raws)``, by default :meth:`SyncStore.ingest` called in
+place, or through ``ingest_stages``, checks then commit, overlapping across batches: the daemon
+passes stages that run in worker threads, so verifying and writing does not stall the event
+loop; each frame the handshake receives is handled inside ``hold_store()``, since checking a
+peer's proof may store its membership evidence),
 and applies the two time bounds (the whole session, and the wait for each frame of the peer).
 The handshake runs in lock step; the sync phase runs full duplex (one task sends whatever the
 machine has to say while the other receives), so neither side can block the other however
@@ -20,7 +21,7 @@ session leaves the stream open: it belongs to the caller.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -35,9 +36,11 @@ from .auth import (
     ResponderState,
     TenantAuthority,
 )
+from .ingest_pipeline import IngestPipeline, IngestRunner, IngestStages
 from .messages import MAX_FRAME_SIZE, ProtocolViolation
 from .protocol import (
     DEFAULT_LIMITS,
+    IngestJob,
     IngestOutcome,
     SyncInitiator,
     SyncLimits,
@@ -56,8 +59,6 @@ PenaltyCallback = Callable[[bytes, int, str], None]
 """``on_penalty(remote_peer, points, reason)``."""
 ProgressCallback = Callable[[SyncReport], None]
 """Called with the live report after each frame of the sync phase."""
-IngestRunner = Callable[["SyncStore", Sequence[bytes]], Awaitable[IngestOutcome]]
-"""``run_ingest(store, raws)``: store a received batch, as :meth:`SyncStore.ingest` does."""
 
 
 async def ingest_in_place(store: SyncStore, raws: Sequence[bytes]) -> IngestOutcome:
@@ -112,11 +113,12 @@ class _Session:
         on_progress: ProgressCallback | None,
         run_ingest: IngestRunner = ingest_in_place,
         hold_store: StoreHolder = no_hold,
+        ingest_stages: IngestStages | None = None,
     ) -> None:
         self.stream = stream
         self.limits = limits
         self.on_progress = on_progress
-        self.run_ingest = run_ingest
+        self.ingest_stages = ingest_stages or IngestStages.single(run_ingest)
         self.hold_store = hold_store
         self.frames_sent = 0
         self.frames_received = 0
@@ -124,17 +126,32 @@ class _Session:
         self.bytes_received = 0
         self.started = trio.current_time()
         self._changed = trio.Event()
+        self._idle: trio.CancelScope | None = None
+        """The idle bound of the receive under way, if any."""
 
     async def send(self, frame: bytes) -> None:
         await self.stream.send_frame(frame)
         self.frames_sent += 1
         self.bytes_sent += len(frame)
+        idle = self._idle
+        if idle is not None:  # the peer took a frame in: the session is not idle
+            idle.deadline = trio.current_time() + self.limits.idle_seconds
 
     async def receive(self) -> bytes:
+        """The peer's next frame. The idle bound counts frames either way: while we push
+        entries the peer may rightly say nothing (it stores them; it answers at the end), so
+        each frame it takes in from us moves the deadline on."""
         with trio.move_on_after(self.limits.idle_seconds) as idle:
-            frame = await self.stream.receive_frame()
+            self._idle = idle
+            try:
+                frame = await self.stream.receive_frame()
+            finally:
+                self._idle = None
         if idle.cancelled_caught:
-            raise SyncTimeout(f"the peer sent nothing for {self.limits.idle_seconds} s")
+            raise SyncTimeout(
+                f"the peer sent nothing for {self.limits.idle_seconds} s"
+                " and took in nothing we sent"
+            )
         if len(frame) > MAX_FRAME_SIZE:
             raise ProtocolViolation(f"a frame of {len(frame)} bytes, over {MAX_FRAME_SIZE}")
         self.frames_received += 1
@@ -164,26 +181,38 @@ class _Session:
                 raise RuntimeError("handshake stalled")
 
     async def duplex(self, machine: Machine, store: SyncStore) -> None:
-        """Run a sync machine to its end, sending and receiving at the same time."""
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._send_loop, machine)
-                await self._receive_loop(machine, store)
-        except BaseExceptionGroup as group:
-            raise _first_error(group) from None
+        """Run a sync machine to its end, sending, receiving and storing what was received at
+        the same time (storing batches several frames while the next ones arrive:
+        `IngestPipeline`)."""
 
-    async def _receive_loop(self, machine: Machine, store: SyncStore) -> None:
-        while machine.receiving:
-            machine.receive(await self.receive())
+        def ingested(job: IngestJob, outcome: IngestOutcome) -> None:
             try:
-                for job in machine.take_jobs():
-                    outcome = (
-                        await self.run_ingest(store, job.raws) if job.raws else IngestOutcome()
-                    )
-                    machine.ingested(job, outcome)
+                machine.ingested(job, outcome)
             finally:
                 self._changed.set()
             if self.on_progress is not None:
+                self.on_progress(self.fill(machine.report))
+
+        pipeline = IngestPipeline(store, self.ingest_stages, ingested)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send_loop, machine)
+                nursery.start_soon(pipeline.run)
+                try:
+                    await self._receive_loop(machine, pipeline)
+                finally:
+                    pipeline.close()
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+
+    async def _receive_loop(self, machine: Machine, pipeline: IngestPipeline) -> None:
+        while machine.receiving:
+            machine.receive(await self.receive())
+            jobs = machine.take_jobs()
+            self._changed.set()
+            for job in jobs:
+                await pipeline.put(job)
+            if self.on_progress is not None and not jobs:
                 self.on_progress(self.fill(machine.report))
 
     async def _send_loop(self, machine: Machine) -> None:
@@ -249,6 +278,7 @@ async def run_initiator(
     run_ingest: IngestRunner = ingest_in_place,
     hold_store: StoreHolder = no_hold,
     on_authenticated: AuthenticatedCallback | None = None,
+    ingest_stages: IngestStages | None = None,
 ) -> SyncReport:
     """Authenticate for ``authority``'s tenant and sync ``store`` with the peer.
 
@@ -260,7 +290,7 @@ async def run_initiator(
     """
     if store.tenant_id != authority.tenant_id:
         raise ValueError("the store and the authority are of different tenants")
-    session = _Session(stream, limits, on_progress, run_ingest, hold_store)
+    session = _Session(stream, limits, on_progress, run_ingest, hold_store, ingest_stages)
     machine: SyncInitiator | None = None
     try:
         with trio.move_on_after(limits.session_seconds):
@@ -303,6 +333,7 @@ async def run_responder(
     run_ingest: IngestRunner = ingest_in_place,
     hold_store: StoreHolder = no_hold,
     on_authenticated: AuthenticatedCallback | None = None,
+    ingest_stages: IngestStages | None = None,
 ) -> SyncReport | None:
     """Answer a session for whichever tenant of ``authorities`` (tenant id -> (authority,
     store)) the initiator proves itself for; ``on_authenticated(tenant_id)`` once it has.
@@ -315,7 +346,7 @@ async def run_responder(
     for authority, store in pairs:
         if store.tenant_id != authority.tenant_id:
             raise ValueError("a store and its authority are of different tenants")
-    session = _Session(stream, limits, on_progress, run_ingest, hold_store)
+    session = _Session(stream, limits, on_progress, run_ingest, hold_store, ingest_stages)
     machine: SyncResponder | None = None
     try:
         with trio.move_on_after(limits.session_seconds):

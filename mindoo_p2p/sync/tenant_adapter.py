@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 from .. import admission
 from ..crypto import SigningKeyPair
@@ -69,18 +70,21 @@ class TenantSyncStore:
     def get_raw(self, ids: Sequence[bytes]) -> list[bytes]:
         # Stored entries were verified on arrival: serve their bytes without decoding them
         # again (fsck re-checks the store), only making sure they are of this tenant.
-        found = []
-        for entry_id in ids:
-            raw = self._node.store.get_raw(entry_id)
-            if raw is not None and tenant_id_of_raw(raw) == self._tenant.id:
-                found.append(raw)
-        return found
+        tenant_id = self._tenant.id
+        return [
+            raw
+            for raw in self._node.store.get_raws(ids)
+            if raw is not None and tenant_id_of_raw(raw) == tenant_id
+        ]
 
     def ingest(self, raws: Sequence[bytes]) -> IngestOutcome:
-        """Decode each entry once (another tenant's entry is MISROUTED), then `Node.ingest`
-        the decoded entries (which verifies and admits them, without decoding them again).
-        A rejection whose kind blames the sender is `rejected` (the peer is penalised), any
-        other is `refused` (`RejectionKind.sender_at_fault`)."""
+        """`check` then `commit`: see there."""
+        return self.commit(self.check(raws))
+
+    def check(self, raws: Sequence[bytes]) -> CheckedIngest:
+        """The checks that need no lock on the Node (store reads only, so any thread may run
+        them beside a writer): decode each entry once (another tenant's entry is MISROUTED),
+        set aside those stored already, verify the signatures of the others (all cores)."""
         problems: list[Rejected] = []
         ours: list[Entry] = []
         for raw in raws:
@@ -93,7 +97,16 @@ class TenantSyncStore:
                 )
             else:
                 ours.append(decoded)
-        result = self._node.ingest(ours) if ours else None
+        store = self._node.store
+        checked = admission.check_entries(ours, lambda ids: set(ids).difference(store.missing(ids)))
+        return CheckedIngest(tuple(checked.verified), tuple(problems + checked.rejected))
+
+    def commit(self, checked: CheckedIngest) -> IngestOutcome:
+        """`Node.ingest` the verified entries (admitted and stored without being decoded or
+        verified again). A rejection whose kind blames the sender is `rejected` (the peer is
+        penalised), any other is `refused` (`RejectionKind.sender_at_fault`)."""
+        problems = list(checked.problems)
+        result = self._node.ingest(checked.verified) if checked.verified else None
         if result is not None:
             problems += result.rejected
         return IngestOutcome(
@@ -101,3 +114,13 @@ class TenantSyncStore:
             rejected=tuple(r for r in problems if r.sender_at_fault),
             refused=tuple(r for r in problems if not r.sender_at_fault),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedIngest:
+    """A received batch after `TenantSyncStore.check`: what `TenantSyncStore.commit` stores."""
+
+    verified: tuple[admission.VerifiedEntry, ...]
+    """New entries of this tenant whose signatures verified (not stored when checked)."""
+    problems: tuple[Rejected, ...]
+    """What failed the checks (malformed, another tenant's, bad signature)."""
