@@ -197,8 +197,9 @@ def session_fields(row: dict[str, Any]) -> dict[str, Any]:
     return {"sessions": row.get("sessions"), "last_session": row.get("last_session")}
 
 
-def measure(root: Path, n: int, d: int, running_node: Any) -> dict[str, Any]:
-    """Run the four scenarios; ``running_node`` is bench_sync's process context manager."""
+def measure(root: Path, n: int, d: int, running_node: Any, *, clone: bool = True) -> dict[str, Any]:
+    """Run the four scenarios (without ``clone``: the first three); ``running_node`` is
+    bench_sync's process context manager."""
     result: dict[str, Any] = {"n": n, "d": d, "build": build_homes(root, n, d)}
     union = n + d // 2
     with running_node(root / "a") as a, CountingRelay(int(a.addr.split("/")[4])) as relay:
@@ -268,6 +269,8 @@ def measure(root: Path, n: int, d: int, running_node: Any) -> dict[str, Any]:
             warm.update(session_fields(peer_row(b.status(), a.peer_id)))
             result["warm_resync"] = warm
 
+        if not clone:
+            return result
         total = union + WARM_WRITES
         before = relay.counts()
         with running_node(root / "c", bootstrap=[relayed]) as c:
@@ -284,18 +287,17 @@ def measure(root: Path, n: int, d: int, running_node: Any) -> dict[str, Any]:
 
 
 def summary(result: dict[str, Any]) -> str:
-    first, idle, warm, clone = (
-        result["first_sync"],
-        result["idle_resync"],
-        result["warm_resync"],
-        result["clone"],
-    )
+    first, idle, warm = result["first_sync"], result["idle_resync"], result["warm_resync"]
+    clone = result.get("clone")
 
     def kb(row: dict[str, Any]) -> str:
         return f"{(row['bytes_up'] + row['bytes_down']) / 1024:.0f} KB"
 
-    return (
+    text = (
         f"daemons n={result['n']} d={result['d']}: first sync {first['seconds']} s {kb(first)},"
         f" idle re-sync {idle['seconds']} s {kb(idle)}, warm re-sync {warm['seconds']} s"
-        f" {kb(warm)}, clone {clone['entries_per_s']}/s {kb(clone)} rss {clone['rss_mb']} MB"
+        f" {kb(warm)}"
     )
+    if clone:
+        text += f", clone {clone['entries_per_s']}/s {kb(clone)} rss {clone['rss_mb']} MB"
+    return text

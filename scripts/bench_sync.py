@@ -972,6 +972,9 @@ def main() -> None:
     parser.add_argument("--daemons-n", type=int, default=100_000, help="entries per daemon (e)")
     parser.add_argument("--daemons-d", type=int, default=1000, help="differences (e)")
     parser.add_argument(
+        "--daemons-no-clone", action="store_true", help="(e) without the clone scenario"
+    )
+    parser.add_argument(
         "--span-s",
         type=float,
         help="recon cases: the items span this many seconds instead of 30 days (60: a burst of"
@@ -1030,7 +1033,11 @@ def main() -> None:
         if "daemons" in parts:
             (root / "daemons").mkdir()
             result["daemons"] = _bench_daemons.measure(
-                root / "daemons", args.daemons_n, args.daemons_d, running_node
+                root / "daemons",
+                args.daemons_n,
+                args.daemons_d,
+                running_node,
+                clone=not args.daemons_no_clone,
             )
             progress_line(args, f"daemons {result['daemons']}")
     result["targets"] = check_targets(result)
