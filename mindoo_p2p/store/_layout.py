@@ -107,7 +107,7 @@ RECON_BASE_LEVEL = 3
 """Levels from this one up have a row for every non-empty bucket; finer ones only under a split
 bucket."""
 RECON_TOP_LEVEL = len(RECON_SHIFTS) - 1
-RECON_SPLIT_THRESHOLD = 128
+RECON_SPLIT_THRESHOLD = 256
 """A bucket of level 1 to RECON_BASE_LEVEL holding more items than this has rows for its
 children; one holding fewer is a leaf. Part of the format: fsck expects exactly these rows."""
 RECON_V4_SHIFTS = (18, 24, 30, 36)

@@ -165,49 +165,82 @@ def _apply_deltas(
 ) -> None:
     """Add (``sign`` 1) or remove (-1) items, summed per millisecond, to the aggregate rows,
     level by level from the top: a row of a base or higher level is always updated; a finer
-    row only under a parent that was split before and still is. A bucket that crosses the
-    threshold has its subtree rewritten from ``recon_idx`` (already updated) instead."""
-    deltas: list[dict[tuple[bytes, int], list[int]]] = [{} for _ in RECON_SHIFTS]
+    row only under a parent that was split before and still is (so the sums of the finer
+    levels are only computed for items under such parents: a sparse store pays for the base
+    levels alone). A bucket that crosses the threshold has its subtree rewritten from
+    ``recon_idx`` (already updated) instead."""
+    base_shift = RECON_SHIFTS[RECON_BASE_LEVEL]
+    deltas: dict[tuple[bytes, int], list[int]] = {}
     for (scope, timestamp), (count, id_sum) in sums.items():
-        for level, shift in enumerate(RECON_SHIFTS):
-            slot = (scope, timestamp >> shift)
-            accumulated = deltas[level].get(slot)
-            if accumulated is None:
-                deltas[level][slot] = [count, id_sum]
-            else:
-                accumulated[0] += count
-                accumulated[1] += id_sum
+        _accumulate(deltas, (scope, timestamp >> base_shift), count, id_sum)
+    upper = [deltas]
+    for _ in range(RECON_BASE_LEVEL + 1, RECON_TOP_LEVEL + 1):
+        coarser: dict[tuple[bytes, int], list[int]] = {}
+        for (scope, bucket), (count, id_sum) in upper[-1].items():
+            _accumulate(coarser, (scope, bucket >> RECON_FAN_SHIFT), count, id_sum)
+        upper.append(coarser)
+    for level in range(RECON_TOP_LEVEL, RECON_BASE_LEVEL - 1, -1):
+        split = _update_level(txn, tables, level, upper[level - RECON_BASE_LEVEL], sign)
+    fine = list(sums.items())
+    for level in range(RECON_BASE_LEVEL - 1, -1, -1):
+        if not split:
+            return
+        parent_shift = RECON_SHIFTS[level + 1]
+        fine = [each for each in fine if (each[0][0], each[0][1] >> parent_shift) in split]
+        shift = RECON_SHIFTS[level]
+        deltas = {}
+        for (scope, timestamp), (count, id_sum) in fine:
+            _accumulate(deltas, (scope, timestamp >> shift), count, id_sum)
+        split = _update_level(txn, tables, level, deltas, sign)
+
+
+def _accumulate(
+    into: dict[tuple[bytes, int], list[int]], slot: tuple[bytes, int], count: int, id_sum: int
+) -> None:
+    accumulated = into.get(slot)
+    if accumulated is None:
+        into[slot] = [count, id_sum]
+    else:
+        accumulated[0] += count
+        accumulated[1] += id_sum
+
+
+def _update_level(
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    level: int,
+    deltas: dict[tuple[bytes, int], list[int]],
+    sign: int,
+) -> set[tuple[bytes, int]]:
+    """Apply ``deltas`` to the rows of ``level``; the buckets that were split and still are
+    (their children take deltas next). A bucket that crossed the threshold either way gets its
+    subtree rewritten here."""
     agg_db = tables.recon_agg
     split: set[tuple[bytes, int]] = set()
-    """Buckets of the level just done that are split now and were before (children: deltas)."""
-    for level in range(RECON_TOP_LEVEL, -1, -1):
-        split_here: set[tuple[bytes, int]] = set()
-        for (scope, bucket), (count, id_sum) in sorted(deltas[level].items()):
-            if level < RECON_BASE_LEVEL and (scope, bucket >> RECON_FAN_SHIFT) not in split:
-                continue  # under a leaf, or under a subtree rewritten whole
-            row_key = recon_agg_key(scope, level, bucket)
-            stored = txn.get(row_key, db=agg_db)
-            parsed = (0, 0) if stored is None else unpack_recon_agg(stored)
-            if parsed is None:
-                raise _corrupt(f"malformed recon_agg row {row_key.hex()}")
-            new_count = parsed[0] + sign * count
-            if new_count < 0:
-                raise _corrupt(f"recon_agg row {row_key.hex()} does not cover the removed items")
-            if new_count >= _U64_LIMIT:
-                raise _corrupt(f"recon_agg row {row_key.hex()} overflows")
-            if new_count == 0:
-                txn.delete(row_key, db=agg_db)
-            else:
-                txn.put(row_key, pack_recon_agg(new_count, parsed[1] + sign * id_sum), db=agg_db)
-            if level == 0:
-                continue
-            was_split = parsed[0] > RECON_SPLIT_THRESHOLD or level > RECON_BASE_LEVEL
-            is_split = new_count > RECON_SPLIT_THRESHOLD or level > RECON_BASE_LEVEL
-            if was_split and is_split:
-                split_here.add((scope, bucket))
-            elif was_split != is_split:
-                _rewrite_subtree(txn, tables, scope, level, bucket)
-        split = split_here
+    for (scope, bucket), (count, id_sum) in sorted(deltas.items()):
+        row_key = recon_agg_key(scope, level, bucket)
+        stored = txn.get(row_key, db=agg_db)
+        parsed = (0, 0) if stored is None else unpack_recon_agg(stored)
+        if parsed is None:
+            raise _corrupt(f"malformed recon_agg row {row_key.hex()}")
+        new_count = parsed[0] + sign * count
+        if new_count < 0:
+            raise _corrupt(f"recon_agg row {row_key.hex()} does not cover the removed items")
+        if new_count >= _U64_LIMIT:
+            raise _corrupt(f"recon_agg row {row_key.hex()} overflows")
+        if new_count == 0:
+            txn.delete(row_key, db=agg_db)
+        else:
+            txn.put(row_key, pack_recon_agg(new_count, parsed[1] + sign * id_sum), db=agg_db)
+        if level == 0 or level > RECON_BASE_LEVEL:
+            continue
+        was_split = parsed[0] > RECON_SPLIT_THRESHOLD
+        is_split = new_count > RECON_SPLIT_THRESHOLD
+        if was_split and is_split:
+            split.add((scope, bucket))
+        elif was_split != is_split:
+            _rewrite_subtree(txn, tables, scope, level, bucket)
+    return split
 
 
 def _rewrite_subtree(
