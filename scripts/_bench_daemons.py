@@ -20,12 +20,19 @@ this process that counts every byte each way (Noise, Yamux, sync frames and goss
 
 ``bytes_up`` is what the dialing side sent, ``bytes_down`` what it received. Bytes are read
 when the scenario's condition is met and again after ``SETTLE_S`` (follow-up sessions, gossip)
-as ``bytes_settled``. Polling the status costs up to ``POLL_S`` per reading.
+as ``bytes_settled``. Entry counts are polled every ``POLL_S`` from the stores themselves
+(read-only, in this process: the daemon's status counts documents by a scan, about a second
+per call at 10^6); session counts and reports come from the daemon's status.
+``--daemons-homes DIR`` builds the homes once into DIR and copies them for each run, so runs of
+two versions of the code (a store of the older schema is upgraded when its daemon starts,
+before the timing begins) start from the same homes.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -40,6 +47,7 @@ import trio
 from mindoo_p2p.control import ControlClient, control_socket
 from mindoo_p2p.crypto.keystore import KdfProfile
 from mindoo_p2p.node import Node
+from mindoo_p2p.store import EntryStore
 
 PASSWORD = "bench-sync"
 TENANT = "bench"
@@ -144,7 +152,11 @@ def build_homes(root: Path, n: int, d: int) -> dict[str, Any]:
         del raws
         write_documents(a, d // 2)
         write_documents(b, d // 2)
-        return {"write_s": round(written_s, 1), "copy_s": round(copied_s, 1)}
+        return {
+            "write_s": round(written_s, 1),
+            "copy_s": round(copied_s, 1),
+            "tenant_id": a.tenant(TENANT).id.hex(),
+        }
     finally:
         for node in nodes.values():
             node.close()
@@ -160,11 +172,45 @@ def write_documents(node: Node, count: int) -> None:
                 done += 1
 
 
-def database_entries(status: dict[str, Any]) -> int:
-    for row in status.get("databases", []):
-        if row.get("tenant") == TENANT and row.get("database") == DATABASE:
-            return int(row.get("entries", 0))
-    return 0
+class EntryCounter:
+    """The benchmark database's entry count in a daemon's store, read in this process through a
+    read-only `EntryStore` (one O(1) read: the status's per-database document count scans
+    every document, about a second per call at 10^6, which polling would add to every figure)."""
+
+    def __init__(self, home: Path, tenant_id: bytes) -> None:
+        self._path = home / "store"
+        self._tenant_id = tenant_id
+        self._store: EntryStore | None = None
+
+    def __call__(self) -> int:
+        if self._store is None:
+            self._store = EntryStore(self._path, readonly=True)
+        return self._store.last_seq(self._tenant_id, DATABASE)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def prepared_homes(root: Path, n: int, d: int, homes: Path | None) -> dict[str, Any]:
+    """Homes a, b, c in ``root``: built there, or copied from ``homes`` (built there first when
+    it holds none yet, so several runs, and several versions of the code, start from the same
+    homes; a store of an older schema is upgraded when its daemon starts)."""
+    if homes is None:
+        return build_homes(root, n, d)
+    meta_file = homes / "bench.json"
+    if not meta_file.exists():
+        homes.mkdir(parents=True, exist_ok=True)
+        meta = build_homes(homes, n, d)
+        meta["n"], meta["d"] = n, d
+        meta_file.write_text(json.dumps(meta))
+    meta = json.loads(meta_file.read_text())
+    if (meta["n"], meta["d"]) != (n, d):
+        raise RuntimeError(f"{homes} holds homes of n={meta['n']} d={meta['d']}")
+    for name in ("a", "b", "c"):
+        shutil.copytree(homes / name, root / name)
+    return {**meta, "reused": str(homes)}
 
 
 def peer_row(status: dict[str, Any], peer_id: str) -> dict[str, Any]:
@@ -197,19 +243,42 @@ def session_fields(row: dict[str, Any]) -> dict[str, Any]:
     return {"sessions": row.get("sessions"), "last_session": row.get("last_session")}
 
 
-def measure(root: Path, n: int, d: int, running_node: Any, *, clone: bool = True) -> dict[str, Any]:
+def measure(
+    root: Path,
+    n: int,
+    d: int,
+    running_node: Any,
+    *,
+    clone: bool = True,
+    homes: Path | None = None,
+) -> dict[str, Any]:
     """Run the four scenarios (without ``clone``: the first three); ``running_node`` is
-    bench_sync's process context manager."""
-    result: dict[str, Any] = {"n": n, "d": d, "build": build_homes(root, n, d)}
+    bench_sync's process context manager; ``homes``: see :func:`prepared_homes`."""
+    result: dict[str, Any] = {"n": n, "d": d, "build": prepared_homes(root, n, d, homes)}
+    tenant_id = bytes.fromhex(result["build"]["tenant_id"])
+    counters = {name: EntryCounter(root / name, tenant_id) for name in ("a", "b", "c")}
+    try:
+        return _scenarios(root, n, d, running_node, clone, counters, result)
+    finally:
+        for counter in counters.values():
+            counter.close()
+
+
+def _scenarios(
+    root: Path,
+    n: int,
+    d: int,
+    running_node: Any,
+    clone: bool,
+    counters: dict[str, EntryCounter],
+    result: dict[str, Any],
+) -> dict[str, Any]:
     union = n + d // 2
     with running_node(root / "a") as a, CountingRelay(int(a.addr.split("/")[4])) as relay:
         relayed = f"/ip4/127.0.0.1/tcp/{relay.port}/p2p/{a.peer_id}"
 
         def both_hold(total: int) -> Callable[[], bool]:
-            return lambda: (
-                database_entries(control(root / "a", "status")) >= total
-                and database_entries(control(root / "b", "status")) >= total
-            )
+            return lambda: counters["a"]() >= total and counters["b"]() >= total
 
         def scenario(started: float, done: float, before: tuple[int, int]) -> dict[str, Any]:
             at_done = relay.counts()
@@ -275,7 +344,7 @@ def measure(root: Path, n: int, d: int, running_node: Any, *, clone: bool = True
         before = relay.counts()
         with running_node(root / "c", bootstrap=[relayed]) as c:
             started = time.perf_counter()
-            done = wait_for(lambda: database_entries(c.status()) >= total, "the clone")
+            done = wait_for(lambda: counters["c"]() >= total, "the clone")
             clone = scenario(started, done, before)
             clone["entries_per_s"] = round(total / max(done - started, 1e-9))
             clone["rss_mb"] = round(psutil.Process(c.process.pid).memory_info().rss / 2**20, 1)

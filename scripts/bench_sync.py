@@ -975,6 +975,11 @@ def main() -> None:
         "--daemons-no-clone", action="store_true", help="(e) without the clone scenario"
     )
     parser.add_argument(
+        "--daemons-homes",
+        type=Path,
+        help="(e) copy the homes from this directory (built there on the first run)",
+    )
+    parser.add_argument(
         "--span-s",
         type=float,
         help="recon cases: the items span this many seconds instead of 30 days (60: a burst of"
@@ -1038,6 +1043,7 @@ def main() -> None:
                 args.daemons_d,
                 running_node,
                 clone=not args.daemons_no_clone,
+                homes=args.daemons_homes,
             )
             progress_line(args, f"daemons {result['daemons']}")
     result["targets"] = check_targets(result)
