@@ -27,15 +27,16 @@ from ..errors import StoreError
 from ..recon import ReconItem, fingerprint_from_sum
 from ._layout import (
     RECON_AGG_KEY_SIZE,
+    RECON_BASE_LEVEL,
     RECON_FAN_SHIFT,
     RECON_IDX_KEY_SIZE,
     RECON_SHIFTS,
+    RECON_SPLIT_THRESHOLD,
     RECON_TOP_LEVEL,
     SCOPE_SIZE,
     SEQ_SIZE,
     Tables,
     recon_agg_key,
-    recon_is_leaf,
     unpack_recon_agg,
 )
 
@@ -350,7 +351,8 @@ class LmdbReconStorage:
         """The run under row (level, bucket): its items when the row is a leaf, otherwise its
         child rows of level - 1. ``expected`` is that row's (count, id sum), which the run must
         add up to."""
-        leaf = recon_is_leaf(level, expected[0])
+        # = recon_is_leaf(level, expected[0]), inlined: on every step of every walk
+        leaf = level == 0 or (level <= RECON_BASE_LEVEL and expected[0] <= RECON_SPLIT_THRESHOLD)
         cache = self._leaves if leaf else self._aggregates
         run = cache.get(bucket, level)
         if run is not None:
