@@ -11,7 +11,10 @@ this process that counts every byte each way (Noise, Yamux, sync frames and goss
   until both stores hold the union (N + d/2 each). Sessions and the last session's own report
   (rounds, elapsed time), where the daemon's status gives them.
 - ``idle_resync``: both in sync; ``b`` is asked to sync now (``sync`` over its control
-  socket); timed until its session count grows, with the session's own elapsed time.
+  socket); timed until its session count grows, with the session's own elapsed time; then
+  ``quiet_sessions_ms``: ten more idle sessions, each read from the status only a second after
+  it was asked for (the polling status scans every document beside the session: at 10^6 that
+  made the polled figures seconds, not milliseconds).
 - ``warm_resync``: ``b`` stops; ``a`` gets ``WARM_WRITES`` new documents (written through the
   CLI, which forwards to ``a``'s daemon); ``b`` starts again and redials from its address book;
   timed from its daemon answering until it holds them.
@@ -33,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -58,6 +62,8 @@ POLL_S = 0.02
 SETTLE_S = 3.0
 SCENARIO_TIMEOUT_S = 1800.0
 RELAY_BUFFER = 256 * 1024
+IDLE_REPEATS = 10
+IDLE_GAP_S = 1.0
 
 
 class CountingRelay:
@@ -238,6 +244,21 @@ def store_bytes(home: Path) -> int:
     return sum(p.stat().st_size for p in (home / "store").glob("*.mdb"))
 
 
+def quiet_idle_sessions(home: Path, node: Any, peer_id: str) -> list[float]:
+    """The elapsed time of ``IDLE_REPEATS`` idle sessions, each asked for with ``sync`` and read
+    from the status ``IDLE_GAP_S`` later, so that no status call (whose document count scans
+    every document, holding the interpreter) runs beside the session; sorted."""
+    elapsed = []
+    for _ in range(IDLE_REPEATS):
+        before = peer_row(node.status(), peer_id).get("sessions", 0)
+        control(home, "sync")
+        time.sleep(IDLE_GAP_S)
+        row = peer_row(node.status(), peer_id)
+        if row.get("sessions", 0) > before and row.get("last_session"):
+            elapsed.append(float(row["last_session"]["elapsed_ms"]))
+    return sorted(elapsed)
+
+
 def session_fields(row: dict[str, Any]) -> dict[str, Any]:
     """The peer's session count and, where the status has it, its last session's report."""
     return {"sessions": row.get("sessions"), "last_session": row.get("last_session")}
@@ -310,6 +331,7 @@ def _scenarios(
             )
             idle = scenario(started, done, before)
             idle.update(session_fields(peer_row(b.status(), a.peer_id)))
+            idle["quiet_sessions_ms"] = quiet_idle_sessions(root / "b", b, a.peer_id)
             result["idle_resync"] = idle
 
         for i in range(WARM_WRITES):
@@ -364,7 +386,9 @@ def summary(result: dict[str, Any]) -> str:
 
     text = (
         f"daemons n={result['n']} d={result['d']}: first sync {first['seconds']} s {kb(first)},"
-        f" idle re-sync {idle['seconds']} s {kb(idle)}, warm re-sync {warm['seconds']} s"
+        f" idle re-sync {idle['seconds']} s {kb(idle)} (quiet sessions, median"
+        f" {statistics.median(idle['quiet_sessions_ms'] or [0.0])} ms),"
+        f" warm re-sync {warm['seconds']} s"
         f" {kb(warm)}"
     )
     if clone:
