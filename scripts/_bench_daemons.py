@@ -11,7 +11,10 @@ this process that counts every byte each way (Noise, Yamux, sync frames and goss
   until both stores hold the union (N + d/2 each). Sessions and the last session's own report
   (rounds, elapsed time), where the daemon's status gives them.
 - ``idle_resync``: both in sync; ``b`` is asked to sync now (``sync`` over its control
-  socket); timed until its session count grows, with the session's own elapsed time.
+  socket); timed until its session count grows, with the session's own elapsed time; then
+  ``quiet_sessions_ms``: ten more idle sessions, each read from the status only a second after
+  it was asked for (the polling status scans every document beside the session: at 10^6 that
+  made the polled figures seconds, not milliseconds).
 - ``warm_resync``: ``b`` stops; ``a`` gets ``WARM_WRITES`` new documents (written through the
   CLI, which forwards to ``a``'s daemon); ``b`` starts again and redials from its address book;
   timed from its daemon answering until it holds them.
@@ -20,12 +23,20 @@ this process that counts every byte each way (Noise, Yamux, sync frames and goss
 
 ``bytes_up`` is what the dialing side sent, ``bytes_down`` what it received. Bytes are read
 when the scenario's condition is met and again after ``SETTLE_S`` (follow-up sessions, gossip)
-as ``bytes_settled``. Polling the status costs up to ``POLL_S`` per reading.
+as ``bytes_settled``. Entry counts are polled every ``POLL_S`` from the stores themselves
+(read-only, in this process: the daemon's status counts documents by a scan, about a second
+per call at 10^6); session counts and reports come from the daemon's status.
+``--daemons-homes DIR`` builds the homes once into DIR and copies them for each run, so runs of
+two versions of the code (a store of the older schema is upgraded when its daemon starts,
+before the timing begins) start from the same homes.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -40,6 +51,7 @@ import trio
 from mindoo_p2p.control import ControlClient, control_socket
 from mindoo_p2p.crypto.keystore import KdfProfile
 from mindoo_p2p.node import Node
+from mindoo_p2p.store import EntryStore
 
 PASSWORD = "bench-sync"
 TENANT = "bench"
@@ -50,6 +62,8 @@ POLL_S = 0.02
 SETTLE_S = 3.0
 SCENARIO_TIMEOUT_S = 1800.0
 RELAY_BUFFER = 256 * 1024
+IDLE_REPEATS = 10
+IDLE_GAP_S = 1.0
 
 
 class CountingRelay:
@@ -144,7 +158,11 @@ def build_homes(root: Path, n: int, d: int) -> dict[str, Any]:
         del raws
         write_documents(a, d // 2)
         write_documents(b, d // 2)
-        return {"write_s": round(written_s, 1), "copy_s": round(copied_s, 1)}
+        return {
+            "write_s": round(written_s, 1),
+            "copy_s": round(copied_s, 1),
+            "tenant_id": a.tenant(TENANT).id.hex(),
+        }
     finally:
         for node in nodes.values():
             node.close()
@@ -160,11 +178,45 @@ def write_documents(node: Node, count: int) -> None:
                 done += 1
 
 
-def database_entries(status: dict[str, Any]) -> int:
-    for row in status.get("databases", []):
-        if row.get("tenant") == TENANT and row.get("database") == DATABASE:
-            return int(row.get("entries", 0))
-    return 0
+class EntryCounter:
+    """The benchmark database's entry count in a daemon's store, read in this process through a
+    read-only `EntryStore` (one O(1) read: the status's per-database document count scans
+    every document, about a second per call at 10^6, which polling would add to every figure)."""
+
+    def __init__(self, home: Path, tenant_id: bytes) -> None:
+        self._path = home / "store"
+        self._tenant_id = tenant_id
+        self._store: EntryStore | None = None
+
+    def __call__(self) -> int:
+        if self._store is None:
+            self._store = EntryStore(self._path, readonly=True)
+        return self._store.last_seq(self._tenant_id, DATABASE)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def prepared_homes(root: Path, n: int, d: int, homes: Path | None) -> dict[str, Any]:
+    """Homes a, b, c in ``root``: built there, or copied from ``homes`` (built there first when
+    it holds none yet, so several runs, and several versions of the code, start from the same
+    homes; a store of an older schema is upgraded when its daemon starts)."""
+    if homes is None:
+        return build_homes(root, n, d)
+    meta_file = homes / "bench.json"
+    if not meta_file.exists():
+        homes.mkdir(parents=True, exist_ok=True)
+        meta = build_homes(homes, n, d)
+        meta["n"], meta["d"] = n, d
+        meta_file.write_text(json.dumps(meta))
+    meta = json.loads(meta_file.read_text())
+    if (meta["n"], meta["d"]) != (n, d):
+        raise RuntimeError(f"{homes} holds homes of n={meta['n']} d={meta['d']}")
+    for name in ("a", "b", "c"):
+        shutil.copytree(homes / name, root / name)
+    return {**meta, "reused": str(homes)}
 
 
 def peer_row(status: dict[str, Any], peer_id: str) -> dict[str, Any]:
@@ -192,23 +244,62 @@ def store_bytes(home: Path) -> int:
     return sum(p.stat().st_size for p in (home / "store").glob("*.mdb"))
 
 
+def quiet_idle_sessions(home: Path, node: Any, peer_id: str) -> list[float]:
+    """The elapsed time of ``IDLE_REPEATS`` idle sessions, each asked for with ``sync`` and read
+    from the status ``IDLE_GAP_S`` later, so that no status call (whose document count scans
+    every document, holding the interpreter) runs beside the session; sorted."""
+    elapsed = []
+    for _ in range(IDLE_REPEATS):
+        before = peer_row(node.status(), peer_id).get("sessions", 0)
+        control(home, "sync")
+        time.sleep(IDLE_GAP_S)
+        row = peer_row(node.status(), peer_id)
+        if row.get("sessions", 0) > before and row.get("last_session"):
+            elapsed.append(float(row["last_session"]["elapsed_ms"]))
+    return sorted(elapsed)
+
+
 def session_fields(row: dict[str, Any]) -> dict[str, Any]:
     """The peer's session count and, where the status has it, its last session's report."""
     return {"sessions": row.get("sessions"), "last_session": row.get("last_session")}
 
 
-def measure(root: Path, n: int, d: int, running_node: Any) -> dict[str, Any]:
-    """Run the four scenarios; ``running_node`` is bench_sync's process context manager."""
-    result: dict[str, Any] = {"n": n, "d": d, "build": build_homes(root, n, d)}
+def measure(
+    root: Path,
+    n: int,
+    d: int,
+    running_node: Any,
+    *,
+    clone: bool = True,
+    homes: Path | None = None,
+) -> dict[str, Any]:
+    """Run the four scenarios (without ``clone``: the first three); ``running_node`` is
+    bench_sync's process context manager; ``homes``: see :func:`prepared_homes`."""
+    result: dict[str, Any] = {"n": n, "d": d, "build": prepared_homes(root, n, d, homes)}
+    tenant_id = bytes.fromhex(result["build"]["tenant_id"])
+    counters = {name: EntryCounter(root / name, tenant_id) for name in ("a", "b", "c")}
+    try:
+        return _scenarios(root, n, d, running_node, clone, counters, result)
+    finally:
+        for counter in counters.values():
+            counter.close()
+
+
+def _scenarios(
+    root: Path,
+    n: int,
+    d: int,
+    running_node: Any,
+    clone: bool,
+    counters: dict[str, EntryCounter],
+    result: dict[str, Any],
+) -> dict[str, Any]:
     union = n + d // 2
     with running_node(root / "a") as a, CountingRelay(int(a.addr.split("/")[4])) as relay:
         relayed = f"/ip4/127.0.0.1/tcp/{relay.port}/p2p/{a.peer_id}"
 
         def both_hold(total: int) -> Callable[[], bool]:
-            return lambda: (
-                database_entries(control(root / "a", "status")) >= total
-                and database_entries(control(root / "b", "status")) >= total
-            )
+            return lambda: counters["a"]() >= total and counters["b"]() >= total
 
         def scenario(started: float, done: float, before: tuple[int, int]) -> dict[str, Any]:
             at_done = relay.counts()
@@ -240,6 +331,7 @@ def measure(root: Path, n: int, d: int, running_node: Any) -> dict[str, Any]:
             )
             idle = scenario(started, done, before)
             idle.update(session_fields(peer_row(b.status(), a.peer_id)))
+            idle["quiet_sessions_ms"] = quiet_idle_sessions(root / "b", b, a.peer_id)
             result["idle_resync"] = idle
 
         for i in range(WARM_WRITES):
@@ -268,11 +360,13 @@ def measure(root: Path, n: int, d: int, running_node: Any) -> dict[str, Any]:
             warm.update(session_fields(peer_row(b.status(), a.peer_id)))
             result["warm_resync"] = warm
 
+        if not clone:
+            return result
         total = union + WARM_WRITES
         before = relay.counts()
         with running_node(root / "c", bootstrap=[relayed]) as c:
             started = time.perf_counter()
-            done = wait_for(lambda: database_entries(c.status()) >= total, "the clone")
+            done = wait_for(lambda: counters["c"]() >= total, "the clone")
             clone = scenario(started, done, before)
             clone["entries_per_s"] = round(total / max(done - started, 1e-9))
             clone["rss_mb"] = round(psutil.Process(c.process.pid).memory_info().rss / 2**20, 1)
@@ -284,18 +378,19 @@ def measure(root: Path, n: int, d: int, running_node: Any) -> dict[str, Any]:
 
 
 def summary(result: dict[str, Any]) -> str:
-    first, idle, warm, clone = (
-        result["first_sync"],
-        result["idle_resync"],
-        result["warm_resync"],
-        result["clone"],
-    )
+    first, idle, warm = result["first_sync"], result["idle_resync"], result["warm_resync"]
+    clone = result.get("clone")
 
     def kb(row: dict[str, Any]) -> str:
         return f"{(row['bytes_up'] + row['bytes_down']) / 1024:.0f} KB"
 
-    return (
+    text = (
         f"daemons n={result['n']} d={result['d']}: first sync {first['seconds']} s {kb(first)},"
-        f" idle re-sync {idle['seconds']} s {kb(idle)}, warm re-sync {warm['seconds']} s"
-        f" {kb(warm)}, clone {clone['entries_per_s']}/s {kb(clone)} rss {clone['rss_mb']} MB"
+        f" idle re-sync {idle['seconds']} s {kb(idle)} (quiet sessions, median"
+        f" {statistics.median(idle['quiet_sessions_ms'] or [0.0])} ms),"
+        f" warm re-sync {warm['seconds']} s"
+        f" {kb(warm)}"
     )
+    if clone:
+        text += f", clone {clone['entries_per_s']}/s {kb(clone)} rss {clone['rss_mb']} MB"
+    return text

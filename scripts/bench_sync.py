@@ -9,8 +9,9 @@ stderr. ``--n N --d D --layout recent|scattered`` runs one case; without them ev
 n in {10^4, 10^5, 10^6}, d in {0, 10, 1000, 100000} (d >= n skipped), both layouts.
 
 A case: each side holds n items (author timestamp, 32-byte id) of one database; d of them
-differ, d/2 only on each side. The items span 30 days; with ``recent`` the differing ones lie in
-the last 10 minutes (a device that was offline, gossip loss), with ``scattered`` anywhere.
+differ, d/2 only on each side. The items span 30 days (``--span-s S``: S seconds, e.g. 60 for a
+burst of writes); with ``recent`` the differing ones lie in the last 10 minutes (a device that
+was offline, gossip loss), with ``scattered`` anywhere.
 One session: `ReconInitiator` over one side, `ReconResponder` over the other, in memory (no
 transport framing counted), with a frame limit of 256 KiB by default. Reported per case:
 ``round_trips``; ``bytes`` (every message, both ways); ``cpu_s`` (Python CPU time of the whole
@@ -173,7 +174,8 @@ class CaseSets:
 
 
 def common_sequence(n: int, seed: int) -> list[Item]:
-    """n items spread over 30 days; a case with d differences shares the first n - d/2."""
+    """n items spread over SPAN_MS (30 days unless ``--span-s``); a case with d differences
+    shares the first n - d/2."""
     rnd = random.Random(f"{seed}/common/{n}")
     return [(BASE_MS + rnd.randrange(SPAN_MS), rnd.randbytes(32)) for _ in range(n)]
 
@@ -183,7 +185,8 @@ def make_sets(common: list[Item], d: int, layout: str, seed: int) -> CaseSets:
     n = len(common)
     rnd = random.Random(f"{seed}/{n}/{d}/{layout}")
     if layout == "recent":
-        start, span = BASE_MS + SPAN_MS - RECENT_MS, RECENT_MS
+        recent = min(RECENT_MS, SPAN_MS)
+        start, span = BASE_MS + SPAN_MS - recent, recent
     else:
         start, span = BASE_MS, SPAN_MS
 
@@ -981,6 +984,20 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=60.0, help="idle window")
     parser.add_argument("--daemons-n", type=int, default=100_000, help="entries per daemon (e)")
     parser.add_argument("--daemons-d", type=int, default=1000, help="differences (e)")
+    parser.add_argument(
+        "--daemons-no-clone", action="store_true", help="(e) without the clone scenario"
+    )
+    parser.add_argument(
+        "--daemons-homes",
+        type=Path,
+        help="(e) copy the homes from this directory (built there on the first run)",
+    )
+    parser.add_argument(
+        "--span-s",
+        type=float,
+        help="recon cases: the items span this many seconds instead of 30 days (60: a burst of"
+        " writes, as a bulk import or the daemons part makes)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="indented JSON on stdout")
     parser.add_argument("--progress", action="store_true", help="stderr lines while running")
@@ -994,6 +1011,11 @@ def main() -> None:
         parser.error("--catchup and --changes must be at least 1, --idle-seconds positive")
     if not 0 <= args.daemons_d < args.daemons_n:
         parser.error("need 0 <= --daemons-d < --daemons-n")
+    if args.span_s is not None:
+        if args.span_s < 0.001:
+            parser.error("--span-s must be at least 0.001")
+        global SPAN_MS
+        SPAN_MS = int(args.span_s * 1000)
     parts = set(args.part or DEFAULT_PARTS)
     if args.n is not None and "recon" not in parts:
         parser.error("--n, --d and --layout choose a recon case: add --part recon")
@@ -1029,7 +1051,12 @@ def main() -> None:
         if "daemons" in parts:
             (root / "daemons").mkdir()
             result["daemons"] = _bench_daemons.measure(
-                root / "daemons", args.daemons_n, args.daemons_d, running_node
+                root / "daemons",
+                args.daemons_n,
+                args.daemons_d,
+                running_node,
+                clone=not args.daemons_no_clone,
+                homes=args.daemons_homes,
             )
             progress_line(args, f"daemons {result['daemons']}")
     result["targets"] = check_targets(result)

@@ -37,8 +37,16 @@ from mindoo_p2p.recon import (
 )
 from mindoo_p2p.store import EntryStore, Rejected, RejectionKind, scope_key
 from mindoo_p2p.store import _recon_index as recon_index
+from mindoo_p2p.store import _recon_snapshot as recon_snapshot
 from mindoo_p2p.store import entry_store as entry_store_module
-from mindoo_p2p.store._layout import RECON_SHIFTS, recon_agg_key, unpack_recon_agg
+from mindoo_p2p.store._layout import (
+    RECON_BASE_LEVEL,
+    RECON_FAN_SHIFT,
+    RECON_SHIFTS,
+    RECON_SPLIT_THRESHOLD,
+    recon_agg_key,
+    unpack_recon_agg,
+)
 
 AUTHOR = SigningKeyPair.generate()
 KEY = random_key()
@@ -193,7 +201,7 @@ def test_lmdb_storage_answers_like_vector_storage(
                 recon_index.index_items(txn, store._tables, [(other, 5, b"\x01" * 32)])
             recon_index.index_items(txn, store._tables, [(scope, i.timestamp, i.id) for i in items])
         with (
-            mock.patch.object(recon_index, "_MAX_CHECKPOINTS", checkpoints),
+            mock.patch.object(recon_snapshot, "_MAX_CHECKPOINTS", checkpoints),
             store.recon_snapshot(TENANT, DB, cache_rows=cache) as storage,
         ):
             assert_same_answers(storage, VectorStorage(items), random.Random(seed))
@@ -208,7 +216,75 @@ def test_a_hot_bucket_of_equal_timestamps_is_exact_and_strided(store: EntryStore
         recon_index.index_items(txn, store._tables, [(scope, i.timestamp, i.id) for i in items])
     with store.recon_snapshot(TENANT, DB) as storage:
         assert_same_answers(storage, VectorStorage(items), rnd)
-        assert {run.stride for run in storage._leaves._runs.values()} == {4}
+        # The one-millisecond leaf of 9,000 items is sampled; the next millisecond is its own.
+        strides = {run.counts[-1]: run.stride for run in storage._leaves._runs.values()}
+        assert strides == {9000: 4, 100: 1}
+
+
+def index_rows(store: EntryStore, items: list[ReconItem], scope: bytes) -> None:
+    with store._writing() as txn:
+        recon_index.index_items(txn, store._tables, [(scope, i.timestamp, i.id) for i in items])
+
+
+def brute_force_rows(items: list[ReconItem], scope: bytes) -> dict[bytes, tuple[int, int]]:
+    sums: dict[tuple[int, int], list[int]] = {}
+    for item in items:
+        for level, shift in enumerate(RECON_SHIFTS):
+            acc = sums.setdefault((level, item.timestamp >> shift), [0, 0])
+            acc[0] += 1
+            acc[1] += int.from_bytes(item.id, "little")
+    return {
+        recon_agg_key(scope, level, bucket): (count, total % (1 << 256))
+        for (level, bucket), (count, total) in sums.items()
+        if level >= RECON_BASE_LEVEL
+        or sums[(level + 1, bucket >> RECON_FAN_SHIFT)][0] > RECON_SPLIT_THRESHOLD
+    }
+
+
+def test_a_burst_is_split_so_that_no_lookup_scans_more_than_the_threshold(
+    store: EntryStore,
+) -> None:
+    """20,000 items written within 20 seconds (one base bucket of ~4.4 minutes, which schema 4
+    kept as one leaf that every snapshot scanned whole): added in batches that cross the split
+    threshold of buckets at every level, the stored rows are exactly the rule's, and a snapshot
+    answers every lookup from leaves of at most RECON_SPLIT_THRESHOLD items."""
+    rnd = random.Random(8)
+    scope = scope_key(TENANT, DB)
+    base = (T0 >> RECON_SHIFTS[RECON_BASE_LEVEL]) << RECON_SHIFTS[RECON_BASE_LEVEL]
+    items = [ReconItem(base + rnd.randrange(20_000), rnd.randbytes(32)) for _ in range(20_000)]
+    written: list[ReconItem] = []
+    for size in (1, RECON_SPLIT_THRESHOLD - 1, 1, 1, 500, 19_000, 497):
+        batch, items = items[:size], items[size:]
+        index_rows(store, batch, scope)
+        written += batch
+        assert agg_rows(store) == brute_force_rows(written, scope)
+    assert not items
+    with store.recon_snapshot(TENANT, DB) as storage:
+        assert_same_answers(storage, VectorStorage(written), rnd)
+        leaves = list(storage._leaves._runs.values())
+        assert leaves and max(run.counts[-1] for run in leaves) <= RECON_SPLIT_THRESHOLD
+    assert len(agg_rows(store)) < len(written) // 10  # the fine rows cost little
+
+
+def test_removing_items_merges_a_split_bucket_back_into_a_leaf(store: EntryStore) -> None:
+    """Retraction lowers counts: a bucket falling to the threshold loses its child rows, one
+    emptied loses its row; the rows stay exactly the rule's, and fsck agrees."""
+    rnd = random.Random(9)
+    scope = scope_key(TENANT, DB)
+    items = [ReconItem(T0 + rnd.randrange(3_000), rnd.randbytes(32)) for _ in range(600)]
+    index_rows(store, items, scope)
+    rnd.shuffle(items)
+    while items:
+        gone, items = items[:150], items[150:]
+        with store._writing() as txn:
+            removed = recon_index.unindex_items(
+                txn, store._tables, [(scope, i.timestamp, i.id) for i in gone]
+            )
+        assert removed == len(gone)
+        assert agg_rows(store) == brute_force_rows(items, scope)
+        with store.recon_snapshot(TENANT, DB) as storage:
+            assert_same_answers(storage, VectorStorage(items), rnd)
+    assert agg_rows(store) == {}
 
 
 # -- sessions between two real stores --------------------------------------------------------
@@ -271,16 +347,21 @@ def agg_rows(store: EntryStore) -> dict[bytes, tuple[int, int]]:
 
 
 def expected_agg_rows(entries: list[Entry]) -> dict[bytes, tuple[int, int]]:
-    rows: dict[bytes, list[int]] = {}
+    """The rows the layout's rule calls for, by brute force: every level's sums, then the rows
+    of the base level and up, and the finer rows whose parent holds more than the threshold."""
+    sums: dict[tuple[bytes, int, int], list[int]] = {}
     for entry in entries:
         scope = scope_key(entry.header.tenant_id, entry.header.database)
         for level, shift in enumerate(RECON_SHIFTS):
-            acc = rows.setdefault(
-                recon_agg_key(scope, level, entry.header.timestamp_ms >> shift), [0, 0]
-            )
+            acc = sums.setdefault((scope, level, entry.header.timestamp_ms >> shift), [0, 0])
             acc[0] += 1
             acc[1] += int.from_bytes(entry.id, "little")
-    return {key: (count, total % (1 << 256)) for key, (count, total) in rows.items()}
+    return {
+        recon_agg_key(scope, level, bucket): (count, total % (1 << 256))
+        for (scope, level, bucket), (count, total) in sums.items()
+        if level >= RECON_BASE_LEVEL
+        or sums[(scope, level + 1, bucket >> RECON_FAN_SHIFT)][0] > RECON_SPLIT_THRESHOLD
+    }
 
 
 def test_appends_update_the_index_incrementally(store: EntryStore) -> None:
@@ -376,7 +457,9 @@ def test_fsck_reports_a_corrupted_aggregate_row_and_rebuild_fixes_it(tmp_path: P
     with EntryStore(path) as store:
         store.append(entries)
         rows = agg_rows(store)
-    victim = max((key for key in rows if key[32] == 0), key=lambda key: rows[key][0])
+    victim = max(
+        (key for key in rows if key[32] == RECON_BASE_LEVEL), key=lambda key: rows[key][0]
+    )
     count, id_sum = rows[victim]
     forged = (count + 1).to_bytes(8, "big") + (id_sum ^ 1).to_bytes(32, "little")
     raw_write(path, b"recon_agg", victim, forged)

@@ -21,6 +21,7 @@ DUPSORT|DUPFIXED table whose key holds a sorted list of fixed-size values: 16 by
     snapshots   scope(32) + doc_id(16)             -> seq (covered) + caller-encrypted blob
     recon_idx   scope(32)                          => BE64(timestamp_ms) + id(32)   (recon items)
     recon_agg   scope(32) + level(u8) + BE64(ts >> shift[level]) -> BE64(count) + sum(32, LE)
+                (levels 3-6 always; levels 0-2 only under a bucket of > RECON_SPLIT_THRESHOLD items)
     by_author   tenant_id(16) + author(32)         => BE64(author_seq) + arrival
     retracted   arrival                            -> tenant_id(16)   no longer accepted, or
                                                       tenant_id(16) + 0x01: withdrawn, but kept
@@ -43,9 +44,18 @@ them in ``documents``). Sequences are dense (1, 2, 3, ...) because nothing is ev
 
 The reconciliation index (:mod:`._recon_index`) is derived data: ``recon_idx`` holds one value
 per entry under its scope, in Negentropy's (timestamp, id) order, except entries whose timestamp
-is the reserved 2**64-1; ``recon_agg`` holds, per scope and level, the count and the sum (mod
-2**256, of the ids as little-endian integers) of the items in each time bucket of
-``2**RECON_SHIFTS[level]`` ms.
+is the reserved 2**64-1; ``recon_agg`` holds, per scope, level and time bucket of
+``2**RECON_SHIFTS[level]`` ms, the count and the sum (mod 2**256, of the ids as little-endian
+integers) of the bucket's items. Levels 6 down to 3 (~2.2 years to ~4.4 minutes) have a row for
+every bucket that holds items. Below them the tree adapts to density (schema 5): a bucket of level
+1, 2 or 3 holding more than ``RECON_SPLIT_THRESHOLD`` items is *split*, i.e. it has a row for
+each of its non-empty child buckets at the level below (~4.1 s, 64 ms, 1 ms); a bucket holding
+fewer is a *leaf*, whose items a reader scans, as is every bucket of level 0 (one millisecond).
+So a burst of writes (a bulk import, a device catching up) costs a reader the scan of at most
+``RECON_SPLIT_THRESHOLD`` items per lookup instead of the whole burst, while a sparse store has
+no fine rows at all (measured: see docs/architecture.md). Only many items of the very same
+millisecond make a bigger leaf (the snapshot reader samples those; see ``_recon_snapshot``).
+Whether a fine row exists follows from the counts alone, so fsck recomputes the expected rows.
 
 ``by_author`` lists every stored entry by (tenant, author, author_seq): a revocation that names
 the last sequence number it accepts from an author finds the author's later entries with one
@@ -61,15 +71,17 @@ fork point are retracted; those at it are marked in ``retracted`` with the 17-by
 (reads skip them) and, for the evidence, stay in the reconciliation index so that every node
 receives them and reaches the same fork point (:mod:`._chains`).
 
-Upgrades (:mod:`._upgrade`, on the first writable open, in one write transaction with the
-version bump): a store of schema 1, 2 or 3 (tables ``entries`` id -> bytes, ``log``, ``feed``,
-``doc_idx`` and ``documents`` with 32-byte ids as values, ``author_idx``, ``retracted`` keyed by
-id) is converted table by table, keeping every feed sequence number (cursors and snapshots stay
-valid; databases are numbered in scope order), and the legacy tables are dropped (``recon_idx``
-too, which was a plain table keyed by ``scope + BE64(timestamp) + id``); then the indexes are
-built from the stored entries: the author index and the reconciliation index. A store of
-schema 4 or 5 gets the ``forks`` table, filled by one scan of ``by_author`` (entries of one
-author at one sequence number written before chains existed are forks too).
+Upgrades (:mod:`._upgrade`, on the first writable open, in one write transaction with the version
+bump): a store of schema 4 (``recon_agg`` with the four levels of shifts 18, 24, 30, 36 numbered
+0-3, no finer rows) gets its ``recon_agg`` rebuilt from ``recon_idx`` by one scan; a store of schema
+1, 2 or 3 (tables ``entries`` id -> bytes, ``log``, ``feed``, ``doc_idx`` and ``documents`` with
+32-byte ids as values, ``author_idx``, ``retracted`` keyed by id) is converted table by table,
+keeping every feed sequence number (cursors and snapshots stay valid; databases are numbered in
+scope order), and the legacy tables are dropped (``recon_idx`` too, which was a plain table keyed by
+``scope + BE64(timestamp) + id``); then the indexes are built from the stored entries: the author
+index and the reconciliation index. A store of schema 4 or 5 also
+gets the ``forks`` table, filled by one scan of ``by_author`` (entries of one author at one
+sequence number written before chains existed are forks too).
 """
 
 from __future__ import annotations
@@ -83,8 +95,8 @@ import lmdb
 from ..entry import DOCUMENT_ID_SIZE, ID_SIZE, TENANT_ID_SIZE
 
 SCHEMA_VERSION = 6
-"""6: the ``forks`` table and fork-evidence marks (per-author hash chains). 5 is taken by the
-reconciliation-index work on another branch; the upgrade steps are separate functions."""
+"""6: the ``forks`` table and fork-evidence marks (per-author hash chains). 5 is the
+reconciliation index with split hot buckets; the upgrade steps are separate functions."""
 CHAINS_SCHEMA_VERSION = 6
 """The first schema with ``forks`` (a store below it gets the table filled on upgrade)."""
 SCHEMA_KEY = b"schema_version"
@@ -101,9 +113,29 @@ DOC_FEED_KEY_SIZE = SCOPE_NUMBER_SIZE + DOCUMENT_ID_SIZE
 DUP_SIZE = SEQ_SIZE + SEQ_SIZE
 """Size of every value of a DUPSORT table: two BE64 (a sequence number and an arrival)."""
 
-RECON_SHIFTS = (18, 24, 30, 36)
-"""Bucket width per ``recon_agg`` level, as a shift of the ms timestamp: ~4.4 min, ~4.7 h,
-~12 days, ~2.2 years. Each level's buckets split into 2**6 buckets of the level below."""
+RECON_SHIFTS = (0, 6, 12, 18, 24, 30, 36)
+"""Bucket width per ``recon_agg`` level, as a shift of the ms timestamp: 1 ms, 64 ms, ~4.1 s,
+~4.4 min, ~4.7 h, ~12 days, ~2.2 years. Each level's buckets split into 2**6 buckets of the
+level below."""
+RECON_FAN_SHIFT = 6
+"""log2 of the number of child buckets of a bucket (the shifts of adjacent levels differ by it)."""
+RECON_BASE_LEVEL = 3
+"""Levels from this one up have a row for every non-empty bucket; finer ones only under a split
+bucket."""
+RECON_TOP_LEVEL = len(RECON_SHIFTS) - 1
+RECON_SPLIT_THRESHOLD = 256
+"""A bucket of level 1 to RECON_BASE_LEVEL holding more items than this has rows for its
+children; one holding fewer is a leaf. Part of the format: fsck expects exactly these rows."""
+RECON_V4_SHIFTS = (18, 24, 30, 36)
+"""The levels of schema 4's ``recon_agg`` (numbered 0-3), which the upgrade to 5 replaces."""
+
+
+def recon_is_leaf(level: int, count: int) -> bool:
+    """Whether a bucket of ``level`` holding ``count`` items is read by scanning its items (no
+    child rows exist under it)."""
+    return level == 0 or (level <= RECON_BASE_LEVEL and count <= RECON_SPLIT_THRESHOLD)
+
+
 RECON_IDX_KEY_SIZE = SCOPE_SIZE + SEQ_SIZE + ID_SIZE
 RECON_AGG_KEY_SIZE = SCOPE_SIZE + 1 + SEQ_SIZE
 RECON_AGG_VALUE_SIZE = SEQ_SIZE + ID_SIZE

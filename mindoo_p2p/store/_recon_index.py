@@ -1,6 +1,7 @@
-"""The reconciliation index of the entry store: kept up to date on append, read by sessions.
+"""The reconciliation index of the entry store: kept up to date on append, checked by fsck.
 
-Rows (encodings in :mod:`._layout`), per scope (= tenant and database, the tenant log included):
+Rows (encodings and the level rule in :mod:`._layout`), per scope (= tenant and database, the
+tenant log included):
 
 - ``recon_idx``: a DUPSORT table whose key ``scope`` holds one 40-byte value
   ``BE64(timestamp_ms) ‖ id`` per stored entry, so one scope's values are its items in
@@ -9,47 +10,44 @@ Rows (encodings in :mod:`._layout`), per scope (= tenant and database, the tenan
   timestamp is 2**64-1 (Negentropy's "infinity") is not indexed: it cannot be reconciled.
 - ``recon_agg``: ``scope ‖ level ‖ BE64(ts >> RECON_SHIFTS[level])`` -> ``BE64(count) ‖ sum``,
   the number of items of the bucket and the sum of their ids (little-endian integers, mod
-  2**256). Each bucket of level L splits into 2**6 buckets of level L-1; a level-0 bucket (a
-  "leaf", ~4.4 minutes) holds items.
+  2**256): every non-empty bucket of the levels from ``RECON_BASE_LEVEL`` up, and the children
+  of every bucket holding more than ``RECON_SPLIT_THRESHOLD`` items (so no reader ever scans a
+  leaf of more than that many items, unless they share one millisecond).
 
 What this module does with them:
 
 - :func:`index_items` adds items inside the append's write transaction (no overwrite: an item
-  already there is not counted twice; each touched aggregate row is rewritten once per call);
+  already there is not counted twice; each touched aggregate row is rewritten once per call; a
+  bucket that crosses the split threshold gets its child rows from one scan of its items);
+  :func:`unindex_items` is its inverse (retraction; a bucket falling to the threshold loses
+  its child rows);
 - :func:`rebuild_recon_index` drops both and rebuilds them from the stored entries by one scan
-  (schema upgrade, repair after fsck);
+  (schema upgrade from 1-3, repair after fsck); :func:`rebuild_aggregates` rebuilds
+  ``recon_agg`` alone from ``recon_idx`` (upgrade from schema 4);
 - :class:`ReconIndexCheck` verifies them for fsck (the index against the entries, the aggregates
-  against the index);
-- :class:`LmdbReconStorage` serves one scope to the reconciliation engine from ONE read
-  transaction: a range's count and id sum come from two prefix sums, each found by walking down
-  the levels (a few whole buckets per level) and then into one leaf; positions likewise, by
-  descending counts. What a walk reads is cached for the snapshot's life as "runs" (the
-  child rows of one bucket) summarised by at most ``_MAX_CHECKPOINTS`` checkpoints each, with an
-  LRU bound on the total: a leaf of m items (a hot bucket: a bulk import, equal timestamps) is
-  scanned once per snapshot, then each lookup reads at most m / 4096 rows. (The design notes
-  suggested splitting hot leaves further by id byte on disk; this per-snapshot sampling gives
-  bounded lookups without more rows per append, at the price of one scan of a hot leaf per
-  session that touches it.)
+  against the rows :class:`._recon_levels.ExpectedRows` derives from the index).
+
+Sessions read the index through :class:`._recon_snapshot.LmdbReconStorage`.
 """
 
 from __future__ import annotations
 
-import bisect
 import hashlib
-import itertools
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 
 import lmdb
 
 from ..entry import Entry
 from ..errors import DecodeError, StoreError
-from ..recon import MAX_TIMESTAMP, ReconItem, fingerprint_from_sum
+from ..recon import MAX_TIMESTAMP
 from ._layout import (
     RECON_AGG_KEY_SIZE,
+    RECON_BASE_LEVEL,
+    RECON_FAN_SHIFT,
     RECON_IDX_KEY_SIZE,
     RECON_SHIFTS,
+    RECON_SPLIT_THRESHOLD,
+    RECON_TOP_LEVEL,
     SCOPE_SIZE,
     SEQ_SIZE,
     Tables,
@@ -60,21 +58,14 @@ from ._layout import (
     scope_key,
     unpack_recon_agg,
 )
+from ._recon_levels import ExpectedRows, Item, subtree_rows
 
 _TS_END = SCOPE_SIZE + SEQ_SIZE
 """Offset of the id in a ``recon_idx`` key."""
 _SUM_MODULUS = 1 << 256
 _U64_LIMIT = 1 << 64
-_LEAF_SHIFT = RECON_SHIFTS[0]
-_TOP_LEVEL = len(RECON_SHIFTS) - 1
 _RESERVED_TS = b"\xff" * SEQ_SIZE
 _REBUILD_CHUNK = 65_536
-
-_MAX_CHECKPOINTS = 4096
-"""Most checkpoints one cached run keeps; longer runs keep every 2nd, 4th, ... row."""
-DEFAULT_CACHE_ROWS = 1 << 17
-"""Default bound on the rows a snapshot caches (measured: about 230 bytes each, so ~30 MB)."""
-_PREFIX_CACHE = 4096
 
 Problem = Callable[[bytes | None, str, str], None]
 """fsck's reporting callback: (entry id or None, where, reason)."""
@@ -112,29 +103,21 @@ def index_items(
         return 0
     if any(len(key) != RECON_IDX_KEY_SIZE for key in keys):
         raise ValueError("index_items takes 32-byte scopes and 32-byte ids")
+    added = _put_index_keys(txn, tables, keys)
+    _apply_deltas(txn, tables, _millisecond_sums(added), 1)
+    return len(added)
+
+
+def _put_index_keys(txn: lmdb.Transaction[bytes], tables: Tables, keys: list[bytes]) -> list[bytes]:
+    """Put sorted well-formed ``recon_idx`` keys; the ones that were not there yet."""
     put = txn.cursor(tables.recon_idx).put
     # Usually appended to the end of the scope's list (new timestamps are the latest).
-    added = [
+    return [
         key
         for key in keys
         if put(key[:SCOPE_SIZE], key[SCOPE_SIZE:], append=True)
         or put(key[:SCOPE_SIZE], key[SCOPE_SIZE:], dupdata=False)
     ]
-    rows = aggregate_rows(leaf_sums(added))
-    agg_db = tables.recon_agg
-    for row_key in sorted(rows):
-        count, id_sum = rows[row_key]
-        stored = txn.get(row_key, db=agg_db)
-        if stored is not None:
-            parsed = unpack_recon_agg(stored)
-            if parsed is None:
-                raise _corrupt(f"malformed recon_agg row {row_key.hex()}")
-            count += parsed[0]
-            id_sum += parsed[1]
-        if count >= _U64_LIMIT:
-            raise _corrupt(f"recon_agg row {row_key.hex()} overflows")
-        txn.put(row_key, pack_recon_agg(count, id_sum), db=agg_db)
-    return len(added)
 
 
 def unindex_items(
@@ -155,50 +138,173 @@ def unindex_items(
     )
     idx_db = tables.recon_idx
     removed = [key for key in keys if txn.delete(key[:SCOPE_SIZE], key[SCOPE_SIZE:], db=idx_db)]
-    rows = aggregate_rows(leaf_sums(removed))
-    agg_db = tables.recon_agg
-    for row_key in sorted(rows):
-        count, id_sum = rows[row_key]
-        stored = txn.get(row_key, db=agg_db)
-        parsed = None if stored is None else unpack_recon_agg(stored)
-        if parsed is None or parsed[0] < count:
-            raise _corrupt(f"recon_agg row {row_key.hex()} does not cover the removed items")
-        left = parsed[0] - count
-        if left == 0:
-            txn.delete(row_key, db=agg_db)
-        else:
-            txn.put(row_key, pack_recon_agg(left, parsed[1] - id_sum), db=agg_db)
+    _apply_deltas(txn, tables, _millisecond_sums(removed), -1)
     return len(removed)
 
 
-def leaf_sums(idx_keys: Iterable[bytes]) -> dict[tuple[bytes, int], list[int]]:
-    """``(scope, leaf bucket) -> [count, id sum]`` of well-formed ``recon_idx`` keys."""
-    leaves: dict[tuple[bytes, int], list[int]] = {}
+def _millisecond_sums(idx_keys: Iterable[bytes]) -> dict[tuple[bytes, int], list[int]]:
+    """``(scope, timestamp) -> [count, id sum]`` of well-formed ``recon_idx`` keys."""
+    sums: dict[tuple[bytes, int], list[int]] = {}
     for key in idx_keys:
-        slot = (key[:SCOPE_SIZE], int.from_bytes(key[SCOPE_SIZE:_TS_END], "big") >> _LEAF_SHIFT)
+        slot = (key[:SCOPE_SIZE], int.from_bytes(key[SCOPE_SIZE:_TS_END], "big"))
         value = int.from_bytes(key[_TS_END:], "little")
-        accumulated = leaves.get(slot)
+        accumulated = sums.get(slot)
         if accumulated is None:
-            leaves[slot] = [1, value]
+            sums[slot] = [1, value]
         else:
             accumulated[0] += 1
             accumulated[1] += value
-    return leaves
+    return sums
 
 
-def aggregate_rows(leaves: dict[tuple[bytes, int], list[int]]) -> dict[bytes, list[int]]:
-    """Every ``recon_agg`` row key of every level that ``leaves`` add to -> [count, id sum]."""
-    rows: dict[bytes, list[int]] = {}
-    for (scope, leaf), (count, id_sum) in leaves.items():
-        for level, shift in enumerate(RECON_SHIFTS):
-            key = recon_agg_key(scope, level, leaf >> (shift - _LEAF_SHIFT))
-            accumulated = rows.get(key)
-            if accumulated is None:
-                rows[key] = [count, id_sum]
-            else:
-                accumulated[0] += count
-                accumulated[1] += id_sum
-    return rows
+def _apply_deltas(
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    sums: dict[tuple[bytes, int], list[int]],
+    sign: int,
+) -> None:
+    """Add (``sign`` 1) or remove (-1) items, summed per millisecond, to the aggregate rows,
+    level by level from the top: a row of a base or higher level is always updated; a finer
+    row only under a parent that was split before and still is (so the sums of the finer
+    levels are only computed for items under such parents: a sparse store pays for the base
+    levels alone). A bucket that crosses the threshold has its subtree rewritten from
+    ``recon_idx`` (already updated) instead."""
+    base_shift = RECON_SHIFTS[RECON_BASE_LEVEL]
+    deltas: dict[tuple[bytes, int], list[int]] = {}
+    for (scope, timestamp), (count, id_sum) in sums.items():
+        _accumulate(deltas, (scope, timestamp >> base_shift), count, id_sum)
+    upper = [deltas]
+    for _ in range(RECON_BASE_LEVEL + 1, RECON_TOP_LEVEL + 1):
+        coarser: dict[tuple[bytes, int], list[int]] = {}
+        for (scope, bucket), (count, id_sum) in upper[-1].items():
+            _accumulate(coarser, (scope, bucket >> RECON_FAN_SHIFT), count, id_sum)
+        upper.append(coarser)
+    for level in range(RECON_TOP_LEVEL, RECON_BASE_LEVEL - 1, -1):
+        split = _update_level(txn, tables, level, upper[level - RECON_BASE_LEVEL], sign)
+    fine = list(sums.items())
+    for level in range(RECON_BASE_LEVEL - 1, -1, -1):
+        if not split:
+            return
+        parent_shift = RECON_SHIFTS[level + 1]
+        fine = [each for each in fine if (each[0][0], each[0][1] >> parent_shift) in split]
+        shift = RECON_SHIFTS[level]
+        deltas = {}
+        for (scope, timestamp), (count, id_sum) in fine:
+            _accumulate(deltas, (scope, timestamp >> shift), count, id_sum)
+        split = _update_level(txn, tables, level, deltas, sign)
+
+
+def _accumulate(
+    into: dict[tuple[bytes, int], list[int]], slot: tuple[bytes, int], count: int, id_sum: int
+) -> None:
+    accumulated = into.get(slot)
+    if accumulated is None:
+        into[slot] = [count, id_sum]
+    else:
+        accumulated[0] += count
+        accumulated[1] += id_sum
+
+
+def _update_level(
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    level: int,
+    deltas: dict[tuple[bytes, int], list[int]],
+    sign: int,
+) -> set[tuple[bytes, int]]:
+    """Apply ``deltas`` to the rows of ``level``; the buckets that were split and still are
+    (their children take deltas next). A bucket that crossed the threshold either way gets its
+    subtree rewritten here."""
+    agg_db = tables.recon_agg
+    split: set[tuple[bytes, int]] = set()
+    for (scope, bucket), (count, id_sum) in sorted(deltas.items()):
+        row_key = recon_agg_key(scope, level, bucket)
+        stored = txn.get(row_key, db=agg_db)
+        parsed = (0, 0) if stored is None else unpack_recon_agg(stored)
+        if parsed is None:
+            raise _corrupt(f"malformed recon_agg row {row_key.hex()}")
+        new_count = parsed[0] + sign * count
+        if new_count < 0:
+            raise _corrupt(f"recon_agg row {row_key.hex()} does not cover the removed items")
+        if new_count >= _U64_LIMIT:
+            raise _corrupt(f"recon_agg row {row_key.hex()} overflows")
+        if new_count == 0:
+            txn.delete(row_key, db=agg_db)
+        else:
+            txn.put(row_key, pack_recon_agg(new_count, parsed[1] + sign * id_sum), db=agg_db)
+        if level == 0 or level > RECON_BASE_LEVEL:
+            continue
+        was_split = parsed[0] > RECON_SPLIT_THRESHOLD
+        is_split = new_count > RECON_SPLIT_THRESHOLD
+        if was_split and is_split:
+            split.add((scope, bucket))
+        elif was_split != is_split:
+            _rewrite_subtree(txn, tables, scope, level, bucket)
+    return split
+
+
+def _rewrite_subtree(
+    txn: lmdb.Transaction[bytes], tables: Tables, scope: bytes, level: int, bucket: int
+) -> None:
+    """Delete every row below bucket ``bucket`` of ``level`` and write the rows its items (as
+    ``recon_idx`` now holds them) call for."""
+    agg_db = tables.recon_agg
+    cursor = txn.cursor(agg_db)
+    for child_level in range(level - 1, -1, -1):
+        width = RECON_SHIFTS[level] - RECON_SHIFTS[child_level]
+        low = recon_agg_key(scope, child_level, bucket << width)
+        high = _agg_range_end(scope, child_level, (bucket + 1) << width)
+        if cursor.set_range(low):
+            while cursor.key() < high and cursor.delete():
+                pass
+    shift = RECON_SHIFTS[level]
+    items = list(_items_between(txn, tables, scope, bucket << shift, (bucket + 1) << shift))
+    for key, (count, id_sum) in subtree_rows(scope, level, items).items():
+        txn.put(key, pack_recon_agg(count, id_sum), db=agg_db)
+
+
+def _agg_range_end(scope: bytes, level: int, bucket_end: int) -> bytes:
+    """A key above every ``recon_agg`` key of ``level`` whose bucket is below ``bucket_end``."""
+    if bucket_end < _U64_LIMIT:
+        return recon_agg_key(scope, level, bucket_end)
+    return scope + bytes((level + 1,))
+
+
+def _items_between(
+    txn: lmdb.Transaction[bytes], tables: Tables, scope: bytes, low: int, high: int
+) -> Iterable[Item]:
+    """The ``(timestamp, id value)`` items of ``scope`` with low <= timestamp < high."""
+    cursor = txn.cursor(tables.recon_idx)
+    if not cursor.set_range_dup(scope, pack_seq(min(low, _U64_LIMIT - 1))):
+        return
+    for value in cursor.iternext_dup(keys=False, values=True):
+        if len(value) != RECON_IDX_KEY_SIZE - SCOPE_SIZE:
+            raise _corrupt(f"malformed recon_idx row {(scope + value).hex()}")
+        timestamp = int.from_bytes(value[:SEQ_SIZE], "big")
+        if timestamp >= high:
+            return
+        yield timestamp, int.from_bytes(value[SEQ_SIZE:], "little")
+
+
+def rebuild_aggregates(txn: lmdb.Transaction[bytes], tables: Tables) -> int:
+    """Empty ``recon_agg`` and write the rows ``recon_idx`` calls for (one scan of it, in the
+    caller's write transaction; the upgrade from schema 4). Malformed index rows are skipped
+    (fsck reports them). Returns the number of rows written."""
+    txn.drop(tables.recon_agg, delete=False)
+    expected = ExpectedRows()
+    for scope, value in txn.cursor(tables.recon_idx):
+        if len(scope) == SCOPE_SIZE and len(value) == RECON_IDX_KEY_SIZE - SCOPE_SIZE:
+            expected.add(
+                scope,
+                int.from_bytes(value[:SEQ_SIZE], "big"),
+                int.from_bytes(value[SEQ_SIZE:], "little"),
+            )
+    rows = expected.rows()
+    cursor = txn.cursor(tables.recon_agg)
+    for key in sorted(rows):
+        count, id_sum = rows[key]
+        cursor.put(key, pack_recon_agg(count, id_sum), append=True)
+    return len(rows)
 
 
 class _ScopeCache:
@@ -251,25 +357,28 @@ def stored_at(txn: lmdb.Transaction[bytes], tables: Tables, arrival: bytes) -> E
 
 def rebuild_recon_index(txn: lmdb.Transaction[bytes], tables: Tables) -> int:
     """Empty ``recon_idx`` and ``recon_agg`` and index again every stored entry that no
-    revocation retracted (one scan of ``sealed``, in the caller's write transaction), as the
-    appends (and retractions) did. Entries that do not decode or whose id ``ids`` does not map
-    back to them are left out (fsck reports them). Returns the number of items indexed."""
+    revocation retracted (one scan of ``sealed``, in the caller's write transaction), then
+    write the aggregate rows (:func:`rebuild_aggregates`). Entries that do not decode or whose
+    id ``ids`` does not map back to them are left out (fsck reports them). Returns the number
+    of items indexed."""
     txn.drop(tables.recon_idx, delete=False)
     txn.drop(tables.recon_agg, delete=False)
     scopes = _ScopeCache()
     indexed = 0
-    chunk: list[tuple[bytes, int, bytes]] = []
+    chunk: list[bytes] = []
     for arrival in txn.cursor(tables.sealed).iternext(keys=True, values=False):
         if txn.get(arrival, db=tables.retracted) is not None:
             continue  # withdrawn by a revocation: not part of the reconciled set
         entry = stored_at(txn, tables, arrival)
-        if entry is None:
+        if entry is None or entry.header.timestamp_ms == MAX_TIMESTAMP:
             continue
-        chunk.append((scopes.of(entry), entry.header.timestamp_ms, entry.id))
+        chunk.append(recon_idx_key(scopes.of(entry), entry.header.timestamp_ms, entry.id))
         if len(chunk) >= _REBUILD_CHUNK:
-            indexed += index_items(txn, tables, chunk)
+            indexed += len(_put_index_keys(txn, tables, sorted(chunk)))
             chunk = []
-    return indexed + index_items(txn, tables, chunk)
+    indexed += len(_put_index_keys(txn, tables, sorted(chunk)))
+    rebuild_aggregates(txn, tables)
+    return indexed
 
 
 # -- checking (fsck) -------------------------------------------------------------------------
@@ -315,8 +424,7 @@ class ReconIndexCheck:
 
     def check(self, txn: lmdb.Transaction[bytes], tables: Tables, problem: Problem) -> None:
         found: dict[bytes, list[int]] = {}
-        leaves: dict[tuple[bytes, int], list[int]] = {}
-        valid: list[bytes] = []
+        aggregates = ExpectedRows()
         for scope, value in txn.cursor(tables.recon_idx):
             key = scope + value
             if (
@@ -326,16 +434,16 @@ class ReconIndexCheck:
             ):
                 problem(None, "recon_idx", f"malformed row {key.hex()}")
                 continue
-            valid.append(key)
+            aggregates.add(
+                scope,
+                int.from_bytes(value[:SEQ_SIZE], "big"),
+                int.from_bytes(value[SEQ_SIZE:], "little"),
+            )
             if key[_TS_END:] in self._tolerated:
                 continue
             accumulated = found.setdefault(key[:SCOPE_SIZE], [0, 0])
             accumulated[0] += 1
             accumulated[1] += _key_digest(key)
-            if len(valid) >= _REBUILD_CHUNK:
-                _merge_leaves(leaves, leaf_sums(valid))
-                valid.clear()
-        _merge_leaves(leaves, leaf_sums(valid))
         for scope in sorted(self._expected.keys() | found.keys()):
             want = self._expected.get(scope, [0, 0])
             have = found.get(scope, [0, 0])
@@ -347,7 +455,7 @@ class ReconIndexCheck:
                     " (or other rows)",
                 )
                 self._examine_scope(txn, tables, scope, problem)
-        _check_aggregates(txn, tables, aggregate_rows(leaves), problem)
+        _check_aggregates(txn, tables, aggregates.rows(), problem)
 
     def _examine_scope(
         self, txn: lmdb.Transaction[bytes], tables: Tables, scope: bytes, problem: Problem
@@ -384,15 +492,6 @@ class ReconIndexCheck:
                     problem(entry.id, "recon_idx", "entry has no row")
 
 
-def _merge_leaves(
-    into: dict[tuple[bytes, int], list[int]], more: dict[tuple[bytes, int], list[int]]
-) -> None:
-    for slot, (count, id_sum) in more.items():
-        accumulated = into.setdefault(slot, [0, 0])
-        accumulated[0] += count
-        accumulated[1] += id_sum
-
-
 def _check_aggregates(
     txn: lmdb.Transaction[bytes],
     tables: Tables,
@@ -403,7 +502,7 @@ def _check_aggregates(
     for key, value in txn.cursor(tables.recon_agg):
         want = expected.pop(key, None)
         parsed = unpack_recon_agg(value)
-        if len(key) != RECON_AGG_KEY_SIZE or key[SCOPE_SIZE] > _TOP_LEVEL or parsed is None:
+        if len(key) != RECON_AGG_KEY_SIZE or key[SCOPE_SIZE] > RECON_TOP_LEVEL or parsed is None:
             problem(None, "recon_agg", f"malformed row {key.hex()}")
         elif want is None:
             problem(None, "recon_agg", f"row without items {key.hex()}")
@@ -418,442 +517,3 @@ def _check_aggregates(
             )
     for key in expected:
         problem(None, "recon_agg", f"missing row {key.hex()}")
-
-
-# -- reading ---------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Run:
-    """Consecutive index rows: the child rows of one aggregate bucket, or the items of one leaf.
-
-    Kept as checkpoints: the key of every ``stride``-th row with the count and id sum of the rows
-    before it (``counts``/``sums`` have one more element: the run's totals). With stride 1 every
-    row is a checkpoint and lookups read nothing more; otherwise a lookup scans at most
-    ``stride`` rows from the checkpoint before it.
-    """
-
-    leaf: bool
-    low: bytes
-    high: bytes
-    """The run's keys are in [low, high) (and share a prefix with it: the scope, plus the level byte
-    for aggregates)."""
-    keys: list[bytes]
-    counts: list[int]
-    sums: list[int]
-    stride: int
-
-
-@dataclass(slots=True)
-class _Finger:
-    """A leaf found by a walk down: ``first`` is the position of its first item, ``before`` the
-    id sum of the items before it."""
-
-    run: _Run
-    first: int
-    before: int
-
-
-class _RunCache:
-    """Runs by (level, bucket), least recently used first out, holding at most ``budget``
-    checkpoints (a single bigger run is still kept: the newest is never evicted)."""
-
-    __slots__ = ("_budget", "_held", "_runs")
-
-    def __init__(self, budget: int) -> None:
-        self._budget = budget
-        self._held = 0
-        self._runs: OrderedDict[tuple[int, int], _Run] = OrderedDict()
-
-    def get(self, bucket: int, level: int) -> _Run | None:
-        run = self._runs.get((level, bucket))
-        if run is not None:
-            self._runs.move_to_end((level, bucket))
-        return run
-
-    def put(self, bucket: int, level: int, run: _Run) -> None:
-        self._runs[(level, bucket)] = run
-        self._held += len(run.keys)
-        while self._held > self._budget and len(self._runs) > 1:
-            _, evicted = self._runs.popitem(last=False)
-            self._held -= len(evicted.keys)
-
-    @property
-    def held(self) -> int:
-        return self._held
-
-    def clear(self) -> None:
-        self._runs.clear()
-        self._held = 0
-
-
-def _bucket_of(agg_key: bytes) -> int:
-    return int.from_bytes(agg_key[SCOPE_SIZE + 1 :], "big")
-
-
-def _range_end(prefix: bytes, value: int, key_size: int) -> bytes:
-    """The end of keys ``prefix + BE64(x)...`` with x < ``value`` (``value`` <= 2**64)."""
-    if value < _U64_LIMIT:
-        return prefix + value.to_bytes(SEQ_SIZE, "big")
-    # Above every key with this prefix: its successor, or (prefix all 0xff) a longer 0xff run.
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return b"\xff" * (key_size + 1)
-    return stripped[:-1] + bytes((stripped[-1] + 1,))
-
-
-def _sampled(rows: list[bytes]) -> tuple[list[bytes], int]:
-    """Every ``stride``-th of ``rows``, with the smallest power-of-two stride that keeps at most
-    ``_MAX_CHECKPOINTS`` of them."""
-    stride = 1
-    while (len(rows) + stride - 1) // stride > _MAX_CHECKPOINTS:
-        stride *= 2
-    return (rows if stride == 1 else rows[::stride]), stride
-
-
-class LmdbReconStorage:
-    """One scope's reconciliation items as a :class:`~mindoo_p2p.recon.ReconStorage`, read
-    from the index inside one LMDB read transaction (obtain it from
-    ``EntryStore.recon_snapshot``; it is closed when that block ends, and every call then raises
-    StoreError).
-
-    Contract, as for ``VectorStorage``: items sorted by (timestamp, id), addressed 0..size()-1;
-    ``items`` iterators are valid while the snapshot is open. ``fingerprint`` and
-    ``lower_bound`` cost a walk down four aggregate levels and one leaf, O(log n) row reads
-    (none once cached); ``item(i)`` likewise. Rows read are checked: a malformed row, or a
-    bucket whose rows disagree with its aggregate, raises StoreError. Memory is bounded by
-    ``cache_rows`` cached checkpoints. Not thread-safe: use it from one thread at a time.
-    """
-
-    __slots__ = (
-        "_agg_db",
-        "_aggregates",
-        "_finger",
-        "_idx_db",
-        "_leaves",
-        "_prefix_sums",
-        "_root",
-        "_scope",
-        "_size",
-        "_total",
-        "_txn",
-    )
-
-    def __init__(
-        self,
-        txn: lmdb.Transaction[bytes],
-        tables: Tables,
-        scope: bytes,
-        *,
-        cache_rows: int = DEFAULT_CACHE_ROWS,
-    ) -> None:
-        if len(scope) != SCOPE_SIZE:
-            raise ValueError(f"scope must be {SCOPE_SIZE} bytes")
-        self._txn: lmdb.Transaction[bytes] | None = txn
-        self._idx_db = tables.recon_idx
-        self._agg_db = tables.recon_agg
-        self._scope = bytes(scope)
-        # Aggregate runs (at most 64 rows each) are few and on every walk: their own share.
-        budget = max(cache_rows, 2 * _MAX_CHECKPOINTS)
-        self._aggregates = _RunCache(budget // 4)
-        self._leaves = _RunCache(budget - budget // 4)
-        self._prefix_sums: dict[int, int] = {}
-        self._finger: _Finger | None = None
-        top = self._scope + bytes((_TOP_LEVEL,))
-        self._root = self._build_aggregates(top, _range_end(top, _U64_LIMIT, RECON_AGG_KEY_SIZE))
-        self._size = self._root.counts[-1]
-        self._total = self._root.sums[-1]
-
-    def close(self) -> None:
-        """Forget the transaction (its owner ends it) and the caches. Idempotent."""
-        self._txn = None
-        self._finger = None
-        self._aggregates.clear()
-        self._leaves.clear()
-        self._prefix_sums.clear()
-
-    # -- the ReconStorage protocol --------------------------------------------------------------
-    def size(self) -> int:
-        self._live()
-        return self._size
-
-    def item(self, i: int) -> ReconItem:
-        self._live()
-        if not 0 <= i < self._size:
-            raise IndexError(f"item index {i} out of range")
-        key, _ = self._locate(i)
-        return _item_of(key)
-
-    def items(self, begin: int, end: int) -> Iterator[ReconItem]:
-        self._check_range(begin, end)
-        return self._iter_items(begin, end)
-
-    def lower_bound(self, begin: int, end: int, bound: ReconItem) -> int:
-        self._check_range(begin, end)
-        position = self._rank(bound.sort_key())
-        return min(max(position, begin), end)
-
-    def fingerprint(self, begin: int, end: int) -> bytes:
-        self._check_range(begin, end)
-        return fingerprint_from_sum(self._prefix_sum(end) - self._prefix_sum(begin), end - begin)
-
-    # -- checks --------------------------------------------------------------------------------
-    def _live(self) -> lmdb.Transaction[bytes]:
-        if self._txn is None:
-            raise StoreError("the reconciliation snapshot is closed")
-        return self._txn
-
-    def _check_range(self, begin: int, end: int) -> None:
-        self._live()
-        if not 0 <= begin <= end <= self._size:
-            raise IndexError(f"range [{begin}, {end}) out of [0, {self._size}]")
-
-    # -- walking down ----------------------------------------------------------------------------
-    def _leaf_of(self, position: int) -> _Finger:
-        """The leaf holding item ``position`` (< size), by descending counts; the last leaf
-        found answers first (the engine mostly moves forward through nearby positions)."""
-        finger = self._finger
-        if finger is not None and 0 <= position - finger.first < finger.run.counts[-1]:
-            return finger
-        run = self._root
-        remaining = position
-        id_sum = 0
-        for level in range(_TOP_LEVEL, -1, -1):
-            key, count, before, row_count, row_sum = self._row_at(run, remaining)
-            remaining -= count
-            id_sum += before
-            run = self._children(level, _bucket_of(key), (row_count, row_sum))
-        finger = self._finger = _Finger(run, position - remaining, id_sum)
-        return finger
-
-    def _locate(self, position: int) -> tuple[bytes, int]:
-        """The ``recon_idx`` key of item ``position`` (< size) and the id sum of the items
-        before it."""
-        finger = self._leaf_of(position)
-        key, _, before, _, _ = self._row_at(finger.run, position - finger.first)
-        return key, finger.before + before
-
-    def _rank(self, sort_key: bytes) -> int:
-        """How many items sort below ``sort_key`` (40 bytes: BE64 timestamp + id); also caches
-        the id sum of those items."""
-        target = self._scope + sort_key
-        finger = self._finger
-        if finger is not None and finger.run.low <= target < finger.run.high:
-            count, before, _ = self._rows_before(finger.run, target)
-            position, id_sum = finger.first + count, finger.before + before
-            self._remember(position, id_sum)
-            return position
-        timestamp = int.from_bytes(sort_key[:SEQ_SIZE], "big")
-        run = self._root
-        position = 0
-        id_sum = 0
-        found: tuple[int, int] | None = None
-        for level in range(_TOP_LEVEL, -1, -1):
-            bucket = timestamp >> RECON_SHIFTS[level]
-            count, before, found = self._rows_before(run, recon_agg_key(self._scope, level, bucket))
-            position += count
-            id_sum += before
-            if found is None:
-                break
-            run = self._children(level, bucket, found)
-        if found is not None:
-            self._finger = _Finger(run, position, id_sum)
-            count, before, _ = self._rows_before(run, target)
-            position += count
-            id_sum += before
-        self._remember(position, id_sum)
-        return position
-
-    def _prefix_sum(self, position: int) -> int:
-        """The id sum of items [0, position)."""
-        if position == 0:
-            return 0
-        if position == self._size:
-            return self._total
-        cached = self._prefix_sums.get(position)
-        if cached is None:
-            cached = self._locate(position)[1]
-            self._remember(position, cached)
-        return cached
-
-    def _remember(self, position: int, id_sum: int) -> None:
-        if len(self._prefix_sums) >= _PREFIX_CACHE:
-            self._prefix_sums.clear()
-        self._prefix_sums[position] = id_sum
-
-    def _iter_items(self, begin: int, end: int) -> Iterator[ReconItem]:
-        """Items [begin, end), leaf by leaf."""
-        position = begin
-        while position < end:
-            self._live()
-            finger = self._leaf_of(position)
-            run, offset = finger.run, position - finger.first
-            stop = min(end - finger.first, run.counts[-1])
-            if run.stride == 1:
-                for key in run.keys[offset:stop]:
-                    yield _item_of(key)
-            else:
-                first, _, _, _, _ = self._row_at(run, offset)
-                remaining = stop - offset
-                for key, value in self._scan(True, first, run.high):
-                    self._parse(True, key, value)
-                    yield _item_of(key)
-                    remaining -= 1
-                    if remaining == 0:
-                        break
-                else:
-                    raise _corrupt("a leaf holds fewer items than its aggregate counts")
-            position = finger.first + stop
-
-    # -- runs ----------------------------------------------------------------------------------
-    def _children(self, level: int, bucket: int, expected: tuple[int, int]) -> _Run:
-        """The run under row (level, bucket): level-(level-1) rows, or items for level 0.
-        ``expected`` is that row's (count, id sum), which the run must add up to."""
-        cache = self._leaves if level == 0 else self._aggregates
-        run = cache.get(bucket, level)
-        if run is not None:
-            return run
-        if level == 0:
-            end = (bucket + 1) << _LEAF_SHIFT
-            start = self._scope + (bucket << _LEAF_SHIFT).to_bytes(SEQ_SIZE, "big")
-            run = self._build_leaf(
-                start, _range_end(self._scope, end, RECON_IDX_KEY_SIZE), end >= _U64_LIMIT
-            )
-        else:
-            fan = RECON_SHIFTS[level] - RECON_SHIFTS[level - 1]
-            prefix = self._scope + bytes((level - 1,))
-            start = prefix + (bucket << fan).to_bytes(SEQ_SIZE, "big")
-            high = _range_end(prefix, (bucket + 1) << fan, RECON_AGG_KEY_SIZE)
-            run = self._build_aggregates(start, high)
-        if (run.counts[-1], run.sums[-1] % _SUM_MODULUS) != (
-            expected[0],
-            expected[1] % _SUM_MODULUS,
-        ):
-            raise _corrupt(
-                f"the bucket under {start.hex()} adds up to {run.counts[-1]} items,"
-                f" its aggregate row says {expected[0]}"
-            )
-        cache.put(bucket, level, run)
-        return run
-
-    def _build_leaf(self, start: bytes, high: bytes, top: bool) -> _Run:
-        """The items of one leaf bucket (the hot loop of a snapshot: kept tight)."""
-        rows: list[bytes] = []
-        append = rows.append
-        scope = start[:SCOPE_SIZE]
-        cursor = self._live().cursor(self._idx_db)
-        if cursor.set_range_dup(scope, start[SCOPE_SIZE:]):
-            for value in cursor.iternext_dup(keys=False, values=True):
-                key = scope + value
-                if key >= high:
-                    break
-                if len(key) != RECON_IDX_KEY_SIZE:
-                    raise _corrupt(f"malformed recon_idx row {key.hex()}")
-                append(key)
-        if top and rows and rows[-1][SCOPE_SIZE:_TS_END] == _RESERVED_TS:
-            raise _corrupt("recon_idx holds the reserved timestamp 2**64-1")
-        ids = (int.from_bytes(key[_TS_END:], "little") for key in rows)
-        id_sums = [0, *itertools.accumulate(ids)]
-        keys, stride = _sampled(rows)
-        counts = list(range(0, len(rows), stride))
-        counts.append(len(rows))
-        sums = id_sums[:-1:stride] if stride > 1 else id_sums[:-1]
-        sums.append(id_sums[-1])
-        return _Run(True, start, high, keys, counts, sums, stride)
-
-    def _build_aggregates(self, start: bytes, high: bytes) -> _Run:
-        """The aggregate rows in [start, high): one bucket's children, or the scope's top level."""
-        rows: list[bytes] = []
-        counts = [0]
-        sums = [0]
-        count = id_sum = 0
-        for key, value in self._scan(False, start, high):
-            row_count, row_sum = self._parse(False, key, value)
-            rows.append(key)
-            count += row_count
-            id_sum += row_sum
-            counts.append(count)
-            sums.append(id_sum)
-        keys, stride = _sampled(rows)
-        if stride > 1:
-            counts = [*counts[:-1:stride], count]
-            sums = [*sums[:-1:stride], id_sum]
-        return _Run(False, start, high, keys, counts, sums, stride)
-
-    def _scan(self, leaf: bool, start: bytes, high: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Rows of recon_idx (``leaf``: as ``(scope ‖ item, b"")``, within ``start``'s scope) or
-        recon_agg in [start, high)."""
-        if leaf:
-            scope = start[:SCOPE_SIZE]
-            cursor = self._live().cursor(self._idx_db)
-            if not cursor.set_range_dup(scope, start[SCOPE_SIZE:]):
-                return
-            for item in cursor.iternext_dup(keys=False, values=True):
-                key = scope + item
-                if key >= high:
-                    return
-                yield key, b""
-            return
-        cursor = self._live().cursor(self._agg_db)
-        if not cursor.set_range(start):
-            return
-        for key, value in cursor:
-            if key >= high:
-                return
-            yield key, value
-
-    @staticmethod
-    def _parse(leaf: bool, key: bytes, value: bytes) -> tuple[int, int]:
-        """(count, id sum) of one row; StoreError when it is malformed."""
-        if leaf:
-            if len(key) != RECON_IDX_KEY_SIZE or value or key[SCOPE_SIZE:_TS_END] == _RESERVED_TS:
-                raise _corrupt(f"malformed recon_idx row {key.hex()}")
-            return 1, int.from_bytes(key[_TS_END:], "little")
-        parsed = unpack_recon_agg(value) if len(key) == RECON_AGG_KEY_SIZE else None
-        if parsed is None or parsed[0] == 0:
-            raise _corrupt(f"malformed recon_agg row {key.hex()}")
-        return parsed
-
-    def _row_at(self, run: _Run, position: int) -> tuple[bytes, int, int, int, int]:
-        """The run's row holding its ``position``-th item (< the run's count): its key, the
-        count and id sum of the rows before it, its own count and id sum."""
-        keys, counts, sums = run.keys, run.counts, run.sums
-        if not 0 <= position < counts[-1]:
-            raise _corrupt(f"position {position} beyond a bucket of {counts[-1]} items")
-        j = bisect.bisect_right(counts, position, 0, len(keys)) - 1
-        if run.stride == 1:
-            return keys[j], counts[j], sums[j], counts[j + 1] - counts[j], sums[j + 1] - sums[j]
-        count, id_sum = counts[j], sums[j]
-        for key, value in self._scan(run.leaf, keys[j], run.high):
-            row_count, row_sum = self._parse(run.leaf, key, value)
-            if count + row_count > position:
-                return key, count, id_sum, row_count, row_sum
-            count += row_count
-            id_sum += row_sum
-        raise _corrupt("a bucket changed under a read transaction")
-
-    def _rows_before(self, run: _Run, target: bytes) -> tuple[int, int, tuple[int, int] | None]:
-        """Count and id sum of the run's rows with keys below ``target``, and the (count, id sum)
-        of the row whose key is ``target`` (None when there is none)."""
-        keys, counts, sums = run.keys, run.counts, run.sums
-        j = bisect.bisect_right(keys, target) - 1
-        if j < 0:
-            return 0, 0, None
-        if run.stride == 1:
-            if keys[j] == target:
-                return counts[j], sums[j], (counts[j + 1] - counts[j], sums[j + 1] - sums[j])
-            return counts[j + 1], sums[j + 1], None
-        count, id_sum = counts[j], sums[j]
-        for key, value in self._scan(run.leaf, keys[j], run.high):
-            if key >= target:
-                if key == target:
-                    return count, id_sum, self._parse(run.leaf, key, value)
-                break
-            row_count, row_sum = self._parse(run.leaf, key, value)
-            count += row_count
-            id_sum += row_sum
-        return count, id_sum, None
-
-
-def _item_of(idx_key: bytes) -> ReconItem:
-    return ReconItem(int.from_bytes(idx_key[SCOPE_SIZE:_TS_END], "big"), idx_key[_TS_END:])

@@ -22,6 +22,10 @@ happens entirely or not at all. Three steps:
 
 The layout step is keyed on the tables present, not on the version number, so a store whose
 layout is already version 4 is never converted twice.
+
+3. *Reconciliation aggregates* (schema 4 -> 5): ``recon_agg`` is rebuilt from ``recon_idx`` by
+   one scan (schema 5 numbers seven levels, the finer ones under dense buckets only), unless
+   step 2 just rebuilt the whole reconciliation index.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from ._layout import (
     Tables,
     pack_seq,
 )
-from ._recon_index import rebuild_recon_index
+from ._recon_index import rebuild_aggregates, rebuild_recon_index
 from ._retraction import build_author_index
 from ._writer import number_scope, put_dups
 
@@ -58,7 +62,7 @@ def upgrade(
     version: int,
     present: set[bytes],
 ) -> None:
-    """Bring a store of schema ``version`` (1, 2 or 3) to the current layout, in ``txn``.
+    """Bring a store of schema ``version`` (1 to 5) to the current layout, in ``txn``.
 
     ``present`` holds the names of the sub-databases the environment had when opened.
     """
@@ -74,6 +78,8 @@ def upgrade(
         build_author_index(txn, tables)
     if converted or version == 1:
         rebuild_recon_index(txn, tables)
+    elif version <= 4:
+        rebuild_aggregates(txn, tables)
     if version < CHAINS_SCHEMA_VERSION:
         record_stored_forks(txn, tables)
 

@@ -69,7 +69,8 @@ from ._local_append import (
     read_last_author_seq,
     read_last_entry_id,
 )
-from ._recon_index import DEFAULT_CACHE_ROWS, LmdbReconStorage, rebuild_recon_index
+from ._recon_index import rebuild_recon_index
+from ._recon_snapshot import DEFAULT_CACHE_ROWS, LmdbReconStorage
 from ._retraction import authored_after, retract
 from ._writer import last_dup_seq, scope_number, write_entries
 from .results import AppendResult, Authorizer, FeedItem, FsckReport

@@ -1,0 +1,102 @@
+"""Which ``recon_agg`` rows a set of reconciliation items calls for (pure, no I/O).
+
+The rule (schema 5, see :mod:`._layout`): every non-empty bucket of levels
+``RECON_BASE_LEVEL``..``RECON_TOP_LEVEL`` has a row; a bucket of a level below has a row exactly
+when its parent holds more than ``RECON_SPLIT_THRESHOLD`` items (``recon_is_leaf`` is false for
+the parent). Rows are computed here from items given as ``(timestamp_ms, id value)`` pairs
+(the id as its little-endian integer), in (timestamp, id) order:
+
+- :func:`subtree_rows`: the rows under one split bucket, from its items (the writer calls it
+  when a bucket crosses the threshold, both ways);
+- :class:`ExpectedRows`: every row of a whole index, fed item by item in index order with
+  memory bounded by the items of one base bucket (rebuild, fsck).
+
+Rows are returned as ``key -> [count, id sum]`` with the sum not reduced (callers reduce it mod
+2**256 when they pack or compare it).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from ._layout import (
+    RECON_BASE_LEVEL,
+    RECON_SHIFTS,
+    RECON_TOP_LEVEL,
+    recon_agg_key,
+    recon_is_leaf,
+)
+
+Item = tuple[int, int]
+"""(timestamp_ms, id as a little-endian integer)."""
+Rows = dict[bytes, list[int]]
+
+
+def subtree_rows(scope: bytes, level: int, items: Sequence[Item]) -> Rows:
+    """The rows strictly below a bucket of ``level`` that holds exactly ``items`` (sorted; no
+    rows when the bucket is a leaf)."""
+    rows: Rows = {}
+    if not recon_is_leaf(level, len(items)):
+        _add_children(rows, scope, level, items)
+    return rows
+
+
+def _add_children(rows: Rows, scope: bytes, level: int, items: Sequence[Item]) -> None:
+    child_level = level - 1
+    shift = RECON_SHIFTS[child_level]
+    for child, group in itertools.groupby(items, key=lambda item: item[0] >> shift):
+        members = list(group)
+        rows[recon_agg_key(scope, child_level, child)] = [
+            len(members),
+            sum(value for _, value in members),
+        ]
+        if not recon_is_leaf(child_level, len(members)):
+            _add_children(rows, scope, child_level, members)
+
+
+class ExpectedRows:
+    """Every ``recon_agg`` row of an index, computed from its items fed in index order (scope
+    by scope, each in (timestamp, id) order). Holds the items of one base bucket at a time, plus
+    the rows."""
+
+    __slots__ = ("_bucket", "_items", "_rows", "_scope")
+
+    def __init__(self) -> None:
+        self._rows: Rows = {}
+        self._scope = b""
+        self._bucket = -1
+        self._items: list[Item] = []
+
+    def add(self, scope: bytes, timestamp: int, value: int) -> None:
+        bucket = timestamp >> RECON_SHIFTS[RECON_BASE_LEVEL]
+        if scope != self._scope or bucket != self._bucket:
+            self._flush()
+            self._scope, self._bucket = scope, bucket
+        self._items.append((timestamp, value))
+
+    def rows(self) -> Rows:
+        """The rows of everything added so far (call once, at the end)."""
+        self._flush()
+        return self._rows
+
+    def _flush(self) -> None:
+        items = self._items
+        if not items:
+            return
+        scope, bucket = self._scope, self._bucket
+        count = len(items)
+        id_sum = sum(value for _, value in items)
+        rows = self._rows
+        for level in range(RECON_BASE_LEVEL, RECON_TOP_LEVEL + 1):
+            shift = RECON_SHIFTS[level] - RECON_SHIFTS[RECON_BASE_LEVEL]
+            key = recon_agg_key(scope, level, bucket >> shift)
+            accumulated = rows.get(key)
+            if accumulated is None:
+                rows[key] = [count, id_sum]
+            else:
+                accumulated[0] += count
+                accumulated[1] += id_sum
+        if not recon_is_leaf(RECON_BASE_LEVEL, count):
+            _add_children(rows, scope, RECON_BASE_LEVEL, items)
+        self._items = []
