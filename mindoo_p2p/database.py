@@ -52,6 +52,8 @@ class DatabaseTenant(Protocol):
 
     def key_for_writing(self, key_id: bytes | None, name: str = DEFAULT_KEY) -> TenantKey: ...
 
+    def require_database(self, name: str) -> None: ...
+
     def member_name(self, signing_key: bytes) -> str | None: ...
 
     def draft(
@@ -249,6 +251,7 @@ class Database:
     def _write(self, draft: Draft, document_id: bytes) -> None:
         """Seal and store ``draft`` now, or when the open batch commits."""
         try:
+            self.tenant.require_database(self.name)  # forgotten since it was opened?
             self.tenant.writer.write([draft])
         except BaseException:
             self._docs.forget(document_id)

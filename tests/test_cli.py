@@ -109,9 +109,7 @@ def test_full_flow(tmp_path: Path) -> None:
 
     assert mindoo(home, "db", "create", "acme", "contacts").ok().stdout == "contacts\n"
     # A tenant can be named by a prefix of its id, too.
-    assert mindoo(home, "db", "list", tenant_id[:10], json_output=True).ok().json() == [
-        "contacts"
-    ]
+    assert mindoo(home, "db", "list", tenant_id[:10], json_output=True).ok().json() == ["contacts"]
     stats = mindoo(home, "db", "stats", "acme", "contacts", json_output=True).ok().json()
     assert stats["entries"] == 0 and stats["documents"] == 0
 
@@ -177,9 +175,7 @@ def test_full_flow(tmp_path: Path) -> None:
     paged: list[tuple[int, str]] = []
     cursor = 0
     while True:
-        page = mindoo(
-            home, "changes", "acme", "contacts", "--since", str(cursor), "--limit", "3"
-        )
+        page = mindoo(home, "changes", "acme", "contacts", "--since", str(cursor), "--limit", "3")
         lines = page.ok().stdout.splitlines()
         match = re.fullmatch(r"next cursor: (\d+)", lines[-1])
         assert match, lines
@@ -208,6 +204,7 @@ def test_invite_join_export_import_between_two_homes(tmp_path: Path) -> None:
     mindoo(a, "init", "--name", "alice").ok()
     mindoo(b, "init", "--name", "bob").ok()
     mindoo(a, "tenant", "create", "acme").ok()
+    mindoo(a, "db", "create", "acme", "notes").ok()
     doc_id = mindoo(a, "doc", "create", "acme", "notes", '{"title": "from A"}').ok().stdout
     doc_id = doc_id.strip()
 
@@ -262,9 +259,7 @@ def test_invite_join_export_import_between_two_homes(tmp_path: Path) -> None:
     damaged = mindoo(b, "import", str(flipped))
     assert_one_line_error(damaged, 1, "damaged", "nothing was imported")
 
-    assert mindoo(b, "doc", "list", "acme", "notes", json_output=True).ok().json() == (
-        before_list
-    )
+    assert mindoo(b, "doc", "list", "acme", "notes", json_output=True).ok().json() == (before_list)
     after_stats = mindoo(b, "db", "stats", "acme", "notes", json_output=True).ok().json()
     assert after_stats == before_stats
 
@@ -278,6 +273,7 @@ def test_fsck_names_an_entry_with_a_flipped_byte_in_the_store(tmp_path: Path) ->
     home = tmp_path / "node"
     mindoo(home, "init").ok()
     mindoo(home, "tenant", "create", "acme").ok()
+    mindoo(home, "db", "create", "acme", "contacts").ok()
     mindoo(home, "doc", "create", "acme", "contacts", '{"secret": "x"}').ok()
     mindoo(home, "doc", "create", "acme", "contacts", '{"other": "y"}').ok()
     clean = mindoo(home, "fsck").ok()
@@ -590,7 +586,7 @@ def test_import_of_entries_the_membership_refuses(
     """A sound bundle of a tenant this node is not part of: every entry is rejected, the report
     names them on stdout, stderr has one error line, exit 1, and nothing is stored."""
     with Node.init(tmp_path / "other", PASSWORD, kdf=KdfProfile.TESTING) as other:
-        other.create_tenant("elsewhere").open_db("notes").create_document({"x": 1})
+        other.create_tenant("elsewhere").create_db("notes").create_document({"x": 1})
     bundle = tmp_path / "other.bundle"
     exported = mindoo_inproc(
         "--home", str(tmp_path / "other"), "export", "elsewhere", "--out", str(bundle)

@@ -125,6 +125,11 @@ class SyncStore(Protocol):
         """The tenant's database names held here, the tenant log (``TENANT_LOG``) included."""
         ...
 
+    def replicates(self, database: str) -> bool:
+        """False for a database this node declines (forgotten here): an initiator does not
+        reconcile it even when the peer offers it."""
+        ...
+
     def recon_storage(self, database: str) -> AbstractContextManager[ReconStorage]:
         """A read snapshot of the database's (timestamp, id) index (empty when not held)."""
         ...
@@ -670,6 +675,8 @@ class SyncInitiator:
         local_counts = {info.name: info.item_count for info in self._local}
         remote_counts = {info.name: info.item_count for info in remote.databases}
         for index, name in enumerate(names):
+            if not self._store.replicates(name):
+                continue  # forgotten here: the peer's offer is declined
             theirs = remote_counts.get(name, 0)
             bulk = theirs >= self._limits.bulk_min_items and local_counts.get(name, 0) * 2 < theirs
             report = self.report.database(name)
