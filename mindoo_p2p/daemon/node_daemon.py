@@ -71,6 +71,7 @@ from .node_access import NodeAccess
 from .peer_table import BAN_THRESHOLD, PeerState, PeerTable
 from .scheduler import SyncScheduler, run_wakes
 from .status import StoreStatus, daemon_status, read_store
+from .store_watch import StoreWatch, watch_store
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ class NodeDaemon:
         self._access: NodeAccess | None = None
         self._scheduler: SyncScheduler | None = None
         self._entry_events: EntryEventQueue | None = None
+        self._store_watch: StoreWatch | None = None
         self._bridge: GossipBridge | None = None
         self._stop_requested: trio.Event | None = None
         self._stopped: trio.Event | None = None
@@ -197,6 +199,8 @@ class NodeDaemon:
                 sync_interval_s=self.config.sync_interval_s, gossip=self._gossip_enabled
             )
             entry_events = self._entry_events = EntryEventQueue(self._entry_event_capacity)
+            store = self.node.store
+            watch = self._store_watch = StoreWatch(store.last_arrival())
             self._requests, requests = trio.open_memory_channel[_Dial | _Disconnect](
                 CONNECTION_REQUESTS
             )
@@ -215,6 +219,10 @@ class NodeDaemon:
                         self._bridge = bridge
                     await nursery.start(run_wakes, scheduler, self._wake_worker)
                     nursery.start_soon(self._consume_entry_events, entry_events)
+                    nursery.start_soon(
+                        watch_store, watch, store.last_arrival, store.entries_after,
+                        self._stored_elsewhere,
+                    )  # fmt: skip
                     nursery.start_soon(self._carry_out_requests, host, requests)
                     nursery.start_soon(self._watch_connections, host)
                     nursery.start_soon(
@@ -613,12 +621,30 @@ class NodeDaemon:
         """The Node's listener (any thread): hand the stored entries to the event loop as an
         event with their origin, without blocking; then, in a worker thread that holds the
         Node, let waiting uses have it (the batch is complete: a safe point)."""
-        queue, access = self._entry_events, self._access
+        queue, access, watch = self._entry_events, self._access, self._store_watch
         if queue is None or access is None:
             return
+        if watch is not None:
+            watch.claim(entry.id for entry in entries)
         origin = Origin.LOCAL if local else access.origin_of_current_thread() or Origin.OTHER
         queue.offer(EntryEvent(tuple(entries), origin))
         access.checkpoint()
+
+    async def _stored_elsewhere(self, entries: list[Entry]) -> None:
+        """Entries another process that has this home open stored (`store_watch`): bring
+        membership up to date when they hold tenant-log records, then handle them like this
+        process's own writes (gossip, sessions, event subscribers)."""
+        queue = self._entry_events
+        if queue is None:
+            return
+        logs = {e.tenant_id for e in entries if e.database == TENANT_LOG}
+        if logs:
+            async with self.access.hold() as node:
+                for tenant_id in logs:
+                    tenant = node.tenant_or_none(tenant_id)
+                    if tenant is not None:
+                        tenant.refresh_membership()
+        queue.offer(EntryEvent(tuple(entries), Origin.ELSEWHERE))
 
     async def _consume_entry_events(self, queue: EntryEventQueue) -> None:
         async for item in queue.events():
