@@ -65,6 +65,7 @@ from ..sync.messages import ProtocolViolation
 from ..sync.protocol import DEFAULT_LIMITS, IngestOutcome, SyncLimits, SyncReport, SyncStore
 from ..sync.tenant_adapter import TenantSyncAuthority, TenantSyncStore
 from ..tenant import Tenant
+from .conflict_events import conflict_events
 from .entry_events import ENTRY_EVENT_QUEUE, EntryEvent, EntryEventQueue, Origin, Resync
 from .gossip_bridge import GossipBridge
 from .node_access import NodeAccess
@@ -175,6 +176,8 @@ class NodeDaemon:
         self._scheduler: SyncScheduler | None = None
         self._entry_events: EntryEventQueue | None = None
         self._store_watch: StoreWatch | None = None
+        self._conflicts_known: dict[tuple[bytes, str, bytes], tuple[str, ...]] = {}
+        """Documents with conflicts when last looked at (`conflict_events`)."""
         self._bridge: GossipBridge | None = None
         self._stop_requested: trio.Event | None = None
         self._stopped: trio.Event | None = None
@@ -670,6 +673,11 @@ class NodeDaemon:
                 bridge.publish(entries)
         if self._scheduler is not None:
             self._scheduler.entries_stored(event.origin)
+        if self.events.subscriber_count:
+            known = self._conflicts_known
+            found = await self.access.run(lambda node: conflict_events(node, entries, known))
+            for conflict in found:
+                self.events.publish(conflict)
 
     async def _resync(self, resync: Resync) -> None:
         """Events were dropped: assume anything changed."""
