@@ -56,6 +56,7 @@ from ..net.dialer import maintain_connections
 from ..net.framing import FrameTooLarge, TransportError
 from ..net.gossip import GossipService
 from ..net.host import HostConfig, PeerHost
+from ..net.keepalive import DEAD_AFTER, PING_INTERVAL, Liveness, keep_alive
 from ..net.peer_identity import to_libp2p_id
 from ..node import Node
 from ..store import AppendResult, Rejected
@@ -158,8 +159,12 @@ class NodeDaemon:
         gossip: bool = True,
         command_runner: CommandRunner | None = None,
         entry_event_capacity: int = ENTRY_EVENT_QUEUE,
+        keepalive: tuple[float, float] | None = (PING_INTERVAL, DEAD_AFTER),
     ) -> None:
+        """``keepalive``: (seconds between pings, seconds without an answer after which the
+        path is dead), or None for no keepalive."""
         self.node = node
+        self._keepalive = keepalive
         self._entry_event_capacity = entry_event_capacity
         self.config = config
         self._host_config = host_config
@@ -459,6 +464,49 @@ class NodeDaemon:
                 self._wake_worker(peer_id)
 
     async def _peer_worker(self, peer_id: str, worker: _Worker) -> None:
+        """Sessions with a connected peer whenever woken, and the connection's keepalive
+        (`net.keepalive`: a path that stopped answering is closed, so the dialer redials)."""
+        host = self.host
+        async with trio.open_nursery() as nursery:
+            if host is not None and self._keepalive is not None:
+                interval, dead_after = self._keepalive
+                nursery.start_soon(
+                    functools.partial(
+                        keep_alive,
+                        Liveness(trio.current_time()),
+                        functools.partial(host.ping, peer_id),
+                        functools.partial(self._path_dead, peer_id),
+                        interval=interval,
+                        dead_after=dead_after,
+                        on_change=functools.partial(self._liveness_changed, peer_id),
+                    )
+                )
+            await self._run_sessions(peer_id, worker)
+            nursery.cancel_scope.cancel()
+
+    def _liveness_changed(self, peer_id: str, liveness: Liveness) -> None:
+        state = self.peer_table.get(peer_id)
+        if state is not None and state.connected:
+            previous = state.keepalive or {}
+            answered = liveness.unanswered == 0
+            state.keepalive = {
+                "rtt_ms": None if liveness.rtt is None else round(liveness.rtt * 1000, 1),
+                "last_answer_ms": now_ms() if answered else previous.get("last_answer_ms"),
+                "unanswered_pings": liveness.unanswered,
+            }
+
+    async def _path_dead(self, peer_id: str, reason: str) -> None:
+        """The keepalive heard nothing from ``peer_id`` for too long: show it, close the
+        connection (the dialer then redials it with a short backoff)."""
+        logger.warning("peer %s: %s; closing the connection to redial", peer_id, reason)
+        self.peer_table.path_dead(peer_id, reason)
+        self.events.publish(
+            {"type": "peer", "peer_id": peer_id, "connected": False, "reason": reason}
+        )
+        if self.host is not None:
+            await self.host.disconnect(peer_id)
+
+    async def _run_sessions(self, peer_id: str, worker: _Worker) -> None:
         while True:
             await worker.event.wait()
             worker.event = trio.Event()

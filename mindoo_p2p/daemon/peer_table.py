@@ -65,6 +65,12 @@ class PeerState:
     sessions: int = 0
     last_session: dict[str, Any] | None = None
     """The last session that ended well, as its own report tells it (`session_summary`)."""
+    dead_path: str | None = None
+    """Why the keepalive closed the connection last (no answer for so long); cleared when
+    the peer connects again."""
+    keepalive: dict[str, Any] | None = None
+    """The connection's keepalive (`net.keepalive`): ``rtt_ms`` of the last answered ping,
+    ``last_answer_ms`` (wall clock), ``unanswered_pings`` since; None when not connected."""
 
     def to_dict(self, tenant_names: dict[bytes, str]) -> dict[str, Any]:
         return {
@@ -78,6 +84,8 @@ class PeerState:
             "progress": dict(self.progress),
             "sessions": self.sessions,
             "last_session": dict(self.last_session) if self.last_session else None,
+            "keepalive": dict(self.keepalive) if self.keepalive else None,
+            "dead_path": self.dead_path,
             "tenants": sorted(tenant_names.get(t, t.hex()) for t in self.shared_tenants),
         }
 
@@ -192,12 +200,21 @@ class PeerTable:
         if state.connected:
             return False
         state.connected = True
+        state.dead_path = None
         return True
+
+    def path_dead(self, peer_id: str, reason: str) -> None:
+        """The keepalive heard nothing from ``peer_id`` for too long (it is disconnected
+        next): status shows ``reason`` until the peer connects again."""
+        state = self.peer(peer_id)
+        state.dead_path = reason
+        state.last_error = reason
 
     def disconnected(self, peer_id: str) -> bool:
         """Mark ``peer_id`` gone; True when it had shared tenants (gossip admission changed)."""
         state = self.peer(peer_id)
         state.connected = False
+        state.keepalive = None
         had = bool(state.shared_tenants)
         state.shared_tenants.clear()
         state.unshared_tenants.clear()
