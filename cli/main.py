@@ -23,7 +23,7 @@ from mindoo_p2p.commands import FORWARDED_PASSWORDS
 from mindoo_p2p.control import ControlClient, ControlError, control_socket
 from mindoo_p2p.errors import MindooError, sole_exception
 
-from .commands import bundle, db, device, doc, key, node, peers, recovery, tenant
+from .commands import bundle, db, device, doc, key, node, peers, recovery, sync, tenant
 from .context import DaemonHook, Invocation
 from .params import Forward, MindooGroup
 
@@ -35,7 +35,7 @@ def cli() -> None:
     """mindoo: end-to-end encrypted, offline-first document databases, synced peer to peer."""
 
 
-for _module in (node, peers, tenant, device, key, db, doc, bundle, recovery):
+for _module in (node, peers, tenant, device, key, db, doc, bundle, recovery, sync):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

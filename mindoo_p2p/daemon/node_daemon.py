@@ -589,9 +589,7 @@ class NodeDaemon:
                 to_libp2p_id(peer_id).to_bytes(),
                 TenantSyncAuthority(tenant),
                 TenantSyncStore(self.node, tenant),
-                on_progress=lambda live: self.peer_table.progress(
-                    peer_id, live.received, live.sent
-                ),
+                on_progress=lambda live: self._progress(peer_id, tenant, live),
                 on_penalty=self._penalize,
                 limits=self._sync_limits,
                 run_ingest=self._ingest_received,
@@ -616,6 +614,10 @@ class NodeDaemon:
             await stream.close()
         self._record(peer_id, tenant, report)
         return report
+
+    def _progress(self, peer_id: str, tenant: Tenant, live: SyncReport) -> None:
+        self.peer_table.progress(peer_id, live.received, live.sent)
+        self.peer_table.live(peer_id, tenant.id, live)
 
     async def _serve_sync(self, stream: Any) -> None:
         peer_id = stream.remote_peer_id
@@ -805,6 +807,12 @@ class NodeDaemon:
             listen_addrs=self.listen_addrs(),
         )
 
+    def sync_progress(self, since_ms: int) -> dict[str, Any]:
+        """Whether this node is caught up with its connected peers by sessions that ended at
+        or after ``since_ms`` (`PeerTable.sync_progress`): what ``mindoo sync wait`` polls
+        after waking every peer (``sync_now``)."""
+        return self.peer_table.sync_progress(since_ms, (t.id for t in self.node.tenants()))
+
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
         async def ping(params: dict[str, Any]) -> str:
             return "pong"
@@ -825,6 +833,12 @@ class NodeDaemon:
         async def sync_now(params: dict[str, Any]) -> dict[str, Any]:
             self.wake_peers()
             return {"woken": len(self.peer_table.connected_peers())}
+
+        async def sync_progress(params: dict[str, Any]) -> dict[str, Any]:
+            since = params.get("since_ms")
+            if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+                raise ValueError("sync_progress needs 'since_ms', a time in ms")
+            return self.sync_progress(since)
 
         async def run_command(params: dict[str, Any]) -> dict[str, Any]:
             argv = params.get("argv")
@@ -851,6 +865,7 @@ class NodeDaemon:
             "status": status,
             "peers.add": peers_add,
             "sync": sync_now,
+            "sync.progress": sync_progress,
             "cli": run_command,
             "stop": stop,
         }

@@ -56,6 +56,7 @@ def daemon_status(
                 "documents": stats["documents"],
                 "missing": missing,
                 "caught_up": caught_up,
+                "sync": peers.database_completion(tenant.id, name),
             }
         )
     return {
@@ -63,6 +64,9 @@ def daemon_status(
         "listen_addrs": listen_addrs,
         "home": home,
         "entries": stored.entries,
-        "peers": peers.peers_status(names),
+        "peers": [
+            {**row, "databases": peers.completion(row["peer_id"], names)}
+            for row in peers.peers_status(names)
+        ],
         "databases": databases,
     }
