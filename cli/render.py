@@ -55,6 +55,7 @@ def render_status(data: dict[str, Any]) -> str:
         lines.append(f"tenant {t['name']} ({t['id']}), {role}, {t['members']} members")
         for d in t["databases"]:
             lines.append(f"  db {d['name']}: {d['documents']} documents, {d['entries']} entries")
+    lines.extend(_durability_lines(data.get("durability", [])))
     lines.append(f"peer id:    {data['peer_id']}")
     if not data["daemon_running"]:
         lines.append("daemon:     not running (start it with 'mindoo node run')")
@@ -92,3 +93,16 @@ def sync_text(d: dict[str, Any]) -> str:
     if state == "behind":
         return f"behind: {d['missing']} known missing"
     return "not synced with any connected peer yet"
+
+
+def _durability_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """ "acme/notes: 3 entries exist only on this device, oldest 2 h ago" per database with
+    such entries, or one line saying there are none."""
+    from mindoo_p2p.durability import DatabaseDurability, only_here_text
+    from mindoo_p2p.tenant_secrets import now_ms
+
+    alone = [DatabaseDurability(**row) for row in rows if row["only_here"]]
+    if not alone:
+        return ["durability: every entry written here is held by a peer too"] if rows else []
+    now = now_ms()
+    return [f"durability: {r.tenant}/{r.database}: {only_here_text(r, now)}" for r in alone]

@@ -6,7 +6,8 @@ is a function passed in). One function per question:
 
 =========================  ==============================================================
 `node_status`              the node-only part of ``status``: home, identity, entry count,
-                           tenants with their databases, peer id (the daemon adds its live
+                           tenants with their databases, peer id, the durability ledger's
+                           entries that exist only here (the daemon adds its live
                            part: listen addresses, peers, per-database sync state)
 `find_member`              a member or device of a tenant named by the user: a name, a
                            fingerprint, or a signing key (hex, or a unique prefix of at
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 from .errors import MindooError, NotFoundError
 from .identity import PublicIdentity
@@ -60,10 +61,13 @@ class NodeStatus(TypedDict):
     tenants: list[TenantStatus]
     peer_id: str
     """The libp2p peer id derived from the node's peer seed (stable across restarts)."""
+    durability: list[dict[str, Any]]
+    """Per tenant and database, own entries no peer is known to hold (`durability`)."""
 
 
 def node_status(node: Node) -> NodeStatus:
     """What ``status`` shows of ``node`` whether or not a daemon runs it (no networking)."""
+    from .durability import durability, load_ledger
     from .net.peer_identity import peer_id_of
 
     tenants: list[TenantStatus] = []
@@ -87,6 +91,7 @@ def node_status(node: Node) -> NodeStatus:
         "entries": node.store.count(),
         "tenants": tenants,
         "peer_id": peer_id_of(node.peer_seed()),
+        "durability": [row.to_dict() for row in durability(node, load_ledger(node.home))],
     }
 
 

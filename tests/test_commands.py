@@ -37,6 +37,7 @@ def test_node_status_of_an_empty_node(make_node: MakeNode) -> None:
         "entries": 0,
         "tenants": [],
         "peer_id": peer_id_of(node.peer_seed()),
+        "durability": [],
     }
 
 

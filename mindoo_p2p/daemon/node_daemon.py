@@ -49,6 +49,7 @@ import trio
 from ..address_book_file import load_address_book, save_address_book
 from ..config import NodeConfig
 from ..control import ControlServer, EventHub, control_socket
+from ..durability import load_ledger, save_ledger
 from ..entry import TENANT_LOG, Entry
 from ..errors import MindooError
 from ..net.address_book import AddressBook
@@ -176,6 +177,9 @@ class NodeDaemon:
         self.events = EventHub()
         self.address_book = self._load_address_book()
         self.peer_table = PeerTable()
+        self.ledger = load_ledger(node.home)
+        """What peers are known to hold (`mindoo_p2p.durability`), saved after every change."""
+        self._ledger_lock = trio.Lock()
         self._local_peer = b""
         self._access: NodeAccess | None = None
         self._scheduler: SyncScheduler | None = None
@@ -582,6 +586,7 @@ class NodeDaemon:
         except TransportError as exc:
             self.peer_table.failed(peer_id, f"cannot open a sync stream: {exc}")
             return None
+        positions = self._feed_positions(tenant.id)
         try:
             report = await run_initiator(
                 stream,
@@ -613,7 +618,37 @@ class NodeDaemon:
         with trio.CancelScope(shield=True):
             await stream.close()
         self._record(peer_id, tenant, report)
+        await self._confirm_held(peer_id, report, positions)
         return report
+
+    def _feed_positions(self, tenant_id: bytes) -> dict[str, int]:
+        """Each database's feed position now: what a session starting now will leave the
+        peer holding (`durability`)."""
+        tenant = self.node.tenant_or_none(tenant_id)
+        if tenant is None:
+            return {}
+        store = self.node.store
+        return {db: store.last_seq(tenant_id, db) for db in [TENANT_LOG, *tenant.databases()]}
+
+    async def _confirm_held(
+        self, peer_id: str, report: SyncReport, positions: dict[str, int]
+    ) -> None:
+        """A session ended well: every database it reconciled completely is held by the peer
+        up to the position it had when the session started; save the ledger if that moved."""
+        if report.role == "initiator" and report.peer_refused:
+            return  # the peer did not take everything we pushed
+        moved = False
+        at = now_ms()
+        for database, seq in positions.items():
+            db = report.databases.get(database)
+            if db is None or db.unavailable or db.rejected:
+                continue
+            if not (db.settled if report.role == "initiator" else db.recon_rounds > 0):
+                continue
+            moved |= self.ledger.confirm(report.tenant_id, database, seq, peer_id, at)
+        if moved:
+            async with self._ledger_lock:
+                await trio.to_thread.run_sync(save_ledger, self.node.home, self.ledger)
 
     def _progress(self, peer_id: str, tenant: Tenant, live: SyncReport) -> None:
         self.peer_table.progress(peer_id, live.received, live.sent)
@@ -629,6 +664,13 @@ class NodeDaemon:
             for tenant in self.node.tenants()
         }
         self._session_started(peer_id)
+        positions: dict[str, int] = {}
+        proven = self._proven(peer_id)
+
+        def authenticated(tenant_id: bytes) -> None:
+            positions.update(self._feed_positions(tenant_id))
+            proven(tenant_id)
+
         try:
             report = await run_responder(
                 stream,
@@ -639,7 +681,7 @@ class NodeDaemon:
                 limits=self._sync_limits,
                 run_ingest=self._ingest_received,
                 hold_store=self._hold_for_handshake,
-                on_authenticated=self._proven(peer_id),
+                on_authenticated=authenticated,
             )
         except (AuthDenied, ProtocolViolation, SyncTimeout) as exc:
             self.peer_table.failed(peer_id, f"inbound sync failed: {exc}")
@@ -651,6 +693,7 @@ class NodeDaemon:
             self._session_ended(peer_id)
         if report is not None:
             self._record(peer_id, self.node.tenant(report.tenant_id), report)
+            await self._confirm_held(peer_id, report, positions)
 
     def _proven(self, peer_id: str) -> Callable[[bytes], None]:
         """The sessions' ``on_authenticated``: the peer proved that it shares a tenant, so its
@@ -791,12 +834,13 @@ class NodeDaemon:
         return result
 
     def _status(self) -> dict[str, Any]:
-        return self._status_from(read_store(self.node))
+        return self._status_from(read_store(self.node, self.ledger))
 
     async def status_off_loop(self) -> dict[str, Any]:
         """`status`, with its store reads (a count of every database's documents) in a worker
         thread, so a large store does not hold up the event loop."""
-        return self._status_from(await trio.to_thread.run_sync(read_store, self.node))
+        stored = await trio.to_thread.run_sync(read_store, self.node, self.ledger)
+        return self._status_from(stored)
 
     def _status_from(self, stored: StoreStatus) -> dict[str, Any]:
         return daemon_status(

@@ -4,9 +4,10 @@ table (on the loop). No I/O of its own beyond `read_store`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ..durability import DatabaseDurability, DurabilityLedger, durability
 from ..node import Node
 from ..tenant import Tenant
 from .peer_table import PeerTable
@@ -19,10 +20,12 @@ class StoreStatus:
     tenants: list[Tenant]
     databases: list[tuple[Tenant, str, dict[str, int]]]
     entries: int
+    durability: list[DatabaseDurability] = field(default_factory=list)
 
 
-def read_store(node: Node) -> StoreStatus:
-    """The store's part of the status (LMDB snapshots: safe from any thread)."""
+def read_store(node: Node, ledger: DurabilityLedger | None = None) -> StoreStatus:
+    """The store's part of the status (LMDB snapshots: safe from any thread); with
+    ``ledger``, the own entries no peer is known to hold (`mindoo_p2p.durability`)."""
     tenants = node.tenants()
     store = node.store
     databases = [
@@ -30,7 +33,8 @@ def read_store(node: Node) -> StoreStatus:
         for tenant in tenants
         for name in tenant.databases()
     ]
-    return StoreStatus(tenants, databases, store.count())
+    held = durability(node, ledger) if ledger is not None else []
+    return StoreStatus(tenants, databases, store.count(), held)
 
 
 def daemon_status(
@@ -69,4 +73,5 @@ def daemon_status(
             for row in peers.peers_status(names)
         ],
         "databases": databases,
+        "durability": [row.to_dict() for row in stored.durability],
     }
