@@ -204,6 +204,9 @@ class NodeDaemon:
             host.set_peer_gate(self.peer_table.may_dial)
             self.host = host
             self._local_peer = to_libp2p_id(host.peer_id).to_bytes()
+            if self.address_book.set_own_peer_id(host.peer_id):
+                logger.warning("the address book held this node's own address: forgotten")
+            self._save_address_book()
             self._trio_token = trio.lowlevel.current_trio_token()
             self._trio_thread = threading.get_ident()
             access = self._access = NodeAccess(self.node)
@@ -416,6 +419,33 @@ class NodeDaemon:
         self._request(_Dial(addr, remember=True))
         return peer_id
 
+    def name_peer(self, peer: str, name: str | None) -> str:
+        """Name the address-book peer ``peer`` (a name, id or id prefix); its peer id. Safe
+        from a forwarded command's worker thread."""
+        result: str = self._on_loop(self._name_peer, peer, name)
+        return result
+
+    def _name_peer(self, peer: str, name: str | None) -> str:
+        peer_id = self.address_book.find(peer)
+        self.address_book.set_name(peer_id, name)
+        self._save_address_book()
+        return peer_id
+
+    def forget_peer(self, peer: str) -> str:
+        """Remove ``peer`` (a name, id or id prefix) from the address book and close its
+        connection: it is not dialed again (it may still dial us). Its peer id. Safe from a
+        forwarded command's worker thread."""
+        result: str = self._on_loop(self._forget_peer, peer)
+        return result
+
+    def _forget_peer(self, peer: str) -> str:
+        peer_id = self.address_book.find(peer)
+        self.address_book.remove(peer_id)
+        self._save_address_book()
+        if self.host is not None and self.host.is_connected(peer_id):
+            self._request(_Disconnect(peer_id))
+        return peer_id
+
     async def block_peer(self, peer_id: str) -> None:
         """Disconnect ``peer_id`` and refuse it until `unblock_peer` (partitions in tests)."""
         self.peer_table.block(peer_id)
@@ -441,6 +471,8 @@ class NodeDaemon:
     def _on_connected(self, peer_id: str, workers: trio.Nursery) -> None:
         if not self.peer_table.connected(peer_id):
             return
+        if self.host is not None:
+            self.peer_table.peer(peer_id).address = self.host.remote_address(peer_id)
         worker = self._workers[peer_id] = _Worker()
         workers.start_soon(self._peer_worker, peer_id, worker)
         assert self._scheduler is not None

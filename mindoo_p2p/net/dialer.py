@@ -128,6 +128,8 @@ async def maintain_connections(
             for peer_id in address_book.peers():
                 if peer_id == host.peer_id or peer_id in in_flight:
                     continue
+                if not address_book.addrs(peer_id):
+                    continue  # known by name only (it dialed us): nothing to dial
                 if host.is_connected(peer_id) or now < not_before.get(peer_id, 0.0):
                     continue
                 in_flight.add(peer_id)

@@ -572,6 +572,18 @@ class PeerHost:
 
     # -- admission ----------------------------------------------------------------------------
 
+    def remote_address(self, peer_id: str) -> str | None:
+        """The transport address of the connection to ``peer_id`` in use (None when not
+        connected or unknown), as a multiaddr ending in /p2p/PEER_ID."""
+        for conn in self._swarm.get_connections(to_libp2p_id(peer_id)):
+            try:
+                addrs = conn.get_transport_addresses()
+            except Exception:  # a connection closing under us: no address to show
+                continue
+            if addrs:
+                return f"{addrs[0]}/p2p/{peer_id}"
+        return None
+
     def set_peer_gate(self, allowed: Callable[[str], bool]) -> None:
         """``allowed(peer_id)`` decides, right after Noise authenticates a peer and before the
         connection counts as open, whether a connection (inbound or outbound) may stay: a
