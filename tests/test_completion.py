@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from cli_helpers import PASSWORD as CLI_PASSWORD
@@ -62,10 +63,11 @@ def entries(count: int, database: str = "notes") -> MemorySyncStore:
     return store
 
 
+@pytest.mark.parametrize("count", [3000, pytest.param(20_000, marks=pytest.mark.slow)])
 async def test_completion_goes_from_0_to_100_percent_while_an_empty_node_syncs(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, count: int
 ) -> None:
-    full, empty = entries(3000), MemorySyncStore(TENANT)
+    full, empty = entries(count), MemorySyncStore(TENANT)
     table = PeerTable(clock=trio.current_time)
     seen: list[dict[str, Any]] = []
 
@@ -84,9 +86,9 @@ async def test_completion_goes_from_0_to_100_percent_while_an_empty_node_syncs(
         report = await run_initiator(
             near, b"A", b"B", Everyone(), empty, on_progress=on_progress, limits=limits
         )
-    assert len(empty) == 3000
+    assert len(empty) == count
     assert seen[0]["state"] == "syncing" and seen[0]["percent"] == 0.0
-    assert seen[0]["lacking"] == 3000  # known from the peer's count before any reconciliation
+    assert seen[0]["lacking"] == count  # known from the peer's count before any reconciliation
     percents = [row["percent"] for row in seen]
     assert percents == sorted(percents) and len(set(percents)) > 10  # it moves, never back
     assert all(row["state"] == "syncing" for row in seen)
@@ -97,7 +99,7 @@ async def test_completion_goes_from_0_to_100_percent_while_an_empty_node_syncs(
     assert (done["state"], done["percent"], done["held"], done["lacking"]) == (
         "up to date",
         100.0,
-        3000,
+        count,
         0,
     )
 

@@ -11,8 +11,9 @@ its newest entry, `EntryStore.last_arrival`: one short read transaction) every
 entry this process stored is *claimed* by the daemon's listener (called right after the
 commit, by the thread that made it). An arrival nobody claimed when it is first read may still
 be this process's own (its commit is visible before the listener runs in a worker thread), so
-it is reported one scan later if still unclaimed. So another process's write is reported
-within two intervals of its commit, and this process's own writes never twice.
+it is reported by the next scan, `CLAIM_GRACE` later, if still unclaimed. So another process's
+write is reported within one interval and the grace of its commit (about 50 ms), and this
+process's own writes never twice.
 
 ==========================  ==================================================================
 `StoreWatch.claim(ids)`     the listener: entries this process stored
@@ -32,6 +33,8 @@ from ..entry import Entry
 
 WATCH_INTERVAL = 0.04
 """Seconds between two looks at the store's change counter."""
+CLAIM_GRACE = 0.01
+"""Seconds an unclaimed arrival is given for this process's listener to claim it."""
 WATCH_BATCH = 1000
 """Arrivals read at most per look (more are read on the following looks, without waiting)."""
 
@@ -83,11 +86,13 @@ async def watch_store(
     report: Callable[[list[Entry]], Awaitable[None]],
     *,
     interval: float = WATCH_INTERVAL,
+    grace: float = CLAIM_GRACE,
 ) -> None:
     """Forever: every ``interval`` seconds, when the change counter moved (or arrivals wait),
-    scan and hand what came from elsewhere to ``report``."""
+    scan and hand what came from elsewhere to ``report``; unclaimed arrivals are looked at
+    again after ``grace`` seconds."""
     while True:
-        await trio.sleep(interval)
+        await trio.sleep(grace if watch.pending() else interval)
         more = True
         while more and (watch.pending() or last_arrival() > watch.seen):
             entries, more = watch.scan(read)
