@@ -55,7 +55,7 @@ async def test_a_path_that_stops_delivering_is_dead_within_15_s(
         await trio.sleep(30)
     ((at, reason),) = dead
     # Dead 15 s after the last answer (a ping in flight at the cut was answered 2 ms later).
-    assert at - cut_at <= 15.0 + 0.002 and "15 s" in reason and liveness.dead
+    assert at - cut_at <= 15.01 and "15 s" in reason and liveness.dead
     assert liveness.unanswered >= 1
 
 
