@@ -63,6 +63,26 @@ def test_only_unclaimed_arrivals_are_reported_one_scan_after_they_are_read() -> 
     assert watch.seen == 8
 
 
+def test_arrivals_that_are_all_this_processs_own_are_never_read() -> None:
+    store = FakeStore()
+    watch = StoreWatch(seen=0)
+    own = store.add(500)  # a clone by this process
+    watch.claim(e.id for e in own)
+    claims = watch.claims()
+    assert watch.skip_own(len(store.entries), claims) and watch.seen == 500
+    assert watch.claims() == 0
+    # A foreign commit, then an own one claimed after the count was taken: the counter moved
+    # by 2 with 0 claims counted, so the store is read and only the foreign one reported.
+    foreign = store.add(1)
+    claims = watch.claims()
+    late = store.add(1)
+    watch.claim(e.id for e in late)
+    assert not watch.skip_own(len(store.entries), claims)
+    reported, _ = watch.scan(store.read)
+    assert reported == [] and watch.pending()
+    assert watch.scan(store.read) == (foreign, False)
+
+
 def test_a_burst_is_read_in_bounded_chunks() -> None:
     store = FakeStore()
     watch = StoreWatch(seen=0)
