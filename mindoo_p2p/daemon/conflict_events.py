@@ -3,9 +3,10 @@
 After entries arrive from elsewhere, the documents they touched are looked at once: one that
 now holds competing values (`Database.conflicting_fields`) gives a ``conflict`` event, and one
 that held some the last time it was looked at and holds none now gives ``conflict_resolved``
-(a write here resolves too: local writes are looked at as well). At most
-`MAX_DOCUMENTS_PER_BATCH` documents per stored batch are looked at (a bulk catch-up would
-otherwise materialize every document); `mindoo conflicts` lists them all.
+(a write here resolves too: local writes are looked at as well). Only batches of at most
+`MAX_BATCH_ENTRIES` entries (live traffic: gossip, local writes, small sessions), and at most
+`MAX_DOCUMENTS_PER_BATCH` documents of each, are looked at (a bulk catch-up would otherwise
+materialize every document it brings); `mindoo conflicts` lists them all.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from ..errors import MindooError
 from ..node import Node
 
 MAX_DOCUMENTS_PER_BATCH = 32
+MAX_BATCH_ENTRIES = 64
+"""Larger stored batches (a catch-up, an import) are not looked at: the cost would grow with
+the clone; `mindoo conflicts` lists what they brought."""
 
 
 def conflict_events(
@@ -25,6 +29,8 @@ def conflict_events(
 ) -> list[dict[str, Any]]:
     """The conflict events of the documents ``entries`` touched; ``known`` remembers which
     documents held conflicts (updated here, bounded by the documents in conflict)."""
+    if len(entries) > MAX_BATCH_ENTRIES:
+        return []
     touched: dict[tuple[bytes, str, bytes], None] = {}
     for entry in entries:
         if entry.database != TENANT_LOG and entry.kind is EntryKind.CHANGE:
