@@ -199,16 +199,34 @@ class DatabaseDurability:
         }
 
 
-def durability(node: Node, ledger: DurabilityLedger) -> list[DatabaseDurability]:
+DurabilityCache = dict[tuple[bytes, str], tuple[int, int, int, int | None]]
+"""(tenant id, database) -> (confirmed position, feed position counted through, count,
+oldest): what `durability` counted before, so the next call reads only newer entries."""
+
+
+def durability(
+    node: Node, ledger: DurabilityLedger, cache: DurabilityCache | None = None
+) -> list[DatabaseDurability]:
     """Per tenant and database (the tenant log included), the own entries above the
-    confirmed position (one read of the feed above it)."""
+    confirmed position (one read of the feed above it; with ``cache``, of what arrived since
+    the last call while the confirmed position stayed)."""
     me = node.identity.signing.public_key
     found = []
     for tenant in node.tenants():
         own = {me} | ({tenant.admin_key} if tenant.is_admin else set())
         for database in [TENANT_LOG, *tenant.databases()]:
             confirmation = ledger.confirmed(tenant.id, database)
-            count, oldest = _own_after(node, tenant.id, database, own, confirmation)
+            confirmed = confirmation.seq if confirmation is not None else 0
+            start, count, oldest = confirmed, 0, None
+            known = cache.get((tenant.id, database)) if cache is not None else None
+            if known is not None and known[0] == confirmed:
+                _, start, count, oldest = known
+            more, newest, through = _own_after(node, tenant.id, database, own, start)
+            count += more
+            if newest is not None:
+                oldest = newest if oldest is None else min(oldest, newest)
+            if cache is not None:
+                cache[(tenant.id, database)] = (confirmed, through, count, oldest)
             found.append(
                 DatabaseDurability(
                     tenant=tenant.name,
@@ -224,14 +242,11 @@ def durability(node: Node, ledger: DurabilityLedger) -> list[DatabaseDurability]
 
 
 def _own_after(
-    node: Node,
-    tenant_id: bytes,
-    database: str,
-    own: Iterable[bytes],
-    confirmation: Confirmation | None,
-) -> tuple[int, int | None]:
+    node: Node, tenant_id: bytes, database: str, own: Iterable[bytes], cursor: int
+) -> tuple[int, int | None, int]:
+    """Own entries after feed position ``cursor``: how many, the oldest author time, and
+    the feed position read through."""
     authors = set(own)
-    cursor = confirmation.seq if confirmation is not None else 0
     count = 0
     oldest: int | None = None
     while True:
@@ -241,7 +256,7 @@ def _own_after(
                 count += 1
                 oldest = item.timestamp_ms if oldest is None else min(oldest, item.timestamp_ms)
         if next_cursor == cursor:
-            return count, oldest
+            return count, oldest, cursor
         cursor = next_cursor
 
 
@@ -266,6 +281,7 @@ __all__ = [
     "LEDGER_FILE",
     "Confirmation",
     "DatabaseDurability",
+    "DurabilityCache",
     "DurabilityLedger",
     "durability",
     "load_ledger",

@@ -92,3 +92,21 @@ def test_the_ledger_round_trips_and_a_damaged_file_is_set_aside(tmp_path: Path) 
     assert not (tmp_path / LEDGER_FILE).exists()
     (aside,) = tmp_path.glob(f"{LEDGER_FILE}.damaged-*")
     assert aside.read_text() == "{not json"
+
+
+def test_the_count_is_incremental_with_a_cache(make_node: MakeNode) -> None:
+    node = make_node("solo")
+    notes = node.create_tenant("acme").create_db("notes")
+    ledger = DurabilityLedger()
+    cache: dict[tuple[bytes, str], tuple[int, int, int, int | None]] = {}
+    notes.create_document({"n": 1})
+    first = durability(node, ledger, cache)
+    notes.create_document({"n": 2})
+    again = durability(node, ledger, cache)
+    assert again == durability(node, ledger)  # the same as counting from scratch
+    assert [r.only_here for r in again if r.database == "notes"] == [2]
+    assert [r.oldest_ms for r in again] == [r.oldest_ms for r in first]
+    tenant_id = node.tenant("acme").id
+    ledger.confirm(tenant_id, "notes", node.store.last_seq(tenant_id, "notes"), "peer", 1)
+    (row,) = [r for r in durability(node, ledger, cache) if r.database == "notes"]
+    assert (row.only_here, row.oldest_ms, row.confirmed_by) == (0, None, "peer")

@@ -49,7 +49,7 @@ import trio
 from ..address_book_file import load_address_book, save_address_book
 from ..config import NodeConfig
 from ..control import ControlServer, EventHub, control_socket
-from ..durability import load_ledger, save_ledger
+from ..durability import DurabilityCache, load_ledger, save_ledger
 from ..entry import TENANT_LOG, Entry
 from ..errors import MindooError
 from ..net.address_book import AddressBook
@@ -180,6 +180,7 @@ class NodeDaemon:
         self.ledger = load_ledger(node.home)
         """What peers are known to hold (`mindoo_p2p.durability`), saved after every change."""
         self._ledger_lock = trio.Lock()
+        self._durability_cache: DurabilityCache = {}
         self._local_peer = b""
         self._access: NodeAccess | None = None
         self._scheduler: SyncScheduler | None = None
@@ -866,12 +867,14 @@ class NodeDaemon:
         return result
 
     def _status(self) -> dict[str, Any]:
-        return self._status_from(read_store(self.node, self.ledger))
+        return self._status_from(read_store(self.node, self.ledger, self._durability_cache))
 
     async def status_off_loop(self) -> dict[str, Any]:
         """`status`, with its store reads (a count of every database's documents) in a worker
         thread, so a large store does not hold up the event loop."""
-        stored = await trio.to_thread.run_sync(read_store, self.node, self.ledger)
+        stored = await trio.to_thread.run_sync(
+            read_store, self.node, self.ledger, self._durability_cache
+        )
         return self._status_from(stored)
 
     def _status_from(self, stored: StoreStatus) -> dict[str, Any]:

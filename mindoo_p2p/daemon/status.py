@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..durability import DatabaseDurability, DurabilityLedger, durability
+from ..durability import DatabaseDurability, DurabilityCache, DurabilityLedger, durability
 from ..node import Node
 from ..tenant import Tenant
 from .peer_table import PeerTable
@@ -23,9 +23,12 @@ class StoreStatus:
     durability: list[DatabaseDurability] = field(default_factory=list)
 
 
-def read_store(node: Node, ledger: DurabilityLedger | None = None) -> StoreStatus:
+def read_store(
+    node: Node, ledger: DurabilityLedger | None = None, cache: DurabilityCache | None = None
+) -> StoreStatus:
     """The store's part of the status (LMDB snapshots: safe from any thread); with
-    ``ledger``, the own entries no peer is known to hold (`mindoo_p2p.durability`)."""
+    ``ledger``, the own entries no peer is known to hold (`mindoo_p2p.durability`; ``cache``
+    keeps the count incremental between calls)."""
     tenants = node.tenants()
     store = node.store
     databases = [
@@ -33,7 +36,7 @@ def read_store(node: Node, ledger: DurabilityLedger | None = None) -> StoreStatu
         for tenant in tenants
         for name in tenant.databases()
     ]
-    held = durability(node, ledger) if ledger is not None else []
+    held = durability(node, ledger, cache) if ledger is not None else []
     return StoreStatus(tenants, databases, store.count(), held)
 
 
