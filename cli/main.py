@@ -26,7 +26,7 @@ from mindoo_p2p.commands import FORWARDED_PASSWORDS
 from mindoo_p2p.control import ControlClient, ControlError, control_socket
 from mindoo_p2p.errors import MindooError, sole_exception
 
-from .commands import bundle, db, device, doc, http, key, node, peers, query, recovery, tenant
+from .commands import bundle, db, device, doc, http, key, node, peers, query, recovery, sync, tenant
 from .context import DaemonHook, Invocation
 from .params import Forward, MindooGroup
 
@@ -38,7 +38,7 @@ def cli() -> None:
     """mindoo: end-to-end encrypted, offline-first document databases, synced peer to peer."""
 
 
-for _module in (node, peers, tenant, device, key, db, doc, bundle, recovery, query, http):
+for _module in (node, peers, tenant, device, key, db, doc, bundle, recovery, query, http, sync):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

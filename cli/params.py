@@ -28,7 +28,7 @@ GLOBALS_KEY = "mindoo.globals"
 STATE_KEY = "mindoo.state"
 """``ctx.meta`` key: the running command's `CliContext`."""
 
-LOCAL_ONLY = frozenset({"init", "node", "watch"})
+LOCAL_ONLY = frozenset({"init", "node", "watch", "sync"})
 """Top-level commands never forwarded to a running daemon."""
 
 

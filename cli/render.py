@@ -62,6 +62,7 @@ def render_status(data: dict[str, Any]) -> str:
                 f" misbehaving member); its entries from #{f['seq']} on are withdrawn everywhere;"
                 f" evidence {', '.join(e[:16] for e in f['evidence']) or 'none kept'}"
             )
+    lines.extend(_durability_lines(data.get("durability", [])))
     lines.append(f"peer id:    {data['peer_id']}")
     if not data["daemon_running"]:
         lines.append("daemon:     not running (start it with 'mindoo node run')")
@@ -76,9 +77,39 @@ def render_status(data: dict[str, Any]) -> str:
         error = f", last error: {peer['last_error']}" if peer["last_error"] else ""
         lines.append(f"peer {peer['peer_id']}: {state}, last sync {synced}{busy}{error}")
     for d in data["sync"]:
-        caught = ", ".join(f"{c['peer_id'][-8:]} at {fmt_ms(c['at_ms'])}" for c in d["caught_up"])
-        lines.append(
-            f"  {d['tenant']}/{d['database']}: {d['entries']} entries, {d['missing']} known"
-            f" missing{', caught up with ' + caught if caught else ''}"
-        )
+        lines.append(f"  {d['tenant']}/{d['database']}: {d['entries']} entries, {sync_text(d)}")
     return "\n".join(lines)
+
+
+def sync_text(d: dict[str, Any]) -> str:
+    """A database's sync state in words: syncing with a percentage, rate and ETA; up to date
+    with whom and since when; not synced; behind, with what is known to be missing."""
+    sync = d.get("sync") or {}
+    state = sync.get("state", "not synced")
+    if state == "syncing":
+        percent = sync.get("percent")
+        text = "syncing" + (f" {percent:.1f} %" if percent is not None else "")
+        if sync.get("lacking"):
+            text += f", {sync['lacking']} to fetch"
+        if sync.get("eta_s") is not None:
+            text += f", about {sync['eta_s']:.0f} s left"
+        return text
+    if state == "up to date":
+        caught = ", ".join(f"{c['peer_id'][-8:]} at {fmt_ms(c['at_ms'])}" for c in d["caught_up"])
+        return f"up to date with {caught}" if caught else "up to date"
+    if state == "behind":
+        return f"behind: {d['missing']} known missing"
+    return "not synced with any connected peer yet"
+
+
+def _durability_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """ "acme/notes: 3 entries exist only on this device, oldest 2 h ago" per database with
+    such entries, or one line saying there are none."""
+    from mindoo_p2p.durability import DatabaseDurability, only_here_text
+    from mindoo_p2p.tenant_secrets import now_ms
+
+    alone = [DatabaseDurability(**row) for row in rows if row["only_here"]]
+    if not alone:
+        return ["durability: every entry written here is held by a peer too"] if rows else []
+    now = now_ms()
+    return [f"durability: {r.tenant}/{r.database}: {only_here_text(r, now)}" for r in alone]

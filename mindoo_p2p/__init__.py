@@ -4,7 +4,7 @@ Start with `Node.init(home, password)` once, then `Node.open(home, password)`::
 
     node = Node.open(home, password)
     tenant = node.create_tenant("acme")
-    contacts = tenant.open_db("contacts")
+    contacts = tenant.create_db("contacts")  # open_db opens an existing one
     doc_id = contacts.create_document({"name": "Ada"})
     with contacts.change(doc_id) as doc:
         doc["email"] = "ada@example.org"

@@ -144,6 +144,22 @@ class DaemonClient:
         result: dict[str, Any] = self._request("POST", path, json={"name": name})
         return result
 
+    def forget_database(self, tenant: str, name: str) -> None:
+        """Stop holding database ``name`` here (`Tenant.forget_db`; its entries stay)."""
+        self._request("DELETE", self._db_path(tenant, name))
+
+    def conflicts(self, tenant: str, database: str) -> list[dict[str, Any]]:
+        """Documents with unresolved conflicts: ``{"document_id", "fields"}`` each."""
+        path = f"{self._db_path(tenant, database)}/conflicts"
+        result: list[dict[str, Any]] = self._request("GET", path)["documents"]
+        return result
+
+    def document_conflicts(self, tenant: str, database: str, document: str) -> dict[str, Any]:
+        """A document's ``content`` and ``conflicts`` (each field's competing values)."""
+        path = f"{self._db_path(tenant, database)}/documents/{_segment(document)}/conflicts"
+        result: dict[str, Any] = self._request("GET", path)
+        return result
+
     # -- documents -------------------------------------------------------------------------------
     def documents(self, tenant: str, database: str, *, limit: int = 10_000) -> list[str]:
         """Ids of the database's documents, in order of first arrival."""

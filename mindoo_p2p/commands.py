@@ -6,8 +6,11 @@ is a function passed in). One function per question:
 
 =========================  ==============================================================
 `node_status`              the node-only part of ``status``: home, identity, entry count,
-                           tenants with their databases, peer id (the daemon adds its live
+                           tenants with their databases, peer id, the durability ledger's
+                           entries that exist only here (the daemon adds its live
                            part: listen addresses, peers, per-database sync state)
+`peer_list`                the peers of the address book and the daemon: name, state,
+                           address in use, last error, failures, last sync
 `find_member`              a member or device of a tenant named by the user: a name, a
                            fingerprint, or a signing key (hex, or a unique prefix of at
                            least `MIN_KEY_PREFIX` hex digits)
@@ -24,10 +27,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 from .errors import MindooError, NotFoundError
 from .identity import PublicIdentity
+from .net.address_book import AddressBook
 from .node import Node
 from .recovery import MIN_PASSWORD_CHARS
 from .tenant import Tenant
@@ -74,10 +78,13 @@ class NodeStatus(TypedDict):
     tenants: list[TenantStatus]
     peer_id: str
     """The libp2p peer id derived from the node's peer seed (stable across restarts)."""
+    durability: list[dict[str, Any]]
+    """Per tenant and database, own entries no peer is known to hold (`durability`)."""
 
 
 def node_status(node: Node) -> NodeStatus:
     """What ``status`` shows of ``node`` whether or not a daemon runs it (no networking)."""
+    from .durability import durability, load_ledger
     from .net.peer_identity import peer_id_of
 
     tenants: list[TenantStatus] = []
@@ -110,7 +117,45 @@ def node_status(node: Node) -> NodeStatus:
         "entries": node.store.count(),
         "tenants": tenants,
         "peer_id": peer_id_of(node.peer_seed()),
+        "durability": [row.to_dict() for row in durability(node, load_ledger(node.home))],
     }
+
+
+# -- peers -------------------------------------------------------------------------------------
+def peer_list(book: AddressBook, live: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every peer of the address book and of the daemon's peer table (``live``: its status
+    rows, empty when no daemon runs), connected first: its name, state (``connected``,
+    ``unreachable`` when the keepalive found the path dead, ``disconnected``), the address
+    in use (the connection's, else the book's best), every known address, the last error,
+    failed dial rounds since the last success, and the last sync."""
+    by_id = {row["peer_id"]: row for row in live}
+    rows = []
+    for peer_id in sorted(set(book.peers()) | set(by_id)):
+        record = book.get(peer_id)
+        row = by_id.get(peer_id, {})
+        addrs = list(record.addrs) if record is not None else []
+        if row.get("connected"):
+            state = "connected"
+        elif row.get("dead_path"):
+            state = "unreachable"
+        else:
+            state = "disconnected"
+        rows.append(
+            {
+                "peer_id": peer_id,
+                "name": record.name if record is not None else None,
+                "state": state,
+                "connected": state == "connected",
+                "address": row.get("address") if state == "connected" else None,
+                "addrs": addrs,
+                "last_error": row.get("last_error") or (record.last_error if record else None),
+                "failures": record.failures if record is not None else 0,
+                "last_connected": record.last_connected if record is not None else None,
+                "last_sync_ms": row.get("last_sync_ms"),
+            }
+        )
+    rows.sort(key=lambda r: (not r["connected"], r["name"] or "~", r["peer_id"]))
+    return rows
 
 
 # -- members -----------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, overload
 
+from .conflicts import ConflictFeed, DocumentView, FieldConflict, document_conflicts
 from .crdt import AutomergeDocument, ListProxy, MapProxy, change_hash
 from .crypto import SigningKeyPair
 from .document_heads import HeadMismatch, head_mismatch
@@ -69,6 +70,8 @@ class DatabaseTenant(Protocol):
 
     def key_for_writing(self, key_id: bytes | None, name: str = DEFAULT_KEY) -> TenantKey: ...
 
+    def require_database(self, name: str) -> None: ...
+
     def member_name(self, signing_key: bytes) -> str | None: ...
 
     def draft(
@@ -96,6 +99,11 @@ class HistoryItem:
     author_name: str | None
     timestamp_ms: int
     deps: tuple[str, ...]
+    head: bool = False
+    """No other entry of the document builds on it (a current head)."""
+    concurrent: bool = False
+    """A head while the document has several: changes made without seeing each other,
+    not merged by a later change yet."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +113,8 @@ class HistoryItem:
             "author_name": self.author_name,
             "timestamp_ms": self.timestamp_ms,
             "deps": list(self.deps),
+            "head": self.head,
+            "concurrent": self.concurrent,
         }
 
 
@@ -154,6 +164,7 @@ class Database:
         self.tenant = tenant
         self.name = name
         self._store = tenant.store
+        self._conflict_feed = ConflictFeed()
         self._docs = DocumentMaterializer(
             self._store,
             tenant.id,
@@ -277,6 +288,7 @@ class Database:
     def _write(self, draft: Draft, document_id: bytes) -> None:
         """Seal and store ``draft`` now, or when the open batch commits."""
         try:
+            self.tenant.require_database(self.name)  # forgotten since it was opened?
             self.tenant.writer.write([draft])
         except BaseException:
             self._docs.forget(document_id)
@@ -292,15 +304,62 @@ class Database:
             yield
 
     # -- reading -----------------------------------------------------------------------------
-    def get(self, document_id: str | bytes) -> dict[str, Any]:
-        """The document's current content as plain Python values."""
+    @overload
+    def get(
+        self, document_id: str | bytes, *, conflicts: Literal[False] = False
+    ) -> dict[str, Any]: ...
+
+    @overload
+    def get(self, document_id: str | bytes, *, conflicts: Literal[True]) -> DocumentView: ...
+
+    def get(
+        self, document_id: str | bytes, *, conflicts: bool = False
+    ) -> dict[str, Any] | DocumentView:
+        """The document's current content as plain Python values; with ``conflicts``, a
+        `DocumentView` of the content and every field's competing values (`conflicts`)."""
         md = self._docs.load(parse_document_id(document_id))
         if md.deleted:
             raise DocumentDeletedError(f"document {md.document_id.hex()} was deleted")
         if md.plain is None:
             md.plain = md.doc.to_py()
         copied: dict[str, Any] = _copy(md.plain)
+        if conflicts:
+            return DocumentView(copied, self._conflicts_of(md))
         return copied
+
+    def conflicts(self, document_id: str | bytes) -> tuple[FieldConflict, ...]:
+        """The document's top-level fields that concurrent changes set to competing values:
+        each value with the entry, author (and device) and time that wrote it, the value the
+        document shows first. Empty when there is none; a plain write of a field resolves
+        its conflict."""
+        md = self._docs.load(parse_document_id(document_id))
+        return self._conflicts_of(md)
+
+    def _conflicts_of(self, md: MaterializedDocument) -> tuple[FieldConflict, ...]:
+        entries = self._store.document_entries(self.tenant.id, self.name, md.document_id)
+        return document_conflicts(
+            md, (e for _, e in reversed(entries)), self._docs.decrypt, self.tenant.member_name
+        )
+
+    def conflicted_documents(self) -> list[tuple[str, tuple[str, ...]]]:
+        """The conflict feed: (document id, conflicting fields) of every document of this
+        database (deleted ones left out) holding unresolved conflicts, in order of first
+        arrival. Remembered per document heads, so a re-read costs little where nothing
+        changed (a document is materialized the first time)."""
+        found = []
+        for doc_id in self.list_documents():
+            fields = self.conflicting_fields(doc_id)
+            if fields:
+                found.append((doc_id, fields))
+        return found
+
+    def conflicting_fields(self, document_id: str | bytes) -> tuple[str, ...]:
+        """The names of the document's fields in conflict (`conflicts` without the values;
+        remembered per document heads)."""
+        md = self._docs.load(parse_document_id(document_id))
+        return self._conflict_feed.fields(
+            md.document_id, md.doc.heads(), partial(_conflicting_field_names, md.doc)
+        )
 
     def exists(self, document_id: str | bytes) -> bool:
         try:
@@ -333,6 +392,8 @@ class Database:
         entries = [e for _, e in self._store.document_entries(self.tenant.id, self.name, doc_id)]
         if not entries:
             raise NotFoundError(f"no document {doc_id.hex()} in database {self.name!r}")
+        built_on = {d for e in entries for d in e.deps}
+        heads = {e.id for e in entries if e.id not in built_on}
         return [
             HistoryItem(
                 entry_id=e.id.hex(),
@@ -341,6 +402,8 @@ class Database:
                 author_name=self.tenant.member_name(e.author),
                 timestamp_ms=e.timestamp_ms,
                 deps=tuple(d.hex() for d in e.deps),
+                head=e.id in heads,
+                concurrent=e.id in heads and len(heads) > 1,
             )
             for e in _causal_order(entries)
         ]
@@ -436,6 +499,10 @@ class Database:
 
     def stats(self) -> dict[str, int]:
         return self._store.stats(self.tenant.id, self.name)
+
+
+def _conflicting_field_names(doc: AutomergeDocument) -> list[str]:
+    return [w.field for w in doc.conflicts()]
 
 
 def parse_entry_id(entry_id: str | bytes) -> bytes:

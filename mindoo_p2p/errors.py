@@ -58,6 +58,29 @@ class NotFoundError(MindooError, LookupError):
     """A tenant, database, document or entry that does not exist here."""
 
 
+class UnknownDatabaseError(NotFoundError):
+    """A database that does not exist in a tenant here (never created, never received, or
+    forgotten). ``existing`` lists the tenant's databases, ``suggestion`` the closest name
+    when one is close (a typo), ``forgotten`` whether it was forgotten here."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        database: str,
+        tenant: str,
+        existing: Sequence[str],
+        suggestion: str | None,
+        forgotten: bool,
+    ) -> None:
+        super().__init__(message)
+        self.database = database
+        self.tenant = tenant
+        self.existing = list(existing)
+        self.suggestion = suggestion
+        self.forgotten = forgotten
+
+
 class DocumentDeletedError(NotFoundError):
     """The document exists but was deleted (its history stays readable through time travel)."""
 

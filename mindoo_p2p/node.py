@@ -52,6 +52,7 @@ from .membership import (
     MembershipRecord,
 )
 from .recovery import MIN_PASSWORD_CHARS, RecoveryKit, read_recovery_kit
+from .rejection import Rejected, RejectionKind
 from .store import AppendResult, EntryStore, FsckProblem, FsckReport
 from .tenant import Tenant, TenantSecrets, now_ms, tenant_id_for, validate_tenant_name
 from .writer import Draft, LocalWriter
@@ -362,23 +363,33 @@ class Node:
                 tenant.access.write_record(KeyAnnouncement.of(key))
         return tenant
 
-    def save_tenant(self, secrets: TenantSecrets, *, dropped_key_ids: Iterable[bytes] = ()) -> None:
+    def save_tenant(
+        self,
+        secrets: TenantSecrets,
+        *,
+        dropped_key_ids: Iterable[bytes] = (),
+        created_database: str | None = None,
+        forgotten_database: str | None = None,
+    ) -> None:
         """Write the tenant's secrets to the keystore, merged with what another process that
         has this home open saved since this one read them: the key versions and databases
         either holds are kept (except ``dropped_key_ids``, shredded here), and ``secrets``
         learns those the other process added. Overwriting lost them (a key another process
-        created disappeared from the keystore while its announcement stayed)."""
+        created disappeared from the keystore while its announcement stayed). The database
+        lists merge by `TenantSecrets.merge_databases` with this save's ``created_database``
+        or ``forgotten_database``."""
         dropped = set(dropped_key_ids)
 
         def mutate(contents: dict[str, Any]) -> None:
             tenants = contents.setdefault("tenants", {})
             stored = tenants.get(secrets.tenant_id.hex())
+            on_disk = None
             if stored is not None:
                 on_disk = TenantSecrets.from_dict(secrets.tenant_id.hex(), stored)
                 for key in on_disk.keyring:
                     if key.key_id not in dropped:
                         secrets.keyring.add(key)
-                secrets.databases.extend(d for d in on_disk.databases if d not in secrets.databases)
+            secrets.merge_databases(on_disk, created=created_database, forgotten=forgotten_database)
             tenants[secrets.tenant_id.hex()] = secrets.to_dict()
 
         self._keystore.update(mutate)
@@ -390,15 +401,18 @@ class Node:
     def learn_saved_keys(self, secrets: TenantSecrets) -> None:
         """Add to ``secrets`` the key versions saved in the keystore that it lacks (created,
         rotated or imported by another process that has this home open), so that writes here
-        use the newest version. Never removes a key. Best effort: when the keystore cannot be
-        read (re-keyed by a password change elsewhere), the keys held stay as they are."""
+        use the newest version. Never removes a key. Takes the keystore's database lists
+        (created and forgotten databases). Best effort: when the keystore cannot be read
+        (re-keyed by a password change elsewhere), the keys held stay as they are."""
         try:
             stored = self._keystore.read().get("tenants", {}).get(secrets.tenant_id.hex())
         except KeystoreError:
             return
         if stored is not None:
-            for key in TenantSecrets.from_dict(secrets.tenant_id.hex(), stored).keyring:
+            on_disk = TenantSecrets.from_dict(secrets.tenant_id.hex(), stored)
+            for key in on_disk.keyring:
                 secrets.keyring.add(key)
+            secrets.merge_databases(on_disk)
 
     def tenants(self) -> list[Tenant]:
         return sorted(self._tenants.values(), key=lambda t: (t.name, t.id))
@@ -656,6 +670,7 @@ class Node:
         path (`writer`), through the same membership step.
         """
         checked = admission.check_entries(entries, self._stored_ids)
+        checked.verified = self._drop_forgotten(checked.verified, checked.rejected)
         tenant_ids = {v.tenant_id for v in checked.verified}
         self._refresh_membership(tenant_ids)  # another process may have changed the tenant log
         admitted = admission.admit(self._views(tenant_ids), checked.verified)
@@ -684,6 +699,26 @@ class Node:
             for listener in list(self._listeners):
                 listener(stored_entries, False)
         return result
+
+    def _drop_forgotten(
+        self, verified: list[VerifiedEntry], rejected: list[Rejected]
+    ) -> list[VerifiedEntry]:
+        """``verified`` without the entries of databases forgotten here (`Tenant.forget_db`),
+        each refused into ``rejected`` as NOT_REPLICATED."""
+        kept: list[VerifiedEntry] = []
+        for v in verified:
+            tenant = self._tenants.get(v.tenant_id)
+            if tenant is not None and not tenant.replicates(v.database):
+                rejected.append(
+                    Rejected(
+                        v.id,
+                        RejectionKind.NOT_REPLICATED,
+                        f"database {v.database!r} is forgotten on this node",
+                    )
+                )
+            else:
+                kept.append(v)
+        return kept
 
     def _stored_ids(self, ids: list[bytes]) -> set[bytes]:
         return set(ids).difference(self.store.missing(ids))

@@ -48,6 +48,9 @@ class RejectionKind(enum.Enum):
     MISSING_DEPENDENCY = "missing dependency"
     """A tenant-log record that builds on one not applied yet (a REVOKE before its ADD): it
     lands when offered again after it."""
+    NOT_REPLICATED = "not replicated"
+    """An entry of a database this node forgot (`Tenant.forget_db`): refused, nobody's fault
+    (the sender still holds the database)."""
     CONFLICT = "conflict"
     """A tenant-log record that contradicts the log (re-adding a revoked key, changing a
     member, announcing a key id twice differently, a key already taken)."""

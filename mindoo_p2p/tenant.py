@@ -18,6 +18,7 @@ made by `Tenant.draft`), a `SaveSecrets` and a `LearnSavedKeys` function (the ke
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Sequence
 
 from . import admission
@@ -26,7 +27,7 @@ from .crypto.keystore import KdfProfile
 from .database import Database
 from .device_request import DeviceRequest
 from .entry import TENANT_LOG, Entry, EntryKind, validate_database_name
-from .errors import NotFoundError
+from .errors import UnknownDatabaseError
 from .identity import PublicIdentity, UserIdentity
 from .key_transfer import KeyFile
 from .keyring import DEFAULT_KEY, KeyRing, TenantKey
@@ -75,6 +76,7 @@ class Tenant:
         self._store = store
         self._writer = writer
         self._save_secrets = save_secrets
+        self._learn_saved_keys = learn_saved_keys
         self._databases: dict[str, Database] = {}
         self.access = TenantAccess(
             secrets,
@@ -144,13 +146,22 @@ class Tenant:
         return f"Tenant(name={self.name!r}, id={self.id_hex})"
 
     # -- databases ---------------------------------------------------------------------------
+    # A database exists here when it was created here (`create_db`, kept in the keystore) or
+    # holds at least one entry (written here, or received by sync, gossip, a bundle), and was
+    # not forgotten since (`forget_db`). Nothing else makes one: opening, reading or writing a
+    # name that does not exist raises `UnknownDatabaseError` (a typo never becomes a database
+    # that replicates everywhere).
     def open_db(self, name: str) -> Database:
-        """The database called ``name`` (created on first write; names are validated)."""
+        """The existing database called ``name``; `UnknownDatabaseError` (naming the existing
+        ones and the closest name) when there is none. `create_db` makes one."""
         validate_database_name(name)
         db = self._databases.get(name)
-        if db is None:
-            db = Database(self, name)
-            self._databases[name] = db
+        if db is None or name in self._secrets.forgotten:
+            self.require_database(name)
+            db = self._databases.get(name)
+            if db is None:
+                db = Database(self, name)
+                self._databases[name] = db
         return db
 
     def forget_document(self, database: str, document_id: bytes) -> None:
@@ -159,21 +170,81 @@ class Tenant:
             db.forget_document(document_id)
 
     def create_db(self, name: str) -> Database:
-        """Create (register) a database on this node; it exists for peers once written to."""
+        """Create (register) a database on this node, or open it when it exists; a forgotten
+        one replicates again. Peers see it once it holds an entry."""
         validate_database_name(name)
-        if name not in self._secrets.databases:
-            self._secrets.databases.append(name)
-            self._save_secrets(self._secrets)
+        if name not in self._secrets.databases or name in self._secrets.forgotten:
+            self._save_secrets(self._secrets, created_database=name)
         return self.open_db(name)
 
+    def forget_db(self, name: str) -> None:
+        """Stop holding database ``name`` here: it is no longer listed, opened, written, read,
+        offered to peers, asked for, or subscribed to by gossip, and entries of it that arrive
+        are refused (`RejectionKind.NOT_REPLICATED`, nobody's fault). Its stored entries stay
+        in the store (append-only, sealed as ever) and are still served to members that ask
+        for them; `create_db` brings it back with nothing to fetch again. Peers are not told:
+        they keep it. `UnknownDatabaseError` when it does not exist."""
+        self.require_database(name)
+        self._save_secrets(self._secrets, forgotten_database=name)
+        self._databases.pop(name, None)
+
+    def replicates(self, name: str) -> bool:
+        """False for a database forgotten here (`forget_db`); the tenant log always is."""
+        return name not in self._secrets.forgotten
+
+    def forgotten_databases(self) -> list[str]:
+        """The databases forgotten here, sorted."""
+        return sorted(self._secrets.forgotten)
+
     def databases(self) -> list[str]:
-        """Databases created here or holding at least one entry on this node, sorted."""
+        """Databases created here or holding at least one entry on this node and not forgotten,
+        sorted."""
         stored = {d for d in self._store.databases(self.id) if d != TENANT_LOG}
-        return sorted(stored | set(self._secrets.databases))
+        return sorted((stored | set(self._secrets.databases)) - set(self._secrets.forgotten))
+
+    def has_database(self, name: str) -> bool:
+        """Whether database ``name`` exists here (see `databases`)."""
+        if name in self._secrets.forgotten:
+            return False
+        return name in self._secrets.databases or name in self._store.databases(self.id)
+
+    def require_database(self, name: str) -> None:
+        """`UnknownDatabaseError` unless database ``name`` exists here. A miss looks at the
+        keystore once (another process that has this home open may have created it)."""
+        if name in self._databases and name not in self._secrets.forgotten:
+            return  # opened here before, so it existed, and not forgotten since
+        if self.has_database(name):
+            return
+        self._learn_saved_keys(self._secrets)
+        if self.has_database(name):
+            return
+        existing = self.databases()
+        close = difflib.get_close_matches(name, existing, n=1, cutoff=0.6)
+        suggestion = close[0] if close else None
+        forgotten = name in self._secrets.forgotten
+        listed = ", ".join(existing) if existing else "none"
+        if forgotten:
+            message = (
+                f"database {name!r} of tenant {self.name!r} was forgotten on this node"
+                " ('mindoo db create' or Tenant.create_db holds it again)"
+            )
+        else:
+            hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+            message = (
+                f"no database {name!r} in tenant {self.name!r}{hint} (databases: {listed};"
+                " create one with 'mindoo db create' or Tenant.create_db)"
+            )
+        raise UnknownDatabaseError(
+            message,
+            database=name,
+            tenant=self.name,
+            existing=existing,
+            suggestion=suggestion,
+            forgotten=forgotten,
+        )
 
     def find_database(self, name: str) -> Database:
-        if name not in self.databases() and name not in self._databases:
-            raise NotFoundError(f"no database {name!r} in tenant {self.name!r}")
+        """`open_db` (kept for callers that named the check)."""
         return self.open_db(name)
 
     # -- drafting ----------------------------------------------------------------------------

@@ -28,16 +28,24 @@ from .writer import EntryWriter
 class SaveSecrets(Protocol):
     """Keeps a tenant's secrets in the (encrypted) keystore (`Node.save_tenant`)."""
 
-    def __call__(self, secrets: TenantSecrets, *, dropped_key_ids: Iterable[bytes] = ()) -> None:
+    def __call__(
+        self,
+        secrets: TenantSecrets,
+        *,
+        dropped_key_ids: Iterable[bytes] = (),
+        created_database: str | None = None,
+        forgotten_database: str | None = None,
+    ) -> None:
         """Save ``secrets`` merged with what the keystore holds (key versions and databases
         another process saved are kept, and learnt by ``secrets``), except the key versions
-        ``dropped_key_ids`` (shredded here)."""
+        ``dropped_key_ids`` (shredded here); ``created_database`` / ``forgotten_database``:
+        the database this save creates or forgets (`TenantSecrets.merge_databases`)."""
         ...
 
 
 LearnSavedKeys = Callable[[TenantSecrets], None]
-"""Adds to a tenant's secrets the key versions the keystore holds that they lack
-(`Node.learn_saved_keys`)."""
+"""Adds to a tenant's secrets the key versions the keystore holds that they lack, and takes
+its database lists (`Node.learn_saved_keys`)."""
 
 Ingest = Callable[[Sequence[Entry | bytes | VerifiedEntry]], AppendResult]
 """Stores entries from elsewhere through the admission pipeline (`Node.ingest`)."""

@@ -52,6 +52,31 @@ class TenantSecrets:
     keyring: KeyRing
     databases: list[str] = field(default_factory=list)
     """Databases created on this node (they are listed even while empty)."""
+    forgotten: list[str] = field(default_factory=list)
+    """Databases forgotten on this node (`Tenant.forget_db`): not listed, read, written or
+    replicated here until created again. Absent from keystores written before it existed."""
+
+    def merge_databases(
+        self,
+        on_disk: TenantSecrets | None,
+        *,
+        created: str | None = None,
+        forgotten: str | None = None,
+    ) -> None:
+        """Make the database lists those of the keystore (``on_disk``, saved by any process
+        that has this home open) plus this save's own step: ``created`` or ``forgotten``.
+
+        Forgetting is the keystore's word (a stale list here never brings a database back),
+        creating adds; a database is never both created and forgotten."""
+        gone = set(on_disk.forgotten) if on_disk is not None else set(self.forgotten)
+        names = set(self.databases) | (set(on_disk.databases) if on_disk is not None else set())
+        if created is not None:
+            gone.discard(created)
+            names.add(created)
+        if forgotten is not None:
+            gone.add(forgotten)
+        self.databases[:] = sorted(names - gone)
+        self.forgotten[:] = sorted(gone)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -60,6 +85,8 @@ class TenantSecrets:
             "keys": self.keyring.to_list(),
             "databases": sorted(self.databases),
         }
+        if self.forgotten:
+            data["forgotten"] = sorted(self.forgotten)
         if self.admin_seed is not None:
             data["admin_seed"] = self.admin_seed.hex()
         return data
@@ -74,6 +101,7 @@ class TenantSecrets:
             admin_seed=bytes.fromhex(seed) if seed else None,
             keyring=KeyRing.from_list(data["keys"]),
             databases=[validate_database_name(d) for d in data.get("databases", [])],
+            forgotten=[validate_database_name(d) for d in data.get("forgotten", [])],
         )
 
 

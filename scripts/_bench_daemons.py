@@ -169,7 +169,7 @@ def build_homes(root: Path, n: int, d: int) -> dict[str, Any]:
 
 
 def write_documents(node: Node, count: int) -> None:
-    db = node.tenant(TENANT).open_db(DATABASE)
+    db = node.tenant(TENANT).create_db(DATABASE)
     done = 0
     while done < count:
         with db.batch():

@@ -48,7 +48,7 @@ DOCS = 100
 
 
 def bench_local_writes(node: Node, changes: int) -> tuple[float, str]:
-    db = node.tenant("bench").open_db("writes")
+    db = node.tenant("bench").create_db("writes")
     with db.batch():
         ids = [db.create_document({"n": 0, "name": f"doc {i}"}) for i in range(DOCS)]
     start = time.perf_counter()
@@ -91,7 +91,7 @@ def bench_ingest(source: Node, target: Node) -> float:
 
 
 def bench_single_writes(node: Node, count: int) -> dict[str, float]:
-    db = node.tenant("bench").open_db("single")
+    db = node.tenant("bench").create_db("single")
     doc_id = db.create_document({"n": 0})
     latencies = []
     for i in range(count):
@@ -106,7 +106,7 @@ def bench_single_writes(node: Node, count: int) -> dict[str, float]:
 
 
 def bench_reads(home: Path, node: Node, changes: int) -> dict[str, float]:
-    db = node.tenant("bench").open_db("reads")
+    db = node.tenant("bench").create_db("reads")
     doc_id = db.create_document({"n": 0})
     done = 0
     while done < changes - 1:
@@ -151,7 +151,7 @@ def bench_documents(home: Path, count: int) -> dict[str, float]:
     """Create ``count`` small documents in batches of 1000 in a fresh node; rate, disk, memory."""
     node = Node.init(home, PASSWORD, name="docs", kdf=KdfProfile.TESTING)
     try:
-        db = node.create_tenant("docs").open_db("docs")
+        db = node.create_tenant("docs").create_db("docs")
         rss_before = rss_bytes()
         start = time.perf_counter()
         done = 0

@@ -406,7 +406,7 @@ def new_node(home: Path, name: str) -> Node:
 
 def write_documents(node: Node, tenant: str, database: str, count: int) -> None:
     """``count`` small documents, `CATCHUP_BATCH` per durable batch (one entry each)."""
-    db = node.tenant(tenant).open_db(database)
+    db = node.tenant(tenant).create_db(database)
     done = 0
     while done < count:
         with db.batch():

@@ -174,7 +174,7 @@ def writer_main(argv: list[str]) -> int:
     _, home, tenant_name, db_name, first = argv
     node = Node.open(Path(home), os.environ["MINDOO_PASSWORD"])
     try:
-        database = node.tenant(tenant_name).open_db(db_name)
+        database = node.tenant(tenant_name).create_db(db_name)
         for index in range(int(first)):
             print(database.create_document({"writer": "first", "n": index}), flush=True)
         print("paused", flush=True)

@@ -39,7 +39,7 @@ def main() -> None:
     out = sys.stdout
     with Node.open(args.home, args.password) as node:
         tenant = node.tenant(args.tenant)
-        db = tenant.open_db(args.database)
+        db = tenant.create_db(args.database)
         out.write("ready\n")
         out.flush()
         sys.stdin.readline()

@@ -360,3 +360,37 @@ async def test_dialer_bounds_concurrent_dials(autojump_clock: trio.testing.MockC
     assert peak == 3
     with pytest.raises(ValueError):
         await maintain_connections(host, book, max_concurrent_dials=0)
+
+
+async def test_a_recently_connected_peer_is_redialed_within_seconds_after_a_long_cut(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A 120 s partition: exponential backoff alone waited up to 64 s after the heal."""
+    host = FakeHost()
+    peer = new_peer()
+    book = AddressBook()
+    host.up.add(peer)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: maintain_connections(
+                host,
+                book,
+                [addr_of(peer)],
+                backoff=Backoff(jitter=0.0),
+                wall_clock=trio.current_time,
+            )
+        )
+        await trio.sleep(2)
+        assert host.is_connected(peer)
+        host.up.discard(peer)
+        host.connected.discard(peer)  # the keepalive closed the dead path
+        cut_at = trio.current_time()
+        await trio.sleep(120)
+        during = [t for t, _ in host.dials if t > cut_at]
+        assert max(b - a for a, b in itertools.pairwise(during)) <= 2.1
+        host.up.add(peer)
+        healed_at = trio.current_time()
+        while not host.is_connected(peer):
+            await trio.sleep(0.1)
+        assert trio.current_time() - healed_at <= 2.1
+        nursery.cancel_scope.cancel()

@@ -99,7 +99,7 @@ def member_pair(make_node: MakeNode) -> tuple[Node, Node]:
 def written_by(node: Node, text: str = "hello") -> Entry:
     """The entry of a new document that ``node`` writes in tenant acme, database notes."""
     tenant = node.tenant("acme")
-    doc = tenant.open_db("notes").create_document({"text": text})
+    doc = tenant.create_db("notes").create_document({"text": text})
     found = node.store.iter_entries(tenant.id, "notes")
     (entry,) = [e for e in found if e.document_id.hex() == doc]
     return entry
@@ -307,7 +307,7 @@ def test_sync_sorts_rejections_by_kind(make_node: MakeNode) -> None:
     tampered[-1] ^= 1
     stranger = make_node("stranger")
     other = stranger.create_tenant("other")
-    other.open_db("notes").create_document({"a": 1})
+    other.create_db("notes").create_document({"a": 1})
     foreign_raw = next(iter(stranger.store.iter_entries(other.id, "notes"))).raw
     seq_good = good.header.author_seq
     tenant.revoke_member(bob.public_identity(), accept_through=seq_good)
@@ -341,7 +341,7 @@ def test_node_ingest_reports_kinds(make_node: MakeNode) -> None:
     alice, bob = member_pair(make_node)
     stranger = make_node("stranger")
     other = stranger.create_tenant("other")
-    other.open_db("notes").create_document({"a": 1})
+    other.create_db("notes").create_document({"a": 1})
     unknown = next(iter(stranger.store.iter_entries(other.id, "notes")))
     alice_log = alice.tenant("acme")
     not_member = SigningKeyPair.generate()

@@ -179,11 +179,11 @@ def own_chain(node: Node, tenant_id: bytes) -> list[Entry]:
 def test_own_writes_are_chained_across_databases_and_batches(make_node: MakeNode) -> None:
     _, mallory, tenant = members(make_node)
     mt = mallory.tenant("acme")
-    doc = mt.open_db("notes").create_document({"n": 0})
+    doc = mt.create_db("notes").create_document({"n": 0})
     with mallory.writer.batch():
         for n in range(1, 4):
-            mt.open_db("notes").update(doc, {"n": n})
-        mt.open_db("tasks").create_document({"todo": "x"})
+            mt.create_db("notes").update(doc, {"n": n})
+        mt.create_db("tasks").create_document({"todo": "x"})
     written = own_chain(mallory, tenant.id)
     assert [e.author_seq for e in written] == [1, 2, 3, 4, 5]
     assert [e.prev for e in written] == [NO_PREV, *(e.id for e in written[:-1])]
@@ -216,7 +216,7 @@ def forge(
 
 
 def write_three(mallory: Node, admin: Node, tenant: Tenant) -> list[Entry]:
-    db = mallory.tenant("acme").open_db("notes")
+    db = mallory.tenant("acme").create_db("notes")
     doc = db.create_document({"n": 1})
     db.update(doc, {"n": 2})
     db.update(doc, {"n": 3})
@@ -338,7 +338,7 @@ def test_a_member_that_forks_is_withdrawn_from_the_fork_point_in_either_order(
 
     mallory.ingest([branch.raw])
     with pytest.raises(OwnEntryRefusedError, match="forked at #3"):
-        mallory.tenant("acme").open_db("notes").create_document({"after": "fork"})
+        mallory.tenant("acme").create_db("notes").create_document({"after": "fork"})
 
 
 # -- the store: upgrade ------------------------------------------------------------------------

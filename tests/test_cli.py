@@ -204,6 +204,7 @@ def test_invite_join_export_import_between_two_homes(tmp_path: Path) -> None:
     mindoo(a, "init", "--name", "alice").ok()
     mindoo(b, "init", "--name", "bob").ok()
     mindoo(a, "tenant", "create", "acme").ok()
+    mindoo(a, "db", "create", "acme", "notes").ok()
     doc_id = mindoo(a, "doc", "create", "acme", "notes", '{"title": "from A"}').ok().stdout
     doc_id = doc_id.strip()
 
@@ -272,6 +273,7 @@ def test_fsck_names_an_entry_with_a_flipped_byte_in_the_store(tmp_path: Path) ->
     home = tmp_path / "node"
     mindoo(home, "init").ok()
     mindoo(home, "tenant", "create", "acme").ok()
+    mindoo(home, "db", "create", "acme", "contacts").ok()
     mindoo(home, "doc", "create", "acme", "contacts", '{"secret": "x"}').ok()
     mindoo(home, "doc", "create", "acme", "contacts", '{"other": "y"}').ok()
     clean = mindoo(home, "fsck").ok()
@@ -592,7 +594,7 @@ def test_import_of_entries_the_membership_refuses(
     """A sound bundle of a tenant this node is not part of: every entry is rejected, the report
     names them on stdout, stderr has one error line, exit 1, and nothing is stored."""
     with Node.init(tmp_path / "other", PASSWORD, kdf=KdfProfile.TESTING) as other:
-        other.create_tenant("elsewhere").open_db("notes").create_document({"x": 1})
+        other.create_tenant("elsewhere").create_db("notes").create_document({"x": 1})
     bundle = tmp_path / "other.bundle"
     exported = mindoo_inproc(
         "--home", str(tmp_path / "other"), "export", "elsewhere", "--out", str(bundle)

@@ -64,6 +64,8 @@ def test_daemons_sync_and_serve_the_cli(
     # With the daemons running, commands go through them: no password needed.
     added = run_mindoo(b, "peers", "add", info_a["listen_addrs"][0], password=None)
     assert added.code == 0, added
+    assert run_mindoo(a, "db", "create", "acme", "contacts", password=None).code == 0
+    assert run_mindoo(a, "db", "create", "acme", "hr", password=None).code == 0
     created = run_mindoo(a, "doc", "create", "acme", "contacts", '{"name": "Ada"}', password=None)
     assert created.code == 0, created
     doc_id = created.stdout.strip()
@@ -154,6 +156,7 @@ def test_watch_streams_arriving_entries(
     )
     try:
         time.sleep(1.5)  # let it subscribe
+        assert run_mindoo(home, "db", "create", "acme", "notes", password=None).code == 0
         created = run_mindoo(home, "doc", "create", "acme", "notes", '{"a": 1}', password=None)
         assert created.code == 0, created
         assert watcher.stdout is not None

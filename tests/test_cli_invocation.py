@@ -34,7 +34,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     document."""
     path = tmp_path_factory.mktemp("invocation") / "node"
     with Node.init(path, PASSWORD, name="alice", kdf=KdfProfile.TESTING) as node:
-        node.create_tenant("acme").open_db("contacts").create_document({"n": 1})
+        node.create_tenant("acme").create_db("contacts").create_document({"n": 1})
     return path
 
 

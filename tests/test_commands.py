@@ -37,6 +37,7 @@ def test_node_status_of_an_empty_node(make_node: MakeNode) -> None:
         "entries": 0,
         "tenants": [],
         "peer_id": peer_id_of(node.peer_seed()),
+        "durability": [],
     }
 
 
@@ -46,7 +47,7 @@ def test_node_status_counts_databases_and_members_not_revoked(make_node: MakeNod
     for other in (bob, carol):
         other.join(admin.invite(tenant, other.public_identity()))
     tenant.revoke_member(carol.public_identity())
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     notes.create_document({"a": 1})
     notes.create_document({"b": 2})
     tenant.create_db("empty")

@@ -64,7 +64,7 @@ def two_holders(make_node: MakeNode) -> Holders:
     tenant = admin.create_tenant("acme")
     member.join(admin.invite(tenant, member.public_identity()))
     tenant.create_key(SUBJECT)
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     subject_doc = notes.create_document({"about": SUBJECT_TEXT}, key=SUBJECT)
     tenant.rotate_key(SUBJECT)
     notes.update(subject_doc, {"after_rotation": True})
@@ -72,15 +72,15 @@ def two_holders(make_node: MakeNode) -> Holders:
     with notes.batch():
         for n in range(1, SNAPSHOT_EVERY + 1):
             notes.update(long_doc, {"n": n})
-    crm_doc = tenant.open_db("crm").create_document({"phone": CRM_TEXT}, key=SUBJECT)
+    crm_doc = tenant.create_db("crm").create_document({"phone": CRM_TEXT}, key=SUBJECT)
     kept_doc = notes.create_document({"text": KEPT_TEXT})
     member.import_key(admin.export_key(tenant, SUBJECT, to=member.public_identity()))
     sync(admin, member, tenant)
     for node in (admin, member):
         t = node.tenant("acme")
-        assert t.open_db("notes").get(long_doc)["n"] == SNAPSHOT_EVERY  # writes the snapshot
-        assert t.open_db("notes").get(subject_doc)["about"] == SUBJECT_TEXT
-        assert t.open_db("crm").get(crm_doc) == {"phone": CRM_TEXT}
+        assert t.create_db("notes").get(long_doc)["n"] == SNAPSHOT_EVERY  # writes the snapshot
+        assert t.create_db("notes").get(subject_doc)["about"] == SUBJECT_TEXT
+        assert t.create_db("crm").get(crm_doc) == {"phone": CRM_TEXT}
         snapshot = node.store.get_snapshot(tenant.id, "notes", bytes.fromhex(long_doc))
         assert snapshot is not None
     return Holders(admin, member, tenant, subject_doc, long_doc, crm_doc, kept_doc)
@@ -96,7 +96,7 @@ def test_every_holder_shreds_and_the_documents_are_unreadable_for_good(
     assert len(secrets) == 2
     before = {node.home: (node.store.count(), entry_ids(node)) for node in (h.admin, h.member)}
     # Database handles opened before shredding must not keep reading from their caches.
-    handles = {node.home: node.tenant("acme").open_db("notes") for node in (h.admin, h.member)}
+    handles = {node.home: node.tenant("acme").create_db("notes") for node in (h.admin, h.member)}
 
     for node in (h.admin, h.member):
         assert node.tenant("acme").shred_key(SUBJECT) == [1, 2]
@@ -106,11 +106,11 @@ def test_every_holder_shreds_and_the_documents_are_unreadable_for_good(
         tenant = node.tenant("acme")
         for database, doc_id in shredded:
             with pytest.raises(MissingKeyError) as raised:
-                tenant.open_db(database).get(doc_id)
+                tenant.create_db(database).get(doc_id)
             assert str(raised.value) == f"no key {SUBJECT!r} for this document"
             # Headers stay readable: the document is listed and its history shown.
-            assert doc_id in tenant.open_db(database).list_documents()
-            assert tenant.open_db(database).history(doc_id)
+            assert doc_id in tenant.create_db(database).list_documents()
+            assert tenant.create_db(database).history(doc_id)
             snapshot = node.store.get_snapshot(tenant.id, database, bytes.fromhex(doc_id))
             assert snapshot is None
         with pytest.raises(MissingKeyError, match=SUBJECT):
@@ -137,8 +137,8 @@ def test_every_holder_shreds_and_the_documents_are_unreadable_for_good(
             tenant = reopened.tenant("acme")
             assert SUBJECT not in tenant.keyring.names()
             with pytest.raises(MissingKeyError, match=SUBJECT):
-                tenant.open_db("notes").get(h.long_doc)
-            assert tenant.open_db("notes").get(h.kept_doc) == {"text": KEPT_TEXT}
+                tenant.create_db("notes").get(h.long_doc)
+            assert tenant.create_db("notes").get(h.kept_doc) == {"text": KEPT_TEXT}
             assert reopened.store.count() == before[node.home][0]
         # The decrypted keystore holds neither the secrets nor the ids of the shredded versions.
         contents = json.dumps(Keystore.unlock(node.home / KEYSTORE_FILE, PASSWORD).read())
@@ -159,16 +159,16 @@ def test_shredding_leaves_other_keys_and_other_tenants_alone(make_node: MakeNode
     tenant.create_key(SUBJECT)
     tenant.create_key("project-x")
     other.create_key(SUBJECT)
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     gone = notes.create_document({"a": SUBJECT_TEXT}, key=SUBJECT)
     project = notes.create_document({"p": 1}, key="project-x")
-    elsewhere = other.open_db("notes").create_document({"o": 1}, key=SUBJECT)
+    elsewhere = other.create_db("notes").create_document({"o": 1}, key=SUBJECT)
 
     assert tenant.shred_key(SUBJECT) == [1]
     with pytest.raises(MissingKeyError, match=SUBJECT):
         notes.get(gone)
     assert notes.get(project) == {"p": 1}
-    assert other.open_db("notes").get(elsewhere) == {"o": 1}
+    assert other.create_db("notes").get(elsewhere) == {"o": 1}
     assert tenant.keyring.names() == sorted([DEFAULT_KEY, MEMBERSHIP_KEY, "project-x"])
     # The admin keeps administering: new keys, rotations of the others.
     tenant.rotate_key("project-x")
@@ -181,7 +181,7 @@ def test_entries_under_a_shredded_key_still_ingest_and_sync(make_node: MakeNode)
     tenant = admin.create_tenant("acme")
     shredder.join(admin.invite(tenant, shredder.public_identity()))
     tenant.create_key(SUBJECT)
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     doc = notes.create_document({"about": SUBJECT_TEXT}, key=SUBJECT)
     shredder.import_key(admin.export_key(tenant, SUBJECT, to=shredder.public_identity()))
     sync(admin, shredder, tenant)
@@ -194,7 +194,7 @@ def test_entries_under_a_shredded_key_still_ingest_and_sync(make_node: MakeNode)
     assert sync(admin, shredder, tenant) == 2
     assert shredder.store.count() == count + 2
     assert shredder.fsck().ok
-    shredder_notes = shredder.tenant("acme").open_db("notes")
+    shredder_notes = shredder.tenant("acme").create_db("notes")
     assert shredder_notes.list_documents() == [doc, second]
     for doc_id in (doc, second):
         with pytest.raises(MissingKeyError, match=SUBJECT):
@@ -206,7 +206,7 @@ def test_entries_under_a_shredded_key_still_ingest_and_sync(make_node: MakeNode)
     newcomer.import_key(admin.export_key(tenant, SUBJECT, to=newcomer.public_identity()))
     sync(shredder, newcomer, tenant)
     assert set(entry_ids(shredder)) <= set(entry_ids(newcomer))
-    newcomer_notes = newcomer.tenant("acme").open_db("notes")
+    newcomer_notes = newcomer.tenant("acme").create_db("notes")
     assert newcomer_notes.get(doc) == {"about": SUBJECT_TEXT, "later": "after the shred"}
     assert newcomer_notes.get(second) == {"second": True}
 
@@ -217,7 +217,7 @@ def test_shred_refuses_default_membership_unknown_and_keys_not_held(make_node: M
     tenant = admin.create_tenant("acme")
     member.join(admin.invite(tenant, member.public_identity()))
     tenant.create_key(SUBJECT)
-    doc = tenant.open_db("notes").create_document({"t": 1})
+    doc = tenant.create_db("notes").create_document({"t": 1})
     sync(admin, member, tenant)
     keys_before = list(tenant.keyring)
 
@@ -237,7 +237,7 @@ def test_shred_refuses_default_membership_unknown_and_keys_not_held(make_node: M
         tenant.shred_key(SUBJECT)
 
     assert list(tenant.keyring) == keys_before
-    assert tenant.open_db("notes").get(doc) == {"t": 1}
+    assert tenant.create_db("notes").get(doc) == {"t": 1}
     admin.close()
     with Node.open(admin.home, PASSWORD) as reopened:
         assert list(reopened.tenant("acme").keyring) == keys_before
@@ -256,7 +256,7 @@ def test_cli_key_shred_asks_first_and_refuses_clearly(
     node = make_node("admin")
     tenant = node.create_tenant("acme")
     tenant.create_key(SUBJECT)
-    doc = tenant.open_db("notes").create_document({"about": SUBJECT_TEXT}, key=SUBJECT)
+    doc = tenant.create_db("notes").create_document({"about": SUBJECT_TEXT}, key=SUBJECT)
     node.close()
     home = ["--home", str(node.home)]
     get = (*home, "doc", "get", "acme", "notes", doc)
@@ -326,7 +326,7 @@ def daemon_home(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     with Node.init(home, CLI_PASSWORD, name="daemon", kdf=KdfProfile.TESTING) as node:
         tenant = node.create_tenant("acme")
         tenant.create_key(SUBJECT)
-        doc = tenant.open_db("notes").create_document({"about": SUBJECT_TEXT}, key=SUBJECT)
+        doc = tenant.create_db("notes").create_document({"about": SUBJECT_TEXT}, key=SUBJECT)
     with daemon_process(home, tmp_path, cli_env(CLI_PASSWORD)) as (proc, _info):
         yield home, doc
         proc.send_signal(signal.SIGTERM)

@@ -29,12 +29,12 @@ async def test_two_daemons_sync_both_ways(make_node: MakeNode) -> None:
     alice, bob = make_node("alice"), make_node("bob")
     tenant = alice.create_tenant("acme")
     bob.join(alice.invite(tenant, bob.public_identity()))
-    a_db = alice.tenant("acme").open_db("contacts")
+    a_db = alice.tenant("acme").create_db("contacts")
     offline_doc = a_db.create_document({"written": "offline"})
     async with running(alice) as a, running(bob) as b:
         await b.add_peer(a.listen_addrs()[0])
         await eventually(lambda: ids(alice) == ids(bob))
-        b_db = bob.tenant("acme").open_db("contacts")
+        b_db = bob.tenant("acme").create_db("contacts")
         assert b_db.get(offline_doc) == {"written": "offline"}
         # A write on either side reaches the other while connected.
         with b_db.change(offline_doc) as doc:
@@ -52,7 +52,7 @@ async def test_two_daemons_sync_both_ways(make_node: MakeNode) -> None:
 
 async def test_unauthorized_peer_learns_nothing(make_node: MakeNode) -> None:
     alice, mallory = make_node("alice"), make_node("mallory")
-    alice.create_tenant("acme").open_db("secrets").create_document({"x": 1})
+    alice.create_tenant("acme").create_db("secrets").create_document({"x": 1})
     mallory.create_tenant("acme")  # same name, different tenant
     before = ids(mallory)
     async with running(alice) as a, running(mallory) as m:
@@ -169,7 +169,7 @@ async def test_a_first_session_longer_than_the_proof_deadline_is_not_cut(
     alice, bob = make_node("alice"), make_node("bob")
     tenant = alice.create_tenant("acme")
     bob.join(alice.invite(tenant, bob.public_identity()))
-    db = tenant.open_db("bulk")
+    db = tenant.create_db("bulk")
     with db.batch():
         for i in range(20_000):
             db.create_document({"i": i})

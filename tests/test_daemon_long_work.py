@@ -101,10 +101,10 @@ async def test_peers_and_status_are_answered_during_an_import_of_50000_entries(
     write_bundle(bundle, sealed_changes(bulk, IMPORTED))
     chat = importer.create_tenant("chat")
     friend.join(importer.invite(chat, friend.public_identity()))
-    theirs = friend.tenant("chat").open_db("notes").create_document({"from": "friend"})
-    ours = chat.open_db("notes").create_document({"from": "importer"})
-    theirs_id = bytes.fromhex(friend.tenant("chat").open_db("notes").history(theirs)[0].entry_id)
-    ours_id = bytes.fromhex(chat.open_db("notes").history(ours)[0].entry_id)
+    theirs = friend.tenant("chat").create_db("notes").create_document({"from": "friend"})
+    ours = chat.create_db("notes").create_document({"from": "importer"})
+    theirs_id = bytes.fromhex(friend.tenant("chat").create_db("notes").history(theirs)[0].entry_id)
+    ours_id = bytes.fromhex(chat.create_db("notes").history(ours)[0].entry_id)
 
     def import_command(argv: list[str], cwd: str, env: dict[str, str]) -> dict[str, Any]:
         """A forwarded ``import BUNDLE``, run the way the CLI's import runs it."""
@@ -174,7 +174,7 @@ async def test_entries_reach_the_daemon_with_their_origin(make_node: MakeNode) -
     tenant = alice.create_tenant("acme")
     bob_tenant = bob.join(alice.invite(tenant, bob.public_identity()))
     for i in range(3):
-        bob_tenant.open_db("notes").create_document({"n": i})
+        bob_tenant.create_db("notes").create_document({"n": i})
     raws = [e.raw for e in bob.store.iter_entries(bob_tenant.id, "notes")]
     daemon = NodeDaemon(alice, LOOPBACK, host_config=FAST, control=False, gossip=False)
     seen: list[Origin] = []
@@ -195,7 +195,7 @@ async def test_entries_reach_the_daemon_with_their_origin(make_node: MakeNode) -
                     await trio.sleep(0.01)
 
         async with daemon.access.hold():
-            tenant.open_db("notes").create_document({"written": "here"})
+            tenant.create_db("notes").create_document({"written": "here"})
         await settled(1)
         await daemon.import_entries(raws[:1])  # in a worker thread
         await settled(2)
@@ -260,7 +260,7 @@ async def test_events_that_do_not_fit_become_one_resync(make_node: MakeNode) -> 
         scheduler.resync = spy  # type: ignore[method-assign]
         async with daemon.access.hold():  # five batches with no checkpoint in between
             for i in range(5):
-                tenant.open_db("notes").create_document({"n": i})
+                tenant.create_db("notes").create_document({"n": i})
         received = []
         with trio.fail_after(10):
             first = await events.receive()

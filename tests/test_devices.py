@@ -76,7 +76,7 @@ def test_an_enrolled_device_writes_with_its_own_key_and_reads_the_users_keys(
     make_node: MakeNode,
 ) -> None:
     admin, laptop, phone, tenant = setup(make_node)
-    secret_doc = laptop.tenant("acme").open_db("hr").create_document({"s": 1})
+    secret_doc = laptop.tenant("acme").create_db("hr").create_document({"s": 1})
     laptop_tenant = laptop.tenant("acme")
     phone_tenant = phone.tenant("acme")
     assert phone_tenant.membership.is_member(phone.public_identity().signing_key)
@@ -84,14 +84,14 @@ def test_an_enrolled_device_writes_with_its_own_key_and_reads_the_users_keys(
     assert device is not None and device.user_key == laptop.public_identity().signing_key
     assert tenant.member_name(phone.public_identity().signing_key) == "laptop (phone)"
 
-    doc = phone_tenant.open_db("notes").create_document({"from": "phone"})
+    doc = phone_tenant.create_db("notes").create_document({"from": "phone"})
     share(phone, admin, laptop)
-    assert tenant.open_db("notes").get(doc) == {"from": "phone"}
-    assert laptop_tenant.open_db("notes").get(doc) == {"from": "phone"}
+    assert tenant.create_db("notes").get(doc) == {"from": "phone"}
+    assert laptop_tenant.create_db("notes").get(doc) == {"from": "phone"}
     authors = {e.author for e in admin.store.iter_entries(tenant.id, "notes")}
     assert authors == {phone.public_identity().signing_key}  # the device's own key
     share(laptop, phone)
-    assert phone_tenant.open_db("hr").get(secret_doc) == {"s": 1}
+    assert phone_tenant.create_db("hr").get(secret_doc) == {"s": 1}
 
 
 def test_a_named_key_the_user_holds_reaches_the_device(make_node: MakeNode) -> None:
@@ -105,18 +105,18 @@ def test_a_named_key_the_user_holds_reaches_the_device(make_node: MakeNode) -> N
 
 def test_revoking_a_lost_phone_leaves_the_laptop_alone(make_node: MakeNode) -> None:
     admin, laptop, phone, tenant = setup(make_node)
-    pdb = phone.tenant("acme").open_db("notes")
+    pdb = phone.tenant("acme").create_db("notes")
     before = pdb.create_document({"n": "before"})
     share(phone, admin, laptop)
     laptop.tenant("acme").revoke_device(phone.public_identity().signing_key)
     share(laptop, admin)
 
     after = pdb.create_document({"n": "after the phone was lost"})  # the thief writes
-    laptop_doc = laptop.tenant("acme").open_db("notes").create_document({"n": "laptop"})
+    laptop_doc = laptop.tenant("acme").create_db("notes").create_document({"n": "laptop"})
     result = admin.ingest([e.raw for e in phone.store.iter_entries(tenant.id, "notes")])
     assert any("device phone" in r.reason and "revoked" in r.reason for r in result.rejected)
     share(laptop, admin)
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     assert notes.get(before) == {"n": "before"}
     assert notes.get(laptop_doc) == {"n": "laptop"}
     assert after not in {d for d in notes.list_documents()}
@@ -143,7 +143,7 @@ def test_the_admin_may_revoke_a_device_and_the_device_cannot_enroll_others(
 
 def test_revoking_the_user_covers_every_device(make_node: MakeNode) -> None:
     admin, laptop, phone, tenant = setup(make_node)
-    phone.tenant("acme").open_db("notes").create_document({"n": 1})
+    phone.tenant("acme").create_db("notes").create_document({"n": 1})
     share(phone, admin)
     entry = tenant.revoke_member(laptop.public_identity())
     secret = tenant.keyring.by_id(entry.header.key_id).secret
@@ -152,10 +152,10 @@ def test_revoking_the_user_covers_every_device(make_node: MakeNode) -> None:
     phone_key = phone.public_identity().signing_key
     assert record.cut_of(phone_key) == 1  # what the admin held of the phone stays
     assert not tenant.membership.is_member(phone_key)
-    late = phone.tenant("acme").open_db("notes").create_document({"n": 2})
+    late = phone.tenant("acme").create_db("notes").create_document({"n": 2})
     result = admin.ingest([e.raw for e in phone.store.iter_entries(tenant.id, "notes")])
     assert len(result.rejected) == 1
-    assert late not in tenant.open_db("notes").list_documents()
+    assert late not in tenant.create_db("notes").list_documents()
 
 
 def test_device_records_from_strangers_and_for_member_keys_are_refused(

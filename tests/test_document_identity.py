@@ -102,7 +102,7 @@ def test_document_id_carries_its_key_family(make_node: MakeNode) -> None:
     admin = make_node("admin")
     tenant = admin.create_tenant("acme")
     tenant.create_key("confidential")
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     plain, secret = notes.create_document({"a": 1}), notes.create_document(key="confidential")
     membership = tenant.keyring.current(MEMBERSHIP_KEY).secret
     assert bytes.fromhex(plain)[:FAMILY_TAG_SIZE] == family_tag(tenant.id, "default", membership)
@@ -130,7 +130,7 @@ def test_backdated_default_change_cannot_hijack_a_confidential_document(
     late.join(admin.invite(tenant, late.public_identity()))
     tenant.create_key("confidential")
     late.import_key(admin.export_key(tenant, "confidential", to=late.public_identity()))
-    doc_id = tenant.open_db("notes").create_document({"text": SECRET}, key="confidential")
+    doc_id = tenant.create_db("notes").create_document({"text": SECRET}, key="confidential")
     copy_tenant(admin, member, tenant)
 
     # The member holds only `default`: it plants a backdated root change under it.
@@ -144,7 +144,7 @@ def test_backdated_default_change_cannot_hijack_a_confidential_document(
     late.ingest([e.raw for e in admin.store.iter_entries(tenant.id) if e.database != "notes"])
     assert not late.ingest([planted.raw]).rejected
     copy_tenant(admin, late, tenant)
-    notes = late.tenant("acme").open_db("notes")
+    notes = late.tenant("acme").create_db("notes")
     assert notes.get(doc_id) == {"text": SECRET}
     # Its own edits stay sealed under `confidential`, never readable to the member.
     notes.update(doc_id, {"more": "also secret"})
@@ -153,9 +153,9 @@ def test_backdated_default_change_cannot_hijack_a_confidential_document(
     assert notes.skipped_entries(doc_id) == {
         planted.id.hex(): "sealed under key 'default', but the document is under 'confidential'"
     }
-    assert tenant.open_db("notes").get(doc_id) == {"text": SECRET}
+    assert tenant.create_db("notes").get(doc_id) == {"text": SECRET}
     copy_tenant(late, admin, tenant)
-    assert tenant.open_db("notes").get(doc_id) == {"text": SECRET, "more": "also secret"}
+    assert tenant.create_db("notes").get(doc_id) == {"text": SECRET, "more": "also secret"}
 
 
 def test_a_change_under_a_key_nobody_holds_leaves_the_document_readable(
@@ -165,7 +165,7 @@ def test_a_change_under_a_key_nobody_holds_leaves_the_document_readable(
     tenant = admin.create_tenant("acme")
     member.join(admin.invite(tenant, member.public_identity()))
     tenant.create_key("confidential")
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     doc_id = notes.create_document({"text": "hello"})
     copy_tenant(admin, member, tenant)
     document = bytes.fromhex(doc_id)
@@ -208,7 +208,7 @@ def test_a_change_under_a_key_nobody_holds_leaves_the_document_readable(
         assert not admin.ingest([entry.raw]).rejected
     copy_tenant(admin, member, tenant)
     for node in (admin, member):
-        db = node.tenant("acme").open_db("notes")
+        db = node.tenant("acme").create_db("notes")
         assert db.get(doc_id) == {"text": "hello"}
         assert db.skipped_entries(doc_id) == {
             unknown.id.hex(): f"no key {nobodys.hex()} on this node",
@@ -224,7 +224,7 @@ def squat_race(admin: Node, member: Node, other: Node, tenant: Tenant) -> tuple[
     """The member forges the admin's next (actor, seq) in a new document; ``other`` sees the
     forgery before the honest change, the admin the honest change first. Returns the
     document id and the forged entry."""
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     doc_id = notes.create_document({"v": "first"})
     copy_tenant(admin, member, tenant)
     copy_tenant(admin, other, tenant)
@@ -261,7 +261,7 @@ def test_a_forged_actor_change_racing_the_honest_one_is_refused_on_every_node(
     for node in (member, other):
         node.join(admin.invite(tenant, node.public_identity()))
     doc_id, forged = squat_race(admin, member, other, tenant)
-    views = [node.tenant("acme").open_db("notes") for node in (admin, other)]
+    views = [node.tenant("acme").create_db("notes") for node in (admin, other)]
     assert [db.get(doc_id) for db in views] == [{"v": "honest"}, {"v": "honest"}]
     heads = [db._docs.load(bytes.fromhex(doc_id)).doc.heads() for db in views]
     assert heads[0] == heads[1]
@@ -289,7 +289,7 @@ async def test_the_cluster_compares_document_heads_once_entries_agree(
     cluster.create_tenant("acme")
     admin, other = cluster.nodes[0].require(), cluster.nodes[1].require()
     tenant = admin.tenant("acme")
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     doc_id = notes.create_document({"v": 1})
     notes.update(doc_id, {"v": 2})
     copy_tenant(admin, other, tenant)
@@ -319,7 +319,7 @@ def test_an_author_equivocating_on_its_own_actor_seq_gets_both_changes_skipped(
     tenant = admin.create_tenant("acme")
     for node in (member, other):
         node.join(admin.invite(tenant, node.public_identity()))
-    doc_id = tenant.open_db("notes").create_document({"v": "first"})
+    doc_id = tenant.create_db("notes").create_document({"v": "first"})
     copy_tenant(admin, member, tenant)
     copy_tenant(admin, other, tenant)
     ((_, created),) = admin.store.document_entries(tenant.id, "notes", bytes.fromhex(doc_id))
@@ -344,11 +344,11 @@ def test_an_author_equivocating_on_its_own_actor_seq_gets_both_changes_skipped(
         assert not member.ingest([twin.raw]).rejected
         twins.append(twin)
     for node, order in ((admin, twins), (other, twins[::-1])):
-        db = node.tenant("acme").open_db("notes")
+        db = node.tenant("acme").create_db("notes")
         for twin in order:
             assert not node.ingest([twin.raw]).rejected
             db.get(doc_id)
-    views = [node.tenant("acme").open_db("notes") for node in (admin, other)]
+    views = [node.tenant("acme").create_db("notes") for node in (admin, other)]
     assert [db.get(doc_id) for db in views] == [{"v": "first"}, {"v": "first"}]
     reason = f"automerge actor {actor.hex()} seq 1 is claimed by 2 different changes"
     for db in views:
@@ -361,7 +361,7 @@ def test_one_change_in_two_entries_is_applied_once(make_node: MakeNode) -> None:
     admin, member = make_node("admin"), make_node("member")
     tenant = admin.create_tenant("acme")
     member.join(admin.invite(tenant, member.public_identity()))
-    doc_id = tenant.open_db("notes").create_document({"v": 1})
+    doc_id = tenant.create_db("notes").create_document({"v": 1})
     copy_tenant(admin, member, tenant)
     ((_, created),) = admin.store.document_entries(tenant.id, "notes", bytes.fromhex(doc_id))
     first = created.decrypt(tenant.keyring.current("default").secret)
@@ -373,7 +373,7 @@ def test_one_change_in_two_entries_is_applied_once(make_node: MakeNode) -> None:
         assert not member.ingest([copy.raw]).rejected
         copies.append(copy)
     assert not admin.ingest([copies[0].raw]).rejected
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     assert notes.get(doc_id) == {"v": 1, "w": "x"}
     assert not admin.ingest([copies[1].raw]).rejected
     assert notes.get(doc_id) == {"v": 1, "w": "x"}
@@ -408,7 +408,7 @@ def test_legacy_documents_keep_working_and_refuse_ambiguous_roots(make_node: Mak
         timestamp_ms=1000,
     )
     assert not admin.ingest([created.raw]).rejected
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     assert notes.get(legacy_id.hex()) == {"text": "old"}
     notes.update(legacy_id.hex(), {"more": "new"})
     assert key_ids(notes, legacy_id.hex())[-1] == secret.key_id
@@ -476,20 +476,20 @@ def test_a_document_read_before_its_family_was_announced_is_bound_once_it_is(
     tenant = admin.create_tenant("acme")
     member.join(admin.invite(tenant, member.public_identity()))
     tenant.create_key("confidential")
-    doc_id = tenant.open_db("notes").create_document({"text": SECRET}, key="confidential")
+    doc_id = tenant.create_db("notes").create_document({"text": SECRET}, key="confidential")
     signing_key = member.tenant("acme").identity.signing.public_key
     planted = forge(
         member, tenant, "notes", bytes.fromhex(doc_id), own_change(signing_key, "text", "mine")
     )
     notes_entries = [e.raw for e in admin.store.iter_entries(tenant.id) if e.database == "notes"]
     assert not member.ingest([*notes_entries, planted.raw]).rejected
-    notes = member.tenant("acme").open_db("notes")
+    notes = member.tenant("acme").create_db("notes")
     assert notes.get(doc_id) == {"text": "mine"}  # it cannot tell yet
     with pytest.raises(MindooError, match="first changes are under different keys"):
         notes.update(doc_id, {"leak": "no"})
 
     assert not admin.ingest([planted.raw]).rejected
-    tenant.open_db("notes").update(doc_id, {"more": 1})
+    tenant.create_db("notes").update(doc_id, {"more": 1})
     copy_tenant(admin, member, tenant)  # the announcement, then the document's next entry
     with pytest.raises(MissingKeyError, match="no key 'confidential' for this document"):
         notes.get(doc_id)

@@ -69,14 +69,14 @@ def universe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Universe]:
         for node in (mallory, bob, observer):
             node.join(admin.invite(tenant, node.public_identity()))
         observer.close()
-        mdb = mallory.tenant("acme").open_db("notes")
+        mdb = mallory.tenant("acme").create_db("notes")
         doc = mdb.create_document({"n": 1})
         for n in range(2, 6):  # Mallory's #1 .. #5
             mdb.update(doc, {"n": n})
         chain = sorted(mallory.store.iter_entries(tenant.id, "notes"), key=lambda e: e.author_seq)
         admin.ingest([e.raw for e in chain])
         bob.ingest([e.raw for e in chain])
-        bob.tenant("acme").open_db("notes").create_document({"bob": "was here"})
+        bob.tenant("acme").create_db("notes").create_document({"bob": "was here"})
         tenant.revoke_member(mallory.public_identity())  # cut: #5, by id
         mdb.update(doc, {"n": 6})  # Mallory, unaware: #6, above the cut
         thief = [

@@ -38,7 +38,7 @@ def bridge_for(node: Node, recorder: Recorder) -> GossipBridge:
 
 def two_changes(node: Node) -> list[Entry]:
     """A document's first change and a second one whose parent is the first."""
-    db = node.tenants()[0].open_db("notes")
+    db = node.tenants()[0].create_db("notes")
     doc = db.create_document({"n": 0})
     with db.change(doc) as d:
         d["n"] = 1

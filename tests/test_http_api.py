@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import trio
+from helpers import copy_tenant
 from http_helpers import api_client, http_daemon
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Route
 
+from mindoo_p2p.client import DaemonClient
 from mindoo_p2p.daemon import NodeDaemon
 from mindoo_p2p.http.api import OPERATIONS, SITE
 from mindoo_p2p.http.app import PAGE_ASSETS, build_app
@@ -287,3 +290,49 @@ async def test_the_event_stream_shows_peers_and_sync_sessions(make_node: NodeFac
                     await daemon.block_peer(other.peer_id)  # alice hangs up on bob
                     left = await _read_events(lines, lambda e: e["type"] == "peer")
                     assert left == {"type": "peer", "peer_id": other.peer_id, "connected": False}
+
+
+async def test_forget_and_conflicts_through_the_api_and_the_client(
+    make_node: NodeFactory,
+) -> None:
+    """Issue 10's library questions over HTTP: ``db forget`` and the conflicts listing."""
+    alice, bob = make_node("alice"), make_node("bob")
+    tenant = alice.create_tenant("acme")
+    bob.join(alice.invite(tenant, bob.public_identity()))
+    notes = tenant.create_db("notes")
+    tenant.create_db("scratch")
+    doc = notes.create_document({"title": "draft"})
+    copy_tenant(alice, bob, tenant)
+    notes.update(doc, {"title": "from alice"})
+    bob.tenant("acme").open_db("notes").update(doc, {"title": "from bob"})
+    copy_tenant(bob, alice, tenant)
+    async with http_daemon(alice, control=True) as daemon, api_client(daemon) as client:
+        listed = (await client.get("/api/tenants/acme/databases/notes/conflicts")).json()
+        assert listed == {"documents": [{"document_id": doc, "fields": ["title"]}]}
+        view = await client.get(f"/api/tenants/acme/databases/notes/documents/{doc}/conflicts")
+        body = view.json()
+        assert body["id"] == doc and body["content"]["title"] in ("from alice", "from bob")
+        (conflict,) = body["conflicts"]
+        assert conflict["field"] == "title"
+        assert {v["value"] for v in conflict["values"]} == {"from alice", "from bob"}
+        assert {v["author_name"] for v in conflict["values"]} == {"alice", "bob"}
+        assert [v["shown"] for v in conflict["values"]] == [True, False]
+
+        def script() -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
+            with DaemonClient.for_home(alice.home) as api:
+                found = api.conflicts("acme", "notes")
+                one = api.document_conflicts("acme", "notes", doc)
+                api.forget_database("acme", "scratch")
+                return found, one, [d["name"] for d in api.databases("acme")]
+
+        found, one, names = await trio.to_thread.run_sync(script)
+        assert found == listed["documents"] and one == body
+        assert names == ["notes"]
+        gone = await client.delete("/api/tenants/acme/databases/scratch")
+        assert gone.status_code == 404 and "forgotten" in gone.json()["error"]["message"]
+        missing = await client.get("/api/tenants/acme/databases/notez/conflicts")
+        assert (
+            missing.status_code == 404
+            and "did you mean 'notes'" in missing.json()["error"]["message"]
+        )
+    assert not alice.tenant("acme").replicates("scratch")

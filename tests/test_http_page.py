@@ -54,6 +54,11 @@ async def test_the_web_page_shows_tenants_databases_and_peers(
         assert sorted(cells(dom, "database-name")) == ["books", "notes"]
         assert cells(dom, "peer-id") == [other.peer_id]
         assert cells(dom, "peer-state") == ["connected"]
+        # Issue 10's completion and durability columns: one per database row, one per peer.
+        names, sync = cells(dom, "database-name"), cells(dom, "database-sync")
+        assert len(sync) == len(cells(dom, "only-here")) == 2
+        assert sync[names.index("books")] == "not synced"  # no peer shares globex
+        assert len(cells(dom, "peer-sync")) == 1
         assert 'id="problem" hidden' in dom
 
         # The session shows in the metrics of both sides.

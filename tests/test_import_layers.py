@@ -118,7 +118,7 @@ def test_tenant_database_and_recovery_never_name_the_node() -> None:
 def test_a_tenant_holds_narrow_collaborators_not_the_node(tmp_path: Path) -> None:
     with Node.init(tmp_path / "home", "a test password", name="n", kdf=KdfProfile.TESTING) as node:
         tenant = node.create_tenant("acme")
-        parts = [tenant, tenant.access, tenant.keys, tenant.open_db("notes")]
+        parts = [tenant, tenant.access, tenant.keys, tenant.create_db("notes")]
         held = [value for part in parts for value in vars(part).values()]
         assert not any(isinstance(value, Node) for value in held)
         assert tenant.writer is node.writer and tenant.store is node.store

@@ -86,7 +86,7 @@ def test_incremental_index_equals_rebuild(make_node: MakeNode, tmp_path: Path, s
                 use_key = KEY if KEY in t.key_names() and rng.random() < 0.4 else "default"
                 if use_key == KEY and not any(k.name == KEY for k in t.keyring):
                     use_key = "default"
-                doc = t.open_db(db).create_document(
+                doc = t.create_db(db).create_document(
                     {"n": counter, "text": f"word{counter} stuff"}, key=use_key
                 )
                 docs[doc] = db
@@ -129,9 +129,9 @@ def test_property_run_exercises_every_kind_of_change(make_node: MakeNode) -> Non
     tenant = admin.create_tenant("t")
     member.join(admin.invite(tenant, member.public_identity()))
     tenant.create_key(KEY)
-    notes = tenant.open_db("a")
+    notes = tenant.create_db("a")
     hidden = notes.create_document({"text": "word1"}, key=KEY)
-    mine = member.tenant("t").open_db("a")
+    mine = member.tenant("t").create_db("a")
     first = mine.create_document({"text": "word2 early"})
     late = mine.create_document({"text": "word3 late"})
     for src, dst in ((admin, member), (member, admin)):

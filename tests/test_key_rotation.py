@@ -50,7 +50,7 @@ def test_rotation_seals_new_documents_and_new_changes_with_the_new_version(
     admin = make_node("admin")
     tenant = admin.create_tenant("acme")
     v1 = tenant.create_key("confidential")
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     old_doc = notes.create_document({"text": OLD_TEXT}, key="confidential")
 
     v2 = tenant.rotate_key("confidential")
@@ -77,7 +77,7 @@ def test_rotation_seals_new_documents_and_new_changes_with_the_new_version(
         t = reopened.tenant("acme")
         assert t.keyring.current("confidential").key_id == v3.key_id
         assert versions(t, "confidential") == [(v, True, True) for v in (1, 2, 3)]
-        db = t.open_db("notes")
+        db = t.create_db("notes")
         assert db.get(old_doc) == {"text": OLD_TEXT, "more": NEW_TEXT}
         db.update(old_doc, {"after_reopen": True})
         assert key_ids_of(reopened, t, "notes", old_doc)[-1] == v3.key_id
@@ -90,7 +90,7 @@ def test_member_holding_v1_reads_old_content_and_new_after_importing(make_node: 
     member.join(admin.invite(tenant, member.public_identity()))
     late.join(admin.invite(tenant, late.public_identity()))
     tenant.create_key("confidential")
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     old_doc = notes.create_document({"text": OLD_TEXT}, key="confidential")
     v1_file = admin.export_key(tenant, "confidential", to=member.public_identity())
     assert member.import_key(v1_file).added_versions == [1]
@@ -101,7 +101,7 @@ def test_member_holding_v1_reads_old_content_and_new_after_importing(make_node: 
     sync(admin, late, tenant)
 
     m_tenant = member.tenant("acme")
-    m_notes = m_tenant.open_db("notes")
+    m_notes = m_tenant.create_db("notes")
     assert m_notes.get(old_doc) == {"text": OLD_TEXT}
     with pytest.raises(MissingKeyError) as raised:
         m_notes.get(new_doc)
@@ -125,7 +125,7 @@ def test_member_holding_v1_reads_old_content_and_new_after_importing(make_node: 
         tenant, "confidential", password=KEY_PASSWORD, kdf=KdfProfile.TESTING
     )
     assert late.import_key(by_password, password=KEY_PASSWORD).added_versions == [1, 2]
-    l_notes = late.tenant("acme").open_db("notes")
+    l_notes = late.tenant("acme").create_db("notes")
     assert l_notes.get(old_doc) == {"text": OLD_TEXT}
     assert l_notes.get(new_doc) == {"text": NEW_TEXT}
 
@@ -141,7 +141,7 @@ def test_rotating_default_works_the_same(make_node: MakeNode) -> None:
     tenant = admin.create_tenant("acme")
     member.join(admin.invite(tenant, member.public_identity()))
     mirror.join(admin.invite(tenant, mirror.public_identity(), role="mirror"))
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     old_doc = notes.create_document({"text": OLD_TEXT})
     v1 = tenant.keyring.current(DEFAULT_KEY)
     assert versions(tenant, DEFAULT_KEY) == [(1, True, True)]  # announced at creation
@@ -162,13 +162,13 @@ def test_rotating_default_works_the_same(make_node: MakeNode) -> None:
             (1, True),
             (2, True),
         ]
-    m_notes = member.tenant("acme").open_db("notes")
+    m_notes = member.tenant("acme").create_db("notes")
     with pytest.raises(MissingKeyError, match=r"^no key 'default' for this document$"):
         m_notes.get(new_doc)
     with pytest.raises(MissingKeyError, match="no key 'default'"):
         m_notes.get(old_doc)  # it holds a change sealed with version 2 now
     # Until it gets version 2, the member keeps writing with the newest version it holds.
-    member_old = member.tenant("acme").open_db("old")
+    member_old = member.tenant("acme").create_db("old")
     m_doc = member_old.create_document({"v": 1})
     assert key_ids_of(member, member.tenant("acme"), "old", m_doc) == [v1.key_id]
 
@@ -180,14 +180,14 @@ def test_rotating_default_works_the_same(make_node: MakeNode) -> None:
     # A member invited after the rotation gets every default version with the invite.
     late.join(admin.invite(tenant, late.public_identity()))
     sync(admin, late, tenant)
-    l_notes = late.tenant("acme").open_db("notes")
+    l_notes = late.tenant("acme").create_db("notes")
     assert l_notes.get(old_doc) == {"text": OLD_TEXT, "more": 1}
     assert l_notes.get(new_doc) == {"text": NEW_TEXT}
     assert late.tenant("acme").keyring.current(DEFAULT_KEY).key_id == v2.key_id
 
     # The mirror still reads nothing and may import no version of the default key.
     with pytest.raises(MissingKeyError):
-        mirror.tenant("acme").open_db("notes").get(new_doc)
+        mirror.tenant("acme").create_db("notes").get(new_doc)
     with pytest.raises(VerificationError, match="mirror"):
         admin.export_key(tenant, DEFAULT_KEY, to=mirror.public_identity())
     by_password = admin.export_key(

@@ -102,7 +102,7 @@ def test_processes_writing_at_once_to_one_home_never_fork_an_author(
         ),
     ]
     # This process writes too, while they run (the daemon of the issue).
-    db = tenant.open_db("notes")
+    db = tenant.create_db("notes")
     mine = db.create_document({"tag": "main"})
     outputs = run_together(workers)
     for n in range(20):
@@ -128,7 +128,7 @@ def test_processes_writing_at_once_to_one_home_never_fork_an_author(
 @pytest.mark.timeout(120)
 def test_a_write_after_another_process_wrote_the_same_document(make_node: MakeNode) -> None:
     node = make_node("home")
-    db = node.create_tenant("acme").open_db("notes")
+    db = node.create_tenant("acme").create_db("notes")
     doc_id = db.create_document({"a": 1})
     db.update(doc_id, {"b": 2})  # this process's caches are warm
     (output,) = run_together([start_worker(node.home, "--tag", "other", "--update", doc_id)])
@@ -148,7 +148,7 @@ def test_a_write_after_another_process_wrote_the_same_document(make_node: MakeNo
     ]
     node.close()
     with Node.open(node.home, PASSWORD) as again:
-        assert again.tenant("acme").open_db("notes").get(doc_id) == {
+        assert again.tenant("acme").create_db("notes").get(doc_id) == {
             "a": 1,
             "b": 2,
             "other": True,
@@ -166,11 +166,11 @@ def test_a_change_after_another_writer_built_on_this_ones_last_change(
     tenant = alice.create_tenant("acme")
     bob = make_node("bob")
     bob.join(alice.invite(tenant, bob.public_identity()))
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     doc_id = notes.create_document({"n": 0})
     notes.update(doc_id, {"n": 1})
     bob.ingest([e.raw for e in alice.store.iter_entries(tenant.id, "notes")])
-    bob.tenant("acme").open_db("notes").update(doc_id, {"bob": True})
+    bob.tenant("acme").create_db("notes").update(doc_id, {"bob": True})
     alice.ingest([e.raw for e in bob.store.iter_entries(tenant.id, "notes")])
     notes.update(doc_id, {"n": 2})
     assert notes.get(doc_id) == {"n": 2, "bob": True}
@@ -193,7 +193,7 @@ def test_a_batch_may_change_one_document_several_times_and_delete_another(
 ) -> None:
     node = make_node("home")
     tenant = node.create_tenant("acme")
-    db = tenant.open_db("notes")
+    db = tenant.create_db("notes")
     with db.batch():
         doc_id = db.create_document({"n": 0})
         db.update(doc_id, {"n": 1})
@@ -220,14 +220,14 @@ def test_a_batch_may_change_one_document_several_times_and_delete_another(
     )
     node.close()
     with Node.open(node.home, PASSWORD) as again:
-        reopened = again.tenant("acme").open_db("notes")
+        reopened = again.tenant("acme").create_db("notes")
         assert reopened.get(doc_id) == {"n": 3} and not reopened.exists(gone)
 
 
 def test_a_batch_that_raises_stores_nothing_and_leaves_no_gap(make_node: MakeNode) -> None:
     node = make_node("home")
     tenant = node.create_tenant("acme")
-    db = tenant.open_db("notes")
+    db = tenant.create_db("notes")
     doc_id = db.create_document({"n": 0})
     stored = node.store.count()
     with pytest.raises(RuntimeError, match="app failed"), db.batch():
@@ -248,7 +248,7 @@ def test_a_tenant_log_change_that_returns_its_entry_is_refused_inside_a_batch(
 ) -> None:
     node = make_node("home")
     tenant = node.create_tenant("acme")
-    db = tenant.open_db("notes")
+    db = tenant.create_db("notes")
     stored = node.store.count()
     with pytest.raises(MindooError, match="outside a write batch"), db.batch():
         db.create_document({"n": 0})
@@ -268,7 +268,7 @@ def test_a_revocation_stored_by_another_process_stops_this_ones_writes(
     tenant = admin.create_tenant("acme")
     member = make_node("member")
     member.join(admin.invite(tenant, member.public_identity()))
-    db = member.tenant("acme").open_db("notes")
+    db = member.tenant("acme").create_db("notes")
     doc_id = db.create_document({"n": 0})
     admin.ingest([e.raw for e in member.store.iter_entries(tenant.id, "notes")])
     tenant.revoke_member(member.public_identity())  # accepts the member's entries so far
@@ -298,7 +298,7 @@ def test_a_member_added_through_another_process_is_admitted_by_this_one(
     carol.join(admin.invite(tenant, carol.public_identity()))
     with Node.open(member.home, PASSWORD) as other:  # the ADD reaches the home elsewhere
         other.ingest([e.raw for e in admin.store.iter_entries(tenant.id, TENANT_LOG)])
-    carol.tenant("acme").open_db("notes").create_document({"by": "carol"})
+    carol.tenant("acme").create_db("notes").create_document({"by": "carol"})
     result = member.ingest([e.raw for e in carol.store.iter_entries(tenant.id, "notes")])
     assert result.rejected == [] and len(result.added) == 1
     assert member.tenant("acme").membership.is_member(carol.identity.signing.public_key)
@@ -320,7 +320,7 @@ def test_keys_created_by_two_processes_are_both_kept_in_the_keystore(
         acme = again.tenant("acme")
         assert {"first", "second"} <= {k.name for k in acme.keyring}
         assert "later" in acme.databases()
-        notes = acme.open_db("notes")
+        notes = acme.create_db("notes")
         doc_id = notes.create_document({"x": 1}, key="first")
         assert notes.get(doc_id) == {"x": 1}
 
@@ -331,7 +331,7 @@ def test_a_key_rotated_by_another_process_is_used_by_this_ones_next_write(
     node = make_node("home")
     tenant = node.create_tenant("acme")
     tenant.create_key("confidential")
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     plain = notes.create_document({"n": 0})
     secret = notes.create_document({"n": 0}, key="confidential")
     with Node.open(node.home, PASSWORD) as other:
@@ -360,7 +360,7 @@ def test_a_refused_own_write_says_which_rule_it_broke(make_node: MakeNode) -> No
     tenant.revoke_member(member.public_identity(), accept_through=0)
     member.ingest([e.raw for e in admin.store.iter_entries(tenant.id, TENANT_LOG)])
     with pytest.raises(OwnEntryRefusedError) as info:
-        member.tenant("acme").open_db("notes").create_document({"n": 1})
+        member.tenant("acme").create_db("notes").create_document({"n": 1})
     assert [r.kind for r in info.value.rejected] == [RejectionKind.REVOKED_ABOVE_CUT]
     assert not info.value.rejected[0].sender_at_fault
 
@@ -405,5 +405,5 @@ def test_own_records_are_admitted_by_the_pipeline_and_published_only_after_the_c
     assert admitted[-1] == [entry.id]
     assert tenant.membership is not before and tenant.membership.is_member(carol.signing_key)
     published = tenant.membership
-    node.tenant("acme").open_db("notes").create_document({"n": 1})
+    node.tenant("acme").create_db("notes").create_document({"n": 1})
     assert tenant.membership is published  # the log grew by exactly the write: no rebuild

@@ -33,15 +33,17 @@ async def _child() -> dict[str, object]:
         bob = Node.init(Path(tmp) / "b", "a test password", name="bob", kdf=KdfProfile.TESTING)
         tenant = alice.create_tenant("acme")
         bob.join(alice.invite(tenant, bob.public_identity()))
-        doc = alice.tenant("acme").open_db("lan").create_document({"found": "by mDNS"})
+        doc = alice.tenant("acme").create_db("lan").create_document({"found": "by mDNS"})
         started = time.monotonic()
         async with trio.open_nursery() as nursery:
             for node in (alice, bob):
                 await nursery.start(NodeDaemon(node, config, control=False).run)
-            bob_db = bob.tenant("acme").open_db("lan")
+            replica = bob.tenant("acme")
             with trio.fail_after(CHILD_TIMEOUT_S - 15):
-                while not bob_db.exists(doc):
+                # The database exists on bob once its first entry arrives.
+                while not (replica.has_database("lan") and replica.open_db("lan").exists(doc)):
                     await trio.sleep(0.05)
+            bob_db = replica.open_db("lan")
             result = {"content": bob_db.get(doc), "seconds": time.monotonic() - started}
             nursery.cancel_scope.cancel()
         alice.close()

@@ -73,7 +73,7 @@ async def test_a_member_pushing_forged_entries_is_cut_off(cluster: Cluster) -> N
     await cluster.connect(HONEST, OTHER)
     await cluster.wait_converged(timeout=30)
     evil_node = cluster.nodes[EVIL].require()
-    evil_db = evil_node.tenant("acme").open_db("notes")
+    evil_db = evil_node.tenant("acme").create_db("notes")
     for i in range(5):
         evil_db.create_document({"forged": i})
     # The evil node connects and pushes its (forged) entries through the real protocol.

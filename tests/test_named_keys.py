@@ -67,7 +67,7 @@ def setup(make_node: MakeNode) -> Setup:
     member.join(admin.invite(tenant, member.public_identity()))
     mirror.join(admin.invite(tenant, mirror.public_identity(), role="mirror"))
     tenant.create_key("confidential")
-    doc_id = tenant.open_db("notes").create_document({"text": SECRET_TEXT}, key="confidential")
+    doc_id = tenant.create_db("notes").create_document({"text": SECRET_TEXT}, key="confidential")
     sync(admin, member, tenant)
     sync(admin, mirror, tenant)
     return Setup(admin, member, mirror, tenant, doc_id)
@@ -118,7 +118,7 @@ def test_named_key_and_directory_survive_reopen(make_node: MakeNode) -> None:
         tenant = reopened.tenant("acme")
         assert tenant.keyring.current("confidential").key_id == key_id
         assert tenant.key_name_for(key_id) == "confidential"
-        assert tenant.open_db("notes").get(s.doc_id) == {"text": SECRET_TEXT}
+        assert tenant.create_db("notes").get(s.doc_id) == {"text": SECRET_TEXT}
 
 
 # -- reading without the key, then importing it ---------------------------------------------------
@@ -126,7 +126,7 @@ def test_member_without_key_sees_document_then_reads_after_sealed_import(
     make_node: MakeNode,
 ) -> None:
     s = setup(make_node)
-    notes = s.member.tenant("acme").open_db("notes")
+    notes = s.member.tenant("acme").create_db("notes")
     assert notes.list_documents() == [s.doc_id]
     with pytest.raises(MissingKeyError) as raised:
         notes.get(s.doc_id)
@@ -145,12 +145,12 @@ def test_member_without_key_sees_document_then_reads_after_sealed_import(
     # The member can now write with it, and the admin reads the edit.
     notes.update(s.doc_id, {"reply": "seen"})
     sync(s.member, s.admin, s.tenant)
-    assert s.tenant.open_db("notes").get(s.doc_id)["reply"] == "seen"
+    assert s.tenant.create_db("notes").get(s.doc_id)["reply"] == "seen"
     # Importing again changes nothing; the key was saved in the member's keystore.
     assert s.member.import_key(data).added_versions == []
     s.member.close()
     with Node.open(s.member.home, PASSWORD) as reopened:
-        assert reopened.tenant("acme").open_db("notes").get(s.doc_id)["text"] == SECRET_TEXT
+        assert reopened.tenant("acme").create_db("notes").get(s.doc_id)["text"] == SECRET_TEXT
 
 
 def test_member_reads_after_password_import(make_node: MakeNode) -> None:
@@ -159,7 +159,7 @@ def test_member_reads_after_password_import(make_node: MakeNode) -> None:
         s.tenant, "confidential", password=KEY_PASSWORD, kdf=KdfProfile.TESTING
     )
     assert read_key_file_info(data).protection is Protection.PASSWORD
-    notes = s.member.tenant("acme").open_db("notes")
+    notes = s.member.tenant("acme").create_db("notes")
     with pytest.raises(MissingKeyError):
         notes.get(s.doc_id)
     with pytest.raises(WrongPasswordError, match="protected by a password"):
@@ -176,18 +176,18 @@ def test_unknown_key_id_falls_back_to_the_id(make_node: MakeNode) -> None:
     tenant = admin.create_tenant("acme")
     member.join(admin.invite(tenant, member.public_identity()))
     key = tenant.create_key("confidential")
-    doc_id = tenant.open_db("notes").create_document({"a": 1}, key="confidential")
+    doc_id = tenant.create_db("notes").create_document({"a": 1}, key="confidential")
     # Only the document's entries reach the member, not the announcement.
     member.ingest([e.raw for e in admin.store.iter_entries(tenant.id, "notes")])
     with pytest.raises(MissingKeyError) as raised:
-        member.tenant("acme").open_db("notes").get(doc_id)
+        member.tenant("acme").create_db("notes").get(doc_id)
     assert str(raised.value) == f"no key {key.key_id.hex()} for this document"
 
 
 # -- mirrors --------------------------------------------------------------------------------------
 def test_mirror_can_never_read_named_key_documents(make_node: MakeNode) -> None:
     s = setup(make_node)
-    notes = s.mirror.tenant("acme").open_db("notes")
+    notes = s.mirror.tenant("acme").create_db("notes")
     assert notes.list_documents() == [s.doc_id]
     with pytest.raises(MissingKeyError, match="no key 'confidential' for this document"):
         notes.get(s.doc_id)
@@ -262,7 +262,7 @@ def test_someone_elses_export_wrong_tenant_and_garbage_fail_clearly(make_node: M
     with pytest.raises(WrongPasswordError):
         s.member.import_key(bytes(protected), password=KEY_PASSWORD)
     with pytest.raises(MissingKeyError):
-        s.member.tenant("acme").open_db("notes").get(s.doc_id)
+        s.member.tenant("acme").create_db("notes").get(s.doc_id)
 
 
 def test_forged_key_under_an_announced_name_is_refused(make_node: MakeNode) -> None:
@@ -397,6 +397,7 @@ def test_cli_key_create_list_export_import(
     admin, member = make_node("admin"), make_node("member")
     tenant = admin.create_tenant("acme")
     member.join(admin.invite(tenant, member.public_identity()))
+    tenant.create_db("notes")
     admin.close()
     member.close()
     a, b = ["--home", str(admin.home)], ["--home", str(member.home)]

@@ -72,11 +72,11 @@ def test_tenant_creation_and_membership(make_node: MakeNode) -> None:
     with pytest.raises(NotFoundError):
         node.tenant("nope")
     with pytest.raises(InvalidNameError):
-        tenant.open_db("Bad Name")
+        tenant.create_db("Bad Name")
 
 
 def test_documents_crud_history_and_delete(make_node: MakeNode) -> None:
-    db = make_node("n").create_tenant("acme").open_db("contacts")
+    db = make_node("n").create_tenant("acme").create_db("contacts")
     doc_id = db.create_document({"name": "Ada", "tags": ["x"], "address": {"city": "London"}})
     assert db.get(doc_id) == {"name": "Ada", "tags": ["x"], "address": {"city": "London"}}
     with db.change(doc_id) as doc:
@@ -113,7 +113,7 @@ def test_documents_crud_history_and_delete(make_node: MakeNode) -> None:
 
 
 def test_failed_change_block_writes_nothing(make_node: MakeNode) -> None:
-    db = make_node("n").create_tenant("acme").open_db("contacts")
+    db = make_node("n").create_tenant("acme").create_db("contacts")
     doc_id = db.create_document({"n": 1})
     entries_before = db.stats()["entries"]
     with pytest.raises(RuntimeError), db.change(doc_id) as doc:
@@ -124,7 +124,7 @@ def test_failed_change_block_writes_nothing(make_node: MakeNode) -> None:
 
 
 def test_batch_is_one_commit_and_all_or_nothing(make_node: MakeNode) -> None:
-    db = make_node("n").create_tenant("acme").open_db("contacts")
+    db = make_node("n").create_tenant("acme").create_db("contacts")
     with db.batch():
         ids = [db.create_document({"i": i}) for i in range(50)]
         assert db.get(ids[3]) == {"i": 3}  # read your own writes inside the batch
@@ -140,7 +140,7 @@ def test_batch_is_one_commit_and_all_or_nothing(make_node: MakeNode) -> None:
 
 def test_changes_since_is_durable_and_paginated(tmp_path: Path, make_node: MakeNode) -> None:
     node = make_node("n")
-    db = node.create_tenant("acme").open_db("crm2026")
+    db = node.create_tenant("acme").create_db("crm2026")
     ids = [db.create_document({"i": i}) for i in range(25)]
     seen: list[str] = []
     cursor = 0
@@ -156,7 +156,7 @@ def test_changes_since_is_durable_and_paginated(tmp_path: Path, make_node: MakeN
     node.close()
     again = Node.open(tmp_path / "n", PASSWORD)
     try:
-        db2 = again.tenant("acme").open_db("crm2026")
+        db2 = again.tenant("acme").create_db("crm2026")
         assert db2.changes_since(0, limit=5)[0][0].document_id == ids[0]
         assert db2.changes_since(cursor)[0] == []
         db2.create_document({"late": True})
@@ -167,7 +167,7 @@ def test_changes_since_is_durable_and_paginated(tmp_path: Path, make_node: MakeN
 
 
 def test_time_travel_by_time(make_node: MakeNode) -> None:
-    db = make_node("n").create_tenant("acme").open_db("contacts")
+    db = make_node("n").create_tenant("acme").create_db("contacts")
     doc_id = db.create_document({"v": 1})
     time.sleep(0.01)
     middle = int(time.time() * 1000)
@@ -182,10 +182,10 @@ def test_time_travel_by_time(make_node: MakeNode) -> None:
 def test_invite_join_and_offline_convergence(make_node: MakeNode) -> None:
     alice, bob = invite_pair(make_node)
     assert bob.tenant("acme").membership.is_member(bob.identity.signing.public_key)
-    a_db = alice.tenant("acme").open_db("contacts")
+    a_db = alice.tenant("acme").create_db("contacts")
     doc_id = a_db.create_document({"name": "Ada", "tags": []})
     exchange(alice, bob)
-    b_db = bob.tenant("acme").open_db("contacts")
+    b_db = bob.tenant("acme").create_db("contacts")
     assert b_db.get(doc_id) == {"name": "Ada", "tags": []}
     # Both edit the same document while offline.
     with a_db.change(doc_id) as doc:
@@ -233,12 +233,12 @@ def test_revoked_member_cannot_write(make_node: MakeNode) -> None:
     alice.tenant("acme").revoke_member(bob.public_identity())
     exchange(alice, bob)
     with pytest.raises(VerificationError, match="revoked"):
-        bob.tenant("acme").open_db("contacts").create_document({"x": 1})
+        bob.tenant("acme").create_db("contacts").create_document({"x": 1})
 
 
 def test_snapshot_makes_a_fresh_node_read_fast(tmp_path: Path, make_node: MakeNode) -> None:
     node = make_node("n")
-    db = node.create_tenant("acme").open_db("log")
+    db = node.create_tenant("acme").create_db("log")
     doc_id = db.create_document({"n": 0})
     with db.batch():
         for i in range(SNAPSHOT_EVERY + 10):
@@ -251,7 +251,7 @@ def test_snapshot_makes_a_fresh_node_read_fast(tmp_path: Path, make_node: MakeNo
     node.close()
     again = Node.open(tmp_path / "n", PASSWORD)
     try:
-        assert again.tenant("acme").open_db("log").get(doc_id) == expected
+        assert again.tenant("acme").create_db("log").get(doc_id) == expected
     finally:
         again.close()
 
@@ -260,7 +260,7 @@ def test_no_plaintext_or_private_key_on_disk(tmp_path: Path, make_node: MakeNode
     marker = "MARKER-7f1c2e9a-plaintext"
     node = make_node("n")
     tenant = node.create_tenant("acme")
-    db = tenant.open_db("secrets")
+    db = tenant.create_db("secrets")
     doc_id = db.create_document({"note": marker, marker: Text(marker)})
     with db.batch():
         for i in range(SNAPSHOT_EVERY + 5):
@@ -287,7 +287,7 @@ def test_no_plaintext_or_private_key_on_disk(tmp_path: Path, make_node: MakeNode
 def test_a_members_malformed_change_does_not_break_the_document(make_node: MakeNode) -> None:
     node = make_node("n")
     tenant = node.create_tenant("acme")
-    db = tenant.open_db("contacts")
+    db = tenant.create_db("contacts")
     doc_id = db.create_document({"name": "Ada"})
     md_heads = db.history(doc_id)[-1].entry_id
     key = tenant.keyring.current("default")
@@ -311,7 +311,7 @@ def test_a_members_malformed_change_does_not_break_the_document(make_node: MakeN
     node.close()
     again = Node.open(node.home, PASSWORD)
     try:
-        assert again.tenant("acme").open_db("contacts").get(doc_id) == {
+        assert again.tenant("acme").create_db("contacts").get(doc_id) == {
             "name": "Ada",
             "email": "ada@example.org",
         }

@@ -149,7 +149,7 @@ async def test_a_cancelled_caller_waits_for_its_worker_to_finish(make_node: Make
 async def test_entry_events_keep_their_order_and_origin(make_node: MakeNode) -> None:
     queue = EntryEventQueue(capacity=8)
     node = make_node("n")
-    node.create_tenant("acme").open_db("notes").create_document({"a": 1})
+    node.create_tenant("acme").create_db("notes").create_document({"a": 1})
     stored = tuple(node.store.iter_entries())
     events = [EntryEvent(stored, origin) for origin in (Origin.LOCAL, Origin.SYNC)]
     for event in events:

@@ -119,6 +119,8 @@ def test_status_lists_connected_peers_first_then_by_id() -> None:
         "progress",
         "sessions",
         "last_session",
+        "keepalive",
+        "dead_path",
         "tenants",
     }
     assert rows[1]["last_session"] is None  # no session with "a" yet

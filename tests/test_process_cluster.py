@@ -16,6 +16,7 @@ def test_daemon_processes_converge_and_survive_sigkill(tmp_path: Path) -> None:
         cluster.prepare(3, tenant="acme")
         cluster.start_all()
         cluster.connect_topology("line")
+        cluster.cli(0, "db", "create", "acme", "notes")
         first = cluster.cli(0, "doc", "create", "acme", "notes", '{"from": 0}').strip()
         cluster.wait_converged(timeout=60)
         assert json.loads(cluster.cli(2, "doc", "get", "acme", "notes", first)) == {"from": 0}

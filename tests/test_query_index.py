@@ -191,7 +191,7 @@ def test_coverage_counts_documents_under_a_key_this_node_lacks(make_node: MakeNo
     tenant = admin.create_tenant("acme")
     member.join(admin.invite(tenant, member.public_identity()))
     tenant.create_key("hr")
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     notes.create_document({"text": "everyone"})
     for i in range(3):
         notes.create_document({"text": f"salary {i}"}, key="hr")
@@ -219,7 +219,7 @@ def test_shred_erases_from_query_search_and_disk(make_node: MakeNode, tmp_path: 
     node = make_node("n")
     tenant = node.create_tenant("acme")
     tenant.create_key("subject-42")
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     kept = notes.create_document({"text": "kept handbook"})
     doomed = notes.create_document({"text": MARKER}, key="subject-42")
     notes.update(doomed, {"more": MARKER + " again"})
@@ -260,7 +260,7 @@ def test_shred_from_another_process_reaches_the_index_when_it_opens(
     node = make_node("n")
     tenant = node.create_tenant("acme")
     tenant.create_key("k")
-    notes = tenant.open_db("notes")
+    notes = tenant.create_db("notes")
     notes.create_document({"text": MARKER}, key="k")
     assert len(node.index.search([node.index.source(tenant, "notes")], "zebrafinch").hits) == 1
     node.close()

@@ -65,7 +65,7 @@ def make_alice(make_node: MakeNode) -> Alice:
     acme.rotate_key("hr")
     acme.rotate_key(DEFAULT_KEY)
     acme.create_db("empty")
-    notes = acme.open_db("notes")
+    notes = acme.create_db("notes")
     documents: dict[str, dict[str, object]] = {
         notes.create_document({"text": "plain"}): {"text": "plain"},
         notes.create_document({"salary": 1}, key="hr"): {"salary": 1},
@@ -144,7 +144,7 @@ def test_round_trip_restores_identity_every_key_version_and_admin_seed(
         # Documents come back from any copy of the entries and read the same.
         result = restored.ingest([e.raw for e in original.store.iter_entries()])
         assert not result.rejected
-        notes = acme.open_db("notes")
+        notes = acme.create_db("notes")
         for doc_id, content in alice.documents.items():
             assert notes.get(doc_id) == content
         # The restored admin acts as admin: its membership records are accepted by the original.

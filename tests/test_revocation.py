@@ -203,14 +203,14 @@ def universe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Universe]:
             node.join(admin.invite(tenant, node.public_identity()))
         observer.close()
 
-        mdb = mallory.tenant("acme").open_db("notes")
+        mdb = mallory.tenant("acme").create_db("notes")
         doc = mdb.create_document({"items": []})  # Mallory's entry #1
         for i in range(2, 7):  # #2 .. #6
             with mdb.change(doc) as d:
                 d["items"].append(f"mallory {i}")
         written = list(mallory.store.iter_entries(tenant.id, "notes"))
         bob.ingest([e.raw for e in written])  # Bob saw them all before any revocation
-        with bob.tenant("acme").open_db("notes").change(doc) as d:
+        with bob.tenant("acme").create_db("notes").change(doc) as d:
             d["bob"] = "was here"
         # The admin revokes Mallory twice (e.g. two admin devices): the smaller cut (3) wins.
         mallory_identity = mallory.public_identity()
@@ -287,7 +287,7 @@ def observe(universe: Universe, batches: list[list[bytes]], workdir: Path) -> Ou
         deliver(node, batches)
         tenant = node.tenant("acme")
         accepted = frozenset(e.id for e in node.store.iter_entries(universe.tenant_id))
-        content = tenant.open_db("notes").get(universe.document)
+        content = tenant.create_db("notes").get(universe.document)
         with node.store.recon_snapshot(universe.tenant_id, "notes") as storage:
             size = storage.size()
             recon = (size, storage.fingerprint(0, size))
@@ -408,7 +408,7 @@ def test_a_crash_between_revocation_and_retraction_is_repaired_on_open(
     try:
         accepted = {e.id for e in node.store.iter_entries(universe.tenant_id)}
         assert accepted == universe.expected
-        assert node.tenant("acme").open_db("notes").get(universe.document) == reference.content
+        assert node.tenant("acme").create_db("notes").get(universe.document) == reference.content
         assert node.fsck().ok
     finally:
         node.close()
@@ -418,7 +418,7 @@ def test_revoke_member_names_what_the_admin_holds(make_node) -> None:  # type: i
     admin, alice = make_node("admin"), make_node("alice")
     tenant = admin.create_tenant("acme")
     alice.join(admin.invite(tenant, alice.public_identity()))
-    adb = alice.tenant("acme").open_db("notes")
+    adb = alice.tenant("acme").create_db("notes")
     doc = adb.create_document({"n": 0})
     for n in range(1, 4):
         with adb.change(doc) as d:
@@ -430,7 +430,7 @@ def test_revoke_member_names_what_the_admin_holds(make_node) -> None:  # type: i
     )
     assert isinstance(revocation, Revocation)
     assert revocation.cut_of(alice.public_identity().signing_key) == 4
-    assert tenant.open_db("notes").get(doc) == {"n": 3}  # everything held stays accepted
+    assert tenant.create_db("notes").get(doc) == {"n": 3}  # everything held stays accepted
     with pytest.raises(NotFoundError):
         tenant.revoke_member(make_node("stranger").public_identity())
     with pytest.raises(ValueError):
@@ -475,24 +475,24 @@ def test_after_revocation_and_rotation_new_content_is_unreadable_to_the_revoked_
     tenant = admin.create_tenant("acme")
     for node in (mallory, bob):
         node.join(admin.invite(tenant, node.public_identity()))
-    old = tenant.open_db("notes").create_document({"written": "before"})
+    old = tenant.create_db("notes").create_document({"written": "before"})
     mallory.ingest([e.raw for e in admin.store.iter_entries(tenant.id)])
-    assert mallory.tenant("acme").open_db("notes").get(old) == {"written": "before"}
+    assert mallory.tenant("acme").create_db("notes").get(old) == {"written": "before"}
 
     tenant.revoke_member(mallory.public_identity())
     rotated = tenant.rotate_keys_held()
     assert [(k.name, k.version) for k in rotated] == [("default", 2)]
-    new = tenant.open_db("notes").create_document({"written": "after"})
+    new = tenant.create_db("notes").create_document({"written": "after"})
     bob.import_key(admin.export_key(tenant, "default", to=bob.public_identity()), None)
 
     # Mallory gets every entry anyway (a stale peer, a copied disk): the log is not secret.
     everything = [e.raw for e in admin.store.iter_entries(tenant.id)]
     mallory.ingest(everything)
     bob.ingest(everything)
-    mallory_notes = mallory.tenant("acme").open_db("notes")
+    mallory_notes = mallory.tenant("acme").create_db("notes")
     assert mallory_notes.get(old) == {"written": "before"}  # history stays readable to her
     # She cannot even learn the new key's name: its announcement is sealed under the
     # membership key version granted to everyone but her.
     with pytest.raises(MissingKeyError, match=r"no key [0-9a-f]{32} for this document"):
         mallory_notes.get(new)
-    assert bob.tenant("acme").open_db("notes").get(new) == {"written": "after"}
+    assert bob.tenant("acme").create_db("notes").get(new) == {"written": "after"}

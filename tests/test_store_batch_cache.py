@@ -22,7 +22,7 @@ def small_cache(db: Database, size: int) -> None:
 
 def test_documents_created_in_earlier_batches_are_evicted(make_node: Callable[[str], Node]) -> None:
     node = make_node("writer")
-    db = node.create_tenant("acme").open_db("notes")
+    db = node.create_tenant("acme").create_db("notes")
     small_cache(db, 8)
     created: list[str] = []
     for batch in range(5):
@@ -42,7 +42,7 @@ def test_a_document_changed_in_the_open_batch_is_never_evicted(
     make_node: Callable[[str], Node],
 ) -> None:
     node = make_node("writer")
-    db = node.create_tenant("acme").open_db("notes")
+    db = node.create_tenant("acme").create_db("notes")
     small_cache(db, 4)
     early = db.create_document({"n": 0})
     with node.batch():
@@ -57,6 +57,6 @@ def test_a_document_changed_in_the_open_batch_is_never_evicted(
             doc["n"] = 2
     assert db.get(early) == {"n": 2}
     assert cached(db) <= 4 + 31
-    reopened = node.tenant("acme").open_db("notes")
+    reopened = node.tenant("acme").create_db("notes")
     assert reopened.get(early) == {"n": 2}
     assert all(reopened.get(other) == {"other": i} for i, other in enumerate(others))

@@ -724,3 +724,19 @@ def test_hostile_frames_to_the_initiator(messages: list[Message], junk: list[byt
     frames = [encode_message(DatabaseList((DatabaseInfo("notes", 5), DatabaseInfo("x", 9))))]
     frames += [encode_message(m) for m in messages] + junk
     _drive(machine, store, frames)
+
+
+async def test_initiator_declines_a_database_it_forgot() -> None:
+    """A database the initiator's store declines (forgotten there) is neither fetched nor
+    pushed, though the peer offers it; the others sync as usual."""
+    theirs = [seal("kept", BASE_MS + i) for i in range(5)] + [
+        seal("gone", BASE_MS + 10 + i) for i in range(5)
+    ]
+    ours = [seal("gone", BASE_MS + 20)]
+    initiator, responder = store_with(ours), store_with(theirs)
+    initiator.declined.add("gone")
+    outcome = await sync(initiator, responder)
+    report_of(outcome.initiator)
+    assert initiator.ids("kept") == responder.ids("kept")
+    assert initiator.ids("gone") == {e.id for e in ours}
+    assert responder.ids("gone") == {e.id for e in theirs if e.database == "gone"}

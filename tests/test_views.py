@@ -271,7 +271,7 @@ def test_a_members_malformed_shared_definitions_are_left_out(make_node: MakeNode
     node = make_node("n")
     tenant = node.create_tenant("acme")
     tenant.create_db("notes").create_document({"a": 1})
-    views = tenant.open_db(SHARED_VIEWS_DB)
+    views = tenant.create_db(SHARED_VIEWS_DB)
     views.create_document({"name": "huge", "definition": "[" * 70_000})
     views.create_document({"name": "bad name!", "definition": "{}"})
     views.create_document({"name": "notjson", "definition": "{nope"})

@@ -1,4 +1,4 @@
-"""db create|list|stats."""
+"""db create|list|stats|forget."""
 
 from __future__ import annotations
 
@@ -39,6 +39,23 @@ def db_stats(tenant_name: str, name: str) -> None:
     c = cli_context()
     stats = c.node().tenant(tenant_name).find_database(name).stats()
     c.emit(stats, "\n".join(f"{k}: {v}" for k, v in stats.items()))
+
+
+@db.command("forget")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("name", metavar="DB")
+def db_forget(tenant_name: str, name: str) -> None:
+    """Stop holding a database on this node (peers keep it; 'db create' brings it back).
+
+    It is no longer listed, read, written or replicated here, and what peers send of it is
+    refused. Its stored entries stay (sealed) in the store."""
+    c = cli_context()
+    tenant = c.node().tenant(tenant_name)
+    tenant.forget_db(name)
+    c.emit(
+        {"tenant": tenant.id_hex, "name": name, "forgotten": True},
+        f"forgot {name}: no longer replicated here (its stored entries stay)",
+    )
 
 
 COMMANDS: list[click.Command] = [db]

@@ -51,9 +51,20 @@ def doc_create(tenant_name: str, name: str, content: str | None, key_name: str) 
 @click.argument("name", metavar="DB")
 @click.argument("doc_id", metavar="DOC")
 @click.option("--at", "at", help="Time travel: ISO-8601 time or milliseconds since the epoch.")
-def doc_get(tenant_name: str, name: str, doc_id: str, at: str | None) -> None:
+@click.option(
+    "--conflicts",
+    is_flag=True,
+    help="Also show every competing value of fields set concurrently, with author and time.",
+)
+def doc_get(tenant_name: str, name: str, doc_id: str, at: str | None, conflicts: bool) -> None:
     """Print a document as JSON."""
     d = _database(tenant_name, name)
+    if conflicts:
+        if at is not None:
+            raise click.BadParameter("--conflicts shows the current state: drop --at")
+        view = d.get(doc_id, conflicts=True)
+        cli_context().echo(json.dumps(view.to_dict(), indent=2, sort_keys=True, default=plain))
+        return
     content = d.get(doc_id) if at is None else d.get_at(doc_id, time=parse_time(at))
     cli_context().echo(json.dumps(content, indent=2, sort_keys=True, default=plain))
 
@@ -100,7 +111,7 @@ def doc_history(tenant_name: str, name: str, doc_id: str) -> None:
     items = _database(tenant_name, name).history(doc_id)
     text = "\n".join(
         f"{fmt_ms(i.timestamp_ms)}  {i.kind:<6}  {i.entry_id[:16]}"
-        f"  {i.author_name or i.author[:16]}"
+        f"  {i.author_name or i.author[:16]}" + ("  (concurrent head)" if i.concurrent else "")
         for i in items
     )
     cli_context().emit([i.to_dict() for i in items], text)
@@ -133,4 +144,17 @@ def changes(tenant_name: str, name: str, since: int, limit: int) -> None:
     )
 
 
-COMMANDS: list[click.Command] = [doc, changes]
+@click.command(cls=MindooCommand)
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("name", metavar="DB")
+def conflicts(tenant_name: str, name: str) -> None:
+    """Documents with unresolved conflicts (fields set concurrently); a write resolves one."""
+    found = _database(tenant_name, name).conflicted_documents()
+    text = "\n".join(f"{doc_id}  {', '.join(fields)}" for doc_id, fields in found)
+    cli_context().emit(
+        [{"document_id": doc_id, "fields": list(fields)} for doc_id, fields in found],
+        text or "no conflicts",
+    )
+
+
+COMMANDS: list[click.Command] = [doc, changes, conflicts]

@@ -46,6 +46,7 @@ from .change_chunk import (
     parse_change,
 )
 from .change_index import ChangeIndex, ChangeMeta
+from .conflicts import FieldWrites, conflicting_fields
 from .diff_values import (
     COUNTER_MARKER,
     Place,
@@ -373,6 +374,17 @@ class AutomergeDocument:
             return scalar_readouts(self._doc, heads)
 
         return materialize(self._doc, heads, readouts)
+
+    def conflicts(self) -> list[FieldWrites]:
+        """The top-level fields holding competing values from concurrent changes, each with
+        the changes whose values compete (the shown value's first); see `.conflicts`."""
+        self._check_usable()
+        try:
+            return conflicting_fields(self._doc)
+        except BaseException as exc:
+            if is_panic(exc):
+                raise DecodeError(f"automerge failed to read conflicts: {exc}") from None
+            raise
 
     def get_changes(self, since_heads: Sequence[bytes] = ()) -> list[ChangeInfo]:
         """Applied changes not reachable from ``since_heads`` (all of them by default), in

@@ -9,7 +9,8 @@ on the trio thread. Nothing here decides anything about sync.
 ==================  ===========================================================================
 event ``type``      fields
 ==================  ===========================================================================
-``peer``            ``peer_id``, ``connected`` (true on connect, false on disconnect)
+``peer``            ``peer_id``, ``connected`` (true on connect, false on disconnect), and
+                    ``reason`` when the keepalive found the path dead (`net.keepalive`)
 ``sync``            ``peer_id``, ``tenant``, ``tenant_name``, ``state``: ``started``,
                     ``progress`` (``received``, ``sent`` so far; at most one per
                     `PROGRESS_INTERVAL` per peer), ``done`` (``role``, ``received``, ``sent``,
@@ -18,6 +19,9 @@ event ``type``      fields
                     ``tenant``
 ``penalty``         ``peer_id``, ``points``, ``reason``
 ``entry``           one stored entry (see `NodeDaemon._publish_events`)
+``conflict``        ``tenant``, ``tenant_name``, ``database``, ``document_id``, ``fields``: a
+                    document now holds competing values (`conflict_events`); the same fields
+                    as ``conflict_resolved`` when it held some and holds none now
 ``resync``          ``dropped``: entry events were dropped, assume anything changed
 ==================  ===========================================================================
 """
@@ -54,9 +58,10 @@ class Activity:
         self._last_progress: dict[str, float] = {}
         self._connected: set[str] = set()
 
-    def peer(self, peer_id: str, *, connected: bool) -> None:
+    def peer(self, peer_id: str, *, connected: bool, reason: str | None = None) -> None:
         """A peer connected or went away; each change is told once (several parts of the
-        daemon may notice the same disconnect)."""
+        daemon may notice the same disconnect). ``reason``: why the path was closed (the
+        keepalive's verdict), told with the disconnect."""
         if connected == (peer_id in self._connected):
             return
         if connected:
@@ -64,7 +69,10 @@ class Activity:
         else:
             self._connected.discard(peer_id)
             self._last_progress.pop(peer_id, None)
-        self.events.publish({"type": "peer", "peer_id": peer_id, "connected": connected})
+        event: dict[str, Any] = {"type": "peer", "peer_id": peer_id, "connected": connected}
+        if reason is not None:
+            event["reason"] = reason
+        self.events.publish(event)
 
     def _sync(
         self, peer_id: str, tenant_id: bytes, tenant_name: str | None, state: str
@@ -142,6 +150,11 @@ class Activity:
         self.events.publish(
             {"type": "penalty", "peer_id": peer_id, "points": points, "reason": reason}
         )
+
+    def conflicts(self, found: list[dict[str, Any]]) -> None:
+        """``conflict`` / ``conflict_resolved`` events (`conflict_events` builds them)."""
+        for event in found:
+            self.events.publish(event)
 
     def entries_stored(self, origin: str, count: int) -> None:
         self.metrics.note_entries_written(origin, count)

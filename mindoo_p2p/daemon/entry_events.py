@@ -23,6 +23,8 @@ GOSSIP            a gossip message, ingested by the daemon's gossip bridge
 SYNC              a reconciliation session (initiator or responder side)
 IMPORT            the daemon's import, or a forwarded CLI command (bundle import, join)
 OTHER             anything else: an app calling ``Node.ingest`` itself
+ELSEWHERE         another process that has this home open (a script, the CLI without
+                  forwarding), noticed by `store_watch`; offered to peers like LOCAL
 ================  ===============================================================
 """
 
@@ -50,6 +52,7 @@ class Origin(enum.Enum):
     SYNC = "sync"
     IMPORT = "import"
     OTHER = "other"
+    ELSEWHERE = "elsewhere"
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,8 @@ class EntryEvent:
 
     @property
     def local(self) -> bool:
-        return self.origin is Origin.LOCAL
+        """Stored by this node's user: here, or by another process on this home."""
+        return self.origin in (Origin.LOCAL, Origin.ELSEWHERE)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ import trio
 from ..address_book_file import load_address_book, save_address_book
 from ..config import NodeConfig
 from ..control import ControlServer, EventHub, control_socket
+from ..durability import DurabilityCache, load_ledger, save_ledger
 from ..entry import TENANT_LOG, Entry
 from ..errors import MindooError
 from ..http.endpoint import HttpEndpoint
@@ -62,6 +63,7 @@ from ..net.dialer import maintain_connections
 from ..net.framing import FramedStream, FrameTooLarge, TransportError
 from ..net.gossip import GossipService
 from ..net.host import HostConfig, PeerHost
+from ..net.keepalive import DEAD_AFTER, PING_INTERVAL, Liveness, keep_alive
 from ..net.peer_identity import to_libp2p_id
 from ..node import Node
 from ..store import AppendResult, Rejected
@@ -72,12 +74,14 @@ from ..sync.protocol import DEFAULT_LIMITS, SyncLimits, SyncReport
 from ..sync.tenant_adapter import TenantSyncAuthority, TenantSyncStore
 from ..tenant import Tenant
 from .activity import Activity
+from .conflict_events import conflict_events
 from .entry_events import ENTRY_EVENT_QUEUE, EntryEvent, EntryEventQueue, Origin, Resync
 from .gossip_bridge import GossipBridge
 from .node_access import NodeAccess
 from .peer_table import BAN_THRESHOLD, PeerState, PeerTable
 from .scheduler import SyncScheduler, run_wakes
 from .status import StoreStatus, daemon_status, read_store
+from .store_watch import StoreWatch, watch_store
 from .sync_ingest import SessionIngest
 
 logger = logging.getLogger(__name__)
@@ -161,8 +165,12 @@ class NodeDaemon:
         gossip: bool = True,
         command_runner: CommandRunner | None = None,
         entry_event_capacity: int = ENTRY_EVENT_QUEUE,
+        keepalive: tuple[float, float] | None = (PING_INTERVAL, DEAD_AFTER),
     ) -> None:
+        """``keepalive``: (seconds between pings, seconds without an answer after which the
+        path is dead), or None for no keepalive."""
         self.node = node
+        self._keepalive = keepalive
         self._entry_event_capacity = entry_event_capacity
         self.config = config
         self._host_config = host_config
@@ -183,10 +191,17 @@ class NodeDaemon:
         self.peer_table = PeerTable()
         self._proof_gate = ProofGate()
         """Toward whom sessions start: peers we dialled, or that proved the tenant first."""
+        self.ledger = load_ledger(node.home)
+        """What peers are known to hold (`mindoo_p2p.durability`), saved after every change."""
+        self._ledger_lock = trio.Lock()
+        self._durability_cache: DurabilityCache = {}
         self._local_peer = b""
         self._access: NodeAccess | None = None
         self._scheduler: SyncScheduler | None = None
         self._entry_events: EntryEventQueue | None = None
+        self._store_watch: StoreWatch | None = None
+        self._conflicts_known: dict[tuple[bytes, str, bytes], tuple[str, ...]] = {}
+        """Documents with conflicts when last looked at (`conflict_events`)."""
         self._bridge: GossipBridge | None = None
         self._stop_requested: trio.Event | None = None
         self._stopped: trio.Event | None = None
@@ -204,6 +219,9 @@ class NodeDaemon:
             host.set_peer_gate(self.peer_table.may_dial)
             self.host = host
             self._local_peer = to_libp2p_id(host.peer_id).to_bytes()
+            if self.address_book.set_own_peer_id(host.peer_id):
+                logger.warning("the address book held this node's own address: forgotten")
+            self._save_address_book()
             self._trio_token = trio.lowlevel.current_trio_token()
             self._trio_thread = threading.get_ident()
             access = self._access = NodeAccess(self.node)
@@ -211,6 +229,8 @@ class NodeDaemon:
                 sync_interval_s=self.config.sync_interval_s, gossip=self._gossip_enabled
             )
             entry_events = self._entry_events = EntryEventQueue(self._entry_event_capacity)
+            store = self.node.store
+            watch = self._store_watch = StoreWatch(store.last_arrival())
             self._requests, requests = trio.open_memory_channel[_Dial | _Disconnect](
                 CONNECTION_REQUESTS
             )
@@ -233,6 +253,10 @@ class NodeDaemon:
                         self._bridge = bridge
                     await nursery.start(run_wakes, scheduler, self._wake_worker)
                     nursery.start_soon(self._consume_entry_events, entry_events)
+                    nursery.start_soon(
+                        watch_store, watch, store.last_arrival, store.entries_after,
+                        self._stored_elsewhere,
+                    )  # fmt: skip
                     nursery.start_soon(self._carry_out_requests, host, requests)
                     nursery.start_soon(self._watch_connections, host)
                     nursery.start_soon(
@@ -420,6 +444,33 @@ class NodeDaemon:
         self._request(_Dial(addr, remember=True))
         return peer_id
 
+    def name_peer(self, peer: str, name: str | None) -> str:
+        """Name the address-book peer ``peer`` (a name, id or id prefix); its peer id. Safe
+        from a forwarded command's worker thread."""
+        result: str = self._on_loop(self._name_peer, peer, name)
+        return result
+
+    def _name_peer(self, peer: str, name: str | None) -> str:
+        peer_id = self.address_book.find(peer)
+        self.address_book.set_name(peer_id, name)
+        self._save_address_book()
+        return peer_id
+
+    def forget_peer(self, peer: str) -> str:
+        """Remove ``peer`` (a name, id or id prefix) from the address book and close its
+        connection: it is not dialed again (it may still dial us). Its peer id. Safe from a
+        forwarded command's worker thread."""
+        result: str = self._on_loop(self._forget_peer, peer)
+        return result
+
+    def _forget_peer(self, peer: str) -> str:
+        peer_id = self.address_book.find(peer)
+        self.address_book.remove(peer_id)
+        self._save_address_book()
+        if self.host is not None and self.host.is_connected(peer_id):
+            self._request(_Disconnect(peer_id))
+        return peer_id
+
     async def block_peer(self, peer_id: str) -> None:
         """Disconnect ``peer_id`` and refuse it until `unblock_peer` (partitions in tests)."""
         self.peer_table.block(peer_id)
@@ -445,6 +496,8 @@ class NodeDaemon:
     def _on_connected(self, peer_id: str, workers: trio.Nursery) -> None:
         if not self.peer_table.connected(peer_id):
             return
+        if self.host is not None:
+            self.peer_table.peer(peer_id).address = self.host.remote_address(peer_id)
         worker = self._workers[peer_id] = _Worker()
         workers.start_soon(self._peer_worker, peer_id, worker)
         assert self._scheduler is not None
@@ -475,6 +528,47 @@ class NodeDaemon:
                 self._wake_worker(peer_id)
 
     async def _peer_worker(self, peer_id: str, worker: _Worker) -> None:
+        """Sessions with a connected peer whenever woken, and the connection's keepalive
+        (`net.keepalive`: a path that stopped answering is closed, so the dialer redials)."""
+        host = self.host
+        async with trio.open_nursery() as nursery:
+            if host is not None and self._keepalive is not None:
+                interval, dead_after = self._keepalive
+                nursery.start_soon(
+                    functools.partial(
+                        keep_alive,
+                        Liveness(trio.current_time()),
+                        functools.partial(host.ping, peer_id),
+                        functools.partial(self._path_dead, peer_id),
+                        interval=interval,
+                        dead_after=dead_after,
+                        on_change=functools.partial(self._liveness_changed, peer_id),
+                    )
+                )
+            await self._run_sessions(peer_id, worker)
+            nursery.cancel_scope.cancel()
+
+    def _liveness_changed(self, peer_id: str, liveness: Liveness) -> None:
+        state = self.peer_table.get(peer_id)
+        if state is not None and state.connected:
+            previous = state.keepalive or {}
+            answered = liveness.unanswered == 0
+            state.keepalive = {
+                "rtt_ms": None if liveness.rtt is None else round(liveness.rtt * 1000, 1),
+                "last_answer_ms": now_ms() if answered else previous.get("last_answer_ms"),
+                "unanswered_pings": liveness.unanswered,
+            }
+
+    async def _path_dead(self, peer_id: str, reason: str) -> None:
+        """The keepalive heard nothing from ``peer_id`` for too long: show it, close the
+        connection (the dialer then redials it with a short backoff)."""
+        logger.warning("peer %s: %s; closing the connection to redial", peer_id, reason)
+        self.peer_table.path_dead(peer_id, reason)
+        self.activity.peer(peer_id, connected=False, reason=reason)
+        if self.host is not None:
+            await self.host.disconnect(peer_id)
+
+    async def _run_sessions(self, peer_id: str, worker: _Worker) -> None:
         while True:
             await worker.event.wait()
             worker.event = trio.Event()
@@ -549,14 +643,8 @@ class NodeDaemon:
             self.peer_table.failed(peer_id, f"cannot open a sync stream: {exc}")
             return None
         self.activity.session_started(peer_id, tenant.id, tenant.name)
-
-        def progress(live: SyncReport) -> None:
-            self.peer_table.progress(peer_id, live.received, live.sent)
-            self.activity.session_progress(
-                peer_id, tenant.id, tenant.name, live.received, live.sent
-            )
-
         self._leave_bounds_to_the_driver(stream)
+        positions = self._feed_positions(tenant.id)
         try:
             report = await run_initiator(
                 stream,
@@ -564,7 +652,7 @@ class NodeDaemon:
                 to_libp2p_id(peer_id).to_bytes(),
                 TenantSyncAuthority(tenant),
                 TenantSyncStore(self.node, tenant),
-                on_progress=progress,
+                on_progress=lambda live: self._progress(peer_id, tenant, live),
                 on_penalty=self._penalize,
                 limits=self._sync_limits,
                 ingest_stages=SessionIngest(self.access, self.activity.refused).stages(),
@@ -594,6 +682,7 @@ class NodeDaemon:
         with trio.CancelScope(shield=True):
             await stream.close()
         self._record(peer_id, tenant, report)
+        await self._confirm_held(peer_id, report, positions)
         return report
 
     def _leave_bounds_to_the_driver(self, stream: FramedStream) -> None:
@@ -601,6 +690,40 @@ class NodeDaemon:
         the idle bound, which counts frames either way): the transport's per-frame timeout
         (30 s) would cut a session whose peer rightly says nothing while we push to it."""
         stream.timeout = max(stream.timeout, self._sync_limits.session_seconds)
+
+    def _feed_positions(self, tenant_id: bytes) -> dict[str, int]:
+        """Each database's feed position now: what a session starting now will leave the
+        peer holding (`durability`)."""
+        tenant = self.node.tenant_or_none(tenant_id)
+        if tenant is None:
+            return {}
+        store = self.node.store
+        return {db: store.last_seq(tenant_id, db) for db in [TENANT_LOG, *tenant.databases()]}
+
+    async def _confirm_held(
+        self, peer_id: str, report: SyncReport, positions: dict[str, int]
+    ) -> None:
+        """A session ended well: every database it reconciled completely is held by the peer
+        up to the position it had when the session started; save the ledger if that moved."""
+        if report.role == "initiator" and report.peer_refused:
+            return  # the peer did not take everything we pushed
+        moved = False
+        at = now_ms()
+        for database, seq in positions.items():
+            db = report.databases.get(database)
+            if db is None or db.unavailable or db.rejected:
+                continue
+            if not (db.settled if report.role == "initiator" else db.recon_rounds > 0):
+                continue
+            moved |= self.ledger.confirm(report.tenant_id, database, seq, peer_id, at)
+        if moved:
+            async with self._ledger_lock:
+                await trio.to_thread.run_sync(save_ledger, self.node.home, self.ledger)
+
+    def _progress(self, peer_id: str, tenant: Tenant, live: SyncReport) -> None:
+        self.peer_table.progress(peer_id, live.received, live.sent)
+        self.peer_table.live(peer_id, tenant.id, live)
+        self.activity.session_progress(peer_id, tenant.id, tenant.name, live.received, live.sent)
 
     async def _serve_sync(self, stream: Any) -> None:
         peer_id = stream.remote_peer_id
@@ -613,6 +736,13 @@ class NodeDaemon:
             for tenant in self.node.tenants()
         }
         self._session_started(peer_id)
+        positions: dict[str, int] = {}
+        proven = self._proven(peer_id)
+
+        def authenticated(tenant_id: bytes) -> None:
+            positions.update(self._feed_positions(tenant_id))
+            proven(tenant_id)
+
         try:
             report = await run_responder(
                 stream,
@@ -623,7 +753,7 @@ class NodeDaemon:
                 limits=self._sync_limits,
                 ingest_stages=SessionIngest(self.access, self.activity.refused).stages(),
                 hold_store=self._hold_for_handshake,
-                on_authenticated=self._proven(peer_id),
+                on_authenticated=authenticated,
             )
         except (AuthDenied, ProtocolViolation, SyncTimeout) as exc:
             self.peer_table.failed(peer_id, f"inbound sync failed: {exc}")
@@ -639,6 +769,7 @@ class NodeDaemon:
             self._session_ended(peer_id)
         if report is not None:
             self._record(peer_id, self.node.tenant(report.tenant_id), report)
+            await self._confirm_held(peer_id, report, positions)
 
     def _proven(self, peer_id: str) -> Callable[[bytes], None]:
         """The sessions' ``on_authenticated``: the peer proved that it shares a tenant, so its
@@ -664,12 +795,30 @@ class NodeDaemon:
         """The Node's listener (any thread): hand the stored entries to the event loop as an
         event with their origin, without blocking; then, in a worker thread that holds the
         Node, let waiting uses have it (the batch is complete: a safe point)."""
-        queue, access = self._entry_events, self._access
+        queue, access, watch = self._entry_events, self._access, self._store_watch
         if queue is None or access is None:
             return
+        if watch is not None:
+            watch.claim(entry.id for entry in entries)
         origin = Origin.LOCAL if local else access.origin_of_current_thread() or Origin.OTHER
         queue.offer(EntryEvent(tuple(entries), origin))
         access.checkpoint()
+
+    async def _stored_elsewhere(self, entries: list[Entry]) -> None:
+        """Entries another process that has this home open stored (`store_watch`): bring
+        membership up to date when they hold tenant-log records, then handle them like this
+        process's own writes (gossip, sessions, event subscribers)."""
+        queue = self._entry_events
+        if queue is None:
+            return
+        logs = {e.tenant_id for e in entries if e.database == TENANT_LOG}
+        if logs:
+            async with self.access.hold() as node:
+                for tenant_id in logs:
+                    tenant = node.tenant_or_none(tenant_id)
+                    if tenant is not None:
+                        tenant.refresh_membership()
+        queue.offer(EntryEvent(tuple(entries), Origin.ELSEWHERE))
 
     async def _consume_entry_events(self, queue: EntryEventQueue) -> None:
         async for item in queue.events():
@@ -696,6 +845,10 @@ class NodeDaemon:
                 bridge.publish(entries)
         if self._scheduler is not None:
             self._scheduler.entries_stored(event.origin)
+        if self.events.subscriber_count:
+            known = self._conflicts_known
+            found = await self.access.run(lambda node: conflict_events(node, entries, known))
+            self.activity.conflicts(found)
 
     async def _resync(self, resync: Resync) -> None:
         """Events were dropped: assume anything changed."""
@@ -759,12 +912,15 @@ class NodeDaemon:
         return result
 
     def _status(self) -> dict[str, Any]:
-        return self._status_from(read_store(self.node))
+        return self._status_from(read_store(self.node, self.ledger, self._durability_cache))
 
     async def status_off_loop(self) -> dict[str, Any]:
         """`status`, with its store reads (a count of every database's documents) in a worker
         thread, so a large store does not hold up the event loop."""
-        return self._status_from(await trio.to_thread.run_sync(read_store, self.node))
+        stored = await trio.to_thread.run_sync(
+            read_store, self.node, self.ledger, self._durability_cache
+        )
+        return self._status_from(stored)
 
     def _status_from(self, stored: StoreStatus) -> dict[str, Any]:
         return daemon_status(
@@ -794,6 +950,12 @@ class NodeDaemon:
             )
         return self.http
 
+    def sync_progress(self, since_ms: int) -> dict[str, Any]:
+        """Whether this node is caught up with its connected peers by sessions that ended at
+        or after ``since_ms`` (`PeerTable.sync_progress`): what ``mindoo sync wait`` polls
+        after waking every peer (``sync_now``)."""
+        return self.peer_table.sync_progress(since_ms, (t.id for t in self.node.tenants()))
+
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
         async def ping(params: dict[str, Any]) -> str:
             return "pong"
@@ -814,6 +976,12 @@ class NodeDaemon:
         async def sync_now(params: dict[str, Any]) -> dict[str, Any]:
             self.wake_peers()
             return {"woken": len(self.peer_table.connected_peers())}
+
+        async def sync_progress(params: dict[str, Any]) -> dict[str, Any]:
+            since = params.get("since_ms")
+            if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+                raise ValueError("sync_progress needs 'since_ms', a time in ms")
+            return self.sync_progress(since)
 
         async def run_command(params: dict[str, Any]) -> dict[str, Any]:
             argv = params.get("argv")
@@ -846,6 +1014,7 @@ class NodeDaemon:
             "status": status,
             "peers.add": peers_add,
             "sync": sync_now,
+            "sync.progress": sync_progress,
             "cli": run_command,
             "stop": stop,
             "http.login": http_login,

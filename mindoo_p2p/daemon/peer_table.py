@@ -22,10 +22,11 @@ tenants            a session records the tenant as shared (gossip admission), a 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..entry import TENANT_LOG
 from ..sync.protocol import SyncReport
 
 BAN_THRESHOLD = 100
@@ -44,6 +45,54 @@ class DatabaseSyncState:
     received: int = 0
     sent: int = 0
     missing: int = 0
+    # Live, from the reconciliation of the session running now (or the last one):
+    syncing: bool = False
+    held: int | None = None
+    """Entries of the database held here (at the session's start plus those received)."""
+    lacking: int = 0
+    """Entries the peer holds that we are known to lack (`DatabaseReport.outstanding`)."""
+    peer_lacking: int = 0
+    """Entries we hold that the peer is known to lack, not sent yet."""
+    started: float | None = None
+    """When the running session started (the table's clock)."""
+    received_now: int = 0
+    """Entries received in the running session."""
+
+    def completion(self, now: float) -> dict[str, Any]:
+        """What status shows: state, held, lacking, peer_lacking, percent, rate, ETA.
+
+        ``state``: ``syncing`` while a session runs; ``up to date`` when the last session
+        reconciled everything (as of ``caught_up_ms``: entries written since may be
+        unknown to either side); ``behind`` when it ended with entries we could not get;
+        ``not synced`` before any session. ``percent`` = held / (held + lacking)."""
+        if self.syncing:
+            state = "syncing"
+        elif self.caught_up_ms is not None and self.missing == 0:
+            state = "up to date"
+        elif self.held is None and self.caught_up_ms is None:
+            state = "not synced"
+        else:
+            state = "behind"
+        percent = None
+        if self.held is not None:
+            total = self.held + self.lacking
+            percent = 100.0 if total == 0 else round(100.0 * self.held / total, 1)
+        rate = eta = None
+        if self.syncing and self.started is not None:
+            elapsed = now - self.started
+            if elapsed >= 0.5 and self.received_now > 0:
+                rate = self.received_now / elapsed
+                eta = self.lacking / rate
+        return {
+            "state": state,
+            "held": self.held,
+            "lacking": self.lacking,
+            "peer_lacking": self.peer_lacking,
+            "percent": percent,
+            "rate": None if rate is None else round(rate, 1),
+            "eta_s": None if eta is None else round(eta, 1),
+            "caught_up_ms": self.caught_up_ms,
+        }
 
 
 @dataclass
@@ -65,6 +114,12 @@ class PeerState:
     sessions: int = 0
     last_session: dict[str, Any] | None = None
     """The last session that ended well, as its own report tells it (`session_summary`)."""
+    dead_path: str | None = None
+    """Why the keepalive closed the connection last (no answer for so long); cleared when
+    the peer connects again."""
+    keepalive: dict[str, Any] | None = None
+    """The connection's keepalive (`net.keepalive`): ``rtt_ms`` of the last answered ping,
+    ``last_answer_ms`` (wall clock), ``unanswered_pings`` since; None when not connected."""
 
     def to_dict(self, tenant_names: dict[bytes, str]) -> dict[str, Any]:
         return {
@@ -78,6 +133,8 @@ class PeerState:
             "progress": dict(self.progress),
             "sessions": self.sessions,
             "last_session": dict(self.last_session) if self.last_session else None,
+            "keepalive": dict(self.keepalive) if self.keepalive else None,
+            "dead_path": self.dead_path,
             "tenants": sorted(tenant_names.get(t, t.hex()) for t in self.shared_tenants),
         }
 
@@ -192,12 +249,21 @@ class PeerTable:
         if state.connected:
             return False
         state.connected = True
+        state.dead_path = None
         return True
+
+    def path_dead(self, peer_id: str, reason: str) -> None:
+        """The keepalive heard nothing from ``peer_id`` for too long (it is disconnected
+        next): status shows ``reason`` until the peer connects again."""
+        state = self.peer(peer_id)
+        state.dead_path = reason
+        state.last_error = reason
 
     def disconnected(self, peer_id: str) -> bool:
         """Mark ``peer_id`` gone; True when it had shared tenants (gossip admission changed)."""
         state = self.peer(peer_id)
         state.connected = False
+        state.keepalive = None
         had = bool(state.shared_tenants)
         state.shared_tenants.clear()
         state.unshared_tenants.clear()
@@ -207,6 +273,19 @@ class PeerTable:
     def progress(self, peer_id: str, received: int, sent: int) -> None:
         self.peer(peer_id).progress = {"received": received, "sent": sent}
 
+    def live(self, peer_id: str, tenant_id: bytes, report: SyncReport) -> None:
+        """A running session's report (initiator), after a frame: each database's progress."""
+        state = self.peer(peer_id)
+        now = self._clock()
+        for name, db_report in report.databases.items():
+            db_state = state.databases.setdefault((tenant_id, name), DatabaseSyncState())
+            if not db_state.syncing:
+                db_state.syncing, db_state.started = True, now
+            db_state.received_now = db_report.received
+            db_state.held = db_report.local_items + db_report.received
+            db_state.lacking = db_report.outstanding
+            db_state.peer_lacking = db_report.peer_lacking
+
     def session_started(self, peer_id: str) -> None:
         self.peer(peer_id).syncing = True
 
@@ -214,6 +293,9 @@ class PeerTable:
         state = self.peer(peer_id)
         state.syncing = False
         state.progress = {}
+        for db_state in state.databases.values():
+            db_state.syncing = False
+            db_state.started = None
 
     def failed(self, peer_id: str, error: str) -> None:
         self.peer(peer_id).last_error = error
@@ -243,8 +325,14 @@ class PeerTable:
             db_state.received += db_report.received
             db_state.sent += db_report.sent
             db_state.missing = db_report.unavailable
+            db_state.syncing = False
+            if report.role == "initiator":
+                db_state.held = db_report.local_items + db_report.received
+                db_state.lacking = db_report.outstanding
+                db_state.peer_lacking = db_report.peer_lacking
             if db_report.unavailable == 0 and db_report.rejected == 0:
                 db_state.caught_up_ms = at_ms
+                db_state.lacking = 0
         return fresh
 
     def membership_changed(self) -> None:
@@ -261,6 +349,97 @@ class PeerTable:
         """Every peer as `NodeDaemon.status` shows it: connected first, then by id."""
         ordered = sorted(self._states.values(), key=lambda s: (not s.connected, s.peer_id))
         return [s.to_dict(tenant_names) for s in ordered]
+
+    def completion(self, peer_id: str, tenant_names: dict[bytes, str]) -> list[dict[str, Any]]:
+        """Per database, the sync state with ``peer_id`` (`DatabaseSyncState.completion`)."""
+        state = self._states.get(peer_id)
+        if state is None:
+            return []
+        now = self._clock()
+        rows = []
+        for (tenant_id, name), db_state in sorted(state.databases.items()):
+            if name == TENANT_LOG:
+                continue
+            tenant = tenant_names.get(tenant_id, tenant_id.hex())
+            rows.append({"tenant": tenant, "database": name, **db_state.completion(now)})
+        return rows
+
+    def database_completion(self, tenant_id: bytes, database: str) -> dict[str, Any]:
+        """A database's sync state over the connected peers that share its tenant: ``state``
+        ``syncing`` while any session runs, ``up to date`` when every one of them reconciled
+        it completely in its last session (and at least one exists), ``not synced`` when none
+        did yet, else ``behind``; ``percent`` the lowest, ``eta_s`` the longest."""
+        now = self._clock()
+        rows = [
+            s.databases[(tenant_id, database)].completion(now)
+            for s in self._states.values()
+            if s.connected and (tenant_id, database) in s.databases
+        ]
+        shared = [s for s in self._states.values() if s.connected and tenant_id in s.shared_tenants]
+        states = {row["state"] for row in rows}
+        if "syncing" in states:
+            overall = "syncing"
+        elif rows and states == {"up to date"} and len(rows) >= len(shared):
+            overall = "up to date"
+        elif not rows:
+            overall = "not synced"
+        else:
+            overall = "behind"
+        percents = [row["percent"] for row in rows if row["percent"] is not None]
+        etas = [row["eta_s"] for row in rows if row["eta_s"] is not None]
+        return {
+            "state": overall,
+            "percent": min(percents) if percents else None,
+            "eta_s": max(etas) if etas else None,
+            "lacking": max((row["lacking"] for row in rows), default=0),
+            "peers": len(rows),
+        }
+
+    def sync_progress(self, since_ms: int, tenant_ids: Iterable[bytes]) -> dict[str, Any]:
+        """Whether this node is caught up with every connected peer (``mindoo sync wait``):
+        a peer counts unless it denied every tenant of ``tenant_ids``; it is caught up when no
+        session with it runs, one ended at or after ``since_ms`` (wall clock, ms) and every
+        database of its last sessions was reconciled completely. With the entries still
+        lacking, the completion over the databases known, and the longest ETA."""
+        tenants = set(tenant_ids)
+        waiting: list[str] = []
+        peers = held = lacking = 0
+        etas: list[float] = []
+        now = self._clock()
+        for state in self._states.values():
+            shared = tenants - state.unshared_tenants
+            if not state.connected or not shared:
+                continue
+            peers += 1
+            rows = [
+                db_state
+                for (tenant_id, name), db_state in state.databases.items()
+                if tenant_id in shared and name != TENANT_LOG
+            ]
+            caught_up = (
+                not state.syncing
+                and (state.last_sync_ms or 0) >= since_ms
+                and all(not r.syncing and r.missing == 0 for r in rows)
+            )
+            if not caught_up:
+                waiting.append(state.peer_id)
+            for row in rows:
+                if row.held is not None:
+                    held += row.held
+                    lacking += row.lacking
+                eta = row.completion(now)["eta_s"]
+                if eta is not None:
+                    etas.append(eta)
+        total = held + lacking
+        return {
+            "done": not waiting,
+            "peers": peers,
+            "waiting": sorted(waiting),
+            "held": held,
+            "lacking": lacking,
+            "percent": 100.0 if total == 0 else round(100.0 * held / total, 1),
+            "eta_s": max(etas) if etas else None,
+        }
 
     def database_status(self, tenant_id: bytes, database: str) -> tuple[int, list[dict[str, Any]]]:
         """(most entries any peer reported unavailable, [{"peer_id", "at_ms"} caught up])."""

@@ -15,8 +15,8 @@ connected, we lead          that peer at once (the side that dialled the connect
                             may prove first, see `sync.auth.ProofGate`)
 connected, we follow        that peer after `CONNECT_FOLLOWER_DELAY`, unless a session with it
                             started meanwhile (it would only fetch the same entries twice)
-entries stored, LOCAL or    every connected peer after `REPAIR_DELAY` (gossip carried them at
-GOSSIP                      once; sessions repair what gossip missed on any hop)
+entries stored, LOCAL,      every connected peer after `REPAIR_DELAY` (gossip carried them at
+ELSEWHERE or GOSSIP         once; sessions repair what gossip missed on any hop)
 entries stored, SYNC,       every connected peer after `FORWARD_DELAY` (store and forward: what
 IMPORT, OTHER; `resync`     one peer sent is offered to the others)
 entries stored, no gossip   every connected peer at once
@@ -59,7 +59,7 @@ FORWARD_DELAY = 0.05
 PERIODIC_JITTER = 0.2
 """The periodic wake comes every ``sync_interval_s`` times 1 ± this."""
 
-_REPAIRED_BY_SESSIONS = frozenset({Origin.LOCAL, Origin.GOSSIP})
+_REPAIRED_BY_SESSIONS = frozenset({Origin.LOCAL, Origin.ELSEWHERE, Origin.GOSSIP})
 
 
 class SyncScheduler:

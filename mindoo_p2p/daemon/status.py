@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..chains import ForkPoint
+from ..durability import DatabaseDurability, DurabilityCache, DurabilityLedger, durability
 from ..node import Node
 from ..tenant import Tenant
 from .peer_table import PeerTable
@@ -22,10 +23,15 @@ class StoreStatus:
     entries: int
     forks: list[tuple[Tenant, ForkPoint]] = field(default_factory=list)
     """Authors that forked, per tenant (`mindoo_p2p.chains`)."""
+    durability: list[DatabaseDurability] = field(default_factory=list)
 
 
-def read_store(node: Node) -> StoreStatus:
-    """The store's part of the status (LMDB snapshots: safe from any thread)."""
+def read_store(
+    node: Node, ledger: DurabilityLedger | None = None, cache: DurabilityCache | None = None
+) -> StoreStatus:
+    """The store's part of the status (LMDB snapshots: safe from any thread); with
+    ``ledger``, the own entries no peer is known to hold (`mindoo_p2p.durability`; ``cache``
+    keeps the count incremental between calls)."""
     tenants = node.tenants()
     store = node.store
     databases = [
@@ -34,7 +40,8 @@ def read_store(node: Node) -> StoreStatus:
         for name in tenant.databases()
     ]
     forks = [(tenant, fork) for tenant in tenants for fork in store.forks(tenant.id)]
-    return StoreStatus(tenants, databases, store.count(), forks)
+    held = durability(node, ledger, cache) if ledger is not None else []
+    return StoreStatus(tenants, databases, store.count(), forks, held)
 
 
 def daemon_status(
@@ -60,6 +67,7 @@ def daemon_status(
                 "documents": stats["documents"],
                 "missing": missing,
                 "caught_up": caught_up,
+                "sync": peers.database_completion(tenant.id, name),
             }
         )
     return {
@@ -67,7 +75,10 @@ def daemon_status(
         "listen_addrs": listen_addrs,
         "home": home,
         "entries": stored.entries,
-        "peers": peers.peers_status(names),
+        "peers": [
+            {**row, "databases": peers.completion(row["peer_id"], names)}
+            for row in peers.peers_status(names)
+        ],
         "databases": databases,
         "forks": [
             {
@@ -79,4 +90,5 @@ def daemon_status(
             }
             for tenant, fork in stored.forks
         ],
+        "durability": [row.to_dict() for row in stored.durability],
     }

@@ -112,6 +112,35 @@ class HttpApi:
 
         return JSONResponse(await self._with_node(create), status_code=201)
 
+    async def forget_database(self, request: Request) -> Response:
+        """`Tenant.forget_db`: stop holding the database here (its entries stay stored)."""
+        name = request.path_params["database"]
+
+        def forget(node: Node) -> dict[str, Any]:
+            node.tenant(request.path_params["tenant"]).forget_db(name)
+            return {"name": name, "forgotten": True}
+
+        return JSONResponse(await self._with_node(forget))
+
+    async def conflicts(self, request: Request) -> Response:
+        """`Database.conflicted_documents`: documents holding unresolved conflicts."""
+
+        def read(node: Node) -> dict[str, Any]:
+            found = self._db(node, request).conflicted_documents()
+            return {"documents": [{"document_id": d, "fields": list(f)} for d, f in found]}
+
+        return JSONResponse(await self._with_node(read))
+
+    async def document_conflicts(self, request: Request) -> Response:
+        """``Database.get(doc, conflicts=True)``: the content and every competing value."""
+        document_id = request.path_params["document"]
+
+        def read(node: Node) -> dict[str, Any]:
+            view = self._db(node, request).get(document_id, conflicts=True)
+            return {"id": document_id, **view.to_dict()}
+
+        return JSONResponse(await self._with_node(read))
+
     # -- documents -----------------------------------------------------------------------------
     async def documents(self, request: Request) -> Response:
         offset = _int_query(request, "offset", 0, 0, 2**62)
@@ -283,6 +312,40 @@ OPERATIONS: tuple[Operation, ...] = (
                 "properties": {"name": {"type": "string"}},
             }
         },
+    ),
+    Operation(
+        "DELETE",
+        _TENANT_DB,
+        "forget_database",
+        "Forget a database here: no longer listed, written, offered or fetched; arriving"
+        " entries are refused (not replicated); stored entries stay. Creating it again"
+        " brings it back.",
+        "tenants",
+        {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "forgotten": {"type": "boolean"}},
+        },
+    ),
+    Operation(
+        "GET",
+        f"{_TENANT_DB}/conflicts",
+        "conflicts",
+        "Documents with unresolved conflicts (fields set concurrently), in order of first"
+        " arrival; a write of the field resolves one.",
+        "documents",
+        {
+            "type": "object",
+            "properties": {"documents": {"type": "array", "items": ref("ConflictedDocument")}},
+        },
+    ),
+    Operation(
+        "GET",
+        f"{_TENANT_DB}/documents/{{document}}/conflicts",
+        "document_conflicts",
+        "A document's content with each conflicting field's competing values (entry, author,"
+        " time; the shown value first).",
+        "documents",
+        ref("DocumentConflicts"),
     ),
     Operation(
         "GET",

@@ -1,7 +1,8 @@
 """The address book: which peers this node knows how to reach, and how reaching them went.
 
 `AddressBook` is pure data (no I/O): peer id -> known dial addresses, the last time a connection
-succeeded, the last error and the count of failures since the last success. It serializes to
+succeeded, the last error, the count of failures since the last success and a name the user
+gave it; and the node's own peer id, which it never holds as a peer. It serializes to
 JSON; the caller persists that text atomically (write a temporary file, fsync, rename).
 
 Everything is bounded and validated, on insert and on load: at most `MAX_PEERS` peers, at most
@@ -24,7 +25,10 @@ from dataclasses import dataclass, field, replace
 from ..errors import DecodeError
 from .peer_identity import parse_dial_addr, parse_peer_id
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2 added a name per peer and the book's own peer id (``self``); version 1 (neither)
+still loads."""
+MAX_NAME = 64
 MAX_PEERS = 1024
 MAX_ADDRS_PER_PEER = 8
 MAX_ADDR_TEXT = 256
@@ -53,6 +57,8 @@ class PeerRecord:
     last_error: str | None = None
     failures: int = 0
     """Failed dial rounds since the last success."""
+    name: str | None = None
+    """A name the user gave the peer (`AddressBook.set_name`)."""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -61,14 +67,24 @@ class PeerRecord:
             "last_connected": self.last_connected,
             "last_error": self.last_error,
             "failures": self.failures,
+            "name": self.name,
         }
 
     @classmethod
-    def from_json(cls, value: object) -> PeerRecord:
+    def from_json(cls, value: object, version: int = FORMAT_VERSION) -> PeerRecord:
         if not isinstance(value, dict):
             raise DecodeError("address book: a peer entry is not an object")
-        if set(value) != {"peer_id", "addrs", "last_connected", "last_error", "failures"}:
+        fields = {"peer_id", "addrs", "last_connected", "last_error", "failures"}
+        if version >= 2:
+            fields.add("name")
+        if set(value) != fields:
             raise DecodeError("address book: a peer entry has missing or unknown fields")
+        name = value.get("name")
+        if name is not None:
+            try:
+                validate_peer_name(name)
+            except ValueError as exc:
+                raise DecodeError(f"address book: {exc}") from None
         peer_id = value["peer_id"]
         addrs = value["addrs"]
         last_connected = value["last_connected"]
@@ -111,7 +127,27 @@ class PeerRecord:
             last_connected=None if last_connected is None else float(last_connected),
             last_error=last_error,
             failures=failures,
+            name=name,
         )
+
+
+def validate_peer_name(name: object) -> str:
+    """A peer name: 1-64 printable characters, no surrounding spaces, not a peer id."""
+    if (
+        not isinstance(name, str)
+        or not 1 <= len(name) <= MAX_NAME
+        or not name.isprintable()
+        or name != name.strip()
+    ):
+        raise ValueError(
+            f"invalid peer name {name!r}: 1-{MAX_NAME} printable characters, no leading or"
+            " trailing spaces"
+        )
+    try:
+        parse_peer_id(name)
+    except ValueError:
+        return name
+    raise ValueError(f"invalid peer name {name!r}: it is a peer id")
 
 
 @dataclass
@@ -120,6 +156,8 @@ class AddressBook:
 
     max_peers: int = MAX_PEERS
     _peers: dict[str, PeerRecord] = field(default_factory=dict, repr=False)
+    own_peer_id: str | None = None
+    """This node's own peer id, once known (the daemon sets it): `add` refuses it."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_peers <= MAX_PEERS:
@@ -157,6 +195,8 @@ class AddressBook:
         connected or longest ago, most failures). Raises ``ValueError`` for a bad address.
         """
         peer_id = _validate_addr(addr)
+        if peer_id == self.own_peer_id:
+            raise ValueError(f"{addr} is this node's own address, not a peer's")
         record = self._peers.get(peer_id)
         if record is None:
             if len(self._peers) >= self.max_peers:
@@ -174,13 +214,48 @@ class AddressBook:
         """Forget ``peer_id``; True if it was known."""
         return self._peers.pop(peer_id, None) is not None
 
+    def set_own_peer_id(self, peer_id: str) -> bool:
+        """Remember this node's own peer id and forget any entry of it (a node never is its
+        own peer); True when one was forgotten."""
+        parse_peer_id(peer_id)
+        self.own_peer_id = peer_id
+        return self.remove(peer_id)
+
+    def set_name(self, peer_id: str, name: str | None) -> None:
+        """Name a known peer (None: remove its name). ``ValueError`` for a bad name or one
+        another peer has, ``KeyError`` for an unknown peer."""
+        record = self._peers.get(peer_id)
+        if record is None:
+            raise KeyError(peer_id)
+        if name is not None:
+            validate_peer_name(name)
+            if any(r.name == name and r.peer_id != peer_id for r in self._peers.values()):
+                raise ValueError(f"another peer is called {name!r} already")
+        self._peers[peer_id] = replace(record, name=name)
+
+    def find(self, text: str) -> str:
+        """The peer ``text`` names: its name, its peer id, or a unique prefix of its id of
+        at least 8 characters. ``LookupError`` naming the problem otherwise."""
+        for record in self._peers.values():
+            if record.name == text or record.peer_id == text:
+                return record.peer_id
+        matches = [p for p in self._peers if len(text) >= 8 and p.startswith(text)]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise LookupError(f"{text!r} names {len(matches)} peers: give more of the peer id")
+        raise LookupError(f"no peer {text!r} in the address book (see 'mindoo peers list')")
+
     def record_success(self, peer_id: str, addr: str, now: float) -> None:
         """A connection to ``peer_id`` through ``addr`` succeeded at wall-clock ``now``.
 
-        Resets the failure count and moves ``addr`` to the front.
+        Resets the failure count and moves ``addr`` to the front. A peer not in the book (it
+        was removed while the dial ran) stays out.
         """
         _validate_addr(addr, peer_id)
-        record = self._peers.get(peer_id) or PeerRecord(peer_id=peer_id)
+        record = self._peers.get(peer_id)
+        if record is None:
+            return
         others = tuple(a for a in record.addrs if a != addr)
         self._peers[peer_id] = replace(
             record,
@@ -212,6 +287,7 @@ class AddressBook:
         """Canonical JSON text of the whole book."""
         document = {
             "version": FORMAT_VERSION,
+            "self": self.own_peer_id,
             "peers": [record.to_json() for record in self._peers.values()],
         }
         return json.dumps(document, sort_keys=True, separators=(",", ":"))
@@ -225,16 +301,34 @@ class AddressBook:
             document = json.loads(text)
         except (ValueError, RecursionError) as exc:
             raise DecodeError(f"address book: not JSON: {exc}") from exc
-        if not isinstance(document, dict) or set(document) != {"version", "peers"}:
+        if not isinstance(document, dict):
             raise DecodeError("address book: not an address book document")
-        if document["version"] != FORMAT_VERSION:
-            raise DecodeError(f"address book: unsupported version {document['version']!r}")
+        version = document.get("version")
+        if version not in (1, FORMAT_VERSION) or isinstance(version, bool):
+            raise DecodeError(f"address book: unsupported version {version!r}")
+        expected = {"version", "peers"} | ({"self"} if version >= 2 else set())
+        if set(document) != expected:
+            raise DecodeError("address book: not an address book document")
         entries = document["peers"]
         if not isinstance(entries, list) or len(entries) > max_peers:
             raise DecodeError(f"address book: peers is not a list of at most {max_peers}")
         book = cls(max_peers=max_peers)
+        own = document.get("self")
+        if own is not None:
+            try:
+                if not isinstance(own, str):
+                    raise ValueError("not a string")
+                parse_peer_id(own)
+            except ValueError as exc:
+                raise DecodeError(f"address book: 'self' is not a peer id: {exc}") from None
+            book.own_peer_id = own
+        names: set[str] = set()
         for entry in entries:
-            record = PeerRecord.from_json(entry)
+            record = PeerRecord.from_json(entry, version)
+            if record.name is not None:
+                if record.name in names:
+                    raise DecodeError(f"address book: two peers are called {record.name!r}")
+                names.add(record.name)
             if record.peer_id in book._peers:
                 raise DecodeError(f"address book: duplicate peer {record.peer_id}")
             book._peers[record.peer_id] = record

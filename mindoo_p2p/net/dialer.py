@@ -5,8 +5,10 @@ with bounded concurrency, each known peer that is not connected and whose backof
 It dials only addresses from ``bootstrap`` and from the address book, never anything else, and
 never the host's own peer id. A dial round tries the peer's addresses in the book's order (the
 last one that worked first); success resets the peer's failures, failure schedules the next
-round after `Backoff.delay(failures)`. After a success, the next redial of that peer waits at
-least ``backoff.min_delay`` so a peer that drops every connection is not dialed in a tight loop.
+round after `Backoff.delay(failures)` (at most `RECENT_MAX_DELAY` for a peer connected
+within `RECENT_WINDOW`: a partition that heals is found at once). After a success, the next
+redial of that peer waits at least ``backoff.min_delay`` so a peer that drops every connection
+is not dialed in a tight loop.
 
 Cancelling the task (its nursery) stops it cleanly, in-flight dials included.
 """
@@ -24,6 +26,11 @@ from .address_book import AddressBook, Backoff
 from .framing import TransportError
 
 logger = logging.getLogger(__name__)
+
+RECENT_WINDOW = 3600.0
+"""Seconds after its last connection during which a peer counts as recently connected."""
+RECENT_MAX_DELAY = 2.0
+"""The longest redial delay of a recently connected peer (see `maintain_connections`)."""
 
 
 class Dialer(Protocol):
@@ -48,6 +55,8 @@ async def maintain_connections(
     max_concurrent_dials: int = 4,
     check_interval: float = 1.0,
     on_change: Callable[[AddressBook], None] | None = None,
+    recent_window: float = RECENT_WINDOW,
+    recent_max_delay: float = RECENT_MAX_DELAY,
 ) -> None:
     """Dial unconnected peers forever (until cancelled); see the module docstring.
 
@@ -55,6 +64,9 @@ async def maintain_connections(
     not a ``.../tcp/PORT/p2p/PEER_ID`` multiaddr) and again whenever they were evicted.
     ``clock`` (monotonic seconds) schedules backoffs; ``wall_clock`` stamps `last_connected`.
     ``on_change`` is called after every change of the book, so the caller can persist it.
+    A peer connected within the last ``recent_window`` seconds (wall clock) is redialed at
+    most ``recent_max_delay`` seconds apart, whatever its failures: a path that comes back
+    after a partition is found within seconds, not after minutes of exponential backoff.
     """
     if max_concurrent_dials < 1 or not check_interval > 0:
         raise ValueError("need max_concurrent_dials >= 1 and check_interval > 0")
@@ -89,6 +101,10 @@ async def maintain_connections(
                     return
                 failures = address_book.record_failure(peer_id, error)
                 delay = policy.delay(failures)
+                record = address_book.get(peer_id)
+                last = record.last_connected if record is not None else None
+                if last is not None and wall_clock() - last < recent_window:
+                    delay = min(delay, recent_max_delay)
                 not_before[peer_id] = clock() + delay
                 changed()
                 logger.info(
@@ -112,6 +128,8 @@ async def maintain_connections(
             for peer_id in address_book.peers():
                 if peer_id == host.peer_id or peer_id in in_flight:
                     continue
+                if not address_book.addrs(peer_id):
+                    continue  # known by name only (it dialed us): nothing to dial
                 if host.is_connected(peer_id) or now < not_before.get(peer_id, 0.0):
                     continue
                 in_flight.add(peer_id)

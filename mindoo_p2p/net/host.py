@@ -30,6 +30,7 @@ import contextvars
 import errno
 import ipaddress
 import logging
+import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -54,6 +55,8 @@ from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pa
 from libp2p.custom_types import TProtocol
 from libp2p.exceptions import BaseLibp2pError
 from libp2p.host.basic_host import BasicHost
+from libp2p.host.ping import ID as PING_PROTOCOL
+from libp2p.host.ping import PING_LENGTH as PING_SIZE
 from libp2p.identity.identify.identify import ID as IDENTIFY_PROTOCOL_ID
 from libp2p.identity.identify_push.identify_push import ID_PUSH as IDENTIFY_PUSH_PROTOCOL_ID
 from libp2p.io.abc import ReadWriteCloser
@@ -575,6 +578,18 @@ class PeerHost:
 
     # -- admission ----------------------------------------------------------------------------
 
+    def remote_address(self, peer_id: str) -> str | None:
+        """The transport address of the connection to ``peer_id`` in use (None when not
+        connected or unknown), as a multiaddr ending in /p2p/PEER_ID."""
+        for conn in self._swarm.get_connections(to_libp2p_id(peer_id)):
+            try:
+                addrs = conn.get_transport_addresses()
+            except Exception:  # a connection closing under us: no address to show
+                continue
+            if addrs:
+                return f"{addrs[0]}/p2p/{peer_id}"
+        return None
+
     def set_peer_gate(self, allowed: Callable[[str], bool]) -> None:
         """``allowed(peer_id)`` decides, right after Noise authenticates a peer and before the
         connection counts as open, whether a connection (inbound or outbound) may stay: a
@@ -780,6 +795,35 @@ class PeerHost:
         return FramedStream.over_libp2p(
             net_stream, max_frame_size=self._config.max_frame_size, timeout=timeout
         )
+
+    async def ping(self, peer_id: str) -> float:
+        """One libp2p ping (``/ipfs/ping/1.0.0``, 32 random bytes echoed) to a connected
+        peer: the round-trip time in seconds. Unbounded in time: the caller bounds it (a
+        silent path never answers). Raises :class:`PeerNotConnected` or
+        :class:`StreamOpenError` (the answer differs, the stream failed)."""
+        self._require_running()
+        remote = to_libp2p_id(peer_id)
+        if not self._swarm.get_connections(remote):
+            raise PeerNotConnected(f"not connected to {peer_id}")
+        started = trio.current_time()
+        payload = secrets.token_bytes(PING_SIZE)
+        try:
+            net_stream = await self._host.new_stream(remote, [PING_PROTOCOL])
+            try:
+                await net_stream.write(payload)
+                answer = b""
+                while len(answer) < PING_SIZE:
+                    answer += await net_stream.read(PING_SIZE - len(answer))
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await net_stream.reset()
+        except (BaseLibp2pError, OSError) as exc:
+            if not self._swarm.get_connections(remote):
+                raise PeerNotConnected(f"connection to {peer_id} closed: {exc}") from exc
+            raise StreamOpenError(f"ping to {peer_id} failed: {exc}") from exc
+        if answer != payload:
+            raise StreamOpenError(f"ping to {peer_id}: the answer differs from the ping")
+        return trio.current_time() - started
 
     def _require_running(self) -> None:
         if not self._running:

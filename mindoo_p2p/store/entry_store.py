@@ -644,6 +644,33 @@ class EntryStore:
             if scanned < _ITER_PAGE or next_arrival > _MAX_SEQ:
                 return
 
+    def last_arrival(self) -> int:
+        """The arrival number of the newest stored entry (0 when empty): a change counter that
+        every commit storing entries moves, whichever process made it (one short read)."""
+        with self._reading() as txn:
+            cursor = txn.cursor(self._tables.sealed)
+            if not cursor.last():
+                return 0
+            return unpack_seq(cursor.key())
+
+    def entries_after(self, arrival: int, limit: int) -> tuple[list[Entry], int]:
+        """Up to ``limit`` stored entries with an arrival number above ``arrival``, in arrival
+        order (retracted ones included: they were stored), and the last arrival number read
+        (``arrival`` when none)."""
+        if arrival < 0 or limit < 1:
+            raise ValueError("arrival must be >= 0 and limit >= 1")
+        entries: list[Entry] = []
+        last = arrival
+        with self._reading() as txn:
+            cursor = txn.cursor(self._tables.sealed)
+            if cursor.set_range(pack_seq(arrival + 1)):
+                for key, _raw in cursor:
+                    if len(entries) >= limit:
+                        break
+                    entries.append(self._load_arrival(txn, key))
+                    last = unpack_seq(key)
+        return entries, last
+
     def stats(self, tenant_id: bytes, database: str) -> dict[str, int]:
         """``{"entries", "documents", "last_seq", "bytes"}`` of one database."""
         scope = scope_key(tenant_id, database)

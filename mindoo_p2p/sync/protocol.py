@@ -125,6 +125,11 @@ class SyncStore(Protocol):
         """The tenant's database names held here, the tenant log (``TENANT_LOG``) included."""
         ...
 
+    def replicates(self, database: str) -> bool:
+        """False for a database this node declines (forgotten here): an initiator does not
+        reconcile it even when the peer offers it."""
+        ...
+
     def recon_storage(self, database: str) -> AbstractContextManager[ReconStorage]:
         """A read snapshot of the database's (timestamp, id) index (empty when not held)."""
         ...
@@ -220,6 +225,26 @@ class DatabaseReport:
     frames_received: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
+    # Progress (initiator; kept up to date after every frame received):
+    peer_items: int = 0
+    """Entries the peer holds, as its database list said at the start."""
+    local_items: int = 0
+    """Entries this node held at the start."""
+    lacking: int = 0
+    """Ids reconciliation (or the peer's index) showed we lack, not received yet."""
+    peer_lacking: int = 0
+    """Ids reconciliation showed the peer lacks, not sent yet."""
+    settled: bool = False
+    """Reconciliation of this database finished: ``lacking`` is all we lack."""
+
+    @property
+    def outstanding(self) -> int:
+        """What we know we still lack from the peer: ``lacking``, and until reconciliation
+        settles at least what the peer holds beyond what we hold and received."""
+        if self.settled:
+            return self.lacking
+        beyond = self.peer_items - self.local_items - self.received - self.lacking
+        return self.lacking + max(0, beyond)
 
 
 @dataclass(slots=True)
@@ -662,6 +687,17 @@ class SyncInitiator:
             db.report.bytes_received += len(frame)
             self._answer(db, message)
         self._advance()
+        self._note_progress()
+
+    def _note_progress(self) -> None:
+        """Bring ``lacking`` / ``peer_lacking`` of the databases done and the current one up
+        to date (requests in flight are the current database's)."""
+        in_flight = sum(len(r.ids) - len(r.delivered) for r in self._pending if r.ids)
+        for db in self._databases[: self._current + 1]:
+            current = db.index == self._databases[self._current].index
+            db.report.lacking = len(db.fetch_queue) + (in_flight if current else 0)
+            db.report.peer_lacking = len(db.push_queue)
+            db.report.settled = db.phase in (DatabasePhase.DRAIN, DatabasePhase.DONE)
 
     def _start(self, remote: DatabaseList) -> None:
         names = database_order([info.name for info in (*self._local, *remote.databases)])
@@ -670,9 +706,12 @@ class SyncInitiator:
         local_counts = {info.name: info.item_count for info in self._local}
         remote_counts = {info.name: info.item_count for info in remote.databases}
         for index, name in enumerate(names):
+            if not self._store.replicates(name):
+                continue  # forgotten here: the peer's offer is declined
             theirs = remote_counts.get(name, 0)
             bulk = theirs >= self._limits.bulk_min_items and local_counts.get(name, 0) * 2 < theirs
             report = self.report.database(name)
+            report.peer_items, report.local_items = theirs, local_counts.get(name, 0)
             report.bulk = bulk
             phase = DatabasePhase.BULK if bulk else DatabasePhase.RECON
             self._databases.append(_DatabaseSync(name, index, report, phase))
@@ -786,6 +825,7 @@ class SyncInitiator:
         if problems:
             raise ProtocolViolation(_problem_summary(problems))
         self._advance()
+        self._note_progress()
 
 
 def _record_outcome(report: DatabaseReport, job: IngestJob, outcome: IngestOutcome) -> list[str]:

@@ -61,6 +61,9 @@ class TenantSyncStore:
     def databases(self) -> list[str]:
         return [TENANT_LOG, *self._tenant.databases()]
 
+    def replicates(self, database: str) -> bool:
+        return self._tenant.replicates(database)
+
     def recon_storage(self, database: str) -> AbstractContextManager[ReconStorage]:
         return self._node.store.recon_snapshot(self._tenant.id, database)
 

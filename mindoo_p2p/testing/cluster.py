@@ -231,7 +231,9 @@ class Cluster:
             node.join(admin_node.invite(tenant, node.public_identity(), role=role))
 
     def db(self, index: int, tenant: str, database: str) -> Database:
-        return self.nodes[index].require().tenant(tenant).open_db(database)
+        """Database ``database`` of node ``index``, created there when it does not exist
+        (tests name a database on every node they read it from, before it arrives)."""
+        return self.nodes[index].require().tenant(tenant).create_db(database)
 
     # -- topology ----------------------------------------------------------------------------
     async def _dial(self, a: int, b: int) -> None:

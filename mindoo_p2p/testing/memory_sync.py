@@ -43,6 +43,8 @@ class MemorySyncStore:
         self._raw: dict[bytes, bytes] = {}
         self._items: dict[str, list[ReconItem]] = {}
         self._snapshots: dict[str, VectorStorage] = {}
+        self.declined: set[str] = set()
+        """Databases `replicates` declines (a forgotten database)."""
 
     @property
     def tenant_id(self) -> bytes:
@@ -59,6 +61,9 @@ class MemorySyncStore:
 
     def databases(self) -> list[str]:
         return sorted(self._items)
+
+    def replicates(self, database: str) -> bool:
+        return database not in self.declined
 
     @contextmanager
     def recon_storage(self, database: str) -> Iterator[ReconStorage]:

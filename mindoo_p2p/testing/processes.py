@@ -10,6 +10,7 @@ readers beside the daemon)::
         cluster.prepare(3, tenant="acme")
         cluster.start_all()
         cluster.connect_topology("line")
+        cluster.cli(0, "db", "create", "acme", "notes")
         doc = cluster.cli(0, "doc", "create", "acme", "notes", '{"a": 1}').strip()
         cluster.wait_converged(timeout=30)
 """

@@ -28,10 +28,23 @@ async function getJson(path) {
   return body;
 }
 
+function completionText(sync) {
+  if (!sync) return "";
+  return sync.percent === null || sync.percent === undefined
+    ? sync.state
+    : `${sync.state} (${sync.percent}%)` + (sync.eta_s ? `, ETA ${sync.eta_s} s` : "");
+}
+
 function renderTenants(tenants, status) {
   const missing = new Map();
+  const sync = new Map();
   for (const db of status.databases || []) {
     missing.set(db.tenant_id + "/" + db.database, db.missing);
+    sync.set(db.tenant_id + "/" + db.database, db.sync);
+  }
+  const onlyHere = new Map();
+  for (const row of status.durability || []) {
+    onlyHere.set(row.tenant_id + "/" + row.database, row.only_here);
   }
   const body = document.querySelector("#tenants tbody");
   body.replaceChildren();
@@ -47,6 +60,8 @@ function renderTenants(tenants, status) {
       cell(row, db ? db.documents : "");
       cell(row, db ? db.entries : "");
       cell(row, db ? missing.get(tenant.id + "/" + db.name) : "");
+      cell(row, db ? completionText(sync.get(tenant.id + "/" + db.name)) : "", "database-sync");
+      cell(row, db ? onlyHere.get(tenant.id + "/" + db.name) : "", "only-here");
       body.appendChild(row);
     }
   }
@@ -74,6 +89,11 @@ function renderPeers(peers) {
     cell(row, peer.address);
     const last = peer.last_session;
     cell(row, last ? `${last.role}, ${last.elapsed_ms} ms, ${last.received} in, ${last.sent} out` : "");
+    cell(
+      row,
+      (peer.databases || []).map((d) => `${d.tenant}/${d.database}: ${completionText(d)}`).join("; "),
+      "peer-sync",
+    );
     cell(row, peer.last_error);
     body.appendChild(row);
   }
@@ -93,6 +113,11 @@ function describe(event) {
         ` (${event.origin})`;
     case "rejected":
       return `${event.count} entries refused: ${event.kind}`;
+    case "conflict":
+    case "conflict_resolved":
+      return `${event.type === "conflict" ? "conflict" : "conflict resolved"} in` +
+        ` ${event.tenant_name || event.tenant}/${event.database} ${event.document_id}` +
+        (event.fields.length ? `: ${event.fields.join(", ")}` : "");
     default:
       return JSON.stringify(event);
   }
@@ -135,7 +160,9 @@ function follow() {
   source.onopen = () => { stream.textContent = "event stream: live"; };
   source.onerror = () => { stream.textContent = "event stream: reconnecting…"; };
   source.onmessage = (message) => addEvent(JSON.parse(message.data));
-  for (const type of ["peer", "sync", "entry", "rejected", "penalty", "resync", "lagged"]) {
+  const types = ["peer", "sync", "entry", "rejected", "penalty", "resync", "lagged", "conflict",
+    "conflict_resolved"];
+  for (const type of types) {
     source.addEventListener(type, (message) => {
       addEvent(JSON.parse(message.data));
       if (type !== "entry" || document.querySelectorAll("#events li").length < 50) refreshSoon();

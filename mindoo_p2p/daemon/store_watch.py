@@ -1,0 +1,129 @@
+"""Entries another process stored in this node's home, noticed at once (issue 10).
+
+Several processes may have one home open: the daemon, a script using the Python API, the CLI
+when it does not forward. The daemon hears of its own Node's writes through the Node's
+listener; a commit by another process it used to learn of only at the next periodic session
+(3 to 30 s later). Now `watch_store` reads the store's change counter (the arrival number of
+its newest entry, `EntryStore.last_arrival`: one short read transaction) every
+`WATCH_INTERVAL` seconds and, when it moved, reads only the new arrivals.
+
+`StoreWatch` (pure, thread-safe) decides which of those arrivals came from elsewhere: every
+entry this process stored is *claimed* by the daemon's listener (called right after the
+commit, by the thread that made it). An arrival nobody claimed when it is first read may still
+be this process's own (its commit is visible before the listener runs in a worker thread), so
+it is reported by the next scan, `CLAIM_GRACE` later, if still unclaimed. So another process's
+write is reported within one interval and the grace of its commit (about 50 ms), and this
+process's own writes never twice.
+
+==========================  ==================================================================
+`StoreWatch.claim(ids)`     the listener: entries this process stored
+`StoreWatch.skip_own`       the counter moved by exactly the claims made before it was read:
+                            only this process wrote, nothing is read
+`StoreWatch.scan(read)`     the new arrivals (``read`` returns them and the last arrival read);
+                            returns those to report now (unclaimed since the previous scan)
+==========================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+
+import trio
+
+from ..entry import Entry
+
+WATCH_INTERVAL = 0.04
+"""Seconds between two looks at the store's change counter."""
+CLAIM_GRACE = 0.01
+"""Seconds an unclaimed arrival is given for this process's listener to claim it."""
+WATCH_BATCH = 1000
+"""Arrivals read at most per look (more are read on the following looks, without waiting)."""
+
+ReadAfter = Callable[[int, int], tuple[list[Entry], int]]
+"""``read(arrival, limit)``: up to ``limit`` entries after ``arrival`` and the last arrival read
+(`EntryStore.entries_after`)."""
+
+
+class StoreWatch:
+    """Which stored entries came from another process; see the module docstring."""
+
+    def __init__(self, seen: int) -> None:
+        self._seen = seen
+        self._lock = threading.Lock()
+        self._claimed: dict[bytes, None] = {}
+        """Claimed ids, in the order claimed (an ordered set)."""
+        self._pending: list[Entry] = []
+
+    @property
+    def seen(self) -> int:
+        """The last arrival number read."""
+        return self._seen
+
+    def claim(self, entry_ids: Iterable[bytes]) -> None:
+        """Entries this process stored (any thread)."""
+        with self._lock:
+            self._claimed.update(dict.fromkeys(entry_ids))
+
+    def claims(self) -> int:
+        """How many claims wait to be matched with arrivals (take it *before* reading the
+        change counter for `skip_own`)."""
+        with self._lock:
+            return len(self._claimed)
+
+    def skip_own(self, last: int, claims: int) -> bool:
+        """When the arrivals after `seen` up to ``last`` are exactly the first ``claims``
+        claims (``claims`` counted before ``last`` was read: every one of them was committed
+        by then, so each lies in that range; equal counts leave room for nothing else), move
+        past them without reading the store: a clone of a million entries by this process
+        is never read back. False when anything else may be there."""
+        if self._pending or last - self._seen != claims or claims == 0:
+            return False
+        with self._lock:
+            for entry_id in list(self._claimed)[:claims]:
+                del self._claimed[entry_id]
+        self._seen = last
+        return True
+
+    def scan(self, read: ReadAfter, limit: int = WATCH_BATCH) -> tuple[list[Entry], bool]:
+        """Read the arrivals after `seen` (at most ``limit``); return the entries to report as
+        stored elsewhere, and whether more arrivals wait to be read."""
+        fresh, last = read(self._seen, limit)
+        self._seen = last
+        with self._lock:
+            report = [e for e in self._pending if e.id not in self._claimed]
+            for entry in self._pending:
+                self._claimed.pop(entry.id, None)
+            self._pending = [e for e in fresh if e.id not in self._claimed]
+            for entry in fresh:
+                self._claimed.pop(entry.id, None)
+        return report, len(fresh) >= limit
+
+    def pending(self) -> bool:
+        """Unclaimed arrivals wait for the next scan."""
+        return bool(self._pending)
+
+
+async def watch_store(
+    watch: StoreWatch,
+    last_arrival: Callable[[], int],
+    read: ReadAfter,
+    report: Callable[[list[Entry]], Awaitable[None]],
+    *,
+    interval: float = WATCH_INTERVAL,
+    grace: float = CLAIM_GRACE,
+) -> None:
+    """Forever: every ``interval`` seconds, when the change counter moved (or arrivals wait),
+    scan and hand what came from elsewhere to ``report``; unclaimed arrivals are looked at
+    again after ``grace`` seconds."""
+    while True:
+        await trio.sleep(grace if watch.pending() else interval)
+        claims = watch.claims()
+        if watch.skip_own(last_arrival(), claims):
+            continue
+        more = True
+        while more and (watch.pending() or last_arrival() > watch.seen):
+            entries, more = watch.scan(read)
+            if entries:
+                await report(entries)
+            await trio.lowlevel.checkpoint()
