@@ -14,6 +14,7 @@ from typing import Any
 
 from .entry import validate_database_name
 from .errors import InvalidNameError
+from .identity import UserIdentity
 from .keyring import KeyRing
 
 TENANT_NAME_MAX = 128
@@ -52,6 +53,12 @@ class TenantSecrets:
     keyring: KeyRing
     databases: list[str] = field(default_factory=list)
     """Databases created on this node (they are listed even while empty)."""
+    identity: UserIdentity | None = None
+    """The member identity this node's user has in this tenant: its signing key signs this
+    node's entries, tenant-log records and sync proofs here, and no other tenant's, so two
+    tenants cannot be linked by key. None for a tenant created or joined before per-tenant
+    identities (or joined by an invite to the node's own identity): the node's identity is
+    used there, as before. Never changes once set."""
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -62,11 +69,14 @@ class TenantSecrets:
         }
         if self.admin_seed is not None:
             data["admin_seed"] = self.admin_seed.hex()
+        if self.identity is not None:
+            data["identity"] = self.identity.to_secret_dict()
         return data
 
     @classmethod
     def from_dict(cls, tenant_id_hex: str, data: dict[str, Any]) -> TenantSecrets:
         seed = data.get("admin_seed")
+        identity = data.get("identity")
         return cls(
             tenant_id=bytes.fromhex(tenant_id_hex),
             name=data["name"],
@@ -74,6 +84,7 @@ class TenantSecrets:
             admin_seed=bytes.fromhex(seed) if seed else None,
             keyring=KeyRing.from_list(data["keys"]),
             databases=[validate_database_name(d) for d in data.get("databases", [])],
+            identity=UserIdentity.from_secret_dict(identity) if identity is not None else None,
         )
 
 
