@@ -51,7 +51,7 @@ from .membership import (
     MembershipLog,
     MembershipRecord,
 )
-from .recovery import MIN_PASSWORD_CHARS, RecoveryKit, read_recovery_kit
+from .recovery import MAX_INVITE_IDENTITIES, MIN_PASSWORD_CHARS, RecoveryKit, read_recovery_kit
 from .store import AppendResult, EntryStore, FsckProblem, FsckReport
 from .tenant import Tenant, TenantSecrets, now_ms, tenant_id_for, validate_tenant_name
 from .writer import Draft, LocalWriter
@@ -59,10 +59,6 @@ from .writer import Draft, LocalWriter
 KEYSTORE_FILE = "keystore.bin"
 STORE_DIR = "store"
 KEYSTORE_FORMAT = 1
-MAX_INVITE_IDENTITIES = 64
-"""Fresh identities handed out for invites (`Node.invite_identity`, `Node.device_request`)
-and not yet used by a join: the newest this many are kept in the keystore (an identity file
-older than that can no longer be joined with: ask for a new invite)."""
 
 
 def default_home(environ: Mapping[str, str] | None = None) -> Path:

@@ -96,6 +96,9 @@ KIT_MAGIC = b"MDRK"
 KIT_VERSION = 2
 KIT_VERSION_WITHOUT_TENANT_IDENTITIES = 1
 MAX_INVITE_IDENTITIES = 64
+"""Fresh identities handed out for invites (`Node.invite_identity`, `Node.device_request`)
+and not yet used by a join: a node keeps the newest this many (an identity file older than
+that can no longer be joined with: ask for a new invite), and a kit carries them."""
 MAX_KIT_SIZE = 64 * 1024 * 1024
 """A kit over this size is refused unread (the keystore's own limit)."""
 MAX_TENANTS = 1024

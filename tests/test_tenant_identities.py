@@ -16,8 +16,9 @@ from conftest import PASSWORD
 
 from mindoo_p2p.crypto.keystore import KdfProfile
 from mindoo_p2p.entry import TENANT_LOG
-from mindoo_p2p.node import MAX_INVITE_IDENTITIES, Node
+from mindoo_p2p.node import Node
 from mindoo_p2p.recovery import (
+    MAX_INVITE_IDENTITIES,
     RecoveredTenant,
     RecoveryKit,
     export_recovery_kit,
