@@ -12,10 +12,12 @@ import json
 import os
 from collections.abc import Callable
 
+import pytest
 from conftest import PASSWORD
 
 from mindoo_p2p.crypto.keystore import KdfProfile
 from mindoo_p2p.entry import TENANT_LOG
+from mindoo_p2p.errors import VerificationError
 from mindoo_p2p.node import Node
 from mindoo_p2p.recovery import (
     MAX_INVITE_IDENTITIES,
@@ -208,3 +210,14 @@ def test_the_keystore_never_holds_a_tenant_identity_in_clear(make_node: MakeNode
         assert secret not in everything and secret.hex().encode() not in everything
     identity_file = json.loads((alice.home / "identity.json").read_text())
     assert identity_file["signing_key"] == alice.public_identity().signing_key.hex()
+
+
+def test_a_device_request_naming_the_node_identity_is_refused_with_the_way_out(
+    make_node: MakeNode,
+) -> None:
+    laptop, phone = make_node("laptop"), make_node("phone")
+    tenant = laptop.create_tenant("mine")
+    request = phone.device_request(laptop.public_identity())  # not laptop's key in "mine"
+    with pytest.raises(VerificationError, match="whoami --tenant mine"):
+        laptop.enroll_device(tenant, request)
+    assert tenant.membership.devices() == []
