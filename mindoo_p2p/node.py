@@ -38,7 +38,14 @@ from .errors import (
 from .home_files import IDENTITY_FILE, ensure_identity_file, secure_home, write_private
 from .identity import PublicIdentity, UserIdentity
 from .index import QueryIndex, ViewCatalog, index_path
-from .invite import Invite, InviteKind, InviteNotForYouError, open_checked_invite, seal_invite
+from .invite import (
+    Invite,
+    InviteKind,
+    InviteNotForYouError,
+    invite_recipient_fingerprint,
+    open_checked_invite,
+    seal_invite,
+)
 from .key_transfer import (
     KeyFile,
     read_key_file,
@@ -588,8 +595,12 @@ class Node:
 
     def _open_invite(self, data: bytes) -> tuple[Invite, list[VerifiedEntry], UserIdentity]:
         """Open an invite with whichever of this node's identities it is sealed to; raise
-        what opening it with the node's own identity raises when none fits."""
+        what opening it with the node's own identity raises when none fits. Only the
+        identities whose fingerprint the invite names in the clear are tried."""
+        named = invite_recipient_fingerprint(data)
         for candidate in self._invite_identities():
+            if candidate.fingerprint != named:
+                continue
             try:
                 invite, log = open_checked_invite(data, candidate)
             except InviteNotForYouError:

@@ -18,6 +18,7 @@ from conftest import PASSWORD
 from mindoo_p2p.crypto.keystore import KdfProfile
 from mindoo_p2p.entry import TENANT_LOG
 from mindoo_p2p.errors import VerificationError
+from mindoo_p2p.invite import InviteNotForYouError, invite_recipient_fingerprint
 from mindoo_p2p.node import Node
 from mindoo_p2p.recovery import (
     MAX_INVITE_IDENTITIES,
@@ -221,3 +222,19 @@ def test_a_device_request_naming_the_node_identity_is_refused_with_the_way_out(
     with pytest.raises(VerificationError, match="whoami --tenant mine"):
         laptop.enroll_device(tenant, request)
     assert tenant.membership.devices() == []
+
+
+def test_join_tries_only_the_identity_the_invite_names(make_node: MakeNode) -> None:
+    alice, bob = make_node("alice"), make_node("bob")
+    for _ in range(5):
+        alice.invite_identity()
+    wanted = alice.invite_identity()
+    invite = bob.invite(bob.create_tenant("bobs"), wanted)
+    assert invite_recipient_fingerprint(invite) == wanted.fingerprint
+    assert invite_recipient_fingerprint(b"MDIV") is None
+    assert invite_recipient_fingerprint(b"not an invite at all") is None
+    assert alice.join(invite).identity.public() == wanted
+    assert len(alice.waiting_invite_identities()) == 5
+    stranger = make_node("carol").invite_identity()
+    with pytest.raises(InviteNotForYouError, match="not for you"):
+        alice.join(bob.invite(bob.create_tenant("other"), stranger))
