@@ -46,6 +46,8 @@ from .invite import (
     open_checked_invite,
     seal_invite,
 )
+from .invite_identities import KEYSTORE_FIELD as INVITE_IDENTITIES_FIELD
+from .invite_identities import WaitingInviteIdentities, keystore_field
 from .key_transfer import (
     KeyFile,
     read_key_file,
@@ -58,7 +60,7 @@ from .membership import (
     MembershipLog,
     MembershipRecord,
 )
-from .recovery import MAX_INVITE_IDENTITIES, MIN_PASSWORD_CHARS, RecoveryKit, read_recovery_kit
+from .recovery import MIN_PASSWORD_CHARS, RecoveryKit, read_recovery_kit
 from .store import AppendResult, EntryStore, FsckProblem, FsckReport
 from .tenant import Tenant, TenantSecrets, now_ms, tenant_id_for, validate_tenant_name
 from .writer import Draft, LocalWriter
@@ -94,6 +96,7 @@ class Node:
         self.store = store
         contents = keystore.read()
         self.identity = UserIdentity.from_secret_dict(contents["identity"])
+        self._waiting = WaitingInviteIdentities(keystore, self.identity.name)
         self._tenants: dict[bytes, Tenant] = {}
         self._listeners: list[Callable[[list[Entry], bool], None]] = []
         self._index: QueryIndex | None = None
@@ -211,7 +214,7 @@ class Node:
                     "identity": recovered.identity.to_secret_dict(),
                     "tenants": {t.tenant_id.hex(): t.secrets.to_dict() for t in recovered.tenants},
                     "peer_seed": os.urandom(32).hex(),
-                    "invite_identities": [i.to_secret_dict() for i in recovered.invite_identities],
+                    INVITE_IDENTITIES_FIELD: keystore_field(recovered.invite_identities),
                 },
                 kdf=kdf,
             )
@@ -459,26 +462,13 @@ class Node:
         file to the admin. `join` finds it by the invite's recipient and makes it this
         node's member identity in that tenant, so the tenant shares no key with this node's
         other tenants (the node's own identity, `public_identity`, links every tenant it is
-        invited with). The private half waits in the keystore (the newest
-        `MAX_INVITE_IDENTITIES` are kept)."""
-        return self._new_invite_identity().public()
-
-    def _new_invite_identity(self) -> UserIdentity:
-        fresh = UserIdentity.generate(self.identity.name)
-
-        def mutate(contents: dict[str, Any]) -> None:
-            waiting = contents.setdefault("invite_identities", [])
-            waiting.append(fresh.to_secret_dict())
-            del waiting[:-MAX_INVITE_IDENTITIES]
-
-        self._keystore.update(mutate)
-        return fresh
+        invited with). The private half waits in the keystore (`invite_identities`)."""
+        return self._waiting.new().public()
 
     def waiting_invite_identities(self) -> list[UserIdentity]:
         """The identities handed out by `invite_identity` (or `device_request`) that no join
         has used yet, oldest first."""
-        waiting = self._keystore.read().get("invite_identities", [])
-        return [UserIdentity.from_secret_dict(d) for d in waiting]
+        return self._waiting.all()
 
     def _invite_identities(self) -> list[UserIdentity]:
         """Every identity an invite to this node may be sealed to: the waiting invite
@@ -487,16 +477,6 @@ class Node:
         found += [t.secrets.identity for t in self._tenants.values() if t.secrets.identity]
         return [*found, self.identity]
 
-    def _forget_invite_identity(self, used: UserIdentity) -> None:
-        """Drop a waiting invite identity once a tenant holds it (it is in its secrets)."""
-        seed = used.signing.seed.hex()
-
-        def mutate(contents: dict[str, Any]) -> None:
-            waiting = contents.get("invite_identities", [])
-            contents["invite_identities"] = [d for d in waiting if d["signing_seed"] != seed]
-
-        self._keystore.update(mutate)
-
     def device_request(self, user: PublicIdentity | bytes) -> DeviceRequest:
         """This node's request to be enrolled as a device of ``user`` (their member identity
         in the tenant, `Tenant.identity`, or its signing key), signed with a fresh identity
@@ -504,7 +484,7 @@ class Node:
         which enrolls it with `enroll_device`; `join` of the enrolment makes that identity
         this device's key in the tenant, shared with no other tenant."""
         user_key = user.signing_key if isinstance(user, PublicIdentity) else user
-        return DeviceRequest.sign(self._new_invite_identity(), user_key)
+        return DeviceRequest.sign(self._waiting.new(), user_key)
 
     def enroll_device(self, tenant: Tenant, request: DeviceRequest | bytes) -> bytes:
         """Enroll the device that made ``request`` (`device_request` on a new node of this
@@ -586,7 +566,7 @@ class Node:
             tenant = self._make_tenant(secrets)
             self._tenants[invite.tenant_id] = tenant
             if secrets.identity is not None:
-                self._forget_invite_identity(secrets.identity)
+                self._waiting.forget(secrets.identity)
         result = self.ingest(log)
         if not tenant.membership.is_member(tenant.identity.signing.public_key):
             reasons = "; ".join(r.reason for r in result.rejected) or "no membership record"

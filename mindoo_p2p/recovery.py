@@ -62,6 +62,7 @@ from .crypto.signing import SEED_SIZE, SigningKeyPair
 from .entry import KEY_ID_SIZE, TENANT_ID_SIZE, TENANT_LOG, Entry, validate_database_name
 from .errors import DecodeError, MindooError, WrongPasswordError
 from .identity import MAX_NAME_BYTES, PUBLIC_KEY_SIZE, UserIdentity, check_signing_key
+from .invite_identities import MAX_INVITE_IDENTITIES
 from .key_transfer import read_password_sealed, seal_with_password
 from .keyring import MEMBERSHIP_KEY, KeyRing, TenantKey, validate_key_name
 from .store import EntryStore
@@ -95,10 +96,6 @@ class KitSource(Protocol):
 KIT_MAGIC = b"MDRK"
 KIT_VERSION = 2
 KIT_VERSION_WITHOUT_TENANT_IDENTITIES = 1
-MAX_INVITE_IDENTITIES = 64
-"""Fresh identities handed out for invites (`Node.invite_identity`, `Node.device_request`)
-and not yet used by a join: a node keeps the newest this many (an identity file older than
-that can no longer be joined with: ask for a new invite), and a kit carries them."""
 MAX_KIT_SIZE = 64 * 1024 * 1024
 """A kit over this size is refused unread (the keystore's own limit)."""
 MAX_TENANTS = 1024

@@ -19,9 +19,9 @@ from mindoo_p2p.crypto.keystore import KdfProfile
 from mindoo_p2p.entry import TENANT_LOG
 from mindoo_p2p.errors import VerificationError
 from mindoo_p2p.invite import InviteNotForYouError, invite_recipient_fingerprint
+from mindoo_p2p.invite_identities import MAX_INVITE_IDENTITIES
 from mindoo_p2p.node import Node
 from mindoo_p2p.recovery import (
-    MAX_INVITE_IDENTITIES,
     RecoveredTenant,
     RecoveryKit,
     export_recovery_kit,
