@@ -58,6 +58,7 @@ from .crypto.signing import SIGNATURE_SIZE, SigningKeyPair, verify_signature
 from .entry import TENANT_ID_SIZE, TENANT_LOG, Entry, EntryKind
 from .errors import DecodeError, MissingKeyError, VerificationError
 from .identity import (
+    FINGERPRINT_SIZE,
     MAX_NAME_BYTES,
     PUBLIC_KEY_SIZE,
     PublicIdentity,
@@ -200,6 +201,15 @@ def seal_invite(invite: Invite) -> bytes:
     if len(data) > MAX_INVITE_SIZE:
         raise ValueError(f"the invite is {len(data)} bytes, over the limit {MAX_INVITE_SIZE}")
     return data
+
+
+def invite_recipient_fingerprint(data: bytes) -> str | None:
+    """The recipient fingerprint an invite file names in the clear (hex), or None when
+    ``data`` does not start like an invite; nothing is checked (`open_checked_invite` does)."""
+    head = bytes(data[: len(INVITE_MAGIC) + 1 + FINGERPRINT_SIZE])
+    if len(head) < len(INVITE_MAGIC) + 1 + FINGERPRINT_SIZE or not head.startswith(INVITE_MAGIC):
+        return None
+    return head[len(INVITE_MAGIC) + 1 :].hex()
 
 
 def open_invite(data: bytes, identity: UserIdentity) -> Invite:

@@ -38,7 +38,16 @@ from .errors import (
 from .home_files import IDENTITY_FILE, ensure_identity_file, secure_home, write_private
 from .identity import PublicIdentity, UserIdentity
 from .index import QueryIndex, ViewCatalog, index_path
-from .invite import Invite, InviteKind, open_checked_invite, seal_invite
+from .invite import (
+    Invite,
+    InviteKind,
+    InviteNotForYouError,
+    invite_recipient_fingerprint,
+    open_checked_invite,
+    seal_invite,
+)
+from .invite_identities import KEYSTORE_FIELD as INVITE_IDENTITIES_FIELD
+from .invite_identities import WaitingInviteIdentities, keystore_field
 from .key_transfer import (
     KeyFile,
     read_key_file,
@@ -88,6 +97,7 @@ class Node:
         self.store = store
         contents = keystore.read()
         self.identity = UserIdentity.from_secret_dict(contents["identity"])
+        self._waiting = WaitingInviteIdentities(keystore, self.identity.name)
         self._tenants: dict[bytes, Tenant] = {}
         self._listeners: list[Callable[[list[Entry], bool], None]] = []
         self._index: QueryIndex | None = None
@@ -205,6 +215,7 @@ class Node:
                     "identity": recovered.identity.to_secret_dict(),
                     "tenants": {t.tenant_id.hex(): t.secrets.to_dict() for t in recovered.tenants},
                     "peer_seed": os.urandom(32).hex(),
+                    INVITE_IDENTITIES_FIELD: keystore_field(recovered.invite_identities),
                 },
                 kdf=kdf,
             )
@@ -324,10 +335,11 @@ class Node:
                 tenant.enforce_revocations()
 
     def _make_tenant(self, secrets: TenantSecrets) -> Tenant:
-        """A tenant with its narrow collaborators (never the node itself)."""
+        """A tenant with its narrow collaborators (never the node itself). It signs with its
+        own member identity (`TenantSecrets.identity`), or the node's for an older tenant."""
         return Tenant(
             secrets,
-            identity=self.identity,
+            identity=secrets.identity or self.identity,
             store=self.store,
             writer=self.writer,
             save_secrets=self.save_tenant,
@@ -340,7 +352,9 @@ class Node:
         self._load_tenants(self._keystore.read())
 
     def create_tenant(self, name: str) -> Tenant:
-        """A new tenant with this node's user as admin and first member."""
+        """A new tenant with this node's user as admin and first member, under a member
+        identity of its own (fresh keys, the user's name): nothing this node signs in it
+        shares a key with its other tenants."""
         validate_tenant_name(name)
         if any(t.name == name for t in self.tenants()):
             raise InvalidNameError(f"a tenant called {name!r} exists already on this node")
@@ -351,13 +365,14 @@ class Node:
             admin_key=admin.public_key,
             admin_seed=admin.seed,
             keyring=KeyRing([TenantKey.generate(DEFAULT_KEY), TenantKey.generate(MEMBERSHIP_KEY)]),
+            identity=UserIdentity.generate(self.identity.name),
         )
         self.save_tenant(secrets)
         tenant = self._make_tenant(secrets)
         self._tenants[secrets.tenant_id] = tenant
         with self.batch():  # the first member, and every key version announced
             tenant.access.write_record(
-                MembershipRecord(MembershipAction.ADD, self.identity.public(), "admin")
+                MembershipRecord(MembershipAction.ADD, tenant.identity.public(), "admin")
             )
             for key in secrets.keyring:
                 tenant.access.write_record(KeyAnnouncement.of(key))
@@ -386,6 +401,8 @@ class Node:
             on_disk = None
             if stored is not None:
                 on_disk = TenantSecrets.from_dict(secrets.tenant_id.hex(), stored)
+                if on_disk.identity is not None:  # a tenant's identity never changes
+                    secrets.identity = on_disk.identity
                 for key in on_disk.keyring:
                     if key.key_id not in dropped:
                         secrets.keyring.add(key)
@@ -454,12 +471,34 @@ class Node:
         assert seed is not None  # add_member refuses on a node without the admin key
         return self._sealed_invite(tenant, invitee, keys, InviteKind.INVITE, SigningKeyPair(seed))
 
+    def invite_identity(self) -> PublicIdentity:
+        """A fresh identity (new keys, this user's name) for one invite: hand its identity
+        file to the admin. `join` finds it by the invite's recipient and makes it this
+        node's member identity in that tenant, so the tenant shares no key with this node's
+        other tenants (the node's own identity, `public_identity`, links every tenant it is
+        invited with). The private half waits in the keystore (`invite_identities`)."""
+        return self._waiting.new().public()
+
+    def waiting_invite_identities(self) -> list[UserIdentity]:
+        """The identities handed out by `invite_identity` (or `device_request`) that no join
+        has used yet, oldest first."""
+        return self._waiting.all()
+
+    def _invite_identities(self) -> list[UserIdentity]:
+        """Every identity an invite to this node may be sealed to: the waiting invite
+        identities, the tenants' member identities, the node's own."""
+        found = self.waiting_invite_identities()
+        found += [t.secrets.identity for t in self._tenants.values() if t.secrets.identity]
+        return [*found, self.identity]
+
     def device_request(self, user: PublicIdentity | bytes) -> DeviceRequest:
-        """This node's request to be enrolled as a device of ``user`` (their identity or
-        signing key), signed with this node's key: hand ``request.encode()`` to the user's
-        node, which enrolls it with `enroll_device`."""
+        """This node's request to be enrolled as a device of ``user`` (their member identity
+        in the tenant, `Tenant.identity`, or its signing key), signed with a fresh identity
+        of this device (`invite_identity`): hand ``request.encode()`` to the user's node,
+        which enrolls it with `enroll_device`; `join` of the enrolment makes that identity
+        this device's key in the tenant, shared with no other tenant."""
         user_key = user.signing_key if isinstance(user, PublicIdentity) else user
-        return DeviceRequest.sign(self.identity, user_key)
+        return DeviceRequest.sign(self._waiting.new(), user_key)
 
     def enroll_device(self, tenant: Tenant, request: DeviceRequest | bytes) -> bytes:
         """Enroll the device that made ``request`` (`device_request` on a new node of this
@@ -484,7 +523,7 @@ class Node:
             )
         tenant.enroll_device(request)
         device = request.device
-        signer = self.identity.signing
+        signer = tenant.identity.signing
         return self._sealed_invite(tenant, device, keys, InviteKind.ENROLMENT, signer)
 
     def _sealed_invite(
@@ -504,7 +543,7 @@ class Node:
             admin_key=tenant.admin_key,
             keys=keys,
             membership_entries=log,
-            inviter=self.identity.public(),
+            inviter=tenant.identity.public(),
             invitee=invitee,
             created_ms=now_ms(),
             kind=kind,
@@ -512,8 +551,12 @@ class Node:
         return seal_invite(invite.signed(signer))
 
     def join(self, invite_bytes: bytes) -> Tenant:
-        """Import a sealed invite addressed to this node's identity."""
-        invite, log = open_checked_invite(invite_bytes, self.identity)
+        """Import a sealed invite addressed to one of this node's identities: a waiting
+        invite identity (`invite_identity`, `device_request`) becomes this node's member
+        identity in a new tenant; an invite to the node's own identity makes that one the
+        member identity (as before per-tenant identities); a later invite into a tenant
+        held here (new keys) is addressed to that tenant's identity."""
+        invite, log, recipient = self._open_invite(invite_bytes)
         if tenant_id_for(invite.admin_key) != invite.tenant_id:
             raise VerificationError("invite names a tenant id that does not match its admin key")
         existing = self._tenants.get(invite.tenant_id)
@@ -531,15 +574,34 @@ class Node:
                 admin_key=invite.admin_key,
                 admin_seed=None,
                 keyring=KeyRing(list(invite.keys)),
+                identity=recipient if recipient is not self.identity else None,
             )
             self.save_tenant(secrets)
             tenant = self._make_tenant(secrets)
             self._tenants[invite.tenant_id] = tenant
+            if secrets.identity is not None:
+                self._waiting.forget(secrets.identity)
         result = self.ingest(log)
-        if not tenant.membership.is_member(self.identity.signing.public_key):
+        if not tenant.membership.is_member(tenant.identity.signing.public_key):
             reasons = "; ".join(r.reason for r in result.rejected) or "no membership record"
             raise VerificationError(f"the invite does not make this node a member: {reasons}")
         return tenant
+
+    def _open_invite(self, data: bytes) -> tuple[Invite, list[VerifiedEntry], UserIdentity]:
+        """Open an invite with whichever of this node's identities it is sealed to; raise
+        what opening it with the node's own identity raises when none fits. Only the
+        identities whose fingerprint the invite names in the clear are tried."""
+        named = invite_recipient_fingerprint(data)
+        for candidate in self._invite_identities():
+            if candidate.fingerprint != named:
+                continue
+            try:
+                invite, log = open_checked_invite(data, candidate)
+            except InviteNotForYouError:
+                continue
+            return invite, log, candidate
+        invite, log = open_checked_invite(data, self.identity)  # raises "not for you"
+        return invite, log, self.identity
 
     # -- named keys ------------------------------------------------------------------------
     def export_key(

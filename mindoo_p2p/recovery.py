@@ -8,11 +8,11 @@ knows at once who belongs to each tenant and can verify peers and write before i
 It never holds the libp2p peer seed (a new device gets a new peer id), documents or the store:
 those come back from any peer or mirror of the tenants.
 
-Anyone holding the file and its password becomes this user. File format, version 1 (integers
+Anyone holding the file and its password becomes this user. File format, version 2 (integers
 big-endian, varint = minimal LEB128)::
 
     magic        4 bytes  b"MDRK"
-    version      u8       1
+    version      u8       2 (1 is still read: it has no per-tenant identities)
     opslimit     u64      argon2id passes
     memlimit     u64      argon2id memory in bytes (both bounded like the keystore's)
     salt         16 bytes
@@ -28,10 +28,15 @@ big-endian, varint = minimal LEB128)::
         name         varint length <= 512 + UTF-8
         admin_key    32 bytes
         admin_seed   u8 0 (not the admin) or 1, then 32 bytes (must match the admin key)
+        identity     version 2 only: u8 0 (the tenant uses the node's identity) or 1, then
+                     the tenant's member identity (name, signing seed 32, encryption
+                     secret 32: `TenantSecrets.identity`)
         keys         varint count (1-1024), each: key_id 16, name (varint length <= 64 +
                      ASCII), version varint (1 .. 2**32-1), secret 32, created_ms u64
         databases    varint count (<= 4096), each name (varint length <= 64 + ASCII)
         tenant log   varint count (<= 100000), each varint length (<= 64 KiB) + sealed entry
+      invite identities  version 2 only: varint count (<= 64), each an identity as above
+                     (handed out for invites not yet joined: `Node.invite_identity`)
 
 Nothing is in the clear but the magic, the version and the KDF parameters: a found kit does not
 say whose it is. A later format adds fields under a new version number; readers refuse versions
@@ -57,6 +62,7 @@ from .crypto.signing import SEED_SIZE, SigningKeyPair
 from .entry import KEY_ID_SIZE, TENANT_ID_SIZE, TENANT_LOG, Entry, validate_database_name
 from .errors import DecodeError, MindooError, WrongPasswordError
 from .identity import MAX_NAME_BYTES, PUBLIC_KEY_SIZE, UserIdentity, check_signing_key
+from .invite_identities import MAX_INVITE_IDENTITIES
 from .key_transfer import read_password_sealed, seal_with_password
 from .keyring import MEMBERSHIP_KEY, KeyRing, TenantKey, validate_key_name
 from .store import EntryStore
@@ -84,9 +90,12 @@ class KitSource(Protocol):
 
     def tenants(self) -> Sequence[KitTenant]: ...
 
+    def waiting_invite_identities(self) -> list[UserIdentity]: ...
+
 
 KIT_MAGIC = b"MDRK"
-KIT_VERSION = 1
+KIT_VERSION = 2
+KIT_VERSION_WITHOUT_TENANT_IDENTITIES = 1
 MAX_KIT_SIZE = 64 * 1024 * 1024
 """A kit over this size is refused unread (the keystore's own limit)."""
 MAX_TENANTS = 1024
@@ -139,10 +148,15 @@ class RecoveryKit:
     identity: UserIdentity
     tenants: list[RecoveredTenant]
     created_ms: int
+    invite_identities: list[UserIdentity] = field(default_factory=list, repr=False)
+    """Identities handed out for invites and not yet joined with (so the restored node can
+    still join those invites)."""
 
     def __post_init__(self) -> None:
         if len(self.tenants) > MAX_TENANTS:
             raise ValueError(f"a recovery kit holds at most {MAX_TENANTS} tenants")
+        if len(self.invite_identities) > MAX_INVITE_IDENTITIES:
+            raise ValueError(f"a recovery kit holds at most {MAX_INVITE_IDENTITIES} invite ids")
         ids = [t.tenant_id for t in self.tenants]
         if len(set(ids)) != len(ids):
             raise ValueError("a recovery kit holds each tenant once")
@@ -175,11 +189,28 @@ def export_recovery_kit(node: KitSource, password: str, kdf: KdfProfile = DEFAUL
         for tenant in node.tenants()
     ]
     try:
-        kit = RecoveryKit(node.identity, tenants, created_ms=int(time.time() * 1000))
+        kit = RecoveryKit(
+            node.identity,
+            tenants,
+            created_ms=int(time.time() * 1000),
+            invite_identities=node.waiting_invite_identities()[-MAX_INVITE_IDENTITIES:],
+        )
     except ValueError as exc:
         raise MindooError(f"this node cannot be put in a recovery kit: {exc}") from None
-    payload = _encode_payload(kit)
-    data = seal_with_password(Writer().raw(KIT_MAGIC).u8(KIT_VERSION), payload, password, kdf)
+    return seal_recovery_kit(kit, password, kdf)
+
+
+def seal_recovery_kit(
+    kit: RecoveryKit, password: str, kdf: KdfProfile = DEFAULT_KDF, *, version: int = KIT_VERSION
+) -> bytes:
+    """The kit file of ``kit`` under ``password`` (`export_recovery_kit` checks the password
+    first). ``version`` 1 writes the format earlier programs wrote (tests of old kits): a
+    kit with per-tenant or invite identities raises ValueError there, MindooError when the
+    file would exceed `MAX_KIT_SIZE`."""
+    if version not in (KIT_VERSION, KIT_VERSION_WITHOUT_TENANT_IDENTITIES):
+        raise ValueError(f"no recovery kit version {version}")
+    payload = _encode_payload(kit, version)
+    data = seal_with_password(Writer().raw(KIT_MAGIC).u8(version), payload, password, kdf)
     if len(data) > MAX_KIT_SIZE:
         raise MindooError(
             f"the recovery kit would be {len(data)} bytes, over the limit of {MAX_KIT_SIZE}"
@@ -204,21 +235,21 @@ def read_recovery_kit(data: bytes, password: str) -> RecoveryKit:
     if r.fixed(len(KIT_MAGIC), "magic") != KIT_MAGIC:
         raise DecodeError("not a mindoo recovery kit (bad magic)")
     version = r.u8("version")
-    if version != KIT_VERSION:
+    if version not in (KIT_VERSION, KIT_VERSION_WITHOUT_TENANT_IDENTITIES):
         raise DecodeError(
-            f"recovery kit: unsupported version {version} (this program reads version"
-            f" {KIT_VERSION})"
+            f"recovery kit: unsupported version {version} (this program reads versions"
+            f" {KIT_VERSION_WITHOUT_TENANT_IDENTITIES} and {KIT_VERSION})"
         )
     sealed = read_password_sealed(r, data, MAX_KIT_SIZE)
-    return _decode_payload(sealed.open(password, _KIT_WHAT))
+    return _decode_payload(sealed.open(password, _KIT_WHAT), version)
 
 
 # -- encoding ------------------------------------------------------------------------------
-def _encode_payload(kit: RecoveryKit) -> bytes:
+def _encode_payload(kit: RecoveryKit, version: int = KIT_VERSION) -> bytes:
+    """The payload in ``version`` (version 1 only for tests of old kits: it drops the
+    per-tenant and invite identities, so only a kit without them can be written in it)."""
     w = Writer().u64(kit.created_ms)
-    w.text(kit.identity.name)
-    w.fixed(kit.identity.signing.seed, SEED_SIZE)
-    w.fixed(bytes(kit.identity.encryption), aead.KEY_SIZE)
+    _write_identity(w, kit.identity)
     tenants = sorted(kit.tenants, key=lambda t: t.tenant_id)
     w.varint(len(tenants))
     for tenant in tenants:
@@ -229,6 +260,10 @@ def _encode_payload(kit: RecoveryKit) -> bytes:
             w.u8(0)
         else:
             w.u8(1).fixed(secrets.admin_seed, SEED_SIZE)
+        if version >= KIT_VERSION:
+            _write_optional_identity(w, secrets.identity)
+        elif secrets.identity is not None:
+            raise ValueError("a version 1 kit cannot hold a per-tenant identity")
         keys = _canonical_keys(secrets.keyring)
         w.varint(len(keys))
         for key in keys:
@@ -241,11 +276,31 @@ def _encode_payload(kit: RecoveryKit) -> bytes:
         w.varint(len(tenant.tenant_log))
         for raw in tenant.tenant_log:
             w.blob(raw)
+    if version >= KIT_VERSION:
+        w.varint(len(kit.invite_identities))
+        for waiting in kit.invite_identities:
+            _write_identity(w, waiting)
+    elif kit.invite_identities:
+        raise ValueError("a version 1 kit cannot hold invite identities")
     return w.getvalue()
 
 
-def _decode_payload(payload: bytes) -> RecoveryKit:
-    """Strictly decode the protected payload; DecodeError only."""
+def _write_identity(w: Writer, identity: UserIdentity) -> None:
+    w.text(identity.name)
+    w.fixed(identity.signing.seed, SEED_SIZE)
+    w.fixed(bytes(identity.encryption), aead.KEY_SIZE)
+
+
+def _write_optional_identity(w: Writer, identity: UserIdentity | None) -> None:
+    if identity is None:
+        w.u8(0)
+    else:
+        w.u8(1)
+        _write_identity(w, identity)
+
+
+def _decode_payload(payload: bytes, version: int = KIT_VERSION) -> RecoveryKit:
+    """Strictly decode the protected payload of a kit of ``version``; DecodeError only."""
     r = Reader(payload, "recovery kit payload")
     created_ms = r.u64("created_ms")
     identity = _read_identity(r)
@@ -253,14 +308,18 @@ def _decode_payload(payload: bytes) -> RecoveryKit:
     tenants: list[RecoveredTenant] = []
     previous = b""
     for index in range(count):
-        tenant = _read_tenant(r, index)
+        tenant = _read_tenant(r, index, version)
         if tenant.tenant_id <= previous:
             raise DecodeError(f"{r.what}: tenants out of order or repeated at tenant {index}")
         previous = tenant.tenant_id
         tenants.append(tenant)
+    waiting: list[UserIdentity] = []
+    if version >= KIT_VERSION:
+        waiting_count = r.varint("invite identity count", max_value=MAX_INVITE_IDENTITIES)
+        waiting = [_read_identity(r) for _ in range(waiting_count)]
     r.end()
     try:
-        return RecoveryKit(identity, tenants, created_ms)
+        return RecoveryKit(identity, tenants, created_ms, invite_identities=waiting)
     except ValueError as exc:
         raise DecodeError(f"{r.what}: {exc}") from None
 
@@ -275,7 +334,7 @@ def _read_identity(r: Reader) -> UserIdentity:
         raise DecodeError(f"{r.what}: invalid identity: {exc}") from None
 
 
-def _read_tenant(r: Reader, index: int) -> RecoveredTenant:
+def _read_tenant(r: Reader, index: int, version: int) -> RecoveredTenant:
     where = f"tenant {index}"
     tenant_id = r.fixed(TENANT_ID_SIZE, f"{where} id")
     name = r.text(f"{where} name", MAX_NAME_BYTES)
@@ -284,6 +343,12 @@ def _read_tenant(r: Reader, index: int) -> RecoveredTenant:
     if flag not in (0, 1):
         raise DecodeError(f"{r.what}: {where} admin seed flag is {flag}, not 0 or 1")
     admin_seed = r.fixed(SEED_SIZE, f"{where} admin seed") if flag else None
+    identity: UserIdentity | None = None
+    if version >= KIT_VERSION:
+        has_identity = r.u8(f"{where} identity flag")
+        if has_identity not in (0, 1):
+            raise DecodeError(f"{r.what}: {where} identity flag is {has_identity}, not 0 or 1")
+        identity = _read_identity(r) if has_identity else None
     key_count = r.varint(f"{where} key count", max_value=MAX_KEYS_PER_TENANT)
     keys: list[TenantKey] = []
     for k in range(key_count):
@@ -316,6 +381,7 @@ def _read_tenant(r: Reader, index: int) -> RecoveredTenant:
         admin_seed=admin_seed,
         keyring=keyring,
         databases=databases,
+        identity=identity,
     )
     return RecoveredTenant(secrets, log)
 

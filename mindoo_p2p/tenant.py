@@ -131,7 +131,9 @@ class Tenant:
 
     @property
     def identity(self) -> UserIdentity:
-        """This node's user identity (who signs what this node writes)."""
+        """This node's user identity in this tenant (who signs what this node writes here,
+        and its sync proofs): the tenant's own (`TenantSecrets.identity`), or the node's for a
+        tenant from before per-tenant identities."""
         return self._identity
 
     @property

@@ -294,7 +294,9 @@ class TenantAccess:
         if request.user_key != me.public_key:
             raise VerificationError(
                 f"this device request asks to be a device of {fingerprint_of(request.user_key)},"
-                f" not of this node's user {self._identity.public()}"
+                f" not of this node's user {self._identity.public()} in tenant {self.name!r}"
+                " (the device asks with your identity in this tenant: 'mindoo whoami --tenant"
+                f" {self.name} --out FILE')"
             )
         request.check()
         device = request.device

@@ -14,6 +14,7 @@ from typing import Any
 
 from .entry import validate_database_name
 from .errors import InvalidNameError
+from .identity import UserIdentity
 from .keyring import KeyRing
 
 TENANT_NAME_MAX = 128
@@ -55,6 +56,12 @@ class TenantSecrets:
     forgotten: list[str] = field(default_factory=list)
     """Databases forgotten on this node (`Tenant.forget_db`): not listed, read, written or
     replicated here until created again. Absent from keystores written before it existed."""
+    identity: UserIdentity | None = None
+    """The member identity this node's user has in this tenant: its signing key signs this
+    node's entries, tenant-log records and sync proofs here, and no other tenant's, so two
+    tenants cannot be linked by key. None for a tenant created or joined before per-tenant
+    identities (or joined by an invite to the node's own identity): the node's identity is
+    used there, as before. Never changes once set."""
 
     def merge_databases(
         self,
@@ -89,11 +96,14 @@ class TenantSecrets:
             data["forgotten"] = sorted(self.forgotten)
         if self.admin_seed is not None:
             data["admin_seed"] = self.admin_seed.hex()
+        if self.identity is not None:
+            data["identity"] = self.identity.to_secret_dict()
         return data
 
     @classmethod
     def from_dict(cls, tenant_id_hex: str, data: dict[str, Any]) -> TenantSecrets:
         seed = data.get("admin_seed")
+        identity = data.get("identity")
         return cls(
             tenant_id=bytes.fromhex(tenant_id_hex),
             name=data["name"],
@@ -102,6 +112,7 @@ class TenantSecrets:
             keyring=KeyRing.from_list(data["keys"]),
             databases=[validate_database_name(d) for d in data.get("databases", [])],
             forgotten=[validate_database_name(d) for d in data.get("forgotten", [])],
+            identity=UserIdentity.from_secret_dict(identity) if identity is not None else None,
         )
 
 

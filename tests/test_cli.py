@@ -219,6 +219,12 @@ def test_invite_join_export_import_between_two_homes(tmp_path: Path) -> None:
         ("alice", "admin"),
         ("bob", "member"),
     ]
+    # bob's key in acme is the one of the identity file (made for this invite), not his node's
+    in_acme = mindoo(b, "whoami", "--tenant", "acme", json_output=True).ok().json()
+    sent = json.loads(identity.read_text())
+    assert in_acme["signing_key"] == sent["signing_key"]
+    node_identity = mindoo(b, "whoami", json_output=True).ok().json()
+    assert in_acme["signing_key"] != node_identity["signing_key"]
 
     bundle = tmp_path / "a.bundle"
     exported = mindoo(a, "export", "acme", "--out", str(bundle), json_output=True).ok().json()

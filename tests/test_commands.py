@@ -73,7 +73,9 @@ def test_find_member_by_name_fingerprint_or_key_prefix(make_node: MakeNode) -> N
     admin, bob, phone = make_node("admin"), make_node("bob"), make_node("phone")
     tenant = admin.create_tenant("acme")
     bob.join(admin.invite(tenant, bob.public_identity()))
-    phone.join(bob.enroll_device(bob.tenant("acme"), phone.device_request(bob.public_identity())))
+    phone_in_acme = phone.join(
+        bob.enroll_device(bob.tenant("acme"), phone.device_request(bob.public_identity()))
+    ).identity.public()
     admin.ingest([e.raw for e in bob.store.iter_entries(tenant.id)])
 
     ident = bob.public_identity()
@@ -82,7 +84,7 @@ def test_find_member_by_name_fingerprint_or_key_prefix(make_node: MakeNode) -> N
         match = find_member(tenant, who)
         assert (match.kind, match.signing_key) == ("member", ident.signing_key), who
     device = find_member(tenant, "phone")
-    assert device.kind == "device" and device.identity == phone.public_identity()
+    assert device.kind == "device" and device.identity == phone_in_acme
 
     with pytest.raises(NotFoundError, match="no member or device 'nobody' in tenant 'acme'"):
         find_member(tenant, "nobody")

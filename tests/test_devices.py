@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_membership import ALICE, BOB
 
+from mindoo_p2p.device_request import DeviceRequest
 from mindoo_p2p.errors import DecodeError, NotFoundError, VerificationError
+from mindoo_p2p.identity import PublicIdentity
 from mindoo_p2p.membership import (
     DeviceEnrolment,
     DeviceRevocation,
@@ -63,7 +65,13 @@ def setup(make_node: MakeNode) -> tuple[Node, Node, Node, Tenant]:
 
 def enrolment(user: Node, device: Node) -> bytes:
     """The enrolment of ``device`` by ``user`` in acme (from the device's signed request)."""
-    return user.enroll_device(user.tenant("acme"), device.device_request(user.public_identity()))
+    user_in_acme = user.tenant("acme").identity.public()
+    return user.enroll_device(user.tenant("acme"), device.device_request(user_in_acme))
+
+
+def in_acme(node: Node) -> PublicIdentity:
+    """The identity ``node`` has in acme (a device's key there is its own, fresh one)."""
+    return node.tenant("acme").identity.public()
 
 
 def share(source: Node, *targets: Node) -> None:
@@ -79,17 +87,17 @@ def test_an_enrolled_device_writes_with_its_own_key_and_reads_the_users_keys(
     secret_doc = laptop.tenant("acme").create_db("hr").create_document({"s": 1})
     laptop_tenant = laptop.tenant("acme")
     phone_tenant = phone.tenant("acme")
-    assert phone_tenant.membership.is_member(phone.public_identity().signing_key)
-    device = tenant.membership.device(phone.public_identity().signing_key)
+    assert phone_tenant.membership.is_member(in_acme(phone).signing_key)
+    device = tenant.membership.device(in_acme(phone).signing_key)
     assert device is not None and device.user_key == laptop.public_identity().signing_key
-    assert tenant.member_name(phone.public_identity().signing_key) == "laptop (phone)"
+    assert tenant.member_name(in_acme(phone).signing_key) == "laptop (phone)"
 
     doc = phone_tenant.create_db("notes").create_document({"from": "phone"})
     share(phone, admin, laptop)
     assert tenant.create_db("notes").get(doc) == {"from": "phone"}
     assert laptop_tenant.create_db("notes").get(doc) == {"from": "phone"}
     authors = {e.author for e in admin.store.iter_entries(tenant.id, "notes")}
-    assert authors == {phone.public_identity().signing_key}  # the device's own key
+    assert authors == {in_acme(phone).signing_key}  # the device's own key
     share(laptop, phone)
     assert phone_tenant.create_db("hr").get(secret_doc) == {"s": 1}
 
@@ -108,7 +116,7 @@ def test_revoking_a_lost_phone_leaves_the_laptop_alone(make_node: MakeNode) -> N
     pdb = phone.tenant("acme").create_db("notes")
     before = pdb.create_document({"n": "before"})
     share(phone, admin, laptop)
-    laptop.tenant("acme").revoke_device(phone.public_identity().signing_key)
+    laptop.tenant("acme").revoke_device(in_acme(phone).signing_key)
     share(laptop, admin)
 
     after = pdb.create_document({"n": "after the phone was lost"})  # the thief writes
@@ -121,7 +129,7 @@ def test_revoking_a_lost_phone_leaves_the_laptop_alone(make_node: MakeNode) -> N
     assert notes.get(laptop_doc) == {"n": "laptop"}
     assert after not in {d for d in notes.list_documents()}
     membership = tenant.membership
-    assert not membership.is_member(phone.public_identity().signing_key)
+    assert not membership.is_member(in_acme(phone).signing_key)
     assert membership.is_member(laptop.public_identity().signing_key)
 
 
@@ -131,12 +139,13 @@ def test_the_admin_may_revoke_a_device_and_the_device_cannot_enroll_others(
     admin, laptop, phone, tenant = setup(make_node)
     with pytest.raises(VerificationError, match="cannot enroll"):
         enrolment(phone, make_node("watch"))
-    entry = tenant.revoke_device(phone.public_identity().signing_key)
+    entry = tenant.revoke_device(in_acme(phone).signing_key)
     assert entry.author == tenant.admin_key
     share(admin, laptop)
-    assert not laptop.tenant("acme").membership.is_member(phone.public_identity().signing_key)
+    assert not laptop.tenant("acme").membership.is_member(in_acme(phone).signing_key)
+    again = DeviceRequest.sign(phone.tenant("acme").identity, in_acme(laptop).signing_key)
     with pytest.raises(VerificationError, match="again after its revocation"):
-        enrolment(laptop, phone)
+        laptop.enroll_device(laptop.tenant("acme"), again)
     with pytest.raises(NotFoundError):
         tenant.revoke_device(laptop.public_identity().signing_key)
 
@@ -149,7 +158,7 @@ def test_revoking_the_user_covers_every_device(make_node: MakeNode) -> None:
     secret = tenant.keyring.by_id(entry.header.key_id).secret
     record = decode_tenant_log_record(entry.decrypt(secret))
     assert isinstance(record, Revocation)
-    phone_key = phone.public_identity().signing_key
+    phone_key = in_acme(phone).signing_key
     assert record.cut_of(phone_key) == 1  # what the admin held of the phone stays
     assert not tenant.membership.is_member(phone_key)
     late = phone.tenant("acme").create_db("notes").create_document({"n": 2})
@@ -166,7 +175,9 @@ def test_device_records_from_strangers_and_for_member_keys_are_refused(
     bob.join(admin.invite(tenant, bob.public_identity()))
     share(bob, laptop)
     with pytest.raises(VerificationError, match="key is a member's"):
-        laptop.tenant("acme").enroll_device(bob.device_request(laptop.public_identity()))
+        laptop.tenant("acme").enroll_device(  # bob's member key, as a device of laptop's user
+            DeviceRequest.sign(bob.tenant("acme").identity, in_acme(laptop).signing_key)
+        )
     mirror = make_node("mirror")
     mirror.join(admin.invite(tenant, mirror.public_identity(), role="mirror"))
     with pytest.raises(VerificationError, match="mirror"):
@@ -198,8 +209,8 @@ def test_key_files_go_to_active_devices_only(make_node: MakeNode) -> None:
     tenant.create_key("team")
     share(admin, laptop, phone)
     laptop.import_key(admin.export_key(tenant, "team", to=laptop.public_identity()), None)
-    key_file = laptop.export_key(laptop.tenant("acme"), "team", to=phone.public_identity())
+    key_file = laptop.export_key(laptop.tenant("acme"), "team", to=in_acme(phone))
     assert phone.import_key(key_file, None).added_versions == [1]
-    laptop.tenant("acme").revoke_device(phone.public_identity().signing_key)
+    laptop.tenant("acme").revoke_device(in_acme(phone).signing_key)
     with pytest.raises(VerificationError, match="revoked device"):
-        laptop.export_key(laptop.tenant("acme"), "team", to=phone.public_identity())
+        laptop.export_key(laptop.tenant("acme"), "team", to=in_acme(phone))

@@ -92,7 +92,8 @@ def test_a_tenant_from_before_announcements_gets_them_from_the_admins_next_invit
     # The laptop (a member) can now enroll its phone: every key it holds is announced.
     request = phone.device_request(laptop.public_identity())
     phone.join(laptop.enroll_device(laptop.tenant("legacy"), request))
-    assert phone.tenant("legacy").membership.is_member(phone.public_identity().signing_key)
+    phone_tenant = phone.tenant("legacy")
+    assert phone_tenant.membership.is_member(phone_tenant.identity.signing.public_key)
 
 
 def test_an_enrolment_is_refused_while_a_held_key_is_unannounced(make_node: MakeNode) -> None:

@@ -109,7 +109,7 @@ def test_processes_writing_at_once_to_one_home_never_fork_an_author(
         db.update(mine, {"n": n})
 
     counts = assert_one_sequence_per_author(node.store, tenant.id)
-    me, admin = node.identity.signing.public_key, tenant.admin_key
+    me, admin = tenant.identity.signing.public_key, tenant.admin_key
     # Three entries per worker document, 21 here; the admin added this node and 4 members,
     # and announced the default and membership keys.
     assert counts == {me: 3 * 3 * documents + 21, admin: 3 + members}
@@ -136,11 +136,12 @@ def test_a_write_after_another_process_wrote_the_same_document(make_node: MakeNo
     db.update(doc_id, {"c": 3})
     assert db.get(doc_id) == {"a": 1, "b": 2, "other": True, "c": 3}
     history = db.history(doc_id)
-    assert [h.author for h in history] == [node.identity.signing.public_key.hex()] * 4
+    me = node.tenant("acme").identity.signing.public_key
+    assert [h.author for h in history] == [me.hex()] * 4
     # Built on the other process's change, and (Automerge's rule) on this actor's previous one.
     assert set(history[-1].deps) == {history[1].entry_id, history[2].entry_id}
     tenant_id = node.tenant("acme").id
-    assert sequences_by_author(node.store, tenant_id)[node.identity.signing.public_key] == [
+    assert sequences_by_author(node.store, tenant_id)[me] == [
         1,
         2,
         3,
@@ -216,7 +217,8 @@ def test_a_batch_may_change_one_document_several_times_and_delete_another(
     db.update(doc_id, {"n": 3})  # the cache learnt the entry ids of the batch's changes
     assert db.history(doc_id)[-1].deps == (third.entry_id,)
     assert (
-        assert_one_sequence_per_author(node.store, tenant.id)[node.identity.signing.public_key] == 7
+        assert_one_sequence_per_author(node.store, tenant.id)[tenant.identity.signing.public_key]
+        == 7
     )
     node.close()
     with Node.open(node.home, PASSWORD) as again:
@@ -239,7 +241,7 @@ def test_a_batch_that_raises_stores_nothing_and_leaves_no_gap(make_node: MakeNod
     assert db.get(doc_id) == {"n": 0}  # the cache dropped what never reached the store
     db.update(doc_id, {"n": 5})
     assert db.get(doc_id) == {"n": 5}
-    me = node.identity.signing.public_key
+    me = tenant.identity.signing.public_key  # this node's key in the tenant
     assert sequences_by_author(node.store, tenant.id)[me] == [1, 2]
 
 

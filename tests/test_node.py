@@ -64,7 +64,10 @@ def test_tenant_creation_and_membership(make_node: MakeNode) -> None:
     node = make_node("n")
     tenant = node.create_tenant("acme")
     assert tenant.is_admin
-    assert [m.identity for m in tenant.members()] == [node.public_identity()]
+    # the creator is the first member, under an identity of its own in this tenant
+    assert [m.identity for m in tenant.members()] == [tenant.identity.public()]
+    assert tenant.identity.name == node.public_identity().name
+    assert tenant.identity.public() != node.public_identity()
     assert node.tenant("acme") is tenant
     assert node.tenant(tenant.id_hex[:10]) is tenant
     with pytest.raises(InvalidNameError):
@@ -291,7 +294,7 @@ def test_a_members_malformed_change_does_not_break_the_document(make_node: MakeN
     doc_id = db.create_document({"name": "Ada"})
     md_heads = db.history(doc_id)[-1].entry_id
     key = tenant.keyring.current("default")
-    me = node.identity.signing
+    me = tenant.identity.signing
     bad = Entry.seal(  # crafted by hand, as a member could
         kind=EntryKind.CHANGE,
         tenant_id=tenant.id,

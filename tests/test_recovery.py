@@ -223,8 +223,10 @@ def test_not_a_kit_other_versions_and_unbounded_kdf_are_decode_errors(sample_kit
     payload = open_payload(sample_kit)
     with pytest.raises(DecodeError, match="not a mindoo recovery kit"):
         read_recovery_kit(b"MDKX" + sample_kit[4:], KIT_PASSWORD)
-    with pytest.raises(DecodeError, match="unsupported version 2"):
-        read_recovery_kit(reseal(payload, version=2), KIT_PASSWORD)
+    with pytest.raises(DecodeError, match="unsupported version 3"):
+        read_recovery_kit(reseal(payload, version=3), KIT_PASSWORD)
+    with pytest.raises(DecodeError, match="recovery kit payload"):  # version 2 read as 1
+        read_recovery_kit(reseal(payload, version=1), KIT_PASSWORD)
     with pytest.raises(DecodeError, match="trailing"):
         read_recovery_kit(reseal(payload + b"\0"), KIT_PASSWORD)
     with pytest.raises(DecodeError, match="trailing"):

@@ -22,7 +22,8 @@ def device() -> None:
     "--user",
     required=True,
     type=UserFile(exists=True),
-    help="Your identity file (from 'mindoo whoami' on the node that will enroll this one).",
+    help="Your identity in the tenant (from 'mindoo whoami --tenant TENANT --out FILE' on the"
+    " node that will enroll this one).",
 )
 @click.option(
     "--out", required=True, type=UserFile(), help="Where to write the request (signed here)."

@@ -44,15 +44,36 @@ def init(name: str | None) -> None:
 
 
 @click.command(cls=MindooCommand)
-@click.option("--out", type=UserFile(), help="Write the identity file here.")
-def whoami(out: UserPath | None) -> None:
-    """Print this node's public identity (send the identity file to a tenant admin)."""
+@click.option(
+    "--out",
+    type=UserFile(),
+    help="Write an identity file here: a fresh identity for one invite (send it to the"
+    " admin), or with --tenant the one this node uses in that tenant.",
+)
+@click.option(
+    "--tenant",
+    "tenant_name",
+    metavar="TENANT",
+    help="Show the identity this node's user has in TENANT (for 'mindoo device request').",
+)
+def whoami(out: UserPath | None, tenant_name: str | None) -> None:
+    """Print this node's public identity. With --out, write an identity file to send to a
+    tenant admin: a fresh identity each time, which becomes your key in the tenant you are
+    invited to, so your tenants share no key."""
     c = cli_context()
-    ident = c.node().public_identity()
+    node = c.node()
+    if tenant_name is not None:
+        ident = node.tenant(tenant_name).identity.public()
+    elif out is not None:
+        ident = node.invite_identity()
+    else:
+        ident = node.public_identity()
     shown: object = c.home / IDENTITY_FILE
     if out is not None:
         out.path.write_text(ident.to_json(), encoding="utf-8")
         shown = out
+    elif tenant_name is not None:
+        shown = "(none: add --out FILE)"
     c.emit(
         {
             "name": ident.name,

@@ -27,8 +27,11 @@ the same work (a tag per tenant held, one AEAD open and one signature check, on 
 tenant is unknown; then a membership question only for a valid signature), and before saying
 anything else. I reveals nothing more (no database, no id) until R has proven itself; a
 responder that knows the tenant id without being a member (a revoked one) can still open I's
-sealed credential and learn which member key dialed it. Mirror grants have a typed slot in
-:class:`Credential` but are not accepted yet (a grant is denied like any failed proof).
+sealed credential and learn which member key dialed it. That key is the member's in this
+tenant only (a member identity per tenant, `TenantSecrets.identity`), so proofs for two tenants
+name unrelated keys; the libp2p peer id, the same in every session, is what still ties them.
+Mirror grants have a typed slot in :class:`Credential` but are not accepted yet (a grant is
+denied like any failed proof).
 """
 
 from __future__ import annotations
