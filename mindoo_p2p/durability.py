@@ -13,7 +13,8 @@ What is known, and how:
   started: once the peer proved its membership, before any reconciliation request), and
   `DurabilityLedger.confirm` records it with the peer and the time. Entries stored after that
   position are not counted as held anywhere until a later session.
-* The entries that count are this node's own: signed by its identity, or by the tenant admin
+* The entries that count are this node's own: signed by its identity in the tenant (its
+  per-tenant member or device key, or the node identity for older tenants), or by the tenant admin
   key when this node holds it (another process on this home writes as the same identity).
   Entries received from a peer are held by that peer.
 
@@ -213,7 +214,9 @@ def durability(
     me = node.identity.signing.public_key
     found = []
     for tenant in node.tenants():
-        own = {me} | ({tenant.admin_key} if tenant.is_admin else set())
+        own = {me, tenant.identity.signing.public_key} | (
+            {tenant.admin_key} if tenant.is_admin else set()
+        )
         for database in [TENANT_LOG, *tenant.databases()]:
             confirmation = ledger.confirmed(tenant.id, database)
             confirmed = confirmation.seq if confirmation is not None else 0

@@ -47,7 +47,7 @@ def test_concurrent_values_are_shown_with_author_and_time_then_a_write_resolves(
     by_value = {v.value: v for v in conflict.values}
     assert set(by_value) == {"from a", "from b"}
     assert by_value["from a"].author_name == "alice" and by_value["from b"].author_name == "bob"
-    assert by_value["from a"].author == a.public_identity().signing_key.hex()
+    assert by_value["from a"].author == a.tenant("acme").identity.signing.public_key.hex()
     assert all(v.timestamp_ms > 0 for v in conflict.values)
     assert [v.shown for v in conflict.values] == [True, False]
     assert conflict.values[0].value == view.content["title"]
