@@ -319,11 +319,13 @@ class IndexFollower:
         if last <= cursor:
             return
         pending: dict[bytes, set[bytes]] = {}
-        for count, entry in enumerate(store.iter_entries(tenant.id, database, since_seq=cursor), 1):
-            if entry.kind is EntryKind.CHANGE:
-                pending.setdefault(entry.document_id, set()).add(entry.header.key_id)
+        entries = store.iter_document_keys(tenant.id, database, since_seq=cursor)
+        for count, (kind, document_id, key_id) in enumerate(entries, 1):
+            # read from the stored bytes, not decoded: the materializer decodes each entry once
+            if kind is EntryKind.CHANGE:
+                pending.setdefault(document_id, set()).add(key_id)
             else:
-                pending.setdefault(entry.document_id, set())
+                pending.setdefault(document_id, set())
             if count % PAGE_ENTRIES == 0:
                 self._reindex(tenant, database, sid, pending, report, progress=progress)
                 pending = {}
