@@ -28,8 +28,8 @@ GLOBALS_KEY = "mindoo.globals"
 STATE_KEY = "mindoo.state"
 """``ctx.meta`` key: the running command's `CliContext`."""
 
-LOCAL_ONLY = frozenset({"init", "node", "watch", "sync"})
-"""Top-level commands never forwarded to a running daemon."""
+LOCAL_ONLY = frozenset({"init", "node", "watch", "sync", "view watch"})
+"""Commands never forwarded to a running daemon: top-level ones, or a group's subcommand."""
 
 
 class Forward(Exception):
@@ -106,6 +106,11 @@ def _top_level_name(ctx: click.Context) -> str | None:
     return ctx.info_name if ctx.parent is not None else None
 
 
+def _local_only(ctx: click.Context) -> bool:
+    subcommand = " ".join(ctx.command_path.split()[1:])
+    return _top_level_name(ctx) in LOCAL_ONLY or subcommand in LOCAL_ONLY
+
+
 class MindooCommand(click.Command):
     """A command taking the global options; see the module docstring."""
 
@@ -125,7 +130,7 @@ class MindooCommand(click.Command):
         home = resolve_home(given.get("home"), inv)
         if inv.daemon is not None:
             home = inv.daemon.node.home
-        elif _top_level_name(ctx) not in LOCAL_ONLY and daemon_running(home):
+        elif not _local_only(ctx) and daemon_running(home):
             # A daemon owns this home: let it run the command (it holds the unlocked keys, and
             # what it writes reaches the peers at once).
             raise Forward(home)

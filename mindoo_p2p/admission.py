@@ -412,14 +412,16 @@ def admit(views: Mapping[bytes, TenantView], verified: Sequence[VerifiedEntry]) 
 
 
 def check_gossip(
-    raw: bytes, membership_of: Callable[[bytes], MembershipLog | None]
+    raw: bytes, view_of: Callable[[bytes], TenantView | None]
 ) -> VerifiedEntry | Rejected:
-    """Steps 1, 3 and 4 for one entry that arrived by gossip (the validator's whole work).
+    """Steps 1, 3 and 4 for one entry that arrived by gossip (the validator's whole work):
+    membership and chains, so an entry that a known fork withdraws is `FORKED` here, before
+    gossip forwards it, not only at ingest.
 
-    ``membership_of(tenant_id)`` returns the tenant's current membership snapshot (or None
-    for a tenant not held here); it may be called from a worker thread, so it must only read
-    an immutable snapshot. The returned `VerifiedEntry` goes to ingest as it is: nothing is
-    decoded or verified twice.
+    ``view_of(tenant_id)`` returns the tenant's current `TenantView` (or None for a tenant not
+    held here; its membership keys may be left out: gossip carries no tenant-log entry); it
+    may be called from a worker thread, so it must only read immutable snapshots. The
+    returned `VerifiedEntry` goes to ingest as it is: nothing is decoded or verified twice.
     """
     entry = decode(raw, "gossip entry")
     if isinstance(entry, Rejected):
@@ -428,8 +430,8 @@ def check_gossip(
         return Rejected(
             entry.id, RejectionKind.MISROUTED, "a tenant-log entry by gossip (it travels by sync)"
         )
-    membership = membership_of(entry.tenant_id)
-    if membership is None:
+    view = view_of(entry.tenant_id)
+    if view is None:
         return Rejected(
             entry.id,
             RejectionKind.MISROUTED,
@@ -438,7 +440,7 @@ def check_gossip(
     verified = verify_one(entry)
     if isinstance(verified, Rejected):
         return verified
-    refusal = check_document_entry(membership, entry)
+    refusal = check_document_entry(view.membership, entry) or check_chain(view, entry)
     return verified if refusal is None else refusal
 
 

@@ -9,6 +9,12 @@ connection into an event stream: the daemon then writes one ``{"event": {...}}``
 event until the client disconnects (a client that falls behind by more than the queue size is
 told ``{"event": {"type": "lagged"}}`` and disconnected).
 
+Other streaming methods (``streams``: ``view.watch``) answer ``{"id": N, "result": ...}`` once
+the stream is open (or an error, as any method), then write one ``{"event": {...}}`` line per
+item until the stream ends, the daemon stops or the client disconnects (noticed at once: the
+connection is read while the stream waits). An item whose line would exceed `MAX_LINE` is
+replaced by ``{"event": {"type": "resync"}}`` (read the whole again).
+
 Every line is bounded (`MAX_LINE`), the number of clients is bounded, and a client that sends
 garbage gets an error line and is disconnected.
 """
@@ -21,7 +27,7 @@ import socket
 import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +44,11 @@ RECENT_EVENTS = 200
 """Events kept for late readers (the web page's "recent events"), newest last."""
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+StreamOpener = Callable[
+    [dict[str, Any]], AbstractAsyncContextManager[tuple[Any, AsyncIterator[dict[str, Any]]]]
+]
+"""Opens a streaming method for its params: (the result to answer, the items to stream).
+Raising while opening answers an error, as a `Handler` does."""
 
 
 class ControlError(MindooError):
@@ -133,10 +144,17 @@ def _json_default(value: Any) -> Any:
 class ControlServer:
     """Serves the control socket; `handlers` map method names to async callables."""
 
-    def __init__(self, path: Path, handlers: dict[str, Handler], events: EventHub) -> None:
+    def __init__(
+        self,
+        path: Path,
+        handlers: dict[str, Handler],
+        events: EventHub,
+        streams: dict[str, StreamOpener] | None = None,
+    ) -> None:
         self.path = path
         self._handlers = handlers
         self._events = events
+        self._streams = streams or {}
         self._clients = trio.CapacityLimiter(MAX_CLIENTS)
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -185,12 +203,12 @@ class ControlServer:
                     line = await reader.readline()
                     if line is None:
                         return
-                    if not await self._answer(stream, line):
+                    if not await self._answer(stream, line, reader):
                         return
             except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
                 return
 
-    async def _answer(self, stream: trio.SocketStream, line: bytes) -> bool:
+    async def _answer(self, stream: trio.SocketStream, line: bytes, reader: _LineReader) -> bool:
         """Answer one request; False to close the connection."""
         try:
             request = json.loads(line)
@@ -207,6 +225,10 @@ class ControlServer:
         if method == "subscribe":
             await self._stream_events(stream, params)
             return False
+        opener = self._streams.get(method)
+        if opener is not None:
+            await self._stream_items(stream, reader, request_id, opener, params)
+            return False
         handler = self._handlers.get(method)
         if handler is None:
             reply = {"id": request_id, "error": {"type": "unknown_method", "message": method}}
@@ -219,9 +241,32 @@ class ControlServer:
                     "error": {"type": type(exc).__name__, "message": str(exc)},
                 }
             except (ValueError, TypeError, KeyError) as exc:
-                reply = {"id": request_id, "error": {"type": "bad_request", "message": str(exc)}}
+                reply = _bad_request(request_id, exc)
         await stream.send_all(_encode(reply))
         return True
+
+    async def _stream_items(
+        self,
+        stream: trio.SocketStream,
+        reader: _LineReader,
+        request_id: Any,
+        opener: StreamOpener,
+        params: dict[str, Any],
+    ) -> None:
+        """Answer a streaming method, then write its items until it ends or the client goes
+        (anything the client sends meanwhile is read and ignored; its end stops the stream)."""
+        try:
+            async with opener(params) as (result, items):
+                await stream.send_all(_encode({"id": request_id, "result": result}))
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_until_client_leaves, reader, nursery.cancel_scope)
+                    await _send_items(stream, items)
+                    nursery.cancel_scope.cancel()
+        except MindooError as exc:
+            error = {"type": type(exc).__name__, "message": str(exc)}
+            await stream.send_all(_encode({"id": request_id, "error": error}))
+        except (ValueError, TypeError, KeyError) as exc:
+            await stream.send_all(_encode(_bad_request(request_id, exc)))
 
     async def _stream_events(self, stream: trio.SocketStream, params: dict[str, Any]) -> None:
         tenant = params.get("tenant")
@@ -233,6 +278,33 @@ class ControlServer:
                     await stream.send_all(_encode({"event": event}))
             # The hub closed our queue: we fell behind.
             await stream.send_all(_encode({"event": {"type": "lagged"}}))
+
+
+async def _until_client_leaves(reader: _LineReader, scope: trio.CancelScope) -> None:
+    """Read (and ignore) what a streaming client sends; cancel ``scope`` when it goes."""
+    with suppress(ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
+        while await reader.readline() is not None:
+            pass
+    scope.cancel()
+
+
+async def _send_items(stream: trio.SocketStream, items: AsyncIterator[dict[str, Any]]) -> None:
+    """Write each item as an event line until ``items`` ends (or fails: an ``error`` event)
+    or the client is gone."""
+    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        try:
+            async for item in items:
+                line = _encode({"event": item})
+                if len(line) > MAX_LINE:
+                    line = _encode({"event": {"type": "resync"}})
+                await stream.send_all(line)
+        except MindooError as exc:
+            error = {"type": "error", "error": type(exc).__name__, "message": str(exc)}
+            await stream.send_all(_encode({"event": error}))
+
+
+def _bad_request(request_id: Any, exc: Exception) -> dict[str, Any]:
+    return {"id": request_id, "error": {"type": "bad_request", "message": str(exc)}}
 
 
 class ControlClient:
@@ -277,6 +349,35 @@ class ControlClient:
                 if "event" in message:
                     yield message["event"]
 
+    def stream(self, method: str, params: dict[str, Any] | None = None) -> Iterator[Any]:
+        """Call a streaming method (``view.watch``): yields its result first, then each item,
+        until the daemon ends the stream. `ControlError` when it answers an error."""
+        with self._connect() as sock:
+            sock.settimeout(None)
+            sock.sendall(_encode({"id": 1, "method": method, "params": params or {}}))
+            buffer = bytearray()
+            line = _read_line(sock, buffer)
+            if line is None:
+                raise ControlError("the daemon closed the connection without answering")
+            reply = _decode_reply(line)
+            if "error" in reply:
+                raise ControlError(f"{reply['error'].get('message')}")
+            yield reply.get("result")
+            while (line := _read_line(sock, buffer)) is not None:
+                message = _decode_reply(line)
+                if "event" in message:
+                    yield message["event"]
+
+
+def _decode_reply(line: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except ValueError as exc:
+        raise ControlError(f"the daemon sent invalid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ControlError("the daemon sent an unexpected reply")
+    return value
+
 
 def _read_line(sock: socket.socket, buffer: bytearray) -> bytes | None:
     while True:
@@ -295,15 +396,7 @@ def _read_line(sock: socket.socket, buffer: bytearray) -> bytes | None:
 
 def _read_json_line(sock: socket.socket) -> dict[str, Any] | None:
     line = _read_line(sock, bytearray())
-    if line is None:
-        return None
-    try:
-        value = json.loads(line)
-    except ValueError as exc:
-        raise ControlError(f"the daemon sent invalid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ControlError("the daemon sent an unexpected reply")
-    return value
+    return None if line is None else _decode_reply(line)
 
 
 def control_socket(home: Path) -> Path:

@@ -31,10 +31,12 @@ from .errors import (
     NotFoundError,
 )
 from .identity import UserIdentity
+from .index.query_index import DEFAULT_LIMIT as QUERY_LIMIT
+from .index.query_index import QueryResult, SearchResult, Source
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey
 from .materializer import DocumentMaterializer, MaterializedDocument
 from .store import EntryStore
-from .tenant_collaborators import EntryWriter
+from .tenant_collaborators import DatabaseQueries, EntryWriter
 from .writer import Dependency, Draft
 
 
@@ -73,6 +75,8 @@ class DatabaseTenant(Protocol):
     def require_database(self, name: str) -> None: ...
 
     def member_name(self, signing_key: bytes) -> str | None: ...
+
+    def database_queries(self) -> DatabaseQueries: ...
 
     def draft(
         self,
@@ -157,6 +161,10 @@ def _to_ms(value: datetime | int | float) -> int:
     return int(value)
 
 
+SEARCH_LIMIT = 20
+"""`Database.search`'s default number of hits (`QueryIndex.search`'s)."""
+
+
 class Database:
     """Obtain through `Tenant.open_db(name)`."""
 
@@ -183,6 +191,36 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database(tenant={self.tenant.name!r}, name={self.name!r})"
+
+    # -- queries (the node's query index, through `DatabaseTenant.database_queries`) -----------
+    def query(
+        self,
+        *,
+        where: object = None,
+        sort: object = None,
+        limit: int = QUERY_LIMIT,
+        fields: object = None,
+        cursor: str | None = None,
+    ) -> QueryResult:
+        """Documents of this database matching ``where``, ordered by ``sort``, at most
+        ``limit``, with ``fields`` (default: the whole document); ``cursor`` is the previous
+        page's ``next_cursor``. The node's query index answers (`QueryIndex.query`: its
+        expressions, errors and coverage)."""
+        return self.tenant.database_queries().query(
+            self._source(), where=where, sort=sort, limit=limit, fields=fields, cursor=cursor
+        )
+
+    def count(self, where: object = None) -> int:
+        """How many documents of this database match ``where`` (`QueryIndex.count`)."""
+        return self.tenant.database_queries().count(self._source(), where)
+
+    def search(self, terms: str, *, limit: int = SEARCH_LIMIT) -> SearchResult:
+        """Documents of this database holding every term, best first, with snippets
+        (`QueryIndex.search`)."""
+        return self.tenant.database_queries().search([self._source()], terms, limit=limit)
+
+    def _source(self) -> Source:
+        return Source(self.tenant.id, self.tenant.name, self.name)
 
     # -- writing -----------------------------------------------------------------------------
     def create_document(

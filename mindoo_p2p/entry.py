@@ -149,6 +149,32 @@ def prev_of_raw(raw: bytes) -> bytes | None:
     return raw[offset : offset + ID_SIZE]
 
 
+def document_key_of_raw(raw: bytes) -> tuple[EntryKind, bytes, bytes]:
+    """``(kind, document id, key id)`` of sealed bytes, read from their places without
+    decoding the rest (what the query index follows a database by). Only for bytes already
+    verified (read back from our own store); DecodeError when they are not an entry."""
+    start = _TENANT_ID_OFFSET + TENANT_ID_SIZE
+    if len(raw) <= start or raw[: len(MAGIC)] != MAGIC or raw[len(MAGIC)] not in FORMAT_VERSIONS:
+        raise DecodeError("stored entry: not an entry")
+    kind = _KINDS.get(raw[len(MAGIC) + 1])
+    name_size = raw[start]  # a varint below 128: one byte (names are at most 64 bytes)
+    at = start + 1 + name_size
+    document_id = raw[at : at + DOCUMENT_ID_SIZE]
+    at += _PREV_AFTER_DATABASE + (0 if raw[len(MAGIC)] == LEGACY_FORMAT_VERSION else ID_SIZE)
+    deps, shift = 0, 0
+    while at < len(raw) and shift < 64:
+        byte = raw[at]
+        at += 1
+        deps |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            break
+    at += deps * ID_SIZE
+    if kind is None or name_size > MAX_DATABASE_NAME or len(raw) < at + KEY_ID_SIZE:
+        raise DecodeError("stored entry: truncated header")
+    return kind, document_id, raw[at : at + KEY_ID_SIZE]
+
+
 @dataclass(frozen=True, slots=True)
 class EntryHeader:
     """The clear, signed header of an entry."""

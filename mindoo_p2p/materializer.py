@@ -46,6 +46,7 @@ from typing import Any
 
 from .codec import Reader, Writer
 from .crdt import AutomergeDocument, ChangeIdentity, change_hash, change_identity
+from .crdt.change_chunk import ChangeChunk, parse_change
 from .crypto import aead
 from .document_identity import KeyFamilies, actor_error, bound_actor
 from .entry import Entry, EntryKind
@@ -400,10 +401,13 @@ class DocumentMaterializer:
 
     def _open_change(
         self, md: MaterializedDocument, entry: Entry
-    ) -> tuple[bytes, ChangeIdentity] | None:
-        """(payload, Automerge hash/actor/seq) of a CHANGE entry that may be applied to ``md``,
-        or None after recording why not (see the module's table). MissingKeyError when the
-        entry is under a version of the document's own family that this node lacks."""
+    ) -> tuple[bytes, ChangeIdentity, ChangeChunk | None] | None:
+        """(payload, Automerge hash/actor/seq, the parsed change) of a CHANGE entry that may
+        be applied to ``md``, or None after recording why not (see the module's table).
+        MissingKeyError when the entry is under a version of the document's own family that
+        this node lacks. The change is parsed once here (`parse_change`) and handed to
+        `AutomergeDocument.apply_changes` as it is; a change that does not parse fully is
+        returned unparsed (None), and applying it reports why, as before."""
         key_id = entry.header.key_id
         family = self._families.of_key(key_id)
         if md.family is not None and family is not None and family != md.family:
@@ -419,7 +423,12 @@ class DocumentMaterializer:
         key = self._keyring.by_id(key_id)
         try:
             payload = entry.decrypt(key.secret)
-            identity = change_identity(payload)
+            chunk: ChangeChunk | None
+            try:
+                chunk = parse_change(payload)
+                identity = ChangeIdentity(chunk.hash, chunk.actor, chunk.seq)
+            except DecodeError:
+                chunk, identity = None, change_identity(payload)
         except VerificationError:
             self._skip(md, entry, f"does not decrypt under key {key.name!r}")
             return None
@@ -431,7 +440,7 @@ class DocumentMaterializer:
             self._skip(md, entry, error)
             return None
         md.applied_families.add(key.name)
-        return payload, identity
+        return payload, identity, chunk
 
     def _pin(self, document_id: bytes) -> None:
         """Keep ``document_id`` cached until the open write batch (if any) commits."""
@@ -462,6 +471,7 @@ class DocumentMaterializer:
     def _apply(self, md: MaterializedDocument, new: list[tuple[int, Entry]]) -> None:
         candidates = dict(md.heads_to_entries)
         good: list[bytes] = []
+        parsed: list[ChangeChunk | None] = []
         batch: set[bytes] = set()
         for _seq, entry in new:
             if entry.kind is EntryKind.DELETE:
@@ -474,7 +484,7 @@ class DocumentMaterializer:
             opened = self._open_change(md, entry)
             if opened is None:
                 continue
-            payload, identity = opened
+            payload, identity, chunk = opened
             hash_ = identity.hash
             if hash_ in batch or md.doc.has_change(hash_) or md.doc.is_waiting(hash_):
                 self._skip(md, entry, _DUPLICATE)
@@ -482,12 +492,13 @@ class DocumentMaterializer:
             batch.add(identity.hash)
             candidates[identity.hash] = entry.id
             good.append(payload)
+            parsed.append(chunk)
         md.applied_seq = new[-1][0]
         md.plain = None
         if not good:
             return
         try:
-            md.doc.apply_changes(good)
+            md.doc.apply_changes(good, parsed=parsed)
         except DecodeError:
             # One bad change (e.g. crafted by a member) must not make the document unreadable:
             # the document may be unusable after a failed apply, so rebuild it one change at a
@@ -517,7 +528,7 @@ class DocumentMaterializer:
                 continue
             change = self._open_change(fresh, entry)
             if change is not None:
-                opened.append((entry, *change))
+                opened.append((entry, change[0], change[1]))
                 claims.setdefault((change[1].actor, change[1].seq), set()).add(change[1].hash)
         known: dict[bytes, bytes] = {}
         applied: list[bytes] = []

@@ -345,6 +345,7 @@ class Node:
             save_secrets=self.save_tenant,
             learn_saved_keys=self.learn_saved_keys,
             ingest=self.ingest,
+            queries=lambda: self.index,
         )
 
     def reload(self) -> None:

@@ -13,7 +13,8 @@ member holds the tenant's default key (documents) and membership key (the tenant
 Its collaborators are narrow (`tenant_collaborators`): the entry store (reads), an
 `EntryWriter` (numbers, seals and commits this node's entries: the tenant hands it `Draft`s,
 made by `Tenant.draft`), a `SaveSecrets` and a `LearnSavedKeys` function (the keystore) and an
-`Ingest` function (the admission pipeline, for records received directly).
+`Ingest` function (the admission pipeline, for records received directly), and a `QueriesOf`
+function (the node's query index, which its databases' `query`, `count` and `search` use).
 """
 
 from __future__ import annotations
@@ -34,7 +35,14 @@ from .keyring import DEFAULT_KEY, KeyRing, TenantKey
 from .membership import Member, MembershipLog, TenantLogRecord
 from .store import EntryStore
 from .tenant_access import RevocationPlan, TenantAccess
-from .tenant_collaborators import EntryWriter, Ingest, LearnSavedKeys, SaveSecrets
+from .tenant_collaborators import (
+    DatabaseQueries,
+    EntryWriter,
+    Ingest,
+    LearnSavedKeys,
+    QueriesOf,
+    SaveSecrets,
+)
 from .tenant_keys import RESERVED_ROTATION, KeyImport, KeyInfo, TenantKeys
 from .tenant_secrets import (
     TENANT_NAME_MAX,
@@ -70,6 +78,7 @@ class Tenant:
         save_secrets: SaveSecrets,
         learn_saved_keys: LearnSavedKeys,
         ingest: Ingest,
+        queries: QueriesOf,
     ) -> None:
         self._secrets = secrets
         self._identity = identity
@@ -99,6 +108,8 @@ class Tenant:
             forget_document=self.forget_document,
         )
         """Create, rotate, shred, export and import keys."""
+        self._queries = queries
+        """The node's query index, for `Database.query`, `count` and `search`."""
 
     # -- identity ----------------------------------------------------------------------------
     @property
@@ -148,6 +159,10 @@ class Tenant:
         return f"Tenant(name={self.name!r}, id={self.id_hex})"
 
     # -- databases ---------------------------------------------------------------------------
+    def database_queries(self) -> DatabaseQueries:
+        """The queries its databases answer (`Database.query`): the node's query index."""
+        return self._queries()
+
     # A database exists here when it was created here (`create_db`, kept in the keystore) or
     # holds at least one entry (written here, or received by sync, gossip, a bundle), and was
     # not forgotten since (`forget_db`). Nothing else makes one: opening, reading or writing a

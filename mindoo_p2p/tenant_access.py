@@ -74,8 +74,9 @@ class TenantAccess:
         self._membership_entries: dict[bytes, Entry] = {}
         self._membership_log_seq = 0
         """The tenant log's last feed sequence when the snapshot was rebuilt from the store."""
-        self._forks_seen: tuple[ForkPoint, ...] = ()
-        """The forks the store had when `forget_forked` last looked."""
+        self._forks_seen: tuple[ForkPoint, ...] = tuple(store.forks(secrets.tenant_id))
+        """The forks the store had when `forget_forked` last looked (after every write that
+        this process made or ingested): an immutable snapshot, `published_view` reads it."""
         self._enforced: tuple[MembershipLog, int] | None = None
         """The membership snapshot and its `cuts_revision` that `enforce_revocations` last
         brought the store in line with."""
@@ -122,6 +123,12 @@ class TenantAccess:
             self._membership_keys(),
             self._store.forks(self.tenant_id),
         )
+
+    def published_view(self) -> admission.TenantView:
+        """`view` from published snapshots only, without reading the store: the membership
+        snapshot and the forks as last seen after a write (`forget_forked`); no membership
+        keys (for entries that are not tenant-log records: gossip). Safe from any thread."""
+        return admission.TenantView.of(self.tenant_id, self._membership, (), self._forks_seen)
 
     def _membership_keys(self) -> list[tuple[bytes, bytes]]:
         return [(k.key_id, k.secret) for k in self._secrets.keyring if k.name == MEMBERSHIP_KEY]

@@ -9,6 +9,9 @@
 - `LearnSavedKeys` adds to a tenant's secrets the key versions another process saved.
 - `Ingest` stores entries from elsewhere through the admission pipeline (`Node.ingest`), for
   the records a tenant receives itself (membership evidence, key-file announcements).
+- :class:`DatabaseQueries` answers queries, counts and full-text searches over databases (the
+  node's `QueryIndex`), so that ``db.query(...)`` works without a reference to the node; a
+  `QueriesOf` function hands it over on first use (the index opens lazily).
 
 Only types here: no module of the tenant, database or node imports another one up the chain.
 """
@@ -16,13 +19,16 @@ Only types here: no module of the tenant, database or node imports another one u
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .admission import VerifiedEntry
 from .entry import Entry
 from .store import AppendResult
 from .tenant_secrets import TenantSecrets
 from .writer import EntryWriter
+
+if TYPE_CHECKING:
+    from .index.query_index import QueryResult, SearchResult, Source
 
 
 class SaveSecrets(Protocol):
@@ -51,4 +57,37 @@ Ingest = Callable[[Sequence[Entry | bytes | VerifiedEntry]], AppendResult]
 """Stores entries from elsewhere through the admission pipeline (`Node.ingest`)."""
 
 
-__all__ = ["EntryWriter", "Ingest", "LearnSavedKeys", "SaveSecrets"]
+class DatabaseQueries(Protocol):
+    """Queries over databases (`mindoo_p2p.index.QueryIndex` provides them), as a `Database`
+    asks for its own: ``sources`` is that database."""
+
+    def query(
+        self,
+        sources: Source,
+        *,
+        where: object = None,
+        sort: object = None,
+        limit: int = ...,
+        fields: object = None,
+        cursor: str | None = None,
+    ) -> QueryResult: ...
+
+    def count(self, sources: Source, where: object = None) -> int: ...
+
+    def search(
+        self, sources: Sequence[Source], terms: str, *, limit: int = ...
+    ) -> SearchResult: ...
+
+
+QueriesOf = Callable[[], DatabaseQueries]
+"""Hands over the node's `DatabaseQueries` (opening the query index on first use)."""
+
+
+__all__ = [
+    "DatabaseQueries",
+    "EntryWriter",
+    "Ingest",
+    "LearnSavedKeys",
+    "QueriesOf",
+    "SaveSecrets",
+]

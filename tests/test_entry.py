@@ -15,6 +15,7 @@ from mindoo_p2p.entry import (
     Entry,
     EntryKind,
     _decode_usual,
+    document_key_of_raw,
     tenant_id_of_raw,
     validate_database_name,
 )
@@ -252,3 +253,21 @@ def test_the_fast_decoder_accepts_only_what_the_reference_decoder_accepts(
     if fast is not None:
         assert reference is not None
         assert _fields(fast) == _fields(reference)
+
+
+def test_document_key_of_raw_reads_kind_document_and_key_of_every_shape() -> None:
+    """What the query index follows a database by, read without decoding: the same as the
+    decoder's for both formats, any dependency count (a 2-byte count included); bytes that
+    are not an entry, or cut short before the key id, raise DecodeError."""
+    for entry in USUAL_SHAPES + OTHER_SHAPES:
+        header = entry.header
+        assert document_key_of_raw(entry.raw) == (
+            header.kind,
+            header.document_id,
+            header.key_id,
+        )
+        cut = len(entry.header_bytes) - len(header.nonce) - 1  # one byte short of the key id
+        with pytest.raises(DecodeError):
+            document_key_of_raw(entry.raw[:cut])
+    with pytest.raises(DecodeError):
+        document_key_of_raw(b"XXX" + USUAL_SHAPES[0].raw[3:])

@@ -156,3 +156,54 @@ async def test_an_entry_on_another_databases_topic_scores_its_forwarder(
     assert isinstance(bridge._validate_gossip(first.raw, own), VerifiedEntry)
     assert bridge._validate_gossip(first.raw, other) is False
     assert bridge._validate_gossip(first.raw, "not-a-topic-we-hold") is False
+
+
+async def test_a_gossiped_entry_above_a_known_fork_is_dropped_and_not_scored(
+    make_node: MakeNode,
+) -> None:
+    """Issue 9 finding 1, follow-up: the validator saw membership only, so an entry above a
+    known fork passed validation (gossip forwarded it) and was refused only at ingest. With
+    the fork in the validator's snapshot it is dropped: None (not delivered, not forwarded,
+    nobody scored: the forwarder may have stored it before the fork was known)."""
+    admin, mallory = make_node("admin"), make_node("mallory")
+    tenant = admin.create_tenant("acme")
+    mallory.join(admin.invite(tenant, mallory.public_identity()))
+    mdb = mallory.tenant("acme").create_db("notes")
+    doc = mdb.create_document({"n": 1})
+    mdb.update(doc, {"n": 2})
+    me = mallory.identity.signing.public_key
+    one, two = sorted(
+        (e for e in mallory.store.iter_entries(tenant.id, "notes") if e.author == me),
+        key=lambda e: e.author_seq,
+    )
+    assert not admin.ingest([one.raw]).rejected
+    mdb.update(doc, {"n": 3})  # Mallory's #3, gossiped below
+    three = next(e for e in mallory.store.iter_entries(tenant.id, "notes") if e.author_seq == 3)
+    recorder = Recorder()
+    bridge = bridge_for(admin, recorder)
+    assert isinstance(bridge._validate_gossip(three.raw), VerifiedEntry)  # no fork known yet
+    branch = forge_at(mallory, tenant.id, 2, one.id)  # another #2, made with Mallory's key
+    assert admin.ingest([two.raw, branch.raw]).added == [two.id, branch.id]
+    assert [(f.author, f.seq) for f in admin.store.forks(tenant.id)] == [(me, 2)]
+    assert bridge._validate_gossip(three.raw) is None  # dropped, not forwarded, not scored
+    await bridge._on_gossip_entry(three.raw, "mallory")  # and ingest refuses it as well
+    assert not admin.store.has(three.id) and recorder.penalties == []
+
+
+def forge_at(node: Node, tenant_id: bytes, seq: int, prev: bytes) -> Entry:
+    """An entry signed by ``node``'s key at ``seq``, crafted by hand (as a thief would)."""
+    key = node.tenant("acme").keyring.current(DEFAULT_KEY)
+    return Entry.seal(
+        kind=EntryKind.CHANGE,
+        tenant_id=tenant_id,
+        database="notes",
+        document_id=os.urandom(16),
+        author=node.identity.signing,
+        author_seq=seq,
+        timestamp_ms=1,
+        deps=[],
+        key_id=key.key_id,
+        key=key.secret,
+        payload=b"the other branch",
+        prev=prev,
+    )

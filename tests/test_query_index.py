@@ -341,3 +341,30 @@ def test_full_text_search_covers_chosen_fields(make_node: MakeNode) -> None:
     assert len(node.index.search(db, "heron").hits) == 2
     with pytest.raises(QueryError, match="fields"):
         node.index.set_search_fields(db, ["bad path!"])
+
+
+def test_a_database_answers_its_own_queries_counts_and_searches(make_node: MakeNode) -> None:
+    """Issue 11 spells queries ``db.query(...)``: a Database asks the node's query index
+    through its tenant's narrow `DatabaseQueries` (no reference to the node), over itself
+    only, with the index's expressions, pages and errors."""
+    node = make_node("n")
+    tenant, (crm2024, crm2025) = crm(node)
+    db = tenant.open_db("crm2025")
+    where = {"status": "open", "amount": {"$gte": 20}}
+    pages, cursor = [], None
+    while True:
+        page = db.query(where=where, sort="amount:desc", limit=2, fields=["amount"], cursor=cursor)
+        pages.append([r.values for r in page.rows])
+        assert {(r.tenant, r.database) for r in page.rows} <= {("crm", "crm2025")}
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    rows = [row for page_rows in pages for row in page_rows]
+    assert rows == all_rows(node, [crm2025], where=where, sort="amount:desc", fields=["amount"])
+    assert [r["amount"] for r in rows] == [111, 91, 71, 51, 31]
+    assert db.count() == 12 and db.count(where) == 5
+    assert tenant.open_db("crm2024").count(where) == node.index.count([crm2024], where) == 5
+    assert db.search("ticket 3").hits[0].database == "crm2025"
+    assert [hit.database for hit in db.search("ticket", limit=30).hits] == ["crm2025"] * 12
+    with pytest.raises(QueryError, match="limit"):
+        db.query(limit=0)

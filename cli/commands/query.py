@@ -1,4 +1,4 @@
-"""query, search, index status|rebuild, view define|list|show|remove (the query index)."""
+"""query, search, index status|rebuild, view define|list|show|remove|watch (the query index)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from mindoo_p2p.control import ControlClient, ControlError, control_socket, daemon_running
 from mindoo_p2p.index import QueryError, Source
 from mindoo_p2p.node import Node
 
@@ -276,6 +277,51 @@ def view_show(
         expand=[p.split("/") for p in expand], expand_all=expand_all, row_limit=limit
     )
     c.emit(tree, "\n".join(_tree_lines(tree)))
+
+
+@view.command("watch")
+@click.argument("tenant_name", metavar="TENANT")
+@click.argument("name", metavar="NAME")
+def view_watch(tenant_name: str, name: str) -> None:
+    """Print a view's changes as they happen (the running daemon's): rows added (+), removed
+    (-) or changed (~) and category totals (=); with --json one object per line. Says on
+    stderr once it watches. Exits 1 when the daemon goes away."""
+    c = cli_context()
+    if c.daemon is not None:
+        raise click.ClickException("'view watch' cannot run inside the daemon")
+    if not daemon_running(c.home):
+        raise click.ClickException("no daemon is running on this home: start 'mindoo node run'")
+    params = {"tenant": tenant_name, "view": name}
+    try:
+        stream = ControlClient(control_socket(c.home)).stream("view.watch", params)
+        next(stream)  # set up: the daemon has read the view; what changes from now is shown
+        c.echo(f"watching view {name!r} of {tenant_name!r}", err=True)
+        c.invocation.err.flush()
+        for change in stream:
+            if c.json_output:
+                c.echo(json.dumps(change, sort_keys=True, default=plain))
+            else:
+                c.echo("\n".join(_change_lines(change)))
+            c.invocation.out.flush()
+    except KeyboardInterrupt:
+        return
+    except (ControlError, OSError) as exc:
+        raise click.ClickException(f"{exc}") from None
+    raise click.ClickException(f"the daemon on {c.home} went away")
+
+
+def _change_lines(change: dict[str, Any]) -> list[str]:
+    if change.get("type") != "view_change":
+        return [json.dumps(change, sort_keys=True, default=plain)]
+    lines = [
+        f"{mark} {row['db']}/{row['id']}  {_values(row['values'])}"
+        for mark, key in (("+", "added"), ("-", "removed"), ("~", "changed"))
+        for row in change.get(key, [])
+    ]
+    for total in change.get("totals", []):
+        path = "/".join("(none)" if v is None else str(v) for v in total["path"]) or "all"
+        lines.append(f"= {path} {_totals_text(total)}")
+    return lines
 
 
 def _totals_text(node: dict[str, Any]) -> str:

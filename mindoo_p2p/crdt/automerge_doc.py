@@ -237,20 +237,25 @@ class AutomergeDocument:
     def _applied_since(self, base_heads: list[bytes]) -> set[bytes]:
         return {change.hash for change in self._doc.get_changes(base_heads)}
 
-    def apply_changes(self, changes: Sequence[bytes]) -> None:
+    def apply_changes(
+        self, changes: Sequence[bytes], *, parsed: Sequence[ChangeChunk | None] = ()
+    ) -> None:
         """Apply change chunks, in any order; duplicates and known changes are ignored.
 
         A change whose dependencies are not all here waits (see :meth:`missing_deps`) and is
         applied when they arrive. Raises DecodeError naming every change that is malformed or
         refused; the others are applied all the same. If the binding panics, the document
         becomes unusable (see :attr:`poisoned`) and must be rebuilt from scratch by the caller.
+        ``parsed``: `parse_change` of the changes, by position, where the caller has it (not
+        parsed again; None or a shorter sequence: parsed here).
         """
         self._check_usable()
         index = self._changes()
         failures: list[str] = []
         for position, raw in enumerate(changes):
+            chunk = parsed[position] if position < len(parsed) else None
             try:
-                chunk = parse_change(raw)
+                chunk = chunk if chunk is not None else parse_change(raw)
             except DecodeError as exc:
                 failures.append(f"change {position}: {exc}")
                 continue

@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .. import admission
-from ..admission import VerifiedEntry
+from ..admission import TenantView, VerifiedEntry
 from ..entry import TENANT_LOG, Entry
-from ..membership import MembershipLog
 from ..net.framing import TransportError
 from ..net.gossip import GossipError, GossipService, topic_name
 from ..net.host import PeerHost
@@ -128,7 +127,8 @@ class GossipBridge:
     # -- arriving messages -------------------------------------------------------------------
     def _validate_gossip(self, raw: bytes, topic: str | None = None) -> VerifiedEntry | bool | None:
         """The admission pipeline for one gossiped entry (`admission.check_gossip`: decode,
-        signature, membership against the tenant's immutable snapshot; tenant-log entries
+        signature, membership and known forks against the tenant's immutable snapshots (an
+        entry above a known fork is dropped, not forwarded, nobody scored); tenant-log entries
         travel by reconciliation only), and the topic it came on must be its own (tenant and
         database): a forwarder that sends an entry on another database's topic misbehaved.
         May run in a worker thread: it reads only immutable snapshots (and one dict lookup).
@@ -136,7 +136,7 @@ class GossipBridge:
         forwarder misbehaved (it is scored), None when the entry is refused through nobody's
         fault (`RejectionKind.sender_at_fault`), e.g. an author revoked after the forwarder
         stored it."""
-        checked = admission.check_gossip(raw, self._membership_of)
+        checked = admission.check_gossip(raw, self._view_of)
         if isinstance(checked, Rejected):
             if self._metrics is not None:
                 self._metrics.note_gossip_rejected(checked.kind.value)
@@ -147,9 +147,11 @@ class GossipBridge:
             return False
         return checked
 
-    def _membership_of(self, tenant_id: bytes) -> MembershipLog | None:
+    def _view_of(self, tenant_id: bytes) -> TenantView | None:
+        """The tenant's membership and known forks, from published snapshots (no store read:
+        this may run in a worker thread)."""
         tenant = self._node.tenant_or_none(tenant_id)
-        return tenant.membership if tenant is not None else None
+        return tenant.access.published_view() if tenant is not None else None
 
     async def _on_gossip_entry(self, item: VerifiedEntry | bytes, peer_id: str) -> None:
         """Store a gossiped entry: the `VerifiedEntry` the validator made (not decoded or

@@ -83,6 +83,7 @@ from .scheduler import SyncScheduler, run_wakes
 from .status import StoreStatus, daemon_status, read_store
 from .store_watch import StoreWatch, watch_store
 from .sync_ingest import SessionIngest
+from .view_stream import view_streams
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +272,10 @@ class NodeDaemon:
                         await nursery.start(self._run_mdns, host)
                     if self._control_enabled:
                         server = ControlServer(
-                            control_socket(self.node.home), self._handlers(), self.events
+                            control_socket(self.node.home),
+                            self._handlers(),
+                            self.events,
+                            streams=view_streams(self.access),
                         )
                         await nursery.start(server.serve)
                     if self.config.http_port is not None:

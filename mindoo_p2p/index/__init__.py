@@ -20,7 +20,7 @@ from .query_index import (
     Source,
 )
 from .views import ViewDefinition, ViewReader
-from .watch import ViewChange, ViewWatch, watch_view
+from .watch import ViewChange, ViewWatch, watch_view, watch_view_through
 
 __all__ = [
     "SHARED_VIEWS_DB",
@@ -40,4 +40,5 @@ __all__ = [
     "index_health",
     "index_path",
     "watch_view",
+    "watch_view_through",
 ]

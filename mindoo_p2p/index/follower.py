@@ -18,6 +18,12 @@ key ids held). Per tenant, in this order:
 
 Documents are materialized by the follower's own `DocumentMaterializer` per source (the one
 the databases use, so the index holds exactly what `Database.get` reads), with a small cache.
+
+Cost, per page of arrivals: the entries are read for their (kind, document, key) from the
+stored bytes (`EntryStore.iter_document_keys`, no decoding: the materializer decodes each
+entry once); the page's documents are materialized first, then written in one transaction,
+each statement once for the whole page (`executemany`; new rows get their ids in the
+transaction, the only writer) after one lookup per 500 documents of what the index holds.
 """
 
 from __future__ import annotations
@@ -139,6 +145,51 @@ def _key_text(key_ids: Iterable[bytes]) -> str:
 
 def _key_set(text: str) -> set[bytes]:
     return {bytes.fromhex(k) for k in text.split()}
+
+
+@dataclass
+class _Known:
+    """What the index holds of a page's documents."""
+
+    rows: dict[bytes, int] = field(default_factory=dict)
+    """Document id -> its ``docs`` row id."""
+    skipped: set[bytes] = field(default_factory=set)
+    keys: dict[bytes, set[bytes]] = field(default_factory=dict)
+    """Document id -> the key ids recorded (``docs`` or ``skipped``)."""
+
+
+@dataclass
+class _PageWrites:
+    """A page's writes, grouped by statement so that each runs once (``executemany``)."""
+
+    new_docs: list[tuple[int, bytes, str, str, str]] = field(default_factory=list)
+    new_texts: list[str] = field(default_factory=list)
+    updates: list[tuple[str, str, int]] = field(default_factory=list)
+    texts: list[tuple[int, str]] = field(default_factory=list)
+    fts_drop: list[tuple[int]] = field(default_factory=list)
+    drops: list[tuple[int]] = field(default_factory=list)
+    unskip: list[tuple[int, bytes]] = field(default_factory=list)
+    skips: list[tuple[int, bytes, str, str, str]] = field(default_factory=list)
+
+    def write(self, tx: Any) -> None:
+        """In one transaction: full-text rows of changed or removed documents out, removed
+        documents out, changed ones updated, new ones in (row ids assigned here, after the
+        largest: the transaction is the only writer), their full-text rows in, skip records
+        set or cleared."""
+        tx.executemany("DELETE FROM fts WHERE rowid = ?", self.fts_drop)
+        tx.executemany("DELETE FROM docs WHERE id = ?", self.drops)
+        tx.executemany("UPDATE docs SET body = ?, key_ids = ? WHERE id = ?", self.updates)
+        if self.new_docs:
+            first = int(tx.execute("SELECT coalesce(max(id), 0) + 1 FROM docs").fetchone()[0])
+            ids = range(first, first + len(self.new_docs))
+            tx.executemany(
+                "INSERT INTO docs (id, source, doc, uid, body, key_ids) VALUES (?, ?, ?, ?, ?, ?)",
+                [(rid, *row) for rid, row in zip(ids, self.new_docs, strict=True)],
+            )
+            self.texts.extend(zip(ids, self.new_texts, strict=True))
+        tx.executemany("INSERT INTO fts (rowid, text) VALUES (?, ?)", self.texts)
+        tx.executemany("DELETE FROM skipped WHERE source = ? AND doc = ?", self.unskip)
+        tx.executemany("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?, ?)", self.skips)
 
 
 class IndexFollower:
@@ -274,11 +325,13 @@ class IndexFollower:
         if last <= cursor:
             return
         pending: dict[bytes, set[bytes]] = {}
-        for count, entry in enumerate(store.iter_entries(tenant.id, database, since_seq=cursor), 1):
-            if entry.kind is EntryKind.CHANGE:
-                pending.setdefault(entry.document_id, set()).add(entry.header.key_id)
+        entries = store.iter_document_keys(tenant.id, database, since_seq=cursor)
+        for count, (kind, document_id, key_id) in enumerate(entries, 1):
+            # read from the stored bytes, not decoded: the materializer decodes each entry once
+            if kind is EntryKind.CHANGE:
+                pending.setdefault(document_id, set()).add(key_id)
             else:
-                pending.setdefault(entry.document_id, set())
+                pending.setdefault(document_id, set())
             if count % PAGE_ENTRIES == 0:
                 self._reindex(tenant, database, sid, pending, report, progress=progress)
                 pending = {}
@@ -305,75 +358,69 @@ class IndexFollower:
         (after a retraction) instead of adding to those recorded."""
         materializer = self._materializer(tenant, database)
         store = self._node.store
-        known = self._known_keys(sid, list(docs))
+        known = self._known(sid, list(docs))
         uid_prefix = f"{tenant.id_hex}/{database}/"
         fields = self._search_fields(tenant.id, database)
+        page = _PageWrites()
+        for doc, new_keys in docs.items():
+            if exact:
+                keys = {
+                    e.header.key_id
+                    for _s, e in store.document_entries(tenant.id, database, doc)
+                    if e.kind is EntryKind.CHANGE
+                }
+            else:
+                keys = known.keys.get(doc, set()) | new_keys
+            key_text = _key_text(keys)
+            outcome = self._materialize(materializer, doc)
+            rid = known.rows.get(doc)
+            if doc in known.skipped and not isinstance(outcome, tuple):
+                page.unskip.append((sid, doc))
+            if isinstance(outcome, dict):
+                body = json.dumps(
+                    outcome, sort_keys=True, separators=(",", ":"), default=_json_default
+                )
+                if rid is None:
+                    page.new_docs.append((sid, doc, uid_prefix + doc.hex(), body, key_text))
+                    page.new_texts.append(searchable_text(outcome, fields))
+                else:
+                    page.updates.append((body, key_text, rid))
+                    page.fts_drop.append((rid,))
+                    page.texts.append((rid, searchable_text(outcome, fields)))
+                report.indexed += 1
+            else:
+                if rid is not None:
+                    page.fts_drop.append((rid,))
+                    page.drops.append((rid,))
+                    report.removed += 1
+                if outcome is not None:
+                    reason, detail = outcome
+                    page.skips.append((sid, doc, reason, detail, key_text))
+                    report.skipped += 1
         with self._index.transaction() as tx:
-            for doc, new_keys in docs.items():
-                if exact:
-                    keys = {
-                        e.header.key_id
-                        for _s, e in store.document_entries(tenant.id, database, doc)
-                        if e.kind is EntryKind.CHANGE
-                    }
-                else:
-                    keys = known.get(doc, set()) | new_keys
-                key_text = _key_text(keys)
-                outcome = self._materialize(materializer, doc)
-                row = tx.execute(
-                    "SELECT id FROM docs WHERE source = ? AND doc = ?", (sid, doc)
-                ).fetchone()
-                if isinstance(outcome, dict):
-                    body = json.dumps(
-                        outcome, sort_keys=True, separators=(",", ":"), default=_json_default
-                    )
-                    words = searchable_text(outcome, fields)
-                    tx.execute("DELETE FROM skipped WHERE source = ? AND doc = ?", (sid, doc))
-                    if row is None:
-                        cur = tx.execute(
-                            "INSERT INTO docs (source, doc, uid, body, key_ids)"
-                            " VALUES (?, ?, ?, ?, ?)",
-                            (sid, doc, uid_prefix + doc.hex(), body, key_text),
-                        )
-                        rid = int(cur.lastrowid or 0)
-                    else:
-                        rid = int(row[0])
-                        tx.execute(
-                            "UPDATE docs SET body = ?, key_ids = ? WHERE id = ?",
-                            (body, key_text, rid),
-                        )
-                        tx.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
-                    tx.execute("INSERT INTO fts (rowid, text) VALUES (?, ?)", (rid, words))
-                    report.indexed += 1
-                else:
-                    if row is not None:
-                        tx.execute("DELETE FROM fts WHERE rowid = ?", (row[0],))
-                        tx.execute("DELETE FROM docs WHERE id = ?", (row[0],))
-                        report.removed += 1
-                    if outcome is None:
-                        tx.execute("DELETE FROM skipped WHERE source = ? AND doc = ?", (sid, doc))
-                    else:
-                        reason, detail = outcome
-                        tx.execute(
-                            "INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?, ?)",
-                            (sid, doc, reason, detail, key_text),
-                        )
-                        report.skipped += 1
+            page.write(tx)
         report.changed_sources.add(sid)
         if progress is not None:
             progress(report.indexed + report.removed + report.skipped)
 
-    def _known_keys(self, sid: int, docs: list[bytes]) -> dict[bytes, set[bytes]]:
-        known: dict[bytes, set[bytes]] = {}
+    def _known(self, sid: int, docs: list[bytes]) -> _Known:
+        """What the index holds of ``docs`` (read in chunks: one query per 500 documents)."""
+        known = _Known()
         for start in range(0, len(docs), 500):
             chunk = docs[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for table in ("docs", "skipped"):
-                for doc, keys in self._index.read(
-                    f"SELECT doc, key_ids FROM {table} WHERE source = ? AND doc IN ({marks})",
-                    [sid, *chunk],
-                ):
-                    known.setdefault(bytes(doc), set()).update(_key_set(str(keys)))
+            for rid, doc, keys in self._index.read(
+                f"SELECT id, doc, key_ids FROM docs WHERE source = ? AND doc IN ({marks})",
+                [sid, *chunk],
+            ):
+                known.rows[bytes(doc)] = int(rid)
+                known.keys.setdefault(bytes(doc), set()).update(_key_set(str(keys)))
+            for doc, keys in self._index.read(
+                f"SELECT doc, key_ids FROM skipped WHERE source = ? AND doc IN ({marks})",
+                [sid, *chunk],
+            ):
+                known.skipped.add(bytes(doc))
+                known.keys.setdefault(bytes(doc), set()).update(_key_set(str(keys)))
         return known
 
     @staticmethod

@@ -7,6 +7,11 @@ from any thread, and only schedules a wake-up on the trio loop), and every ``pol
 when given (to notice what another process wrote). Wake-ups coalesce: a burst of arrivals gives
 one change. The view is read again in full on each wake-up (at most ``max_rows`` rows are
 compared), which is fine for the views people watch; the index does the work.
+
+A process that serialises its node (the daemon: `NodeAccess`) makes the watch with
+`watch_view_through`: every reading of the view then runs through its ``run`` function (a
+worker thread holding the node), and the listener is added before the first reading, so a
+change that lands in between is reported, not lost.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import json
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import trio
@@ -53,6 +59,8 @@ class ViewChange:
 
 
 Snapshot = tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]
+ReadThrough = Callable[[Callable[[], Snapshot]], Awaitable[Snapshot]]
+"""Runs one reading of a view where the node may be used (e.g. ``NodeAccess.run``)."""
 
 
 def snapshot(reader: ViewReader, max_rows: int = MAX_WATCH_ROWS) -> Snapshot:
@@ -109,11 +117,13 @@ class ViewWatch:
         *,
         poll_seconds: float | None = None,
         max_rows: int = MAX_WATCH_ROWS,
+        read_through: ReadThrough | None = None,
     ) -> None:
         self._node = node
         self._reader = reader
         self._poll = poll_seconds
         self._max_rows = max_rows
+        self._read_through = read_through
         self._send, self._receive = trio.open_memory_channel[None](1)
         token = trio.lowlevel.current_trio_token()
         send = self._send
@@ -132,9 +142,15 @@ class ViewWatch:
                 token.run_sync_soon(wake)
 
         self._listener = on_entries
-        self._current = snapshot(reader, max_rows)
+        self._current: Snapshot | None = None
+        if read_through is None:
+            self._current = snapshot(reader, max_rows)
         node.add_listener(on_entries)
         self._closed = False
+
+    async def _read(self) -> Snapshot:
+        read = partial(snapshot, self._reader, self._max_rows)
+        return read() if self._read_through is None else await self._read_through(read)
 
     def __aiter__(self) -> ViewWatch:
         return self
@@ -146,7 +162,9 @@ class ViewWatch:
             else:
                 with trio.move_on_after(self._poll):
                     await self._receive.receive()
-            latest = snapshot(self._reader, self._max_rows)
+            latest = await self._read()
+            if self._current is None:
+                raise RuntimeError("a watch made with read_through starts by watch_view_through")
             change = diff(self._current, latest)
             self._current = latest
             if not change.empty:
@@ -176,3 +194,24 @@ def watch_view(
 ) -> ViewWatch:
     """A `ViewWatch`: yields a `ViewChange` whenever the view changes (never an empty one)."""
     return ViewWatch(node, reader, poll_seconds=poll_seconds, max_rows=max_rows)
+
+
+async def watch_view_through(
+    node: ListenedNode,
+    reader: ViewReader,
+    read_through: ReadThrough,
+    *,
+    poll_seconds: float | None = None,
+    max_rows: int = MAX_WATCH_ROWS,
+) -> ViewWatch:
+    """A `ViewWatch` whose readings of the view (the first one included) run through
+    ``read_through``; it listens before the first reading. Call it inside trio."""
+    watch = ViewWatch(
+        node, reader, poll_seconds=poll_seconds, max_rows=max_rows, read_through=read_through
+    )
+    try:
+        watch._current = await watch._read()
+    except BaseException:
+        await watch.aclose()
+        raise
+    return watch

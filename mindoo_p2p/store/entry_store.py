@@ -44,6 +44,8 @@ from ..entry import (
     TENANT_ID_SIZE,
     TENANT_LOG,
     Entry,
+    EntryKind,
+    document_key_of_raw,
     tenant_id_of_raw,
 )
 from ..errors import DecodeError, StoreError
@@ -616,6 +618,40 @@ class EntryStore:
                     next_seq = seq + 1
                     if retracted is None or not retracted(arrival):
                         page.append(self._load_arrival(txn, arrival))
+            yield from page
+            if scanned < _ITER_PAGE:
+                return
+
+    def iter_document_keys(
+        self, tenant_id: bytes, database: str, since_seq: int = 0
+    ) -> Iterator[tuple[EntryKind, bytes, bytes]]:
+        """``(kind, document id, key id)`` of the database's entries with feed seq >
+        ``since_seq``, in feed order (retracted ones left out), read from the stored bytes'
+        fixed places without decoding them (`entry.document_key_of_raw`): what the query index
+        follows a database by, before it materializes the documents (which loads and checks
+        their entries). Pages like `iter_entries`."""
+        if since_seq < 0:
+            raise ValueError("since_seq must be >= 0")
+        scope = scope_key(tenant_id, database)
+        next_seq = since_seq + 1
+        while next_seq <= _MAX_SEQ:
+            page: list[tuple[EntryKind, bytes, bytes]] = []
+            scanned = 0
+            with self._reading() as txn:
+                retracted = self._retraction_check(txn)
+                for seq, arrival in _dups_from(txn, self._tables.db_feed, scope, next_seq):
+                    if scanned >= _ITER_PAGE:
+                        break
+                    scanned += 1
+                    next_seq = seq + 1
+                    if retracted is not None and retracted(arrival):
+                        continue
+                    raw = txn.get(arrival, db=self._tables.sealed)
+                    try:
+                        page.append(document_key_of_raw(bytes(raw or b"")))
+                    except DecodeError as exc:
+                        where = f"arrival {unpack_seq(arrival)}"
+                        raise StoreError(f"stored entry at {where}: {exc}: run fsck") from None
             yield from page
             if scanned < _ITER_PAGE:
                 return
