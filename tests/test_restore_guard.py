@@ -8,6 +8,7 @@ that write (nothing stored) until a sync brought the user's entries, or the user
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -239,6 +240,8 @@ def test_cli_refuses_in_one_line_and_confirm_head_lifts_the_mark(
     code, out, err = run_cli(monkeypatch, capsys, *home, "recovery", "restore", str(kit_file))
     assert code == 0, err
     assert "refused" in out and "confirm-head" in out
+    code, out, err = run_cli(monkeypatch, capsys, *home, "status")
+    assert code == 0 and "RESTORED from a recovery kit" in out, err
     code, out, err = run_cli(monkeypatch, capsys, *home, "doc", "create", "acme", "notes", "{}")
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -248,5 +251,7 @@ def test_cli_refuses_in_one_line_and_confirm_head_lifts_the_mark(
     assert "writing allowed" in out
     code, out, err = run_cli(monkeypatch, capsys, *home, "doc", "create", "acme", "notes", "{}")
     assert code == 0, err
+    code, out, err = run_cli(monkeypatch, capsys, *home, "--json", "status")
+    assert code == 0 and [t["restored"] for t in json.loads(out)["tenants"]] == [False]
     code, out, err = run_cli(monkeypatch, capsys, *home, "recovery", "confirm-head", "acme")
     assert code == 0 and "nothing to do" in out
