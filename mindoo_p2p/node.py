@@ -613,13 +613,13 @@ class Node:
         (`restore_guard`). Own entries are admitted against the stored tenant log, which
         another process that has this home open may have changed: bring the snapshots up to
         date first."""
-        tenant_ids = dict.fromkeys(d.tenant_id for d in drafts)
-        self.restore_guard.check_writes(
-            (tenant_id, tenant.name if tenant is not None else tenant_id.hex())
-            for tenant_id in tenant_ids
-            for tenant in [self._tenants.get(tenant_id)]
-        )
+        tenant_ids = list(dict.fromkeys(d.tenant_id for d in drafts))
+        self.restore_guard.check_writes((t, self._tenant_label(t)) for t in tenant_ids)
         self._refresh_membership(tenant_ids)
+
+    def _tenant_label(self, tenant_id: bytes) -> str:
+        tenant = self._tenants.get(tenant_id)
+        return tenant.name if tenant is not None else tenant_id.hex()
 
     # -- restored tenants --------------------------------------------------------------------
     def is_restored(self, tenant: Tenant) -> bool:
