@@ -55,6 +55,12 @@ def render_status(data: dict[str, Any]) -> str:
         lines.append(f"tenant {t['name']} ({t['id']}), {role}, {t['members']} members")
         for d in t["databases"]:
             lines.append(f"  db {d['name']}: {d['documents']} documents, {d['entries']} entries")
+        if t.get("restored"):
+            lines.append(
+                "  RESTORED from a recovery kit, not synced yet: writing is refused until a"
+                " session with a peer completes ('mindoo sync wait'), or"
+                f" 'mindoo recovery confirm-head {t['name']}' if no other copy of you ever wrote"
+            )
         for f in t.get("forks", []):
             who = f["name"] or f["author"][:16]
             lines.append(

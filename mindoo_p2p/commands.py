@@ -64,6 +64,9 @@ class TenantStatus(TypedDict):
     forks: list[ForkStatus]
     """Authors that forked (signed two entries at one sequence number, or two different
     predecessors): evidence of a stolen key or a misbehaving member (`mindoo_p2p.chains`)."""
+    restored: bool
+    """Restored from a recovery kit and not synced yet: own writes are refused until a sync
+    session completes or the user confirms (`mindoo_p2p.restore_guard`)."""
 
 
 class IdentityStatus(TypedDict):
@@ -108,6 +111,7 @@ def node_status(node: Node) -> NodeStatus:
                     }
                     for fork in node.store.forks(tenant.id)
                 ],
+                "restored": node.is_restored(tenant),
             }
         )
     ident = node.public_identity()

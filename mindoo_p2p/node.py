@@ -62,6 +62,7 @@ from .membership import (
 )
 from .recovery import MIN_PASSWORD_CHARS, RecoveryKit, read_recovery_kit
 from .rejection import Rejected, RejectionKind
+from .restore_guard import RESTORED_KEY, RestoreGuard, Settlement, initial_marks
 from .store import AppendResult, EntryStore, FsckProblem, FsckReport
 from .tenant import Tenant, TenantSecrets, now_ms, tenant_id_for, validate_tenant_name
 from .writer import Draft, LocalWriter
@@ -101,6 +102,9 @@ class Node:
         self._tenants: dict[bytes, Tenant] = {}
         self._listeners: list[Callable[[list[Entry], bool], None]] = []
         self._index: QueryIndex | None = None
+        self.restore_guard = RestoreGuard(keystore, contents)
+        """The tenants restored from a recovery kit that refuse own writes until a sync or
+        the user's confirmation (`mindoo_p2p.restore_guard`)."""
         self.writer = LocalWriter(
             store,
             self._admit_own,
@@ -216,6 +220,7 @@ class Node:
                     "tenants": {t.tenant_id.hex(): t.secrets.to_dict() for t in recovered.tenants},
                     "peer_seed": os.urandom(32).hex(),
                     INVITE_IDENTITIES_FIELD: keystore_field(recovered.invite_identities),
+                    RESTORED_KEY: initial_marks((t.tenant_id for t in recovered.tenants), now_ms()),
                 },
                 kdf=kdf,
             )
@@ -667,9 +672,52 @@ class Node:
             yield
 
     def _before_own_write(self, drafts: Sequence[Draft]) -> None:
-        """Own entries are admitted against the stored tenant log, which another process that
-        has this home open may have changed: bring the snapshots up to date first."""
-        self._refresh_membership(d.tenant_id for d in drafts)
+        """Refuse a write in a tenant restored from a recovery kit and not synced yet
+        (`restore_guard`). Own entries are admitted against the stored tenant log, which
+        another process that has this home open may have changed: bring the snapshots up to
+        date first."""
+        tenant_ids = list(dict.fromkeys(d.tenant_id for d in drafts))
+        self.restore_guard.check_writes((t, self._tenant_label(t)) for t in tenant_ids)
+        self._refresh_membership(tenant_ids)
+
+    def _tenant_label(self, tenant_id: bytes) -> str:
+        tenant = self._tenants.get(tenant_id)
+        return tenant.name if tenant is not None else tenant_id.hex()
+
+    # -- restored tenants --------------------------------------------------------------------
+    def is_restored(self, tenant: Tenant) -> bool:
+        """Whether ``tenant`` was restored from a recovery kit and refuses own writes until it
+        has synced (`settle_restored`) or the user confirmed (`confirm_chain_head`)."""
+        return self.restore_guard.is_marked(tenant.id)
+
+    def settle_restored(self, tenant: Tenant) -> Settlement:
+        """A sync session for ``tenant`` completed with a peer (every database reconciled,
+        nothing missing): lift the restore mark unless this node's chains of the user's
+        authors (its key, and the admin key on the admin's node) have a gap. The daemon calls
+        it at the end of each such session; a script that synced another way may call it."""
+
+        def chains() -> list[tuple[bytes, int, int]]:
+            # The user's key in this tenant (its own member or device identity, or the
+            # node's for older tenants), and the admin key on the admin's node.
+            authors = [tenant.identity.signing.public_key]
+            if tenant.is_admin:
+                authors.append(tenant.admin_key)
+            return [
+                (
+                    author,
+                    self.store.chain_head(tenant.id, author)[0],
+                    self.store.next_author_seq(tenant.id, author) - 1,
+                )
+                for author in authors
+            ]
+
+        return self.restore_guard.settle(tenant.id, chains)
+
+    def confirm_chain_head(self, tenant: Tenant) -> bool:
+        """The user states that no other copy of this identity ever wrote in ``tenant`` (or
+        that its entries are here): lift the restore mark without a sync. Whether it was
+        marked."""
+        return self.restore_guard.clear(tenant.id)
 
     def _refresh_membership(self, tenant_ids: Iterable[bytes]) -> None:
         """Bring the membership of these tenants up to date with the stored tenant log, which

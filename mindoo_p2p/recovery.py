@@ -4,7 +4,8 @@ A kit holds the node's user identity (Ed25519 signing seed and X25519 encryption
 for every tenant the node belongs to, everything its keystore holds for it (`TenantSecrets`:
 every key version, the admin seed on the admin's node, the database registry) plus the tenant
 log (sealed, admin-signed membership entries), so a node restored from it (`Node.restore`)
-knows at once who belongs to each tenant and can verify peers and write before its first sync.
+knows at once who belongs to each tenant and can verify peers. It holds none of the user's
+entries, so a restored node writes only after its first sync (`restore_guard`).
 It never holds the libp2p peer seed (a new device gets a new peer id), documents or the store:
 those come back from any peer or mirror of the tenants.
 

@@ -2,7 +2,8 @@
 
 The member writes under the default key and under a named key the admin gave it; only the
 mirror keeps a copy. The member's device is wiped; a new device restored from the recovery kit,
-connected only to the mirror, gets every entry back, reads every document, and writes again.
+connected only to the mirror, gets every entry back, reads every document, and writes again
+(once its first session with the mirror has lifted the restore mark: restore_guard).
 The mirror's disk never held a byte of the plaintext.
 """
 
@@ -57,8 +58,13 @@ async def test_wiped_member_restores_from_kit_through_a_mirror(cluster: Cluster)
         Node.restore(home, kit, KIT_PASSWORD, cluster.password, kdf=KdfProfile.TESTING).close()
         restored = (await cluster.add_home(home)).index
         assert cluster.nodes[restored].peer_id != old_peer_id
+        restored_node = cluster.nodes[restored].require()
+        acme = restored_node.tenant("acme")
+        assert restored_node.is_restored(acme)  # no writing before the first sync
         await cluster.connect(restored, MIRROR)
         await cluster.wait_converged(timeout=30, among=[restored, MIRROR])
+        while restored_node.is_restored(acme):  # the daemon lifts it as the session ends
+            await trio.sleep(0.05)
 
         # Every entry is back, and every document reads as it did, under both keys.
         assert cluster.entry_sets([restored])[restored] == entries_before
@@ -74,7 +80,6 @@ async def test_wiped_member_restores_from_kit_through_a_mirror(cluster: Cluster)
         new_doc = restored_notes.create_document({"text": NEW_MARKER}, key="confidential")
         await cluster.wait_converged(timeout=30, among=[restored, MIRROR])
         mirror = cluster.nodes[MIRROR].require()
-        restored_node = cluster.nodes[restored].require()
         assert restored_node.store.count() == mirror.store.count() == _count(entries_before) + 2
         assert new_doc in cluster.db(MIRROR, "acme", "notes").list_documents()
         assert restored_notes.get(secret)["after_restore"] == NEW_MARKER

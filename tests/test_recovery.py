@@ -144,6 +144,9 @@ def test_round_trip_restores_identity_every_key_version_and_admin_seed(
         # Documents come back from any copy of the entries and read the same.
         result = restored.ingest([e.raw for e in original.store.iter_entries()])
         assert not result.rejected
+        # Writing waits for a sync (restore_guard): this ingest of everything was one.
+        assert restored.is_restored(acme)
+        assert restored.settle_restored(acme).cleared
         notes = acme.create_db("notes")
         for doc_id, content in alice.documents.items():
             assert notes.get(doc_id) == content

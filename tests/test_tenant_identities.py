@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import pytest
 from conftest import PASSWORD
+from helpers import copy_tenant
 
 from mindoo_p2p.crypto.keystore import KdfProfile
 from mindoo_p2p.entry import TENANT_LOG
@@ -169,9 +170,13 @@ def test_the_recovery_kit_restores_every_tenant_identity(make_node: MakeNode) ->
     kit = export_recovery_kit(alice, "kit password 123", kdf=KdfProfile.TESTING)
     home = alice.home.parent / "restored"
     with Node.restore(home, kit, "kit password 123", PASSWORD, kdf=KdfProfile.TESTING) as new:
-        for before in (own, bobs):
+        for before, holder in ((own, alice), (bobs, bob)):
             after = new.tenant(before.name)
             assert after.identity.public() == before.identity.public()
+            # A restored node writes once it synced (the restore guard): here by copying a
+            # peer's entries, then settling.
+            copy_tenant(holder, new, before)
+            assert new.settle_restored(after).cleared
             write_something(after)  # admitted: the restored key is this tenant's member key
             assert before.identity.signing.public_key in authors(new, after)
         assert [i.public() for i in new.waiting_invite_identities()] == [waiting]
@@ -194,6 +199,8 @@ def test_a_version_1_kit_still_restores(make_node: MakeNode) -> None:
     with Node.restore_kit(home, opened, PASSWORD, kdf=KdfProfile.TESTING) as new:
         restored = new.tenant("bobs")
         assert restored.identity.public() == alice.public_identity()
+        copy_tenant(bob, new, tenant)  # a restored node writes once it synced
+        assert new.settle_restored(restored).cleared
         write_something(restored)
 
 

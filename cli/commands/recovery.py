@@ -1,4 +1,4 @@
-"""recovery export|restore: a password-protected kit of the user's keys."""
+"""recovery export|restore|confirm-head: a password-protected kit of the user's keys."""
 
 from __future__ import annotations
 
@@ -95,14 +95,45 @@ def recovery_restore(kit_file: UserPath) -> None:
         "this device has a new peer id; add a peer or mirror ('mindoo peers add') and run"
         " 'mindoo node run' to get your documents back"
     )
+    if tenants:
+        lines.append(
+            "writing is refused in each tenant until it has synced with a peer ('mindoo sync"
+            " wait'): your last entries may be elsewhere, and writing before would fork them."
+            " If no other copy of this identity ever wrote in a tenant:"
+            " 'mindoo recovery confirm-head TENANT'"
+        )
     c.emit(
         {
             "home": str(c.home),
             "name": ident.name,
             "fingerprint": ident.fingerprint,
             "tenants": tenants,
+            "restored_until_synced": [t["id"] for t in tenants],
         },
         "\n".join(lines),
+    )
+
+
+@recovery.command("confirm-head")
+@click.argument("tenant_name", metavar="TENANT")
+def recovery_confirm_head(tenant_name: str) -> None:
+    """Allow writing in a restored TENANT before it has synced: only when no other copy of
+    this identity (the lost device, another restore of the kit) ever wrote in it, or its
+    entries are all here. Otherwise a write forks you and every node withdraws your entries."""
+    c = cli_context()
+    node = c.node()
+    tenant = node.tenant(tenant_name)
+    head = node.store.next_author_seq(tenant.id, node.identity.signing.public_key) - 1
+    was_marked = node.confirm_chain_head(tenant)
+    text = (
+        f"tenant {tenant.name} ({tenant.id_hex}): writing allowed; your next entry continues"
+        f" after #{head} held here"
+        if was_marked
+        else f"tenant {tenant.name} ({tenant.id_hex}) was not waiting for a sync: nothing to do"
+    )
+    c.emit(
+        {"tenant": tenant.id_hex, "name": tenant.name, "was_restored": was_marked, "head": head},
+        text,
     )
 
 

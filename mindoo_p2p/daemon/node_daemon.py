@@ -79,6 +79,7 @@ from .entry_events import ENTRY_EVENT_QUEUE, EntryEvent, EntryEventQueue, Origin
 from .gossip_bridge import GossipBridge
 from .node_access import NodeAccess
 from .peer_table import BAN_THRESHOLD, PeerState, PeerTable
+from .restore_settle import session_completes_restore
 from .scheduler import SyncScheduler, run_wakes
 from .status import StoreStatus, daemon_status, read_store
 from .store_watch import StoreWatch, watch_store
@@ -685,6 +686,7 @@ class NodeDaemon:
             return None
         with trio.CancelScope(shield=True):
             await stream.close()
+        await self._settle_restored(peer_id, tenant, report)
         self._record(peer_id, tenant, report)
         await self._confirm_held(peer_id, report, positions)
         return report
@@ -772,6 +774,7 @@ class NodeDaemon:
         finally:
             self._session_ended(peer_id)
         if report is not None:
+            await self._settle_restored(peer_id, self.node.tenant(report.tenant_id), report)
             self._record(peer_id, self.node.tenant(report.tenant_id), report)
             await self._confirm_held(peer_id, report, positions)
 
@@ -786,6 +789,25 @@ class NodeDaemon:
                 self.host.mark_proven(peer_id)
 
         return proven
+
+    async def _settle_restored(self, peer_id: str, tenant: Tenant, report: SyncReport) -> None:
+        """A session ended well: lift the tenant's restore mark (`restore_guard`) when it
+        reconciled everything. Before `_record`, so ``sync wait`` never reports caught up while
+        the mark still refuses writes. Costs nothing once no tenant is marked."""
+        if tenant.id not in self.node.restore_guard.marked():
+            return
+        if not session_completes_restore(report):
+            return
+        settled = await self.access.run(lambda node: node.settle_restored(tenant))
+        if settled.cleared:
+            logger.info("tenant %s synced with %s: own writes allowed again", tenant.name, peer_id)
+        elif settled.gaps:
+            logger.warning(
+                "tenant %s stays restored after syncing with %s: %s",
+                tenant.name,
+                peer_id,
+                "; ".join(gap.describe() for gap in settled.gaps),
+            )
 
     def _record(self, peer_id: str, tenant: Tenant, report: SyncReport) -> None:
         self.activity.session_done(peer_id, tenant.name, report)
