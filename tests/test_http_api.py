@@ -336,3 +336,33 @@ async def test_forget_and_conflicts_through_the_api_and_the_client(
             and "did you mean 'notes'" in missing.json()["error"]["message"]
         )
     assert not alice.tenant("acme").replicates("scratch")
+
+
+async def test_a_write_on_a_restored_node_before_its_first_sync_is_a_409(
+    make_node: NodeFactory,
+) -> None:
+    """The restore guard seen through HTTP: its refusal is a conflict with the node's state
+    (409, ``restored_not_synced``, the message naming the way out), not a malformed request;
+    nothing is written, and the write goes through once the user confirmed the chain head."""
+    from mindoo_p2p.crypto.keystore import KdfProfile
+    from mindoo_p2p.recovery import export_recovery_kit
+
+    lost = _acme(make_node)
+    kit = export_recovery_kit(lost, "kit password 123", KdfProfile.TESTING)
+    home = lost.home.parent / "restored"
+    lost.close()
+    node = Node.restore(home, kit, "kit password 123", "node password 1", kdf=KdfProfile.TESTING)
+    try:
+        async with http_daemon(node) as daemon, api_client(daemon) as client:
+            documents = "/api/tenants/acme/databases/notes/documents"
+            refused = await client.post(documents, json={"content": {"title": "early"}})
+            assert refused.status_code == 409, refused.text
+            error = refused.json()["error"]
+            assert error["type"] == "restored_not_synced"
+            assert "confirm-head acme" in error["message"]
+            assert (await client.get(documents)).json()["documents"] == []
+            assert node.confirm_chain_head(node.tenant("acme"))
+            created = await client.post(documents, json={"content": {"title": "now"}})
+            assert created.status_code == 201, created.text
+    finally:
+        node.close()

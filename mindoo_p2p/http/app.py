@@ -38,6 +38,7 @@ from ..errors import (
     MissingKeyError,
     NotFoundError,
 )
+from ..restore_guard import ChainHeadUnknownError
 from .api import OPERATIONS, SITE, HttpApi
 from .auth import (
     API_KEY_FILE,
@@ -145,6 +146,8 @@ def _error_of(exc: Exception) -> Response:
         return error(403, "missing_key", message)
     if isinstance(exc, JsonPatchError):
         return error(422, "patch_failed", message)
+    if isinstance(exc, ChainHeadUnknownError):
+        return error(409, "restored_not_synced", message)
     if isinstance(exc, InvalidNameError | InvalidPathError | MindooError | ValueError):
         return error(400, "bad_request", message)
     logger.exception("HTTP API request failed")
