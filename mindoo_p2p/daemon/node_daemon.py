@@ -567,7 +567,9 @@ class NodeDaemon:
                 on_progress=progress,
                 on_penalty=self._penalize,
                 limits=self._sync_limits,
-                ingest_stages=SessionIngest(self.access, self.activity.refused).stages(),
+                ingest_stages=SessionIngest(
+                    self.access, self.activity.refused, peer_id=peer_id
+                ).stages(),
                 hold_store=self._hold_for_handshake,
                 on_authenticated=self._proven(peer_id),
             )
@@ -621,7 +623,9 @@ class NodeDaemon:
                 authorities,
                 on_penalty=self._penalize,
                 limits=self._sync_limits,
-                ingest_stages=SessionIngest(self.access, self.activity.refused).stages(),
+                ingest_stages=SessionIngest(
+                    self.access, self.activity.refused, peer_id=peer_id
+                ).stages(),
                 hold_store=self._hold_for_handshake,
                 on_authenticated=self._proven(peer_id),
             )
@@ -668,7 +672,7 @@ class NodeDaemon:
         if queue is None or access is None:
             return
         origin = Origin.LOCAL if local else access.origin_of_current_thread() or Origin.OTHER
-        queue.offer(EntryEvent(tuple(entries), origin))
+        queue.offer(EntryEvent(tuple(entries), origin, access.peer_of_current_thread()))
         access.checkpoint()
 
     async def _consume_entry_events(self, queue: EntryEventQueue) -> None:
@@ -695,7 +699,7 @@ class NodeDaemon:
             if event.local:
                 bridge.publish(entries)
         if self._scheduler is not None:
-            self._scheduler.entries_stored(event.origin)
+            self._scheduler.entries_stored(event.origin, source=event.peer)
 
     async def _resync(self, resync: Resync) -> None:
         """Events were dropped: assume anything changed."""
