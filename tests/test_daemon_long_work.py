@@ -183,9 +183,9 @@ async def test_entries_reach_the_daemon_with_their_origin(make_node: MakeNode) -
         assert scheduler is not None
         stored = scheduler.entries_stored
 
-        def spy(origin: Origin) -> None:
+        def spy(origin: Origin, *, source: str | None = None) -> None:
             seen.append(origin)
-            stored(origin)
+            stored(origin, source=source)
 
         scheduler.entries_stored = spy  # type: ignore[method-assign]
 

@@ -131,6 +131,18 @@ async def test_origin_is_the_holders_on_its_own_thread_only(make_node: MakeNode)
         release.set()
 
 
+async def test_a_session_use_names_its_peer_on_its_own_thread_only(make_node: MakeNode) -> None:
+    """What a sync session's ingest stores is tagged with the session's peer (the daemon then
+    does not offer it back to that peer); other uses name none."""
+    access = NodeAccess(make_node("n"))
+    assert access.peer_of_current_thread() is None
+    assert await access.run(lambda n: access.peer_of_current_thread(), Origin.SYNC, peer="p") == "p"
+    assert await access.run(lambda n: access.peer_of_current_thread(), Origin.IMPORT) is None
+    async with access.hold(Origin.SYNC, peer="q"):
+        assert access.peer_of_current_thread() == "q"
+    assert access.peer_of_current_thread() is None
+
+
 async def test_a_cancelled_caller_waits_for_its_worker_to_finish(make_node: MakeNode) -> None:
     access = NodeAccess(make_node("n"))
     finished = threading.Event()

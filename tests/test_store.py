@@ -736,6 +736,7 @@ def test_fsck_reports_an_entry_missing_from_the_feed(tmp_path: Path, make: Maker
         "doc_feed",
         "recon_idx",
         "scope_bytes",
+        "scope_docs",
     ]
     assert {p.entry_id for p in report.problems if p.where.endswith(("feed", "author"))} == {
         stray.id

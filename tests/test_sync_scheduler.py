@@ -280,3 +280,44 @@ def test_a_peer_that_disconnects_in_session_is_not_woken_after() -> None:
     rules.disconnected("peer")
     rules.session_ended("peer")
     assert rules.due() == []
+
+
+def test_entries_a_session_delivered_are_not_offered_back_to_its_peer() -> None:
+    """A first sync took four sessions: each side stored what the session delivered, woke the
+    peer they came from (held until the session ended), then ran one more session with it that
+    found nothing. The source peer is left out; every other peer still gets them offered."""
+    clock = FakeClock()
+    rules = scheduler(clock)
+    rules.connected("source", lead=True)
+    rules.connected("other", lead=True)
+    assert rules.due() == ["source", "other"]
+    rules.session_started("source")
+    rules.entries_stored(Origin.SYNC, source="source")
+    clock.now = FORWARD_DELAY
+    assert rules.due() == ["other"]
+    rules.session_ended("source")
+    assert rules.due() == []  # no follow-up session with the source
+    clock.now = 10.0
+    assert rules.due() == []
+
+
+def test_a_peer_is_left_out_only_when_every_batch_of_the_round_came_from_it() -> None:
+    clock = FakeClock()
+    rules = scheduler(clock)
+    for peer_id in ("a", "b"):
+        rules.connected(peer_id, lead=True)
+    rules.due()
+    rules.entries_stored(Origin.SYNC, source="a")
+    rules.entries_stored(Origin.SYNC, source="b")
+    clock.now = FORWARD_DELAY
+    assert rules.due() == ["a", "b"]  # each holds what the other sent
+    rules.entries_stored(Origin.SYNC, source="a")
+    rules.entries_stored(Origin.LOCAL)  # written here: "a" lacks it
+    clock.now = 2 * FORWARD_DELAY
+    assert rules.due() == ["a", "b"]
+    rules.entries_stored(Origin.SYNC, source="a")
+    clock.now = 3 * FORWARD_DELAY
+    assert rules.due() == ["b"]  # the exclusion does not outlive its round
+    rules.entries_stored(Origin.SYNC)  # a sync batch of unknown source: nobody left out
+    clock.now = 4 * FORWARD_DELAY
+    assert rules.due() == ["a", "b"]

@@ -61,6 +61,8 @@ class EntryEvent:
 
     entries: tuple[Entry, ...]
     origin: Origin
+    peer: str | None = None
+    """The peer whose sync session delivered them (SYNC; it holds them already), if known."""
 
     @property
     def local(self) -> bool:

@@ -43,10 +43,11 @@ T = TypeVar("T")
 class _Holder:
     """The borrower token of one use of the Node."""
 
-    __slots__ = ("origin",)
+    __slots__ = ("origin", "peer")
 
-    def __init__(self, origin: Origin) -> None:
+    def __init__(self, origin: Origin, peer: str | None) -> None:
         self.origin = origin
+        self.peer = peer
 
 
 class NodeAccess:
@@ -70,13 +71,23 @@ class NodeAccess:
         """The origin of the use the calling thread makes of the Node: the holder's when the
         caller is the worker thread that holds it, or the trio thread while a `hold` block
         holds it; None otherwise (a write that bypassed the access)."""
+        holder = self._holder_of_current_thread()
+        return None if holder is None else holder.origin
+
+    def peer_of_current_thread(self) -> str | None:
+        """The peer the calling thread's use of the Node serves (a sync session's ingest), in
+        the same sense as `origin_of_current_thread`; None when it serves none."""
+        holder = self._holder_of_current_thread()
+        return None if holder is None else holder.peer
+
+    def _holder_of_current_thread(self) -> _Holder | None:
         holder = self._holder
         if holder is None:
             return None
         if self.held_by_current_thread():
-            return holder.origin
+            return holder
         if self._worker is None and threading.get_ident() == self._trio_thread:
-            return holder.origin
+            return holder
         return None
 
     @property
@@ -97,18 +108,23 @@ class NodeAccess:
         self._limiter.release_on_behalf_of(holder)
 
     @asynccontextmanager
-    async def hold(self, origin: Origin = Origin.OTHER) -> AsyncIterator[Node]:
-        """Hold the Node on the trio thread for a block of short synchronous calls."""
-        holder = _Holder(origin)
+    async def hold(
+        self, origin: Origin = Origin.OTHER, *, peer: str | None = None
+    ) -> AsyncIterator[Node]:
+        """Hold the Node on the trio thread for a block of short synchronous calls (``peer``:
+        the peer whose session this use serves)."""
+        holder = _Holder(origin, peer)
         await self._acquire(holder)
         try:
             yield self._node
         finally:
             self._release(holder)
 
-    async def run(self, fn: Callable[[Node], T], origin: Origin = Origin.OTHER) -> T:
+    async def run(
+        self, fn: Callable[[Node], T], origin: Origin = Origin.OTHER, *, peer: str | None = None
+    ) -> T:
         """Run ``fn(node)`` in a worker thread once the Node is free; its result or error."""
-        holder = _Holder(origin)
+        holder = _Holder(origin, peer)
         await self._acquire(holder)
         try:
 

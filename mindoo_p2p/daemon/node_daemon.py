@@ -660,7 +660,9 @@ class NodeDaemon:
                 on_progress=lambda live: self._progress(peer_id, tenant, live),
                 on_penalty=self._penalize,
                 limits=self._sync_limits,
-                ingest_stages=SessionIngest(self.access, self.activity.refused).stages(),
+                ingest_stages=SessionIngest(
+                    self.access, self.activity.refused, peer_id=peer_id
+                ).stages(),
                 hold_store=self._hold_for_handshake,
                 on_authenticated=self._proven(peer_id),
             )
@@ -757,7 +759,9 @@ class NodeDaemon:
                 authorities,
                 on_penalty=self._penalize,
                 limits=self._sync_limits,
-                ingest_stages=SessionIngest(self.access, self.activity.refused).stages(),
+                ingest_stages=SessionIngest(
+                    self.access, self.activity.refused, peer_id=peer_id
+                ).stages(),
                 hold_store=self._hold_for_handshake,
                 on_authenticated=authenticated,
             )
@@ -827,7 +831,7 @@ class NodeDaemon:
         if watch is not None:
             watch.claim(entry.id for entry in entries)
         origin = Origin.LOCAL if local else access.origin_of_current_thread() or Origin.OTHER
-        queue.offer(EntryEvent(tuple(entries), origin))
+        queue.offer(EntryEvent(tuple(entries), origin, access.peer_of_current_thread()))
         access.checkpoint()
 
     async def _stored_elsewhere(self, entries: list[Entry]) -> None:
@@ -870,7 +874,7 @@ class NodeDaemon:
             if event.local:
                 bridge.publish(entries)
         if self._scheduler is not None:
-            self._scheduler.entries_stored(event.origin)
+            self._scheduler.entries_stored(event.origin, source=event.peer)
         if self.events.subscriber_count:
             known = self._conflicts_known
             found = await self.access.run(lambda node: conflict_events(node, entries, known))

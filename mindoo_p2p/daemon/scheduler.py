@@ -18,7 +18,8 @@ connected, we follow        that peer after `CONNECT_FOLLOWER_DELAY`, unless a s
 entries stored, LOCAL,      every connected peer after `REPAIR_DELAY` (gossip carried them at
 ELSEWHERE or GOSSIP         once; sessions repair what gossip missed on any hop)
 entries stored, SYNC,       every connected peer after `FORWARD_DELAY` (store and forward: what
-IMPORT, OTHER; `resync`     one peer sent is offered to the others)
+IMPORT, OTHER; `resync`     one peer sent is offered to the others), except the peer whose
+                            session delivered them (``source``: it holds them already)
 entries stored, no gossip   every connected peer at once
 gap / wanted / `wake`       that peer at once (gossip showed missing parents, or announced an
                             entry we lack)
@@ -27,7 +28,10 @@ periodic                    one random connected peer every ``sync_interval_s`` 
 ==========================  =====================================================================
 
 The "every peer" deadline is coalesced: a burst of stored batches costs one round, at the
-earliest deadline any of them asked for.
+earliest deadline any of them asked for, leaving out only a peer that every one of them left
+out. Without the exclusion a first sync took four sessions: each side stored what the session
+delivered, woke the peer it came from, held the wake until the session ended, then both ran
+one more session that found nothing.
 
 One session per peer pair: while a session with a peer runs, in either direction
 (`session_started` / `session_ended`, counted: a peer may serve one tenant while we sync
@@ -84,6 +88,8 @@ class SyncScheduler:
         self._due: dict[str, None] = {}
         """Peers to wake at once, in order (a dict as an ordered set)."""
         self._all_at: float | None = None
+        self._all_except: frozenset[str] = frozenset()
+        """Peers the pending "every peer" wake leaves out (the source of every batch)."""
         self._in_session: dict[str, int] = {}
         """Peers with sessions running (either direction) -> how many."""
         self._held: set[str] = set()
@@ -141,14 +147,15 @@ class SyncScheduler:
         if peer_id in self._connected:
             self._connected[peer_id] = None
 
-    def entries_stored(self, origin: Origin) -> None:
+    def entries_stored(self, origin: Origin, *, source: str | None = None) -> None:
+        """Entries were stored; ``source``: the peer whose sync session delivered them."""
         if not self.gossip:
             delay = 0.0
         elif origin in _REPAIRED_BY_SESSIONS:
             delay = REPAIR_DELAY
         else:
             delay = FORWARD_DELAY
-        self._wake_all_after(delay)
+        self._wake_all_after(delay, frozenset({source}) if source is not None else frozenset())
 
     def resync(self) -> None:
         """Something changed and its origin is unknown (events were dropped)."""
@@ -167,8 +174,12 @@ class SyncScheduler:
         self._changed()
         return len(self._connected)
 
-    def _wake_all_after(self, delay: float) -> None:
+    def _wake_all_after(self, delay: float, leave_out: frozenset[str] = frozenset()) -> None:
         deadline = self._clock() + delay
+        if self._all_at is None:
+            self._all_except = leave_out
+        else:
+            self._all_except &= leave_out
         if self._all_at is None or deadline < self._all_at:
             self._all_at = deadline
             self._changed()
@@ -180,7 +191,9 @@ class SyncScheduler:
         if self._all_at is not None and self._all_at <= now:
             self._all_at = None
             for peer_id in self._connected:
-                self._due[peer_id] = None
+                if peer_id not in self._all_except:
+                    self._due[peer_id] = None
+            self._all_except = frozenset()
         for peer_id, at in self._connected.items():
             if at is not None and at <= now:
                 self._connected[peer_id] = None

@@ -38,11 +38,15 @@ class SessionIngest:
         self,
         access: NodeAccess,
         on_refused: Callable[[bytes, tuple[Rejected, ...]], None] | None = None,
+        *,
+        peer_id: str | None = None,
     ) -> None:
         """``on_refused(tenant_id, rejections)`` hears of every committed batch's entries that
-        were not stored (invalid, or not accepted here), for events and metrics."""
+        were not stored (invalid, or not accepted here), for events and metrics; ``peer_id``
+        is the session's peer, named on the stored entries' events (it holds them already)."""
         self._access = access
         self._on_refused = on_refused
+        self._peer = peer_id
 
     def stages(self) -> IngestStages:
         return IngestStages(self.check, self.commit)
@@ -66,12 +70,16 @@ class SessionIngest:
             tenant_store = store
             size = len(checked.verified)
             if size <= INLINE_INGEST:
-                async with self._access.hold(Origin.SYNC):
+                async with self._access.hold(Origin.SYNC, peer=self._peer):
                     return tenant_store.commit(checked)
-            return await self._access.run(lambda _node: tenant_store.commit(checked), Origin.SYNC)
+            return await self._access.run(
+                lambda _node: tenant_store.commit(checked), Origin.SYNC, peer=self._peer
+            )
         assert isinstance(checked, list)
         raws: list[bytes] = checked
         if len(raws) <= INLINE_INGEST:
-            async with self._access.hold(Origin.SYNC):
+            async with self._access.hold(Origin.SYNC, peer=self._peer):
                 return store.ingest(raws)
-        return await self._access.run(lambda _node: store.ingest(raws), Origin.SYNC)
+        return await self._access.run(
+            lambda _node: store.ingest(raws), Origin.SYNC, peer=self._peer
+        )

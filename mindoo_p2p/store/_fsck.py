@@ -7,7 +7,8 @@ pipeline's own steps (`admission.decode`, `admission.verify_all`, `admission.ver
 then every index table is walked and each row checked against the entry it names, and every
 entry against the rows it must have (one ``db_feed`` row, one ``doc_feed`` row under its
 database's number from ``scopes`` with the same sequence number, one ``by_author`` row, one
-``ids`` row; no other rows).
+``ids`` row; no other rows); the per-database counters (``author_seq``, ``scope_bytes``, and
+``scope_docs``, the documents the entries name) hold what the entries add up to.
 Problems are collected, never raised: an lmdb error inside one pass is reported and the next
 pass runs.
 
@@ -359,6 +360,16 @@ def _check_databases(state: _State) -> None:
         state.problem(None, "databases", f"missing row for {key[TENANT_ID_SIZE:]!r}")
 
 
+def _documents_of_entries(state: _State) -> dict[bytes, int]:
+    """scope -> how many documents its readable entries name: what ``scope_docs`` holds (a
+    damaged entry's database may hold more)."""
+    documents: dict[int, set[int]] = {}
+    for position, flags in enumerate(state.flags):
+        if flags & _GOOD:
+            documents.setdefault(state.scope_of[position], set()).add(state.doc_of[position])
+    return {state.scopes[number]: len(docs) for number, docs in documents.items()}
+
+
 def _check_counters(
     state: _State,
     db: lmdb._Database,
@@ -474,6 +485,17 @@ def run_fsck(env: lmdb.Environment, tables: Tables) -> FsckReport:
                     SCOPE_SIZE,
                     state.scope_bytes,
                     lambda key: False,
+                ),
+            ),
+            (
+                "scope_docs",
+                lambda: _check_counters(
+                    state,
+                    tables.scope_docs,
+                    "scope_docs",
+                    SCOPE_SIZE,
+                    _documents_of_entries(state),
+                    lambda key: key in state.unreadable_scopes,
                 ),
             ),
             ("retracted", lambda: _check_retracted(state)),

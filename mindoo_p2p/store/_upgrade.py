@@ -26,6 +26,9 @@ layout is already version 4 is never converted twice.
 3. *Reconciliation aggregates* (schema 4 -> 5): ``recon_agg`` is rebuilt from ``recon_idx`` by
    one scan (schema 5 numbers seven levels, the finer ones under dense buckets only), unless
    step 2 just rebuilt the whole reconciliation index.
+
+4. *Document counters* (schemas below 7): ``scope_docs`` is filled from one scan of ``doc_feed``'s
+   keys (`_writer.rebuild_document_counts`), after the layout step wrote them.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from ._chains import record_stored_forks
 from ._layout import (
     CHAINS_SCHEMA_VERSION,
     DOC_KEY_SIZE,
+    DOCUMENT_COUNT_SCHEMA_VERSION,
     LEGACY_TABLE_NAMES,
     SCOPE_SIZE,
     SEQ_SIZE,
@@ -47,7 +51,7 @@ from ._layout import (
 )
 from ._recon_index import rebuild_aggregates, rebuild_recon_index
 from ._retraction import build_author_index
-from ._writer import number_scope, put_dups
+from ._writer import number_scope, put_dups, rebuild_document_counts
 
 _CHUNK = 65_536
 _LOG_VALUE_SIZE = TENANT_ID_SIZE + ID_SIZE
@@ -62,7 +66,7 @@ def upgrade(
     version: int,
     present: set[bytes],
 ) -> None:
-    """Bring a store of schema ``version`` (1 to 5) to the current layout, in ``txn``.
+    """Bring a store of schema ``version`` (1 to 6) to the current layout, in ``txn``.
 
     ``present`` holds the names of the sub-databases the environment had when opened.
     """
@@ -82,6 +86,8 @@ def upgrade(
         rebuild_aggregates(txn, tables)
     if version < CHAINS_SCHEMA_VERSION:
         record_stored_forks(txn, tables)
+    if version < DOCUMENT_COUNT_SCHEMA_VERSION:
+        rebuild_document_counts(txn, tables)
 
 
 def _convert_layout(

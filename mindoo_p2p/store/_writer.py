@@ -98,6 +98,46 @@ def _stored_counter(txn: lmdb.Transaction[bytes], db: lmdb._Database, key: bytes
     return unpack_seq(stored)
 
 
+def _new_documents(
+    txn: lmdb.Transaction[bytes], tables: Tables, doc_scopes: dict[bytes, bytes]
+) -> dict[bytes, int]:
+    """scope -> how many of the ``doc_feed`` keys of ``doc_scopes`` (key -> its scope) are not
+    stored yet: the documents a batch creates (looked up in key order, before it is written)."""
+    added: dict[bytes, int] = {}
+    cursor = txn.cursor(tables.doc_feed)
+    for doc_key in sorted(doc_scopes):
+        if not cursor.set_key(doc_key):
+            scope = doc_scopes[doc_key]
+            added[scope] = added.get(scope, 0) + 1
+    return added
+
+
+def count_documents(txn: lmdb.Transaction[bytes], tables: Tables) -> dict[bytes, int]:
+    """scope -> the number of distinct ``doc_feed`` keys under its number (one scan of the
+    keys): what ``scope_docs`` must hold. Keys under a number no scope owns are left out."""
+    scopes = {
+        number: scope
+        for scope, number in txn.cursor(tables.scopes)
+        if len(number) == SCOPE_NUMBER_SIZE
+    }
+    counts: dict[bytes, int] = {}
+    cursor = txn.cursor(tables.doc_feed)
+    found = cursor.first()
+    while found:
+        scope = scopes.get(cursor.key()[:SCOPE_NUMBER_SIZE])
+        if scope is not None:
+            counts[scope] = counts.get(scope, 0) + 1
+        found = cursor.next_nodup()
+    return counts
+
+
+def rebuild_document_counts(txn: lmdb.Transaction[bytes], tables: Tables) -> None:
+    """Refill ``scope_docs`` from ``doc_feed`` (the schema 7 upgrade)."""
+    txn.drop(tables.scope_docs, delete=False)
+    for scope, count in sorted(count_documents(txn, tables).items()):
+        txn.put(scope, pack_seq(count), db=tables.scope_docs)
+
+
 def put_dups(
     txn: lmdb.Transaction[bytes], db: lmdb._Database, rows: list[tuple[bytes, bytes]], what: str
 ) -> None:
@@ -142,6 +182,7 @@ def write_entries(
     author_rows: list[tuple[bytes, bytes]] = []
     author_max: dict[bytes, int] = {}
     size_added: dict[bytes, int] = {}
+    doc_scopes: dict[bytes, bytes] = {}
     database_keys: set[bytes] = set()
     recon_items: list[tuple[bytes, int, bytes]] = []
 
@@ -162,7 +203,9 @@ def write_entries(
         id_rows.append((entry.id, arrival_bytes))
         dup = pack_dup(seq, arrival)
         feed_rows.append((scope, dup))
-        doc_rows.append((numbers[scope] + header.document_id, dup))
+        doc_key = numbers[scope] + header.document_id
+        doc_rows.append((doc_key, dup))
+        doc_scopes[doc_key] = scope
         author_key = header.tenant_id + header.author
         if author_max.get(author_key, 0) < header.author_seq:
             author_max[author_key] = header.author_seq
@@ -178,6 +221,7 @@ def write_entries(
     if new_ids != len(id_rows):
         raise StoreError("ids already holds an id of this batch: run fsck")
     put_dups(txn, tables.db_feed, feed_rows, "db_feed")
+    docs_added = _new_documents(txn, tables, doc_scopes)
     put_dups(txn, tables.doc_feed, doc_rows, "doc_feed")
     put_dups(txn, tables.by_author, author_rows, "by_author")
     for database_key in database_keys:
@@ -189,6 +233,9 @@ def write_entries(
     for scope, size in size_added.items():
         total = _stored_counter(txn, tables.scope_bytes, scope, "scope_bytes") + size
         txn.put(scope, pack_seq(min(total, (1 << 64) - 1)), db=tables.scope_bytes)
+    for scope, count in docs_added.items():
+        total = _stored_counter(txn, tables.scope_docs, scope, "scope_docs") + count
+        txn.put(scope, pack_seq(total), db=tables.scope_docs)
     index_items(txn, tables, recon_items)
     settle_new_entries(txn, tables, added, dict(id_rows))
     return added

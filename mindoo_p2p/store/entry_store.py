@@ -712,18 +712,15 @@ class EntryStore:
         scope = scope_key(tenant_id, database)
         with self._reading() as txn:
             last = last_dup_seq(txn, self._tables.db_feed, scope)
-            number = scope_number(txn, self._tables, scope)
-            documents = (
-                0
-                if number is None
-                else sum(1 for _ in _firsts_with_prefix(txn, self._tables.doc_feed, number))
-            )
+            documents = txn.get(scope, db=self._tables.scope_docs)
             size = txn.get(scope, db=self._tables.scope_bytes)
         if size is not None and len(size) != SEQ_SIZE:
             raise StoreError("malformed scope_bytes row: run fsck")
+        if documents is not None and len(documents) != SEQ_SIZE:
+            raise StoreError("malformed scope_docs row: run fsck")
         return {
             "entries": last,  # feed sequences are dense: 1..last
-            "documents": documents,
+            "documents": 0 if documents is None else unpack_seq(documents),
             "last_seq": last,
             "bytes": 0 if size is None else unpack_seq(size),
         }
