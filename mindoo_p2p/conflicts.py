@@ -17,7 +17,8 @@ user. Here:
 ===========================  ===============================================================
 
 A plain write of the field resolves its conflict (the write overwrites every value its
-writer saw). Top-level fields only (see `crdt.conflicts`).
+writer saw). Fields of nested maps count too, named by their path (see `crdt.conflicts`:
+``field`` is the dotted name, ``path`` the keys); lists are not examined.
 """
 
 from __future__ import annotations
@@ -60,13 +61,21 @@ class CompetingValue:
 
 @dataclass(frozen=True, slots=True)
 class FieldConflict:
-    """A top-level field holding competing values, the shown one first."""
+    """A map field holding competing values, the shown one first."""
 
     field: str
+    """The field's name: its path's keys joined by ``.`` (``.`` and ``\\`` in a key escaped by
+    ``\\``); a top-level field's name is its key."""
     values: tuple[CompetingValue, ...]
+    path: tuple[str, ...] = ()
+    """The keys from the document's root map down to the field."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"field": self.field, "values": [v.to_dict() for v in self.values]}
+        return {
+            "field": self.field,
+            "path": list(self.path),
+            "values": [v.to_dict() for v in self.values],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +122,7 @@ def document_conflicts(
                 continue
             values.append(
                 CompetingValue(
-                    value=md.doc.to_py([change]).get(w.field),
+                    value=_value_at(md.doc.to_py([change]), w.path),
                     entry_id=writer.id.hex(),
                     author=writer.author.hex(),
                     author_name=author_name(writer.author),
@@ -122,8 +131,18 @@ def document_conflicts(
                 )
             )
         if len(values) > 1:
-            conflicts.append(FieldConflict(w.field, tuple(values)))
+            conflicts.append(FieldConflict(w.field, tuple(values), w.path))
     return tuple(conflicts)
+
+
+def _value_at(content: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at ``path`` in ``content`` (None where a key is missing or not a map)."""
+    value: Any = content
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
 
 
 @dataclass

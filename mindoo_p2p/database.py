@@ -366,10 +366,10 @@ class Database:
         return copied
 
     def conflicts(self, document_id: str | bytes) -> tuple[FieldConflict, ...]:
-        """The document's top-level fields that concurrent changes set to competing values:
-        each value with the entry, author (and device) and time that wrote it, the value the
-        document shows first. Empty when there is none; a plain write of a field resolves
-        its conflict."""
+        """The document's fields (of nested maps too: `FieldConflict.path`) that concurrent
+        changes set to competing values: each value with the entry, author (and device) and
+        time that wrote it, the value the document shows first. Empty when there is none; a
+        plain write of a field resolves its conflict."""
         md = self._docs.load(parse_document_id(document_id))
         return self._conflicts_of(md)
 

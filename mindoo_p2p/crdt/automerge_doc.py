@@ -381,8 +381,9 @@ class AutomergeDocument:
         return materialize(self._doc, heads, readouts)
 
     def conflicts(self) -> list[FieldWrites]:
-        """The top-level fields holding competing values from concurrent changes, each with
-        the changes whose values compete (the shown value's first); see `.conflicts`."""
+        """The map fields (nested ones too) holding competing values from concurrent changes,
+        each with the changes whose values compete (the shown value's first); see
+        `.conflicts`."""
         self._check_usable()
         try:
             return conflicting_fields(self._doc)

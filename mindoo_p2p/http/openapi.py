@@ -155,6 +155,7 @@ SCHEMAS: dict[str, Schema] = {
                     "required": ["field", "values"],
                     "properties": {
                         "field": {"type": "string"},
+                        "path": {"type": "array", "items": {"type": "string"}},
                         "values": {
                             "type": "array",
                             "items": {
