@@ -59,7 +59,8 @@ from .chains import ForkPoint
 from .crypto.signing import verify_many, verify_signature
 from .entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
 from .errors import DecodeError, MindooError
-from .membership import MembershipLog, TenantLogRecord, decode_tenant_log_record
+from .membership import MembershipLog
+from .membership_records import TenantLogRecord, decode_tenant_log_record
 from .rejection import Rejected, RejectionKind
 
 BAD_SIGNATURE = "bad signature"

@@ -78,7 +78,8 @@ from .keyring import (
     TenantKey,
     validate_key_name,
 )
-from .membership import ROLE_MIRROR, MembershipLog, decode_tenant_log_record
+from .membership import MembershipLog
+from .membership_records import ROLE_MIRROR, decode_tenant_log_record
 from .rejection import Rejected
 
 INVITE_MAGIC = b"MDIV"

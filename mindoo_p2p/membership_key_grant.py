@@ -34,7 +34,7 @@ from .keyring import KEY_COMMITMENT_SIZE, MEMBERSHIP_KEY, TenantKey
 KEY_GRANT_ACTION = 6
 _RECORD_MAGIC = b"MDMR"
 _RECORD_VERSION = 5
-"""`membership.RECORD_MAGIC` and `membership.PROVEN_RECORD_VERSION` (checked there)."""
+"""`membership_records.RECORD_MAGIC` and `.PROVEN_RECORD_VERSION` (checked there)."""
 SEALED_SECRET_SIZE = 32 + 48
 """A sealed box of a 32-byte secret: ephemeral key, MAC, ciphertext."""
 MAX_GRANTS = 32

@@ -53,11 +53,11 @@ from .key_transfer import (
     read_key_file,
 )
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey
-from .membership import (
+from .membership import MembershipLog
+from .membership_records import (
     ROLE_MIRROR,
     KeyAnnouncement,
     MembershipAction,
-    MembershipLog,
     MembershipRecord,
 )
 from .recovery import MIN_PASSWORD_CHARS, RecoveryKit, read_recovery_kit

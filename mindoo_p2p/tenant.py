@@ -32,7 +32,8 @@ from .errors import UnknownDatabaseError
 from .identity import PublicIdentity, UserIdentity
 from .key_transfer import KeyFile
 from .keyring import DEFAULT_KEY, KeyRing, TenantKey
-from .membership import Member, MembershipLog, TenantLogRecord
+from .membership import Member, MembershipLog
+from .membership_records import TenantLogRecord
 from .store import EntryStore
 from .tenant_access import RevocationPlan, TenantAccess
 from .tenant_collaborators import (

@@ -23,13 +23,12 @@ from .entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
 from .errors import DecodeError, MindooError, MissingKeyError, NotFoundError, VerificationError
 from .identity import PublicIdentity, UserIdentity, fingerprint_of
 from .keyring import MEMBERSHIP_KEY, TenantKey
-from .membership import (
+from .membership import Member, MembershipLog
+from .membership_records import (
     DeviceEnrolment,
     DeviceRevocation,
     KeyAnnouncement,
-    Member,
     MembershipAction,
-    MembershipLog,
     MembershipRecord,
     Revocation,
     TenantLogRecord,

@@ -25,8 +25,13 @@ from .key_transfer import (
     seal_key_to,
 )
 from .keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey, validate_key_name
-from .membership import MAX_KEY_VERSION, ROLE_MIRROR, KeyAnnouncement, TenantLogRecord
 from .membership_key_grant import MembershipKeyGrant
+from .membership_records import (
+    MAX_KEY_VERSION,
+    ROLE_MIRROR,
+    KeyAnnouncement,
+    TenantLogRecord,
+)
 from .store import EntryStore
 from .tenant_access import TenantAccess
 from .tenant_collaborators import EntryWriter, Ingest, LearnSavedKeys, SaveSecrets

@@ -31,6 +31,7 @@ LAYERED = (
     "mindoo_p2p.recovery",
     "mindoo_p2p.admission",
     "mindoo_p2p.membership",
+    "mindoo_p2p.membership_records",
 )
 
 
