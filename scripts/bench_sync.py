@@ -138,7 +138,9 @@ HOOKS: dict[str, None] = {
 PARTS = ("recon", "catchup", "propagation", "idle", "daemons")
 DEFAULT_PARTS = ("recon", "catchup", "propagation", "idle")
 TARGETS = {
-    "catchup_entries_per_s": (">=", 10_000),
+    # Issue 8: catch-up of an empty node from 100,000 entries over the network (the default
+    # size); from 1,000,000 the issue asks for >= 12,000/s.
+    "catchup_entries_per_s": (">=", 15_000),
     "propagation_p50_ms": ("<", 100),
     "propagation_p99_ms": ("<", 500),
     "idle_cpu_percent": ("<", 1.0),
