@@ -147,6 +147,13 @@ def recon_is_leaf(level: int, count: int) -> bool:
 
 
 RECON_IDX_KEY_SIZE = SCOPE_SIZE + SEQ_SIZE + ID_SIZE
+RECON_ID_OFFSET = SCOPE_SIZE + SEQ_SIZE
+"""Offset of the id in a ``recon_idx`` key."""
+RECON_SUM_MODULUS = 1 << 256
+"""``recon_agg`` sums ids modulo this (little-endian integers)."""
+U64_LIMIT = 1 << 64
+RECON_RESERVED_TS = b"\xff" * SEQ_SIZE
+"""The reserved timestamp 2**64-1 (Negentropy's infinity): such entries are never indexed."""
 RECON_AGG_KEY_SIZE = SCOPE_SIZE + 1 + SEQ_SIZE
 RECON_AGG_VALUE_SIZE = SEQ_SIZE + ID_SIZE
 
@@ -213,7 +220,7 @@ def recon_agg_key(scope: bytes, level: int, bucket: int) -> bytes:
 
 def pack_recon_agg(count: int, id_sum: int) -> bytes:
     """A ``recon_agg`` value: BE64(count) + (id_sum mod 2**256) as 32 bytes little-endian."""
-    return _BE64.pack(count) + (id_sum % (1 << 256)).to_bytes(ID_SIZE, "little")
+    return _BE64.pack(count) + (id_sum % RECON_SUM_MODULUS).to_bytes(ID_SIZE, "little")
 
 
 def unpack_recon_agg(value: bytes) -> tuple[int, int] | None:

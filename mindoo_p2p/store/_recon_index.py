@@ -44,12 +44,16 @@ from ._layout import (
     RECON_AGG_KEY_SIZE,
     RECON_BASE_LEVEL,
     RECON_FAN_SHIFT,
+    RECON_ID_OFFSET,
     RECON_IDX_KEY_SIZE,
+    RECON_RESERVED_TS,
     RECON_SHIFTS,
     RECON_SPLIT_THRESHOLD,
+    RECON_SUM_MODULUS,
     RECON_TOP_LEVEL,
     SCOPE_SIZE,
     SEQ_SIZE,
+    U64_LIMIT,
     Tables,
     pack_recon_agg,
     pack_seq,
@@ -60,11 +64,6 @@ from ._layout import (
 )
 from ._recon_levels import ExpectedRows, Item, subtree_rows
 
-_TS_END = SCOPE_SIZE + SEQ_SIZE
-"""Offset of the id in a ``recon_idx`` key."""
-_SUM_MODULUS = 1 << 256
-_U64_LIMIT = 1 << 64
-_RESERVED_TS = b"\xff" * SEQ_SIZE
 _REBUILD_CHUNK = 65_536
 
 Problem = Callable[[bytes | None, str, str], None]
@@ -146,8 +145,8 @@ def _millisecond_sums(idx_keys: Iterable[bytes]) -> dict[tuple[bytes, int], list
     """``(scope, timestamp) -> [count, id sum]`` of well-formed ``recon_idx`` keys."""
     sums: dict[tuple[bytes, int], list[int]] = {}
     for key in idx_keys:
-        slot = (key[:SCOPE_SIZE], int.from_bytes(key[SCOPE_SIZE:_TS_END], "big"))
-        value = int.from_bytes(key[_TS_END:], "little")
+        slot = (key[:SCOPE_SIZE], int.from_bytes(key[SCOPE_SIZE:RECON_ID_OFFSET], "big"))
+        value = int.from_bytes(key[RECON_ID_OFFSET:], "little")
         accumulated = sums.get(slot)
         if accumulated is None:
             sums[slot] = [1, value]
@@ -226,7 +225,7 @@ def _update_level(
         new_count = parsed[0] + sign * count
         if new_count < 0:
             raise _corrupt(f"recon_agg row {row_key.hex()} does not cover the removed items")
-        if new_count >= _U64_LIMIT:
+        if new_count >= U64_LIMIT:
             raise _corrupt(f"recon_agg row {row_key.hex()} overflows")
         if new_count == 0:
             txn.delete(row_key, db=agg_db)
@@ -265,7 +264,7 @@ def _rewrite_subtree(
 
 def _agg_range_end(scope: bytes, level: int, bucket_end: int) -> bytes:
     """A key above every ``recon_agg`` key of ``level`` whose bucket is below ``bucket_end``."""
-    if bucket_end < _U64_LIMIT:
+    if bucket_end < U64_LIMIT:
         return recon_agg_key(scope, level, bucket_end)
     return scope + bytes((level + 1,))
 
@@ -275,7 +274,7 @@ def _items_between(
 ) -> Iterable[Item]:
     """The ``(timestamp, id value)`` items of ``scope`` with low <= timestamp < high."""
     cursor = txn.cursor(tables.recon_idx)
-    if not cursor.set_range_dup(scope, pack_seq(min(low, _U64_LIMIT - 1))):
+    if not cursor.set_range_dup(scope, pack_seq(min(low, U64_LIMIT - 1))):
         return
     for value in cursor.iternext_dup(keys=False, values=True):
         if len(value) != RECON_IDX_KEY_SIZE - SCOPE_SIZE:
@@ -430,7 +429,7 @@ class ReconIndexCheck:
             if (
                 len(key) != RECON_IDX_KEY_SIZE
                 or len(scope) != SCOPE_SIZE
-                or value[:8] == _RESERVED_TS
+                or value[:8] == RECON_RESERVED_TS
             ):
                 problem(None, "recon_idx", f"malformed row {key.hex()}")
                 continue
@@ -439,7 +438,7 @@ class ReconIndexCheck:
                 int.from_bytes(value[:SEQ_SIZE], "big"),
                 int.from_bytes(value[SEQ_SIZE:], "little"),
             )
-            if key[_TS_END:] in self._tolerated:
+            if key[RECON_ID_OFFSET:] in self._tolerated:
                 continue
             accumulated = found.setdefault(key[:SCOPE_SIZE], [0, 0])
             accumulated[0] += 1
@@ -467,14 +466,15 @@ class ReconIndexCheck:
                 key = scope + value
                 if len(key) != RECON_IDX_KEY_SIZE:
                     continue
-                entry_id = key[_TS_END:]
+                entry_id = key[RECON_ID_OFFSET:]
                 if entry_id in self._tolerated:
                     continue
                 entry = stored_entry(txn, tables, entry_id)
                 if entry is None:
                     problem(entry_id, "recon_idx", "row names an entry that is not stored")
                 elif self._scopes.of(entry) != scope or (
-                    entry.header.timestamp_ms != int.from_bytes(key[SCOPE_SIZE:_TS_END], "big")
+                    entry.header.timestamp_ms
+                    != int.from_bytes(key[SCOPE_SIZE:RECON_ID_OFFSET], "big")
                 ):
                     problem(entry_id, "recon_idx", "row differs from its entry's database or time")
         feed = txn.cursor(tables.db_feed)
@@ -506,7 +506,7 @@ def _check_aggregates(
             problem(None, "recon_agg", f"malformed row {key.hex()}")
         elif want is None:
             problem(None, "recon_agg", f"row without items {key.hex()}")
-        elif parsed != (want[0], want[1] % _SUM_MODULUS):
+        elif parsed != (want[0], want[1] % RECON_SUM_MODULUS):
             problem(
                 None,
                 "recon_agg",

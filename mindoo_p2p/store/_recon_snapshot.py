@@ -29,22 +29,20 @@ from ._layout import (
     RECON_AGG_KEY_SIZE,
     RECON_BASE_LEVEL,
     RECON_FAN_SHIFT,
+    RECON_ID_OFFSET,
     RECON_IDX_KEY_SIZE,
+    RECON_RESERVED_TS,
     RECON_SHIFTS,
     RECON_SPLIT_THRESHOLD,
+    RECON_SUM_MODULUS,
     RECON_TOP_LEVEL,
     SCOPE_SIZE,
     SEQ_SIZE,
+    U64_LIMIT,
     Tables,
     recon_agg_key,
     unpack_recon_agg,
 )
-
-_TS_END = SCOPE_SIZE + SEQ_SIZE
-"""Offset of the id in a ``recon_idx`` key."""
-_SUM_MODULUS = 1 << 256
-_U64_LIMIT = 1 << 64
-_RESERVED_TS = b"\xff" * SEQ_SIZE
 
 _MAX_CHECKPOINTS = 4096
 """Most checkpoints one cached run keeps; longer runs keep every 2nd, 4th, ... row."""
@@ -130,7 +128,7 @@ def _bucket_of(agg_key: bytes) -> int:
 
 def _range_end(prefix: bytes, value: int, key_size: int) -> bytes:
     """The end of keys ``prefix + BE64(x)...`` with x < ``value`` (``value`` <= 2**64)."""
-    if value < _U64_LIMIT:
+    if value < U64_LIMIT:
         return prefix + value.to_bytes(SEQ_SIZE, "big")
     # Above every key with this prefix: its successor, or (prefix all 0xff) a longer 0xff run.
     stripped = prefix.rstrip(b"\xff")
@@ -197,7 +195,7 @@ class LmdbReconStorage:
         self._prefix_sums: dict[int, int] = {}
         self._finger: _Finger | None = None
         top = self._scope + bytes((RECON_TOP_LEVEL,))
-        self._root = self._build_aggregates(top, _range_end(top, _U64_LIMIT, RECON_AGG_KEY_SIZE))
+        self._root = self._build_aggregates(top, _range_end(top, U64_LIMIT, RECON_AGG_KEY_SIZE))
         self._size = self._root.counts[-1]
         self._total = self._root.sums[-1]
 
@@ -362,16 +360,16 @@ class LmdbReconStorage:
             end = (bucket + 1) << shift
             start = self._scope + (bucket << shift).to_bytes(SEQ_SIZE, "big")
             run = self._build_leaf(
-                start, _range_end(self._scope, end, RECON_IDX_KEY_SIZE), end >= _U64_LIMIT
+                start, _range_end(self._scope, end, RECON_IDX_KEY_SIZE), end >= U64_LIMIT
             )
         else:
             prefix = self._scope + bytes((level - 1,))
             start = prefix + (bucket << RECON_FAN_SHIFT).to_bytes(SEQ_SIZE, "big")
             high = _range_end(prefix, (bucket + 1) << RECON_FAN_SHIFT, RECON_AGG_KEY_SIZE)
             run = self._build_aggregates(start, high)
-        if (run.counts[-1], run.sums[-1] % _SUM_MODULUS) != (
+        if (run.counts[-1], run.sums[-1] % RECON_SUM_MODULUS) != (
             expected[0],
-            expected[1] % _SUM_MODULUS,
+            expected[1] % RECON_SUM_MODULUS,
         ):
             raise _corrupt(
                 f"the bucket under {start.hex()} adds up to {run.counts[-1]} items,"
@@ -394,9 +392,9 @@ class LmdbReconStorage:
                 if len(key) != RECON_IDX_KEY_SIZE:
                     raise _corrupt(f"malformed recon_idx row {key.hex()}")
                 append(key)
-        if top and rows and rows[-1][SCOPE_SIZE:_TS_END] == _RESERVED_TS:
+        if top and rows and rows[-1][SCOPE_SIZE:RECON_ID_OFFSET] == RECON_RESERVED_TS:
             raise _corrupt("recon_idx holds the reserved timestamp 2**64-1")
-        ids = (int.from_bytes(key[_TS_END:], "little") for key in rows)
+        ids = (int.from_bytes(key[RECON_ID_OFFSET:], "little") for key in rows)
         id_sums = [0, *itertools.accumulate(ids)]
         keys, stride = _sampled(rows)
         counts = list(range(0, len(rows), stride))
@@ -450,9 +448,13 @@ class LmdbReconStorage:
     def _parse(leaf: bool, key: bytes, value: bytes) -> tuple[int, int]:
         """(count, id sum) of one row; StoreError when it is malformed."""
         if leaf:
-            if len(key) != RECON_IDX_KEY_SIZE or value or key[SCOPE_SIZE:_TS_END] == _RESERVED_TS:
+            if (
+                len(key) != RECON_IDX_KEY_SIZE
+                or value
+                or key[SCOPE_SIZE:RECON_ID_OFFSET] == RECON_RESERVED_TS
+            ):
                 raise _corrupt(f"malformed recon_idx row {key.hex()}")
-            return 1, int.from_bytes(key[_TS_END:], "little")
+            return 1, int.from_bytes(key[RECON_ID_OFFSET:], "little")
         parsed = unpack_recon_agg(value) if len(key) == RECON_AGG_KEY_SIZE else None
         if parsed is None or parsed[0] == 0:
             raise _corrupt(f"malformed recon_agg row {key.hex()}")
@@ -500,4 +502,6 @@ class LmdbReconStorage:
 
 
 def _item_of(idx_key: bytes) -> ReconItem:
-    return ReconItem(int.from_bytes(idx_key[SCOPE_SIZE:_TS_END], "big"), idx_key[_TS_END:])
+    return ReconItem(
+        int.from_bytes(idx_key[SCOPE_SIZE:RECON_ID_OFFSET], "big"), idx_key[RECON_ID_OFFSET:]
+    )
