@@ -25,7 +25,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 from multiaddr import Multiaddr  # type: ignore[import-untyped]
 
-from mindoo_p2p.net import host as host_module
+from mindoo_p2p.net import _swarm as swarm_module
 from mindoo_p2p.net.address_book import AddressBook, Backoff
 from mindoo_p2p.net.dialer import maintain_connections
 from mindoo_p2p.net.framing import FramedStream, FrameTooLarge, StreamClosed, StreamTimeout
@@ -440,7 +440,7 @@ async def _disconnect(dialer: PeerHost, peer_id: str, done: trio.Event) -> None:
 async def test_without_the_fix_inbound_slots_leak(monkeypatch: pytest.MonkeyPatch) -> None:
     """Guards the reason for the patch: unpatched py-libp2p refuses connection max+1."""
     monkeypatch.setattr(
-        host_module._MindooSwarm,
+        swarm_module.MindooSwarm,
         "_handle_inbound_connection",
         Swarm._handle_inbound_connection,
     )
