@@ -22,12 +22,19 @@ derived data (encrypted by the caller) and may be replaced at any time. A revoca
 Every byte read back from disk is checked: an entry must decode and hash to an id that ``ids``
 maps to the arrival number it was read under, or the read raises
 :class:`~mindoo_p2p.errors.StoreError` (`fsck` reports instead of raising).
+
+This class is the facade: it opens the environment, checks arguments, opens transactions and
+delegates to the private modules, each with one responsibility and no state of its own:
+`_environment` (open, share, upgrade on open), `_append` (a batch from elsewhere: bounds,
+checks, accounting), `_local_append` (own writes), `_writer` (the rows of a stored entry),
+`_entry_reads` (loading and checking an entry), `_feed_reads` (feeds and paged iteration),
+`_scope_reads` (tenants, databases, documents, counters, authors), `_cursors` (shared table
+walks), `_retraction`, `_chains`, `_recon_index` / `_recon_snapshot` and `_fsck`.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,25 +52,16 @@ from ..entry import (
     TENANT_LOG,
     Entry,
     EntryKind,
-    document_key_of_raw,
-    tenant_id_of_raw,
 )
-from ..errors import DecodeError, StoreError
-from ._batch import prepare_batch
+from ..errors import StoreError
+from . import _feed_reads, _scope_reads
+from ._append import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, append_batch, check_batch_bounds
 from ._chains import TransactionChainFacts, read_fork, read_forks, settle_fork
+from ._cursors import MAX_SEQ, dups_from
+from ._entry_reads import arrival_of, load_arrival, load_by_id, retraction_check
 from ._environment import SharedEnvironment, acquire, release
 from ._fsck import run_fsck
-from ._layout import (
-    AUTHOR_KEY_SIZE,
-    DOC_FEED_KEY_SIZE,
-    DUP_SIZE,
-    SCOPE_NUMBER_SIZE,
-    SEQ_SIZE,
-    pack_seq,
-    prefix_successor,
-    scope_key,
-    unpack_seq,
-)
+from ._layout import SEQ_SIZE, pack_seq, scope_key, unpack_seq
 from ._local_append import (
     OwnAuthorizer,
     SealInTransaction,
@@ -74,20 +72,13 @@ from ._local_append import (
 from ._recon_index import rebuild_recon_index
 from ._recon_snapshot import DEFAULT_CACHE_ROWS, LmdbReconStorage
 from ._retraction import authored_after, retract
-from ._writer import last_dup_seq, scope_number, write_entries
+from ._writer import last_dup_seq
 from .results import AppendResult, Authorizer, FeedItem, FsckReport
 
-MAX_BATCH_ENTRIES = 50_000
-"""Most entries one `append` call takes (ValueError beyond)."""
-MAX_BATCH_BYTES = 128 * 1024 * 1024
-"""Most sealed bytes one `append` call takes (ValueError beyond)."""
 MAX_FEED_PAGE = 10_000
 """`changes_since` returns at most this many items whatever `limit` asks for."""
 MAX_SNAPSHOT_SIZE = 256 * 1024 * 1024
 """Largest snapshot blob `put_snapshot` accepts."""
-
-_MAX_SEQ = (1 << 64) - 1
-_ITER_PAGE = 512
 
 
 class EntryStore:
@@ -173,47 +164,6 @@ class EntryStore:
             except lmdb.Error as exc:
                 raise StoreError(f"entry store write failed: {type(exc).__name__}: {exc}") from exc
 
-    def _arrival(self, txn: lmdb.Transaction[bytes], entry_id: bytes) -> bytes | None:
-        """The arrival number (BE64) of a stored id, or None."""
-        arrival = txn.get(entry_id, db=self._tables.ids)
-        if arrival is not None and len(arrival) != SEQ_SIZE:
-            raise StoreError(f"malformed ids row for {entry_id.hex()}: run fsck")
-        return arrival
-
-    def _load(self, txn: lmdb.Transaction[bytes], entry_id: bytes) -> Entry | None:
-        arrival = self._arrival(txn, entry_id)
-        if arrival is None:
-            return None
-        raw = txn.get(arrival, db=self._tables.sealed)
-        if raw is None:
-            raise StoreError(f"entry {entry_id.hex()} is indexed but not stored: run fsck")
-        entry = _decode_stored(entry_id.hex(), raw)
-        if entry.id != entry_id:
-            raise StoreError(f"stored entry {entry_id.hex()} does not match its id: run fsck")
-        return entry
-
-    def _doc_feed_key(
-        self, txn: lmdb.Transaction[bytes], tenant_id: bytes, database: str, document_id: bytes
-    ) -> bytes | None:
-        """The ``doc_feed`` key of a document (None when its database has no entries)."""
-        number = scope_number(txn, self._tables, scope_key(tenant_id, database))
-        return None if number is None else number + bytes(document_id)
-
-    def _load_arrival(self, txn: lmdb.Transaction[bytes], arrival: bytes) -> Entry:
-        """The entry stored under ``arrival`` (BE64), checked against ``ids``."""
-        raw = txn.get(arrival, db=self._tables.sealed)
-        if raw is None:
-            raise StoreError(
-                f"an index names arrival {unpack_seq(arrival)}, which is not stored: run fsck"
-            )
-        entry = _decode_stored(f"at arrival {unpack_seq(arrival)}", raw)
-        if txn.get(entry.id, db=self._tables.ids) != arrival:
-            raise StoreError(
-                f"stored entry at arrival {unpack_seq(arrival)} does not match its id"
-                f" (now {entry.id.hex()}): run fsck"
-            )
-        return entry
-
     # -- writing -----------------------------------------------------------------------------
     def append(
         self,
@@ -243,42 +193,15 @@ class EntryStore:
         self._live_env()
         if self.readonly:
             raise StoreError("the entry store is open read-only")
-        if len(entries) > MAX_BATCH_ENTRIES:
-            raise ValueError(f"batch of {len(entries)} entries, over {MAX_BATCH_ENTRIES}")
-        total = sum(len(e.raw) if isinstance(e, Entry | VerifiedEntry) else len(e) for e in entries)
-        if total > MAX_BATCH_BYTES:
-            raise ValueError(f"batch of {total} bytes, over {MAX_BATCH_BYTES}")
-        if not entries:
-            return AppendResult([], [], [])
-
-        ids_db = self._tables.ids
-        with self._reading() as txn:
-            prepared = prepare_batch(
-                entries,
-                lambda ids: [i for i in ids if txn.get(i, db=ids_db) is not None],
-                authorize,
-                check_signatures=not sealed_here,
-            )
-        added: list[Entry] = []
-        if prepared.accepted:
-            with self._writing() as wtxn:
-                added = write_entries(wtxn, self._tables, prepared.accepted)
-
-        added_ids = [entry.id for entry in added]
-        duplicates = prepared.duplicates
-        rejected = prepared.rejected
-        if len(added) != len(prepared.accepted):
-            landed = set(added_ids)
-            duplicates += [e.id for e in prepared.accepted if e.id not in landed]
-        if prepared.repeats:
-            refusals = {r.entry_id: r for r in rejected}
-            for entry_id in prepared.repeats:
-                refusal = refusals.get(entry_id)
-                if refusal is None:
-                    duplicates.append(entry_id)
-                else:
-                    rejected.append(refusal)
-        return AppendResult(added_ids, duplicates, rejected)
+        check_batch_bounds(entries)
+        return append_batch(
+            self._reading,
+            self._writing,
+            self._tables,
+            entries,
+            authorize,
+            check_signatures=not sealed_here,
+        )
 
     def append_local(
         self, seal: SealInTransaction, authorize: OwnAuthorizer | None = None
@@ -316,7 +239,7 @@ class EntryStore:
         _check_scope_args(tenant_id, database)
         if len(document_id) != DOCUMENT_ID_SIZE:
             raise ValueError(f"document_id must be {DOCUMENT_ID_SIZE} bytes")
-        if not 0 <= covered_seq <= _MAX_SEQ:
+        if not 0 <= covered_seq <= MAX_SEQ:
             raise ValueError("covered_seq must fit in 64 bits")
         if len(blob) > MAX_SNAPSHOT_SIZE:
             raise ValueError(f"snapshot of {len(blob)} bytes, over {MAX_SNAPSHOT_SIZE}")
@@ -370,25 +293,27 @@ class EntryStore:
         if len(entry_id) != ID_SIZE:
             return None
         with self._reading() as txn:
-            return self._load(txn, bytes(entry_id))
+            return load_by_id(txn, self._tables, bytes(entry_id))
 
     def get_raw(self, entry_id: bytes) -> bytes | None:
         """The stored sealed bytes as they are on disk (not re-checked), or None."""
         if len(entry_id) != ID_SIZE:
             return None
         with self._reading() as txn:
-            arrival = self._arrival(txn, bytes(entry_id))
+            arrival = arrival_of(txn, self._tables, bytes(entry_id))
             return None if arrival is None else txn.get(arrival, db=self._tables.sealed)
 
     def get_raws(self, entry_ids: Sequence[bytes]) -> list[bytes | None]:
         """`get_raw` of each id, in the order given, in one short read transaction (a peer's
         fetch asks for hundreds at a time: one transaction each cost more than the reads)."""
-        sealed_db = self._tables.sealed
+        tables = self._tables
         found: list[bytes | None] = []
         with self._reading() as txn:
             for entry_id in entry_ids:
-                arrival = self._arrival(txn, bytes(entry_id)) if len(entry_id) == ID_SIZE else None
-                found.append(None if arrival is None else txn.get(arrival, db=sealed_db))
+                arrival = (
+                    arrival_of(txn, tables, bytes(entry_id)) if len(entry_id) == ID_SIZE else None
+                )
+                found.append(None if arrival is None else txn.get(arrival, db=tables.sealed))
         return found
 
     def has(self, entry_id: bytes) -> bool:
@@ -415,63 +340,33 @@ class EntryStore:
     # -- listings ----------------------------------------------------------------------------
     def tenants(self) -> list[bytes]:
         """The ids of every tenant with at least one stored entry, sorted."""
-        found: list[bytes] = []
         with self._reading() as txn:
-            cursor = txn.cursor(self._tables.databases)
-            positioned = cursor.first()
-            while positioned:
-                tenant = cursor.key()[:TENANT_ID_SIZE]
-                found.append(tenant)
-                successor = prefix_successor(tenant)
-                positioned = successor is not None and cursor.set_range(successor)
-        return found
+            return _scope_reads.tenants(txn, self._tables)
 
     def databases(self, tenant_id: bytes) -> list[str]:
         """The names of the tenant's databases with stored entries (the tenant log too), sorted."""
         if len(tenant_id) != TENANT_ID_SIZE:
             raise ValueError(f"tenant_id must be {TENANT_ID_SIZE} bytes")
-        names: list[str] = []
         with self._reading() as txn:
-            for key in _keys_with_prefix(txn, self._tables.databases, bytes(tenant_id)):
-                try:
-                    name = key[TENANT_ID_SIZE:].decode("utf-8")
-                except UnicodeDecodeError:
-                    raise StoreError("malformed databases row: run fsck") from None
-                names.append(name)
-        return sorted(names)
+            return _scope_reads.databases(txn, self._tables, bytes(tenant_id))
 
     def documents(self, tenant_id: bytes, database: str) -> list[bytes]:
         """The distinct document ids of a database, in order of their first entry's arrival."""
         scope = scope_key(tenant_id, database)
-        firsts: list[tuple[int, bytes]] = []
         with self._reading() as txn:
-            number = scope_number(txn, self._tables, scope)
-            if number is None:
-                return []
-            for key, first in _firsts_with_prefix(txn, self._tables.doc_feed, number):
-                if len(key) != DOC_FEED_KEY_SIZE or len(first) != DUP_SIZE:
-                    raise StoreError("malformed doc_feed row: run fsck")
-                firsts.append((unpack_seq(first[:SEQ_SIZE]), key[SCOPE_NUMBER_SIZE:]))
-        firsts.sort()
-        return [document_id for _, document_id in firsts]
+            return _scope_reads.documents(txn, self._tables, scope)
 
     # -- per-document and per-database reads -------------------------------------------------
     def document_entries(
         self, tenant_id: bytes, database: str, document_id: bytes, after_seq: int = 0
     ) -> list[tuple[int, Entry]]:
         """``(feed seq, entry)`` of the document's entries with seq > ``after_seq``, in order."""
-        if len(document_id) != DOCUMENT_ID_SIZE or after_seq >= _MAX_SEQ:
+        if len(document_id) != DOCUMENT_ID_SIZE or after_seq >= MAX_SEQ:
             return []
-        found: list[tuple[int, Entry]] = []
         with self._reading() as txn:
-            key = self._doc_feed_key(txn, tenant_id, database, document_id)
-            if key is None:
-                return []
-            retracted = self._retraction_check(txn)
-            for seq, arrival in _dups_from(txn, self._tables.doc_feed, key, after_seq + 1):
-                if retracted is None or not retracted(arrival):
-                    found.append((seq, self._load_arrival(txn, arrival)))
-        return found
+            return _feed_reads.document_entries(
+                txn, self._tables, tenant_id, database, document_id, after_seq
+            )
 
     def document_updates(
         self,
@@ -486,42 +381,20 @@ class EntryStore:
         Returns the loaded ``(seq, entry)`` pairs and the highest seq seen (``after_seq`` when
         none): a cache that already holds some entries (its own writes) skips decoding them.
         """
-        if len(document_id) != DOCUMENT_ID_SIZE or after_seq >= _MAX_SEQ:
+        if len(document_id) != DOCUMENT_ID_SIZE or after_seq >= MAX_SEQ:
             return [], after_seq
-        found: list[tuple[int, Entry]] = []
-        last = after_seq
-        sealed = self._tables.sealed
         with self._reading() as txn:
-            key = self._doc_feed_key(txn, tenant_id, database, document_id)
-            if key is None:
-                return [], after_seq
-            retracted = self._retraction_check(txn)
-            for last, arrival in _dups_from(txn, self._tables.doc_feed, key, after_seq + 1):
-                if retracted is not None and retracted(arrival):
-                    continue
-                if known_ids:
-                    raw = txn.get(arrival, db=sealed)
-                    if raw is not None and hashlib.sha256(raw).digest() in known_ids:
-                        continue  # the caller has it (a corrupt copy would not hash to it)
-                found.append((last, self._load_arrival(txn, arrival)))
-        return found, last
+            return _feed_reads.document_updates(
+                txn, self._tables, tenant_id, database, document_id, after_seq, known_ids
+            )
 
     def document_entry_count(self, tenant_id: bytes, database: str, document_id: bytes) -> int:
         """How many entries the document has."""
         if len(document_id) != DOCUMENT_ID_SIZE:
             return 0
         with self._reading() as txn:
-            key = self._doc_feed_key(txn, tenant_id, database, document_id)
-            if key is None:
-                return 0
-            retracted = self._retraction_check(txn)
-            if retracted is None:
-                cursor = txn.cursor(self._tables.doc_feed)
-                return int(cursor.count()) if cursor.set_key(key) else 0
-            return sum(
-                1
-                for _, arrival in _dups_from(txn, self._tables.doc_feed, key, 1)
-                if not retracted(arrival)
+            return _feed_reads.document_entry_count(
+                txn, self._tables, tenant_id, database, document_id
             )
 
     def changes_since(
@@ -535,31 +408,12 @@ class EntryStore:
         """
         if cursor < 0 or limit < 1:
             raise ValueError("cursor must be >= 0 and limit >= 1")
-        if cursor >= _MAX_SEQ:
+        if cursor >= MAX_SEQ:
             return [], cursor
         limit = min(limit, MAX_FEED_PAGE)
         scope = scope_key(tenant_id, database)
-        items: list[FeedItem] = []
         with self._reading() as txn:
-            retracted = self._retraction_check(txn)
-            for seq, arrival in _dups_from(txn, self._tables.db_feed, scope, cursor + 1):
-                if len(items) >= limit:
-                    break
-                if retracted is not None and retracted(arrival):
-                    continue
-                entry = self._load_arrival(txn, arrival)
-                header = entry.header
-                items.append(
-                    FeedItem(
-                        seq=seq,
-                        entry_id=entry.id,
-                        document_id=header.document_id,
-                        kind=header.kind,
-                        author=header.author,
-                        author_seq=header.author_seq,
-                        timestamp_ms=header.timestamp_ms,
-                    )
-                )
+            items = _feed_reads.changes_since(txn, self._tables, scope, cursor, limit)
         return items, (items[-1].seq if items else cursor)
 
     def last_seq(self, tenant_id: bytes, database: str) -> int:
@@ -597,30 +451,14 @@ class EntryStore:
                 raise ValueError("iter_entries: database needs tenant_id")
             if since_seq < 0:
                 raise ValueError("since_seq must be >= 0")
-            return self._iter_database(scope_key(tenant_id, database), since_seq)
+            scope = scope_key(tenant_id, database)
+            return _feed_reads.iter_database(self._reading, self._tables, scope, since_seq)
         if since_seq != 0:
             raise ValueError("iter_entries: since_seq needs a database")
         if tenant_id is not None and len(tenant_id) != TENANT_ID_SIZE:
             raise ValueError("tenant_id must be 16 bytes")
-        return self._iter_log(None if tenant_id is None else bytes(tenant_id))
-
-    def _iter_database(self, scope: bytes, since_seq: int) -> Iterator[Entry]:
-        next_seq = since_seq + 1
-        while next_seq <= _MAX_SEQ:
-            page: list[Entry] = []
-            scanned = 0
-            with self._reading() as txn:
-                retracted = self._retraction_check(txn)
-                for seq, arrival in _dups_from(txn, self._tables.db_feed, scope, next_seq):
-                    if scanned >= _ITER_PAGE:
-                        break
-                    scanned += 1
-                    next_seq = seq + 1
-                    if retracted is None or not retracted(arrival):
-                        page.append(self._load_arrival(txn, arrival))
-            yield from page
-            if scanned < _ITER_PAGE:
-                return
+        tenant = None if tenant_id is None else bytes(tenant_id)
+        return _feed_reads.iter_log(self._reading, self._tables, tenant)
 
     def iter_document_keys(
         self, tenant_id: bytes, database: str, since_seq: int = 0
@@ -633,52 +471,7 @@ class EntryStore:
         if since_seq < 0:
             raise ValueError("since_seq must be >= 0")
         scope = scope_key(tenant_id, database)
-        next_seq = since_seq + 1
-        while next_seq <= _MAX_SEQ:
-            page: list[tuple[EntryKind, bytes, bytes]] = []
-            scanned = 0
-            with self._reading() as txn:
-                retracted = self._retraction_check(txn)
-                for seq, arrival in _dups_from(txn, self._tables.db_feed, scope, next_seq):
-                    if scanned >= _ITER_PAGE:
-                        break
-                    scanned += 1
-                    next_seq = seq + 1
-                    if retracted is not None and retracted(arrival):
-                        continue
-                    raw = txn.get(arrival, db=self._tables.sealed)
-                    try:
-                        page.append(document_key_of_raw(bytes(raw or b"")))
-                    except DecodeError as exc:
-                        where = f"arrival {unpack_seq(arrival)}"
-                        raise StoreError(f"stored entry at {where}: {exc}: run fsck") from None
-            yield from page
-            if scanned < _ITER_PAGE:
-                return
-
-    def _iter_log(self, tenant_id: bytes | None) -> Iterator[Entry]:
-        next_arrival = 1
-        while True:
-            page: list[Entry] = []
-            scanned = 0
-            with self._reading() as txn:
-                retracted = self._retraction_check(txn)
-                cursor = txn.cursor(self._tables.sealed)
-                if cursor.set_range(pack_seq(next_arrival)):
-                    for arrival, raw in cursor:
-                        if scanned >= _ITER_PAGE:
-                            break
-                        scanned += 1
-                        if len(arrival) != SEQ_SIZE:
-                            raise StoreError("malformed sealed key: run fsck")
-                        next_arrival = unpack_seq(arrival) + 1
-                        if tenant_id is not None and tenant_id_of_raw(raw) != tenant_id:
-                            continue
-                        if retracted is None or not retracted(arrival):
-                            page.append(self._load_arrival(txn, arrival))
-            yield from page
-            if scanned < _ITER_PAGE or next_arrival > _MAX_SEQ:
-                return
+        yield from _feed_reads.iter_document_keys(self._reading, self._tables, scope, since_seq)
 
     def last_arrival(self) -> int:
         """The arrival number of the newest stored entry (0 when empty): a change counter that
@@ -695,35 +488,14 @@ class EntryStore:
         (``arrival`` when none)."""
         if arrival < 0 or limit < 1:
             raise ValueError("arrival must be >= 0 and limit >= 1")
-        entries: list[Entry] = []
-        last = arrival
         with self._reading() as txn:
-            cursor = txn.cursor(self._tables.sealed)
-            if cursor.set_range(pack_seq(arrival + 1)):
-                for key, _raw in cursor:
-                    if len(entries) >= limit:
-                        break
-                    entries.append(self._load_arrival(txn, key))
-                    last = unpack_seq(key)
-        return entries, last
+            return _feed_reads.entries_after(txn, self._tables, arrival, limit)
 
     def stats(self, tenant_id: bytes, database: str) -> dict[str, int]:
         """``{"entries", "documents", "last_seq", "bytes"}`` of one database."""
         scope = scope_key(tenant_id, database)
         with self._reading() as txn:
-            last = last_dup_seq(txn, self._tables.db_feed, scope)
-            documents = txn.get(scope, db=self._tables.scope_docs)
-            size = txn.get(scope, db=self._tables.scope_bytes)
-        if size is not None and len(size) != SEQ_SIZE:
-            raise StoreError("malformed scope_bytes row: run fsck")
-        if documents is not None and len(documents) != SEQ_SIZE:
-            raise StoreError("malformed scope_docs row: run fsck")
-        return {
-            "entries": last,  # feed sequences are dense: 1..last
-            "documents": 0 if documents is None else unpack_seq(documents),
-            "last_seq": last,
-            "bytes": 0 if size is None else unpack_seq(size),
-        }
+            return _scope_reads.database_stats(txn, self._tables, scope)
 
     # -- revocation ---------------------------------------------------------------------------
     def authors(self, tenant_id: bytes) -> dict[bytes, int]:
@@ -731,13 +503,8 @@ class EntryStore:
         (retracted entries included)."""
         if len(tenant_id) != TENANT_ID_SIZE:
             raise ValueError(f"tenant_id must be {TENANT_ID_SIZE} bytes")
-        found: dict[bytes, int] = {}
         with self._reading() as txn:
-            for key, value in _rows_with_prefix(txn, self._tables.author_seq, bytes(tenant_id)):
-                if len(key) != AUTHOR_KEY_SIZE or len(value) != SEQ_SIZE:
-                    raise StoreError("malformed author_seq row: run fsck")
-                found[key[TENANT_ID_SIZE:]] = unpack_seq(value)
-        return found
+            return _scope_reads.authors(txn, self._tables, bytes(tenant_id))
 
     def retract_authored_after(
         self, tenant_id: bytes, author: bytes, after_seq: int
@@ -757,7 +524,7 @@ class EntryStore:
             arrivals = authored_after(
                 wtxn, self._tables, bytes(tenant_id), bytes(author), after_seq
             )
-            found = [(arrival, self._load_arrival(wtxn, arrival)) for arrival in arrivals]
+            found = [(arrival, load_arrival(wtxn, self._tables, arrival)) for arrival in arrivals]
             retract(wtxn, self._tables, found)
         return [entry for _, entry in found]
 
@@ -776,7 +543,7 @@ class EntryStore:
         """Record that ``author`` forked at ``seq`` (e.g. an entry at a revocation cut that the
         cut does not name) and withdraw its entries from the fork point on, in one durable
         write transaction. The fork point stays the smallest ever recorded."""
-        if not 0 <= seq <= _MAX_SEQ:
+        if not 0 <= seq <= MAX_SEQ:
             raise ValueError("seq must be 0 .. 2**64-1")
         with self._writing() as wtxn:
             return settle_fork(wtxn, self._tables, bytes(tenant_id), bytes(author), seq)
@@ -795,8 +562,8 @@ class EntryStore:
         key = bytes(tenant_id) + bytes(author)
         with self._reading() as txn:
             return [
-                self._load_arrival(txn, arrival)
-                for _, arrival in _dups_from(txn, self._tables.by_author, key, seq)
+                load_arrival(txn, self._tables, arrival)
+                for _, arrival in dups_from(txn, self._tables.by_author, key, seq)
             ]
 
     def chain_head(self, tenant_id: bytes, author: bytes) -> tuple[int, bytes | None]:
@@ -806,41 +573,33 @@ class EntryStore:
         accepts by default, whatever sequence numbers above a gap claim."""
         key = bytes(tenant_id) + bytes(author)
         with self._reading() as txn:
-            retracted = self._retraction_check(txn)
+            retracted = retraction_check(txn, self._tables)
             rows = [
                 (seq, arrival)
-                for seq, arrival in _dups_from(txn, self._tables.by_author, key, 1)
+                for seq, arrival in dups_from(txn, self._tables.by_author, key, 1)
                 if retracted is None or not retracted(arrival)
             ]
             seq, arrival = contiguous_head(rows)
             if arrival is None:
                 return 0, None
-            return seq, self._load_arrival(txn, arrival).id
+            return seq, load_arrival(txn, self._tables, arrival).id
 
     def is_retracted(self, entry_id: bytes) -> bool:
         """True when ``entry_id`` is stored but a revocation retracted it."""
         if len(entry_id) != ID_SIZE:
             return False
         with self._reading() as txn:
-            arrival = self._arrival(txn, bytes(entry_id))
+            arrival = arrival_of(txn, self._tables, bytes(entry_id))
             return arrival is not None and txn.get(arrival, db=self._tables.retracted) is not None
 
     def retracted_ids(self, tenant_id: bytes) -> list[bytes]:
         """The ids of the tenant's retracted entries, sorted."""
         with self._reading() as txn:
             return sorted(
-                self._load_arrival(txn, arrival).id
+                load_arrival(txn, self._tables, arrival).id
                 for arrival, value in txn.cursor(self._tables.retracted)
                 if value[:TENANT_ID_SIZE] == bytes(tenant_id)
             )
-
-    def _retraction_check(self, txn: lmdb.Transaction[bytes]) -> Callable[[bytes], bool] | None:
-        """A test ``arrival (BE64) -> is it retracted`` for reads in ``txn``, or None when
-        nothing is."""
-        if not txn.stat(self._tables.retracted)["entries"]:
-            return None
-        db = self._tables.retracted
-        return lambda arrival: txn.get(arrival, db=db) is not None
 
     # -- set reconciliation ------------------------------------------------------------------
     @contextmanager
@@ -879,68 +638,17 @@ class EntryStore:
         return run_fsck(self._live_env(), self._tables)
 
 
-def _decode_stored(what: str, raw: bytes) -> Entry:
-    try:
-        return Entry.decode(raw, what="stored entry")
-    except DecodeError as exc:
-        raise StoreError(f"stored entry {what} is corrupt ({exc}): run fsck") from None
-
-
-def _dups_from(
-    txn: lmdb.Transaction[bytes], db: lmdb._Database, key: bytes, first_seq: int
-) -> Iterator[tuple[int, bytes]]:
-    """``(seq, arrival BE64)`` of the values under ``key`` in a DUPSORT table, from the first
-    with seq >= ``first_seq`` on."""
-    if first_seq > _MAX_SEQ:
-        return
-    cursor = txn.cursor(db)
-    if not cursor.set_key(key) or not cursor.set_range_dup(key, pack_seq(max(first_seq, 0))):
-        return
-    for value in cursor.iternext_dup(keys=False, values=True):
-        if len(value) != DUP_SIZE:
-            raise StoreError(f"malformed row under {key.hex()}: run fsck")
-        yield unpack_seq(value[:SEQ_SIZE]), value[SEQ_SIZE:]
-
-
-def _firsts_with_prefix(
-    txn: lmdb.Transaction[bytes], db: lmdb._Database, prefix: bytes
-) -> Iterator[tuple[bytes, bytes]]:
-    """Every key starting with ``prefix`` in a DUPSORT table, with its first value."""
-    cursor = txn.cursor(db)
-    if not cursor.set_range(prefix):
-        return
-    for key, value in cursor.iternext_nodup(keys=True, values=True):
-        if not key.startswith(prefix):
-            return
-        yield key, value
-
-
-def _keys_with_prefix(
-    txn: lmdb.Transaction[bytes], db: lmdb._Database, prefix: bytes
-) -> Iterator[bytes]:
-    cursor = txn.cursor(db)
-    if not cursor.set_range(prefix):
-        return
-    for key in cursor.iternext(keys=True, values=False):
-        if not key.startswith(prefix):
-            return
-        yield key
-
-
-def _rows_with_prefix(
-    txn: lmdb.Transaction[bytes], db: lmdb._Database, prefix: bytes
-) -> Iterator[tuple[bytes, bytes]]:
-    cursor = txn.cursor(db)
-    if not cursor.set_range(prefix):
-        return
-    for key, value in cursor:
-        if not key.startswith(prefix):
-            return
-        yield key, value
-
-
 def _check_scope_args(tenant_id: bytes, database: str) -> None:
     if len(tenant_id) != TENANT_ID_SIZE:
         raise ValueError(f"tenant_id must be {TENANT_ID_SIZE} bytes")
     if database != TENANT_LOG and not DATABASE_NAME_RE.fullmatch(database):
         raise ValueError(f"invalid database name {database!r}")
+
+
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_ENTRIES",
+    "MAX_FEED_PAGE",
+    "MAX_SNAPSHOT_SIZE",
+    "EntryStore",
+]

@@ -1,0 +1,235 @@
+"""The store's ordered reads: per-document and per-database feeds, the arrival log.
+
+One-transaction reads take the transaction; paging reads (`iter_database`, `iter_document_keys`,
+`iter_log`) take ``reading`` (opens a short read transaction) and read `ITER_PAGE` rows per
+transaction, so a slow consumer holds no transaction open. Entries a revocation retracted are
+left out, except by `entries_after`, which reads what was stored. Every entry is loaded and
+checked by `_entry_reads`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
+from contextlib import AbstractContextManager
+from typing import TypeAlias
+
+import lmdb
+
+from ..entry import Entry, EntryKind, document_key_of_raw, tenant_id_of_raw
+from ..errors import DecodeError, StoreError
+from ._cursors import MAX_SEQ, dups_from
+from ._entry_reads import doc_feed_key, load_arrival, retraction_check
+from ._layout import SEQ_SIZE, Tables, pack_seq, unpack_seq
+from .results import FeedItem
+
+ITER_PAGE = 512
+"""Rows a paging read scans per read transaction."""
+
+Reading: TypeAlias = Callable[[], "AbstractContextManager[lmdb.Transaction[bytes]]"]
+"""Opens a short read transaction (the store's ``_reading``)."""
+
+
+def document_entries(
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    tenant_id: bytes,
+    database: str,
+    document_id: bytes,
+    after_seq: int,
+) -> list[tuple[int, Entry]]:
+    """``(feed seq, entry)`` of the document's entries with seq > ``after_seq``, in order."""
+    key = doc_feed_key(txn, tables, tenant_id, database, document_id)
+    if key is None:
+        return []
+    found: list[tuple[int, Entry]] = []
+    retracted = retraction_check(txn, tables)
+    for seq, arrival in dups_from(txn, tables.doc_feed, key, after_seq + 1):
+        if retracted is None or not retracted(arrival):
+            found.append((seq, load_arrival(txn, tables, arrival)))
+    return found
+
+
+def document_updates(
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    tenant_id: bytes,
+    database: str,
+    document_id: bytes,
+    after_seq: int,
+    known_ids: AbstractSet[bytes],
+) -> tuple[list[tuple[int, Entry]], int]:
+    """`document_entries` without loading the entries whose id is in ``known_ids``, and the
+    highest seq seen (``after_seq`` when none)."""
+    found: list[tuple[int, Entry]] = []
+    last = after_seq
+    sealed = tables.sealed
+    key = doc_feed_key(txn, tables, tenant_id, database, document_id)
+    if key is None:
+        return [], after_seq
+    retracted = retraction_check(txn, tables)
+    for last, arrival in dups_from(txn, tables.doc_feed, key, after_seq + 1):
+        if retracted is not None and retracted(arrival):
+            continue
+        if known_ids:
+            raw = txn.get(arrival, db=sealed)
+            if raw is not None and hashlib.sha256(raw).digest() in known_ids:
+                continue  # the caller has it (a corrupt copy would not hash to it)
+        found.append((last, load_arrival(txn, tables, arrival)))
+    return found, last
+
+
+def document_entry_count(
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    tenant_id: bytes,
+    database: str,
+    document_id: bytes,
+) -> int:
+    """How many entries the document has (retracted ones left out)."""
+    key = doc_feed_key(txn, tables, tenant_id, database, document_id)
+    if key is None:
+        return 0
+    retracted = retraction_check(txn, tables)
+    if retracted is None:
+        cursor = txn.cursor(tables.doc_feed)
+        return int(cursor.count()) if cursor.set_key(key) else 0
+    return sum(
+        1 for _, arrival in dups_from(txn, tables.doc_feed, key, 1) if not retracted(arrival)
+    )
+
+
+def changes_since(
+    txn: lmdb.Transaction[bytes], tables: Tables, scope: bytes, cursor: int, limit: int
+) -> list[FeedItem]:
+    """Up to ``limit`` feed items of the database ``scope`` with seq > ``cursor``, ascending."""
+    items: list[FeedItem] = []
+    retracted = retraction_check(txn, tables)
+    for seq, arrival in dups_from(txn, tables.db_feed, scope, cursor + 1):
+        if len(items) >= limit:
+            break
+        if retracted is not None and retracted(arrival):
+            continue
+        entry = load_arrival(txn, tables, arrival)
+        header = entry.header
+        items.append(
+            FeedItem(
+                seq=seq,
+                entry_id=entry.id,
+                document_id=header.document_id,
+                kind=header.kind,
+                author=header.author,
+                author_seq=header.author_seq,
+                timestamp_ms=header.timestamp_ms,
+            )
+        )
+    return items
+
+
+def entries_after(
+    txn: lmdb.Transaction[bytes], tables: Tables, arrival: int, limit: int
+) -> tuple[list[Entry], int]:
+    """Up to ``limit`` stored entries with an arrival number above ``arrival`` (retracted ones
+    included), and the last arrival number read (``arrival`` when none)."""
+    entries: list[Entry] = []
+    last = arrival
+    cursor = txn.cursor(tables.sealed)
+    if cursor.set_range(pack_seq(arrival + 1)):
+        for key, _raw in cursor:
+            if len(entries) >= limit:
+                break
+            entries.append(load_arrival(txn, tables, key))
+            last = unpack_seq(key)
+    return entries, last
+
+
+def iter_database(
+    reading: Reading, tables: Tables, scope: bytes, since_seq: int
+) -> Iterator[Entry]:
+    """The database's entries with feed seq > ``since_seq``, in feed order, paged."""
+    next_seq = since_seq + 1
+    while next_seq <= MAX_SEQ:
+        page: list[Entry] = []
+        scanned = 0
+        with reading() as txn:
+            retracted = retraction_check(txn, tables)
+            for seq, arrival in dups_from(txn, tables.db_feed, scope, next_seq):
+                if scanned >= ITER_PAGE:
+                    break
+                scanned += 1
+                next_seq = seq + 1
+                if retracted is None or not retracted(arrival):
+                    page.append(load_arrival(txn, tables, arrival))
+        yield from page
+        if scanned < ITER_PAGE:
+            return
+
+
+def iter_document_keys(
+    reading: Reading, tables: Tables, scope: bytes, since_seq: int
+) -> Iterator[tuple[EntryKind, bytes, bytes]]:
+    """``(kind, document id, key id)`` of the database's entries with feed seq > ``since_seq``,
+    in feed order, read from the stored bytes' fixed places without decoding them, paged."""
+    next_seq = since_seq + 1
+    while next_seq <= MAX_SEQ:
+        page: list[tuple[EntryKind, bytes, bytes]] = []
+        scanned = 0
+        with reading() as txn:
+            retracted = retraction_check(txn, tables)
+            for seq, arrival in dups_from(txn, tables.db_feed, scope, next_seq):
+                if scanned >= ITER_PAGE:
+                    break
+                scanned += 1
+                next_seq = seq + 1
+                if retracted is not None and retracted(arrival):
+                    continue
+                raw = txn.get(arrival, db=tables.sealed)
+                try:
+                    page.append(document_key_of_raw(bytes(raw or b"")))
+                except DecodeError as exc:
+                    where = f"arrival {unpack_seq(arrival)}"
+                    raise StoreError(f"stored entry at {where}: {exc}: run fsck") from None
+        yield from page
+        if scanned < ITER_PAGE:
+            return
+
+
+def iter_log(reading: Reading, tables: Tables, tenant_id: bytes | None) -> Iterator[Entry]:
+    """Every stored entry (or one tenant's) in arrival order, paged."""
+    next_arrival = 1
+    while True:
+        page: list[Entry] = []
+        scanned = 0
+        with reading() as txn:
+            retracted = retraction_check(txn, tables)
+            cursor = txn.cursor(tables.sealed)
+            if cursor.set_range(pack_seq(next_arrival)):
+                for arrival, raw in cursor:
+                    if scanned >= ITER_PAGE:
+                        break
+                    scanned += 1
+                    if len(arrival) != SEQ_SIZE:
+                        raise StoreError("malformed sealed key: run fsck")
+                    next_arrival = unpack_seq(arrival) + 1
+                    if tenant_id is not None and tenant_id_of_raw(raw) != tenant_id:
+                        continue
+                    if retracted is None or not retracted(arrival):
+                        page.append(load_arrival(txn, tables, arrival))
+        yield from page
+        if scanned < ITER_PAGE or next_arrival > MAX_SEQ:
+            return
+
+
+__all__ = [
+    "ITER_PAGE",
+    "Reading",
+    "changes_since",
+    "document_entries",
+    "document_entry_count",
+    "document_updates",
+    "entries_after",
+    "iter_database",
+    "iter_document_keys",
+    "iter_log",
+]
