@@ -21,8 +21,7 @@ import mindoo_p2p
 from mindoo_p2p.store import EntryStore
 
 WORKER = Path(__file__).with_name("store_crash_worker.py")
-KILLS = 24
-TIME_BUDGET_S = 25.0
+KILLS = 20
 NEVER = b"\n\n"  # a marker the worker never prints: read for the whole timeout
 
 
@@ -79,8 +78,7 @@ def test_sigkill_never_loses_an_acknowledged_entry_or_splits_a_batch(tmp_path: P
     batches: list[list[str]] = []
     kills = 0
     acked_before_kill = 0
-    started = time.monotonic()
-    while kills < KILLS and time.monotonic() - started < TIME_BUDGET_S:
+    while kills < KILLS:
         proc = start_worker(path, "--batch-size", "10")
         if rng.random() < 0.2:
             # Anywhere: start-up, opening the store, the first batches.
@@ -117,7 +115,5 @@ def test_sigkill_never_loses_an_acknowledged_entry_or_splits_a_batch(tmp_path: P
             assert report.ok, report.problems[:5]
             assert report.entries_checked == len(stored)
 
-    elapsed = time.monotonic() - started
-    assert kills >= 20, f"only {kills} kills in {elapsed:.1f}s"
-    assert acked_before_kill > 0
-    assert elapsed < 30
+    assert kills == KILLS
+    assert acked_before_kill > 0, "no kill came after an acknowledged write"
