@@ -1,28 +1,41 @@
-"""The parts `NodeDaemon` composes, driven directly (no host, no sockets): the connection
-requests' bound and concurrency, the keepalive status, what a session confirms peers hold, the
-control methods' parameter checks, the event stream's entry messages, calls carried over to
-the loop thread."""
+"""The parts `NodeDaemon` composes, driven directly (no sockets; a fake host and trio's
+autojump clock where time matters): the connection requests' bound and concurrency, the peer
+workers (coalesced wakes, refused peers, the keepalive closing a silent path), which tenants a
+session round proves toward a peer, what a session confirms peers hold, the control methods'
+parameter checks, the event stream's entry messages, calls carried over to the loop thread."""
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 import trio
 import trio.testing
 from helpers import seal_entry
 
+from mindoo_p2p.control import EventHub
 from mindoo_p2p.crypto.signing import SigningKeyPair
+from mindoo_p2p.daemon.activity import Activity
 from mindoo_p2p.daemon.connection_requests import ConnectionRequests, Dial, Disconnect
 from mindoo_p2p.daemon.control_handlers import command_params, control_handlers, since_ms_param
-from mindoo_p2p.daemon.held_ledger import confirmed
+from mindoo_p2p.daemon.held_ledger import HeldLedger, confirmed
 from mindoo_p2p.daemon.loop_thread import LoopThread
-from mindoo_p2p.daemon.peer_workers import keepalive_state
+from mindoo_p2p.daemon.node_access import NodeAccess
+from mindoo_p2p.daemon.peer_table import PeerTable
+from mindoo_p2p.daemon.peer_workers import PeerWorkers, keepalive_state
+from mindoo_p2p.daemon.scheduler import SyncScheduler
 from mindoo_p2p.daemon.stored_entries import entry_messages
+from mindoo_p2p.daemon.sync_sessions import SyncSessions
+from mindoo_p2p.http.metrics import DaemonMetrics
 from mindoo_p2p.net.framing import TransportError
+from mindoo_p2p.net.host import ConnectionEvent, PeerHost
 from mindoo_p2p.net.keepalive import Liveness
-from mindoo_p2p.sync.protocol import SyncReport
+from mindoo_p2p.net.peer_identity import peer_id_of
+from mindoo_p2p.node import Node
+from mindoo_p2p.sync.auth import ProofGate
+from mindoo_p2p.sync.protocol import DEFAULT_LIMITS, SyncReport
 
 TENANT = bytes(16)
 
@@ -229,3 +242,161 @@ async def test_a_call_from_a_worker_thread_runs_on_the_loop_thread() -> None:
     assert loop.on_loop()
     seen = await trio.to_thread.run_sync(lambda: (loop.on_loop(), loop.call(threading.get_ident)))
     assert seen == (False, loop_thread)
+
+
+# -- peer workers (a fake host; the autojump clock) ----------------------------------------
+class FakeHost:
+    """What `PeerWorkers` and `SyncSessions` ask of a host, in memory."""
+
+    def __init__(self, *, ping_fails: bool = False) -> None:
+        self.peer_id = peer_id_of(bytes(32))
+        self._events, self.connection_events = trio.open_memory_channel[ConnectionEvent](16)
+        self.connected: set[str] = set()
+        self.dialled_peers: set[str] = set()
+        self.disconnects: list[str] = []
+        self.ping_fails = ping_fails
+
+    def connect(self, peer_id: str, *, dialled: bool) -> None:
+        self.connected.add(peer_id)
+        if dialled:
+            self.dialled_peers.add(peer_id)
+        self._events.send_nowait(ConnectionEvent(peer_id, True))
+
+    def connected_peers(self) -> list[str]:
+        return sorted(self.connected)
+
+    def is_connected(self, peer_id: str) -> bool:
+        return peer_id in self.connected
+
+    def dialled(self, peer_id: str) -> bool:
+        return peer_id in self.dialled_peers
+
+    def remote_address(self, peer_id: str) -> str:
+        return f"/ip4/127.0.0.1/tcp/4001/p2p/{peer_id}"
+
+    async def ping(self, peer_id: str) -> float:
+        if self.ping_fails:
+            raise TransportError("no answer")
+        return 0.001
+
+    async def disconnect(self, peer_id: str) -> None:
+        self.disconnects.append(peer_id)
+        if peer_id in self.connected:
+            self.connected.discard(peer_id)
+            self._events.send_nowait(ConnectionEvent(peer_id, False))
+
+
+class Workers:
+    """`PeerWorkers` over a `FakeHost`, recording sessions (each takes 1 s) and lost proofs."""
+
+    def __init__(self, host: FakeHost, keepalive: tuple[float, float] | None = None) -> None:
+        self.host = host
+        self.table = PeerTable()
+        self.scheduler = SyncScheduler(sync_interval_s=1000, gossip=True)
+        self.sessions: list[tuple[float, str]] = []
+        self.forgotten: list[str] = []
+        self.workers = PeerWorkers(
+            cast(PeerHost, host),
+            self.table,
+            self.scheduler,
+            Activity(EventHub(), DaemonMetrics()),
+            sync_with_peer=self.session,
+            on_disconnected=self.forgotten.append,
+            keepalive=keepalive,
+        )
+
+    async def session(self, peer_id: str) -> None:
+        self.sessions.append((trio.current_time(), peer_id))
+        await trio.sleep(1)
+
+
+async def test_a_connected_peer_gets_a_worker_whose_wakes_coalesce(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    host = FakeHost()
+    w = Workers(host)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(w.workers.watch)
+        host.connect("bob", dialled=True)
+        await trio.testing.wait_all_tasks_blocked()
+        state = w.table.get("bob")
+        assert state is not None and state.connected
+        assert state.address == host.remote_address("bob")
+        start = trio.current_time()
+        w.workers.wake("bob")
+        await trio.sleep(0.5)  # a session runs: three more wakes make one more session
+        for _ in range(3):
+            w.workers.wake("bob")
+        await trio.sleep(5)
+        assert [(round(t - start, 3), p) for t, p in w.sessions] == [(0, "bob"), (1, "bob")]
+        await host.disconnect("bob")
+        await trio.testing.wait_all_tasks_blocked()
+        assert w.forgotten == ["bob"]
+        w.workers.wake("bob")  # no worker any more: nothing runs
+        await trio.sleep(5)
+        assert len(w.sessions) == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_refused_peer_is_disconnected_and_gets_no_worker(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    host = FakeHost()
+    w = Workers(host)
+    w.table.block("mallory")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(w.workers.watch)
+        host.connect("mallory", dialled=False)
+        await trio.testing.wait_all_tasks_blocked()
+        assert host.disconnects == ["mallory"]
+        w.workers.wake("mallory")
+        await trio.sleep(5)
+        assert w.sessions == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_silent_path_is_closed_by_the_keepalive(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    host = FakeHost(ping_fails=True)
+    w = Workers(host, keepalive=(1.0, 3.0))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(w.workers.watch)
+        host.connect("bob", dialled=True)
+        await trio.sleep(10)
+        assert host.disconnects == ["bob"]
+        state = w.table.get("bob")
+        assert state is not None and not state.connected
+        assert state.dead_path is not None and "no answer" in state.dead_path  # status shows why
+        nursery.cancel_scope.cancel()
+
+
+# -- which tenants a session round proves toward a peer ------------------------------------
+async def test_sessions_prove_only_toward_a_dialled_peer_or_tenants_it_proved(
+    make_node: Callable[[str], Node],
+) -> None:
+    node = make_node("alice")
+    acme, globex, initech = (node.create_tenant(n) for n in ("acme", "globex", "initech"))
+    host = FakeHost()
+    host.connect("dialled", dialled=True)
+    host.connect("inbound", dialled=False)
+    table, gate = PeerTable(), ProofGate()
+    sessions = SyncSessions(
+        node,
+        cast(PeerHost, host),
+        NodeAccess(node),
+        peer_table=table,
+        scheduler=SyncScheduler(sync_interval_s=1000, gossip=True),
+        activity=Activity(EventHub(), DaemonMetrics()),
+        proof_gate=gate,
+        held=HeldLedger(node.home),
+        limits=DEFAULT_LIMITS,
+        penalize=lambda peer, points, reason: None,
+        refresh_admission=lambda peer_id: None,
+    )
+    assert list(sessions.tenants_to_prove("dialled")) == [acme, globex, initech]
+    assert list(sessions.tenants_to_prove("inbound")) == []  # it proved nothing: no HELLO
+    gate.peer_proved("inbound", globex.id)
+    assert list(sessions.tenants_to_prove("inbound")) == [globex]
+    table.denied("dialled", acme.id)  # the peer does not share acme
+    assert list(sessions.tenants_to_prove("dialled")) == [globex, initech]
