@@ -3,7 +3,12 @@
 `NodeDaemon` (in `node_daemon`) is the composition root; the policy lives in small parts with
 their own tests: `peer_table` (penalties, bans, bounds), `scheduler` (the wake rules, sans-I/O),
 `entry_events` (stored entries as events with their origin, bounded), `node_access` (the Node
-serialised, long work off the event loop) and `gossip_bridge`.
+serialised, long work off the event loop), `gossip_bridge`, `peer_workers` (a session worker per
+connected peer), `sync_sessions` (both sides of a session), `stored_entries` (stored entries to
+peers and subscribers), `peer_directory` (the address book, the peer commands, mDNS),
+`connection_requests` (dials and disconnects asked for by callbacks), `held_ledger` (what peers
+hold), `control_handlers` (the control socket's methods), `long_work`, `loop_thread` and
+`home_lock` (one daemon per home).
 """
 
 from .entry_events import EntryEvent, EntryEventQueue, Origin, Resync
