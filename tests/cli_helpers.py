@@ -167,7 +167,9 @@ def writer_main(argv: list[str]) -> int:
 
     Protocol on stdout/stdin (one item per line, flushed): writes FIRST documents and prints
     each id, prints ``paused`` and waits for a line; then writes documents (printing each id)
-    every 20 ms until a second line arrives (or 20 s pass), prints ``done`` and exits 0.
+    every 20 ms until a second line arrives (writing stops after 20 s, but the process still
+    waits up to 120 s for that line, so a slow test's ``stop`` never meets a closed pipe), prints
+    ``done`` and exits 0.
     """
     from mindoo_p2p.node import Node
 
@@ -192,6 +194,7 @@ def writer_main(argv: list[str]) -> int:
             print(database.create_document({"writer": "second", "n": index}), flush=True)
             index += 1
             stop.wait(0.02)
+        stop.wait(120.0)
         print("done", flush=True)
     finally:
         node.close()
