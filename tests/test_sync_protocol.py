@@ -740,3 +740,91 @@ async def test_initiator_declines_a_database_it_forgot() -> None:
     assert initiator.ids("kept") == responder.ids("kept")
     assert initiator.ids("gone") == {e.id for e in ours}
     assert responder.ids("gone") == {e.id for e in theirs if e.database == "gone"}
+
+
+# --- every scope in one flight -----------------------------------------------------------------
+
+
+async def test_idle_resync_of_every_scope_is_one_reconciliation_round_trip(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Two stores in sync over the tenant log and three databases: the reconciliation of every
+    scope goes out in one flight after the database lists (it took one round trip per scope)."""
+    shared = [
+        seal(db, BASE_MS + i * 1000) for db in (TENANT_LOG, "a", "b", "c") for i in range(300)
+    ]
+    mine, theirs = store_with(shared), store_with(shared)
+    # Handshake 2, database lists 1, reconciliation of all four scopes 1, finish 1.
+    rtts, report = await _round_trips_under_latency(mine, theirs, SyncLimits())
+    assert rtts <= 5.01
+    assert [db.recon_rounds for db in report.databases.values()] == [1, 1, 1, 1]
+    assert report.received == report.sent == 0
+
+
+async def test_scopes_reconcile_together_and_are_stored_in_order() -> None:
+    """Reconciliation of later databases runs beside the current one, but entries are fetched,
+    pushed and stored database by database, the tenant log first (membership before what it
+    authorizes); the responder counts each pushed entry under its own database."""
+    names = (TENANT_LOG, "notes", "tasks")
+    shared = [seal(db, BASE_MS + i * 1000) for db in names for i in range(400)]
+    only_a = [seal(db, BASE_MS + 10**7 + i) for db in names for i in range(30)]
+    only_b = [seal(db, BASE_MS + 2 * 10**7 + i) for db in names for i in range(20)]
+    a = store_with(shared + only_a, RecordingStore(TENANT))
+    b = store_with(shared + only_b, RecordingStore(TENANT))
+    assert isinstance(a, RecordingStore) and isinstance(b, RecordingStore)
+    outcome = await sync(a, b)
+    mine, theirs = report_of(outcome.initiator), report_of(outcome.responder)
+    assert a.ids() == b.ids()
+    for store in (a, b):
+        assert store.ingest_order == sorted(store.ingest_order, key=names.index)
+    for name in names:
+        assert mine.databases[name].received == theirs.databases[name].sent == 20
+        assert theirs.databases[name].received == mine.databases[name].sent == 30
+
+
+def test_later_scopes_reconcile_but_fetch_only_when_current() -> None:
+    """Frame by frame: after the database lists, the initiator sends the first reconciliation
+    message of every scope at once; a later scope that settled waits with its fetch until the
+    scopes before it are fetched and stored."""
+    ours = [seal(db, BASE_MS + i) for db in (TENANT_LOG, "notes") for i in range(3)]
+    log_extra, notes_extra = seal(TENANT_LOG, BASE_MS + 50), seal("notes", BASE_MS + 100)
+    local = store_with(ours)
+    remote = {
+        TENANT_LOG: VectorStorage(ReconItem(e.timestamp_ms, e.id) for e in [*ours[:3], log_extra]),
+        "notes": VectorStorage(ReconItem(e.timestamp_ms, e.id) for e in [*ours[3:], notes_extra]),
+    }
+    listed = (DatabaseInfo(TENANT_LOG, 4), DatabaseInfo("notes", 4))
+
+    def started() -> tuple[SyncInitiator, ReconRequest, ReconRequest]:
+        machine = SyncInitiator(local)
+        assert machine.next_frame() is not None  # our database list
+        machine.receive(encode_message(DatabaseList(listed)))
+        first = decode_message(machine.next_frame() or b"")
+        second = decode_message(machine.next_frame() or b"")
+        assert isinstance(first, ReconRequest) and isinstance(second, ReconRequest)
+        assert machine.next_frame() is None  # both open: wait for the answers
+        return machine, first, second
+
+    machine, first, second = started()
+    assert (first.database, second.database) == (0, 1)
+    with pytest.raises(ProtocolViolation):  # answered in request order: the log's comes first
+        machine.receive(encode_message(FetchEnd(())))
+    machine.close()
+
+    machine, first, second = started()
+    for request, name in ((first, TENANT_LOG), (second, "notes")):
+        reply = ReconResponder(remote[name]).reconcile(request.payload)
+        machine.receive(encode_message(ReconReply(reply)))
+    fetch = decode_message(machine.next_frame() or b"")
+    assert isinstance(fetch, FetchRequest) and (fetch.database, fetch.ids) == (0, (log_extra.id,))
+    assert machine.next_frame() is None  # the notes' fetch waits for the log
+    machine.receive(encode_message(Entries((log_extra.raw,))))
+    machine.receive(encode_message(FetchEnd(())))
+    assert machine.next_frame() is None  # ... until its entries are stored
+    [job] = machine.take_jobs()
+    machine.ingested(job, local.ingest(job.raws))
+    fetch = decode_message(machine.next_frame() or b"")
+    assert isinstance(fetch, FetchRequest) and (fetch.database, fetch.ids) == (1, (notes_extra.id,))
+    assert machine.report.databases[TENANT_LOG].recon_rounds == 1
+    assert machine.report.databases["notes"].recon_rounds == 1
+    machine.close()

@@ -71,9 +71,10 @@ _ANSWERS: dict[_RequestKind, tuple[type, ...]] = {
 
 @dataclass(slots=True)
 class _Request:
-    """A request of ours the peer has not finished answering."""
+    """A request of ours the peer has not finished answering, and the database it is about."""
 
     kind: _RequestKind
+    db: _DatabaseSync
     after: ReconItem | None = None
     limit: int = 0
     ids: frozenset[bytes] = frozenset()
@@ -151,6 +152,10 @@ class _DatabaseSync:
     fetch_queue: deque[bytes] = field(default_factory=deque)
     push_queue: deque[bytes] = field(default_factory=deque)
     push_frames: Iterator[bytes] | None = None
+    open_requests: int = 0
+    """Requests about this database the peer has not finished answering."""
+    jobs_open: int = 0
+    """Batches of this database's entries handed out to be stored, not reported back yet."""
 
 
 class SyncInitiator:
@@ -169,11 +174,11 @@ class SyncInitiator:
         self.report = SyncReport(store.tenant_id, "initiator")
         self._local = local_databases(store)
         self._databases: list[_DatabaseSync] = []
+        self._by_name: dict[str, _DatabaseSync] = {}
         self._current = 0
         self._pending: deque[_Request] = deque()
         self._assembly = FragmentAssembly()
         self._jobs: list[IngestJob] = []
-        self._jobs_open = 0
         self._frames_received = 0
 
     # -- state ------------------------------------------------------------------------------
@@ -221,9 +226,9 @@ class SyncInitiator:
             self._move(InitiatorEvent.DATABASES_SENT)
             return encode_message(DatabaseList(self._local))
         while self._phase is InitiatorPhase.SYNCING:
-            db = self._databases[self._current]
-            frame = self._sync_frame(db)
-            if frame is not None:
+            sent = self._sync_frame()
+            if sent is not None:
+                frame, db = sent
                 db.report.frames_sent += 1
                 db.report.bytes_sent += len(frame)
                 return frame
@@ -234,26 +239,40 @@ class SyncInitiator:
             return encode_message(Finish())
         return None
 
-    def _sync_frame(self, db: _DatabaseSync) -> bytes | None:
-        if len(self._pending) < self._limits.max_outstanding:
-            request = self._next_request(db)
-            if request is not None:
-                frame, pending = request
-                self._pending.append(pending)
-                return frame
-        return self._next_push(db)
+    def _window(self) -> list[_DatabaseSync]:
+        """The databases that may reconcile now: the current one and the next few (each has
+        at most one reconciliation request open, so they all fit in one flight)."""
+        return self._databases[self._current : self._current + self._limits.max_outstanding]
 
-    def _next_request(self, db: _DatabaseSync) -> tuple[bytes, _Request] | None:
+    def _sync_frame(self) -> tuple[bytes, _DatabaseSync] | None:
+        """The next request (the current database's first, then the reconciliation messages
+        of the window), else the current database's next push frame."""
+        current = self._databases[self._current]
+        if len(self._pending) < self._limits.max_outstanding:
+            for db in self._window():
+                request = self._next_request(db, db is current)
+                if request is not None:
+                    frame, pending = request
+                    self._pending.append(pending)
+                    db.open_requests += 1
+                    return frame, db
+        push = self._next_push(current)
+        return (push, current) if push is not None else None
+
+    def _next_request(self, db: _DatabaseSync, current: bool) -> tuple[bytes, _Request] | None:
+        """``db``'s next request: reconciliation whenever due; index pages and fetches only for
+        the current database (entries are stored database by database, in the agreed order)."""
         limits = self._limits
         if (
-            db.phase is DatabasePhase.BULK
+            current
+            and db.phase is DatabasePhase.BULK
             and not db.index_done
             and not db.page_open
             and len(db.fetch_queue) < _QUEUE_HIGH
         ):
             db.page_open = True
             request = IndexRequest(db.index, db.after, limits.index_page)
-            pending = _Request(_RequestKind.INDEX, after=db.after, limit=limits.index_page)
+            pending = _Request(_RequestKind.INDEX, db, after=db.after, limit=limits.index_page)
             return encode_message(request), pending
         if (
             db.recon_message is not None
@@ -261,11 +280,12 @@ class SyncInitiator:
             and len(db.push_queue) < _QUEUE_HIGH
         ):
             message, db.recon_message = db.recon_message, None
-            return encode_message(ReconRequest(db.index, message)), _Request(_RequestKind.RECON)
-        if db.fetch_queue:
+            pending = _Request(_RequestKind.RECON, db)
+            return encode_message(ReconRequest(db.index, message)), pending
+        if current and db.fetch_queue:
             count = min(len(db.fetch_queue), limits.fetch_batch)
             ids = tuple(db.fetch_queue.popleft() for _ in range(count))
-            pending = _Request(_RequestKind.FETCH, ids=frozenset(ids))
+            pending = _Request(_RequestKind.FETCH, db, ids=frozenset(ids))
             return encode_message(FetchRequest(db.index, ids)), pending
         return None
 
@@ -289,25 +309,29 @@ class SyncInitiator:
                 yield raw
 
     # -- progress ---------------------------------------------------------------------------
-    def _quiet(self) -> bool:
-        """Nothing of the current database is in flight or waiting to be stored."""
-        return not self._pending and self._jobs_open == 0 and not self._assembly.active
+    def _quiet(self, db: _DatabaseSync) -> bool:
+        """Nothing of ``db`` is in flight or waiting to be stored."""
+        return db.open_requests == 0 and db.jobs_open == 0 and not self._assembly.active
 
     def _advance(self) -> bool:
         """Take every phase step that is due; True if any was taken."""
         moved = False
         while self._phase is InitiatorPhase.SYNCING:
+            for db in self._window():
+                if not db.entered and db.phase is DatabasePhase.RECON:
+                    db.entered = True  # reconciles beside the current database
+                    self._open_recon(db)
+                    moved = True
             db = self._databases[self._current]
             if not db.entered:
                 db.entered = True
+            if self.report.current_database != db.name:
                 self.report.current_database = db.name
-                if db.phase is DatabasePhase.RECON:
-                    self._open_recon(db)
-            elif (
+            if (
                 db.phase is DatabasePhase.BULK
                 and db.index_done
                 and not db.fetch_queue
-                and self._quiet()
+                and self._quiet(db)
             ):
                 self._move_db(db, DatabaseEvent.INDEX_FETCHED)
                 self._open_recon(db)
@@ -316,7 +340,7 @@ class SyncInitiator:
                 and not db.fetch_queue
                 and not db.push_queue
                 and db.push_frames is None
-                and self._quiet()
+                and self._quiet(db)
             ):
                 self._move_db(db, DatabaseEvent.DRAINED)
             elif db.phase is DatabasePhase.DONE:
@@ -351,20 +375,19 @@ class SyncInitiator:
             self.report.peer_refused = message.refused
             self._move(InitiatorEvent.FINISHED_RECEIVED)
         else:
-            db = self._databases[self._current]
-            db.report.frames_received += 1
-            db.report.bytes_received += len(frame)
-            self._answer(db, message)
+            self._answer(message, len(frame))
         self._advance()
         self._note_progress()
 
     def _note_progress(self) -> None:
-        """Bring ``lacking`` / ``peer_lacking`` of the databases done and the current one up
-        to date (requests in flight are the current database's)."""
-        in_flight = sum(len(r.ids) - len(r.delivered) for r in self._pending if r.ids)
-        for db in self._databases[: self._current + 1]:
-            current = db.index == self._databases[self._current].index
-            db.report.lacking = len(db.fetch_queue) + (in_flight if current else 0)
+        """Bring ``lacking`` / ``peer_lacking`` of every database started up to date."""
+        in_flight: dict[int, int] = {}
+        for request in self._pending:
+            if request.ids:
+                missing = len(request.ids) - len(request.delivered)
+                in_flight[request.db.index] = in_flight.get(request.db.index, 0) + missing
+        for db in self._databases[: self._current + self._limits.max_outstanding]:
+            db.report.lacking = len(db.fetch_queue) + in_flight.get(db.index, 0)
             db.report.peer_lacking = len(db.push_queue)
             db.report.settled = db.phase in (DatabasePhase.DRAIN, DatabasePhase.DONE)
 
@@ -383,22 +406,29 @@ class SyncInitiator:
             report.peer_items, report.local_items = theirs, local_counts.get(name, 0)
             report.bulk = bulk
             phase = DatabasePhase.BULK if bulk else DatabasePhase.RECON
-            self._databases.append(_DatabaseSync(name, index, report, phase))
+            db = _DatabaseSync(name, index, report, phase)
+            self._databases.append(db)
+            self._by_name[name] = db
         self._move(InitiatorEvent.DATABASES_RECEIVED)
         if not self._databases:
             self._move(InitiatorEvent.ALL_SYNCED)
 
-    def _answer(self, db: _DatabaseSync, message: Message) -> None:
+    def _answer(self, message: Message, size: int) -> None:
         if not self._pending:
             raise ProtocolViolation(f"{type(message).__name__} answers no open request")
         request = self._pending[0]
+        db = request.db
+        db.report.frames_received += 1
+        db.report.bytes_received += size
         if not isinstance(message, _ANSWERS[request.kind]):
             raise ProtocolViolation(
                 f"{type(message).__name__} does not answer the open {request.kind.value} request"
             )
         if isinstance(message, ReconReply):
+            self._answered()
             self._on_recon_reply(db, message)
         elif isinstance(message, IndexPage):
+            self._answered()
             self._on_index_page(db, request, message)
         elif isinstance(message, Entries):
             if self._assembly.active:
@@ -409,10 +439,17 @@ class SyncInitiator:
             if raw is not None:
                 self._on_fetched(db, request, (raw,))
         elif isinstance(message, FetchEnd):
+            if self._assembly.active:
+                raise ProtocolViolation("FETCH_END inside a fragmented entry")
+            self._answered()
             self._on_fetch_end(db, request, message)
 
+    def _answered(self) -> None:
+        """The oldest open request is fully answered."""
+        request = self._pending.popleft()
+        request.db.open_requests -= 1
+
     def _on_recon_reply(self, db: _DatabaseSync, message: ReconReply) -> None:
-        self._pending.popleft()
         db.report.round_trips += 1
         db.report.recon_rounds += 1
         if db.report.recon_rounds > self._limits.max_recon_rounds:
@@ -432,7 +469,6 @@ class SyncInitiator:
             db.recon_message = following
 
     def _on_index_page(self, db: _DatabaseSync, request: _Request, message: IndexPage) -> None:
-        self._pending.popleft()
         db.page_open = False
         items = message.items
         if len(items) > request.limit:
@@ -461,12 +497,9 @@ class SyncInitiator:
             else:
                 problems.append(f"entry {entry_id.hex()[:16]} was not requested")
         self._jobs.append(IngestJob(db.name, tuple(good), tuple(problems)))
-        self._jobs_open += 1
+        db.jobs_open += 1
 
     def _on_fetch_end(self, db: _DatabaseSync, request: _Request, message: FetchEnd) -> None:
-        if self._assembly.active:
-            raise ProtocolViolation("FETCH_END inside a fragmented entry")
-        self._pending.popleft()
         unsent = set(message.unsent)
         if (
             not unsent <= request.ids
@@ -489,8 +522,9 @@ class SyncInitiator:
     def ingested(self, job: IngestJob, outcome: IngestOutcome) -> None:
         """Record what the store did with ``job``; ProtocolViolation if any entry of it was
         invalid (the valid ones are stored by then)."""
-        self._jobs_open -= 1
-        problems = record_outcome(self.report.database(job.database), job, outcome)
+        db = self._by_name[job.database]
+        db.jobs_open -= 1
+        problems = record_outcome(db.report, job, outcome)
         if problems:
             raise ProtocolViolation(problem_summary(problems))
         self._advance()

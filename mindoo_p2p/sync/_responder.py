@@ -8,7 +8,7 @@ import hashlib
 from collections import deque
 from collections.abc import Iterator, Sequence
 
-from ..entry import TENANT_LOG
+from ..entry import TENANT_LOG, database_of_raw
 from ..errors import DecodeError
 from ..recon import ReconResponder
 from ._session_api import (
@@ -98,6 +98,7 @@ class SyncResponder:
         self.report = SyncReport(store.tenant_id, "responder")
         self._local = local_databases(store)
         self._union: list[str] = []
+        self._union_names: frozenset[str] = frozenset()
         self._requests: deque[Request] = deque()
         self._max_queued = max(16, 2 * limits.max_outstanding)
         self._answer: Iterator[bytes] | None = None
@@ -109,7 +110,10 @@ class SyncResponder:
         self._added = 0
         self._refused = 0
         self._current_database = TENANT_LOG
-        """The database of the last request: pushed entries are counted there."""
+        """The database of the last request."""
+        self._push_database = TENANT_LOG
+        """The database pushed entries are counted under: the one the entry (or the first
+        piece of a fragmented one) names, else the database of the last request."""
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -243,6 +247,7 @@ class SyncResponder:
         elif isinstance(message, DatabaseList):
             names = [info.name for info in (*self._local, *message.databases)]
             self._union = database_order(names)
+            self._union_names = frozenset(self._union)
             if len(self._union) > MAX_DATABASES:
                 raise ProtocolViolation(f"the peer's databases make more than {MAX_DATABASES}")
             for name in self._union:
@@ -251,7 +256,8 @@ class SyncResponder:
         elif isinstance(message, _REQUESTS):
             self._on_request(message, len(frame))
         elif isinstance(message, Entries | EntryFragment):
-            report = self.report.database(self._current_database)
+            self._push_database = self._pushed_database(message)
+            report = self.report.database(self._push_database)
             report.frames_received += 1
             report.bytes_received += len(frame)
             if isinstance(message, EntryFragment):
@@ -286,10 +292,23 @@ class SyncResponder:
         report.bytes_received += size
         self._requests.append(request)
 
+    def _pushed_database(self, message: Entries | EntryFragment) -> str:
+        """Which database a push frame is counted under. The initiator reconciles several
+        databases at once, so the last request may be about another one than the entries it
+        pushes; each frame holds one database's entries, named in their headers (read for the
+        count only: the store checks everything)."""
+        if isinstance(message, EntryFragment):
+            if message.offset != 0:
+                return self._push_database  # the rest of the entry begun before
+            first = message.data
+        else:
+            first = message.raws[0] if message.raws else b""
+        named = database_of_raw(first)
+        return named if named in self._union_names else self._current_database
+
     def _on_pushed(self, raws: Sequence[bytes]) -> None:
-        """Queue pushed entries for storing. The initiator pushes a database's entries while it
-        reconciles that database, so they are counted for the database last asked about."""
-        self._queue_job(IngestJob(self._current_database, tuple(raws)))
+        """Queue pushed entries for storing, counted under the database they name."""
+        self._queue_job(IngestJob(self._push_database, tuple(raws)))
 
     def _queue_job(self, job: IngestJob) -> None:
         self._jobs.append(job)

@@ -10,7 +10,7 @@ The session, after the handshake of :mod:`.auth`::
 
     I -> R  DATABASE_LIST (I's databases and entry counts)
     R -> I  DATABASE_LIST (R's)          both sides now agree on the union, tenant log first
-    for each database of the union, in order (the initiator drives, R answers in order):
+    for each database of the union (the initiator drives, R answers in order):
       bulk, when I holds less than half of a large database:
         I -> R  INDEX_REQUEST(after position)  R -> I INDEX_PAGE   (one page in flight)
         I -> R  FETCH_REQUEST(ids I lacks)     R -> I ENTRIES/ENTRY_FRAGMENT* FETCH_END
@@ -19,6 +19,15 @@ The session, after the handshake of :mod:`.auth`::
         I -> R  FETCH_REQUEST(ids I needs)     R -> I ENTRIES* FETCH_END
         I -> R  ENTRIES/ENTRY_FRAGMENT (push: ids R needs; not acknowledged)
     I -> R  FINISH                             R -> I FINISHED(added, refused)
+
+Scopes in one flight: the reconciliation of the current database and of the next few
+(``max_outstanding`` in all) runs at once, so the first message of every scope leaves in the
+flight after the database lists, and two nodes in sync need one reconciliation round trip
+whatever the number of databases. Entries still move database by database, in the agreed
+order: index pages, fetches and pushes are only for the current database, and the next one
+becomes current once the current one's entries are stored (the tenant log's membership lands
+before the entries it authorizes). The responder counts a pushed entry under the database its
+header names.
 
 Requests are pipelined (at most ``max_outstanding`` unanswered) and answered in order, so each
 answer belongs to the oldest open request. Everything is bounded: frame size (decoding), ids
