@@ -758,6 +758,7 @@ async def test_idle_resync_of_every_scope_is_one_reconciliation_round_trip(
     rtts, report = await _round_trips_under_latency(mine, theirs, SyncLimits())
     assert rtts <= 5.01
     assert [db.recon_rounds for db in report.databases.values()] == [1, 1, 1, 1]
+    assert report.recon_round_trips == 1
     assert report.received == report.sent == 0
 
 
@@ -777,6 +778,8 @@ async def test_scopes_reconcile_together_and_are_stored_in_order() -> None:
     assert a.ids() == b.ids()
     for store in (a, b):
         assert store.ingest_order == sorted(store.ingest_order, key=names.index)
+    rounds = [db.recon_rounds for db in mine.databases.values()]
+    assert mine.recon_round_trips == max(rounds) < sum(rounds)
     for name in names:
         assert mine.databases[name].received == theirs.databases[name].sent == 20
         assert theirs.databases[name].received == mine.databases[name].sent == 30

@@ -50,6 +50,10 @@ from .messages import (
     encode_message,
 )
 
+RECON_SCOPES = 8
+"""At most this many scopes (the current database and those after it) reconcile at once, each
+with one request in flight and one read snapshot open: an idle re-sync of up to this many
+databases is one reconciliation round trip."""
 _QUEUE_HIGH = 4096
 """The initiator sends its next reconciliation or index request only while fewer ids than
 this wait to be fetched (and pushed): the queues stay bounded however large the difference."""
@@ -75,6 +79,8 @@ class _Request:
 
     kind: _RequestKind
     db: _DatabaseSync
+    wave: int = 0
+    """(Reconciliation) how many reconciliation round trips led up to this request's answer."""
     after: ReconItem | None = None
     limit: int = 0
     ids: frozenset[bytes] = frozenset()
@@ -156,6 +162,8 @@ class _DatabaseSync:
     """Requests about this database the peer has not finished answering."""
     jobs_open: int = 0
     """Batches of this database's entries handed out to be stored, not reported back yet."""
+    wave: int = 0
+    """The wave of this database's last reconciliation reply (0: none yet)."""
 
 
 class SyncInitiator:
@@ -175,6 +183,7 @@ class SyncInitiator:
         self._local = local_databases(store)
         self._databases: list[_DatabaseSync] = []
         self._by_name: dict[str, _DatabaseSync] = {}
+        self._scopes = min(limits.max_outstanding, RECON_SCOPES)
         self._current = 0
         self._pending: deque[_Request] = deque()
         self._assembly = FragmentAssembly()
@@ -241,8 +250,8 @@ class SyncInitiator:
 
     def _window(self) -> list[_DatabaseSync]:
         """The databases that may reconcile now: the current one and the next few (each has
-        at most one reconciliation request open, so they all fit in one flight)."""
-        return self._databases[self._current : self._current + self._limits.max_outstanding]
+        at most one reconciliation request open and holds one read snapshot)."""
+        return self._databases[self._current : self._current + self._scopes]
 
     def _sync_frame(self) -> tuple[bytes, _DatabaseSync] | None:
         """The next request (the current database's first, then the reconciliation messages
@@ -280,7 +289,9 @@ class SyncInitiator:
             and len(db.push_queue) < _QUEUE_HIGH
         ):
             message, db.recon_message = db.recon_message, None
-            pending = _Request(_RequestKind.RECON, db)
+            # A scope's first message rides the next flight; a reply's follow-up, the one after.
+            wave = (db.wave or self.report.recon_round_trips) + 1
+            pending = _Request(_RequestKind.RECON, db, wave=wave)
             return encode_message(ReconRequest(db.index, message)), pending
         if current and db.fetch_queue:
             count = min(len(db.fetch_queue), limits.fetch_batch)
@@ -386,7 +397,7 @@ class SyncInitiator:
             if request.ids:
                 missing = len(request.ids) - len(request.delivered)
                 in_flight[request.db.index] = in_flight.get(request.db.index, 0) + missing
-        for db in self._databases[: self._current + self._limits.max_outstanding]:
+        for db in self._databases[: self._current + self._scopes]:
             db.report.lacking = len(db.fetch_queue) + in_flight.get(db.index, 0)
             db.report.peer_lacking = len(db.push_queue)
             db.report.settled = db.phase in (DatabasePhase.DRAIN, DatabasePhase.DONE)
@@ -426,6 +437,8 @@ class SyncInitiator:
             )
         if isinstance(message, ReconReply):
             self._answered()
+            db.wave = request.wave
+            self.report.recon_round_trips = max(self.report.recon_round_trips, request.wave)
             self._on_recon_reply(db, message)
         elif isinstance(message, IndexPage):
             self._answered()
