@@ -89,6 +89,7 @@ class _Request:
 
 class InitiatorPhase(enum.Enum):
     SEND_DATABASES = "sending the database list"
+    SEND_DATABASES_KNOWN = "sending the database list (the peer's received)"
     AWAIT_DATABASES = "awaiting the database list"
     SYNCING = "syncing databases"
     SEND_FINISH = "sending finish"
@@ -108,12 +109,15 @@ _IP = InitiatorPhase
 _IE = InitiatorEvent
 _INITIATOR_TRANSITIONS: dict[tuple[InitiatorPhase, InitiatorEvent], InitiatorPhase] = {
     (_IP.SEND_DATABASES, _IE.DATABASES_SENT): _IP.AWAIT_DATABASES,
+    (_IP.SEND_DATABASES, _IE.DATABASES_RECEIVED): _IP.SEND_DATABASES_KNOWN,
+    (_IP.SEND_DATABASES_KNOWN, _IE.DATABASES_SENT): _IP.SYNCING,
     (_IP.AWAIT_DATABASES, _IE.DATABASES_RECEIVED): _IP.SYNCING,
     (_IP.SYNCING, _IE.ALL_SYNCED): _IP.SEND_FINISH,
     (_IP.SEND_FINISH, _IE.FINISH_SENT): _IP.AWAIT_FINISHED,
     (_IP.AWAIT_FINISHED, _IE.FINISHED_RECEIVED): _IP.DONE,
 }
 _INITIATOR_ACCEPTS: dict[InitiatorPhase, tuple[type, ...]] = {
+    _IP.SEND_DATABASES: (DatabaseList,),  # a responder of version 2 announces its list first
     _IP.AWAIT_DATABASES: (DatabaseList,),
     _IP.SYNCING: (ReconReply, IndexPage, Entries, EntryFragment, FetchEnd),
     _IP.AWAIT_FINISHED: (Finished,),
@@ -231,8 +235,9 @@ class SyncInitiator:
     # -- sending ----------------------------------------------------------------------------
     def next_frame(self) -> bytes | None:
         """The next frame to send, or None when we must wait for the peer (or are done)."""
-        if self._phase is InitiatorPhase.SEND_DATABASES:
+        if self._phase in (InitiatorPhase.SEND_DATABASES, InitiatorPhase.SEND_DATABASES_KNOWN):
             self._move(InitiatorEvent.DATABASES_SENT)
+            self._all_synced_if_empty()
             return encode_message(DatabaseList(self._local))
         while self._phase is InitiatorPhase.SYNCING:
             sent = self._sync_frame()
@@ -421,7 +426,11 @@ class SyncInitiator:
             self._databases.append(db)
             self._by_name[name] = db
         self._move(InitiatorEvent.DATABASES_RECEIVED)
-        if not self._databases:
+        self._all_synced_if_empty()
+
+    def _all_synced_if_empty(self) -> None:
+        """Both lists known and nothing to reconcile: straight to FINISH."""
+        if self._phase is InitiatorPhase.SYNCING and not self._databases:
             self._move(InitiatorEvent.ALL_SYNCED)
 
     def _answer(self, message: Message, size: int) -> None:

@@ -51,6 +51,8 @@ from .messages import (
 
 
 class ResponderPhase(enum.Enum):
+    ANNOUNCE_DATABASES = "announcing the database list (version 2)"
+    AWAIT_ANNOUNCED = "awaiting the database list (ours sent)"
     AWAIT_DATABASES = "awaiting the database list"
     SEND_DATABASES = "sending the database list"
     SERVING = "serving requests"
@@ -70,6 +72,11 @@ class ResponderEvent(enum.Enum):
 _RP = ResponderPhase
 _RE = ResponderEvent
 _RESPONDER_TRANSITIONS: dict[tuple[ResponderPhase, ResponderEvent], ResponderPhase] = {
+    (_RP.ANNOUNCE_DATABASES, _RE.DATABASES_SENT): _RP.AWAIT_ANNOUNCED,
+    (_RP.ANNOUNCE_DATABASES, _RE.DATABASES_RECEIVED): _RP.SEND_DATABASES,
+    (_RP.ANNOUNCE_DATABASES, _RE.DENIAL_RECEIVED): _RP.REFUSED,
+    (_RP.AWAIT_ANNOUNCED, _RE.DATABASES_RECEIVED): _RP.SERVING,
+    (_RP.AWAIT_ANNOUNCED, _RE.DENIAL_RECEIVED): _RP.REFUSED,
     (_RP.AWAIT_DATABASES, _RE.DATABASES_RECEIVED): _RP.SEND_DATABASES,
     (_RP.AWAIT_DATABASES, _RE.DENIAL_RECEIVED): _RP.REFUSED,
     (_RP.SEND_DATABASES, _RE.DATABASES_SENT): _RP.SERVING,
@@ -77,6 +84,8 @@ _RESPONDER_TRANSITIONS: dict[tuple[ResponderPhase, ResponderEvent], ResponderPha
     (_RP.SEND_FINISHED, _RE.FINISHED_SENT): _RP.DONE,
 }
 _RESPONDER_ACCEPTS: dict[ResponderPhase, tuple[type, ...]] = {
+    _RP.ANNOUNCE_DATABASES: (DatabaseList, Denied),
+    _RP.AWAIT_ANNOUNCED: (DatabaseList, Denied),
     _RP.AWAIT_DATABASES: (DatabaseList, Denied),
     _RP.SERVING: (ReconRequest, IndexRequest, FetchRequest, Entries, EntryFragment, Finish),
 }
@@ -88,13 +97,17 @@ class SyncResponder:
     """The answering side after authentication: answers requests in order, stores pushes.
 
     Driven like :class:`SyncInitiator`. A DENIED as the first frame (the initiator refused our
-    proof) ends it in ``REFUSED``.
+    proof) ends it in ``REFUSED``. With ``announce`` (an initiator of protocol version 2) our
+    database list is the first frame we send, without waiting for the initiator's: the
+    initiator then sends its list and its first requests in one flight.
     """
 
-    def __init__(self, store: SyncStore, limits: SyncLimits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self, store: SyncStore, limits: SyncLimits = DEFAULT_LIMITS, *, announce: bool = False
+    ) -> None:
         self._store = store
         self._limits = limits
-        self._phase = ResponderPhase.AWAIT_DATABASES
+        self._phase = ResponderPhase.ANNOUNCE_DATABASES if announce else _RP.AWAIT_DATABASES
         self.report = SyncReport(store.tenant_id, "responder")
         self._local = local_databases(store)
         self._union: list[str] = []
@@ -123,6 +136,8 @@ class SyncResponder:
     @property
     def receiving(self) -> bool:
         return self._phase in (
+            ResponderPhase.ANNOUNCE_DATABASES,
+            ResponderPhase.AWAIT_ANNOUNCED,
             ResponderPhase.AWAIT_DATABASES,
             ResponderPhase.SEND_DATABASES,
             ResponderPhase.SERVING,
@@ -155,7 +170,7 @@ class SyncResponder:
     # -- sending ----------------------------------------------------------------------------
     def next_frame(self) -> bytes | None:
         """The next frame to send, or None when we must wait for the peer (or are done)."""
-        if self._phase is ResponderPhase.SEND_DATABASES:
+        if self._phase in (ResponderPhase.ANNOUNCE_DATABASES, ResponderPhase.SEND_DATABASES):
             self._move(ResponderEvent.DATABASES_SENT)
             return encode_message(DatabaseList(self._local))
         if self._phase not in (ResponderPhase.SERVING, ResponderPhase.SEND_FINISHED):

@@ -10,6 +10,10 @@ The session, after the handshake of :mod:`.auth`::
 
     I -> R  DATABASE_LIST (I's databases and entry counts)
     R -> I  DATABASE_LIST (R's)          both sides now agree on the union, tenant log first
+
+(Protocol version 2, announced in the HELLO: R sends its DATABASE_LIST right after its proof,
+without waiting for I's; I's list and its first requests then leave in one flight. R answers
+an initiator of version 1 in the order above.)
     for each database of the union (the initiator drives, R answers in order):
       bulk, when I holds less than half of a large database:
         I -> R  INDEX_REQUEST(after position)  R -> I INDEX_PAGE   (one page in flight)
