@@ -130,6 +130,20 @@ def tenant_id_of_raw(raw: bytes) -> bytes | None:
     return raw[_TENANT_ID_OFFSET : _TENANT_ID_OFFSET + TENANT_ID_SIZE]
 
 
+def database_of_raw(raw: bytes) -> str | None:
+    """The database name of sealed bytes, read from its place without decoding the rest (None
+    when ``raw`` is not an entry of a known version or its name field is invalid). For
+    bookkeeping only (which database a peer's pushed entries are counted under): it checks
+    nothing about the entry."""
+    start = _TENANT_ID_OFFSET + TENANT_ID_SIZE
+    if len(raw) <= start or raw[: len(MAGIC)] != MAGIC or raw[len(MAGIC)] not in FORMAT_VERSIONS:
+        return None
+    name_size = raw[start]  # a varint below 128: one byte (names are at most 64 bytes)
+    if name_size > MAX_DATABASE_NAME or len(raw) < start + 1 + name_size:
+        return None
+    return _database_name(raw[start + 1 : start + 1 + name_size])
+
+
 _PREV_AFTER_DATABASE = DOCUMENT_ID_SIZE + AUTHOR_SIZE + 16  # document, author, seq, timestamp
 
 

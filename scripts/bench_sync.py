@@ -150,8 +150,9 @@ PASSWORD = "bench-sync"
 LOOPBACK_LISTEN = "/ip4/127.0.0.1/tcp/0"
 HOST_CONFIG = HostConfig(dial_timeout=5, stream_timeout=30, close_timeout=2)
 REPO = Path(__file__).resolve().parent.parent
-NODE_START_S = 60.0
-"""Longest wait for a ``mindoo node run`` process to answer on its control socket."""
+NODE_START_S = 600.0
+"""Longest wait for a ``mindoo node run`` process to answer on its control socket (a home of
+10^6 entries took over a minute to start on this loaded machine)."""
 CATCHUP_BATCH = 1000
 """Documents per ``db.batch()`` while building the catch-up source."""
 LOCAL_INGEST_BATCH = 2000

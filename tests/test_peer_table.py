@@ -132,6 +132,7 @@ def test_status_shows_the_last_sessions_own_report() -> None:
     done.elapsed_seconds = 0.0123
     done.databases["notes"].round_trips = 2
     done.databases["notes"].recon_rounds = 1
+    done.recon_round_trips = 1
     done.bytes_sent, done.bytes_received = 100, 2000
     table.record("p", TENANT, done, at_ms=1)
     (row,) = table.peers_status({TENANT: "acme"})
@@ -140,6 +141,7 @@ def test_status_shows_the_last_sessions_own_report() -> None:
         "elapsed_ms": 12.3,
         "round_trips": 2,
         "recon_rounds": 1,
+        "recon_round_trips": 1,
         "received": 3,
         "sent": 0,
         "bytes_sent": 100,

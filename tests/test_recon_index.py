@@ -287,6 +287,49 @@ def test_removing_items_merges_a_split_bucket_back_into_a_leaf(store: EntryStore
     assert agg_rows(store) == {}
 
 
+def test_later_snapshots_reuse_unchanged_runs_and_rebuild_changed_ones(store: EntryStore) -> None:
+    """The runs one snapshot read are served to the next (an idle re-sync reads the same ones
+    each session) only while their parent row's totals are unchanged: after appends to one
+    part of the set, and after a removal, every answer is still exactly the brute force's."""
+    rnd = random.Random(12)
+    scope = scope_key(TENANT, DB)
+    items = [ReconItem(T0 + rnd.randrange(10**9), rnd.randbytes(32)) for _ in range(3_000)]
+    index_rows(store, items, scope)
+    builds: list[str] = []
+    real_leaf = recon_snapshot.LmdbReconStorage._build_leaf
+    real_aggregates = recon_snapshot.LmdbReconStorage._build_aggregates
+
+    def leaf(self: recon_snapshot.LmdbReconStorage, *args: object) -> object:
+        builds.append("leaf")
+        return real_leaf(self, *args)  # type: ignore[arg-type]
+
+    def aggregates(self: recon_snapshot.LmdbReconStorage, *args: object) -> object:
+        builds.append("aggregates")
+        return real_aggregates(self, *args)  # type: ignore[arg-type]
+
+    def answers(expected: list[ReconItem]) -> int:
+        builds.clear()
+        with store.recon_snapshot(TENANT, DB) as storage:
+            assert_same_answers(storage, VectorStorage(expected), random.Random(3))
+        return builds.count("leaf")
+
+    with (
+        mock.patch.object(recon_snapshot.LmdbReconStorage, "_build_leaf", leaf),
+        mock.patch.object(recon_snapshot.LmdbReconStorage, "_build_aggregates", aggregates),
+    ):
+        first = answers(items)
+        assert first > 0
+        assert answers(items) == 0 and builds == ["aggregates"]  # only the root is read again
+        late = [ReconItem(T0 + 10**9 + rnd.randrange(1000), rnd.randbytes(32)) for _ in range(50)]
+        index_rows(store, late, scope)
+        items += late
+        assert 0 < answers(items) < first  # only the appended part is rebuilt
+        gone = items.pop(rnd.randrange(len(items)))
+        with store._writing() as txn:
+            recon_index.unindex_items(txn, store._tables, [(scope, gone.timestamp, gone.id)])
+        answers(items)
+
+
 # -- sessions between two real stores --------------------------------------------------------
 
 

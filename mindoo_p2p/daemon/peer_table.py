@@ -141,13 +141,15 @@ class PeerState:
 
 def session_summary(report: SyncReport) -> dict[str, Any]:
     """What `status` shows of one session: its role, its own duration (handshake to finish,
-    timed by the driver), round trips (reconciliation rounds among them), entries and frame
+    timed by the driver), round trips (reconciliation rounds among them, summed over the
+    databases, and the reconciliation round trips the scopes took side by side), entries and frame
     bytes each way. Wire bytes (Noise, Yamux) are not counted here."""
     return {
         "role": report.role,
         "elapsed_ms": round(report.elapsed_seconds * 1000, 1),
         "round_trips": report.round_trips,
         "recon_rounds": sum(each.recon_rounds for each in report.databases.values()),
+        "recon_round_trips": report.recon_round_trips,
         "received": report.received,
         "sent": report.sent,
         "bytes_sent": report.bytes_sent,

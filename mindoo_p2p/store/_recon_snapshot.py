@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -122,6 +123,62 @@ class _RunCache:
         self._held = 0
 
 
+class SharedRuns:
+    """Runs kept for every snapshot of one store, so that a session does not rebuild what the
+    previous one read (an idle re-sync reads the same few runs each time). A run is keyed by
+    (scope, level, bucket) and handed out only when its totals equal the (count, id sum) of the
+    parent row the asking snapshot reads in its own transaction: the index is append-only, so a
+    bucket with unchanged totals holds the same items (the fingerprints' own assumption), and a
+    stale run is rebuilt, never served. Bounded by ``budget`` checkpoints (least recently used
+    out); thread-safe (snapshots of several threads share it)."""
+
+    __slots__ = ("_budget", "_held", "_lock", "_runs")
+
+    def __init__(self, budget: int = DEFAULT_CACHE_ROWS) -> None:
+        self._budget = budget
+        self._held = 0
+        self._lock = threading.Lock()
+        self._runs: OrderedDict[tuple[bytes, int, int], _Run] = OrderedDict()
+
+    def get(self, scope: bytes, level: int, bucket: int, expected: tuple[int, int]) -> _Run | None:
+        """The run under row (level, bucket) of ``scope`` if its totals are ``expected``."""
+        key = (scope, level, bucket)
+        with self._lock:
+            run = self._runs.get(key)
+            if run is None:
+                return None
+            if not _adds_up(run, expected):
+                del self._runs[key]
+                self._held -= len(run.keys)
+                return None
+            self._runs.move_to_end(key)
+            return run
+
+    def put(self, scope: bytes, level: int, bucket: int, run: _Run) -> None:
+        key = (scope, level, bucket)
+        with self._lock:
+            previous = self._runs.pop(key, None)
+            if previous is not None:
+                self._held -= len(previous.keys)
+            self._runs[key] = run
+            self._held += len(run.keys)
+            while self._held > self._budget and len(self._runs) > 1:
+                _, evicted = self._runs.popitem(last=False)
+                self._held -= len(evicted.keys)
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+
+def _adds_up(run: _Run, expected: tuple[int, int]) -> bool:
+    """The run's totals are the (count, id sum) its parent row says."""
+    return (run.counts[-1], run.sums[-1] % RECON_SUM_MODULUS) == (
+        expected[0],
+        expected[1] % RECON_SUM_MODULUS,
+    )
+
+
 def _bucket_of(agg_key: bytes) -> int:
     return int.from_bytes(agg_key[SCOPE_SIZE + 1 :], "big")
 
@@ -169,6 +226,7 @@ class LmdbReconStorage:
         "_prefix_sums",
         "_root",
         "_scope",
+        "_shared",
         "_size",
         "_total",
         "_txn",
@@ -181,6 +239,7 @@ class LmdbReconStorage:
         scope: bytes,
         *,
         cache_rows: int = DEFAULT_CACHE_ROWS,
+        shared: SharedRuns | None = None,
     ) -> None:
         if len(scope) != SCOPE_SIZE:
             raise ValueError(f"scope must be {SCOPE_SIZE} bytes")
@@ -192,6 +251,7 @@ class LmdbReconStorage:
         budget = max(cache_rows, 2 * _MAX_CHECKPOINTS)
         self._aggregates = _RunCache(budget // 4)
         self._leaves = _RunCache(budget - budget // 4)
+        self._shared = shared
         self._prefix_sums: dict[int, int] = {}
         self._finger: _Finger | None = None
         top = self._scope + bytes((RECON_TOP_LEVEL,))
@@ -355,6 +415,12 @@ class LmdbReconStorage:
         run = cache.get(bucket, level)
         if run is not None:
             return run
+        shared = self._shared
+        if shared is not None:
+            run = shared.get(self._scope, level, bucket, expected)
+            if run is not None:
+                cache.put(bucket, level, run)
+                return run
         if leaf:
             shift = RECON_SHIFTS[level]
             end = (bucket + 1) << shift
@@ -367,15 +433,14 @@ class LmdbReconStorage:
             start = prefix + (bucket << RECON_FAN_SHIFT).to_bytes(SEQ_SIZE, "big")
             high = _range_end(prefix, (bucket + 1) << RECON_FAN_SHIFT, RECON_AGG_KEY_SIZE)
             run = self._build_aggregates(start, high)
-        if (run.counts[-1], run.sums[-1] % RECON_SUM_MODULUS) != (
-            expected[0],
-            expected[1] % RECON_SUM_MODULUS,
-        ):
+        if not _adds_up(run, expected):
             raise _corrupt(
                 f"the bucket under {start.hex()} adds up to {run.counts[-1]} items,"
                 f" its aggregate row says {expected[0]}"
             )
         cache.put(bucket, level, run)
+        if shared is not None:
+            shared.put(self._scope, level, bucket, run)
         return run
 
     def _build_leaf(self, start: bytes, high: bytes, top: bool) -> _Run:

@@ -70,7 +70,7 @@ from ._local_append import (
     read_last_entry_id,
 )
 from ._recon_index import rebuild_recon_index
-from ._recon_snapshot import DEFAULT_CACHE_ROWS, LmdbReconStorage
+from ._recon_snapshot import DEFAULT_CACHE_ROWS, LmdbReconStorage, SharedRuns
 from ._retraction import authored_after, retract
 from ._writer import last_dup_seq
 from .results import AppendResult, Authorizer, FeedItem, FsckReport
@@ -99,6 +99,8 @@ class EntryStore:
         self._shared: SharedEnvironment | None = shared
         self._tables = shared.tables
         self._write_lock = shared.write_lock
+        self._recon_runs = SharedRuns()
+        """Reconciliation index runs kept across snapshots (each checked before use)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -619,7 +621,9 @@ class EntryStore:
         _check_scope_args(tenant_id, database)
         scope = scope_key(tenant_id, database)
         with self._reading() as txn:
-            storage = LmdbReconStorage(txn, self._tables, scope, cache_rows=cache_rows)
+            storage = LmdbReconStorage(
+                txn, self._tables, scope, cache_rows=cache_rows, shared=self._recon_runs
+            )
             try:
                 yield storage
             finally:

@@ -6,7 +6,8 @@ frames.
 - :mod:`.messages`: the wire messages and their strict, bounded codec (`ProtocolViolation`).
 - :mod:`.auth`: the per-tenant handshake (blinded tenant, proofs bound to both peer ids).
 - :mod:`.protocol`: reconcile, fetch and push one tenant (`SyncInitiator`, `SyncResponder`)
-  against the `SyncStore` protocol.
+  against the `SyncStore` protocol (a facade: the parts live in the private ``_initiator``,
+  ``_responder``, ``_session_api``, ``_session_report`` and ``_session_common`` modules).
 - :mod:`.driver`: runs the handshake and the session over a framed stream, with time bounds
   (the only module here that awaits).
 - :mod:`.tenant_adapter`: a node's `Tenant` as the protocol's `SyncStore` and

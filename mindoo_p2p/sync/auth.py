@@ -2,7 +2,8 @@
 
 The handshake (I = initiator, R = responder; peer ids are the libp2p ones of the connection)::
 
-    I -> R  HELLO(version, nonce_i)
+    I -> R  HELLO(version, nonce_i)     (R denies a version it does not speak: nothing else
+                                         is denied before the proofs, see `refused_version`)
     R -> I  CHALLENGE(nonce_r)
     I -> R  INITIATOR_PROOF(tag, seal_I(credential_I))      or DENIED
     R -> I  RESPONDER_PROOF(seal_R(credential_R))           or DENIED
@@ -49,6 +50,7 @@ from ..crypto.signing import SigningKeyPair, verify_signature
 from ..entry import TENANT_ID_SIZE
 from ..errors import DecodeError, MindooError, VerificationError
 from .messages import (
+    MIN_PROTOCOL_VERSION,
     NONCE_SIZE,
     PROTOCOL_VERSION,
     Challenge,
@@ -430,6 +432,12 @@ class AuthInitiator:
             self._refused_peer = key is None
             self._move(InitiatorEvent.PEER_REFUSED if key is None else InitiatorEvent.PEER_PROVEN)
 
+    @property
+    def refused_version(self) -> bool:
+        """The responder denied our HELLO: a responder denies nothing else before the proofs,
+        so it does not speak our protocol version (an older node)."""
+        return self._state is InitiatorState.DENIED and self._binding is None
+
 
 # --- the responder -----------------------------------------------------------------------------
 
@@ -496,6 +504,7 @@ class AuthResponder:
         self._binding: SessionBinding | None = None
         self._authority: TenantAuthority | None = None
         self._peer_member_key: bytes | None = None
+        self._peer_version = 0
         self._refused_peer = False
         self._state = ResponderState.AWAIT_HELLO
 
@@ -522,6 +531,11 @@ class AuthResponder:
     def refused_peer(self) -> bool:
         """We denied the initiator (rather than it giving up)."""
         return self._refused_peer
+
+    @property
+    def peer_version(self) -> int:
+        """The protocol version the initiator's HELLO announced (0 before it arrived)."""
+        return self._peer_version
 
     @property
     def peer_member_key(self) -> bytes:
@@ -560,10 +574,11 @@ class AuthResponder:
         if isinstance(message, Denied):
             self._move(ResponderEvent.DENIAL_RECEIVED)
         elif isinstance(message, Hello):
-            if message.version != PROTOCOL_VERSION:
+            if not MIN_PROTOCOL_VERSION <= message.version <= PROTOCOL_VERSION:
                 self._refused_peer = True
                 self._move(ResponderEvent.HELLO_REFUSED)
                 return
+            self._peer_version = message.version
             self._binding = SessionBinding(
                 self._remote_peer, self._local_peer, message.nonce, self._nonce
             )

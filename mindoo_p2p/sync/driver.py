@@ -37,7 +37,7 @@ from .auth import (
     TenantAuthority,
 )
 from .ingest_pipeline import IngestPipeline, IngestRunner, IngestStages
-from .messages import MAX_FRAME_SIZE, ProtocolViolation
+from .messages import LIST_FIRST_VERSION, MAX_FRAME_SIZE, PROTOCOL_VERSION, ProtocolViolation
 from .protocol import (
     DEFAULT_LIMITS,
     IngestJob,
@@ -300,6 +300,11 @@ async def run_initiator(
                 if handshake.refused_peer and on_penalty is not None:
                     on_penalty(remote_peer, DENIAL_PENALTY, "its proof was refused")
                 await _close_quietly(stream)
+                if handshake.refused_version:
+                    raise AuthDenied(
+                        f"the peer does not speak sync protocol version {PROTOCOL_VERSION}"
+                        " (it runs an older mindoo; sessions it starts still work)"
+                    )
                 raise AuthDenied(
                     "the peer could not prove it may replicate the tenant"
                     if handshake.refused_peer
@@ -360,7 +365,8 @@ async def run_responder(
             store = next(store for each, store in pairs if each is handshake.authority)
             if on_authenticated is not None:
                 on_authenticated(store.tenant_id)
-            machine = SyncResponder(store, limits)
+            announce = handshake.peer_version >= LIST_FIRST_VERSION
+            machine = SyncResponder(store, limits, announce=announce)
             await session.duplex(machine, store)
             if machine.refused:
                 await _close_quietly(stream)

@@ -40,8 +40,15 @@ from ..entry import DATABASE_NAME_RE, ID_SIZE, MAX_DATABASE_NAME, MAX_ENTRY_SIZE
 from ..errors import DecodeError, MindooError
 from ..recon import DEFAULT_FRAME_SIZE_LIMIT, MAX_TIMESTAMP, ReconItem
 
-PROTOCOL_VERSION = 1
-"""The version a HELLO announces; a responder denies any other."""
+PROTOCOL_VERSION = 2
+"""The version a HELLO announces. 2: the responder sends its DATABASE_LIST right after its
+proof, without waiting for the initiator's (which may then arrive before or after ours); 1:
+the responder answers the initiator's list. A responder speaks every version from
+:data:`MIN_PROTOCOL_VERSION` up and denies any other."""
+MIN_PROTOCOL_VERSION = 1
+"""The oldest version a responder still speaks (an initiator of 1 gets the version-1 session)."""
+LIST_FIRST_VERSION = 2
+"""From this version on, the responder announces its database list first."""
 
 MAX_FRAME_SIZE = 256 * 1024 + 1024
 """The largest frame either side sends or accepts (the transport's default limit)."""
