@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..entry import TENANT_LOG, EntryKind
+from ..entry import TENANT_LOG, Entry, EntryKind
 from ..errors import DecodeError, MindooError, MissingKeyError, NotFoundError
 from ..keyring import KeyRing
 from ..materializer import DocumentMaterializer
@@ -362,7 +362,10 @@ class IndexFollower:
         uid_prefix = f"{tenant.id_hex}/{database}/"
         fields = self._search_fields(tenant.id, database)
         page = _PageWrites()
-        for doc, new_keys in docs.items():
+        # One read transaction for the page: the entries of one-entry documents (the usual
+        # new record) are loaded here and materialized without the general path.
+        singles = store.documents_entries(tenant.id, database, list(docs), max_entries=1)
+        for (doc, new_keys), single in zip(docs.items(), singles, strict=True):
             if exact:
                 keys = {
                     e.header.key_id
@@ -372,7 +375,7 @@ class IndexFollower:
             else:
                 keys = known.keys.get(doc, set()) | new_keys
             key_text = _key_text(keys)
-            outcome = self._materialize(materializer, doc)
+            outcome = self._materialize(materializer, doc, single)
             rid = known.rows.get(doc)
             if doc in known.skipped and not isinstance(outcome, tuple):
                 page.unskip.append((sid, doc))
@@ -425,12 +428,18 @@ class IndexFollower:
 
     @staticmethod
     def _materialize(
-        materializer: DocumentMaterializer, doc: bytes
+        materializer: DocumentMaterializer,
+        doc: bytes,
+        entries: Sequence[tuple[int, Entry]] | None = None,
     ) -> dict[str, Any] | tuple[str, str] | None:
         """The document's content; None when it is deleted or has no readable entry left;
-        (reason, detail) when it cannot be read."""
+        (reason, detail) when it cannot be read. ``entries``: all of its stored entries when
+        the caller read them already (a one-change document is then materialized from them,
+        `DocumentMaterializer.load_single_change`)."""
         try:
-            md = materializer.load(doc)
+            md = None if not entries else materializer.load_single_change(doc, entries)
+            if md is None:
+                md = materializer.load(doc)
         except MissingKeyError as exc:
             materializer.forget(doc)
             return REASON_NO_KEY, str(exc)

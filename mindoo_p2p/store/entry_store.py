@@ -506,6 +506,36 @@ class EntryStore:
                 found.append((last, self._load_arrival(txn, arrival)))
         return found, last
 
+    def documents_entries(
+        self, tenant_id: bytes, database: str, document_ids: Sequence[bytes], max_entries: int
+    ) -> list[list[tuple[int, Entry]] | None]:
+        """`document_entries` of each document, in the order given, in ONE read transaction
+        (the query index reads a page of documents at a time). None for a document with more
+        than ``max_entries`` entries (not loaded) or one whose stored bytes do not check out:
+        the caller reads that one on its own (`document_entries` raises the error)."""
+        found: list[list[tuple[int, Entry]] | None] = []
+        with self._reading() as txn:
+            number = scope_number(txn, self._tables, scope_key(tenant_id, database))
+            retracted = self._retraction_check(txn)
+            for document_id in document_ids:
+                if number is None or len(document_id) != DOCUMENT_ID_SIZE:
+                    found.append([])
+                    continue
+                key = number + bytes(document_id)
+                rows: list[tuple[int, Entry]] | None = []
+                try:
+                    for seq, arrival in _dups_from(txn, self._tables.doc_feed, key, 1):
+                        if retracted is not None and retracted(arrival):
+                            continue
+                        if len(rows) == max_entries:
+                            rows = None
+                            break
+                        rows.append((seq, self._load_arrival(txn, arrival)))
+                except StoreError:
+                    rows = None
+                found.append(rows)
+        return found
+
     def document_entry_count(self, tenant_id: bytes, database: str, document_id: bytes) -> int:
         """How many entries the document has."""
         if len(document_id) != DOCUMENT_ID_SIZE:
