@@ -241,9 +241,11 @@ class DocumentMaterializer:
             document_id, _PROBE_DOCUMENT, family=self._families.of_document(document_id)
         )
         opened = self._open_change(md, entry)
-        if opened is None or opened[2] is None:
+        if opened is None:
             return None
         payload, identity, chunk = opened
+        if chunk is None:
+            return None
         actor = bound_actor(self._author) if self._author is not None else None
         doc = AutomergeDocument.from_root_change(payload, chunk, actor)
         if doc is None:

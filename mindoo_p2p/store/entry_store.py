@@ -522,18 +522,18 @@ class EntryStore:
                     found.append([])
                     continue
                 key = number + bytes(document_id)
-                rows: list[tuple[int, Entry]] | None = []
+                rows: list[tuple[int, Entry]] = []
                 try:
                     for seq, arrival in _dups_from(txn, self._tables.doc_feed, key, 1):
                         if retracted is not None and retracted(arrival):
                             continue
                         if len(rows) == max_entries:
-                            rows = None
-                            break
+                            raise _TooMany
                         rows.append((seq, self._load_arrival(txn, arrival)))
-                except StoreError:
-                    rows = None
-                found.append(rows)
+                except (_TooMany, StoreError):
+                    found.append(None)
+                else:
+                    found.append(rows)
         return found
 
     def document_entry_count(self, tenant_id: bytes, database: str, document_id: bytes) -> int:
@@ -907,6 +907,10 @@ class EntryStore:
     def fsck(self) -> FsckReport:
         """Re-read and re-verify every entry and index row; report problems, never raise them."""
         return run_fsck(self._live_env(), self._tables)
+
+
+class _TooMany(Exception):
+    """A document has more entries than `documents_entries` was asked to load."""
 
 
 def _decode_stored(what: str, raw: bytes) -> Entry:

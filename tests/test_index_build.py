@@ -1,0 +1,153 @@
+"""The full index build's fast path (one-change documents read a page at a time and loaded by
+Automerge in one call) builds exactly the index the general materializer path builds: the same
+rows, full-text rows and skip records, for every kind of document a page may hold."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import copy_tenant
+
+from mindoo_p2p import Counter, Text
+from mindoo_p2p.crdt import AutomergeDocument
+from mindoo_p2p.crdt.change_chunk import parse_change
+from mindoo_p2p.errors import DecodeError
+from mindoo_p2p.index import QueryIndex
+from mindoo_p2p.materializer import DocumentMaterializer
+from mindoo_p2p.node import Node
+
+pytestmark = pytest.mark.timeout(60)
+
+MakeNode = Callable[[str], Node]
+
+CONTENTS: list[dict[str, Any]] = [
+    {"title": "plain", "amount": 7, "ratio": 0.25, "open": True, "none": None},
+    {"nested": {"deeper": {"list": [1, "two", {"three": 3.0}]}}, "empty": {}, "blank": []},
+    {"text": Text("collaborative text"), "views": Counter(41), "unicode": "œuvre ✓ 日本"},
+    {"when": dt.datetime(2025, 3, 1, 12, 30, tzinfo=dt.UTC), "raw": b"\x00\xffbytes"},
+    {"big": -(1 << 62), "float": -1e300, "key with spaces": "v", "0": "digit key"},
+]
+
+
+class Spy:
+    """Counts what the follower's materializers are asked: fast loads that answered, and
+    general loads."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, fast: bool = True) -> None:
+        self.fast = 0
+        self.general = 0
+        load, single = DocumentMaterializer.load, DocumentMaterializer.load_single_change
+
+        def counted_load(m: DocumentMaterializer, *args: Any, **kwargs: Any) -> Any:
+            self.general += 1
+            return load(m, *args, **kwargs)
+
+        def counted_single(m: DocumentMaterializer, *args: Any, **kwargs: Any) -> Any:
+            found = single(m, *args, **kwargs) if fast else None
+            self.fast += found is not None
+            return found
+
+        monkeypatch.setattr(DocumentMaterializer, "load", counted_load)
+        monkeypatch.setattr(DocumentMaterializer, "load_single_change", counted_single)
+
+
+def dump(index: QueryIndex) -> tuple[set[tuple[str, ...]], ...]:
+    """Everything the index holds, by stable names (row ids aside)."""
+    index.refresh()
+    docs = {
+        (str(u), str(b), str(k))
+        for u, b, k in index.store.read("SELECT uid, body, key_ids FROM docs")
+    }
+    texts = {
+        (str(u), str(t))
+        for u, t in index.store.read(
+            "SELECT d.uid, f.text FROM fts f JOIN docs d ON d.id = f.rowid"
+        )
+    }
+    skipped = {
+        (bytes(d).hex(), str(r), str(x), str(k))
+        for d, r, x, k in index.store.read("SELECT doc, reason, detail, key_ids FROM skipped")
+    }
+    return docs, texts, skipped
+
+
+def corrupt_entry(node: Node, entry_id: bytes) -> None:
+    """Flip one byte of a stored entry's ciphertext, in place in the node's LMDB store."""
+    store = node.store
+    env, tables = store._live_env(), store._tables
+    with env.begin(write=True) as txn:
+        arrival = txn.get(entry_id, db=tables.ids)
+        raw = bytearray(txn.get(arrival, db=tables.sealed))
+        raw[-80] ^= 0x01
+        txn.put(arrival, bytes(raw), db=tables.sealed)
+
+
+def test_fast_path_builds_the_index_the_general_path_builds(
+    make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin, member = make_node("admin"), make_node("member")
+    tenant = admin.create_tenant("acme")
+    member.join(admin.invite(tenant, member.public_identity()))
+    tenant.create_key("hr")
+    notes = tenant.create_db("notes")
+    singles = [notes.create_document(content) for content in CONTENTS]
+    edited = notes.create_document({"title": "draft"})
+    notes.update(edited, {"title": "final", "amount": 3})
+    deleted = notes.create_document({"title": "gone"})
+    notes.delete(deleted)
+    secret = notes.create_document({"salary": 1}, key="hr")
+    victim = notes.create_document({"title": "its entry is damaged on the member"})
+    after = notes.create_document({"title": "after the damaged one"})
+    copy_tenant(admin, member, tenant)
+    (entry,) = [e for e in member.store.iter_entries(tenant.id) if e.document_id.hex() == victim]
+    corrupt_entry(member, entry.id)
+
+    spy = Spy(monkeypatch)
+    member.index.refresh()
+    fast = dump(member.index)
+    # every one-change document readable here took the fast path (the damaged one and the
+    # one under a key the member lacks went the general way, which names why)
+    assert spy.fast == len(singles) + 1
+    docs, _texts, skipped = fast
+    assert len(docs) == len(singles) + 2  # + edited + after
+    assert {(doc, reason) for doc, reason, _detail, _keys in skipped} == {
+        (secret, "no_key"),
+        (victim, "unreadable"),
+    }
+    uids = {u.rsplit("/", 1)[1] for u, _b, _k in docs}
+    assert {*singles, edited, after} == uids and deleted not in uids
+
+    monkeypatch.undo()
+    general_spy = Spy(monkeypatch, fast=False)
+    member.index.rebuild()
+    assert general_spy.fast == 0 and general_spy.general >= len(CONTENTS)
+    assert dump(member.index) == fast
+
+
+def test_a_root_change_loads_as_apply_changes_builds_it() -> None:
+    """`AutomergeDocument.from_root_change` gives the state `apply_changes` gives, and refuses
+    what is not a root change applying on its own (the caller then applies it as usual)."""
+    for content in CONTENTS:
+        source = AutomergeDocument()
+        with source.change() as root_map:
+            for key, value in content.items():
+                root_map[key] = value
+        (root,) = [c.bytes for c in source.get_changes()]
+        loaded = AutomergeDocument.from_root_change(root, parse_change(root))
+        assert loaded is not None
+        applied = AutomergeDocument()
+        applied.apply_changes([root])
+        assert loaded.to_py() == applied.to_py() == source.to_py()
+        assert loaded.heads() == applied.heads() == source.heads()
+    with source.change() as root_map:
+        root_map["more"] = 1
+    second = source.get_changes(applied.heads())[0].bytes
+    assert AutomergeDocument.from_root_change(second, parse_change(second)) is None
+    garbage = bytearray(root)
+    garbage[-1] ^= 0xFF
+    with pytest.raises(DecodeError):
+        parse_change(bytes(garbage))
