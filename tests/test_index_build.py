@@ -16,7 +16,9 @@ from mindoo_p2p import Counter, Text
 from mindoo_p2p.crdt import AutomergeDocument
 from mindoo_p2p.crdt.change_chunk import parse_change
 from mindoo_p2p.errors import DecodeError
-from mindoo_p2p.index import QueryIndex
+from mindoo_p2p.index import QueryIndex, follower
+from mindoo_p2p.index.build_workers import BuildWorkers
+from mindoo_p2p.index.follower import IndexFollower
 from mindoo_p2p.materializer import DocumentMaterializer
 from mindoo_p2p.node import Node
 
@@ -86,10 +88,10 @@ def corrupt_entry(node: Node, entry_id: bytes) -> None:
         txn.put(arrival, bytes(raw), db=tables.sealed)
 
 
-def test_fast_path_builds_the_index_the_general_path_builds(
-    make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    admin, member = make_node("admin"), make_node("member")
+def mixed_page(admin: Node, member: Node) -> dict[str, Any]:
+    """A tenant of ``admin`` copied to ``member``, one database holding one page of every kind
+    of document: one-change ones of every value type, an edited one, a deleted one, one under
+    a key the member lacks, one whose entry is damaged on the member, one after it."""
     tenant = admin.create_tenant("acme")
     member.join(admin.invite(tenant, member.public_identity()))
     tenant.create_key("hr")
@@ -105,7 +107,23 @@ def test_fast_path_builds_the_index_the_general_path_builds(
     copy_tenant(admin, member, tenant)
     (entry,) = [e for e in member.store.iter_entries(tenant.id) if e.document_id.hex() == victim]
     corrupt_entry(member, entry.id)
+    return {
+        "singles": singles,
+        "edited": edited,
+        "deleted": deleted,
+        "secret": secret,
+        "victim": victim,
+        "after": after,
+    }
 
+
+def test_fast_path_builds_the_index_the_general_path_builds(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    member = make_node("member")
+    page = mixed_page(make_node("admin"), member)
+    singles, edited, deleted = page["singles"], page["edited"], page["deleted"]
+    secret, victim, after = page["secret"], page["victim"], page["after"]
     spy = Spy(monkeypatch)
     member.index.refresh()
     fast = dump(member.index)
@@ -151,3 +169,48 @@ def test_a_root_change_loads_as_apply_changes_builds_it() -> None:
     garbage[-1] ^= 0xFF
     with pytest.raises(DecodeError):
         parse_change(bytes(garbage))
+
+
+def test_build_workers_build_the_index_the_follower_builds_alone(
+    make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    member = make_node("member")
+    mixed_page(make_node("admin"), member)
+    key = member.index.store._key
+    alone = dump(QueryIndex(tmp_path / "alone", key, member, workers=0))
+    monkeypatch.setattr(follower, "MIN_ENTRIES", 1)
+    monkeypatch.setattr(follower, "PAGE_ENTRIES", 3)  # several pages: one is always in flight
+    from_workers: list[int] = []
+    original = IndexFollower._from_pool
+
+    def counted(self: IndexFollower, submitted: Any) -> Any:
+        done = original(self, submitted)
+        from_workers.append(len(done))
+        return done
+
+    monkeypatch.setattr(IndexFollower, "_from_pool", counted)
+    pooled = QueryIndex(tmp_path / "pooled", key, member, workers=2)
+    assert dump(pooled) == alone
+    assert sum(from_workers) == len(CONTENTS) + 1  # the one-change documents it could read
+    assert pooled.follower._pool is None  # stopped when the catch-up ended
+
+
+def test_a_failing_worker_pool_leaves_the_follower_to_build_alone(
+    make_node: MakeNode,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    member = make_node("member")
+    mixed_page(make_node("admin"), member)
+    key = member.index.store._key
+    alone = dump(QueryIndex(tmp_path / "alone", key, member, workers=0))
+    monkeypatch.setattr(follower, "MIN_ENTRIES", 1)
+    monkeypatch.setattr(follower, "PAGE_ENTRIES", 3)
+    # workers that cannot open the store: every task fails (BrokenProcessPool)
+    monkeypatch.setattr(
+        follower, "BuildWorkers", lambda _path, n: BuildWorkers(tmp_path / "no-store", n)
+    )
+    caplog.set_level("WARNING")
+    assert dump(QueryIndex(tmp_path / "pooled", key, member, workers=1)) == alone
+    assert "going on without them" in caplog.text
