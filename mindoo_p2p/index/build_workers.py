@@ -3,38 +3,47 @@
 A full build (a new index, `mindoo index rebuild`, a damaged index rebuilt on open) spends most
 of its time materializing documents: decrypt, parse, Automerge, plain Python, JSON. When a
 database is at least `MIN_ENTRIES` entries behind, the follower hands each page's documents to
-`BuildWorkers`: `workers` processes, each with the entry store opened read-only (LMDB: many
-readers across processes, each read a consistent snapshot). A worker reads its share of the
-page in one read transaction (`EntryStore.documents_entries`) and materializes the one-change
-documents by the materializer's own rule (`DocumentMaterializer.load_single_change`), returning
-for each its ``docs.body`` and full-text text (`content`, the functions the follower uses, so
-the rows are byte-identical). Every other document (several entries, deleted, no key, damaged,
-refused) comes back as None and the follower materializes it itself, the usual way, which
-records and names why a document cannot be read. Only the follower writes the index.
+`BuildWorkers`: ``workers`` processes (`build_worker_process`), each with the entry store opened
+read-only (LMDB: many readers across processes, each read a consistent snapshot). A worker
+reads its share of the page in one read transaction (`EntryStore.documents_entries`) and
+materializes the one-change documents by the materializer's own rule
+(`DocumentMaterializer.load_single_change`), returning for each its ``docs.body`` and full-text
+text (`content`: the functions the follower uses, so the rows are byte-identical). Every other
+document (several entries, deleted, no key, damaged, refused) comes back as None and the
+follower materializes it itself, the usual way, which records and names why a document cannot
+be read. Only the follower writes the index.
 
-Key material: the tenant's keys go to the workers with each task, pickled through the pool's
-pipe (memory to memory, never a file), and live in a worker only while it works on that task.
-Workers are *spawned* (a fresh interpreter, not a fork of the node with its whole memory, its
-threads and its open files); they hold no other secret and are stopped when the catch-up ends.
-A worker that dies makes the follower stop using workers for this catch-up and go on alone.
+Processes: started as ``python -m mindoo_p2p.index.build_worker_process STORE`` (a fresh
+interpreter running only that module: not a fork of the node with its memory, threads and open
+files, and not multiprocessing's spawn, which runs the application's main script again in the
+child). Each is driven by one thread of this process, which writes a task and reads its answer
+(frames: 8-byte big-endian length, then a pickle; both ends are this package, started by this
+process, and answers are bounded by `MAX_FRAME`), so no pipe can fill while both sides wait.
+
+Key material: the tenant's keys go to a worker with each task, through its stdin pipe (memory
+to memory, never a file), and live in the worker only while it works on that task. Workers
+hold no other secret, and stop when the catch-up ends (stdin closed) or with the node's
+process. A worker that dies or answers out of protocol makes the follower stop the workers for
+this catch-up and go on alone.
 """
 
 from __future__ import annotations
 
-import logging
-import multiprocessing
+import contextlib
 import os
+import pickle
+import queue
+import subprocess
+import sys
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 from ..errors import MindooError
-from ..keyring import KeyRing, TenantKey
-from ..materializer import DocumentMaterializer
-from ..store import EntryStore
-from .content import body_json, searchable_text
-from .expressions import JsonPath, parse_path
+from ..keyring import TenantKey
+from .expressions import JsonPath
 
 MIN_ENTRIES = 10_000
 """A database at least this many entries behind is caught up with workers (starting them
@@ -43,13 +52,28 @@ costs a fraction of a second; below this the follower alone is as fast)."""
 CHUNKS_PER_WORKER = 2
 """Each page is cut into this many tasks per worker (a slow share does not hold the page)."""
 
+MAX_FRAME = 256 * 1024 * 1024
+"""Largest task or answer a frame may carry."""
+
+STOP_TIMEOUT_S = 10.0
+"""How long `BuildWorkers.close` waits for a worker to exit before killing it."""
+
+WORKER_MODULE = "mindoo_p2p.index.build_worker_process"
+
 Indexed = tuple[str, str]
 """What a worker returns for a document it materialized: (``docs.body``, full-text text)."""
 
 
+class BuildWorkerError(MindooError):
+    """A build worker died or answered out of protocol."""
+
+
 def default_workers() -> int:
     """Worker processes for a large build: one per core this process may run on, at most 4;
-    0 on a single core (workers would only add their start-up and their messages)."""
+    0 on a single core (workers would only add their start-up and their messages) or when
+    there is no interpreter to start them with."""
+    if not sys.executable:
+        return 0
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -58,48 +82,75 @@ def default_workers() -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class _Task:
+class BuildTask:
+    """One share of a page: the documents of one database to materialize, with the keys."""
+
     tenant_id: bytes
     database: str
     keys: tuple[TenantKey, ...]
     fields: tuple[str, ...] | None
+    """The full-text fields (JSON path texts), None for every string."""
     documents: tuple[bytes, ...]
 
 
-_worker_store: EntryStore | None = None
+def write_frame(stream: IO[bytes], value: object) -> None:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    if len(data) > MAX_FRAME:
+        raise BuildWorkerError(f"a build frame of {len(data)} bytes is over {MAX_FRAME}")
+    stream.write(len(data).to_bytes(8, "big") + data)
+    stream.flush()
 
 
-def _start_worker(store_path: str) -> None:
-    """In a new worker: open the entry store read-only. Warnings are the follower's to give
-    (it materializes every document a worker leaves, and logs why that one is skipped)."""
-    global _worker_store
-    logging.disable(logging.WARNING)
-    _worker_store = EntryStore(store_path, readonly=True)
+def read_frame(stream: IO[bytes]) -> Any:
+    """The next frame's value; None at the end of the stream (before a frame starts)."""
+    head = stream.read(8)
+    if not head:
+        return None
+    size = int.from_bytes(head, "big")
+    if len(head) != 8 or size > MAX_FRAME:
+        raise BuildWorkerError("a build worker sent a malformed frame")
+    data = stream.read(size)
+    if len(data) != size:
+        raise BuildWorkerError("a build worker's frame ends early")
+    return pickle.loads(data)
 
 
-def _materialize(task: _Task) -> list[Indexed | None]:
-    """In a worker: the indexed form of each one-change document of ``task`` (None for the
-    others: the follower reads those itself)."""
-    store = _worker_store
-    assert store is not None, "a build worker runs _start_worker first"
-    materializer = DocumentMaterializer(
-        store, task.tenant_id, task.database, KeyRing(list(task.keys)), use_snapshots=False
-    )
-    fields = None if task.fields is None else [parse_path(p) for p in task.fields]
-    found: list[Indexed | None] = []
-    reads = store.documents_entries(task.tenant_id, task.database, task.documents, 1)
-    for document_id, entries in zip(task.documents, reads, strict=True):
-        indexed: Indexed | None = None
-        if entries:
-            try:
-                md = materializer.load_single_change(document_id, entries)
-                if md is not None:
-                    content = md.doc.to_py()
-                    indexed = (body_json(content), searchable_text(content, fields))
-            except MindooError:
-                indexed = None  # the follower reads it again and records why
-        found.append(indexed)
-    return found
+class _Worker:
+    """One worker process and its pipes (used by one thread at a time)."""
+
+    def __init__(self, store_path: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", WORKER_MODULE, str(store_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+
+    def run(self, task: BuildTask) -> list[Indexed | None]:
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None
+        try:
+            write_frame(stdin, task)
+            answer = read_frame(stdout)
+        except OSError as exc:
+            raise BuildWorkerError(f"a build worker is gone ({exc})") from None
+        if not isinstance(answer, list) or len(answer) != len(task.documents):
+            code = self.process.poll()
+            raise BuildWorkerError(
+                "a build worker stopped" if code is not None else "a build worker answered amiss"
+            )
+        return answer
+
+    def stop(self) -> None:
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):  # the worker exits at the end of its input
+                self.process.stdin.close()
+        try:
+            self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 class PendingPage:
@@ -110,7 +161,7 @@ class PendingPage:
 
     def result(self) -> dict[bytes, Indexed]:
         """Document id -> its indexed form, for the documents the workers materialized.
-        Raises what a worker raised (BrokenProcessPool when one died)."""
+        Raises BuildWorkerError when a worker died or answered out of protocol."""
         done: dict[bytes, Indexed] = {}
         for documents, future in self._chunks:
             for document_id, indexed in zip(documents, future.result(), strict=True):
@@ -118,24 +169,26 @@ class PendingPage:
                     done[document_id] = indexed
         return done
 
-    def cancel(self) -> None:
-        for _documents, future in self._chunks:
-            future.cancel()
-
 
 class BuildWorkers:
-    """A pool of `workers` spawned processes materializing pages of documents."""
+    """``workers`` worker processes, each driven by one thread of this process."""
 
     def __init__(self, store_path: Path, workers: int) -> None:
         if workers < 1:
             raise ValueError("BuildWorkers needs at least one worker")
-        self._workers = workers
-        self._pool = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(str(store_path),),
-        )
+        self._count = workers
+        self._workers = [_Worker(store_path) for _ in range(workers)]
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        for worker in self._workers:
+            self._idle.put(worker)
+        self._threads = ThreadPoolExecutor(workers, thread_name_prefix="index-build")
+
+    def _run(self, task: BuildTask) -> list[Indexed | None]:
+        worker = self._idle.get()
+        try:
+            return worker.run(task)
+        finally:
+            self._idle.put(worker)
 
     def submit(
         self,
@@ -149,14 +202,16 @@ class BuildWorkers:
         held = tuple(keys)
         chosen = None if fields is None else tuple(p.text for p in fields)
         listed = tuple(documents)
-        size = max(1, -(-len(listed) // (self._workers * CHUNKS_PER_WORKER)))
+        size = max(1, -(-len(listed) // (self._count * CHUNKS_PER_WORKER)))
         chunks = []
         for start in range(0, len(listed), size):
             part = listed[start : start + size]
-            task = _Task(tenant_id, database, held, chosen, part)
-            chunks.append((part, self._pool.submit(_materialize, task)))
+            task = BuildTask(tenant_id, database, held, chosen, part)
+            chunks.append((part, self._threads.submit(self._run, task)))
         return PendingPage(chunks)
 
     def close(self) -> None:
-        """Stop the workers (waits for them to exit)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers: tasks not started are dropped, each process is waited for."""
+        self._threads.shutdown(wait=True, cancel_futures=True)
+        for worker in self._workers:
+            worker.stop()

@@ -208,7 +208,10 @@ class IndexFollower:
         """The build workers, started for a database ``behind`` entries behind when that is
         worth it (`build_workers.MIN_ENTRIES`); they run until the catch-up ends."""
         if self._pool is None and self._workers > 0 and behind >= MIN_ENTRIES:
-            self._pool = BuildWorkers(self._node.store.path, self._workers)
+            try:
+                self._pool = BuildWorkers(self._node.store.path, self._workers)
+            except OSError as exc:
+                log.warning("cannot start index build workers (%s): building alone", exc)
         return self._pool
 
     def _stop_pool(self) -> None:
