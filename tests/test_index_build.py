@@ -5,9 +5,10 @@ rows, full-text rows and skip records, for every kind of document a page may hol
 from __future__ import annotations
 
 import datetime as dt
+import io
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from helpers import copy_tenant
@@ -17,10 +18,19 @@ from mindoo_p2p.crdt import AutomergeDocument
 from mindoo_p2p.crdt.change_chunk import parse_change
 from mindoo_p2p.errors import DecodeError
 from mindoo_p2p.index import QueryIndex, follower
-from mindoo_p2p.index.build_workers import BuildWorkers
+from mindoo_p2p.index.build_worker_process import serve
+from mindoo_p2p.index.build_workers import (
+    MAX_FRAME,
+    BuildTask,
+    BuildWorkerError,
+    BuildWorkers,
+    read_frame,
+    write_frame,
+)
 from mindoo_p2p.index.follower import IndexFollower
 from mindoo_p2p.materializer import DocumentMaterializer
 from mindoo_p2p.node import Node
+from mindoo_p2p.store import EntryStore
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -75,6 +85,17 @@ def dump(index: QueryIndex) -> tuple[set[tuple[str, ...]], ...]:
         for d, r, x, k in index.store.read("SELECT doc, reason, detail, key_ids FROM skipped")
     }
     return docs, texts, skipped
+
+
+def rows(index: QueryIndex) -> list[tuple[str, str, str]]:
+    """(uid, body, full-text text) of every indexed document."""
+    index.refresh()
+    return [
+        (str(u), str(b), str(t))
+        for u, b, t in index.store.read(
+            "SELECT d.uid, d.body, f.text FROM docs d JOIN fts f ON f.rowid = d.id"
+        )
+    ]
 
 
 def corrupt_entry(node: Node, entry_id: bytes) -> None:
@@ -214,3 +235,44 @@ def test_a_failing_worker_pool_leaves_the_follower_to_build_alone(
     caplog.set_level("WARNING")
     assert dump(QueryIndex(tmp_path / "pooled", key, member, workers=1)) == alone
     assert "going on without them" in caplog.text
+
+
+def test_a_worker_answers_its_tasks_as_the_follower_indexes_them(make_node: MakeNode) -> None:
+    """The worker's loop (`build_worker_process.serve`) driven in this process: each task's
+    one-change documents come back in the follower's indexed form, the others as None."""
+    member = make_node("member")
+    page = mixed_page(make_node("admin"), member)
+    tenant = member.tenant("acme")
+    documents = tuple(
+        bytes.fromhex(d) for d in [*page["singles"], page["edited"], page["secret"], page["victim"]]
+    )
+    task = BuildTask(tenant.id, "notes", tuple(tenant.keyring), None, documents)
+    tasks = io.BytesIO()
+    write_frame(tasks, task)
+    write_frame(tasks, task)
+    tasks.seek(0)
+    answers = io.BytesIO()
+    serve(member.store, tasks, answers)
+    answers.seek(0)
+    first, second = read_frame(answers), read_frame(answers)
+    assert read_frame(answers) is None and first == second
+    indexed = {uid.rsplit("/", 1)[1]: (body, text) for uid, body, text in rows(member.index)}
+    expected = [indexed[d] for d in page["singles"]] + [None, None, None]
+    assert first == expected
+
+
+def test_frames_are_bounded_and_checked() -> None:
+    stream = io.BytesIO((MAX_FRAME + 1).to_bytes(8, "big") + b"x")
+    with pytest.raises(BuildWorkerError, match="malformed"):
+        read_frame(stream)
+    short = io.BytesIO()
+    write_frame(short, ["a", None])
+    with pytest.raises(BuildWorkerError, match="ends early"):
+        read_frame(io.BytesIO(short.getvalue()[:-1]))
+    with pytest.raises(BuildWorkerError, match="malformed"):
+        read_frame(io.BytesIO(b"\x00\x00\x01"))
+    tasks = io.BytesIO()
+    write_frame(tasks, {"not": "a task"})
+    tasks.seek(0)
+    with pytest.raises(BuildWorkerError, match="was sent a dict"):
+        serve(cast(EntryStore, None), tasks, io.BytesIO())

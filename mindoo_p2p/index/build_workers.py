@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeGuard
 
 from ..errors import MindooError
 from ..keyring import TenantKey
@@ -115,6 +115,24 @@ def read_frame(stream: IO[bytes]) -> Any:
     return pickle.loads(data)
 
 
+def _is_answer(answer: object, size: int) -> TypeGuard[list[Indexed | None]]:
+    """True when ``answer`` is what a worker answers a task of ``size`` documents with."""
+    return (
+        isinstance(answer, list)
+        and len(answer) == size
+        and all(
+            item is None
+            or (
+                isinstance(item, tuple)
+                and len(item) == 2
+                and isinstance(item[0], str)
+                and isinstance(item[1], str)
+            )
+            for item in answer
+        )
+    )
+
+
 class _Worker:
     """One worker process and its pipes (used by one thread at a time)."""
 
@@ -133,7 +151,7 @@ class _Worker:
             answer = read_frame(stdout)
         except OSError as exc:
             raise BuildWorkerError(f"a build worker is gone ({exc})") from None
-        if not isinstance(answer, list) or len(answer) != len(task.documents):
+        if not _is_answer(answer, len(task.documents)):
             code = self.process.poll()
             raise BuildWorkerError(
                 "a build worker stopped" if code is not None else "a build worker answered amiss"
