@@ -149,7 +149,7 @@ class _Worker:
         try:
             write_frame(stdin, task)
             answer = read_frame(stdout)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: its pipe was closed (stop)
             raise BuildWorkerError(f"a build worker is gone ({exc})") from None
         if not _is_answer(answer, len(task.documents)):
             code = self.process.poll()
@@ -159,16 +159,16 @@ class _Worker:
         return answer
 
     def stop(self) -> None:
+        """End the worker's input (it finishes its task, its answer is still read, then it
+        exits) and wait for it; kill it if it does not exit in `STOP_TIMEOUT_S`."""
         if self.process.stdin is not None:
-            with contextlib.suppress(OSError):  # the worker exits at the end of its input
+            with contextlib.suppress(OSError, ValueError):
                 self.process.stdin.close()
         try:
             self.process.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
 
 class PendingPage:
@@ -229,7 +229,12 @@ class BuildWorkers:
         return PendingPage(chunks)
 
     def close(self) -> None:
-        """Stop the workers: tasks not started are dropped, each process is waited for."""
-        self._threads.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers: tasks not started are dropped, each process ends its input and is
+        waited for (killed if it hangs, so no thread waits on it for ever), then the threads."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
         for worker in self._workers:
             worker.stop()
+        self._threads.shutdown(wait=True)
+        for worker in self._workers:
+            if worker.process.stdout is not None:
+                worker.process.stdout.close()
