@@ -200,7 +200,7 @@ def test_build_workers_build_the_index_the_follower_builds_alone(
     key = member.index.store._key
     alone = dump(QueryIndex(tmp_path / "alone", key, member, workers=0))
     monkeypatch.setattr(follower, "MIN_ENTRIES", 1)
-    monkeypatch.setattr(follower, "PAGE_ENTRIES", 3)  # several pages: one is always in flight
+    monkeypatch.setattr(follower, "BUILD_PAGE_ENTRIES", 3)  # several pages: one in flight
     from_workers: list[int] = []
     original = IndexFollower._from_pool
 
@@ -227,7 +227,7 @@ def test_a_failing_worker_pool_leaves_the_follower_to_build_alone(
     key = member.index.store._key
     alone = dump(QueryIndex(tmp_path / "alone", key, member, workers=0))
     monkeypatch.setattr(follower, "MIN_ENTRIES", 1)
-    monkeypatch.setattr(follower, "PAGE_ENTRIES", 3)
+    monkeypatch.setattr(follower, "BUILD_PAGE_ENTRIES", 3)
     # workers that cannot open the store: every task fails (BrokenProcessPool)
     monkeypatch.setattr(
         follower, "BuildWorkers", lambda _path, n: BuildWorkers(tmp_path / "no-store", n)
@@ -276,3 +276,24 @@ def test_frames_are_bounded_and_checked() -> None:
     tasks.seek(0)
     with pytest.raises(BuildWorkerError, match="was sent a dict"):
         serve(cast(EntryStore, None), tasks, io.BytesIO())
+
+
+def test_a_page_over_its_byte_bound_is_committed_in_parts(
+    make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    member = make_node("member")
+    mixed_page(make_node("admin"), member)
+    key = member.index.store._key
+    whole = dump(QueryIndex(tmp_path / "whole", key, member, workers=0))
+    commits: list[int] = []
+    write = follower._PageWrites.write
+
+    def counted(self: Any, tx: Any) -> None:
+        commits.append(len(self.new_docs))
+        write(self, tx)
+
+    monkeypatch.setattr(follower._PageWrites, "write", counted)
+    monkeypatch.setattr(follower, "MAX_PAGE_BYTES", 1)  # every indexed document: a commit
+    assert dump(QueryIndex(tmp_path / "parts", key, member, workers=0)) == whole
+    assert len(whole[0]) == len(CONTENTS) + 2
+    assert commits.count(1) == len(whole[0])
