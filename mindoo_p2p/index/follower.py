@@ -21,9 +21,14 @@ the databases use, so the index holds exactly what `Database.get` reads), with a
 
 Cost, per page of arrivals: the entries are read for their (kind, document, key) from the
 stored bytes (`EntryStore.iter_document_keys`, no decoding: the materializer decodes each
-entry once); the page's documents are materialized first, then written in one transaction,
-each statement once for the whole page (`executemany`; new rows get their ids in the
-transaction, the only writer) after one lookup per 500 documents of what the index holds.
+entry once); the page's one-entry documents are read in one LMDB transaction
+(`EntryStore.documents_entries`) and materialized by `load_single_change` (one decrypt, one
+parse, one Automerge load), the others by `load`; then the page is written in one
+transaction, each statement once for the whole page (`executemany`; new rows get their ids in
+the transaction, the only writer) after one lookup per 500 documents of what the index holds.
+A database `build_workers.MIN_ENTRIES` or more behind (a build) goes in pages of
+`BUILD_PAGE_ENTRIES`, its one-change documents materialized by build workers (other
+processes, one page ahead of the writes here) when the follower has any.
 """
 
 from __future__ import annotations
@@ -335,7 +340,7 @@ class IndexFollower:
         cursor = self._index.source_cursor(sid)
         if last <= cursor:
             return
-        pool = self._pool_for(last - cursor)
+        self._pool_for(last - cursor)
         # With workers, page N+1 is with them while this process writes page N.
         in_flight: tuple[dict[bytes, set[bytes]], PendingPage] | None = None
         size = BUILD_PAGE_ENTRIES if last - cursor >= MIN_ENTRIES else PAGE_ENTRIES
