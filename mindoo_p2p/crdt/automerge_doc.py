@@ -194,7 +194,9 @@ class AutomergeDocument:
         document = cls.__new__(cls)
         document._doc = doc
         document._reset()
-        document._unconvertible = has_unconvertible_values(chunk)
+        # `_unconvertible` stays False: a counter or an unknown value type makes the first
+        # bulk read fail, and `to_py` reads that object slot by slot (as after any load);
+        # looking for them up front cost as much as the load itself.
         return document
 
     # -- state ---------------------------------------------------------------------------------
