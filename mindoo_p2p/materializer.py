@@ -65,6 +65,10 @@ log = logging.getLogger(__name__)
 
 _DUPLICATE = "carries an Automerge change that an earlier entry carries already"
 
+_PROBE_DOCUMENT = AutomergeDocument()
+"""Stands for the document while `load_single_change` checks its change (never read nor
+returned: replaced by the loaded document, or the probe is dropped)."""
+
 
 @dataclass
 class MaterializedDocument:
@@ -213,6 +217,43 @@ class DocumentMaterializer:
         if must_exist and not md.exists:
             self._cache.pop(document_id, None)
             raise NotFoundError(f"no document {document_id.hex()} in database {self._database!r}")
+        return md
+
+    def load_single_change(
+        self, document_id: bytes, entries: Sequence[tuple[int, Entry]]
+    ) -> MaterializedDocument | None:
+        """What `load` returns for a document whose stored entries (ALL of them, ``entries``,
+        as `EntryStore.documents_entries` reads a page of documents in one transaction) are a
+        single root change that applies on its own (most records): one decrypt, one parse,
+        one Automerge load (`AutomergeDocument.from_root_change`), with the checks of
+        `_open_change`; no cache, no snapshot (a one-change document has none).
+
+        None for any other document, or when the change is not taken at once (skipped,
+        unreadable, refused): the caller uses `load`, which records and names why.
+        MissingKeyError as `load`: sealed under a version of the document's key family this
+        node lacks."""
+        if len(entries) != 1:
+            return None
+        seq, entry = entries[0]
+        if entry.kind is not EntryKind.CHANGE or entry.deps:
+            return None
+        md = MaterializedDocument(
+            document_id, _PROBE_DOCUMENT, family=self._families.of_document(document_id)
+        )
+        opened = self._open_change(md, entry)
+        if opened is None:
+            return None
+        payload, identity, chunk = opened
+        if chunk is None:
+            return None
+        actor = bound_actor(self._author) if self._author is not None else None
+        doc = AutomergeDocument.from_root_change(payload, chunk, actor)
+        if doc is None:
+            return None
+        md.doc = doc
+        md.applied_seq = seq
+        md.heads_to_entries = {identity.hash: entry.id}
+        md.change_count = md.since_snapshot = 1
         return md
 
     def create(self, document_id: bytes, family: str) -> MaterializedDocument:

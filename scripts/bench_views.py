@@ -18,8 +18,10 @@ short title) spread over 3 databases of one tenant, written locally in batches. 
   count/sum/avg totals;
 - ``index_bytes_per_doc``: the SQLCipher file (and its WAL) over the document count.
 
-``*_cpu_*`` figures are this process's CPU time for the same work: on a machine shared with
-other work the wall-clock figures mostly measure the wait for a core.
+``*_cpu_*`` figures are the CPU time for the same work (this process's, and for the build its
+worker processes' too): on a machine shared with other work the wall-clock figures mostly
+measure the wait for a core. ``build_workers``: the worker processes the build used
+(`mindoo_p2p.index.build_workers`; ``--workers N`` to choose, 0 for none).
 
 ``--build-only`` measures the build alone (to compare two trees back to back).
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -41,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from mindoo_p2p.crypto.keystore import KdfProfile
+from mindoo_p2p.index import QueryIndex
 from mindoo_p2p.node import Node
 
 _STEMS = [
@@ -85,26 +89,46 @@ def populate(node: Node, docs: int, rng: random.Random) -> None:
                 made += 1
 
 
-def measure_build(docs: int) -> dict[str, Any]:
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that ended (the index build's workers are
+    stopped, so counted, when the build returns)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def open_index(node: Node, workers: int | None) -> QueryIndex:
+    """``node.index``, or with ``workers`` build workers when given."""
+    if workers is None:
+        return node.index
+    return QueryIndex(node.home, node.index.store._key, node, workers=workers)
+
+
+def timed_build(index: QueryIndex, docs: int) -> dict[str, Any]:
+    started, cpu = time.perf_counter(), cpu_seconds()
+    report = index.refresh()
+    build_s = time.perf_counter() - started
+    build_cpu_s = cpu_seconds() - cpu
+    assert report.indexed == docs, report
+    return {
+        "build_workers": index.follower._workers,
+        "build_docs_per_s": round(docs / build_s),
+        "build_s": round(build_s, 2),
+        "build_cpu_docs_per_s": round(docs / build_cpu_s),
+    }
+
+
+def measure_build(docs: int, workers: int | None) -> dict[str, Any]:
     """The full build alone (``--build-only``): to compare trees back to back."""
     with tempfile.TemporaryDirectory() as tmp:
         node = Node.init(Path(tmp) / "n", "benchmark password", kdf=KdfProfile.TESTING)
         try:
             populate(node, docs, random.Random(11))
-            started, cpu = time.perf_counter(), time.process_time()
-            node.index.refresh()
-            build_s = time.perf_counter() - started
-            build_cpu_s = time.process_time() - cpu
-            return {
-                "docs": docs,
-                "build_docs_per_s": round(docs / build_s),
-                "build_cpu_docs_per_s": round(docs / build_cpu_s),
-            }
+            return {"docs": docs, **timed_build(open_index(node, workers), docs)}
         finally:
             node.close()
 
 
-def measure(docs: int, samples: int) -> dict[str, Any]:
+def measure(docs: int, samples: int, workers: int | None) -> dict[str, Any]:
     rng = random.Random(11)
     with tempfile.TemporaryDirectory() as tmp:
         node = Node.init(Path(tmp) / "n", "benchmark password", kdf=KdfProfile.TESTING)
@@ -113,11 +137,8 @@ def measure(docs: int, samples: int) -> dict[str, Any]:
             populate(node, docs, rng)
             write_s = time.perf_counter() - started
             tenant = node.tenant("bench")
-            index = node.index
-            started, cpu = time.perf_counter(), time.process_time()
-            index.refresh()
-            build_s = time.perf_counter() - started
-            build_cpu_s = time.process_time() - cpu
+            index = open_index(node, workers)
+            build = timed_build(index, docs)
             sources = index.all_sources(tenant)
             where_sort = {"sort": ["amount:desc"], "limit": 50}
             index.query(sources, where={"status": "open"}, **where_sort)  # makes path indexes
@@ -198,9 +219,7 @@ def measure(docs: int, samples: int) -> dict[str, Any]:
                 "vocabulary": len(WORDS),
                 "samples": samples,
                 "write_docs_per_s": round(docs / write_s),
-                "build_docs_per_s": round(docs / build_s),
-                "build_s": round(build_s, 2),
-                "build_cpu_docs_per_s": round(docs / build_cpu_s),
+                **build,
                 "commit_to_visible_ms": timed(visible_ms),
                 "query_ms": query,
                 "query_cpu_ms": timed(query_cpu_ms),
@@ -223,19 +242,22 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--json", action="store_true", help="indented JSON on stdout")
     parser.add_argument("--build-only", action="store_true", help="measure the full build only")
+    parser.add_argument(
+        "--workers", type=int, help="build worker processes (default: the node's, 1 per core)"
+    )
     args = parser.parse_args()
     if args.docs < 100 or args.samples < 10:
         parser.error("--docs must be at least 100 and --samples at least 10")
     if args.build_only:
-        built = measure_build(args.docs)
+        built = measure_build(args.docs, args.workers)
         print(json.dumps(built, indent=2 if args.json else None))
         print(
             f"{built['docs']} docs: build {built['build_docs_per_s']} docs/s"
-            f" ({built['build_cpu_docs_per_s']} docs/s of CPU)",
+            f" ({built['build_cpu_docs_per_s']} docs/s of CPU, {built['build_workers']} workers)",
             file=sys.stderr,
         )
         return
-    result = measure(args.docs, args.samples)
+    result = measure(args.docs, args.samples, args.workers)
     print(json.dumps(result, indent=2 if args.json else None))
     print(
         f"{result['docs']} docs: build {result['build_docs_per_s']} docs/s, commit->visible"

@@ -45,7 +45,7 @@ from .change_chunk import (
     has_unconvertible_values,
     parse_change,
 )
-from .change_index import ChangeIndex, ChangeMeta
+from .change_index import MAX_OP_COUNTER, ChangeIndex, ChangeMeta
 from .conflicts import FieldWrites, conflicting_fields
 from .diff_values import (
     COUNTER_MARKER,
@@ -159,6 +159,44 @@ class AutomergeDocument:
         document = cls.__new__(cls)
         document._doc = doc
         document._reset()
+        return document
+
+    @classmethod
+    def from_root_change(
+        cls, change: bytes, chunk: ChangeChunk, actor_id: bytes | None = None
+    ) -> AutomergeDocument | None:
+        """A new document holding exactly ``change``, a root change that `apply_changes`
+        would apply to an empty document at once (no deps, seq 1, op ids from 1 up to at most
+        `MAX_OP_COUNTER`), given with its `parse_change` (``chunk``). Automerge loads it in
+        one call (no sync message, no change index: a quarter of `apply_changes`' cost).
+        None when ``change`` is not such a change or Automerge does not take exactly it: the
+        caller then applies it the usual way, which names what is wrong."""
+        if (
+            chunk.deps
+            or chunk.seq != 1
+            or chunk.start_op != 1
+            or chunk.max_op > MAX_OP_COUNTER
+            or len(chunk.actor) > MAX_ACTOR_ID_SIZE
+        ):
+            return None
+        actor = _check_actor(actor_id)
+        try:
+            doc = Document.load(change)
+            if doc.get_heads() != [chunk.hash]:
+                return None
+            doc.set_actor(actor)
+        except Exception:
+            return None
+        except BaseException as exc:
+            if is_panic(exc):
+                return None
+            raise
+        document = cls.__new__(cls)
+        document._doc = doc
+        document._reset()
+        # `_unconvertible` stays False: a counter or an unknown value type makes the first
+        # bulk read fail, and `to_py` reads that object slot by slot (as after any load);
+        # looking for them up front cost as much as the load itself.
         return document
 
     # -- state ---------------------------------------------------------------------------------

@@ -21,28 +21,47 @@ the databases use, so the index holds exactly what `Database.get` reads), with a
 
 Cost, per page of arrivals: the entries are read for their (kind, document, key) from the
 stored bytes (`EntryStore.iter_document_keys`, no decoding: the materializer decodes each
-entry once); the page's documents are materialized first, then written in one transaction,
-each statement once for the whole page (`executemany`; new rows get their ids in the
-transaction, the only writer) after one lookup per 500 documents of what the index holds.
+entry once); the page's one-entry documents are read in one LMDB transaction
+(`EntryStore.documents_entries`) and materialized by `load_single_change` (one decrypt, one
+parse, one Automerge load), the others by `load`; then the page is written in one
+transaction, each statement once for the whole page (`executemany`; new rows get their ids in
+the transaction, the only writer) after one lookup per 500 documents of what the index holds.
+A database `build_workers.MIN_ENTRIES` or more behind (a build) goes in pages of
+`BUILD_PAGE_ENTRIES`, its one-change documents materialized by build workers (other
+processes, one page ahead of the writes here) when the follower has any.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..entry import TENANT_LOG, EntryKind
+from ..entry import TENANT_LOG, Entry, EntryKind
 from ..errors import DecodeError, MindooError, MissingKeyError, NotFoundError
 from ..keyring import KeyRing
 from ..materializer import DocumentMaterializer
 from ..store import EntryStore
+from .build_workers import MIN_ENTRIES, BuildWorkers, Indexed, PendingPage
+from .content import body_json, searchable_text
+from .content import pick as pick  # re-exported: its home was this module
 from .expressions import JsonPath
 from .index_store import IndexStore, fingerprint
 
+log = logging.getLogger(__name__)
+
 PAGE_ENTRIES = 2000
 """Entries read per page of a catch-up (each page is one index transaction)."""
+
+BUILD_PAGE_ENTRIES = 10_000
+"""Entries per page when a database is `MIN_ENTRIES` or more behind (a build): SQLite and its
+full-text index cost a third less per document in transactions this large (fewer WAL copies
+of the same b-tree pages, fewer full-text segments to merge)."""
+
+MAX_PAGE_BYTES = 32 * 1024 * 1024
+"""A page's writes are committed once they hold this many bytes of content, whatever the
+page's size (a page of large documents stays bounded in memory)."""
 
 REASON_NO_KEY = "no_key"
 REASON_MISSING_DEPENDENCY = "missing_dependency"
@@ -97,48 +116,6 @@ class FollowReport:
         return bool(self.changed_sources)
 
 
-def _json_default(value: object) -> Any:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).hex()
-    return str(value)
-
-
-def _strings(value: Any, out: list[str]) -> None:
-    if isinstance(value, str):
-        out.append(value)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _strings(item, out)
-    elif isinstance(value, list):
-        for item in value:
-            _strings(item, out)
-
-
-def pick(body: Any, path: JsonPath) -> Any:
-    """The value at ``path`` in a document's content (None when absent)."""
-    value: Any = body
-    for part in path.text.split("."):
-        if isinstance(value, dict):
-            value = value.get(part)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-            value = value[int(part)]
-        else:
-            return None
-    return value
-
-
-def searchable_text(body: Any, fields: Sequence[JsonPath] | None) -> str:
-    """What the full-text index holds of a document: its string values (all of them, or those
-    under the chosen ``fields``), one per line."""
-    words: list[str] = []
-    if fields is None:
-        _strings(body, words)
-    else:
-        for path in fields:
-            _strings(pick(body, path), words)
-    return "\n".join(words)
-
-
 def _key_text(key_ids: Iterable[bytes]) -> str:
     return " ".join(sorted({k.hex() for k in key_ids}))
 
@@ -170,6 +147,8 @@ class _PageWrites:
     drops: list[tuple[int]] = field(default_factory=list)
     unskip: list[tuple[int, bytes]] = field(default_factory=list)
     skips: list[tuple[int, bytes, str, str, str]] = field(default_factory=list)
+    size: int = 0
+    """Bytes of content (bodies and full-text texts) held."""
 
     def write(self, tx: Any) -> None:
         """In one transaction: full-text rows of changed or removed documents out, removed
@@ -194,12 +173,21 @@ class _PageWrites:
 
 class IndexFollower:
     def __init__(
-        self, index: IndexStore, node: IndexedNode, search_fields: SearchFields = lambda t, d: None
+        self,
+        index: IndexStore,
+        node: IndexedNode,
+        search_fields: SearchFields = lambda t, d: None,
+        *,
+        workers: int = 0,
     ) -> None:
+        """``workers``: processes a database far behind is caught up with (`build_workers`;
+        0: never)."""
         self._index = index
         self._node = node
         self._search_fields = search_fields
         self._materializers: dict[tuple[bytes, str], DocumentMaterializer] = {}
+        self._workers = workers
+        self._pool: BuildWorkers | None = None
 
     def _materializer(self, tenant: IndexedTenant, database: str) -> DocumentMaterializer:
         key = (tenant.id, database)
@@ -222,12 +210,40 @@ class IndexFollower:
     # -- the passes --------------------------------------------------------------------------
     def catch_up(self, progress: Progress | None = None) -> FollowReport:
         report = FollowReport()
-        for tenant in self._node.tenants():
-            self._follow_keys(tenant, report)
-            self._follow_retractions(tenant, report)
-            for database in tenant.databases():
-                self._follow_source(tenant, database, report, progress)
+        try:
+            for tenant in self._node.tenants():
+                self._follow_keys(tenant, report)
+                self._follow_retractions(tenant, report)
+                for database in tenant.databases():
+                    self._follow_source(tenant, database, report, progress)
+        finally:
+            self._stop_pool()
         return report
+
+    def _pool_for(self, behind: int) -> BuildWorkers | None:
+        """The build workers, started for a database ``behind`` entries behind when that is
+        worth it (`build_workers.MIN_ENTRIES`); they run until the catch-up ends."""
+        if self._pool is None and self._workers > 0 and behind >= MIN_ENTRIES:
+            try:
+                self._pool = BuildWorkers(self._node.store.path, self._workers)
+            except OSError as exc:
+                log.warning("cannot start index build workers (%s): building alone", exc)
+        return self._pool
+
+    def _stop_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def _from_pool(self, submitted: PendingPage) -> dict[bytes, Indexed]:
+        """The documents the workers materialized; on a worker failure the workers are
+        stopped for this catch-up and nothing (the follower materializes the page itself)."""
+        try:
+            return submitted.result()
+        except Exception as exc:  # a worker died or failed: go on without them
+            log.warning("index build workers failed (%s): going on without them", exc)
+            self._stop_pool()
+            return {}
 
     def purge_unreadable(self, tenant: IndexedTenant) -> FollowReport:
         """Step 1 alone (called right after a shred saved the keystore)."""
@@ -324,22 +340,46 @@ class IndexFollower:
         cursor = self._index.source_cursor(sid)
         if last <= cursor:
             return
+        self._pool_for(last - cursor)
+        # With workers, page N+1 is with them while this process writes page N.
+        in_flight: tuple[dict[bytes, set[bytes]], PendingPage] | None = None
+        size = BUILD_PAGE_ENTRIES if last - cursor >= MIN_ENTRIES else PAGE_ENTRIES
+        arrivals = store.iter_document_keys(tenant.id, database, since_seq=cursor)
+        for docs in self._pages(arrivals, size):
+            pool = self._pool
+            if pool is None:
+                self._reindex(tenant, database, sid, docs, report, progress=progress)
+                continue
+            fields = self._search_fields(tenant.id, database)
+            submitted = pool.submit(tenant.id, database, tenant.keyring, fields, list(docs))
+            if in_flight is not None:
+                done = self._from_pool(in_flight[1])
+                self._reindex(tenant, database, sid, in_flight[0], report, progress, done)
+            in_flight = (docs, submitted)
+        if in_flight is not None:
+            done = self._from_pool(in_flight[1]) if self._pool is not None else {}
+            self._reindex(tenant, database, sid, in_flight[0], report, progress, done)
+        with self._index.transaction() as tx:
+            tx.execute("UPDATE sources SET cursor = ? WHERE id = ?", (max(last, cursor), sid))
+        report.changed_sources.add(sid)
+
+    @staticmethod
+    def _pages(
+        entries: Iterable[tuple[EntryKind, bytes, bytes]], size: int
+    ) -> Iterator[dict[bytes, set[bytes]]]:
+        """The documents named by each ``size`` arrivals, with the key ids of their changes
+        (read from the stored bytes, not decoded: materializing decodes each entry once)."""
         pending: dict[bytes, set[bytes]] = {}
-        entries = store.iter_document_keys(tenant.id, database, since_seq=cursor)
         for count, (kind, document_id, key_id) in enumerate(entries, 1):
-            # read from the stored bytes, not decoded: the materializer decodes each entry once
             if kind is EntryKind.CHANGE:
                 pending.setdefault(document_id, set()).add(key_id)
             else:
                 pending.setdefault(document_id, set())
-            if count % PAGE_ENTRIES == 0:
-                self._reindex(tenant, database, sid, pending, report, progress=progress)
+            if count % size == 0:
+                yield pending
                 pending = {}
         if pending:
-            self._reindex(tenant, database, sid, pending, report, progress=progress)
-        with self._index.transaction() as tx:
-            tx.execute("UPDATE sources SET cursor = ? WHERE id = ?", (max(last, cursor), sid))
-        report.changed_sources.add(sid)
+            yield pending
 
     # -- one page of documents ---------------------------------------------------------------
     def _reindex(
@@ -349,12 +389,14 @@ class IndexFollower:
         sid: int,
         docs: dict[bytes, set[bytes]],
         report: FollowReport,
+        progress: Progress | None = None,
+        done: dict[bytes, Indexed] | None = None,
         *,
         exact: bool = False,
-        progress: Progress | None = None,
     ) -> None:
         """Materialize ``docs`` (document id -> key ids of the entries just seen) and write
-        the outcome. ``exact``: recompute each document's key ids from its stored entries
+        the outcome. ``done``: the documents build workers materialized already (the others
+        are read here). ``exact``: recompute each document's key ids from its stored entries
         (after a retraction) instead of adding to those recorded."""
         materializer = self._materializer(tenant, database)
         store = self._node.store
@@ -362,7 +404,13 @@ class IndexFollower:
         uid_prefix = f"{tenant.id_hex}/{database}/"
         fields = self._search_fields(tenant.id, database)
         page = _PageWrites()
-        for doc, new_keys in docs.items():
+        if done is None:
+            # One read transaction for the page: the entries of one-entry documents (the
+            # usual new record) are read here and materialized without the general path.
+            singles = store.documents_entries(tenant.id, database, list(docs), max_entries=1)
+        else:
+            singles = [None] * len(docs)
+        for (doc, new_keys), single in zip(docs.items(), singles, strict=True):
             if exact:
                 keys = {
                     e.header.key_id
@@ -372,21 +420,23 @@ class IndexFollower:
             else:
                 keys = known.keys.get(doc, set()) | new_keys
             key_text = _key_text(keys)
-            outcome = self._materialize(materializer, doc)
+            indexed = done.get(doc) if done else None
+            outcome = None if indexed is not None else self._materialize(materializer, doc, single)
+            if isinstance(outcome, dict):
+                indexed = (body_json(outcome), searchable_text(outcome, fields))
             rid = known.rows.get(doc)
             if doc in known.skipped and not isinstance(outcome, tuple):
                 page.unskip.append((sid, doc))
-            if isinstance(outcome, dict):
-                body = json.dumps(
-                    outcome, sort_keys=True, separators=(",", ":"), default=_json_default
-                )
+            if indexed is not None:
+                body, text = indexed
+                page.size += len(body) + len(text)
                 if rid is None:
                     page.new_docs.append((sid, doc, uid_prefix + doc.hex(), body, key_text))
-                    page.new_texts.append(searchable_text(outcome, fields))
+                    page.new_texts.append(text)
                 else:
                     page.updates.append((body, key_text, rid))
                     page.fts_drop.append((rid,))
-                    page.texts.append((rid, searchable_text(outcome, fields)))
+                    page.texts.append((rid, text))
                 report.indexed += 1
             else:
                 if rid is not None:
@@ -397,6 +447,10 @@ class IndexFollower:
                     reason, detail = outcome
                     page.skips.append((sid, doc, reason, detail, key_text))
                     report.skipped += 1
+            if page.size >= MAX_PAGE_BYTES:
+                with self._index.transaction() as tx:
+                    page.write(tx)
+                page = _PageWrites()
         with self._index.transaction() as tx:
             page.write(tx)
         report.changed_sources.add(sid)
@@ -425,12 +479,18 @@ class IndexFollower:
 
     @staticmethod
     def _materialize(
-        materializer: DocumentMaterializer, doc: bytes
+        materializer: DocumentMaterializer,
+        doc: bytes,
+        entries: Sequence[tuple[int, Entry]] | None = None,
     ) -> dict[str, Any] | tuple[str, str] | None:
         """The document's content; None when it is deleted or has no readable entry left;
-        (reason, detail) when it cannot be read."""
+        (reason, detail) when it cannot be read. ``entries``: all of its stored entries when
+        the caller read them already (a one-change document is then materialized from them,
+        `DocumentMaterializer.load_single_change`)."""
         try:
-            md = materializer.load(doc)
+            md = None if not entries else materializer.load_single_change(doc, entries)
+            if md is None:
+                md = materializer.load(doc)
         except MissingKeyError as exc:
             materializer.forget(doc)
             return REASON_NO_KEY, str(exc)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .build_workers import default_workers
+from .content import pick, searchable_text
 from .expressions import (
     JsonPath,
     QueryError,
@@ -38,8 +40,6 @@ from .follower import (
     IndexedTenant,
     IndexFollower,
     Progress,
-    pick,
-    searchable_text,
 )
 from .index_store import IndexStore, index_path
 
@@ -238,11 +238,13 @@ class QueryIndex:
         node: IndexedNode,
         save_key: Callable[[bytes], None] | None = None,
         settings: Settings | None = None,
+        workers: int | None = None,
     ) -> None:
         """``save_key(key)`` records a new index key (the keystore): after a shred the index
         moves to a new key and the old one is destroyed (`IndexStore.reencrypt`).
         ``settings`` keeps what is chosen, not derived (the full-text fields per database),
-        so a rebuild keeps it: the keystore."""
+        so a rebuild keeps it: the keystore. ``workers``: processes a large catch-up uses
+        (`build_workers`; default: one per core, none on a single core)."""
         self._home = home
         self._key = key
         self._node = node
@@ -252,9 +254,13 @@ class QueryIndex:
             dict(settings.read().get("search_fields", {})) if settings is not None else {}
         )
         self._lock = threading.RLock()
+        self._workers = default_workers() if workers is None else workers
         self.store = IndexStore(index_path(home), key)
-        self.follower = IndexFollower(self.store, node, self._search_fields)
+        self.follower = self._new_follower()
         self._listeners: list[Callable[[FollowReport], None]] = []
+
+    def _new_follower(self) -> IndexFollower:
+        return IndexFollower(self.store, self._node, self._search_fields, workers=self._workers)
 
     def close(self) -> None:
         self.store.close()
@@ -347,7 +353,7 @@ class QueryIndex:
         with self._lock:
             self.store.delete_all()
             self.store = IndexStore(index_path(self._home), self._key)
-            self.follower = IndexFollower(self.store, self._node, self._search_fields)
+            self.follower = self._new_follower()
             report = self.refresh(progress)
         return {
             "indexed": report.indexed,

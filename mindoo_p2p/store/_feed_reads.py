@@ -10,7 +10,7 @@ checked by `_entry_reads`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager
 from typing import TypeAlias
@@ -21,7 +21,8 @@ from ..entry import Entry, EntryKind, document_key_of_raw, tenant_id_of_raw
 from ..errors import DecodeError, StoreError
 from ._cursors import MAX_SEQ, dups_from
 from ._entry_reads import doc_feed_key, load_arrival, retraction_check
-from ._layout import SEQ_SIZE, Tables, pack_seq, unpack_seq
+from ._layout import DOCUMENT_ID_SIZE, SEQ_SIZE, Tables, pack_seq, scope_key, unpack_seq
+from ._writer import scope_number
 from .results import FeedItem
 
 ITER_PAGE = 512
@@ -78,6 +79,44 @@ def document_updates(
                 continue  # the caller has it (a corrupt copy would not hash to it)
         found.append((last, load_arrival(txn, tables, arrival)))
     return found, last
+
+
+class _TooMany(Exception):
+    """A document has more entries than `documents_entries` was asked to load."""
+
+
+def documents_entries(
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    tenant_id: bytes,
+    database: str,
+    document_ids: Sequence[bytes],
+    max_entries: int,
+) -> list[list[tuple[int, Entry]] | None]:
+    """`document_entries` (from seq 1) of each of ``document_ids``, in the order given; None
+    for a document with more than ``max_entries`` entries or a stored entry that does not check
+    out (the caller reads that one on its own, which raises the error)."""
+    number = scope_number(txn, tables, scope_key(tenant_id, database))
+    retracted = retraction_check(txn, tables)
+    found: list[list[tuple[int, Entry]] | None] = []
+    for document_id in document_ids:
+        if number is None or len(document_id) != DOCUMENT_ID_SIZE:
+            found.append([])
+            continue
+        key = number + bytes(document_id)
+        rows: list[tuple[int, Entry]] = []
+        try:
+            for seq, arrival in dups_from(txn, tables.doc_feed, key, 1):
+                if retracted is not None and retracted(arrival):
+                    continue
+                if len(rows) == max_entries:
+                    raise _TooMany
+                rows.append((seq, load_arrival(txn, tables, arrival)))
+        except (_TooMany, StoreError):
+            found.append(None)
+        else:
+            found.append(rows)
+    return found
 
 
 def document_entry_count(

@@ -390,6 +390,18 @@ class EntryStore:
                 txn, self._tables, tenant_id, database, document_id, after_seq, known_ids
             )
 
+    def documents_entries(
+        self, tenant_id: bytes, database: str, document_ids: Sequence[bytes], max_entries: int
+    ) -> list[list[tuple[int, Entry]] | None]:
+        """`document_entries` of each document, in the order given, in ONE read transaction
+        (the query index reads a page of documents at a time). None for a document with more
+        than ``max_entries`` entries (not loaded) or one whose stored bytes do not check out:
+        the caller reads that one on its own (`document_entries` raises the error)."""
+        with self._reading() as txn:
+            return _feed_reads.documents_entries(
+                txn, self._tables, tenant_id, database, document_ids, max_entries
+            )
+
     def document_entry_count(self, tenant_id: bytes, database: str, document_id: bytes) -> int:
         """How many entries the document has."""
         if len(document_id) != DOCUMENT_ID_SIZE:
