@@ -9,7 +9,9 @@ bundles) that is:
 - `settle_new_entries` runs after `write_entries` has put a batch's rows: each new entry is
   compared with its neighbours (`chains.conflict_seq`); for every author whose fork point is
   new or lower, or who already forked and gained entries at or above the fork point,
-  `settle_fork` applies the rule.
+  `settle_fork` applies the rule. Own entries that the write transaction checked to extend
+  their author's stored head (`_local_append`) skip the neighbour comparison, which could
+  find nothing for them; a recorded fork point still applies to them.
 - `settle_fork` records the fork point (the smallest ever) with its evidence and withdraws the
   author's entries from it on: above it, retracted (reads skip them, the reconciliation index
   drops them); at it, the `chains.MAX_EVIDENCE` smallest ids are marked as evidence
@@ -21,7 +23,7 @@ bundles) that is:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import lmdb
 
@@ -201,9 +203,19 @@ def settle_new_entries(
     tables: Tables,
     added: Iterable[Entry],
     arrivals: dict[bytes, bytes] | None = None,
+    continuing: Collection[bytes] = (),
 ) -> None:
     """Apply the fork rule after ``added`` were written in ``txn`` (see the module docstring;
-    ``arrivals``: their arrival numbers by id, when the caller knows them)."""
+    ``arrivals``: their arrival numbers by id, when the caller knows them).
+
+    ``continuing``: author keys (tenant_id + author) whose entries in ``added`` the caller has
+    checked, in this transaction, to extend the author's stored head: before the write the
+    author's highest ``by_author`` row was at ``s0`` (the ``author_seq`` row), and its new
+    entries are ``s0 + 1, s0 + 2, ...``, the first naming the stored entry at ``s0`` as
+    ``prev`` and each later one the entry before it (`_local_append` does this for own writes).
+    Such an entry cannot show a fork: nothing else is stored at its number or above it, and
+    both its links are the ones checked, so `chains.conflict_seq` would find nothing and is not
+    asked. A fork point already recorded for the author is still applied to them."""
     facts = TransactionChainFacts(txn, tables, arrivals)
     known: dict[tuple[bytes, bytes], ForkPoint | None] = {}
     lowest: dict[tuple[bytes, bytes], int] = {}
@@ -215,7 +227,8 @@ def settle_new_entries(
         fork = known[author]
         if fork is not None and entry.author_seq >= fork.seq:
             candidates.append(fork.seq)  # landed at or above a known fork point: settle it
-        candidates.append(conflict_seq(entry, facts))
+        if not continuing or entry.tenant_id + entry.author not in continuing:
+            candidates.append(conflict_seq(entry, facts))
         found = [seq for seq in candidates if seq is not None]
         if found:
             lowest[author] = min(found)
