@@ -41,6 +41,7 @@ New entries are version 2 (`Entry.seal` with ``prev``).
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import re
 import struct
@@ -110,7 +111,9 @@ def validate_database_name(name: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=256)
 def _valid_database_field(name: str) -> bool:
+    # Cached: every entry sealed or decoded asks, and a node uses a handful of names.
     return name == TENANT_LOG or DATABASE_NAME_RE.fullmatch(name) is not None
 
 
