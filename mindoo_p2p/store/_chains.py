@@ -219,19 +219,29 @@ def settle_new_entries(
     facts = TransactionChainFacts(txn, tables, arrivals)
     known: dict[tuple[bytes, bytes], ForkPoint | None] = {}
     lowest: dict[tuple[bytes, bytes], int] = {}
+    highest: dict[tuple[bytes, bytes], int] = {}
+    """The highest new seq of each continuing author: all a recorded fork point is compared with."""
     for entry in added:
-        author = (entry.tenant_id, entry.author)
+        header = entry.header
+        author = (header.tenant_id, header.author)
+        if continuing and header.tenant_id + header.author in continuing:
+            if highest.get(author, 0) < header.author_seq:
+                highest[author] = header.author_seq
+            continue
         if author not in known:
             known[author] = read_fork(txn, tables, *author)
         candidates = [lowest.get(author)]
         fork = known[author]
         if fork is not None and entry.author_seq >= fork.seq:
             candidates.append(fork.seq)  # landed at or above a known fork point: settle it
-        if not continuing or entry.tenant_id + entry.author not in continuing:
-            candidates.append(conflict_seq(entry, facts))
+        candidates.append(conflict_seq(entry, facts))
         found = [seq for seq in candidates if seq is not None]
         if found:
             lowest[author] = min(found)
+    for author, top in highest.items():
+        fork = known[author] if author in known else read_fork(txn, tables, *author)
+        if fork is not None and top >= fork.seq:  # landed at or above a known fork point
+            lowest[author] = min(lowest.get(author, fork.seq), fork.seq)
     for (tenant_id, author_key), seq in lowest.items():
         settle_fork(txn, tables, tenant_id, author_key, seq)
 
