@@ -17,8 +17,13 @@ _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
 
+_ONE_BYTE_VARINTS = tuple(bytes((value,)) for value in range(0x80))
+
+
 def encode_varint(value: int) -> bytes:
     """Unsigned LEB128 of ``value`` (0 <= value < 2**64)."""
+    if 0 <= value < 0x80:  # the usual case (lengths, counts): one byte
+        return _ONE_BYTE_VARINTS[value]
     if value < 0 or value >= 1 << 64:
         raise ValueError(f"varint out of range: {value}")
     out = bytearray()

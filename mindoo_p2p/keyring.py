@@ -107,6 +107,9 @@ class KeyRing:
 
     def __init__(self, keys: list[TenantKey] | None = None) -> None:
         self._by_id: dict[bytes, TenantKey] = {}
+        self._current: dict[str, TenantKey] = {}
+        """`current` by name, as last computed (emptied whenever a version is added or
+        discarded): every own write asks for it."""
         for key in keys or []:
             self.add(key)
 
@@ -115,10 +118,12 @@ class KeyRing:
         if key.key_id in self._by_id:
             return False
         self._by_id[key.key_id] = key
+        self._current.clear()
         return True
 
     def discard(self, key_id: bytes) -> bool:
         """Forget a key version (crypto-shredding); False when it was not held."""
+        self._current.clear()
         return self._by_id.pop(key_id, None) is not None
 
     def by_id(self, key_id: bytes) -> TenantKey:
@@ -132,10 +137,14 @@ class KeyRing:
 
     def current(self, name: str) -> TenantKey:
         """The newest version of the key called ``name``."""
+        found = self._current.get(name)
+        if found is not None:
+            return found
         versions = [k for k in self._by_id.values() if k.name == name]
         if not versions:
             raise MissingKeyError(f"no key {name!r} on this node")
-        return max(versions, key=lambda k: k.version)
+        found = self._current[name] = max(versions, key=lambda k: k.version)
+        return found
 
     def names(self) -> list[str]:
         return sorted({k.name for k in self._by_id.values()})

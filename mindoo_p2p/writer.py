@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from .admission import Admission, VerifiedEntry, trust_own_seal
 from .crypto.signing import SigningKeyPair
@@ -94,10 +94,18 @@ class Draft:
     timestamp_ms: int = field(default_factory=lambda: now_ms())
     """The author's time of the write (taken when drafted, not when sealed): `now_ms`."""
 
+    has_change_refs: bool = field(init=False, repr=False, compare=False, default=False)
+    """Whether any of ``deps`` is a ChangeRef (set when made: sealing resolves only those)."""
+
     def __post_init__(self) -> None:
+        refs = False
         for dep in self.deps:
-            if not isinstance(dep, ChangeRef) and len(dep) != ID_SIZE:
+            if isinstance(dep, ChangeRef):
+                refs = True
+            elif len(dep) != ID_SIZE:
                 raise ValueError(f"a dependency is a {ID_SIZE}-byte entry id or a ChangeRef")
+        if refs:
+            object.__setattr__(self, "has_change_refs", True)
         if self.change_hash is not None and len(self.change_hash) != CHANGE_HASH_SIZE:
             raise ValueError(f"a change hash is {CHANGE_HASH_SIZE} bytes")
 
@@ -117,42 +125,50 @@ def seal_drafts(drafts: Sequence[Draft], positions: AuthorPositions) -> list[Ent
     next_position: dict[tuple[bytes, bytes], tuple[int, bytes]] = {}
     sealed_changes: dict[tuple[bytes, str, bytes, bytes], bytes] = {}
     entries: list[Entry] = []
+    seal = Entry.seal
     for draft in drafts:
-        author = (draft.tenant_id, draft.signer.public_key)
+        tenant_id = draft.tenant_id
+        author = (tenant_id, draft.signer.public_key)
         position = next_position.get(author)
         if position is None:
             position = (positions.last_seq(*author) + 1, positions.last_entry_id(*author))
         seq, prev = position
-        document = (draft.tenant_id, draft.database, draft.document_id)
-        deps: list[bytes] = []
-        for dep in draft.deps:
-            if isinstance(dep, ChangeRef):
-                entry_id = sealed_changes.get((*document, dep.change_hash))
-                if entry_id is None:
-                    raise UnresolvedDependencyError(
-                        f"a draft of document {draft.document_id.hex()} depends on change"
-                        f" {dep.change_hash.hex()}, which no earlier draft of this write carries"
-                    )
-                deps.append(entry_id)
-            else:
-                deps.append(dep)
-        entry = Entry.seal(
+        # Without a ChangeRef every dep is an entry id already (`Draft.has_change_refs`).
+        deps = cast("tuple[bytes, ...] | list[bytes]", draft.deps)
+        if draft.has_change_refs:
+            deps = []
+            for dep in draft.deps:
+                if isinstance(dep, ChangeRef):
+                    key = (tenant_id, draft.database, draft.document_id, dep.change_hash)
+                    entry_id = sealed_changes.get(key)
+                    if entry_id is None:
+                        raise UnresolvedDependencyError(
+                            f"a draft of document {draft.document_id.hex()} depends on change"
+                            f" {dep.change_hash.hex()}, which no earlier draft of this write"
+                            " carries"
+                        )
+                    deps.append(entry_id)
+                else:
+                    deps.append(dep)
+        entry = seal(
             kind=draft.kind,
-            tenant_id=draft.tenant_id,
+            tenant_id=tenant_id,
             database=draft.database,
             document_id=draft.document_id,
             author=draft.signer,
             author_seq=seq,
             timestamp_ms=draft.timestamp_ms,
-            deps=tuple(deps),
+            deps=deps,
             key_id=draft.key.key_id,
             key=draft.key.secret,
             payload=draft.payload,
             prev=prev,
         )
-        next_position[author] = (seq + 1, entry.id)
+        entry_id = entry.id
+        next_position[author] = (seq + 1, entry_id)
         if draft.change_hash is not None:
-            sealed_changes[(*document, draft.change_hash)] = entry.id
+            key = (tenant_id, draft.database, draft.document_id, draft.change_hash)
+            sealed_changes[key] = entry_id
         entries.append(entry)
     return entries
 

@@ -191,6 +191,31 @@ def test_timestamps_do_not_depend_on_the_local_time_zone() -> None:
     assert plain["first"] == dt.datetime(1, 1, 1, tzinfo=UTC)
 
 
+def test_a_top_level_scalar_is_stored_as_the_same_value_inside_a_map_or_list() -> None:
+    # A plain scalar assigned to a key or list index takes a shortcut past the general value
+    # checks; what it stores must be what the general path stores (values nested in a map).
+    class Number(int):  # an int subclass: not a plain scalar, takes the general path
+        pass
+
+    scalars = [0, -(2**63), 2**63 - 1, 1.5, True, False, "s", b"\x00b", None, Number(7)]
+    doc = AutomergeDocument()
+    with doc.change() as root:
+        for index, value in enumerate(scalars):
+            root[f"k{index}"] = value
+        root["nested"] = {f"k{index}": value for index, value in enumerate(scalars)}
+        root["list"] = [None]
+        root["list"][0] = "replaced"
+        root["list"].insert(0, 42)
+    plain = doc.to_py()
+    nested = plain.pop("nested")
+    assert plain.pop("list") == [42, "replaced"]
+    assert plain == nested
+    assert [type(plain[f"k{i}"]) for i in range(len(scalars))] == [
+        type(nested[f"k{i}"]) for i in range(len(scalars))
+    ]
+    assert plain["k4"] is True and plain["k9"] == 7 and type(plain["k9"]) is int
+
+
 def test_bad_values_raise_type_or_value_error_naming_the_key_and_change_nothing() -> None:
     doc = AutomergeDocument()
     with doc.change() as root:

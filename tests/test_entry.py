@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mindoo_p2p.codec import Reader, encode_varint
 from mindoo_p2p.crypto import SigningKeyPair, random_key
 from mindoo_p2p.entry import (
     TENANT_LOG,
@@ -271,3 +272,17 @@ def test_document_key_of_raw_reads_kind_document_and_key_of_every_shape() -> Non
             document_key_of_raw(entry.raw[:cut])
     with pytest.raises(DecodeError):
         document_key_of_raw(b"XXX" + USUAL_SHAPES[0].raw[3:])
+
+
+@pytest.mark.parametrize("value", [0, 1, 0x7F, 0x80, 300, 0x3FFF, 0x4000, (1 << 64) - 1])
+def test_varints_of_every_width_round_trip_and_one_byte_ones_are_one_byte(value: int) -> None:
+    encoded = encode_varint(value)
+    assert Reader(encoded, "varint").varint("v") == value
+    assert (len(encoded) == 1) == (value < 0x80)
+    assert encoded[-1] < 0x80 and all(byte >= 0x80 for byte in encoded[:-1])
+
+
+@pytest.mark.parametrize("value", [-1, 1 << 64])
+def test_a_varint_out_of_range_is_refused(value: int) -> None:
+    with pytest.raises(ValueError, match="varint out of range"):
+        encode_varint(value)

@@ -16,7 +16,7 @@ from mindoo_p2p.crypto.keystore import KdfProfile
 from mindoo_p2p.entry import TENANT_LOG
 from mindoo_p2p.errors import InvalidNameError, MissingKeyError, NotFoundError, VerificationError
 from mindoo_p2p.invite import Invite, open_invite, verify_invite
-from mindoo_p2p.keyring import DEFAULT_KEY, MEMBERSHIP_KEY, TenantKey
+from mindoo_p2p.keyring import DEFAULT_KEY, MEMBERSHIP_KEY, KeyRing, TenantKey
 from mindoo_p2p.membership import KeyAnnouncement, decode_tenant_log_record
 from mindoo_p2p.node import Node
 from mindoo_p2p.tenant import Tenant
@@ -311,3 +311,17 @@ def test_cli_key_rotate(
     with Node.open(admin.home, PASSWORD) as reopened:
         assert reopened.tenant("acme").keyring.current("confidential").version == 2
         assert reopened.tenant("acme").keyring.current(DEFAULT_KEY).version == 2
+
+
+def test_the_keyring_current_version_follows_added_and_discarded_versions() -> None:
+    first = TenantKey.generate("default")
+    ring = KeyRing([first])
+    assert ring.current("default") is first  # computed once, then remembered
+    second = TenantKey.generate("default", version=2)
+    ring.add(second)
+    assert ring.current("default") is second
+    ring.discard(second.key_id)
+    assert ring.current("default") is first
+    ring.discard(first.key_id)
+    with pytest.raises(MissingKeyError, match="no key 'default'"):
+        ring.current("default")

@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, MutableMapping, MutableSequence
 from typing import Any, overload
 
-from automerge.core import ObjType
+from automerge.core import ObjType, ScalarType
 
 from .reader import MAX_NESTING, UNCONVERTIBLE, Slot, readout_value
 from .session import ChangeSession
-from .values import Counter, Text, is_scalar, python_value, scalar_for
+from .values import Counter, Text, check_i64, is_scalar, python_value, scalar_for
 
 
 def _check_key(key: object) -> str:
@@ -99,9 +99,33 @@ def _write_value(
             _write_value(session, child, index, item, insert=True)
 
 
+_PLAIN_SCALARS: dict[type, ScalarType] = {
+    str: ScalarType.Str,
+    float: ScalarType.F64,
+    bool: ScalarType.Boolean,
+    bytes: ScalarType.Bytes,
+    type(None): ScalarType.Null,
+}
+"""Exact built-in types whose value `scalar_for` passes through unchanged (int is checked for
+its range on its own): assigning one skips the general checks (the usual write is a scalar)."""
+
+
 def _assign(
     session: ChangeSession, obj: bytes, prop: str | int, value: Any, *, insert: bool
 ) -> None:
+    kind = type(value)
+    if kind is int:
+        scalar_type: ScalarType | None = ScalarType.Int
+        check_i64(value, f"value of {prop!r}")
+    else:
+        scalar_type = _PLAIN_SCALARS.get(kind)
+    if scalar_type is not None:  # what `scalar_for` gives, without the detour
+        if insert:
+            assert isinstance(prop, int)
+            session.insert(obj, prop, scalar_type, value)
+        else:
+            session.put(obj, prop, scalar_type, value)
+        return
     value = _plain(value)
     _check_value(value, prop)
     _write_value(session, obj, prop, value, insert=insert)

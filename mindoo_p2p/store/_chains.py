@@ -9,7 +9,9 @@ bundles) that is:
 - `settle_new_entries` runs after `write_entries` has put a batch's rows: each new entry is
   compared with its neighbours (`chains.conflict_seq`); for every author whose fork point is
   new or lower, or who already forked and gained entries at or above the fork point,
-  `settle_fork` applies the rule.
+  `settle_fork` applies the rule. Own entries that the write transaction checked to extend
+  their author's stored head (`_local_append`) skip the neighbour comparison, which could
+  find nothing for them; a recorded fork point still applies to them.
 - `settle_fork` records the fork point (the smallest ever) with its evidence and withdraws the
   author's entries from it on: above it, retracted (reads skip them, the reconciliation index
   drops them); at it, the `chains.MAX_EVIDENCE` smallest ids are marked as evidence
@@ -21,7 +23,7 @@ bundles) that is:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import lmdb
 
@@ -201,14 +203,31 @@ def settle_new_entries(
     tables: Tables,
     added: Iterable[Entry],
     arrivals: dict[bytes, bytes] | None = None,
+    continuing: Collection[bytes] = (),
 ) -> None:
     """Apply the fork rule after ``added`` were written in ``txn`` (see the module docstring;
-    ``arrivals``: their arrival numbers by id, when the caller knows them)."""
+    ``arrivals``: their arrival numbers by id, when the caller knows them).
+
+    ``continuing``: author keys (tenant_id + author) whose entries in ``added`` the caller has
+    checked, in this transaction, to extend the author's stored head: before the write the
+    author's highest ``by_author`` row was at ``s0`` (the ``author_seq`` row), and its new
+    entries are ``s0 + 1, s0 + 2, ...``, the first naming the stored entry at ``s0`` as
+    ``prev`` and each later one the entry before it (`_local_append` does this for own writes).
+    Such an entry cannot show a fork: nothing else is stored at its number or above it, and
+    both its links are the ones checked, so `chains.conflict_seq` would find nothing and is not
+    asked. A fork point already recorded for the author is still applied to them."""
     facts = TransactionChainFacts(txn, tables, arrivals)
     known: dict[tuple[bytes, bytes], ForkPoint | None] = {}
     lowest: dict[tuple[bytes, bytes], int] = {}
+    highest: dict[tuple[bytes, bytes], int] = {}
+    """The highest new seq of each continuing author: all a recorded fork point is compared with."""
     for entry in added:
-        author = (entry.tenant_id, entry.author)
+        header = entry.header
+        author = (header.tenant_id, header.author)
+        if continuing and header.tenant_id + header.author in continuing:
+            if highest.get(author, 0) < header.author_seq:
+                highest[author] = header.author_seq
+            continue
         if author not in known:
             known[author] = read_fork(txn, tables, *author)
         candidates = [lowest.get(author)]
@@ -219,6 +238,10 @@ def settle_new_entries(
         found = [seq for seq in candidates if seq is not None]
         if found:
             lowest[author] = min(found)
+    for author, top in highest.items():
+        fork = known[author] if author in known else read_fork(txn, tables, *author)
+        if fork is not None and top >= fork.seq:  # landed at or above a known fork point
+            lowest[author] = min(lowest.get(author, fork.seq), fork.seq)
     for (tenant_id, author_key), seq in lowest.items():
         settle_fork(txn, tables, tenant_id, author_key, seq)
 

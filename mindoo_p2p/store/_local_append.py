@@ -24,7 +24,13 @@ transaction; nothing here opens or commits a transaction):
    is written, so a refused write leaves no gap in the numbers. Signatures are not checked
    again (the caller has just made them); membership is, exactly as for entries from elsewhere.
 4. Every entry and its index rows are written (`write_entries`); an id already stored raises
-   StoreError (fresh nonces make that impossible for honest sealing).
+   StoreError (fresh nonces make that impossible for honest sealing). The fork check of the
+   same transaction (`_chains.settle_new_entries`) is told which authors' entries step 2 found
+   extending the top of their stored ``by_author`` rows: those cannot show a fork (nothing is
+   stored at their numbers or above, and their links are the ones step 2 checked), so they are
+   not compared with their neighbours; a fork point already recorded for the author (its key
+   was used elsewhere) still withdraws them. An author whose rows go above ``last_seq`` (a
+   damaged ``author_seq`` row) gets the full comparison.
 """
 
 from __future__ import annotations
@@ -80,32 +86,49 @@ def read_last_author_seq(txn: lmdb.Transaction[bytes], tables: Tables, key: byte
 
 
 class _TransactionPositions:
-    """`AuthorPositions` read from one write transaction."""
+    """`AuthorPositions` read from one write transaction.
 
-    __slots__ = ("_last_ids", "_tables", "_txn")
+    Also notes, per author asked about, the highest ``author_seq`` among its ``by_author`` rows
+    (`head_seq`): `append_local` compares it with `last_seq` to know whether the author's new
+    entries extend the top of everything stored for it."""
+
+    __slots__ = ("_heads", "_tables", "_txn")
 
     def __init__(self, txn: lmdb.Transaction[bytes], tables: Tables) -> None:
         self._txn = txn
         self._tables = tables
-        self._last_ids: dict[bytes, bytes] = {}
+        self._heads: dict[bytes, tuple[int, bytes]] = {}
 
     def last_seq(self, tenant_id: bytes, author: bytes) -> int:
         return read_last_author_seq(self._txn, self._tables, bytes(tenant_id) + bytes(author))
 
     def last_entry_id(self, tenant_id: bytes, author: bytes) -> bytes:
-        key = bytes(tenant_id) + bytes(author)
-        found = self._last_ids.get(key)
+        return self._head(bytes(tenant_id) + bytes(author))[1]
+
+    def head_seq(self, author_key: bytes) -> int:
+        """The highest ``author_seq`` of ``author_key``'s ``by_author`` rows (0 when none)."""
+        return self._head(author_key)[0]
+
+    def _head(self, key: bytes) -> tuple[int, bytes]:
+        found = self._heads.get(key)
         if found is None:  # asked by the sealer, then by the check: read (and hash) once
-            found = self._last_ids[key] = read_last_entry_id(self._txn, self._tables, key)
+            found = self._heads[key] = read_head(self._txn, self._tables, key)
         return found
 
 
 def read_last_entry_id(txn: lmdb.Transaction[bytes], tables: Tables, key: bytes) -> bytes:
     """The id of the last ``by_author`` entry of ``key`` (tenant_id + author): the one with the
     highest author_seq (the latest arrival among several); NO_PREV when there is none."""
+    return read_head(txn, tables, key)[1]
+
+
+def read_head(txn: lmdb.Transaction[bytes], tables: Tables, key: bytes) -> tuple[int, bytes]:
+    """``(author_seq, id)`` of the last ``by_author`` entry of ``key`` (tenant_id + author):
+    the one with the highest author_seq (the latest arrival among several); ``(0, NO_PREV)``
+    when there is none."""
     cursor = txn.cursor(tables.by_author)
     if not cursor.set_key(key):
-        return NO_PREV
+        return 0, NO_PREV
     cursor.last_dup()
     value = cursor.value()
     if len(value) != DUP_SIZE:
@@ -113,7 +136,7 @@ def read_last_entry_id(txn: lmdb.Transaction[bytes], tables: Tables, key: bytes)
     raw = txn.get(value[SEQ_SIZE:], db=tables.sealed)
     if raw is None:
         raise StoreError(f"by_author names an entry that is not stored under {key.hex()}: run fsck")
-    return hashlib.sha256(raw).digest()
+    return unpack_seq(value[:SEQ_SIZE]), hashlib.sha256(raw).digest()
 
 
 def append_local(
@@ -131,28 +154,38 @@ def append_local(
     sealed = list(seal(positions))
     if not sealed:
         return []
-    _check_sequences(sealed, positions)
+    heads = _check_sequences(sealed, positions)
     ordered = [e for e in sealed if e.database == TENANT_LOG]
     ordered += [e for e in sealed if e.database != TENANT_LOG]
     if authorize is not None:
         refused = list(authorize(ordered))
         if refused:
             raise OwnEntryRefusedError(refused)
-    added = write_entries(txn, tables, ordered)
+    added = write_entries(txn, tables, ordered, sealed_here=heads)
     if len(added) != len(ordered):
         raise StoreError("a freshly sealed entry is already stored: refusing to write it twice")
     return ordered
 
 
-def _check_sequences(sealed: list[Entry], positions: AuthorPositions) -> None:
+def _check_sequences(sealed: list[Entry], positions: _TransactionPositions) -> set[bytes]:
     """Each author's entries continue its stored chain: last + 1, last + 2, ..., each naming
-    the one before (the stored last entry, then the previous one sealed)."""
+    the one before (the stored last entry, then the previous one sealed). Returns the author
+    keys (tenant_id + author) whose stored head is also the top of their ``by_author`` rows
+    (nothing stored above ``last_seq``): their new entries extend the top of what is stored, so
+    the store's fork check has nothing to compare them with (`settle_new_entries`'
+    ``continuing``); an author whose rows go higher (a damaged ``author_seq`` row) gets the
+    full check."""
     expected: dict[tuple[bytes, bytes], tuple[int, bytes]] = {}
+    heads: set[bytes] = set()
     for entry in sealed:
         author = (entry.tenant_id, entry.author)
         position = expected.get(author)
         if position is None:
-            position = (positions.last_seq(*author) + 1, positions.last_entry_id(*author))
+            last = positions.last_seq(*author)
+            position = (last + 1, positions.last_entry_id(*author))
+            author_key = entry.tenant_id + entry.author
+            if positions.head_seq(author_key) == last:
+                heads.add(author_key)
         seq, prev = position
         if entry.header.author_seq != seq:
             raise StoreError(
@@ -165,3 +198,4 @@ def _check_sequences(sealed: list[Entry], positions: AuthorPositions) -> None:
                 f" {prev.hex()[:16]}: it would fork the author"
             )
         expected[author] = (seq + 1, entry.id)
+    return heads

@@ -12,6 +12,8 @@ batch that shows an author forked withdraws its entries from the fork point on (
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import lmdb
 
 from ..entry import Entry
@@ -153,20 +155,32 @@ def put_dups(
 
 
 def write_entries(
-    txn: lmdb.Transaction[bytes], tables: Tables, accepted: list[Entry]
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    accepted: list[Entry],
+    *,
+    sealed_here: Collection[bytes] = (),
 ) -> list[Entry]:
     """Store ``accepted`` (in order) with every index row; return the entries actually added.
 
     An entry whose id is already stored (written by another process since it was checked) is
     skipped. Raises StoreError when an index row that must be new already exists.
+
+    ``sealed_here`` (own writes, `_local_append`): author keys (tenant_id + author) whose
+    entries were sealed in this transaction continuing the author's stored head (see
+    `_chains.settle_new_entries`). When every entry is such an own entry, ids are not looked
+    up first (fresh nonces make them new; ``ids`` refuses a repeat with StoreError all the same).
     """
     ids_db = tables.ids
-    # Look ids up in id order (a cache-friendly B-tree walk); arrivals follow ``accepted``.
-    raced = {
-        entry.id
-        for entry in sorted(accepted, key=_entry_id)
-        if txn.get(entry.id, db=ids_db) is not None
-    }
+    if sealed_here and all(e.tenant_id + e.author in sealed_here for e in accepted):
+        raced: set[bytes] = set()
+    else:
+        # Look ids up in id order (a cache-friendly B-tree walk); arrivals follow ``accepted``.
+        raced = {
+            entry.id
+            for entry in sorted(accepted, key=_entry_id)
+            if txn.get(entry.id, db=ids_db) is not None
+        }
     added = [e for e in accepted if e.id not in raced] if raced else list(accepted)
     if not added:
         return added
@@ -237,5 +251,5 @@ def write_entries(
         total = _stored_counter(txn, tables.scope_docs, scope, "scope_docs") + count
         txn.put(scope, pack_seq(total), db=tables.scope_docs)
     index_items(txn, tables, recon_items)
-    settle_new_entries(txn, tables, added, dict(id_rows))
+    settle_new_entries(txn, tables, added, dict(id_rows), sealed_here)
     return added
