@@ -17,11 +17,11 @@ from typing import TypeAlias
 
 import lmdb
 
-from ..entry import Entry, EntryKind, document_key_of_raw, tenant_id_of_raw
+from ..entry import DOCUMENT_ID_SIZE, Entry, EntryKind, document_key_of_raw, tenant_id_of_raw
 from ..errors import DecodeError, StoreError
 from ._cursors import MAX_SEQ, dups_from
 from ._entry_reads import doc_feed_key, load_arrival, retraction_check
-from ._layout import DOCUMENT_ID_SIZE, SEQ_SIZE, Tables, pack_seq, scope_key, unpack_seq
+from ._layout import SEQ_SIZE, Tables, pack_seq, scope_key, unpack_seq
 from ._writer import scope_number
 from .results import FeedItem
 
