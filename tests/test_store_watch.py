@@ -6,18 +6,20 @@ CLI without forwarding) only at its next periodic session: 3 to 30 s later.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import trio
 from conftest import PASSWORD
 from helpers import eventually, running_daemon
 
 import mindoo_p2p
-from mindoo_p2p.daemon.store_watch import StoreWatch
-from mindoo_p2p.entry import Entry
+from mindoo_p2p.daemon.store_watch import StoreWatch, decode_stored
+from mindoo_p2p.errors import StoreError
 from mindoo_p2p.node import Node
 
 MakeNode = Callable[[str], Node]
@@ -25,26 +27,23 @@ WORKER = Path(__file__).with_name("home_writer_worker.py")
 
 
 class FakeStore:
-    """Arrivals 1..n as stand-in entries (only their ids matter to the watch)."""
+    """Arrivals 1..n as stand-in sealed bytes (the watch only hashes them: their ids)."""
 
     def __init__(self) -> None:
-        self.entries: list[Entry] = []
+        self.entries: list[bytes] = []
 
-    def add(self, count: int) -> list[Entry]:
-        new = [_entry(len(self.entries) + i + 1) for i in range(count)]
+    def add(self, count: int) -> list[bytes]:
+        new = [(len(self.entries) + i + 1).to_bytes(8, "big") for i in range(count)]
         self.entries += new
         return new
 
-    def read(self, after: int, limit: int) -> tuple[list[Entry], int]:
+    def read(self, after: int, limit: int) -> tuple[list[bytes], int]:
         chunk = self.entries[after : after + limit]
         return chunk, after + len(chunk)
 
 
-def _entry(n: int) -> Entry:
-    class Stub:
-        id = n.to_bytes(32, "big")
-
-    return Stub()  # type: ignore[return-value]
+def ids(raws: list[bytes]) -> list[bytes]:
+    return [hashlib.sha256(raw).digest() for raw in raws]
 
 
 def test_only_unclaimed_arrivals_are_reported_one_scan_after_they_are_read() -> None:
@@ -52,11 +51,11 @@ def test_only_unclaimed_arrivals_are_reported_one_scan_after_they_are_read() -> 
     store.add(3)  # stored before the daemon started: never reported
     watch = StoreWatch(seen=3)
     own = store.add(2)
-    watch.claim(e.id for e in own)  # the listener ran before the scan
+    watch.claim(ids(own))  # the listener ran before the scan
     foreign = store.add(2)
     late_own = store.add(1)  # committed, its listener not yet run
     assert watch.scan(store.read) == ([], False)
-    watch.claim(e.id for e in late_own)  # the listener runs now
+    watch.claim(ids(late_own))  # the listener runs now
     reported, more = watch.scan(store.read)
     assert reported == foreign and not more
     assert watch.scan(store.read) == ([], False)  # nothing twice
@@ -67,7 +66,7 @@ def test_arrivals_that_are_all_this_processs_own_are_never_read() -> None:
     store = FakeStore()
     watch = StoreWatch(seen=0)
     own = store.add(500)  # a clone by this process
-    watch.claim(e.id for e in own)
+    watch.claim(ids(own))
     claims = watch.claims()
     assert watch.skip_own(len(store.entries), claims) and watch.seen == 500
     assert watch.claims() == 0
@@ -76,7 +75,7 @@ def test_arrivals_that_are_all_this_processs_own_are_never_read() -> None:
     foreign = store.add(1)
     claims = watch.claims()
     late = store.add(1)
-    watch.claim(e.id for e in late)
+    watch.claim(ids(late))
     assert not watch.skip_own(len(store.entries), claims)
     reported, _ = watch.scan(store.read)
     assert reported == [] and watch.pending()
@@ -87,7 +86,7 @@ def test_a_burst_is_read_in_bounded_chunks() -> None:
     store = FakeStore()
     watch = StoreWatch(seen=0)
     burst = store.add(25)
-    seen: list[Entry] = []
+    seen: list[bytes] = []
     more = True
     while more or watch.pending():
         reported, more = watch.scan(store.read, limit=10)
@@ -119,3 +118,17 @@ async def test_a_write_from_a_second_process_reaches_a_peer_within_a_second(
         replica = bob.tenant("acme").open_db("notes")
         await eventually(lambda: replica.exists(doc_id), timeout=1.0)
         assert replica.get(doc_id)["tag"] == "script"
+
+
+def test_the_watch_reads_sealed_bytes_and_decodes_only_what_it_reports(
+    make_node: MakeNode,
+) -> None:
+    node = make_node("alice")
+    node.create_tenant("acme").create_db("notes").create_document({"n": 1})
+    entries, last = node.store.entries_after(0, 100)
+    raws, raw_last = node.store.raws_after(0, 100)
+    assert raws == [e.raw for e in entries] and raw_last == last
+    assert node.store.raws_after(0, 1) == ([entries[0].raw], 1)
+    assert decode_stored(raws[-1]) == entries[-1]
+    with pytest.raises(StoreError, match="corrupt"):
+        decode_stored(raws[-1][:-1])

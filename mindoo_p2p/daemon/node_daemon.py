@@ -256,7 +256,7 @@ class NodeDaemon:
                     await nursery.start(run_wakes, scheduler, self._wake_worker)
                     nursery.start_soon(self._consume_entry_events, entry_events)
                     nursery.start_soon(
-                        watch_store, watch, store.last_arrival, store.entries_after,
+                        watch_store, watch, store.last_arrival, store.raws_after,
                         self._stored_elsewhere,
                     )  # fmt: skip
                     nursery.start_soon(self._carry_out_requests, host, requests)

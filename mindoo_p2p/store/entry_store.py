@@ -707,6 +707,23 @@ class EntryStore:
                     last = unpack_seq(key)
         return entries, last
 
+    def raws_after(self, arrival: int, limit: int) -> tuple[list[bytes], int]:
+        """`entries_after` as sealed bytes, neither decoded nor checked against ``ids`` (the
+        daemon's store watch hashes them and decodes only what it reports)."""
+        if arrival < 0 or limit < 1:
+            raise ValueError("arrival must be >= 0 and limit >= 1")
+        raws: list[bytes] = []
+        last = arrival
+        with self._reading() as txn:
+            cursor = txn.cursor(self._tables.sealed)
+            if cursor.set_range(pack_seq(arrival + 1)):
+                for key, raw in cursor:
+                    if len(raws) >= limit:
+                        break
+                    raws.append(bytes(raw))
+                    last = unpack_seq(key)
+        return raws, last
+
     def stats(self, tenant_id: bytes, database: str) -> dict[str, int]:
         """``{"entries", "documents", "last_seq", "bytes"}`` of one database."""
         scope = scope_key(tenant_id, database)
