@@ -10,6 +10,7 @@ import hashlib
 import os
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,9 @@ from conftest import PASSWORD
 from helpers import eventually, running_daemon
 
 import mindoo_p2p
-from mindoo_p2p.daemon.store_watch import StoreWatch, decode_stored
+from mindoo_p2p.crypto import SigningKeyPair
+from mindoo_p2p.daemon.store_watch import StoreWatch, decode_stored, watch_store
+from mindoo_p2p.entry import NO_PREV, Entry, EntryKind
 from mindoo_p2p.errors import StoreError
 from mindoo_p2p.node import Node
 
@@ -27,19 +30,40 @@ WORKER = Path(__file__).with_name("home_writer_worker.py")
 
 
 class FakeStore:
-    """Arrivals 1..n as stand-in sealed bytes (the watch only hashes them: their ids)."""
+    """Arrivals 1..n as sealed bytes (the watch hashes them for their ids and decodes only
+    what it reports)."""
 
     def __init__(self) -> None:
         self.entries: list[bytes] = []
 
     def add(self, count: int) -> list[bytes]:
-        new = [(len(self.entries) + i + 1).to_bytes(8, "big") for i in range(count)]
+        new = [_sealed(len(self.entries) + i + 1) for i in range(count)]
         self.entries += new
         return new
 
     def read(self, after: int, limit: int) -> tuple[list[bytes], int]:
         chunk = self.entries[after : after + limit]
         return chunk, after + len(chunk)
+
+
+_AUTHOR = SigningKeyPair.generate()
+
+
+def _sealed(seq: int) -> bytes:
+    return Entry.seal(
+        kind=EntryKind.CHANGE,
+        tenant_id=bytes(16),
+        database="notes",
+        document_id=seq.to_bytes(16, "big"),
+        author=_AUTHOR,
+        author_seq=seq,
+        timestamp_ms=seq,
+        deps=[],
+        key_id=bytes(16),
+        key=bytes(32),
+        payload=b"x",
+        prev=NO_PREV if seq == 1 else bytes(31) + b"\x01",
+    ).raw
 
 
 def ids(raws: list[bytes]) -> list[bytes]:
@@ -132,3 +156,34 @@ def test_the_watch_reads_sealed_bytes_and_decodes_only_what_it_reports(
     assert decode_stored(raws[-1]) == entries[-1]
     with pytest.raises(StoreError, match="corrupt"):
         decode_stored(raws[-1][:-1])
+
+
+async def test_a_commit_of_this_process_is_not_read_while_the_node_is_held(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A large batch's commit is visible before its listener claims it (both inside the
+    Node's hold). Before, a scan in between read it back and, once the grace ran out, reported
+    it as another process's (gossiped again); now nothing is read while the Node is held."""
+    store = FakeStore()
+    watch = StoreWatch(seen=0)
+    held = [True]
+    reported: list[Entry] = []
+
+    async def report(entries: list[Entry]) -> None:
+        reported.extend(entries)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            partial(watch_store, busy=lambda: held[0]),
+            watch, lambda: len(store.entries), store.read, report,
+        )  # fmt: skip
+        own = store.add(3)  # committed by this process's writer, not claimed yet
+        await trio.sleep(1.0)  # many intervals and graces while the Node is held
+        watch.claim(ids(own))  # the listener, at the end of the hold
+        held[0] = False
+        await trio.sleep(1.0)
+        foreign = store.add(1)  # another process's commit
+        await trio.sleep(1.0)
+        nursery.cancel_scope.cancel()
+    assert [e.raw for e in reported] == foreign
+    assert watch.seen == 4 and watch.claims() == 0

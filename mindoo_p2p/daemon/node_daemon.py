@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -256,8 +257,8 @@ class NodeDaemon:
                     await nursery.start(run_wakes, scheduler, self._wake_worker)
                     nursery.start_soon(self._consume_entry_events, entry_events)
                     nursery.start_soon(
-                        watch_store, watch, store.last_arrival, store.raws_after,
-                        self._stored_elsewhere,
+                        partial(watch_store, busy=lambda: access.in_use),
+                        watch, store.last_arrival, store.raws_after, self._stored_elsewhere,
                     )  # fmt: skip
                     nursery.start_soon(self._carry_out_requests, host, requests)
                     nursery.start_soon(self._watch_connections, host)

@@ -24,6 +24,12 @@ process's own writes never twice.
                             previous scan)
 ==========================  ==================================================================
 
+Every write of this process holds the Node (`NodeAccess`), and its listener claims the
+entries inside that hold, so the watch does not look while the Node is held (``busy``): once
+it is free, every commit of this process is claimed, and `skip_own` matches it exactly. (With
+the grace alone, the commit of a large batch, visible some milliseconds before its listener ran,
+was read back and, when the grace ran out first, reported and gossiped as another process's.)
+
 A scan reads sealed bytes and tells arrivals apart by id (the SHA-256 of the bytes, about 1 µs
 an entry); only the arrivals it reports are decoded (`watch_store`). A scan that finds this
 process's own commit (read between the commit and its listener's claim: a large ingest's
@@ -122,14 +128,18 @@ async def watch_store(
     read: ReadAfter,
     report: Callable[[list[Entry]], Awaitable[None]],
     *,
+    busy: Callable[[], bool] = lambda: False,
     interval: float = WATCH_INTERVAL,
     grace: float = CLAIM_GRACE,
 ) -> None:
     """Forever: every ``interval`` seconds, when the change counter moved (or arrivals wait),
     scan and hand what came from elsewhere to ``report``; unclaimed arrivals are looked at
-    again after ``grace`` seconds."""
+    again after ``grace`` seconds. Nothing is read while ``busy()`` (this process's writer
+    may have committed what it has not claimed yet)."""
     while True:
         await trio.sleep(grace if watch.pending() else interval)
+        if busy():
+            continue
         claims = watch.claims()
         if watch.skip_own(last_arrival(), claims):
             continue
