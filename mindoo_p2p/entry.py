@@ -526,8 +526,8 @@ _ENTRY_FIELDS = ("header", "ciphertext", "signature", "raw", "id", "header_bytes
 # field up by name first, which made building the two objects a third of a decode (issue 8).
 _HEADER_SETTERS = tuple(vars(EntryHeader)[name].__set__ for name in _HEADER_FIELDS)
 _ENTRY_SETTERS = tuple(vars(Entry)[name].__set__ for name in _ENTRY_FIELDS)
-assert _HEADER_FIELDS == tuple(EntryHeader.__dataclass_fields__)
-assert _ENTRY_FIELDS == tuple(Entry.__dataclass_fields__)
+assert tuple(EntryHeader.__dataclass_fields__) == _HEADER_FIELDS
+assert tuple(Entry.__dataclass_fields__) == _ENTRY_FIELDS
 
 
 def _decode_usual(data: bytes) -> Entry | None:
