@@ -569,7 +569,7 @@ def test_a_bad_entry_in_any_chunk_is_refused_alone_and_chunks_change_no_outcome(
             checked.order,
         )
 
-    chunked, whole = outcome(512), outcome(100_000)
+    chunked, whole = outcome(512), outcome(100_000)  # 512: the batch spans three chunks
     assert chunked == whole
     verified, duplicates, rejected, repeats, _ = chunked
     assert len(verified) == 1300 - 5 and duplicates == [held]
