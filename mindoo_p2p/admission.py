@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from .chains import ForkPoint
-from .crypto.signing import verify_many, verify_signature
+from .crypto.signing import verify_many_later, verify_signature
 from .entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
 from .errors import DecodeError, MindooError
 from .membership import MembershipLog
@@ -203,11 +203,30 @@ def verify_one(entry: Entry) -> VerifiedEntry | Rejected:
 
 def verify_all(entries: Sequence[Entry]) -> list[VerifiedEntry | Rejected]:
     """Step 3 for decoded entries, in bulk on every core; one result per entry, in order."""
-    verdicts = verify_many([(e.header.author, e.signed_message, e.signature) for e in entries])
-    return [
-        _verified(e) if ok else Rejected(e.id, RejectionKind.BAD_SIGNATURE, BAD_SIGNATURE)
-        for e, ok in zip(entries, verdicts, strict=True)
-    ]
+    return _verify_later(entries)()
+
+
+def _verify_later(entries: Sequence[Entry]) -> Callable[[], list[VerifiedEntry | Rejected]]:
+    """`verify_all` started on the pool; the returned function waits for its results."""
+    verdicts = verify_many_later(
+        [(e.header.author, e.signed_message, e.signature) for e in entries]
+    )
+
+    def results() -> list[VerifiedEntry | Rejected]:
+        return [
+            VerifiedEntry(e, _MINT)
+            if ok
+            else Rejected(e.id, RejectionKind.BAD_SIGNATURE, BAD_SIGNATURE)
+            for e, ok in zip(entries, verdicts(), strict=True)
+        ]
+
+    return results
+
+
+CHECK_CHUNK = 2048
+"""Items `check_entries` decodes before it hands their signatures to the pool: the pool checks
+one chunk while the caller decodes the next (a batch of thousands no longer leaves the cores
+idle while it is decoded)."""
 
 
 @dataclass(slots=True)
@@ -225,47 +244,71 @@ class CheckedBatch:
     """Id -> position of its first copy in the batch (to report rejections in offered order)."""
 
 
+Screen = Callable[[Entry], Rejected | None]
+"""A check of a freshly decoded entry's clear header (its tenant, for a tenant's sync
+session), run before duplicates and signatures: a refused entry goes no further."""
+
+
 def check_entries(
     items: Sequence[Entry | bytes | VerifiedEntry],
     stored: Callable[[list[bytes]], Collection[bytes]],
     *,
     own_seals: bool = False,
+    screen: Screen | None = None,
 ) -> CheckedBatch:
     """Steps 1-3 over ``items``. ``stored(ids)`` returns those of ``ids`` the store holds
-    (asked once per batch). A `VerifiedEntry` is taken as it is. ``own_seals=True``: the items
-    are this process's fresh seals (`trust_own_seal`): ids and signatures are not checked."""
+    (asked once per `CHECK_CHUNK` items). A `VerifiedEntry` is taken as it is.
+    ``own_seals=True``: the items are this process's fresh seals (`trust_own_seal`): ids and
+    signatures are not checked. ``screen`` sees each entry decoded here (not a
+    `VerifiedEntry`) before anything else is done with it.
+
+    Chunk by chunk: decode, set duplicates aside, start the signature checks on the pool, go
+    on with the next chunk; then collect the verdicts in the order offered. The outcome is
+    the same as checking the batch in one piece."""
     rejected: list[Rejected] = []
     repeats: list[bytes] = []
+    duplicates: list[bytes] = []
     order: dict[bytes, int] = {}
-    fresh: list[Entry | VerifiedEntry] = []
-    for index, item in enumerate(items):
-        if isinstance(item, VerifiedEntry):
-            decoded: Entry | VerifiedEntry | Rejected = item
-        elif own_seals and isinstance(item, Entry):
-            decoded = trust_own_seal(item)
-        else:
-            decoded = decode(item)
-        if isinstance(decoded, Rejected):
-            order.setdefault(decoded.entry_id, index)
-            rejected.append(decoded)
+    pending: list[tuple[list[Entry | VerifiedEntry], Callable[[], list[VerifiedEntry | Rejected]]]]
+    pending = []
+    for start in range(0, len(items), CHECK_CHUNK):
+        fresh: list[Entry | VerifiedEntry] = []
+        for index, item in enumerate(items[start : start + CHECK_CHUNK], start):
+            decoded: Entry | VerifiedEntry | Rejected
+            if isinstance(item, VerifiedEntry):
+                decoded = item
+            elif own_seals and isinstance(item, Entry):
+                decoded = trust_own_seal(item)
+            else:
+                decoded = decode(item)
+                if screen is not None and not isinstance(decoded, Rejected):
+                    decoded = screen(decoded) or decoded
+            if isinstance(decoded, Rejected):
+                order.setdefault(decoded.entry_id, index)
+                rejected.append(decoded)
+                continue
+            if decoded.id in order:
+                repeats.append(decoded.id)
+                continue
+            order[decoded.id] = index
+            fresh.append(decoded)
+        if not fresh:
             continue
-        if decoded.id in order:
-            repeats.append(decoded.id)
-            continue
-        order[decoded.id] = index
-        fresh.append(decoded)
-    held = set(stored([e.id for e in fresh])) if fresh else set()
-    duplicates = [e.id for e in fresh if e.id in held]
-    new = [e for e in fresh if e.id not in held]
-    unverified = [e for e in new if isinstance(e, Entry)]
-    checked = iter(verify_all(unverified))
+        held = set(stored([e.id for e in fresh]))
+        if held:
+            duplicates += [e.id for e in fresh if e.id in held]
+            fresh = [e for e in fresh if e.id not in held]
+        unverified = [e for e in fresh if isinstance(e, Entry)]
+        pending.append((fresh, _verify_later(unverified)))
     verified: list[VerifiedEntry] = []
-    for item in new:
-        result = item if isinstance(item, VerifiedEntry) else next(checked)
-        if isinstance(result, Rejected):
-            rejected.append(result)
-        else:
-            verified.append(result)
+    for new, results in pending:
+        checked = iter(results())
+        for item in new:
+            result = item if isinstance(item, VerifiedEntry) else next(checked)
+            if isinstance(result, Rejected):
+                rejected.append(result)
+            else:
+                verified.append(result)
     return CheckedBatch(verified, duplicates, rejected, repeats, order)
 
 
@@ -449,6 +492,7 @@ __all__ = [
     "BAD_SIGNATURE",
     "Admission",
     "CheckedBatch",
+    "Screen",
     "TenantLogOutcome",
     "TenantView",
     "VerifiedEntry",

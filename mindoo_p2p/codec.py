@@ -132,10 +132,18 @@ class Reader:
         return int(_U64.unpack(self._take(8, field))[0])
 
     def varint(self, field: str, max_value: int = (1 << 64) - 1) -> int:
+        # Byte by byte from the buffer (not through `_take`: index pages and entry frames
+        # hold one varint per item, issue 8).
+        data = self._data
+        size = len(data)
         result = 0
         shift = 0
         for index in range(10):
-            byte = self.u8(field)
+            pos = self._pos
+            if pos >= size:
+                self._take(1, field)  # raises: truncated
+            byte = data[pos]
+            self._pos = pos + 1
             result |= (byte & 0x7F) << shift
             if not byte & 0x80:
                 if byte == 0 and index > 0:

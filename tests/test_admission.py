@@ -70,13 +70,15 @@ def counts(monkeypatch: pytest.MonkeyPatch) -> Counts:
     decode.__wrapped__ = original_decode  # type: ignore[attr-defined]
     monkeypatch.setattr(Entry, "decode", classmethod(decode))
     original_one = admission.verify_signature
-    original_many = admission.verify_many
+    original_many = admission.verify_many_later
 
     def verify_one(key: bytes, message: bytes, signature: bytes) -> bool:
         found.signatures.append(message)
         return original_one(key, message, signature)
 
-    def verify_many(items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
+    def verify_many_later(
+        items: Sequence[tuple[bytes, bytes, bytes]],
+    ) -> Callable[[], list[bool]]:
         found.signatures.extend(message for _, message, _ in items)
         return original_many(items)
 
@@ -84,7 +86,7 @@ def counts(monkeypatch: pytest.MonkeyPatch) -> Counts:
         raise AssertionError("Entry.verify_signature is not part of the admission pipeline")
 
     monkeypatch.setattr(admission, "verify_signature", verify_one)
-    monkeypatch.setattr(admission, "verify_many", verify_many)
+    monkeypatch.setattr(admission, "verify_many_later", verify_many_later)
     monkeypatch.setattr(Entry, "verify_signature", entry_verify)
     return found
 
@@ -507,3 +509,74 @@ def test_a_verified_entry_is_made_by_the_pipeline_only() -> None:
     checked = admission.check_entries([bytes(tampered), entry.raw, entry.raw], lambda ids: ())
     assert [r.kind for r in checked.rejected] == [RejectionKind.BAD_SIGNATURE]
     assert [v.id for v in checked.verified] == [entry.id] and checked.repeats == [entry.id]
+
+
+# -- chunked checks (issue 8) -----------------------------------------------------------------
+def _sealed_change(author: SigningKeyPair, seq: int, tenant_id: bytes = bytes(16)) -> Entry:
+    return Entry.seal(
+        kind=EntryKind.CHANGE,
+        tenant_id=tenant_id,
+        database="notes",
+        document_id=seq.to_bytes(16, "big"),
+        author=author,
+        author_seq=seq,
+        timestamp_ms=seq,
+        deps=[],
+        key_id=bytes(16),
+        key=bytes(32),
+        payload=b"x",
+        prev=None,
+    )
+
+
+def test_a_bad_entry_in_any_chunk_is_refused_alone_and_chunks_change_no_outcome(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`check_entries` decodes chunk k+1 while the pool verifies chunk k. Planted across the
+    chunks: a bad signature, bytes that do not decode, another tenant's entry (the screen), a
+    repeat of an entry of an earlier chunk and one the store holds. Each is refused (or set
+    aside) alone, every other entry passes, and the outcome is exactly that of one chunk."""
+    author = SigningKeyPair.generate()
+    raws = [_sealed_change(author, seq).raw for seq in range(1, 1301)]
+    forged = bytearray(raws[700])
+    forged[-1] ^= 1  # the signature's last byte
+    raws[700] = bytes(forged)
+    raws[130] = raws[130][:-5]  # truncated: does not decode
+    raws[1100] = _sealed_change(author, 1100, tenant_id=b"\x01" * 16).raw
+    raws[1250] = raws[3]  # a repeat, two chunks later
+    held = Entry.decode(raws[900]).id
+
+    def screen(entry: Entry) -> Rejected | None:
+        if entry.tenant_id == bytes(16):
+            return None
+        return Rejected(entry.id, RejectionKind.MISROUTED, "entry of another tenant")
+
+    def outcome(chunk: int) -> tuple[object, ...]:
+        monkeypatch.setattr(admission, "CHECK_CHUNK", chunk)
+        asked: list[int] = []
+
+        def stored(ids: list[bytes]) -> set[bytes]:
+            asked.append(len(ids))
+            return {held} & set(ids)
+
+        checked = admission.check_entries(raws, stored, screen=screen)
+        assert sum(asked) == 1300 - 3 and len(asked) == -(-1300 // chunk)
+        return (
+            [v.id for v in checked.verified],
+            checked.duplicates,
+            sorted((r.entry_id, r.kind) for r in checked.rejected),
+            checked.repeats,
+            checked.order,
+        )
+
+    chunked, whole = outcome(512), outcome(100_000)  # 512: the batch spans three chunks
+    assert chunked == whole
+    verified, duplicates, rejected, repeats, _ = chunked
+    assert len(verified) == 1300 - 5 and duplicates == [held]
+    assert [kind for _, kind in rejected].count(RejectionKind.BAD_SIGNATURE) == 1
+    assert sorted(kind.name for _, kind in rejected) == [
+        "BAD_SIGNATURE",
+        "MALFORMED",
+        "MISROUTED",
+    ]
+    assert repeats == [Entry.decode(raws[3]).id]

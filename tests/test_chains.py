@@ -4,6 +4,7 @@ the attacks that pre-empted or slipped under a revocation cut, each performed an
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from mindoo_p2p.membership import (
 )
 from mindoo_p2p.node import Node
 from mindoo_p2p.rejection import RejectionKind
+from mindoo_p2p.store import EntryStore
 from mindoo_p2p.tenant import Tenant
 
 MakeNode = Callable[[str], Node]
@@ -488,3 +490,54 @@ def test_the_admission_pipeline_refuses_what_a_known_fork_withdraws() -> None:
     assert refused[above.id] is RejectionKind.FORKED
     for entry in at:  # at the fork point: only what sorts before the evidence kept may land
         assert (entry.id in refused) == (entry.id > evidence[-1])
+
+
+# -- the store's batch-level chain reads (issue 8) ------------------------------------------
+def _random_chain_offers(rng: random.Random, authors: Sequence[SigningKeyPair]) -> list[Entry]:
+    """Entries of a few authors in runs, with forks mixed in: twins at one seq, successors that
+    name another predecessor, gaps, legacy entries."""
+    offers: list[Entry] = []
+    for author in authors:
+        prev = NO_PREV
+        for seq in range(1, rng.randint(4, 25)):
+            if rng.random() < 0.08:
+                prev = os.urandom(32)  # a gap: the next entry names one this node never sees
+                continue
+            roll = rng.random()
+            if roll < 0.05:
+                offers.append(chained(seq, None, author=author))  # version 1: no link
+            link = os.urandom(32) if roll > 0.95 and seq > 1 else prev
+            entry = chained(seq, link, author=author)
+            offers.append(entry)
+            if rng.random() < 0.05:
+                offers.append(chained(seq, prev, author=author))  # a twin at this seq
+            prev = entry.id
+    first = authors[0]
+    twin_of = rng.choice([e for e in offers if e.author == first.public_key])
+    offers.append(chained(twin_of.author_seq, twin_of.prev, author=first))
+    return offers
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_batch_finds_the_same_forks_as_one_entry_at_a_time(tmp_path: Path, seed: int) -> None:
+    """`TransactionChainFacts.preload` reads a batch's rows in runs; whatever the batch holds
+    (a fork mid-batch, a fork against what was stored, gaps), the store ends with the same
+    fork points and the same withdrawn entries as when every entry arrives alone."""
+    rng = random.Random(seed)
+    authors = [SigningKeyPair.generate() for _ in range(3)]
+    offers = _random_chain_offers(rng, authors)
+    stored_first = rng.sample(offers, len(offers) // 3)
+    batch = [e for e in offers if e not in stored_first]
+    rng.shuffle(batch)
+    outcomes = []
+    for name, batches in (("batch", [batch]), ("alone", [[e] for e in batch])):
+        with EntryStore(tmp_path / name) as store:
+            for entry in stored_first:
+                store.append([entry], sealed_here=True)
+            for part in batches:
+                store.append(part, sealed_here=True)
+            forks = sorted((f.author, f.seq, f.evidence) for f in store.forks(TENANT))
+            outcomes.append((forks, sorted(store.retracted_ids(TENANT)), store.count()))
+            assert store.fsck().ok
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0]  # the guaranteed twin forked its author

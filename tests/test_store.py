@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mindoo_p2p.admission import trust_stored
 from mindoo_p2p.crypto import SigningKeyPair, random_key
 from mindoo_p2p.entry import TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.errors import StoreError
@@ -741,3 +742,20 @@ def test_fsck_reports_an_entry_missing_from_the_feed(tmp_path: Path, make: Maker
     assert {p.entry_id for p in report.problems if p.where.endswith(("feed", "author"))} == {
         stray.id
     }
+
+
+def test_verified_entries_stored_already_are_duplicates_found_by_the_write(
+    store: EntryStore, make: Maker
+) -> None:
+    """A batch of `VerifiedEntry` items is not looked up before the write (nothing to verify):
+    what the store holds, or what the batch repeats, is still a duplicate, never stored twice
+    and never rejected."""
+    first = [make() for _ in range(3)]
+    assert_all_added(store.append([trust_stored(e) for e in first]), first)
+    new = make()
+    again = [trust_stored(e) for e in [first[1], new, first[0], new]]
+    result = store.append(again)
+    assert result.added == [new.id]
+    assert sorted(result.duplicates) == sorted([first[1].id, first[0].id, new.id])
+    assert result.rejected == [] and store.count() == 4
+    assert store.fsck().ok

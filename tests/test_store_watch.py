@@ -6,18 +6,23 @@ CLI without forwarding) only at its next periodic session: 3 to 30 s later.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+import pytest
 import trio
 from conftest import PASSWORD
 from helpers import eventually, running_daemon
 
 import mindoo_p2p
-from mindoo_p2p.daemon.store_watch import StoreWatch
-from mindoo_p2p.entry import Entry
+from mindoo_p2p.crypto import SigningKeyPair
+from mindoo_p2p.daemon.store_watch import StoreWatch, decode_stored, watch_store
+from mindoo_p2p.entry import NO_PREV, Entry, EntryKind
+from mindoo_p2p.errors import StoreError
 from mindoo_p2p.node import Node
 
 MakeNode = Callable[[str], Node]
@@ -25,26 +30,44 @@ WORKER = Path(__file__).with_name("home_writer_worker.py")
 
 
 class FakeStore:
-    """Arrivals 1..n as stand-in entries (only their ids matter to the watch)."""
+    """Arrivals 1..n as sealed bytes (the watch hashes them for their ids and decodes only
+    what it reports)."""
 
     def __init__(self) -> None:
-        self.entries: list[Entry] = []
+        self.entries: list[bytes] = []
 
-    def add(self, count: int) -> list[Entry]:
-        new = [_entry(len(self.entries) + i + 1) for i in range(count)]
+    def add(self, count: int) -> list[bytes]:
+        new = [_sealed(len(self.entries) + i + 1) for i in range(count)]
         self.entries += new
         return new
 
-    def read(self, after: int, limit: int) -> tuple[list[Entry], int]:
+    def read(self, after: int, limit: int) -> tuple[list[bytes], int]:
         chunk = self.entries[after : after + limit]
         return chunk, after + len(chunk)
 
 
-def _entry(n: int) -> Entry:
-    class Stub:
-        id = n.to_bytes(32, "big")
+_AUTHOR = SigningKeyPair.generate()
 
-    return Stub()  # type: ignore[return-value]
+
+def _sealed(seq: int) -> bytes:
+    return Entry.seal(
+        kind=EntryKind.CHANGE,
+        tenant_id=bytes(16),
+        database="notes",
+        document_id=seq.to_bytes(16, "big"),
+        author=_AUTHOR,
+        author_seq=seq,
+        timestamp_ms=seq,
+        deps=[],
+        key_id=bytes(16),
+        key=bytes(32),
+        payload=b"x",
+        prev=NO_PREV if seq == 1 else bytes(31) + b"\x01",
+    ).raw
+
+
+def ids(raws: list[bytes]) -> list[bytes]:
+    return [hashlib.sha256(raw).digest() for raw in raws]
 
 
 def test_only_unclaimed_arrivals_are_reported_one_scan_after_they_are_read() -> None:
@@ -52,11 +75,11 @@ def test_only_unclaimed_arrivals_are_reported_one_scan_after_they_are_read() -> 
     store.add(3)  # stored before the daemon started: never reported
     watch = StoreWatch(seen=3)
     own = store.add(2)
-    watch.claim(e.id for e in own)  # the listener ran before the scan
+    watch.claim(ids(own))  # the listener ran before the scan
     foreign = store.add(2)
     late_own = store.add(1)  # committed, its listener not yet run
     assert watch.scan(store.read) == ([], False)
-    watch.claim(e.id for e in late_own)  # the listener runs now
+    watch.claim(ids(late_own))  # the listener runs now
     reported, more = watch.scan(store.read)
     assert reported == foreign and not more
     assert watch.scan(store.read) == ([], False)  # nothing twice
@@ -67,7 +90,7 @@ def test_arrivals_that_are_all_this_processs_own_are_never_read() -> None:
     store = FakeStore()
     watch = StoreWatch(seen=0)
     own = store.add(500)  # a clone by this process
-    watch.claim(e.id for e in own)
+    watch.claim(ids(own))
     claims = watch.claims()
     assert watch.skip_own(len(store.entries), claims) and watch.seen == 500
     assert watch.claims() == 0
@@ -76,7 +99,7 @@ def test_arrivals_that_are_all_this_processs_own_are_never_read() -> None:
     foreign = store.add(1)
     claims = watch.claims()
     late = store.add(1)
-    watch.claim(e.id for e in late)
+    watch.claim(ids(late))
     assert not watch.skip_own(len(store.entries), claims)
     reported, _ = watch.scan(store.read)
     assert reported == [] and watch.pending()
@@ -87,7 +110,7 @@ def test_a_burst_is_read_in_bounded_chunks() -> None:
     store = FakeStore()
     watch = StoreWatch(seen=0)
     burst = store.add(25)
-    seen: list[Entry] = []
+    seen: list[bytes] = []
     more = True
     while more or watch.pending():
         reported, more = watch.scan(store.read, limit=10)
@@ -119,3 +142,48 @@ async def test_a_write_from_a_second_process_reaches_a_peer_within_a_second(
         replica = bob.tenant("acme").open_db("notes")
         await eventually(lambda: replica.exists(doc_id), timeout=1.0)
         assert replica.get(doc_id)["tag"] == "script"
+
+
+def test_the_watch_reads_sealed_bytes_and_decodes_only_what_it_reports(
+    make_node: MakeNode,
+) -> None:
+    node = make_node("alice")
+    node.create_tenant("acme").create_db("notes").create_document({"n": 1})
+    entries, last = node.store.entries_after(0, 100)
+    raws, raw_last = node.store.raws_after(0, 100)
+    assert raws == [e.raw for e in entries] and raw_last == last
+    assert node.store.raws_after(0, 1) == ([entries[0].raw], 1)
+    assert decode_stored(raws[-1]) == entries[-1]
+    with pytest.raises(StoreError, match="corrupt"):
+        decode_stored(raws[-1][:-1])
+
+
+async def test_a_commit_of_this_process_is_not_read_while_the_node_is_held(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A large batch's commit is visible before its listener claims it (both inside the
+    Node's hold). Before, a scan in between read it back and, once the grace ran out, reported
+    it as another process's (gossiped again); now nothing is read while the Node is held."""
+    store = FakeStore()
+    watch = StoreWatch(seen=0)
+    held = [True]
+    reported: list[Entry] = []
+
+    async def report(entries: list[Entry]) -> None:
+        reported.extend(entries)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            partial(watch_store, busy=lambda: held[0]),
+            watch, lambda: len(store.entries), store.read, report,
+        )  # fmt: skip
+        own = store.add(3)  # committed by this process's writer, not claimed yet
+        await trio.sleep(1.0)  # many intervals and graces while the Node is held
+        watch.claim(ids(own))  # the listener, at the end of the hold
+        held[0] = False
+        await trio.sleep(1.0)
+        foreign = store.add(1)  # another process's commit
+        await trio.sleep(1.0)
+        nursery.cancel_scope.cancel()
+    assert [e.raw for e in reported] == foreign
+    assert watch.seen == 4 and watch.claims() == 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import nacl.signing
@@ -95,13 +95,25 @@ def _verify_chunk(items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
 
 def verify_many(items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
     """Check many ``(public_key, message, signature)`` triples, on all cores for large batches."""
+    return verify_many_later(items)()
+
+
+def verify_many_later(items: Sequence[tuple[bytes, bytes, bytes]]) -> Callable[[], list[bool]]:
+    """Start checking ``items`` as `verify_many` does and return at once: the returned function
+    waits for the verdicts (in order). The caller goes on meanwhile (decoding the next part of
+    a batch while the pool checks this one). A small batch is checked before returning."""
     if len(items) < _PARALLEL_MIN:
-        return _verify_chunk(items)
+        checked = _verify_chunk(items)
+        return lambda: checked
     pool = _pool()
     workers = pool._max_workers
     step = max(_PARALLEL_MIN, -(-len(items) // (workers * 4)))
-    chunks = [items[i : i + step] for i in range(0, len(items), step)]
-    results: list[bool] = []
-    for part in pool.map(_verify_chunk, chunks):
-        results.extend(part)
-    return results
+    futures = [pool.submit(_verify_chunk, items[i : i + step]) for i in range(0, len(items), step)]
+
+    def verdicts() -> list[bool]:
+        results: list[bool] = []
+        for future in futures:
+            results.extend(future.result())
+        return results
+
+    return verdicts

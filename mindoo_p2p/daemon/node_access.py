@@ -91,6 +91,11 @@ class NodeAccess:
         return None
 
     @property
+    def in_use(self) -> bool:
+        """Whether a use holds the Node now (read it on the trio thread)."""
+        return self._holder is not None
+
+    @property
     def waiting(self) -> int:
         """How many uses are waiting for the Node."""
         return self._limiter.statistics().tasks_waiting

@@ -47,6 +47,7 @@ import logging
 import time
 from collections.abc import Sequence
 from contextlib import suppress
+from functools import partial
 from typing import Any
 
 import trio
@@ -224,8 +225,8 @@ class NodeDaemon:
                     await nursery.start(run_wakes, scheduler, workers.wake)
                     nursery.start_soon(stored.consume)
                     nursery.start_soon(
-                        watch_store, watch, store.last_arrival, store.entries_after,
-                        stored.stored_elsewhere,
+                        partial(watch_store, busy=lambda: access.in_use),
+                        watch, store.last_arrival, store.raws_after, stored.stored_elsewhere,
                     )  # fmt: skip
                     nursery.start_soon(requests.run, self.directory.carry_out)
                     nursery.start_soon(workers.watch)

@@ -50,14 +50,19 @@ def append_batch(
     write transaction, and report added, duplicate and rejected ids."""
     if not entries:
         return AppendResult([], [], [])
-    ids_db = tables.ids
-    with reading() as txn:
-        prepared = prepare_batch(
-            entries,
-            lambda ids: [i for i in ids if txn.get(i, db=ids_db) is not None],
-            authorize,
-            check_signatures=check_signatures,
-        )
+    if all(isinstance(e, VerifiedEntry) for e in entries):
+        # Nothing to decode or verify: an entry stored already is found by the write itself
+        # (reported as a duplicate), so no read transaction looks first.
+        prepared = prepare_batch(entries, lambda ids: (), authorize)
+    else:
+        ids_db = tables.ids
+        with reading() as txn:
+            prepared = prepare_batch(
+                entries,
+                lambda ids: [i for i in ids if txn.get(i, db=ids_db) is not None],
+                authorize,
+                check_signatures=check_signatures,
+            )
     added: list[Entry] = []
     if prepared.accepted:
         with writing() as wtxn:

@@ -183,6 +183,23 @@ def entries_after(
     return entries, last
 
 
+def raws_after(
+    txn: lmdb.Transaction[bytes], tables: Tables, arrival: int, limit: int
+) -> tuple[list[bytes], int]:
+    """Up to ``limit`` sealed entries stored after ``arrival``, as bytes (neither decoded nor
+    checked), and the arrival of the last one (``arrival`` when none)."""
+    raws: list[bytes] = []
+    last = arrival
+    cursor = txn.cursor(tables.sealed)
+    if cursor.set_range(pack_seq(arrival + 1)):
+        for key, raw in cursor:
+            if len(raws) >= limit:
+                break
+            raws.append(bytes(raw))
+            last = unpack_seq(key)
+    return raws, last
+
+
 def iter_database(
     reading: Reading, tables: Tables, scope: bytes, since_seq: int
 ) -> Iterator[Entry]:
@@ -267,8 +284,10 @@ __all__ = [
     "document_entries",
     "document_entry_count",
     "document_updates",
+    "documents_entries",
     "entries_after",
     "iter_database",
     "iter_document_keys",
     "iter_log",
+    "raws_after",
 ]

@@ -505,6 +505,14 @@ class EntryStore:
         with self._reading() as txn:
             return _feed_reads.entries_after(txn, self._tables, arrival, limit)
 
+    def raws_after(self, arrival: int, limit: int) -> tuple[list[bytes], int]:
+        """`entries_after` as sealed bytes, neither decoded nor checked against ``ids`` (the
+        daemon's store watch hashes them and decodes only what it reports)."""
+        if arrival < 0 or limit < 1:
+            raise ValueError("arrival must be >= 0 and limit >= 1")
+        with self._reading() as txn:
+            return _feed_reads.raws_after(txn, self._tables, arrival, limit)
+
     def stats(self, tenant_id: bytes, database: str) -> dict[str, int]:
         """``{"entries", "documents", "last_seq", "bytes"}`` of one database."""
         scope = scope_key(tenant_id, database)

@@ -88,21 +88,18 @@ class TenantSyncStore:
         """The checks that need no lock on the Node (store reads only, so any thread may run
         them beside a writer): decode each entry once (another tenant's entry is MISROUTED),
         set aside those stored already, verify the signatures of the others (all cores)."""
-        problems: list[Rejected] = []
-        ours: list[Entry] = []
-        for raw in raws:
-            decoded = admission.decode(raw)
-            if isinstance(decoded, Rejected):
-                problems.append(decoded)
-            elif decoded.tenant_id != self._tenant.id:
-                problems.append(
-                    Rejected(decoded.id, RejectionKind.MISROUTED, "entry of another tenant")
-                )
-            else:
-                ours.append(decoded)
+        tenant_id = self._tenant.id
+
+        def screen(entry: Entry) -> Rejected | None:
+            if entry.tenant_id == tenant_id:
+                return None
+            return Rejected(entry.id, RejectionKind.MISROUTED, "entry of another tenant")
+
         store = self._node.store
-        checked = admission.check_entries(ours, lambda ids: set(ids).difference(store.missing(ids)))
-        return CheckedIngest(tuple(checked.verified), tuple(problems + checked.rejected))
+        checked = admission.check_entries(
+            raws, lambda ids: set(ids).difference(store.missing(ids)), screen=screen
+        )
+        return CheckedIngest(tuple(checked.verified), tuple(checked.rejected))
 
     def commit(self, checked: CheckedIngest) -> IngestOutcome:
         """`Node.ingest` the verified entries (admitted and stored without being decoded or
