@@ -500,9 +500,7 @@ def test_fsck_reports_a_corrupted_aggregate_row_and_rebuild_fixes_it(tmp_path: P
     with EntryStore(path) as store:
         store.append(entries)
         rows = agg_rows(store)
-    victim = max(
-        (key for key in rows if key[32] == RECON_BASE_LEVEL), key=lambda key: rows[key][0]
-    )
+    victim = max((key for key in rows if key[32] == RECON_BASE_LEVEL), key=lambda key: rows[key][0])
     count, id_sum = rows[victim]
     forged = (count + 1).to_bytes(8, "big") + (id_sum ^ 1).to_bytes(32, "little")
     raw_write(path, b"recon_agg", victim, forged)

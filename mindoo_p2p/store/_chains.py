@@ -268,9 +268,7 @@ def settle_new_entries(
     asked. A fork point already recorded for the author is still applied to them."""
     added = list(added)
     facts = TransactionChainFacts(txn, tables, arrivals)
-    facts.preload(
-        entry for entry in added if entry.tenant_id + entry.author not in continuing
-    )
+    facts.preload(entry for entry in added if entry.tenant_id + entry.author not in continuing)
     known: dict[tuple[bytes, bytes], ForkPoint | None] = {}
     lowest: dict[tuple[bytes, bytes], int] = {}
     highest: dict[tuple[bytes, bytes], int] = {}
