@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import trio
 from helpers import seal_entry
 
 from mindoo_p2p.crypto import SigningKeyPair
-from mindoo_p2p.daemon import PeerTable
+from mindoo_p2p.daemon import PeerTable, sync_sessions
 from mindoo_p2p.daemon.peer_table import VERSION_RECHECK_MAX_SECONDS, VERSION_RECHECK_SECONDS
 from mindoo_p2p.entry import TENANT_LOG, Entry
 from mindoo_p2p.sync.auth import DENIED_FRAME, AuthInitiator
@@ -37,6 +38,7 @@ from mindoo_p2p.sync.messages import (
     decode_message,
 )
 from mindoo_p2p.sync.protocol import SyncReport
+from mindoo_p2p.testing import Cluster
 from mindoo_p2p.testing.memory_sync import MemoryFrameStream, MemorySyncStore, memory_frame_pair
 
 TENANT = os.urandom(16)
@@ -96,7 +98,7 @@ def differing_stores() -> tuple[MemorySyncStore, MemorySyncStore]:
 class ReplayStream:
     """A stream end that returns ``first`` before reading on, and logs what it receives."""
 
-    def __init__(self, inner: MemoryFrameStream, first: bytes, log: list[bytes]) -> None:
+    def __init__(self, inner: Any, first: bytes, log: list[bytes]) -> None:
         self.inner, self.pending, self.log = inner, [first], log
 
     async def send_frame(self, data: bytes) -> None:
@@ -286,3 +288,42 @@ def test_handshake_announces_the_version_asked_for() -> None:
     for bad in (0, 3):
         with pytest.raises(ValueError, match="version"):
             AuthInitiator(PEER_A, PEER_B, AUTHORITY_A, bad)
+
+
+# --- the daemon, over libp2p on loopback -------------------------------------------------------
+
+
+async def test_daemons_sync_through_responders_that_speak_only_version_1(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both daemons' responders behave as 063fa60's (HELLO 2 denied, else the version-1 way):
+    their initiators fall back, the nodes converge and each remembers the other's version."""
+    plain = sync_sessions.run_responder
+    hellos: list[int] = []
+
+    async def old_responder(stream: Any, *args: Any, **kwargs: Any) -> SyncReport | None:
+        first = await stream.receive_frame()
+        hello = decode_message(first)
+        assert isinstance(hello, Hello)
+        hellos.append(hello.version)
+        if hello.version != 1:
+            await stream.send_frame(DENIED_FRAME)
+            return None
+        return await plain(ReplayStream(stream, first, []), *args, **kwargs)
+
+    monkeypatch.setattr(sync_sessions, "run_responder", old_responder)
+    await cluster.start(2)
+    cluster.create_tenant("acme")
+    docs = [cluster.db(i, "acme", "notes").create_document({"by": i}) for i in range(2)]
+    await cluster.connect(0, 1)
+    await cluster.wait_converged(timeout=30)
+    for i in range(2):
+        for j, doc in enumerate(docs):
+            assert cluster.db(i, "acme", "notes").get(doc) == {"by": j}
+    assert hellos[0] == 2 and 1 in hellos
+    daemon, peer = cluster.nodes[0].daemon, cluster.nodes[1].peer_id  # 0 dialled 1
+    assert daemon is not None and peer is not None
+    assert daemon.peer_table.sync_version(peer) == 1
+    last = daemon.peer_table.peer(peer).last_session
+    assert last is not None and last["protocol_version"] == 1
+    assert hellos.count(2) <= 2  # one probe per initiating side, then remembered
