@@ -146,6 +146,7 @@ def test_status_shows_the_last_sessions_own_report() -> None:
         "sent": 0,
         "bytes_sent": 100,
         "bytes_received": 2000,
+        "protocol_version": 0,
     }
 
 

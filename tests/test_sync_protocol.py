@@ -26,7 +26,6 @@ from mindoo_p2p.entry import TENANT_LOG, Entry
 from mindoo_p2p.errors import DecodeError
 from mindoo_p2p.recon import ReconItem, ReconResponder, VectorStorage
 from mindoo_p2p.rejection import Rejected, RejectionKind
-from mindoo_p2p.sync import auth as auth_module
 from mindoo_p2p.sync.auth import DENIED_FRAME, AuthDenied, AuthInitiator, AuthResponder
 from mindoo_p2p.sync.driver import (
     TIMEOUT_PENALTY,
@@ -338,7 +337,7 @@ class DelayedFrameStream:
 
 
 async def _round_trips_under_latency(
-    mine: MemorySyncStore, theirs: MemorySyncStore, limits: SyncLimits
+    mine: MemorySyncStore, theirs: MemorySyncStore, limits: SyncLimits, version: int = 2
 ) -> tuple[float, SyncReport]:
     """Sessions over a 50 ms one-way link, in virtual time: (duration in RTTs, report)."""
     one_way = 0.05
@@ -350,7 +349,9 @@ async def _round_trips_under_latency(
     async with trio.open_nursery() as nursery:
         tenants = {TENANT: (AUTHORITY_B, theirs)}
         nursery.start_soon(run_responder, far, PEER_B, PEER_A, tenants)
-        report = await run_initiator(near, PEER_A, PEER_B, AUTHORITY_A, mine, limits=limits)
+        report = await run_initiator(
+            near, PEER_A, PEER_B, AUTHORITY_A, mine, limits=limits, version=version
+        )
     return (trio.current_time() - started) / (2 * one_way), report
 
 
@@ -867,16 +868,15 @@ def test_the_responder_announces_its_list_only_to_version_2() -> None:
 
 
 async def test_an_initiator_of_version_1_gets_the_version_1_session(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     """An older initiator (HELLO version 1) is answered the version-1 way: the responder waits
     for its list, one round trip more, and the stores converge."""
-    monkeypatch.setattr(auth_module, "PROTOCOL_VERSION", 1)
     shared = [seal("notes", BASE_MS + i * 1000) for i in range(200)]
     mine = store_with([*shared, seal("notes", BASE_MS + 10**7)])
     theirs = store_with([*shared, seal("notes", BASE_MS + 2 * 10**7)])
     # Handshake 2, database lists 1, reconciliation 1, fetch 1, finish 1 (version 2: 5).
-    rtts, _ = await _round_trips_under_latency(mine, theirs, SyncLimits())
+    rtts, _ = await _round_trips_under_latency(mine, theirs, SyncLimits(), version=1)
     assert 5.99 <= rtts <= 6.01 and mine.ids() == theirs.ids()
 
 

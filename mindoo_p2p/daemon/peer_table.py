@@ -16,6 +16,13 @@ bound              at most ``max_peers`` states; when full, the idle half (disco
                    syncing, not banned) is forgotten, oldest sync first; live peers never are
 tenants            a session records the tenant as shared (gossip admission), a denial as
                    unshared (skipped until membership changes: `membership_changed`)
+version            a responder that denied our HELLO's version (an older node) is asked with
+                   the version below it (`sync_version`) until `VERSION_RECHECK_SECONDS`
+                   pass, doubling with each refusal up to `VERSION_RECHECK_MAX_SECONDS`; then
+                   the newest is tried again. Kept across reconnects: an old node adds penalty
+                   points for every HELLO it denies and never forgets them, so probing on each
+                   reconnect would get us banned there. A session the peer starts with a newer
+                   version (it upgraded) lifts the cap at once (`peer_speaks`).
 =================  ==========================================================================
 """
 
@@ -27,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..entry import TENANT_LOG
+from ..sync.messages import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION
 from ..sync.protocol import SyncReport
 
 BAN_THRESHOLD = 100
@@ -35,6 +43,12 @@ BAN_SECONDS = 600.0
 """How long a banned peer is refused."""
 MAX_PEER_STATES = 4096
 """Default bound of the peer table."""
+VERSION_RECHECK_SECONDS = 3600.0
+"""How long after its first refusal of a protocol version a peer is asked with an older one
+before the newest is tried again (the wait doubles with each further refusal)."""
+VERSION_RECHECK_MAX_SECONDS = 86400.0
+"""The longest such wait: an upgraded peer that never starts a session itself is asked with the
+newest version again within a day."""
 
 
 @dataclass
@@ -120,6 +134,13 @@ class PeerState:
     keepalive: dict[str, Any] | None = None
     """The connection's keepalive (`net.keepalive`): ``rtt_ms`` of the last answered ping,
     ``last_answer_ms`` (wall clock), ``unanswered_pings`` since; None when not connected."""
+    version_cap: int | None = None
+    """The newest sync protocol version to announce to the peer, after it denied a newer one
+    (None: the newest we speak)."""
+    version_recheck_at: float = 0.0
+    """When (the table's clock) the cap lapses and the newest version is tried again."""
+    version_refusals: int = 0
+    """HELLOs the peer denied for their version since it last spoke a newer one."""
 
     def to_dict(self, tenant_names: dict[bytes, str]) -> dict[str, Any]:
         return {
@@ -154,6 +175,7 @@ def session_summary(report: SyncReport) -> dict[str, Any]:
         "sent": report.sent,
         "bytes_sent": report.bytes_sent,
         "bytes_received": report.bytes_received,
+        "protocol_version": report.protocol_version,
     }
 
 
@@ -311,6 +333,41 @@ class PeerTable:
             state.shared_tenants.discard(tenant_id)
             return True
         return False
+
+    # -- protocol versions ------------------------------------------------------------------
+    def sync_version(self, peer_id: str) -> int:
+        """The sync protocol version to announce in a session we start with ``peer_id``."""
+        state = self._states.get(peer_id)
+        if state is None or state.version_cap is None:
+            return PROTOCOL_VERSION
+        if self._clock() >= state.version_recheck_at:
+            return PROTOCOL_VERSION  # time to see whether it upgraded (the cap stays till then)
+        return state.version_cap
+
+    def version_refused(self, peer_id: str, version: int) -> int | None:
+        """``peer_id`` denied a HELLO announcing ``version`` (before any proof): the older
+        version to try now, or None when we speak none older (the session cannot run). At
+        most one retry per version we speak: a peer cannot make us loop."""
+        state = self.peer(peer_id)
+        state.version_refusals += 1
+        wait = VERSION_RECHECK_SECONDS * 2.0 ** min(state.version_refusals - 1, 32)
+        state.version_recheck_at = self._clock() + min(wait, VERSION_RECHECK_MAX_SECONDS)
+        older = version - 1
+        if older < MIN_PROTOCOL_VERSION:
+            state.version_cap = MIN_PROTOCOL_VERSION
+            return None
+        state.version_cap = older
+        return older
+
+    def peer_speaks(self, peer_id: str, version: int) -> None:
+        """A session with ``peer_id`` authenticated speaking ``version`` (its HELLO when it
+        started it, or ours when it answered): a version above the cap means it upgraded."""
+        state = self._states.get(peer_id)
+        if state is None or state.version_cap is None or version <= state.version_cap:
+            return
+        state.version_cap = None
+        state.version_refusals = 0
+        state.version_recheck_at = 0.0
 
     def record(self, peer_id: str, tenant_id: bytes, report: SyncReport, at_ms: int) -> bool:
         """A session with the peer for ``tenant_id`` ended well; True when the tenant is newly

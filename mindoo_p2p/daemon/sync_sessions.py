@@ -33,7 +33,13 @@ from ..net.host import PeerHost
 from ..net.peer_identity import to_libp2p_id
 from ..node import Node
 from ..sync.auth import AuthDenied, ProofGate
-from ..sync.driver import SyncTimeout, run_initiator, run_responder
+from ..sync.driver import (
+    SyncTimeout,
+    VersionRefused,
+    run_initiator,
+    run_responder,
+    run_with_version_fallback,
+)
 from ..sync.ingest_pipeline import IngestStages
 from ..sync.messages import ProtocolViolation
 from ..sync.protocol import SyncLimits, SyncReport
@@ -117,7 +123,41 @@ class SyncSessions:
 
     async def sync_tenant(self, peer_id: str, tenant: Tenant) -> SyncReport | None:
         """One initiator session for ``tenant`` with ``peer_id``; its report, or None when it
-        could not run or failed (recorded in the peer's status)."""
+        could not run or failed (recorded in the peer's status).
+
+        It announces the version the peer table says the peer speaks (`sync_version`); a
+        peer that denies that version (an older node) gets one new session announcing the
+        version below, and is asked so until the peer table's recheck (`version_refused`).
+        The version only falls, so this ends after at most one session per version we speak.
+        """
+        try:
+            return await run_with_version_fallback(
+                lambda version: self._session(peer_id, tenant, version),
+                self._peer_table.sync_version(peer_id),
+                lambda version: self._version_refused(peer_id, version),
+            )
+        except VersionRefused as exc:  # it speaks no version we do
+            self._peer_table.failed(peer_id, f"sync of {tenant.name} failed: {exc}")
+            self._activity.session_failed(
+                peer_id, tenant.id, tenant.name, role="initiator", outcome="failed", error=str(exc)
+            )
+            return None
+
+    def _version_refused(self, peer_id: str, version: int) -> int | None:
+        older = self._peer_table.version_refused(peer_id, version)
+        if older is not None:
+            logger.info(
+                "%s does not speak sync protocol version %d: version %d until it upgrades",
+                peer_id,
+                version,
+                older,
+            )
+        return older
+
+    async def _session(self, peer_id: str, tenant: Tenant, version: int) -> SyncReport | None:
+        """One initiator session announcing ``version``: its report, or None when it could not
+        run or failed (recorded); raises `VersionRefused` when the peer denied that version
+        (nothing recorded: the caller may try an older one)."""
         host = self._host
         if not host.is_connected(peer_id):
             return None
@@ -142,7 +182,12 @@ class SyncSessions:
                 ingest_stages=self._ingest_stages(peer_id),
                 hold_store=self._hold_for_handshake,
                 on_authenticated=self._proven(peer_id),
+                version=version,
             )
+        except VersionRefused:
+            with trio.CancelScope(shield=True):
+                await stream.reset()
+            raise
         except AuthDenied as exc:
             self._activity.session_failed(
                 peer_id, tenant.id, tenant.name, role="initiator", outcome="denied", error=str(exc)
@@ -268,6 +313,7 @@ class SyncSessions:
 
     def _record(self, peer_id: str, tenant: Tenant, report: SyncReport) -> None:
         self._activity.session_done(peer_id, tenant.name, report)
+        self._peer_table.peer_speaks(peer_id, report.protocol_version)
         if self._peer_table.record(peer_id, tenant.id, report, int(time.time() * 1000)):
             self._refresh_admission(peer_id)
         self._scheduler.session_recorded(peer_id)

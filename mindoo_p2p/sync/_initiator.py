@@ -32,8 +32,11 @@ from ._session_common import (
 )
 from ._session_report import DatabaseReport, SyncReport
 from .messages import (
+    LIST_FIRST_VERSION,
     MAX_DATABASES,
     MAX_RECON_PAYLOAD,
+    MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
     DatabaseList,
     Entries,
     EntryFragment,
@@ -122,6 +125,10 @@ _INITIATOR_ACCEPTS: dict[InitiatorPhase, tuple[type, ...]] = {
     _IP.SYNCING: (ReconReply, IndexPage, Entries, EntryFragment, FetchEnd),
     _IP.AWAIT_FINISHED: (Finished,),
 }
+_INITIATOR_ACCEPTS_V1: dict[InitiatorPhase, tuple[type, ...]] = {
+    **_INITIATOR_ACCEPTS,
+    _IP.SEND_DATABASES: (),  # a responder of version 1 answers our list; it never speaks first
+}
 
 
 class DatabasePhase(enum.Enum):
@@ -177,17 +184,37 @@ class SyncInitiator:
     for each frame of the peer while :attr:`receiving`, run the :meth:`take_jobs` through
     :meth:`SyncStore.ingest` and report each with :meth:`ingested`. Done when
     :attr:`finished`. Call :meth:`close` at the end whatever happened (it releases snapshots).
+
+    ``version`` is the one the handshake's HELLO announced: from `LIST_FIRST_VERSION` on, the
+    responder's list may come first and up to `RECON_SCOPES` scopes reconcile at once;
+    version 1 is exactly what 063fa60's initiator sent (our list first, one scope at a time).
     """
 
-    def __init__(self, store: SyncStore, limits: SyncLimits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        store: SyncStore,
+        limits: SyncLimits = DEFAULT_LIMITS,
+        *,
+        version: int = PROTOCOL_VERSION,
+    ) -> None:
+        if type(version) is not int or not MIN_PROTOCOL_VERSION <= version <= PROTOCOL_VERSION:
+            raise ValueError(
+                f"a session speaks a version from {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
+            )
         self._store = store
         self._limits = limits
+        list_first = version >= LIST_FIRST_VERSION
+        self._accepts = _INITIATOR_ACCEPTS if list_first else _INITIATOR_ACCEPTS_V1
         self._phase = InitiatorPhase.SEND_DATABASES
         self.report = SyncReport(store.tenant_id, "initiator")
         self._local = local_databases(store)
         self._databases: list[_DatabaseSync] = []
         self._by_name: dict[str, _DatabaseSync] = {}
-        self._scopes = min(limits.max_outstanding, RECON_SCOPES)
+        # Version 1 (063fa60 and earlier) reconciles one database at a time: its responder
+        # counts pushed entries under the database last asked about, so a later scope's
+        # request must not come before the current database's pushes.
+        scopes = RECON_SCOPES if list_first else 1
+        self._scopes = min(limits.max_outstanding, scopes)
         self._current = 0
         self._pending: deque[_Request] = deque()
         self._assembly = FragmentAssembly()
@@ -383,7 +410,7 @@ class SyncInitiator:
         self._frames_received += 1
         if self._frames_received > self._limits.max_frames:
             raise ProtocolViolation(f"more than {self._limits.max_frames} frames in a session")
-        message = decode_frame(frame, self._phase, _INITIATOR_ACCEPTS.get(self._phase, ()))
+        message = decode_frame(frame, self._phase, self._accepts.get(self._phase, ()))
         if isinstance(message, DatabaseList):
             self._start(message)
         elif isinstance(message, Finished):

@@ -69,6 +69,8 @@ class SyncReport:
     """(Initiator) entries our pushes added at the peer, as the peer says."""
     peer_refused: int = 0
     """(Initiator) entries of our pushes the peer did not accept, as the peer says."""
+    protocol_version: int = 0
+    """The sync protocol version the session spoke (the initiator's HELLO; 0 before it)."""
     recon_round_trips: int = 0
     """(Initiator) reconciliation round trips on the session's critical path: the scopes
     reconcile side by side, so this is the longest chain of replies waited for, not the sum

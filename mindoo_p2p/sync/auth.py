@@ -339,18 +339,31 @@ _INITIATOR_EXPECTS: dict[InitiatorState, tuple[type, ...]] = {
 
 
 class AuthInitiator:
-    """The dialing side's handshake for one tenant.
+    """The dialing side's handshake for one tenant, announcing ``version`` in its HELLO (the
+    newest by default; an older one toward a responder that refused it, `refused_version`).
+    The handshake is the same in every version: only the sync phase after it differs.
 
     Drive it with :meth:`next_frame` (send what it returns until None) and :meth:`receive`
     (while :attr:`wants_frame`). It ends in ``AUTHENTICATED`` or ``DENIED``; a malformed or
     unexpected frame raises :class:`ProtocolViolation`.
     """
 
-    def __init__(self, local_peer: bytes, remote_peer: bytes, authority: TenantAuthority) -> None:
+    def __init__(
+        self,
+        local_peer: bytes,
+        remote_peer: bytes,
+        authority: TenantAuthority,
+        version: int = PROTOCOL_VERSION,
+    ) -> None:
         _check_peer(local_peer, "local_peer")
         _check_peer(remote_peer, "remote_peer")
         if len(authority.tenant_id) != TENANT_ID_SIZE:
             raise ValueError(f"tenant_id must be {TENANT_ID_SIZE} bytes")
+        if type(version) is not int or not MIN_PROTOCOL_VERSION <= version <= PROTOCOL_VERSION:
+            raise ValueError(
+                f"a HELLO announces a version from {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
+            )
+        self._version = version
         self._local_peer = local_peer
         self._remote_peer = remote_peer
         self._authority = authority
@@ -394,7 +407,7 @@ class AuthInitiator:
         """The frame to send now, or None when we are waiting or done."""
         if self._state is InitiatorState.SEND_HELLO:
             self._move(InitiatorEvent.HELLO_SENT)
-            return encode_message(Hello(PROTOCOL_VERSION, self._nonce))
+            return encode_message(Hello(self._version, self._nonce))
         if self._state is InitiatorState.SEND_PROOF:
             assert self._binding is not None
             tag = tenant_tag(self._authority.tenant_id, self._binding)
@@ -431,6 +444,11 @@ class AuthInitiator:
             self._peer_member_key = key
             self._refused_peer = key is None
             self._move(InitiatorEvent.PEER_REFUSED if key is None else InitiatorEvent.PEER_PROVEN)
+
+    @property
+    def version(self) -> int:
+        """The protocol version our HELLO announces."""
+        return self._version
 
     @property
     def refused_version(self) -> bool:

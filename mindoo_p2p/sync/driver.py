@@ -21,9 +21,9 @@ session leaves the stream open: it belongs to the caller.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -84,6 +84,42 @@ class FrameStream(Protocol):
     async def receive_frame(self) -> bytes: ...
 
     async def close(self) -> None: ...
+
+
+class VersionRefused(AuthDenied):
+    """The responder denied our HELLO, before any proof: it does not speak ``version`` (an older
+    node). The caller may start a new session announcing an older version (`PeerTable`'s
+    version memory decides which); nothing was proven or revealed in this one."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(
+            f"the peer does not speak sync protocol version {version}"
+            " (it runs an older mindoo; sessions it starts still work)"
+        )
+        self.version = version
+
+
+_Result = TypeVar("_Result")
+
+
+async def run_with_version_fallback(
+    attempt: Callable[[int], Awaitable[_Result]],
+    version: int,
+    refused: Callable[[int], int | None],
+) -> _Result:
+    """``attempt(version)`` (one initiator session on a new stream, announcing ``version``);
+    when it raises :class:`VersionRefused`, ``refused(version)`` says which older version to
+    try next (and remembers the peer's answer), or None: then the refusal is raised. The
+    version strictly falls, so there is at most one session per version we speak: a peer
+    cannot make us loop."""
+    while True:
+        try:
+            return await attempt(version)
+        except VersionRefused as exc:
+            older = refused(exc.version)
+            if older is None or older >= exc.version:
+                raise
+            version = older
 
 
 class SyncTimeout(MindooError):
@@ -222,7 +258,13 @@ class _Session:
                 await self._changed.wait()
                 self._changed = trio.Event()
             else:
-                await self.send(frame)
+                try:
+                    await self.send(frame)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    # The peer closed its end (a version-2 responder may announce its list
+                    # just as the initiator refuses its proof): stop sending, and let the
+                    # receive loop read what the peer sent before (its DENIED) or the end.
+                    return
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -279,13 +321,16 @@ async def run_initiator(
     hold_store: StoreHolder = no_hold,
     on_authenticated: AuthenticatedCallback | None = None,
     ingest_stages: IngestStages | None = None,
+    version: int = PROTOCOL_VERSION,
 ) -> SyncReport:
-    """Authenticate for ``authority``'s tenant and sync ``store`` with the peer.
+    """Authenticate for ``authority``'s tenant and sync ``store`` with the peer, announcing
+    protocol ``version`` (the newest by default; version 1 speaks as 063fa60 did).
 
     ``local_peer`` and ``remote_peer`` are the binary libp2p peer ids of this connection.
     ``on_authenticated(tenant_id)`` is called once the handshake succeeded, before the sync
     phase (which may take long: a clone).
-    Raises :class:`AuthDenied` when either side refuses the other (the stream is closed),
+    Raises :class:`AuthDenied` when either side refuses the other (the stream is closed;
+    :class:`VersionRefused` when the responder does not speak ``version``),
     :class:`ProtocolViolation` or :class:`SyncTimeout` as described in the module docstring.
     """
     if store.tenant_id != authority.tenant_id:
@@ -294,17 +339,14 @@ async def run_initiator(
     machine: SyncInitiator | None = None
     try:
         with trio.move_on_after(limits.session_seconds):
-            handshake = AuthInitiator(local_peer, remote_peer, authority)
+            handshake = AuthInitiator(local_peer, remote_peer, authority, version)
             await session.lockstep(handshake)
             if handshake.state is not InitiatorState.AUTHENTICATED:
                 if handshake.refused_peer and on_penalty is not None:
                     on_penalty(remote_peer, DENIAL_PENALTY, "its proof was refused")
                 await _close_quietly(stream)
                 if handshake.refused_version:
-                    raise AuthDenied(
-                        f"the peer does not speak sync protocol version {PROTOCOL_VERSION}"
-                        " (it runs an older mindoo; sessions it starts still work)"
-                    )
+                    raise VersionRefused(version)
                 raise AuthDenied(
                     "the peer could not prove it may replicate the tenant"
                     if handshake.refused_peer
@@ -312,7 +354,8 @@ async def run_initiator(
                 )
             if on_authenticated is not None:
                 on_authenticated(authority.tenant_id)
-            machine = SyncInitiator(store, limits)
+            machine = SyncInitiator(store, limits, version=version)
+            machine.report.protocol_version = version
             await session.duplex(machine, store)
             return session.fill(machine.report)
         raise SyncTimeout(f"the session ran past {limits.session_seconds} s")
@@ -367,6 +410,7 @@ async def run_responder(
                 on_authenticated(store.tenant_id)
             announce = handshake.peer_version >= LIST_FIRST_VERSION
             machine = SyncResponder(store, limits, announce=announce)
+            machine.report.protocol_version = handshake.peer_version
             await session.duplex(machine, store)
             if machine.refused:
                 await _close_quietly(stream)
