@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 TASK = "durability"
 DOING = "counting own entries"
-INLINE_BACKLOG = 10_000
+INLINE_BACKLOG = 5_000
 """Feed items a status may count itself; more are left to the background count."""
 SAVE_EVERY = 100_000
 """Feed items counted inline after which the count is saved."""
