@@ -69,6 +69,10 @@ def render_status(data: dict[str, Any]) -> str:
                 f" evidence {', '.join(e[:16] for e in f['evidence']) or 'none kept'}"
             )
     lines.extend(_durability_lines(data.get("durability", [])))
+    lines.extend(
+        f"busy:       {row['task']}: {row['doing']} {row['done']:,}/{row['total']:,}"
+        for row in data.get("busy", [])
+    )
     lines.append(f"peer id:    {data['peer_id']}")
     if not data["daemon_running"]:
         lines.append("daemon:     not running (start it with 'mindoo node run')")

@@ -85,9 +85,14 @@ class NodeStatus(TypedDict):
     """Per tenant and database, own entries no peer is known to hold (`durability`)."""
 
 
-def node_status(node: Node) -> NodeStatus:
-    """What ``status`` shows of ``node`` whether or not a daemon runs it (no networking)."""
+def node_status(node: Node, *, with_durability: bool = True) -> NodeStatus:
+    """What ``status`` shows of ``node`` whether or not a daemon runs it (no networking).
+    ``with_durability=False`` leaves the durability rows empty: a running daemon's status has
+    them, counted incrementally (`DurabilityCounter`); counted here, they would read every
+    own entry's feed row again. Counted here, they start from the count a daemon saved
+    (`mindoo_p2p.durability_count`, read only)."""
     from .durability import durability, load_ledger
+    from .durability_count import load_count
     from .net.peer_identity import peer_id_of
 
     tenants: list[TenantStatus] = []
@@ -121,7 +126,12 @@ def node_status(node: Node) -> NodeStatus:
         "entries": node.store.count(),
         "tenants": tenants,
         "peer_id": peer_id_of(node.peer_seed()),
-        "durability": [row.to_dict() for row in durability(node, load_ledger(node.home))],
+        "durability": [
+            row.to_dict()
+            for row in durability(node, load_ledger(node.home), load_count(node.home, node.store))
+        ]
+        if with_durability
+        else [],
     }
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,11 +206,15 @@ oldest): what `durability` counted before, so the next call reads only newer ent
 
 
 def durability(
-    node: Node, ledger: DurabilityLedger, cache: DurabilityCache | None = None
+    node: Node,
+    ledger: DurabilityLedger,
+    cache: DurabilityCache | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[DatabaseDurability]:
     """Per tenant and database (the tenant log included), the own entries above the
     confirmed position (one read of the feed above it; with ``cache``, of what arrived since
-    the last call while the confirmed position stayed)."""
+    the last call while the confirmed position stayed). ``progress(n)`` hears of every page
+    of ``n`` feed items read (`durability_backlog` says how many there are to read)."""
     me = node.identity.signing.public_key
     found = []
     for tenant in node.tenants():
@@ -224,7 +228,7 @@ def durability(
             known = cache.get((tenant.id, database)) if cache is not None else None
             if known is not None and known[0] == confirmed:
                 _, start, count, oldest = known
-            more, newest, through = _own_after(node, tenant.id, database, own, start)
+            more, newest, through = _own_after(node, tenant.id, database, own, start, progress)
             count += more
             if newest is not None:
                 oldest = newest if oldest is None else min(oldest, newest)
@@ -244,8 +248,30 @@ def durability(
     return found
 
 
+def durability_backlog(
+    node: Node, ledger: DurabilityLedger, cache: DurabilityCache | None = None
+) -> int:
+    """How many feed positions the next `durability` call with ``cache`` reads (at most: a
+    retracted entry leaves a gap): cheap, one position per database."""
+    backlog = 0
+    for tenant in node.tenants():
+        for database in [TENANT_LOG, *tenant.databases()]:
+            confirmation = ledger.confirmed(tenant.id, database)
+            start = confirmation.seq if confirmation is not None else 0
+            known = cache.get((tenant.id, database)) if cache is not None else None
+            if known is not None and known[0] == start:
+                start = known[1]
+            backlog += max(0, node.store.last_seq(tenant.id, database) - start)
+    return backlog
+
+
 def _own_after(
-    node: Node, tenant_id: bytes, database: str, own: Iterable[bytes], cursor: int
+    node: Node,
+    tenant_id: bytes,
+    database: str,
+    own: Iterable[bytes],
+    cursor: int,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[int, int | None, int]:
     """Own entries after feed position ``cursor``: how many, the oldest author time, and
     the feed position read through."""
@@ -254,6 +280,8 @@ def _own_after(
     oldest: int | None = None
     while True:
         items, next_cursor = node.store.changes_since(tenant_id, database, cursor, _PAGE)
+        if progress is not None and items:
+            progress(len(items))
         for item in items:
             if item.author in authors:
                 count += 1
@@ -287,6 +315,7 @@ __all__ = [
     "DurabilityCache",
     "DurabilityLedger",
     "durability",
+    "durability_backlog",
     "load_ledger",
     "only_here_text",
     "save_ledger",

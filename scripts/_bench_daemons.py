@@ -285,6 +285,18 @@ def measure(
             counter.close()
 
 
+def note_start(result: dict[str, Any], name: str, node: Any) -> None:
+    """How long the daemon of home ``name`` took to answer ``status`` and to finish its
+    start-up work (``busy`` empty; the timings begin after it): ``result["starts"]``."""
+    result.setdefault("starts", []).append(
+        {
+            "home": name,
+            "answered_s": round(node.answered_s, 3),
+            "settled_s": round(node.settled_s, 3),
+        }
+    )
+
+
 def _scenarios(
     root: Path,
     n: int,
@@ -297,6 +309,7 @@ def _scenarios(
     union = n + d // 2
     with running_node(root / "a") as a, CountingRelay(int(a.addr.split("/")[4])) as relay:
         relayed = f"/ip4/127.0.0.1/tcp/{relay.port}/p2p/{a.peer_id}"
+        note_start(result, "a", a)
 
         def both_hold(total: int) -> Callable[[], bool]:
             return lambda: counters["a"]() >= total and counters["b"]() >= total
@@ -313,6 +326,7 @@ def _scenarios(
             }
 
         with running_node(root / "b") as b:
+            note_start(result, "b", b)
             before = relay.counts()
             started = time.perf_counter()
             control(root / "b", "peers.add", {"addr": relayed})
@@ -354,6 +368,7 @@ def _scenarios(
             )
         before = relay.counts()
         with running_node(root / "b") as b:
+            note_start(result, "b", b)
             started = time.perf_counter()
             done = wait_for(both_hold(union + WARM_WRITES), "the warm re-sync")
             warm = scenario(started, done, before)
@@ -365,6 +380,7 @@ def _scenarios(
         total = union + WARM_WRITES
         before = relay.counts()
         with running_node(root / "c", bootstrap=[relayed]) as c:
+            note_start(result, "c", c)
             started = time.perf_counter()
             done = wait_for(lambda: counters["c"]() >= total, "the clone")
             clone = scenario(started, done, before)
@@ -393,4 +409,9 @@ def summary(result: dict[str, Any]) -> str:
     )
     if clone:
         text += f", clone {clone['entries_per_s']}/s {kb(clone)} rss {clone['rss_mb']} MB"
+    starts = result.get("starts") or []
+    if starts:
+        text += ", starts (status answered / settled, s): " + " ".join(
+            f"{row['home']} {row['answered_s']}/{row['settled_s']}" for row in starts
+        )
     return text

@@ -92,10 +92,13 @@ def whoami(out: UserPath | None, tenant_name: str | None) -> None:
 def status() -> None:
     """Show the node's identity, tenants, databases and, when running, its peers."""
     c = cli_context()
-    data: dict[str, Any] = dict(node_status(c.node()))
-    if c.daemon is not None:
-        live = c.daemon.status()
+    daemon = c.daemon
+    data: dict[str, Any] = dict(node_status(c.node(), with_durability=daemon is None))
+    if daemon is not None:
+        live = daemon.status()
         data.update(
+            durability=live["durability"],
+            busy=live["busy"],
             daemon_running=True,
             peer_id=live["peer_id"],
             listen_addrs=live["listen_addrs"],

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import trio
 
-from ..durability import DurabilityCache, DurabilityLedger, load_ledger, save_ledger
+from ..durability import DurabilityLedger, load_ledger, save_ledger
 from ..entry import TENANT_LOG
 from ..node import Node
 from ..sync.protocol import SyncReport
@@ -62,8 +62,6 @@ class HeldLedger:
     def __init__(self, home: Path) -> None:
         self._home = home
         self.ledger: DurabilityLedger = load_ledger(home)
-        self.cache: DurabilityCache = {}
-        """`durability`'s per-database cache, for status reads."""
         self._save_lock = trio.Lock()
 
     async def confirm(self, peer_id: str, report: SyncReport, positions: dict[str, int]) -> None:

@@ -22,6 +22,8 @@ part                   responsibility
                        sync streams
 `ControlServer`        the control socket (`control_handlers`), with an event stream
 `Activity`             what happened, as events (`EventHub`) and Prometheus metrics
+`DurabilityCounter`    the status's durability rows, counted at start and on large arrivals
+                       in a worker thread (progress in `WorkProgress`: ``busy`` in the status)
 `LoopThread`           calls from a forwarded command's worker thread carried to the loop
 `long_work`            imports in batches and forwarded commands, in a worker thread
 HTTP server            the local HTTP API, web page and /metrics (`mindoo_p2p.http`), when the
@@ -71,6 +73,7 @@ from ..tenant import Tenant
 from .activity import Activity
 from .connection_requests import ConnectionRequests, Disconnect
 from .control_handlers import control_handlers
+from .durability_counter import DurabilityCounter
 from .entry_events import ENTRY_EVENT_QUEUE, EntryEventQueue
 from .gossip_bridge import GossipBridge
 from .held_ledger import HeldLedger
@@ -87,6 +90,7 @@ from .store_watch import StoreWatch, watch_store
 from .stored_entries import ConflictsKnown, StoredEntries
 from .sync_sessions import SYNC_PROTOCOL, SyncSessions
 from .view_stream import view_streams
+from .work_progress import WorkProgress
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +145,11 @@ class NodeDaemon:
         """Toward whom sessions start: peers we dialled, or that proved the tenant first."""
         self.held = HeldLedger(node.home)
         """What peers are known to hold (`mindoo_p2p.durability`), saved after every change."""
+        self.work = WorkProgress()
+        """Long background work and its progress (``busy`` in the status)."""
+        self.durability_count = DurabilityCounter(node, self.held.ledger, self.work)
+        """The status's durability rows, counted off the status path (replaceable before
+        `run`: tests inject a slow count)."""
         self._loop = LoopThread()
         self._conflicts_known: ConflictsKnown = {}
         # The parts that live while `run` runs (None before and after):
@@ -224,6 +233,7 @@ class NodeDaemon:
                         self._bridge = stored.bridge = bridge
                     await nursery.start(run_wakes, scheduler, workers.wake)
                     nursery.start_soon(stored.consume)
+                    nursery.start_soon(self.durability_count.run)
                     nursery.start_soon(
                         partial(watch_store, busy=lambda: access.in_use),
                         watch, store.last_arrival, store.raws_after, stored.stored_elsewhere,
@@ -418,17 +428,16 @@ class NodeDaemon:
 
         Reads the peer table and the entry store only (LMDB snapshots: it never waits for the
         Node). Safe from a forwarded command's worker thread (it runs on the loop)."""
-        return self._loop.call(
-            lambda: self._status_from(read_store(self.node, self.held.ledger, self.held.cache))
-        )
+        return self._loop.call(lambda: self._status_from(self._read_store()))
 
     async def status_off_loop(self) -> dict[str, Any]:
         """`status`, with its store reads (a count of every database's documents) in a worker
         thread, so a large store does not hold up the event loop."""
-        stored = await trio.to_thread.run_sync(
-            read_store, self.node, self.held.ledger, self.held.cache
-        )
+        stored = await trio.to_thread.run_sync(self._read_store)
         return self._status_from(stored)
+
+    def _read_store(self) -> StoreStatus:
+        return read_store(self.node, self.durability_count.rows, self.work.rows)
 
     def _status_from(self, stored: StoreStatus) -> dict[str, Any]:
         return daemon_status(

@@ -4,11 +4,12 @@ table (on the loop). No I/O of its own beyond `read_store`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..chains import ForkPoint
-from ..durability import DatabaseDurability, DurabilityCache, DurabilityLedger, durability
+from ..durability import DatabaseDurability
 from ..node import Node
 from ..tenant import Tenant
 from .peer_table import PeerTable
@@ -24,14 +25,19 @@ class StoreStatus:
     forks: list[tuple[Tenant, ForkPoint]] = field(default_factory=list)
     """Authors that forked, per tenant (`mindoo_p2p.chains`)."""
     durability: list[DatabaseDurability] = field(default_factory=list)
+    busy: list[dict[str, Any]] = field(default_factory=list)
+    """Long work running now, with its progress (`WorkProgress.rows`)."""
 
 
 def read_store(
-    node: Node, ledger: DurabilityLedger | None = None, cache: DurabilityCache | None = None
+    node: Node,
+    durability_rows: Callable[[], list[DatabaseDurability]] | None = None,
+    busy: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> StoreStatus:
     """The store's part of the status (LMDB snapshots: safe from any thread); with
-    ``ledger``, the own entries no peer is known to hold (`mindoo_p2p.durability`; ``cache``
-    keeps the count incremental between calls)."""
+    ``durability_rows``, the own entries no peer is known to hold (`DurabilityCounter.rows`,
+    which never waits for a long count), and ``busy``, the long work running (read after
+    them, so a count they left to the background shows)."""
     tenants = node.tenants()
     store = node.store
     databases = [
@@ -40,8 +46,10 @@ def read_store(
         for name in tenant.databases()
     ]
     forks = [(tenant, fork) for tenant in tenants for fork in store.forks(tenant.id)]
-    held = durability(node, ledger, cache) if ledger is not None else []
-    return StoreStatus(tenants, databases, store.count(), forks, held)
+    held = durability_rows() if durability_rows is not None else []
+    return StoreStatus(
+        tenants, databases, store.count(), forks, held, busy() if busy is not None else []
+    )
 
 
 def daemon_status(
@@ -91,4 +99,5 @@ def daemon_status(
             for tenant, fork in stored.forks
         ],
         "durability": [row.to_dict() for row in stored.durability],
+        "busy": stored.busy,
     }

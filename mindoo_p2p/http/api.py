@@ -90,7 +90,7 @@ class HttpApi:
 
     # -- tenants and databases -----------------------------------------------------------------
     async def tenants(self, request: Request) -> Response:
-        status = await self._with_node(node_status)
+        status = await self._with_node(lambda node: node_status(node, with_durability=False))
         return JSONResponse({"tenants": status["tenants"]})
 
     async def databases(self, request: Request) -> Response:

@@ -89,6 +89,12 @@ SCHEMAS: dict[str, Schema] = {
             "databases": {"type": "array", "items": ref("DatabaseSync")},
             "forks": {"type": "array", "items": OBJECT},
             "durability": {"type": "array", "items": ref("Durability")},
+            "busy": {
+                "type": "array",
+                "description": "Long background work with its progress (task, doing, done,"
+                " total), e.g. the durability count after a start.",
+                "items": OBJECT,
+            },
         },
     },
     "Peer": {
