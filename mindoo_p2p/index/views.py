@@ -288,14 +288,28 @@ class ViewReader:
         self._resolve = resolve
         self._node = node
 
-    def watch(self, *, poll_seconds: float | None = None, max_rows: int = 10_000) -> ViewWatch:
+    def watch(
+        self,
+        *,
+        poll_seconds: float | None = None,
+        max_rows: int = 10_000,
+        check_seconds: float | None = 0.05,
+    ) -> ViewWatch:
         """``async for change in reader.watch()`` (or ``async with reader.watch() as w``):
-        see `watch.ViewWatch`. Call it inside trio."""
+        see `watch.ViewWatch`. Another process's writes show by default (the store's change
+        counter is looked at every ``check_seconds``; None: only this process's writes and
+        ``poll_seconds``). Call it inside trio."""
         from .watch import watch_view  # watch builds on this module
 
         if self._node is None:
             raise QueryError("this view reader has no node to watch")
-        return watch_view(self._node, self, poll_seconds=poll_seconds, max_rows=max_rows)
+        return watch_view(
+            self._node,
+            self,
+            poll_seconds=poll_seconds,
+            max_rows=max_rows,
+            check_seconds=check_seconds,
+        )
 
     def sources(self) -> list[Source]:
         out: list[Source] = []
