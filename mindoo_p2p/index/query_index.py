@@ -491,13 +491,13 @@ class QueryIndex:
                 by_id[sid].tenant_name,
                 by_id[sid].database,
                 doc.hex(),
-                {
-                    **(body if projection is None else {p.text: pick(body, p) for p in projection}),
-                    **dict(zip(computed, values, strict=True)),
-                },
+                body if projection is None else {p.text: pick(body, p) for p in projection},
             )
-            for sid, doc, body, values in rows
+            for sid, doc, body, _values in rows
         ]
+        if computed:
+            for row, (_sid, _doc, _body, values) in zip(out, rows, strict=True):
+                row.values.update(zip(computed, values, strict=True))
         return QueryResult(out, next_cursor, coverage)
 
     def _select(
