@@ -98,9 +98,6 @@ class Computed:
         """The SQL computing the value, reading each path through ``columns``."""
         return _Compiler(columns).value(self.raw, self.where)
 
-    def to_json(self) -> str:
-        return json.dumps(self.raw, sort_keys=True, separators=(",", ":"))
-
 
 def parse_computed(raw: object, where: str = "expr") -> Computed:
     """A `Computed`, or QueryError naming the offending part."""
@@ -219,13 +216,15 @@ class _Compiler:
         items = arg if isinstance(arg, list) else [arg]
         if not low <= len(items) <= high:
             wanted = f"{low}" if low == high else f"{low} to {high}"
-            raise QueryError(f"{where}: expected {wanted} arguments, got {len(items)}")
+            plural = "" if wanted == "1" else "s"
+            raise QueryError(f"{where}: expected {wanted} argument{plural}, got {len(items)}")
         return items
 
     def typed(self, arg: object, where: str, kind: str) -> Sql:
         compiled = self.value(arg, where)
         if compiled.kind not in (kind, _ANY):
-            raise QueryError(f"{where}: expected a {kind}, not a {compiled.kind} literal")
+            what = "literal" if compiled.simple else "value (what this operation gives)"
+            raise QueryError(f"{where}: expected a {kind}, not a {compiled.kind} {what}")
         if compiled.kind == kind:
             return compiled
         check = "IN ('integer', 'real')" if kind == _NUMBER else "= 'text'"

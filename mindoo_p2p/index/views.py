@@ -63,6 +63,8 @@ _KEYS = {
     *("sources", "filter", "categories", "sort", "columns", "totals", "description"),
     "version",
 }
+ARRIVAL_CHECK_SECONDS = 0.05
+"""Seconds between two looks of a view watch at the store's change counter (`watch`)."""
 VIEW_VERSION = 2
 """Definitions this code reads: 1 (paths only), 2 (computed values)."""
 Operand = JsonPath | Computed
@@ -293,7 +295,7 @@ class ViewReader:
         *,
         poll_seconds: float | None = None,
         max_rows: int = 10_000,
-        check_seconds: float | None = 0.05,
+        check_seconds: float | None = ARRIVAL_CHECK_SECONDS,
     ) -> ViewWatch:
         """``async for change in reader.watch()`` (or ``async with reader.watch() as w``):
         see `watch.ViewWatch`. Another process's writes show by default (the store's change

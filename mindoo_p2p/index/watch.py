@@ -32,11 +32,9 @@ from typing import Any, Protocol
 import trio
 
 from ..entry import Entry
-from .views import ViewReader
+from .views import ARRIVAL_CHECK_SECONDS, ViewReader
 
 MAX_WATCH_ROWS = 10_000
-ARRIVAL_CHECK_SECONDS = 0.05
-"""Seconds between two looks at the store's change counter (another process's writes)."""
 
 
 class ListenedNode(Protocol):
