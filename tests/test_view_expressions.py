@@ -237,3 +237,11 @@ def test_without_a_facet_table_the_tree_is_the_same(
     # too many view shapes: the grouped query reads the documents themselves
     monkeypatch.setattr(type(me.index.store), "ensure_facets", lambda *_a, **_k: None)
     assert me.views.reader(crm, "revenue").tree(expand_all=True) == with_facets
+
+
+def test_a_computed_category_may_not_take_another_categorys_name() -> None:
+    with pytest.raises(QueryError, match=r"view\.categories\[1\]\.name: 'customer' names two"):
+        ViewDefinition.parse(
+            {**VIEW, "categories": ["customer", {"name": "customer", "expr": YEAR}]}
+        )
+    ViewDefinition.parse({**VIEW, "categories": ["customer", "customer"]})  # as before

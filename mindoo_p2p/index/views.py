@@ -145,8 +145,9 @@ class ViewDefinition:
         if len(categories) > MAX_CATEGORIES:
             raise QueryError(f"view.categories: at most {MAX_CATEGORIES} levels")
         labels = [k.label for k in categories]
-        if len(set(labels)) != len(labels):
-            raise QueryError(f"view.categories: two categories are named alike ({labels})")
+        for i, key in enumerate(categories):
+            if key.computed is not None and labels.count(key.label) > 1:
+                raise QueryError(f"view.categories[{i}].name: {key.label!r} names two categories")
         sort = parse_sort(data.get("sort"), "view.sort")
         columns = _parse_columns(data.get("columns"))
         totals = _parse_totals(data.get("totals"))
@@ -404,18 +405,21 @@ class ViewReader:
                 self.index.store.ensure_path_index(path)
             columns = body_columns
 
-        selected: list[str | Sql] = []
+        selected: list[Sql] = []
         group: list[str] = []
         for i, key in enumerate(d.categories):
             text, params = key.sql(columns)
             selected.append(Sql(text, params))
             group.append(str(i + 1) if params else text)  # a result column, or its SQL
-        selected.append("count(*)")
+        selected.append(Sql("count(*)"))
         for t in d.totals:
             if t.value is not None:
                 c = operand_sql(t.value, columns)
-                selected += ["sum(", c, ")", "count(", c, ")", "min(", c, ")", "max(", c, ")"]
-        select = _select_list(selected)
+                selected += [join(f"{fn}(", c, ")") for fn in ("sum", "count", "min", "max")]
+        commas: list[str | Sql] = []
+        for item in selected:
+            commas += [", ", item] if commas else [item]
+        select = join(*commas)
         marks = ",".join("?" * len(sids))
         group_by = f" GROUP BY {', '.join(group)}" if group else ""
         sql = (
@@ -541,19 +545,6 @@ class ViewReader:
 
 _COMPUTED = "\x00"
 """Prefix of a computed column's value among a row's values (no path starts with it)."""
-
-
-def _select_list(items: Sequence[str | Sql]) -> Sql:
-    """``a, b, fn(c), ...``: items that end with ``)`` or are a whole value are separated."""
-    pieces: list[str | Sql] = []
-    depth = 0
-    for item in items:
-        if depth == 0 and pieces:
-            pieces.append(", ")
-        pieces.append(item)
-        if isinstance(item, str):
-            depth += item.count("(") - item.count(")")
-    return join(*pieces)
 
 
 def _str_path(path: Sequence[Any]) -> tuple[str, ...]:
