@@ -245,3 +245,55 @@ def test_a_computed_category_may_not_take_another_categorys_name() -> None:
             {**VIEW, "categories": ["customer", {"name": "customer", "expr": YEAR}]}
         )
     ViewDefinition.parse({**VIEW, "categories": ["customer", "customer"]})  # as before
+
+
+def test_a_computed_category_is_a_facet_column_its_literals_rows_of_a_table(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    me = make_node("me")
+    written = crm_with_dates(me)
+    crm = me.tenant("crm")
+    attack = "'); DROP TABLE docs; --"
+    band = {"$round": [{"$div": ["$price", 25]}, 0]}
+    tag = {"$concat": [{"$coalesce": ["$customer", "?"]}, attack]}
+    me.views.define(
+        crm,
+        "bands",
+        {
+            "sources": [{"tenant": "crm", "db": "*"}],
+            "categories": [{"name": "band", "expr": band}, {"name": "tag", "expr": tag}],
+            "totals": [{"name": "revenue", "op": "sum", "expr": TOTAL}],
+        },
+        local=True,
+    )
+    store = me.index.store
+    statements: list[str] = []
+    read = store.read
+    monkeypatch.setattr(
+        store, "read", lambda sql, params=(): statements.append(sql) or read(sql, params)
+    )
+    tree = me.views.reader(crm, "bands").tree(expand_all=True)
+    for band_node in tree["categories"]:
+        docs = [d for d in written if evaluate(band, d) == band_node["value"]]
+        assert band_node["count"] == len(docs)
+        assert [c["value"] for c in band_node["categories"]] == sorted(
+            {evaluate(tag, d) for d in docs}
+        )
+        assert band_node["totals"]["revenue"] == pytest.approx(
+            sum(t for d in docs if (t := evaluate(TOTAL, d)) is not None)
+        )
+    # the groups are read in order from the facet table's index: no sort of the documents
+    (grouped,) = [s for s in statements if "GROUP BY" in s and "vf_" in s]
+    plan = " ".join(
+        str(r[-1]) for r in store.read(f"EXPLAIN QUERY PLAN {grouped}", [1] * grouped.count("?"))
+    )
+    assert "TEMP B-TREE" not in plan and "COVERING INDEX" in plan, plan
+    # the literals live in a table the triggers read: the schema holds none of them
+    schema = " ".join(str(r[0]) for r in store.read("SELECT sql FROM sqlite_master"))
+    assert attack not in schema and "25" not in schema
+    # a write recomputes the column (the trigger)
+    doc = crm.open_db("crm2025").create_document({"price": 1000, "qty": 1, "customer": "Z"})
+    tree = me.views.reader(crm, "bands").tree()
+    assert 40.0 in [c["value"] for c in tree["categories"]]
+    crm.open_db("crm2025").delete(doc)
+    assert 40.0 not in [c["value"] for c in me.views.reader(crm, "bands").tree()["categories"]]

@@ -86,13 +86,15 @@ def join(*pieces: str | Sql, kind: str = _ANY) -> Sql:
 
 @dataclass(frozen=True)
 class Computed:
-    """A validated value expression: ``raw`` as written, the document paths it reads (``paths``)
-    and those its conditions test for existence (``condition_paths``)."""
+    """A validated value expression: ``key`` its canonical JSON (what it is equal and hashed
+    by), ``raw`` as written, the document paths it reads (``paths``) and those its conditions
+    test for existence (``condition_paths``)."""
 
-    raw: Any
-    where: str
-    paths: tuple[JsonPath, ...] = field(default=())
-    condition_paths: tuple[JsonPath, ...] = field(default=())
+    key: str
+    raw: Any = field(compare=False)
+    where: str = field(compare=False)
+    paths: tuple[JsonPath, ...] = field(default=(), compare=False)
+    condition_paths: tuple[JsonPath, ...] = field(default=(), compare=False)
 
     def sql(self, columns: Columns = body_columns) -> Sql:
         """The SQL computing the value, reading each path through ``columns``."""
@@ -104,6 +106,7 @@ def parse_computed(raw: object, where: str = "expr") -> Computed:
     compiler = _Compiler(body_columns)
     compiler.value(raw, where)
     return Computed(
+        json.dumps(raw, sort_keys=True, separators=(",", ":")),
         json.loads(json.dumps(raw)),
         where,
         tuple(dict.fromkeys(compiler.paths)),

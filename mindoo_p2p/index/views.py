@@ -381,16 +381,18 @@ class ViewReader:
         if not sids:
             return [], coverage
         probe = compile_where(d.filter, "view.filter")
-        facet_paths = [p for k in d.categories for p in k.paths]
-        facet_paths += [p for t in d.totals if t.value is not None for p in operand_paths(t.value)]
-        facet_paths += [*probe.paths, *probe.computed_paths]
+        # categories first (a computed one as a column of its own, computed when a document
+        # is indexed, so the covering index orders the groups), then what totals and the
+        # filter read
+        facet_values: list[JsonPath | Computed] = [_operand_of(k) for k in d.categories]
+        facet_values += [p for t in d.totals if t.value is not None for p in operand_paths(t.value)]
+        facet_values += [*probe.paths, *probe.computed_paths]
         tested = [*probe.paths, *probe.computed_paths]
-        tested += [p for k in d.categories if k.computed for p in k.computed.condition_paths]
         tested += [
             p for t in d.totals if isinstance(t.value, Computed) for p in t.value.condition_paths
         ]
         facets = self.index.store.ensure_facets(
-            list(dict.fromkeys(facet_paths)), list(dict.fromkeys(tested))
+            list(dict.fromkeys(facet_values)), list(dict.fromkeys(tested))
         )
         columns: Columns
         if facets is not None:
@@ -408,7 +410,10 @@ class ViewReader:
         selected: list[Sql] = []
         group: list[str] = []
         for i, key in enumerate(d.categories):
-            text, params = key.sql(columns)
+            if facets is not None and key.computed is not None:
+                text, params = facets.computed_column(key.computed), ()
+            else:
+                text, params = key.sql(columns)
             selected.append(Sql(text, params))
             group.append(str(i + 1) if params else text)  # a result column, or its SQL
         selected.append(Sql("count(*)"))
@@ -541,6 +546,13 @@ class ViewReader:
             computed=computed,
         )
         return [self._named(r, with_categories=False).to_dict() for r in result.rows]
+
+
+def _operand_of(key: SortKey) -> Operand:
+    if key.computed is not None:
+        return key.computed
+    assert key.path is not None
+    return key.path
 
 
 _COMPUTED = "\x00"
