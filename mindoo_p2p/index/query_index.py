@@ -509,7 +509,7 @@ class QueryIndex:
         limit: int,
         cursor: str | None,
         computed: Sequence[Computed] = (),
-    ) -> tuple[list[tuple[int, bytes, dict[str, Any], list[Any]]], str | None]:
+    ) -> tuple[list[tuple[int, bytes, dict[str, Any], Sequence[Any]]], str | None]:
         key_sql = [k.sql() for k in keys]
         value_sql = [c.sql() for c in computed]
         marks = ",".join("?" * len(sids))
@@ -544,9 +544,11 @@ class QueryIndex:
         found = self.store.read(sql, [*all_params, limit + 1])
         more = len(found) > limit
         found = found[:limit]
-        rows = [
-            (int(r[0]), bytes(r[1]), json.loads(r[2]), list(r[4 : 4 + len(extra)])) for r in found
-        ]
+        if extra:
+            end = 4 + len(extra)
+            rows = [(int(r[0]), bytes(r[1]), json.loads(r[2]), r[4:end]) for r in found]
+        else:  # no computed values: the rows as they were
+            rows = [(int(r[0]), bytes(r[1]), json.loads(r[2]), ()) for r in found]
         next_cursor = None
         if more and found:
             last = found[-1]
