@@ -140,6 +140,34 @@ def test_view_commands(home: Path, tmp_path: Path) -> None:
     assert len(rows["rows"]) == 5 and rows["next_cursor"]
 
 
+def test_views_and_queries_with_computed_values(home: Path, tmp_path: Path) -> None:
+    (tmp_path / "v.json").write_text(
+        json.dumps(
+            {
+                "sources": ["acme/*"],
+                "categories": [{"name": "customer", "expr": {"$lower": "$customer"}}],
+                "columns": [{"name": "net", "expr": {"$mul": ["$amount", 0.5]}}],
+                "totals": [{"name": "net", "op": "sum", "expr": {"$mul": ["$amount", 0.5]}}],
+            }
+        )
+    )
+    assert mindoo(home, "view", "define", "acme", "net", "v.json")[0] == 0
+    code, out, err = mindoo(home, "view", "show", "acme", "net")
+    assert code == 0, err
+    assert out.splitlines()[:3] == [
+        "all (12)  net=150",
+        "  + acme (6)  net=90",
+        "  + globex (6)  net=60",
+    ]
+    rows = as_json(home, "view", "show", "acme", "net", "--rows", "--limit", "3")
+    values = [r["values"] for r in rows["rows"]]
+    assert [v["customer"] for v in values] == ["acme"] * 3
+    assert {v["net"] for v in values} <= {5.0, 15.0, 25.0}
+    by_total = '{"expr": {"$mul": ["$amount", -1]}}'
+    data = as_json(home, "query", "acme", "crm2025", "--sort", by_total, "--fields", "amount")
+    assert [r["values"]["amount"] for r in data["rows"]] == [50, 40, 30, 20, 10, 0]
+
+
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
@@ -160,6 +188,17 @@ def test_view_commands(home: Path, tmp_path: Path) -> None:
         (["view", "define", "acme", "bad", "bad.json"], 1, "error: view.totals[0].op"),
         (["view", "define", "acme", "bad name", "bad.json"], 1, "error: invalid view name"),
         (["view", "define", "acme", "v", "missing.json"], 2, "does not exist"),
+        (
+            ["view", "define", "acme", "bad", "expr.json"],
+            1,
+            "error: view.columns[1].expr.$mul[1]: expected a number, not a text literal",
+        ),
+        (
+            ["query", "acme", "crm2025", "--where", '{"$expr": [{"$yeer": "$d"}, 1]}'],
+            1,
+            "error: where.$expr[0]: unknown operator '$yeer'",
+        ),
+        (["query", "acme", "crm2025", "--sort", '{"expr": 1'], 2, "--sort"),
     ],
 )
 def test_malformed_input_gives_one_line_errors(
@@ -167,6 +206,10 @@ def test_malformed_input_gives_one_line_errors(
 ) -> None:
     (home.parent / "bad.json").write_text(
         json.dumps({"sources": ["acme/crm2025"], "totals": [{"op": "median", "path": "a"}]})
+    )
+    columns = ["amount", {"name": "t", "expr": {"$mul": ["$amount", "2"]}}]
+    (home.parent / "expr.json").write_text(
+        json.dumps({"sources": ["acme/crm2025"], "columns": columns})
     )
     got, out, err = mindoo(home, *argv)
     assert got == code and out == ""

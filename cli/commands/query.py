@@ -66,7 +66,13 @@ def _values(values: dict[str, Any]) -> str:
 @click.argument("database", metavar="DB")
 @click.option("--source", "extra", multiple=True, metavar="TENANT/DB", help="Another source.")
 @click.option("--where", "where", metavar="JSON", help='A filter, e.g. {"status": "open"}.')
-@click.option("--sort", "sort", multiple=True, metavar="FIELD[:desc]", help="Sort key.")
+@click.option(
+    "--sort",
+    "sort",
+    multiple=True,
+    metavar="FIELD[:desc]",
+    help='Sort key; or a computed one as JSON, e.g. {"expr": {"$year": "$date"}, "desc": true}.',
+)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @click.option("--fields", metavar="F,...", help="Fields to show (default: the whole document).")
 @click.option("--cursor", metavar="C", help="The next_cursor of the previous page.")
@@ -88,7 +94,7 @@ def query(
     result = node.index.query(
         _sources(node, tenant_name, (database,), extra),
         where=condition,
-        sort=list(sort),
+        sort=[parse_json_argument(k, "--sort") if k.startswith("{") else k for k in sort],
         limit=limit,
         fields=fields,
         cursor=cursor,

@@ -11,6 +11,9 @@ A *where* expression is a JSON object::
     {"email": {"$exists": true}}                the path exists (even when its value is null)
     {"name": {"$prefix": "Ac"}}                 text starting with the prefix
     {"$and": [...]}, {"$or": [...]}, {"$not": {...}}
+    {"$expr": [VALUE, CONDITION]}               a computed value (`computed`: ``{"$mul":
+                                                ["$price", "$qty"]}``) meets a condition
+                                                (a value, or an object of the operators above)
     several keys in one object: all must hold
 
 Values are JSON scalars (strings, numbers, booleans, null); dates are ISO strings and compare as
@@ -26,12 +29,16 @@ malformed expression raises `QueryError` naming the offending part (``where.$or[
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MindooError
+
+if TYPE_CHECKING:
+    from .computed import Computed
 
 MAX_PATH_CHARS = 200
 MAX_PATH_DEPTH = 16
@@ -125,6 +132,8 @@ class CompiledFilter:
     equality: tuple[JsonPath, ...] = ()
     """Paths every match has one given non-null value at (``{"status": "open"}`` at the top
     level or under a top-level $and): an index led by them serves the query."""
+    computed_paths: tuple[JsonPath, ...] = ()
+    """Paths read by computed values (``$expr``): not worth an index of their own."""
 
 
 Columns = Callable[[JsonPath, bool], str]
@@ -140,8 +149,10 @@ class _Compiler:
         self.params: SqlParams = []
         self.paths: list[JsonPath] = []
         self.equality: list[JsonPath] = []
+        self.computed_paths: list[JsonPath] = []
         self.nodes = 0
         self.column = columns
+        self.lets = itertools.count()
 
     def expression(self, expr: object, where: str, conjunctive: bool = False) -> str:
         self.nodes += 1
@@ -166,9 +177,11 @@ class _Compiler:
             return f"({joined})"
         if key == "$not":
             return f"(NOT {self.expression(value, here)})"
+        if key == "$expr":
+            return self.computed(value, here)
         if key.startswith("$"):
             raise QueryError(
-                f"{here}: unknown operator {key!r} here (expected a path, $and, $or or $not)"
+                f"{here}: unknown operator {key!r} here (expected a path, $and, $or, $not or $expr)"
             )
         path = parse_path(key, here)
         self.paths.append(path)
@@ -176,17 +189,42 @@ class _Compiler:
             if not value:
                 raise QueryError(f"{here}: empty condition")
             parts = [
-                self.condition(path, str(op), arg, f"{here}.{op}") for op, arg in value.items()
-            ]
+                self.condition(self.column(path, False), self.column(path, True), str(op), arg,
+                               f"{here}.{op}")
+                for op, arg in value.items()
+            ]  # fmt: skip
             if conjunctive and value.get("$eq") is not None:
                 self.equality.append(path)
             return parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")"
         if conjunctive and value is not None:
             self.equality.append(path)
-        return self.condition(path, "$eq", value, here)
+        return self.condition(self.column(path, False), "", "$eq", value, here)
 
-    def condition(self, path: JsonPath, op: str, arg: object, here: str) -> str:
-        column = self.column(path, False)
+    def computed(self, value: object, here: str) -> str:
+        """``[VALUE, CONDITION]``: the value computed once (a one-row subquery), then
+        tested; the condition's parameters precede the value's, as their ``?`` do."""
+        from .computed import compile_value  # computed values use where expressions
+
+        if not isinstance(value, list) or len(value) != 2:
+            raise QueryError(f"{here}: expected [VALUE, CONDITION]")
+        compiled, paths = compile_value(value[0], f"{here}[0]", self.column, self.lets)
+        self.computed_paths.extend(paths)
+        name = f"_x{next(self.lets)}"
+        test = value[1]
+        if isinstance(test, Mapping) and test and all(str(k).startswith("$") for k in test):
+            conditions = [
+                self.condition(name, name, str(op), arg, f"{here}[1].{op}")
+                for op, arg in test.items()
+            ]
+            sql = conditions[0] if len(conditions) == 1 else "(" + " AND ".join(conditions) + ")"
+        else:
+            sql = self.condition(name, name, "$eq", test, f"{here}[1]")
+        self.params.extend(compiled.params)
+        return f"(SELECT {sql} FROM (SELECT {compiled.text} AS {name}))"
+
+    def condition(self, column: str, exists_column: str, op: str, arg: object, here: str) -> str:
+        """``column`` (the SQL reading the value; ``exists_column``: its JSON type, null
+        when absent) meets ``op arg``; parameters are appended in the order of their ``?``."""
         if op in _COMPARISONS:
             value = _scalar(arg, here)
             if value is None:
@@ -220,7 +258,7 @@ class _Compiler:
         if op == "$exists":
             if not isinstance(arg, bool):
                 raise QueryError(f"{here}: expected true or false")
-            return f"{self.column(path, True)} IS {'NOT ' if arg else ''}NULL"
+            return f"{exists_column} IS {'NOT ' if arg else ''}NULL"
         if op == "$prefix":
             if not isinstance(arg, str) or not arg:
                 raise QueryError(f"{here}: expected a non-empty string")
@@ -245,20 +283,60 @@ def compile_where(
         tuple(compiler.params),
         tuple(compiler.paths),
         tuple(dict.fromkeys(compiler.equality)),
+        tuple(dict.fromkeys(compiler.computed_paths)),
     )
 
 
 @dataclass(frozen=True, slots=True)
 class SortKey:
-    path: JsonPath
+    """One key of an order (or a view's category): a document path, or a computed value
+    (`computed.Computed`, then ``path`` is None) under ``name``."""
+
+    path: JsonPath | None
     descending: bool = False
+    computed: Computed | None = None
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """What rows name the key's value by: the path, or the computed value's name."""
+        return self.name or (self.path.text if self.path is not None else "")
+
+    @property
+    def paths(self) -> tuple[JsonPath, ...]:
+        """The document paths the key reads."""
+        if self.computed is not None:
+            return self.computed.paths
+        assert self.path is not None
+        return (self.path,)
+
+    def sql(self, columns: Columns = body_columns) -> tuple[str, tuple[Any, ...]]:
+        """The SQL reading the key (through ``columns``) and its parameters."""
+        if self.computed is not None:
+            compiled = self.computed.sql(columns)
+            return compiled.text, compiled.params
+        assert self.path is not None
+        return columns(self.path, False), ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path.text, "desc": self.descending}
+        if self.computed is not None:
+            return {"expr": self.computed.raw, "name": self.label, "desc": self.descending}
+        return {"path": self.label, "desc": self.descending}
+
+
+def index_paths(keys: Sequence[SortKey]) -> list[JsonPath]:
+    """The paths of the leading path keys (an index on them serves the order up to there)."""
+    out: list[JsonPath] = []
+    for key in keys:
+        if key.path is None:
+            break
+        out.append(key.path)
+    return out
 
 
 def parse_sort(spec: object, where: str = "sort") -> tuple[SortKey, ...]:
-    """``["amount:desc", "name"]`` or ``[{"path": "amount", "desc": true}]`` (or one of them)."""
+    """``["amount:desc", "name"]``, ``[{"path": "amount", "desc": true}]`` or a computed key
+    ``{"expr": VALUE, "name": "total", "desc": true}`` (see `computed`), or one of them."""
     if spec is None:
         return ()
     items = spec if isinstance(spec, list | tuple) else [spec]
@@ -272,6 +350,20 @@ def parse_sort(spec: object, where: str = "sort") -> tuple[SortKey, ...]:
             if direction not in ("", "asc", "desc"):
                 raise QueryError(f"{here}: direction must be asc or desc, not {direction!r}")
             keys.append(SortKey(parse_path(text, here), direction == "desc"))
+        elif isinstance(item, Mapping) and "expr" in item:
+            from .computed import parse_computed  # computed values build on this module
+
+            unknown = set(item) - {"expr", "desc", "name"}
+            if unknown:
+                raise QueryError(f"{here}: unknown keys {sorted(unknown)} (expr, name, desc)")
+            desc = item.get("desc", False)
+            if not isinstance(desc, bool):
+                raise QueryError(f"{here}.desc: expected true or false")
+            name = item.get("name", f"#{i}")
+            if not isinstance(name, str) or not name or len(name) > MAX_PATH_CHARS:
+                raise QueryError(f"{here}.name: expected a non-empty string")
+            computed = parse_computed(item["expr"], f"{here}.expr")
+            keys.append(SortKey(None, desc, computed, name))
         elif isinstance(item, Mapping):
             unknown = set(item) - {"path", "desc"}
             if unknown:
@@ -281,7 +373,9 @@ def parse_sort(spec: object, where: str = "sort") -> tuple[SortKey, ...]:
                 raise QueryError(f"{here}.desc: expected true or false")
             keys.append(SortKey(parse_path(item.get("path"), f"{here}.path"), desc))
         else:
-            raise QueryError(f"{here}: expected 'path[:desc]' or an object with a path")
+            raise QueryError(
+                f"{here}: expected 'path[:desc]', an object with a path, or one with an expr"
+            )
     return tuple(keys)
 
 

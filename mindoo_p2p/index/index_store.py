@@ -36,14 +36,17 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import sqlcipher3
 
+from .computed import Computed
 from .expressions import JsonPath
 
 log = logging.getLogger(__name__)
@@ -282,22 +285,25 @@ class IndexStore:
 
     # -- view facets -------------------------------------------------------------------------
     def ensure_facets(
-        self, values: Sequence[JsonPath], types: Sequence[JsonPath] = ()
+        self, values: Sequence[JsonPath | Computed], types: Sequence[JsonPath] = ()
     ) -> Facets | None:
-        """A *facet table* holding, per document, the values at ``values`` and the JSON types
-        at ``types`` as real columns, kept equal to ``docs`` by triggers (insert, update,
-        delete, in the same transaction), with an index on the value columns in this order
-        then the source. A view's grouped query reads that index alone (covering), instead
-        of parsing every document's JSON. Made once per shape; None when `MAX_FACET_TABLES`
-        exist or no path is given (the caller then reads ``docs``)."""
-        spec = [("v", p) for p in values] + [("t", p) for p in types]
+        """A *facet table* holding, per document, the values at ``values`` (paths, or computed
+        values: `computed.Computed`) and the JSON types at ``types`` as real columns, kept
+        equal to ``docs`` by triggers (insert, update, delete, in the same transaction), with
+        an index on the value columns in this order then the source. A view's grouped query
+        reads that index alone (covering), instead of parsing every document's JSON. Made
+        once per shape; None when `MAX_FACET_TABLES` exist or no path is given (the caller
+        then reads ``docs``). A computed value's literals are rows of a constants table
+        (``vk_*``, written with bound parameters) that its SQL reads, since a trigger cannot
+        hold parameters and nothing given is ever written into SQL."""
+        spec: list[tuple[str, JsonPath | Computed]] = [("v", p) for p in values]
+        spec += [("t", p) for p in types]
         if not spec:
             return None
-        digest = hashlib.sha256(
-            "\x00".join(f"{kind}{p.json_path}" for kind, p in spec).encode()
-        ).hexdigest()[:16]
-        name = f"vf_{digest}"
-        columns = {(p.json_path, kind == "t"): f"c{i}" for i, (kind, p) in enumerate(spec)}
+        digest = hashlib.sha256("\x00".join(_facet_key(k, p) for k, p in spec).encode())
+        name = f"vf_{digest.hexdigest()[:16]}"
+        constants = f"vk_{digest.hexdigest()[:16]}"
+        columns = {_facet_column_key(k, p): f"c{i}" for i, (k, p) in enumerate(spec)}
         facets = Facets(name, columns)
         with self._lock:
             exists = self._conn.execute(
@@ -311,35 +317,59 @@ class IndexStore:
             ).fetchone()[0]
             if count >= MAX_FACET_TABLES:
                 return None
+            bound: list[Any] = []  # the computed values' literals, in order
+            first: dict[int, int] = {}
+            for i, (_kind, p) in enumerate(spec):
+                if isinstance(p, Computed):
+                    first[i] = len(bound)
+                    bound.extend(p.sql().params)  # the same whatever reads the paths
 
-            def read(row: str) -> str:
-                return ", ".join(p.sql_on(row, exists=kind == "t") for kind, p in spec)
+            def read(row: str) -> list[str]:
+                """The SQL of each column, reading ``row.body``."""
+                out = []
+                for i, (kind, p) in enumerate(spec):
+                    if isinstance(p, JsonPath):
+                        out.append(p.sql_on(row, exists=kind == "t"))
+                    else:
+                        sql = p.sql(partial(_on_row, row)).text
+                        out.append(_constants_read(sql, constants, first[i]))
+                return out
 
+            fill = ", ".join(read("docs"))
+            inserted = ", ".join(read("new"))
+            sets = ", ".join(f"c{i} = {sql}" for i, sql in enumerate(read("new")))
             cols = ", ".join(f"c{i}" for i in range(len(spec)))
-            sets = ", ".join(
-                f"c{i} = {p.sql_on('new', exists=kind == 't')}" for i, (kind, p) in enumerate(spec)
-            )
             indexed = ", ".join(
                 [*(f"c{i}" for i, (k, _p) in enumerate(spec) if k == "v"), "source"]
             )
-            # Names are hashes, paths are validated (expressions.parse_path): no value is
+            # Names are hashes, paths are validated (expressions.parse_path), computed values
+            # are fixed templates whose literals are rows of the constants table: no value is
             # ever written into this SQL.
-            self._conn.executescript(
-                f"""
-                BEGIN IMMEDIATE;
-                CREATE TABLE {name} (id INTEGER PRIMARY KEY, source INTEGER NOT NULL, {cols});
-                INSERT INTO {name} SELECT id, source, {read("docs")} FROM docs;
-                CREATE INDEX {name}_ix ON {name} ({indexed});
-                CREATE TRIGGER {name}_ins AFTER INSERT ON docs BEGIN
-                    INSERT INTO {name} VALUES (new.id, new.source, {read("new")}); END;
-                CREATE TRIGGER {name}_upd AFTER UPDATE OF body ON docs BEGIN
-                    UPDATE {name} SET {sets} WHERE id = new.id; END;
-                CREATE TRIGGER {name}_del AFTER DELETE ON docs BEGIN
-                    DELETE FROM {name} WHERE id = old.id; END;
-                ANALYZE;
-                COMMIT;
-                """
-            )
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                if bound:
+                    self._conn.execute(f"CREATE TABLE {constants} (id INTEGER PRIMARY KEY, v)")
+                    self._conn.executemany(
+                        f"INSERT INTO {constants} (id, v) VALUES (?, ?)", enumerate(bound)
+                    )
+                for statement in (
+                    f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, source INTEGER NOT NULL,"
+                    f" {cols})",
+                    f"INSERT INTO {name} SELECT id, source, {fill} FROM docs",
+                    f"CREATE INDEX {name}_ix ON {name} ({indexed})",
+                    f"CREATE TRIGGER {name}_ins AFTER INSERT ON docs BEGIN"
+                    f" INSERT INTO {name} VALUES (new.id, new.source, {inserted}); END",
+                    f"CREATE TRIGGER {name}_upd AFTER UPDATE OF body ON docs BEGIN"
+                    f" UPDATE {name} SET {sets} WHERE id = new.id; END",
+                    f"CREATE TRIGGER {name}_del AFTER DELETE ON docs BEGIN"
+                    f" DELETE FROM {name} WHERE id = old.id; END",
+                    "ANALYZE",
+                ):
+                    self._conn.execute(statement)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
         return facets
 
     # -- size --------------------------------------------------------------------------------
@@ -353,13 +383,43 @@ class IndexStore:
 
 @dataclass(frozen=True)
 class Facets:
-    """A facet table: its name and the column of each (json path, type-not-value)."""
+    """A facet table: its name and the column of each (json path or computed value's JSON,
+    type-not-value)."""
 
     table: str
     columns: dict[tuple[str, bool], str]
 
     def column(self, path: JsonPath, exists: bool) -> str:
         return self.columns[(path.json_path, exists)]
+
+    def computed_column(self, value: Computed) -> str:
+        return self.columns[_facet_column_key("v", value)]
+
+
+def _facet_key(kind: str, value: JsonPath | Computed) -> str:
+    if isinstance(value, JsonPath):
+        return f"{kind}{value.json_path}"  # as before computed values: existing tables match
+    return f"e{_facet_column_key(kind, value)[0]}"
+
+
+def _facet_column_key(kind: str, value: JsonPath | Computed) -> tuple[str, bool]:
+    if isinstance(value, JsonPath):
+        return (value.json_path, kind == "t")
+    return ("=" + value.key, False)
+
+
+def _on_row(row: str, path: JsonPath, exists: bool) -> str:
+    return path.sql_on(row, exists=exists)
+
+
+_PARAMETER = re.compile(r"\?")
+
+
+def _constants_read(sql: str, table: str, first: int) -> str:
+    """``sql`` with its n-th ``?`` reading row ``first + n`` of the constants ``table``. The
+    SQL is a computed value's fixed templates and validated paths: no ``?`` but parameters."""
+    numbers = iter(range(first, first + sql.count("?")))
+    return _PARAMETER.sub(lambda _m: f"(SELECT v FROM {table} WHERE id = {next(numbers)})", sql)
 
 
 def fingerprint(key_ids: Sequence[bytes]) -> bytes:

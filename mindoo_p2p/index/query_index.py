@@ -17,18 +17,20 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from .build_workers import default_workers
+from .computed import Computed
 from .content import pick, searchable_text
 from .expressions import (
     JsonPath,
     QueryError,
     SortKey,
     compile_where,
+    index_paths,
     keyset_after,
     parse_fields,
     parse_path,
@@ -463,11 +465,14 @@ class QueryIndex:
         limit: int = DEFAULT_LIMIT,
         fields: object = None,
         cursor: str | None = None,
+        computed: Mapping[str, Computed] | None = None,
     ) -> QueryResult:
         """Documents of ``sources`` matching ``where`` (see `expressions`), ordered by ``sort``
         (then by tenant, database and document id), at most ``limit``, with the values of
-        ``fields`` (default: the whole document). ``cursor``: the ``next_cursor`` of the
-        previous page (keyset pagination: stable while documents change)."""
+        ``fields`` (default: the whole document) and of the ``computed`` values by name (see
+        `computed`). ``cursor``: the ``next_cursor`` of the previous page (keyset pagination:
+        stable while documents change)."""
+        computed = computed or {}
         compiled = compile_where(where)
         keys = parse_sort(sort)
         projection = parse_fields(fields)
@@ -478,14 +483,14 @@ class QueryIndex:
         coverage = self._coverage(sids)
         if not sids:
             return QueryResult([], None, coverage)
-        if keys:
+        lead = [*compiled.equality, *index_paths(keys)] if keys else []
+        if lead:
             # equality paths, then the sort keys: the matches are walked in order
-            lead = [*compiled.equality, *(k.path for k in keys)]
             self.store.ensure_index(list(dict.fromkeys(lead)))
         for path in compiled.paths:
             self.store.ensure_path_index(path)
         rows, next_cursor = self._select(
-            sids, compiled.sql, list(compiled.params), keys, limit, cursor
+            sids, compiled.sql, list(compiled.params), keys, limit, cursor, list(computed.values())
         )
         out = [
             Row(
@@ -494,8 +499,11 @@ class QueryIndex:
                 doc.hex(),
                 body if projection is None else {p.text: pick(body, p) for p in projection},
             )
-            for sid, doc, body in rows
+            for sid, doc, body, _values in rows
         ]
+        if computed:
+            for row, (_sid, _doc, _body, values) in zip(out, rows, strict=True):
+                row.values.update(zip(computed, values, strict=True))
         return QueryResult(out, next_cursor, coverage)
 
     def _select(
@@ -506,29 +514,51 @@ class QueryIndex:
         keys: Sequence[SortKey],
         limit: int,
         cursor: str | None,
-    ) -> tuple[list[tuple[int, bytes, dict[str, Any]]], str | None]:
-        sort_sql = [(k.path.sql, k.descending) for k in keys]
+        computed: Sequence[Computed] = (),
+    ) -> tuple[list[tuple[int, bytes, dict[str, Any], Sequence[Any]]], str | None]:
+        key_sql = [k.sql() for k in keys]
+        value_sql = [c.sql() for c in computed]
         marks = ",".join("?" * len(sids))
         conditions = [f"source IN ({marks})", where_sql]
         all_params: list[Any] = [*sids, *params]
+        table, extra = "docs", []
+        sort_sql = [(text, k.descending) for (text, _p), k in zip(key_sql, keys, strict=True)]
+        if value_sql or any(p for _t, p in key_sql):
+            # computed keys or values: each computed once per row, in a derived table whose
+            # columns the order, the cursor and the answer name
+            columns = [f"{t} AS _k{i}" for i, (t, _p) in enumerate(key_sql)]
+            columns += [f"{v.text} AS _c{i}" for i, v in enumerate(value_sql)]
+            head = [p for _t, ps in key_sql for p in ps] + [p for v in value_sql for p in v.params]
+            table = (
+                f"(SELECT source, doc, body, uid, {', '.join(columns)} FROM docs"
+                f" WHERE {' AND '.join(conditions)})"
+            )
+            conditions, all_params = ["1"], [*head, *all_params]
+            sort_sql = [(f"_k{i}", k.descending) for i, k in enumerate(keys)]
+            extra = [f"_c{i}" for i in range(len(value_sql))]
         if cursor is not None:
             values = decode_cursor(cursor, len(keys))
             after, after_params = keyset_after(sort_sql, values[:-1], "uid", values[-1])
             conditions.append(after)
             all_params.extend(after_params)
         order = ", ".join([*(f"{s}{' DESC' if d else ''}" for s, d in sort_sql), "uid"])
-        selected = ", ".join(["source", "doc", "body", "uid", *(s for s, _ in sort_sql)])
+        selected = ", ".join(["source", "doc", "body", "uid", *extra, *(s for s, _ in sort_sql)])
         sql = (
-            f"SELECT {selected} FROM docs WHERE {' AND '.join(conditions)} ORDER BY {order} LIMIT ?"
+            f"SELECT {selected} FROM {table} WHERE {' AND '.join(conditions)}"
+            f" ORDER BY {order} LIMIT ?"
         )
         found = self.store.read(sql, [*all_params, limit + 1])
         more = len(found) > limit
         found = found[:limit]
-        rows = [(int(r[0]), bytes(r[1]), json.loads(r[2])) for r in found]
+        if extra:
+            end = 4 + len(extra)
+            rows = [(int(r[0]), bytes(r[1]), json.loads(r[2]), r[4:end]) for r in found]
+        else:  # no computed values: the rows as they were
+            rows = [(int(r[0]), bytes(r[1]), json.loads(r[2]), ()) for r in found]
         next_cursor = None
         if more and found:
             last = found[-1]
-            next_cursor = encode_cursor([*last[4:], str(last[3])])
+            next_cursor = encode_cursor([*last[4 + len(extra) :], str(last[3])])
         return rows, next_cursor
 
     def count(self, sources: Sources, where: object = None) -> int:

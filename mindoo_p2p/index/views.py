@@ -12,11 +12,20 @@ A view definition is JSON (validated by `ViewDefinition.parse`, errors name the 
     }
 
 ``db: "*"`` means every database of the tenant. Totals ops: count, sum, min, max, avg (avg =
-sum / number of documents holding a value). Reading a view (`ViewReader`) gives the category
-tree with counts and totals per category (one grouped SQL query, rolled up here), expanded
-only where asked (a path of category values; an expanded innermost category lists its rows),
-and the flat sorted list with keyset pagination (`QueryIndex.query` ordered by the categories,
-then the sort keys).
+sum / number of documents holding a value).
+
+Computed values (`computed`, definition version 2): a category or sort key
+``{"name": "year", "expr": {"$year": "$date"}}``, a column ``{"name": "Total", "expr":
+{"$mul": ["$price", "$qty"]}}`` and a total ``{"op": "sum", "expr": ...}`` compute their value
+per document in SQL. ``"version"`` is optional: 1 (paths only; what a definition without it
+is) or 2; `ViewDefinition.parse` stamps 2 on a definition that uses expressions, so a node
+that reads only version 1 names what it lacks instead of misreading it, and a definition of a
+newer version than `VIEW_VERSION` is refused by name.
+
+Reading a view (`ViewReader`) gives the category tree with counts and totals per category
+(one grouped SQL query, rolled up here), expanded only where asked (a path of category values;
+an expanded innermost category lists its rows), and the flat sorted list with keyset
+pagination (`QueryIndex.query` ordered by the categories, then the sort keys).
 """
 
 from __future__ import annotations
@@ -26,10 +35,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .computed import Computed, Sql, join, parse_computed
 from .expressions import (
+    Columns,
     JsonPath,
     QueryError,
     SortKey,
+    body_columns,
     compile_where,
     parse_path,
     parse_sort,
@@ -47,7 +59,26 @@ MAX_TOTALS = 16
 MAX_DEFINITION_BYTES = 64 * 1024
 TOTAL_OPS = ("count", "sum", "min", "max", "avg")
 ALL_DATABASES = "*"
-_KEYS = {"sources", "filter", "categories", "sort", "columns", "totals", "description"}
+_KEYS = {
+    *("sources", "filter", "categories", "sort", "columns", "totals", "description"),
+    "version",
+}
+ARRIVAL_CHECK_SECONDS = 0.05
+"""Seconds between two looks of a view watch at the store's change counter (`watch`)."""
+VIEW_VERSION = 2
+"""Definitions this code reads: 1 (paths only), 2 (computed values)."""
+Operand = JsonPath | Computed
+"""What a column or a total reads: a document path or a computed value."""
+
+
+def operand_sql(operand: Operand, columns: Columns = body_columns) -> Sql:
+    if isinstance(operand, Computed):
+        return operand.sql(columns)
+    return Sql(columns(operand, False), (), "any", True)
+
+
+def operand_paths(operand: Operand) -> tuple[JsonPath, ...]:
+    return operand.paths if isinstance(operand, Computed) else (operand,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +93,14 @@ class SourceSpec:
 @dataclass(frozen=True, slots=True)
 class Column:
     name: str
-    path: JsonPath
+    value: Operand
 
 
 @dataclass(frozen=True, slots=True)
 class Total:
     name: str
     op: str
-    path: JsonPath | None
+    value: Operand | None
 
 
 @dataclass(frozen=True)
@@ -99,16 +130,36 @@ class ViewDefinition:
             raise QueryError(
                 f"view: unknown keys {sorted(unknown)} (expected {', '.join(sorted(_KEYS))})"
             )
+        version = data.get("version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise QueryError(f"view.version: expected 1 or 2, not {version!r}")
+        if version > VIEW_VERSION:
+            raise QueryError(
+                f"view.version: this definition is version {version}; this node reads up to"
+                f" {VIEW_VERSION}: update mindoo to read it"
+            )
         sources = _parse_sources(data.get("sources"))
         view_filter = data.get("filter")
-        compile_where(view_filter, "view.filter")
+        compiled = compile_where(view_filter, "view.filter")
         categories = parse_sort(data.get("categories"), "view.categories")
         if len(categories) > MAX_CATEGORIES:
             raise QueryError(f"view.categories: at most {MAX_CATEGORIES} levels")
+        labels = [k.label for k in categories]
+        for i, key in enumerate(categories):
+            if key.computed is not None and labels.count(key.label) > 1:
+                raise QueryError(f"view.categories[{i}].name: {key.label!r} names two categories")
         sort = parse_sort(data.get("sort"), "view.sort")
         columns = _parse_columns(data.get("columns"))
         totals = _parse_totals(data.get("totals"))
         raw = json.loads(json.dumps(dict(data)))
+        computes = (
+            bool(compiled.computed_paths)
+            or any(k.computed is not None for k in (*categories, *sort))
+            or any(isinstance(c.value, Computed) for c in columns)
+            or any(isinstance(t.value, Computed) for t in totals)
+        )
+        if computes:
+            raw["version"] = max(2, version)
         return cls(sources, view_filter, categories, sort, columns, totals, raw)
 
 
@@ -155,8 +206,15 @@ def _parse_columns(spec: object) -> tuple[Column, ...]:
             if not isinstance(name, str) or not name:
                 raise QueryError(f"{here}.name: expected a non-empty string")
             out.append(Column(name, path))
+        elif isinstance(item, Mapping) and set(item) == {"name", "expr"}:
+            name = item["name"]
+            if not isinstance(name, str) or not name:
+                raise QueryError(f"{here}.name: expected a non-empty string")
+            out.append(Column(name, parse_computed(item["expr"], f"{here}.expr")))
         else:
-            raise QueryError(f"{here}: expected a path or {{name, path}}")
+            raise QueryError(f"{here}: expected a path, {{name, path}} or {{name, expr}}")
+        if any(c.name == out[-1].name for c in out[:-1]):
+            raise QueryError(f"{here}.name: {out[-1].name!r} is used twice")
     return tuple(out)
 
 
@@ -170,22 +228,29 @@ def _parse_totals(spec: object) -> tuple[Total, ...]:
     out: list[Total] = []
     for i, item in enumerate(spec):
         here = f"view.totals[{i}]"
-        if not isinstance(item, Mapping) or not set(item) <= {"name", "op", "path"}:
-            raise QueryError(f"{here}: expected an object with op, path and name")
+        if not isinstance(item, Mapping) or not set(item) <= {"name", "op", "path", "expr"}:
+            raise QueryError(f"{here}: expected an object with op, path (or expr) and name")
         op = item.get("op")
         if op not in TOTAL_OPS:
             raise QueryError(f"{here}.op: expected one of {', '.join(TOTAL_OPS)}, not {op!r}")
-        path = None
+        value: Operand | None = None
         if op != "count":
-            if "path" not in item:
-                raise QueryError(f"{here}: {op} needs a path")
-            path = parse_path(item["path"], f"{here}.path")
-        name = item.get("name", op if path is None else f"{op}({path.text})")
+            if ("path" in item) == ("expr" in item):
+                raise QueryError(f"{here}: {op} needs a path or an expr (one of them)")
+            if "path" in item:
+                value = parse_path(item["path"], f"{here}.path")
+            else:
+                value = parse_computed(item["expr"], f"{here}.expr")
+                if "name" not in item:
+                    raise QueryError(f"{here}.name: a total of an expr needs a name")
+        elif set(item) & {"path", "expr"}:
+            raise QueryError(f"{here}: count takes no path or expr")
+        name = item.get("name", op if not isinstance(value, JsonPath) else f"{op}({value.text})")
         if not isinstance(name, str) or not name:
             raise QueryError(f"{here}.name: expected a non-empty string")
         if any(t.name == name for t in out):
             raise QueryError(f"{here}.name: {name!r} is used twice")
-        out.append(Total(name, str(op), path))
+        out.append(Total(name, str(op), value))
     return tuple(out)
 
 
@@ -226,14 +291,28 @@ class ViewReader:
         self._resolve = resolve
         self._node = node
 
-    def watch(self, *, poll_seconds: float | None = None, max_rows: int = 10_000) -> ViewWatch:
+    def watch(
+        self,
+        *,
+        poll_seconds: float | None = None,
+        max_rows: int = 10_000,
+        check_seconds: float | None = ARRIVAL_CHECK_SECONDS,
+    ) -> ViewWatch:
         """``async for change in reader.watch()`` (or ``async with reader.watch() as w``):
-        see `watch.ViewWatch`. Call it inside trio."""
+        see `watch.ViewWatch`. Another process's writes show by default (the store's change
+        counter is looked at every ``check_seconds``; None: only this process's writes and
+        ``poll_seconds``). Call it inside trio."""
         from .watch import watch_view  # watch builds on this module
 
         if self._node is None:
             raise QueryError("this view reader has no node to watch")
-        return watch_view(self._node, self, poll_seconds=poll_seconds, max_rows=max_rows)
+        return watch_view(
+            self._node,
+            self,
+            poll_seconds=poll_seconds,
+            max_rows=max_rows,
+            check_seconds=check_seconds,
+        )
 
     def sources(self) -> list[Source]:
         out: list[Source] = []
@@ -251,7 +330,9 @@ class ViewReader:
     def rows(self, *, limit: int = 100, cursor: str | None = None) -> QueryResult:
         """The flat list: every document, ordered by the categories then the sort keys."""
         d = self.definition
-        fields = [k.path.text for k in d.categories] + [c.path.text for c in d.columns]
+        fields = [k.path.text for k in d.categories if k.path is not None]
+        fields += [c.value.text for c in d.columns if isinstance(c.value, JsonPath)]
+        computed = self._computed(d.categories)
         result = self.index.query(
             self.sources(),
             where=d.filter,
@@ -259,6 +340,7 @@ class ViewReader:
             limit=limit,
             fields=list(dict.fromkeys(fields)) or None,
             cursor=cursor,
+            computed=computed,
         )
         result.rows = [self._named(r, with_categories=True) for r in result.rows]
         return result
@@ -266,13 +348,24 @@ class ViewReader:
     def _named(self, row: Row, *, with_categories: bool) -> Row:
         """A row's values under the column names (and the category paths)."""
         d = self.definition
-        if not d.columns:
+        if not d.columns and not (with_categories and any(k.computed for k in d.categories)):
             return row
-        values = {k.path.text: row.values.get(k.path.text) for k in d.categories}
-        if not with_categories:
-            values = {}
-        values.update({c.name: row.values.get(c.path.text) for c in d.columns})
+        values = {}
+        if with_categories:
+            values = {k.label: row.values.get(k.label) for k in d.categories}
+        for c in d.columns:
+            key = c.value.text if isinstance(c.value, JsonPath) else _COMPUTED + c.name
+            values[c.name] = row.values.get(key)
         return Row(row.tenant, row.database, row.document_id, values)
+
+    def _computed(self, categories: Sequence[SortKey]) -> dict[str, Computed]:
+        """The computed values a page of rows reads: categories by their name, columns by
+        theirs (prefixed: a column may share a name with a category)."""
+        out = {k.label: k.computed for k in categories if k.computed is not None}
+        for c in self.definition.columns:
+            if isinstance(c.value, Computed):
+                out[_COMPUTED + c.name] = c.value
+        return out
 
     def groups(self) -> tuple[list[tuple[tuple[Any, ...], _Acc]], Coverage]:
         """Leaf category groups (values, accumulated totals), one grouped query."""
@@ -288,47 +381,65 @@ class ViewReader:
         if not sids:
             return [], coverage
         probe = compile_where(d.filter, "view.filter")
-        facet_paths = [k.path for k in d.categories] + [t.path for t in d.totals if t.path]
-        facet_paths += list(probe.paths)
+        # categories first (a computed one as a column of its own, computed when a document
+        # is indexed, so the covering index orders the groups), then what totals and the
+        # filter read
+        facet_values: list[JsonPath | Computed] = [_operand_of(k) for k in d.categories]
+        facet_values += [p for t in d.totals if t.value is not None for p in operand_paths(t.value)]
+        facet_values += [*probe.paths, *probe.computed_paths]
+        tested = [*probe.paths, *probe.computed_paths]
+        tested += [
+            p for t in d.totals if isinstance(t.value, Computed) for p in t.value.condition_paths
+        ]
         facets = self.index.store.ensure_facets(
-            list(dict.fromkeys(facet_paths)), list(dict.fromkeys(probe.paths))
+            list(dict.fromkeys(facet_values)), list(dict.fromkeys(tested))
         )
+        columns: Columns
         if facets is not None:
             # the facet table: real columns kept by triggers, read from its covering index
             table = facets.table
             compiled = compile_where(d.filter, "view.filter", facets.column)
-
-            def column(path: JsonPath) -> str:
-                return facets.column(path, False)
+            columns = facets.column
         else:  # too many view shapes: read the documents themselves
             table = "docs"
             compiled = probe
             for path in probe.paths:
                 self.index.store.ensure_path_index(path)
+            columns = body_columns
 
-            def column(path: JsonPath) -> str:
-                return path.sql
-
-        cats = [column(k.path) for k in d.categories]
-        aggregates = ["count(*)"]
+        selected: list[Sql] = []
+        group: list[str] = []
+        for i, key in enumerate(d.categories):
+            if facets is not None and key.computed is not None:
+                text, params = facets.computed_column(key.computed), ()
+            else:
+                text, params = key.sql(columns)
+            selected.append(Sql(text, params))
+            group.append(str(i + 1) if params else text)  # a result column, or its SQL
+        selected.append(Sql("count(*)"))
         for t in d.totals:
-            if t.path is not None:
-                c = column(t.path)
-                aggregates += [f"sum({c})", f"count({c})", f"min({c})", f"max({c})"]
+            if t.value is not None:
+                c = operand_sql(t.value, columns)
+                selected += [join(f"{fn}(", c, ")") for fn in ("sum", "count", "min", "max")]
+        commas: list[str | Sql] = []
+        for item in selected:
+            commas += [", ", item] if commas else [item]
+        select = join(*commas)
         marks = ",".join("?" * len(sids))
-        group = f" GROUP BY {', '.join(cats)}" if cats else ""
+        group_by = f" GROUP BY {', '.join(group)}" if group else ""
         sql = (
-            f"SELECT {', '.join([*cats, *aggregates])} FROM {table}"
-            f" WHERE source IN ({marks}) AND {compiled.sql}{group}"
+            f"SELECT {select.text} FROM {table}"
+            f" WHERE source IN ({marks}) AND {compiled.sql}{group_by}"
         )
+        cats = d.categories
         out = []
-        for row in self.index.store.read(sql, [*sids, *compiled.params]):
+        for row in self.index.store.read(sql, [*select.params, *sids, *compiled.params]):
             values = tuple(row[: len(cats)])
             rest = row[len(cats) :]
             acc = _Acc(count=int(rest[0]), sums={}, counts={}, mins={}, maxs={})
             i = 1
             for t in d.totals:
-                if t.path is not None:
+                if t.value is not None:
                     assert acc.sums is not None and acc.counts is not None
                     assert acc.mins is not None and acc.maxs is not None
                     acc.sums[t.name] = rest[i] or 0
@@ -419,16 +530,33 @@ class ViewReader:
         d = self.definition
         conditions: list[Any] = [d.filter] if d.filter else []
         for key, value in zip(d.categories, path, strict=False):
-            conditions.append({key.path.text: value})
+            if key.computed is not None:
+                conditions.append({"$expr": [key.computed.raw, {"$eq": value}]})
+            else:
+                conditions.append({key.label: value})
         where = {"$and": conditions} if conditions else None
+        fields = [c.value.text for c in d.columns if isinstance(c.value, JsonPath)]
+        computed = self._computed(())
         result = self.index.query(
             self.sources(),
             where=where,
             sort=[k.to_dict() for k in d.sort],
             limit=limit,
-            fields=[c.path.text for c in d.columns] or None,
+            fields=fields or None,
+            computed=computed,
         )
         return [self._named(r, with_categories=False).to_dict() for r in result.rows]
+
+
+def _operand_of(key: SortKey) -> Operand:
+    if key.computed is not None:
+        return key.computed
+    assert key.path is not None
+    return key.path
+
+
+_COMPUTED = "\x00"
+"""Prefix of a computed column's value among a row's values (no path starts with it)."""
 
 
 def _str_path(path: Sequence[Any]) -> tuple[str, ...]:
