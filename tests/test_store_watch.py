@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from helpers import eventually, running_daemon
 
 import mindoo_p2p
 from mindoo_p2p.crypto import SigningKeyPair
-from mindoo_p2p.daemon.store_watch import StoreWatch, decode_stored, watch_store
+from mindoo_p2p.daemon.store_watch import WATCH_BATCH, StoreWatch, decode_stored, watch_store
 from mindoo_p2p.entry import NO_PREV, Entry, EntryKind
 from mindoo_p2p.errors import StoreError
 from mindoo_p2p.node import Node
@@ -187,3 +187,76 @@ async def test_a_commit_of_this_process_is_not_read_while_the_node_is_held(
         nursery.cancel_scope.cancel()
     assert [e.raw for e in reported] == foreign
     assert watch.seen == 4 and watch.claims() == 0
+
+
+async def _catch_up_while_this_process_writes(
+    store: FakeStore, watch: StoreWatch, reported: list[Entry]
+) -> list[bytes]:
+    """Another process stores over two batches' worth; while the watch reports the first
+    batch (a report may wait for the Node), this process takes the Node and commits more than
+    a batch, and its listener claims them only when the hold ends. Returns this process's
+    entries."""
+    held = [False]
+    own: list[bytes] = []
+
+    async def report(entries: list[Entry]) -> None:
+        reported.extend(entries)
+        if not own:
+            held[0] = True
+            own.extend(store.add(WATCH_BATCH + 500))
+        await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        store.add(2 * WATCH_BATCH + 5)
+        nursery.start_soon(
+            partial(watch_store, busy=lambda: held[0]),
+            watch, lambda: len(store.entries), store.read, report,
+        )  # fmt: skip
+        await trio.sleep(1.0)
+        watch.claim(ids(own))  # the listener, at the end of the hold
+        held[0] = False
+        await trio.sleep(1.0)
+        nursery.cancel_scope.cancel()
+    return own
+
+
+async def test_own_commits_during_a_long_catch_up_are_never_reported(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Review finding: ``busy`` was asked once per look, not before each batch of a large
+    arrival, so an own commit made while a report waited was read between the batches and
+    reported (and gossiped) as another process's one batch later."""
+    store, watch, reported = FakeStore(), StoreWatch(seen=0), []
+    own = await _catch_up_while_this_process_writes(store, watch, reported)
+    got = [entry.raw for entry in reported]
+    assert set(own).isdisjoint(got)
+    assert len(got) == 2 * WATCH_BATCH + 5
+    assert watch.claims() == 0, "a claim was left over (it would disable skip_own)"
+
+
+async def test_after_a_long_catch_up_another_processs_write_is_still_reported(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Review finding, the consequence: claims left over by own entries already reported made
+    `skip_own` skip a later write of another process of the same size."""
+    store, watch, reported = FakeStore(), StoreWatch(seen=0), []
+    await _catch_up_while_this_process_writes(store, watch, reported)
+    reported.clear()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            watch_store, watch, lambda: len(store.entries), store.read, _keep(reported)
+        )
+        leftover = watch.claims()  # 0: every claim was matched
+        mine = store.add(1)
+        watch.claim(ids(mine))
+        foreign = store.add(leftover or 1)  # as many as the claims left over, if any
+        await trio.sleep(1.0)
+        nursery.cancel_scope.cancel()
+    assert [entry.raw for entry in reported] == foreign
+
+
+def _keep(into: list[Entry]) -> Callable[[list[Entry]], Awaitable[None]]:
+    async def report(entries: list[Entry]) -> None:
+        into.extend(entries)
+
+    return report

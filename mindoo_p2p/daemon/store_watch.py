@@ -133,22 +133,31 @@ async def watch_store(
     grace: float = CLAIM_GRACE,
 ) -> None:
     """Forever: every ``interval`` seconds, when the change counter moved (or arrivals wait),
-    scan and hand what came from elsewhere to ``report``; unclaimed arrivals are looked at
-    again after ``grace`` seconds. Nothing is read while ``busy()`` (this process's writer
-    may have committed what it has not claimed yet)."""
+    scan and hand what came from elsewhere to ``report``. Nothing is read while ``busy()``
+    (this process's writer may have committed what it has not claimed yet), and ``busy`` is
+    asked again before every scan, also between the batches of a large arrival (a report may
+    wait for the Node, and this process may write meanwhile). Unclaimed arrivals are reported
+    only by a later scan, at least ``grace`` seconds after they were read; when more arrivals
+    wait and none is pending, the next batch is read at once."""
+    delay = interval
     while True:
-        await trio.sleep(grace if watch.pending() else interval)
+        await trio.sleep(delay)
+        delay = interval
         if busy():
             continue
         claims = watch.claims()
-        if watch.skip_own(last_arrival(), claims):
+        last = last_arrival()
+        if watch.skip_own(last, claims):
             continue
-        more = True
-        while more and (watch.pending() or last_arrival() > watch.seen):
-            raws, more = watch.scan(read)
-            if raws:
-                await report([decode_stored(raw) for raw in raws])
-            await trio.lowlevel.checkpoint()
+        if not watch.pending() and last <= watch.seen:
+            continue
+        raws, more = watch.scan(read)
+        if raws:
+            await report([decode_stored(raw) for raw in raws])
+        if watch.pending():
+            delay = grace
+        elif more:
+            delay = 0
 
 
 def decode_stored(raw: bytes) -> Entry:
