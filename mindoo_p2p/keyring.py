@@ -110,6 +110,10 @@ class KeyRing:
         self._current: dict[str, TenantKey] = {}
         """`current` by name, as last computed (emptied whenever a version is added or
         discarded): every own write asks for it."""
+        self._generation = 0
+        """Bumped by every add and discard: `current` keeps what it computed only when no
+        add or discard ran meanwhile (another thread), so a shredded or superseded version is
+        never cached."""
         for key in keys or []:
             self.add(key)
 
@@ -118,13 +122,16 @@ class KeyRing:
         if key.key_id in self._by_id:
             return False
         self._by_id[key.key_id] = key
+        self._generation += 1
         self._current.clear()
         return True
 
     def discard(self, key_id: bytes) -> bool:
         """Forget a key version (crypto-shredding); False when it was not held."""
+        held = self._by_id.pop(key_id, None) is not None
+        self._generation += 1
         self._current.clear()
-        return self._by_id.pop(key_id, None) is not None
+        return held
 
     def by_id(self, key_id: bytes) -> TenantKey:
         try:
@@ -140,10 +147,15 @@ class KeyRing:
         found = self._current.get(name)
         if found is not None:
             return found
-        versions = [k for k in self._by_id.values() if k.name == name]
+        generation = self._generation
+        versions = [k for k in list(self._by_id.values()) if k.name == name]
         if not versions:
             raise MissingKeyError(f"no key {name!r} on this node")
-        found = self._current[name] = max(versions, key=lambda k: k.version)
+        found = max(versions, key=lambda k: k.version)
+        if generation == self._generation:
+            self._current[name] = found
+            if generation != self._generation:  # an add or discard ran in between
+                self._current.pop(name, None)
         return found
 
     def names(self) -> list[str]:

@@ -325,3 +325,27 @@ def test_the_keyring_current_version_follows_added_and_discarded_versions() -> N
     ring.discard(first.key_id)
     with pytest.raises(MissingKeyError, match="no key 'default'"):
         ring.current("default")
+
+
+def test_a_version_shredded_while_current_computes_is_never_remembered() -> None:
+    """Review finding: `current` cached what it computed even when a discard (another
+    thread's shred) ran meanwhile, so later writes kept using the shredded version. Here the
+    discard runs inside the computation (the name's comparison triggers it)."""
+    first = TenantKey.generate("default")
+    second = TenantKey.generate("default", version=2)
+    ring = KeyRing([first, second])
+
+    class ShredsOnCompare(str):
+        shredded = False
+
+        def __eq__(self, other: object) -> bool:
+            if not ShredsOnCompare.shredded:
+                ShredsOnCompare.shredded = True
+                ring.discard(second.key_id)
+            return str.__eq__(self, other)
+
+        __hash__ = str.__hash__
+
+    ring.current(ShredsOnCompare("default"))  # raced with the shred: either answer is fair
+    assert ShredsOnCompare.shredded
+    assert ring.current("default") is first  # but the shredded version is not remembered
