@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -17,7 +19,7 @@ from mindoo_p2p import Counter, Text
 from mindoo_p2p.crdt import AutomergeDocument
 from mindoo_p2p.crdt.change_chunk import parse_change
 from mindoo_p2p.errors import DecodeError
-from mindoo_p2p.index import QueryIndex, follower
+from mindoo_p2p.index import QueryIndex, build_workers, follower
 from mindoo_p2p.index.build_worker_process import serve
 from mindoo_p2p.index.build_workers import (
     MAX_FRAME,
@@ -235,6 +237,40 @@ def test_a_failing_worker_pool_leaves_the_follower_to_build_alone(
     caplog.set_level("WARNING")
     assert dump(QueryIndex(tmp_path / "pooled", key, member, workers=1)) == alone
     assert "going on without them" in caplog.text
+
+
+def test_a_hung_worker_is_given_up_on_and_the_follower_builds_alone(
+    make_node: MakeNode,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Review finding: a worker that never answers held the build for ever. Its page is given
+    up on after `ANSWER_TIMEOUT_S`, the worker is killed, and the follower builds alone."""
+    member = make_node("member")
+    mixed_page(make_node("admin"), member)
+    key = member.index.store._key
+    alone = dump(QueryIndex(tmp_path / "alone", key, member, workers=0))
+    monkeypatch.setattr(follower, "MIN_ENTRIES", 1)
+    monkeypatch.setattr(follower, "BUILD_PAGE_ENTRIES", 3)
+    monkeypatch.setattr(build_workers, "ANSWER_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(build_workers, "STOP_TIMEOUT_S", 0.5)
+    started: list[subprocess.Popen[bytes]] = []
+
+    def hanging(self: Any, _store_path: Path) -> None:
+        # reads its task, then sleeps without answering (bounded, in case the kill failed)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        started.append(self.process)
+
+    monkeypatch.setattr(build_workers._Worker, "__init__", hanging)
+    caplog.set_level("WARNING")
+    assert dump(QueryIndex(tmp_path / "pooled", key, member, workers=1)) == alone
+    assert "did not answer within 0.5 s" in caplog.text
+    assert started and all(process.poll() is not None for process in started)
 
 
 def test_a_worker_answers_its_tasks_as_the_follower_indexes_them(make_node: MakeNode) -> None:

@@ -24,7 +24,8 @@ Key material: the tenant's keys go to a worker with each task, through its stdin
 to memory, never a file), and live in the worker only while it works on that task. Workers
 hold no other secret, and stop when the catch-up ends (stdin closed) or with the node's
 process. A worker that dies or answers out of protocol makes the follower stop the workers for
-this catch-up and go on alone.
+this catch-up and go on alone, and so does one that does not answer within `ANSWER_TIMEOUT_S`
+(it is killed when the workers stop).
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ import pickle
 import queue
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeGuard
@@ -57,6 +60,11 @@ MAX_FRAME = 256 * 1024 * 1024
 
 STOP_TIMEOUT_S = 10.0
 """How long `BuildWorkers.close` waits for a worker to exit before killing it."""
+
+ANSWER_TIMEOUT_S = 300.0
+"""How long `PendingPage.result` waits for a page's answers (a task is a share of a page of
+`follower.BUILD_PAGE_ENTRIES` entries, seconds of work even on a loaded machine): a worker that
+hangs is given up on, and the follower goes on alone."""
 
 WORKER_MODULE = "mindoo_p2p.index.build_worker_process"
 
@@ -179,10 +187,18 @@ class PendingPage:
 
     def result(self) -> dict[bytes, Indexed]:
         """Document id -> its indexed form, for the documents the workers materialized.
-        Raises BuildWorkerError when a worker died or answered out of protocol."""
+        Raises BuildWorkerError when a worker died, answered out of protocol or did not
+        answer within `ANSWER_TIMEOUT_S`."""
         done: dict[bytes, Indexed] = {}
+        deadline = time.monotonic() + ANSWER_TIMEOUT_S
         for documents, future in self._chunks:
-            for document_id, indexed in zip(documents, future.result(), strict=True):
+            try:
+                answer = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                raise BuildWorkerError(
+                    f"a build worker did not answer within {ANSWER_TIMEOUT_S:g} s"
+                ) from None
+            for document_id, indexed in zip(documents, answer, strict=True):
                 if indexed is not None:
                     done[document_id] = indexed
         return done
