@@ -28,6 +28,7 @@ from typing import Any
 
 import trio
 
+from ..errors import StoreError
 from ..net.framing import FramedStream, FrameTooLarge, TransportError
 from ..net.host import PeerHost
 from ..net.peer_identity import to_libp2p_id
@@ -208,6 +209,11 @@ class SyncSessions:
             with trio.CancelScope(shield=True):
                 await stream.reset()
             return None
+        except StoreError as exc:  # ours, not the peer's (e.g. every LMDB reader slot taken)
+            self._store_failed(peer_id, tenant, "initiator", exc)
+            with trio.CancelScope(shield=True):
+                await stream.reset()
+            return None
         with trio.CancelScope(shield=True):
             await stream.close()
         await self._ended_well(peer_id, tenant, report, positions)
@@ -252,6 +258,9 @@ class SyncSessions:
                 peer_id, None, None, role="responder", outcome=outcome, error=str(exc)
             )
             return
+        except StoreError as exc:  # ours, not the peer's (e.g. every LMDB reader slot taken)
+            self._store_failed(peer_id, None, "responder", exc)
+            return
         except FrameTooLarge as exc:
             self._penalize(peer_id, BAN_THRESHOLD, f"oversized frame: {exc}")
             raise
@@ -262,6 +271,23 @@ class SyncSessions:
             await self._ended_well(peer_id, tenant, report, positions)
 
     # -- both sides --------------------------------------------------------------------------
+    def _store_failed(
+        self, peer_id: str, tenant: Tenant | None, role: str, exc: StoreError
+    ) -> None:
+        """A session ended by this node's own store: recorded and logged, not held against
+        the peer, and the daemon carries on (the next session retries)."""
+        error = f"this node's store failed: {exc}"
+        self._peer_table.failed(peer_id, error)
+        self._activity.session_failed(
+            peer_id,
+            None if tenant is None else tenant.id,
+            None if tenant is None else tenant.name,
+            role=role,
+            outcome="failed",
+            error=error,
+        )
+        logger.warning("sync with %s (%s) failed: %s", peer_id, role, error)
+
     async def _ended_well(
         self, peer_id: str, tenant: Tenant, report: SyncReport, positions: dict[str, int]
     ) -> None:

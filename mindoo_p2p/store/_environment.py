@@ -34,6 +34,13 @@ from ._layout import (
 )
 from ._upgrade import upgrade
 
+MAX_READERS = 256
+"""Reader slots of a home's LMDB environment: every open read transaction of EVERY process
+on the home (daemon sessions, status, the CLI, scripts) takes one, and with all of them taken
+each new read fails (`EntryStore` raises StoreError naming the cause). Sync sessions hold
+their long-lived reconciliation snapshots within a bound far below this: one each plus a
+process-wide `~mindoo_p2p.sync.snapshot_budget.SnapshotBudget` of extra ones (64)."""
+
 
 @dataclass(eq=False)
 class SharedEnvironment:
@@ -118,7 +125,7 @@ def _open_env(path: Path, *, map_size: int, readonly: bool) -> lmdb.Environment:
             metasync=True,
             mode=0o600,
             max_dbs=len(TABLE_NAMES) + len(LEGACY_TABLE_NAMES) + 2,
-            max_readers=256,
+            max_readers=MAX_READERS,
             lock=True,
         )
     except lmdb.Error as exc:

@@ -59,7 +59,7 @@ from ._append import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, append_batch, check_bat
 from ._chains import TransactionChainFacts, read_fork, read_forks, settle_fork
 from ._cursors import MAX_SEQ, dups_from
 from ._entry_reads import arrival_of, load_arrival, load_by_id, retraction_check
-from ._environment import SharedEnvironment, acquire, release
+from ._environment import MAX_READERS, SharedEnvironment, acquire, release
 from ._fsck import run_fsck
 from ._layout import SEQ_SIZE, pack_seq, scope_key, unpack_seq
 from ._local_append import (
@@ -146,6 +146,11 @@ class EntryStore:
         try:
             with self._begin(env, write=False) as txn:
                 yield txn
+        except lmdb.ReadersFullError as exc:
+            raise StoreError(
+                f"entry store read failed: every reader slot of the home is taken ({MAX_READERS}"
+                f" open read transactions across all processes on it): {exc}"
+            ) from exc
         except lmdb.Error as exc:
             raise StoreError(f"entry store read failed: {type(exc).__name__}: {exc}") from exc
 

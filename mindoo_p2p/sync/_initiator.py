@@ -52,11 +52,13 @@ from .messages import (
     ReconRequest,
     encode_message,
 )
+from .snapshot_budget import SHARED_SNAPSHOT_BUDGET, SnapshotBudget
 
 RECON_SCOPES = 8
 """At most this many scopes (the current database and those after it) reconcile at once, each
 with one request in flight and one read snapshot open: an idle re-sync of up to this many
-databases is one reconciliation round trip."""
+databases is one reconciliation round trip. A scope beyond the current database's holds a slot
+of the session's `SnapshotBudget` while its snapshot is open (see :mod:`.snapshot_budget`)."""
 _QUEUE_HIGH = 4096
 """The initiator sends its next reconciliation or index request only while fewer ids than
 this wait to be fetched (and pushed): the queues stay bounded however large the difference."""
@@ -188,6 +190,10 @@ class SyncInitiator:
     ``version`` is the one the handshake's HELLO announced: from `LIST_FIRST_VERSION` on, the
     responder's list may come first and up to `RECON_SCOPES` scopes reconcile at once;
     version 1 is exactly what 063fa60's initiator sent (our list first, one scope at a time).
+
+    The current database's snapshot is the session's own; every other scope of the window
+    enters only with a slot of ``snapshot_budget`` (shared by every session of the process),
+    given back when its snapshot closes. Without a slot it waits until it becomes current.
     """
 
     def __init__(
@@ -196,6 +202,7 @@ class SyncInitiator:
         limits: SyncLimits = DEFAULT_LIMITS,
         *,
         version: int = PROTOCOL_VERSION,
+        snapshot_budget: SnapshotBudget = SHARED_SNAPSHOT_BUDGET,
     ) -> None:
         if type(version) is not int or not MIN_PROTOCOL_VERSION <= version <= PROTOCOL_VERSION:
             raise ValueError(
@@ -203,6 +210,7 @@ class SyncInitiator:
             )
         self._store = store
         self._limits = limits
+        self._budget = snapshot_budget
         list_first = version >= LIST_FIRST_VERSION
         self._accepts = _INITIATOR_ACCEPTS if list_first else _INITIATOR_ACCEPTS_V1
         self._phase = InitiatorPhase.SEND_DATABASES
@@ -361,9 +369,8 @@ class SyncInitiator:
         moved = False
         while self._phase is InitiatorPhase.SYNCING:
             for db in self._window():
-                if not db.entered and db.phase is DatabasePhase.RECON:
+                if not db.entered and db.phase is DatabasePhase.RECON and self._open_recon(db):
                     db.entered = True  # reconciles beside the current database
-                    self._open_recon(db)
                     moved = True
             db = self._databases[self._current]
             if not db.entered:
@@ -377,7 +384,7 @@ class SyncInitiator:
                 and self._quiet(db)
             ):
                 self._move_db(db, DatabaseEvent.INDEX_FETCHED)
-                self._open_recon(db)
+                self._open_recon(db)  # the current database's: always opens
             elif (
                 db.phase is DatabasePhase.DRAIN
                 and not db.fetch_queue
@@ -397,12 +404,24 @@ class SyncInitiator:
             moved = True
         return moved
 
-    def _open_recon(self, db: _DatabaseSync) -> None:
-        storage = db.snapshot.enter_context(self._store.recon_storage(db.name))
+    def _open_recon(self, db: _DatabaseSync) -> bool:
+        """Open ``db``'s snapshot and start reconciling it; False (nothing opened) when ``db``
+        is not the current database and the snapshot budget has no slot free."""
+        if db is not self._databases[self._current]:
+            if not self._budget.try_take():
+                return False
+            # Runs after the snapshot's exit (LIFO), whatever closes it, exactly once.
+            db.snapshot.callback(self._budget.give_back)
+        try:
+            storage = db.snapshot.enter_context(self._store.recon_storage(db.name))
+        except BaseException:
+            db.snapshot.close()
+            raise
         db.recon = ReconInitiator(
             storage, self._limits.recon_frame_size, max_message_size=MAX_RECON_PAYLOAD
         )
         db.recon_message = db.recon.initiate()
+        return True
 
     # -- receiving --------------------------------------------------------------------------
     def receive(self, frame: bytes) -> None:

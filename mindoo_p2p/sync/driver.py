@@ -48,6 +48,7 @@ from .protocol import (
     SyncResponder,
     SyncStore,
 )
+from .snapshot_budget import SHARED_SNAPSHOT_BUDGET, SnapshotBudget
 
 TIMEOUT_PENALTY = 10
 """Score points for a peer that stalls past a time bound (it may just be slow)."""
@@ -322,13 +323,15 @@ async def run_initiator(
     on_authenticated: AuthenticatedCallback | None = None,
     ingest_stages: IngestStages | None = None,
     version: int = PROTOCOL_VERSION,
+    snapshot_budget: SnapshotBudget = SHARED_SNAPSHOT_BUDGET,
 ) -> SyncReport:
     """Authenticate for ``authority``'s tenant and sync ``store`` with the peer, announcing
     protocol ``version`` (the newest by default; version 1 speaks as 063fa60 did).
 
     ``local_peer`` and ``remote_peer`` are the binary libp2p peer ids of this connection.
     ``on_authenticated(tenant_id)`` is called once the handshake succeeded, before the sync
-    phase (which may take long: a clone).
+    phase (which may take long: a clone). Reconciliation scopes beyond the current
+    database's take their snapshots from ``snapshot_budget`` (see :mod:`.snapshot_budget`).
     Raises :class:`AuthDenied` when either side refuses the other (the stream is closed;
     :class:`VersionRefused` when the responder does not speak ``version``),
     :class:`ProtocolViolation` or :class:`SyncTimeout` as described in the module docstring.
@@ -354,7 +357,7 @@ async def run_initiator(
                 )
             if on_authenticated is not None:
                 on_authenticated(authority.tenant_id)
-            machine = SyncInitiator(store, limits, version=version)
+            machine = SyncInitiator(store, limits, version=version, snapshot_budget=snapshot_budget)
             machine.report.protocol_version = version
             await session.duplex(machine, store)
             return session.fill(machine.report)

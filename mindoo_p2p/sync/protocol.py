@@ -31,7 +31,9 @@ whatever the number of databases. Entries still move database by database, in th
 order: index pages, fetches and pushes are only for the current database, and the next one
 becomes current once the current one's entries are stored (the tenant log's membership lands
 before the entries it authorizes). The responder counts a pushed entry under the database its
-header names.
+header names. Each scope reconciling holds a read snapshot; beyond the current database's, only
+with a slot of the process-wide `~.snapshot_budget.SnapshotBudget` (without one it waits until
+it is current), so sessions cannot take every reader slot of the home.
 
 Requests are pipelined (at most ``max_outstanding`` unanswered) and answered in order, so each
 answer belongs to the oldest open request. Everything is bounded: frame size (decoding), ids
