@@ -403,7 +403,7 @@ def summary(result: dict[str, Any]) -> str:
     text = (
         f"daemons n={result['n']} d={result['d']}: first sync {first['seconds']} s {kb(first)},"
         f" idle re-sync {idle['seconds']} s {kb(idle)} (quiet sessions, median"
-        f" {statistics.median(idle['quiet_sessions_ms'] or [0.0])} ms),"
+        f" {round(statistics.median(idle['quiet_sessions_ms'] or [0.0]), 2)} ms),"
         f" warm re-sync {warm['seconds']} s"
         f" {kb(warm)}"
     )
