@@ -383,13 +383,13 @@ def _scenarios(
             note_start(result, "c", c)
             started = time.perf_counter()
             done = wait_for(lambda: counters["c"]() >= total, "the clone")
-            clone = scenario(started, done, before)
-            clone["entries_per_s"] = round(total / max(done - started, 1e-9))
-            clone["rss_mb"] = round(psutil.Process(c.process.pid).memory_info().rss / 2**20, 1)
-            clone.update(session_fields(peer_row(c.status(), a.peer_id)))
-        clone["store_mb"] = round(store_bytes(root / "c") / 2**20, 1)
-        clone["source_store_mb"] = round(store_bytes(root / "a") / 2**20, 1)
-        result["clone"] = clone
+            cloned = scenario(started, done, before)
+            cloned["entries_per_s"] = round(total / max(done - started, 1e-9))
+            cloned["rss_mb"] = round(psutil.Process(c.process.pid).memory_info().rss / 2**20, 1)
+            cloned.update(session_fields(peer_row(c.status(), a.peer_id)))
+        cloned["store_mb"] = round(store_bytes(root / "c") / 2**20, 1)
+        cloned["source_store_mb"] = round(store_bytes(root / "a") / 2**20, 1)
+        result["clone"] = cloned
     return result
 
 
@@ -403,7 +403,7 @@ def summary(result: dict[str, Any]) -> str:
     text = (
         f"daemons n={result['n']} d={result['d']}: first sync {first['seconds']} s {kb(first)},"
         f" idle re-sync {idle['seconds']} s {kb(idle)} (quiet sessions, median"
-        f" {statistics.median(idle['quiet_sessions_ms'] or [0.0])} ms),"
+        f" {round(statistics.median(idle['quiet_sessions_ms'] or [0.0]), 2)} ms),"
         f" warm re-sync {warm['seconds']} s"
         f" {kb(warm)}"
     )
