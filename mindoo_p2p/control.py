@@ -17,11 +17,20 @@ replaced by ``{"event": {"type": "resync"}}`` (read the whole again).
 
 Every line is bounded (`MAX_LINE`), the number of clients is bounded, and a client that sends
 garbage gets an error line and is disconnected.
+
+Failure containment: a method or a stream that fails unexpectedly (any `Exception` that is not a
+`MindooError` or a bad parameter: a raw database error, a RecursionError, a bug) never reaches
+the daemon's nursery. It is logged at error level with its traceback, and its client gets
+``{"id": N, "error": {"type": "internal_error", "message": "METHOD failed: TYPE: TEXT"}}``
+(one line), or, once a stream is answered, an ``{"event": {"type": "error", ...}}`` item and
+the stream's end. Other clients and the daemon go on. Cancellation and other BaseExceptions
+(KeyboardInterrupt, SystemExit) pass through.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -34,6 +43,8 @@ from typing import Any
 import trio
 
 from .errors import MindooError
+
+logger = logging.getLogger(__name__)
 
 CONTROL_SOCKET = "control.sock"
 MAX_SOCKET_PATH = 100
@@ -207,6 +218,9 @@ class ControlServer:
                         return
             except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError):
                 return
+            except Exception as exc:  # e.g. a result that is not JSON: this client only
+                if not _client_gone(exc):
+                    logger.error("control client dropped after an error", exc_info=exc)
 
     async def _answer(self, stream: trio.SocketStream, line: bytes, reader: _LineReader) -> bool:
         """Answer one request; False to close the connection."""
@@ -227,7 +241,7 @@ class ControlServer:
             return False
         opener = self._streams.get(method)
         if opener is not None:
-            await self._stream_items(stream, reader, request_id, opener, params)
+            await self._stream_items(stream, reader, request_id, method, opener, params)
             return False
         handler = self._handlers.get(method)
         if handler is None:
@@ -242,6 +256,8 @@ class ControlServer:
                 }
             except (ValueError, TypeError, KeyError) as exc:
                 reply = _bad_request(request_id, exc)
+            except Exception as exc:  # contained: see the module docstring
+                reply = {"id": request_id, "error": _internal_error(method, exc)}
         await stream.send_all(_encode(reply))
         return True
 
@@ -250,6 +266,7 @@ class ControlServer:
         stream: trio.SocketStream,
         reader: _LineReader,
         request_id: Any,
+        method: str,
         opener: StreamOpener,
         params: dict[str, Any],
     ) -> None:
@@ -260,13 +277,18 @@ class ControlServer:
                 await stream.send_all(_encode({"id": request_id, "result": result}))
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_until_client_leaves, reader, nursery.cancel_scope)
-                    await _send_items(stream, items)
+                    await _send_items(stream, items, method)
                     nursery.cancel_scope.cancel()
         except MindooError as exc:
             error = {"type": type(exc).__name__, "message": str(exc)}
             await stream.send_all(_encode({"id": request_id, "error": error}))
         except (ValueError, TypeError, KeyError) as exc:
             await stream.send_all(_encode(_bad_request(request_id, exc)))
+        except Exception as exc:  # contained: see the module docstring
+            if _client_gone(exc):
+                return
+            reply = {"id": request_id, "error": _internal_error(method, exc)}
+            await stream.send_all(_encode(reply))
 
     async def _stream_events(self, stream: trio.SocketStream, params: dict[str, Any]) -> None:
         tenant = params.get("tenant")
@@ -288,9 +310,11 @@ async def _until_client_leaves(reader: _LineReader, scope: trio.CancelScope) -> 
     scope.cancel()
 
 
-async def _send_items(stream: trio.SocketStream, items: AsyncIterator[dict[str, Any]]) -> None:
-    """Write each item as an event line until ``items`` ends (or fails: an ``error`` event)
-    or the client is gone."""
+async def _send_items(
+    stream: trio.SocketStream, items: AsyncIterator[dict[str, Any]], method: str
+) -> None:
+    """Write each item as an event line until ``items`` ends (or fails: an ``error`` event,
+    logged when unexpected) or the client is gone."""
     with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
         try:
             async for item in items:
@@ -301,6 +325,27 @@ async def _send_items(stream: trio.SocketStream, items: AsyncIterator[dict[str, 
         except MindooError as exc:
             error = {"type": "error", "error": type(exc).__name__, "message": str(exc)}
             await stream.send_all(_encode({"event": error}))
+        except Exception as exc:  # contained: see the module docstring
+            if _client_gone(exc):
+                return
+            internal = _internal_error(method, exc)
+            error = {"type": "error", "error": internal["type"], "message": internal["message"]}
+            await stream.send_all(_encode({"event": error}))
+
+
+def _client_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` only says the client went away (nothing to log or answer)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_client_gone(inner) for inner in exc.exceptions)
+    return isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError))
+
+
+def _internal_error(method: str, exc: Exception) -> dict[str, str]:
+    """Log an unexpected failure of ``method`` with its traceback; its one-line error."""
+    logger.error("control method %s failed unexpectedly", method, exc_info=exc)
+    text = " ".join(str(exc).split())[:500]
+    message = f"{method} failed: {type(exc).__name__}" + (f": {text}" if text else "")
+    return {"type": "internal_error", "message": message}
 
 
 def _bad_request(request_id: Any, exc: Exception) -> dict[str, Any]:

@@ -1,0 +1,139 @@
+"""Failure containment of the control socket (review finding: "watching a poisoned view kills
+the whole daemon"): a method or a stream that raises something unexpected (a raw sqlcipher
+OperationalError, a RecursionError from a deeply nested definition, a bug) answers its client a
+one-line error naming the method, is logged with its traceback, and leaves the daemon, its other
+clients and its other tasks running."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from helpers import running_daemon
+
+import mindoo_p2p.daemon.node_daemon as node_daemon_module
+from mindoo_p2p.control import (
+    ControlClient,
+    ControlError,
+    ControlServer,
+    EventHub,
+    StreamOpener,
+    control_socket,
+)
+from mindoo_p2p.node import Node
+
+pytestmark = pytest.mark.timeout(60)
+
+MakeNode = Callable[[str], Node]
+Items = AsyncIterator[dict[str, Any]]
+
+
+async def _raw_database_error(params: dict[str, Any]) -> Any:
+    raise sqlite3.OperationalError("database disk image is malformed")
+
+
+async def _ping(params: dict[str, Any]) -> Any:
+    return "pong"
+
+
+@asynccontextmanager
+async def _failing_open(params: dict[str, Any]) -> AsyncIterator[tuple[Any, Items]]:
+    raise RecursionError("maximum recursion depth exceeded")
+    yield  # pragma: no cover  (makes this an async generator)
+
+
+@asynccontextmanager
+async def _failing_items(params: dict[str, Any]) -> AsyncIterator[tuple[Any, Items]]:
+    async def items() -> Items:
+        yield {"type": "first"}
+        raise RuntimeError("the index broke\nacross lines")
+
+    yield {"watching": True}, items()
+
+
+FAILING_STREAMS: dict[str, StreamOpener] = {
+    "broken.open": _failing_open,
+    "broken.items": _failing_items,
+}
+
+
+def _read_stream(path: Path, method: str) -> list[Any]:
+    return list(ControlClient(path, timeout=10).stream(method))
+
+
+async def test_unexpected_errors_answer_the_client_and_keep_the_server(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Attack: a request whose handler raises a raw sqlite3 OperationalError, a stream whose
+    opening raises RecursionError and a stream whose items raise RuntimeError (the exceptions a
+    poisoned view produced). Before the fix each escaped `serve_listeners` and ended the
+    server (and the daemon's nursery with it)."""
+    path = tmp_path / "control.sock"
+    handlers = {"broken": _raw_database_error, "ping": _ping}
+    caplog.set_level(logging.ERROR, logger="mindoo_p2p.control")
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ControlServer(path, handlers, EventHub(), FAILING_STREAMS).serve)
+            client = ControlClient(path, timeout=10)
+            with pytest.raises(ControlError) as failed:
+                await trio.to_thread.run_sync(client.call, "broken")
+            assert str(failed.value) == (
+                "broken failed: OperationalError: database disk image is malformed"
+            )
+            with pytest.raises(ControlError, match=r"^broken.open failed: RecursionError: max"):
+                await trio.to_thread.run_sync(_read_stream, path, "broken.open")
+            got = await trio.to_thread.run_sync(_read_stream, path, "broken.items")
+            assert got == [
+                {"watching": True},
+                {"type": "first"},
+                {
+                    "type": "error",
+                    "error": "internal_error",
+                    "message": "broken.items failed: RuntimeError: the index broke across lines",
+                },
+            ]  # and the stream ended: `list` returned
+            assert await trio.to_thread.run_sync(client.call, "ping") == "pong"
+            nursery.cancel_scope.cancel()
+    failures = [r for r in caplog.records if r.name == "mindoo_p2p.control"]
+    assert [r.levelno for r in failures] == [logging.ERROR] * 3
+    assert [r.exc_info[0] for r in failures if r.exc_info] == [
+        sqlite3.OperationalError,
+        RecursionError,
+        RuntimeError,
+    ]
+
+
+async def test_a_failing_control_method_leaves_the_daemon_running(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attack: through a running daemon, a control method and a streamed method that raise
+    unexpected exceptions (as view.watch did on a poisoned view). The daemon must keep
+    serving: other control clients get answers and its tasks keep running."""
+    real_handlers = node_daemon_module.control_handlers
+
+    def with_broken(daemon: Any) -> dict[str, Any]:
+        return {**real_handlers(daemon), "broken": _raw_database_error}
+
+    monkeypatch.setattr(node_daemon_module, "control_handlers", with_broken)
+    monkeypatch.setattr(node_daemon_module, "view_streams", lambda _access: FAILING_STREAMS)
+    node = make_node("n")
+    path = control_socket(node.home)
+    client = ControlClient(path, timeout=20)
+    with trio.fail_after(45):
+        async with running_daemon(node, control=True) as daemon:
+            with pytest.raises(ControlError, match=r"^broken failed: OperationalError"):
+                await trio.to_thread.run_sync(client.call, "broken")
+            with pytest.raises(ControlError, match=r"^broken.open failed: RecursionError"):
+                await trio.to_thread.run_sync(_read_stream, path, "broken.open")
+            got = await trio.to_thread.run_sync(_read_stream, path, "broken.items")
+            assert got[-1]["error"] == "internal_error"
+            await trio.sleep(0.2)  # a crash would now have cancelled the daemon's nursery
+            status = await trio.to_thread.run_sync(client.call, "status")
+            assert status["peer_id"] == daemon.peer_id
+            assert await trio.to_thread.run_sync(client.call, "ping") == "pong"
