@@ -4,9 +4,11 @@ start-up count runs, shows that count's progress, and a start with nothing new r
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 
+import pytest
 import trio
 from helpers import FAST, LOOPBACK
 
@@ -20,6 +22,7 @@ from mindoo_p2p.durability import (
     durability,
 )
 from mindoo_p2p.durability_count import COUNT_FILE, load_count, save_count
+from mindoo_p2p.errors import StoreError
 from mindoo_p2p.node import Node
 
 MakeNode = Callable[[str], Node]
@@ -89,7 +92,7 @@ async def test_status_answers_while_the_start_up_count_runs(make_node: MakeNode)
             while daemon.work.running(TASK):
                 await trio.sleep(0.01)
         status = await daemon.status_off_loop()
-        assert status["busy"] == []
+        assert status["busy"] == [] and status["durability_error"] is None
         assert {r["database"]: r["only_here"] for r in status["durability"]}["notes"] == 3
         nursery.cancel_scope.cancel()
     assert (node.home / COUNT_FILE).exists()
@@ -154,3 +157,109 @@ def test_a_saved_count_is_used_only_for_the_store_it_was_written_for(
     bad = [{**row, "count": row["through"] + 1} for row in saved["rows"]]
     path.write_text(json.dumps({**saved, "rows": [*bad, {"tenant": 1}, "x"]}))
     assert load_count(laptop.home, laptop.store) == {}
+
+
+NO_READER_SLOT = "entry store read failed: every reader slot of the home is taken"
+
+
+class FailingFirst(CountingRead):
+    """`durability` that first raises each of ``failures`` in turn (one per call), noting the
+    counter's `error` as each call starts (set ``counter`` first)."""
+
+    def __init__(self, failures: list[Exception]) -> None:
+        super().__init__()
+        self.failures = failures
+        self.counter: DurabilityCounter | None = None
+        self.errors_seen: list[str | None] = []
+
+    def __call__(
+        self,
+        node: Node,
+        ledger: DurabilityLedger,
+        cache: DurabilityCache,
+        progress: Callable[[int], None] | None,
+    ) -> list[DatabaseDurability]:
+        assert self.counter is not None
+        self.errors_seen.append(self.counter.error)
+        if self.failures:
+            raise self.failures.pop(0)
+        return super().__call__(node, ledger, cache, progress)
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    while not predicate():
+        await trio.sleep(0.005)
+
+
+async def test_a_failing_background_count_is_shown_and_retried_not_fatal(
+    make_node: MakeNode, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reproduces the review finding: a StoreError (no free reader slot: the slots are shared
+    with the CLI and scripts) or any unexpected error in the background count escaped
+    `DurabilityCounter.run`, which runs in the daemon's main nursery, and stopped the daemon.
+    Now `run` keeps going: the error shows (`error`), ``busy`` is gone, and it counts again."""
+    node = node_with_notes(make_node, "laptop", 3)
+    ledger = DurabilityLedger()
+    progress = WorkProgress()
+    count = FailingFirst([StoreError(NO_READER_SLOT), RuntimeError("a bug")])
+    counter = count.counter = DurabilityCounter(node, ledger, progress, count=count)
+    caplog.set_level(logging.WARNING, logger="mindoo_p2p.daemon.durability_counter")
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: counter.run(poll_s=0.01, max_backoff_s=0.02))
+            await until(lambda: len(count.errors_seen) >= 3 and counter.error is None)
+            assert count.errors_seen[:3] == [
+                None,
+                f"StoreError: {NO_READER_SLOT}",
+                "RuntimeError: a bug",
+            ]
+            assert not progress.running(TASK)
+            assert counter.rows() == durability(node, ledger)
+            nursery.cancel_scope.cancel()
+    levels = [(r.levelno, r.exc_info is not None) for r in caplog.records]
+    assert levels == [(logging.WARNING, False), (logging.ERROR, True)]  # the bug: traceback
+
+
+def test_a_failing_count_on_the_status_path_keeps_the_last_rows(make_node: MakeNode) -> None:
+    """A StoreError while a status counts a small arrival itself answers the last rows and
+    leaves the count to the background, instead of failing the whole status."""
+    node = node_with_notes(make_node, "laptop", 2)
+    ledger = DurabilityLedger()
+    count = FailingFirst([])
+    counter = count.counter = DurabilityCounter(node, ledger, WorkProgress(), count=count)
+    counter.count_in_background()
+    before = counter.rows()
+    node.tenant("acme").open_db("notes").create_document({"n": 2})
+    count.failures.append(StoreError(NO_READER_SLOT))
+    assert counter.rows() == before
+    assert counter.error == f"StoreError: {NO_READER_SLOT}"
+    counter.count_in_background()  # what `run` does next, as the status asked
+    assert counter.error is None and counter.rows() == durability(node, ledger)
+
+
+class ThreadsThatBegin(WorkProgress):
+    """`WorkProgress` remembering which thread began each task."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.began_in: list[str] = []
+
+    def begin(self, task: str, doing: str, total: int) -> None:
+        self.began_in.append(threading.current_thread().name)
+        super().begin(task, doing, total)
+
+
+async def test_the_start_up_count_shows_as_busy_before_its_thread_starts(
+    make_node: MakeNode,
+) -> None:
+    """The window the review noticed: right after start, a status showed neither durability
+    rows nor a ``busy`` entry until the worker thread began the count."""
+    node = node_with_notes(make_node, "laptop", 1)
+    progress = ThreadsThatBegin()
+    counter = DurabilityCounter(node, DurabilityLedger(), progress)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(counter.run)
+            await until(lambda: bool(progress.began_in))
+            assert progress.began_in[0] == threading.current_thread().name  # the loop's
+            nursery.cancel_scope.cancel()

@@ -437,7 +437,8 @@ class NodeDaemon:
         return self._status_from(stored)
 
     def _read_store(self) -> StoreStatus:
-        return read_store(self.node, self.durability_count.rows, self.work.rows)
+        counter = self.durability_count
+        return read_store(self.node, counter.rows, self.work.rows, lambda: counter.error)
 
     def _status_from(self, stored: StoreStatus) -> dict[str, Any]:
         return daemon_status(

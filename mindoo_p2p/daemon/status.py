@@ -27,17 +27,21 @@ class StoreStatus:
     durability: list[DatabaseDurability] = field(default_factory=list)
     busy: list[dict[str, Any]] = field(default_factory=list)
     """Long work running now, with its progress (`WorkProgress.rows`)."""
+    durability_error: str | None = None
+    """Why the last durability count failed (`DurabilityCounter.error`); None when it did not."""
 
 
 def read_store(
     node: Node,
     durability_rows: Callable[[], list[DatabaseDurability]] | None = None,
     busy: Callable[[], list[dict[str, Any]]] | None = None,
+    durability_error: Callable[[], str | None] | None = None,
 ) -> StoreStatus:
     """The store's part of the status (LMDB snapshots: safe from any thread); with
     ``durability_rows``, the own entries no peer is known to hold (`DurabilityCounter.rows`,
-    which never waits for a long count), and ``busy``, the long work running (read after
-    them, so a count they left to the background shows)."""
+    which never waits for a long count, and ``durability_error``, why its last count failed),
+    and ``busy``, the long work running (read after them, so a count they left to the
+    background shows)."""
     tenants = node.tenants()
     store = node.store
     databases = [
@@ -48,7 +52,13 @@ def read_store(
     forks = [(tenant, fork) for tenant in tenants for fork in store.forks(tenant.id)]
     held = durability_rows() if durability_rows is not None else []
     return StoreStatus(
-        tenants, databases, store.count(), forks, held, busy() if busy is not None else []
+        tenants,
+        databases,
+        store.count(),
+        forks,
+        held,
+        busy() if busy is not None else [],
+        durability_error() if durability_error is not None else None,
     )
 
 
@@ -100,4 +110,5 @@ def daemon_status(
         ],
         "durability": [row.to_dict() for row in stored.durability],
         "busy": stored.busy,
+        "durability_error": stored.durability_error,
     }

@@ -95,6 +95,10 @@ SCHEMAS: dict[str, Schema] = {
                 " total), e.g. the durability count after a start.",
                 "items": OBJECT,
             },
+            "durability_error": {
+                "type": ["string", "null"],
+                "description": "Why the last durability count failed (it is retried).",
+            },
         },
     },
     "Peer": {
