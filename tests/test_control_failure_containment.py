@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import trio
 from helpers import running_daemon
+from http_helpers import api_client, http_daemon
 
 import mindoo_p2p.daemon.node_daemon as node_daemon_module
 from mindoo_p2p.control import (
@@ -137,3 +138,34 @@ async def test_a_failing_control_method_leaves_the_daemon_running(
             status = await trio.to_thread.run_sync(client.call, "status")
             assert status["peer_id"] == daemon.peer_id
             assert await trio.to_thread.run_sync(client.call, "ping") == "pong"
+
+
+async def test_a_failing_http_handler_answers_500_and_leaves_the_daemon_running(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Attack: an HTTP API request whose handler raises an unexpected exception (a raw
+    OperationalError). It must answer a 500 with a JSON error, log it, and leave the HTTP
+    server and the daemon serving (starlette re-raises after its handler: hypercorn keeps
+    serving; this test pins that)."""
+    node = make_node("n")
+    caplog.set_level(logging.ERROR, logger="mindoo_p2p.http.app")
+    with trio.fail_after(45):
+        async with http_daemon(node, control=True) as daemon, api_client(daemon) as client:
+
+            def broken_wake() -> None:
+                raise sqlite3.OperationalError("database disk image is malformed")
+
+            monkeypatch.setattr(daemon, "wake_peers", broken_wake)
+            response = await client.post("/api/sync")
+            assert response.status_code == 500
+            assert response.json()["error"] == {
+                "type": "internal",
+                "message": "OperationalError: database disk image is malformed",
+            }
+            await trio.sleep(0.2)  # a crash would now have cancelled the daemon's nursery
+            assert (await client.get("/api/status")).status_code == 200
+            status = await trio.to_thread.run_sync(
+                ControlClient(control_socket(node.home), timeout=10).call, "ping"
+            )
+            assert status == "pong"
+    assert any(r.exc_info and r.exc_info[0] is sqlite3.OperationalError for r in caplog.records)
