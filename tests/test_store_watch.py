@@ -260,3 +260,38 @@ def _keep(into: list[Entry]) -> Callable[[list[Entry]], Awaitable[None]]:
         into.extend(entries)
 
     return report
+
+
+async def test_failing_reads_and_a_corrupt_arrival_do_not_end_the_watch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Attack/bug: another process sharing the home takes every reader slot (the store read
+    raises StoreError), a read raises something unexpected, and a stored arrival does not
+    decode (StoreError "corrupt"). Each escaped `watch_store`, which runs in the daemon's main
+    nursery, and ended the daemon. Now the watch logs, backs off, reads again, and reports
+    the other arrivals."""
+    store = FakeStore()
+    watch = StoreWatch(seen=0)
+    reported: list[Entry] = []
+    failures: list[Exception] = [StoreError("every reader slot of the home is taken"),
+                                 RuntimeError("a bug")]  # fmt: skip
+
+    def read(after: int, limit: int) -> tuple[list[bytes], int]:
+        if failures:
+            raise failures.pop(0)
+        return store.read(after, limit)
+
+    async def report(entries: list[Entry]) -> None:
+        reported.extend(entries)
+
+    first = store.add(1)
+    corrupt = first[0][:-1]
+    store.entries.append(corrupt)  # another process's arrival that does not decode
+    last = store.add(1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_store, watch, lambda: len(store.entries), read, report)
+        await trio.sleep(5.0)
+        nursery.cancel_scope.cancel()
+    assert not failures  # both failing reads happened, and the watch went on
+    assert [e.raw for e in reported] == first + last
+    assert watch.seen == 3

@@ -35,11 +35,16 @@ an entry); only the arrivals it reports are decoded (`watch_store`). A scan that
 process's own commit (read between the commit and its listener's claim: a large ingest's
 commit is visible some milliseconds before the claim) so costs a hash per entry, not a decode
 and an index read (issue 8: during a catch-up these scans had taken a sixth of the event loop).
+
+A look that fails (a store read refused, e.g. no free reader slot, or a report that fails) is
+logged and tried again after a bounded backoff (`containment`); an arrival that does not decode
+is logged and skipped, the others are reported. Neither ends the daemon.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -47,6 +52,9 @@ import trio
 
 from ..entry import Entry
 from ..errors import DecodeError, StoreError
+from .containment import log_failure, retry_delay
+
+logger = logging.getLogger(__name__)
 
 WATCH_INTERVAL = 0.04
 """Seconds between two looks at the store's change counter."""
@@ -140,24 +148,48 @@ async def watch_store(
     only by a later scan, at least ``grace`` seconds after they were read; when more arrivals
     wait and none is pending, the next batch is read at once."""
     delay = interval
+    failures = 0
     while True:
         await trio.sleep(delay)
-        delay = interval
-        if busy():
-            continue
-        claims = watch.claims()
-        last = last_arrival()
-        if watch.skip_own(last, claims):
-            continue
-        if not watch.pending() and last <= watch.seen:
-            continue
-        raws, more = watch.scan(read)
-        if raws:
-            await report([decode_stored(raw) for raw in raws])
-        if watch.pending():
-            delay = grace
-        elif more:
-            delay = 0
+        try:
+            delay = await _look_once(watch, last_arrival, read, report, busy, interval, grace)
+            failures = 0
+        except Exception as exc:  # contained: a failing read or report is tried again
+            failures += 1
+            log_failure(logger, "watching the store for other processes' entries", exc)
+            delay = retry_delay(interval, failures)
+
+
+async def _look_once(
+    watch: StoreWatch,
+    last_arrival: Callable[[], int],
+    read: ReadAfter,
+    report: Callable[[list[Entry]], Awaitable[None]],
+    busy: Callable[[], bool],
+    interval: float,
+    grace: float,
+) -> float:
+    """One look of `watch_store`; the delay before the next."""
+    if busy():
+        return interval
+    claims = watch.claims()
+    last = last_arrival()
+    if watch.skip_own(last, claims):
+        return interval
+    if not watch.pending() and last <= watch.seen:
+        return interval
+    raws, more = watch.scan(read)
+    entries = []
+    for raw in raws:
+        try:
+            entries.append(decode_stored(raw))
+        except StoreError as exc:  # one corrupt arrival: the others are still reported
+            log_failure(logger, "reading an entry another process stored", exc)
+    if entries:
+        await report(entries)
+    if watch.pending():
+        return grace
+    return 0 if more else interval
 
 
 def decode_stored(raw: bytes) -> Entry:
