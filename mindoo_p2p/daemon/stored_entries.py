@@ -14,6 +14,11 @@ Three ways in, one way through:
   topics follow new databases, and local entries are published; the scheduler hears the
   origin; subscribers hear of conflicts. A `Resync` (events were dropped) assumes anything
   changed: membership, topics, every peer woken.
+
+An event whose handling fails (entries from peers or other processes reach library code: the
+conflict scan reads their documents) is logged (`containment.log_failure`) and `consume` goes
+on with the next: the entries are stored either way, and the periodic sessions and the next
+event repeat what was skipped.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from ..entry import TENANT_LOG, Entry
 from ..node import Node
 from .activity import Activity
 from .conflict_events import conflict_events
+from .containment import log_failure
 from .entry_events import EntryEvent, EntryEventQueue, Origin, Resync
 from .gossip_bridge import GossipBridge
 from .node_access import NodeAccess
@@ -111,10 +117,13 @@ class StoredEntries:
     async def consume(self) -> None:
         """Handle the queue's events until it is closed."""
         async for item in self._queue.events():
-            if isinstance(item, Resync):
-                await self._resync(item)
-            else:
-                await self._entries_stored(item)
+            try:
+                if isinstance(item, Resync):
+                    await self._resync(item)
+                else:
+                    await self._entries_stored(item)
+            except Exception as exc:  # contained: the next event is handled
+                log_failure(logger, "handling stored entries", exc)
 
     async def _entries_stored(self, event: EntryEvent) -> None:
         entries = event.entries

@@ -1,8 +1,8 @@
-"""Failure containment of the control socket (review finding: "watching a poisoned view kills
-the whole daemon"): a method or a stream that raises something unexpected (a raw sqlcipher
+"""Failure containment of the daemon (review finding: "watching a poisoned view kills the whole
+daemon"): a control method or a stream that raises something unexpected (a raw sqlcipher
 OperationalError, a RecursionError from a deeply nested definition, a bug) answers its client a
 one-line error naming the method, is logged with its traceback, and leaves the daemon, its other
-clients and its other tasks running."""
+clients and its other tasks running. The same for the HTTP API and the stored-entries task."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from helpers import running_daemon
 from http_helpers import api_client, http_daemon
 
 import mindoo_p2p.daemon.node_daemon as node_daemon_module
+import mindoo_p2p.daemon.stored_entries as stored_entries_module
 from mindoo_p2p.control import (
     ControlClient,
     ControlError,
@@ -169,3 +170,37 @@ async def test_a_failing_http_handler_answers_500_and_leaves_the_daemon_running(
             )
             assert status == "pong"
     assert any(r.exc_info and r.exc_info[0] is sqlite3.OperationalError for r in caplog.records)
+
+
+async def test_an_event_that_fails_to_be_handled_leaves_the_daemon_running(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Attack: entries (from a peer or another process) whose handling raises in library code
+    (here the conflict scan, which reads their documents, raises RuntimeError). That escaped
+    `StoredEntries.consume`, in the daemon's main nursery, and ended the daemon. Now it is
+    logged with its traceback and the next entries are handled."""
+    calls: list[int] = []
+
+    def failing_conflict_events(*args: Any) -> Any:
+        calls.append(1)
+        raise RuntimeError("a document that breaks the conflict scan")
+
+    monkeypatch.setattr(stored_entries_module, "conflict_events", failing_conflict_events)
+    node = make_node("n")
+    caplog.set_level(logging.ERROR, logger="mindoo_p2p.daemon.stored_entries")
+    with trio.fail_after(45):
+        async with running_daemon(node) as daemon, daemon.events.subscribe() as events:
+            for n in range(2):
+                async with daemon.access.hold() as held:
+                    if n == 0:
+                        db = held.create_tenant("acme").create_db("notes")
+                    else:
+                        db = held.tenant("acme").open_db("notes")
+                    db.create_document({"n": n})
+                while len(calls) <= n:  # the write's event got as far as the conflict scan
+                    await trio.sleep(0.01)
+            assert (await events.receive())["type"] == "entry"  # subscribers still heard
+            status = await daemon.status_off_loop()
+            assert status["entries"] == node.store.count()
+    assert len(calls) >= 2  # the second write's entries were handled after the first failed
+    assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [RuntimeError] * len(calls)
