@@ -2,7 +2,8 @@
 daemon"): a control method or a stream that raises something unexpected (a raw sqlcipher
 OperationalError, a RecursionError from a deeply nested definition, a bug) answers its client a
 one-line error naming the method, is logged with its traceback, and leaves the daemon, its other
-clients and its other tasks running. The same for the HTTP API and the stored-entries task."""
+clients and its other tasks running. The same for the HTTP API, the stored-entries task and the
+sessions a peer worker runs."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from typing import Any
 
 import pytest
 import trio
-from helpers import running_daemon
+from helpers import eventually, running_daemon
 from http_helpers import api_client, http_daemon
 
 import mindoo_p2p.daemon.node_daemon as node_daemon_module
 import mindoo_p2p.daemon.stored_entries as stored_entries_module
+import mindoo_p2p.daemon.sync_sessions as sync_sessions_module
 from mindoo_p2p.control import (
     ControlClient,
     ControlError,
@@ -28,6 +30,7 @@ from mindoo_p2p.control import (
     StreamOpener,
     control_socket,
 )
+from mindoo_p2p.daemon import PeerTable
 from mindoo_p2p.node import Node
 
 pytestmark = pytest.mark.timeout(60)
@@ -204,3 +207,48 @@ async def test_an_event_that_fails_to_be_handled_leaves_the_daemon_running(
             assert status["entries"] == node.store.count()
     assert len(calls) >= 2  # the second write's entries were handled after the first failed
     assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [RuntimeError] * len(calls)
+
+
+async def test_an_initiator_session_that_fails_unexpectedly_leaves_the_daemon_syncing(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Attack: a session with a peer raises something unexpected in library code (here the
+    first initiator run raises RuntimeError, as a bug on a peer's data would). That escaped the
+    peer worker into the daemon's main nursery and ended the daemon (the responder side was
+    contained already). Now the failure is recorded in the peer's status and logged, and the
+    next session with that peer syncs."""
+    real_run_initiator = sync_sessions_module.run_initiator
+    failures = [RuntimeError("a peer's entry broke something")]
+
+    async def failing_first(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop(0)
+        return await real_run_initiator(*args, **kwargs)
+
+    monkeypatch.setattr(sync_sessions_module, "run_initiator", failing_first)
+    recorded: list[str] = []
+    real_failed = PeerTable.failed
+
+    def record_failed(table: PeerTable, peer_id: str, error: str) -> None:
+        recorded.append(error)
+        real_failed(table, peer_id, error)
+
+    monkeypatch.setattr(PeerTable, "failed", record_failed)
+    alice, bob = make_node("alice"), make_node("bob")
+    tenant = alice.create_tenant("acme")
+    bob.join(alice.invite(tenant, bob.public_identity()))
+    alice.tenant("acme").create_db("notes").create_document({"from": "alice"})
+    caplog.set_level(logging.ERROR, logger="mindoo_p2p.daemon.sync_sessions")
+    with trio.fail_after(45):
+        async with running_daemon(alice) as a, running_daemon(bob) as b:
+            await b.add_peer(a.listen_addrs()[0])
+            await eventually(lambda: not failures)
+            # shown in the peer's status (``last_error``) until a session ends well
+            assert "internal error: RuntimeError: a peer's entry broke something" in recorded
+            b.wake_peers()
+            await eventually(lambda: ids(alice) <= ids(bob))
+    assert any(r.exc_info and r.exc_info[0] is RuntimeError for r in caplog.records)
+
+
+def ids(node: Node) -> set[bytes]:
+    return {entry.id for entry in node.store.iter_entries()}

@@ -8,7 +8,8 @@ disconnected); a disconnected peer's worker is told to stop. A worker waits to b
 connection's keepalive (`net.keepalive`): a path that stopped answering is closed, so the
 dialer redials it. On connect, the scheduler hears whether this side dialled (it leads).
 
-Nothing here is spawned from a callback: workers are started by the watcher task alone.
+Nothing here is spawned from a callback: workers are started by the watcher task alone. A
+session that fails unexpectedly is recorded and logged (`containment`); the worker goes on.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import trio
 from ..net.host import PeerHost
 from ..net.keepalive import Liveness, keep_alive
 from .activity import Activity
+from .containment import log_failure
 from .peer_table import PeerTable
 from .scheduler import SyncScheduler
 
@@ -175,7 +177,11 @@ class PeerWorkers:
                         state.connected = False
                         self._activity.peer(peer_id, connected=False)
                 return
-            await self._sync_with_peer(peer_id)
+            try:
+                await self._sync_with_peer(peer_id)
+            except Exception as exc:  # contained: this peer's next wake tries again
+                self._peer_table.failed(peer_id, f"sync failed: {type(exc).__name__}: {exc}")
+                log_failure(logger, f"sync with {peer_id}", exc)
 
 
 __all__ = ["PeerWorkers", "keepalive_state"]

@@ -214,6 +214,11 @@ class SyncSessions:
             with trio.CancelScope(shield=True):
                 await stream.reset()
             return None
+        except Exception as exc:  # contained (a bug, a raw library error): as the responder
+            self._internal_failure(peer_id, tenant, "initiator", exc)
+            with trio.CancelScope(shield=True):
+                await stream.reset()
+            return None
         with trio.CancelScope(shield=True):
             await stream.close()
         await self._ended_well(peer_id, tenant, report, positions)
@@ -287,6 +292,24 @@ class SyncSessions:
             error=error,
         )
         logger.warning("sync with %s (%s) failed: %s", peer_id, role, error)
+
+    def _internal_failure(
+        self, peer_id: str, tenant: Tenant | None, role: str, exc: Exception
+    ) -> None:
+        """A session ended by an unexpected error on this node (not a protocol violation by
+        the peer, so no penalty): recorded, logged with its traceback; the daemon carries on
+        and the next session retries."""
+        error = f"internal error: {type(exc).__name__}: {exc}"
+        self._peer_table.failed(peer_id, error)
+        self._activity.session_failed(
+            peer_id,
+            None if tenant is None else tenant.id,
+            None if tenant is None else tenant.name,
+            role=role,
+            outcome="failed",
+            error=error,
+        )
+        logger.error("sync with %s (%s) failed unexpectedly", peer_id, role, exc_info=exc)
 
     async def _ended_well(
         self, peer_id: str, tenant: Tenant, report: SyncReport, positions: dict[str, int]
