@@ -50,6 +50,32 @@ def test_connection_requests_past_the_bound_are_dropped_not_blocking() -> None:
     assert not requests.offer(Disconnect("late"))  # stopping: dropped, no error
 
 
+async def test_a_request_that_fails_unexpectedly_is_logged_and_the_others_carried_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Attack: a request whose carrying out raises something other than a TransportError (a
+    dial of an address an mDNS announcement from anyone on the LAN carried, that the dialer
+    chokes on). That escaped `ConnectionRequests.run`, in the daemon's main nursery, and ended
+    the daemon; now it is logged with its traceback and the next request is carried out."""
+    requests = ConnectionRequests(capacity=4, concurrency=1)
+    done: list[str] = []
+
+    async def carry_out(request: Dial | Disconnect) -> None:
+        if isinstance(request, Dial):
+            raise ValueError(f"invalid multiaddr {request.addr!r}")
+        done.append(request.peer_id)
+
+    assert requests.offer(Dial("/ip4/not-an-address", remember=False))
+    assert requests.offer(Disconnect("next"))
+    requests.close()
+    with trio.fail_after(10):
+        await requests.run(carry_out)
+    assert done == ["next"]
+    (record,) = [r for r in caplog.records if r.exc_info]
+    assert record.levelname == "ERROR" and record.exc_info is not None
+    assert record.exc_info[0] is ValueError
+
+
 async def test_connection_requests_run_at_most_the_concurrency_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -5,7 +5,8 @@ block nor spawn tasks, so they only `offer` a request: it waits in a bounded cha
 dropped and logged: the dialer retries address-book peers, and a banned peer is refused
 whenever it comes back). `run` takes the next request only when one of its
 `MAX_CONCURRENT_REQUESTS` slots is free, and carries it out in its own nursery; a transport
-failure is logged, never raised.
+failure is logged, never raised, and so is any other failure (an address from an mDNS
+announcement comes from anyone on the LAN): logged with its traceback (`containment`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import trio
 
 from ..net.framing import TransportError
+from .containment import log_failure
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,8 @@ class ConnectionRequests:
             await carry_out(request)
         except TransportError as exc:
             logger.info("%s failed: %s", request, exc)
+        except Exception as exc:  # contained: the other requests go on
+            log_failure(logger, str(request), exc)
         finally:
             slots.release()
 
