@@ -73,6 +73,11 @@ def render_status(data: dict[str, Any]) -> str:
         f"busy:       {row['task']}: {row['doing']} {row['done']:,}/{row['total']:,}"
         for row in data.get("busy", [])
     )
+    if data.get("durability_error"):
+        lines.append(
+            f"durability: the last count failed ({data['durability_error']}); the rows shown"
+            " are from the count before it, and it is retried"
+        )
     lines.append(f"peer id:    {data['peer_id']}")
     if not data["daemon_running"]:
         lines.append("daemon:     not running (start it with 'mindoo node run')")

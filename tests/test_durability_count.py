@@ -7,11 +7,13 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import trio
 from helpers import FAST, LOOPBACK
 
+from cli.render import render_status
 from mindoo_p2p.daemon import NodeDaemon
 from mindoo_p2p.daemon.durability_counter import TASK, DurabilityCounter
 from mindoo_p2p.daemon.work_progress import WorkProgress
@@ -263,3 +265,23 @@ async def test_the_start_up_count_shows_as_busy_before_its_thread_starts(
             await until(lambda: bool(progress.began_in))
             assert progress.began_in[0] == threading.current_thread().name  # the loop's
             nursery.cancel_scope.cancel()
+
+
+def test_mindoo_status_says_when_the_durability_count_failed() -> None:
+    """The failure `durability_error` reports reaches the plain `mindoo status` output too,
+    not only `--json`: rows from an older count are not passed off as current."""
+    status: dict[str, Any] = {
+        "home": "/h",
+        "identity": {"name": "laptop", "fingerprint": "ab12"},
+        "entries": 0,
+        "tenants": [],
+        "durability": [],
+        "busy": [],
+        "durability_error": "every reader slot of the home is taken",
+        "peer_id": "12D3KooW",
+        "daemon_running": False,
+    }
+    text = render_status(status)
+    assert "durability: the last count failed (every reader slot of the home is taken)" in text
+    del status["durability_error"]
+    assert "durability:" not in render_status(status)
