@@ -123,6 +123,8 @@ class ViewDefinition:
                 data = json.loads(data)
             except ValueError as exc:
                 raise QueryError(f"view: not JSON ({exc})") from None
+            except RecursionError:
+                raise QueryError("view: JSON nested too deeply") from None
         if not isinstance(data, Mapping):
             raise QueryError("view: expected a JSON object")
         unknown = set(data) - _KEYS
