@@ -356,3 +356,30 @@ def test_a_failing_facet_trigger_is_dropped_not_blocking_writes(make_node: MakeN
     assert facet_tables(node) == []
     assert node.views.reader(crm, "v").tree()["count"] == 1
     assert len(facet_tables(node)) == 1
+
+
+def test_a_sum_total_past_int64_is_exact_not_an_error(make_node: MakeNode) -> None:
+    """Attack: a member writes two amounts of 2**62 into a database a view totals with
+    "sum": SQLite's sum() raised "integer overflow" and the view failed for every reader.
+    The sum is now exact (a Python int past int64), and real when any value is real."""
+    node = make_node("n")
+    crm = node.create_tenant("crm")
+    db = crm.create_db("d")
+    for n in (2**62, 2**62, 5, -(2**63), 2**63 - 1):
+        db.create_document({"n": n, "g": "int"})
+    db.create_document({"n": 1.5, "g": "real"})
+    db.create_document({"n": 2**62, "g": "real"})
+    definition = {
+        "sources": [{"tenant": "crm", "db": "*"}],
+        "categories": ["g"],
+        "totals": [
+            {"name": "s", "op": "sum", "path": "n"},
+            {"name": "a", "op": "avg", "path": "n"},
+        ],
+    }
+    node.views.define(crm, "sums", definition, local=True)
+    tree = node.views.reader(crm, "sums").tree()
+    by_group = {c["value"]: c["totals"] for c in tree["categories"]}
+    assert by_group["int"]["s"] == 2**63 + 4
+    assert by_group["real"]["s"] == pytest.approx(2.0**62 + 1.5)
+    assert tree["totals"]["s"] == pytest.approx(2.0**63 + 2.0**62 + 5.5)
