@@ -27,7 +27,9 @@ Schema (version `SCHEMA_VERSION`; another version is rebuilt)::
     ix_*      expression indexes on json_extract(body, '$.path'), made for the paths that
               queries filter or sort on (`ensure_index`: equality paths, then sort paths)
     vf_*      facet tables (`ensure_facets`): per document, the values a view groups, totals
-              and filters on as real columns, kept by triggers on docs, with a covering index
+              and filters on as real columns, kept by triggers on docs, with a covering index;
+              derived: all dropped when a view is removed or replaced (`drop_facets`) or a
+              trigger fails a write (`write`), rebuilt by the views when next read
 """
 
 from __future__ import annotations
