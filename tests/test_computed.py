@@ -185,10 +185,10 @@ def test_a_compound_argument_used_twice_is_computed_once(
 ) -> None:
     # $year checks and reads its argument several times: a nested coalesce is bound once
     nested: Any = "$d"
-    for _ in range(12):
+    for _ in range(10):  # 30 levels: within MAX_EXPRESSION_DEPTH
         nested = {"$year": {"$string": {"$coalesce": [nested, "$s"]}}}
     sql = parse_computed(nested).sql()
-    assert len(sql.text) < 40_000  # linear, not 4 ** 12
+    assert len(sql.text) < 40_000  # linear, not 4 ** 10
     assert len(computed_values(docs_table, nested)) == len(DOCS)
 
 
@@ -219,3 +219,84 @@ def test_malformed_expressions_name_the_offending_part(expr: Any, names: str) ->
     with pytest.raises(QueryError) as caught:
         parse_computed(expr)
     assert names in str(caught.value)
+
+
+# -- totality: no document value makes a compiled operator raise -------------------------------
+INT64_MIN = -(2**63)
+AWKWARD: list[Any] = [
+    INT64_MIN, 2**63 - 1, -(2**63) + 1, 2**64, -1e308, 1e308, 5e-324, -0.0, 0,
+    "x" * 20_000, "[" * 3000, "1e999", "-9223372036854775808", "9" * 400, "2025-13-45",
+    "\U0010ffff\x00", True, None, [INT64_MIN], {"k": INT64_MIN},
+]  # fmt: skip
+AWKWARD_PATHS = ["n", "m", "s", "d", "t", "b"]
+
+
+def test_abs_of_the_int64_minimum_is_a_number_not_an_error(
+    docs_table: sqlcipher3.Connection,
+) -> None:
+    """Attack: a member writes n = -2**63 (a valid Automerge int64) where a view computes
+    {"$abs": "$n"}; SQLite's abs() raised "integer overflow" for it, in the facet trigger of
+    every document insert. It now gives the real 2.0**63, as + - * do on overflow."""
+    docs_table.execute("INSERT INTO docs (body) VALUES (?)", (json.dumps({"n": INT64_MIN}),))
+    assert computed_values(docs_table, {"$abs": "$n"})[-1] == 2.0**63
+    assert computed_values(docs_table, {"$abs": {"$sub": ["$n", 0]}})[-1] == 2.0**63
+    assert computed_values(docs_table, {"$abs": "$n"})[:len(DOCS)] == [3, 2.5, None, None,
+                                                                      None, None, 4]  # fmt: skip
+
+
+def test_no_operator_raises_for_any_document_value() -> None:
+    """Attack: a member crafts document values at the edges of SQLite's types (int64
+    extremes, huge reals, long and malformed texts, deep JSON text) to make a computed
+    value's SQL raise: in a facet trigger that would fail every write of the index. 400
+    random expressions over documents built from those values must all evaluate."""
+    rng = random.Random(11)
+    conn = sqlcipher3.connect(":memory:")
+    conn.execute("CREATE TABLE docs (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+    bodies = [{p: rng.choice(AWKWARD) for p in AWKWARD_PATHS} for _ in range(40)]
+    bodies += [{p: value for p in AWKWARD_PATHS} for value in AWKWARD]
+    conn.executemany("INSERT INTO docs (body) VALUES (?)", [(json.dumps(b),) for b in bodies])
+    evaluated = 0
+    for _ in range(400):
+        expr = expression(rng, rng.randint(1, 4))
+        try:
+            sql = parse_computed(expr).sql()
+        except QueryError:
+            continue  # a literal of the wrong type: refused when defined, never run
+        rows = conn.execute(f"SELECT {sql.text} FROM docs ORDER BY id", sql.params).fetchall()
+        assert len(rows) == len(bodies)
+        evaluated += 1
+    assert evaluated > 250
+
+
+# -- one budget of parts and depth across values and the conditions inside them ----------------
+def nested_through_conditions(levels: int) -> Any:
+    value: Any = "$x"
+    for _ in range(levels):
+        value = {"$if": [{"$expr": [value, 1]}, 1, 0]}
+    return value
+
+
+def test_nesting_values_in_conditions_cannot_escape_the_depth_limit() -> None:
+    """Attack: a value inside a condition inside a value (``$if`` -> ``$expr`` -> ...) started
+    a fresh part count at each level and had no depth limit: 200 levels (a 7 KB definition)
+    raised RecursionError instead of a QueryError. Now refused at 32 levels, naming the part."""
+    deep = nested_through_conditions(200)
+    assert len(json.dumps(deep)) < 8 * 1024
+    with pytest.raises(QueryError, match=r"nested deeper than 32 levels"):
+        parse_computed(deep)
+    with pytest.raises(QueryError, match=r"nested deeper than 32 levels"):
+        compile_where({"$expr": [deep, 1]})
+    parse_computed(nested_through_conditions(10))  # a reasonable nesting is fine
+
+
+def test_the_part_limit_counts_values_and_conditions_together() -> None:
+    """Attack: 60 conditions each holding a 33-part value (about 2,000 parts, each facet
+    build and trigger evaluating all of them) passed the 256-part limit, because each $expr
+    value was counted from zero. The shared count refuses it, naming where it ran over."""
+    leaf = {"$add": ["$a"] * 31 + [1]}
+    wide = {"$if": [{"$and": [{"$expr": [leaf, {"$gt": 0}]}] * 60}, 1, 0]}
+    with pytest.raises(QueryError, match=r"expr\.\$if\[0\]\.\$and\[\d+\].*more than 256 parts"):
+        parse_computed(wide)
+    with pytest.raises(QueryError, match=r"more than 256 parts"):
+        compile_where({"$and": [{"$expr": [leaf, {"$gt": 0}]}] * 60})
+    parse_computed({"$if": [{"$and": [{"$expr": [leaf, {"$gt": 0}]}] * 6}, 1, 0]})

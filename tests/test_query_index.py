@@ -12,6 +12,8 @@ from conftest import PASSWORD
 from helpers import copy_tenant
 
 from mindoo_p2p.index import QueryError, Source, index_path
+from mindoo_p2p.index.expressions import parse_path
+from mindoo_p2p.index.index_store import IndexStore
 from mindoo_p2p.node import Node
 from mindoo_p2p.tenant import Tenant
 
@@ -368,3 +370,30 @@ def test_a_database_answers_its_own_queries_counts_and_searches(make_node: MakeN
     assert [hit.database for hit in db.search("ticket", limit=30).hits] == ["crm2025"] * 12
     with pytest.raises(QueryError, match="limit"):
         db.query(limit=0)
+
+
+def test_two_processes_making_one_facet_shape_at_once(tmp_path: Path) -> None:
+    """Race: two processes open the same view shape at once. Each looked for the facet table
+    before its write transaction; the second then failed with "table already exists". Here
+    the other process (a second connection) makes the table just as this one begins its
+    transaction: the table is seen inside the transaction and used."""
+    key = bytes(range(32))
+    path = tmp_path / "query.db"
+    mine, theirs = IndexStore(path, key), IndexStore(path, key)
+    shape = [parse_path("status")]
+    raced: list[str] = []
+
+    def race(statement: str) -> None:
+        if statement == "BEGIN IMMEDIATE" and not raced:
+            made = theirs.ensure_facets(shape)
+            assert made is not None
+            raced.append(made.table)
+
+    mine._conn.set_trace_callback(race)
+    try:
+        facets = mine.ensure_facets(shape)
+    finally:
+        mine._conn.set_trace_callback(None)
+    assert raced and facets is not None and facets.table == raced[0]
+    mine.close()
+    theirs.close()

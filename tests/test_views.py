@@ -268,14 +268,118 @@ def test_a_view_keeps_following_after_a_shred_moves_the_index(make_node: MakeNod
 
 
 def test_a_members_malformed_shared_definitions_are_left_out(make_node: MakeNode) -> None:
+    """Attack: a member shares malformed definitions, among them JSON nested so deeply
+    (under the 64 KB limit) that the parser raised RecursionError, which broke every shared
+    view of the tenant. Each is skipped and listed as broken; the good view still works."""
     node = make_node("n")
     tenant = node.create_tenant("acme")
     tenant.create_db("notes").create_document({"a": 1})
     views = tenant.create_db(SHARED_VIEWS_DB)
     views.create_document({"name": "huge", "definition": "[" * 70_000})
+    views.create_document({"name": "deep", "definition": "[" * 30_000 + "]" * 30_000})
     views.create_document({"name": "bad name!", "definition": "{}"})
     views.create_document({"name": "notjson", "definition": "{nope"})
     views.create_document({"name": "number", "definition": 5})
     node.views.define(tenant, "good", {"sources": ["acme/notes"]})
-    assert [v["name"] for v in node.views.definitions(tenant)] == ["good"]
+    listed = node.views.definitions(tenant)
+    assert [v["name"] for v in listed if v["scope"] != "broken"] == ["good"]
+    broken = {v["name"]: v["error"] for v in listed if v["scope"] == "broken"}
+    assert set(broken) == {"huge", "deep", "notjson", "number"}
+    assert "nested too deeply" in broken["deep"]
     assert node.views.reader(tenant, "good").tree()["count"] == 1
+
+
+# -- a view's computed values cannot stop the index ----------------------------------------------
+ABS_VIEW: dict[str, Any] = {
+    "sources": [{"tenant": "crm", "db": "*"}],
+    "categories": [{"name": "a", "expr": {"$abs": "$n"}}],
+}
+
+
+def facet_tables(node: Node) -> list[str]:
+    rows = node.index.store.read(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'vf%'"
+    )
+    return [str(r[0]) for r in rows]
+
+
+def test_an_int64_minimum_under_a_shared_abs_category_stops_no_index(make_node: MakeNode) -> None:
+    """Attack: a member shares a view categorised by {"$abs": "$n"} (a facet table filled
+    by triggers on every document of the node), then writes n = -2**63. SQLite's abs()
+    raised "integer overflow" in the trigger: every later index write on the node failed,
+    in every tenant, and removing the view left the trigger. Now the value is 2.0**63,
+    the index goes on, and removing the view drops its facet table."""
+    node = make_node("n")
+    crm, other = node.create_tenant("crm"), node.create_tenant("other")
+    db = crm.create_db("d")
+    db.create_document({"n": 5})
+    node.views.define(crm, "evil", ABS_VIEW)
+    assert node.views.reader(crm, "evil").tree()["count"] == 1
+    assert facet_tables(node)
+    db.create_document({"n": -(2**63)})
+    db.create_document({"n": 7, "status": "later"})
+    odb = other.create_db("o")
+    odb.create_document({"n": -(2**63)})
+    odb.create_document({"k": "later"})
+    assert len(node.index.query(node.index.all_sources(crm), where={"status": "later"}).rows) == 1
+    assert len(node.index.query(node.index.all_sources(other), where={"k": "later"}).rows) == 1
+    tree = node.views.reader(crm, "evil").tree()
+    assert tree["count"] == 3
+    node.views.remove(crm, "evil")
+    assert facet_tables(node) == []
+
+
+def test_a_failing_facet_trigger_is_dropped_not_blocking_writes(make_node: MakeNode) -> None:
+    """Attack, against a store written by the previous version: its facet trigger still
+    computes abs() in SQL, which raises on n = -2**63. The write that fails is retried
+    without the facet tables (dropped, with a warning): the document is indexed, other
+    tenants go on, and the view rebuilds its facets (now total) when next read."""
+    node = make_node("n")
+    crm, other = node.create_tenant("crm"), node.create_tenant("other")
+    crm.create_db("d").create_document({"n": 5})
+    node.views.define(crm, "v", ABS_VIEW, local=True)
+    node.views.reader(crm, "v").tree()
+    (table,) = facet_tables(node)
+    with node.index.store.transaction() as tx:  # the trigger the previous version wrote
+        tx.execute(f"DROP TRIGGER {table}_ins")
+        tx.execute(
+            f"CREATE TRIGGER {table}_ins AFTER INSERT ON docs BEGIN INSERT INTO {table}"
+            f" VALUES (new.id, new.source, abs(json_extract(new.body, '$.n'))); END"
+        )
+    odb = other.create_db("o")
+    odb.create_document({"n": -(2**63), "k": "poison"})
+    odb.create_document({"k": "later"})
+    found = node.index.query(
+        node.index.all_sources(other), where={"k": {"$in": ["poison", "later"]}}
+    )
+    assert len(found.rows) == 2
+    assert facet_tables(node) == []
+    assert node.views.reader(crm, "v").tree()["count"] == 1
+    assert len(facet_tables(node)) == 1
+
+
+def test_a_sum_total_past_int64_is_exact_not_an_error(make_node: MakeNode) -> None:
+    """Attack: a member writes two amounts of 2**62 into a database a view totals with
+    "sum": SQLite's sum() raised "integer overflow" and the view failed for every reader.
+    The sum is now exact (a Python int past int64), and real when any value is real."""
+    node = make_node("n")
+    crm = node.create_tenant("crm")
+    db = crm.create_db("d")
+    for n in (2**62, 2**62, 5, -(2**63), 2**63 - 1):
+        db.create_document({"n": n, "g": "int"})
+    db.create_document({"n": 1.5, "g": "real"})
+    db.create_document({"n": 2**62, "g": "real"})
+    definition = {
+        "sources": [{"tenant": "crm", "db": "*"}],
+        "categories": ["g"],
+        "totals": [
+            {"name": "s", "op": "sum", "path": "n"},
+            {"name": "a", "op": "avg", "path": "n"},
+        ],
+    }
+    node.views.define(crm, "sums", definition, local=True)
+    tree = node.views.reader(crm, "sums").tree()
+    by_group = {c["value"]: c["totals"] for c in tree["categories"]}
+    assert by_group["int"]["s"] == 2**63 + 4
+    assert by_group["real"]["s"] == pytest.approx(2.0**62 + 1.5)
+    assert tree["totals"]["s"] == pytest.approx(2.0**63 + 2.0**62 + 5.5)

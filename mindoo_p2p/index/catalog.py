@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from ..errors import MindooError, NotFoundError
 from .expressions import QueryError
 from .query_index import SHARED_VIEWS_DB
 from .views import MAX_DEFINITION_BYTES, ViewDefinition, ViewReader
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
@@ -58,12 +61,15 @@ class ViewCatalog:
             self._node.tenant(spec.tenant)  # NotFoundError names a tenant this node lacks
         if local:
             raw = parsed.raw
+            replaced = name in self._local_views(tenant)
 
             def mutate(contents: dict[str, Any]) -> None:
                 views = contents.setdefault("views", {}).setdefault(tenant.id_hex, {})
                 views[name] = raw
 
             self._local.update(mutate)
+            if replaced:
+                self._forget_facets()
             return "local"
         db = tenant.create_db(SHARED_VIEWS_DB)  # registered: it exists before any peer's copy
         text = json.dumps(parsed.raw, sort_keys=True)
@@ -73,6 +79,7 @@ class ViewCatalog:
             db.create_document(values)
         else:
             db.update(found[0], values)
+            self._forget_facets()
         return "shared"
 
     def remove(self, tenant: Any, name: str) -> str:
@@ -84,6 +91,7 @@ class ViewCatalog:
                 contents.get("views", {}).get(tenant.id_hex, {}).pop(name, None)
 
             self._local.update(mutate)
+            self._forget_facets()
             return "local"
         shared = [doc for doc, _def, _ms in self._shared_all(tenant) if _def[0] == name]
         if not shared:
@@ -91,14 +99,25 @@ class ViewCatalog:
         db = tenant.open_db(SHARED_VIEWS_DB)
         for doc in shared:
             db.delete(doc)
+        self._forget_facets()
         return "shared"
+
+    def _forget_facets(self) -> None:
+        """A view was removed or replaced: drop the index's facet tables (and their triggers)
+        so that none stays that no view uses; the views still defined rebuild theirs when
+        next read."""
+        self._node.index.store.drop_facets()
 
     def definitions(self, tenant: Any) -> list[dict[str, Any]]:
         local = self._local_views(tenant)
         out = [{"name": n, "scope": "local", "definition": d} for n, d in sorted(local.items())]
-        for name, (_doc, definition) in sorted(self._shared(tenant).items()):
+        shared = self._shared(tenant)
+        for name, (_doc, definition) in sorted(shared.items()):
             if name not in local:
                 out.append({"name": name, "scope": "shared", "definition": definition})
+        for name, problem in sorted(self._broken(tenant).items()):
+            if name not in local and name not in shared:
+                out.append({"name": name, "scope": "broken", "error": problem})
         return sorted(out, key=lambda v: str(v["name"]))
 
     def definition(self, tenant: Any, name: str) -> ViewDefinition:
@@ -122,23 +141,48 @@ class ViewCatalog:
         return found
 
     def _shared_all(self, tenant: Any) -> list[tuple[str, tuple[str, Any], int]]:
+        return self._shared_documents(tenant)[0]
+
+    def _broken(self, tenant: Any) -> dict[str, str]:
+        """name -> why: shared definitions of this tenant that cannot be read."""
+        return dict(self._shared_documents(tenant)[1])
+
+    def _shared_documents(
+        self, tenant: Any
+    ) -> tuple[list[tuple[str, tuple[str, Any], int]], list[tuple[str, str]]]:
+        """The shared definitions (document id, (name, definition), updated_ms), and the
+        (name, problem) of those that cannot be read. A member writes these documents: one
+        that is malformed (not JSON, too large, nested too deeply for the parser) is skipped
+        with a warning, never breaking the tenant's other views."""
         if SHARED_VIEWS_DB not in tenant.databases():
-            return []
+            return [], []
         db = tenant.open_db(SHARED_VIEWS_DB)
         out = []
+        broken: list[tuple[str, str]] = []
         for doc in db.list_documents():
+            name: str | None = None
             try:
                 content = db.get(doc)
                 name = validate_view_name(content.get("name"))
                 text = content.get("definition")
-                if not isinstance(text, str) or len(text) > MAX_DEFINITION_BYTES:
-                    continue  # written by hand by a member: not a definition we read
+                if not isinstance(text, str):
+                    raise QueryError("the definition is not a JSON text")
+                if len(text) > MAX_DEFINITION_BYTES:
+                    raise QueryError(f"definition larger than {MAX_DEFINITION_BYTES} bytes")
                 definition = json.loads(text)
                 updated = int(content.get("updated_ms", 0))
-            except (MindooError, ValueError, TypeError):
-                continue  # unreadable or malformed: not a view this node can show
-            out.append((doc, (name, definition), updated))
-        return out
+            except RecursionError:
+                problem = "the definition is nested too deeply"
+            except (MindooError, ValueError, TypeError) as exc:
+                problem = str(exc) or type(exc).__name__
+            else:
+                out.append((doc, (name, definition), updated))
+                continue
+            log.warning("shared view document %s of tenant %s skipped: %s", doc, tenant.name,
+                        problem)  # fmt: skip
+            if name is not None:
+                broken.append((name, problem))
+        return out, broken
 
     def _shared(self, tenant: Any) -> dict[str, tuple[str, Any]]:
         """name -> (document id, definition): the latest definition of each name."""

@@ -26,15 +26,19 @@ text such as "12" gives null: convert it with $number), text operators take text
 number with $string), date parts take text starting with a valid calendar date (the date as
 written: no time-zone shift), anything else gives null. Null in, null out (but $coalesce,
 $if and $case, which exist to choose). Division by zero gives null. $round rounds half away
-from zero and gives a real number. A literal of the wrong type for an operator (``{"$add":
-["a", 1]}``) is an error of the definition, not a null.
+from zero and gives a real number. Every operator is total: no document value makes its SQL
+raise (integer overflow in + - * and $abs of -2**63 give a real, as SQLite does), because a
+facet table's triggers run it on every document written. A literal of the wrong type for an
+operator (``{"$add": ["a", 1]}``) is an error of the definition, not a null.
 
 Compilation: every operator maps to a fixed SQL template; literals are bound parameters
 (`Sql.params`, in the order their ``?`` appear), paths are validated (`parse_path`) before
 they are written into SQL, and nothing a user wrote is ever concatenated into it. A template
 that needs one argument twice (a type check, then the value) reads a compound argument once,
 through a one-row subquery (``(SELECT ... FROM (SELECT arg AS _vN))``), so the SQL grows
-linearly with the expression. Errors name the offending part (``view.columns[2].expr.$add[1]``).
+linearly with the expression. One `ExpressionBudget` counts the parts and depth of a value
+and of the where expressions nested in it, and theirs (at most 256 parts, 32 levels). Errors
+name the offending part (``view.columns[2].expr.$add[1]``).
 """
 
 from __future__ import annotations
@@ -46,8 +50,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .expressions import (
-    MAX_EXPRESSION_NODES,
     Columns,
+    ExpressionBudget,
     JsonPath,
     QueryError,
     body_columns,
@@ -170,17 +174,23 @@ MAX_ARGUMENTS = 32
 
 
 class _Compiler:
-    def __init__(self, columns: Columns, lets: Iterator[int] | None = None) -> None:
+    def __init__(
+        self,
+        columns: Columns,
+        lets: Iterator[int] | None = None,
+        budget: ExpressionBudget | None = None,
+    ) -> None:
         self.columns = columns
         self.lets = lets if lets is not None else itertools.count()
-        self.nodes = 0
+        self.budget = budget if budget is not None else ExpressionBudget()
         self.paths: list[JsonPath] = []
         self.condition_paths: list[JsonPath] = []
 
     def value(self, expr: object, where: str) -> Sql:
-        self.nodes += 1
-        if self.nodes > MAX_EXPRESSION_NODES:
-            raise QueryError(f"{where}: expression has more than {MAX_EXPRESSION_NODES} parts")
+        with self.budget.part(where):
+            return self._value(expr, where)
+
+    def _value(self, expr: object, where: str) -> Sql:
         if isinstance(expr, str):
             if expr.startswith("$"):
                 path = parse_path(expr[1:], where)
@@ -235,8 +245,7 @@ class _Compiler:
                         self.lets)  # fmt: skip
 
     def condition(self, where_expr: object, where: str) -> Sql:
-        compiled = compile_where(where_expr, where, self.columns)
-        self.nodes += len(compiled.paths)
+        compiled = compile_where(where_expr, where, self.columns, self.budget)
         self.paths.extend(compiled.paths)
         self.paths.extend(compiled.computed_paths)
         self.condition_paths.extend(compiled.paths)
@@ -264,7 +273,15 @@ class _Compiler:
 
     def absolute(self, arg: object, where: str) -> Sql:
         (a,) = self.arguments(arg, where, 1, 1)
-        return join("abs(", self.typed(a, f"{where}", _NUMBER), ")", kind=_NUMBER)
+        # SQLite's abs() raises "integer overflow" on -2**63 (a valid int64 in a document):
+        # that one value (and only it: integer comparison) gives the real 2.0**63 instead,
+        # as + - * give a real on overflow. No input makes this raise.
+        return template(
+            "CASE WHEN {0} < -9223372036854775807 THEN -CAST({0} AS REAL) ELSE abs({0}) END",
+            [self.typed(a, where, _NUMBER)],
+            _NUMBER,
+            self.lets,
+        )
 
     def round(self, arg: object, where: str) -> Sql:
         items = self.arguments(arg, where, 1, 2)
@@ -371,10 +388,11 @@ class _Compiler:
 
 
 def compile_value(
-    expr: object, where: str, columns: Columns, lets: Iterator[int]
+    expr: object, where: str, columns: Columns, lets: Iterator[int], budget: ExpressionBudget
 ) -> tuple[Sql, list[JsonPath]]:
-    """The SQL of a value expression (for `expressions`' ``$expr``) and the paths it reads."""
-    compiler = _Compiler(columns, lets)
+    """The SQL of a value expression (for `expressions`' ``$expr``) and the paths it reads;
+    its parts and depth count in the enclosing where expression's ``budget``."""
+    compiler = _Compiler(columns, lets, budget)
     return compiler.value(expr, where), compiler.paths
 
 

@@ -29,9 +29,10 @@ malformed expression raises `QueryError` naming the offending part (``where.$or[
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,7 @@ MAX_PATH_CHARS = 200
 MAX_PATH_DEPTH = 16
 MAX_IN_VALUES = 1000
 MAX_EXPRESSION_NODES = 256
+MAX_EXPRESSION_DEPTH = 32
 MAX_SORT_KEYS = 8
 MAX_FIELDS = 64
 
@@ -136,6 +138,42 @@ class CompiledFilter:
     """Paths read by computed values (``$expr``): not worth an index of their own."""
 
 
+class ExpressionBudget:
+    """The parts and the nesting of one expression, counted across the where language and
+    the computed values inside it (``$expr`` in a where, ``$if``/``$case`` conditions in a
+    value): one budget for the whole expression, however the two nest. A part is an
+    expression object, a path clause or a value (operation, path or literal); the depth is
+    how many of them enclose one another. Over `MAX_EXPRESSION_NODES` parts or
+    `MAX_EXPRESSION_DEPTH` levels is a QueryError naming the part (before Python's own
+    recursion limit can be reached)."""
+
+    __slots__ = ("depth", "parts")
+
+    def __init__(self) -> None:
+        self.parts = 0
+        self.depth = 0
+
+    def count(self, where: str) -> None:
+        """One more part, at ``where``."""
+        self.parts += 1
+        if self.parts > MAX_EXPRESSION_NODES:
+            raise QueryError(f"{where}: expression has more than {MAX_EXPRESSION_NODES} parts")
+
+    @contextlib.contextmanager
+    def part(self, where: str) -> Iterator[None]:
+        """One more part, holding what is compiled inside the block (one level deeper)."""
+        self.count(where)
+        if self.depth >= MAX_EXPRESSION_DEPTH:
+            raise QueryError(
+                f"{where}: expression nested deeper than {MAX_EXPRESSION_DEPTH} levels"
+            )
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+
 Columns = Callable[[JsonPath, bool], str]
 """The SQL that reads a path (``exists``: its JSON type) from the rows queried."""
 
@@ -145,19 +183,20 @@ def body_columns(path: JsonPath, exists: bool) -> str:
 
 
 class _Compiler:
-    def __init__(self, columns: Columns) -> None:
+    def __init__(self, columns: Columns, budget: ExpressionBudget) -> None:
         self.params: SqlParams = []
         self.paths: list[JsonPath] = []
         self.equality: list[JsonPath] = []
         self.computed_paths: list[JsonPath] = []
-        self.nodes = 0
+        self.budget = budget
         self.column = columns
         self.lets = itertools.count()
 
     def expression(self, expr: object, where: str, conjunctive: bool = False) -> str:
-        self.nodes += 1
-        if self.nodes > MAX_EXPRESSION_NODES:
-            raise QueryError(f"{where}: expression has more than {MAX_EXPRESSION_NODES} parts")
+        with self.budget.part(where):
+            return self._expression(expr, where, conjunctive)
+
+    def _expression(self, expr: object, where: str, conjunctive: bool) -> str:
         if not isinstance(expr, Mapping):
             raise QueryError(f"{where}: expected an object, not {type(expr).__name__}")
         if not expr:
@@ -183,6 +222,7 @@ class _Compiler:
             raise QueryError(
                 f"{here}: unknown operator {key!r} here (expected a path, $and, $or, $not or $expr)"
             )
+        self.budget.count(here)
         path = parse_path(key, here)
         self.paths.append(path)
         if isinstance(value, Mapping) and any(str(k).startswith("$") for k in value):
@@ -207,7 +247,7 @@ class _Compiler:
 
         if not isinstance(value, list) or len(value) != 2:
             raise QueryError(f"{here}: expected [VALUE, CONDITION]")
-        compiled, paths = compile_value(value[0], f"{here}[0]", self.column, self.lets)
+        compiled, paths = compile_value(value[0], f"{here}[0]", self.column, self.lets, self.budget)
         self.computed_paths.extend(paths)
         name = f"_x{next(self.lets)}"
         test = value[1]
@@ -270,13 +310,17 @@ class _Compiler:
 
 
 def compile_where(
-    expr: object, where: str = "where", columns: Columns = body_columns
+    expr: object,
+    where: str = "where",
+    columns: Columns = body_columns,
+    budget: ExpressionBudget | None = None,
 ) -> CompiledFilter:
     """Compile a where expression (None: everything) to SQL over the ``body`` column (or over
-    the columns ``columns`` names for each path)."""
+    the columns ``columns`` names for each path). ``budget``: the parts and depth already
+    spent by an enclosing computed value (a fresh budget when None)."""
     if expr is None:
         return CompiledFilter("1", (), ())
-    compiler = _Compiler(columns)
+    compiler = _Compiler(columns, budget if budget is not None else ExpressionBudget())
     sql = compiler.expression(expr, where, conjunctive=True)
     return CompiledFilter(
         sql,

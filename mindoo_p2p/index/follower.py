@@ -154,10 +154,11 @@ class _PageWrites:
         """In one transaction: full-text rows of changed or removed documents out, removed
         documents out, changed ones updated, new ones in (row ids assigned here, after the
         largest: the transaction is the only writer), their full-text rows in, skip records
-        set or cleared."""
+        set or cleared. Repeatable (`IndexStore.write` may run it twice)."""
         tx.executemany("DELETE FROM fts WHERE rowid = ?", self.fts_drop)
         tx.executemany("DELETE FROM docs WHERE id = ?", self.drops)
         tx.executemany("UPDATE docs SET body = ?, key_ids = ? WHERE id = ?", self.updates)
+        texts = list(self.texts)
         if self.new_docs:
             first = int(tx.execute("SELECT coalesce(max(id), 0) + 1 FROM docs").fetchone()[0])
             ids = range(first, first + len(self.new_docs))
@@ -165,8 +166,8 @@ class _PageWrites:
                 "INSERT INTO docs (id, source, doc, uid, body, key_ids) VALUES (?, ?, ?, ?, ?, ?)",
                 [(rid, *row) for rid, row in zip(ids, self.new_docs, strict=True)],
             )
-            self.texts.extend(zip(ids, self.new_texts, strict=True))
-        tx.executemany("INSERT INTO fts (rowid, text) VALUES (?, ?)", self.texts)
+            texts.extend(zip(ids, self.new_texts, strict=True))
+        tx.executemany("INSERT INTO fts (rowid, text) VALUES (?, ?)", texts)
         tx.executemany("DELETE FROM skipped WHERE source = ? AND doc = ?", self.unskip)
         tx.executemany("INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?, ?)", self.skips)
 
@@ -448,11 +449,9 @@ class IndexFollower:
                     page.skips.append((sid, doc, reason, detail, key_text))
                     report.skipped += 1
             if page.size >= MAX_PAGE_BYTES:
-                with self._index.transaction() as tx:
-                    page.write(tx)
+                self._index.write(page.write)
                 page = _PageWrites()
-        with self._index.transaction() as tx:
-            page.write(tx)
+        self._index.write(page.write)
         report.changed_sources.add(sid)
         if progress is not None:
             progress(report.indexed + report.removed + report.skipped)

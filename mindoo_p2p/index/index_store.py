@@ -27,7 +27,9 @@ Schema (version `SCHEMA_VERSION`; another version is rebuilt)::
     ix_*      expression indexes on json_extract(body, '$.path'), made for the paths that
               queries filter or sort on (`ensure_index`: equality paths, then sort paths)
     vf_*      facet tables (`ensure_facets`): per document, the values a view groups, totals
-              and filters on as real columns, kept by triggers on docs, with a covering index
+              and filters on as real columns, kept by triggers on docs, with a covering index;
+              derived: all dropped when a view is removed or replaced (`drop_facets`) or a
+              trigger fails a write (`write`), rebuilt by the views when next read
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ class IndexStore:
                 "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
             )
             self.rebuilt_because = problem
+        self._failed_facets: set[str] = set()
+        """Facet shapes whose build failed on a stored document: their views read docs."""
         self._path_indexes = {
             name
             for (name,) in self._conn.execute(
@@ -306,16 +310,7 @@ class IndexStore:
         columns = {_facet_column_key(k, p): f"c{i}" for i, (k, p) in enumerate(spec)}
         facets = Facets(name, columns)
         with self._lock:
-            exists = self._conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-            ).fetchone()
-            if exists:
-                return facets
-            count = self._conn.execute(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'vf\\_%'"
-                " ESCAPE '\\'"
-            ).fetchone()[0]
-            if count >= MAX_FACET_TABLES:
+            if name in self._failed_facets:
                 return None
             bound: list[Any] = []  # the computed values' literals, in order
             first: dict[int, int] = {}
@@ -345,8 +340,17 @@ class IndexStore:
             # Names are hashes, paths are validated (expressions.parse_path), computed values
             # are fixed templates whose literals are rows of the constants table: no value is
             # ever written into this SQL.
+            # Existence and count are read inside the write transaction: another process
+            # making the same shape at once either made it already (seen here) or waits.
             self._conn.execute("BEGIN IMMEDIATE")
             try:
+                exists = self._conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+                ).fetchone()
+                count = len(self._facet_tables())
+                if exists or count >= MAX_FACET_TABLES:
+                    self._conn.execute("ROLLBACK")
+                    return facets if exists else None
                 if bound:
                     self._conn.execute(f"CREATE TABLE {constants} (id INTEGER PRIMARY KEY, v)")
                     self._conn.executemany(
@@ -366,11 +370,79 @@ class IndexStore:
                     "ANALYZE",
                 ):
                     self._conn.execute(statement)
+            except sqlcipher3.OperationalError as exc:
+                # A value this shape computes failed on a stored document (no operator can
+                # since they are total: a second line of defence): the view reads docs.
+                self._conn.execute("ROLLBACK")
+                self._failed_facets.add(name)
+                log.warning("view facet table %s not built (%s): reading documents", name, exc)
+                return None
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
         return facets
+
+    def _facet_tables(self) -> list[str]:
+        return [
+            str(name)
+            for (name,) in self._conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'vf\\_%'"
+                " ESCAPE '\\'"
+            )
+        ]
+
+    def _drop_facets_in(self, tx: sqlcipher3.Connection) -> int:
+        """Drop every facet table, its triggers (on docs), its index (with it) and its
+        constants table, in the caller's transaction; returns how many there were."""
+        tables = self._facet_tables()
+        for table in tables:
+            # Names come from sqlite_master and match vf_<hex>: no outside text.
+            for trigger in ("ins", "upd", "del"):
+                tx.execute(f"DROP TRIGGER IF EXISTS {table}_{trigger}")
+            tx.execute(f"DROP TABLE IF EXISTS {table}")
+            tx.execute(f"DROP TABLE IF EXISTS vk_{table[3:]}")
+        return len(tables)
+
+    def drop_facets(self) -> int:
+        """Drop every facet table (a view was removed: tables no view uses any more must not
+        stay, nor their triggers run on every write). Derived data: each view still defined
+        rebuilds its own the next time it is read. Returns how many were dropped."""
+        with self.transaction() as tx:
+            dropped = self._drop_facets_in(tx)
+        self._failed_facets.clear()
+        return dropped
+
+    def write(self, work: Callable[[sqlcipher3.Connection], None]) -> None:
+        """``work`` in one write transaction. Should it fail in SQL (OperationalError) while
+        facet tables exist, it runs once more, in a transaction that first drops every facet
+        table: when that succeeds a facet trigger was the cause (a value a view computes
+        failed on this document), and no view's facets may stop the index of every tenant on
+        this node; the views rebuild theirs when next read (`ensure_facets`), reading
+        documents when the build fails again. When the retry fails too, the facets stay (DDL
+        is transactional) and the first error is raised. ``work`` must be repeatable."""
+        with self._lock:
+            try:
+                with self.transaction() as tx:
+                    work(tx)
+                return
+            except sqlcipher3.OperationalError as exc:
+                if not self._facet_tables():
+                    raise
+                first = exc
+            try:
+                with self.transaction() as tx:
+                    dropped = self._drop_facets_in(tx)
+                    work(tx)
+            except sqlcipher3.OperationalError:
+                raise first from None
+            self._failed_facets.clear()
+            log.warning(
+                "a write of the query index failed in a view's facet trigger (%s): dropped %d"
+                " facet tables, rebuilt when their views are next read",
+                first,
+                dropped,
+            )
 
     # -- size --------------------------------------------------------------------------------
     def size_bytes(self) -> int:

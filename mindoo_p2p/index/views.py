@@ -30,12 +30,13 @@ pagination (`QueryIndex.query` ordered by the categories, then the sort keys).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .computed import Computed, Sql, join, parse_computed
+from .computed import Computed, Sql, join, parse_computed, template
 from .expressions import (
     Columns,
     JsonPath,
@@ -69,6 +70,29 @@ VIEW_VERSION = 2
 """Definitions this code reads: 1 (paths only), 2 (computed values)."""
 Operand = JsonPath | Computed
 """What a column or a total reads: a document path or a computed value."""
+
+
+_TOTAL_FORMS = (
+    # SQLite's sum() raises "integer overflow" (a member's two large integers would break
+    # the view for every reader): integers are summed as their high and low 32 bits, which
+    # cannot overflow, and joined exactly in Python; everything else by total(), as sum()
+    # would (text as its leading number), making the sum real when there is any.
+    ("sum", "CASE WHEN typeof({0}) = 'integer' THEN {0} >> 32 END"),
+    ("sum", "CASE WHEN typeof({0}) = 'integer' THEN {0} & 4294967295 END"),
+    ("total", "CASE WHEN typeof({0}) != 'integer' THEN {0} END"),
+    ("count", "CASE WHEN typeof({0}) NOT IN ('integer', 'null') THEN 1 END"),
+    ("count", "{0}"),
+    ("min", "{0}"),
+    ("max", "{0}"),
+)
+"""The aggregates a total selects: (aggregate function, its argument per row)."""
+
+
+def _exact_sum(high: int | None, low: int | None, others: float, not_integers: int) -> Any:
+    """What SQLite's sum() gives for the parts `_TOTAL_FORMS` select, without its overflow:
+    an int when every value was an integer (0 for none), else a float."""
+    integers = (high or 0) * 2**32 + (low or 0)
+    return float(integers) + others if not_integers else integers
 
 
 def operand_sql(operand: Operand, columns: Columns = body_columns) -> Sql:
@@ -123,6 +147,8 @@ class ViewDefinition:
                 data = json.loads(data)
             except ValueError as exc:
                 raise QueryError(f"view: not JSON ({exc})") from None
+            except RecursionError:
+                raise QueryError("view: JSON nested too deeply") from None
         if not isinstance(data, Mapping):
             raise QueryError("view: expected a JSON object")
         unknown = set(data) - _KEYS
@@ -417,10 +443,14 @@ class ViewReader:
             selected.append(Sql(text, params))
             group.append(str(i + 1) if params else text)  # a result column, or its SQL
         selected.append(Sql("count(*)"))
+        lets = itertools.count(1_000_000)  # apart from the names a computed value's SQL uses
         for t in d.totals:
             if t.value is not None:
                 c = operand_sql(t.value, columns)
-                selected += [join(f"{fn}(", c, ")") for fn in ("sum", "count", "min", "max")]
+                selected += [
+                    join(f"{fn}(", template(form, [c], "any", lets), ")")
+                    for fn, form in _TOTAL_FORMS
+                ]
         commas: list[str | Sql] = []
         for item in selected:
             commas += [", ", item] if commas else [item]
@@ -442,10 +472,10 @@ class ViewReader:
                 if t.value is not None:
                     assert acc.sums is not None and acc.counts is not None
                     assert acc.mins is not None and acc.maxs is not None
-                    acc.sums[t.name] = rest[i] or 0
-                    acc.counts[t.name] = int(rest[i + 1])
-                    acc.mins[t.name], acc.maxs[t.name] = rest[i + 2], rest[i + 3]
-                    i += 4
+                    acc.sums[t.name] = _exact_sum(*rest[i : i + 4])
+                    acc.counts[t.name] = int(rest[i + 4])
+                    acc.mins[t.name], acc.maxs[t.name] = rest[i + 5], rest[i + 6]
+                    i += len(_TOTAL_FORMS)
             if acc.count:
                 out.append((values, acc))
         return out, coverage
