@@ -209,13 +209,9 @@ class SyncSessions:
             with trio.CancelScope(shield=True):
                 await stream.reset()
             return None
-        except StoreError as exc:  # ours, not the peer's (e.g. every LMDB reader slot taken)
-            self._store_failed(peer_id, tenant, "initiator", exc)
-            with trio.CancelScope(shield=True):
-                await stream.reset()
-            return None
-        except Exception as exc:  # contained (a bug, a raw library error): as the responder
-            self._internal_failure(peer_id, tenant, "initiator", exc)
+        except Exception as exc:  # ours, not the peer's: our store (e.g. every LMDB reader
+            # slot taken), a bug, a raw library error; contained as on the responder side
+            self._failed_here(peer_id, tenant, "initiator", exc)
             with trio.CancelScope(shield=True):
                 await stream.reset()
             return None
@@ -264,7 +260,7 @@ class SyncSessions:
             )
             return
         except StoreError as exc:  # ours, not the peer's (e.g. every LMDB reader slot taken)
-            self._store_failed(peer_id, None, "responder", exc)
+            self._failed_here(peer_id, None, "responder", exc)
             return
         except FrameTooLarge as exc:
             self._penalize(peer_id, BAN_THRESHOLD, f"oversized frame: {exc}")
@@ -276,12 +272,14 @@ class SyncSessions:
             await self._ended_well(peer_id, tenant, report, positions)
 
     # -- both sides --------------------------------------------------------------------------
-    def _store_failed(
-        self, peer_id: str, tenant: Tenant | None, role: str, exc: StoreError
-    ) -> None:
-        """A session ended by this node's own store: recorded and logged, not held against
-        the peer, and the daemon carries on (the next session retries)."""
-        error = f"this node's store failed: {exc}"
+    def _failed_here(self, peer_id: str, tenant: Tenant | None, role: str, exc: Exception) -> None:
+        """A session ended by this node, not the peer: its own store (a StoreError, logged as
+        a warning) or an unexpected error (logged with its traceback). Recorded, not held
+        against the peer (no penalty); the daemon carries on and the next session retries."""
+        if isinstance(exc, StoreError):
+            error = f"this node's store failed: {exc}"
+        else:
+            error = f"internal error: {type(exc).__name__}: {exc}"
         self._peer_table.failed(peer_id, error)
         self._activity.session_failed(
             peer_id,
@@ -291,25 +289,10 @@ class SyncSessions:
             outcome="failed",
             error=error,
         )
-        logger.warning("sync with %s (%s) failed: %s", peer_id, role, error)
-
-    def _internal_failure(
-        self, peer_id: str, tenant: Tenant | None, role: str, exc: Exception
-    ) -> None:
-        """A session ended by an unexpected error on this node (not a protocol violation by
-        the peer, so no penalty): recorded, logged with its traceback; the daemon carries on
-        and the next session retries."""
-        error = f"internal error: {type(exc).__name__}: {exc}"
-        self._peer_table.failed(peer_id, error)
-        self._activity.session_failed(
-            peer_id,
-            None if tenant is None else tenant.id,
-            None if tenant is None else tenant.name,
-            role=role,
-            outcome="failed",
-            error=error,
-        )
-        logger.error("sync with %s (%s) failed unexpectedly", peer_id, role, exc_info=exc)
+        if isinstance(exc, StoreError):
+            logger.warning("sync with %s (%s) failed: %s", peer_id, role, error)
+        else:
+            logger.error("sync with %s (%s) failed unexpectedly", peer_id, role, exc_info=exc)
 
     async def _ended_well(
         self, peer_id: str, tenant: Tenant, report: SyncReport, positions: dict[str, int]
