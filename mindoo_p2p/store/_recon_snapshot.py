@@ -19,8 +19,9 @@ import bisect
 import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import lmdb
 
@@ -90,29 +91,38 @@ class _Finger:
     before: int
 
 
-class _RunCache:
-    """Runs by (level, bucket), least recently used first out, holding at most ``budget``
-    checkpoints (a single bigger run is still kept: the newest is never evicted)."""
+_K = TypeVar("_K", bound=Hashable)
+
+
+class _RunCache(Generic[_K]):
+    """Runs by key, least recently used first out, holding at most ``budget`` checkpoints (a
+    single bigger run is still kept: the newest is never evicted). Not thread-safe."""
 
     __slots__ = ("_budget", "_held", "_runs")
 
     def __init__(self, budget: int) -> None:
         self._budget = budget
         self._held = 0
-        self._runs: OrderedDict[tuple[int, int], _Run] = OrderedDict()
+        self._runs: OrderedDict[_K, _Run] = OrderedDict()
 
-    def get(self, bucket: int, level: int) -> _Run | None:
-        run = self._runs.get((level, bucket))
+    def get(self, key: _K) -> _Run | None:
+        run = self._runs.get(key)
         if run is not None:
-            self._runs.move_to_end((level, bucket))
+            self._runs.move_to_end(key)
         return run
 
-    def put(self, bucket: int, level: int, run: _Run) -> None:
-        self._runs[(level, bucket)] = run
+    def put(self, key: _K, run: _Run) -> None:
+        self.pop(key)
+        self._runs[key] = run
         self._held += len(run.keys)
         while self._held > self._budget and len(self._runs) > 1:
             _, evicted = self._runs.popitem(last=False)
             self._held -= len(evicted.keys)
+
+    def pop(self, key: _K) -> None:
+        previous = self._runs.pop(key, None)
+        if previous is not None:
+            self._held -= len(previous.keys)
 
     @property
     def held(self) -> int:
@@ -132,43 +142,29 @@ class SharedRuns:
     stale run is rebuilt, never served. Bounded by ``budget`` checkpoints (least recently used
     out); thread-safe (snapshots of several threads share it)."""
 
-    __slots__ = ("_budget", "_held", "_lock", "_runs")
+    __slots__ = ("_lock", "_runs")
 
     def __init__(self, budget: int = DEFAULT_CACHE_ROWS) -> None:
-        self._budget = budget
-        self._held = 0
         self._lock = threading.Lock()
-        self._runs: OrderedDict[tuple[bytes, int, int], _Run] = OrderedDict()
+        self._runs: _RunCache[tuple[bytes, int, int]] = _RunCache(budget)
 
     def get(self, scope: bytes, level: int, bucket: int, expected: tuple[int, int]) -> _Run | None:
         """The run under row (level, bucket) of ``scope`` if its totals are ``expected``."""
         key = (scope, level, bucket)
         with self._lock:
             run = self._runs.get(key)
-            if run is None:
+            if run is not None and not _adds_up(run, expected):
+                self._runs.pop(key)
                 return None
-            if not _adds_up(run, expected):
-                del self._runs[key]
-                self._held -= len(run.keys)
-                return None
-            self._runs.move_to_end(key)
             return run
 
     def put(self, scope: bytes, level: int, bucket: int, run: _Run) -> None:
-        key = (scope, level, bucket)
         with self._lock:
-            previous = self._runs.pop(key, None)
-            if previous is not None:
-                self._held -= len(previous.keys)
-            self._runs[key] = run
-            self._held += len(run.keys)
-            while self._held > self._budget and len(self._runs) > 1:
-                _, evicted = self._runs.popitem(last=False)
-                self._held -= len(evicted.keys)
+            self._runs.put((scope, level, bucket), run)
 
     @property
     def held(self) -> int:
-        return self._held
+        return self._runs.held
 
 
 def _adds_up(run: _Run, expected: tuple[int, int]) -> bool:
@@ -249,8 +245,8 @@ class LmdbReconStorage:
         self._scope = bytes(scope)
         # Aggregate runs (at most 64 rows each) are few and on every walk: their own share.
         budget = max(cache_rows, 2 * _MAX_CHECKPOINTS)
-        self._aggregates = _RunCache(budget // 4)
-        self._leaves = _RunCache(budget - budget // 4)
+        self._aggregates: _RunCache[tuple[int, int]] = _RunCache(budget // 4)
+        self._leaves: _RunCache[tuple[int, int]] = _RunCache(budget - budget // 4)
         self._shared = shared
         self._prefix_sums: dict[int, int] = {}
         self._finger: _Finger | None = None
@@ -412,14 +408,14 @@ class LmdbReconStorage:
         # = recon_is_leaf(level, expected[0]), inlined: on every step of every walk
         leaf = level == 0 or (level <= RECON_BASE_LEVEL and expected[0] <= RECON_SPLIT_THRESHOLD)
         cache = self._leaves if leaf else self._aggregates
-        run = cache.get(bucket, level)
+        run = cache.get((level, bucket))
         if run is not None:
             return run
         shared = self._shared
         if shared is not None:
             run = shared.get(self._scope, level, bucket, expected)
             if run is not None:
-                cache.put(bucket, level, run)
+                cache.put((level, bucket), run)
                 return run
         if leaf:
             shift = RECON_SHIFTS[level]
@@ -438,7 +434,7 @@ class LmdbReconStorage:
                 f"the bucket under {start.hex()} adds up to {run.counts[-1]} items,"
                 f" its aggregate row says {expected[0]}"
             )
-        cache.put(bucket, level, run)
+        cache.put((level, bucket), run)
         if shared is not None:
             shared.put(self._scope, level, bucket, run)
         return run
