@@ -8,10 +8,10 @@ from typing import Any
 import click
 
 from mindoo_p2p.control import ControlClient, ControlError, control_socket, daemon_running
-from mindoo_p2p.index import QueryError, Source
+from mindoo_p2p.index import QueryError, QueryResult, Source
 from mindoo_p2p.node import Node
 
-from ..context import read_bounded
+from ..context import CliContext, read_bounded
 from ..json_args import parse_json_argument
 from ..params import MindooCommand, MindooGroup, UserFile, UserPath, cli_context
 from ..render import plain
@@ -57,6 +57,17 @@ def _coverage_line(coverage: dict[str, Any]) -> str:
     return f"{coverage['indexed']} documents indexed; skipped: {reasons}"
 
 
+def _emit_page(c: CliContext, result: QueryResult) -> None:
+    """A page of rows (a query's or a view's flat list): one line per row, the coverage, and
+    the cursor of the next page."""
+    data = result.to_dict()
+    lines = [f"{r.database}/{r.document_id}  {_values(r.values)}" for r in result.rows]
+    lines.append(_coverage_line(data["coverage"]))
+    if result.next_cursor:
+        lines.append(f"more: --cursor {result.next_cursor}")
+    c.emit(data, "\n".join(lines))
+
+
 def _values(values: dict[str, Any]) -> str:
     return json.dumps(values, sort_keys=True, default=plain, ensure_ascii=False)
 
@@ -99,12 +110,7 @@ def query(
         fields=fields,
         cursor=cursor,
     )
-    data = result.to_dict()
-    lines = [f"{r.database}/{r.document_id}  {_values(r.values)}" for r in result.rows]
-    lines.append(_coverage_line(data["coverage"]))
-    if result.next_cursor:
-        lines.append(f"more: --cursor {result.next_cursor}")
-    c.emit(data, "\n".join(lines))
+    _emit_page(c, result)
 
 
 @click.command("search", cls=MindooCommand)
@@ -272,12 +278,7 @@ def view_show(
         raise click.UsageError("--cursor pages the flat list: add --rows")
     if flat:
         result = reader.rows(limit=limit, cursor=cursor)
-        data = result.to_dict()
-        lines = [f"{r.database}/{r.document_id}  {_values(r.values)}" for r in result.rows]
-        lines.append(_coverage_line(data["coverage"]))
-        if result.next_cursor:
-            lines.append(f"more: --cursor {result.next_cursor}")
-        c.emit(data, "\n".join(lines))
+        _emit_page(c, result)
         return
     tree = reader.tree(
         expand=[p.split("/") for p in expand], expand_all=expand_all, row_limit=limit
