@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import AbstractContextManager
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 import lmdb
 
@@ -24,6 +24,8 @@ from ._entry_reads import doc_feed_key, load_arrival, retraction_check
 from ._layout import SEQ_SIZE, Tables, pack_seq, scope_key, unpack_seq
 from ._writer import scope_number
 from .results import FeedItem
+
+_T = TypeVar("_T")
 
 ITER_PAGE = 512
 """Rows a paging read scans per read transaction."""
@@ -200,13 +202,18 @@ def raws_after(
     return raws, last
 
 
-def iter_database(
-    reading: Reading, tables: Tables, scope: bytes, since_seq: int
-) -> Iterator[Entry]:
-    """The database's entries with feed seq > ``since_seq``, in feed order, paged."""
+def _feed_pages(
+    reading: Reading,
+    tables: Tables,
+    scope: bytes,
+    since_seq: int,
+    read: Callable[[lmdb.Transaction[bytes], bytes], _T],
+) -> Iterator[_T]:
+    """``read(txn, arrival)`` of each of the database's entries with feed seq > ``since_seq``
+    that no revocation retracted, in feed order, `ITER_PAGE` feed rows per read transaction."""
     next_seq = since_seq + 1
     while next_seq <= MAX_SEQ:
-        page: list[Entry] = []
+        page: list[_T] = []
         scanned = 0
         with reading() as txn:
             retracted = retraction_check(txn, tables)
@@ -216,10 +223,19 @@ def iter_database(
                 scanned += 1
                 next_seq = seq + 1
                 if retracted is None or not retracted(arrival):
-                    page.append(load_arrival(txn, tables, arrival))
+                    page.append(read(txn, arrival))
         yield from page
         if scanned < ITER_PAGE:
             return
+
+
+def iter_database(
+    reading: Reading, tables: Tables, scope: bytes, since_seq: int
+) -> Iterator[Entry]:
+    """The database's entries with feed seq > ``since_seq``, in feed order, paged."""
+    return _feed_pages(
+        reading, tables, scope, since_seq, lambda txn, arrival: load_arrival(txn, tables, arrival)
+    )
 
 
 def iter_document_keys(
@@ -227,28 +243,18 @@ def iter_document_keys(
 ) -> Iterator[tuple[EntryKind, bytes, bytes]]:
     """``(kind, document id, key id)`` of the database's entries with feed seq > ``since_seq``,
     in feed order, read from the stored bytes' fixed places without decoding them, paged."""
-    next_seq = since_seq + 1
-    while next_seq <= MAX_SEQ:
-        page: list[tuple[EntryKind, bytes, bytes]] = []
-        scanned = 0
-        with reading() as txn:
-            retracted = retraction_check(txn, tables)
-            for seq, arrival in dups_from(txn, tables.db_feed, scope, next_seq):
-                if scanned >= ITER_PAGE:
-                    break
-                scanned += 1
-                next_seq = seq + 1
-                if retracted is not None and retracted(arrival):
-                    continue
-                raw = txn.get(arrival, db=tables.sealed)
-                try:
-                    page.append(document_key_of_raw(bytes(raw or b"")))
-                except DecodeError as exc:
-                    where = f"arrival {unpack_seq(arrival)}"
-                    raise StoreError(f"stored entry at {where}: {exc}: run fsck") from None
-        yield from page
-        if scanned < ITER_PAGE:
-            return
+
+    def document_key(
+        txn: lmdb.Transaction[bytes], arrival: bytes
+    ) -> tuple[EntryKind, bytes, bytes]:
+        raw = txn.get(arrival, db=tables.sealed)
+        try:
+            return document_key_of_raw(bytes(raw or b""))
+        except DecodeError as exc:
+            where = f"arrival {unpack_seq(arrival)}"
+            raise StoreError(f"stored entry at {where}: {exc}: run fsck") from None
+
+    return _feed_pages(reading, tables, scope, since_seq, document_key)
 
 
 def iter_log(reading: Reading, tables: Tables, tenant_id: bytes | None) -> Iterator[Entry]:
