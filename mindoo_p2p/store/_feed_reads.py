@@ -43,15 +43,9 @@ def document_entries(
     after_seq: int,
 ) -> list[tuple[int, Entry]]:
     """``(feed seq, entry)`` of the document's entries with seq > ``after_seq``, in order."""
-    key = doc_feed_key(txn, tables, tenant_id, database, document_id)
-    if key is None:
-        return []
-    found: list[tuple[int, Entry]] = []
-    retracted = retraction_check(txn, tables)
-    for seq, arrival in dups_from(txn, tables.doc_feed, key, after_seq + 1):
-        if retracted is None or not retracted(arrival):
-            found.append((seq, load_arrival(txn, tables, arrival)))
-    return found
+    return document_updates(txn, tables, tenant_id, database, document_id, after_seq, frozenset())[
+        0
+    ]
 
 
 def document_updates(
