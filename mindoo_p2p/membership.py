@@ -66,12 +66,11 @@ here):
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from .entry import TENANT_ID_SIZE, TENANT_LOG, Entry, EntryKind
 from .errors import VerificationError
-from .identity import PUBLIC_KEY_SIZE, PublicIdentity, fingerprint_of
-from .keyring import MEMBERSHIP_KEY, TenantKey
+from .identity import PUBLIC_KEY_SIZE, fingerprint_of
+from .keyring import MEMBERSHIP_KEY
 from .membership_devices import Device, DeviceRegistry, name_cut_entry
 from .membership_key_grant import MembershipKeyGrant
 from .membership_records import (
@@ -90,6 +89,7 @@ from .membership_records import (
     TenantLogRecord,
     decode_tenant_log_record,
 )
+from .membership_types import AnnouncedKey, CutPoint, Member
 from .rejection import Rejected, RejectionKind
 
 __all__ = [
@@ -113,60 +113,6 @@ __all__ = [
     "TenantLogRecord",
     "decode_tenant_log_record",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class CutPoint:
-    """Where revocations cut one signing key: the last accepted ``author_seq`` and the entry
-    ids named for it (empty when no revocation at that number names one)."""
-
-    seq: int
-    entry_ids: frozenset[bytes] = frozenset()
-
-    def names_another(self, seq: int, entry_id: bytes) -> bool:
-        """True when an entry ``entry_id`` at ``seq`` is not the one the cut names there."""
-        return seq == self.seq and bool(self.entry_ids) and entry_id not in self.entry_ids
-
-
-@dataclass(frozen=True, slots=True)
-class AnnouncedKey:
-    """A key the tenant log announced: its id, name and version, and the announcing entry."""
-
-    key_id: bytes
-    name: str
-    version: int
-    entry_id: bytes
-    commitment: bytes | None = None
-    """The key's commitment (`TenantKey.commitment`), once a version-5 record announced it."""
-    commitment_entry: bytes | None = None
-    """The entry that announced the commitment (``entry_id`` when it was the same)."""
-
-    def matches(self, key: TenantKey) -> bool:
-        """True when ``key`` is this key: same id, name, version and commitment."""
-        return KeyAnnouncement(self.key_id, self.name, self.version, self.commitment).matches(key)
-
-    def entry_ids(self) -> list[bytes]:
-        """The entries that announced this key (its name, then its commitment)."""
-        ids = [self.entry_id]
-        if self.commitment_entry is not None and self.commitment_entry != self.entry_id:
-            ids.append(self.commitment_entry)
-        return ids
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """A signing key the tenant has admitted, and whether it was revoked since."""
-
-    identity: PublicIdentity
-    role: str
-    added_entry: bytes
-    """The id of the entry whose record added this member."""
-    revoked_entry: bytes | None = None
-    """The id of the entry whose record revoked this member, if any."""
-
-    @property
-    def active(self) -> bool:
-        return self.revoked_entry is None
 
 
 class MembershipLog:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 from helpers import seal_entry
+from sync_helpers import AUTHORITY_A, AUTHORITY_B, TENANT
 
 from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.daemon import PeerTable, sync_sessions
@@ -41,7 +42,6 @@ from mindoo_p2p.sync.protocol import SyncReport
 from mindoo_p2p.testing import Cluster
 from mindoo_p2p.testing.memory_sync import MemoryFrameStream, MemorySyncStore, memory_frame_pair
 
-TENANT = os.urandom(16)
 DOC_KEY = os.urandom(32)
 AUTHOR = SigningKeyPair.generate()
 BASE_MS = 1_760_000_000_000
@@ -61,27 +61,6 @@ def seal(database: str, timestamp: int) -> Entry:
         key=DOC_KEY,
         payload=os.urandom(48),
     )
-
-
-@dataclass
-class Member:
-    tenant_id: bytes
-    member_key: SigningKeyPair
-    members: set[bytes]
-
-    def may_replicate(self, member_key: bytes) -> bool:
-        return member_key in self.members
-
-    def membership_evidence(self) -> bytes:
-        return b""
-
-    def admit(self, member_key: bytes, evidence: bytes) -> bool:
-        return False
-
-
-KEY_A, KEY_B = SigningKeyPair.generate(), SigningKeyPair.generate()
-AUTHORITY_A = Member(TENANT, KEY_A, {KEY_A.public_key, KEY_B.public_key})
-AUTHORITY_B = Member(TENANT, KEY_B, {KEY_A.public_key, KEY_B.public_key})
 
 
 def differing_stores() -> tuple[MemorySyncStore, MemorySyncStore]:

@@ -11,10 +11,10 @@ applied, and only then checked and handed over, in causal order. A change builds
 and its op ids must be exactly the next ones: ``start_op`` must be one more than the largest
 ``max_op`` of those (zero when there are none). That is how Automerge numbers a local change (its
 document's largest op counter + 1, and a change's deps are everything its author had), checked
-over random concurrent edits and merges in ``tests/test_docs.py``. Requiring equality, not just
-"greater", keeps a member from making a document's op counters jump: a change starting at
-2**32-1 made every later local change of the document panic in the binding, and freeing such a
-document aborted the process from a panicking destructor. No op counter may pass
+over random concurrent edits and merges in ``tests/test_docs_hostile.py``. Requiring equality,
+not just "greater", keeps a member from making a document's op counters jump: a change starting
+at 2**32-1 made every later local change of the document panic in the binding, and freeing such
+a document aborted the process from a panicking destructor. No op counter may pass
 ``MAX_OP_COUNTER`` either. Finally ``(actor, seq)`` must be new. A change that breaks these rules
 is rejected; changes waiting for a rejected change wait for good. The rules read only the
 change and what it builds on (content-addressed), so every node decides alike. Pure
