@@ -4,6 +4,7 @@
 `eventually`             await until a condition holds (trio), bounded unless the caller bounds it
 `wait_for`               the same for synchronous tests (subprocesses), always bounded
 `seal_entry`             a sealed entry with test defaults (kind and document follow the database)
+`forge`                  a change entry hand-signed with a node's key (a thief holding the key)
 `copy_tenant`            hand a tenant's entries from one node to another (verified on arrival)
 `running_daemon`         a `NodeDaemon` on loopback for the duration of a ``with`` block
 `daemon_process`         ``mindoo node run`` as a real process on loopback, stopped afterwards
@@ -101,6 +102,27 @@ def seal_entry(
         key_id=key_id,
         key=key,
         payload=payload,
+        prev=prev,
+    )
+
+
+def forge(
+    node: Node, tenant: Tenant, seq: int, prev: bytes | None, text: bytes = b"forged"
+) -> Entry:
+    """An entry signed by ``node``'s key, crafted by hand (as a thief holding the key would)."""
+    key = node.tenant("acme").keyring.current("default")
+    return Entry.seal(
+        kind=EntryKind.CHANGE,
+        tenant_id=tenant.id,
+        database="notes",
+        document_id=os.urandom(16),
+        author=node.identity.signing,
+        author_seq=seq,
+        timestamp_ms=int(time.time() * 1000),
+        deps=[],
+        key_id=key.key_id,
+        key=key.secret,
+        payload=text,
         prev=prev,
     )
 
