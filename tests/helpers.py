@@ -4,6 +4,7 @@
 `eventually`             await until a condition holds (trio), bounded unless the caller bounds it
 `wait_for`               the same for synchronous tests (subprocesses), always bounded
 `seal_entry`             a sealed entry with test defaults (kind and document follow the database)
+`numbered_change`        a tiny change whose document id and timestamp are its author sequence
 `forge`                  a change entry hand-signed with a node's key (a thief holding the key)
 `copy_tenant`            hand a tenant's entries from one node to another (verified on arrival)
 `running_daemon`         a `NodeDaemon` on loopback for the duration of a ``with`` block
@@ -102,6 +103,24 @@ def seal_entry(
         key_id=key_id,
         key=key,
         payload=payload,
+        prev=prev,
+    )
+
+
+def numbered_change(
+    author: SigningKeyPair, seq: int, tenant_id: bytes = bytes(16), prev: bytes | None = None
+) -> Entry:
+    """A change of ``author`` numbered ``seq``, its document id and timestamp ``seq`` too."""
+    return seal_entry(
+        tenant_id=tenant_id,
+        database="notes",
+        document_id=seq.to_bytes(16, "big"),
+        author=author,
+        author_seq=seq,
+        timestamp_ms=seq,
+        key_id=bytes(16),
+        key=bytes(32),
+        payload=b"x",
         prev=prev,
     )
 
