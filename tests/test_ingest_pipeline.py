@@ -11,10 +11,8 @@ from collections.abc import Sequence
 import pytest
 import trio
 import trio.testing
-from test_sync_driver_hooks import KEY_A, KEY_B, CheckedAuthority, Holder, sync_pair
+from test_sync_driver_hooks import KEY_A, KEY_B, CheckedAuthority, Holder, sealed, sync_pair
 
-from mindoo_p2p.crypto import SigningKeyPair
-from mindoo_p2p.entry import Entry, EntryKind
 from mindoo_p2p.rejection import Rejected, RejectionKind
 from mindoo_p2p.sync.ingest_pipeline import IngestPipeline, IngestStages, split_outcome
 from mindoo_p2p.sync.protocol import IngestJob, IngestOutcome, SyncLimits, SyncStore
@@ -25,26 +23,6 @@ TENANT = os.urandom(16)
 
 def entry_id(raw: bytes) -> bytes:
     return hashlib.sha256(raw).digest()
-
-
-def sealed(count: int, author: SigningKeyPair, payload_size: int) -> list[Entry]:
-    """``count`` change entries of ``author`` in this module's tenant, random payloads."""
-    return [
-        Entry.seal(
-            kind=EntryKind.CHANGE,
-            tenant_id=TENANT,
-            database="notes",
-            document_id=os.urandom(16),
-            author=author,
-            author_seq=i + 1,
-            timestamp_ms=1_760_000_000_000 + i,
-            deps=(),
-            key_id=bytes(16),
-            key=bytes(32),
-            payload=os.urandom(payload_size),
-        )
-        for i in range(count)
-    ]
 
 
 def job(*raws: bytes, database: str = "notes") -> IngestJob:
@@ -171,7 +149,7 @@ async def test_a_session_stores_many_frames_in_fewer_batches_than_frames(
 ) -> None:
     """Over a whole session with a slow store: frames keep arriving while a batch is stored,
     so batches span several frames, and every entry lands."""
-    entries = sealed(1200, KEY_B, payload_size=2000)
+    entries = sealed(1200, KEY_B, TENANT, payload_size=2000)
     source, target = MemorySyncStore(TENANT), MemorySyncStore(TENANT)
     source.add_own(entries)
     calls: list[int] = []
@@ -235,7 +213,7 @@ async def test_a_long_push_to_a_slow_store_is_not_idle(
     stores them slowly and says nothing until it has (FINISHED): the session completes,
     since the responder keeps taking frames in. (The push sessions of a 10^6 clone timed out
     this way: the pushing side heard nothing for 30 s.)"""
-    entries = sealed(1600, KEY_A, payload_size=16_000)
+    entries = sealed(1600, KEY_A, TENANT, payload_size=16_000)
     pusher, slow = MemorySyncStore(TENANT), MemorySyncStore(TENANT)
     pusher.add_own(entries)
     idle = 4.0

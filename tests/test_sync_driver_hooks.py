@@ -25,11 +25,14 @@ KEY_A, KEY_B = SigningKeyPair.generate(), SigningKeyPair.generate()
 BASE_MS = 1_760_000_000_000
 
 
-def sealed(count: int, author: SigningKeyPair) -> list[Entry]:
+def sealed(
+    count: int, author: SigningKeyPair, tenant_id: bytes = TENANT, payload_size: int = 32
+) -> list[Entry]:
+    """``count`` change entries of ``author`` in ``tenant_id``, random payloads."""
     return [
         Entry.seal(
             kind=EntryKind.CHANGE,
-            tenant_id=TENANT,
+            tenant_id=tenant_id,
             database="notes",
             document_id=os.urandom(16),
             author=author,
@@ -38,7 +41,7 @@ def sealed(count: int, author: SigningKeyPair) -> list[Entry]:
             deps=(),
             key_id=bytes(16),
             key=bytes(32),
-            payload=os.urandom(32),
+            payload=os.urandom(payload_size),
         )
         for i in range(count)
     ]
