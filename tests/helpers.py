@@ -4,7 +4,10 @@
 `eventually`             await until a condition holds (trio), bounded unless the caller bounds it
 `wait_for`               the same for synchronous tests (subprocesses), always bounded
 `seal_entry`             a sealed entry with test defaults (kind and document follow the database)
+`numbered_change`        a tiny change whose document id and timestamp are its author sequence
+`forge`                  a change entry hand-signed with a node's key (a thief holding the key)
 `copy_tenant`            hand a tenant's entries from one node to another (verified on arrival)
+`two_writers_converge`   two cluster daemons each write to tenant acme, connect and converge
 `running_daemon`         a `NodeDaemon` on loopback for the duration of a ``with`` block
 `daemon_process`         ``mindoo node run`` as a real process on loopback, stopped afterwards
 `run_cli_main`           `cli.main.main` in-process on an argv, with a password and stdin
@@ -35,6 +38,7 @@ from mindoo_p2p.entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.net.host import HostConfig
 from mindoo_p2p.node import Node
 from mindoo_p2p.tenant import Tenant
+from mindoo_p2p.testing import Cluster
 
 LOOPBACK = NodeConfig(listen=("/ip4/127.0.0.1/tcp/0",), sync_interval_s=3600)
 """A daemon listening on loopback only, syncing on demand (no periodic rounds in tests)."""
@@ -105,12 +109,64 @@ def seal_entry(
     )
 
 
+def numbered_change(
+    author: SigningKeyPair, seq: int, tenant_id: bytes = bytes(16), prev: bytes | None = None
+) -> Entry:
+    """A change of ``author`` numbered ``seq``, its document id and timestamp ``seq`` too."""
+    return seal_entry(
+        tenant_id=tenant_id,
+        database="notes",
+        document_id=seq.to_bytes(16, "big"),
+        author=author,
+        author_seq=seq,
+        timestamp_ms=seq,
+        key_id=bytes(16),
+        key=bytes(32),
+        payload=b"x",
+        prev=prev,
+    )
+
+
+def forge(
+    node: Node, tenant: Tenant, seq: int, prev: bytes | None, text: bytes = b"forged"
+) -> Entry:
+    """An entry signed by ``node``'s key, crafted by hand (as a thief holding the key would)."""
+    key = node.tenant("acme").keyring.current("default")
+    return Entry.seal(
+        kind=EntryKind.CHANGE,
+        tenant_id=tenant.id,
+        database="notes",
+        document_id=os.urandom(16),
+        author=node.identity.signing,
+        author_seq=seq,
+        timestamp_ms=int(time.time() * 1000),
+        deps=[],
+        key_id=key.key_id,
+        key=key.secret,
+        payload=text,
+        prev=prev,
+    )
+
+
 def copy_tenant(src: Node, dst: Node, tenant: Tenant) -> int:
     """Copy every entry of ``tenant`` from ``src`` to ``dst`` (verified by ``dst``; none may be
     rejected); how many were new to ``dst``."""
     result = dst.ingest([e.raw for e in src.store.iter_entries(tenant.id)])
     assert not result.rejected, result.rejected
     return len(result.added)
+
+
+async def two_writers_converge(cluster: Cluster) -> None:
+    """Start two daemons of ``cluster`` in tenant ``acme``, each writing one document; connect
+    them, wait for convergence, and check both read both documents."""
+    await cluster.start(2)
+    cluster.create_tenant("acme")
+    docs = [cluster.db(i, "acme", "notes").create_document({"by": i}) for i in range(2)]
+    await cluster.connect(0, 1)
+    await cluster.wait_converged(timeout=30)
+    for i in range(2):
+        for j, doc in enumerate(docs):
+            assert cluster.db(i, "acme", "notes").get(doc) == {"by": j}
 
 
 @asynccontextmanager

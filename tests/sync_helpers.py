@@ -1,6 +1,7 @@
 """Helpers shared by the sync protocol tests (test_sync_protocol, test_sync_rounds,
-test_sync_version_fallback): one tenant, sealed entries, two members that may replicate, and
-one session between two memory stores over the trio driver."""
+test_sync_version_fallback, test_sync_snapshot_budget): one tenant, sealed entries, two members
+that may replicate, one session between two memory stores over the trio driver, and a memory
+stream with latency."""
 
 from __future__ import annotations
 
@@ -151,3 +152,27 @@ def store_with(entries: Sequence[Entry], store: MemorySyncStore | None = None) -
     target = store if store is not None else MemorySyncStore(TENANT)
     target.add_own(entries)
     return target
+
+
+class DelayedFrameStream:
+    """A memory stream end that delivers each frame ``delay`` seconds after it was sent."""
+
+    def __init__(
+        self,
+        outgoing: trio.MemorySendChannel[tuple[float, bytes]],
+        incoming: trio.MemoryReceiveChannel[tuple[float, bytes]],
+        delay: float,
+    ) -> None:
+        self.outgoing, self.incoming, self.delay = outgoing, incoming, delay
+
+    async def send_frame(self, data: bytes) -> None:
+        await self.outgoing.send((trio.current_time() + self.delay, bytes(data)))
+
+    async def receive_frame(self) -> bytes:
+        due, data = await self.incoming.receive()
+        await trio.sleep_until(due)
+        return data
+
+    async def close(self) -> None:
+        await self.outgoing.aclose()
+        await self.incoming.aclose()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PASSWORD
+from helpers import numbered_change
 
 from cli.main import main
 from mindoo_p2p import admission, key_transfer
@@ -512,23 +513,6 @@ def test_a_verified_entry_is_made_by_the_pipeline_only() -> None:
 
 
 # -- chunked checks (issue 8) -----------------------------------------------------------------
-def _sealed_change(author: SigningKeyPair, seq: int, tenant_id: bytes = bytes(16)) -> Entry:
-    return Entry.seal(
-        kind=EntryKind.CHANGE,
-        tenant_id=tenant_id,
-        database="notes",
-        document_id=seq.to_bytes(16, "big"),
-        author=author,
-        author_seq=seq,
-        timestamp_ms=seq,
-        deps=[],
-        key_id=bytes(16),
-        key=bytes(32),
-        payload=b"x",
-        prev=None,
-    )
-
-
 def test_a_bad_entry_in_any_chunk_is_refused_alone_and_chunks_change_no_outcome(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -537,12 +521,12 @@ def test_a_bad_entry_in_any_chunk_is_refused_alone_and_chunks_change_no_outcome(
     repeat of an entry of an earlier chunk and one the store holds. Each is refused (or set
     aside) alone, every other entry passes, and the outcome is exactly that of one chunk."""
     author = SigningKeyPair.generate()
-    raws = [_sealed_change(author, seq).raw for seq in range(1, 1301)]
+    raws = [numbered_change(author, seq).raw for seq in range(1, 1301)]
     forged = bytearray(raws[700])
     forged[-1] ^= 1  # the signature's last byte
     raws[700] = bytes(forged)
     raws[130] = raws[130][:-5]  # truncated: does not decode
-    raws[1100] = _sealed_change(author, 1100, tenant_id=b"\x01" * 16).raw
+    raws[1100] = numbered_change(author, 1100, tenant_id=b"\x01" * 16).raw
     raws[1250] = raws[3]  # a repeat, two chunks later
     held = Entry.decode(raws[900]).id
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import random
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lmdb
 import pytest
 from cli_helpers import CliResult
+from helpers import forge
 
 from mindoo_p2p import chains
 from mindoo_p2p.chains import ForkPoint, conflict_seq, contiguous_head
@@ -196,27 +196,6 @@ def test_own_writes_are_chained_across_databases_and_batches(make_node: MakeNode
 
 
 # -- the attacks -----------------------------------------------------------------------------
-def forge(
-    node: Node, tenant: Tenant, seq: int, prev: bytes | None, text: bytes = b"forged"
-) -> Entry:
-    """An entry signed by ``node``'s key, crafted by hand (as a thief holding the key would)."""
-    key = node.tenant("acme").keyring.current("default")
-    return Entry.seal(
-        kind=EntryKind.CHANGE,
-        tenant_id=tenant.id,
-        database="notes",
-        document_id=os.urandom(16),
-        author=node.identity.signing,
-        author_seq=seq,
-        timestamp_ms=int(time.time() * 1000),
-        deps=[],
-        key_id=key.key_id,
-        key=key.secret,
-        payload=text,
-        prev=prev,
-    )
-
-
 def write_three(mallory: Node, admin: Node, tenant: Tenant) -> list[Entry]:
     db = mallory.tenant("acme").create_db("notes")
     doc = db.create_document({"n": 1})

@@ -10,21 +10,20 @@ import os
 import random
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import PASSWORD
+from helpers import forge
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_revocation import _init, deliver, split
 
 from mindoo_p2p.chains import ForkPoint
-from mindoo_p2p.entry import Entry, EntryKind
+from mindoo_p2p.entry import Entry
 from mindoo_p2p.node import Node
-from mindoo_p2p.tenant import Tenant
 
 
 @dataclass(frozen=True)
@@ -37,25 +36,6 @@ class Universe:
     evidence: frozenset[bytes]
     """The two entries kept at Mallory's fork point."""
     pristine_observer: Path
-
-
-def mint(node: Node, tenant: Tenant, seq: int, prev: bytes | None, text: bytes) -> Entry:
-    """An entry signed with ``node``'s key, made by hand (a thief holding the key)."""
-    key = node.tenant("acme").keyring.current("default")
-    return Entry.seal(
-        kind=EntryKind.CHANGE,
-        tenant_id=tenant.id,
-        database="notes",
-        document_id=os.urandom(16),
-        author=node.identity.signing,
-        author_seq=seq,
-        timestamp_ms=int(time.time() * 1000),
-        deps=[],
-        key_id=key.key_id,
-        key=key.secret,
-        payload=text,
-        prev=prev,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +60,10 @@ def universe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Universe]:
         tenant.revoke_member(mallory.public_identity())  # cut: #5, by id
         mdb.update(doc, {"n": 6})  # Mallory, unaware: #6, above the cut
         thief = [
-            mint(mallory, tenant, 3, chain[1].id, b"minted below the cut"),  # fork at #3
-            mint(mallory, tenant, 5, chain[3].id, b"minted at the cut"),  # not the cut's #5
-            mint(mallory, tenant, 2**64 - 1, os.urandom(32), b"pre-empting the cut"),
-            mint(mallory, tenant, 7, None, b"a legacy entry above the cut"),
+            forge(mallory, tenant, 3, chain[1].id, b"minted below the cut"),  # fork at #3
+            forge(mallory, tenant, 5, chain[3].id, b"minted at the cut"),  # not the cut's #5
+            forge(mallory, tenant, 2**64 - 1, os.urandom(32), b"pre-empting the cut"),
+            forge(mallory, tenant, 7, None, b"a legacy entry above the cut"),
         ]
         every: dict[bytes, bytes] = {}
         for node in (admin, mallory, bob):

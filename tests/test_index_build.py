@@ -140,6 +140,17 @@ def mixed_page(admin: Node, member: Node) -> dict[str, Any]:
     }
 
 
+def built_alone(
+    make_node: MakeNode, home: Path
+) -> tuple[Node, bytes, tuple[set[tuple[str, ...]], ...]]:
+    """A member holding `mixed_page`, its index key, and the dump of the index built at
+    ``home`` by the follower alone (no workers)."""
+    member = make_node("member")
+    mixed_page(make_node("admin"), member)
+    key = member.index.store._key
+    return member, key, dump(QueryIndex(home, key, member, workers=0))
+
+
 def test_fast_path_builds_the_index_the_general_path_builds(
     make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -197,10 +208,7 @@ def test_a_root_change_loads_as_apply_changes_builds_it() -> None:
 def test_build_workers_build_the_index_the_follower_builds_alone(
     make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    member = make_node("member")
-    mixed_page(make_node("admin"), member)
-    key = member.index.store._key
-    alone = dump(QueryIndex(tmp_path / "alone", key, member, workers=0))
+    member, key, alone = built_alone(make_node, tmp_path / "alone")
     monkeypatch.setattr(follower, "MIN_ENTRIES", 1)
     monkeypatch.setattr(follower, "BUILD_PAGE_ENTRIES", 3)  # several pages: one in flight
     from_workers: list[int] = []
@@ -224,10 +232,7 @@ def test_a_failing_worker_pool_leaves_the_follower_to_build_alone(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    member = make_node("member")
-    mixed_page(make_node("admin"), member)
-    key = member.index.store._key
-    alone = dump(QueryIndex(tmp_path / "alone", key, member, workers=0))
+    member, key, alone = built_alone(make_node, tmp_path / "alone")
     monkeypatch.setattr(follower, "MIN_ENTRIES", 1)
     monkeypatch.setattr(follower, "BUILD_PAGE_ENTRIES", 3)
     # workers that cannot open the store: every task fails (BrokenProcessPool)
@@ -247,10 +252,7 @@ def test_a_hung_worker_is_given_up_on_and_the_follower_builds_alone(
 ) -> None:
     """Review finding: a worker that never answers held the build for ever. Its page is given
     up on after `ANSWER_TIMEOUT_S`, the worker is killed, and the follower builds alone."""
-    member = make_node("member")
-    mixed_page(make_node("admin"), member)
-    key = member.index.store._key
-    alone = dump(QueryIndex(tmp_path / "alone", key, member, workers=0))
+    member, key, alone = built_alone(make_node, tmp_path / "alone")
     monkeypatch.setattr(follower, "MIN_ENTRIES", 1)
     monkeypatch.setattr(follower, "BUILD_PAGE_ENTRIES", 3)
     monkeypatch.setattr(build_workers, "ANSWER_TIMEOUT_S", 0.5)
@@ -317,10 +319,7 @@ def test_frames_are_bounded_and_checked() -> None:
 def test_a_page_over_its_byte_bound_is_committed_in_parts(
     make_node: MakeNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    member = make_node("member")
-    mixed_page(make_node("admin"), member)
-    key = member.index.store._key
-    whole = dump(QueryIndex(tmp_path / "whole", key, member, workers=0))
+    member, key, whole = built_alone(make_node, tmp_path / "whole")
     commits: list[int] = []
     write = follower._PageWrites.write
 

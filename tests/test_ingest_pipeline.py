@@ -11,11 +11,9 @@ from collections.abc import Sequence
 import pytest
 import trio
 import trio.testing
-from test_sync_driver_hooks import KEY_A, KEY_B, CheckedAuthority, Holder
+from test_sync_driver_hooks import KEY_A, KEY_B, CheckedAuthority, Holder, sealed, sync_pair
 
-from mindoo_p2p.entry import Entry, EntryKind
 from mindoo_p2p.rejection import Rejected, RejectionKind
-from mindoo_p2p.sync.driver import run_initiator, run_responder
 from mindoo_p2p.sync.ingest_pipeline import IngestPipeline, IngestStages, split_outcome
 from mindoo_p2p.sync.protocol import IngestJob, IngestOutcome, SyncLimits, SyncStore
 from mindoo_p2p.testing.memory_sync import MemorySyncStore, memory_frame_pair
@@ -151,23 +149,7 @@ async def test_a_session_stores_many_frames_in_fewer_batches_than_frames(
 ) -> None:
     """Over a whole session with a slow store: frames keep arriving while a batch is stored,
     so batches span several frames, and every entry lands."""
-    author = KEY_B
-    entries = [
-        Entry.seal(
-            kind=EntryKind.CHANGE,
-            tenant_id=TENANT,
-            database="notes",
-            document_id=os.urandom(16),
-            author=author,
-            author_seq=i + 1,
-            timestamp_ms=1_760_000_000_000 + i,
-            deps=(),
-            key_id=bytes(16),
-            key=bytes(32),
-            payload=os.urandom(2000),
-        )
-        for i in range(1200)
-    ]
+    entries = sealed(1200, KEY_B, TENANT, payload_size=2000)
     source, target = MemorySyncStore(TENANT), MemorySyncStore(TENANT)
     source.add_own(entries)
     calls: list[int] = []
@@ -177,30 +159,13 @@ async def test_a_session_stores_many_frames_in_fewer_batches_than_frames(
         await trio.sleep(0.05)  # autojump clock: a slow disk, no real waiting
         return store.ingest(raws)
 
-    hold_a, hold_b = Holder(), Holder()
-    end_a, end_b = memory_frame_pair(buffer=4)
     with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-
-            async def respond() -> None:
-                await run_responder(
-                    end_b,
-                    b"peer-B",
-                    b"peer-A",
-                    {TENANT: (CheckedAuthority(TENANT, KEY_B, hold_b), source)},
-                    hold_store=hold_b,
-                )
-
-            nursery.start_soon(respond)
-            report = await run_initiator(
-                end_a,
-                b"peer-A",
-                b"peer-B",
-                CheckedAuthority(TENANT, KEY_A, hold_a),
-                target,
-                hold_store=hold_a,
-                run_ingest=slow_ingest,
-            )
+        report = await sync_pair(
+            memory_frame_pair(buffer=4),
+            (CheckedAuthority(TENANT, KEY_A, Holder()), target),
+            (CheckedAuthority(TENANT, KEY_B, Holder()), source),
+            initiator_options={"run_ingest": slow_ingest},
+        )
     assert report.received == 1200 and len(target) == 1200
     frames_with_entries = report.frames_received
     assert sum(calls) == 1200
@@ -248,22 +213,7 @@ async def test_a_long_push_to_a_slow_store_is_not_idle(
     stores them slowly and says nothing until it has (FINISHED): the session completes,
     since the responder keeps taking frames in. (The push sessions of a 10^6 clone timed out
     this way: the pushing side heard nothing for 30 s.)"""
-    entries = [
-        Entry.seal(
-            kind=EntryKind.CHANGE,
-            tenant_id=TENANT,
-            database="notes",
-            document_id=os.urandom(16),
-            author=KEY_A,
-            author_seq=i + 1,
-            timestamp_ms=1_760_000_000_000 + i,
-            deps=(),
-            key_id=bytes(16),
-            key=bytes(32),
-            payload=os.urandom(16_000),
-        )
-        for i in range(1600)
-    ]
+    entries = sealed(1600, KEY_A, TENANT, payload_size=16_000)
     pusher, slow = MemorySyncStore(TENANT), MemorySyncStore(TENANT)
     pusher.add_own(entries)
     idle = 4.0
@@ -272,31 +222,13 @@ async def test_a_long_push_to_a_slow_store_is_not_idle(
         await trio.sleep(1.5)
         return store.ingest(raws)
 
-    hold_a, hold_b = Holder(), Holder()
-    end_a, end_b = memory_frame_pair()
     started = trio.current_time()
-    async with trio.open_nursery() as nursery:
-
-        async def respond() -> None:
-            await run_responder(
-                end_b,
-                b"peer-B",
-                b"peer-A",
-                {TENANT: (CheckedAuthority(TENANT, KEY_B, hold_b), slow)},
-                hold_store=hold_b,
-                run_ingest=slow_ingest,
-                limits=SyncLimits(idle_seconds=idle),
-            )
-
-        nursery.start_soon(respond)
-        report = await run_initiator(
-            end_a,
-            b"peer-A",
-            b"peer-B",
-            CheckedAuthority(TENANT, KEY_A, hold_a),
-            pusher,
-            hold_store=hold_a,
-            limits=SyncLimits(idle_seconds=idle),
-        )
+    report = await sync_pair(
+        memory_frame_pair(),
+        (CheckedAuthority(TENANT, KEY_A, Holder()), pusher),
+        (CheckedAuthority(TENANT, KEY_B, Holder()), slow),
+        initiator_options={"limits": SyncLimits(idle_seconds=idle)},
+        responder_options={"run_ingest": slow_ingest, "limits": SyncLimits(idle_seconds=idle)},
+    )
     assert trio.current_time() - started > 2 * idle  # the push outlasted the idle bound
     assert report.sent == 1600 and len(slow) == 1600

@@ -71,6 +71,14 @@ def restore(lost: LostLaptop, home: Path) -> Node:
     return Node.restore(home, lost.kit, KIT_PASSWORD, PASSWORD, kdf=TESTING)
 
 
+def newest_own(lost: LostLaptop, node: Node) -> Entry:
+    """The highest-numbered entry of the lost laptop's author that ``node`` holds."""
+    return max(
+        (e for e in node.store.iter_entries(lost.tenant_id) if e.author == lost.author),
+        key=lambda e: e.author_seq,
+    )
+
+
 def test_a_write_before_the_first_sync_is_refused_and_stores_nothing(
     make_node: MakeNode, tmp_path: Path
 ) -> None:
@@ -99,8 +107,7 @@ def test_without_the_guard_the_write_forks_the_user_everywhere(
         tenant = node.tenant("acme")
         assert node.confirm_chain_head(tenant)
         tenant.open_db("notes").create_document({"written": "too early"})
-        mine = [e for e in node.store.iter_entries(lost.tenant_id) if e.author == lost.author]
-        reused = max(mine, key=lambda e: e.author_seq)
+        reused = newest_own(lost, node)
         # The kit holds none of the laptop's entries: the restored node starts again at #1.
         assert reused.author_seq == 1 < lost.later[0].author_seq
         lost.admin.ingest([reused.raw])
@@ -122,10 +129,7 @@ def test_a_completed_sync_lifts_the_mark_and_the_write_continues_the_chain(
         assert not node.is_restored(tenant)
         tenant.open_db("notes").create_document({"written": "after the sync"})
         last = lost.later[-1]
-        new = max(
-            (e for e in node.store.iter_entries(lost.tenant_id) if e.author == lost.author),
-            key=lambda e: e.author_seq,
-        )
+        new = newest_own(lost, node)
         assert (new.author_seq, new.prev) == (last.author_seq + 1, last.id)
         assert not lost.admin.ingest([new.raw]).rejected
         assert lost.admin.store.forks(lost.tenant_id) == []

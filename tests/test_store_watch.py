@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import trio
 from conftest import PASSWORD
-from helpers import eventually, running_daemon
+from helpers import eventually, numbered_change, running_daemon
 
 import mindoo_p2p
 from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.daemon.store_watch import WATCH_BATCH, StoreWatch, decode_stored, watch_store
-from mindoo_p2p.entry import NO_PREV, Entry, EntryKind
+from mindoo_p2p.entry import NO_PREV, Entry
 from mindoo_p2p.errors import StoreError
 from mindoo_p2p.node import Node
 
@@ -50,20 +50,7 @@ _AUTHOR = SigningKeyPair.generate()
 
 
 def _sealed(seq: int) -> bytes:
-    return Entry.seal(
-        kind=EntryKind.CHANGE,
-        tenant_id=bytes(16),
-        database="notes",
-        document_id=seq.to_bytes(16, "big"),
-        author=_AUTHOR,
-        author_seq=seq,
-        timestamp_ms=seq,
-        deps=[],
-        key_id=bytes(16),
-        key=bytes(32),
-        payload=b"x",
-        prev=NO_PREV if seq == 1 else bytes(31) + b"\x01",
-    ).raw
+    return numbered_change(_AUTHOR, seq, prev=NO_PREV if seq == 1 else bytes(31) + b"\x01").raw
 
 
 def ids(raws: list[bytes]) -> list[bytes]:

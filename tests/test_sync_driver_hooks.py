@@ -9,25 +9,30 @@ import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import trio
 
 from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.entry import Entry, EntryKind
 from mindoo_p2p.sync.driver import IngestRunner, run_initiator, run_responder
-from mindoo_p2p.sync.protocol import IngestOutcome, SyncStore
-from mindoo_p2p.testing.memory_sync import MemorySyncStore, memory_frame_pair
+from mindoo_p2p.sync.protocol import IngestOutcome, SyncReport, SyncStore
+from mindoo_p2p.testing.memory_sync import MemoryFrameStream, MemorySyncStore, memory_frame_pair
 
 TENANT = os.urandom(16)
 KEY_A, KEY_B = SigningKeyPair.generate(), SigningKeyPair.generate()
 BASE_MS = 1_760_000_000_000
 
 
-def sealed(count: int, author: SigningKeyPair) -> list[Entry]:
+def sealed(
+    count: int, author: SigningKeyPair, tenant_id: bytes = TENANT, payload_size: int = 32
+) -> list[Entry]:
+    """``count`` change entries of ``author`` in ``tenant_id``, random payloads."""
     return [
         Entry.seal(
             kind=EntryKind.CHANGE,
-            tenant_id=TENANT,
+            tenant_id=tenant_id,
             database="notes",
             document_id=os.urandom(16),
             author=author,
@@ -36,7 +41,7 @@ def sealed(count: int, author: SigningKeyPair) -> list[Entry]:
             deps=(),
             key_id=bytes(16),
             key=bytes(32),
-            payload=os.urandom(32),
+            payload=os.urandom(payload_size),
         )
         for i in range(count)
     ]
@@ -85,6 +90,40 @@ class CheckedAuthority:
         return False
 
 
+async def sync_pair(
+    ends: tuple[MemoryFrameStream, MemoryFrameStream],
+    initiator: tuple[CheckedAuthority, SyncStore],
+    responder: tuple[CheckedAuthority, SyncStore],
+    initiator_options: dict[str, Any] | None = None,
+    responder_options: dict[str, Any] | None = None,
+) -> SyncReport:
+    """One session over ``ends``: peer-A initiates, peer-B responds; each side holds its
+    authority's holder. Returns the initiator's report."""
+    (authority_a, store_a), (authority_b, store_b) = initiator, responder
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            partial(
+                run_responder,
+                ends[1],
+                b"peer-B",
+                b"peer-A",
+                {authority_b.tenant_id: (authority_b, store_b)},
+                hold_store=authority_b.holder,
+                **(responder_options or {}),
+            )
+        )
+        report = await run_initiator(
+            ends[0],
+            b"peer-A",
+            b"peer-B",
+            authority_a,
+            store_a,
+            hold_store=authority_a.holder,
+            **(initiator_options or {}),
+        )
+    return report
+
+
 async def test_received_batches_go_through_run_ingest_and_handshakes_through_hold_store() -> None:
     ours, theirs = sealed(300, KEY_A), sealed(300, KEY_B)
     store_a, store_b = MemorySyncStore(TENANT), MemorySyncStore(TENANT)
@@ -102,30 +141,14 @@ async def test_received_batches_go_through_run_ingest_and_handshakes_through_hol
 
         return run_ingest
 
-    end_a, end_b = memory_frame_pair()
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-
-            async def respond() -> None:
-                await run_responder(
-                    end_b,
-                    b"peer-B",
-                    b"peer-A",
-                    {TENANT: (authority_b, store_b)},
-                    run_ingest=in_a_thread("b"),
-                    hold_store=hold_b,
-                )
-
-            nursery.start_soon(respond)
-            report = await run_initiator(
-                end_a,
-                b"peer-A",
-                b"peer-B",
-                authority_a,
-                store_a,
-                run_ingest=in_a_thread("a"),
-                hold_store=hold_a,
-            )
+        report = await sync_pair(
+            memory_frame_pair(),
+            (authority_a, store_a),
+            (authority_b, store_b),
+            initiator_options={"run_ingest": in_a_thread("a")},
+            responder_options={"run_ingest": in_a_thread("b")},
+        )
     assert report.received == 300 and report.sent == 300
     assert ingested == {"a": 300, "b": 300}
     all_ids = {e.id for e in ours + theirs}
@@ -147,29 +170,13 @@ async def test_both_sides_hear_of_the_authentication_before_the_sync_phase() -> 
     def note(side: str, store: MemorySyncStore) -> Callable[[bytes], None]:
         return lambda tenant_id: heard.append((side, tenant_id, len(store)))
 
-    end_a, end_b = memory_frame_pair()
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-
-            async def respond() -> None:
-                await run_responder(
-                    end_b,
-                    b"peer-B",
-                    b"peer-A",
-                    {TENANT: (CheckedAuthority(TENANT, KEY_B, hold_b), store_b)},
-                    hold_store=hold_b,
-                    on_authenticated=note("responder", store_b),
-                )
-
-            nursery.start_soon(respond)
-            await run_initiator(
-                end_a,
-                b"peer-A",
-                b"peer-B",
-                CheckedAuthority(TENANT, KEY_A, hold_a),
-                store_a,
-                hold_store=hold_a,
-                on_authenticated=note("initiator", store_a),
-            )
+        await sync_pair(
+            memory_frame_pair(),
+            (CheckedAuthority(TENANT, KEY_A, hold_a), store_a),
+            (CheckedAuthority(TENANT, KEY_B, hold_b), store_b),
+            initiator_options={"on_authenticated": note("initiator", store_a)},
+            responder_options={"on_authenticated": note("responder", store_b)},
+        )
     assert sorted(heard) == [("initiator", TENANT, 50), ("responder", TENANT, 0)]
     assert len(store_b) == 50  # the entries moved after both had heard

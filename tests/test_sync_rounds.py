@@ -14,6 +14,7 @@ from sync_helpers import (
     PEER_A,
     PEER_B,
     TENANT,
+    DelayedFrameStream,
     RecordingStore,
     report_of,
     seal,
@@ -48,30 +49,6 @@ from mindoo_p2p.sync.protocol import (
     SyncResponder,
 )
 from mindoo_p2p.testing.memory_sync import MemorySyncStore, memory_frame_pair
-
-
-class DelayedFrameStream:
-    """A memory stream end that delivers each frame ``delay`` seconds after it was sent."""
-
-    def __init__(
-        self,
-        outgoing: trio.MemorySendChannel[tuple[float, bytes]],
-        incoming: trio.MemoryReceiveChannel[tuple[float, bytes]],
-        delay: float,
-    ) -> None:
-        self.outgoing, self.incoming, self.delay = outgoing, incoming, delay
-
-    async def send_frame(self, data: bytes) -> None:
-        await self.outgoing.send((trio.current_time() + self.delay, bytes(data)))
-
-    async def receive_frame(self) -> bytes:
-        due, data = await self.incoming.receive()
-        await trio.sleep_until(due)
-        return data
-
-    async def close(self) -> None:
-        await self.outgoing.aclose()
-        await self.incoming.aclose()
 
 
 async def _round_trips_under_latency(

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from test_sync_protocol import (
+from helpers import two_writers_converge
+from sync_helpers import (
     AUTHORITY_A,
     AUTHORITY_B,
     BASE_MS,
@@ -328,14 +329,7 @@ async def test_a_session_failing_on_the_own_store_is_recorded_and_the_daemon_car
 
     monkeypatch.setattr(sync_sessions, "run_initiator", failing_first("initiator", plain_initiator))
     monkeypatch.setattr(sync_sessions, "run_responder", failing_first("responder", plain_responder))
-    await cluster.start(2)
-    cluster.create_tenant("acme")
-    docs = [cluster.db(i, "acme", "notes").create_document({"by": i}) for i in range(2)]
-    await cluster.connect(0, 1)
-    await cluster.wait_converged(timeout=30)
-    for i in range(2):
-        for j, doc in enumerate(docs):
-            assert cluster.db(i, "acme", "notes").get(doc) == {"by": j}
+    await two_writers_converge(cluster)
     assert failures == {"initiator": 0, "responder": 0}
     logged = [
         r.getMessage() for r in caplog.records if "this node's store failed" in r.getMessage()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import trio
-from helpers import seal_entry
+from helpers import seal_entry, two_writers_converge
 from sync_helpers import AUTHORITY_A, AUTHORITY_B, TENANT
 
 from mindoo_p2p.crypto import SigningKeyPair
@@ -291,14 +291,7 @@ async def test_daemons_sync_through_responders_that_speak_only_version_1(
         return await plain(ReplayStream(stream, first, []), *args, **kwargs)
 
     monkeypatch.setattr(sync_sessions, "run_responder", old_responder)
-    await cluster.start(2)
-    cluster.create_tenant("acme")
-    docs = [cluster.db(i, "acme", "notes").create_document({"by": i}) for i in range(2)]
-    await cluster.connect(0, 1)
-    await cluster.wait_converged(timeout=30)
-    for i in range(2):
-        for j, doc in enumerate(docs):
-            assert cluster.db(i, "acme", "notes").get(doc) == {"by": j}
+    await two_writers_converge(cluster)
     assert hellos[0] == 2 and 1 in hellos
     daemon, peer = cluster.nodes[0].daemon, cluster.nodes[1].peer_id  # 0 dialled 1
     assert daemon is not None and peer is not None
