@@ -223,7 +223,7 @@ def _verify_later(entries: Sequence[Entry]) -> Callable[[], list[VerifiedEntry |
     return results
 
 
-CHECK_CHUNK = 2048
+CHECK_CHUNK = 512
 """Items `check_entries` decodes before it hands their signatures to the pool: the pool checks
 one chunk while the caller decodes the next (a batch of thousands no longer leaves the cores
 idle while it is decoded)."""

@@ -7,7 +7,9 @@ loopback. ``catchup_entries_per_s``: the entries it lacked divided by the time f
 until its store holds all of them (counted by a `Node.add_listener` hook). Reported with the
 CPU seconds of each side, the member's resident memory (the benchmark process: it built the
 source's documents before, so this is an upper bound; ``member_rss_mb`` counts the pages of
-the memory-mapped store it touched, ``member_rss_anon_mb`` only the process's own memory) and
+the memory-mapped store it touched, ``member_rss_anon_mb`` only the process's own memory;
+``member_verifier_workers_cpu_s`` is the CPU of the member's signature-checking worker
+processes, `crypto.verify_workers`, which ``member_cpu_s`` does not count) and
 store file size right after (``member_store_mb``), ``offered`` (entries handed to the member's
 ingest, duplicates included: both sides' sessions run at once) and, as the baseline measured
 in the same run, ``local_ingest_entries_per_s``: the same sealed entries ingested by a third
@@ -35,6 +37,7 @@ from _bench_common import (
 
 from mindoo_p2p.admission import VerifiedEntry
 from mindoo_p2p.config import NodeConfig
+from mindoo_p2p.crypto.signing import verify_workers
 from mindoo_p2p.daemon import NodeDaemon
 from mindoo_p2p.entry import Entry
 from mindoo_p2p.net.host import HostConfig
@@ -54,6 +57,19 @@ class CountingNode(Node):
     def ingest(self, entries: Sequence[Entry | bytes | VerifiedEntry]) -> AppendResult:
         self.offered += len(entries)
         return super().ingest(entries)
+
+
+def _verifier_cpu() -> float:
+    """CPU seconds of this process's verifier worker processes so far (0 without them): the
+    member's signature checks run there, so its CPU is ``member_cpu_s`` plus this."""
+    workers = verify_workers()
+    total = 0.0
+    for pid in workers.pids if workers is not None else []:
+        try:
+            total += cpu_seconds(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    return total
 
 
 def build_catchup_homes(root: Path, count: int) -> tuple[list[bytes], float]:
@@ -121,12 +137,14 @@ async def measure_catchup_session(root: Path, total: int) -> dict[str, Any]:
                 await nursery.start(daemon.run)
                 source_cpu = cpu_seconds(source_process)
                 member_cpu = time.process_time()
+                verifier_cpu = _verifier_cpu()
                 started = time.perf_counter()
                 await daemon.add_peer(source.addr)
                 with trio.move_on_after(CATCHUP_TIMEOUT_S):
                     await converged.wait()
                 elapsed = time.perf_counter() - started
                 member_cpu = time.process_time() - member_cpu
+                verifier_cpu = _verifier_cpu() - verifier_cpu
                 source_cpu = cpu_seconds(source_process) - source_cpu
                 memory = psutil.Process().memory_info()
                 nursery.cancel_scope.cancel()
@@ -146,6 +164,7 @@ async def measure_catchup_session(root: Path, total: int) -> dict[str, Any]:
                 "transferred": total - held_before,
                 "seconds": elapsed,
                 "member_cpu_s": member_cpu,
+                "verifier_cpu_s": verifier_cpu,
                 "source_cpu_s": source_cpu,
                 "offered": member.offered,
                 "documents": len(documents),
@@ -174,6 +193,7 @@ def measure_catchup(root: Path, count: int) -> dict[str, Any]:
         "seconds": round(session["seconds"], 2),
         "entries_per_s": round(rate),
         "member_cpu_s": round(session["member_cpu_s"], 2),
+        "member_verifier_workers_cpu_s": round(session["verifier_cpu_s"], 2),
         "source_cpu_s": round(session["source_cpu_s"], 2),
         "member_rss_mb": round(session["member_rss_mb"], 1),
         "member_rss_anon_mb": round(session["member_rss_anon_mb"], 1),

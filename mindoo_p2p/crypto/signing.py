@@ -1,12 +1,18 @@
 """Ed25519 signing keys and signature checks (PyNaCl / libsodium).
 
-`verify_many` checks a batch on a small thread pool: libsodium releases the GIL, and calling it
-through a reused output buffer lets two threads reach about twice one core's rate (~34,000
-verifications/s on two cores against ~17,000 through PyNaCl's allocating high-level call).
+The acceptance rule is `verify_signature` (libsodium's ``crypto_sign_open``, defined once in
+`verify_worker_process.check_signature`), wherever a signature is checked.
+
+`verify_many` / `verify_many_later` check a batch on every core. On a machine with two cores or
+more, a batch of at least `_PARALLEL_MIN` goes to verifier worker processes (`verify_workers`):
+a thread of this process needs the GIL back after every signature, which a busy ingest hands
+over only every switch interval. With no workers (one core, ``MINDOO_VERIFY_WORKERS=0``, or the
+workers failed), a small thread pool checks it as before (libsodium releases the GIL).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -14,6 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import nacl.signing
 from nacl._sodium import ffi, lib
+
+from .verify_worker_process import check_signature
+from .verify_workers import VerifyWorkers, default_workers
 
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
@@ -61,18 +70,8 @@ class SigningKeyPair:
 _tls = threading.local()
 
 
-def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    """True when ``signature`` is a valid Ed25519 signature of ``message`` by ``public_key``."""
-    if len(public_key) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
-        return False
-    signed = signature + message
-    size = len(signed)
-    buf = getattr(_tls, "buf", None)
-    if buf is None or len(buf) < size:
-        buf = ffi.new("unsigned char[]", max(size, 4096))
-        _tls.buf = buf
-        _tls.out_len = ffi.new("unsigned long long *")
-    return bool(lib.crypto_sign_open(buf, _tls.out_len, signed, size, public_key) == 0)
+verify_signature = check_signature
+"""True when ``signature`` is a valid Ed25519 signature of ``message`` by ``public_key``."""
 
 
 _POOL_LOCK = threading.Lock()
@@ -101,13 +100,16 @@ def verify_many(items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
 def verify_many_later(items: Sequence[tuple[bytes, bytes, bytes]]) -> Callable[[], list[bool]]:
     """Start checking ``items`` as `verify_many` does and return at once: the returned function
     waits for the verdicts (in order). The caller goes on meanwhile (decoding the next part of
-    a batch while the pool checks this one). A small batch is checked before returning."""
+    a batch while the workers check this one). A small batch is checked before returning."""
     if len(items) < _PARALLEL_MIN:
         checked = _verify_chunk(items)
         return lambda: checked
+    workers = verify_workers()
+    if workers is not None:
+        return workers.submit(items)
     pool = _pool()
-    workers = pool._max_workers
-    step = max(_PARALLEL_MIN, -(-len(items) // (workers * 4)))
+    count = pool._max_workers
+    step = max(_PARALLEL_MIN, -(-len(items) // (count * 4)))
     futures = [pool.submit(_verify_chunk, items[i : i + step]) for i in range(0, len(items), step)]
 
     def verdicts() -> list[bool]:
@@ -117,3 +119,35 @@ def verify_many_later(items: Sequence[tuple[bytes, bytes, bytes]]) -> Callable[[
         return results
 
     return verdicts
+
+
+_WORKERS: VerifyWorkers | None = None
+_WORKERS_PID = 0
+_WORKERS_SET = False
+
+
+def verify_workers() -> VerifyWorkers | None:
+    """This process's verifier workers (started on first use, stopped at exit), or None when
+    batches are checked by the thread pool (see the module docstring). A forked child starts
+    its own: it never writes to its parent's workers."""
+    global _WORKERS, _WORKERS_PID, _WORKERS_SET
+    with _POOL_LOCK:
+        if not _WORKERS_SET or os.getpid() != _WORKERS_PID:
+            count = default_workers()
+            _WORKERS = VerifyWorkers(count) if count else None
+            _WORKERS_PID = os.getpid()
+            _WORKERS_SET = True
+            if _WORKERS is not None:
+                atexit.register(_WORKERS.close)
+        workers = _WORKERS
+    return workers if workers is not None and workers.usable else None
+
+
+def use_verify_workers(workers: VerifyWorkers | None) -> VerifyWorkers | None:
+    """Make ``workers`` this process's verifier workers (None: the thread pool); returns the
+    previous ones, not closed (tests, benchmarks)."""
+    global _WORKERS, _WORKERS_PID, _WORKERS_SET
+    with _POOL_LOCK:
+        previous = _WORKERS if os.getpid() == _WORKERS_PID else None
+        _WORKERS, _WORKERS_PID, _WORKERS_SET = workers, os.getpid(), True
+    return previous

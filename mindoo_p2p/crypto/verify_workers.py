@@ -1,0 +1,345 @@
+"""Verifier worker processes: Ed25519 checks on the other cores, outside this process's GIL.
+
+Why processes: libsodium releases the GIL for each signature, but a verifying *thread* must take
+it back after every one (~55 µs of work), and beside one busy Python thread (decode, admission,
+LMDB puts, the event loop) it gets it only every switch interval: 79 µs a signature alone
+became 251 µs during an ingest. A worker process has its own interpreter; this process only
+hands it a chunk of signatures at a time, so the GIL changes hands once per chunk, not once per
+signature.
+
+Arrangement (`VerifyWorkers`):
+
+- ``workers`` processes, each started as ``python -P verify_worker_process.py`` (by path: a
+  fresh interpreter that imports libsodium's binding and nothing of this package; not a fork
+  of the node with its memory, threads and open files, and not multiprocessing's spawn, which
+  runs the application's main script again). A worker holds no secret: it is sent public keys,
+  signed messages and signatures. It exits when its stdin ends (`close`, or this process's
+  death closes the pipe).
+- Each worker has a writer thread and a reader thread here: the writer sends request frames as
+  chunks are assigned (several may be in flight, so the worker never waits for this process to
+  get the GIL back before it starts the next chunk); the reader takes answers in order and
+  resolves each chunk's future. Frames and their bounds: `verify_worker_process`.
+- `submit` splits a batch into chunks, spreads them over the workers, and returns a function
+  that waits for the verdicts in order.
+
+Failure never loses or accepts anything: a worker that exits, breaks a pipe, answers out of
+protocol (wrong count, a byte other than 0 or 1, an answer nobody asked for) or does not answer
+a chunk within ``answer_timeout_s`` is killed, every chunk it held fails, and the caller checks
+those chunks itself with the same rule (`check_signature`). The next `submit` starts a fresh
+worker in its place; after `MAX_FAILURES` failures in a row the pool stops (`usable` is False)
+and callers verify in process.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+
+from ..errors import MindooError
+from .verify_worker_process import (
+    FrameError,
+    Triple,
+    check_signature,
+    decode_answer,
+    encode_request,
+    framable,
+    read_body,
+)
+
+WORKER_SCRIPT = Path(__file__).with_name("verify_worker_process.py")
+
+ANSWER_TIMEOUT_S = 30.0
+"""How long a caller waits for one chunk's answer (a chunk is milliseconds of work, seconds on
+a loaded machine) before it kills the worker and checks the chunk itself."""
+MAX_FAILURES = 3
+"""Worker failures in a row after which the pool stops and callers verify in process."""
+STOP_TIMEOUT_S = 2.0
+"""How long `close` waits for a worker to exit at the end of its input before killing it."""
+CHUNKS_PER_WORKER = 2
+"""A batch is cut into this many chunks per worker (two in flight keep a worker busy)."""
+MIN_CHUNK = 64
+"""Fewest signatures a chunk carries (a round trip costs about as much as one check)."""
+MAX_CHUNK = 1024
+"""Most signatures a chunk carries (a chunk's answer then comes back within ~60 ms)."""
+WORKERS_ENV = "MINDOO_VERIFY_WORKERS"
+"""Environment variable: the number of verifier workers (0: verify in this process)."""
+
+
+class VerifyWorkerError(MindooError):
+    """A verifier worker died, hung or answered out of protocol (its chunks are re-checked)."""
+
+
+def default_command() -> list[str]:
+    """How a worker is started: this interpreter on the worker script, without the script's
+    directory on ``sys.path`` (-P: the package's modules stay out of the worker)."""
+    return [sys.executable, "-P", str(WORKER_SCRIPT)]
+
+
+def default_workers() -> int:
+    """Verifier workers for this process: `WORKERS_ENV` when set, else one per core this
+    process may run on (at most 4); 0 on a single core, where a worker would only add its
+    messages, or when there is no interpreter to start."""
+    configured = os.environ.get(WORKERS_ENV)
+    if configured is not None:
+        try:
+            return max(0, min(int(configured), 16))
+        except ValueError:
+            raise MindooError(
+                f"{WORKERS_ENV} must be a whole number of workers, not {configured!r}"
+            ) from None
+    if not sys.executable:
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return 0 if cores < 2 else min(cores, 4)
+
+
+class _Chunk:
+    """Signatures sent to one worker as one request, and the future of their verdicts."""
+
+    __slots__ = ("frame", "future", "items", "worker")
+
+    def __init__(self, items: Sequence[Triple], worker: _Worker) -> None:
+        self.items = items
+        self.worker = worker
+        self.frame: bytes | None = None
+        self.future: Future[list[bool]] = Future()
+
+    def fail(self, reason: str) -> None:
+        with contextlib.suppress(Exception):  # already resolved: nothing to tell
+            self.future.set_exception(VerifyWorkerError(reason))
+
+
+class _Worker:
+    """One worker process, its writer and reader threads, and the chunks it holds."""
+
+    def __init__(self, command: Sequence[str], on_failure: Callable[[], None]) -> None:
+        try:
+            self.process = subprocess.Popen(
+                list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+        except OSError as exc:
+            raise VerifyWorkerError(f"cannot start a verifier worker: {exc}") from None
+        self._on_failure = on_failure
+        self._lock = threading.Lock()
+        self._outbox: queue.SimpleQueue[_Chunk | None] = queue.SimpleQueue()
+        self._in_flight: collections.deque[_Chunk] = collections.deque()
+        self._closing = False
+        self.dead = False
+        for target, role in ((self._write_loop, "writer"), (self._read_loop, "reader")):
+            threading.Thread(target=target, name=f"mindoo-verify-{role}", daemon=True).start()
+
+    @property
+    def load(self) -> int:
+        """Chunks assigned and not yet answered (a rough measure for spreading work)."""
+        return self._outbox.qsize() + len(self._in_flight)
+
+    def send(self, chunk: _Chunk) -> None:
+        self._outbox.put(chunk)
+
+    def _write_loop(self) -> None:
+        stdin = self.process.stdin
+        assert stdin is not None
+        while True:
+            chunk = self._outbox.get()
+            if chunk is None:
+                with contextlib.suppress(OSError, ValueError):
+                    stdin.close()
+                return
+            with self._lock:
+                if self.dead:
+                    chunk.fail("the verifier worker is gone")
+                    continue
+                self._in_flight.append(chunk)
+            try:
+                frame = chunk.frame if chunk.frame is not None else encode_request(chunk.items)
+                chunk.frame = None
+                stdin.write(frame)
+                stdin.flush()
+            except (OSError, ValueError) as exc:  # ValueError: its pipe was closed (kill)
+                self.die(f"the verifier worker's input broke ({exc})")
+
+    def _read_loop(self) -> None:
+        stdout = self.process.stdout
+        assert stdout is not None
+        try:
+            while True:
+                body = read_body(stdout)
+                with self._lock:
+                    if body is None:
+                        if self._closing and not self._in_flight:
+                            return
+                        raise FrameError("the verifier worker stopped")
+                    if not self._in_flight:
+                        raise FrameError("an answer nobody asked for")
+                    chunk = self._in_flight.popleft()
+                verdicts = decode_answer(body, len(chunk.items))
+                with contextlib.suppress(Exception):
+                    chunk.future.set_result(verdicts)
+        except (FrameError, OSError, ValueError) as exc:
+            self.die(f"verifier worker failed: {exc}")
+        finally:
+            with contextlib.suppress(OSError):
+                stdout.close()
+
+    def die(self, reason: str) -> None:
+        """Kill the process and fail every chunk it holds (their callers check them)."""
+        with self._lock:
+            if self.dead:
+                return
+            self.dead = True
+            held = list(self._in_flight)
+            self._in_flight.clear()
+        with contextlib.suppress(OSError):
+            self.process.kill()
+        for chunk in held:
+            chunk.fail(reason)
+        while True:
+            try:
+                queued = self._outbox.get_nowait()
+            except queue.Empty:
+                break
+            if queued is not None:
+                queued.fail(reason)
+            else:
+                self._outbox.put(None)
+                break
+        if not self._closing:
+            self._on_failure()
+
+    def stop(self) -> None:
+        """End the worker's input after the chunks already sent, and wait for it to exit
+        (killed after `STOP_TIMEOUT_S`)."""
+        with self._lock:
+            self._closing = True
+        self._outbox.put(None)
+        try:
+            self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.die("the verifier worker did not stop")
+            self.process.wait()
+
+
+class VerifyWorkers:
+    """``workers`` verifier processes (see the module docstring). Thread-safe."""
+
+    def __init__(
+        self,
+        workers: int,
+        command: Sequence[str] | None = None,
+        *,
+        answer_timeout_s: float = ANSWER_TIMEOUT_S,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("VerifyWorkers needs at least one worker")
+        self._count = workers
+        self._command = list(command) if command is not None else default_command()
+        self._timeout = answer_timeout_s
+        self._lock = threading.Lock()
+        self._workers: list[_Worker] = []
+        self._failures = 0
+        self._closed = False
+        self.failures_total = 0
+        """Worker failures so far (each one's chunks were checked in process)."""
+
+    @property
+    def workers(self) -> int:
+        return self._count
+
+    @property
+    def usable(self) -> bool:
+        """False once closed or after `MAX_FAILURES` failures in a row."""
+        return not self._closed and self._failures < MAX_FAILURES
+
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of the workers running now (benchmarks count their CPU)."""
+        with self._lock:
+            return [w.process.pid for w in self._workers if not w.dead]
+
+    def _failed(self) -> None:
+        with self._lock:
+            self._failures += 1
+            self.failures_total += 1
+
+    def _live_workers(self) -> list[_Worker]:
+        """The workers, a dead one replaced by a fresh process (started on first use)."""
+        with self._lock:
+            if self._closed:
+                raise VerifyWorkerError("the verifier workers are closed")
+            while len(self._workers) < self._count:
+                self._workers.append(_Worker(self._command, self._failed))
+            for index, worker in enumerate(self._workers):
+                if worker.dead:
+                    self._workers[index] = _Worker(self._command, self._failed)
+            return list(self._workers)
+
+    def submit(self, items: Sequence[Triple]) -> Callable[[], list[bool]]:
+        """Start checking ``items`` and return at once: the returned function waits for the
+        verdicts (one per item, in order), checking in the calling thread whatever a worker
+        failed to answer. An item that cannot be framed (wrong key or signature size) is
+        refused without a worker, as `check_signature` refuses it."""
+        framed = [index for index, item in enumerate(items) if framable(item)]
+        verdicts = [False] * len(items)
+        try:
+            workers = self._live_workers() if framed else []
+        except VerifyWorkerError:
+            workers = []
+        if not workers:
+            for index in framed:
+                verdicts[index] = check_signature(*items[index])
+            return lambda: verdicts
+        size = -(-len(framed) // (len(workers) * CHUNKS_PER_WORKER))
+        size = max(MIN_CHUNK, min(MAX_CHUNK, size))
+        order = sorted(workers, key=lambda worker: worker.load)
+        chunks: list[tuple[list[int], _Chunk]] = []
+        for number, start in enumerate(range(0, len(framed), size)):
+            positions = framed[start : start + size]
+            chunk = _Chunk([items[i] for i in positions], order[number % len(order)])
+            chunks.append((positions, chunk))
+        for _positions, chunk in chunks:
+            try:
+                chunk.frame = encode_request(chunk.items)
+            except FrameError:  # huge messages: over a frame's bounds, checked here instead
+                chunk.future.set_result([check_signature(*item) for item in chunk.items])
+                continue
+            chunk.worker.send(chunk)
+        timeout = self._timeout
+
+        def results() -> list[bool]:
+            for positions, chunk in chunks:
+                try:
+                    answer = chunk.future.result(timeout=timeout)
+                except FutureTimeout:
+                    chunk.worker.die(f"no answer from a verifier worker within {timeout:g} s")
+                    answer = [check_signature(*item) for item in chunk.items]
+                except (VerifyWorkerError, CancelledError):
+                    answer = [check_signature(*item) for item in chunk.items]
+                else:
+                    with self._lock:
+                        self._failures = 0
+                for index, ok in zip(positions, answer, strict=True):
+                    verdicts[index] = ok
+            return verdicts
+
+        return results
+
+    def close(self) -> None:
+        """Stop the workers (each finishes what it was sent, then exits; killed if it hangs).
+        Chunks not answered by then are checked by their callers."""
+        with self._lock:
+            self._closed = True
+            workers, self._workers = self._workers, []
+        for worker in workers:
+            worker.stop()

@@ -1,0 +1,225 @@
+"""Verifier worker processes (`crypto.verify_workers`): exactly libsodium's verdicts, and no
+entry lost or accepted when a worker crashes, hangs or answers out of protocol."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from helpers import numbered_change
+
+from mindoo_p2p import admission
+from mindoo_p2p.crypto import signing
+from mindoo_p2p.crypto.signing import SigningKeyPair
+from mindoo_p2p.crypto.verify_worker_process import (
+    MAX_FRAME,
+    FrameError,
+    Triple,
+    check_signature,
+    decode_answer,
+    decode_request,
+    encode_answer,
+    encode_request,
+    read_body,
+)
+from mindoo_p2p.crypto.verify_workers import (
+    MAX_FAILURES,
+    VerifyWorkers,
+    default_command,
+    default_workers,
+)
+from mindoo_p2p.errors import MindooError
+from mindoo_p2p.rejection import RejectionKind
+
+L = 2**252 + 27742317777372353535851937790883648493
+"""The order of the Ed25519 base point: S must be below it (libsodium refuses S + L)."""
+IDENTITY = (1).to_bytes(32, "little")
+"""The encoding of the neutral point: a small-order public key or R."""
+
+
+def vectors() -> list[tuple[str, Triple, bool]]:
+    """(name, triple, libsodium's verdict) for each rule the acceptance rule applies."""
+    key, other = SigningKeyPair.generate(), SigningKeyPair.generate()
+    message = b"mindoo entry bytes" * 10
+    good = key.sign(message)
+    s_value = int.from_bytes(good[32:], "little")
+    flipped = bytes([good[0] ^ 1]) + good[1:]
+    return [
+        ("valid", (key.public_key, message, good), True),
+        ("valid, empty message", (key.public_key, b"", key.sign(b"")), True),
+        ("bad signature (R altered)", (key.public_key, message, flipped), False),
+        ("bad signature (S altered)", (key.public_key, message, good[:-1] + b"\x00"), False),
+        ("message altered", (key.public_key, message + b"!", good), False),
+        ("wrong key", (other.public_key, message, good), False),
+        ("truncated signature", (key.public_key, message, good[:63]), False),
+        ("truncated key", (key.public_key[:31], message, good), False),
+        # [S]B = R + [k]A holds for A = R = the neutral point and S = 0 (a ZIP-215 verifier
+        # accepts it): libsodium refuses small-order keys and R.
+        ("small-order key and R", (IDENTITY, message, IDENTITY + bytes(32)), False),
+        ("small-order R", (key.public_key, message, IDENTITY + good[32:]), False),
+        # S + L verifies the same equation; libsodium requires the canonical S < L.
+        (
+            "non-canonical S",
+            (key.public_key, message, good[:32] + (s_value + L).to_bytes(32, "little")),
+            False,
+        ),
+        ("non-canonical key encoding", (b"\xff" * 32, message, good), False),
+    ]
+
+
+@pytest.fixture
+def workers() -> Iterator[VerifyWorkers]:
+    pool = VerifyWorkers(2)
+    yield pool
+    pool.close()
+
+
+def test_workers_give_exactly_libsodiums_verdicts(workers: VerifyWorkers) -> None:
+    named = vectors()
+    triples = [triple for _, triple, _ in named] * 20  # several chunks, mixed in each
+    expected = [verdict for _, _, verdict in named] * 20
+    assert [check_signature(*t) for t in triples] == expected  # the rule itself
+    assert signing.verify_signature is check_signature  # one rule for the whole node
+    assert workers.submit(triples)() == expected
+    assert workers.failures_total == 0 and len(workers.pids) == 2
+
+
+def test_a_bad_signature_mid_batch_is_refused_alone_through_the_workers(
+    workers: VerifyWorkers,
+) -> None:
+    previous = signing.use_verify_workers(workers)
+    try:
+        author = SigningKeyPair.generate()
+        raws = [numbered_change(author, seq).raw for seq in range(1, 301)]
+        forged = bytearray(raws[150])
+        forged[-1] ^= 1
+        raws[150] = bytes(forged)
+        checked = admission.check_entries(raws, lambda ids: ())
+    finally:
+        signing.use_verify_workers(previous)
+    assert [r.kind for r in checked.rejected] == [RejectionKind.BAD_SIGNATURE]
+    assert len(checked.verified) == 299 and workers.failures_total == 0
+
+
+def batch(count: int = 200) -> tuple[list[Triple], list[bool]]:
+    key = SigningKeyPair.generate()
+    triples: list[Triple] = []
+    for i in range(count):
+        message = i.to_bytes(4, "big") * 20
+        signature = key.sign(message)
+        if i % 9 == 4:
+            signature = signature[:10] + bytes([signature[10] ^ 0x20]) + signature[11:]
+        triples.append((key.public_key, message, signature))
+    return triples, [i % 9 != 4 for i in range(count)]
+
+
+def fake_worker(source: str) -> list[str]:
+    return [sys.executable, "-c", source]
+
+
+CRASHES = "import sys; sys.stdin.buffer.read(4); sys.exit(3)"
+HANGS = "import sys, time; sys.stdin.buffer.read(4); time.sleep(60)"
+# Reads each request and answers with one verdict too many, each byte 2.
+MISANSWERS = """
+import sys
+while True:
+    head = sys.stdin.buffer.read(4)
+    if not head:
+        break
+    body = sys.stdin.buffer.read(int.from_bytes(head, "big"))
+    count = int.from_bytes(body[:4], "big") + 1
+    answer = count.to_bytes(4, "big") + b"\\x02" * count
+    sys.stdout.buffer.write(len(answer).to_bytes(4, "big") + answer)
+    sys.stdout.buffer.flush()
+"""
+
+
+@pytest.mark.parametrize("source", [CRASHES, HANGS, MISANSWERS], ids=["crash", "hang", "amiss"])
+def test_a_failing_worker_loses_and_accepts_nothing(source: str) -> None:
+    """Every chunk a crashed, hung or lying-in-shape worker held is checked by the caller:
+    the verdicts are exactly the rule's, forged signatures stay refused."""
+    triples, expected = batch()
+    pool = VerifyWorkers(2, fake_worker(source), answer_timeout_s=0.5)
+    try:
+        assert pool.submit(triples)() == expected
+        assert pool.failures_total >= 1
+    finally:
+        pool.close()
+
+
+def test_the_pool_stops_after_failures_in_a_row_and_callers_verify_in_process() -> None:
+    triples, expected = batch(70)
+    pool = VerifyWorkers(1, fake_worker(CRASHES))
+    try:
+        for _ in range(MAX_FAILURES):
+            assert pool.submit(triples)() == expected
+        assert not pool.usable
+        previous = signing.use_verify_workers(pool)
+        try:
+            assert signing.verify_workers() is None  # unusable: the thread pool takes over
+            assert signing.verify_many(triples) == expected
+        finally:
+            signing.use_verify_workers(previous)
+    finally:
+        pool.close()
+
+
+def test_a_killed_worker_is_replaced(workers: VerifyWorkers) -> None:
+    triples, expected = batch()
+    assert workers.submit(triples)() == expected
+    first = workers.pids
+    os.kill(first[0], signal.SIGKILL)
+    assert workers.submit(triples)() == expected  # its chunks were checked in process
+    assert workers.submit(triples)() == expected
+    assert first[0] not in workers.pids and len(workers.pids) == 2
+    assert workers.usable
+
+
+def test_frames_round_trip_and_refuse_what_breaks_their_layout() -> None:
+    triples = [t for _, t, _ in vectors() if len(t[0]) == 32 and len(t[2]) == 64]
+    frame = encode_request(triples)
+    body = read_body(io.BytesIO(frame))
+    assert body is not None and decode_request(body) == triples
+    with pytest.raises(FrameError):
+        decode_request(body[:-1])  # the last message cut short
+    with pytest.raises(FrameError):
+        decode_request(body + b"\x00")  # bytes after the last item
+    with pytest.raises(FrameError):
+        decode_request((70_000).to_bytes(4, "big"))  # over MAX_ITEMS
+    with pytest.raises(FrameError):
+        read_body(io.BytesIO((MAX_FRAME + 1).to_bytes(4, "big")))
+    with pytest.raises(FrameError):
+        read_body(io.BytesIO(frame[:-1]))
+    answer = encode_answer([True, False, True])
+    assert decode_answer(answer[4:], 3) == [True, False, True]
+    with pytest.raises(FrameError):
+        decode_answer(answer[4:], 4)
+    with pytest.raises(FrameError):
+        decode_answer(answer[4:9] + b"\x03" + answer[10:], 3)  # a verdict byte of 3
+
+
+def test_a_worker_refuses_a_malformed_request_and_exits() -> None:
+    worker = subprocess.run(
+        default_command(),
+        input=(8).to_bytes(4, "big") + (5).to_bytes(4, "big") + b"\x00" * 4,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert worker.returncode == 2 and worker.stdout == b""
+    assert b"cut short" in worker.stderr
+
+
+def test_the_worker_count_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINDOO_VERIFY_WORKERS", "0")
+    assert default_workers() == 0
+    monkeypatch.setenv("MINDOO_VERIFY_WORKERS", "3")
+    assert default_workers() == 3
+    monkeypatch.setenv("MINDOO_VERIFY_WORKERS", "two")
+    with pytest.raises(MindooError, match="MINDOO_VERIFY_WORKERS must be a whole number"):
+        default_workers()
