@@ -14,6 +14,7 @@ import trio.testing
 from test_sync_driver_hooks import KEY_A, KEY_B, CheckedAuthority, Holder, sealed, sync_pair
 
 from mindoo_p2p.rejection import Rejected, RejectionKind
+from mindoo_p2p.sync import ingest_pipeline
 from mindoo_p2p.sync.ingest_pipeline import IngestPipeline, IngestStages, split_outcome
 from mindoo_p2p.sync.protocol import IngestJob, IngestOutcome, SyncLimits, SyncStore
 from mindoo_p2p.testing.memory_sync import MemorySyncStore, memory_frame_pair
@@ -68,6 +69,29 @@ def test_each_job_gets_its_share_of_a_batch_outcome() -> None:
     assert [r.entry_id for r in second.refused] == [entry_id(b"old1")]
     assert not first.refused and not second.rejected
     assert split_outcome(jobs[:1], outcome) == [outcome]
+
+
+def test_shares_use_the_ids_a_session_computed_without_hashing_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job that carries its entries' ids (the initiator hashed each fetched entry to match
+    it with its request) is split by them: the same shares, no second SHA-256."""
+    plain = [job(b"a1", b"bad1", b"x"), job(b"x", b"old1")]
+    outcome = IngestOutcome(
+        added=(entry_id(b"a1"), entry_id(b"x")),
+        rejected=(Rejected(entry_id(b"bad1"), RejectionKind.MALFORMED, "bad"),),
+        refused=(Rejected(entry_id(b"old1"), RejectionKind.NOT_A_MEMBER, "old"),),
+    )
+    expected = split_outcome(plain, outcome)
+    carrying = [
+        IngestJob(j.database, j.raws, (), tuple(entry_id(raw) for raw in j.raws)) for j in plain
+    ]
+
+    def no_hash(data: bytes) -> object:
+        raise AssertionError("hashed again")
+
+    monkeypatch.setattr(ingest_pipeline.hashlib, "sha256", no_hash)
+    assert split_outcome(carrying, outcome) == expected
 
 
 async def test_jobs_queued_while_a_batch_is_stored_make_up_the_next_batch() -> None:

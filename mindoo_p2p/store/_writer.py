@@ -175,12 +175,10 @@ def write_entries(
     if sealed_here and all(e.tenant_id + e.author in sealed_here for e in accepted):
         raced: set[bytes] = set()
     else:
-        # Look ids up in id order (a cache-friendly B-tree walk); arrivals follow ``accepted``.
-        raced = {
-            entry.id
-            for entry in sorted(accepted, key=_entry_id)
-            if txn.get(entry.id, db=ids_db) is not None
-        }
+        # Look ids up in id order with one cursor (a cache-friendly B-tree walk, each seek
+        # starting from the current page); arrivals follow ``accepted``.
+        seek = txn.cursor(ids_db).set_key
+        raced = {entry.id for entry in sorted(accepted, key=_entry_id) if seek(entry.id)}
     added = [e for e in accepted if e.id not in raced] if raced else list(accepted)
     if not added:
         return added

@@ -556,15 +556,17 @@ class SyncInitiator:
         """Queue the entries that answer ``request`` for storing; any other entry is a problem
         reported after those were stored."""
         good: list[bytes] = []
+        good_ids: list[bytes] = []
         problems: list[str] = []
         for raw in raws:
             entry_id = hashlib.sha256(raw).digest()
             if entry_id in request.ids and entry_id not in request.delivered:
                 request.delivered.add(entry_id)
                 good.append(raw)
+                good_ids.append(entry_id)
             else:
                 problems.append(f"entry {entry_id.hex()[:16]} was not requested")
-        self._jobs.append(IngestJob(db.name, tuple(good), tuple(problems)))
+        self._jobs.append(IngestJob(db.name, tuple(good), tuple(problems), tuple(good_ids)))
         db.jobs_open += 1
 
     def _on_fetch_end(self, db: _DatabaseSync, request: _Request, message: FetchEnd) -> None:

@@ -136,3 +136,6 @@ class IngestJob:
     database: str
     raws: tuple[bytes, ...]
     problems: tuple[str, ...] = ()
+    ids: tuple[bytes, ...] = ()
+    """The id (SHA-256) of each of ``raws``, in order, when the machine computed them already
+    (checking the entries against its request); empty otherwise. Spares a second hash."""

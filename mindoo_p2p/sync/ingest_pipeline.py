@@ -85,9 +85,10 @@ def job_bytes(job: IngestJob) -> int:
 
 def split_outcome(jobs: Sequence[IngestJob], outcome: IngestOutcome) -> list[IngestOutcome]:
     """Each job's share of the ``outcome`` of storing their entries together (entries are
-    told apart by id, the SHA-256 of their bytes). An id added once counts as added in the
-    first job that holds it (later copies were duplicates); a rejection or refusal counts in
-    every job that holds the entry."""
+    told apart by id, the SHA-256 of their bytes, taken from ``job.ids`` when the session
+    computed them). An id added once counts as added in the first job that holds it (later
+    copies were duplicates); a rejection or refusal counts in every job that holds the
+    entry."""
     if len(jobs) == 1:
         return [outcome]
     added = set(outcome.added)
@@ -95,7 +96,7 @@ def split_outcome(jobs: Sequence[IngestJob], outcome: IngestOutcome) -> list[Ing
     refused = {each.entry_id: each for each in outcome.refused}
     parts = []
     for job in jobs:
-        ids = [hashlib.sha256(raw).digest() for raw in job.raws]
+        ids = job.ids or [hashlib.sha256(raw).digest() for raw in job.raws]
         job_added = []
         for entry_id in ids:
             if entry_id in added:
