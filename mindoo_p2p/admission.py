@@ -269,9 +269,55 @@ def check_entries(
     signatures are not checked. ``screen`` sees each entry decoded here (not a
     `VerifiedEntry`) before anything else is done with it.
 
-    Chunk by chunk: decode, set duplicates aside, start the signature checks on the pool, go
-    on with the next chunk; then collect the verdicts in the order offered. The outcome is
+    Chunk by chunk: decode, set duplicates aside, start the signature checks on the workers,
+    go on with the next chunk; then collect the verdicts in the order offered. The outcome is
     the same as checking the batch in one piece."""
+    return start_checks(items, stored, own_seals=own_seals, screen=screen).result()
+
+
+class PendingChecks:
+    """`check_entries` begun by `start_checks`: decoded and set apart, signatures being
+    checked (on the verifier workers); `result` waits for them."""
+
+    def __init__(
+        self,
+        partial: CheckedBatch,
+        pending: list[
+            tuple[list[Entry | VerifiedEntry], Callable[[], list[VerifiedEntry | Rejected]]]
+        ],
+    ) -> None:
+        self._partial = partial
+        self._pending = pending
+        self._done = False
+
+    def result(self) -> CheckedBatch:
+        """The checked batch, as `check_entries` returns it (the same object on every call)."""
+        if not self._done:
+            verified, rejected = self._partial.verified, self._partial.rejected
+            for new, results in self._pending:
+                checked = iter(results())
+                for item in new:
+                    result = item if isinstance(item, VerifiedEntry) else next(checked)
+                    if isinstance(result, Rejected):
+                        rejected.append(result)
+                    else:
+                        verified.append(result)
+            self._pending = []
+            self._done = True
+        return self._partial
+
+
+def start_checks(
+    items: Sequence[Entry | bytes | VerifiedEntry],
+    stored: Callable[[list[bytes]], Collection[bytes]],
+    *,
+    own_seals: bool = False,
+    screen: Screen | None = None,
+) -> PendingChecks:
+    """`check_entries` up to the signature verdicts: every item decoded, duplicates set aside
+    (``stored`` asked now), every signature handed to the workers; returns at once, and
+    `PendingChecks.result` collects the verdicts. The caller may do other work meanwhile
+    (`EntryIntake.ingest_batches` commits the previous batch)."""
     rejected: list[Rejected] = []
     repeats: list[bytes] = []
     duplicates: list[bytes] = []
@@ -307,16 +353,7 @@ def check_entries(
             fresh = [e for e in fresh if e.id not in held]
         unverified = [e for e in fresh if isinstance(e, Entry)]
         pending.append((fresh, _verify_later(unverified)))
-    verified: list[VerifiedEntry] = []
-    for new, results in pending:
-        checked = iter(results())
-        for item in new:
-            result = item if isinstance(item, VerifiedEntry) else next(checked)
-            if isinstance(result, Rejected):
-                rejected.append(result)
-            else:
-                verified.append(result)
-    return CheckedBatch(verified, duplicates, rejected, repeats, order)
+    return PendingChecks(CheckedBatch([], duplicates, rejected, repeats, order), pending)
 
 
 # -- step 4 -------------------------------------------------------------------------------------
@@ -499,6 +536,7 @@ __all__ = [
     "BAD_SIGNATURE",
     "Admission",
     "CheckedBatch",
+    "PendingChecks",
     "Screen",
     "TenantLogOutcome",
     "TenantView",
@@ -512,6 +550,7 @@ __all__ = [
     "checked_earlier",
     "decode",
     "read_record",
+    "start_checks",
     "trust_own_seal",
     "trust_stored",
     "verify_all",

@@ -9,6 +9,8 @@
   changed it), step 4 checks them against each tenant's membership snapshot, the accepted ones
   are stored in one write transaction, and only then do the tenants publish the membership the
   batch built. Repeats within the batch count once; refusals keep the order of the input.
+  `ingest_batches` does the same for a stream of batches, batch k+1's steps 1-3 started
+  (signatures on the verifier workers) before batch k's step 4 and commit.
 - the `LocalWriter`'s hooks for this node's own entries: `check_own_writes` (before the write:
   a tenant restored from a recovery kit refuses own writes; membership brought up to date),
   `admit_own` (step 4, pure, inside the write transaction), `own_entries_stored` (after the
@@ -20,7 +22,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from . import admission
 from .admission import VerifiedEntry
@@ -86,7 +88,31 @@ class EntryIntake:
     # -- from elsewhere ----------------------------------------------------------------------
     def ingest(self, entries: Sequence[Entry | bytes | VerifiedEntry]) -> AppendResult:
         """Verify, admit and store entries from elsewhere; see the module docstring."""
-        checked = admission.check_entries(entries, self._stored_ids)
+        return self._admit_and_store(entries, admission.check_entries(entries, self._stored_ids))
+
+    def ingest_batches(
+        self, batches: Iterable[Sequence[Entry | bytes | VerifiedEntry]]
+    ) -> Iterator[AppendResult]:
+        """`ingest` each of ``batches`` in turn (one write transaction each, results yielded in
+        order as each commits), with batch k+1 decoded and its signatures on the verifier
+        workers before batch k is admitted and committed: the commit runs beside the next
+        batch's verification. Admission of a batch always sees what the batches before it
+        stored (a membership record authorizes entries of a later batch). An entry also in
+        the next batch is verified there again and reported a duplicate by the write."""
+        pending: tuple[Sequence[Entry | bytes | VerifiedEntry], admission.PendingChecks] | None
+        pending = None
+        for batch in batches:
+            started = (batch, admission.start_checks(batch, self._stored_ids))
+            if pending is not None:
+                yield self._admit_and_store(pending[0], pending[1].result())
+            pending = started
+        if pending is not None:
+            yield self._admit_and_store(pending[0], pending[1].result())
+
+    def _admit_and_store(
+        self, entries: Sequence[Entry | bytes | VerifiedEntry], checked: admission.CheckedBatch
+    ) -> AppendResult:
+        """Steps 4 and 5 of `ingest` for a batch whose steps 1-3 gave ``checked``."""
         checked.verified = self._drop_forgotten(checked.verified, checked.rejected)
         tenant_ids = {v.tenant_id for v in checked.verified}
         self._tenants.refresh_membership(tenant_ids)  # another process may have changed it

@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from helpers import numbered_change
@@ -33,11 +33,15 @@ from mindoo_p2p.crypto.verify_workers import (
     default_command,
     default_workers,
 )
+from mindoo_p2p.entry import Entry
 from mindoo_p2p.errors import MindooError
+from mindoo_p2p.node import Node
 from mindoo_p2p.rejection import RejectionKind
+from mindoo_p2p.store import AppendResult
 
 L = 2**252 + 27742317777372353535851937790883648493
 """The order of the Ed25519 base point: S must be below it (libsodium refuses S + L)."""
+MakeNode = Callable[[str], Node]
 IDENTITY = (1).to_bytes(32, "little")
 """The encoding of the neutral point: a small-order public key or R."""
 
@@ -223,3 +227,45 @@ def test_the_worker_count_is_configurable(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("MINDOO_VERIFY_WORKERS", "two")
     with pytest.raises(MindooError, match="MINDOO_VERIFY_WORKERS must be a whole number"):
         default_workers()
+
+
+def test_ingest_batches_equals_batch_by_batch_ingest(make_node: MakeNode) -> None:
+    """`EntryIntake.ingest_batches` checks batch k+1 before batch k commits, with the same
+    outcome as `ingest` batch by batch: a membership record of batch 1 authorizes the new
+    member's entries in batch 2, a forged signature mid-batch is refused alone, an entry
+    also in the next batch is a duplicate there."""
+    alice, carol, dave = make_node("alice"), make_node("carol"), make_node("dave")
+    tenant = alice.create_tenant("acme")
+    carol.join(alice.invite(tenant, carol.public_identity()))
+    dave.join(alice.invite(tenant, dave.public_identity()))
+    held = {e.id for e in alice.store.iter_entries()}
+    bob = make_node("bob")
+    bob.join(alice.invite(tenant, bob.public_identity()))  # the ADD of bob, in alice's log
+    notes = bob.tenant("acme").create_db("notes")
+    for i in range(150):
+        notes.create_document({"n": i})
+    log = [e.raw for e in alice.store.iter_entries() if e.id not in held]
+    bobs = [e.raw for e in bob.store.iter_entries(tenant.id, "notes")]
+    forged = bytearray(bobs[70])
+    forged[-1] ^= 1
+    batches = [log, [*bobs[:70], bytes(forged), *bobs[71:120]], bobs[70:71] + bobs[100:]]
+
+    def outcome(results: list[AppendResult]) -> list[tuple[object, ...]]:
+        return [
+            (
+                sorted(r.added),
+                sorted(r.duplicates),
+                sorted((x.entry_id, x.kind) for x in r.rejected),
+            )
+            for r in results
+        ]
+
+    streamed = outcome(list(carol.intake.ingest_batches(batches)))
+    assert streamed == outcome([dave.ingest(batch) for batch in batches])
+    (added_log, _, refused_log), (added, _, refused), (added_last, duplicates, _) = streamed
+    assert len(added_log) == len(log) and not refused_log
+    assert [kind for _, kind in refused] == [RejectionKind.BAD_SIGNATURE] and len(added) == 119
+    assert duplicates == sorted(Entry.decode(raw).id for raw in bobs[100:120])
+    assert len(added_last) == 31  # the genuine #70 and the 30 after the second batch
+    every = [Entry.decode(raw).id for raw in log + bobs]
+    assert carol.store.missing(every) == [] and dave.store.missing(every) == []
