@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -177,11 +179,31 @@ def test_a_killed_worker_is_replaced(workers: VerifyWorkers) -> None:
     triples, expected = batch()
     assert workers.submit(triples)() == expected
     first = workers.pids
+    threads = verify_threads()  # this pool's four, and those of any other pool here
     os.kill(first[0], signal.SIGKILL)
     assert workers.submit(triples)() == expected  # its chunks were checked in process
     assert workers.submit(triples)() == expected
     assert first[0] not in workers.pids and len(workers.pids) == 2
     assert workers.usable
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and verify_threads() > threads:
+        time.sleep(0.01)
+    assert verify_threads() == threads  # the dead worker's writer and reader threads ended
+
+
+def verify_threads() -> int:
+    return sum(t.name.startswith("mindoo-verify-") for t in threading.enumerate())
+
+
+def test_a_worker_that_cannot_start_counts_as_a_failure() -> None:
+    triples, expected = batch(70)
+    pool = VerifyWorkers(1, ["/nonexistent/python"])
+    try:
+        for _ in range(MAX_FAILURES):
+            assert pool.submit(triples)() == expected
+        assert not pool.usable and pool.failures_total == MAX_FAILURES
+    finally:
+        pool.close()
 
 
 def test_frames_round_trip_and_refuse_what_breaks_their_layout() -> None:

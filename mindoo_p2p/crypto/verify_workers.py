@@ -146,7 +146,12 @@ class _Worker:
         return self._outbox.qsize() + len(self._in_flight)
 
     def send(self, chunk: _Chunk) -> None:
-        self._outbox.put(chunk)
+        """Queue ``chunk`` for the worker; a worker that is gone fails it at once."""
+        with self._lock:
+            if not self.dead:
+                self._outbox.put(chunk)
+                return
+        chunk.fail("the verifier worker is gone")
 
     def _write_loop(self) -> None:
         stdin = self.process.stdin
@@ -205,16 +210,14 @@ class _Worker:
             self.process.kill()
         for chunk in held:
             chunk.fail(reason)
-        while True:
+        while True:  # nothing is queued once ``dead`` is set (`send`): fail what was
             try:
                 queued = self._outbox.get_nowait()
             except queue.Empty:
                 break
             if queued is not None:
                 queued.fail(reason)
-            else:
-                self._outbox.put(None)
-                break
+        self._outbox.put(None)  # the writer thread ends
         if not self._closing:
             self._on_failure()
 
@@ -223,7 +226,8 @@ class _Worker:
         (killed after `STOP_TIMEOUT_S`)."""
         with self._lock:
             self._closing = True
-        self._outbox.put(None)
+            if not self.dead:
+                self._outbox.put(None)
         try:
             self.process.wait(STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -278,11 +282,16 @@ class VerifyWorkers:
         with self._lock:
             if self._closed:
                 raise VerifyWorkerError("the verifier workers are closed")
-            while len(self._workers) < self._count:
-                self._workers.append(_Worker(self._command, self._failed))
-            for index, worker in enumerate(self._workers):
-                if worker.dead:
-                    self._workers[index] = _Worker(self._command, self._failed)
+            try:
+                while len(self._workers) < self._count:
+                    self._workers.append(_Worker(self._command, self._failed))
+                for index, worker in enumerate(self._workers):
+                    if worker.dead:
+                        self._workers[index] = _Worker(self._command, self._failed)
+            except VerifyWorkerError:
+                self._failures += 1
+                self.failures_total += 1
+                raise
             return list(self._workers)
 
     def submit(self, items: Sequence[Triple]) -> Callable[[], list[bool]]:
