@@ -22,6 +22,7 @@ from mindoo_p2p.crypto.verify_worker_process import (
     MAX_FRAME,
     FrameError,
     Triple,
+    check_request,
     check_signature,
     decode_answer,
     decode_request,
@@ -55,11 +56,12 @@ def vectors() -> list[tuple[str, Triple, bool]]:
     good = key.sign(message)
     s_value = int.from_bytes(good[32:], "little")
     flipped = bytes([good[0] ^ 1]) + good[1:]
+    s_flipped = good[:40] + bytes([good[40] ^ 1]) + good[41:]
     return [
         ("valid", (key.public_key, message, good), True),
         ("valid, empty message", (key.public_key, b"", key.sign(b"")), True),
         ("bad signature (R altered)", (key.public_key, message, flipped), False),
-        ("bad signature (S altered)", (key.public_key, message, good[:-1] + b"\x00"), False),
+        ("bad signature (S altered)", (key.public_key, message, s_flipped), False),
         ("message altered", (key.public_key, message + b"!", good), False),
         ("wrong key", (other.public_key, message, good), False),
         ("truncated signature", (key.public_key, message, good[:63]), False),
@@ -207,16 +209,24 @@ def test_a_worker_that_cannot_start_counts_as_a_failure() -> None:
 
 
 def test_frames_round_trip_and_refuse_what_breaks_their_layout() -> None:
-    triples = [t for _, t, _ in vectors() if len(t[0]) == 32 and len(t[2]) == 64]
+    named = [(t, ok) for _, t, ok in vectors() if len(t[0]) == 32 and len(t[2]) == 64]
+    triples = [t for t, _ in named]
     frame = encode_request(triples)
     body = read_body(io.BytesIO(frame))
     assert body is not None and decode_request(body) == triples
-    with pytest.raises(FrameError):
-        decode_request(body[:-1])  # the last message cut short
-    with pytest.raises(FrameError):
-        decode_request(body + b"\x00")  # bytes after the last item
-    with pytest.raises(FrameError):
-        decode_request((70_000).to_bytes(4, "big"))  # over MAX_ITEMS
+    # The worker checks each item in place, by the same rule.
+    assert check_request(body) == [ok for _, ok in named] == [check_signature(*t) for t in triples]
+    for check in (decode_request, check_request):
+        with pytest.raises(FrameError):
+            check(body[:-1])  # the last message cut short
+        with pytest.raises(FrameError):
+            check(body + b"\x00")  # bytes after the last item
+        with pytest.raises(FrameError):
+            check((70_000).to_bytes(4, "big"))  # over MAX_ITEMS
+        with pytest.raises(FrameError):
+            check(body[:4] + (2**31).to_bytes(4, "big") + body[8:])  # a message past the end
+        with pytest.raises(FrameError):
+            check(body[:50])  # an item cut inside its key and signature
     with pytest.raises(FrameError):
         read_body(io.BytesIO((MAX_FRAME + 1).to_bytes(4, "big")))
     with pytest.raises(FrameError):
