@@ -19,7 +19,7 @@ this process that counts every byte each way (Noise, Yamux, sync frames and goss
   ``elapsed_ms`` counts from opening its stream to its end (perf-idle; before, from its first
   frame). ``quiet_sessions_cpu_ms``: the CPU time both daemons used over each of those windows,
   and ``quiet_background_cpu_ms`` over as many windows of the same length without a session
-  (timers, keepalive): the difference is the sessions' CPU.
+  (timers, keepalive): the difference of their means is a session's CPU (the summary's).
 - ``warm_resync``: ``b`` stops; ``a`` gets ``WARM_WRITES`` new documents (written through the
   CLI, which forwards to ``a``'s daemon); ``b`` starts again and redials from its address book;
   timed from its daemon answering until it holds them.
@@ -420,20 +420,15 @@ def _scenarios(
     return result
 
 
-def median_of(row: dict[str, Any], key: str) -> float | None:
-    values = row.get(key) or []
-    return round(statistics.median(values), 1) if values else None
-
-
 def quiet_cpu(idle: dict[str, Any]) -> str:
-    """The quiet sessions' CPU, where the result has it."""
-    used, background = (
-        median_of(idle, "quiet_sessions_cpu_ms"),
-        median_of(idle, "quiet_background_cpu_ms"),
-    )
-    if used is None or background is None:
+    """The quiet sessions' CPU, where the result has it: the mean over the windows with a
+    session less the mean over those without (a window's figure has the 10 ms granularity of
+    the kernel's accounting; the means over many windows do not)."""
+    used, background = idle.get("quiet_sessions_cpu_ms"), idle.get("quiet_background_cpu_ms")
+    if not used or not background:
         return ""
-    return f", CPU of both daemons {used} ms per window, {background} ms without a session"
+    per_session = statistics.mean(used) - statistics.mean(background)
+    return f", CPU of both daemons {per_session:.1f} ms per session"
 
 
 def summary(result: dict[str, Any]) -> str:
