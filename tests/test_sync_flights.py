@@ -86,24 +86,36 @@ async def session(
 M = MessageType
 
 
-async def test_an_idle_session_is_four_writes_each_way() -> None:
+async def test_an_idle_session_leaves_in_flights() -> None:
+    """The frames of an idle session, in order, and how they group: the responder's proof and
+    its database list always share one write (the proof leads the first flight), nothing but
+    the challenge leaves the responder before the initiator's proof arrived, and frames ready
+    together share a write. How the sync phase's frames group otherwise depends on which task
+    trio runs first: unloaded, it is four writes each way (the daemons' figure)."""
     entries = [seal("notes", 1_000 + i) for i in range(5)] + [seal("_tenant", 500)]
     initiator, responder, i_report, r_report = await session(
         store_with(entries), store_with(entries)
     )
     assert not isinstance(i_report, BaseException) and not isinstance(r_report, BaseException)
-    assert initiator == [
-        [M.HELLO],
-        [M.INITIATOR_PROOF],
-        [M.DATABASE_LIST, M.RECON_REQUEST, M.RECON_REQUEST],
-        [M.FINISH],
+    assert [t for write in initiator for t in write] == [
+        M.HELLO,
+        M.INITIATOR_PROOF,
+        M.DATABASE_LIST,
+        M.RECON_REQUEST,
+        M.RECON_REQUEST,
+        M.FINISH,
     ]
-    assert responder == [
-        [M.CHALLENGE],
-        [M.RESPONDER_PROOF, M.DATABASE_LIST],
-        [M.RECON_REPLY, M.RECON_REPLY],
-        [M.FINISHED],
+    assert [t for write in responder for t in write] == [
+        M.CHALLENGE,
+        M.RESPONDER_PROOF,
+        M.DATABASE_LIST,
+        M.RECON_REPLY,
+        M.RECON_REPLY,
+        M.FINISHED,
     ]
+    assert responder[:2] == [[M.CHALLENGE], [M.RESPONDER_PROOF, M.DATABASE_LIST]]
+    assert initiator[:2] == [[M.HELLO], [M.INITIATOR_PROOF]]
+    assert len(initiator) <= 5 and len(responder) <= 5
 
 
 async def test_entries_still_move_and_every_frame_is_counted() -> None:
