@@ -11,10 +11,15 @@ this process that counts every byte each way (Noise, Yamux, sync frames and goss
   until both stores hold the union (N + d/2 each). Sessions and the last session's own report
   (rounds, elapsed time), where the daemon's status gives them.
 - ``idle_resync``: both in sync; ``b`` is asked to sync now (``sync`` over its control
-  socket); timed until its session count grows, with the session's own elapsed time; then
-  ``quiet_sessions_ms``: ten more idle sessions, each read from the status only a second after
-  it was asked for (the polling status scans every document beside the session: at 10^6 that
-  made the polled figures seconds, not milliseconds).
+  socket); timed until its session count grows, with the session's own elapsed time (this
+  ``seconds`` includes the benchmark's own status polling, every POLL_S, beside the session);
+  then ``quiet_sessions_ms``: IDLE_REPEATS more idle sessions, each read from the status only
+  IDLE_GAP_S after it was asked for, so no status call runs beside it (the status scans every
+  document: at 10^6 polling made the figures seconds, not milliseconds). A session's
+  ``elapsed_ms`` counts from opening its stream to its end (perf-idle; before, from its first
+  frame). ``quiet_sessions_cpu_ms``: the CPU time both daemons used over each of those windows,
+  and ``quiet_background_cpu_ms`` over as many windows of the same length without a session
+  (timers, keepalive): the difference of their means is a session's CPU (the summary's).
 - ``warm_resync``: ``b`` stops; ``a`` gets ``WARM_WRITES`` new documents (written through the
   CLI, which forwards to ``a``'s daemon); ``b`` starts again and redials from its address book;
   timed from its daemon answering until it holds them.
@@ -62,8 +67,8 @@ POLL_S = 0.02
 SETTLE_S = 3.0
 SCENARIO_TIMEOUT_S = 1800.0
 RELAY_BUFFER = 256 * 1024
-IDLE_REPEATS = 10
-IDLE_GAP_S = 1.0
+IDLE_REPEATS = 30
+IDLE_GAP_S = 0.5
 
 
 class CountingRelay:
@@ -244,19 +249,39 @@ def store_bytes(home: Path) -> int:
     return sum(p.stat().st_size for p in (home / "store").glob("*.mdb"))
 
 
-def quiet_idle_sessions(home: Path, node: Any, peer_id: str) -> list[float]:
-    """The elapsed time of ``IDLE_REPEATS`` idle sessions, each asked for with ``sync`` and read
-    from the status ``IDLE_GAP_S`` later, so that no status call (whose document count scans
-    every document, holding the interpreter) runs beside the session; sorted."""
-    elapsed = []
+def cpu_ms(pids: list[int]) -> float:
+    """The CPU time (user + system) the processes ``pids`` used so far, in ms."""
+    total = 0.0
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system
+    return total * 1000
+
+
+def quiet_idle_sessions(
+    home: Path, node: Any, peer_id: str, pids: list[int]
+) -> tuple[list[float], list[float], list[float]]:
+    """``IDLE_REPEATS`` idle sessions, each asked for with ``sync`` and read from the status
+    ``IDLE_GAP_S`` later, so that no status call (whose document count scans every document,
+    holding the interpreter) runs beside the session: their elapsed times, the CPU time the
+    daemons ``pids`` used over each window, and over as many windows without a session (all
+    sorted)."""
+    elapsed, cpu, background = [], [], []
     for _ in range(IDLE_REPEATS):
         before = peer_row(node.status(), peer_id).get("sessions", 0)
+        started = cpu_ms(pids)
         control(home, "sync")
         time.sleep(IDLE_GAP_S)
+        used = cpu_ms(pids) - started
         row = peer_row(node.status(), peer_id)
         if row.get("sessions", 0) > before and row.get("last_session"):
             elapsed.append(float(row["last_session"]["elapsed_ms"]))
-    return sorted(elapsed)
+            cpu.append(round(used, 1))
+        started = cpu_ms(pids)
+        control(home, "ping")
+        time.sleep(IDLE_GAP_S)
+        background.append(round(cpu_ms(pids) - started, 1))
+    return sorted(elapsed), sorted(cpu), sorted(background)
 
 
 def session_fields(row: dict[str, Any]) -> dict[str, Any]:
@@ -345,7 +370,9 @@ def _scenarios(
             )
             idle = scenario(started, done, before)
             idle.update(session_fields(peer_row(b.status(), a.peer_id)))
-            idle["quiet_sessions_ms"] = quiet_idle_sessions(root / "b", b, a.peer_id)
+            quiet = quiet_idle_sessions(root / "b", b, a.peer_id, [a.process.pid, b.process.pid])
+            idle["quiet_sessions_ms"], idle["quiet_sessions_cpu_ms"] = quiet[0], quiet[1]
+            idle["quiet_background_cpu_ms"] = quiet[2]
             result["idle_resync"] = idle
 
         for i in range(WARM_WRITES):
@@ -393,6 +420,17 @@ def _scenarios(
     return result
 
 
+def quiet_cpu(idle: dict[str, Any]) -> str:
+    """The quiet sessions' CPU, where the result has it: the mean over the windows with a
+    session less the mean over those without (a window's figure has the 10 ms granularity of
+    the kernel's accounting; the means over many windows do not)."""
+    used, background = idle.get("quiet_sessions_cpu_ms"), idle.get("quiet_background_cpu_ms")
+    if not used or not background:
+        return ""
+    per_session = statistics.mean(used) - statistics.mean(background)
+    return f", CPU of both daemons {per_session:.1f} ms per session"
+
+
 def summary(result: dict[str, Any]) -> str:
     first, idle, warm = result["first_sync"], result["idle_resync"], result["warm_resync"]
     clone = result.get("clone")
@@ -403,7 +441,7 @@ def summary(result: dict[str, Any]) -> str:
     text = (
         f"daemons n={result['n']} d={result['d']}: first sync {first['seconds']} s {kb(first)},"
         f" idle re-sync {idle['seconds']} s {kb(idle)} (quiet sessions, median"
-        f" {round(statistics.median(idle['quiet_sessions_ms'] or [0.0]), 2)} ms),"
+        f" {round(statistics.median(idle['quiet_sessions_ms'] or [0.0]), 2)} ms{quiet_cpu(idle)}),"
         f" warm re-sync {warm['seconds']} s"
         f" {kb(warm)}"
     )

@@ -13,16 +13,20 @@ Cases (each: one tenant, the tenant log and three databases):
 
 - ``new->old``: this tree's initiator, as `SyncSessions.sync_tenant` runs it (a version from
   the `PeerTable`, `run_with_version_fallback`), toward an old responder; the stores differ both
-  ways. Expected: HELLO 2 denied, then a version-1 session on a new stream; the stores
-  converge; the old responder counts each pushed entry under its own database (it counts them
-  under the database last asked about: one scope at a time); it scores us once (5 points).
-- ``new->old again``: the same peer table: straight to version 1, no denial, no penalty.
+  ways. Expected toward an older version (063fa60): HELLO 2 denied, then a version-1 session on
+  a new stream; the stores converge; the old responder counts each pushed entry under its own
+  database (it counts them under the database last asked about: one scope at a time); it
+  scores us once (5 points). Toward a tree of our own version (``--old-commit 2f40235``, the
+  perf-idle baseline: same wire messages, this tree only sends them in fewer writes): one
+  HELLO, no denial, no penalty, the same counts.
+- ``new->old again``: the same peer table: straight to the version spoken, no denial, no penalty.
 - ``new(empty)->old``: bulk catch-up (index pages and fetches) from an old responder.
 - ``old->new`` and ``old(empty)->new``: the old initiator toward this tree's responder.
-- a control: version 1 but with perf-rounds' scopes in one flight (several scopes' first
-  reconciliation requests before the answers): the stores still converge (the old responder
-  answers and stores them) but it counts our pushes under the wrong databases, which is why
-  version 1 reconciles one scope at a time. The case is ok when that miscount shows.
+- a control (toward a version-1 tree only): version 1 but with perf-rounds' scopes in one
+  flight (several scopes' first reconciliation requests before the answers): the stores still
+  converge (the old responder answers and stores them) but it counts our pushes under the
+  wrong databases, which is why version 1 reconciles one scope at a time. The case is ok when
+  that miscount shows.
 
 Prints one JSON object (``--json``: indented) and a one-line summary on stderr; exits 1 when a
 case failed.
@@ -39,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -279,6 +284,12 @@ async def old_to_new(
 
 async def run_cases(old: ModuleType, shared: int, unique: int, bulk: int) -> list[dict[str, Any]]:
     cases: list[dict[str, Any]] = []
+    # What to expect depends on the old tree's version: an older responder denies our HELLO
+    # once (5 points) and the session falls back to its version; one of our version speaks it.
+    old_version = old.sync.messages.PROTOCOL_VERSION
+    spoken = min(old_version, PROTOCOL_VERSION)
+    first_hellos = [PROTOCOL_VERSION] if spoken == PROTOCOL_VERSION else [PROTOCOL_VERSION, spoken]
+    first_penalty = 0 if spoken == PROTOCOL_VERSION else 5
 
     def case(name: str, ok: bool, detail: dict[str, Any]) -> None:
         cases.append({"case": name, "ok": ok, **detail})
@@ -294,21 +305,64 @@ async def run_cases(old: ModuleType, shared: int, unique: int, bulk: int) -> lis
     converged = mine.ids() == theirs.ids()
     ok = (
         converged
-        and detail["hellos"] == [2, 1]
-        and detail["protocol_version"] == 1
+        and detail["hellos"] == first_hellos
+        and detail["protocol_version"] == spoken
         and detail["old_received_per_db"] == expected_per_db(mine_only)
-        and detail["old_penalty_points"] == 5
+        and detail["old_penalty_points"] == first_penalty
     )
     case("new->old", ok, {"converged": converged, **detail})
     more = fx.raws(3, 3 * 10**8)
     theirs.add_own(old.entry.Entry.decode(raw) for raw in more)
     detail = await new_to_old(old, fx, mine, theirs, table)
     converged = mine.ids() == theirs.ids()
-    ok = converged and detail["hellos"] == [1] and detail["old_penalty_points"] == 0
+    ok = converged and detail["hellos"] == [spoken] and detail["old_penalty_points"] == 0
     case("new->old again", ok, {"converged": converged, **detail})
+    if old_version == 1:
+        await version_1_control(old, shared, unique, case)
 
-    # Control: version 1 with perf-rounds' scopes in one flight (what this tree sent before the
-    # fix): the old responder counts pushed entries under the wrong databases.
+    # new (empty) -> old: bulk catch-up.
+    fx = Fixture()
+    mine = new_store(fx, [])
+    theirs = old_store(old, fx, fx.raws(bulk, 0))
+    detail = await new_to_old(old, fx, mine, theirs, PeerTable())
+    converged = mine.ids() == theirs.ids()
+    case(
+        "new(empty)->old",
+        converged and detail["protocol_version"] == spoken,
+        {"converged": converged, **detail},
+    )
+
+    # old -> new, differing both ways.
+    fx = Fixture()
+    common = fx.raws(shared, 0)
+    old_only, new_only = fx.raws(unique, 10**8), fx.raws(unique + 2, 2 * 10**8)
+    mine_old = old_store(old, fx, common + old_only)
+    theirs_new = new_store(fx, common + new_only)
+    detail = await old_to_new(old, fx, mine_old, theirs_new)
+    converged = mine_old.ids() == theirs_new.ids()
+    ok = (
+        converged
+        and detail["protocol_version"] == old_version
+        and detail["new_received_per_db"] == expected_per_db(old_only)
+    )
+    case("old->new", ok, {"converged": converged, **detail})
+
+    # old (empty) -> new: bulk catch-up.
+    fx = Fixture()
+    mine_old = old_store(old, fx, [])
+    theirs_new = new_store(fx, fx.raws(bulk, 0))
+    detail = await old_to_new(old, fx, mine_old, theirs_new)
+    converged = mine_old.ids() == theirs_new.ids()
+    case("old(empty)->new", converged, {"converged": converged, **detail})
+    return cases
+
+
+async def version_1_control(
+    old: ModuleType, shared: int, unique: int, case: Callable[[str, bool, dict[str, Any]], None]
+) -> None:
+    """Toward a version-1 responder only: version 1 with perf-rounds' scopes in one flight
+    (what this tree sent before the fix): the old responder counts pushed entries under the
+    wrong databases."""
     fx = Fixture()
     common = fx.raws(shared, 0)
     mine_only = fx.raws(unique, 10**8)
@@ -331,42 +385,6 @@ async def run_cases(old: ModuleType, shared: int, unique: int, bulk: int) -> lis
         converged and miscounted,
         {"converged": converged, **detail},
     )
-
-    # new (empty) -> old: bulk catch-up.
-    fx = Fixture()
-    mine = new_store(fx, [])
-    theirs = old_store(old, fx, fx.raws(bulk, 0))
-    detail = await new_to_old(old, fx, mine, theirs, PeerTable())
-    converged = mine.ids() == theirs.ids()
-    case(
-        "new(empty)->old",
-        converged and detail["protocol_version"] == 1,
-        {"converged": converged, **detail},
-    )
-
-    # old -> new, differing both ways.
-    fx = Fixture()
-    common = fx.raws(shared, 0)
-    old_only, new_only = fx.raws(unique, 10**8), fx.raws(unique + 2, 2 * 10**8)
-    mine_old = old_store(old, fx, common + old_only)
-    theirs_new = new_store(fx, common + new_only)
-    detail = await old_to_new(old, fx, mine_old, theirs_new)
-    converged = mine_old.ids() == theirs_new.ids()
-    ok = (
-        converged
-        and detail["protocol_version"] == 1
-        and detail["new_received_per_db"] == expected_per_db(old_only)
-    )
-    case("old->new", ok, {"converged": converged, **detail})
-
-    # old (empty) -> new: bulk catch-up.
-    fx = Fixture()
-    mine_old = old_store(old, fx, [])
-    theirs_new = new_store(fx, fx.raws(bulk, 0))
-    detail = await old_to_new(old, fx, mine_old, theirs_new)
-    converged = mine_old.ids() == theirs_new.ids()
-    case("old(empty)->new", converged, {"converged": converged, **detail})
-    return cases
 
 
 def main() -> int:

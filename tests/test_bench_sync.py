@@ -83,3 +83,13 @@ def test_daemons_summary_rounds_the_median_of_quiet_sessions(bench_sync: ModuleT
     line = bench_sync.summary({**bench_sync.HOOKS, "daemons": daemons_result(quiet)})
     assert "(quiet sessions, median 14.65 ms)" in line
     assert line.startswith("bench_sync: daemons n=2000 d=20: first sync 0.05 s 3 KB")
+
+
+def test_daemons_summary_gives_the_quiet_sessions_cpu_when_measured(
+    bench_sync: ModuleType,
+) -> None:
+    result = daemons_result([9.0, 10.0, 11.0])
+    result["idle_resync"]["quiet_sessions_cpu_ms"] = [20.0, 30.0, 40.0]
+    result["idle_resync"]["quiet_background_cpu_ms"] = [0.0, 10.0, 10.0]
+    line = bench_sync.summary({**bench_sync.HOOKS, "daemons": result})
+    assert "(quiet sessions, median 10.0 ms, CPU of both daemons 23.3 ms per session)" in line

@@ -13,7 +13,9 @@ from mindoo_p2p.daemon import BAN_THRESHOLD, SYNC_PROTOCOL, NodeDaemon
 from mindoo_p2p.net.framing import TransportError
 from mindoo_p2p.net.peer_identity import to_libp2p_id
 from mindoo_p2p.sync.driver import run_initiator
+from mindoo_p2p.sync.protocol import SyncReport
 from mindoo_p2p.sync.tenant_adapter import TenantSyncAuthority, TenantSyncStore
+from mindoo_p2p.tenant import Tenant
 from mindoo_p2p.testing import Cluster
 
 HONEST, OTHER, EVIL = 0, 1, 2
@@ -54,6 +56,10 @@ async def test_garbage_is_penalised_and_the_sender_disconnected(cluster: Cluster
     await cluster.wait_converged(timeout=30, among=[HONEST, OTHER])
 
 
+async def no_session(peer_id: str, tenant: Tenant) -> SyncReport | None:
+    return None
+
+
 def forge(raw: bytes) -> bytes:
     tampered = bytearray(raw)
     tampered[len(raw) // 2] ^= 0x01
@@ -81,6 +87,12 @@ async def test_a_member_pushing_forged_entries_is_cut_off(cluster: Cluster) -> N
     daemon(cluster, EVIL).unblock_peer(cluster.nodes[HONEST].peer_id or "")
     evil_host = daemon(cluster, EVIL).host
     assert evil_host is not None
+    # The evil node's own daemon neither starts nor answers sessions: else a session either
+    # way, started on connect, may bring its genuine entries to the honest node before the
+    # forged push below, which then finds nothing to push (a race the push used to win only
+    # because opening a stream took two more round trips).
+    daemon(cluster, EVIL)._sync_tenant = no_session  # type: ignore[method-assign]
+    evil_host.remove_stream_handler(SYNC_PROTOCOL)
     honest_addr = cluster.nodes[HONEST].addr
     assert honest_addr is not None
     honest_peer = await evil_host.connect(honest_addr)

@@ -162,8 +162,11 @@ class SyncSessions:
         host = self._host
         if not host.is_connected(peer_id):
             return None
+        opened = trio.current_time()
         try:
-            stream = await host.open_stream(peer_id, SYNC_PROTOCOL)
+            # Optimistic: the protocol proposal rides the HELLO (every version of this node
+            # serves SYNC_PROTOCOL), so opening the stream costs no round trip of its own.
+            stream = await host.open_stream(peer_id, SYNC_PROTOCOL, optimistic=True)
         except TransportError as exc:
             self._peer_table.failed(peer_id, f"cannot open a sync stream: {exc}")
             return None
@@ -217,6 +220,8 @@ class SyncSessions:
             return None
         with trio.CancelScope(shield=True):
             await stream.close()
+        # The session's time is the peer's wait: from opening its stream to its end.
+        report.elapsed_seconds = trio.current_time() - opened
         await self._ended_well(peer_id, tenant, report, positions)
         return report
 

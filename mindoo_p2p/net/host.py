@@ -49,10 +49,11 @@ from ..errors import sole_exception
 from ._libp2p_pin import SUPPORTED_LIBP2P_VERSION
 from ._libp2p_stack import build_libp2p_host
 from ._listen import ensure_port_free
+from ._optimistic_select import OptimisticSelect
 from ._streams import StreamHandler, framed_handler, ping_exchange
 from ._swarm import MindooUpgrader
 from .connection_events import ConnectionEvent, ConnectionTracker
-from .framing import FramedStream, StreamClosed, StreamTimeout
+from .framing import FramedStream, Libp2pByteStream, StreamClosed, StreamTimeout
 from .host_config import HostConfig
 from .host_errors import DialError, ListenError, PeerNotConnected, StreamOpenError
 from .peer_identity import (
@@ -335,8 +336,15 @@ class PeerHost:
     def remove_stream_handler(self, protocol: str) -> None:
         self._host.remove_stream_handler(TProtocol(protocol))
 
-    async def open_stream(self, peer_id: str, protocol: str) -> FramedStream:
+    async def open_stream(
+        self, peer_id: str, protocol: str, *, optimistic: bool = False
+    ) -> FramedStream:
         """Open a stream of ``protocol`` to a connected peer.
+
+        With ``optimistic``, the protocol is proposed with the first frame sent instead of
+        negotiated first (:mod:`._optimistic_select`: no round trip before the first frame);
+        a peer that does not serve ``protocol`` then shows as :class:`StreamOpenError` at the
+        first receive, not here. For protocols the peer is expected to serve.
 
         Raises :class:`PeerNotConnected` (this never dials), :class:`StreamOpenError` or
         :class:`StreamTimeout`.
@@ -348,6 +356,16 @@ class PeerHost:
         timeout = self._config.stream_timeout
         try:
             with trio.fail_after(timeout):
+                if optimistic:
+                    net_stream = await self._swarm.new_stream(remote)
+                    net_stream.set_protocol(TProtocol(protocol))
+                    return FramedStream(
+                        OptimisticSelect(Libp2pByteStream(net_stream), protocol),
+                        net_stream.muxed_conn.peer_id.to_base58(),
+                        protocol=protocol,
+                        max_frame_size=self._config.max_frame_size,
+                        timeout=timeout,
+                    )
                 net_stream = await self._host.new_stream(remote, [TProtocol(protocol)])
         except trio.TooSlowError as exc:
             raise StreamTimeout(f"opening {protocol} to {peer_id} took over {timeout} s") from exc

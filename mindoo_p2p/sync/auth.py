@@ -386,6 +386,11 @@ class AuthInitiator:
         return self._state in (InitiatorState.AUTHENTICATED, InitiatorState.DENIED)
 
     @property
+    def authenticated(self) -> bool:
+        """Both sides proved themselves: the sync phase may begin."""
+        return self._state is InitiatorState.AUTHENTICATED
+
+    @property
     def refused_peer(self) -> bool:
         """We refused the responder's proof (rather than being denied by it)."""
         return self._refused_peer
@@ -537,6 +542,12 @@ class AuthResponder:
     @property
     def finished(self) -> bool:
         return self._state in (ResponderState.AUTHENTICATED, ResponderState.DENIED)
+
+    @property
+    def authenticated(self) -> bool:
+        """The initiator proved itself and our proof is out (or about to be): the sync
+        phase may begin."""
+        return self._state is ResponderState.AUTHENTICATED
 
     @property
     def authority(self) -> TenantAuthority:

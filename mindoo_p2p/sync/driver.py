@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import trio
 
@@ -85,6 +85,19 @@ class FrameStream(Protocol):
     async def receive_frame(self) -> bytes: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class FlightStream(FrameStream, Protocol):
+    """A `FrameStream` that can also send several frames in one write (``FramedStream``):
+    the driver then sends each flight (the frames a machine has ready at once) that way, one
+    transport message instead of one per frame. The bytes on the wire are the same."""
+
+    async def send_frames(self, frames: Sequence[bytes]) -> None: ...
+
+
+FLIGHT_BYTES = 64 * 1024
+"""A flight takes further ready frames while it holds fewer bytes than this."""
 
 
 class VersionRefused(AuthDenied):
@@ -167,9 +180,17 @@ class _Session:
         """The idle bound of the receive under way, if any."""
 
     async def send(self, frame: bytes) -> None:
-        await self.stream.send_frame(frame)
-        self.frames_sent += 1
-        self.bytes_sent += len(frame)
+        await self.send_flight([frame])
+
+    async def send_flight(self, frames: Sequence[bytes]) -> None:
+        """Send ``frames`` in order, in one write when the stream can (`FlightStream`)."""
+        if len(frames) > 1 and isinstance(self.stream, FlightStream):
+            await self.stream.send_frames(frames)
+        else:
+            for frame in frames:
+                await self.stream.send_frame(frame)
+        self.frames_sent += len(frames)
+        self.bytes_sent += sum(len(frame) for frame in frames)
         idle = self._idle
         if idle is not None:  # the peer took a frame in: the session is not idle
             idle.deadline = trio.current_time() + self.limits.idle_seconds
@@ -204,11 +225,16 @@ class _Session:
         report.elapsed_seconds = trio.current_time() - self.started
         return report
 
-    async def lockstep(self, handshake: Handshake) -> None:
-        """Run the handshake to its end: send what it has, else receive what it waits for."""
+    async def lockstep(self, handshake: Handshake) -> bytes | None:
+        """Run the handshake to its end: send what it has, else receive what it waits for.
+        A frame that authenticates the handshake as it is sent (the responder's proof) is not
+        sent but returned, to lead the sync phase's first flight; anything else is sent at
+        once (a denial, above all)."""
         while not handshake.finished:
             frame = handshake.next_frame()
             if frame is not None:
+                if handshake.finished and handshake.authenticated:
+                    return frame
                 await self.send(frame)
             elif handshake.wants_frame:
                 incoming = await self.receive()
@@ -216,11 +242,13 @@ class _Session:
                     handshake.receive(incoming)
             else:  # pragma: no cover - the transition tables make this unreachable
                 raise RuntimeError("handshake stalled")
+        return None
 
-    async def duplex(self, machine: Machine, store: SyncStore) -> None:
+    async def duplex(self, machine: Machine, store: SyncStore, lead: bytes | None = None) -> None:
         """Run a sync machine to its end, sending, receiving and storing what was received at
         the same time (storing batches several frames while the next ones arrive:
-        `IngestPipeline`)."""
+        `IngestPipeline`). ``lead`` (the handshake's last frame, held back by `lockstep`)
+        leaves first, in the machine's first flight."""
 
         def ingested(job: IngestJob, outcome: IngestOutcome) -> None:
             try:
@@ -233,7 +261,7 @@ class _Session:
         pipeline = IngestPipeline(store, self.ingest_stages, ingested)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._send_loop, machine)
+                nursery.start_soon(self._send_loop, machine, lead)
                 nursery.start_soon(pipeline.run)
                 try:
                     await self._receive_loop(machine, pipeline)
@@ -252,15 +280,25 @@ class _Session:
             if self.on_progress is not None and not jobs:
                 self.on_progress(self.fill(machine.report))
 
-    async def _send_loop(self, machine: Machine) -> None:
-        while machine.sending:
-            frame = machine.next_frame()
-            if frame is None:
+    async def _send_loop(self, machine: Machine, lead: bytes | None) -> None:
+        """Send what the machine has to say, a flight at a time: every frame it has ready
+        (up to `FLIGHT_BYTES`) in one write."""
+        flight = [] if lead is None else [lead]
+        while machine.sending or flight:
+            size = sum(len(frame) for frame in flight)
+            while machine.sending and size < FLIGHT_BYTES:
+                frame = machine.next_frame()
+                if frame is None:
+                    break
+                flight.append(frame)
+                size += len(frame)
+            if not flight:
                 await self._changed.wait()
                 self._changed = trio.Event()
             else:
                 try:
-                    await self.send(frame)
+                    await self.send_flight(flight)
+                    flight = []
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     # The peer closed its end (a version-2 responder may announce its list
                     # just as the initiator refuses its proof): stop sending, and let the
@@ -402,7 +440,7 @@ async def run_responder(
     try:
         with trio.move_on_after(limits.session_seconds):
             handshake = AuthResponder(local_peer, remote_peer, [pair[0] for pair in pairs])
-            await session.lockstep(handshake)
+            proof = await session.lockstep(handshake)
             if handshake.state is not ResponderState.AUTHENTICATED:
                 if handshake.refused_peer and on_penalty is not None:
                     on_penalty(remote_peer, DENIAL_PENALTY, "its proof was refused")
@@ -414,7 +452,7 @@ async def run_responder(
             announce = handshake.peer_version >= LIST_FIRST_VERSION
             machine = SyncResponder(store, limits, announce=announce)
             machine.report.protocol_version = handshake.peer_version
-            await session.duplex(machine, store)
+            await session.duplex(machine, store, lead=proof)
             if machine.refused:
                 await _close_quietly(stream)
                 raise AuthDenied("the peer refused our proof")
