@@ -11,7 +11,7 @@ from libp2p.utils.varint import encode_delim
 from test_net_host import ECHO, running
 
 from mindoo_p2p.net._optimistic_select import OptimisticSelect, proposal
-from mindoo_p2p.net.framing import FramedStream
+from mindoo_p2p.net.framing import FramedStream, StreamClosed
 from mindoo_p2p.net.host import StreamOpenError
 
 PROTOCOL = "/mindoo/sync/1.0.0"
@@ -44,6 +44,16 @@ class RecordingStream:
 
     async def reset(self) -> None:
         pass
+
+
+class ResettingStream(RecordingStream):
+    """A `RecordingStream` whose peer resets it once the scripted reads are used up (what
+    py-libp2p's listener does after refusing: the reset may even overtake its ``na``)."""
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        if not self.reads:
+            raise StreamClosed("stream failed while reading: StreamReset()")
+        return await super().receive_some(max_bytes)
 
 
 def test_the_proposal_is_what_py_libp2p_sends_and_what_a_listener_echoes() -> None:
@@ -90,6 +100,9 @@ async def test_a_refusal_or_an_early_end_is_a_stream_open_error() -> None:
     ended = RecordingStream([header])
     with pytest.raises(StreamOpenError, match="closed the stream before accepting"):
         await OptimisticSelect(ended, PROTOCOL).receive_some(10)
+    reset = ResettingStream([header])
+    with pytest.raises(StreamOpenError, match="reset the stream before accepting"):
+        await OptimisticSelect(reset, PROTOCOL).receive_some(10)
     garbage = RecordingStream([b"\xff" * 64])
     with pytest.raises(StreamOpenError, match="did not accept"):
         await OptimisticSelect(garbage, PROTOCOL).receive_some(10)
@@ -121,7 +134,8 @@ async def test_optimistic_streams_between_real_hosts() -> None:
                 server.peer_id, "/mindoo-test/unknown/1", optimistic=True
             )
             await unknown.send_frame(b"anyone?")
-            with pytest.raises(StreamOpenError, match="did not accept"):
+            # the listener answers ``na`` and resets; whichever is seen first, it is a refusal
+            with pytest.raises(StreamOpenError, match="did not accept|reset the stream before"):
                 await unknown.receive_frame()
             await unknown.reset()
 

@@ -13,7 +13,7 @@ write), and before the first bytes are read checks that the listener answered ex
 ``header, protocol`` (the same two messages: a listener echoes the protocol it accepts). Any
 other answer (``na``: the listener does not serve the protocol; anything malformed) raises
 `StreamOpenError` as soon as the first differing byte arrives, and so does a stream that ends
-before the answer; bytes after the answer are the protocol's own. What the listener reads
+or is reset before the answer; bytes after the answer are the protocol's own. What the listener reads
 before it accepts is bounded by its own negotiation; what we read here is bounded by the
 answer's fixed length.
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from libp2p.utils.varint import encode_delim
 
-from .framing import ByteStream
+from .framing import ByteStream, StreamClosed
 from .host_errors import StreamOpenError
 
 MULTISTREAM_HEADER = "/multistream/1.0.0"
@@ -82,7 +82,14 @@ class OptimisticSelect:
 
     async def _read_answer(self) -> None:
         expected = self._answer[self._answered :]
-        chunk = await self._inner.receive_some(len(expected))
+        try:
+            chunk = await self._inner.receive_some(len(expected))
+        except StreamClosed as exc:
+            # A listener that refuses resets the stream right after its ``na``; when the
+            # reset is processed first, the buffered refusal is dropped with it.
+            raise StreamOpenError(
+                f"the peer reset the stream before accepting protocol {self._protocol}: {exc}"
+            ) from exc
         if not chunk:
             raise StreamOpenError(
                 f"the peer closed the stream before accepting protocol {self._protocol}"
