@@ -94,8 +94,12 @@ async def test_largest_allowed_frame_passes_and_one_more_byte_is_refused_unsent(
     with trio.fail_after(5):
         await left.send_frame(big)
         assert await right.receive_frame() == big
-        with pytest.raises(FrameTooLarge):
+        with pytest.raises(FrameTooLarge) as refused:
             await left.send_frame(big + b"x")
+        assert not refused.value.incoming  # ours: no reason to blame (or ban) the peer
+        with pytest.raises(FrameTooLarge) as refused:
+            await left.send_frames([b"fine", big + b"x"])
+        assert not refused.value.incoming
         # Nothing was sent and the stream still works.
         await left.send_frame(b"after")
         assert await right.receive_frame() == b"after"
@@ -106,8 +110,9 @@ async def test_oversized_incoming_header_resets_the_stream() -> None:
     receiver = FramedStream(TrioByteStream(raw_right), "sender", max_frame_size=1024)
     with trio.fail_after(5):
         await raw_left.send_all(struct.pack(">I", 1025))  # the header alone; no payload follows
-        with pytest.raises(FrameTooLarge):
+        with pytest.raises(FrameTooLarge) as oversized:
             await receiver.receive_frame()
+        assert oversized.value.incoming  # the peer's: the daemon bans for it
         assert receiver.is_closed
         with pytest.raises(StreamClosed):
             await receiver.receive_frame()

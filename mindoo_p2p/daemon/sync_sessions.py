@@ -172,8 +172,10 @@ class SyncSessions:
             return None
         self._activity.session_started(peer_id, tenant.id, tenant.name)
         self._leave_bounds_to_the_driver(stream)
-        positions = feed_positions(self._node, tenant.id)
         try:
+            # Inside the try: a store failure here (it reads LMDB) must reset the open stream,
+            # or the peer's listener would wait in negotiation for its timeout.
+            positions = feed_positions(self._node, tenant.id)
             report = await run_initiator(
                 stream,
                 self._local_peer,
@@ -202,7 +204,7 @@ class SyncSessions:
                 await stream.reset()
             return None
         except (ProtocolViolation, SyncTimeout, TransportError) as exc:
-            if isinstance(exc, FrameTooLarge):
+            if isinstance(exc, FrameTooLarge) and exc.incoming:  # not one we failed to send
                 self._penalize(peer_id, BAN_THRESHOLD, f"oversized frame: {exc}")
             self._peer_table.failed(peer_id, f"sync of {tenant.name} failed: {exc}")
             self._activity.session_failed(
@@ -268,7 +270,8 @@ class SyncSessions:
             self._failed_here(peer_id, None, "responder", exc)
             return
         except FrameTooLarge as exc:
-            self._penalize(peer_id, BAN_THRESHOLD, f"oversized frame: {exc}")
+            if exc.incoming:  # the peer's; one we failed to send is ours, not a reason to ban
+                self._penalize(peer_id, BAN_THRESHOLD, f"oversized frame: {exc}")
             raise
         finally:
             self._scheduler.session_ended(peer_id)

@@ -73,7 +73,13 @@ class StreamTimeout(TransportError):
 
 
 class FrameTooLarge(TransportError):
-    """A frame exceeds the stream's maximum frame size."""
+    """A frame exceeds the stream's maximum frame size: one the peer announced
+    (``incoming``, the peer's fault) or one we were about to send (``incoming`` false: ours,
+    e.g. a frame limit configured below what the protocol sends; nothing was sent)."""
+
+    def __init__(self, message: str, *, incoming: bool = True) -> None:
+        super().__init__(message)
+        self.incoming = incoming
 
 
 class ByteStream(Protocol):
@@ -257,7 +263,9 @@ class FramedStream:
         """
         size = len(data)
         if size > self._max_frame_size:
-            raise FrameTooLarge(f"frame of {size} bytes exceeds the limit {self._max_frame_size}")
+            raise FrameTooLarge(
+                f"frame of {size} bytes exceeds the limit {self._max_frame_size}", incoming=False
+            )
         await self._send_raw(_HEADER.pack(size) + bytes(data))
 
     async def _send_raw(self, frame: bytes) -> None:
@@ -292,7 +300,8 @@ class FramedStream:
         for data in frames:
             if len(data) > self._max_frame_size:
                 raise FrameTooLarge(
-                    f"frame of {len(data)} bytes exceeds the limit {self._max_frame_size}"
+                    f"frame of {len(data)} bytes exceeds the limit {self._max_frame_size}",
+                    incoming=False,
                 )
         await self._send_raw(b"".join(_HEADER.pack(len(data)) + bytes(data) for data in frames))
 
