@@ -9,6 +9,7 @@ runs the trio driver over memory streams in virtual time.
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -352,3 +353,40 @@ async def test_a_session_failing_on_the_own_store_is_recorded_and_the_daemon_car
     assert {"(initiator)", "(responder)"} == {
         w for line in logged for w in line.split() if w[0] == "("
     }
+
+
+async def test_a_store_failure_before_an_initiator_session_runs_resets_its_stream(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The initiator reads the durability ledger's feed positions after opening its stream:
+    when that read fails on the own store, the session is recorded as failed like any other
+    store failure (the stream reset, not left open for the peer's negotiation timeout), and
+    the daemons converge afterwards."""
+    plain = sync_sessions.feed_positions
+    failures = [1]
+    full = "entry store read failed: every reader slot of the home is taken"
+
+    def failing_first(*args: Any, **kwargs: Any) -> Any:
+        # only the initiator's read (the responder reads the positions too)
+        if failures[0] > 0 and sys._getframe(1).f_code.co_name == "_session":
+            failures[0] -= 1
+            raise StoreError(full)
+        return plain(*args, **kwargs)
+
+    monkeypatch.setattr(sync_sessions, "feed_positions", failing_first)
+
+    async def sync_again_after_the_failure() -> None:
+        while failures[0]:
+            await trio.sleep(0.01)
+        for node in cluster.nodes:
+            assert node.daemon is not None
+            node.daemon.wake_peers()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sync_again_after_the_failure)
+        await two_writers_converge(cluster)
+    assert failures == [0]
+    logged = [
+        r.getMessage() for r in caplog.records if "this node's store failed" in r.getMessage()
+    ]
+    assert len(logged) == 1 and full in logged[0] and "(initiator)" in logged[0]

@@ -13,9 +13,9 @@ write), and before the first bytes are read checks that the listener answered ex
 ``header, protocol`` (the same two messages: a listener echoes the protocol it accepts). Any
 other answer (``na``: the listener does not serve the protocol; anything malformed) raises
 `StreamOpenError` as soon as the first differing byte arrives, and so does a stream that ends
-or is reset before the answer; bytes after the answer are the protocol's own. What the listener reads
-before it accepts is bounded by its own negotiation; what we read here is bounded by the
-answer's fixed length.
+or is reset before the answer; bytes after the answer are the protocol's own. What the
+listener reads before it accepts is bounded by its own negotiation; what we read here is
+bounded by the answer's fixed length.
 
 The cost of optimism is where a refusal shows: at the first read instead of in
 ``open_stream``, and the listener of a protocol it does not serve gets our first bytes as a
