@@ -36,6 +36,7 @@ from typing import Any
 from .admission import VerifiedEntry
 from .crypto.keystore import KdfProfile, Keystore
 from .crypto.signing import SigningKeyPair
+from .crypto.verify_workers import check_workers_setting
 from .device_request import DeviceRequest
 from .entry import Entry
 from .entry_intake import EntryIntake
@@ -123,6 +124,7 @@ class Node:
         if is_initialized(home):
             raise KeystoreError(f"a node already exists in {home}")
         check_new_node_password(password)
+        check_workers_setting()
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         identity = UserIdentity.generate(name or os.environ.get("USER") or "mindoo user")
         Keystore.create(
@@ -136,10 +138,12 @@ class Node:
 
     @classmethod
     def open(cls, home: Path | str, password: str) -> Node:
-        """Open an initialised home. WrongPasswordError when the password is wrong."""
+        """Open an initialised home. WrongPasswordError when the password is wrong; MindooError
+        naming the variable when a setting in the environment is malformed."""
         home = Path(home).expanduser()
         if not is_initialized(home):
             raise KeystoreError(f"no node in {home}: run 'mindoo init' first")
+        check_workers_setting()
         secure_home(home)
         keystore = Keystore.unlock(home / KEYSTORE_FILE, password)
         store = EntryStore(home / STORE_DIR)

@@ -4,22 +4,29 @@ entry lost or accepted when a worker crashes, hangs or answers out of protocol."
 from __future__ import annotations
 
 import io
+import logging
 import os
+import re
+import select
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from conftest import PASSWORD
 from helpers import numbered_change
 
 from mindoo_p2p import admission
 from mindoo_p2p.crypto import signing
+from mindoo_p2p.crypto.keystore import KdfProfile
 from mindoo_p2p.crypto.signing import SigningKeyPair
 from mindoo_p2p.crypto.verify_worker_process import (
     MAX_FRAME,
+    MAX_MESSAGE,
     FrameError,
     Triple,
     check_request,
@@ -32,9 +39,11 @@ from mindoo_p2p.crypto.verify_worker_process import (
 )
 from mindoo_p2p.crypto.verify_workers import (
     MAX_FAILURES,
+    MAX_WORKERS,
     VerifyWorkers,
     default_command,
     default_workers,
+    worker_environment,
 )
 from mindoo_p2p.entry import Entry
 from mindoo_p2p.errors import MindooError
@@ -150,14 +159,134 @@ while True:
 @pytest.mark.parametrize("source", [CRASHES, HANGS, MISANSWERS], ids=["crash", "hang", "amiss"])
 def test_a_failing_worker_loses_and_accepts_nothing(source: str) -> None:
     """Every chunk a crashed, hung or lying-in-shape worker held is checked by the caller:
-    the verdicts are exactly the rule's, forged signatures stay refused."""
+    the verdicts are exactly the rule's, forged signatures stay refused. A worker that dies or
+    answers out of shape fails its chunks at once: the caller does not wait for the answer
+    timeout (30 s here) before checking them, including the chunk whose answer was wrong."""
     triples, expected = batch()
-    pool = VerifyWorkers(2, fake_worker(source), answer_timeout_s=0.5)
+    hangs = source == HANGS
+    pool = VerifyWorkers(2, fake_worker(source), answer_timeout_s=0.5 if hangs else 30.0)
     try:
+        started = time.monotonic()
         assert pool.submit(triples)() == expected
+        assert hangs or time.monotonic() - started < 5.0  # well under the 30 s timeout
         assert pool.failures_total >= 1
     finally:
         pool.close()
+
+
+def test_hung_workers_cost_one_answer_timeout_together() -> None:
+    """Four hung workers, two chunks each: the batch waits one timeout in all (one deadline
+    for the batch), not one per chunk in turn (6 s here)."""
+    triples, expected = batch(400)
+    pool = VerifyWorkers(4, fake_worker(HANGS), answer_timeout_s=1.5)
+    try:
+        started = time.monotonic()
+        assert pool.submit(triples)() == expected
+        assert time.monotonic() - started < 4.0
+        assert pool.failures_total == 4
+    finally:
+        pool.close()
+
+
+def test_a_killed_worker_is_reaped(tmp_path: Path) -> None:
+    """A worker killed for failing is waited for: no zombie stays, even when the pool gave up
+    and keeps the dead worker in its place."""
+    pids = tmp_path / "pids"
+    source = f"import os; open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n'); " + CRASHES
+    triples, expected = batch(70)
+    pool = VerifyWorkers(1, fake_worker(source))
+    try:
+        for _ in range(MAX_FAILURES):
+            assert pool.submit(triples)() == expected
+        assert not pool.usable
+        started = [int(line) for line in pids.read_text().split()]
+        assert len(started) == MAX_FAILURES
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in started):
+            time.sleep(0.01)
+        assert [p for p in started if Path(f"/proc/{p}").exists()] == []  # reaped, not zombies
+    finally:
+        pool.close()
+
+
+def test_a_valid_signature_over_an_unframable_message_is_checked_in_process() -> None:
+    """A message over a frame's bounds cannot go to a worker: it gets the rule's verdict in
+    the calling thread (valid accepted, forged refused), not a blanket refusal."""
+    key = SigningKeyPair.generate()
+    big = b"x" * (MAX_MESSAGE + 1)
+    signature = key.sign(big)
+    forged = signature[:5] + bytes([signature[5] ^ 1]) + signature[6:]
+    triples, expected = batch(70)
+    items = [(key.public_key, big, signature), (key.public_key, big, forged), *triples]
+    pool = VerifyWorkers(1)
+    try:
+        assert pool.submit(items)() == [True, False, *expected]
+        assert pool.failures_total == 0
+    finally:
+        pool.close()
+
+
+def test_a_worker_gets_no_mindoo_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node password (``MINDOO_PASSWORD``, how a daemon may get it) and every other
+    ``MINDOO_*`` variable stay out of a worker's environment: a worker holds no secret."""
+    monkeypatch.setenv("MINDOO_PASSWORD", PASSWORD)
+    monkeypatch.setenv("MINDOO_HOME", "/somewhere")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    kept = worker_environment()
+    assert kept["LC_ALL"] == "C.UTF-8" and kept["PATH"] == os.environ["PATH"]
+    assert not [name for name in kept if name.startswith("MINDOO_")]
+    triples, expected = batch()
+    pool = VerifyWorkers(1)
+    try:
+        assert pool.submit(triples)() == expected
+        (pid,) = pool.pids
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert [v for v in environ if v.startswith(b"MINDOO_")] == []
+        assert PASSWORD.encode() not in b"\0".join(environ)
+    finally:
+        pool.close()
+
+
+def test_a_forked_child_does_not_keep_its_parents_workers() -> None:
+    """After a fork, the child holds none of the workers' pipes (its parent's `close` ends
+    them at once, by their input's end, not by a kill after a wait) and its copy of the pool
+    starts workers of its own."""
+    triples, expected = batch(300)
+    pool = VerifyWorkers(2)
+    report_r, report_w = os.pipe()
+    release_r, release_w = os.pipe()
+    try:
+        assert pool.submit(triples)() == expected
+        processes = [worker.process for worker in pool._workers]
+        child = os.fork()
+        if child == 0:  # pragma: no cover (the child reports through the pipe)
+            code = 1
+            try:
+                os.close(report_r)
+                os.close(release_w)
+                ok = pool.pids == [] and pool.submit(triples)() == expected
+                ok = ok and all(pid not in pool.pids for pid in (p.pid for p in processes))
+                pool.close()
+                os.write(report_w, b"1" if ok else b"0")
+                os.read(release_r, 1)  # alive until the parent has closed its workers
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(report_w)
+        os.close(release_r)
+        ready, _, _ = select.select([report_r], [], [], 60)
+        assert ready and os.read(report_r, 1) == b"1"  # the child verified with its own
+        pool.close()
+        assert [process.returncode for process in processes] == [0, 0]  # ended, not killed
+        os.close(release_w)
+        release_w = -1
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        pool.close()
+        for fd in (report_r, release_w):
+            if fd >= 0:
+                os.close(fd)
 
 
 def test_the_pool_stops_after_failures_in_a_row_and_callers_verify_in_process() -> None:
@@ -251,14 +380,50 @@ def test_a_worker_refuses_a_malformed_request_and_exits() -> None:
     assert b"cut short" in worker.stderr
 
 
+BAD_WORKER_COUNTS = ["two", "", "4.0", " 2 ", "+3", "1_0", "-5", "\u0663", str(MAX_WORKERS + 1)]
+
+
 def test_the_worker_count_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MINDOO_VERIFY_WORKERS", "0")
-    assert default_workers() == 0
-    monkeypatch.setenv("MINDOO_VERIFY_WORKERS", "3")
-    assert default_workers() == 3
-    monkeypatch.setenv("MINDOO_VERIFY_WORKERS", "two")
-    with pytest.raises(MindooError, match="MINDOO_VERIFY_WORKERS must be a whole number"):
-        default_workers()
+    for value, count in (("0", 0), ("3", 3), ("03", 3), (str(MAX_WORKERS), MAX_WORKERS)):
+        monkeypatch.setenv("MINDOO_VERIFY_WORKERS", value)
+        assert default_workers() == count
+    for value in BAD_WORKER_COUNTS:  # "\u0663": an Arabic-Indic 3, a digit to str.isdigit
+        monkeypatch.setenv("MINDOO_VERIFY_WORKERS", value)
+        with pytest.raises(MindooError, match="MINDOO_VERIFY_WORKERS must be a whole number"):
+            default_workers()
+
+
+def test_a_bad_worker_count_stops_the_node_at_open(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = make_node("alice").home
+    for value in BAD_WORKER_COUNTS:
+        monkeypatch.setenv("MINDOO_VERIFY_WORKERS", value)
+        with pytest.raises(MindooError, match=re.escape(f"not {value!r}")):
+            Node.open(home, PASSWORD)
+        with pytest.raises(MindooError, match="MINDOO_VERIFY_WORKERS"):
+            Node.init(home.parent / "bob", PASSWORD, kdf=KdfProfile.TESTING)
+        assert not (home.parent / "bob" / "keystore.bin").exists()
+
+
+def test_a_bad_worker_count_never_fails_a_check(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Should a bad value reach the first large batch (no node opened), the batch is checked
+    by the thread pool, with a warning, every time: verification never fails over a setting."""
+    monkeypatch.setenv("MINDOO_VERIFY_WORKERS", "")
+    for name in ("_WORKERS", "_WORKERS_PID", "_WORKERS_SET"):
+        monkeypatch.setattr(signing, name, getattr(signing, name))
+    signing._WORKERS_SET = False
+    triples, expected = batch(200)
+    with caplog.at_level(logging.WARNING, logger="mindoo_p2p.crypto.signing"):
+        assert signing.verify_many(triples) == expected
+        assert signing.verify_many(triples) == expected
+    assert signing.verify_workers() is None
+    assert [r.message for r in caplog.records].count(
+        "MINDOO_VERIFY_WORKERS must be a whole number of verifier workers from 0 to"
+        f" {MAX_WORKERS} (digits only), not ''; signatures are checked by threads of this process"
+    ) == 1
 
 
 def test_ingest_batches_equals_batch_by_batch_ingest(make_node: MakeNode) -> None:

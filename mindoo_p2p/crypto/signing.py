@@ -13,6 +13,7 @@ workers failed), a small thread pool checks it as before (libsodium releases the
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -21,8 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 import nacl.signing
 from nacl._sodium import ffi, lib
 
+from ..errors import MindooError
 from .verify_worker_process import check_signature
 from .verify_workers import VerifyWorkers, default_workers
+
+logger = logging.getLogger(__name__)
 
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
@@ -129,11 +133,17 @@ _WORKERS_SET = False
 def verify_workers() -> VerifyWorkers | None:
     """This process's verifier workers (started on first use, stopped at exit), or None when
     batches are checked by the thread pool (see the module docstring). A forked child starts
-    its own: it never writes to its parent's workers."""
+    its own: it never writes to its parent's workers. A malformed ``MINDOO_VERIFY_WORKERS``
+    (refused when a node opens, `verify_workers.check_workers_setting`) never fails a check
+    here: it is logged once and the thread pool checks."""
     global _WORKERS, _WORKERS_PID, _WORKERS_SET
     with _POOL_LOCK:
         if not _WORKERS_SET or os.getpid() != _WORKERS_PID:
-            count = default_workers()
+            try:
+                count = default_workers()
+            except MindooError as exc:
+                logger.warning("%s; signatures are checked by threads of this process", exc)
+                count = 0
             _WORKERS = VerifyWorkers(count) if count else None
             _WORKERS_PID = os.getpid()
             _WORKERS_SET = True

@@ -77,7 +77,8 @@ def check_signature(public_key: bytes, message: bytes, signature: bytes) -> bool
 
 def framable(item: Triple) -> bool:
     """True when ``item`` can travel in a request (key and signature of the right sizes, a
-    message within `MAX_MESSAGE`); any other item is refused without asking a worker."""
+    message within `MAX_MESSAGE`); any other item is checked without a worker, by the caller
+    (`VerifyWorkers.submit`)."""
     public_key, message, signature = item
     return (
         len(public_key) == PUBLIC_KEY_SIZE

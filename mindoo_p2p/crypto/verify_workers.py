@@ -13,8 +13,10 @@ Arrangement (`VerifyWorkers`):
   fresh interpreter that imports libsodium's binding and nothing of this package; not a fork
   of the node with its memory, threads and open files, and not multiprocessing's spawn, which
   runs the application's main script again). A worker holds no secret: it is sent public keys,
-  signed messages and signatures. It exits when its stdin ends (`close`, or this process's
-  death closes the pipe).
+  signed messages and signatures, and it starts with a minimal environment (`worker_environment`:
+  no ``MINDOO_*`` variable, so not the node password). It exits when its stdin ends (`close`, or
+  this process's death closes the pipe; a forked child of this process closes its copies of the
+  pipes at once, `_forget_workers_after_fork`, so it never keeps its parent's workers alive).
 - Each worker has a writer thread and a reader thread here: the writer sends request frames as
   chunks are assigned (several may be in flight, so the worker never waits for this process to
   get the GIL back before it starts the next chunk); the reader takes answers in order and
@@ -24,10 +26,11 @@ Arrangement (`VerifyWorkers`):
 
 Failure never loses or accepts anything: a worker that exits, breaks a pipe, answers out of
 protocol (wrong count, a byte other than 0 or 1, an answer nobody asked for) or does not answer
-a chunk within ``answer_timeout_s`` is killed, every chunk it held fails, and the caller checks
-those chunks itself with the same rule (`check_signature`). The next `submit` starts a fresh
-worker in its place; after `MAX_FAILURES` failures in a row the pool stops (`usable` is False)
-and callers verify in process.
+a chunk within ``answer_timeout_s`` is killed (and reaped), every chunk it held fails at once,
+and the caller checks those chunks itself with the same rule (`check_signature`). One deadline
+covers all the chunks of a batch, so hung workers cost one timeout, not one each. The next
+`submit` starts a fresh worker in its place; after `MAX_FAILURES` failures in a row the pool
+stops (`usable` is False) and callers verify in process.
 """
 
 from __future__ import annotations
@@ -39,10 +42,13 @@ import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
+from typing import IO
 
 from ..errors import MindooError
 from .verify_worker_process import (
@@ -71,7 +77,12 @@ MIN_CHUNK = 64
 MAX_CHUNK = 1024
 """Most signatures a chunk carries (a chunk's answer then comes back within ~60 ms)."""
 WORKERS_ENV = "MINDOO_VERIFY_WORKERS"
-"""Environment variable: the number of verifier workers (0: verify in this process)."""
+"""Environment variable: the number of verifier workers (0: verify in this process), a whole
+number from 0 to `MAX_WORKERS` in ASCII digits (`parse_workers_setting`)."""
+MAX_WORKERS = 16
+"""Most verifier workers `WORKERS_ENV` may ask for (more is refused, not silently capped)."""
+_KEPT_ENV = frozenset({"PATH", "LANG", "PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH"})
+"""Environment variables a worker keeps (with every ``LC_*``): what starting Python needs."""
 
 
 class VerifyWorkerError(MindooError):
@@ -84,18 +95,47 @@ def default_command() -> list[str]:
     return [sys.executable, "-P", str(WORKER_SCRIPT)]
 
 
+def worker_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a worker starts with: of ``environ`` (default: this process's), only
+    what Python needs to start (`_KEPT_ENV` and ``LC_*``); never a ``MINDOO_*`` variable."""
+    if environ is None:
+        environ = os.environ
+    return {
+        name: value
+        for name, value in environ.items()
+        if (name in _KEPT_ENV or name.startswith("LC_")) and not name.startswith("MINDOO_")
+    }
+
+
+def parse_workers_setting(value: str) -> int:
+    """The worker count `WORKERS_ENV` = ``value`` asks for. MindooError, naming the variable
+    and the value, unless it is ASCII digits only for a number from 0 to `MAX_WORKERS`."""
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_WORKERS:
+        raise MindooError(
+            f"{WORKERS_ENV} must be a whole number of verifier workers from 0 to {MAX_WORKERS}"
+            f" (digits only), not {value!r}"
+        )
+    return int(value)
+
+
+def check_workers_setting(environ: Mapping[str, str] | None = None) -> None:
+    """Refuse a malformed `WORKERS_ENV` in ``environ`` (default: this process's) with a clear
+    MindooError; called when a node opens, so a bad value stops it at start, not mid-sync."""
+    if environ is None:
+        environ = os.environ
+    configured = environ.get(WORKERS_ENV)
+    if configured is not None:
+        parse_workers_setting(configured)
+
+
 def default_workers() -> int:
-    """Verifier workers for this process: `WORKERS_ENV` when set, else one per core this
-    process may run on (at most 4); 0 on a single core, where a worker would only add its
-    messages, or when there is no interpreter to start."""
+    """Verifier workers for this process: `WORKERS_ENV` when set (MindooError when malformed,
+    `parse_workers_setting`), else one per core this process may run on (at most 4); 0 on a
+    single core, where a worker would only add its messages, or when there is no interpreter
+    to start."""
     configured = os.environ.get(WORKERS_ENV)
     if configured is not None:
-        try:
-            return max(0, min(int(configured), 16))
-        except ValueError:
-            raise MindooError(
-                f"{WORKERS_ENV} must be a whole number of workers, not {configured!r}"
-            ) from None
+        return parse_workers_setting(configured)
     if not sys.executable:
         return 0
     try:
@@ -127,16 +167,25 @@ class _Worker:
     def __init__(self, command: Sequence[str], on_failure: Callable[[], None]) -> None:
         try:
             self.process = subprocess.Popen(
-                list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+                list(command),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=worker_environment(),
             )
         except OSError as exc:
             raise VerifyWorkerError(f"cannot start a verifier worker: {exc}") from None
+        assert self.process.stdin is not None and self.process.stdout is not None
         self._on_failure = on_failure
         self._lock = threading.Lock()
+        self.pipe_fds = [self.process.stdin.fileno(), self.process.stdout.fileno()]
+        """This end's pipe descriptors still open (changed under ``_lock``, read by
+        `abandon_after_fork`)."""
         self._outbox: queue.SimpleQueue[_Chunk | None] = queue.SimpleQueue()
         self._in_flight: collections.deque[_Chunk] = collections.deque()
         self._closing = False
         self.dead = False
+        with _REGISTRY_LOCK:
+            _LIVE_WORKERS.add(self)
         for target, role in ((self._write_loop, "writer"), (self._read_loop, "reader")):
             threading.Thread(target=target, name=f"mindoo-verify-{role}", daemon=True).start()
 
@@ -159,8 +208,7 @@ class _Worker:
         while True:
             chunk = self._outbox.get()
             if chunk is None:
-                with contextlib.suppress(OSError, ValueError):
-                    stdin.close()
+                self._close_pipe(stdin)
                 return
             with self._lock:
                 if self.dead:
@@ -178,6 +226,7 @@ class _Worker:
     def _read_loop(self) -> None:
         stdout = self.process.stdout
         assert stdout is not None
+        chunk: _Chunk | None = None
         try:
             while True:
                 body = read_body(stdout)
@@ -192,20 +241,44 @@ class _Worker:
                 verdicts = decode_answer(body, len(chunk.items))
                 with contextlib.suppress(Exception):
                     chunk.future.set_result(verdicts)
+                chunk = None
         except (FrameError, OSError, ValueError) as exc:
             self.die(f"verifier worker failed: {exc}")
+            if chunk is not None:  # answered out of shape: no longer in flight, so not failed
+                chunk.fail(f"verifier worker failed: {exc}")  # by `die`
         finally:
+            self._close_pipe(stdout)
+
+    def _close_pipe(self, pipe: IO[bytes]) -> None:
+        with self._lock:
+            with contextlib.suppress(ValueError):
+                self.pipe_fds.remove(pipe.fileno())
+            with contextlib.suppress(OSError, ValueError):
+                pipe.close()
+
+    def abandon_after_fork(self, devnull: int) -> None:
+        """In a forked child (one thread, this worker's lock held by it): point this end's
+        pipe descriptors at ``devnull``, so the child holds no pipe of its parent's worker
+        (the worker still ends when the parent closes its input or dies), and mark the worker
+        dead without touching its process, which is the parent's. The descriptors stay open
+        (on /dev/null): file objects here may close them later without closing another file."""
+        for fd in self.pipe_fds:
             with contextlib.suppress(OSError):
-                stdout.close()
+                os.dup2(devnull, fd)
+        self.dead = True
+        self._closing = True
 
     def die(self, reason: str) -> None:
-        """Kill the process and fail every chunk it holds (their callers check them)."""
+        """Count the failure, kill the process, fail every chunk it holds (their callers check
+        them) and reap it."""
         with self._lock:
             if self.dead:
                 return
             self.dead = True
             held = list(self._in_flight)
             self._in_flight.clear()
+        if not self._closing:  # counted before any caller sees a chunk fail
+            self._on_failure()
         with contextlib.suppress(OSError):
             self.process.kill()
         for chunk in held:
@@ -218,8 +291,8 @@ class _Worker:
             if queued is not None:
                 queued.fail(reason)
         self._outbox.put(None)  # the writer thread ends
-        if not self._closing:
-            self._on_failure()
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            self.process.wait(STOP_TIMEOUT_S)  # reaped: no zombie (SIGKILL ends it at once)
 
     def stop(self) -> None:
         """End the worker's input after the chunks already sent, and wait for it to exit
@@ -256,6 +329,14 @@ class VerifyWorkers:
         self._closed = False
         self.failures_total = 0
         """Worker failures so far (each one's chunks were checked in process)."""
+        with _REGISTRY_LOCK:
+            _LIVE_POOLS.add(self)
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: forget the parent's workers (never stop or kill them: they are
+        the parent's); the child's first `submit` starts its own."""
+        self._lock = threading.Lock()  # a parent thread may have held it at the fork
+        self._workers = []
 
     @property
     def workers(self) -> int:
@@ -298,9 +379,15 @@ class VerifyWorkers:
         """Start checking ``items`` and return at once: the returned function waits for the
         verdicts (one per item, in order), checking in the calling thread whatever a worker
         failed to answer. An item that cannot be framed (wrong key or signature size) is
-        refused without a worker, as `check_signature` refuses it."""
-        framed = [index for index, item in enumerate(items) if framable(item)]
+        refused, and one whose message is over a frame's bounds is checked in the calling
+        thread before returning: the verdict is `check_signature`'s wherever it is computed."""
+        framed: list[int] = []
         verdicts = [False] * len(items)
+        for index, item in enumerate(items):
+            if framable(item):
+                framed.append(index)
+            else:
+                verdicts[index] = check_signature(*item)
         try:
             workers = self._live_workers() if framed else []
         except VerifyWorkerError:
@@ -327,9 +414,10 @@ class VerifyWorkers:
         timeout = self._timeout
 
         def results() -> list[bool]:
-            for positions, chunk in chunks:
+            deadline = time.monotonic() + timeout  # one for the whole batch: hung workers
+            for positions, chunk in chunks:  # cost one timeout together, not one each
                 try:
-                    answer = chunk.future.result(timeout=timeout)
+                    answer = chunk.future.result(timeout=max(0.0, deadline - time.monotonic()))
                 except FutureTimeout:
                     chunk.worker.die(f"no answer from a verifier worker within {timeout:g} s")
                     answer = [check_signature(*item) for item in chunk.items]
@@ -352,3 +440,51 @@ class VerifyWorkers:
             workers, self._workers = self._workers, []
         for worker in workers:
             worker.stop()
+
+
+_REGISTRY_LOCK = threading.Lock()
+_LIVE_WORKERS: weakref.WeakSet[_Worker] = weakref.WeakSet()
+_LIVE_POOLS: weakref.WeakSet[VerifyWorkers] = weakref.WeakSet()
+_FORKED_AWAY: list[_Worker] = []
+"""In a forked child: its parent's workers, kept so that their file objects (whose locks a
+parent thread may have held at the fork) are never finalized here."""
+_HELD_AT_FORK: list[threading.Lock] = []
+
+
+def _before_fork() -> None:
+    _REGISTRY_LOCK.acquire()
+    _HELD_AT_FORK[:] = [worker._lock for worker in list(_LIVE_WORKERS)]
+    for lock in _HELD_AT_FORK:
+        lock.acquire()
+
+
+def _release_after_fork() -> None:
+    for lock in _HELD_AT_FORK:
+        lock.release()
+    _HELD_AT_FORK.clear()
+    _REGISTRY_LOCK.release()
+
+
+def _forget_workers_after_fork() -> None:
+    """In a forked child: hold no pipe of the parent's workers (or the parent's `close` could
+    not end them, and they would outlive the parent) and let every pool start its own."""
+    workers = list(_LIVE_WORKERS)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for worker in workers:
+            worker.abandon_after_fork(devnull)
+    finally:
+        os.close(devnull)
+    _FORKED_AWAY.extend(workers)
+    _LIVE_WORKERS.clear()
+    for pool in list(_LIVE_POOLS):
+        pool.reset_after_fork()
+    _release_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_release_after_fork,
+        after_in_child=_forget_workers_after_fork,
+    )
