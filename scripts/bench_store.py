@@ -16,6 +16,11 @@ broken down in ``table_bytes_per_entry`` (leaf + branch + overflow pages of each
 that store and the resident memory afterwards (documents created in a batch must not stay
 cached).
 
+The local-write scenario reports the process CPU per change overall and per tenth of the run
+(``local_cpu_us_per_change_by_tenth``: what grows with the store or the documents' history);
+``--writes-only`` runs it alone (for 10^6), ``--rotate-documents N`` writes to 100 new documents
+every N changes, so the store grows while no document's Automerge history does.
+
 Baselines measured in the same run, as ratios:
 - `fsync_commits_per_s`: one empty-ish durable LMDB transaction per write on this disk: how much of
   the single-write latency is the disk's;
