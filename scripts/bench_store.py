@@ -65,6 +65,7 @@ def bench_local_writes(node: Node, changes: int, rotate: int = 0) -> dict[str, A
 
     ids = new_documents()
     tenth = max(changes // 10, 1)
+    next_mark, done_mark = tenth, 0
     deciles: list[float] = []
     start = time.perf_counter()
     cpu_start = cpu_mark = time.process_time()
@@ -78,10 +79,12 @@ def bench_local_writes(node: Node, changes: int, rotate: int = 0) -> dict[str, A
                     doc["n"] = done
                     doc["note"] = "x"
                 done += 1
-        if done % tenth == 0 and len(deciles) < 10:
+        if done >= next_mark:  # a tenth of the run (or more, when a batch is larger) is done
             now = time.process_time()
-            deciles.append(round((now - cpu_mark) / tenth * 1e6, 1))
-            cpu_mark = now
+            deciles.append(round((now - cpu_mark) / (done - done_mark) * 1e6, 1))
+            cpu_mark, done_mark = now, done
+            while next_mark <= done:
+                next_mark += tenth
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
     return {
