@@ -14,8 +14,19 @@ Automerge change drafted earlier in the same write (a document changed twice in 
 `batch()`): the Automerge change hash is known before sealing, the entry id only after, so refs
 are resolved to entry ids while sealing, in order.
 
-Holding the write lock while sealing costs little: Ed25519 signing is ~23 µs and encryption is
+Holding the write lock while sealing costs little: Ed25519 signing is ~19 µs and encryption is
 cheaper (measured with ``scripts/bench_store.py``, see docs/architecture.md).
+
+Why drafts are not sealed ahead, in a thread, while the application makes its next changes
+(speculatively numbered from the author's position at the batch's start): the chain link
+(``prev``, the id of the author's previous entry, which hashes its signature) orders the seals
+of an author, and the thread needs the GIL between its C calls (encrypt, sign) while the
+application's thread holds it for Automerge and Python: each hand-over waits for the switch
+interval or a thread wake-up. Measured (docs/architecture.md, "Local write rate"): a sealing
+thread beside a loop of Automerge changes finished later than sealing after the loop, and
+yielding the GIL after every change made it three times slower. A sealing process was built
+and measured too (same section): less CPU on this thread, but more in all, a wall-clock gain
+only on an idle second core, and the keys in a second process; not adopted.
 
 Authorization: own entries pass the admission pipeline's step 4 (`admission.admit`, membership
 against the tenants' snapshots) inside the same transaction, marked with

@@ -16,6 +16,11 @@ broken down in ``table_bytes_per_entry`` (leaf + branch + overflow pages of each
 that store and the resident memory afterwards (documents created in a batch must not stay
 cached).
 
+The local-write scenario reports the process CPU per change overall and per tenth of the run
+(``local_cpu_us_per_change_by_tenth``: what grows with the store or the documents' history);
+``--writes-only`` runs it alone (for 10^6), ``--rotate-documents N`` writes to 100 new documents
+every N changes, so the store grows while no document's Automerge history does.
+
 Baselines measured in the same run, as ratios:
 - `fsync_commits_per_s`: one empty-ish durable LMDB transaction per write on this disk: how much of
   the single-write latency is the disk's;
@@ -52,21 +57,46 @@ BATCH = 1000
 DOCS = 100
 
 
-def bench_local_writes(node: Node, changes: int) -> tuple[float, str]:
+def bench_local_writes(node: Node, changes: int, rotate: int = 0) -> dict[str, Any]:
+    """``changes`` changes to DOCS documents in batches of BATCH; with ``rotate``, DOCS new
+    documents take over every ``rotate`` changes (each document's Automerge history then stays
+    at ``rotate / DOCS`` changes while the store grows). Wall rate, process CPU per change, and
+    the CPU per change of each tenth of the run (what grows with the store or the history)."""
     db = node.tenant("bench").create_db("writes")
-    with db.batch():
-        ids = [db.create_document({"n": 0, "name": f"doc {i}"}) for i in range(DOCS)]
+
+    def new_documents() -> list[str]:
+        with db.batch():
+            return [db.create_document({"n": 0, "name": f"doc {i}"}) for i in range(DOCS)]
+
+    ids = new_documents()
+    tenth = max(changes // 10, 1)
+    next_mark, done_mark = tenth, 0
+    deciles: list[float] = []
     start = time.perf_counter()
+    cpu_start = cpu_mark = time.process_time()
     done = 0
     while done < changes:
+        if rotate and done and done % rotate == 0:
+            ids = new_documents()
         with db.batch():
             for _ in range(min(BATCH, changes - done)):
                 with db.change(ids[done % DOCS]) as doc:
                     doc["n"] = done
                     doc["note"] = "x"
                 done += 1
+        if done >= next_mark:  # a tenth of the run (or more, when a batch is larger) is done
+            now = time.process_time()
+            deciles.append(round((now - cpu_mark) / (done - done_mark) * 1e6, 1))
+            cpu_mark, done_mark = now, done
+            while next_mark <= done:
+                next_mark += tenth
     elapsed = time.perf_counter() - start
-    return changes / elapsed, "writes"
+    cpu = time.process_time() - cpu_start
+    return {
+        "local_changes_per_s": changes / elapsed,
+        "local_cpu_us_per_change": cpu / changes * 1e6,
+        "local_cpu_us_per_change_by_tenth": deciles,
+    }
 
 
 def bench_ingest(source: Node, target: Node, *, pipelined: bool) -> float:
@@ -242,7 +272,7 @@ def baseline_verify(count: int = 5000) -> float:
     return count / (time.perf_counter() - start)
 
 
-def run(changes: int, documents: int) -> dict[str, Any]:
+def run(changes: int, documents: int, rotate: int = 0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mindoo-bench-") as tmp:
         root = Path(tmp)
         writer = Node.init(root / "writer", PASSWORD, name="writer", kdf=KdfProfile.TESTING)
@@ -252,7 +282,8 @@ def run(changes: int, documents: int) -> dict[str, Any]:
         reader.join(writer.invite(tenant, reader.public_identity()))
         serial.join(writer.invite(tenant, serial.public_identity()))
 
-        local_rate, _ = bench_local_writes(writer, changes)
+        local = bench_local_writes(writer, changes, rotate)
+        local_rate = local["local_changes_per_s"]
         ingest_rate = bench_ingest(writer, reader, pipelined=True)
         serial_rate = bench_ingest(writer, serial, pipelined=False)
         serial.close()
@@ -267,6 +298,9 @@ def run(changes: int, documents: int) -> dict[str, Any]:
     return {
         "changes": changes,
         "local_changes_per_s": round(local_rate),
+        "local_cpu_us_per_change": round(local["local_cpu_us_per_change"], 1),
+        "local_cpu_us_per_change_by_tenth": local["local_cpu_us_per_change_by_tenth"],
+        "rotate_documents_every": rotate,
         "ingest_entries_per_s": round(ingest_rate),
         "ingest_serial_calls_entries_per_s": round(serial_rate),
         **{k: round(v, 3) for k, v in single.items()},
@@ -287,6 +321,25 @@ def run(changes: int, documents: int) -> dict[str, Any]:
     }
 
 
+def run_writes_only(changes: int, rotate: int) -> dict[str, Any]:
+    """The local-write scenario alone, in a fresh node."""
+    with tempfile.TemporaryDirectory(prefix="mindoo-bench-") as tmp:
+        writer = Node.init(Path(tmp) / "writer", PASSWORD, name="writer", kdf=KdfProfile.TESTING)
+        try:
+            writer.create_tenant("bench")
+            local = bench_local_writes(writer, changes, rotate)
+        finally:
+            writer.close()
+    return {
+        "changes": changes,
+        "rotate_documents_every": rotate,
+        "local_changes_per_s": round(local["local_changes_per_s"]),
+        "local_cpu_us_per_change": round(local["local_cpu_us_per_change"], 1),
+        "local_cpu_us_per_change_by_tenth": local["local_cpu_us_per_change_by_tenth"],
+        "cpu_count": os.cpu_count(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=100_000, help="local changes to write")
@@ -296,13 +349,37 @@ def main() -> None:
         default=100_000,
         help="small documents to create in the documents scenario (0: skip it)",
     )
+    parser.add_argument(
+        "--rotate-documents",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"write to {DOCS} new documents every N local changes (0: the same {DOCS} throughout)",
+    )
+    parser.add_argument(
+        "--writes-only",
+        action="store_true",
+        help="run the local-write scenario alone (no ingest, latency, read or disk parts)",
+    )
     parser.add_argument("--json", action="store_true", help="print the JSON object on stdout")
     args = parser.parse_args()
     if args.changes < 1000:
         parser.error("--changes must be at least 1000")
     if args.documents < 0:
         parser.error("--documents must be >= 0")
-    result = run(args.changes, args.documents)
+    if args.rotate_documents < 0:
+        parser.error("--rotate-documents must be >= 0")
+    if args.writes_only:
+        writes = run_writes_only(args.changes, args.rotate_documents)
+        print(json.dumps(writes, indent=2 if args.json else None))
+        print(
+            f"bench_store: {writes['local_changes_per_s']} local changes/s,"
+            f" {writes['local_cpu_us_per_change']} us CPU a change"
+            f" (by tenth: {writes['local_cpu_us_per_change_by_tenth']})",
+            file=sys.stderr,
+        )
+        return
+    result = run(args.changes, args.documents, args.rotate_documents)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

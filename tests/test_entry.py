@@ -62,6 +62,63 @@ def test_seal_decode_round_trip() -> None:
     assert len(decoded.deps) == 2
 
 
+@pytest.mark.parametrize(
+    ("deps", "database", "prev", "author_seq"),
+    [
+        (0, "contacts", None, 7),
+        (2, TENANT_LOG, None, 7),
+        (0, "contacts", bytes(32), 1),
+        (3, "a" * 64, b"\x01" * 32, 2**64 - 1),
+    ],
+)
+def test_seal_builds_what_the_reference_encoder_and_decoder_build(
+    deps: int, database: str, prev: bytes | None, author_seq: int
+) -> None:
+    """`Entry.seal` sets the slots and encodes in place (perf-write): its header bytes are
+    `EntryHeader.encode`'s, and the field-by-field reference decoder rebuilds the same entry."""
+    entry = make_entry(deps=deps, database=database, prev=prev, author_seq=author_seq)
+    assert entry.header_bytes == entry.header.encode()
+    assert entry.raw.startswith(entry.header_bytes)
+    assert Entry._decode_fields(entry.raw, "entry") == entry
+    assert Entry.decode(entry.raw) == entry
+    entry.verify_signature()
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"tenant_id": b"short"}, "tenant_id must be 16 bytes"),
+        ({"database": "Bad Name"}, "invalid database name"),
+        ({"document_id": b"short"}, "document_id must be 16 bytes"),
+        ({"author_seq": -1}, "must fit in 64 bits"),
+        ({"timestamp_ms": 2**64}, "must fit in 64 bits"),
+        ({"deps": [b"short"]}, "deps must be"),
+        ({"key_id": b"short"}, "key_id must be 16 bytes"),
+        ({"prev": b"short"}, "prev must be a 32-byte"),
+        ({"prev": bytes(32), "author_seq": 2}, "prev is all zero exactly for author_seq 1"),
+        ({"prev": b"\x01" * 32, "author_seq": 1}, "prev is all zero exactly for author_seq 1"),
+    ],
+)
+def test_seal_refuses_what_the_header_refuses(changes: dict[str, object], error: str) -> None:
+    arguments: dict[str, object] = {
+        "kind": EntryKind.CHANGE,
+        "tenant_id": os.urandom(16),
+        "database": "contacts",
+        "document_id": os.urandom(16),
+        "author": AUTHOR,
+        "author_seq": 3,
+        "timestamp_ms": 1,
+        "deps": [],
+        "key_id": os.urandom(16),
+        "key": KEY,
+        "payload": b"x",
+        "prev": None,
+    }
+    arguments.update(changes)
+    with pytest.raises((ValueError, InvalidNameError), match=error):
+        Entry.seal(**arguments)  # type: ignore[arg-type]
+
+
 def test_ciphertext_hides_payload() -> None:
     marker = b"UNIQUE-MARKER-5f3a"
     entry = make_entry(payload=marker * 3)
