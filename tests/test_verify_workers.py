@@ -3,25 +3,28 @@ entry lost or accepted when a worker crashes, hangs or answers out of protocol."
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import re
 import select
 import signal
+import stat
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import PASSWORD
 from helpers import numbered_change
 
 from mindoo_p2p import admission
-from mindoo_p2p.crypto import signing
+from mindoo_p2p.crypto import signing, verify_workers
 from mindoo_p2p.crypto.keystore import KdfProfile
 from mindoo_p2p.crypto.signing import SigningKeyPair
 from mindoo_p2p.crypto.verify_worker_process import (
@@ -391,6 +394,29 @@ def test_the_worker_count_is_configurable(monkeypatch: pytest.MonkeyPatch) -> No
         monkeypatch.setenv("MINDOO_VERIFY_WORKERS", value)
         with pytest.raises(MindooError, match="MINDOO_VERIFY_WORKERS must be a whole number"):
             default_workers()
+    # thousands of digits: int() alone would raise ValueError (Python's digit limit)
+    monkeypatch.setenv("MINDOO_VERIFY_WORKERS", "9" * 5000)
+    with pytest.raises(MindooError, match=r"not '9{32}'\.\.\."):
+        default_workers()
+
+
+def test_a_chunk_sent_to_a_stopping_worker_fails_at_once() -> None:
+    """A submit racing `close` (its worker chosen just before the worker stopped) must not
+    queue its chunk behind the writer's end, where nothing would answer it before the
+    answer timeout: it fails at once, and its caller checks it in process."""
+    triples, _ = batch(70)
+    pool = VerifyWorkers(1)
+    try:
+        pool.submit(triples)()
+        worker = pool._workers[0]
+        worker.stop()
+        chunk = verify_workers._Chunk(triples, worker)
+        worker.send(chunk)
+        assert chunk.future.done()
+        with pytest.raises(verify_workers.VerifyWorkerError, match="gone"):
+            chunk.future.result(0)
+    finally:
+        pool.close()
 
 
 def test_a_bad_worker_count_stops_the_node_at_open(
@@ -466,3 +492,64 @@ def test_ingest_batches_equals_batch_by_batch_ingest(make_node: MakeNode) -> Non
     assert len(added_last) == 31  # the genuine #70 and the 30 after the second batch
     every = [Entry.decode(raw).id for raw in log + bobs]
     assert carol.store.missing(every) == [] and dave.store.missing(every) == []
+
+
+def test_a_fork_while_a_worker_starts_leaves_the_child_none_of_its_pipes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thread that forks while another starts a worker (between its process starting and
+    its registration with the fork hooks) must not leave the child holding the new worker's
+    input: the start and the registration happen under the registry lock, which the fork
+    hooks take first."""
+    real_popen = subprocess.Popen
+    started, go = threading.Event(), threading.Event()
+    inodes: list[int] = []
+
+    class SlowPopen(real_popen):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if not started.is_set():
+                inodes.append(os.fstat(self.stdin.fileno()).st_ino)
+                started.set()
+                go.wait(30)  # the other thread tries to fork now, before the registration
+
+    monkeypatch.setattr(verify_workers.subprocess, "Popen", SlowPopen)
+    triples, expected = batch(100)
+    pool = VerifyWorkers(1)
+    report_r, report_w = os.pipe()
+    forked: list[int] = []
+
+    def fork_now() -> None:
+        started.wait(30)
+        child = os.fork()
+        if child == 0:  # pragma: no cover (the child reports through the pipe)
+            held = 0
+            for name in os.listdir("/proc/self/fd"):
+                with contextlib.suppress(OSError):
+                    info = os.fstat(int(name))
+                    held += stat.S_ISFIFO(info.st_mode) and info.st_ino == inodes[0]
+            os.write(report_w, str(held).encode())
+            os._exit(0)
+        forked.append(child)
+
+    verdicts: list[list[bool]] = []
+    submitting = threading.Thread(target=lambda: verdicts.append(pool.submit(triples)()))
+    forking = threading.Thread(target=fork_now)
+    try:
+        submitting.start()
+        forking.start()
+        assert started.wait(30)
+        time.sleep(0.2)  # the forking thread reaches the fork (and, fixed, waits for the lock)
+    finally:
+        go.set()
+        submitting.join(30)
+        forking.join(30)
+    os.close(report_w)
+    try:
+        assert forked and verdicts == [expected]
+        assert os.read(report_r, 16) == b"0"  # the child holds no end of the worker's input
+    finally:
+        os.close(report_r)
+        for child in forked:
+            os.waitpid(child, 0)
+        pool.close()

@@ -110,10 +110,11 @@ def worker_environment(environ: Mapping[str, str] | None = None) -> dict[str, st
 def parse_workers_setting(value: str) -> int:
     """The worker count `WORKERS_ENV` = ``value`` asks for. MindooError, naming the variable
     and the value, unless it is ASCII digits only for a number from 0 to `MAX_WORKERS`."""
-    if not (value.isascii() and value.isdigit()) or int(value) > MAX_WORKERS:
+    # Length first: int() of thousands of digits raises ValueError, not a verdict.
+    if not (value.isascii() and value.isdigit()) or len(value) > 3 or int(value) > MAX_WORKERS:
         raise MindooError(
             f"{WORKERS_ENV} must be a whole number of verifier workers from 0 to {MAX_WORKERS}"
-            f" (digits only), not {value!r}"
+            f" (digits only), not {value[:32]!r}{'...' if len(value) > 32 else ''}"
         )
     return int(value)
 
@@ -165,26 +166,29 @@ class _Worker:
     """One worker process, its writer and reader threads, and the chunks it holds."""
 
     def __init__(self, command: Sequence[str], on_failure: Callable[[], None]) -> None:
-        try:
-            self.process = subprocess.Popen(
-                list(command),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                env=worker_environment(),
-            )
-        except OSError as exc:
-            raise VerifyWorkerError(f"cannot start a verifier worker: {exc}") from None
-        assert self.process.stdin is not None and self.process.stdout is not None
         self._on_failure = on_failure
         self._lock = threading.Lock()
-        self.pipe_fds = [self.process.stdin.fileno(), self.process.stdout.fileno()]
-        """This end's pipe descriptors still open (changed under ``_lock``, read by
-        `abandon_after_fork`)."""
         self._outbox: queue.SimpleQueue[_Chunk | None] = queue.SimpleQueue()
         self._in_flight: collections.deque[_Chunk] = collections.deque()
         self._closing = False
         self.dead = False
+        # Started and registered under the registry lock, so that a fork by another thread
+        # cannot fall between the two (the child would keep this worker's pipes unknown to
+        # the fork hooks). Popen without preexec_fn runs no fork hook: no deadlock.
         with _REGISTRY_LOCK:
+            try:
+                self.process = subprocess.Popen(
+                    list(command),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    env=worker_environment(),
+                )
+            except OSError as exc:
+                raise VerifyWorkerError(f"cannot start a verifier worker: {exc}") from None
+            assert self.process.stdin is not None and self.process.stdout is not None
+            self.pipe_fds = [self.process.stdin.fileno(), self.process.stdout.fileno()]
+            """This end's pipe descriptors still open (changed under ``_lock``, read by
+            `abandon_after_fork`)."""
             _LIVE_WORKERS.add(self)
         for target, role in ((self._write_loop, "writer"), (self._read_loop, "reader")):
             threading.Thread(target=target, name=f"mindoo-verify-{role}", daemon=True).start()
@@ -197,7 +201,7 @@ class _Worker:
     def send(self, chunk: _Chunk) -> None:
         """Queue ``chunk`` for the worker; a worker that is gone fails it at once."""
         with self._lock:
-            if not self.dead:
+            if not self.dead and not self._closing:  # after `stop`, the writer has ended
                 self._outbox.put(chunk)
                 return
         chunk.fail("the verifier worker is gone")
