@@ -259,3 +259,30 @@ async def test_async_with_closes_or_resets() -> None:
             async with right:
                 raise RuntimeError("boom")
         assert right.is_closed
+
+
+async def test_a_peers_oversized_frame_is_found_behind_the_send_failure_it_caused() -> None:
+    """The driver raises one failure of its two tasks. When the peer's oversized frame resets
+    the stream, a send under way may fail first (StreamClosed): the daemon still finds the
+    peer's fault in the group it came from, and never blames the peer for a frame we were
+    refused to send."""
+    from mindoo_p2p.daemon.sync_sessions import peer_sent_oversized
+    from mindoo_p2p.sync.driver import _first_error
+
+    def raised(*leaves: Exception) -> BaseException:
+        try:
+            try:
+                raise ExceptionGroup("session", list(leaves))
+            except BaseExceptionGroup as group:
+                raise _first_error(group) from None  # as the driver does
+        except Exception as exc:
+            return exc
+
+    theirs = FrameTooLarge("frame of 2000000000 bytes exceeds the limit 1024")
+    ours = FrameTooLarge("frame of 5000 bytes exceeds the limit 1024", incoming=False)
+    hidden = raised(StreamClosed("stream failed while writing: reset"), theirs)
+    assert isinstance(hidden, StreamClosed) and peer_sent_oversized(hidden)
+    assert peer_sent_oversized(raised(theirs))
+    assert not peer_sent_oversized(raised(ours))
+    assert not peer_sent_oversized(raised(StreamClosed("x"), ours))
+    assert not peer_sent_oversized(raised(StreamClosed("the peer went away")))

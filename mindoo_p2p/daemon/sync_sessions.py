@@ -62,6 +62,20 @@ SYNC_PROTOCOL = "/mindoo/sync/1.0.0"
 Penalize = Callable[[bytes | str, int, str], None]
 
 
+def peer_sent_oversized(exc: BaseException) -> bool:
+    """Whether a failed session's error, or one it hid, is an oversized frame the peer sent
+    (`FrameTooLarge.incoming`; one we failed to send is ours). The driver raises one failure
+    of its send and receive tasks: the peer's oversized frame resets the stream, and a send
+    under way may then fail first with StreamClosed, so the group it came from (its
+    ``__context__``) is searched too."""
+    if isinstance(exc, FrameTooLarge):
+        return exc.incoming
+    group = exc.__context__
+    if isinstance(group, BaseExceptionGroup):
+        return group.subgroup(lambda e: isinstance(e, FrameTooLarge) and e.incoming) is not None
+    return False
+
+
 class SyncSessions:
     """Both sides of the daemon's sync sessions; see the module docstring."""
 
@@ -204,7 +218,7 @@ class SyncSessions:
                 await stream.reset()
             return None
         except (ProtocolViolation, SyncTimeout, TransportError) as exc:
-            if isinstance(exc, FrameTooLarge) and exc.incoming:  # not one we failed to send
+            if peer_sent_oversized(exc):  # not one we failed to send
                 self._penalize(peer_id, BAN_THRESHOLD, f"oversized frame: {exc}")
             self._peer_table.failed(peer_id, f"sync of {tenant.name} failed: {exc}")
             self._activity.session_failed(
@@ -269,8 +283,8 @@ class SyncSessions:
         except StoreError as exc:  # ours, not the peer's (e.g. every LMDB reader slot taken)
             self._failed_here(peer_id, None, "responder", exc)
             return
-        except FrameTooLarge as exc:
-            if exc.incoming:  # the peer's; one we failed to send is ours, not a reason to ban
+        except TransportError as exc:
+            if peer_sent_oversized(exc):  # the peer's; one we failed to send is not
                 self._penalize(peer_id, BAN_THRESHOLD, f"oversized frame: {exc}")
             raise
         finally:
