@@ -25,8 +25,9 @@ from mindoo_p2p.chains import ForkPoint, conflict_seq
 from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.entry import NO_DOCUMENT, NO_PREV, Entry, EntryKind
 from mindoo_p2p.membership import MembershipAction, MembershipRecord, Revocation
-from mindoo_p2p.rejection import RejectionKind
+from mindoo_p2p.rejection import Rejected, RejectionKind
 from mindoo_p2p.store import EntryStore
+from mindoo_p2p.store._batch import prepare_batch
 from mindoo_p2p.store._chains import TransactionChainFacts
 
 STRANGER = SigningKeyPair.generate()
@@ -190,3 +191,40 @@ def test_a_twin_in_the_middle_of_a_run_still_forks_its_author(
         assert set(store.retracted_ids(TENANT)) == withdrawn | set(fork.evidence)
         assert store.fsck().ok
     assert True in checked_shortcut  # #1 .. #3 are plain links
+
+
+def test_a_batch_of_verified_entries_is_prepared_as_the_general_path_prepares_it() -> None:
+    """`prepare_batch` takes a batch of `VerifiedEntry` items in one pass: repeats, stored ids,
+    the tenant log first and an entry ``authorize`` refuses in the middle come out as they do
+    from the general path (`check_entries`) over the same entries."""
+    rng = random.Random(7)
+    log = [
+        record_entry(
+            Revocation.of(OTHER.signing.public_key, {OTHER.signing.public_key: s}), ADMIN, s
+        )
+        for s in (9, 8)
+    ]
+    docs = [document_entry(USER.signing, seq).entry for seq in range(1, 13)]
+    entries = docs[:6] + log + docs[6:]
+    offered = entries + rng.sample(entries, 4)  # repeats
+    rng.shuffle(offered)
+    held = {docs[2].id, log[0].id}
+    refused = docs[7].id
+
+    def authorize(entry: Entry) -> Rejected | None:
+        return (
+            Rejected(entry.id, RejectionKind.NOT_PERMITTED, "no") if entry.id == refused else None
+        )
+
+    def stored(ids: list[bytes]) -> list[bytes]:
+        return [i for i in ids if i in held]
+
+    fast = prepare_batch([admission.trust_own_seal(e) for e in offered], stored, authorize)
+    general = prepare_batch(offered, stored, authorize)
+    assert [e.id for e in fast.accepted] == [e.id for e in general.accepted]
+    assert fast.accepted[:1] == [log[1]]  # the tenant log first, by seq
+    assert (fast.duplicates, fast.repeats) == (general.duplicates, general.repeats)
+    assert (
+        fast.rejected == general.rejected == [Rejected(refused, RejectionKind.NOT_PERMITTED, "no")]
+    )
+    assert len(fast.duplicates) == 2 and len(fast.repeats) == 4
