@@ -7,7 +7,9 @@ bundles) that is:
 
 - `TransactionChainFacts` answers `chains.ChainFacts` from ``by_author`` and ``sealed``.
 - `settle_new_entries` runs after `write_entries` has put a batch's rows: each new entry is
-  compared with its neighbours (`chains.conflict_seq`); for every author whose fork point is
+  compared with its neighbours (`chains.conflict_seq`; not asked for a plain link of a run,
+  where `TransactionChainFacts.links_plainly` shows from the rows read that it would find
+  nothing); for every author whose fork point is
   new or lower, or who already forked and gained entries at or above the fork point,
   `settle_fork` applies the rule. Own entries that the write transaction checked to extend
   their author's stored head (`_local_append`) skip the neighbour comparison, which could
