@@ -380,9 +380,12 @@ def read_record(view: TenantView, entry: Entry) -> TenantLogRecord | Rejected:
         )
 
 
+_DOCUMENT_KINDS = frozenset((EntryKind.CHANGE, EntryKind.DELETE))
+
+
 def check_document_entry(membership: MembershipLog, entry: Entry) -> Rejected | None:
     """Step 4 for an entry outside the tenant log: kind, document id, author."""
-    if entry.kind not in (EntryKind.CHANGE, EntryKind.DELETE):
+    if entry.kind not in _DOCUMENT_KINDS:
         return Rejected(
             entry.id,
             RejectionKind.UNEXPECTED_KIND,
@@ -467,16 +470,17 @@ def admit(views: Mapping[bytes, TenantView], verified: Sequence[VerifiedEntry]) 
     logs: dict[bytes, list[VerifiedEntry]] = {}
     others: list[VerifiedEntry] = []
     for item in verified:
-        if item.tenant_id not in views:
+        header = item.entry.header
+        if header.tenant_id not in views:
             rejected.append(
                 Rejected(
                     item.id,
                     RejectionKind.UNKNOWN_TENANT,
-                    f"unknown tenant {item.tenant_id.hex()}",
+                    f"unknown tenant {header.tenant_id.hex()}",
                 )
             )
-        elif item.database == TENANT_LOG:
-            logs.setdefault(item.tenant_id, []).append(item)
+        elif header.database == TENANT_LOG:
+            logs.setdefault(header.tenant_id, []).append(item)
         else:
             others.append(item)
     accepted: list[VerifiedEntry] = []
@@ -487,11 +491,29 @@ def admit(views: Mapping[bytes, TenantView], verified: Sequence[VerifiedEntry]) 
         rejected += outcome.rejected
         if outcome.accepted:
             memberships[tenant_id] = outcome.membership
+    # Per tenant: its view, the membership that applies, and the authors found free to write
+    # (`check_author` accepted one of their entries and no revocation cuts them, so it accepts
+    # every entry of theirs in this tenant: only kind, document id and chain stay per entry).
+    tenants: dict[bytes, tuple[TenantView, MembershipLog, set[bytes]]] = {}
     for item in others:
-        membership = memberships.get(item.tenant_id) or views[item.tenant_id].membership
-        refusal = check_document_entry(membership, item.entry) or check_chain(
-            views[item.tenant_id], item.entry
-        )
+        entry = item.entry
+        header = entry.header
+        tenant = tenants.get(header.tenant_id)
+        if tenant is None:
+            view = views[header.tenant_id]
+            membership = memberships.get(header.tenant_id) or view.membership
+            tenant = tenants[header.tenant_id] = (view, membership, set())
+        view, membership, free = tenant
+        if (
+            header.author in free
+            and header.kind in _DOCUMENT_KINDS
+            and header.document_id != NO_DOCUMENT
+        ):
+            refusal = check_chain(view, entry) if view.forks else None
+        else:
+            refusal = check_document_entry(membership, entry) or check_chain(view, entry)
+            if refusal is None and membership.cut_of(header.author) is None:
+                free.add(header.author)
         if refusal is None:
             accepted.append(item)
         else:

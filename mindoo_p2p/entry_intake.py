@@ -149,14 +149,22 @@ class EntryIntake:
         """``verified`` without the entries of databases forgotten here (`Tenant.forget_db`),
         each refused into ``rejected`` as NOT_REPLICATED."""
         kept: list[VerifiedEntry] = []
+        replicated: dict[tuple[bytes, str], bool] = {}  # asked once per database of the batch
         for v in verified:
-            tenant = self._tenants.get(v.tenant_id)
-            if tenant is not None and not tenant.replicates(v.database):
+            header = v.entry.header
+            scope = (header.tenant_id, header.database)
+            replicates = replicated.get(scope)
+            if replicates is None:
+                tenant = self._tenants.get(header.tenant_id)
+                replicates = replicated[scope] = tenant is None or tenant.replicates(
+                    header.database
+                )
+            if not replicates:
                 rejected.append(
                     Rejected(
                         v.id,
                         RejectionKind.NOT_REPLICATED,
-                        f"database {v.database!r} is forgotten on this node",
+                        f"database {header.database!r} is forgotten on this node",
                     )
                 )
             else:

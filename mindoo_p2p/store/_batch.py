@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from ..admission import BAD_SIGNATURE, VerifiedEntry, check_entries
+from ..admission import BAD_SIGNATURE, CheckedBatch, VerifiedEntry, check_entries
 from ..entry import TENANT_LOG, Entry
 from .results import Authorizer, Rejected
 
@@ -40,6 +40,28 @@ class PreparedBatch:
     """Ids offered again later in the batch; resolved once the first copy's fate is known."""
 
 
+def _checked_already(
+    offered: Sequence[VerifiedEntry], stored: Callable[[list[bytes]], Collection[bytes]]
+) -> CheckedBatch:
+    """`check_entries` over items that are all `VerifiedEntry` (`Node.ingest` hands them over
+    after the admission pipeline): nothing to decode or verify, so one pass sets repeats and
+    stored ids aside, with the same outcome."""
+    order: dict[bytes, int] = {}
+    repeats: list[bytes] = []
+    first: list[VerifiedEntry] = []
+    for index, item in enumerate(offered):
+        entry_id = item.entry.id
+        if entry_id in order:
+            repeats.append(entry_id)
+        else:
+            order[entry_id] = index
+            first.append(item)
+    held = set(stored(list(order))) if first else set()
+    duplicates = [v.entry.id for v in first if v.entry.id in held] if held else []
+    verified = [v for v in first if v.entry.id not in held] if held else first
+    return CheckedBatch(verified, duplicates, [], repeats, order)
+
+
 def prepare_batch(
     offered: Sequence[Entry | bytes | VerifiedEntry],
     stored: Callable[[list[bytes]], Collection[bytes]],
@@ -56,20 +78,31 @@ def prepare_batch(
     ``authorize`` propagate (nothing has been written at that point). Raises TypeError for an
     item that is neither an Entry, a VerifiedEntry nor bytes.
     """
-    checked = check_entries(offered, stored, own_seals=not check_signatures)
-    verified = checked.verified
-    tenant_log = [v for v in verified if v.database == TENANT_LOG]
-    tenant_log.sort(key=lambda v: (v.entry.header.author_seq, v.entry.header.timestamp_ms))
-    others = [v for v in verified if v.database != TENANT_LOG]
+    ready = [item for item in offered if isinstance(item, VerifiedEntry)]
+    checked = (
+        _checked_already(ready, stored)
+        if len(ready) == len(offered)
+        else check_entries(offered, stored, own_seals=not check_signatures)
+    )
+    tenant_log: list[Entry] = []
+    others: list[Entry] = []
+    for item in checked.verified:
+        entry = item.entry
+        (tenant_log if entry.header.database == TENANT_LOG else others).append(entry)
+    tenant_log.sort(key=lambda e: (e.header.author_seq, e.header.timestamp_ms))
 
-    accepted: list[Entry] = []
-    rejected = list(checked.rejected)
-    for item in tenant_log + others:
-        refusal = authorize(item.entry) if authorize is not None else None
-        if refusal is None:
-            accepted.append(item.entry)
-        else:
-            rejected.append(refusal)
+    if authorize is None:
+        accepted = tenant_log + others
+        rejected = list(checked.rejected)
+    else:
+        accepted = []
+        rejected = list(checked.rejected)
+        for entry in tenant_log + others:
+            refusal = authorize(entry)
+            if refusal is None:
+                accepted.append(entry)
+            else:
+                rejected.append(refusal)
 
     rejected.sort(key=lambda r: checked.order.get(r.entry_id, len(offered)))
     return PreparedBatch(accepted, checked.duplicates, rejected, checked.repeats)

@@ -7,7 +7,9 @@ bundles) that is:
 
 - `TransactionChainFacts` answers `chains.ChainFacts` from ``by_author`` and ``sealed``.
 - `settle_new_entries` runs after `write_entries` has put a batch's rows: each new entry is
-  compared with its neighbours (`chains.conflict_seq`); for every author whose fork point is
+  compared with its neighbours (`chains.conflict_seq`; not asked for a plain link of a run,
+  where `TransactionChainFacts.links_plainly` shows from the rows read that it would find
+  nothing); for every author whose fork point is
   new or lower, or who already forked and gained entries at or above the fork point,
   `settle_fork` applies the rule. Own entries that the write transaction checked to extend
   their author's stored head (`_local_append`) skip the neighbour comparison, which could
@@ -149,6 +151,30 @@ class TransactionChainFacts:
                     break
                 loaded[(author_key, row_seq)].append(value[SEQ_SIZE:])
 
+    def links_plainly(self, entry: Entry) -> bool:
+        """True when what `preload` read proves that `chains.conflict_seq` finds nothing for
+        ``entry``, one of the entries this write just stored: it is alone at its seq, the row
+        below holds nothing or its ``prev`` alone (written by this same write), and every row
+        above was written by this same write too (each checks its own link). The usual entry
+        of a run of consecutive seqs; False (ask `conflict_seq`) for anything else."""
+        own = self._arrivals.get(entry.id)
+        if own is None:
+            return False
+        header = entry.header
+        author_key = header.tenant_id + header.author
+        seq = header.author_seq
+        loaded = self._loaded
+        if loaded.get((author_key, seq)) != [own]:
+            return False
+        prev = header.prev
+        if prev is not None and seq > 1:
+            below = loaded.get((author_key, seq - 1))
+            if below is None or (below and below != [self._arrivals.get(prev)]):
+                return False
+        above = loaded.get((author_key, seq + 1))
+        written = self._written
+        return above is not None and all(arrival in written for arrival in above)
+
     def _at(self, tenant_id: bytes, author: bytes, seq: int) -> list[bytes]:
         author_key = tenant_id + author
         loaded = self._loaded.get((author_key, seq))
@@ -282,14 +308,17 @@ def settle_new_entries(
             continue
         if author not in known:
             known[author] = read_fork(txn, tables, *author)
-        candidates = [lowest.get(author)]
+        low = lowest.get(author)
         fork = known[author]
-        if fork is not None and entry.author_seq >= fork.seq:
-            candidates.append(fork.seq)  # landed at or above a known fork point: settle it
-        candidates.append(conflict_seq(entry, facts))
-        found = [seq for seq in candidates if seq is not None]
-        if found:
-            lowest[author] = min(found)
+        if fork is not None and header.author_seq >= fork.seq:
+            # landed at or above a known fork point: settle it
+            low = fork.seq if low is None else min(low, fork.seq)
+        if not facts.links_plainly(entry):
+            conflict = conflict_seq(entry, facts)
+            if conflict is not None:
+                low = conflict if low is None else min(low, conflict)
+        if low is not None:
+            lowest[author] = low
     for author, top in highest.items():
         fork = known[author] if author in known else read_fork(txn, tables, *author)
         if fork is not None and top >= fork.seq:  # landed at or above a known fork point
