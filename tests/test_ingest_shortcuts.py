@@ -20,10 +20,16 @@ from test_admission import ADMIN, MEMBERSHIP, OTHER, TENANT_ID, USER, fresh_view
 from test_chains import TENANT, _random_chain_offers, chained
 
 from mindoo_p2p import admission
-from mindoo_p2p.admission import TenantView, VerifiedEntry
+from mindoo_p2p.admission import (
+    TenantView,
+    VerifiedEntry,
+    apply_tenant_log,
+    check_chain,
+    check_document_entry,
+)
 from mindoo_p2p.chains import ForkPoint, conflict_seq
 from mindoo_p2p.crypto import SigningKeyPair
-from mindoo_p2p.entry import NO_DOCUMENT, NO_PREV, Entry, EntryKind
+from mindoo_p2p.entry import NO_DOCUMENT, NO_PREV, TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.membership import MembershipAction, MembershipRecord, Revocation
 from mindoo_p2p.rejection import Rejected, RejectionKind
 from mindoo_p2p.store import EntryStore
@@ -124,6 +130,66 @@ def test_admitting_a_batch_equals_admitting_one_entry_at_a_time(seed: int) -> No
     assert accepted and rejected
 
 
+def admit_one_at_a_time_reference(
+    view: TenantView, batch: list[VerifiedEntry]
+) -> tuple[list[bytes], list[tuple[bytes, object]]]:
+    """The rule without the shortcut: the tenant log first (`apply_tenant_log`), then each
+    document entry checked alone against the membership it produced (`check_document_entry`,
+    then `check_chain`), as `admit` did before asking once per free author."""
+    logs = [item for item in batch if item.database == TENANT_LOG]
+    others = [item for item in batch if item.database != TENANT_LOG]
+    accepted: list[bytes] = []
+    rejected: list[tuple[bytes, object]] = []
+    membership = view.membership
+    if logs:
+        applied = apply_tenant_log(view, logs)
+        accepted += [v.id for v in applied.accepted]
+        rejected += [(r.entry_id, r.kind) for r in applied.rejected]
+        if applied.accepted:
+            membership = applied.membership
+    for item in others:
+        refusal = check_document_entry(membership, item.entry) or check_chain(view, item.entry)
+        if refusal is None:
+            accepted.append(item.id)
+        else:
+            rejected.append((refusal.entry_id, refusal.kind))
+    return accepted, rejected
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_revocation_in_the_same_batch_binds_the_authors_it_cuts(seed: int) -> None:
+    """Batches that revoke USER or OTHER (a random cut), placed before or after their entries
+    in the batch, admit exactly what the one-at-a-time rule admits: an author "free to write"
+    is decided against the membership the batch's own tenant log produced."""
+    rng = random.Random(seed)
+    records = [
+        record_entry(MembershipRecord(MembershipAction.ADD, USER.public(), "member"), ADMIN, 1),
+        record_entry(MembershipRecord(MembershipAction.ADD, OTHER.public(), "member"), ADMIN, 2),
+    ]
+    start = fresh_view()
+    built = admission.admit({TENANT_ID: start}, [admission.trust_own_seal(r) for r in records])
+    forks = (ForkPoint(USER.signing.public_key, rng.randint(1, 12), ()),) if seed % 3 == 0 else ()
+    view = TenantView.of(
+        TENANT_ID, built.memberships[TENANT_ID], start.membership_keys.items(), forks
+    )
+    authors = [USER.signing, OTHER.signing, ADMIN, STRANGER]
+    batch = [document_entry(rng.choice(authors), rng.randint(1, 12)) for _ in range(30)]
+    who = rng.choice([USER, OTHER])
+    cut = rng.randint(0, 10)
+    revocation = record_entry(
+        Revocation.of(who.signing.public_key, {who.signing.public_key: cut}), ADMIN, 3
+    )
+    batch.insert(rng.randint(0, len(batch)), admission.trust_own_seal(revocation))
+    whole = outcome(admission.admit({TENANT_ID: view}, batch))
+    assert whole == admit_one_at_a_time_reference(view, batch)
+    above_cut = [
+        item.id
+        for item in batch
+        if item.entry.header.author == who.signing.public_key and item.entry.header.author_seq > cut
+    ]
+    assert all(entry_id not in whole[0] for entry_id in above_cut)
+
+
 @pytest.fixture
 def checked_shortcut(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
     """`links_plainly` wrapped: each True answer is checked against `conflict_seq`."""
@@ -202,7 +268,7 @@ def test_a_batch_of_verified_entries_is_prepared_as_the_general_path_prepares_it
         record_entry(
             Revocation.of(OTHER.signing.public_key, {OTHER.signing.public_key: s}), ADMIN, s
         )
-        for s in (9, 8)
+        for s in (9, 8, 10)
     ]
     docs = [document_entry(USER.signing, seq).entry for seq in range(1, 13)]
     entries = docs[:6] + log + docs[6:]
@@ -222,7 +288,7 @@ def test_a_batch_of_verified_entries_is_prepared_as_the_general_path_prepares_it
     fast = prepare_batch([admission.trust_own_seal(e) for e in offered], stored, authorize)
     general = prepare_batch(offered, stored, authorize)
     assert [e.id for e in fast.accepted] == [e.id for e in general.accepted]
-    assert fast.accepted[:1] == [log[1]]  # the tenant log first, by seq
+    assert fast.accepted[:2] == [log[1], log[2]]  # the tenant log first, by seq (8, then 10)
     assert (fast.duplicates, fast.repeats) == (general.duplicates, general.repeats)
     assert (
         fast.rejected == general.rejected == [Rejected(refused, RejectionKind.NOT_PERMITTED, "no")]
