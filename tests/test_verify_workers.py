@@ -553,3 +553,26 @@ def test_a_fork_while_a_worker_starts_leaves_the_child_none_of_its_pipes(
         for child in forked:
             os.waitpid(child, 0)
         pool.close()
+
+
+def test_workers_started_ahead_answer_the_first_batch() -> None:
+    """`start` (what a daemon calls when it starts) runs every worker before any batch; the
+    first batch then goes to them. A worker that cannot start counts as a failure."""
+    triples, expected = batch(100)
+    pool = VerifyWorkers(2)
+    try:
+        assert pool.pids == []
+        pool.start()
+        started = pool.pids
+        assert len(started) == 2
+        assert pool.submit(triples)() == expected
+        assert pool.pids == started
+    finally:
+        pool.close()
+    broken = VerifyWorkers(1, ["/nonexistent/mindoo-verifier"])
+    try:
+        broken.start()
+        assert broken.failures_total == 1 and broken.pids == []
+        assert broken.submit(triples)() == expected  # checked in this process
+    finally:
+        broken.close()

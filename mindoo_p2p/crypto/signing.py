@@ -161,3 +161,10 @@ def use_verify_workers(workers: VerifyWorkers | None) -> VerifyWorkers | None:
         previous = _WORKERS if os.getpid() == _WORKERS_PID else None
         _WORKERS, _WORKERS_PID, _WORKERS_SET = workers, os.getpid(), True
     return previous
+
+
+def start_verify_workers() -> None:
+    """Start this process's verifier workers now, if it uses any (`VerifyWorkers.start`)."""
+    workers = verify_workers()
+    if workers is not None:
+        workers.start()

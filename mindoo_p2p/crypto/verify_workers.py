@@ -379,6 +379,13 @@ class VerifyWorkers:
                 raise
             return list(self._workers)
 
+    def start(self) -> None:
+        """Start the workers now rather than at the first batch (a daemon calls it when it
+        starts, so its first large sync does not wait for the workers' interpreters, ~50 ms
+        each). A worker that cannot start counts as a failure, as at a batch."""
+        with contextlib.suppress(VerifyWorkerError):
+            self._live_workers()
+
     def submit(self, items: Sequence[Triple]) -> Callable[[], list[bool]]:
         """Start checking ``items`` and return at once: the returned function waits for the
         verdicts (one per item, in order), checking in the calling thread whatever a worker

@@ -56,6 +56,7 @@ import trio
 
 from ..config import NodeConfig
 from ..control import ControlServer, EventHub, control_socket
+from ..crypto.signing import start_verify_workers
 from ..durability import DurabilityLedger
 from ..entry import Entry
 from ..http.endpoint import HttpEndpoint
@@ -234,6 +235,8 @@ class NodeDaemon:
                     await nursery.start(run_wakes, scheduler, workers.wake)
                     nursery.start_soon(stored.consume)
                     nursery.start_soon(self.durability_count.run)
+                    # The first large sync should not wait for the workers' start-up.
+                    nursery.start_soon(partial(trio.to_thread.run_sync, start_verify_workers))
                     nursery.start_soon(
                         partial(watch_store, busy=lambda: access.in_use),
                         watch, store.last_arrival, store.raws_after, stored.stored_elsewhere,
