@@ -19,7 +19,8 @@ from mindoo_p2p.commands import node_status
 from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.daemon.peer_table import PeerTable
 from mindoo_p2p.daemon.status import daemon_status, read_store
-from mindoo_p2p.entry import NO_PREV, Entry, EntryKind, prev_of_raw
+from mindoo_p2p.entry import NO_PREV, Entry, EntryKind
+from mindoo_p2p.entry_fields import prev_of_raw
 from mindoo_p2p.errors import DecodeError, StoreError
 from mindoo_p2p.membership import (
     CHAINED_CUT_VERSION,

@@ -16,10 +16,9 @@ from mindoo_p2p.entry import (
     Entry,
     EntryKind,
     _decode_usual,
-    document_key_of_raw,
-    tenant_id_of_raw,
     validate_database_name,
 )
+from mindoo_p2p.entry_fields import document_key_of_raw, tenant_id_of_raw
 from mindoo_p2p.errors import DecodeError, InvalidNameError, VerificationError
 
 AUTHOR = SigningKeyPair.generate()

@@ -30,7 +30,8 @@ from collections.abc import Collection, Iterable
 import lmdb
 
 from ..chains import MAX_EVIDENCE, ForkPoint, conflict_seq
-from ..entry import TENANT_ID_SIZE, Entry, prev_of_raw
+from ..entry import TENANT_ID_SIZE, Entry
+from ..entry_fields import prev_of_raw
 from ..errors import DecodeError, StoreError
 from ._layout import (
     AUTHOR_KEY_SIZE,

@@ -17,7 +17,8 @@ from typing import TypeAlias, TypeVar
 
 import lmdb
 
-from ..entry import DOCUMENT_ID_SIZE, Entry, EntryKind, document_key_of_raw, tenant_id_of_raw
+from ..entry import DOCUMENT_ID_SIZE, Entry, EntryKind
+from ..entry_fields import document_key_of_raw, tenant_id_of_raw
 from ..errors import DecodeError, StoreError
 from ._cursors import MAX_SEQ, dups_from
 from ._entry_reads import doc_feed_key, load_arrival, retraction_check

@@ -486,9 +486,9 @@ class EntryStore:
     ) -> Iterator[tuple[EntryKind, bytes, bytes]]:
         """``(kind, document id, key id)`` of the database's entries with feed seq >
         ``since_seq``, in feed order (retracted ones left out), read from the stored bytes'
-        fixed places without decoding them (`entry.document_key_of_raw`): what the query index
-        follows a database by, before it materializes the documents (which loads and checks
-        their entries). Pages like `iter_entries`."""
+        fixed places without decoding them (`entry_fields.document_key_of_raw`): what the query
+        index follows a database by, before it materializes the documents (which loads and
+        checks their entries). Pages like `iter_entries`."""
         if since_seq < 0:
             raise ValueError("since_seq must be >= 0")
         scope = scope_key(tenant_id, database)

@@ -8,7 +8,8 @@ import hashlib
 from collections import deque
 from collections.abc import Iterator, Sequence
 
-from ..entry import TENANT_LOG, database_of_raw
+from ..entry import TENANT_LOG
+from ..entry_fields import database_of_raw
 from ..errors import DecodeError
 from ..recon import ReconResponder
 from ._session_api import (

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from .. import admission
 from ..crypto import SigningKeyPair
-from ..entry import TENANT_LOG, Entry, tenant_id_of_raw
+from ..entry import TENANT_LOG, Entry
+from ..entry_fields import tenant_id_of_raw
 from ..node import Node
 from ..recon import ReconStorage
 from ..rejection import Rejected, RejectionKind
