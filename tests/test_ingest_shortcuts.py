@@ -40,15 +40,21 @@ STRANGER = SigningKeyPair.generate()
 OTHER_CUT = 3
 
 
-def member_view(*, forks: tuple[ForkPoint, ...] = ()) -> TenantView:
-    """USER a member free to write; OTHER a member revoked after its entry #3."""
+def member_view(*, forks: tuple[ForkPoint, ...] = (), revoke_other: bool = True) -> TenantView:
+    """USER a member free to write; OTHER a member, revoked after its entry #3 unless
+    ``revoke_other`` is false."""
     records = [
         record_entry(MembershipRecord(MembershipAction.ADD, USER.public(), "member"), ADMIN, 1),
         record_entry(MembershipRecord(MembershipAction.ADD, OTHER.public(), "member"), ADMIN, 2),
-        record_entry(
-            Revocation.of(OTHER.signing.public_key, {OTHER.signing.public_key: OTHER_CUT}), ADMIN, 3
-        ),
     ]
+    if revoke_other:
+        records.append(
+            record_entry(
+                Revocation.of(OTHER.signing.public_key, {OTHER.signing.public_key: OTHER_CUT}),
+                ADMIN,
+                3,
+            )
+        )
     start = fresh_view()
     built = admission.admit({TENANT_ID: start}, [admission.trust_own_seal(r) for r in records])
     assert not built.rejected
@@ -162,16 +168,8 @@ def test_a_revocation_in_the_same_batch_binds_the_authors_it_cuts(seed: int) -> 
     in the batch, admit exactly what the one-at-a-time rule admits: an author "free to write"
     is decided against the membership the batch's own tenant log produced."""
     rng = random.Random(seed)
-    records = [
-        record_entry(MembershipRecord(MembershipAction.ADD, USER.public(), "member"), ADMIN, 1),
-        record_entry(MembershipRecord(MembershipAction.ADD, OTHER.public(), "member"), ADMIN, 2),
-    ]
-    start = fresh_view()
-    built = admission.admit({TENANT_ID: start}, [admission.trust_own_seal(r) for r in records])
     forks = (ForkPoint(USER.signing.public_key, rng.randint(1, 12), ()),) if seed % 3 == 0 else ()
-    view = TenantView.of(
-        TENANT_ID, built.memberships[TENANT_ID], start.membership_keys.items(), forks
-    )
+    view = member_view(forks=forks, revoke_other=False)
     authors = [USER.signing, OTHER.signing, ADMIN, STRANGER]
     batch = [document_entry(rng.choice(authors), rng.randint(1, 12)) for _ in range(30)]
     who = rng.choice([USER, OTHER])
