@@ -166,6 +166,9 @@ class _Session:
         ingest_stages: IngestStages | None = None,
     ) -> None:
         self.stream = stream
+        self._flight_stream = stream if isinstance(stream, FlightStream) else None
+        """The stream, when it sends a flight in one write (checked once: a runtime protocol
+        check costs microseconds, paid per flight otherwise)."""
         self.limits = limits
         self.on_progress = on_progress
         self.ingest_stages = ingest_stages or IngestStages.single(run_ingest)
@@ -184,8 +187,8 @@ class _Session:
 
     async def send_flight(self, frames: Sequence[bytes]) -> None:
         """Send ``frames`` in order, in one write when the stream can (`FlightStream`)."""
-        if len(frames) > 1 and isinstance(self.stream, FlightStream):
-            await self.stream.send_frames(frames)
+        if len(frames) > 1 and self._flight_stream is not None:
+            await self._flight_stream.send_frames(frames)
         else:
             for frame in frames:
                 await self.stream.send_frame(frame)
