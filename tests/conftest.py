@@ -13,6 +13,15 @@ from mindoo_p2p.node import Node
 PASSWORD = "correct horse battery staple"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On pytest-xdist workers (``-n``, as scripts/test runs), schedule the tests marked slow
+    first, so that no worker is left running a long test while the other idles at the end; a
+    run on one process keeps the collection order. The sort is stable and the same on every
+    worker (xdist requires identical collections)."""
+    if hasattr(config, "workerinput"):  # set by pytest-xdist on its workers
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def make_node(tmp_path: Path) -> Iterator[Callable[[str], Node]]:
     """Create initialised nodes named NAME in tmp_path/NAME; all are closed after the test."""
