@@ -308,9 +308,9 @@ def test_fsck_names_an_entry_with_a_flipped_byte_in_the_store(tmp_path: Path) ->
 @pytest.mark.slow
 def test_a_reader_sees_what_another_process_writes(tmp_path: Path) -> None:
     home = tmp_path / "node"
-    run_mindoo(home, "init").ok()
-    run_mindoo(home, "tenant", "create", "acme").ok()
-    run_mindoo(home, "db", "create", "acme", "contacts").ok()
+    mindoo(home, "init").ok()  # set-up in-process; the writer and the readers are processes
+    mindoo(home, "tenant", "create", "acme").ok()
+    mindoo(home, "db", "create", "acme", "contacts").ok()
 
     writer = subprocess.Popen(
         [sys.executable, str(HELPERS_FILE), "write", str(home), "acme", "contacts", "5"],

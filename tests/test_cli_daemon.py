@@ -1,8 +1,10 @@
 """`mindoo node run` as real daemon processes: forwarding, status, peers, refusal, shutdown.
 
-Homes are prepared in-process (`mindoo`); commands for a running daemon go through the console
-script (`run_mindoo`), a real client process forwarding to a real daemon process, except the
-polling loops, which forward from this process (the same forwarding code, no start-up cost).
+Homes are prepared in-process (`mindoo`). Commands for a running daemon go through the console
+script (`run_mindoo`), a real client process forwarding to a real daemon process, where the
+client being a process is what is checked (its argv, working directory, environment, exit
+code); the others forward from this process: the same forwarding code (`cli.main.run` with an
+explicit working directory and environment) without an interpreter start-up each.
 """
 
 from __future__ import annotations
@@ -64,8 +66,8 @@ def test_daemons_sync_and_serve_the_cli(
     # With the daemons running, commands go through them: no password needed.
     added = run_mindoo(b, "peers", "add", info_a["listen_addrs"][0], password=None)
     assert added.code == 0, added
-    assert run_mindoo(a, "db", "create", "acme", "contacts", password=None).code == 0
-    assert run_mindoo(a, "db", "create", "acme", "hr", password=None).code == 0
+    assert mindoo(a, "db", "create", "acme", "contacts", password=None).code == 0
+    assert mindoo(a, "db", "create", "acme", "hr", password=None).code == 0
     created = run_mindoo(a, "doc", "create", "acme", "contacts", '{"name": "Ada"}', password=None)
     assert created.code == 0, created
     doc_id = created.stdout.strip()
@@ -84,29 +86,21 @@ def test_daemons_sync_and_serve_the_cli(
     assert peer["connected"] and peer["last_sync_ms"]
     (contacts,) = [d for d in daemon["sync"] if d["database"] == "contacts"]
     assert contacts["entries"] == 1 and contacts["caught_up"]
-    listed = run_mindoo(b, "peers", "list", json_output=True, password=None)
+    listed = mindoo(b, "peers", "list", json_output=True, password=None)
     assert json.loads(listed.stdout)[0]["peer_id"] == info_a["peer_id"]
 
     # Named keys through the daemons; the key file password travels with the command.
-    assert run_mindoo(a, "key", "create", "acme", "confidential", password=None).code == 0
-    secret_doc = run_mindoo(
+    assert mindoo(a, "key", "create", "acme", "confidential", password=None).code == 0
+    secret_doc = mindoo(
         a, "doc", "create", "acme", "hr", '{"salary": 1}', "--key", "confidential", password=None
     ).stdout.strip()
-    key_env = {**cli_env(None), "MINDOO_KEY_PASSWORD": "key file password"}
+    key_env = {"MINDOO_KEY_PASSWORD": "key file password"}
     for home, args in (
         (a, ["key", "export", "acme", "confidential", "--password", "--out", "conf.key"]),
         (b, ["key", "import", "conf.key"]),
     ):
-        done = subprocess.run(
-            [*mindoo_command(), "--home", str(home), *args],
-            env=key_env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
+        done = mindoo(home, *args, password=None, cwd=tmp_path, env=key_env)
+        assert done.code == 0, done.stderr
 
     def bob_reads_secret() -> bool:
         got = mindoo(b, "doc", "get", "acme", "hr", secret_doc, password=None)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import PASSWORD as CLI_PASSWORD
-from cli_helpers import cli_env, run_mindoo
+from cli_helpers import cli_env, mindoo, run_mindoo
 from conftest import PASSWORD
 from helpers import copy_tenant, daemon_process, run_cli_main
 
@@ -342,12 +342,12 @@ def test_cli_key_shred_through_a_running_daemon(daemon_home: tuple[Path, str]) -
     assert refused.code == 1 and refused.stderr.count("\n") == 1
     assert "cannot ask: add --yes" in refused.stderr
     assert "never read the documents sealed with it again" in refused.stderr
-    assert run_mindoo(home, *get, password=None).code == 0
+    assert mindoo(home, *get, password=None).code == 0  # forwarded from this process
 
     done = run_mindoo(home, "key", "shred", "acme", SUBJECT, "--yes", password=None)
     assert done.code == 0 and "shredded key subject-42 (versions 1)" in done.stdout, done
     # The daemon's own unlocked node no longer reads it either.
-    after = run_mindoo(home, *get, password=None)
+    after = mindoo(home, *get, password=None)
     assert after.code == 1 and f"no key {SUBJECT!r} for this document" in after.stderr
     with Node.open(home, CLI_PASSWORD) as node:
         assert SUBJECT not in node.tenant("acme").keyring.names()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import PASSWORD as CLI_PASSWORD
-from cli_helpers import CliResult, assert_one_line_error, cli_env, mindoo_command, run_mindoo
+from cli_helpers import CliResult, assert_one_line_error, cli_env, mindoo, mindoo_command
 from conftest import PASSWORD
 from helpers import daemon_process, run_cli_main
 from hypothesis import given, settings
@@ -380,8 +380,8 @@ def daemon_home(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A node home (made by the CLI, tenant ``acme``) with a running daemon on loopback;
     yields the home and the daemon's peer id."""
     home = tmp_path / "a"
-    assert run_mindoo(home, "init", "--name", "alice").code == 0
-    assert run_mindoo(home, "tenant", "create", "acme").code == 0
+    mindoo(home, "init", "--name", "alice").ok()
+    mindoo(home, "tenant", "create", "acme").ok()
     with daemon_process(home, tmp_path, cli_env(CLI_PASSWORD)) as (_proc, info):
         yield home, info["peer_id"]
 
@@ -407,6 +407,6 @@ def test_export_through_a_running_daemon(daemon_home: tuple[Path, str], tmp_path
         kit_password=KIT_PASSWORD, node_password=CLI_PASSWORD,
     ).ok()  # fmt: skip
     assert [t["name"] for t in json.loads(restored.stdout)["tenants"]] == ["acme"]
-    status = json.loads(run_mindoo(new_home, "status", json_output=True).ok().stdout)
+    status = json.loads(mindoo(new_home, "status", json_output=True).ok().stdout)
     assert status["identity"]["fingerprint"] == json.loads(restored.stdout)["fingerprint"]
     assert status["peer_id"] != peer_id
