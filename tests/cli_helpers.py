@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from cli.main import Invocation, run
+from mindoo_p2p.crypto.keystore import KdfProfile
+from mindoo_p2p.node import Node
 
 PASSWORD = "cli test password"
 SUBPROCESS_TIMEOUT = 60.0
@@ -123,6 +125,15 @@ def mindoo(
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
+def init_home(home: Path, name: str | None = None) -> None:
+    """A node in ``home`` as ``mindoo init [--name NAME]`` makes it (password `PASSWORD`), but
+    with the test-only KDF profile: for tests that need a home, not the init command. Every
+    later command on the home (in-process, subprocess or daemon) then unlocks it without the
+    interactive argon2id (64 MiB, ~70 ms a time); `mindoo init` itself is tested where it is
+    the subject (test_cli.py)."""
+    Node.init(home, PASSWORD, name=name, kdf=KdfProfile.TESTING).close()
+
+
 def assert_one_line_error(result: CliResult, code: int, *fragments: str) -> None:
     """Exit ``code``; stderr is exactly one line holding every fragment; no traceback."""
     everything = result.stdout + result.stderr
@@ -171,8 +182,6 @@ def writer_main(argv: list[str]) -> int:
     waits up to 120 s for that line, so a slow test's ``stop`` never meets a closed pipe), prints
     ``done`` and exits 0.
     """
-    from mindoo_p2p.node import Node
-
     _, home, tenant_name, db_name, first = argv
     node = Node.open(Path(home), os.environ["MINDOO_PASSWORD"])
     try:

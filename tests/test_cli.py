@@ -32,6 +32,7 @@ from cli_helpers import (
     cli_env,
     find_all,
     flip_byte,
+    init_home,
     mindoo,
     mindoo_command,
     run_mindoo,
@@ -201,8 +202,8 @@ def test_full_flow(tmp_path: Path) -> None:
 # -- invite, join, export, import ----------------------------------------------------------------
 def test_invite_join_export_import_between_two_homes(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
-    mindoo(a, "init", "--name", "alice").ok()
-    mindoo(b, "init", "--name", "bob").ok()
+    init_home(a, "alice")
+    init_home(b, "bob")
     mindoo(a, "tenant", "create", "acme").ok()
     mindoo(a, "db", "create", "acme", "notes").ok()
     doc_id = mindoo(a, "doc", "create", "acme", "notes", '{"title": "from A"}').ok().stdout
@@ -277,7 +278,7 @@ def test_invite_join_export_import_between_two_homes(tmp_path: Path) -> None:
 # -- fsck ----------------------------------------------------------------------------------------
 def test_fsck_names_an_entry_with_a_flipped_byte_in_the_store(tmp_path: Path) -> None:
     home = tmp_path / "node"
-    mindoo(home, "init").ok()
+    init_home(home)
     mindoo(home, "tenant", "create", "acme").ok()
     mindoo(home, "db", "create", "acme", "contacts").ok()
     mindoo(home, "doc", "create", "acme", "contacts", '{"secret": "x"}').ok()
@@ -308,7 +309,7 @@ def test_fsck_names_an_entry_with_a_flipped_byte_in_the_store(tmp_path: Path) ->
 @pytest.mark.slow
 def test_a_reader_sees_what_another_process_writes(tmp_path: Path) -> None:
     home = tmp_path / "node"
-    mindoo(home, "init").ok()  # set-up in-process; the writer and the readers are processes
+    init_home(home)  # set-up in-process; the writer and the readers are processes
     mindoo(home, "tenant", "create", "acme").ok()
     mindoo(home, "db", "create", "acme", "contacts").ok()
 

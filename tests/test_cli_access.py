@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cli_helpers import mindoo
+from cli_helpers import init_home, mindoo
 
 
 def test_revoke_rotates_by_default_and_devices_enroll_and_revoke(tmp_path: Path) -> None:
     admin, mallory, laptop, phone = (tmp_path / n for n in ("admin", "mallory", "laptop", "phone"))
     for home in (admin, mallory, laptop, phone):
-        mindoo(home, "init", "--name", home.name).ok()
+        init_home(home, home.name)
     mindoo(admin, "tenant", "create", "acme").ok()
     for home in (mallory, laptop):
         identity = tmp_path / f"{home.name}.json"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import PASSWORD, cli_env, mindoo, mindoo_command, run_mindoo
+from cli_helpers import PASSWORD, cli_env, init_home, mindoo, mindoo_command, run_mindoo
 from helpers import daemon_process, wait_for
 
 from mindoo_p2p.control import daemon_running
@@ -39,8 +39,8 @@ def test_daemons_sync_and_serve_the_cli(
     tmp_path: Path, start_daemon: Callable[[Path], Daemon]
 ) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
-    mindoo(a, "init", "--name", "alice").ok()
-    mindoo(b, "init", "--name", "bob").ok()
+    init_home(a, "alice")
+    init_home(b, "bob")
     mindoo(a, "tenant", "create", "acme").ok()
     mindoo(b, "whoami", "--out", str(tmp_path / "bob.json")).ok()
     invite = str(tmp_path / "bob.invite")
@@ -126,7 +126,7 @@ def test_daemons_sync_and_serve_the_cli(
 
 def test_bad_listen_address_is_a_usage_error(tmp_path: Path) -> None:
     home = tmp_path / "n"
-    mindoo(home, "init").ok()
+    init_home(home)
     result = mindoo(home, "node", "run", "--listen", "not-a-multiaddr")
     assert result.code == 2 and result.stderr.count("\n") == 1, result
     assert "--listen" in result.stderr
@@ -137,7 +137,7 @@ def test_watch_streams_arriving_entries(
     tmp_path: Path, start_daemon: Callable[[Path], Daemon]
 ) -> None:
     home = tmp_path / "w"
-    mindoo(home, "init").ok()
+    init_home(home)
     mindoo(home, "tenant", "create", "acme").ok()
     start_daemon(home)
     watcher = subprocess.Popen(
@@ -173,7 +173,7 @@ def test_node_stop_stops_the_daemon_and_says_so(
     """Issue 10: `mindoo node stop`. The daemon stops cleanly (exit 0), its control socket is
     gone, and a second stop says there is no daemon (one line, exit 1)."""
     home = tmp_path / "a"
-    mindoo(home, "init", "--name", "alice").ok()
+    init_home(home, "alice")
     proc, _info = start_daemon(home)
     stopped = run_mindoo(home, "node", "stop", "--json", password=None)
     assert stopped.code == 0, stopped

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import httpx
 import pytest
-from cli_helpers import PASSWORD, assert_one_line_error, cli_env, mindoo, mindoo_command
+from cli_helpers import PASSWORD, assert_one_line_error, cli_env, init_home, mindoo, mindoo_command
 from helpers import daemon_process
 
 from cli.context import Invocation
@@ -24,7 +24,7 @@ from cli.main import run
 
 def test_errors_under_json_are_one_json_line_with_the_same_exit_codes(tmp_path: Path) -> None:
     home = tmp_path / "n"
-    mindoo(home, "init").ok()
+    init_home(home)
     cases = [
         (("tenant", "members", "nope"), 1, "error"),
         (("node", "run", "--listen", "not-a-multiaddr"), 2, "usage"),
@@ -56,7 +56,7 @@ def test_log_levels_keep_libp2p_at_warning_unless_asked() -> None:
 @pytest.mark.slow
 def test_http_url_logs_and_watch_across_the_daemons_life(tmp_path: Path) -> None:
     home = tmp_path / "w"
-    mindoo(home, "init").ok()
+    init_home(home)
     log_file = tmp_path / "daemon.log"
     with daemon_process(home, tmp_path, cli_env(PASSWORD), ("--log-file", str(log_file))) as (
         proc,
@@ -114,7 +114,7 @@ class _Terminal(io.StringIO):
 
 def test_long_commands_show_progress_on_a_terminal_only(tmp_path: Path) -> None:
     a = tmp_path / "a"
-    mindoo(a, "init").ok()
+    init_home(a)
     mindoo(a, "tenant", "create", "acme").ok()
     mindoo(a, "db", "create", "acme", "notes").ok()
     for i in range(3):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import PASSWORD as CLI_PASSWORD
-from cli_helpers import CliResult, assert_one_line_error, cli_env, mindoo, mindoo_command
+from cli_helpers import CliResult, assert_one_line_error, cli_env, init_home, mindoo, mindoo_command
 from conftest import PASSWORD
 from helpers import daemon_process, run_cli_main
 from hypothesis import given, settings
@@ -380,7 +380,7 @@ def daemon_home(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A node home (made by the CLI, tenant ``acme``) with a running daemon on loopback;
     yields the home and the daemon's peer id."""
     home = tmp_path / "a"
-    mindoo(home, "init", "--name", "alice").ok()
+    init_home(home, "alice")
     mindoo(home, "tenant", "create", "acme").ok()
     with daemon_process(home, tmp_path, cli_env(CLI_PASSWORD)) as (_proc, info):
         yield home, info["peer_id"]
