@@ -150,8 +150,9 @@ def test_later_scopes_reconcile_but_fetch_only_when_current() -> None:
 
     def started() -> tuple[SyncInitiator, ReconRequest, ReconRequest]:
         machine = SyncInitiator(local)
-        assert machine.next_frame() is not None  # our database list
+        assert machine.next_frame() is None  # version 3: our list waits for the peer's
         machine.receive(encode_message(DatabaseList(listed)))
+        assert isinstance(decode_message(machine.next_frame() or b""), DatabaseList)
         first = decode_message(machine.next_frame() or b"")
         second = decode_message(machine.next_frame() or b"")
         assert isinstance(first, ReconRequest) and isinstance(second, ReconRequest)
@@ -226,7 +227,7 @@ async def test_an_initiator_of_version_1_gets_the_version_1_session(
 
 
 async def test_a_responder_of_version_1_is_a_clear_refusal() -> None:
-    """An older responder denies our HELLO of version 2, as it denies any other version: the
+    """An older responder denies our HELLO of version 3, as it denies any other version: the
     initiator says so, instead of the generic denial."""
     initiator_end, responder_end = memory_frame_pair()
     hello_versions: list[int] = []
@@ -240,8 +241,8 @@ async def test_a_responder_of_version_1_is_a_clear_refusal() -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(old_responder)
-            with pytest.raises(AuthDenied, match="version 2"):
+            with pytest.raises(AuthDenied, match="version 3"):
                 await run_initiator(
                     initiator_end, PEER_A, PEER_B, AUTHORITY_A, MemorySyncStore(TENANT)
                 )
-    assert hello_versions == [2]
+    assert hello_versions == [3]

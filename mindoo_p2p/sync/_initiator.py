@@ -37,6 +37,7 @@ from .messages import (
     MAX_RECON_PAYLOAD,
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
+    QUIET_FINISH_VERSION,
     DatabaseList,
     Entries,
     EntryFragment,
@@ -93,6 +94,7 @@ class _Request:
 
 
 class InitiatorPhase(enum.Enum):
+    AWAIT_PEER_LIST = "awaiting the peer's database list before ours (version 3)"
     SEND_DATABASES = "sending the database list"
     SEND_DATABASES_KNOWN = "sending the database list (the peer's received)"
     AWAIT_DATABASES = "awaiting the database list"
@@ -107,21 +109,25 @@ class InitiatorEvent(enum.Enum):
     DATABASES_RECEIVED = "database list received"
     ALL_SYNCED = "every database synced"
     FINISH_SENT = "finish sent"
+    FINISH_SENT_UNPUSHED = "finish sent, nothing pushed (version 3: no finished follows)"
     FINISHED_RECEIVED = "finished received"
 
 
 _IP = InitiatorPhase
 _IE = InitiatorEvent
 _INITIATOR_TRANSITIONS: dict[tuple[InitiatorPhase, InitiatorEvent], InitiatorPhase] = {
+    (_IP.AWAIT_PEER_LIST, _IE.DATABASES_RECEIVED): _IP.SEND_DATABASES_KNOWN,
     (_IP.SEND_DATABASES, _IE.DATABASES_SENT): _IP.AWAIT_DATABASES,
     (_IP.SEND_DATABASES, _IE.DATABASES_RECEIVED): _IP.SEND_DATABASES_KNOWN,
     (_IP.SEND_DATABASES_KNOWN, _IE.DATABASES_SENT): _IP.SYNCING,
     (_IP.AWAIT_DATABASES, _IE.DATABASES_RECEIVED): _IP.SYNCING,
     (_IP.SYNCING, _IE.ALL_SYNCED): _IP.SEND_FINISH,
     (_IP.SEND_FINISH, _IE.FINISH_SENT): _IP.AWAIT_FINISHED,
+    (_IP.SEND_FINISH, _IE.FINISH_SENT_UNPUSHED): _IP.DONE,
     (_IP.AWAIT_FINISHED, _IE.FINISHED_RECEIVED): _IP.DONE,
 }
 _INITIATOR_ACCEPTS: dict[InitiatorPhase, tuple[type, ...]] = {
+    _IP.AWAIT_PEER_LIST: (DatabaseList,),  # version 3: the responder's list comes first
     _IP.SEND_DATABASES: (DatabaseList,),  # a responder of version 2 announces its list first
     _IP.AWAIT_DATABASES: (DatabaseList,),
     _IP.SYNCING: (ReconReply, IndexPage, Entries, EntryFragment, FetchEnd),
@@ -189,7 +195,10 @@ class SyncInitiator:
 
     ``version`` is the one the handshake's HELLO announced: from `LIST_FIRST_VERSION` on, the
     responder's list may come first and up to `RECON_SCOPES` scopes reconcile at once;
-    version 1 is exactly what 063fa60's initiator sent (our list first, one scope at a time).
+    from `QUIET_FINISH_VERSION` on, our list waits for the responder's (so it and every
+    scope's first request leave in one flight) and a session in which we pushed nothing ends
+    as FINISH leaves (the responder sends no FINISHED then); version 1 is exactly what
+    063fa60's initiator sent (our list first, one scope at a time).
 
     The current database's snapshot is the session's own; every other scope of the window
     enters only with a slot of ``snapshot_budget`` (shared by every session of the process),
@@ -213,7 +222,10 @@ class SyncInitiator:
         self._budget = snapshot_budget
         list_first = version >= LIST_FIRST_VERSION
         self._accepts = _INITIATOR_ACCEPTS if list_first else _INITIATOR_ACCEPTS_V1
-        self._phase = InitiatorPhase.SEND_DATABASES
+        self._quiet_finish = version >= QUIET_FINISH_VERSION
+        self._phase = _IP.AWAIT_PEER_LIST if self._quiet_finish else _IP.SEND_DATABASES
+        self._pushed = False
+        """An ENTRIES or ENTRY_FRAGMENT frame of ours left (version 3: FINISHED will follow)."""
         self.report = SyncReport(store.tenant_id, "initiator")
         self._local = local_databases(store)
         self._databases: list[_DatabaseSync] = []
@@ -284,7 +296,10 @@ class SyncInitiator:
             if not self._advance():
                 break
         if self._phase is InitiatorPhase.SEND_FINISH:
-            self._move(InitiatorEvent.FINISH_SENT)
+            if self._quiet_finish and not self._pushed:
+                self._move(InitiatorEvent.FINISH_SENT_UNPUSHED)  # nothing to acknowledge
+            else:
+                self._move(InitiatorEvent.FINISH_SENT)
             return encode_message(Finish())
         return None
 
@@ -306,7 +321,10 @@ class SyncInitiator:
                     db.open_requests += 1
                     return frame, db
         push = self._next_push(current)
-        return (push, current) if push is not None else None
+        if push is None:
+            return None
+        self._pushed = True
+        return push, current
 
     def _next_request(self, db: _DatabaseSync, current: bool) -> tuple[bytes, _Request] | None:
         """``db``'s next request: reconciliation whenever due; index pages and fetches only for

@@ -67,6 +67,7 @@ class ResponderEvent(enum.Enum):
     DENIAL_RECEIVED = "denial received"
     DATABASES_SENT = "database list sent"
     FINISH_RECEIVED = "finish received"
+    FINISH_RECEIVED_UNPUSHED = "finish received, nothing pushed (version 3: no finished)"
     FINISHED_SENT = "finished sent"
 
 
@@ -82,6 +83,7 @@ _RESPONDER_TRANSITIONS: dict[tuple[ResponderPhase, ResponderEvent], ResponderPha
     (_RP.AWAIT_DATABASES, _RE.DENIAL_RECEIVED): _RP.REFUSED,
     (_RP.SEND_DATABASES, _RE.DATABASES_SENT): _RP.SERVING,
     (_RP.SERVING, _RE.FINISH_RECEIVED): _RP.SEND_FINISHED,
+    (_RP.SERVING, _RE.FINISH_RECEIVED_UNPUSHED): _RP.DONE,
     (_RP.SEND_FINISHED, _RE.FINISHED_SENT): _RP.DONE,
 }
 _RESPONDER_ACCEPTS: dict[ResponderPhase, tuple[type, ...]] = {
@@ -98,17 +100,30 @@ class SyncResponder:
     """The answering side after authentication: answers requests in order, stores pushes.
 
     Driven like :class:`SyncInitiator`. A DENIED as the first frame (the initiator refused our
-    proof) ends it in ``REFUSED``. With ``announce`` (an initiator of protocol version 2) our
-    database list is the first frame we send, without waiting for the initiator's: the
-    initiator then sends its list and its first requests in one flight.
+    proof) ends it in ``REFUSED``. With ``announce`` (an initiator of protocol version 2 or
+    later) our database list is the first frame we send, without waiting for the initiator's:
+    the initiator then sends its list and its first requests in one flight. With
+    ``quiet_finish`` (version 3, which implies ``announce``) a FINISH after a session in which
+    the initiator pushed nothing (no ENTRIES or ENTRY_FRAGMENT frame) ends it without a
+    FINISHED.
     """
 
     def __init__(
-        self, store: SyncStore, limits: SyncLimits = DEFAULT_LIMITS, *, announce: bool = False
+        self,
+        store: SyncStore,
+        limits: SyncLimits = DEFAULT_LIMITS,
+        *,
+        announce: bool = False,
+        quiet_finish: bool = False,
     ) -> None:
+        if quiet_finish and not announce:
+            raise ValueError("quiet_finish (version 3) implies announce (version 2)")
         self._store = store
         self._limits = limits
         self._phase = ResponderPhase.ANNOUNCE_DATABASES if announce else _RP.AWAIT_DATABASES
+        self._quiet_finish = quiet_finish
+        self._pushed = False
+        """The initiator sent an ENTRIES or ENTRY_FRAGMENT frame (version 3: FINISHED follows)."""
         self.report = SyncReport(store.tenant_id, "responder")
         self._local = local_databases(store)
         self._union: list[str] = []
@@ -272,6 +287,7 @@ class SyncResponder:
         elif isinstance(message, _REQUESTS):
             self._on_request(message, len(frame))
         elif isinstance(message, Entries | EntryFragment):
+            self._pushed = True
             self._push_database = self._pushed_database(message)
             report = self.report.database(self._push_database)
             report.frames_received += 1
@@ -287,7 +303,10 @@ class SyncResponder:
         elif isinstance(message, Finish):
             if self._assembly.active:
                 raise ProtocolViolation("FINISH inside a fragmented entry")
-            self._move(ResponderEvent.FINISH_RECEIVED)
+            if self._quiet_finish and not self._pushed:
+                self._move(ResponderEvent.FINISH_RECEIVED_UNPUSHED)  # nothing to acknowledge
+            else:
+                self._move(ResponderEvent.FINISH_RECEIVED)
 
     def _on_request(self, request: Request, size: int) -> None:
         if self._assembly.active:

@@ -18,7 +18,8 @@ LEB128 varints and length-prefixed blobs from :mod:`mindoo_p2p.codec`)::
            ENTRY_FRAGMENT 0x17  total size, offset, data blob (a piece of one large entry)
            FETCH_END 0x18       count, ids requested but not sent (distinct)
            FINISH 0x19          (nothing)
-           FINISHED 0x1A        entries added varint, entries refused varint
+           FINISHED 0x1A        entries added varint, entries refused varint (version 3: only
+                                after a session in which the initiator pushed entries)
 
 Messages validate their fields on construction (``ValueError``), so :func:`encode_message` can
 only write what :func:`decode_message` accepts. :func:`decode_message` is strict and bounded: any
@@ -40,15 +41,22 @@ from ..entry import DATABASE_NAME_RE, ID_SIZE, MAX_DATABASE_NAME, MAX_ENTRY_SIZE
 from ..errors import DecodeError, MindooError
 from ..recon import DEFAULT_FRAME_SIZE_LIMIT, MAX_TIMESTAMP, ReconItem
 
-PROTOCOL_VERSION = 2
-"""The version a HELLO announces. 2: the responder sends its DATABASE_LIST right after its
-proof, without waiting for the initiator's (which may then arrive before or after ours); 1:
-the responder answers the initiator's list. A responder speaks every version from
+PROTOCOL_VERSION = 3
+"""The version a HELLO announces. 3: as 2, but the initiator sends its list only after the
+responder's (its list and first requests always leave in one flight), and a FINISH after a
+session in which the initiator pushed nothing ends it at both ends (no FINISHED: there is no
+push to acknowledge); 2: the responder sends its DATABASE_LIST right after its proof, without
+waiting for the initiator's (which may then arrive before or after ours); 1: the responder
+answers the initiator's list. A responder speaks every version from
 :data:`MIN_PROTOCOL_VERSION` up and denies any other."""
 MIN_PROTOCOL_VERSION = 1
 """The oldest version a responder still speaks (an initiator of 1 gets the version-1 session)."""
 LIST_FIRST_VERSION = 2
 """From this version on, the responder announces its database list first."""
+QUIET_FINISH_VERSION = 3
+"""From this version on, the initiator's list waits for the responder's, and FINISHED answers a
+FINISH only when the initiator pushed entries (an ENTRIES or ENTRY_FRAGMENT frame) in the
+session: both sides see the same frames in the same order, so they agree on whether it comes."""
 
 MAX_FRAME_SIZE = 256 * 1024 + 1024
 """The largest frame either side sends or accepts (the transport's default limit)."""
