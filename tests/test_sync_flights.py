@@ -88,34 +88,37 @@ M = MessageType
 
 async def test_an_idle_session_leaves_in_flights() -> None:
     """The frames of an idle session, in order, and how they group: the responder's proof and
-    its database list always share one write (the proof leads the first flight), nothing but
-    the challenge leaves the responder before the initiator's proof arrived, and frames ready
-    together share a write. Version 3 fixes the initiator's grouping (its list waits for the
-    responder's, so it leaves with every scope's first request) and drops FINISHED when the
-    initiator pushed nothing: four writes from the initiator, the last one FINISH; the
-    responder's replies leave in one or two writes, depending on which task trio runs first."""
+    its database summary share one write (the proof leads the first flight), nothing but the
+    challenge leaves the responder before the initiator's proof arrived. Version 3: the
+    summary shows both databases held alike, so the initiator's list and FINISH leave in one
+    write, with no reconciliation and no FINISHED: three writes each way from the initiator,
+    two from the responder, two round trips."""
     entries = [seal("notes", 1_000 + i) for i in range(5)] + [seal("_tenant", 500)]
     initiator, responder, i_report, r_report = await session(
         store_with(entries), store_with(entries)
     )
     assert not isinstance(i_report, BaseException) and not isinstance(r_report, BaseException)
-    assert initiator == [
-        [M.HELLO],
-        [M.INITIATOR_PROOF],
-        [M.DATABASE_LIST, M.RECON_REQUEST, M.RECON_REQUEST],
-        [M.FINISH],
-    ]
-    assert [t for write in responder for t in write] == [
-        M.CHALLENGE,
-        M.RESPONDER_PROOF,
-        M.DATABASE_LIST,
-        M.RECON_REPLY,
-        M.RECON_REPLY,
-    ]
-    assert responder[:2] == [[M.CHALLENGE], [M.RESPONDER_PROOF, M.DATABASE_LIST]]
-    assert len(responder) <= 4
-    assert i_report.peer_added == 0 and i_report.peer_refused == 0  # type: ignore[attr-defined]
+    assert initiator == [[M.HELLO], [M.INITIATOR_PROOF], [M.DATABASE_LIST, M.FINISH]]
+    assert responder == [[M.CHALLENGE], [M.RESPONDER_PROOF, M.DATABASE_SUMMARY]]
     assert i_report.protocol_version == 3  # type: ignore[attr-defined]
+    assert i_report.recon_round_trips == 0  # type: ignore[attr-defined]
+    assert i_report.peer_added == i_report.peer_refused == 0  # type: ignore[attr-defined]
+
+
+async def test_a_session_that_reconciles_groups_its_list_with_the_requests() -> None:
+    """One entry more on each side: the initiator's list leaves with the reconciliation
+    request (version 3 waits for the summary, so the grouping is fixed), and FINISHED answers
+    the FINISH because the initiator pushed its entry."""
+    entries = [seal("notes", 5_000 + i) for i in range(5)] + [seal("_tenant", 400)]
+    mine, theirs = (
+        store_with([*entries, seal("notes", 6_000)]),
+        store_with([*entries, seal("notes", 7_000)]),
+    )
+    initiator, responder, i_report, r_report = await session(mine, theirs)
+    assert not isinstance(i_report, BaseException) and not isinstance(r_report, BaseException)
+    assert initiator[:3] == [[M.HELLO], [M.INITIATOR_PROOF], [M.DATABASE_LIST, M.RECON_REQUEST]]
+    assert [t for write in responder for t in write][-1] is M.FINISHED
+    assert mine.ids() == theirs.ids()
 
 
 async def test_entries_still_move_and_every_frame_is_counted() -> None:

@@ -32,6 +32,7 @@ from mindoo_p2p.sync.driver import (
 from mindoo_p2p.sync.messages import (
     DatabaseInfo,
     DatabaseList,
+    DatabaseSummary,
     Entries,
     FetchEnd,
     FetchRequest,
@@ -151,7 +152,7 @@ def test_later_scopes_reconcile_but_fetch_only_when_current() -> None:
     def started() -> tuple[SyncInitiator, ReconRequest, ReconRequest]:
         machine = SyncInitiator(local)
         assert machine.next_frame() is None  # version 3: our list waits for the peer's
-        machine.receive(encode_message(DatabaseList(listed)))
+        machine.receive(encode_message(DatabaseSummary(listed, (bytes(16),) * 2)))
         assert isinstance(decode_message(machine.next_frame() or b""), DatabaseList)
         first = decode_message(machine.next_frame() or b"")
         second = decode_message(machine.next_frame() or b"")
@@ -205,7 +206,7 @@ def test_the_responder_announces_its_list_only_to_version_2() -> None:
     waiting.receive(encode_message(DatabaseList(())))
     assert decode_message(waiting.next_frame() or b"") == ours
 
-    initiator = SyncInitiator(store_with([seal("notes", BASE_MS)]))
+    initiator = SyncInitiator(store_with([seal("notes", BASE_MS)]), version=2)
     initiator.receive(encode_message(ours))  # the announced list, before ours left
     assert isinstance(decode_message(initiator.next_frame() or b""), DatabaseList)
     request = decode_message(initiator.next_frame() or b"")  # in the same flight

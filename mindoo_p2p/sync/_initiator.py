@@ -26,6 +26,7 @@ from ._session_common import (
     database_order,
     decode_frame,
     entry_frames,
+    fingerprint_of,
     local_databases,
     problem_summary,
     record_outcome,
@@ -37,8 +38,9 @@ from .messages import (
     MAX_RECON_PAYLOAD,
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
-    QUIET_FINISH_VERSION,
+    SUMMARY_VERSION,
     DatabaseList,
+    DatabaseSummary,
     Entries,
     EntryFragment,
     FetchEnd,
@@ -127,7 +129,7 @@ _INITIATOR_TRANSITIONS: dict[tuple[InitiatorPhase, InitiatorEvent], InitiatorPha
     (_IP.AWAIT_FINISHED, _IE.FINISHED_RECEIVED): _IP.DONE,
 }
 _INITIATOR_ACCEPTS: dict[InitiatorPhase, tuple[type, ...]] = {
-    _IP.AWAIT_PEER_LIST: (DatabaseList,),  # version 3: the responder's list comes first
+    _IP.AWAIT_PEER_LIST: (DatabaseSummary,),  # version 3: the responder's summary first
     _IP.SEND_DATABASES: (DatabaseList,),  # a responder of version 2 announces its list first
     _IP.AWAIT_DATABASES: (DatabaseList,),
     _IP.SYNCING: (ReconReply, IndexPage, Entries, EntryFragment, FetchEnd),
@@ -195,10 +197,11 @@ class SyncInitiator:
 
     ``version`` is the one the handshake's HELLO announced: from `LIST_FIRST_VERSION` on, the
     responder's list may come first and up to `RECON_SCOPES` scopes reconcile at once;
-    from `QUIET_FINISH_VERSION` on, our list waits for the responder's (so it and every
-    scope's first request leave in one flight) and a session in which we pushed nothing ends
-    as FINISH leaves (the responder sends no FINISHED then); version 1 is exactly what
-    063fa60's initiator sent (our list first, one scope at a time).
+    from `SUMMARY_VERSION` on, our list waits for the responder's summary (so it and every
+    scope's first request leave in one flight), a database we hold with the count and
+    fingerprint the summary gives is in sync without reconciling, and a session in which we
+    pushed nothing ends as FINISH leaves (the responder sends no FINISHED then); version 1 is
+    exactly what 063fa60's initiator sent (our list first, one scope at a time).
 
     The current database's snapshot is the session's own; every other scope of the window
     enters only with a slot of ``snapshot_budget`` (shared by every session of the process),
@@ -222,7 +225,7 @@ class SyncInitiator:
         self._budget = snapshot_budget
         list_first = version >= LIST_FIRST_VERSION
         self._accepts = _INITIATOR_ACCEPTS if list_first else _INITIATOR_ACCEPTS_V1
-        self._quiet_finish = version >= QUIET_FINISH_VERSION
+        self._quiet_finish = version >= SUMMARY_VERSION
         self._phase = _IP.AWAIT_PEER_LIST if self._quiet_finish else _IP.SEND_DATABASES
         self._pushed = False
         """An ENTRIES or ENTRY_FRAGMENT frame of ours left (version 3: FINISHED will follow)."""
@@ -448,7 +451,10 @@ class SyncInitiator:
         if self._frames_received > self._limits.max_frames:
             raise ProtocolViolation(f"more than {self._limits.max_frames} frames in a session")
         message = decode_frame(frame, self._phase, self._accepts.get(self._phase, ()))
-        if isinstance(message, DatabaseList):
+        if isinstance(message, DatabaseSummary):
+            names = (info.name for info in message.databases)
+            self._start(message.listed, dict(zip(names, message.fingerprints, strict=True)))
+        elif isinstance(message, DatabaseList):
             self._start(message)
         elif isinstance(message, Finished):
             self.report.peer_added = message.added
@@ -471,7 +477,10 @@ class SyncInitiator:
             db.report.peer_lacking = len(db.push_queue)
             db.report.settled = db.phase in (DatabasePhase.DRAIN, DatabasePhase.DONE)
 
-    def _start(self, remote: DatabaseList) -> None:
+    def _start(self, remote: DatabaseList, fingerprints: dict[str, bytes] | None = None) -> None:
+        """Agree on the databases. With the peer's ``fingerprints`` by name (version 3: its
+        summary), a database we hold with the same count and fingerprint starts done: nothing
+        to reconcile, fetch or push there."""
         names = database_order([info.name for info in (*self._local, *remote.databases)])
         if len(names) > MAX_DATABASES:
             raise ProtocolViolation(f"the peer's databases make more than {MAX_DATABASES}")
@@ -486,6 +495,12 @@ class SyncInitiator:
             report.peer_items, report.local_items = theirs, local_counts.get(name, 0)
             report.bulk = bulk
             phase = DatabasePhase.BULK if bulk else DatabasePhase.RECON
+            if (
+                fingerprints is not None
+                and name in fingerprints
+                and fingerprint_of(self._store, name) == (theirs, fingerprints[name])
+            ):
+                phase = DatabasePhase.DONE  # held alike: in sync already
             db = _DatabaseSync(name, index, report, phase)
             self._databases.append(db)
             self._by_name[name] = db

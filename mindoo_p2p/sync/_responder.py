@@ -27,6 +27,7 @@ from ._session_common import (
     decode_frame,
     entry_frames,
     local_databases,
+    local_summary,
     problem_summary,
     record_outcome,
 )
@@ -103,9 +104,10 @@ class SyncResponder:
     proof) ends it in ``REFUSED``. With ``announce`` (an initiator of protocol version 2 or
     later) our database list is the first frame we send, without waiting for the initiator's:
     the initiator then sends its list and its first requests in one flight. With
-    ``quiet_finish`` (version 3, which implies ``announce``) a FINISH after a session in which
-    the initiator pushed nothing (no ENTRIES or ENTRY_FRAGMENT frame) ends it without a
-    FINISHED.
+    ``version3`` (an initiator of version 3; implies ``announce``) what we announce is a
+    DATABASE_SUMMARY (each database's fingerprint beside its count), and a FINISH after a
+    session in which the initiator pushed nothing (no ENTRIES or ENTRY_FRAGMENT frame) ends it
+    without a FINISHED.
     """
 
     def __init__(
@@ -114,18 +116,19 @@ class SyncResponder:
         limits: SyncLimits = DEFAULT_LIMITS,
         *,
         announce: bool = False,
-        quiet_finish: bool = False,
+        version3: bool = False,
     ) -> None:
-        if quiet_finish and not announce:
-            raise ValueError("quiet_finish (version 3) implies announce (version 2)")
+        if version3 and not announce:
+            raise ValueError("version3 implies announce (version 2)")
         self._store = store
         self._limits = limits
         self._phase = ResponderPhase.ANNOUNCE_DATABASES if announce else _RP.AWAIT_DATABASES
-        self._quiet_finish = quiet_finish
+        self._quiet_finish = version3
         self._pushed = False
         """The initiator sent an ENTRIES or ENTRY_FRAGMENT frame (version 3: FINISHED follows)."""
         self.report = SyncReport(store.tenant_id, "responder")
-        self._local = local_databases(store)
+        self._summary = local_summary(store) if version3 else None
+        self._local = self._summary.databases if self._summary else local_databases(store)
         self._union: list[str] = []
         self._union_names: frozenset[str] = frozenset()
         self._requests: deque[Request] = deque()
@@ -188,6 +191,8 @@ class SyncResponder:
         """The next frame to send, or None when we must wait for the peer (or are done)."""
         if self._phase in (ResponderPhase.ANNOUNCE_DATABASES, ResponderPhase.SEND_DATABASES):
             self._move(ResponderEvent.DATABASES_SENT)
+            if self._summary is not None:
+                return encode_message(self._summary)
             return encode_message(DatabaseList(self._local))
         if self._phase not in (ResponderPhase.SERVING, ResponderPhase.SEND_FINISHED):
             return None

@@ -41,7 +41,7 @@ from .messages import (
     LIST_FIRST_VERSION,
     MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
-    QUIET_FINISH_VERSION,
+    SUMMARY_VERSION,
     ProtocolViolation,
 )
 from .protocol import (
@@ -473,7 +473,7 @@ async def run_responder(
                 store,
                 limits,
                 announce=handshake.peer_version >= LIST_FIRST_VERSION,
-                quiet_finish=handshake.peer_version >= QUIET_FINISH_VERSION,
+                version3=handshake.peer_version >= SUMMARY_VERSION,
             )
             machine.report.protocol_version = handshake.peer_version
             await session.duplex(machine, store, lead=proof)

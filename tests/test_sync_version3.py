@@ -1,7 +1,8 @@
-"""Sync protocol version 3, frame by frame (no sockets): the initiator's list waits for the
-responder's, and a FINISH after a session in which the initiator pushed nothing ends it at both
-ends without a FINISHED. Version 2 keeps its order and its FINISHED; the driver ends a version-3
-initiator as its FINISH leaves, without waiting for the peer."""
+"""Sync protocol version 3, frame by frame (no sockets): the responder announces a
+DATABASE_SUMMARY (each database's count and fingerprint), the initiator's list waits for it, a
+database held alike needs no reconciliation, and a FINISH after a session in which the
+initiator pushed nothing ends it at both ends without a FINISHED. Version 2 keeps its order and
+its FINISHED; the driver ends a version-3 initiator as its FINISH leaves."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import trio
 import trio.testing
 from sync_helpers import AUTHORITY_A, AUTHORITY_B, BASE_MS, PEER_A, PEER_B, TENANT, seal, store_with
 
+from mindoo_p2p.entry import TENANT_LOG
+from mindoo_p2p.errors import DecodeError
 from mindoo_p2p.sync.driver import run_initiator, run_responder
 from mindoo_p2p.sync.messages import (
     DatabaseInfo,
     DatabaseList,
+    DatabaseSummary,
     Entries,
     Finish,
     Finished,
@@ -50,30 +54,79 @@ def answer_all(requests: list[Message], responder: SyncResponder) -> list[bytes]
     return out
 
 
-def test_an_idle_version_3_session_ends_with_finish_at_both_ends() -> None:
-    entries = [seal("notes", BASE_MS + i) for i in range(4)]
+def test_an_idle_version_3_session_is_the_lists_and_finish() -> None:
+    """Both hold the same entries: the summary shows every database alike, so the initiator's
+    list and FINISH leave in one flight, no reconciliation, and no FINISHED comes back."""
+    entries = [seal("notes", BASE_MS + i) for i in range(4)] + [seal(TENANT_LOG, BASE_MS)]
     local, remote = store_with(entries), store_with(entries)
     initiator = SyncInitiator(local, version=3)
-    responder = SyncResponder(remote, announce=True, quiet_finish=True)
+    responder = SyncResponder(remote, announce=True, version3=True)
     assert initiator.phase is InitiatorPhase.AWAIT_PEER_LIST
-    assert initiator.next_frame() is None  # our list waits for the responder's
+    assert initiator.next_frame() is None  # our list waits for the responder's summary
     announced = frames_of(responder)
-    assert announced == [DatabaseList((DatabaseInfo("notes", 4),))]
+    assert len(announced) == 1 and isinstance(announced[0], DatabaseSummary)
+    assert announced[0].databases == (DatabaseInfo(TENANT_LOG, 1), DatabaseInfo("notes", 4))
     initiator.receive(encode_message(announced[0]))
-    flight = frames_of(initiator)  # our list and the first request, together
-    assert isinstance(flight[0], DatabaseList) and isinstance(flight[1], ReconRequest)
-    assert len(flight) == 2 and initiator.phase is InitiatorPhase.SYNCING
-    for reply in answer_all(flight, responder):
-        initiator.receive(reply)
-    finish = initiator.next_frame()
-    assert finish is not None and decode_message(finish) == Finish()
+    flight = frames_of(initiator)
+    assert flight == [DatabaseList(announced[0].databases), Finish()]
     assert initiator.finished and not initiator.receiving and not initiator.sending
+    assert initiator.report.recon_round_trips == 0
     assert initiator.report.peer_added == initiator.report.peer_refused == 0
-    responder.receive(finish)
+    for message in flight:
+        responder.receive(encode_message(message))
     assert responder.phase is ResponderPhase.DONE and responder.finished
     assert responder.next_frame() is None  # no FINISHED: nothing was pushed
     initiator.close()
     responder.close()
+
+
+def test_only_the_databases_that_differ_reconcile() -> None:
+    """One entry more on the responder's side in "notes": only "notes" reconciles; the tenant
+    log and "tasks", held alike, start done (and a database only the peer holds reconciles)."""
+    shared = [seal(db, BASE_MS + i) for db in (TENANT_LOG, "notes", "tasks") for i in range(3)]
+    local = store_with(shared)
+    remote = store_with([*shared, seal("notes", BASE_MS + 50), seal("zeta", BASE_MS)])
+    initiator = SyncInitiator(local, version=3)
+    responder = SyncResponder(remote, announce=True, version3=True)
+    initiator.receive(responder.next_frame() or b"")
+    flight = frames_of(initiator)
+    assert isinstance(flight[0], DatabaseList)
+    union = [TENANT_LOG, "notes", "tasks", "zeta"]
+    asked = [union[m.database] for m in flight[1:] if isinstance(m, ReconRequest)]
+    assert asked == ["notes", "zeta"]  # the tenant log and "tasks", held alike, are not
+    assert len(flight) == 3
+    initiator.close()
+    responder.close()
+
+
+def test_a_summary_fingerprint_that_differs_is_reconciled() -> None:
+    """The same count but another fingerprint (another set of entries): reconciled."""
+    mine = [seal("notes", BASE_MS + i) for i in range(3)]
+    theirs = [*mine[:2], seal("notes", BASE_MS + 99)]
+    initiator = SyncInitiator(store_with(mine), version=3)
+    responder = SyncResponder(store_with(theirs), announce=True, version3=True)
+    summary = decode_message(responder.next_frame() or b"")
+    assert isinstance(summary, DatabaseSummary) and summary.databases[0].item_count == 3
+    initiator.receive(encode_message(summary))
+    flight = frames_of(initiator)
+    assert isinstance(flight[1], ReconRequest) and flight[1].database == 0
+    initiator.close()
+    responder.close()
+
+
+def test_the_summary_is_validated() -> None:
+    infos = (DatabaseInfo("notes", 1),)
+    with pytest.raises(ValueError, match="one fingerprint per database"):
+        DatabaseSummary(infos, ())
+    with pytest.raises(ValueError, match="fingerprint must be 16 bytes"):
+        DatabaseSummary(infos, (bytes(15),))
+    with pytest.raises(ValueError, match="strictly increase"):
+        DatabaseSummary((DatabaseInfo("b", 1), DatabaseInfo("a", 1)), (bytes(16),) * 2)
+    frame = encode_message(DatabaseSummary(infos, (bytes(16),)))
+    with pytest.raises(DecodeError):
+        decode_message(frame[:-1])  # a fingerprint cut short
+    with pytest.raises(DecodeError):
+        decode_message(frame[:1] + b"\x05" + frame[2:])  # five databases announced, one sent
 
 
 def test_a_version_3_initiator_that_pushed_waits_for_finished() -> None:
@@ -81,8 +134,8 @@ def test_a_version_3_initiator_that_pushed_waits_for_finished() -> None:
     extra = seal("notes", BASE_MS + 100)
     local, remote = store_with([*shared, extra]), store_with(shared)
     initiator = SyncInitiator(local, version=3)
-    responder = SyncResponder(remote, announce=True, quiet_finish=True)
-    initiator.receive(responder.next_frame() or b"")
+    responder = SyncResponder(remote, announce=True, version3=True)
+    initiator.receive(responder.next_frame() or b"")  # its summary: "notes" differs
     to_responder = [encode_message(m) for m in frames_of(initiator)]
     for _ in range(10):  # carry frames until the initiator has said everything
         for frame in to_responder:
@@ -136,7 +189,7 @@ def test_a_version_3_responder_still_acknowledges_a_push_of_a_fragment_or_entrie
     """Whether FINISHED comes is decided by the frames both sides saw: one pushed ENTRIES
     frame (even of entries the store then refuses) is enough."""
     store = MemorySyncStore(TENANT)
-    responder = SyncResponder(store, announce=True, quiet_finish=True)
+    responder = SyncResponder(store, announce=True, version3=True)
     responder.next_frame()
     responder.receive(encode_message(DatabaseList((DatabaseInfo("notes", 1),))))
     responder.receive(encode_message(Entries((seal("notes", BASE_MS).raw,))))
@@ -147,15 +200,17 @@ def test_a_version_3_responder_still_acknowledges_a_push_of_a_fragment_or_entrie
     assert decode_message(responder.next_frame() or b"") == Finished(1, 0)
 
 
-def test_quiet_finish_needs_the_announced_list() -> None:
+def test_version3_needs_the_announced_list() -> None:
     with pytest.raises(ValueError, match="implies announce"):
-        SyncResponder(MemorySyncStore(TENANT), quiet_finish=True)
+        SyncResponder(MemorySyncStore(TENANT), version3=True)
 
 
-def test_a_version_3_initiator_refuses_a_reply_before_the_lists() -> None:
-    initiator = SyncInitiator(store_with([seal("notes", BASE_MS)]), version=3)
-    with pytest.raises(ProtocolViolation, match="awaiting the peer's database list"):
-        initiator.receive(encode_message(ReconReply(b"\x61")))
+def test_a_version_3_initiator_takes_nothing_but_the_summary_first() -> None:
+    """Not a reply, and not a plain list (a version-3 responder always summarizes)."""
+    for first in (ReconReply(b"\x61"), DatabaseList((DatabaseInfo("notes", 1),))):
+        initiator = SyncInitiator(store_with([seal("notes", BASE_MS)]), version=3)
+        with pytest.raises(ProtocolViolation, match="awaiting the peer's database list"):
+            initiator.receive(encode_message(first))
 
 
 async def test_the_driver_ends_an_idle_version_3_initiator_as_its_finish_leaves(
