@@ -98,7 +98,7 @@ async def test_an_idle_session_leaves_in_flights() -> None:
         store_with(entries), store_with(entries)
     )
     assert not isinstance(i_report, BaseException) and not isinstance(r_report, BaseException)
-    assert initiator == [[M.HELLO], [M.INITIATOR_PROOF], [M.DATABASE_LIST, M.FINISH]]
+    assert initiator == [[M.HELLO], [M.INITIATOR_PROOF], [M.DATABASE_SUMMARY, M.FINISH]]
     assert responder == [[M.CHALLENGE], [M.RESPONDER_PROOF, M.DATABASE_SUMMARY]]
     assert i_report.protocol_version == 3  # type: ignore[attr-defined]
     assert i_report.recon_round_trips == 0  # type: ignore[attr-defined]
@@ -116,7 +116,11 @@ async def test_a_session_that_reconciles_groups_its_list_with_the_requests() -> 
     )
     initiator, responder, i_report, r_report = await session(mine, theirs)
     assert not isinstance(i_report, BaseException) and not isinstance(r_report, BaseException)
-    assert initiator[:3] == [[M.HELLO], [M.INITIATOR_PROOF], [M.DATABASE_LIST, M.RECON_REQUEST]]
+    assert initiator[:3] == [
+        [M.HELLO],
+        [M.INITIATOR_PROOF],
+        [M.DATABASE_SUMMARY, M.RECON_REQUEST],
+    ]
     assert [t for write in responder for t in write][-1] is M.FINISHED
     assert mine.ids() == theirs.ids()
 

@@ -426,7 +426,7 @@ def test_initiator_refuses_answers_it_did_not_ask_for() -> None:
         machine = SyncInitiator(local)
         assert machine.next_frame() is None  # version 3: our list waits for the peer's
         machine.receive(encode_message(DatabaseSummary((DatabaseInfo("notes", 5),), (_FP,))))
-        assert isinstance(decode_message(machine.next_frame() or b""), DatabaseList)
+        assert isinstance(decode_message(machine.next_frame() or b""), DatabaseSummary)
         request = decode_message(machine.next_frame() or b"")
         assert isinstance(request, ReconRequest) and request.database == 0
         return machine, ReconResponder(remote).reconcile(request.payload)

@@ -153,7 +153,7 @@ def test_later_scopes_reconcile_but_fetch_only_when_current() -> None:
         machine = SyncInitiator(local)
         assert machine.next_frame() is None  # version 3: our list waits for the peer's
         machine.receive(encode_message(DatabaseSummary(listed, (bytes(16),) * 2)))
-        assert isinstance(decode_message(machine.next_frame() or b""), DatabaseList)
+        assert isinstance(decode_message(machine.next_frame() or b""), DatabaseSummary)
         first = decode_message(machine.next_frame() or b"")
         second = decode_message(machine.next_frame() or b"")
         assert isinstance(first, ReconRequest) and isinstance(second, ReconRequest)

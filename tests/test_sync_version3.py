@@ -55,8 +55,9 @@ def answer_all(requests: list[Message], responder: SyncResponder) -> list[bytes]
 
 
 def test_an_idle_version_3_session_is_the_lists_and_finish() -> None:
-    """Both hold the same entries: the summary shows every database alike, so the initiator's
-    list and FINISH leave in one flight, no reconciliation, and no FINISHED comes back."""
+    """Both hold the same entries: the summaries show every database alike, so the initiator's
+    summary and FINISH leave in one flight, no reconciliation, and no FINISHED comes back;
+    both reports mark every database alike (the durability ledger counts them)."""
     entries = [seal("notes", BASE_MS + i) for i in range(4)] + [seal(TENANT_LOG, BASE_MS)]
     local, remote = store_with(entries), store_with(entries)
     initiator = SyncInitiator(local, version=3)
@@ -68,7 +69,7 @@ def test_an_idle_version_3_session_is_the_lists_and_finish() -> None:
     assert announced[0].databases == (DatabaseInfo(TENANT_LOG, 1), DatabaseInfo("notes", 4))
     initiator.receive(encode_message(announced[0]))
     flight = frames_of(initiator)
-    assert flight == [DatabaseList(announced[0].databases), Finish()]
+    assert flight == [announced[0], Finish()]  # the same entries: the same summary
     assert initiator.finished and not initiator.receiving and not initiator.sending
     assert initiator.report.recon_round_trips == 0
     assert initiator.report.peer_added == initiator.report.peer_refused == 0
@@ -76,6 +77,9 @@ def test_an_idle_version_3_session_is_the_lists_and_finish() -> None:
         responder.receive(encode_message(message))
     assert responder.phase is ResponderPhase.DONE and responder.finished
     assert responder.next_frame() is None  # no FINISHED: nothing was pushed
+    for report in (initiator.report, responder.report):
+        assert [db.alike for db in report.databases.values()] == [True, True]
+    assert all(db.settled for db in initiator.report.databases.values())
     initiator.close()
     responder.close()
 
@@ -90,11 +94,14 @@ def test_only_the_databases_that_differ_reconcile() -> None:
     responder = SyncResponder(remote, announce=True, version3=True)
     initiator.receive(responder.next_frame() or b"")
     flight = frames_of(initiator)
-    assert isinstance(flight[0], DatabaseList)
+    assert isinstance(flight[0], DatabaseSummary)
     union = [TENANT_LOG, "notes", "tasks", "zeta"]
     asked = [union[m.database] for m in flight[1:] if isinstance(m, ReconRequest)]
     assert asked == ["notes", "zeta"]  # the tenant log and "tasks", held alike, are not
     assert len(flight) == 3
+    responder.receive(encode_message(flight[0]))
+    alike = {name: db.alike for name, db in responder.report.databases.items()}
+    assert alike == {TENANT_LOG: True, "notes": False, "tasks": True, "zeta": False}
     initiator.close()
     responder.close()
 
@@ -191,7 +198,7 @@ def test_a_version_3_responder_still_acknowledges_a_push_of_a_fragment_or_entrie
     store = MemorySyncStore(TENANT)
     responder = SyncResponder(store, announce=True, version3=True)
     responder.next_frame()
-    responder.receive(encode_message(DatabaseList((DatabaseInfo("notes", 1),))))
+    responder.receive(encode_message(DatabaseSummary((DatabaseInfo("notes", 1),), (bytes(16),))))
     responder.receive(encode_message(Entries((seal("notes", BASE_MS).raw,))))
     for job in responder.take_jobs():
         responder.ingested(job, store.ingest(job.raws))

@@ -26,8 +26,8 @@ from ._session_common import (
     database_order,
     decode_frame,
     entry_frames,
-    fingerprint_of,
     local_databases,
+    local_summary,
     problem_summary,
     record_outcome,
 )
@@ -39,6 +39,7 @@ from .messages import (
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
     SUMMARY_VERSION,
+    DatabaseInfo,
     DatabaseList,
     DatabaseSummary,
     Entries,
@@ -226,11 +227,19 @@ class SyncInitiator:
         list_first = version >= LIST_FIRST_VERSION
         self._accepts = _INITIATOR_ACCEPTS if list_first else _INITIATOR_ACCEPTS_V1
         self._quiet_finish = version >= SUMMARY_VERSION
+        self._summary = local_summary(store) if self._quiet_finish else None
+        """(Version 3) our databases' counts and fingerprints: our list, and what the peer's
+        summary is compared with."""
+        self._fingerprints: dict[DatabaseInfo, bytes] = (
+            dict(zip(self._summary.databases, self._summary.fingerprints, strict=True))
+            if self._summary
+            else {}
+        )
         self._phase = _IP.AWAIT_PEER_LIST if self._quiet_finish else _IP.SEND_DATABASES
         self._pushed = False
         """An ENTRIES or ENTRY_FRAGMENT frame of ours left (version 3: FINISHED will follow)."""
         self.report = SyncReport(store.tenant_id, "initiator")
-        self._local = local_databases(store)
+        self._local = self._summary.databases if self._summary else local_databases(store)
         self._databases: list[_DatabaseSync] = []
         self._by_name: dict[str, _DatabaseSync] = {}
         # Version 1 (063fa60 and earlier) reconciles one database at a time: its responder
@@ -288,6 +297,8 @@ class SyncInitiator:
         if self._phase in (InitiatorPhase.SEND_DATABASES, InitiatorPhase.SEND_DATABASES_KNOWN):
             self._move(InitiatorEvent.DATABASES_SENT)
             self._all_synced_if_empty()
+            if self._summary is not None:
+                return encode_message(self._summary)
             return encode_message(DatabaseList(self._local))
         while self._phase is InitiatorPhase.SYNCING:
             sent = self._sync_frame()
@@ -495,17 +506,20 @@ class SyncInitiator:
             report.peer_items, report.local_items = theirs, local_counts.get(name, 0)
             report.bulk = bulk
             phase = DatabasePhase.BULK if bulk else DatabasePhase.RECON
-            if (
-                fingerprints is not None
-                and name in fingerprints
-                and fingerprint_of(self._store, name) == (theirs, fingerprints[name])
-            ):
-                phase = DatabasePhase.DONE  # held alike: in sync already
+            if fingerprints is not None and self._held_alike(name, theirs, fingerprints):
+                phase = DatabasePhase.DONE  # in sync already
+                report.alike = report.settled = True
             db = _DatabaseSync(name, index, report, phase)
             self._databases.append(db)
             self._by_name[name] = db
         self._move(InitiatorEvent.DATABASES_RECEIVED)
         self._all_synced_if_empty()
+
+    def _held_alike(self, name: str, theirs: int, fingerprints: dict[str, bytes]) -> bool:
+        """We hold ``name`` with the count and fingerprint of the peer's summary (our own
+        summary's: the snapshot our list was read from)."""
+        peer = fingerprints.get(name)
+        return peer is not None and self._fingerprints.get(DatabaseInfo(name, theirs)) == peer
 
     def _all_synced_if_empty(self) -> None:
         """Both lists known and nothing to reconcile: straight to FINISH."""

@@ -36,6 +36,7 @@ from .messages import (
     MAX_DATABASES,
     MAX_RECON_PAYLOAD,
     DatabaseList,
+    DatabaseSummary,
     Denied,
     Entries,
     EntryFragment,
@@ -93,6 +94,11 @@ _RESPONDER_ACCEPTS: dict[ResponderPhase, tuple[type, ...]] = {
     _RP.AWAIT_DATABASES: (DatabaseList, Denied),
     _RP.SERVING: (ReconRequest, IndexRequest, FetchRequest, Entries, EntryFragment, Finish),
 }
+_RESPONDER_ACCEPTS_V3: dict[ResponderPhase, tuple[type, ...]] = {
+    **_RESPONDER_ACCEPTS,
+    _RP.ANNOUNCE_DATABASES: (DatabaseSummary, Denied),  # a version-3 initiator summarizes too
+    _RP.AWAIT_ANNOUNCED: (DatabaseSummary, Denied),
+}
 _REQUESTS = (ReconRequest, IndexRequest, FetchRequest)
 Request = ReconRequest | IndexRequest | FetchRequest
 
@@ -124,6 +130,7 @@ class SyncResponder:
         self._limits = limits
         self._phase = ResponderPhase.ANNOUNCE_DATABASES if announce else _RP.AWAIT_DATABASES
         self._quiet_finish = version3
+        self._accepts = _RESPONDER_ACCEPTS_V3 if version3 else _RESPONDER_ACCEPTS
         self._pushed = False
         """The initiator sent an ENTRIES or ENTRY_FRAGMENT frame (version 3: FINISHED follows)."""
         self.report = SyncReport(store.tenant_id, "responder")
@@ -277,10 +284,10 @@ class SyncResponder:
         self._frames_received += 1
         if self._frames_received > self._limits.max_frames:
             raise ProtocolViolation(f"more than {self._limits.max_frames} frames in a session")
-        message = decode_frame(frame, self._phase, _RESPONDER_ACCEPTS.get(self._phase, ()))
+        message = decode_frame(frame, self._phase, self._accepts.get(self._phase, ()))
         if isinstance(message, Denied):
             self._move(ResponderEvent.DENIAL_RECEIVED)
-        elif isinstance(message, DatabaseList):
+        elif isinstance(message, DatabaseList | DatabaseSummary):
             names = [info.name for info in (*self._local, *message.databases)]
             self._union = database_order(names)
             self._union_names = frozenset(self._union)
@@ -288,6 +295,8 @@ class SyncResponder:
                 raise ProtocolViolation(f"the peer's databases make more than {MAX_DATABASES}")
             for name in self._union:
                 self.report.database(name)
+            if isinstance(message, DatabaseSummary):
+                self._note_alike(message)
             self._move(ResponderEvent.DATABASES_RECEIVED)
         elif isinstance(message, _REQUESTS):
             self._on_request(message, len(frame))
@@ -312,6 +321,15 @@ class SyncResponder:
                 self._move(ResponderEvent.FINISH_RECEIVED_UNPUSHED)  # nothing to acknowledge
             else:
                 self._move(ResponderEvent.FINISH_RECEIVED)
+
+    def _note_alike(self, theirs: DatabaseSummary) -> None:
+        """Mark the databases the initiator's summary shows held alike with ours: it will not
+        reconcile them, and they are in sync (what the durability ledger learns)."""
+        assert self._summary is not None
+        ours = dict(zip(self._summary.databases, self._summary.fingerprints, strict=True))
+        for info, fingerprint in zip(theirs.databases, theirs.fingerprints, strict=True):
+            if ours.get(info) == fingerprint:
+                self.report.database(info.name).alike = True
 
     def _on_request(self, request: Request, size: int) -> None:
         if self._assembly.active:

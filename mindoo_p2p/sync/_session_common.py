@@ -66,13 +66,6 @@ def _local(store: SyncStore, *, fingerprints: bool) -> list[tuple[DatabaseInfo, 
     return rows
 
 
-def fingerprint_of(store: SyncStore, database: str) -> tuple[int, bytes]:
-    """``database``'s item count and the fingerprint of all its items, from one snapshot."""
-    with store.recon_storage(database) as storage:
-        size = storage.size()
-        return size, storage.fingerprint(0, size)
-
-
 def entry_frames(raws: Iterable[bytes]) -> Iterator[bytes]:
     """ENTRIES frames packing ``raws`` in order, and ENTRY_FRAGMENT frames for an entry too
     large for one frame."""
