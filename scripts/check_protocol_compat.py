@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Check sync compatibility with the REAL code of an older commit (063fa60 by default: sync
-protocol version 1, whose responder denies any other HELLO version).
+"""Check sync compatibility with the REAL code of older commits (by default 063fa60, sync
+protocol version 1, and 3d3bd70, version 2; each responder denies any other HELLO version).
 
 The old tree (``git archive COMMIT``, or ``--old-tree DIR``) is copied under the package name
 ``mindoo_p2p_old`` (its own absolute imports renamed; nothing else changed) and imported beside
@@ -13,13 +13,16 @@ Cases (each: one tenant, the tenant log and three databases):
 
 - ``new->old``: this tree's initiator, as `SyncSessions.sync_tenant` runs it (a version from
   the `PeerTable`, `run_with_version_fallback`), toward an old responder; the stores differ both
-  ways. Expected toward an older version (063fa60): HELLO 2 denied, then a version-1 session on
-  a new stream; the stores converge; the old responder counts each pushed entry under its own
-  database (it counts them under the database last asked about: one scope at a time); it
-  scores us once (5 points). Toward a tree of our own version (``--old-commit 2f40235``, the
-  perf-idle baseline: same wire messages, this tree only sends them in fewer writes): one
+  ways. Expected toward an older version: each newer HELLO denied (5 points each), one version
+  at a time, then a session of the old version on a new stream (063fa60: HELLO 3 and 2
+  denied, then version 1; 3d3bd70: HELLO 3 denied, then version 2); the stores converge; the
+  old responder counts each pushed entry under its own database (version 1 counts them under
+  the database last asked about: one scope at a time). Toward a tree of our own version: one
   HELLO, no denial, no penalty, the same counts.
 - ``new->old again``: the same peer table: straight to the version spoken, no denial, no penalty.
+- ``new->old idle`` and ``old->new idle``: two stores in sync, each direction: the session
+  ends well and moves nothing (the old side's version: FINISHED is sent and awaited, as it
+  expects, even though nothing was pushed).
 - ``new(empty)->old``: bulk catch-up (index pages and fetches) from an old responder.
 - ``old->new`` and ``old(empty)->new``: the old initiator toward this tree's responder.
 - a control (toward a version-1 tree only): version 1 but with perf-rounds' scopes in one
@@ -28,8 +31,8 @@ Cases (each: one tenant, the tenant log and three databases):
   wrong databases, which is why version 1 reconciles one scope at a time. The case is ok when
   that miscount shows.
 
-Prints one JSON object (``--json``: indented) and a one-line summary on stderr; exits 1 when a
-case failed.
+Prints one JSON object per old commit (``--json``: indented) and a one-line summary each on
+stderr; exits 1 when a case failed.
 """
 
 from __future__ import annotations
@@ -288,8 +291,8 @@ async def run_cases(old: ModuleType, shared: int, unique: int, bulk: int) -> lis
     # once (5 points) and the session falls back to its version; one of our version speaks it.
     old_version = old.sync.messages.PROTOCOL_VERSION
     spoken = min(old_version, PROTOCOL_VERSION)
-    first_hellos = [PROTOCOL_VERSION] if spoken == PROTOCOL_VERSION else [PROTOCOL_VERSION, spoken]
-    first_penalty = 0 if spoken == PROTOCOL_VERSION else 5
+    first_hellos = list(range(PROTOCOL_VERSION, spoken - 1, -1))  # one version at a time
+    first_penalty = 5 * (PROTOCOL_VERSION - spoken)
 
     def case(name: str, ok: bool, detail: dict[str, Any]) -> None:
         cases.append({"case": name, "ok": ok, **detail})
@@ -317,6 +320,14 @@ async def run_cases(old: ModuleType, shared: int, unique: int, bulk: int) -> lis
     converged = mine.ids() == theirs.ids()
     ok = converged and detail["hellos"] == [spoken] and detail["old_penalty_points"] == 0
     case("new->old again", ok, {"converged": converged, **detail})
+    detail = await new_to_old(old, fx, mine, theirs, table)  # in sync now: an idle session
+    ok = (
+        mine.ids() == theirs.ids()
+        and detail["hellos"] == [spoken]
+        and detail["received"] == detail["sent"] == 0
+        and detail["old_penalty_points"] == 0
+    )
+    case("new->old idle", ok, detail)
     if old_version == 1:
         await version_1_control(old, shared, unique, case)
 
@@ -346,6 +357,13 @@ async def run_cases(old: ModuleType, shared: int, unique: int, bulk: int) -> lis
         and detail["new_received_per_db"] == expected_per_db(old_only)
     )
     case("old->new", ok, {"converged": converged, **detail})
+    detail = await old_to_new(old, fx, mine_old, theirs_new)  # in sync now: an idle session
+    ok = (
+        mine_old.ids() == theirs_new.ids()
+        and detail["protocol_version"] == old_version
+        and detail["received"] == detail["sent"] == 0
+    )
+    case("old->new idle", ok, detail)
 
     # old (empty) -> new: bulk catch-up.
     fx = Fixture()
@@ -387,34 +405,56 @@ async def version_1_control(
     )
 
 
+def unload_old_tree() -> None:
+    """Forget the old package, so that another old tree can be loaded under the same name."""
+    for name in [name for name in sys.modules if name.split(".")[0] == OLD_NAME]:
+        del sys.modules[name]
+    sys.path[:] = [entry for entry in sys.path if not entry.endswith("/pkg")]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--old-commit", default="063fa60")
-    parser.add_argument("--old-tree", type=Path, help="an extracted old tree (else git archive)")
+    parser.add_argument(
+        "--old-commit",
+        action="append",
+        help="an older commit to check against (repeatable; default: 063fa60 and 3d3bd70)",
+    )
+    parser.add_argument(
+        "--old-tree", type=Path, help="an extracted old tree (else git archive; one commit)"
+    )
     parser.add_argument("--shared", type=int, default=1500, help="common entries per database")
     parser.add_argument("--unique", type=int, default=40, help="each side's own, per database")
     parser.add_argument("--bulk", type=int, default=2500, help="entries per database, bulk cases")
     parser.add_argument("--json", action="store_true", help="indented JSON")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="mindoo-compat-") as tmp:
-        old = load_old_tree(args.old_commit, args.old_tree, Path(tmp))
-        cases = trio.run(run_cases, old, args.shared, args.unique, args.bulk)
-    result = {
-        "old_commit": args.old_commit,
-        "old_protocol_version": old.sync.messages.PROTOCOL_VERSION,
-        "new_protocol_version": PROTOCOL_VERSION,
-        "cases": cases,
-        "ok": all(each["ok"] for each in cases),
-    }
-    print(json.dumps(result, indent=2 if args.json else None))
-    failed = [each["case"] for each in cases if not each["ok"]]
-    print(
-        f"protocol compat vs {args.old_commit} (v{result['old_protocol_version']}):"
-        f" {len(cases) - len(failed)}/{len(cases)} cases converge as expected"
-        + (f"; FAILED: {', '.join(failed)}" if failed else ""),
-        file=sys.stderr,
-    )
-    return 0 if result["ok"] else 1
+    commits = args.old_commit or ["063fa60", "3d3bd70"]
+    if args.old_tree is not None and len(commits) != 1:
+        parser.error("--old-tree goes with exactly one --old-commit")
+    all_ok = True
+    for commit in commits:
+        with tempfile.TemporaryDirectory(prefix="mindoo-compat-") as tmp:
+            old = load_old_tree(commit, args.old_tree, Path(tmp))
+            try:
+                cases = trio.run(run_cases, old, args.shared, args.unique, args.bulk)
+            finally:
+                unload_old_tree()
+        result = {
+            "old_commit": commit,
+            "old_protocol_version": old.sync.messages.PROTOCOL_VERSION,
+            "new_protocol_version": PROTOCOL_VERSION,
+            "cases": cases,
+            "ok": all(each["ok"] for each in cases),
+        }
+        print(json.dumps(result, indent=2 if args.json else None))
+        failed = [each["case"] for each in cases if not each["ok"]]
+        print(
+            f"protocol compat vs {commit} (v{result['old_protocol_version']}):"
+            f" {len(cases) - len(failed)}/{len(cases)} cases converge as expected"
+            + (f"; FAILED: {', '.join(failed)}" if failed else ""),
+            file=sys.stderr,
+        )
+        all_ok = all_ok and result["ok"]
+    return 0 if all_ok else 1
 
 
 if __name__ == "__main__":

@@ -152,6 +152,19 @@ def test_a_responder_confirms_the_reconciled_databases() -> None:
     assert confirmed(report, positions) == [("log", 4)]
 
 
+def test_a_responder_confirms_the_databases_held_alike_without_reconciling() -> None:
+    """Version 3: both summaries showed the database alike, so the initiator did not
+    reconcile it, yet it holds everything we held when the session started."""
+    positions = {"log": 4, "notes": 9, "tasks": 2}
+    report = _report(
+        "responder",
+        log={"alike": True},
+        notes={"alike": True, "rejected": 1},
+        tasks={"alike": False},  # not reconciled and not alike (e.g. forgotten there)
+    )
+    assert confirmed(report, positions) == [("log", 4)]
+
+
 # -- control parameters --------------------------------------------------------------------
 def test_command_params_name_what_is_wrong() -> None:
     assert command_params({"argv": ["status"], "cwd": "/tmp"}) == (["status"], "/tmp", {})

@@ -88,34 +88,41 @@ M = MessageType
 
 async def test_an_idle_session_leaves_in_flights() -> None:
     """The frames of an idle session, in order, and how they group: the responder's proof and
-    its database list always share one write (the proof leads the first flight), nothing but
-    the challenge leaves the responder before the initiator's proof arrived, and frames ready
-    together share a write. How the sync phase's frames group otherwise depends on which task
-    trio runs first: unloaded, it is four writes each way (the daemons' figure)."""
+    its database summary share one write (the proof leads the first flight), nothing but the
+    challenge leaves the responder before the initiator's proof arrived. Version 3: the
+    summary shows both databases held alike, so the initiator's list and FINISH leave in one
+    write, with no reconciliation and no FINISHED: three writes each way from the initiator,
+    two from the responder, two round trips."""
     entries = [seal("notes", 1_000 + i) for i in range(5)] + [seal("_tenant", 500)]
     initiator, responder, i_report, r_report = await session(
         store_with(entries), store_with(entries)
     )
     assert not isinstance(i_report, BaseException) and not isinstance(r_report, BaseException)
-    assert [t for write in initiator for t in write] == [
-        M.HELLO,
-        M.INITIATOR_PROOF,
-        M.DATABASE_LIST,
-        M.RECON_REQUEST,
-        M.RECON_REQUEST,
-        M.FINISH,
+    assert initiator == [[M.HELLO], [M.INITIATOR_PROOF], [M.DATABASE_SUMMARY, M.FINISH]]
+    assert responder == [[M.CHALLENGE], [M.RESPONDER_PROOF, M.DATABASE_SUMMARY]]
+    assert i_report.protocol_version == 3  # type: ignore[attr-defined]
+    assert i_report.recon_round_trips == 0  # type: ignore[attr-defined]
+    assert i_report.peer_added == i_report.peer_refused == 0  # type: ignore[attr-defined]
+
+
+async def test_a_session_that_reconciles_groups_its_list_with_the_requests() -> None:
+    """One entry more on each side: the initiator's list leaves with the reconciliation
+    request (version 3 waits for the summary, so the grouping is fixed), and FINISHED answers
+    the FINISH because the initiator pushed its entry."""
+    entries = [seal("notes", 5_000 + i) for i in range(5)] + [seal("_tenant", 400)]
+    mine, theirs = (
+        store_with([*entries, seal("notes", 6_000)]),
+        store_with([*entries, seal("notes", 7_000)]),
+    )
+    initiator, responder, i_report, r_report = await session(mine, theirs)
+    assert not isinstance(i_report, BaseException) and not isinstance(r_report, BaseException)
+    assert initiator[:3] == [
+        [M.HELLO],
+        [M.INITIATOR_PROOF],
+        [M.DATABASE_SUMMARY, M.RECON_REQUEST],
     ]
-    assert [t for write in responder for t in write] == [
-        M.CHALLENGE,
-        M.RESPONDER_PROOF,
-        M.DATABASE_LIST,
-        M.RECON_REPLY,
-        M.RECON_REPLY,
-        M.FINISHED,
-    ]
-    assert responder[:2] == [[M.CHALLENGE], [M.RESPONDER_PROOF, M.DATABASE_LIST]]
-    assert initiator[:2] == [[M.HELLO], [M.INITIATOR_PROOF]]
-    assert len(initiator) <= 5 and len(responder) <= 5
+    assert [t for write in responder for t in write][-1] is M.FINISHED
+    assert mine.ids() == theirs.ids()
 
 
 async def test_entries_still_move_and_every_frame_is_counted() -> None:
@@ -125,6 +132,9 @@ async def test_entries_still_move_and_every_frame_is_counted() -> None:
     initiator, responder, i_report, r_report = await session(initiator_store, responder_store)
     assert not isinstance(i_report, BaseException) and not isinstance(r_report, BaseException)
     assert initiator_store.ids() == responder_store.ids()
+    # The initiator pushed: FINISHED (version 3 too) reports what its pushes did.
+    assert [t for write in responder for t in write][-1] is M.FINISHED
+    assert i_report.peer_added == 40  # type: ignore[attr-defined]
     assert i_report.frames_sent == sum(len(w) for w in initiator)  # type: ignore[attr-defined]
     assert r_report.frames_sent == sum(len(w) for w in responder)  # type: ignore[attr-defined]
 

@@ -51,6 +51,7 @@ from mindoo_p2p.sync.messages import (
     VIOLATION_PENALTY,
     DatabaseInfo,
     DatabaseList,
+    DatabaseSummary,
     Entries,
     EntryFragment,
     FetchEnd,
@@ -119,7 +120,9 @@ async def test_overlapping_random_sets_converge_exactly() -> None:
     again = await sync(a, b)
     quiet = report_of(again.initiator)
     assert quiet.received == quiet.sent == 0
-    assert all(db.recon_rounds == 1 for db in quiet.databases.values())
+    # Version 3: the responder's summary shows every database held alike, so none reconciles.
+    assert all(db.recon_rounds == 0 for db in quiet.databases.values())
+    assert quiet.recon_round_trips == 0 and quiet.peer_added == 0
     assert quiet.bytes_sent + quiet.bytes_received < 2_000
 
 
@@ -320,8 +323,8 @@ async def test_oversized_frame_is_a_violation() -> None:
         await _authenticated_raw_initiator(stream)
         await stream.send_frame(bytes((MessageType.ENTRIES,)) + b"\x00" * MAX_FRAME_SIZE)
         with pytest.raises(trio.EndOfChannel):  # the responder dropped the stream
-            while True:  # after the database list it announced (version 2), if sent yet
-                assert isinstance(decode_message(await stream.receive_frame()), DatabaseList)
+            while True:  # after the database summary it announced (version 3), if sent yet
+                assert isinstance(decode_message(await stream.receive_frame()), DatabaseSummary)
 
     result, penalties = await _serve_against(script, MemorySyncStore(TENANT))
     assert isinstance(result, ProtocolViolation) and "over" in result.reason
@@ -366,8 +369,10 @@ async def test_stalled_peer_hits_the_wall_time_bound(
                 await responder_end.send_frame(frame)
             else:
                 handshake.receive(await responder_end.receive_frame())
+        # Our list first, as a responder of version 2 or later does (a version-3 initiator
+        # sends its own only after it).
+        await responder_end.send_frame(encode_message(DatabaseSummary((), ())))
         await responder_end.receive_frame()  # the initiator's database list
-        await responder_end.send_frame(encode_message(DatabaseList(())))
         never_equal = b"\x61\x00\x00\x01" + b"\xee" * 16  # one range, a wrong fingerprint
         with pytest.raises((trio.EndOfChannel, trio.BrokenResourceError)):  # hung up on
             while True:  # answers every request, 5 s later, so that it never settles
@@ -406,6 +411,9 @@ async def test_silent_peer_hits_the_idle_bound(autojump_clock: trio.testing.Mock
     assert penalties[0][1] == TIMEOUT_PENALTY
 
 
+_FP = bytes(16)
+"""A fingerprint no store of these tests has."""
+
 # --- the machines, directly --------------------------------------------------------------------
 
 
@@ -416,8 +424,9 @@ def test_initiator_refuses_answers_it_did_not_ask_for() -> None:
 
     def started() -> tuple[SyncInitiator, bytes]:
         machine = SyncInitiator(local)
-        assert machine.next_frame() is not None  # our database list
-        machine.receive(encode_message(DatabaseList((DatabaseInfo("notes", 5),))))
+        assert machine.next_frame() is None  # version 3: our list waits for the peer's
+        machine.receive(encode_message(DatabaseSummary((DatabaseInfo("notes", 5),), (_FP,))))
+        assert isinstance(decode_message(machine.next_frame() or b""), DatabaseSummary)
         request = decode_message(machine.next_frame() or b"")
         assert isinstance(request, ReconRequest) and request.database == 0
         return machine, ReconResponder(remote).reconcile(request.payload)
@@ -545,8 +554,9 @@ def test_hostile_frames_to_the_responder(messages: list[Message], junk: list[byt
 def test_hostile_frames_to_the_initiator(messages: list[Message], junk: list[bytes]) -> None:
     store = store_with(_POOL[:3])
     machine = SyncInitiator(store, SyncLimits(bulk_min_items=2))
-    assert machine.next_frame() is not None
-    frames = [encode_message(DatabaseList((DatabaseInfo("notes", 5), DatabaseInfo("x", 9))))]
+    assert machine.next_frame() is None  # version 3: our list waits for the peer's
+    listed = (DatabaseInfo("notes", 5), DatabaseInfo("x", 9))
+    frames = [encode_message(DatabaseSummary(listed, (_FP, _FP)))]
     frames += [encode_message(m) for m in messages] + junk
     _drive(machine, store, frames)
 

@@ -32,6 +32,7 @@ from mindoo_p2p.sync.driver import (
 from mindoo_p2p.sync.messages import (
     DatabaseInfo,
     DatabaseList,
+    DatabaseSummary,
     Entries,
     FetchEnd,
     FetchRequest,
@@ -150,8 +151,9 @@ def test_later_scopes_reconcile_but_fetch_only_when_current() -> None:
 
     def started() -> tuple[SyncInitiator, ReconRequest, ReconRequest]:
         machine = SyncInitiator(local)
-        assert machine.next_frame() is not None  # our database list
-        machine.receive(encode_message(DatabaseList(listed)))
+        assert machine.next_frame() is None  # version 3: our list waits for the peer's
+        machine.receive(encode_message(DatabaseSummary(listed, (bytes(16),) * 2)))
+        assert isinstance(decode_message(machine.next_frame() or b""), DatabaseSummary)
         first = decode_message(machine.next_frame() or b"")
         second = decode_message(machine.next_frame() or b"")
         assert isinstance(first, ReconRequest) and isinstance(second, ReconRequest)
@@ -204,7 +206,7 @@ def test_the_responder_announces_its_list_only_to_version_2() -> None:
     waiting.receive(encode_message(DatabaseList(())))
     assert decode_message(waiting.next_frame() or b"") == ours
 
-    initiator = SyncInitiator(store_with([seal("notes", BASE_MS)]))
+    initiator = SyncInitiator(store_with([seal("notes", BASE_MS)]), version=2)
     initiator.receive(encode_message(ours))  # the announced list, before ours left
     assert isinstance(decode_message(initiator.next_frame() or b""), DatabaseList)
     request = decode_message(initiator.next_frame() or b"")  # in the same flight
@@ -226,7 +228,7 @@ async def test_an_initiator_of_version_1_gets_the_version_1_session(
 
 
 async def test_a_responder_of_version_1_is_a_clear_refusal() -> None:
-    """An older responder denies our HELLO of version 2, as it denies any other version: the
+    """An older responder denies our HELLO of version 3, as it denies any other version: the
     initiator says so, instead of the generic denial."""
     initiator_end, responder_end = memory_frame_pair()
     hello_versions: list[int] = []
@@ -240,8 +242,8 @@ async def test_a_responder_of_version_1_is_a_clear_refusal() -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(old_responder)
-            with pytest.raises(AuthDenied, match="version 2"):
+            with pytest.raises(AuthDenied, match="version 3"):
                 await run_initiator(
                     initiator_end, PEER_A, PEER_B, AUTHORITY_A, MemorySyncStore(TENANT)
                 )
-    assert hello_versions == [2]
+    assert hello_versions == [3]

@@ -90,10 +90,10 @@ def stores(
 def stalled(
     local: MemorySyncStore, remote: MemorySyncStore, budget: SnapshotBudget
 ) -> tuple[SyncInitiator, SyncResponder, list[bytes]]:
-    """A version-2 session whose initiator got the responder's list and sent its own list and
+    """A session (version 3) whose initiator got the responder's list and sent its own list and
     first requests, which the responder has not read yet (a slow or stalling peer)."""
     machine = SyncInitiator(local, snapshot_budget=budget)
-    responder = SyncResponder(remote, announce=True)
+    responder = SyncResponder(remote, announce=True, version3=True)
     machine.receive(responder.next_frame() or b"")
     in_flight = []
     while (frame := machine.next_frame()) is not None:
@@ -132,7 +132,7 @@ def session(
     local: MemorySyncStore, remote: MemorySyncStore, budget: SnapshotBudget
 ) -> SyncInitiator:
     machine = SyncInitiator(local, snapshot_budget=budget)
-    converse(machine, SyncResponder(remote, announce=True), local, remote)
+    converse(machine, SyncResponder(remote, announce=True, version3=True), local, remote)
     return machine
 
 
@@ -238,8 +238,8 @@ def test_slots_come_back_when_a_session_fails() -> None:
     assert budget.taken == 0 and count["open"] == 0
 
     machine = SyncInitiator(local, snapshot_budget=budget)
+    machine.receive(SyncResponder(remote, announce=True, version3=True).next_frame() or b"")
     local.fail_on = DBS[3]  # the fourth scope's snapshot
-    machine.receive(SyncResponder(remote, announce=True).next_frame() or b"")
     with pytest.raises(StoreError, match="reader slot"):
         while machine.next_frame() is not None:
             pass

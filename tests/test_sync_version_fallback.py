@@ -1,9 +1,10 @@
-"""A version-2 initiator toward a version-1 responder (063fa60 and earlier): it falls back to a
-version-1 session on a new stream, speaks exactly what the old responder expects (its list
-first, one scope at a time), remembers the peer's version in the peer table, and cannot be made
-to loop. The old responder here is faithful: the current one constrained to version 1 (no list
-announced first) behind the old HELLO check (any version but 1 gets the one DENIED).
-scripts/check_protocol_compat.py runs the real 063fa60 code the same way."""
+"""A version-3 initiator toward a version-1 responder (063fa60 and earlier): it falls back, one
+version at a time (3 denied, then 2 denied), to a version-1 session on a new stream, speaks
+exactly what the old responder expects (its list first, one scope at a time), remembers the
+peer's version in the peer table, and cannot be made to loop. The old responder here is
+faithful: the current one constrained to version 1 (no list announced first) behind the old
+HELLO check (any version but 1 gets the one DENIED). scripts/check_protocol_compat.py runs the
+real 063fa60 (version 1) and 3d3bd70 (version 2) code the same way."""
 
 from __future__ import annotations
 
@@ -169,13 +170,13 @@ def one_scope_at_a_time(frames: Sequence[bytes], names: Sequence[str]) -> list[s
     return problems
 
 
-async def test_v2_initiator_falls_back_to_v1_toward_an_old_responder_and_converges() -> None:
+async def test_initiator_falls_back_to_v1_toward_an_old_responder_and_converges() -> None:
     mine, theirs = differing_stores()
     old = OldResponder(theirs)
     table = PeerTable(clock=lambda: 0.0)
     report = await sync_with(old, table, mine)
     assert isinstance(report, SyncReport), report
-    assert old.hellos == [2, 1]  # denied at the HELLO, then a new session of version 1
+    assert old.hellos == [3, 2, 1]  # denied at each HELLO, then a new session of version 1
     assert report.protocol_version == 1
     assert mine.ids() == theirs.ids()
     assert one_scope_at_a_time(old.received[2:], NAMES) == []  # after HELLO and proof
@@ -188,13 +189,23 @@ async def test_v2_initiator_falls_back_to_v1_toward_an_old_responder_and_converg
 
 
 async def test_the_one_scope_check_tells_a_version_2_session_apart() -> None:
-    """The check above has teeth: a version-2 session (scopes in one flight) fails it."""
+    """The check above has teeth: a version-2 session (scopes in one flight) fails it. A
+    responder of version 2 (3d3bd70) denies our HELLO of 3: one version-2 session follows."""
     mine, theirs = differing_stores()
     current = OldResponder(theirs, speaks=frozenset({1, 2}))
     report = await sync_with(current, PeerTable(), mine)
     assert isinstance(report, SyncReport) and report.protocol_version == 2
-    assert current.hellos == [2] and mine.ids() == theirs.ids()
+    assert current.hellos == [3, 2] and mine.ids() == theirs.ids()
     assert one_scope_at_a_time(current.received[2:], NAMES) != []
+
+
+async def test_a_responder_of_version_3_is_asked_once_and_converges() -> None:
+    mine, theirs = differing_stores()
+    current = OldResponder(theirs, speaks=frozenset({1, 2, 3}))
+    report = await sync_with(current, PeerTable(), mine)
+    assert isinstance(report, SyncReport) and report.protocol_version == 3
+    assert current.hellos == [3] and mine.ids() == theirs.ids()
+    assert report.peer_added == 4 * 5  # it pushed: FINISHED came, with what they did
 
 
 async def test_a_peer_that_denies_every_version_gets_one_session_per_version() -> None:
@@ -203,10 +214,10 @@ async def test_a_peer_that_denies_every_version_gets_one_session_per_version() -
     table = PeerTable(clock=lambda: 0.0)
     outcome = await sync_with(stubborn, table, mine)
     assert isinstance(outcome, VersionRefused) and outcome.version == 1
-    assert stubborn.hellos == [2, 1]
+    assert stubborn.hellos == [3, 2, 1]
     stubborn.hellos.clear()
     assert isinstance(await sync_with(stubborn, table, mine), VersionRefused)
-    assert stubborn.hellos == [1]  # the table remembers: no new probe of version 2 yet
+    assert stubborn.hellos == [1]  # the table remembers: no new probe of version 3 or 2 yet
 
 
 class FakeClock:
@@ -220,34 +231,34 @@ class FakeClock:
 def test_peer_table_remembers_an_old_peer_and_rechecks_with_backoff() -> None:
     clock = FakeClock()
     table = PeerTable(clock=clock)
+    assert table.sync_version("p") == 3
+    assert table.version_refused("p", 3) == 2
     assert table.sync_version("p") == 2
-    assert table.version_refused("p", 2) == 1
-    assert table.sync_version("p") == 1
     table.connected("p")
     table.disconnected("p")  # kept across reconnects: an old node never forgets our probes
-    assert table.sync_version("p") == 1
+    assert table.sync_version("p") == 2
     clock.now += VERSION_RECHECK_SECONDS
-    assert table.sync_version("p") == 2  # time to see whether it upgraded
-    assert table.version_refused("p", 2) == 1  # it did not: the wait doubles
-    clock.now += VERSION_RECHECK_SECONDS
-    assert table.sync_version("p") == 1
+    assert table.sync_version("p") == 3  # time to see whether it upgraded
+    assert table.version_refused("p", 3) == 2  # it did not: the wait doubles
     clock.now += VERSION_RECHECK_SECONDS
     assert table.sync_version("p") == 2
+    clock.now += VERSION_RECHECK_SECONDS
+    assert table.sync_version("p") == 3
     for _ in range(40):  # the wait is capped
-        table.version_refused("p", 2)
+        table.version_refused("p", 3)
     clock.now += VERSION_RECHECK_MAX_SECONDS - 1
-    assert table.sync_version("p") == 1
-    clock.now += 1
     assert table.sync_version("p") == 2
+    clock.now += 1
+    assert table.sync_version("p") == 3
 
 
 def test_peer_table_lifts_the_cap_when_the_peer_speaks_a_newer_version() -> None:
     table = PeerTable(clock=FakeClock())
-    table.version_refused("p", 2)
-    table.peer_speaks("p", 1)  # our version-1 session: nothing new
-    assert table.sync_version("p") == 1
-    table.peer_speaks("p", 2)  # it started a version-2 session with us: it upgraded
+    table.version_refused("p", 3)
+    table.peer_speaks("p", 2)  # our version-2 session: nothing new
     assert table.sync_version("p") == 2
+    table.peer_speaks("p", 3)  # it started a version-3 session with us: it upgraded
+    assert table.sync_version("p") == 3
     assert table.peer("p").version_refusals == 0
     assert table.version_refused("p", 1) is None  # nothing older than version 1
 
@@ -264,7 +275,7 @@ def test_handshake_announces_the_version_asked_for() -> None:
     assert hello is not None
     message = decode_message(hello)
     assert isinstance(message, Hello) and message.version == 1
-    for bad in (0, 3):
+    for bad in (0, 4):
         with pytest.raises(ValueError, match="version"):
             AuthInitiator(PEER_A, PEER_B, AUTHORITY_A, bad)
 
@@ -275,7 +286,7 @@ def test_handshake_announces_the_version_asked_for() -> None:
 async def test_daemons_sync_through_responders_that_speak_only_version_1(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Both daemons' responders behave as 063fa60's (HELLO 2 denied, else the version-1 way):
+    """Both daemons' responders behave as 063fa60's (HELLO 3 or 2 denied, else the version-1 way):
     their initiators fall back, the nodes converge and each remembers the other's version."""
     plain = sync_sessions.run_responder
     hellos: list[int] = []
@@ -292,7 +303,7 @@ async def test_daemons_sync_through_responders_that_speak_only_version_1(
 
     monkeypatch.setattr(sync_sessions, "run_responder", old_responder)
     await two_writers_converge(cluster)
-    assert hellos[0] == 2 and 1 in hellos
+    assert hellos[0] == 3 and 2 in hellos and 1 in hellos
     daemon, peer = cluster.nodes[0].daemon, cluster.nodes[1].peer_id  # 0 dialled 1
     assert daemon is not None and peer is not None
     assert daemon.peer_table.sync_version(peer) == 1
@@ -301,4 +312,4 @@ async def test_daemons_sync_through_responders_that_speak_only_version_1(
             await trio.sleep(0.05)
     last = daemon.peer_table.peer(peer).last_session
     assert last is not None and last["protocol_version"] == 1
-    assert hellos.count(2) <= 2  # one probe per initiating side, then remembered
+    assert hellos.count(3) <= 2 and hellos.count(2) <= 2  # one probe per initiating side

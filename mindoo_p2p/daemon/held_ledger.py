@@ -9,8 +9,9 @@ role        a database counts when
 ==========  ==================================================================================
 initiator   the peer refused none of our pushes (else: none counts), and the database
             settled with nothing unavailable and nothing rejected
-responder   it went through reconciliation (the initiator then pushed what we lacked), with
-            nothing unavailable and nothing rejected
+responder   it went through reconciliation (the initiator then pushed what we lacked), or
+            (version 3) both summaries showed it held alike, with nothing unavailable and
+            nothing rejected
 ==========  ==================================================================================
 
 `HeldLedger.confirm` records them and saves ``durability.json`` (in a worker thread, one save
@@ -50,7 +51,7 @@ def confirmed(report: SyncReport, positions: dict[str, int]) -> list[tuple[str, 
         db = report.databases.get(database)
         if db is None or db.unavailable or db.rejected:
             continue
-        if not (db.settled if report.role == "initiator" else db.recon_rounds > 0):
+        if not (db.settled if report.role == "initiator" else db.recon_rounds > 0 or db.alike):
             continue
         held.append((database, seq))
     return held

@@ -27,6 +27,7 @@ from ._session_common import (
     decode_frame,
     entry_frames,
     local_databases,
+    local_summary,
     problem_summary,
     record_outcome,
 )
@@ -37,7 +38,10 @@ from .messages import (
     MAX_RECON_PAYLOAD,
     MIN_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
+    SUMMARY_VERSION,
+    DatabaseInfo,
     DatabaseList,
+    DatabaseSummary,
     Entries,
     EntryFragment,
     FetchEnd,
@@ -93,6 +97,7 @@ class _Request:
 
 
 class InitiatorPhase(enum.Enum):
+    AWAIT_PEER_LIST = "awaiting the peer's database list before ours (version 3)"
     SEND_DATABASES = "sending the database list"
     SEND_DATABASES_KNOWN = "sending the database list (the peer's received)"
     AWAIT_DATABASES = "awaiting the database list"
@@ -107,21 +112,25 @@ class InitiatorEvent(enum.Enum):
     DATABASES_RECEIVED = "database list received"
     ALL_SYNCED = "every database synced"
     FINISH_SENT = "finish sent"
+    FINISH_SENT_UNPUSHED = "finish sent, nothing pushed (version 3: no finished follows)"
     FINISHED_RECEIVED = "finished received"
 
 
 _IP = InitiatorPhase
 _IE = InitiatorEvent
 _INITIATOR_TRANSITIONS: dict[tuple[InitiatorPhase, InitiatorEvent], InitiatorPhase] = {
+    (_IP.AWAIT_PEER_LIST, _IE.DATABASES_RECEIVED): _IP.SEND_DATABASES_KNOWN,
     (_IP.SEND_DATABASES, _IE.DATABASES_SENT): _IP.AWAIT_DATABASES,
     (_IP.SEND_DATABASES, _IE.DATABASES_RECEIVED): _IP.SEND_DATABASES_KNOWN,
     (_IP.SEND_DATABASES_KNOWN, _IE.DATABASES_SENT): _IP.SYNCING,
     (_IP.AWAIT_DATABASES, _IE.DATABASES_RECEIVED): _IP.SYNCING,
     (_IP.SYNCING, _IE.ALL_SYNCED): _IP.SEND_FINISH,
     (_IP.SEND_FINISH, _IE.FINISH_SENT): _IP.AWAIT_FINISHED,
+    (_IP.SEND_FINISH, _IE.FINISH_SENT_UNPUSHED): _IP.DONE,
     (_IP.AWAIT_FINISHED, _IE.FINISHED_RECEIVED): _IP.DONE,
 }
 _INITIATOR_ACCEPTS: dict[InitiatorPhase, tuple[type, ...]] = {
+    _IP.AWAIT_PEER_LIST: (DatabaseSummary,),  # version 3: the responder's summary first
     _IP.SEND_DATABASES: (DatabaseList,),  # a responder of version 2 announces its list first
     _IP.AWAIT_DATABASES: (DatabaseList,),
     _IP.SYNCING: (ReconReply, IndexPage, Entries, EntryFragment, FetchEnd),
@@ -189,7 +198,11 @@ class SyncInitiator:
 
     ``version`` is the one the handshake's HELLO announced: from `LIST_FIRST_VERSION` on, the
     responder's list may come first and up to `RECON_SCOPES` scopes reconcile at once;
-    version 1 is exactly what 063fa60's initiator sent (our list first, one scope at a time).
+    from `SUMMARY_VERSION` on, our list waits for the responder's summary (so it and every
+    scope's first request leave in one flight), a database we hold with the count and
+    fingerprint the summary gives is in sync without reconciling, and a session in which we
+    pushed nothing ends as FINISH leaves (the responder sends no FINISHED then); version 1 is
+    exactly what 063fa60's initiator sent (our list first, one scope at a time).
 
     The current database's snapshot is the session's own; every other scope of the window
     enters only with a slot of ``snapshot_budget`` (shared by every session of the process),
@@ -213,9 +226,20 @@ class SyncInitiator:
         self._budget = snapshot_budget
         list_first = version >= LIST_FIRST_VERSION
         self._accepts = _INITIATOR_ACCEPTS if list_first else _INITIATOR_ACCEPTS_V1
-        self._phase = InitiatorPhase.SEND_DATABASES
+        self._quiet_finish = version >= SUMMARY_VERSION
+        self._summary = local_summary(store) if self._quiet_finish else None
+        """(Version 3) our databases' counts and fingerprints: our list, and what the peer's
+        summary is compared with."""
+        self._fingerprints: dict[DatabaseInfo, bytes] = (
+            dict(zip(self._summary.databases, self._summary.fingerprints, strict=True))
+            if self._summary
+            else {}
+        )
+        self._phase = _IP.AWAIT_PEER_LIST if self._quiet_finish else _IP.SEND_DATABASES
+        self._pushed = False
+        """An ENTRIES or ENTRY_FRAGMENT frame of ours left (version 3: FINISHED will follow)."""
         self.report = SyncReport(store.tenant_id, "initiator")
-        self._local = local_databases(store)
+        self._local = self._summary.databases if self._summary else local_databases(store)
         self._databases: list[_DatabaseSync] = []
         self._by_name: dict[str, _DatabaseSync] = {}
         # Version 1 (063fa60 and earlier) reconciles one database at a time: its responder
@@ -273,6 +297,8 @@ class SyncInitiator:
         if self._phase in (InitiatorPhase.SEND_DATABASES, InitiatorPhase.SEND_DATABASES_KNOWN):
             self._move(InitiatorEvent.DATABASES_SENT)
             self._all_synced_if_empty()
+            if self._summary is not None:
+                return encode_message(self._summary)
             return encode_message(DatabaseList(self._local))
         while self._phase is InitiatorPhase.SYNCING:
             sent = self._sync_frame()
@@ -284,7 +310,10 @@ class SyncInitiator:
             if not self._advance():
                 break
         if self._phase is InitiatorPhase.SEND_FINISH:
-            self._move(InitiatorEvent.FINISH_SENT)
+            if self._quiet_finish and not self._pushed:
+                self._move(InitiatorEvent.FINISH_SENT_UNPUSHED)  # nothing to acknowledge
+            else:
+                self._move(InitiatorEvent.FINISH_SENT)
             return encode_message(Finish())
         return None
 
@@ -306,7 +335,10 @@ class SyncInitiator:
                     db.open_requests += 1
                     return frame, db
         push = self._next_push(current)
-        return (push, current) if push is not None else None
+        if push is None:
+            return None
+        self._pushed = True
+        return push, current
 
     def _next_request(self, db: _DatabaseSync, current: bool) -> tuple[bytes, _Request] | None:
         """``db``'s next request: reconciliation whenever due; index pages and fetches only for
@@ -430,7 +462,10 @@ class SyncInitiator:
         if self._frames_received > self._limits.max_frames:
             raise ProtocolViolation(f"more than {self._limits.max_frames} frames in a session")
         message = decode_frame(frame, self._phase, self._accepts.get(self._phase, ()))
-        if isinstance(message, DatabaseList):
+        if isinstance(message, DatabaseSummary):
+            names = (info.name for info in message.databases)
+            self._start(message.listed, dict(zip(names, message.fingerprints, strict=True)))
+        elif isinstance(message, DatabaseList):
             self._start(message)
         elif isinstance(message, Finished):
             self.report.peer_added = message.added
@@ -453,7 +488,10 @@ class SyncInitiator:
             db.report.peer_lacking = len(db.push_queue)
             db.report.settled = db.phase in (DatabasePhase.DRAIN, DatabasePhase.DONE)
 
-    def _start(self, remote: DatabaseList) -> None:
+    def _start(self, remote: DatabaseList, fingerprints: dict[str, bytes] | None = None) -> None:
+        """Agree on the databases. With the peer's ``fingerprints`` by name (version 3: its
+        summary), a database we hold with the same count and fingerprint starts done: nothing
+        to reconcile, fetch or push there."""
         names = database_order([info.name for info in (*self._local, *remote.databases)])
         if len(names) > MAX_DATABASES:
             raise ProtocolViolation(f"the peer's databases make more than {MAX_DATABASES}")
@@ -468,11 +506,20 @@ class SyncInitiator:
             report.peer_items, report.local_items = theirs, local_counts.get(name, 0)
             report.bulk = bulk
             phase = DatabasePhase.BULK if bulk else DatabasePhase.RECON
+            if fingerprints is not None and self._held_alike(name, theirs, fingerprints):
+                phase = DatabasePhase.DONE  # in sync already
+                report.alike = report.settled = True
             db = _DatabaseSync(name, index, report, phase)
             self._databases.append(db)
             self._by_name[name] = db
         self._move(InitiatorEvent.DATABASES_RECEIVED)
         self._all_synced_if_empty()
+
+    def _held_alike(self, name: str, theirs: int, fingerprints: dict[str, bytes]) -> bool:
+        """We hold ``name`` with the count and fingerprint of the peer's summary (our own
+        summary's: the snapshot our list was read from)."""
+        peer = fingerprints.get(name)
+        return peer is not None and self._fingerprints.get(DatabaseInfo(name, theirs)) == peer
 
     def _all_synced_if_empty(self) -> None:
         """Both lists known and nothing to reconcile: straight to FINISH."""

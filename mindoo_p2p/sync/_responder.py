@@ -27,6 +27,7 @@ from ._session_common import (
     decode_frame,
     entry_frames,
     local_databases,
+    local_summary,
     problem_summary,
     record_outcome,
 )
@@ -35,6 +36,7 @@ from .messages import (
     MAX_DATABASES,
     MAX_RECON_PAYLOAD,
     DatabaseList,
+    DatabaseSummary,
     Denied,
     Entries,
     EntryFragment,
@@ -67,6 +69,7 @@ class ResponderEvent(enum.Enum):
     DENIAL_RECEIVED = "denial received"
     DATABASES_SENT = "database list sent"
     FINISH_RECEIVED = "finish received"
+    FINISH_RECEIVED_UNPUSHED = "finish received, nothing pushed (version 3: no finished)"
     FINISHED_SENT = "finished sent"
 
 
@@ -82,6 +85,7 @@ _RESPONDER_TRANSITIONS: dict[tuple[ResponderPhase, ResponderEvent], ResponderPha
     (_RP.AWAIT_DATABASES, _RE.DENIAL_RECEIVED): _RP.REFUSED,
     (_RP.SEND_DATABASES, _RE.DATABASES_SENT): _RP.SERVING,
     (_RP.SERVING, _RE.FINISH_RECEIVED): _RP.SEND_FINISHED,
+    (_RP.SERVING, _RE.FINISH_RECEIVED_UNPUSHED): _RP.DONE,
     (_RP.SEND_FINISHED, _RE.FINISHED_SENT): _RP.DONE,
 }
 _RESPONDER_ACCEPTS: dict[ResponderPhase, tuple[type, ...]] = {
@@ -89,6 +93,11 @@ _RESPONDER_ACCEPTS: dict[ResponderPhase, tuple[type, ...]] = {
     _RP.AWAIT_ANNOUNCED: (DatabaseList, Denied),
     _RP.AWAIT_DATABASES: (DatabaseList, Denied),
     _RP.SERVING: (ReconRequest, IndexRequest, FetchRequest, Entries, EntryFragment, Finish),
+}
+_RESPONDER_ACCEPTS_V3: dict[ResponderPhase, tuple[type, ...]] = {
+    **_RESPONDER_ACCEPTS,
+    _RP.ANNOUNCE_DATABASES: (DatabaseSummary, Denied),  # a version-3 initiator summarizes too
+    _RP.AWAIT_ANNOUNCED: (DatabaseSummary, Denied),
 }
 _REQUESTS = (ReconRequest, IndexRequest, FetchRequest)
 Request = ReconRequest | IndexRequest | FetchRequest
@@ -98,19 +107,35 @@ class SyncResponder:
     """The answering side after authentication: answers requests in order, stores pushes.
 
     Driven like :class:`SyncInitiator`. A DENIED as the first frame (the initiator refused our
-    proof) ends it in ``REFUSED``. With ``announce`` (an initiator of protocol version 2) our
-    database list is the first frame we send, without waiting for the initiator's: the
-    initiator then sends its list and its first requests in one flight.
+    proof) ends it in ``REFUSED``. With ``announce`` (an initiator of protocol version 2 or
+    later) our database list is the first frame we send, without waiting for the initiator's:
+    the initiator then sends its list and its first requests in one flight. With
+    ``version3`` (an initiator of version 3; implies ``announce``) what we announce is a
+    DATABASE_SUMMARY (each database's fingerprint beside its count), and a FINISH after a
+    session in which the initiator pushed nothing (no ENTRIES or ENTRY_FRAGMENT frame) ends it
+    without a FINISHED.
     """
 
     def __init__(
-        self, store: SyncStore, limits: SyncLimits = DEFAULT_LIMITS, *, announce: bool = False
+        self,
+        store: SyncStore,
+        limits: SyncLimits = DEFAULT_LIMITS,
+        *,
+        announce: bool = False,
+        version3: bool = False,
     ) -> None:
+        if version3 and not announce:
+            raise ValueError("version3 implies announce (version 2)")
         self._store = store
         self._limits = limits
         self._phase = ResponderPhase.ANNOUNCE_DATABASES if announce else _RP.AWAIT_DATABASES
+        self._quiet_finish = version3
+        self._accepts = _RESPONDER_ACCEPTS_V3 if version3 else _RESPONDER_ACCEPTS
+        self._pushed = False
+        """The initiator sent an ENTRIES or ENTRY_FRAGMENT frame (version 3: FINISHED follows)."""
         self.report = SyncReport(store.tenant_id, "responder")
-        self._local = local_databases(store)
+        self._summary = local_summary(store) if version3 else None
+        self._local = self._summary.databases if self._summary else local_databases(store)
         self._union: list[str] = []
         self._union_names: frozenset[str] = frozenset()
         self._requests: deque[Request] = deque()
@@ -173,6 +198,8 @@ class SyncResponder:
         """The next frame to send, or None when we must wait for the peer (or are done)."""
         if self._phase in (ResponderPhase.ANNOUNCE_DATABASES, ResponderPhase.SEND_DATABASES):
             self._move(ResponderEvent.DATABASES_SENT)
+            if self._summary is not None:
+                return encode_message(self._summary)
             return encode_message(DatabaseList(self._local))
         if self._phase not in (ResponderPhase.SERVING, ResponderPhase.SEND_FINISHED):
             return None
@@ -257,10 +284,10 @@ class SyncResponder:
         self._frames_received += 1
         if self._frames_received > self._limits.max_frames:
             raise ProtocolViolation(f"more than {self._limits.max_frames} frames in a session")
-        message = decode_frame(frame, self._phase, _RESPONDER_ACCEPTS.get(self._phase, ()))
+        message = decode_frame(frame, self._phase, self._accepts.get(self._phase, ()))
         if isinstance(message, Denied):
             self._move(ResponderEvent.DENIAL_RECEIVED)
-        elif isinstance(message, DatabaseList):
+        elif isinstance(message, DatabaseList | DatabaseSummary):
             names = [info.name for info in (*self._local, *message.databases)]
             self._union = database_order(names)
             self._union_names = frozenset(self._union)
@@ -268,10 +295,13 @@ class SyncResponder:
                 raise ProtocolViolation(f"the peer's databases make more than {MAX_DATABASES}")
             for name in self._union:
                 self.report.database(name)
+            if isinstance(message, DatabaseSummary):
+                self._note_alike(message)
             self._move(ResponderEvent.DATABASES_RECEIVED)
         elif isinstance(message, _REQUESTS):
             self._on_request(message, len(frame))
         elif isinstance(message, Entries | EntryFragment):
+            self._pushed = True
             self._push_database = self._pushed_database(message)
             report = self.report.database(self._push_database)
             report.frames_received += 1
@@ -287,7 +317,19 @@ class SyncResponder:
         elif isinstance(message, Finish):
             if self._assembly.active:
                 raise ProtocolViolation("FINISH inside a fragmented entry")
-            self._move(ResponderEvent.FINISH_RECEIVED)
+            if self._quiet_finish and not self._pushed:
+                self._move(ResponderEvent.FINISH_RECEIVED_UNPUSHED)  # nothing to acknowledge
+            else:
+                self._move(ResponderEvent.FINISH_RECEIVED)
+
+    def _note_alike(self, theirs: DatabaseSummary) -> None:
+        """Mark the databases the initiator's summary shows held alike with ours: it will not
+        reconcile them, and they are in sync (what the durability ledger learns)."""
+        assert self._summary is not None
+        ours = dict(zip(self._summary.databases, self._summary.fingerprints, strict=True))
+        for info, fingerprint in zip(theirs.databases, theirs.fingerprints, strict=True):
+            if ours.get(info) == fingerprint:
+                self.report.database(info.name).alike = True
 
     def _on_request(self, request: Request, size: int) -> None:
         if self._assembly.active:

@@ -16,6 +16,7 @@ from .messages import (
     MAX_ENTRIES_PER_FRAME,
     MAX_FRAME_SIZE,
     DatabaseInfo,
+    DatabaseSummary,
     Entries,
     EntryFragment,
     Message,
@@ -41,13 +42,28 @@ def database_order(names: Iterable[str]) -> list[str]:
 
 def local_databases(store: SyncStore) -> tuple[DatabaseInfo, ...]:
     """Our database list for the peer: every database of ``store`` with its entry count."""
-    infos = []
+    return tuple(info for info, _ in _local(store, fingerprints=False))
+
+
+def local_summary(store: SyncStore) -> DatabaseSummary:
+    """Our database summary for the peer (version 3): every database of ``store`` with its
+    entry count and the fingerprint of all its items, each read from one snapshot (a sum the
+    store keeps and one SHA-256: no walk over the items)."""
+    rows = _local(store, fingerprints=True)
+    return DatabaseSummary(tuple(info for info, _ in rows), tuple(fp for _, fp in rows))
+
+
+def _local(store: SyncStore, *, fingerprints: bool) -> list[tuple[DatabaseInfo, bytes]]:
+    rows = []
     for name in sorted(set(store.databases())):
         with store.recon_storage(name) as storage:
-            infos.append(DatabaseInfo(name, storage.size()))
-    if len(infos) > MAX_DATABASES:
-        raise ValueError(f"a tenant syncs at most {MAX_DATABASES} databases, not {len(infos)}")
-    return tuple(infos)
+            size = storage.size()
+            rows.append(
+                (DatabaseInfo(name, size), storage.fingerprint(0, size) if fingerprints else b"")
+            )
+    if len(rows) > MAX_DATABASES:
+        raise ValueError(f"a tenant syncs at most {MAX_DATABASES} databases, not {len(rows)}")
+    return rows
 
 
 def entry_frames(raws: Iterable[bytes]) -> Iterator[bytes]:

@@ -41,6 +41,9 @@ class DatabaseReport:
     """Ids reconciliation showed the peer lacks, not sent yet."""
     settled: bool = False
     """Reconciliation of this database finished: ``lacking`` is all we lack."""
+    alike: bool = False
+    """(Version 3) both sides' summaries gave this database the same count and fingerprint:
+    in sync without reconciling (``settled`` too at the initiator)."""
 
     @property
     def outstanding(self) -> int:

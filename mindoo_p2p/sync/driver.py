@@ -37,7 +37,13 @@ from .auth import (
     TenantAuthority,
 )
 from .ingest_pipeline import IngestPipeline, IngestRunner, IngestStages
-from .messages import LIST_FIRST_VERSION, MAX_FRAME_SIZE, PROTOCOL_VERSION, ProtocolViolation
+from .messages import (
+    LIST_FIRST_VERSION,
+    MAX_FRAME_SIZE,
+    PROTOCOL_VERSION,
+    SUMMARY_VERSION,
+    ProtocolViolation,
+)
 from .protocol import (
     DEFAULT_LIMITS,
     IngestJob,
@@ -263,11 +269,13 @@ class _Session:
 
         pipeline = IngestPipeline(store, self.ingest_stages, ingested)
         try:
+            receiving = trio.CancelScope()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._send_loop, machine, lead)
+                nursery.start_soon(self._send_loop, machine, lead, receiving)
                 nursery.start_soon(pipeline.run)
                 try:
-                    await self._receive_loop(machine, pipeline)
+                    with receiving:
+                        await self._receive_loop(machine, pipeline)
                 finally:
                     pipeline.close()
         except BaseExceptionGroup as group:
@@ -283,9 +291,18 @@ class _Session:
             if self.on_progress is not None and not jobs:
                 self.on_progress(self.fill(machine.report))
 
-    async def _send_loop(self, machine: Machine, lead: bytes | None) -> None:
+    async def _send_loop(
+        self, machine: Machine, lead: bytes | None, receiving: trio.CancelScope
+    ) -> None:
         """Send what the machine has to say, a flight at a time: every frame it has ready
-        (up to `FLIGHT_BYTES`) in one write."""
+        (up to `FLIGHT_BYTES`) in one write. When its last frame finished the machine (a
+        version-3 initiator that pushed nothing: no FINISHED comes), the receive loop, which
+        waits for a frame that will not come, is ended (``receiving``)."""
+        await self._send_flights(machine, lead)
+        if machine.finished:
+            receiving.cancel()
+
+    async def _send_flights(self, machine: Machine, lead: bytes | None) -> None:
         flight = [] if lead is None else [lead]
         while machine.sending or flight:
             size = sum(len(frame) for frame in flight)
@@ -452,8 +469,12 @@ async def run_responder(
             store = next(store for each, store in pairs if each is handshake.authority)
             if on_authenticated is not None:
                 on_authenticated(store.tenant_id)
-            announce = handshake.peer_version >= LIST_FIRST_VERSION
-            machine = SyncResponder(store, limits, announce=announce)
+            machine = SyncResponder(
+                store,
+                limits,
+                announce=handshake.peer_version >= LIST_FIRST_VERSION,
+                version3=handshake.peer_version >= SUMMARY_VERSION,
+            )
             machine.report.protocol_version = handshake.peer_version
             await session.duplex(machine, store, lead=proof)
             if machine.refused:

@@ -18,7 +18,10 @@ LEB128 varints and length-prefixed blobs from :mod:`mindoo_p2p.codec`)::
            ENTRY_FRAGMENT 0x17  total size, offset, data blob (a piece of one large entry)
            FETCH_END 0x18       count, ids requested but not sent (distinct)
            FINISH 0x19          (nothing)
-           FINISHED 0x1A        entries added varint, entries refused varint
+           FINISHED 0x1A        entries added varint, entries refused varint (version 3: only
+                                after a session in which the initiator pushed entries)
+           DATABASE_SUMMARY 0x1B  (version 3, responder) count, then (name text, item count
+                                varint, fingerprint 16), names increasing
 
 Messages validate their fields on construction (``ValueError``), so :func:`encode_message` can
 only write what :func:`decode_message` accepts. :func:`decode_message` is strict and bounded: any
@@ -38,17 +41,26 @@ from typing import ClassVar
 from ..codec import Reader, Writer
 from ..entry import DATABASE_NAME_RE, ID_SIZE, MAX_DATABASE_NAME, MAX_ENTRY_SIZE, TENANT_LOG
 from ..errors import DecodeError, MindooError
-from ..recon import DEFAULT_FRAME_SIZE_LIMIT, MAX_TIMESTAMP, ReconItem
+from ..recon import DEFAULT_FRAME_SIZE_LIMIT, FINGERPRINT_SIZE, MAX_TIMESTAMP, ReconItem
 
-PROTOCOL_VERSION = 2
-"""The version a HELLO announces. 2: the responder sends its DATABASE_LIST right after its
-proof, without waiting for the initiator's (which may then arrive before or after ours); 1:
-the responder answers the initiator's list. A responder speaks every version from
-:data:`MIN_PROTOCOL_VERSION` up and denies any other."""
+PROTOCOL_VERSION = 3
+"""The version a HELLO announces. 3: as 2, but the responder announces a DATABASE_SUMMARY (its
+list with each database's fingerprint, so a database both hold alike needs no reconciliation),
+the initiator sends its list only after it (its list and first requests always leave in one
+flight), and a FINISH after a session in which the initiator pushed nothing ends it at both
+ends (no FINISHED: there is no push to acknowledge); 2: the responder sends its DATABASE_LIST
+right after its proof, without waiting for the initiator's (which may then arrive before or
+after ours); 1: the responder answers the initiator's list. A responder speaks every version
+from :data:`MIN_PROTOCOL_VERSION` up and denies any other."""
 MIN_PROTOCOL_VERSION = 1
 """The oldest version a responder still speaks (an initiator of 1 gets the version-1 session)."""
 LIST_FIRST_VERSION = 2
 """From this version on, the responder announces its database list first."""
+SUMMARY_VERSION = 3
+"""From this version on, the responder announces a DATABASE_SUMMARY, the initiator's list waits
+for it, and FINISHED answers a FINISH only when the initiator pushed entries (an ENTRIES or
+ENTRY_FRAGMENT frame) in the session: both sides see the same frames in the same order, so
+they agree on whether it comes."""
 
 MAX_FRAME_SIZE = 256 * 1024 + 1024
 """The largest frame either side sends or accepts (the transport's default limit)."""
@@ -100,6 +112,7 @@ class MessageType(enum.IntEnum):
     FETCH_END = 0x18
     FINISH = 0x19
     FINISHED = 0x1A
+    DATABASE_SUMMARY = 0x1B
 
 
 class CredentialKind(enum.IntEnum):
@@ -288,6 +301,30 @@ class DatabaseList:
 
 
 @dataclass(frozen=True, slots=True)
+class DatabaseSummary:
+    """Responder -> initiator (version 3): its database list with each database's fingerprint
+    (the Negentropy fingerprint of all its items; `fingerprints[i]` is of `databases[i]`). An
+    initiator holding a database with the same item count and fingerprint needs no
+    reconciliation for it."""
+
+    databases: tuple[DatabaseInfo, ...]
+    fingerprints: tuple[bytes, ...]
+    TYPE: ClassVar[MessageType] = MessageType.DATABASE_SUMMARY
+
+    def __post_init__(self) -> None:
+        DatabaseList(self.databases)  # the same checks as the list's
+        if type(self.fingerprints) is not tuple or len(self.fingerprints) != len(self.databases):
+            raise ValueError("a summary needs exactly one fingerprint per database")
+        for fingerprint in self.fingerprints:
+            _check_bytes(fingerprint, FINGERPRINT_SIZE, "fingerprint")
+
+    @property
+    def listed(self) -> DatabaseList:
+        """The summary as a plain database list."""
+        return DatabaseList(self.databases)
+
+
+@dataclass(frozen=True, slots=True)
 class ReconRequest:
     """Initiator -> responder: a Negentropy message about database number ``database`` of the
     agreed list."""
@@ -433,6 +470,7 @@ class Finished:
 
 Message = (
     Hello
+    | DatabaseSummary
     | Challenge
     | InitiatorProof
     | ResponderProof
@@ -477,6 +515,10 @@ def _write_body(w: Writer, message: Message) -> None:
         w.varint(len(message.databases))
         for info in message.databases:
             w.text(info.name).varint(info.item_count)
+    elif isinstance(message, DatabaseSummary):
+        w.varint(len(message.databases))
+        for info, fingerprint in zip(message.databases, message.fingerprints, strict=True):
+            w.text(info.name).varint(info.item_count).raw(fingerprint)
     elif isinstance(message, ReconRequest):
         w.varint(message.database).blob(message.payload)
     elif isinstance(message, ReconReply):
@@ -571,6 +613,18 @@ def _read_database_list(r: Reader) -> Message:
     return DatabaseList(infos)
 
 
+def _read_database_summary(r: Reader) -> Message:
+    count = r.varint("database count", max_value=MAX_DATABASES)
+    if count * (2 + FINGERPRINT_SIZE) > r.remaining:
+        raise DecodeError(f"{r.what}: {count} databases announced, {r.remaining} bytes left")
+    infos, fingerprints = [], []
+    for _ in range(count):
+        name = r.text("database name", MAX_DATABASE_NAME)
+        infos.append(DatabaseInfo(name, r.varint("item count")))
+        fingerprints.append(r.fixed(FINGERPRINT_SIZE, "fingerprint"))
+    return DatabaseSummary(tuple(infos), tuple(fingerprints))
+
+
 def _read_recon_request(r: Reader) -> Message:
     database = r.varint("database index", max_value=MAX_DATABASES - 1)
     return ReconRequest(database, r.blob("reconciliation payload", MAX_RECON_PAYLOAD))
@@ -646,6 +700,7 @@ _READERS: dict[int, Callable[[Reader], Message]] = {
     MessageType.FETCH_END: _read_fetch_end,
     MessageType.FINISH: _read_finish,
     MessageType.FINISHED: _read_finished,
+    MessageType.DATABASE_SUMMARY: _read_database_summary,
 }
 
 

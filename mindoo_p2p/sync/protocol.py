@@ -13,7 +13,11 @@ The session, after the handshake of :mod:`.auth`::
 
 (Protocol version 2, announced in the HELLO: R sends its DATABASE_LIST right after its proof,
 without waiting for I's; I's list and its first requests then leave in one flight. R answers
-an initiator of version 1 in the order above.)
+an initiator of version 1 in the order above. Version 3: both lists are DATABASE_SUMMARY
+messages (each database's count and fingerprint), R's first and I's after it; a database
+both summaries show alike is in sync without reconciling, and FINISHED follows FINISH only
+when I pushed entries, so an idle session is HELLO, proofs with R's summary, I's summary
+with FINISH: two round trips.)
     for each database of the union (the initiator drives, R answers in order):
       bulk, when I holds less than half of a large database:
         I -> R  INDEX_REQUEST(after position)  R -> I INDEX_PAGE   (one page in flight)
