@@ -193,12 +193,14 @@ def daemon_process(
 ) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
     """``mindoo --home HOME --json node run`` on loopback as a real process (``env``: its
     environment, from cli_helpers.cli_env), once it listens: the process and the identity it
-    printed. Stopped with SIGTERM afterwards (killed if it does not stop in 20 s)."""
+    printed. Its HTTP API listens on a free port (``--http-port 0``, overridable in ``options``),
+    so daemons of tests running at once never contend for the default port. Stopped with
+    SIGTERM afterwards (killed if it does not stop in 20 s)."""
     from cli_helpers import mindoo_command
 
     proc = subprocess.Popen(
         [*mindoo_command(), "--home", str(home), "--json", "node", "run",
-         "--listen", "/ip4/127.0.0.1/tcp/0", *options],
+         "--listen", "/ip4/127.0.0.1/tcp/0", "--http-port", "0", *options],
         env=env,
         cwd=cwd,
         stdin=subprocess.DEVNULL,

@@ -25,13 +25,19 @@ from helpers import daemon_process, wait_for
 from mindoo_p2p.control import daemon_running
 
 Daemon = tuple[subprocess.Popen[str], dict[str, Any]]
+DAEMON_CWD = "daemon-cwd"
+"""The daemons' working directory under tmp_path (the clients run in tmp_path itself)."""
 
 
 @pytest.fixture
 def start_daemon(tmp_path: Path) -> Iterator[Callable[[Path], Daemon]]:
-    """Start ``mindoo node run`` processes on homes (cwd: tmp_path); all stop after the test."""
+    """Start ``mindoo node run`` processes on homes; all stop after the test. Their working
+    directory is ``tmp_path / DAEMON_CWD``, never the clients' (``home.parent``), so a relative
+    path resolved by the daemon instead of the client lands somewhere a test can tell."""
+    cwd = tmp_path / DAEMON_CWD
+    cwd.mkdir(exist_ok=True)
     with ExitStack() as stack:
-        yield lambda home: stack.enter_context(daemon_process(home, tmp_path, cli_env(PASSWORD)))
+        yield lambda home: stack.enter_context(daemon_process(home, cwd, cli_env(PASSWORD)))
 
 
 @pytest.mark.slow
@@ -112,6 +118,7 @@ def test_daemons_sync_and_serve_the_cli(
     exported = run_mindoo(a, "export", "acme", "--out", "acme.bundle", password=None)
     assert exported.code == 0, exported
     assert (a.parent / "acme.bundle").exists()
+    assert not (a.parent / DAEMON_CWD / "acme.bundle").exists()
 
     for proc in (proc_a, proc_b):
         proc.send_signal(signal.SIGTERM)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mindoo_p2p.config import DEFAULT_HTTP_PORT, ConfigError, NodeConfig, load_config
+from mindoo_p2p.http import server as server_module
 from mindoo_p2p.http.auth import (
     API_KEY_FILE,
     ApiKeyError,
@@ -54,6 +56,37 @@ def test_a_taken_default_port_falls_back_and_a_configured_one_is_an_error() -> N
             bind_socket(port, explicit=True)
     finally:
         taken.close()
+
+
+def test_a_default_port_another_daemon_listens_on_between_our_bind_and_listen_falls_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two daemons starting at once: the other has bound the default port (SO_REUSEADDR, as
+    ours does) and listens on it just after our bind. With SO_REUSEADDR our bind succeeds
+    then, so only our listen can find the port taken; the socket returned must still be a
+    listening one on another port (it was a bound, never-listening socket on the taken port,
+    and the HTTP server then failed inside hypercorn instead of falling back)."""
+    other = socket.socket()
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    other.bind(("127.0.0.1", 0))
+    port = other.getsockname()[1]
+
+    class OtherListensAfterOurBind(socket.socket):
+        def bind(self, address: Any) -> None:
+            super().bind(address)
+            if address == ("127.0.0.1", port):
+                other.listen(1)
+
+    monkeypatch.setattr(server_module.socket, "socket", OtherListensAfterOurBind)
+    try:
+        ours = bind_socket(port, explicit=False)
+        try:
+            assert ours.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+            assert ours.getsockname()[1] not in (port, 0)
+        finally:
+            ours.close()
+    finally:
+        other.close()
 
 
 def test_the_api_key_file_is_private_stable_and_never_silently_replaced(tmp_path: Path) -> None:

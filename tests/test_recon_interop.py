@@ -10,6 +10,7 @@ tests/interop/node_modules is missing, and skips only when node or npm is not in
 
 from __future__ import annotations
 
+import fcntl
 import json
 import random
 import shutil
@@ -85,14 +86,19 @@ def _brute_force(shape: Shape) -> tuple[set[bytes], set[bytes]]:
 def _install_nostr_tools() -> None:
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip("node and npm are needed for the interop test")
-    if (INTEROP_DIR / "node_modules" / "nostr-tools" / "lib" / "esm" / "nip77.js").exists():
-        return
-    subprocess.run(
-        ["npm", "install", "--prefix", str(INTEROP_DIR), "--no-audit", "--no-fund"],
-        check=True,
-        timeout=240,
-        capture_output=True,
-    )
+    installed = INTEROP_DIR / "node_modules" / "nostr-tools" / "lib" / "esm" / "nip77.js"
+    # One install at a time: pytest-xdist workers reach this fixture at once on a fresh clone,
+    # and a worker must not see the module while another is still extracting it.
+    with (INTEROP_DIR / ".npm-install.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if installed.exists():
+            return
+        subprocess.run(
+            ["npm", "install", "--prefix", str(INTEROP_DIR), "--no-audit", "--no-fund"],
+            check=True,
+            timeout=240,
+            capture_output=True,
+        )
 
 
 class _LineReader:

@@ -382,7 +382,9 @@ def daemon_home(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     home = tmp_path / "a"
     init_home(home, "alice")
     mindoo(home, "tenant", "create", "acme").ok()
-    with daemon_process(home, tmp_path, cli_env(CLI_PASSWORD)) as (_proc, info):
+    daemon_cwd = tmp_path / "daemon-cwd"  # not the client's (home.parent): see the export test
+    daemon_cwd.mkdir()
+    with daemon_process(home, daemon_cwd, cli_env(CLI_PASSWORD)) as (_proc, info):
         yield home, info["peer_id"]
 
 
@@ -397,6 +399,7 @@ def test_export_through_a_running_daemon(daemon_home: tuple[Path, str], tmp_path
     assert "WARNING: anyone with this file and its password becomes alice" in done.stdout
     kit_file = tmp_path / "a.kit"
     assert stat.S_IMODE(kit_file.stat().st_mode) == 0o600
+    assert not (tmp_path / "daemon-cwd" / "a.kit").exists()
 
     busy = run_with_kit_password(home, "recovery", "restore", "a.kit", kit_password=KIT_PASSWORD)
     assert_one_line_error(busy, 1, "a node already exists", str(home))

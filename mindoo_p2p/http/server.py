@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 MAX_INCOMPLETE_SIZE = 64 * 1024
 """Bytes of request line and headers hypercorn buffers, at most."""
+LISTEN_BACKLOG = 100
+"""The listen backlog (hypercorn's default; it calls ``listen`` again with its own)."""
 
 
 class HttpServerError(MindooError):
@@ -48,20 +50,34 @@ def _config(fd: int) -> Config:
 
 
 def bind_socket(port: int, *, explicit: bool) -> socket.socket:
-    """A TCP socket bound to 127.0.0.1:``port``; see the module docstring for a taken port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    """A TCP socket listening on 127.0.0.1:``port``; see the module docstring for a taken port.
+
+    It listens before it is returned: with SO_REUSEADDR two sockets can *bind* one port while
+    neither listens, so a port another process has bound but not yet listened on is only found
+    taken by ``listen`` (two daemons starting at once would otherwise both keep the default
+    port, and the second's server fail later inside hypercorn instead of falling back).
+    """
     try:
-        sock.bind((HOST, port))
+        return _listening_socket(port)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE or explicit or port == 0:
-            sock.close()
             raise HttpServerError(
                 f"cannot serve the HTTP API on {HOST}:{port}: {exc.strerror} (set another"
                 " http.port in config.toml, or http.enabled = false)"
             ) from None
         logger.warning("HTTP port %d is taken: serving the HTTP API on a free port", port)
-        sock.bind((HOST, 0))
+        return _listening_socket(0)
+
+
+def _listening_socket(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((HOST, port))
+        sock.listen(LISTEN_BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
