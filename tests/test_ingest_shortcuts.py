@@ -5,16 +5,21 @@
   batches the outcome equals admitting one entry at a time;
 - `TransactionChainFacts.links_plainly` lets `settle_new_entries` skip `chains.conflict_seq`
   for the plain links of a run: whenever it answers True, `conflict_seq` finds nothing, and
-  the store ends the same with the shortcut as without it (forks mid-run included).
+  the store ends the same with the shortcut as without it (forks mid-run included);
+- `_chains.continuing_authors` lets `settle_new_entries` skip the fork check for the whole run
+  of an author whose new entries extend the top of its stored rows (a catch-up's batches):
+  for each such entry `conflict_seq` finds nothing, and the store ends the same as when every
+  entry is compared with its neighbours.
 """
 
 from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
+import lmdb
 import pytest
 from test_admission import ADMIN, MEMBERSHIP, OTHER, TENANT_ID, USER, fresh_view, record_entry
 from test_chains import TENANT, _random_chain_offers, chained
@@ -32,9 +37,10 @@ from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.entry import NO_DOCUMENT, NO_PREV, TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.membership import MembershipAction, MembershipRecord, Revocation
 from mindoo_p2p.rejection import Rejected, RejectionKind
-from mindoo_p2p.store import EntryStore
+from mindoo_p2p.store import EntryStore, _writer
 from mindoo_p2p.store._batch import prepare_batch
-from mindoo_p2p.store._chains import TransactionChainFacts
+from mindoo_p2p.store._chains import TransactionChainFacts, settle_new_entries
+from mindoo_p2p.store._layout import Tables
 
 STRANGER = SigningKeyPair.generate()
 OTHER_CUT = 3
@@ -231,8 +237,85 @@ def test_the_plain_link_shortcut_changes_no_outcome(
     with_shortcut = store_outcome(tmp_path / "shortcut", stored_first, batches)
     assert True in checked_shortcut and False in checked_shortcut
     monkeypatch.setattr(TransactionChainFacts, "links_plainly", lambda self, entry: False)
+    monkeypatch.setattr(_writer, "continuing_authors", lambda *args: set())
     per_entry = store_outcome(tmp_path / "per-entry", stored_first, batches)
     assert with_shortcut == per_entry
+
+
+@pytest.fixture
+def checked_runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """`settle_new_entries` wrapped in the writer: before it runs, every entry of an author
+    it is told continues (received entries: nothing is sealed here) is checked against
+    `conflict_seq` over the rows just written. Yields the sizes of the runs let through."""
+    runs: list[int] = []
+
+    def checked(
+        txn: lmdb.Transaction[bytes],
+        tables: Tables,
+        added: list[Entry],
+        arrivals: dict[bytes, bytes],
+        continuing: Collection[bytes] = (),
+    ) -> None:
+        facts = TransactionChainFacts(txn, tables, arrivals)
+        for author_key in continuing:
+            run = [e for e in added if e.tenant_id + e.author == author_key]
+            assert all(conflict_seq(entry, facts) is None for entry in run)
+            runs.append(len(run))
+        settle_new_entries(txn, tables, added, arrivals, continuing)
+
+    monkeypatch.setattr(_writer, "settle_new_entries", checked)
+    yield runs
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_run_that_continues_its_authors_top_changes_no_outcome(
+    tmp_path: Path, seed: int, checked_runs: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chains with twins, gaps, wrong links and legacy entries arrive in author_seq order
+    (as a catch-up brings them; shuffled within each batch for half the seeds), part stored
+    first, the rest in batches: the same forks, withdrawn entries and count as with every entry
+    compared with its neighbours."""
+    rng = random.Random(seed)
+    authors = [SigningKeyPair.generate() for _ in range(3)]
+    offers = sorted(_random_chain_offers(rng, authors), key=lambda e: e.author_seq)
+    head = rng.randint(0, len(offers) // 3)
+    stored_first, rest = offers[:head], offers[head:]
+    cuts = sorted(rng.sample(range(1, len(rest)), 3))
+    batches = [rest[a:b] for a, b in zip([0, *cuts], [*cuts, len(rest)], strict=True)]
+    if seed % 2:
+        for batch in batches:
+            rng.shuffle(batch)
+    with_shortcut = store_outcome(tmp_path / "runs", stored_first, batches)
+    assert checked_runs and max(checked_runs) > 1
+    monkeypatch.setattr(_writer, "continuing_authors", lambda *args: set())
+    monkeypatch.setattr(TransactionChainFacts, "links_plainly", lambda self, entry: False)
+    per_entry = store_outcome(tmp_path / "per-entry", stored_first, batches)
+    assert with_shortcut == per_entry
+
+
+def test_a_run_is_not_taken_as_continuing_when_it_forks_its_author(
+    tmp_path: Path, checked_runs: list[int]
+) -> None:
+    """A run that names another entry than the stored top as its predecessor, or skips a
+    number, is compared entry by entry: the fork is found."""
+    author = SigningKeyPair.generate()
+    run: list[Entry] = []
+    prev = NO_PREV
+    for seq in range(1, 9):
+        run.append(chained(seq, prev, author=author))
+        prev = run[-1].id
+    other = chained(4, run[2].id, author=author)  # a second #4 with the same predecessor
+    rival = chained(5, other.id, author=author)
+    with EntryStore(tmp_path / "store") as store:
+        assert len(store.append(run[:4]).added) == 4  # #1 .. #4: continues an empty author
+        assert checked_runs == [4]
+        assert len(store.append([rival]).added) == 1  # names #4's twin, not the top
+        assert checked_runs == [4]
+        [fork] = store.forks(TENANT)
+        assert fork.seq == 5
+        assert store.append(run[5:]).added  # #6 .. #8 skip #5 of this chain: a gap above #5
+        assert checked_runs == [4]
+        assert store.fsck().ok
 
 
 def test_a_twin_in_the_middle_of_a_run_still_forks_its_author(

@@ -12,8 +12,9 @@ bundles) that is:
   nothing); for every author whose fork point is
   new or lower, or who already forked and gained entries at or above the fork point,
   `settle_fork` applies the rule. Own entries that the write transaction checked to extend
-  their author's stored head (`_local_append`) skip the neighbour comparison, which could
-  find nothing for them; a recorded fork point still applies to them.
+  their author's stored head (`_local_append`), and received entries that `continuing_authors`
+  finds to extend the top of their author's rows (a catch-up's runs), skip the neighbour
+  comparison, which could find nothing for them; a recorded fork point still applies to them.
 - `settle_fork` records the fork point (the smallest ever) with its evidence and withdraws the
   author's entries from it on: above it, retracted (reads skip them, the reconciliation index
   drops them); at it, the `chains.MAX_EVIDENCE` smallest ids are marked as evidence
@@ -275,6 +276,75 @@ def read_forks(txn: lmdb.Transaction[bytes], tables: Tables, tenant_id: bytes) -
     return forks
 
 
+def _author_seq_of(entry: Entry) -> int:
+    return entry.header.author_seq
+
+
+def continuing_authors(
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    entries: Iterable[Entry],
+    skip: Collection[bytes] = (),
+) -> set[bytes]:
+    """The author keys (tenant_id + author) whose entries among ``entries``, about to be written
+    in ``txn`` (their ``by_author`` rows not put yet), extend the top of the author's stored
+    rows: `settle_new_entries`' ``continuing`` contract, checked from the store. Authors in
+    ``skip`` are not looked at.
+
+    An author's entries continue when, sorted by author_seq, they are ``s0 + 1, s0 + 2, ...``
+    (each number once), where ``s0`` is the author's highest ``by_author`` row (0 with none);
+    the first names as ``prev`` the entry of that top row (when there is one), and each later
+    one the entry before it. Then `chains.conflict_seq` finds nothing for any of them: nothing
+    else is stored at their numbers or above, and each link is the one held below it. A batch
+    of a catch-up brings an author's next entries this way; anything else (a gap, a twin, a
+    legacy entry without ``prev``, a link to another entry) leaves the author to the per-entry
+    check. Costs one ``by_author`` positioning and one ``ids`` look-up per author."""
+    runs: dict[bytes, list[Entry]] = {}
+    for entry in entries:
+        header = entry.header
+        author_key = header.tenant_id + header.author
+        if author_key not in skip:
+            runs.setdefault(author_key, []).append(entry)
+    cursor = txn.cursor(tables.by_author)
+    found: set[bytes] = set()
+    for author_key, run in runs.items():
+        if _extends_top(txn, tables, cursor, author_key, sorted(run, key=_author_seq_of)):
+            found.add(author_key)
+    return found
+
+
+def _extends_top(
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    cursor: lmdb.Cursor[bytes],
+    author_key: bytes,
+    run: list[Entry],
+) -> bool:
+    """Whether ``run`` (one author's new entries by author_seq) continues the author's top
+    ``by_author`` row as `continuing_authors` describes."""
+    seq = 0
+    if cursor.set_key(author_key):
+        cursor.last_dup()
+        value = cursor.value()
+        if len(value) != DUP_SIZE:
+            raise StoreError(f"malformed by_author row under {author_key.hex()}: run fsck")
+        seq = int.from_bytes(value[:SEQ_SIZE], "big")
+        first_prev = run[0].header.prev
+        if first_prev is None:
+            return False
+        held = txn.get(first_prev, db=tables.ids)
+        if held is None or held != value[SEQ_SIZE:]:
+            return False
+    previous: bytes | None = None
+    for entry in run:
+        header = entry.header
+        seq += 1
+        if header.author_seq != seq or (previous is not None and header.prev != previous):
+            return False
+        previous = entry.id
+    return True
+
+
 def settle_new_entries(
     txn: lmdb.Transaction[bytes],
     tables: Tables,
@@ -292,7 +362,8 @@ def settle_new_entries(
     ``prev`` and each later one the entry before it (`_local_append` does this for own writes).
     Such an entry cannot show a fork: nothing else is stored at its number or above it, and
     both its links are the ones checked, so `chains.conflict_seq` would find nothing and is not
-    asked. A fork point already recorded for the author is still applied to them."""
+    asked (`_local_append` checks this for own writes, `continuing_authors` for received
+    ones). A fork point already recorded for the author is still applied to them."""
     added = list(added)
     facts = TransactionChainFacts(txn, tables, arrivals)
     facts.preload(entry for entry in added if entry.tenant_id + entry.author not in continuing)
