@@ -6,10 +6,10 @@
 - `TransactionChainFacts.links_plainly` lets `settle_new_entries` skip `chains.conflict_seq`
   for the plain links of a run: whenever it answers True, `conflict_seq` finds nothing, and
   the store ends the same with the shortcut as without it (forks mid-run included);
-- `_chains.continuing_authors` lets `settle_new_entries` skip the fork check for the whole run
-  of an author whose new entries extend the top of its stored rows (a catch-up's batches):
-  for each such entry `conflict_seq` finds nothing, and the store ends the same as when every
-  entry is compared with its neighbours.
+- `_chains.plain_run_entries` lets `settle_new_entries` skip the fork check for the entries
+  of a batch that extend the top of their author's stored rows one after another (a
+  catch-up's runs): for each of them `conflict_seq` finds nothing, and the store ends the
+  same as when every entry is compared with its neighbours.
 """
 
 from __future__ import annotations
@@ -237,16 +237,16 @@ def test_the_plain_link_shortcut_changes_no_outcome(
     with_shortcut = store_outcome(tmp_path / "shortcut", stored_first, batches)
     assert True in checked_shortcut and False in checked_shortcut
     monkeypatch.setattr(TransactionChainFacts, "links_plainly", lambda self, entry: False)
-    monkeypatch.setattr(_writer, "continuing_authors", lambda *args: set())
+    monkeypatch.setattr(_writer, "plain_run_entries", lambda *args: set())
     per_entry = store_outcome(tmp_path / "per-entry", stored_first, batches)
     assert with_shortcut == per_entry
 
 
 @pytest.fixture
 def checked_runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """`settle_new_entries` wrapped in the writer: before it runs, every entry of an author
-    it is told continues (received entries: nothing is sealed here) is checked against
-    `conflict_seq` over the rows just written. Yields the sizes of the runs let through."""
+    """`settle_new_entries` wrapped in the writer: before it runs, every entry it is told is a
+    plain link of a run is checked against `conflict_seq` over the rows just written. Yields
+    how many entries each write let through that way."""
     runs: list[int] = []
 
     def checked(
@@ -255,13 +255,12 @@ def checked_runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
         added: list[Entry],
         arrivals: dict[bytes, bytes],
         continuing: Collection[bytes] = (),
+        plain: Collection[bytes] = (),
     ) -> None:
         facts = TransactionChainFacts(txn, tables, arrivals)
-        for author_key in continuing:
-            run = [e for e in added if e.tenant_id + e.author == author_key]
-            assert all(conflict_seq(entry, facts) is None for entry in run)
-            runs.append(len(run))
-        settle_new_entries(txn, tables, added, arrivals, continuing)
+        assert all(conflict_seq(entry, facts) is None for entry in added if entry.id in plain)
+        runs.append(len(plain))
+        settle_new_entries(txn, tables, added, arrivals, continuing, plain)
 
     monkeypatch.setattr(_writer, "settle_new_entries", checked)
     yield runs
@@ -287,34 +286,44 @@ def test_a_run_that_continues_its_authors_top_changes_no_outcome(
             rng.shuffle(batch)
     with_shortcut = store_outcome(tmp_path / "runs", stored_first, batches)
     assert checked_runs and max(checked_runs) > 1
-    monkeypatch.setattr(_writer, "continuing_authors", lambda *args: set())
+    monkeypatch.setattr(_writer, "plain_run_entries", lambda *args: set())
     monkeypatch.setattr(TransactionChainFacts, "links_plainly", lambda self, entry: False)
     per_entry = store_outcome(tmp_path / "per-entry", stored_first, batches)
     assert with_shortcut == per_entry
 
 
-def test_a_run_is_not_taken_as_continuing_when_it_forks_its_author(
+def test_a_run_stops_being_plain_where_it_forks_its_author(
     tmp_path: Path, checked_runs: list[int]
 ) -> None:
-    """A run that names another entry than the stored top as its predecessor, or skips a
-    number, is compared entry by entry: the fork is found."""
+    """A run is taken as plain up to its first entry that names another predecessor than the
+    one below it, shares its number with another, or follows a gap: from there on each entry
+    is compared with its neighbours, and the fork is found."""
     author = SigningKeyPair.generate()
     run: list[Entry] = []
     prev = NO_PREV
-    for seq in range(1, 9):
+    for seq in range(1, 13):
         run.append(chained(seq, prev, author=author))
         prev = run[-1].id
     other = chained(4, run[2].id, author=author)  # a second #4 with the same predecessor
     rival = chained(5, other.id, author=author)
+    twin = chained(8, run[6].id, author=author)
     with EntryStore(tmp_path / "store") as store:
-        assert len(store.append(run[:4]).added) == 4  # #1 .. #4: continues an empty author
+        assert len(store.append(run[:4]).added) == 4  # #1 .. #4 continue an empty author
         assert checked_runs == [4]
         assert len(store.append([rival]).added) == 1  # names #4's twin, not the top
-        assert checked_runs == [4]
+        assert checked_runs[-1] == 0
         [fork] = store.forks(TENANT)
         assert fork.seq == 5
-        assert store.append(run[5:]).added  # #6 .. #8 skip #5 of this chain: a gap above #5
-        assert checked_runs == [4]
+    with EntryStore(tmp_path / "twin") as store:
+        # #1 .. #7 are plain; #8 is held twice: neither copy, nor anything above, is.
+        assert len(store.append([*run[:10], twin]).added) == 11
+        assert checked_runs[-1] == 7
+        [fork] = store.forks(TENANT)
+        assert fork.seq == 8
+        # #12 after a gap (no #11): nothing is plain, the fork point applies to it
+        assert len(store.append([run[11]]).added) == 1
+        assert checked_runs[-1] == 0
+        assert run[11].id in set(store.retracted_ids(TENANT))
         assert store.fsck().ok
 
 

@@ -12,7 +12,7 @@ bundles) that is:
   nothing); for every author whose fork point is
   new or lower, or who already forked and gained entries at or above the fork point,
   `settle_fork` applies the rule. Own entries that the write transaction checked to extend
-  their author's stored head (`_local_append`), and received entries that `continuing_authors`
+  their author's stored head (`_local_append`), and received entries that `plain_run_entries`
   finds to extend the top of their author's rows (a catch-up's runs), skip the neighbour
   comparison, which could find nothing for them; a recorded fork point still applies to them.
 - `settle_fork` records the fork point (the smallest ever) with its evidence and withdraws the
@@ -280,25 +280,28 @@ def _author_seq_of(entry: Entry) -> int:
     return entry.header.author_seq
 
 
-def continuing_authors(
+def plain_run_entries(
     txn: lmdb.Transaction[bytes],
     tables: Tables,
     entries: Iterable[Entry],
     skip: Collection[bytes] = (),
 ) -> set[bytes]:
-    """The author keys (tenant_id + author) whose entries among ``entries``, about to be written
-    in ``txn`` (their ``by_author`` rows not put yet), extend the top of the author's stored
-    rows: `settle_new_entries`' ``continuing`` contract, checked from the store. Authors in
-    ``skip`` are not looked at.
+    """The ids of those of ``entries`` (about to be written in ``txn``, their ``by_author``
+    rows not put yet) that extend the top of their author's stored rows, one after another:
+    for each such entry `chains.conflict_seq` finds nothing once the batch is written, so
+    `settle_new_entries` need not ask it (nor read rows for it). Authors in ``skip`` (author
+    keys, tenant_id + author) are not looked at.
 
-    An author's entries continue when, sorted by author_seq, they are ``s0 + 1, s0 + 2, ...``
-    (each number once), where ``s0`` is the author's highest ``by_author`` row (0 with none);
-    the first names as ``prev`` the entry of that top row (when there is one), and each later
-    one the entry before it. Then `chains.conflict_seq` finds nothing for any of them: nothing
-    else is stored at their numbers or above, and each link is the one held below it. A batch
-    of a catch-up brings an author's next entries this way; anything else (a gap, a twin, a
-    legacy entry without ``prev``, a link to another entry) leaves the author to the per-entry
-    check. Costs one ``by_author`` positioning and one ``ids`` look-up per author."""
+    Per author, sorted by author_seq, the entries ``s0 + 1, s0 + 2, ...`` as long as each number
+    is held by one entry of the batch, the first names the entry of the author's highest
+    ``by_author`` row (at ``s0``; 0 and nothing to name with no row) as ``prev``, and each later
+    one names the entry before it; the run stops at the first entry that does not. Each entry
+    of the run is alone at its number (nothing was stored above ``s0``), its link is the one
+    held below it, and what lies above it is written by this batch (each of those checks its
+    own link): `conflict_seq` finds nothing, whatever follows. A catch-up brings an author's
+    entries this way, in runs of thousands; the entries after a break (a gap, a twin, a
+    legacy entry without ``prev``, a link to another entry) are checked one by one. Costs one
+    ``by_author`` positioning and one ``ids`` look-up per author."""
     runs: dict[bytes, list[Entry]] = {}
     for entry in entries:
         header = entry.header
@@ -306,22 +309,22 @@ def continuing_authors(
         if author_key not in skip:
             runs.setdefault(author_key, []).append(entry)
     cursor = txn.cursor(tables.by_author)
-    found: set[bytes] = set()
+    plain: set[bytes] = set()
     for author_key, run in runs.items():
-        if _extends_top(txn, tables, cursor, author_key, sorted(run, key=_author_seq_of)):
-            found.add(author_key)
-    return found
+        _add_plain_run(txn, tables, cursor, author_key, sorted(run, key=_author_seq_of), plain)
+    return plain
 
 
-def _extends_top(
+def _add_plain_run(
     txn: lmdb.Transaction[bytes],
     tables: Tables,
     cursor: lmdb.Cursor[bytes],
     author_key: bytes,
     run: list[Entry],
-) -> bool:
-    """Whether ``run`` (one author's new entries by author_seq) continues the author's top
-    ``by_author`` row as `continuing_authors` describes."""
+    plain: set[bytes],
+) -> None:
+    """Add to ``plain`` the ids of the start of ``run`` (one author's new entries, by
+    author_seq) that extends the author's top ``by_author`` row (`plain_run_entries`)."""
     seq = 0
     if cursor.set_key(author_key):
         cursor.last_dup()
@@ -330,19 +333,21 @@ def _extends_top(
             raise StoreError(f"malformed by_author row under {author_key.hex()}: run fsck")
         seq = int.from_bytes(value[:SEQ_SIZE], "big")
         first_prev = run[0].header.prev
-        if first_prev is None:
-            return False
-        held = txn.get(first_prev, db=tables.ids)
-        if held is None or held != value[SEQ_SIZE:]:
-            return False
+        if first_prev is None or txn.get(first_prev, db=tables.ids) != value[SEQ_SIZE:]:
+            return
     previous: bytes | None = None
-    for entry in run:
+    last = len(run) - 1
+    for index, entry in enumerate(run):
         header = entry.header
         seq += 1
-        if header.author_seq != seq or (previous is not None and header.prev != previous):
-            return False
+        if (
+            header.author_seq != seq
+            or (previous is not None and header.prev != previous)
+            or (index < last and run[index + 1].header.author_seq == seq)
+        ):
+            return
+        plain.add(entry.id)
         previous = entry.id
-    return True
 
 
 def settle_new_entries(
@@ -351,6 +356,7 @@ def settle_new_entries(
     added: Iterable[Entry],
     arrivals: dict[bytes, bytes] | None = None,
     continuing: Collection[bytes] = (),
+    plain: Collection[bytes] = (),
 ) -> None:
     """Apply the fork rule after ``added`` were written in ``txn`` (see the module docstring;
     ``arrivals``: their arrival numbers by id, when the caller knows them).
@@ -362,11 +368,19 @@ def settle_new_entries(
     ``prev`` and each later one the entry before it (`_local_append` does this for own writes).
     Such an entry cannot show a fork: nothing else is stored at its number or above it, and
     both its links are the ones checked, so `chains.conflict_seq` would find nothing and is not
-    asked (`_local_append` checks this for own writes, `continuing_authors` for received
-    ones). A fork point already recorded for the author is still applied to them."""
+    asked (`_local_append` checks this for own writes). A fork point already recorded for the
+    author is still applied to them.
+
+    ``plain``: ids of entries of ``added`` that `plain_run_entries` found to extend their
+    author's stored top one after another: not compared with their neighbours either (nor are
+    their rows read), but otherwise treated as every other entry."""
     added = list(added)
     facts = TransactionChainFacts(txn, tables, arrivals)
-    facts.preload(entry for entry in added if entry.tenant_id + entry.author not in continuing)
+    facts.preload(
+        entry
+        for entry in added
+        if entry.id not in plain and entry.tenant_id + entry.author not in continuing
+    )
     known: dict[tuple[bytes, bytes], ForkPoint | None] = {}
     lowest: dict[tuple[bytes, bytes], int] = {}
     highest: dict[tuple[bytes, bytes], int] = {}
@@ -385,7 +399,7 @@ def settle_new_entries(
         if fork is not None and header.author_seq >= fork.seq:
             # landed at or above a known fork point: settle it
             low = fork.seq if low is None else min(low, fork.seq)
-        if not facts.links_plainly(entry):
+        if entry.id not in plain and not facts.links_plainly(entry):
             conflict = conflict_seq(entry, facts)
             if conflict is not None:
                 low = conflict if low is None else min(low, conflict)
