@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 from collections.abc import Collection, Iterator
@@ -271,9 +272,10 @@ def test_a_run_that_continues_its_authors_top_changes_no_outcome(
     tmp_path: Path, seed: int, checked_runs: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Chains with twins, gaps, wrong links and legacy entries arrive in author_seq order
-    (as a catch-up brings them; shuffled within each batch for half the seeds), part stored
-    first, the rest in batches: the same forks, withdrawn entries and count as with every entry
-    compared with its neighbours."""
+    (as a catch-up brings them: a few entries of each batch in the next one, below its top;
+    shuffled within each batch for half the seeds), part stored first, the rest in batches:
+    the same forks, withdrawn entries and count as with every entry compared with its
+    neighbours."""
     rng = random.Random(seed)
     authors = [SigningKeyPair.generate() for _ in range(3)]
     offers = sorted(_random_chain_offers(rng, authors), key=lambda e: e.author_seq)
@@ -281,6 +283,10 @@ def test_a_run_that_continues_its_authors_top_changes_no_outcome(
     stored_first, rest = offers[:head], offers[head:]
     cuts = sorted(rng.sample(range(1, len(rest)), 3))
     batches = [rest[a:b] for a, b in zip([0, *cuts], [*cuts, len(rest)], strict=True)]
+    for earlier, later in itertools.pairwise(batches):
+        # as fetched in timestamp order: a few of a batch's entries come in the next one
+        for _ in range(min(2, len(earlier) - 1)):
+            later.append(earlier.pop(rng.randrange(len(earlier))))
     if seed % 2:
         for batch in batches:
             rng.shuffle(batch)

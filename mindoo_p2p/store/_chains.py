@@ -26,6 +26,7 @@ bundles) that is:
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_right
 from collections.abc import Collection, Iterable
 
 import lmdb
@@ -299,9 +300,10 @@ def plain_run_entries(
     of the run is alone at its number (nothing was stored above ``s0``), its link is the one
     held below it, and what lies above it is written by this batch (each of those checks its
     own link): `conflict_seq` finds nothing, whatever follows. A catch-up brings an author's
-    entries this way, in runs of thousands; the entries after a break (a gap, a twin, a
-    legacy entry without ``prev``, a link to another entry) are checked one by one. Costs one
-    ``by_author`` positioning and one ``ids`` look-up per author."""
+    entries this way, in runs of thousands (fetched in timestamp order, a few of them land in
+    the next batch, below its top); the entries at or below ``s0`` and those after a break (a
+    gap, a twin, a legacy entry without ``prev``, a link to another entry) are checked one by
+    one. Costs one ``by_author`` positioning and one ``ids`` look-up per author."""
     runs: dict[bytes, list[Entry]] = {}
     for entry in entries:
         header = entry.header
@@ -326,18 +328,24 @@ def _add_plain_run(
     """Add to ``plain`` the ids of the start of ``run`` (one author's new entries, by
     author_seq) that extends the author's top ``by_author`` row (`plain_run_entries`)."""
     seq = 0
+    start = 0
     if cursor.set_key(author_key):
         cursor.last_dup()
         value = cursor.value()
         if len(value) != DUP_SIZE:
             raise StoreError(f"malformed by_author row under {author_key.hex()}: run fsck")
         seq = int.from_bytes(value[:SEQ_SIZE], "big")
-        first_prev = run[0].header.prev
+        # Entries at or below the top (filling gaps, or twins) are checked one by one.
+        start = bisect_right(run, seq, key=_author_seq_of)
+        if start == len(run):
+            return
+        first_prev = run[start].header.prev
         if first_prev is None or txn.get(first_prev, db=tables.ids) != value[SEQ_SIZE:]:
             return
     previous: bytes | None = None
     last = len(run) - 1
-    for index, entry in enumerate(run):
+    for index in range(start, len(run)):
+        entry = run[index]
         header = entry.header
         seq += 1
         if (
