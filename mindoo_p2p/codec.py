@@ -159,6 +159,70 @@ class Reader:
     def fixed(self, size: int, field: str) -> bytes:
         return bytes(self._take(size, field))
 
+    def varints_with_fixed(
+        self, count: int, size: int, max_value: int
+    ) -> list[tuple[int, bytes]] | None:
+        """``count`` pairs of a varint of at most ``max_value`` and ``size`` bytes (an index
+        page's items), read in one loop: what ``count`` calls of `varint` then `fixed` return.
+        None, with nothing read, when any pair is not valid (or the data ends first): the caller
+        then reads field by field, which names what is wrong."""
+        data = bytes(self._data[self._pos :])
+        end = len(data)
+        pos = 0
+        pairs: list[tuple[int, bytes]] = []
+        append = pairs.append
+        for _ in range(count):
+            value = 0
+            shift = 0
+            while True:
+                if pos >= end:
+                    return None
+                byte = data[pos]
+                pos += 1
+                value |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    break
+                shift += 7
+                if shift > 63:
+                    return None  # over ten bytes
+            if (byte == 0 and shift) or value > max_value or pos + size > end:
+                return None
+            append((value, data[pos : pos + size]))
+            pos += size
+        self._pos += pos
+        return pairs
+
+    def blobs(self, count: int, max_size: int) -> list[bytes] | None:
+        """``count`` blobs of at most ``max_size`` bytes each (an entry frame's entries), read
+        in one loop: what ``count`` calls of `blob` return. None, with nothing read, when any is
+        not valid (or the data ends first): the caller then reads them one by one, which names
+        what is wrong."""
+        data = bytes(self._data[self._pos :])
+        end = len(data)
+        pos = 0
+        out: list[bytes] = []
+        append = out.append
+        for _ in range(count):
+            size = 0
+            shift = 0
+            while True:
+                if pos >= end:
+                    return None
+                byte = data[pos]
+                pos += 1
+                size |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    break
+                shift += 7
+                if shift > 63:
+                    return None
+            if (byte == 0 and shift) or size > max_size or pos + size > end:
+                return None
+            append(data[pos : pos + size])
+            pos += size
+        self._pos += pos
+        return out
+
     def blob(self, field: str, max_size: int) -> bytes:
         size = self.varint(field, max_value=max_size)
         return bytes(self._take(size, field))

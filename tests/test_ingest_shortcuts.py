@@ -5,16 +5,22 @@
   batches the outcome equals admitting one entry at a time;
 - `TransactionChainFacts.links_plainly` lets `settle_new_entries` skip `chains.conflict_seq`
   for the plain links of a run: whenever it answers True, `conflict_seq` finds nothing, and
-  the store ends the same with the shortcut as without it (forks mid-run included).
+  the store ends the same with the shortcut as without it (forks mid-run included);
+- `_chains.plain_run_entries` lets `settle_new_entries` skip the fork check for the entries
+  of a batch that extend the top of their author's stored rows one after another (a
+  catch-up's runs): for each of them `conflict_seq` finds nothing, and the store ends the
+  same as when every entry is compared with its neighbours.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
+import lmdb
 import pytest
 from test_admission import ADMIN, MEMBERSHIP, OTHER, TENANT_ID, USER, fresh_view, record_entry
 from test_chains import TENANT, _random_chain_offers, chained
@@ -32,9 +38,10 @@ from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.entry import NO_DOCUMENT, NO_PREV, TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.membership import MembershipAction, MembershipRecord, Revocation
 from mindoo_p2p.rejection import Rejected, RejectionKind
-from mindoo_p2p.store import EntryStore
+from mindoo_p2p.store import EntryStore, _writer
 from mindoo_p2p.store._batch import prepare_batch
-from mindoo_p2p.store._chains import TransactionChainFacts
+from mindoo_p2p.store._chains import TransactionChainFacts, settle_new_entries
+from mindoo_p2p.store._layout import Tables
 
 STRANGER = SigningKeyPair.generate()
 OTHER_CUT = 3
@@ -231,8 +238,99 @@ def test_the_plain_link_shortcut_changes_no_outcome(
     with_shortcut = store_outcome(tmp_path / "shortcut", stored_first, batches)
     assert True in checked_shortcut and False in checked_shortcut
     monkeypatch.setattr(TransactionChainFacts, "links_plainly", lambda self, entry: False)
+    monkeypatch.setattr(_writer, "plain_run_entries", lambda *args: set())
     per_entry = store_outcome(tmp_path / "per-entry", stored_first, batches)
     assert with_shortcut == per_entry
+
+
+@pytest.fixture
+def checked_runs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """`settle_new_entries` wrapped in the writer: before it runs, every entry it is told is a
+    plain link of a run is checked against `conflict_seq` over the rows just written. Yields
+    how many entries each write let through that way."""
+    runs: list[int] = []
+
+    def checked(
+        txn: lmdb.Transaction[bytes],
+        tables: Tables,
+        added: list[Entry],
+        arrivals: dict[bytes, bytes],
+        continuing: Collection[bytes] = (),
+        plain: Collection[bytes] = (),
+    ) -> None:
+        facts = TransactionChainFacts(txn, tables, arrivals)
+        assert all(conflict_seq(entry, facts) is None for entry in added if entry.id in plain)
+        runs.append(len(plain))
+        settle_new_entries(txn, tables, added, arrivals, continuing, plain)
+
+    monkeypatch.setattr(_writer, "settle_new_entries", checked)
+    yield runs
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_run_that_continues_its_authors_top_changes_no_outcome(
+    tmp_path: Path, seed: int, checked_runs: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chains with twins, gaps, wrong links and legacy entries arrive in author_seq order
+    (as a catch-up brings them: a few entries of each batch in the next one, below its top;
+    shuffled within each batch for half the seeds), part stored first, the rest in batches:
+    the same forks, withdrawn entries and count as with every entry compared with its
+    neighbours."""
+    rng = random.Random(seed)
+    authors = [SigningKeyPair.generate() for _ in range(3)]
+    offers = sorted(_random_chain_offers(rng, authors), key=lambda e: e.author_seq)
+    head = rng.randint(0, len(offers) // 3)
+    stored_first, rest = offers[:head], offers[head:]
+    cuts = sorted(rng.sample(range(1, len(rest)), 3))
+    batches = [rest[a:b] for a, b in zip([0, *cuts], [*cuts, len(rest)], strict=True)]
+    for earlier, later in itertools.pairwise(batches):
+        # as fetched in timestamp order: a few of a batch's entries come in the next one
+        for _ in range(min(2, len(earlier) - 1)):
+            later.append(earlier.pop(rng.randrange(len(earlier))))
+    if seed % 2:
+        for batch in batches:
+            rng.shuffle(batch)
+    with_shortcut = store_outcome(tmp_path / "runs", stored_first, batches)
+    assert checked_runs and max(checked_runs) > 1
+    monkeypatch.setattr(_writer, "plain_run_entries", lambda *args: set())
+    monkeypatch.setattr(TransactionChainFacts, "links_plainly", lambda self, entry: False)
+    per_entry = store_outcome(tmp_path / "per-entry", stored_first, batches)
+    assert with_shortcut == per_entry
+
+
+def test_a_run_stops_being_plain_where_it_forks_its_author(
+    tmp_path: Path, checked_runs: list[int]
+) -> None:
+    """A run is taken as plain up to its first entry that names another predecessor than the
+    one below it, shares its number with another, or follows a gap: from there on each entry
+    is compared with its neighbours, and the fork is found."""
+    author = SigningKeyPair.generate()
+    run: list[Entry] = []
+    prev = NO_PREV
+    for seq in range(1, 13):
+        run.append(chained(seq, prev, author=author))
+        prev = run[-1].id
+    other = chained(4, run[2].id, author=author)  # a second #4 with the same predecessor
+    rival = chained(5, other.id, author=author)
+    twin = chained(8, run[6].id, author=author)
+    with EntryStore(tmp_path / "store") as store:
+        assert len(store.append(run[:4]).added) == 4  # #1 .. #4 continue an empty author
+        assert checked_runs == [4]
+        assert len(store.append([rival]).added) == 1  # names #4's twin, not the top
+        assert checked_runs[-1] == 0
+        [fork] = store.forks(TENANT)
+        assert fork.seq == 5
+    with EntryStore(tmp_path / "twin") as store:
+        # #1 .. #7 are plain; #8 is held twice: neither copy, nor anything above, is.
+        assert len(store.append([*run[:10], twin]).added) == 11
+        assert checked_runs[-1] == 7
+        [fork] = store.forks(TENANT)
+        assert fork.seq == 8
+        # #12 after a gap (no #11): nothing is plain, the fork point applies to it
+        assert len(store.append([run[11]]).added) == 1
+        assert checked_runs[-1] == 0
+        assert run[11].id in set(store.retracted_ids(TENANT))
+        assert store.fsck().ok
 
 
 def test_a_twin_in_the_middle_of_a_run_still_forks_its_author(

@@ -65,8 +65,9 @@ def minted(signer: SigningKeyPair, seq: int, prev: bytes) -> Entry:
 
 
 class Spy:
-    """Wraps the store's fork check: for every entry the shortcut skips, asks the full
-    comparison anyway (same transaction, same facts) and records what it said."""
+    """Wraps the store's fork check: for every entry the shortcuts skip (own continuing
+    authors, received plain runs), asks the full comparison anyway (same transaction, same
+    facts) and records what it said."""
 
     def __init__(self) -> None:
         self.skipped = 0
@@ -79,16 +80,17 @@ class Spy:
         added: Iterable[Entry],
         arrivals: dict[bytes, bytes] | None = None,
         continuing: Collection[bytes] = (),
+        plain: Collection[bytes] = (),
     ) -> None:
         added = list(added)
         facts = _chains.TransactionChainFacts(txn, tables, arrivals)
         for entry in added:
-            if entry.tenant_id + entry.author in continuing:
+            if entry.tenant_id + entry.author in continuing or entry.id in plain:
                 self.skipped += 1
                 seq = conflict_seq(entry, facts)
                 if seq is not None:
                     self.found.append(seq)
-        _chains.settle_new_entries(txn, tables, added, arrivals, continuing)
+        _chains.settle_new_entries(txn, tables, added, arrivals, continuing, plain)
 
 
 @pytest.fixture

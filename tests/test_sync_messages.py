@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mindoo_p2p.codec import Reader
 from mindoo_p2p.entry import MAX_ENTRY_SIZE, TENANT_LOG
 from mindoo_p2p.errors import DecodeError
 from mindoo_p2p.recon import MAX_TIMESTAMP, ReconItem
@@ -268,3 +269,64 @@ def test_random_credentials_raise_only_decode_error(data: bytes) -> None:
     except DecodeError:
         return
     assert credential.encode() == data
+
+
+def _decoded(frame: bytes) -> Message | str:
+    try:
+        return decode_message(frame)
+    except DecodeError as exc:
+        return str(exc)
+
+
+@FUZZ
+@given(
+    st.one_of(
+        index_pages(),
+        st.builds(
+            Entries,
+            st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=5).map(tuple),
+        ),
+    ),
+    st.data(),
+)
+def test_the_one_loop_readers_decode_as_the_field_readers(
+    message: Message, data: st.DataObject
+) -> None:
+    """Index pages and entry frames are read in one loop (`Reader.varints_with_fixed`,
+    `Reader.blobs`); valid or mutated (a bit flipped, cut short, bytes inserted: overlong,
+    non-minimal and oversized varints among them), a frame decodes to the same message, or
+    fails with the same error, as when every field is read on its own."""
+    frame = bytearray(encode_message(message))
+    for _ in range(data.draw(st.integers(0, 3))):
+        action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        position = data.draw(st.integers(0, len(frame)))
+        if action == "flip" and position < len(frame):
+            frame[position] ^= 1 << data.draw(st.integers(0, 7))
+        elif action == "cut":
+            del frame[position:]
+        else:
+            frame[position:position] = data.draw(
+                st.sampled_from([b"\x80", b"\xff" * 10, b"\x80\x00", b"\x00", b"\x7f"])
+            )
+    one_loop = _decoded(bytes(frame))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Reader, "varints_with_fixed", lambda *args: None)
+        patch.setattr(Reader, "blobs", lambda *args: None)
+        field_by_field = _decoded(bytes(frame))
+    assert one_loop == field_by_field
+
+
+def test_the_one_loop_readers_are_used_and_refuse_what_the_field_readers_refuse() -> None:
+    page = IndexPage(
+        tuple(ReconItem(1_700_000_000_000 + i, bytes([i]) * 32) for i in range(3)), False
+    )
+    reader = Reader(encode_message(page)[2:])
+    assert reader.varints_with_fixed(3, 32, MAX_TIMESTAMP - 1) == [
+        (item.timestamp, item.id) for item in page.items
+    ]
+    assert Reader(b"\x80\x00" + bytes(32)).varints_with_fixed(1, 32, 10) is None  # non-minimal
+    assert Reader(b"\x0b" + bytes(32)).varints_with_fixed(1, 32, 10) is None  # over the limit
+    assert Reader(b"\xff" * 10 + b"\x01").blobs(1, 10) is None  # over ten bytes
+    assert Reader(b"\x03ab").blobs(1, 10) is None  # cut short
+    assert Reader(b"\x0b" + bytes(11)).blobs(1, 10) is None  # over the size limit
+    assert Reader(b"\x02ab\x01c").blobs(2, 10) == [b"ab", b"c"]

@@ -16,7 +16,7 @@ from ._fingerprint import (
     fingerprint_of_ids,
     id_value,
 )
-from ._item import ID_SIZE, MAX_TIMESTAMP, ReconItem
+from ._item import ID_SIZE, MAX_TIMESTAMP, ReconItem, checked_items
 from ._messages import (
     INFINITE_BOUND,
     PROTOCOL_VERSION,
@@ -62,6 +62,7 @@ __all__ = [
     "SkipRange",
     "SplitPolicy",
     "VectorStorage",
+    "checked_items",
     "decode_message",
     "encode_message",
     "fingerprint_from_sum",

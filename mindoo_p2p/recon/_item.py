@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 ID_SIZE = 32
@@ -38,6 +39,24 @@ class ReconItem:
     def sort_key(self) -> bytes:
         """40 bytes, big-endian timestamp then id: bytewise order equals item order."""
         return self.timestamp.to_bytes(_TIMESTAMP_BYTES, "big") + self.id
+
+
+_new_item = object.__new__
+_set_timestamp = ReconItem.__dict__["timestamp"].__set__
+_set_id = ReconItem.__dict__["id"].__set__
+
+
+def checked_items(pairs: Iterable[tuple[int, bytes]]) -> tuple[ReconItem, ...]:
+    """Items from ``(timestamp, id)`` pairs that a decoder has checked already: each timestamp
+    an int in ``0 .. MAX_TIMESTAMP``, each id `ID_SIZE` bytes. Built through the slots (an index
+    page of thousands of items is not validated twice); the same items as `ReconItem(...)`."""
+    items = []
+    for timestamp, item_id in pairs:
+        item: ReconItem = _new_item(ReconItem)
+        _set_timestamp(item, timestamp)
+        _set_id(item, item_id)
+        items.append(item)
+    return tuple(items)
 
 
 def item_from_sort_key(key: bytes) -> ReconItem:

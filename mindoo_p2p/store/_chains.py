@@ -12,8 +12,9 @@ bundles) that is:
   nothing); for every author whose fork point is
   new or lower, or who already forked and gained entries at or above the fork point,
   `settle_fork` applies the rule. Own entries that the write transaction checked to extend
-  their author's stored head (`_local_append`) skip the neighbour comparison, which could
-  find nothing for them; a recorded fork point still applies to them.
+  their author's stored head (`_local_append`), and received entries that `plain_run_entries`
+  finds to extend the top of their author's rows (a catch-up's runs), skip the neighbour
+  comparison, which could find nothing for them; a recorded fork point still applies to them.
 - `settle_fork` records the fork point (the smallest ever) with its evidence and withdraws the
   author's entries from it on: above it, retracted (reads skip them, the reconciliation index
   drops them); at it, the `chains.MAX_EVIDENCE` smallest ids are marked as evidence
@@ -25,6 +26,7 @@ bundles) that is:
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_right
 from collections.abc import Collection, Iterable
 
 import lmdb
@@ -275,12 +277,94 @@ def read_forks(txn: lmdb.Transaction[bytes], tables: Tables, tenant_id: bytes) -
     return forks
 
 
+def _author_seq_of(entry: Entry) -> int:
+    return entry.header.author_seq
+
+
+def plain_run_entries(
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    entries: Iterable[Entry],
+    skip: Collection[bytes] = (),
+) -> set[bytes]:
+    """The ids of those of ``entries`` (about to be written in ``txn``, their ``by_author``
+    rows not put yet) that extend the top of their author's stored rows, one after another:
+    for each such entry `chains.conflict_seq` finds nothing once the batch is written, so
+    `settle_new_entries` need not ask it (nor read rows for it). Authors in ``skip`` (author
+    keys, tenant_id + author) are not looked at.
+
+    Per author, sorted by author_seq, the entries ``s0 + 1, s0 + 2, ...`` as long as each number
+    is held by one entry of the batch, the first names the entry of the author's highest
+    ``by_author`` row (at ``s0``; 0 and nothing to name with no row) as ``prev``, and each later
+    one names the entry before it; the run stops at the first entry that does not. Each entry
+    of the run is alone at its number (nothing was stored above ``s0``), its link is the one
+    held below it, and what lies above it is written by this batch (each of those checks its
+    own link): `conflict_seq` finds nothing, whatever follows. A catch-up brings an author's
+    entries this way, in runs of thousands (fetched in timestamp order, a few of them land in
+    the next batch, below its top); the entries at or below ``s0`` and those after a break (a
+    gap, a twin, a legacy entry without ``prev``, a link to another entry) are checked one by
+    one. Costs one ``by_author`` positioning and one ``ids`` look-up per author."""
+    runs: dict[bytes, list[Entry]] = {}
+    for entry in entries:
+        header = entry.header
+        author_key = header.tenant_id + header.author
+        if author_key not in skip:
+            runs.setdefault(author_key, []).append(entry)
+    cursor = txn.cursor(tables.by_author)
+    plain: set[bytes] = set()
+    for author_key, run in runs.items():
+        _add_plain_run(txn, tables, cursor, author_key, sorted(run, key=_author_seq_of), plain)
+    return plain
+
+
+def _add_plain_run(
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    cursor: lmdb.Cursor[bytes],
+    author_key: bytes,
+    run: list[Entry],
+    plain: set[bytes],
+) -> None:
+    """Add to ``plain`` the ids of the start of ``run`` (one author's new entries, by
+    author_seq) that extends the author's top ``by_author`` row (`plain_run_entries`)."""
+    seq = 0
+    start = 0
+    if cursor.set_key(author_key):
+        cursor.last_dup()
+        value = cursor.value()
+        if len(value) != DUP_SIZE:
+            raise StoreError(f"malformed by_author row under {author_key.hex()}: run fsck")
+        seq = int.from_bytes(value[:SEQ_SIZE], "big")
+        # Entries at or below the top (filling gaps, or twins) are checked one by one.
+        start = bisect_right(run, seq, key=_author_seq_of)
+        if start == len(run):
+            return
+        first_prev = run[start].header.prev
+        if first_prev is None or txn.get(first_prev, db=tables.ids) != value[SEQ_SIZE:]:
+            return
+    previous: bytes | None = None
+    last = len(run) - 1
+    for index in range(start, len(run)):
+        entry = run[index]
+        header = entry.header
+        seq += 1
+        if (
+            header.author_seq != seq
+            or (previous is not None and header.prev != previous)
+            or (index < last and run[index + 1].header.author_seq == seq)
+        ):
+            return
+        plain.add(entry.id)
+        previous = entry.id
+
+
 def settle_new_entries(
     txn: lmdb.Transaction[bytes],
     tables: Tables,
     added: Iterable[Entry],
     arrivals: dict[bytes, bytes] | None = None,
     continuing: Collection[bytes] = (),
+    plain: Collection[bytes] = (),
 ) -> None:
     """Apply the fork rule after ``added`` were written in ``txn`` (see the module docstring;
     ``arrivals``: their arrival numbers by id, when the caller knows them).
@@ -292,10 +376,19 @@ def settle_new_entries(
     ``prev`` and each later one the entry before it (`_local_append` does this for own writes).
     Such an entry cannot show a fork: nothing else is stored at its number or above it, and
     both its links are the ones checked, so `chains.conflict_seq` would find nothing and is not
-    asked. A fork point already recorded for the author is still applied to them."""
+    asked (`_local_append` checks this for own writes). A fork point already recorded for the
+    author is still applied to them.
+
+    ``plain``: ids of entries of ``added`` that `plain_run_entries` found to extend their
+    author's stored top one after another: not compared with their neighbours either (nor are
+    their rows read), but otherwise treated as every other entry."""
     added = list(added)
     facts = TransactionChainFacts(txn, tables, arrivals)
-    facts.preload(entry for entry in added if entry.tenant_id + entry.author not in continuing)
+    facts.preload(
+        entry
+        for entry in added
+        if entry.id not in plain and entry.tenant_id + entry.author not in continuing
+    )
     known: dict[tuple[bytes, bytes], ForkPoint | None] = {}
     lowest: dict[tuple[bytes, bytes], int] = {}
     highest: dict[tuple[bytes, bytes], int] = {}
@@ -314,7 +407,7 @@ def settle_new_entries(
         if fork is not None and header.author_seq >= fork.seq:
             # landed at or above a known fork point: settle it
             low = fork.seq if low is None else min(low, fork.seq)
-        if not facts.links_plainly(entry):
+        if entry.id not in plain and not facts.links_plainly(entry):
             conflict = conflict_seq(entry, facts)
             if conflict is not None:
                 low = conflict if low is None else min(low, conflict)

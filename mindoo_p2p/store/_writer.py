@@ -18,7 +18,7 @@ import lmdb
 
 from ..entry import Entry
 from ..errors import StoreError
-from ._chains import settle_new_entries
+from ._chains import plain_run_entries, settle_new_entries
 from ._layout import (
     DUP_SIZE,
     SCOPE_NUMBER_SIZE,
@@ -182,6 +182,9 @@ def write_entries(
     added = [e for e in accepted if e.id not in raced] if raced else list(accepted)
     if not added:
         return added
+    # Read before the author rows are put: which new entries extend their author's stored top
+    # one after another (a catch-up's runs), so that the fork check need not look at them.
+    plain = plain_run_entries(txn, tables, added, sealed_here)
 
     first_arrival = last_arrival(txn, tables) + 1
     sealed_rows: list[tuple[bytes, bytes]] = []
@@ -249,5 +252,5 @@ def write_entries(
         total = _stored_counter(txn, tables.scope_docs, scope, "scope_docs") + count
         txn.put(scope, pack_seq(total), db=tables.scope_docs)
     index_items(txn, tables, recon_items)
-    settle_new_entries(txn, tables, added, dict(id_rows), sealed_here)
+    settle_new_entries(txn, tables, added, dict(id_rows), sealed_here, plain)
     return added

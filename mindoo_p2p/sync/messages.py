@@ -41,7 +41,13 @@ from typing import ClassVar
 from ..codec import Reader, Writer
 from ..entry import DATABASE_NAME_RE, ID_SIZE, MAX_DATABASE_NAME, MAX_ENTRY_SIZE, TENANT_LOG
 from ..errors import DecodeError, MindooError
-from ..recon import DEFAULT_FRAME_SIZE_LIMIT, FINGERPRINT_SIZE, MAX_TIMESTAMP, ReconItem
+from ..recon import (
+    DEFAULT_FRAME_SIZE_LIMIT,
+    FINGERPRINT_SIZE,
+    MAX_TIMESTAMP,
+    ReconItem,
+    checked_items,
+)
 
 PROTOCOL_VERSION = 3
 """The version a HELLO announces. 3: as 2, but the responder announces a DATABASE_SUMMARY (its
@@ -646,9 +652,14 @@ def _read_index_page(r: Reader) -> Message:
     count = r.varint("item count", max_value=MAX_INDEX_PAGE)
     if count * (ID_SIZE + 1) > r.remaining:
         raise DecodeError(f"{r.what}: {count} items announced, {r.remaining} bytes left")
-    items = tuple(
-        ReconItem(r.varint("timestamp", max_value=MAX_TIMESTAMP - 1), r.fixed(ID_SIZE, "id"))
-        for _ in range(count)
+    pairs = r.varints_with_fixed(count, ID_SIZE, MAX_TIMESTAMP - 1)  # fast path (issue 8)
+    items = (
+        tuple(
+            ReconItem(r.varint("timestamp", max_value=MAX_TIMESTAMP - 1), r.fixed(ID_SIZE, "id"))
+            for _ in range(count)
+        )
+        if pairs is None
+        else checked_items(pairs)
     )
     return IndexPage(items, _read_bool(r, "more"))
 
@@ -662,7 +673,10 @@ def _read_entries(r: Reader) -> Message:
     count = r.varint("entry count", max_value=MAX_ENTRIES_PER_FRAME)
     if count * 2 > r.remaining:
         raise DecodeError(f"{r.what}: {count} entries announced, {r.remaining} bytes left")
-    return Entries(tuple(r.blob("sealed entry", MAX_FRAME_SIZE) for _ in range(count)))
+    raws = r.blobs(count, MAX_FRAME_SIZE)  # fast path (issue 8)
+    if raws is None:
+        return Entries(tuple(r.blob("sealed entry", MAX_FRAME_SIZE) for _ in range(count)))
+    return Entries(tuple(raws))
 
 
 def _read_entry_fragment(r: Reader) -> Message:
