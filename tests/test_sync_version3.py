@@ -6,6 +6,8 @@ its FINISHED; the driver ends a version-3 initiator as its FINISH leaves."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import trio
 import trio.testing
@@ -13,7 +15,7 @@ from sync_helpers import AUTHORITY_A, AUTHORITY_B, BASE_MS, PEER_A, PEER_B, TENA
 
 from mindoo_p2p.entry import TENANT_LOG
 from mindoo_p2p.errors import DecodeError
-from mindoo_p2p.sync.driver import run_initiator, run_responder
+from mindoo_p2p.sync.driver import SyncTimeout, run_initiator, run_responder
 from mindoo_p2p.sync.messages import (
     DatabaseInfo,
     DatabaseList,
@@ -34,7 +36,7 @@ from mindoo_p2p.sync.protocol import (
     SyncInitiator,
     SyncResponder,
 )
-from mindoo_p2p.testing.memory_sync import MemorySyncStore, memory_frame_pair
+from mindoo_p2p.testing.memory_sync import MemoryFrameStream, MemorySyncStore, memory_frame_pair
 
 
 def frames_of(machine: SyncInitiator | SyncResponder) -> list[Message]:
@@ -243,3 +245,64 @@ async def test_the_driver_ends_an_idle_version_3_initiator_as_its_finish_leaves(
         ended["initiator"] = trio.current_time()
     assert ended["initiator"] < 1.0
     assert report.protocol_version == 3 and report.received == report.sent == 0
+
+
+class StopsReadingAfterSummary:
+    """The responder's end of an in-memory stream whose owner stops reading once it sent its
+    summary: it closes its receiving channel (every later send to it fails) and holds its end
+    open without a word, like a peer that dropped the session half way."""
+
+    def __init__(
+        self, outgoing: trio.MemorySendChannel[bytes], incoming: trio.MemoryReceiveChannel[bytes]
+    ) -> None:
+        self.outgoing, self.incoming = outgoing, incoming
+        self.stopped = False
+
+    async def send_frame(self, data: bytes) -> None:
+        await self.outgoing.send(data)
+        if isinstance(decode_message(data), DatabaseSummary):
+            self.stopped = True
+            await self.incoming.aclose()
+
+    async def receive_frame(self) -> bytes:
+        if self.stopped:
+            await trio.sleep_forever()
+        return await self.incoming.receive()
+
+    async def close(self) -> None:
+        await self.outgoing.aclose()
+        await self.incoming.aclose()
+
+
+async def test_an_idle_version_3_initiator_whose_finish_is_never_taken_in_does_not_succeed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The machine is done once it produced its FINISH; the driver ends the session at once
+    only when that FINISH was delivered. Here the peer stopped reading after its summary: the
+    send fails, and the session ends as version 2's would, on the idle bound (a SyncTimeout,
+    with its penalty), not with a report of success."""
+    entries = [seal("notes", BASE_MS + i) for i in range(3)]
+    to_far, from_near = trio.open_memory_channel[bytes](0)
+    to_near, from_far = trio.open_memory_channel[bytes](0)
+    near = MemoryFrameStream(to_far, from_far)
+    far = StopsReadingAfterSummary(to_near, from_near)
+    penalties: list[str] = []
+
+    async def respond() -> None:
+        with contextlib.suppress(trio.ClosedResourceError):  # its own end: not under test
+            await run_responder(far, PEER_B, PEER_A, {TENANT: (AUTHORITY_B, store_with(entries))})
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(respond)
+        with pytest.raises(SyncTimeout, match="sent nothing"):
+            await run_initiator(
+                near,
+                PEER_A,
+                PEER_B,
+                AUTHORITY_A,
+                store_with(entries),
+                on_penalty=lambda _peer, _points, reason: penalties.append(reason),
+            )
+        assert far.stopped
+        nursery.cancel_scope.cancel()
+    assert len(penalties) == 1
