@@ -173,6 +173,59 @@ def test_a_version_3_initiator_that_pushed_waits_for_finished() -> None:
     responder.close()
 
 
+def requests_then_finish(version: int) -> tuple[SyncResponder, list[bytes], bytes]:
+    """A responder of ``version`` with the initiator's list (or summary) taken in, the
+    initiator's reconciliation requests of one database that differs, and a FINISH."""
+    mine = [seal("notes", BASE_MS + i) for i in range(3)]
+    theirs = [*mine[:2], seal("notes", BASE_MS + 99)]
+    initiator = SyncInitiator(store_with(mine), version=version)
+    responder = SyncResponder(store_with(theirs), announce=True, version3=version >= 3)
+    initiator.receive(responder.next_frame() or b"")
+    flight = [encode_message(m) for m in frames_of(initiator)]
+    initiator.close()
+    responder.receive(flight[0])  # its list or summary
+    assert flight[1:] and all(isinstance(decode_message(f), ReconRequest) for f in flight[1:])
+    return responder, flight[1:], encode_message(Finish())
+
+
+def test_a_quiet_finish_before_the_requests_are_answered_is_a_violation() -> None:
+    """Version 3: a FINISH after nothing was pushed ends the session at the responder, so one
+    that comes while the initiator's requests are still queued (unanswered: an honest initiator
+    finishes only when it has every answer) is a protocol violation, not a way to DONE."""
+    responder, requests, finish = requests_then_finish(3)
+    for request in requests:
+        responder.receive(request)
+    with pytest.raises(ProtocolViolation, match="not yet answered"):
+        responder.receive(finish)
+    assert not responder.finished
+    responder.close()
+
+
+def test_a_quiet_finish_after_the_answers_ends_the_session() -> None:
+    responder, requests, finish = requests_then_finish(3)
+    for request in requests:
+        responder.receive(request)
+    answers = frames_of(responder)
+    assert answers and all(isinstance(m, ReconReply) for m in answers)
+    responder.receive(finish)
+    assert responder.finished and responder.next_frame() is None
+    responder.close()
+
+
+def test_a_version_2_finish_before_the_answers_still_gets_them_and_finished() -> None:
+    """Version 2 as before: a FINISH with requests queued moves to sending FINISHED, after the
+    answers still due."""
+    responder, requests, finish = requests_then_finish(2)
+    for request in requests:
+        responder.receive(request)
+    responder.receive(finish)
+    assert responder.phase is ResponderPhase.SEND_FINISHED
+    answers = frames_of(responder)
+    assert all(isinstance(m, ReconReply) for m in answers[:-1]) and len(answers) > 1
+    assert answers[-1] == Finished(0, 0) and responder.finished
+    responder.close()
+
+
 def test_version_2_keeps_its_order_and_its_finished() -> None:
     """An initiator of version 2 may send its list before the responder's, and a responder
     answering version 2 sends FINISHED even when nothing was pushed."""
@@ -289,7 +342,7 @@ async def test_an_idle_version_3_initiator_whose_finish_is_never_taken_in_does_n
     penalties: list[str] = []
 
     async def respond() -> None:
-        with contextlib.suppress(trio.ClosedResourceError):  # its own end: not under test
+        with contextlib.suppress(trio.ClosedResourceError, SyncTimeout):  # not under test
             await run_responder(far, PEER_B, PEER_A, {TENANT: (AUTHORITY_B, store_with(entries))})
 
     async with trio.open_nursery() as nursery:
