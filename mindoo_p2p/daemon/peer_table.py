@@ -19,10 +19,11 @@ tenants            a session records the tenant as shared (gossip admission), a 
 version            a responder that denied our HELLO's version (an older node) is asked with
                    the version below it (`sync_version`) until `VERSION_RECHECK_SECONDS`
                    pass, doubling with each refusal up to `VERSION_RECHECK_MAX_SECONDS`; then
-                   the newest is tried again. Kept across reconnects: an old node adds penalty
+                   the version just above it is tried (one HELLO it may deny per recheck,
+                   however old it is). Kept across reconnects: an old node adds penalty
                    points for every HELLO it denies and never forgets them, so probing on each
-                   reconnect would get us banned there. A session the peer starts with a newer
-                   version (it upgraded) lifts the cap at once (`peer_speaks`).
+                   reconnect would get us banned there. A session with a version above the
+                   cap (it upgraded) lifts the cap at once (`peer_speaks`).
 =================  ==========================================================================
 """
 
@@ -45,10 +46,10 @@ MAX_PEER_STATES = 4096
 """Default bound of the peer table."""
 VERSION_RECHECK_SECONDS = 3600.0
 """How long after its first refusal of a protocol version a peer is asked with an older one
-before the newest is tried again (the wait doubles with each further refusal)."""
+before the version above that is tried again (the wait doubles with each further refusal)."""
 VERSION_RECHECK_MAX_SECONDS = 86400.0
-"""The longest such wait: an upgraded peer that never starts a session itself is asked with the
-newest version again within a day."""
+"""The longest such wait: an upgraded peer that never starts a session itself is asked with a
+newer version again within a day."""
 
 
 @dataclass
@@ -341,7 +342,9 @@ class PeerTable:
         if state is None or state.version_cap is None:
             return PROTOCOL_VERSION
         if self._clock() >= state.version_recheck_at:
-            return PROTOCOL_VERSION  # time to see whether it upgraded (the cap stays till then)
+            # Time to see whether it upgraded (the cap stays till then): one version above
+            # the cap, so a recheck costs one denied HELLO at most, however old the peer.
+            return min(state.version_cap + 1, PROTOCOL_VERSION)
         return state.version_cap
 
     def version_refused(self, peer_id: str, version: int) -> int | None:
