@@ -7,6 +7,8 @@ its FINISHED; the driver ends a version-3 initiator as its FINISH leaves."""
 from __future__ import annotations
 
 import contextlib
+import random
+from collections.abc import Iterator
 
 import pytest
 import trio
@@ -15,12 +17,14 @@ from sync_helpers import AUTHORITY_A, AUTHORITY_B, BASE_MS, PEER_A, PEER_B, TENA
 
 from mindoo_p2p.entry import TENANT_LOG
 from mindoo_p2p.errors import DecodeError
+from mindoo_p2p.recon import ReconItem, ReconStorage, VectorStorage
 from mindoo_p2p.sync.driver import SyncTimeout, run_initiator, run_responder
 from mindoo_p2p.sync.messages import (
     DatabaseInfo,
     DatabaseList,
     DatabaseSummary,
     Entries,
+    FetchRequest,
     Finish,
     Finished,
     Message,
@@ -359,3 +363,69 @@ async def test_an_idle_version_3_initiator_whose_finish_is_never_taken_in_does_n
         assert far.stopped
         nursery.cancel_scope.cancel()
     assert len(penalties) == 1
+
+
+class FixedItemsStore(MemorySyncStore):
+    """A store whose one database "notes" reconciles over the given items (crafted ids, as an
+    insider grinding entry ids would obtain with real ones); it holds none of their entries."""
+
+    def __init__(self, items: list[ReconItem]) -> None:
+        super().__init__(TENANT)
+        self._fixed = VectorStorage(items)
+
+    def databases(self) -> list[str]:
+        return ["notes"]
+
+    @contextlib.contextmanager
+    def recon_storage(self, database: str) -> Iterator[ReconStorage]:
+        yield self._fixed
+
+
+def colliding_stores() -> tuple[FixedItemsStore, FixedItemsStore, set[bytes]]:
+    """Two sets of 302 items, 300 shared, whose other two ids differ but add up to the same sum
+    mod 2**256 (so the same count and fingerprint), spread over the time range; and the ids
+    only the second holds."""
+    rnd = random.Random(1)
+    common = [ReconItem(BASE_MS + i, rnd.randbytes(32)) for i in range(300)]
+    a, b, c = (rnd.randbytes(32) for _ in range(3))
+    d_value = int.from_bytes(a, "little") + int.from_bytes(b, "little")
+    d = ((d_value - int.from_bytes(c, "little")) % (1 << 256)).to_bytes(32, "little")
+    mine = [ReconItem(BASE_MS + 10, a), ReconItem(BASE_MS + 10**6, b)]
+    theirs = [ReconItem(BASE_MS + 10, c), ReconItem(BASE_MS + 2 * 10**6, d)]
+    return FixedItemsStore(common + mine), FixedItemsStore(common + theirs), {c, d}
+
+
+def run_machines(initiator: SyncInitiator, responder: SyncResponder) -> list[Message]:
+    """Carry frames between the two machines until neither has more; what the initiator sent."""
+    sent: list[Message] = []
+    initiator.receive(responder.next_frame() or b"")
+    for _ in range(20):
+        flight = frames_of(initiator)
+        if not flight:
+            break
+        sent.extend(flight)
+        for reply in answer_all(flight, responder):
+            initiator.receive(reply)
+    return sent
+
+
+@pytest.mark.parametrize("trust_summary", [True, False])
+def test_a_full_check_reconciles_what_a_fingerprint_collision_hides(trust_summary: bool) -> None:
+    """The summaries' additive fingerprints collide for two different sets: trusted, the
+    database is held alike and nothing is asked; a full check (``trust_summary=False``, one
+    session in `SUMMARY_FULL_CHECK_EVERY` from the daemon) reconciles it anyway and asks for
+    the two entries it lacks."""
+    mine, theirs, their_own = colliding_stores()
+    initiator = SyncInitiator(mine, version=3, trust_summary=trust_summary)
+    responder = SyncResponder(theirs, announce=True, version3=True)
+    sent = run_machines(initiator, responder)
+    fetched = {i for m in sent if isinstance(m, FetchRequest) for i in m.ids}
+    if trust_summary:
+        assert initiator.report.databases["notes"].alike
+        assert not any(isinstance(m, ReconRequest) for m in sent) and not fetched
+    else:
+        assert not initiator.report.databases["notes"].alike
+        assert any(isinstance(m, ReconRequest) for m in sent)
+        assert fetched == their_own
+    initiator.close()
+    responder.close()

@@ -389,6 +389,7 @@ async def run_initiator(
     ingest_stages: IngestStages | None = None,
     version: int = PROTOCOL_VERSION,
     snapshot_budget: SnapshotBudget = SHARED_SNAPSHOT_BUDGET,
+    trust_summary: bool = True,
 ) -> SyncReport:
     """Authenticate for ``authority``'s tenant and sync ``store`` with the peer, announcing
     protocol ``version`` (the newest by default; version 1 speaks as 063fa60 did).
@@ -397,6 +398,8 @@ async def run_initiator(
     ``on_authenticated(tenant_id)`` is called once the handshake succeeded, before the sync
     phase (which may take long: a clone). Reconciliation scopes beyond the current
     database's take their snapshots from ``snapshot_budget`` (see :mod:`.snapshot_budget`).
+    ``trust_summary=False`` reconciles every database of a version-3 session, even those the
+    summaries show held alike (`SyncInitiator`; the daemon's periodic full check).
     Raises :class:`AuthDenied` when either side refuses the other (the stream is closed;
     :class:`VersionRefused` when the responder does not speak ``version``),
     :class:`ProtocolViolation` or :class:`SyncTimeout` as described in the module docstring.
@@ -422,7 +425,13 @@ async def run_initiator(
                 )
             if on_authenticated is not None:
                 on_authenticated(authority.tenant_id)
-            machine = SyncInitiator(store, limits, version=version, snapshot_budget=snapshot_budget)
+            machine = SyncInitiator(
+                store,
+                limits,
+                version=version,
+                snapshot_budget=snapshot_budget,
+                trust_summary=trust_summary,
+            )
             machine.report.protocol_version = version
             await session.duplex(machine, store)
             return session.fill(machine.report)
