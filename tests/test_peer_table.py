@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mindoo_p2p.daemon import BAN_SECONDS, BAN_THRESHOLD, PeerTable
+from mindoo_p2p.daemon.peer_table import SUMMARY_FULL_CHECK_EVERY
 from mindoo_p2p.sync.protocol import SyncReport
 
 TENANT = b"t" * 16
@@ -162,3 +163,25 @@ def test_progress_is_shown_while_syncing_and_cleared_after() -> None:
 def test_bad_bounds_are_refused() -> None:
     with pytest.raises(ValueError, match="max_peers"):
         PeerTable(max_peers=0)
+
+
+def test_one_session_in_n_is_a_full_check_that_stays_due_until_it_ends_well() -> None:
+    """Per peer and tenant: `SUMMARY_FULL_CHECK_EVERY` - 1 sessions trust the summaries, then
+    one reconciles everything; a full check that fails (no `summary_session_done`) stays due,
+    so the peer cannot dodge it; a session of a version without summaries counts as full."""
+    table = PeerTable()
+    other = bytes(range(16))
+    trusted = []
+    for _ in range(2 * SUMMARY_FULL_CHECK_EVERY):
+        trust = table.trusts_summary("p", TENANT)
+        trusted.append(trust)
+        table.summary_session_done("p", TENANT, full=not trust)
+    pattern = [True] * (SUMMARY_FULL_CHECK_EVERY - 1) + [False]
+    assert trusted == pattern * 2
+    assert table.trusts_summary("p", other) and table.trusts_summary("q", TENANT)
+    for _ in range(SUMMARY_FULL_CHECK_EVERY - 1):
+        table.summary_session_done("p", TENANT, full=False)
+    assert not table.trusts_summary("p", TENANT)
+    assert not table.trusts_summary("p", TENANT)  # the full check failed: still due
+    table.summary_session_done("p", TENANT, full=True)  # e.g. a version-2 session
+    assert table.trusts_summary("p", TENANT)

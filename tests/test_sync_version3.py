@@ -6,6 +6,10 @@ its FINISHED; the driver ends a version-3 initiator as its FINISH leaves."""
 
 from __future__ import annotations
 
+import contextlib
+import random
+from collections.abc import Iterator
+
 import pytest
 import trio
 import trio.testing
@@ -13,12 +17,14 @@ from sync_helpers import AUTHORITY_A, AUTHORITY_B, BASE_MS, PEER_A, PEER_B, TENA
 
 from mindoo_p2p.entry import TENANT_LOG
 from mindoo_p2p.errors import DecodeError
-from mindoo_p2p.sync.driver import run_initiator, run_responder
+from mindoo_p2p.recon import ReconItem, ReconStorage, VectorStorage
+from mindoo_p2p.sync.driver import SyncTimeout, run_initiator, run_responder
 from mindoo_p2p.sync.messages import (
     DatabaseInfo,
     DatabaseList,
     DatabaseSummary,
     Entries,
+    FetchRequest,
     Finish,
     Finished,
     Message,
@@ -34,7 +40,7 @@ from mindoo_p2p.sync.protocol import (
     SyncInitiator,
     SyncResponder,
 )
-from mindoo_p2p.testing.memory_sync import MemorySyncStore, memory_frame_pair
+from mindoo_p2p.testing.memory_sync import MemoryFrameStream, MemorySyncStore, memory_frame_pair
 
 
 def frames_of(machine: SyncInitiator | SyncResponder) -> list[Message]:
@@ -171,6 +177,59 @@ def test_a_version_3_initiator_that_pushed_waits_for_finished() -> None:
     responder.close()
 
 
+def requests_then_finish(version: int) -> tuple[SyncResponder, list[bytes], bytes]:
+    """A responder of ``version`` with the initiator's list (or summary) taken in, the
+    initiator's reconciliation requests of one database that differs, and a FINISH."""
+    mine = [seal("notes", BASE_MS + i) for i in range(3)]
+    theirs = [*mine[:2], seal("notes", BASE_MS + 99)]
+    initiator = SyncInitiator(store_with(mine), version=version)
+    responder = SyncResponder(store_with(theirs), announce=True, version3=version >= 3)
+    initiator.receive(responder.next_frame() or b"")
+    flight = [encode_message(m) for m in frames_of(initiator)]
+    initiator.close()
+    responder.receive(flight[0])  # its list or summary
+    assert flight[1:] and all(isinstance(decode_message(f), ReconRequest) for f in flight[1:])
+    return responder, flight[1:], encode_message(Finish())
+
+
+def test_a_quiet_finish_before_the_requests_are_answered_is_a_violation() -> None:
+    """Version 3: a FINISH after nothing was pushed ends the session at the responder, so one
+    that comes while the initiator's requests are still queued (unanswered: an honest initiator
+    finishes only when it has every answer) is a protocol violation, not a way to DONE."""
+    responder, requests, finish = requests_then_finish(3)
+    for request in requests:
+        responder.receive(request)
+    with pytest.raises(ProtocolViolation, match="not yet answered"):
+        responder.receive(finish)
+    assert not responder.finished
+    responder.close()
+
+
+def test_a_quiet_finish_after_the_answers_ends_the_session() -> None:
+    responder, requests, finish = requests_then_finish(3)
+    for request in requests:
+        responder.receive(request)
+    answers = frames_of(responder)
+    assert answers and all(isinstance(m, ReconReply) for m in answers)
+    responder.receive(finish)
+    assert responder.finished and responder.next_frame() is None
+    responder.close()
+
+
+def test_a_version_2_finish_before_the_answers_still_gets_them_and_finished() -> None:
+    """Version 2 as before: a FINISH with requests queued moves to sending FINISHED, after the
+    answers still due."""
+    responder, requests, finish = requests_then_finish(2)
+    for request in requests:
+        responder.receive(request)
+    responder.receive(finish)
+    assert responder.phase is ResponderPhase.SEND_FINISHED
+    answers = frames_of(responder)
+    assert all(isinstance(m, ReconReply) for m in answers[:-1]) and len(answers) > 1
+    assert answers[-1] == Finished(0, 0) and responder.finished
+    responder.close()
+
+
 def test_version_2_keeps_its_order_and_its_finished() -> None:
     """An initiator of version 2 may send its list before the responder's, and a responder
     answering version 2 sends FINISHED even when nothing was pushed."""
@@ -243,3 +302,130 @@ async def test_the_driver_ends_an_idle_version_3_initiator_as_its_finish_leaves(
         ended["initiator"] = trio.current_time()
     assert ended["initiator"] < 1.0
     assert report.protocol_version == 3 and report.received == report.sent == 0
+
+
+class StopsReadingAfterSummary:
+    """The responder's end of an in-memory stream whose owner stops reading once it sent its
+    summary: it closes its receiving channel (every later send to it fails) and holds its end
+    open without a word, like a peer that dropped the session half way."""
+
+    def __init__(
+        self, outgoing: trio.MemorySendChannel[bytes], incoming: trio.MemoryReceiveChannel[bytes]
+    ) -> None:
+        self.outgoing, self.incoming = outgoing, incoming
+        self.stopped = False
+
+    async def send_frame(self, data: bytes) -> None:
+        await self.outgoing.send(data)
+        if isinstance(decode_message(data), DatabaseSummary):
+            self.stopped = True
+            await self.incoming.aclose()
+
+    async def receive_frame(self) -> bytes:
+        if self.stopped:
+            await trio.sleep_forever()
+        return await self.incoming.receive()
+
+    async def close(self) -> None:
+        await self.outgoing.aclose()
+        await self.incoming.aclose()
+
+
+async def test_an_idle_version_3_initiator_whose_finish_is_never_taken_in_does_not_succeed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The machine is done once it produced its FINISH; the driver ends the session at once
+    only when that FINISH was delivered. Here the peer stopped reading after its summary: the
+    send fails, and the session ends as version 2's would, on the idle bound (a SyncTimeout,
+    with its penalty), not with a report of success."""
+    entries = [seal("notes", BASE_MS + i) for i in range(3)]
+    to_far, from_near = trio.open_memory_channel[bytes](0)
+    to_near, from_far = trio.open_memory_channel[bytes](0)
+    near = MemoryFrameStream(to_far, from_far)
+    far = StopsReadingAfterSummary(to_near, from_near)
+    penalties: list[str] = []
+
+    async def respond() -> None:
+        with contextlib.suppress(trio.ClosedResourceError, SyncTimeout):  # not under test
+            await run_responder(far, PEER_B, PEER_A, {TENANT: (AUTHORITY_B, store_with(entries))})
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(respond)
+        with pytest.raises(SyncTimeout, match="sent nothing"):
+            await run_initiator(
+                near,
+                PEER_A,
+                PEER_B,
+                AUTHORITY_A,
+                store_with(entries),
+                on_penalty=lambda _peer, _points, reason: penalties.append(reason),
+            )
+        assert far.stopped
+        nursery.cancel_scope.cancel()
+    assert len(penalties) == 1
+
+
+class FixedItemsStore(MemorySyncStore):
+    """A store whose one database "notes" reconciles over the given items (crafted ids, as an
+    insider grinding entry ids would obtain with real ones); it holds none of their entries."""
+
+    def __init__(self, items: list[ReconItem]) -> None:
+        super().__init__(TENANT)
+        self._fixed = VectorStorage(items)
+
+    def databases(self) -> list[str]:
+        return ["notes"]
+
+    @contextlib.contextmanager
+    def recon_storage(self, database: str) -> Iterator[ReconStorage]:
+        yield self._fixed
+
+
+def colliding_stores() -> tuple[FixedItemsStore, FixedItemsStore, set[bytes]]:
+    """Two sets of 302 items, 300 shared, whose other two ids differ but add up to the same sum
+    mod 2**256 (so the same count and fingerprint), spread over the time range; and the ids
+    only the second holds."""
+    rnd = random.Random(1)
+    common = [ReconItem(BASE_MS + i, rnd.randbytes(32)) for i in range(300)]
+    a, b, c = (rnd.randbytes(32) for _ in range(3))
+    d_value = int.from_bytes(a, "little") + int.from_bytes(b, "little")
+    d = ((d_value - int.from_bytes(c, "little")) % (1 << 256)).to_bytes(32, "little")
+    mine = [ReconItem(BASE_MS + 10, a), ReconItem(BASE_MS + 10**6, b)]
+    theirs = [ReconItem(BASE_MS + 10, c), ReconItem(BASE_MS + 2 * 10**6, d)]
+    return FixedItemsStore(common + mine), FixedItemsStore(common + theirs), {c, d}
+
+
+def run_machines(initiator: SyncInitiator, responder: SyncResponder) -> list[Message]:
+    """Carry frames between the two machines until neither has more; what the initiator sent."""
+    sent: list[Message] = []
+    initiator.receive(responder.next_frame() or b"")
+    for _ in range(20):
+        flight = frames_of(initiator)
+        if not flight:
+            break
+        sent.extend(flight)
+        for reply in answer_all(flight, responder):
+            initiator.receive(reply)
+    return sent
+
+
+@pytest.mark.parametrize("trust_summary", [True, False])
+def test_a_full_check_reconciles_what_a_fingerprint_collision_hides(trust_summary: bool) -> None:
+    """The summaries' additive fingerprints collide for two different sets: trusted, the
+    database is held alike and nothing is asked; a full check (``trust_summary=False``, one
+    session in `SUMMARY_FULL_CHECK_EVERY` from the daemon) reconciles it anyway and asks for
+    the two entries it lacks."""
+    mine, theirs, their_own = colliding_stores()
+    initiator = SyncInitiator(mine, version=3, trust_summary=trust_summary)
+    responder = SyncResponder(theirs, announce=True, version3=True)
+    sent = run_machines(initiator, responder)
+    fetched = {i for m in sent if isinstance(m, FetchRequest) for i in m.ids}
+    if trust_summary:
+        assert initiator.report.databases["notes"].alike
+        assert not any(isinstance(m, ReconRequest) for m in sent) and not fetched
+    else:
+        assert not initiator.report.databases["notes"].alike
+        assert any(isinstance(m, ReconRequest) for m in sent)
+        assert fetched == their_own
+    initiator.close()
+    responder.close()

@@ -252,6 +252,35 @@ def test_peer_table_remembers_an_old_peer_and_rechecks_with_backoff() -> None:
     assert table.sync_version("p") == 3
 
 
+async def test_a_recheck_of_a_version_1_peer_costs_one_denied_hello() -> None:
+    """A version-1 node (063fa60) scores every HELLO it denies and never forgets: a recheck
+    asks one version above the remembered one (2, not 3 then 2), so each costs one denial,
+    and the wait still doubles. Once it upgrades, the probe's session lifts the cap."""
+    mine, theirs = differing_stores()
+    old = OldResponder(theirs)
+    clock = FakeClock()
+    table = PeerTable(clock=clock)
+    assert isinstance(await sync_with(old, table, mine), SyncReport)
+    assert old.hellos == [3, 2, 1]  # first contact: every version down to the one it speaks
+    waits = []
+    for _ in range(4):
+        old.hellos.clear()
+        assert table.sync_version("old") == 1
+        recheck_at = table.peer("old").version_recheck_at
+        waits.append(recheck_at - clock.now)
+        clock.now = recheck_at
+        assert isinstance(await sync_with(old, table, mine), SyncReport)
+        assert old.hellos == [2, 1]  # one denial per recheck
+    assert waits == [VERSION_RECHECK_SECONDS * 2**n for n in range(1, 5)]  # 2 refusals first
+    old.speaks = frozenset({1, 2, 3})  # it upgraded
+    old.hellos.clear()
+    clock.now = table.peer("old").version_recheck_at
+    report = await sync_with(old, table, mine)
+    assert isinstance(report, SyncReport) and old.hellos == [2]
+    table.peer_speaks("old", report.protocol_version)  # what SyncSessions does with a report
+    assert table.sync_version("old") == 3
+
+
 def test_peer_table_lifts_the_cap_when_the_peer_speaks_a_newer_version() -> None:
     table = PeerTable(clock=FakeClock())
     table.version_refused("p", 3)

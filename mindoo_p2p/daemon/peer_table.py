@@ -19,10 +19,15 @@ tenants            a session records the tenant as shared (gossip admission), a 
 version            a responder that denied our HELLO's version (an older node) is asked with
                    the version below it (`sync_version`) until `VERSION_RECHECK_SECONDS`
                    pass, doubling with each refusal up to `VERSION_RECHECK_MAX_SECONDS`; then
-                   the newest is tried again. Kept across reconnects: an old node adds penalty
+                   the version just above it is tried (one HELLO it may deny per recheck,
+                   however old it is). Kept across reconnects: an old node adds penalty
                    points for every HELLO it denies and never forgets them, so probing on each
-                   reconnect would get us banned there. A session the peer starts with a newer
-                   version (it upgraded) lifts the cap at once (`peer_speaks`).
+                   reconnect would get us banned there. A session with a version above the
+                   cap (it upgraded) lifts the cap at once (`peer_speaks`).
+full check         of the sessions we start with a peer for a tenant (version 3), one in
+                   `SUMMARY_FULL_CHECK_EVERY` reconciles every database, held alike by the
+                   summaries or not (`trusts_summary`); it stays due until one ends well
+                   (`summary_session_done`). Counted in memory from this process's start.
 =================  ==========================================================================
 """
 
@@ -43,12 +48,16 @@ BAN_SECONDS = 600.0
 """How long a banned peer is refused."""
 MAX_PEER_STATES = 4096
 """Default bound of the peer table."""
+SUMMARY_FULL_CHECK_EVERY = 16
+"""One session in this many that we start with a peer for a tenant ignores "held alike": the
+summaries' additive fingerprints can be made to collide by a member grinding entry ids, and
+two sets that collide would otherwise never be reconciled by that pair (docs/security.md)."""
 VERSION_RECHECK_SECONDS = 3600.0
 """How long after its first refusal of a protocol version a peer is asked with an older one
-before the newest is tried again (the wait doubles with each further refusal)."""
+before the version above that is tried again (the wait doubles with each further refusal)."""
 VERSION_RECHECK_MAX_SECONDS = 86400.0
-"""The longest such wait: an upgraded peer that never starts a session itself is asked with the
-newest version again within a day."""
+"""The longest such wait: an upgraded peer that never starts a session itself is asked with a
+newer version again within a day."""
 
 
 @dataclass
@@ -141,6 +150,9 @@ class PeerState:
     """When (the table's clock) the cap lapses and the newest version is tried again."""
     version_refusals: int = 0
     """HELLOs the peer denied for their version since it last spoke a newer one."""
+    summary_sessions: dict[bytes, int] = field(default_factory=dict)
+    """Per tenant: our sessions with the peer that trusted the summaries since the last full
+    one (`trusts_summary`)."""
 
     def to_dict(self, tenant_names: dict[bytes, str]) -> dict[str, Any]:
         return {
@@ -341,7 +353,9 @@ class PeerTable:
         if state is None or state.version_cap is None:
             return PROTOCOL_VERSION
         if self._clock() >= state.version_recheck_at:
-            return PROTOCOL_VERSION  # time to see whether it upgraded (the cap stays till then)
+            # Time to see whether it upgraded (the cap stays till then): one version above
+            # the cap, so a recheck costs one denied HELLO at most, however old the peer.
+            return min(state.version_cap + 1, PROTOCOL_VERSION)
         return state.version_cap
 
     def version_refused(self, peer_id: str, version: int) -> int | None:
@@ -358,6 +372,24 @@ class PeerTable:
             return None
         state.version_cap = older
         return older
+
+    # -- full checks --------------------------------------------------------------------------
+    def trusts_summary(self, peer_id: str, tenant_id: bytes) -> bool:
+        """May our next session with ``peer_id`` for ``tenant_id`` skip the databases the
+        summaries show held alike? False once in `SUMMARY_FULL_CHECK_EVERY` sessions (a
+        full check), and until that session ends well: a peer cannot dodge it by failing it."""
+        state = self._states.get(peer_id)
+        trusted = state.summary_sessions.get(tenant_id, 0) if state is not None else 0
+        return trusted < SUMMARY_FULL_CHECK_EVERY - 1
+
+    def summary_session_done(self, peer_id: str, tenant_id: bytes, *, full: bool) -> None:
+        """Our session with ``peer_id`` for ``tenant_id`` ended well; ``full``: it reconciled
+        every database (a full check, or a version without summaries)."""
+        sessions = self.peer(peer_id).summary_sessions
+        if full:
+            sessions.pop(tenant_id, None)
+        else:
+            sessions[tenant_id] = sessions.get(tenant_id, 0) + 1
 
     def peer_speaks(self, peer_id: str, version: int) -> None:
         """A session with ``peer_id`` authenticated speaking ``version`` (its HELLO when it

@@ -42,7 +42,7 @@ from ..sync.driver import (
     run_with_version_fallback,
 )
 from ..sync.ingest_pipeline import IngestStages
-from ..sync.messages import ProtocolViolation
+from ..sync.messages import SUMMARY_VERSION, ProtocolViolation
 from ..sync.protocol import SyncLimits, SyncReport
 from ..sync.tenant_adapter import TenantSyncAuthority, TenantSyncStore
 from ..tenant import Tenant
@@ -190,6 +190,7 @@ class SyncSessions:
             # Inside the try: a store failure here (it reads LMDB) must reset the open stream,
             # or the peer's listener would wait in negotiation for its timeout.
             positions = feed_positions(self._node, tenant.id)
+            trusted = self._peer_table.trusts_summary(peer_id, tenant.id)
             report = await run_initiator(
                 stream,
                 self._local_peer,
@@ -203,6 +204,7 @@ class SyncSessions:
                 hold_store=self._hold_for_handshake,
                 on_authenticated=self._proven(peer_id),
                 version=version,
+                trust_summary=trusted,
             )
         except VersionRefused:
             with trio.CancelScope(shield=True):
@@ -238,6 +240,8 @@ class SyncSessions:
             await stream.close()
         # The session's time is the peer's wait: from opening its stream to its end.
         report.elapsed_seconds = trio.current_time() - opened
+        full = not trusted or report.protocol_version < SUMMARY_VERSION
+        self._peer_table.summary_session_done(peer_id, tenant.id, full=full)
         await self._ended_well(peer_id, tenant, report, positions)
         return report
 

@@ -203,6 +203,10 @@ class SyncInitiator:
     fingerprint the summary gives is in sync without reconciling, and a session in which we
     pushed nothing ends as FINISH leaves (the responder sends no FINISHED then); version 1 is
     exactly what 063fa60's initiator sent (our list first, one scope at a time).
+    ``trust_summary=False`` (version 3; a periodic full check, decided by the caller) reads the
+    peer's summary as a plain list: every database reconciles, held alike or not, so two sets
+    made to share a fingerprint (an additive one, which an insider can grind) are still found
+    to differ now and then.
 
     The current database's snapshot is the session's own; every other scope of the window
     enters only with a slot of ``snapshot_budget`` (shared by every session of the process),
@@ -216,6 +220,7 @@ class SyncInitiator:
         *,
         version: int = PROTOCOL_VERSION,
         snapshot_budget: SnapshotBudget = SHARED_SNAPSHOT_BUDGET,
+        trust_summary: bool = True,
     ) -> None:
         if type(version) is not int or not MIN_PROTOCOL_VERSION <= version <= PROTOCOL_VERSION:
             raise ValueError(
@@ -235,6 +240,8 @@ class SyncInitiator:
             if self._summary
             else {}
         )
+        self._trust_summary = trust_summary
+        """(Version 3) a database held alike by the summaries starts done; else it reconciles."""
         self._phase = _IP.AWAIT_PEER_LIST if self._quiet_finish else _IP.SEND_DATABASES
         self._pushed = False
         """An ENTRIES or ENTRY_FRAGMENT frame of ours left (version 3: FINISHED will follow)."""
@@ -464,7 +471,8 @@ class SyncInitiator:
         message = decode_frame(frame, self._phase, self._accepts.get(self._phase, ()))
         if isinstance(message, DatabaseSummary):
             names = (info.name for info in message.databases)
-            self._start(message.listed, dict(zip(names, message.fingerprints, strict=True)))
+            fingerprints = dict(zip(names, message.fingerprints, strict=True))
+            self._start(message.listed, fingerprints if self._trust_summary else None)
         elif isinstance(message, DatabaseList):
             self._start(message)
         elif isinstance(message, Finished):

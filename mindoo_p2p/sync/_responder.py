@@ -318,6 +318,12 @@ class SyncResponder:
             if self._assembly.active:
                 raise ProtocolViolation("FINISH inside a fragmented entry")
             if self._quiet_finish and not self._pushed:
+                if self._requests:
+                    # An honest initiator finishes only when every request is answered; a
+                    # quiet FINISH ends the session here, and would drop these unanswered.
+                    raise ProtocolViolation(
+                        f"FINISH with {len(self._requests)} requests not yet answered"
+                    )
                 self._move(ResponderEvent.FINISH_RECEIVED_UNPUSHED)  # nothing to acknowledge
             else:
                 self._move(ResponderEvent.FINISH_RECEIVED)

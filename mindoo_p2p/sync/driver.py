@@ -297,12 +297,18 @@ class _Session:
         """Send what the machine has to say, a flight at a time: every frame it has ready
         (up to `FLIGHT_BYTES`) in one write. When its last frame finished the machine (a
         version-3 initiator that pushed nothing: no FINISHED comes), the receive loop, which
-        waits for a frame that will not come, is ended (``receiving``)."""
-        await self._send_flights(machine, lead)
-        if machine.finished:
+        waits for a frame that will not come, is ended (``receiving``), but only when that
+        frame was delivered to the stream: a machine is done once it produced its last frame,
+        and a FINISH the peer never took in is no success. Then the receive loop ends the
+        session as it would in version 2 (the peer's end of stream, its silence past the idle
+        bound, or a frame it had no right to send)."""
+        delivered = await self._send_flights(machine, lead)
+        if delivered and machine.finished:
             receiving.cancel()
 
-    async def _send_flights(self, machine: Machine, lead: bytes | None) -> None:
+    async def _send_flights(self, machine: Machine, lead: bytes | None) -> bool:
+        """Send flights until the machine has nothing more to say: True when every frame was
+        delivered to the stream, False when the peer closed its end first."""
         flight = [] if lead is None else [lead]
         while machine.sending or flight:
             size = sum(len(frame) for frame in flight)
@@ -323,7 +329,8 @@ class _Session:
                     # The peer closed its end (a version-2 responder may announce its list
                     # just as the initiator refuses its proof): stop sending, and let the
                     # receive loop read what the peer sent before (its DENIED) or the end.
-                    return
+                    return False
+        return True
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -382,6 +389,7 @@ async def run_initiator(
     ingest_stages: IngestStages | None = None,
     version: int = PROTOCOL_VERSION,
     snapshot_budget: SnapshotBudget = SHARED_SNAPSHOT_BUDGET,
+    trust_summary: bool = True,
 ) -> SyncReport:
     """Authenticate for ``authority``'s tenant and sync ``store`` with the peer, announcing
     protocol ``version`` (the newest by default; version 1 speaks as 063fa60 did).
@@ -390,6 +398,8 @@ async def run_initiator(
     ``on_authenticated(tenant_id)`` is called once the handshake succeeded, before the sync
     phase (which may take long: a clone). Reconciliation scopes beyond the current
     database's take their snapshots from ``snapshot_budget`` (see :mod:`.snapshot_budget`).
+    ``trust_summary=False`` reconciles every database of a version-3 session, even those the
+    summaries show held alike (`SyncInitiator`; the daemon's periodic full check).
     Raises :class:`AuthDenied` when either side refuses the other (the stream is closed;
     :class:`VersionRefused` when the responder does not speak ``version``),
     :class:`ProtocolViolation` or :class:`SyncTimeout` as described in the module docstring.
@@ -415,7 +425,13 @@ async def run_initiator(
                 )
             if on_authenticated is not None:
                 on_authenticated(authority.tenant_id)
-            machine = SyncInitiator(store, limits, version=version, snapshot_budget=snapshot_budget)
+            machine = SyncInitiator(
+                store,
+                limits,
+                version=version,
+                snapshot_budget=snapshot_budget,
+                trust_summary=trust_summary,
+            )
             machine.report.protocol_version = version
             await session.duplex(machine, store)
             return session.fill(machine.report)

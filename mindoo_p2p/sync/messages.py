@@ -20,8 +20,9 @@ LEB128 varints and length-prefixed blobs from :mod:`mindoo_p2p.codec`)::
            FINISH 0x19          (nothing)
            FINISHED 0x1A        entries added varint, entries refused varint (version 3: only
                                 after a session in which the initiator pushed entries)
-           DATABASE_SUMMARY 0x1B  (version 3, responder) count, then (name text, item count
-                                varint, fingerprint 16), names increasing
+           DATABASE_SUMMARY 0x1B  (version 3, both sides: each one's database list) count,
+                                then (name text, item count varint, fingerprint 16), names
+                                increasing
 
 Messages validate their fields on construction (``ValueError``), so :func:`encode_message` can
 only write what :func:`decode_message` accepts. :func:`decode_message` is strict and bounded: any
@@ -308,10 +309,13 @@ class DatabaseList:
 
 @dataclass(frozen=True, slots=True)
 class DatabaseSummary:
-    """Responder -> initiator (version 3): its database list with each database's fingerprint
-    (the Negentropy fingerprint of all its items; `fingerprints[i]` is of `databases[i]`). An
-    initiator holding a database with the same item count and fingerprint needs no
-    reconciliation for it."""
+    """Either side's database list in version 3 (the responder's first, then the
+    initiator's in answer), with each database's fingerprint: the Negentropy fingerprint of
+    all its items (SHA-256 of the id sum mod 2**256 and the count, truncated;
+    `fingerprints[i]` is of `databases[i]`). A database both summaries give the same item
+    count and fingerprint is held alike: the initiator does not reconcile it, and the
+    responder reports it ``alike``. The fingerprint is additive, not collision resistant
+    against a member who grinds entry ids (docs/security.md)."""
 
     databases: tuple[DatabaseInfo, ...]
     fingerprints: tuple[bytes, ...]
