@@ -166,7 +166,9 @@ class Reader:
         page's items), read in one loop: what ``count`` calls of `varint` then `fixed` return.
         None, with nothing read, when any pair is not valid (or the data ends first): the caller
         then reads field by field, which names what is wrong."""
-        data = bytes(self._data[self._pos :])
+        # A copy (bytes index faster than a memoryview), of at most what ``count`` pairs can
+        # take (a varint is at most ten bytes), not of the rest of the buffer.
+        data = bytes(self._data[self._pos : self._pos + count * (10 + size)])
         end = len(data)
         pos = 0
         pairs: list[tuple[int, bytes]] = []
@@ -197,9 +199,9 @@ class Reader:
         in one loop: what ``count`` calls of `blob` return. None, with nothing read, when any is
         not valid (or the data ends first): the caller then reads them one by one, which names
         what is wrong."""
-        data = bytes(self._data[self._pos :])
+        data = self._data  # no copy of the buffer: each blob is copied out of the view
         end = len(data)
-        pos = 0
+        pos = self._pos
         out: list[bytes] = []
         append = out.append
         for _ in range(count):
@@ -218,9 +220,9 @@ class Reader:
                     return None
             if (byte == 0 and shift) or size > max_size or pos + size > end:
                 return None
-            append(data[pos : pos + size])
+            append(bytes(data[pos : pos + size]))
             pos += size
-        self._pos += pos
+        self._pos = pos
         return out
 
     def blob(self, field: str, max_size: int) -> bytes:

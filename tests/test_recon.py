@@ -29,6 +29,7 @@ from mindoo_p2p.recon import (
     SessionState,
     SkipRange,
     VectorStorage,
+    checked_items,
     decode_message,
     encode_message,
     fingerprint_of_ids,
@@ -136,6 +137,18 @@ def test_recon_item_validates_and_orders_by_timestamp_then_id() -> None:
     with pytest.raises(TypeError):
         ReconItem(1, bytearray(32))  # type: ignore[arg-type]
     assert ReconItem(1, b"\xff" * 32) < ReconItem(2, bytes(32)) < ReconItem(2, b"\x01" * 32)
+
+
+def test_checked_items_are_recon_items_and_refuse_pairs_that_break_their_contract() -> None:
+    pairs = [(0, bytes(32)), (MAX_TIMESTAMP, b"\x07" * 32)]
+    built = checked_items(pairs)
+    assert built == tuple(ReconItem(t, i) for t, i in pairs)
+    assert [hash(item) for item in built] == [hash(ReconItem(t, i)) for t, i in pairs]
+    for bad in [(1, b"short"), (-1, bytes(32)), (MAX_TIMESTAMP + 1, bytes(32)), (1.0, bytes(32))]:
+        with pytest.raises(ValueError, match="not a checked"):
+            checked_items([bad])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="not a checked"):
+        checked_items([(1, bytearray(32))])  # type: ignore[list-item]
 
 
 def test_bound_pads_its_prefix_with_zeros() -> None:

@@ -48,10 +48,19 @@ _set_id = ReconItem.__dict__["id"].__set__
 
 def checked_items(pairs: Iterable[tuple[int, bytes]]) -> tuple[ReconItem, ...]:
     """Items from ``(timestamp, id)`` pairs that a decoder has checked already: each timestamp
-    an int in ``0 .. MAX_TIMESTAMP``, each id `ID_SIZE` bytes. Built through the slots (an index
-    page of thousands of items is not validated twice); the same items as `ReconItem(...)`."""
+    an int in ``0 .. MAX_TIMESTAMP``, each id `ID_SIZE` bytes. Built through the slots with two
+    cheap exact-type checks instead of `ReconItem`'s full ones (an index page of thousands of
+    items); the same items as `ReconItem(...)`, and a pair that breaks the contract is refused
+    with ValueError rather than made into an item `ReconItem` would refuse."""
     items = []
     for timestamp, item_id in pairs:
+        if not (
+            type(timestamp) is int
+            and 0 <= timestamp <= MAX_TIMESTAMP
+            and type(item_id) is bytes
+            and len(item_id) == ID_SIZE
+        ):
+            raise ValueError(f"not a checked (timestamp, id) pair: {timestamp!r}, {item_id!r}")
         item: ReconItem = _new_item(ReconItem)
         _set_timestamp(item, timestamp)
         _set_id(item, item_id)
