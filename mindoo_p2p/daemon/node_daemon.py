@@ -86,6 +86,7 @@ from .peer_directory import PeerDirectory
 from .peer_table import PeerState, PeerTable
 from .peer_workers import PeerWorkers
 from .scheduler import SyncScheduler, run_wakes
+from .startup_heap import STARTUP_HEAP
 from .status import StoreStatus, daemon_status, read_store
 from .store_watch import StoreWatch, watch_store
 from .stored_entries import ConflictsKnown, StoredEntries
@@ -269,6 +270,9 @@ class NodeDaemon:
                         await nursery.start(serve_http, self)
                     nursery.start_soon(self.metrics.run_lag_probe)
                     logger.info("node %s listening on %s", host.peer_id, host.listen_addrs())
+                    # The start-up objects live as long as the process: out of the collector's
+                    # full scans (a catch-up sets one off every second or so).
+                    STARTUP_HEAP.freeze_once()
                     task_status.started(self)
             finally:
                 self._stopped.set()
