@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from mindoo_p2p.daemon.startup_heap import STARTUP_HEAP, StartupHeap
+from mindoo_p2p.daemon import node_daemon as node_daemon_module
+from mindoo_p2p.daemon.startup_heap import StartupHeap
 from mindoo_p2p.node import Node
 from tests.helpers import running_daemon
 
@@ -57,10 +58,24 @@ def test_later_calls_do_nothing() -> None:
     assert all(node in gc.get_objects() for node in later[:3])  # still collectable
 
 
-async def test_a_started_daemon_has_frozen_the_process_heap(
-    make_node: Callable[[str], Node],
+@pytest.fixture
+def fresh_startup_heap(monkeypatch: pytest.MonkeyPatch) -> Iterator[StartupHeap]:
+    """A `StartupHeap` of this test's own in place of the process's (which an earlier test in
+    this worker may have frozen already); its freeze is undone afterwards."""
+    heap = StartupHeap()
+    monkeypatch.setattr(node_daemon_module, "STARTUP_HEAP", heap)
+    before = gc.get_freeze_count()
+    yield heap
+    if before == 0:
+        gc.unfreeze()
+
+
+async def test_a_daemon_process_freezes_its_heap_once_started_others_leave_it_alone(
+    make_node: Callable[[str], Node], fresh_startup_heap: StartupHeap
 ) -> None:
     node = make_node("alice")
-    async with running_daemon(node):
-        assert STARTUP_HEAP.frozen
+    async with running_daemon(node):  # an application's or a test's daemon: no freeze
+        assert not fresh_startup_heap.frozen
+    async with running_daemon(node, freeze_startup_heap=True):  # as `mindoo node run`
+        assert fresh_startup_heap.frozen
         assert gc.get_freeze_count() > 0
