@@ -131,7 +131,10 @@ async def measure_catchup_session(root: Path, total: int) -> dict[str, Any]:
             member.add_listener(on_entries)
             member.offered = 0
             config = NodeConfig(listen=(LOOPBACK_LISTEN,), sync_interval_s=3600)
-            daemon = NodeDaemon(member, config, host_config=HOST_CONFIG, control=False)
+            # The member runs as `mindoo node run` runs it (its start-up heap frozen).
+            daemon = NodeDaemon(
+                member, config, host_config=HOST_CONFIG, control=False, freeze_startup_heap=True
+            )
             source_process = psutil.Process(source.process.pid)
             async with trio.open_nursery() as nursery:
                 await nursery.start(daemon.run)

@@ -205,7 +205,8 @@ async def _serve(node: Node, config: NodeConfig, c: CliContext) -> None:
     def runner(argv: list[str], cwd: str, env: dict[str, str]) -> dict[str, Any]:
         return run_forwarded(argv, cwd, env, DaemonHook(node, daemon))
 
-    daemon = NodeDaemon(node, config, command_runner=runner)
+    # This process is the daemon: its start-up heap can leave the collector's full scans.
+    daemon = NodeDaemon(node, config, command_runner=runner, freeze_startup_heap=True)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(daemon.run)

@@ -86,6 +86,7 @@ from .peer_directory import PeerDirectory
 from .peer_table import PeerState, PeerTable
 from .peer_workers import PeerWorkers
 from .scheduler import SyncScheduler, run_wakes
+from .startup_heap import STARTUP_HEAP
 from .status import StoreStatus, daemon_status, read_store
 from .store_watch import StoreWatch, watch_store
 from .stored_entries import ConflictsKnown, StoredEntries
@@ -118,10 +119,15 @@ class NodeDaemon:
         command_runner: CommandRunner | None = None,
         entry_event_capacity: int = ENTRY_EVENT_QUEUE,
         keepalive: tuple[float, float] | None = (PING_INTERVAL, DEAD_AFTER),
+        freeze_startup_heap: bool = False,
     ) -> None:
         """``keepalive``: (seconds between pings, seconds without an answer after which the
-        path is dead), or None for no keepalive."""
+        path is dead), or None for no keepalive. ``freeze_startup_heap``: once started, move
+        the process's objects out of the garbage collector's full scans (`STARTUP_HEAP`): a
+        process-wide change, for a process that is the daemon (`mindoo node run`), not for
+        an application or a test that runs a daemon among its own objects."""
         self.node = node
+        self._freeze_startup_heap = freeze_startup_heap
         self.config = config
         self._keepalive = keepalive
         self._entry_event_capacity = entry_event_capacity
@@ -269,6 +275,10 @@ class NodeDaemon:
                         await nursery.start(serve_http, self)
                     nursery.start_soon(self.metrics.run_lag_probe)
                     logger.info("node %s listening on %s", host.peer_id, host.listen_addrs())
+                    if self._freeze_startup_heap:
+                        # The start-up objects live as long as the process: out of the
+                        # collector's full scans (a catch-up sets one off every second or so).
+                        STARTUP_HEAP.freeze_once()
                     task_status.started(self)
             finally:
                 self._stopped.set()
