@@ -1,8 +1,8 @@
 """The one py-libp2p release whose internals this package patches, checked on import.
 
-`_swarm`, `_libp2p_stack` (the host) and `_gossip_pubsub` (GossipSub) override private methods
-and attributes of py-libp2p; each imports this module first, so another release fails loudly
-at import instead of misbehaving quietly.
+`_swarm`, `_libp2p_stack` (the host), `_yamux_window` (Yamux) and `_gossip_pubsub` (GossipSub)
+override private methods and attributes of py-libp2p; each imports this module first, so
+another release fails loudly at import instead of misbehaving quietly.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from libp2p.transport.exceptions import SecurityUpgradeFailure
 from libp2p.transport.upgrader import TransportUpgrader
 
 from . import _libp2p_pin  # noqa: F401  (refuses a py-libp2p release these patches do not fit)
+from ._yamux_window import batch_windows
 from .inbound_policy import Existing, InboundPolicy, InboundTicket, Refused
 
 logger = logging.getLogger(__name__)
@@ -169,7 +170,8 @@ class MindooUpgrader(TransportUpgrader):
 
     Inbound: the ticket of the connection (from the handler's context) is authenticated with
     the policy (banned peers and second connections refused). Outbound: a peer the gate refuses
-    is not connected to either.
+    is not connected to either. Its Yamux connections release receive windows in half-window
+    batches (:mod:`._yamux_window`).
     """
 
     swarm: MindooSwarm
@@ -209,6 +211,9 @@ class MindooUpgrader(TransportUpgrader):
                 await secured.close()
             raise SecurityUpgradeFailure(str(exc)) from None
         return secured
+
+    async def upgrade_connection(self, conn: ISecureConn, peer_id: ID) -> IMuxedConn:
+        return batch_windows(await super().upgrade_connection(conn, peer_id))
 
 
 def existing_connections(conns: Sequence[INetConn]) -> Existing:
