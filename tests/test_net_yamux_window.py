@@ -47,3 +47,45 @@ async def test_small_reads_send_no_window_update_and_bulk_still_flows(
             await stream.close()
     assert updates
     assert min(updates) >= DEFAULT_WINDOW_SIZE // 2
+
+
+class _Conn:
+    """What `BatchedYamuxStream`'s release rule reads of its connection: the stream buffers."""
+
+    def __init__(self) -> None:
+        self.stream_buffers: dict[int, bytearray] = {}
+
+
+@pytest.mark.parametrize(
+    ("credit_left", "buffered", "released"),
+    [
+        # The writer still holds credit: a read of 16 KiB behind a backlog waits for the batch.
+        (16 * 1024, DEFAULT_WINDOW_SIZE - 32 * 1024, 0),
+        # The writer has none left (it waits, and py-libp2p resets after 5 s): release at once
+        # what the read freed (a slow reader behind a backlog).
+        (0, DEFAULT_WINDOW_SIZE - 16 * 1024, 16 * 1024),
+        # Nothing read, nothing freed: no credit beyond the window, however long it waits.
+        (0, DEFAULT_WINDOW_SIZE, 0),
+        # Half a window lacking: the batch, credit or not.
+        (DEFAULT_WINDOW_SIZE // 4, DEFAULT_WINDOW_SIZE // 4, DEFAULT_WINDOW_SIZE // 2),
+    ],
+)
+async def test_a_writer_out_of_credit_gets_what_each_read_freed_at_once(
+    credit_left: int, buffered: int, released: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = _Conn()
+    stream = BatchedYamuxStream(1, conn, is_initiator=True)  # type: ignore[arg-type]
+    stream.recv_window = credit_left
+    conn.stream_buffers[1] = bytearray(buffered)
+    monkeypatch.setattr(stream, "_apply_autotune_epoch", lambda buffered: 0)  # no growth here
+    sent: list[int] = []
+
+    async def send_window_update(increment: int, skip_lock: bool = False) -> None:
+        sent.append(increment)
+
+    monkeypatch.setattr(stream, "send_window_update", send_window_update)
+    await stream._auto_tune_and_send_window_update(bytes_read=16 * 1024)
+    assert sent == ([released] if released else [])
+    assert stream.recv_window + buffered == (
+        DEFAULT_WINDOW_SIZE if released else credit_left + buffered
+    )  # never more credit than the window holds unbuffered

@@ -14,9 +14,10 @@ _installed_libp2p = version("libp2p")
 if _installed_libp2p != SUPPORTED_LIBP2P_VERSION:  # pragma: no cover - guards upgrades
     raise ImportError(
         f"mindoo_p2p.net patches py-libp2p {SUPPORTED_LIBP2P_VERSION} internals (inbound slot"
-        f" release, dial policy, GossipSub admission); found libp2p {_installed_libp2p}:"
-        " re-check the patches in mindoo_p2p/net/_swarm.py, _libp2p_stack.py and"
-        " _gossip_pubsub.py against the new release before changing the pin"
+        f" release, dial policy, GossipSub admission, Yamux window release); found libp2p"
+        f" {_installed_libp2p}: re-check the patches in mindoo_p2p/net/_swarm.py,"
+        " _libp2p_stack.py, _gossip_pubsub.py and _yamux_window.py against the new release"
+        " before changing the pin"
     )
 
 __all__ = ["SUPPORTED_LIBP2P_VERSION"]

@@ -13,9 +13,14 @@ seventh of an idle session's CPU in py-spy samples).
 `BatchedYamuxStream` keeps py-libp2p's window bookkeeping (the target window, its auto-tuned
 growth, what is buffered) and only the release rule of go-yamux's ``sendWindowUpdate``:
 release when what the window lacks of its target, counting what is still buffered, reaches
-half the target (py-libp2p's ``_grow_threshold``); otherwise say nothing. A writer is never
-starved: it holds at least half a window of credit, and the reader releases the rest as soon
-as it has read half a window. `BatchedYamux` is py-libp2p's `Yamux` whose streams, outbound
+half the target (py-libp2p's ``_grow_threshold``); otherwise say nothing, unless the writer
+has no credit left (``recv_window`` 0: it is waiting): then whatever the reader has freed is
+released at once. That exception matters here and not in Go: py-libp2p's writer gives up
+after 5 s without credit and the stream is reset, so a reader that keeps reading, but slower
+than half a window in 5 s behind a backlog (a sync session whose ingest lags on a slow
+device), would otherwise lose its stream; with it, each of its reads lets the writer go on.
+The receive buffer stays bounded by the target window as before (nothing is released for
+bytes still buffered). `BatchedYamux` is py-libp2p's `Yamux` whose streams, outbound
 and inbound, are `BatchedYamuxStream` (each re-classed before its first read). py-libp2p's
 muxer negotiation builds a plain `Yamux` whatever class it is given, so `batch_windows`
 re-classes the new connection before it starts (`MindooUpgrader.upgrade_connection`); neither
@@ -38,7 +43,7 @@ class BatchedYamuxStream(YamuxStream):
         async with self.window_lock:
             buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
             lacking = self.target_recv_window - (self.recv_window + buffered)
-            if lacking > 0 and lacking >= self._grow_threshold():
+            if lacking > 0 and (lacking >= self._grow_threshold() or self.recv_window <= 0):
                 increment = self._grow_to_delta(buffered) + self._apply_autotune_epoch(buffered)
                 self._pending_recv_release = 0
         if increment > 0:

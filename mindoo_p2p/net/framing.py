@@ -21,8 +21,10 @@ Error contract (every error derives from :class:`TransportError`):
 - :class:`FrameTooLarge`: an incoming frame header announced more than ``max_frame_size``
   (the stream is reset), or the caller tried to send such a frame (nothing is sent).
 
-Readers must drain promptly: py-libp2p's Yamux resets a stream whose reader leaves the sender's
-window full for more than about 5 s.
+Readers must keep reading: py-libp2p's Yamux resets a stream whose writer waits more than about
+5 s for window credit. A reader that frees anything hands it back at once to a writer that has
+none left (`_yamux_window`), so only a reader that stops reading for 5 s behind a full window
+loses its stream.
 """
 
 from __future__ import annotations
