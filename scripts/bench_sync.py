@@ -66,12 +66,14 @@ PARTS = ("recon", "catchup", "propagation", "idle", "daemons")
 DEFAULT_PARTS = ("recon", "catchup", "propagation", "idle")
 TARGETS = {
     # Issue 8: catch-up of an empty node from 100,000 entries over the network (the default
-    # size); from 1,000,000 the issue asks for >= 12,000/s.
+    # size); from 1,000,000 on the issue asks for >= 12,000/s (`LARGE_CATCHUP`).
     "catchup_entries_per_s": (">=", 15_000),
     "propagation_p50_ms": ("<", 100),
     "propagation_p99_ms": ("<", 500),
     "idle_cpu_percent": ("<", 1.0),
 }
+LARGE_CATCHUP = (1_000_000, 12_000)
+"""A catch-up of at least this many entries has this target instead (entries/s)."""
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -110,6 +112,9 @@ def check_targets(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """For each measured key with a target: the target and whether it is met."""
     checks = {}
     for key, (op, bound) in TARGETS.items():
+        catchup = result.get("catchup") if key == "catchup_entries_per_s" else None
+        if catchup and catchup["transferred"] >= LARGE_CATCHUP[0]:
+            bound = LARGE_CATCHUP[1]
         value = result.get(key)
         if value is not None:
             met = value >= bound if op == ">=" else value < bound

@@ -61,6 +61,18 @@ def test_check_targets_reports_met_and_missed_and_skips_unmeasured(bench_sync: M
     assert line == "bench_sync: missed: idle_cpu_percent"
 
 
+def test_the_catchup_target_is_the_issues_for_its_size(bench_sync: ModuleType) -> None:
+    """>= 15,000 entries/s from 10^5; >= 12,000/s from 10^6 on (issue 8)."""
+    for transferred, rate, target, met in [
+        (100_001, 14_384, ">= 15000", False),
+        (1_000_001, 14_384, ">= 12000", True),
+        (1_000_001, 11_999, ">= 12000", False),
+    ]:
+        result = {"catchup_entries_per_s": rate, "catchup": {"transferred": transferred}}
+        check = bench_sync.check_targets(result)["catchup_entries_per_s"]
+        assert check == {"value": rate, "target": target, "met": met}
+
+
 def test_summary_of_one_recon_case_and_of_every_case(bench_sync: ModuleType) -> None:
     one = recon_case(10_000, 10, "recent")
     assert bench_sync.summary(one) == (
