@@ -91,6 +91,28 @@ class Writer:
         return len(self._buf)
 
 
+def _minimal_varint(data: bytes | memoryview, pos: int, end: int) -> tuple[int, int] | None:
+    """The varint at ``data[pos:]`` and the position after it, or None when it is not one
+    `Reader.varint` accepts (it runs past ``end``, is over ten bytes, or is not minimal): the
+    one loop of the fast readers, whose caller then falls back to `Reader.varint`."""
+    value = 0
+    shift = 0
+    while True:
+        if pos >= end:
+            return None
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            break
+        shift += 7
+        if shift > 63:
+            return None  # over ten bytes
+    if byte == 0 and shift:
+        return None  # a trailing zero byte: not minimal
+    return value, pos
+
+
 class Reader:
     """Reads fields from ``data``; every read is bounds-checked."""
 
@@ -174,20 +196,11 @@ class Reader:
         pairs: list[tuple[int, bytes]] = []
         append = pairs.append
         for _ in range(count):
-            value = 0
-            shift = 0
-            while True:
-                if pos >= end:
-                    return None
-                byte = data[pos]
-                pos += 1
-                value |= (byte & 0x7F) << shift
-                if byte < 0x80:
-                    break
-                shift += 7
-                if shift > 63:
-                    return None  # over ten bytes
-            if (byte == 0 and shift) or value > max_value or pos + size > end:
+            read = _minimal_varint(data, pos, end)
+            if read is None:
+                return None
+            value, pos = read
+            if value > max_value or pos + size > end:
                 return None
             append((value, data[pos : pos + size]))
             pos += size
@@ -205,20 +218,11 @@ class Reader:
         out: list[bytes] = []
         append = out.append
         for _ in range(count):
-            size = 0
-            shift = 0
-            while True:
-                if pos >= end:
-                    return None
-                byte = data[pos]
-                pos += 1
-                size |= (byte & 0x7F) << shift
-                if byte < 0x80:
-                    break
-                shift += 7
-                if shift > 63:
-                    return None
-            if (byte == 0 and shift) or size > max_size or pos + size > end:
+            read = _minimal_varint(data, pos, end)
+            if read is None:
+                return None
+            size, pos = read
+            if size > max_size or pos + size > end:
                 return None
             append(bytes(data[pos : pos + size]))
             pos += size

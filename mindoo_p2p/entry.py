@@ -284,21 +284,22 @@ class Entry:
         # same checks (`EntryHeader.__post_init__`) and the same bytes as `EntryHeader.encode`
         # (tests/test_entry.py seals and compares), without a frozen dataclass's __init__ or a
         # second pass over the fields.
-        header = _new_header()
         nonce = aead.random_nonce()
         deps = tuple(deps)
-        _set_kind(header, kind)
-        _set_tenant_id(header, tenant_id)
-        _set_database(header, database)
-        _set_document_id(header, document_id)
-        _set_author(header, author.public_key)
-        _set_author_seq(header, author_seq)
-        _set_timestamp_ms(header, timestamp_ms)
-        _set_deps(header, deps)
-        _set_key_id(header, key_id)
-        _set_nonce(header, nonce)
-        _set_prev(header, prev)
-        header.__post_init__()
+        header = _header_of(
+            kind,
+            tenant_id,
+            database,
+            document_id,
+            author.public_key,
+            author_seq,
+            timestamp_ms,
+            deps,
+            key_id,
+            nonce,
+            prev,
+        )
+        header.__post_init__()  # the caller's fields are checked here, once
         database_bytes = database.encode("ascii")
         header_bytes = b"".join(
             (
@@ -527,7 +528,8 @@ def _header_of(
     nonce: bytes,
     prev: bytes | None,
 ) -> EntryHeader:
-    """An `EntryHeader` from fields `_decode_usual` has checked (no second validation)."""
+    """An `EntryHeader` built through its slots: from fields `_decode_usual` has checked (no
+    second validation), or by `Entry.seal`, which then validates it once (`__post_init__`)."""
     header: EntryHeader = _new_header()
     _set_kind(header, kind)
     _set_tenant_id(header, tenant_id)
