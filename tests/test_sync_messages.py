@@ -245,11 +245,16 @@ def test_random_bodies_raise_only_decode_error(kind: MessageType, body: bytes) -
     _decode_or_refuse(bytes((kind,)) + body)
 
 
-@FUZZ
-@given(messages, st.data())
-def test_mutated_frames_raise_only_decode_error(message: Message, data: st.DataObject) -> None:
+def _mutated(
+    message: Message,
+    data: st.DataObject,
+    times: st.SearchStrategy[int],
+    inserts: st.SearchStrategy[bytes],
+) -> bytes:
+    """``message``'s frame with ``times`` random edits: a bit flipped, cut short at a point, or
+    bytes drawn from ``inserts`` put in."""
     frame = bytearray(encode_message(message))
-    for _ in range(data.draw(st.integers(1, 4))):
+    for _ in range(data.draw(times)):
         action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
         position = data.draw(st.integers(0, len(frame)))
         if action == "flip" and position < len(frame):
@@ -257,8 +262,15 @@ def test_mutated_frames_raise_only_decode_error(message: Message, data: st.DataO
         elif action == "cut":
             del frame[position:]
         else:
-            frame[position:position] = data.draw(st.binary(min_size=1, max_size=4))
-    _decode_or_refuse(bytes(frame))
+            frame[position:position] = data.draw(inserts)
+    return bytes(frame)
+
+
+@FUZZ
+@given(messages, st.data())
+def test_mutated_frames_raise_only_decode_error(message: Message, data: st.DataObject) -> None:
+    frame = _mutated(message, data, st.integers(1, 4), st.binary(min_size=1, max_size=4))
+    _decode_or_refuse(frame)
 
 
 @FUZZ
@@ -296,23 +308,13 @@ def test_the_one_loop_readers_decode_as_the_field_readers(
     `Reader.blobs`); valid or mutated (a bit flipped, cut short, bytes inserted: overlong,
     non-minimal and oversized varints among them), a frame decodes to the same message, or
     fails with the same error, as when every field is read on its own."""
-    frame = bytearray(encode_message(message))
-    for _ in range(data.draw(st.integers(0, 3))):
-        action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
-        position = data.draw(st.integers(0, len(frame)))
-        if action == "flip" and position < len(frame):
-            frame[position] ^= 1 << data.draw(st.integers(0, 7))
-        elif action == "cut":
-            del frame[position:]
-        else:
-            frame[position:position] = data.draw(
-                st.sampled_from([b"\x80", b"\xff" * 10, b"\x80\x00", b"\x00", b"\x7f"])
-            )
-    one_loop = _decoded(bytes(frame))
+    varint_edges = st.sampled_from([b"\x80", b"\xff" * 10, b"\x80\x00", b"\x00", b"\x7f"])
+    frame = _mutated(message, data, st.integers(0, 3), varint_edges)
+    one_loop = _decoded(frame)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Reader, "varints_with_fixed", lambda *args: None)
         patch.setattr(Reader, "blobs", lambda *args: None)
-        field_by_field = _decoded(bytes(frame))
+        field_by_field = _decoded(frame)
     assert one_loop == field_by_field
 
 
