@@ -125,16 +125,41 @@ class UnresolvedDependencyError(ValueError):
     """A draft names a change (ChangeRef) that no earlier draft of the write carries."""
 
 
-def seal_drafts(drafts: Sequence[Draft], positions: AuthorPositions) -> list[Entry]:
+ChainKey = tuple[bytes, bytes]
+"""A chain: (tenant id, author public key)."""
+
+ChangeKey = tuple[bytes, str, bytes, bytes]
+"""A drafted change: (tenant id, database, document id, Automerge change hash)."""
+
+
+@dataclass(slots=True)
+class SealingState:
+    """Where a write's sealing stands, carried from one `seal_drafts` call to the next when a
+    write is sealed in parts (in order): the next (author_seq, prev) of each chain sealed so far
+    and the entry id of each change sealed so far (to resolve later ChangeRefs)."""
+
+    next_position: dict[ChainKey, tuple[int, bytes]] = field(default_factory=dict)
+    sealed_changes: dict[ChangeKey, bytes] = field(default_factory=dict)
+
+
+def seal_drafts(
+    drafts: Sequence[Draft], positions: AuthorPositions, state: SealingState | None = None
+) -> list[Entry]:
     """Seal ``drafts`` in order, in entry format 2: each (tenant, author) numbered on from
     ``positions.last_seq`` and chained on from ``positions.last_entry_id`` (each entry names
     the author's previous one as ``prev``), each ChangeRef resolved to the entry id of the
     earlier draft of the same document that carries that change. Pure apart from the random nonces.
 
+    ``state`` (updated in place) continues an earlier call's sealing: its chains go on from
+    where that call left them (``positions`` is asked only about the others) and its changes
+    resolve ChangeRefs. Without it the drafts are a whole write.
+
     Raises UnresolvedDependencyError for a ChangeRef no earlier draft carries.
     """
-    next_position: dict[tuple[bytes, bytes], tuple[int, bytes]] = {}
-    sealed_changes: dict[tuple[bytes, str, bytes, bytes], bytes] = {}
+    if state is None:
+        state = SealingState()
+    next_position = state.next_position
+    sealed_changes = state.sealed_changes
     entries: list[Entry] = []
     seal = Entry.seal
     for draft in drafts:

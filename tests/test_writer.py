@@ -26,6 +26,7 @@ from mindoo_p2p.writer import (
     ChangeRef,
     Draft,
     LocalWriter,
+    SealingState,
     UnresolvedDependencyError,
     seal_drafts,
 )
@@ -132,6 +133,31 @@ def test_a_change_ref_becomes_the_entry_id_of_the_earlier_draft_carrying_that_ch
     assert entries[1].deps == (entries[0].id,)
     assert entries[3].deps == (entries[1].id, stored_parent)  # order kept
     assert entries[4].deps == (entries[3].id,)
+
+
+def test_a_write_sealed_in_parts_with_one_state_chains_and_resolves_as_one_call() -> None:
+    positions = Positions({(TENANT, ALICE.public_key): 9})
+    first, second = change_hash("1"), change_hash("2")
+    drafts = [
+        draft(change=first),
+        draft(signer=BOB),
+        draft(deps=(ChangeRef(first),), change=second),  # its parent is in the first part
+        draft(deps=(ChangeRef(second),)),
+        draft(signer=BOB),
+    ]
+    state = SealingState()
+    entries = seal_drafts(drafts[:2], positions, state) + seal_drafts(drafts[2:], positions, state)
+    assert [(e.author, e.header.author_seq) for e in entries] == [
+        (ALICE.public_key, 10),
+        (BOB.public_key, 1),
+        (ALICE.public_key, 11),
+        (ALICE.public_key, 12),
+        (BOB.public_key, 2),
+    ]
+    assert [e.header.prev for e in entries[2:]] == [entries[0].id, entries[2].id, entries[1].id]
+    assert entries[2].deps == (entries[0].id,) and entries[3].deps == (entries[2].id,)
+    # The second part asked the store about no chain: the state knew where both stood.
+    assert sorted(positions.asked) == sorted({(TENANT, ALICE.public_key), (TENANT, BOB.public_key)})
 
 
 @pytest.mark.parametrize(
