@@ -60,6 +60,13 @@ static aead_encrypt_fn aead_encrypt = NULL;
 static sign_detached_fn sign_detached = NULL;
 static sha256_fn sha256 = NULL;
 
+/* The i-th uint64 of a buffer that need not be aligned (an array('Q') is; bytes may not be). */
+static size_t u64_at(const Py_buffer *buffer, size_t i) {
+    uint64_t value;
+    memcpy(&value, (const unsigned char *)buffer->buf + i * sizeof(uint64_t), sizeof value);
+    return (size_t)value;
+}
+
 static size_t varint_size(uint64_t value) {
     size_t size = 1;
     while (value >= 0x80) {
@@ -107,8 +114,6 @@ typedef struct {
 static size_t plan(const Py_buffer *headers, const Py_buffer *meta, const Py_buffer *payloads,
                    const Py_buffer *keys, const Py_buffer *patches, size_t count,
                    Layout *layout, size_t *max_signed) {
-    const uint64_t *m = (const uint64_t *)meta->buf;
-    const uint64_t *p = (const uint64_t *)patches->buf;
     size_t patch_total = (size_t)patches->len / (2 * sizeof(uint64_t));
     size_t key_count = (size_t)keys->len / KEY_SIZE;
     size_t header_at = 0, payload_at = 0, patch_at = 0, raw_at = 0;
@@ -116,13 +121,13 @@ static size_t plan(const Py_buffer *headers, const Py_buffer *meta, const Py_buf
     for (size_t i = 0; i < count; i++) {
         Layout *e = &layout[i];
         e->header_start = header_at;
-        e->header_len = (size_t)m[i * META_FIELDS];
-        e->prev_offset = (size_t)m[i * META_FIELDS + 1];
+        e->header_len = u64_at(meta, i * META_FIELDS);
+        e->prev_offset = u64_at(meta, i * META_FIELDS + 1);
         e->payload_start = payload_at;
-        e->payload_len = (size_t)m[i * META_FIELDS + 2];
-        e->key_index = (size_t)m[i * META_FIELDS + 3];
+        e->payload_len = u64_at(meta, i * META_FIELDS + 2);
+        e->key_index = u64_at(meta, i * META_FIELDS + 3);
         e->patch_start = patch_at;
-        e->patch_count = (size_t)m[i * META_FIELDS + 4];
+        e->patch_count = u64_at(meta, i * META_FIELDS + 4);
         if (e->header_len < NONCE_SIZE + ID_SIZE || e->header_len > (size_t)headers->len - header_at
             || e->prev_offset > e->header_len - NONCE_SIZE - ID_SIZE
             || e->payload_len > (size_t)payloads->len - payload_at || e->key_index >= key_count
@@ -131,7 +136,8 @@ static size_t plan(const Py_buffer *headers, const Py_buffer *meta, const Py_buf
             return (size_t)-1;
         }
         for (size_t k = patch_at; k < patch_at + e->patch_count; k++) {
-            if (p[2 * k] > e->header_len - NONCE_SIZE - ID_SIZE || p[2 * k + 1] >= i) {
+            if (u64_at(patches, 2 * k) > e->header_len - NONCE_SIZE - ID_SIZE
+                || u64_at(patches, 2 * k + 1) >= i) {
                 PyErr_Format(PyExc_ValueError, "seal_chain: a patch of entry %zu is invalid", i);
                 return (size_t)-1;
             }
@@ -196,7 +202,6 @@ static PyObject *seal_chain(PyObject *self, PyObject *args) {
     unsigned char *hbuf = (unsigned char *)headers.buf;
     const unsigned char *pbuf = (const unsigned char *)payloads.buf;
     const unsigned char *kbuf = (const unsigned char *)keys.buf;
-    const uint64_t *pt = (const uint64_t *)patches.buf;
     const unsigned char *link = (const unsigned char *)prev.buf;
     for (size_t i = 0; i < count && !failed; i++) {
         const Layout *e = &layout[i];
@@ -205,7 +210,8 @@ static PyObject *seal_chain(PyObject *self, PyObject *args) {
         unsigned long long ciphertext_len = 0;
         memcpy(header + e->prev_offset, link, ID_SIZE);
         for (size_t k = e->patch_start; k < e->patch_start + e->patch_count; k++) {
-            memcpy(header + pt[2 * k], ids + pt[2 * k + 1] * ID_SIZE, ID_SIZE);
+            memcpy(header + u64_at(&patches, 2 * k), ids + u64_at(&patches, 2 * k + 1) * ID_SIZE,
+                   ID_SIZE);
         }
         memcpy(raw, header, e->header_len);
         size_t at = e->header_len + write_varint(raw + e->header_len, e->ciphertext_len);
@@ -279,7 +285,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_seal_chain",
     "Seal a chain of entries in one call with the GIL released (mindoo_p2p.native_seal).", -1,
-    methods,
+    methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__seal_chain(void) { return PyModule_Create(&module); }

@@ -31,7 +31,8 @@ from mindoo_p2p.writer import (
 )
 
 pytestmark = pytest.mark.skipif(
-    not native_seal.available(), reason="the native sealer is not built here"
+    not native_seal.available() and os.environ.get("MINDOO_REQUIRE_NATIVE_SEAL") != "1",
+    reason="the native sealer is not built here (no C compiler at install)",
 )
 
 TENANTS = [bytes(range(16)), bytes(range(1, 17))]
@@ -277,6 +278,14 @@ def test_the_c_entry_point_refuses_inconsistent_arguments(
 
 def test_an_empty_call_seals_nothing() -> None:
     assert _call(b"", []) == []
+
+
+def test_the_native_sealer_is_built_where_the_test_script_requires_it() -> None:
+    # scripts/test sets MINDOO_REQUIRE_NATIVE_SEAL=1 where a C compiler is found, so a build
+    # that silently failed there (the extension is optional) fails the suite instead of
+    # skipping this module.
+    if os.environ.get("MINDOO_REQUIRE_NATIVE_SEAL") == "1":
+        assert native_seal.available()
 
 
 def test_without_the_native_module_the_writer_seals_in_python() -> None:
