@@ -110,7 +110,7 @@ def seal_drafts(
 ) -> list[Entry]:
     """`writer.seal_drafts`, natively: the same numbering, links, ChangeRef resolution, errors
     and bytes. Each maximal run of consecutive drafts of one chain is one C call. Only when
-    `available()`."""
+    `available()`. After an exception ``state`` is where the last whole run left it."""
     if _seal_chain_call is None:
         raise RuntimeError("native sealing is not available")
     if state is None:
@@ -242,7 +242,7 @@ def _seal_run(
         key_index = keys.get(key.secret)
         if key_index is None:
             key_index = keys[key.secret] = len(keys)
-        meta.extend((len(headers) - start, prev_offset, len(payload), key_index, patch_count))
+        meta.extend((len(headers) - start, prev_offset, key_index, patch_count))
         payloads.append(payload)
         pending.append((header, deps_in_run))
         if draft.change_hash is not None:
@@ -250,7 +250,7 @@ def _seal_run(
     sealed = _seal_chain_call(
         headers,
         meta,
-        b"".join(payloads),
+        tuple(payloads),
         b"".join(keys),
         patches,
         run[0].signer.secret_key,
