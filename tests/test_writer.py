@@ -48,7 +48,7 @@ def sealer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     if request.param == "python":
         monkeypatch.setattr(writer, "_native", [None])
     elif not native_seal.available():
-        pytest.skip("the native sealer is not built here")
+        pytest.skip("the native sealer is off (MINDOO_NATIVE_SEAL=0) or not built here")
     return str(request.param)
 
 
