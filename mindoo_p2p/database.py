@@ -11,10 +11,11 @@ actors to this node's key (see `document_identity`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from types import TracebackType
 from typing import Any, Literal, Protocol, overload
 
 from .conflicts import ConflictFeed, DocumentView, FieldConflict, document_conflicts
@@ -173,12 +174,13 @@ class Database:
         self.name = name
         self._store = tenant.store
         self._conflict_feed = ConflictFeed()
+        writer = tenant.writer
         self._docs = DocumentMaterializer(
             self._store,
             tenant.id,
             name,
             tenant.keyring,
-            current_batch=lambda: tenant.writer.current_batch,
+            current_batch=lambda: writer.current_batch,
             key_label=tenant.key_label,
             families=KeyFamilies(
                 tenant.id,
@@ -246,13 +248,10 @@ class Database:
         self._commit_change(md)
         return document_id.hex()
 
-    @contextmanager
-    def change(self, document_id: str | bytes) -> Iterator[MapProxy]:
-        """Edit a document: the block's edits become one change (none if the block raises)."""
-        md = self._load_writable(parse_document_id(document_id))
-        with md.doc.change() as root:
-            yield root
-        self._commit_change(md)
+    def change(self, document_id: str | bytes) -> AbstractContextManager[MapProxy]:
+        """Edit a document: ``with db.change(doc_id) as doc:``; the block's edits become one
+        change (none if the block raises)."""
+        return _DocumentChange(self, document_id)
 
     def update(self, document_id: str | bytes, values: Mapping[str, Any]) -> None:
         """Set several top-level fields in one change."""
@@ -306,21 +305,24 @@ class Database:
         info = md.doc.last_change
         if info is None:
             return
+        docs = self._docs
+        change_hash = info.hash
         try:
+            family = docs.family_for_writing(md)
             draft = self.tenant.draft(
                 kind=EntryKind.CHANGE,
                 database=self.name,
                 document_id=md.document_id,
-                deps=self._docs.dependencies(md, info.deps),
-                key=self.tenant.key_for_writing(None, self._docs.family_for_writing(md)),
+                deps=docs.dependencies(md, info.deps),
+                key=self.tenant.key_for_writing(None, family),
                 payload=info.bytes,
-                change_hash=info.hash,
-                on_sealed=partial(self._docs.note_local_sealed, md, info.hash),
+                change_hash=change_hash,
+                on_sealed=partial(docs.note_local_sealed, md, change_hash, family),
             )
         except BaseException:
-            self._docs.forget(md.document_id)
+            docs.forget(md.document_id)
             raise
-        self._docs.note_local_draft(md, info.hash)
+        docs.note_local_draft(md, change_hash)
         self._write(draft, md.document_id)
 
     def _write(self, draft: Draft, document_id: bytes) -> None:
@@ -626,3 +628,32 @@ def _copy(value: Any) -> Any:
     if isinstance(value, list):
         return [_copy(v) for v in value]
     return value
+
+
+class _DocumentChange:
+    """The context manager of `Database.change` (a class: one is entered for every local
+    change, and a generator-based one costs more)."""
+
+    __slots__ = ("_block", "_database", "_document_id", "_md")
+
+    def __init__(self, database: Database, document_id: str | bytes) -> None:
+        self._database = database
+        self._document_id = document_id
+        self._md: MaterializedDocument | None = None
+        self._block: AbstractContextManager[MapProxy] | None = None
+
+    def __enter__(self) -> MapProxy:
+        md = self._md = self._database._load_writable(parse_document_id(self._document_id))
+        block = self._block = md.doc.change()
+        return block.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._block is not None and self._md is not None, "exited before entered"
+        self._block.__exit__(exc_type, exc, traceback)
+        if exc_type is None:
+            self._database._commit_change(self._md)

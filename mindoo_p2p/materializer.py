@@ -92,7 +92,9 @@ class MaterializedDocument:
     change_count: int = 0
     since_snapshot: int = 0
     local_applied: set[bytes] = field(default_factory=set)
-    """Ids of entries written through this cache: already in `doc`, skip them on refresh."""
+    """Ids of entries written through this cache since the store was last read (all stored
+    after `applied_seq`): already in `doc`, skip them on refresh (`EntryStore.document_updates`
+    relies on it)."""
     bad_entries: dict[bytes, str] = field(default_factory=dict)
     """Entries that may never be applied (id -> reason); they are skipped."""
     unreadable: dict[bytes, bytes] = field(default_factory=dict)
@@ -345,17 +347,22 @@ class DocumentMaterializer:
             " which the new change builds on"
         )
 
-    def note_local_sealed(self, md: MaterializedDocument, hash_: bytes, entry: Entry) -> None:
-        """Record that the drafted change ``hash_`` of ``md`` is stored as ``entry``."""
+    def note_local_sealed(
+        self, md: MaterializedDocument, hash_: bytes, family: str, entry: Entry
+    ) -> None:
+        """Record that the drafted change ``hash_`` of ``md`` is stored as ``entry``, sealed
+        under a key of family ``family`` (`family_for_writing`)."""
+        entry_id = entry.id
         md.drafted_changes.discard(hash_)
-        md.last_local = (hash_, entry.id)
-        md.local_applied.add(entry.id)
-        known = dict(md.heads_to_entries)
-        known[hash_] = entry.id
-        md.heads_to_entries = {h: known[h] for h in md.doc.heads() if h in known}
-        family = self._families.of_key(entry.header.key_id)
-        if family is not None:
-            md.applied_families.add(family)
+        md.last_local = (hash_, entry_id)
+        md.local_applied.add(entry_id)
+        stored = md.heads_to_entries
+        md.heads_to_entries = {
+            h: entry_id if h == hash_ else stored[h]
+            for h in md.doc.heads()
+            if h == hash_ or h in stored
+        }
+        md.applied_families.add(family)
 
     def note_local_delete_draft(self, md: MaterializedDocument) -> None:
         """Record that a delete of ``md`` was drafted for writing (pinned until it commits)."""

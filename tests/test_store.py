@@ -180,6 +180,28 @@ def test_indexes(store: EntryStore, make: Maker) -> None:
     assert store.fsck().ok
 
 
+def test_document_updates_leave_out_the_callers_own_entries(store: EntryStore, make: Maker) -> None:
+    """A cache's refresh after its own writes (``known_ids``: entries it stored after
+    ``after_seq``) reads nothing when they are all the document's new rows, and still reads
+    every entry another writer stored among them, or that it does not know."""
+    doc = os.urandom(16)
+    older, own_1, own_2 = make(document_id=doc), make(document_id=doc), make(document_id=doc)
+    store.append([older, own_1, own_2])
+    known = {own_1.id, own_2.id}
+    assert store.document_updates(TENANT, "contacts", doc, 1, known) == ([], 3)
+    assert store.document_updates(TENANT, "contacts", doc, 3, set()) == ([], 3)
+    # Another writer's entry among the cache's own: read, and only it.
+    other, own_3 = make(document_id=doc), make(document_id=doc)
+    store.append([other, own_3])
+    known.add(own_3.id)
+    assert store.document_updates(TENANT, "contacts", doc, 1, known) == ([(4, other)], 5)
+    assert store.document_updates(TENANT, "contacts", doc, 3, {own_3.id}) == ([(4, other)], 5)
+    assert store.document_updates(TENANT, "contacts", doc, 0, set()) == (
+        [(1, older), (2, own_1), (3, own_2), (4, other), (5, own_3)],
+        5,
+    )
+
+
 def test_next_author_seq_is_the_maximum_not_the_last(store: EntryStore, make: Maker) -> None:
     store.append([make(author_seq=9), make(author_seq=3)])
     assert store.next_author_seq(TENANT, AUTHOR.public_key) == 10

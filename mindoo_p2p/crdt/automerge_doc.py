@@ -30,10 +30,10 @@ read from the Debug text of a whole-document diff instead (:mod:`.diff_values`).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, suppress
+from types import TracebackType
+from typing import Any, NamedTuple
 
 from automerge.core import ROOT, Document, SyncState, random_actor_id
 
@@ -60,9 +60,9 @@ from .reader import MAX_NESTING, materialize
 from .session import ChangeSession
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeInfo:
-    """One committed Automerge change."""
+class ChangeInfo(NamedTuple):
+    """One committed Automerge change (a named tuple: one is made for every local change, and
+    a frozen dataclass took seven times as long to build)."""
 
     hash: builtins.bytes
     """SHA-256 change hash (32 bytes)."""
@@ -76,13 +76,7 @@ class ChangeInfo:
     @classmethod
     def from_change(cls, change: Any) -> ChangeInfo:
         """From a binding ``Change`` object."""
-        return cls(
-            hash=change.hash,
-            deps=tuple(change.deps),
-            bytes=change.bytes,
-            actor=change.actor_id,
-            seq=change.seq,
-        )
+        return cls(change.hash, tuple(change.deps), change.bytes, change.actor_id, change.seq)
 
 
 class _Refused(Exception):
@@ -340,25 +334,30 @@ class AutomergeDocument:
         self._apply_ready(index, failures)
 
     # -- local changes -------------------------------------------------------------------------
-    @contextmanager
-    def change(self) -> Iterator[MapProxy]:
-        """Edit the document: yields a mutable proxy of the root map.
+    def change(self) -> AbstractContextManager[MapProxy]:
+        """Edit the document: ``with doc.change() as root:`` gives a mutable proxy of the root
+        map.
 
         On normal exit the block's edits are committed as one Automerge change and
         :attr:`last_change` describes it (None if the block made no operation). If the block
         raises, every edit is rolled back and the exception propagates. Blocks cannot nest, and
         proxies must not be used after their block.
         """
+        return _ChangeBlock(self)
+
+    def _begin_change(self) -> ChangeSession:
         self._check_usable()
         session = ChangeSession(self._doc)
         self._session = session
         self.last_change = None
+        return session
+
+    def _end_change(self, session: ChangeSession, keep: bool) -> None:
+        """Commit (``keep``) or roll back the block's session; see `change`."""
         try:
-            try:
-                yield MapProxy(session, ROOT)
-            except BaseException:
+            if not keep:
                 session.rollback()
-                raise
+                return
             patched = session.commit()
         finally:
             self._session = None
@@ -436,3 +435,27 @@ class AutomergeDocument:
         self._check_usable()
         since = self._check_heads(since_heads)
         return [ChangeInfo.from_change(change) for change in self._doc.get_changes(since)]
+
+
+class _ChangeBlock:
+    """The context manager of `AutomergeDocument.change` (a class: one is entered for every
+    local change, and a generator-based one costs more)."""
+
+    __slots__ = ("_document", "_session")
+
+    def __init__(self, document: AutomergeDocument) -> None:
+        self._document = document
+        self._session: ChangeSession | None = None
+
+    def __enter__(self) -> MapProxy:
+        session = self._session = self._document._begin_change()
+        return MapProxy(session, ROOT)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._session is not None, "a change block is exited only after being entered"
+        self._document._end_change(self._session, keep=exc_type is None)

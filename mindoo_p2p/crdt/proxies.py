@@ -21,7 +21,16 @@ from automerge.core import ObjType, ScalarType
 
 from .reader import MAX_NESTING, UNCONVERTIBLE, Slot, readout_value
 from .session import ChangeSession
-from .values import Counter, Text, check_i64, is_scalar, python_value, scalar_for
+from .values import (
+    I64_MAX,
+    I64_MIN,
+    Counter,
+    Text,
+    check_i64,
+    is_scalar,
+    python_value,
+    scalar_for,
+)
 
 
 def _check_key(key: object) -> str:
@@ -99,26 +108,25 @@ def _write_value(
             _write_value(session, child, index, item, insert=True)
 
 
+_INT = ScalarType.Int
 _PLAIN_SCALARS: dict[type, ScalarType] = {
     str: ScalarType.Str,
+    int: _INT,
     float: ScalarType.F64,
     bool: ScalarType.Boolean,
     bytes: ScalarType.Bytes,
     type(None): ScalarType.Null,
 }
-"""Exact built-in types whose value `scalar_for` passes through unchanged (int is checked for
-its range on its own): assigning one skips the general checks (the usual write is a scalar)."""
+"""Exact built-in types whose value `scalar_for` passes through unchanged (an int once its
+range is checked): assigning one skips the general checks (the usual write is a scalar)."""
 
 
 def _assign(
     session: ChangeSession, obj: bytes, prop: str | int, value: Any, *, insert: bool
 ) -> None:
-    kind = type(value)
-    if kind is int:
-        scalar_type: ScalarType | None = ScalarType.Int
+    scalar_type = _PLAIN_SCALARS.get(type(value))
+    if scalar_type is _INT:
         check_i64(value, f"value of {prop!r}")
-    else:
-        scalar_type = _PLAIN_SCALARS.get(kind)
     if scalar_type is not None:  # what `scalar_for` gives, without the detour
         if insert:
             assert isinstance(prop, int)
@@ -165,7 +173,14 @@ class MapProxy(MutableMapping[str, Any]):
         return _read(self._session, self._obj, key, slot)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        _assign(self._session, self._obj, _check_key(key), value, insert=False)
+        if type(key) is not str or not key:
+            key = _check_key(key)
+        # The usual write, a plain scalar, inline (what `_assign` does for it).
+        scalar_type = _PLAIN_SCALARS.get(type(value))
+        if scalar_type is not None and (scalar_type is not _INT or I64_MIN <= value <= I64_MAX):
+            self._session.put(self._obj, key, scalar_type, value)
+            return
+        _assign(self._session, self._obj, key, value, insert=False)
 
     def __delitem__(self, key: str) -> None:
         if key not in self:

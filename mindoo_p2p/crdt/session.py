@@ -34,6 +34,8 @@ from .values import check_i64
 _LoggedOp = tuple[str, tuple[Any, ...], Any]
 """(transaction method name, arguments, result)."""
 
+_ENDED = "this proxy belongs to a change block that has ended"
+
 
 class AutomergePanic(RuntimeError):
     """The binding panicked during a local change; the document is unusable from now on."""
@@ -42,9 +44,21 @@ class AutomergePanic(RuntimeError):
 class ChangeSession:
     """The state of one ``AutomergeDocument.change()`` block (see the module docstring)."""
 
+    __slots__ = (
+        "_closed",
+        "_counter_ids",
+        "_counter_ops",
+        "_doc",
+        "_fork",
+        "_log",
+        "_readouts",
+        "_tx",
+        "base_heads",
+        "poisoned",
+    )
+
     def __init__(self, doc: Document) -> None:
         self._doc = doc
-        self._actor = doc.get_actor()
         self.base_heads: list[bytes] = doc.get_heads()
         self._fork: Document | None = None
         self._tx = self._open(doc)
@@ -63,23 +77,36 @@ class ChangeSession:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("this proxy belongs to a change block that has ended")
+            raise RuntimeError(_ENDED)
+
+    def _raise_if_panic(self, name: str, exc: BaseException) -> None:
+        """AutomergePanic (the session is poisoned) if ``exc`` is the binding's panic."""
+        if is_panic(exc):
+            self.poisoned = True
+            raise AutomergePanic(f"automerge panicked in {name}: {exc}") from None
 
     def _call(self, name: str, *args: Any) -> Any:
-        self._check_open()
+        if self._closed:
+            raise RuntimeError(_ENDED)
+        try:
+            return getattr(self._tx, name)(*args)
+        except Exception as exc:
+            raise ValueError(f"automerge refused {name}: {exc}") from exc
+        except BaseException as exc:
+            self._raise_if_panic(name, exc)
+            raise
+
+    def _write(self, name: str, *args: Any) -> Any:
+        """`_call`, logged for a replay on a fork (one call level: the usual write path)."""
+        if self._closed:
+            raise RuntimeError(_ENDED)
         try:
             result = getattr(self._tx, name)(*args)
         except Exception as exc:
             raise ValueError(f"automerge refused {name}: {exc}") from exc
         except BaseException as exc:
-            if is_panic(exc):
-                self.poisoned = True
-                raise AutomergePanic(f"automerge panicked in {name}: {exc}") from None
+            self._raise_if_panic(name, exc)
             raise
-        return result
-
-    def _write(self, name: str, *args: Any) -> Any:
-        result = self._call(name, *args)
         self._log.append((name, args, result))
         self._readouts = None
         return result
@@ -97,7 +124,7 @@ class ChangeSession:
         self._check_open()
         self._tx.__exit__(RuntimeError, RuntimeError("moving to a fork"), None)
         fork = self._doc.fork()
-        fork.set_actor(self._actor)
+        fork.set_actor(self._doc.get_actor())
         tx = self._open(fork)
         self._replay(tx)
         self._fork, self._tx = fork, tx
@@ -123,7 +150,7 @@ class ChangeSession:
         if self._readouts is None:
             self._move_to_fork()
             scratch = self._doc.fork()
-            scratch.set_actor(self._actor)
+            scratch.set_actor(self._doc.get_actor())
             with scratch.transaction() as tx:
                 self._replay(tx)
             self._readouts = scalar_readouts(scratch, scratch.get_heads())

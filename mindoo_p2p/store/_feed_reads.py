@@ -59,22 +59,33 @@ def document_updates(
     known_ids: AbstractSet[bytes],
 ) -> tuple[list[tuple[int, Entry]], int]:
     """`document_entries` without loading the entries whose id is in ``known_ids``, and the
-    highest seq seen (``after_seq`` when none)."""
-    found: list[tuple[int, Entry]] = []
-    last = after_seq
-    sealed = tables.sealed
+    highest seq seen (``after_seq`` when none).
+
+    ``known_ids`` must be entries of the document stored after ``after_seq`` (a cache's own
+    writes since it last read): when the document has exactly that many rows after
+    ``after_seq``, they are those entries, and none is read (a cache's refresh after its own
+    writes, the usual case, costs a cursor walk). Otherwise every row not retracted is read,
+    and those whose bytes hash to a known id are left out."""
     key = doc_feed_key(txn, tables, tenant_id, database, document_id)
     if key is None:
         return [], after_seq
+    rows = list(dups_from(txn, tables.doc_feed, key, after_seq + 1))
+    if not rows:
+        return [], after_seq
+    last = rows[-1][0]
+    if len(rows) == len(known_ids):
+        return [], last
+    found: list[tuple[int, Entry]] = []
+    sealed = tables.sealed
     retracted = retraction_check(txn, tables)
-    for last, arrival in dups_from(txn, tables.doc_feed, key, after_seq + 1):
+    for seq, arrival in rows:
         if retracted is not None and retracted(arrival):
             continue
         if known_ids:
             raw = txn.get(arrival, db=sealed)
             if raw is not None and hashlib.sha256(raw).digest() in known_ids:
                 continue  # the caller has it (a corrupt copy would not hash to it)
-        found.append((last, load_arrival(txn, tables, arrival)))
+        found.append((seq, load_arrival(txn, tables, arrival)))
     return found, last
 
 

@@ -389,6 +389,8 @@ class EntryStore:
 
         Returns the loaded ``(seq, entry)`` pairs and the highest seq seen (``after_seq`` when
         none): a cache that already holds some entries (its own writes) skips decoding them.
+        ``known_ids`` must be entries of this document stored after ``after_seq`` (see
+        `_feed_reads.document_updates`).
         """
         if len(document_id) != DOCUMENT_ID_SIZE or after_seq >= MAX_SEQ:
             return [], after_seq
