@@ -34,6 +34,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
+from functools import partial
+from itertools import groupby, repeat
+from operator import itemgetter
 
 import lmdb
 
@@ -91,32 +94,61 @@ def index_items(
     aggregate row is malformed (then nothing should be committed: the caller's transaction
     aborts on the exception).
     """
-    keys = sorted(
-        [
-            scope + pack_seq(timestamp) + entry_id  # = recon_idx_key(...), inlined: hot loop
-            for scope, timestamp, entry_id in items
-            if timestamp != MAX_TIMESTAMP
-        ]
-    )
-    if not keys:
-        return 0
+    keys = [
+        recon_idx_key(scope, timestamp, entry_id)
+        for scope, timestamp, entry_id in items
+        if timestamp != MAX_TIMESTAMP
+    ]
     if any(len(key) != RECON_IDX_KEY_SIZE for key in keys):
         raise ValueError("index_items takes 32-byte scopes and 32-byte ids")
+    return index_keys(txn, tables, keys)
+
+
+def index_keys(txn: lmdb.Transaction[bytes], tables: Tables, keys: list[bytes]) -> int:
+    """`index_items` for items given as their ``recon_idx`` keys (`._layout.recon_idx_key`:
+    well-formed, none with the reserved timestamp; ``keys`` is sorted in place): what the
+    append builds for a whole write at once."""
+    if not keys:
+        return 0
+    keys.sort()
     added = _put_index_keys(txn, tables, keys)
     _apply_deltas(txn, tables, _millisecond_sums(added), 1)
     return len(added)
 
 
+_scope_of = itemgetter(slice(None, SCOPE_SIZE))
+_value_of = itemgetter(slice(SCOPE_SIZE, None))
+_slot_of = itemgetter(slice(None, RECON_ID_OFFSET))
+_id_of = itemgetter(slice(RECON_ID_OFFSET, None))
+_little_endian = partial(int.from_bytes, byteorder="little")
+
+
 def _put_index_keys(txn: lmdb.Transaction[bytes], tables: Tables, keys: list[bytes]) -> list[bytes]:
-    """Put sorted well-formed ``recon_idx`` keys; the ones that were not there yet."""
-    put = txn.cursor(tables.recon_idx).put
-    # Usually appended to the end of the scope's list (new timestamps are the latest).
-    return [
-        key
-        for key in keys
-        if put(key[:SCOPE_SIZE], key[SCOPE_SIZE:], append=True)
-        or put(key[:SCOPE_SIZE], key[SCOPE_SIZE:], dupdata=False)
-    ]
+    """Put sorted well-formed ``recon_idx`` keys; the ones that were not there yet (in order).
+
+    Per scope: when its first new item sorts after the scope's last stored one (new timestamps
+    are the latest: the usual case), every new item is appended in one call; otherwise each
+    is appended or inserted in its place, one by one."""
+    cursor = txn.cursor(tables.recon_idx)
+    added: list[bytes] = []
+    start = 0
+    for scope, run_of in groupby(keys, _scope_of):
+        end = start + len(list(run_of))
+        scope_keys = keys[start:end]
+        values = list(map(_value_of, scope_keys))
+        start = end
+        if not cursor.set_key(scope) or (cursor.last_dup() and cursor.value() < values[0]):
+            _, appended = cursor.putmulti(list(zip(repeat(scope), values)), append=True)
+            # Sorted and above everything stored: only a repeat of the item before is left out.
+            added += scope_keys if appended == len(values) else dict.fromkeys(scope_keys)
+            continue
+        put = cursor.put
+        added += [
+            key
+            for key, value in zip(scope_keys, values, strict=True)
+            if put(scope, value, append=True) or put(scope, value, dupdata=False)
+        ]
+    return added
 
 
 def unindex_items(
@@ -142,16 +174,18 @@ def unindex_items(
 
 
 def _millisecond_sums(idx_keys: Iterable[bytes]) -> dict[tuple[bytes, int], list[int]]:
-    """``(scope, timestamp) -> [count, id sum]`` of well-formed ``recon_idx`` keys."""
+    """``(scope, timestamp) -> [count, id sum]`` of well-formed ``recon_idx`` keys (sorted, so
+    that the keys of one millisecond are summed together)."""
     sums: dict[tuple[bytes, int], list[int]] = {}
-    for key in idx_keys:
-        slot = (key[:SCOPE_SIZE], int.from_bytes(key[SCOPE_SIZE:RECON_ID_OFFSET], "big"))
-        value = int.from_bytes(key[RECON_ID_OFFSET:], "little")
+    for slot_key, group in groupby(idx_keys, _slot_of):
+        ids = list(map(_id_of, group))
+        slot = (slot_key[:SCOPE_SIZE], int.from_bytes(slot_key[SCOPE_SIZE:], "big"))
+        value = sum(map(_little_endian, ids))
         accumulated = sums.get(slot)
         if accumulated is None:
-            sums[slot] = [1, value]
+            sums[slot] = [len(ids), value]
         else:
-            accumulated[0] += 1
+            accumulated[0] += len(ids)
             accumulated[1] += value
     return sums
 
