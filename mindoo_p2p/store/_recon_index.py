@@ -62,10 +62,11 @@ from ._layout import (
     pack_seq,
     recon_agg_key,
     recon_idx_key,
+    recon_is_leaf,
     scope_key,
     unpack_recon_agg,
 )
-from ._recon_levels import ExpectedRows, Item, subtree_rows
+from ._recon_levels import ExpectedRows, Item, Slot, millisecond_slots, subtree_rows
 
 _REBUILD_CHUNK = 65_536
 
@@ -213,7 +214,7 @@ def _apply_deltas(
             _accumulate(coarser, (scope, bucket >> RECON_FAN_SHIFT), count, id_sum)
         upper.append(coarser)
     for level in range(RECON_TOP_LEVEL, RECON_BASE_LEVEL - 1, -1):
-        split = _update_level(txn, tables, level, upper[level - RECON_BASE_LEVEL], sign)
+        split = _update_level(txn, tables, level, upper[level - RECON_BASE_LEVEL], sign, sums)
     fine = list(sums.items())
     for level in range(RECON_BASE_LEVEL - 1, -1, -1):
         if not split:
@@ -224,7 +225,7 @@ def _apply_deltas(
         deltas = {}
         for (scope, timestamp), (count, id_sum) in fine:
             _accumulate(deltas, (scope, timestamp >> shift), count, id_sum)
-        split = _update_level(txn, tables, level, deltas, sign)
+        split = _update_level(txn, tables, level, deltas, sign, sums)
 
 
 def _accumulate(
@@ -244,10 +245,11 @@ def _update_level(
     level: int,
     deltas: dict[tuple[bytes, int], list[int]],
     sign: int,
+    sums: dict[tuple[bytes, int], list[int]],
 ) -> set[tuple[bytes, int]]:
     """Apply ``deltas`` to the rows of ``level``; the buckets that were split and still are
     (their children take deltas next). A bucket that crossed the threshold either way gets its
-    subtree rewritten here."""
+    subtree rewritten here (``sums``: the items added or removed, per millisecond)."""
     agg_db = tables.recon_agg
     split: set[tuple[bytes, int]] = set()
     for (scope, bucket), (count, id_sum) in sorted(deltas.items()):
@@ -272,15 +274,30 @@ def _update_level(
         if was_split and is_split:
             split.add((scope, bucket))
         elif was_split != is_split:
-            _rewrite_subtree(txn, tables, scope, level, bucket)
+            fresh = None
+            if parsed[0] == 0:  # the bucket was empty: its items are the ones just added
+                shift = RECON_SHIFTS[level]
+                fresh = sorted(
+                    (timestamp, slot_count, slot_sum)
+                    for (slot_scope, timestamp), (slot_count, slot_sum) in sums.items()
+                    if slot_scope == scope and timestamp >> shift == bucket
+                )
+            _rewrite_subtree(txn, tables, scope, level, bucket, new_count, fresh)
     return split
 
 
 def _rewrite_subtree(
-    txn: lmdb.Transaction[bytes], tables: Tables, scope: bytes, level: int, bucket: int
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    scope: bytes,
+    level: int,
+    bucket: int,
+    count: int,
+    fresh: list[Slot] | None,
 ) -> None:
-    """Delete every row below bucket ``bucket`` of ``level`` and write the rows its items (as
-    ``recon_idx`` now holds them) call for."""
+    """Delete every row below bucket ``bucket`` of ``level`` and write the rows its ``count``
+    items call for: ``fresh`` (summed per millisecond) when the bucket held nothing before
+    this write, else as ``recon_idx`` now holds them (one scan of the bucket's items)."""
     agg_db = tables.recon_agg
     cursor = txn.cursor(agg_db)
     for child_level in range(level - 1, -1, -1):
@@ -290,10 +307,15 @@ def _rewrite_subtree(
         if cursor.set_range(low):
             while cursor.key() < high and cursor.delete():
                 pass
-    shift = RECON_SHIFTS[level]
-    items = list(_items_between(txn, tables, scope, bucket << shift, (bucket + 1) << shift))
-    for key, (count, id_sum) in subtree_rows(scope, level, items).items():
-        txn.put(key, pack_recon_agg(count, id_sum), db=agg_db)
+    if recon_is_leaf(level, count):
+        return  # a leaf has no rows below it
+    if fresh is None:
+        shift = RECON_SHIFTS[level]
+        fresh = millisecond_slots(
+            _items_between(txn, tables, scope, bucket << shift, (bucket + 1) << shift)
+        )
+    for key, (row_count, id_sum) in subtree_rows(scope, level, fresh).items():
+        txn.put(key, pack_recon_agg(row_count, id_sum), db=agg_db)
 
 
 def _agg_range_end(scope: bytes, level: int, bucket_end: int) -> bytes:
