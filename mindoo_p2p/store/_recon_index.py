@@ -139,7 +139,7 @@ def _put_index_keys(txn: lmdb.Transaction[bytes], tables: Tables, keys: list[byt
         values = list(map(_value_of, scope_keys))
         start = end
         if not cursor.set_key(scope) or (cursor.last_dup() and cursor.value() < values[0]):
-            _, appended = cursor.putmulti(list(zip(repeat(scope), values)), append=True)
+            _, appended = cursor.putmulti(zip(repeat(scope), values), append=True)
             # Sorted and above everything stored: only a repeat of the item before is left out.
             added += scope_keys if appended == len(values) else dict.fromkeys(scope_keys)
             continue

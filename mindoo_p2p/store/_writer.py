@@ -219,8 +219,7 @@ def write_entries(
     arrivals = list(map(pack_seq, arrival_numbers))
     ids = [entry.id for entry in added]
     raws = [entry.raw for entry in added]
-    sealed_rows = list(zip(arrivals, raws, strict=True))
-    id_rows = sorted(zip(ids, arrivals, strict=True))
+    arrival_of = dict(zip(ids, arrivals, strict=True))
     author_rows = sorted(
         zip(author_keys, map(pack_dup, map(_author_seq, headers), arrival_numbers), strict=True)
     )
@@ -265,11 +264,15 @@ def write_entries(
         recon_keys += map(scope.__add__, map(bytes.__add__, map(pack_seq, timestamps), run_ids))
         start = end
 
-    _, appended = txn.cursor(tables.sealed).putmulti(sealed_rows, overwrite=False, append=True)
-    if appended != len(sealed_rows):
+    # Rows handed to LMDB as they are made (no list of row tuples kept alive for the GC).
+    sealed_put = txn.cursor(tables.sealed).putmulti
+    _, appended = sealed_put(zip(arrivals, raws, strict=True), overwrite=False, append=True)
+    if appended != len(arrivals):
         raise StoreError("sealed already holds an arrival number of this batch: run fsck")
+    sorted_ids = sorted(ids)
+    id_rows = zip(sorted_ids, map(arrival_of.__getitem__, sorted_ids), strict=True)
     _, new_ids = txn.cursor(tables.ids).putmulti(id_rows, dupdata=False, overwrite=False)
-    if new_ids != len(id_rows):
+    if new_ids != len(ids):
         raise StoreError("ids already holds an id of this batch: run fsck")
     put_dups(txn, tables.db_feed, feed_rows, "db_feed")
     docs_added = _new_documents(txn, tables, doc_scopes)
@@ -290,5 +293,5 @@ def write_entries(
         total = _stored_counter(txn, tables.scope_docs, scope, "scope_docs") + count
         txn.put(scope, pack_seq(total), db=tables.scope_docs)
     index_keys(txn, tables, recon_keys)
-    settle_new_entries(txn, tables, added, dict(id_rows), sealed_here, plain)
+    settle_new_entries(txn, tables, added, arrival_of, sealed_here, plain)
     return added
