@@ -33,14 +33,14 @@ Sessions read the index through :class:`._recon_snapshot.LmdbReconStorage`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from itertools import groupby, repeat
 from operator import itemgetter
 
 import lmdb
 
-from ..entry import Entry
+from ..entry import ID_SIZE, Entry
 from ..errors import DecodeError, StoreError
 from ..recon import MAX_TIMESTAMP
 from ._layout import (
@@ -95,61 +95,64 @@ def index_items(
     aggregate row is malformed (then nothing should be committed: the caller's transaction
     aborts on the exception).
     """
-    keys = [
-        recon_idx_key(scope, timestamp, entry_id)
-        for scope, timestamp, entry_id in items
-        if timestamp != MAX_TIMESTAMP
-    ]
-    if any(len(key) != RECON_IDX_KEY_SIZE for key in keys):
-        raise ValueError("index_items takes 32-byte scopes and 32-byte ids")
-    return index_keys(txn, tables, keys)
+    return index_values(txn, tables, _values_by_scope(items))
 
 
-def index_keys(txn: lmdb.Transaction[bytes], tables: Tables, keys: list[bytes]) -> int:
-    """`index_items` for items given as their ``recon_idx`` keys (`._layout.recon_idx_key`:
-    well-formed, none with the reserved timestamp; ``keys`` is sorted in place): what the
-    append builds for a whole write at once."""
-    if not keys:
-        return 0
-    keys.sort()
-    added = _put_index_keys(txn, tables, keys)
-    _apply_deltas(txn, tables, _millisecond_sums(added), 1)
-    return len(added)
+def _values_by_scope(items: Iterable[tuple[bytes, int, bytes]]) -> dict[bytes, list[bytes]]:
+    """scope -> the ``recon_idx`` values (BE64(timestamp) + id) of ``items``, leaving out the
+    reserved timestamp; ValueError for a scope or id that is not 32 bytes."""
+    by_scope: dict[bytes, list[bytes]] = {}
+    for scope, timestamp, entry_id in items:
+        if timestamp == MAX_TIMESTAMP:
+            continue
+        if len(scope) != SCOPE_SIZE or len(entry_id) != ID_SIZE:
+            raise ValueError("index items take 32-byte scopes and 32-byte ids")
+        by_scope.setdefault(scope, []).append(pack_seq(timestamp) + entry_id)
+    return by_scope
 
 
-_scope_of = itemgetter(slice(None, SCOPE_SIZE))
-_value_of = itemgetter(slice(SCOPE_SIZE, None))
-_slot_of = itemgetter(slice(None, RECON_ID_OFFSET))
-_id_of = itemgetter(slice(RECON_ID_OFFSET, None))
+def index_values(
+    txn: lmdb.Transaction[bytes], tables: Tables, values_by_scope: Mapping[bytes, list[bytes]]
+) -> int:
+    """`index_items` for items given per scope as their ``recon_idx`` values (BE64(timestamp)
+    + id: well-formed, none with the reserved timestamp; each list is sorted in place): what
+    the append builds for a whole write at once."""
+    cursor = txn.cursor(tables.recon_idx)
+    sums: dict[tuple[bytes, int], list[int]] = {}
+    added = 0
+    for scope, values in values_by_scope.items():
+        if values:
+            values.sort()
+            new = _put_scope_values(cursor, scope, values)
+            _add_millisecond_sums(sums, scope, new)
+            added += len(new)
+    if sums:
+        _apply_deltas(txn, tables, sums, 1)
+    return added
+
+
+_stamp_of = itemgetter(slice(None, SEQ_SIZE))
+_id_of = itemgetter(slice(SEQ_SIZE, None))
 _little_endian = partial(int.from_bytes, byteorder="little")
 
 
-def _put_index_keys(txn: lmdb.Transaction[bytes], tables: Tables, keys: list[bytes]) -> list[bytes]:
-    """Put sorted well-formed ``recon_idx`` keys; the ones that were not there yet (in order).
+def _put_scope_values(cursor: lmdb.Cursor[bytes], scope: bytes, values: list[bytes]) -> list[bytes]:
+    """Put one scope's sorted well-formed ``recon_idx`` values with the table's ``cursor``;
+    the ones that were not there yet (in order).
 
-    Per scope: when its first new item sorts after the scope's last stored one (new timestamps
-    are the latest: the usual case), every new item is appended in one call; otherwise each
-    is appended or inserted in its place, one by one."""
-    cursor = txn.cursor(tables.recon_idx)
-    added: list[bytes] = []
-    start = 0
-    for scope, run_of in groupby(keys, _scope_of):
-        end = start + len(list(run_of))
-        scope_keys = keys[start:end]
-        values = list(map(_value_of, scope_keys))
-        start = end
-        if not cursor.set_key(scope) or (cursor.last_dup() and cursor.value() < values[0]):
-            _, appended = cursor.putmulti(zip(repeat(scope), values), append=True)
-            # Sorted and above everything stored: only a repeat of the item before is left out.
-            added += scope_keys if appended == len(values) else dict.fromkeys(scope_keys)
-            continue
-        put = cursor.put
-        added += [
-            key
-            for key, value in zip(scope_keys, values, strict=True)
-            if put(scope, value, append=True) or put(scope, value, dupdata=False)
-        ]
-    return added
+    When the first sorts after the scope's last stored value (new timestamps are the latest:
+    the usual case), they are all appended in one call; otherwise each is appended or inserted
+    in its place, one by one."""
+    if not cursor.set_key(scope) or (cursor.last_dup() and cursor.value() < values[0]):
+        _, appended = cursor.putmulti(zip(repeat(scope), values), append=True)
+        # Sorted and above everything stored: only a repeat of the value before is left out.
+        return values if appended == len(values) else list(dict.fromkeys(values))
+    put = cursor.put
+    return [
+        value
+        for value in values
+        if put(scope, value, append=True) or put(scope, value, dupdata=False)
+    ]
 
 
 def unindex_items(
@@ -163,24 +166,26 @@ def unindex_items(
     many items were removed; StoreError when a touched aggregate row is malformed or would go
     negative (the caller's transaction then aborts).
     """
-    keys = sorted(
-        scope + pack_seq(timestamp) + entry_id
-        for scope, timestamp, entry_id in items
-        if timestamp != MAX_TIMESTAMP
-    )
     idx_db = tables.recon_idx
-    removed = [key for key in keys if txn.delete(key[:SCOPE_SIZE], key[SCOPE_SIZE:], db=idx_db)]
-    _apply_deltas(txn, tables, _millisecond_sums(removed), -1)
-    return len(removed)
-
-
-def _millisecond_sums(idx_keys: Iterable[bytes]) -> dict[tuple[bytes, int], list[int]]:
-    """``(scope, timestamp) -> [count, id sum]`` of well-formed ``recon_idx`` keys (sorted, so
-    that the keys of one millisecond are summed together)."""
     sums: dict[tuple[bytes, int], list[int]] = {}
-    for slot_key, group in groupby(idx_keys, _slot_of):
+    removed = 0
+    for scope, values in _values_by_scope(items).items():
+        values.sort()
+        gone = [value for value in values if txn.delete(scope, value, db=idx_db)]
+        _add_millisecond_sums(sums, scope, gone)
+        removed += len(gone)
+    _apply_deltas(txn, tables, sums, -1)
+    return removed
+
+
+def _add_millisecond_sums(
+    sums: dict[tuple[bytes, int], list[int]], scope: bytes, values: Iterable[bytes]
+) -> None:
+    """Add to ``sums`` (``(scope, timestamp) -> [count, id sum]``) one scope's well-formed
+    ``recon_idx`` values (sorted, so that the values of one millisecond are summed together)."""
+    for stamp, group in groupby(values, _stamp_of):
         ids = list(map(_id_of, group))
-        slot = (slot_key[:SCOPE_SIZE], int.from_bytes(slot_key[SCOPE_SIZE:], "big"))
+        slot = (scope, int.from_bytes(stamp, "big"))
         value = sum(map(_little_endian, ids))
         accumulated = sums.get(slot)
         if accumulated is None:
@@ -188,7 +193,6 @@ def _millisecond_sums(idx_keys: Iterable[bytes]) -> dict[tuple[bytes, int], list
         else:
             accumulated[0] += len(ids)
             accumulated[1] += value
-    return sums
 
 
 def _apply_deltas(
@@ -341,6 +345,13 @@ def _items_between(
         yield timestamp, int.from_bytes(value[SEQ_SIZE:], "little")
 
 
+def _put_chunk(cursor: lmdb.Cursor[bytes], chunk: dict[bytes, list[bytes]]) -> int:
+    """Put a rebuild's chunk of values (scope -> values); how many were new."""
+    return sum(
+        len(_put_scope_values(cursor, scope, sorted(values))) for scope, values in chunk.items()
+    )
+
+
 def rebuild_aggregates(txn: lmdb.Transaction[bytes], tables: Tables) -> int:
     """Empty ``recon_agg`` and write the rows ``recon_idx`` calls for (one scan of it, in the
     caller's write transaction; the upgrade from schema 4). Malformed index rows are skipped
@@ -419,19 +430,23 @@ def rebuild_recon_index(txn: lmdb.Transaction[bytes], tables: Tables) -> int:
     txn.drop(tables.recon_idx, delete=False)
     txn.drop(tables.recon_agg, delete=False)
     scopes = _ScopeCache()
+    cursor = txn.cursor(tables.recon_idx)
     indexed = 0
-    chunk: list[bytes] = []
+    chunk: dict[bytes, list[bytes]] = {}
+    in_chunk = 0
     for arrival in txn.cursor(tables.sealed).iternext(keys=True, values=False):
         if txn.get(arrival, db=tables.retracted) is not None:
             continue  # withdrawn by a revocation: not part of the reconciled set
         entry = stored_at(txn, tables, arrival)
         if entry is None or entry.header.timestamp_ms == MAX_TIMESTAMP:
             continue
-        chunk.append(recon_idx_key(scopes.of(entry), entry.header.timestamp_ms, entry.id))
-        if len(chunk) >= _REBUILD_CHUNK:
-            indexed += len(_put_index_keys(txn, tables, sorted(chunk)))
-            chunk = []
-    indexed += len(_put_index_keys(txn, tables, sorted(chunk)))
+        value = pack_seq(entry.header.timestamp_ms) + entry.id
+        chunk.setdefault(scopes.of(entry), []).append(value)
+        in_chunk += 1
+        if in_chunk >= _REBUILD_CHUNK:
+            indexed += _put_chunk(cursor, chunk)
+            chunk, in_chunk = {}, 0
+    indexed += _put_chunk(cursor, chunk)
     rebuild_aggregates(txn, tables)
     return indexed
 

@@ -33,7 +33,7 @@ from ._layout import (
     scope_key,
     unpack_seq,
 )
-from ._recon_index import index_keys
+from ._recon_index import index_values
 
 
 def last_arrival(txn: lmdb.Transaction[bytes], tables: Tables) -> int:
@@ -232,7 +232,7 @@ def write_entries(
     database_keys: set[bytes] = set()
     feed_rows: list[tuple[bytes, bytes]] = []
     doc_rows: list[tuple[bytes, bytes]] = []
-    recon_keys: list[bytes] = []
+    recon_values: dict[bytes, list[bytes]] = {}
     start = 0
     # Runs of consecutive entries of one database (usually the whole write): feed sequence
     # numbers go on per database in arrival order.
@@ -261,7 +261,9 @@ def write_entries(
             kept_items = [i for i, t in enumerate(timestamps) if t != MAX_TIMESTAMP]
             timestamps = [timestamps[i] for i in kept_items]
             run_ids = [run_ids[i] for i in kept_items]
-        recon_keys += map(scope.__add__, map(bytes.__add__, map(pack_seq, timestamps), run_ids))
+        recon_values.setdefault(scope, []).extend(
+            map(bytes.__add__, map(pack_seq, timestamps), run_ids)
+        )
         start = end
 
     # Rows handed to LMDB as they are made (no list of row tuples kept alive for the GC).
@@ -292,6 +294,6 @@ def write_entries(
     for scope, count in docs_added.items():
         total = _stored_counter(txn, tables.scope_docs, scope, "scope_docs") + count
         txn.put(scope, pack_seq(total), db=tables.scope_docs)
-    index_keys(txn, tables, recon_keys)
+    index_values(txn, tables, recon_values)
     settle_new_entries(txn, tables, added, arrival_of, sealed_here, plain)
     return added
