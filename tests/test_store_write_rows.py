@@ -98,3 +98,38 @@ def test_put_dups_inserts_what_cannot_be_appended_and_refuses_a_row_already_ther
                 put_dups(txn, db, [(b"k", b"8" * 16), (b"k", b"5" * 16)], "test")
             with pytest.raises(StoreError, match="already holds a row"):
                 put_dups(txn, db, [(b"k", b"9" * 16)], "test")
+
+
+def test_an_own_entry_that_does_not_name_its_author_s_last_entry_stores_nothing(
+    tmp_path: Path,
+) -> None:
+    """The own-write sequence check compares both links: the right number with another
+    predecessor is refused (StoreError) and nothing of the write is stored."""
+    signer = SigningKeyPair.generate()
+
+    def sealed(seq: int, prev: bytes) -> Entry:
+        return Entry.seal(
+            kind=EntryKind.CHANGE,
+            tenant_id=TENANT,
+            database="notes",
+            document_id=os.urandom(16),
+            author=signer,
+            author_seq=seq,
+            timestamp_ms=1_700_000_000_000 + seq,
+            deps=(),
+            key_id=KEY_ID,
+            key=KEY,
+            payload=b"x",
+            prev=prev,
+        )
+
+    with EntryStore(tmp_path / "store") as store:
+        first = sealed(1, NO_PREV)
+        assert store.append_local(lambda _positions: [first]) == [first]
+        good, forged = sealed(2, first.id), sealed(2, os.urandom(32))
+        with pytest.raises(StoreError, match="does not name its author's previous entry"):
+            store.append_local(lambda _positions: [good, sealed(3, os.urandom(32))])
+        with pytest.raises(StoreError, match="does not name its author's previous entry"):
+            store.append_local(lambda _positions: [forged])
+        assert store.count() == 1
+        assert store.fsck().ok
