@@ -192,7 +192,7 @@ def write_entries(
     headers = [entry.header for entry in accepted]
     author_keys = [header.tenant_id + header.author for header in headers]
     own_only = bool(sealed_here) and all(map(sealed_here.__contains__, author_keys))
-    added = accepted
+    added = list(accepted)
     if not own_only:
         # Look ids up in id order with one cursor (a cache-friendly B-tree walk, each seek
         # starting from the current page); arrivals follow ``accepted``.
@@ -203,10 +203,6 @@ def write_entries(
             added = [accepted[i] for i in kept]
             headers = [headers[i] for i in kept]
             author_keys = [author_keys[i] for i in kept]
-        else:
-            added = list(accepted)
-    else:
-        added = list(accepted)
     if not added:
         return added
     # Read before the author rows are put: which new entries extend their author's stored top
