@@ -266,6 +266,35 @@ def test_a_burst_is_split_so_that_no_lookup_scans_more_than_the_threshold(
     assert len(agg_rows(store)) < len(written) // 10  # the fine rows cost little
 
 
+def test_buckets_filled_past_the_threshold_by_one_write_get_the_rule_s_rows(
+    store: EntryStore,
+) -> None:
+    """A write whose items land in buckets that held nothing get their subtree rows from the
+    write's own items summed per millisecond (no scan of the index); buckets that held some
+    get them from a scan. Writes crossing the threshold at levels 1 to 3, in empty buckets, in
+    partly filled ones, with many items per millisecond and repeats of an item: the rows are
+    exactly the rule's."""
+    rnd = random.Random(10)
+    scope = scope_key(TENANT, DB)
+    base_width = 1 << RECON_SHIFTS[RECON_BASE_LEVEL]
+    base = (T0 // base_width + 1) * base_width  # the start of an empty base bucket
+
+    def burst(start: int, span: int, count: int) -> list[ReconItem]:
+        return [ReconItem(start + rnd.randrange(span), rnd.randbytes(32)) for _ in range(count)]
+
+    written: list[ReconItem] = []
+    for items in (
+        burst(base + 5, 40, 600),  # one 64 ms bucket past the threshold, ~15 items a ms
+        burst(base + 3 * 4096, 4000, 2500),  # a ~4 s bucket and several of its children
+        burst(base + base_width, base_width, 3000),  # an empty base bucket, every level
+        burst(base, 4096, 400),  # buckets that held items already cross now
+        burst(base + 100, 3, 300),  # 300 items in 3 ms of a split bucket
+    ):
+        index_rows(store, items + items[:3], scope)  # repeats count once
+        written += items
+        assert agg_rows(store) == brute_force_rows(written, scope)
+
+
 def test_removing_items_merges_a_split_bucket_back_into_a_leaf(store: EntryStore) -> None:
     """Retraction lowers counts: a bucket falling to the threshold loses its child rows, one
     emptied loses its row; the rows stay exactly the rule's, and fsck agrees."""

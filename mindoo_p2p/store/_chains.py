@@ -382,37 +382,41 @@ def settle_new_entries(
     ``plain``: ids of entries of ``added`` that `plain_run_entries` found to extend their
     author's stored top one after another: not compared with their neighbours either (nor are
     their rows read), but otherwise treated as every other entry."""
-    added = list(added)
-    facts = TransactionChainFacts(txn, tables, arrivals)
-    facts.preload(
-        entry
-        for entry in added
-        if entry.id not in plain and entry.tenant_id + entry.author not in continuing
-    )
-    known: dict[tuple[bytes, bytes], ForkPoint | None] = {}
-    lowest: dict[tuple[bytes, bytes], int] = {}
+    compared = list(added)
     highest: dict[tuple[bytes, bytes], int] = {}
     """The highest new seq of each continuing author: all a recorded fork point is compared with."""
-    for entry in added:
-        header = entry.header
-        author = (header.tenant_id, header.author)
-        if continuing and header.tenant_id + header.author in continuing:
-            if highest.get(author, 0) < header.author_seq:
-                highest[author] = header.author_seq
-            continue
-        if author not in known:
-            known[author] = read_fork(txn, tables, *author)
-        low = lowest.get(author)
-        fork = known[author]
-        if fork is not None and header.author_seq >= fork.seq:
-            # landed at or above a known fork point: settle it
-            low = fork.seq if low is None else min(low, fork.seq)
-        if entry.id not in plain and not facts.links_plainly(entry):
-            conflict = conflict_seq(entry, facts)
-            if conflict is not None:
-                low = conflict if low is None else min(low, conflict)
-        if low is not None:
-            lowest[author] = low
+    if continuing:
+        others: list[Entry] = []
+        for entry in compared:
+            header = entry.header
+            if header.tenant_id + header.author in continuing:
+                author = (header.tenant_id, header.author)
+                if highest.get(author, 0) < header.author_seq:
+                    highest[author] = header.author_seq
+            else:
+                others.append(entry)
+        compared = others
+    known: dict[tuple[bytes, bytes], ForkPoint | None] = {}
+    lowest: dict[tuple[bytes, bytes], int] = {}
+    if compared:
+        facts = TransactionChainFacts(txn, tables, arrivals)
+        facts.preload(entry for entry in compared if entry.id not in plain)
+        for entry in compared:
+            header = entry.header
+            author = (header.tenant_id, header.author)
+            if author not in known:
+                known[author] = read_fork(txn, tables, *author)
+            low = lowest.get(author)
+            fork = known[author]
+            if fork is not None and header.author_seq >= fork.seq:
+                # landed at or above a known fork point: settle it
+                low = fork.seq if low is None else min(low, fork.seq)
+            if entry.id not in plain and not facts.links_plainly(entry):
+                conflict = conflict_seq(entry, facts)
+                if conflict is not None:
+                    low = conflict if low is None else min(low, conflict)
+            if low is not None:
+                lowest[author] = low
     for author, top in highest.items():
         fork = known[author] if author in known else read_fork(txn, tables, *author)
         if fork is not None and top >= fork.seq:  # landed at or above a known fork point

@@ -202,9 +202,9 @@ def recon_idx_key(scope: bytes, timestamp_ms: int, entry_id: bytes) -> bytes:
     return scope + _BE64.pack(timestamp_ms) + entry_id
 
 
-def pack_dup(seq: int, arrival: int) -> bytes:
-    """A DUPSORT value: BE64(seq) + BE64(arrival), so a key's values sort by ``seq`` first."""
-    return _DUP.pack(seq, arrival)
+pack_dup = _DUP.pack
+"""``pack_dup(seq, arrival)``: a DUPSORT value, BE64(seq) + BE64(arrival), so a key's values
+sort by ``seq`` first."""
 
 
 def unpack_dup(value: bytes) -> tuple[int, int]:

@@ -154,9 +154,11 @@ def append_local(
     sealed = list(seal(positions))
     if not sealed:
         return []
-    heads = _check_sequences(sealed, positions)
-    ordered = [e for e in sealed if e.database == TENANT_LOG]
-    ordered += [e for e in sealed if e.database != TENANT_LOG]
+    heads, log_entries = _check_sequences(sealed, positions)
+    ordered = sealed
+    if log_entries:
+        ordered = [e for e in sealed if e.database == TENANT_LOG]
+        ordered += [e for e in sealed if e.database != TENANT_LOG]
     if authorize is not None:
         refused = list(authorize(ordered))
         if refused:
@@ -167,35 +169,40 @@ def append_local(
     return ordered
 
 
-def _check_sequences(sealed: list[Entry], positions: _TransactionPositions) -> set[bytes]:
+def _check_sequences(
+    sealed: list[Entry], positions: _TransactionPositions
+) -> tuple[set[bytes], int]:
     """Each author's entries continue its stored chain: last + 1, last + 2, ..., each naming
     the one before (the stored last entry, then the previous one sealed). Returns the author
     keys (tenant_id + author) whose stored head is also the top of their ``by_author`` rows
     (nothing stored above ``last_seq``): their new entries extend the top of what is stored, so
     the store's fork check has nothing to compare them with (`settle_new_entries`'
     ``continuing``); an author whose rows go higher (a damaged ``author_seq`` row) gets the
-    full check."""
-    expected: dict[tuple[bytes, bytes], tuple[int, bytes]] = {}
+    full check. Also returns how many of the entries are tenant-log entries."""
+    expected: dict[bytes, tuple[int, bytes]] = {}
     heads: set[bytes] = set()
+    log_entries = 0
     for entry in sealed:
-        author = (entry.tenant_id, entry.author)
-        position = expected.get(author)
+        header = entry.header
+        author_key = header.tenant_id + header.author
+        position = expected.get(author_key)
         if position is None:
-            last = positions.last_seq(*author)
-            position = (last + 1, positions.last_entry_id(*author))
-            author_key = entry.tenant_id + entry.author
+            last = positions.last_seq(header.tenant_id, header.author)
+            position = (last + 1, positions.last_entry_id(header.tenant_id, header.author))
             if positions.head_seq(author_key) == last:
                 heads.add(author_key)
         seq, prev = position
-        if entry.header.author_seq != seq:
+        if header.author_seq != seq:
             raise StoreError(
-                f"own entry {entry.id.hex()} has author_seq {entry.header.author_seq} where"
+                f"own entry {entry.id.hex()} has author_seq {header.author_seq} where"
                 f" its author's sequence continues at {seq}: it would fork the author"
             )
-        if entry.prev != prev:
+        if header.prev != prev:
             raise StoreError(
                 f"own entry {entry.id.hex()} does not name its author's previous entry"
                 f" {prev.hex()[:16]}: it would fork the author"
             )
-        expected[author] = (seq + 1, entry.id)
-    return heads
+        expected[author_key] = (seq + 1, entry.id)
+        if header.database == TENANT_LOG:
+            log_entries += 1
+    return heads, log_entries

@@ -33,11 +33,14 @@ Sessions read the index through :class:`._recon_snapshot.LmdbReconStorage`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
+from itertools import groupby, repeat
+from operator import itemgetter
 
 import lmdb
 
-from ..entry import Entry
+from ..entry import ID_SIZE, Entry
 from ..errors import DecodeError, StoreError
 from ..recon import MAX_TIMESTAMP
 from ._layout import (
@@ -59,10 +62,11 @@ from ._layout import (
     pack_seq,
     recon_agg_key,
     recon_idx_key,
+    recon_is_leaf,
     scope_key,
     unpack_recon_agg,
 )
-from ._recon_levels import ExpectedRows, Item, subtree_rows
+from ._recon_levels import ExpectedRows, Item, Slot, millisecond_slots, subtree_rows
 
 _REBUILD_CHUNK = 65_536
 
@@ -91,31 +95,63 @@ def index_items(
     aggregate row is malformed (then nothing should be committed: the caller's transaction
     aborts on the exception).
     """
-    keys = sorted(
-        [
-            scope + pack_seq(timestamp) + entry_id  # = recon_idx_key(...), inlined: hot loop
-            for scope, timestamp, entry_id in items
-            if timestamp != MAX_TIMESTAMP
-        ]
-    )
-    if not keys:
-        return 0
-    if any(len(key) != RECON_IDX_KEY_SIZE for key in keys):
-        raise ValueError("index_items takes 32-byte scopes and 32-byte ids")
-    added = _put_index_keys(txn, tables, keys)
-    _apply_deltas(txn, tables, _millisecond_sums(added), 1)
-    return len(added)
+    return index_values(txn, tables, _values_by_scope(items))
 
 
-def _put_index_keys(txn: lmdb.Transaction[bytes], tables: Tables, keys: list[bytes]) -> list[bytes]:
-    """Put sorted well-formed ``recon_idx`` keys; the ones that were not there yet."""
-    put = txn.cursor(tables.recon_idx).put
-    # Usually appended to the end of the scope's list (new timestamps are the latest).
+def _values_by_scope(items: Iterable[tuple[bytes, int, bytes]]) -> dict[bytes, list[bytes]]:
+    """scope -> the ``recon_idx`` values (BE64(timestamp) + id) of ``items``, leaving out the
+    reserved timestamp; ValueError for a scope or id that is not 32 bytes."""
+    by_scope: dict[bytes, list[bytes]] = {}
+    for scope, timestamp, entry_id in items:
+        if timestamp == MAX_TIMESTAMP:
+            continue
+        if len(scope) != SCOPE_SIZE or len(entry_id) != ID_SIZE:
+            raise ValueError("index items take 32-byte scopes and 32-byte ids")
+        by_scope.setdefault(scope, []).append(pack_seq(timestamp) + entry_id)
+    return by_scope
+
+
+def index_values(
+    txn: lmdb.Transaction[bytes], tables: Tables, values_by_scope: Mapping[bytes, list[bytes]]
+) -> int:
+    """`index_items` for items given per scope as their ``recon_idx`` values (BE64(timestamp)
+    + id: well-formed, none with the reserved timestamp; each list is sorted in place): what
+    the append builds for a whole write at once."""
+    cursor = txn.cursor(tables.recon_idx)
+    sums: dict[tuple[bytes, int], list[int]] = {}
+    added = 0
+    for scope, values in values_by_scope.items():
+        if values:
+            values.sort()
+            new = _put_scope_values(cursor, scope, values)
+            _add_millisecond_sums(sums, scope, new)
+            added += len(new)
+    if sums:
+        _apply_deltas(txn, tables, sums, 1)
+    return added
+
+
+_stamp_of = itemgetter(slice(None, SEQ_SIZE))
+_id_of = itemgetter(slice(SEQ_SIZE, None))
+_little_endian = partial(int.from_bytes, byteorder="little")
+
+
+def _put_scope_values(cursor: lmdb.Cursor[bytes], scope: bytes, values: list[bytes]) -> list[bytes]:
+    """Put one scope's sorted well-formed ``recon_idx`` values with the table's ``cursor``;
+    the ones that were not there yet (in order).
+
+    When the first sorts after the scope's last stored value (new timestamps are the latest:
+    the usual case), they are all appended in one call; otherwise each is appended or inserted
+    in its place, one by one."""
+    if not cursor.set_key(scope) or (cursor.last_dup() and cursor.value() < values[0]):
+        _, appended = cursor.putmulti(zip(repeat(scope), values), append=True)
+        # Sorted and above everything stored: only a repeat of the value before is left out.
+        return values if appended == len(values) else list(dict.fromkeys(values))
+    put = cursor.put
     return [
-        key
-        for key in keys
-        if put(key[:SCOPE_SIZE], key[SCOPE_SIZE:], append=True)
-        or put(key[:SCOPE_SIZE], key[SCOPE_SIZE:], dupdata=False)
+        value
+        for value in values
+        if put(scope, value, append=True) or put(scope, value, dupdata=False)
     ]
 
 
@@ -130,30 +166,33 @@ def unindex_items(
     many items were removed; StoreError when a touched aggregate row is malformed or would go
     negative (the caller's transaction then aborts).
     """
-    keys = sorted(
-        scope + pack_seq(timestamp) + entry_id
-        for scope, timestamp, entry_id in items
-        if timestamp != MAX_TIMESTAMP
-    )
     idx_db = tables.recon_idx
-    removed = [key for key in keys if txn.delete(key[:SCOPE_SIZE], key[SCOPE_SIZE:], db=idx_db)]
-    _apply_deltas(txn, tables, _millisecond_sums(removed), -1)
-    return len(removed)
-
-
-def _millisecond_sums(idx_keys: Iterable[bytes]) -> dict[tuple[bytes, int], list[int]]:
-    """``(scope, timestamp) -> [count, id sum]`` of well-formed ``recon_idx`` keys."""
     sums: dict[tuple[bytes, int], list[int]] = {}
-    for key in idx_keys:
-        slot = (key[:SCOPE_SIZE], int.from_bytes(key[SCOPE_SIZE:RECON_ID_OFFSET], "big"))
-        value = int.from_bytes(key[RECON_ID_OFFSET:], "little")
+    removed = 0
+    for scope, values in _values_by_scope(items).items():
+        values.sort()
+        gone = [value for value in values if txn.delete(scope, value, db=idx_db)]
+        _add_millisecond_sums(sums, scope, gone)
+        removed += len(gone)
+    _apply_deltas(txn, tables, sums, -1)
+    return removed
+
+
+def _add_millisecond_sums(
+    sums: dict[tuple[bytes, int], list[int]], scope: bytes, values: Iterable[bytes]
+) -> None:
+    """Add to ``sums`` (``(scope, timestamp) -> [count, id sum]``) one scope's well-formed
+    ``recon_idx`` values (sorted, so that the values of one millisecond are summed together)."""
+    for stamp, group in groupby(values, _stamp_of):
+        ids = list(map(_id_of, group))
+        slot = (scope, int.from_bytes(stamp, "big"))
+        value = sum(map(_little_endian, ids))
         accumulated = sums.get(slot)
         if accumulated is None:
-            sums[slot] = [1, value]
+            sums[slot] = [len(ids), value]
         else:
-            accumulated[0] += 1
+            accumulated[0] += len(ids)
             accumulated[1] += value
-    return sums
 
 
 def _apply_deltas(
@@ -179,7 +218,7 @@ def _apply_deltas(
             _accumulate(coarser, (scope, bucket >> RECON_FAN_SHIFT), count, id_sum)
         upper.append(coarser)
     for level in range(RECON_TOP_LEVEL, RECON_BASE_LEVEL - 1, -1):
-        split = _update_level(txn, tables, level, upper[level - RECON_BASE_LEVEL], sign)
+        split = _update_level(txn, tables, level, upper[level - RECON_BASE_LEVEL], sign, sums)
     fine = list(sums.items())
     for level in range(RECON_BASE_LEVEL - 1, -1, -1):
         if not split:
@@ -190,7 +229,7 @@ def _apply_deltas(
         deltas = {}
         for (scope, timestamp), (count, id_sum) in fine:
             _accumulate(deltas, (scope, timestamp >> shift), count, id_sum)
-        split = _update_level(txn, tables, level, deltas, sign)
+        split = _update_level(txn, tables, level, deltas, sign, sums)
 
 
 def _accumulate(
@@ -210,10 +249,11 @@ def _update_level(
     level: int,
     deltas: dict[tuple[bytes, int], list[int]],
     sign: int,
+    sums: dict[tuple[bytes, int], list[int]],
 ) -> set[tuple[bytes, int]]:
     """Apply ``deltas`` to the rows of ``level``; the buckets that were split and still are
     (their children take deltas next). A bucket that crossed the threshold either way gets its
-    subtree rewritten here."""
+    subtree rewritten here (``sums``: the items added or removed, per millisecond)."""
     agg_db = tables.recon_agg
     split: set[tuple[bytes, int]] = set()
     for (scope, bucket), (count, id_sum) in sorted(deltas.items()):
@@ -238,15 +278,30 @@ def _update_level(
         if was_split and is_split:
             split.add((scope, bucket))
         elif was_split != is_split:
-            _rewrite_subtree(txn, tables, scope, level, bucket)
+            fresh = None
+            if parsed[0] == 0:  # the bucket was empty: its items are the ones just added
+                shift = RECON_SHIFTS[level]
+                fresh = sorted(
+                    (timestamp, slot_count, slot_sum)
+                    for (slot_scope, timestamp), (slot_count, slot_sum) in sums.items()
+                    if slot_scope == scope and timestamp >> shift == bucket
+                )
+            _rewrite_subtree(txn, tables, scope, level, bucket, new_count, fresh)
     return split
 
 
 def _rewrite_subtree(
-    txn: lmdb.Transaction[bytes], tables: Tables, scope: bytes, level: int, bucket: int
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    scope: bytes,
+    level: int,
+    bucket: int,
+    count: int,
+    fresh: list[Slot] | None,
 ) -> None:
-    """Delete every row below bucket ``bucket`` of ``level`` and write the rows its items (as
-    ``recon_idx`` now holds them) call for."""
+    """Delete every row below bucket ``bucket`` of ``level`` and write the rows its ``count``
+    items call for: ``fresh`` (summed per millisecond) when the bucket held nothing before
+    this write, else as ``recon_idx`` now holds them (one scan of the bucket's items)."""
     agg_db = tables.recon_agg
     cursor = txn.cursor(agg_db)
     for child_level in range(level - 1, -1, -1):
@@ -256,10 +311,15 @@ def _rewrite_subtree(
         if cursor.set_range(low):
             while cursor.key() < high and cursor.delete():
                 pass
-    shift = RECON_SHIFTS[level]
-    items = list(_items_between(txn, tables, scope, bucket << shift, (bucket + 1) << shift))
-    for key, (count, id_sum) in subtree_rows(scope, level, items).items():
-        txn.put(key, pack_recon_agg(count, id_sum), db=agg_db)
+    if recon_is_leaf(level, count):
+        return  # a leaf has no rows below it
+    if fresh is None:
+        shift = RECON_SHIFTS[level]
+        fresh = millisecond_slots(
+            _items_between(txn, tables, scope, bucket << shift, (bucket + 1) << shift)
+        )
+    for key, (row_count, id_sum) in subtree_rows(scope, level, fresh).items():
+        txn.put(key, pack_recon_agg(row_count, id_sum), db=agg_db)
 
 
 def _agg_range_end(scope: bytes, level: int, bucket_end: int) -> bytes:
@@ -283,6 +343,13 @@ def _items_between(
         if timestamp >= high:
             return
         yield timestamp, int.from_bytes(value[SEQ_SIZE:], "little")
+
+
+def _put_chunk(cursor: lmdb.Cursor[bytes], chunk: dict[bytes, list[bytes]]) -> int:
+    """Put a rebuild's chunk of values (scope -> values); how many were new."""
+    return sum(
+        len(_put_scope_values(cursor, scope, sorted(values))) for scope, values in chunk.items()
+    )
 
 
 def rebuild_aggregates(txn: lmdb.Transaction[bytes], tables: Tables) -> int:
@@ -363,19 +430,23 @@ def rebuild_recon_index(txn: lmdb.Transaction[bytes], tables: Tables) -> int:
     txn.drop(tables.recon_idx, delete=False)
     txn.drop(tables.recon_agg, delete=False)
     scopes = _ScopeCache()
+    cursor = txn.cursor(tables.recon_idx)
     indexed = 0
-    chunk: list[bytes] = []
+    chunk: dict[bytes, list[bytes]] = {}
+    in_chunk = 0
     for arrival in txn.cursor(tables.sealed).iternext(keys=True, values=False):
         if txn.get(arrival, db=tables.retracted) is not None:
             continue  # withdrawn by a revocation: not part of the reconciled set
         entry = stored_at(txn, tables, arrival)
         if entry is None or entry.header.timestamp_ms == MAX_TIMESTAMP:
             continue
-        chunk.append(recon_idx_key(scopes.of(entry), entry.header.timestamp_ms, entry.id))
-        if len(chunk) >= _REBUILD_CHUNK:
-            indexed += len(_put_index_keys(txn, tables, sorted(chunk)))
-            chunk = []
-    indexed += len(_put_index_keys(txn, tables, sorted(chunk)))
+        value = pack_seq(entry.header.timestamp_ms) + entry.id
+        chunk.setdefault(scopes.of(entry), []).append(value)
+        in_chunk += 1
+        if in_chunk >= _REBUILD_CHUNK:
+            indexed += _put_chunk(cursor, chunk)
+            chunk, in_chunk = {}, 0
+    indexed += _put_chunk(cursor, chunk)
     rebuild_aggregates(txn, tables)
     return indexed
 

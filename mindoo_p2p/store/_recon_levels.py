@@ -6,8 +6,8 @@ when its parent holds more than ``RECON_SPLIT_THRESHOLD`` items (``recon_is_leaf
 the parent). Rows are computed here from items given as ``(timestamp_ms, id value)`` pairs
 (the id as its little-endian integer), in (timestamp, id) order:
 
-- :func:`subtree_rows`: the rows under one split bucket, from its items (the writer calls it
-  when a bucket crosses the threshold, both ways);
+- :func:`subtree_rows`: the rows under one split bucket, from its items summed per millisecond
+  (:func:`millisecond_slots`; the writer calls it when a bucket crosses the threshold);
 - :class:`ExpectedRows`: every row of a whole index, fed item by item in index order with
   memory bounded by the items of one base bucket (rebuild, fsck).
 
@@ -18,7 +18,8 @@ Rows are returned as ``key -> [count, id sum]`` with the sum not reduced (caller
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from operator import itemgetter
 
 from ._layout import (
     RECON_BASE_LEVEL,
@@ -33,13 +34,39 @@ Item = tuple[int, int]
 Rows = dict[bytes, list[int]]
 
 
-def subtree_rows(scope: bytes, level: int, items: Sequence[Item]) -> Rows:
-    """The rows strictly below a bucket of ``level`` that holds exactly ``items`` (sorted; no
-    rows when the bucket is a leaf)."""
+Slot = tuple[int, int, int]
+"""(timestamp_ms, count, id sum) of the items of one millisecond."""
+
+
+def millisecond_slots(items: Iterable[Item]) -> list[Slot]:
+    """``items`` (in timestamp order) summed per millisecond."""
+    slots: list[Slot] = []
+    for timestamp, group in itertools.groupby(items, key=itemgetter(0)):
+        values = [value for _, value in group]
+        slots.append((timestamp, len(values), sum(values)))
+    return slots
+
+
+def subtree_rows(scope: bytes, level: int, slots: Sequence[Slot]) -> Rows:
+    """The rows strictly below a bucket of ``level`` whose items, summed per millisecond, are
+    ``slots`` (in timestamp order; no rows when the bucket is a leaf). A millisecond's items
+    fall in one child bucket at every level, and a row and the leaf rule need only counts and
+    sums, so these are the rows its items call for (as `ExpectedRows` computes them)."""
     rows: Rows = {}
-    if not recon_is_leaf(level, len(items)):
-        _add_children(rows, scope, level, items)
+    if not recon_is_leaf(level, sum(count for _, count, _ in slots)):
+        _add_child_slots(rows, scope, level, slots)
     return rows
+
+
+def _add_child_slots(rows: Rows, scope: bytes, level: int, slots: Sequence[Slot]) -> None:
+    child_level = level - 1
+    shift = RECON_SHIFTS[child_level]
+    for child, group in itertools.groupby(slots, key=lambda slot: slot[0] >> shift):
+        members = list(group)
+        count = sum(member_count for _, member_count, _ in members)
+        rows[recon_agg_key(scope, child_level, child)] = [count, sum(s for _, _, s in members)]
+        if not recon_is_leaf(child_level, count):
+            _add_child_slots(rows, scope, child_level, members)
 
 
 def _add_children(rows: Rows, scope: bytes, level: int, items: Sequence[Item]) -> None:

@@ -13,11 +13,14 @@ batch that shows an author forked withdraws its entries from the fork point on (
 from __future__ import annotations
 
 from collections.abc import Collection
+from itertools import groupby, repeat
+from operator import attrgetter
 
 import lmdb
 
 from ..entry import Entry
 from ..errors import StoreError
+from ..recon import MAX_TIMESTAMP
 from ._chains import plain_run_entries, settle_new_entries
 from ._layout import (
     DUP_SIZE,
@@ -30,7 +33,7 @@ from ._layout import (
     scope_key,
     unpack_seq,
 )
-from ._recon_index import index_items
+from ._recon_index import index_values
 
 
 def last_arrival(txn: lmdb.Transaction[bytes], tables: Tables) -> int:
@@ -143,15 +146,26 @@ def rebuild_document_counts(txn: lmdb.Transaction[bytes], tables: Tables) -> Non
 def put_dups(
     txn: lmdb.Transaction[bytes], db: lmdb._Database, rows: list[tuple[bytes, bytes]], what: str
 ) -> None:
-    """Add new ``(key, value)`` rows to a DUPSORT table: appended to the end of their key's list
-    when they sort last there (the usual case), inserted in place otherwise. StoreError when a
-    row is already there."""
+    """Add new ``(key, value)`` rows to a DUPSORT table (``rows`` is sorted in place): appended
+    to the end of their key's list when they sort last there (the usual case: one
+    ``putmulti``), inserted in place otherwise. StoreError when a row is already there."""
     rows.sort()
     cursor = txn.cursor(db)
-    put = cursor.put
-    for key, value in rows:
-        if not put(key, value, append=True) and not put(key, value, dupdata=False):
+    # MDB_APPENDDUP puts each row that sorts after its key's last value; a row that does not
+    # (it belongs further up the list, or it is already there) is left out and counted so.
+    _, appended = cursor.putmulti(rows, append=True)
+    if appended != len(rows):
+        # Insert the rows left out; a row that is there now was appended just above or was
+        # there before, so the rows put in both passes add up only when none was there before.
+        _, inserted = cursor.putmulti(rows, dupdata=False)
+        if appended + inserted != len(rows):
             raise StoreError(f"index {what} already holds a row of this batch: run fsck")
+
+
+_scope_name = attrgetter("tenant_id", "database")
+_document_id = attrgetter("document_id")
+_timestamp = attrgetter("timestamp_ms")
+_author_seq = attrgetter("author_seq")
 
 
 def write_entries(
@@ -170,70 +184,93 @@ def write_entries(
     entries were sealed in this transaction continuing the author's stored head (see
     `_chains.settle_new_entries`). When every entry is such an own entry, ids are not looked
     up first (fresh nonces make them new; ``ids`` refuses a repeat with StoreError all the same).
+
+    The rows are built a column at a time (each entry's fields read once, the rows of a run of
+    entries of one database made together) and each table's rows are put sorted, in one call
+    where they extend the end of the table or of their key's list.
     """
-    ids_db = tables.ids
-    if sealed_here and all(e.tenant_id + e.author in sealed_here for e in accepted):
-        raced: set[bytes] = set()
-    else:
+    headers = [entry.header for entry in accepted]
+    author_keys = [header.tenant_id + header.author for header in headers]
+    own_only = bool(sealed_here) and all(map(sealed_here.__contains__, author_keys))
+    added = list(accepted)
+    if not own_only:
         # Look ids up in id order with one cursor (a cache-friendly B-tree walk, each seek
         # starting from the current page); arrivals follow ``accepted``.
-        seek = txn.cursor(ids_db).set_key
+        seek = txn.cursor(tables.ids).set_key
         raced = {entry.id for entry in sorted(accepted, key=_entry_id) if seek(entry.id)}
-    added = [e for e in accepted if e.id not in raced] if raced else list(accepted)
+        if raced:
+            kept = [i for i, entry in enumerate(accepted) if entry.id not in raced]
+            added = [accepted[i] for i in kept]
+            headers = [headers[i] for i in kept]
+            author_keys = [author_keys[i] for i in kept]
     if not added:
         return added
     # Read before the author rows are put: which new entries extend their author's stored top
     # one after another (a catch-up's runs), so that the fork check need not look at them.
-    plain = plain_run_entries(txn, tables, added, sealed_here)
+    # Own entries (all in ``sealed_here``) are not looked at: nothing to find.
+    plain = set() if own_only else plain_run_entries(txn, tables, added, sealed_here)
 
     first_arrival = last_arrival(txn, tables) + 1
-    sealed_rows: list[tuple[bytes, bytes]] = []
-    id_rows: list[tuple[bytes, bytes]] = []
+    arrival_numbers = range(first_arrival, first_arrival + len(added))
+    arrivals = list(map(pack_seq, arrival_numbers))
+    ids = [entry.id for entry in added]
+    raws = [entry.raw for entry in added]
+    arrival_of = dict(zip(ids, arrivals, strict=True))
+    author_rows = sorted(
+        zip(author_keys, map(pack_dup, map(_author_seq, headers), arrival_numbers), strict=True)
+    )
+
     scopes: dict[tuple[bytes, str], bytes] = {}
     numbers: dict[bytes, bytes] = {}
     next_seq: dict[bytes, int] = {}
-    feed_rows: list[tuple[bytes, bytes]] = []
-    doc_rows: list[tuple[bytes, bytes]] = []
-    author_rows: list[tuple[bytes, bytes]] = []
-    author_max: dict[bytes, int] = {}
     size_added: dict[bytes, int] = {}
     doc_scopes: dict[bytes, bytes] = {}
     database_keys: set[bytes] = set()
-    recon_items: list[tuple[bytes, int, bytes]] = []
-
-    for arrival, entry in enumerate(added, first_arrival):
-        header = entry.header
-        scope_id = (header.tenant_id, header.database)
+    feed_rows: list[tuple[bytes, bytes]] = []
+    doc_rows: list[tuple[bytes, bytes]] = []
+    recon_values: dict[bytes, list[bytes]] = {}
+    start = 0
+    # Runs of consecutive entries of one database (usually the whole write): feed sequence
+    # numbers go on per database in arrival order.
+    for scope_id, run_of in groupby(map(_scope_name, headers)):
+        end = start + len(list(run_of))
         scope = scopes.get(scope_id)
         if scope is None:
-            scope = scopes[scope_id] = scope_key(header.tenant_id, header.database)
+            tenant_id, database = scope_id
+            scope = scopes[scope_id] = scope_key(tenant_id, database)
             next_seq[scope] = last_dup_seq(txn, tables.db_feed, scope) + 1
             numbers[scope] = number_scope(txn, tables, scope)
             size_added[scope] = 0
-            database_keys.add(header.tenant_id + header.database.encode("utf-8"))
+            database_keys.add(tenant_id + database.encode("utf-8"))
         seq = next_seq[scope]
-        next_seq[scope] = seq + 1
-        arrival_bytes = pack_seq(arrival)
-        sealed_rows.append((arrival_bytes, entry.raw))
-        id_rows.append((entry.id, arrival_bytes))
-        dup = pack_dup(seq, arrival)
-        feed_rows.append((scope, dup))
-        doc_key = numbers[scope] + header.document_id
-        doc_rows.append((doc_key, dup))
-        doc_scopes[doc_key] = scope
-        author_key = header.tenant_id + header.author
-        if author_max.get(author_key, 0) < header.author_seq:
-            author_max[author_key] = header.author_seq
-        author_rows.append((author_key, pack_dup(header.author_seq, arrival)))
-        size_added[scope] += len(entry.raw)
-        recon_items.append((scope, header.timestamp_ms, entry.id))
+        next_seq[scope] = seq + end - start
+        run = headers[start:end]
+        dups = list(map(pack_dup, range(seq, seq + end - start), arrival_numbers[start:end]))
+        feed_rows += zip(repeat(scope), dups)
+        doc_keys = list(map(numbers[scope].__add__, map(_document_id, run)))
+        doc_rows += zip(doc_keys, dups, strict=True)
+        doc_scopes.update(dict.fromkeys(doc_keys, scope))
+        size_added[scope] += sum(map(len, raws[start:end]))
+        timestamps = list(map(_timestamp, run))
+        run_ids = ids[start:end]
+        if MAX_TIMESTAMP in timestamps:  # Negentropy's infinity: not reconciled, not indexed
+            kept_items = [i for i, t in enumerate(timestamps) if t != MAX_TIMESTAMP]
+            timestamps = [timestamps[i] for i in kept_items]
+            run_ids = [run_ids[i] for i in kept_items]
+        recon_values.setdefault(scope, []).extend(
+            map(bytes.__add__, map(pack_seq, timestamps), run_ids)
+        )
+        start = end
 
-    _, appended = txn.cursor(tables.sealed).putmulti(sealed_rows, overwrite=False, append=True)
-    if appended != len(sealed_rows):
+    # Rows handed to LMDB as they are made (no list of row tuples kept alive for the GC).
+    sealed_put = txn.cursor(tables.sealed).putmulti
+    _, appended = sealed_put(zip(arrivals, raws, strict=True), overwrite=False, append=True)
+    if appended != len(arrivals):
         raise StoreError("sealed already holds an arrival number of this batch: run fsck")
-    id_rows.sort()
-    _, new_ids = txn.cursor(ids_db).putmulti(id_rows, dupdata=False, overwrite=False)
-    if new_ids != len(id_rows):
+    sorted_ids = sorted(ids)
+    id_rows = zip(sorted_ids, map(arrival_of.__getitem__, sorted_ids), strict=True)
+    _, new_ids = txn.cursor(tables.ids).putmulti(id_rows, dupdata=False, overwrite=False)
+    if new_ids != len(ids):
         raise StoreError("ids already holds an id of this batch: run fsck")
     put_dups(txn, tables.db_feed, feed_rows, "db_feed")
     docs_added = _new_documents(txn, tables, doc_scopes)
@@ -241,7 +278,9 @@ def write_entries(
     put_dups(txn, tables.by_author, author_rows, "by_author")
     for database_key in database_keys:
         txn.put(database_key, b"", overwrite=False, db=tables.databases)
-    for author_key, author_seq in author_max.items():
+    # ``author_rows`` is sorted: each author's last row holds its highest new author_seq.
+    for author_key, top_row in dict(author_rows).items():
+        author_seq = unpack_seq(top_row[:SEQ_SIZE])
         stored_seq = _stored_counter(txn, tables.author_seq, author_key, "author_seq")
         if stored_seq < author_seq:
             txn.put(author_key, pack_seq(author_seq), db=tables.author_seq)
@@ -251,6 +290,6 @@ def write_entries(
     for scope, count in docs_added.items():
         total = _stored_counter(txn, tables.scope_docs, scope, "scope_docs") + count
         txn.put(scope, pack_seq(total), db=tables.scope_docs)
-    index_items(txn, tables, recon_items)
-    settle_new_entries(txn, tables, added, dict(id_rows), sealed_here, plain)
+    index_values(txn, tables, recon_values)
+    settle_new_entries(txn, tables, added, arrival_of, sealed_here, plain)
     return added
