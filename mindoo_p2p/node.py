@@ -205,6 +205,7 @@ class Node:
         return cls.open(home, password)
 
     def close(self) -> None:
+        self.writer.close()
         if self._index is not None:
             self._index.close()
             self._index = None
