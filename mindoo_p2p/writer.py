@@ -144,6 +144,32 @@ class SealingState:
 def seal_drafts(
     drafts: Sequence[Draft], positions: AuthorPositions, state: SealingState | None = None
 ) -> list[Entry]:
+    """Seal ``drafts`` (see `seal_drafts_in_python`, the rules): natively when the C sealer is
+    built (`native_seal`: the same numbering, errors and bytes, the cryptography of each
+    author's run in one call with the GIL released), else in Python."""
+    native = _native_sealer()
+    if native is not None:
+        return native(drafts, positions, state)
+    return seal_drafts_in_python(drafts, positions, state)
+
+
+_NativeSealer = Callable[[Sequence[Draft], AuthorPositions, "SealingState | None"], list[Entry]]
+_native: list[_NativeSealer | None] = []
+
+
+def _native_sealer() -> _NativeSealer | None:
+    """`native_seal.seal_drafts` when available, else None (imported on first use: it imports
+    this module)."""
+    if not _native:
+        from . import native_seal
+
+        _native.append(native_seal.seal_drafts if native_seal.available() else None)
+    return _native[0]
+
+
+def seal_drafts_in_python(
+    drafts: Sequence[Draft], positions: AuthorPositions, state: SealingState | None = None
+) -> list[Entry]:
     """Seal ``drafts`` in order, in entry format 2: each (tenant, author) numbered on from
     ``positions.last_seq`` and chained on from ``positions.last_entry_id`` (each entry names
     the author's previous one as ``prev``), each ChangeRef resolved to the entry id of the

@@ -1,5 +1,7 @@
 # Sourced by scripts/start and scripts/test: create .venv when missing and install the project
-# (with the extras given in MINDOO_EXTRAS) whenever pyproject.toml changed since the last install.
+# (with the extras given in MINDOO_EXTRAS) whenever pyproject.toml, setup.py or the C source of
+# the optional native sealer (built in place by the editable install) changed since the last
+# install.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -9,7 +11,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extras="${MINDOO_EXTRAS:-}"
 stamp=".venv/.installed${extras:+-$extras}"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+    || [ mindoo_p2p/_seal_chain.c -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
   .venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}"
   touch "$stamp"

@@ -53,6 +53,12 @@ class SigningKeyPair:
     def seed(self) -> bytes:
         return bytes(self._key)
 
+    @property
+    def secret_key(self) -> bytes:
+        """libsodium's 64-byte Ed25519 secret key (the seed, then the public key), for the
+        in-process native sealer (`native_seal`). Private: never to leave the process."""
+        return self._secret
+
     def sign(self, message: bytes) -> bytes:
         """The 64-byte detached signature of ``message``."""
         # libsodium's combined crypto_sign through a reused per-thread buffer: PyNaCl's

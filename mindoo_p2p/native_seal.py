@@ -1,0 +1,267 @@
+"""Native chain sealing: `writer.seal_drafts` with its contract and its bytes, the encryption,
+signing and hashing of each author's run of drafts done in one C call that releases the GIL.
+
+Why: sealing is ~28 µs of the writing thread per local change, 19 of them Ed25519 signing, and
+an author's entries can only be sealed one after another (each names the id of the one before,
+which hashes its signature). In C, one call seals a whole run with the GIL released, so a
+thread can seal a batch's drafts on the other core while the application goes on making
+changes (`sealing_ahead`), and even in line the Python work per entry is smaller.
+
+What runs where:
+- here, in Python: the numbering (from ``positions`` or the `SealingState`), the resolution of
+  ChangeRefs to ids sealed by an earlier call, every check `EntryHeader.__post_init__` makes,
+  the payload size limit, the nonces (`aead.random_nonce`), and each header encoded in
+  format 2 with zeros where the chain link and the ids of parents of the same run go;
+- in `mindoo_p2p/_seal_chain.c` (GIL released): those links and ids written in, the AEAD, the
+  signature, the id; libsodium's own functions (the ones PyNaCl loaded) do the cryptography.
+
+The bytes are those of `Entry.seal` (`tests/test_native_seal.py` seals the same drafts with the
+same nonces both ways and compares). The module is an optional build (setup.py): where it was
+not built (no C compiler) or libsodium's functions cannot be found, `available()` is False and
+`writer.seal_drafts` seals in Python as before. ``MINDOO_NATIVE_SEAL=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from array import array
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .codec import encode_varint
+from .crypto import aead
+from .entry import (
+    _HEADER_START,
+    FORMAT_VERSION,
+    ID_SIZE,
+    MAX_CIPHERTEXT,
+    SIGNING_DOMAIN,
+    Entry,
+    _entry_of,
+    _header_of,
+    _set_deps,
+    _set_prev,
+)
+from .store import AuthorPositions
+from .writer import (
+    ChainKey,
+    ChangeKey,
+    ChangeRef,
+    Draft,
+    SealingState,
+    UnresolvedDependencyError,
+)
+
+logger = logging.getLogger(__name__)
+
+_SealChain = Callable[..., list[tuple[bytes, bytes, bytes, bytes, bytes]]]
+
+_PLACEHOLDER = bytes(ID_SIZE)
+_LINKED = b"\xff" * ID_SIZE
+"""Stands for a chain link not known yet (the previous entry is in the same call) while the
+header's fields are checked: any id but `NO_PREV` checks the same (author_seq > 1)."""
+
+
+def _load() -> _SealChain | None:
+    if os.environ.get("MINDOO_NATIVE_SEAL", "1") == "0":
+        return None
+    try:
+        import nacl._sodium
+
+        from . import _seal_chain  # type: ignore[attr-defined]
+    except ImportError as exc:
+        logger.debug("native sealing not built (%s): sealing in Python", exc)
+        return None
+    try:
+        # The libsodium PyNaCl loaded (already initialised by it): its exported functions, or
+        # those of the system libsodium it links to (dlsym searches the library's
+        # dependencies too).
+        sodium = ctypes.CDLL(nacl._sodium.__file__)
+        addresses = [
+            ctypes.cast(getattr(sodium, name), ctypes.c_void_p).value
+            for name in (
+                "crypto_aead_xchacha20poly1305_ietf_encrypt",
+                "crypto_sign_detached",
+                "crypto_hash_sha256",
+            )
+        ]
+        _seal_chain.configure(*addresses)
+    except (OSError, AttributeError, ValueError, TypeError) as exc:
+        logger.warning("native sealing unavailable (%s): sealing in Python", exc)
+        return None
+    seal_chain: _SealChain = _seal_chain.seal_chain
+    return seal_chain
+
+
+_seal_chain_call = _load()
+
+
+def available() -> bool:
+    """Whether drafts are sealed natively (the module was built and libsodium found)."""
+    return _seal_chain_call is not None
+
+
+def seal_drafts(
+    drafts: Sequence[Draft], positions: AuthorPositions, state: SealingState | None = None
+) -> list[Entry]:
+    """`writer.seal_drafts`, natively: the same numbering, links, ChangeRef resolution, errors
+    and bytes. Each maximal run of consecutive drafts of one chain is one C call. Only when
+    `available()`."""
+    if _seal_chain_call is None:
+        raise RuntimeError("native sealing is not available")
+    if state is None:
+        state = SealingState()
+    entries: list[Entry] = []
+    start, count = 0, len(drafts)
+    while start < count:
+        first = drafts[start]
+        tenant_id, author = first.tenant_id, first.signer.public_key
+        end = start + 1
+        while (
+            end < count
+            and drafts[end].tenant_id == tenant_id
+            and drafts[end].signer.public_key == author
+        ):
+            end += 1
+        entries.extend(_seal_run(drafts[start:end], (tenant_id, author), positions, state))
+        start = end
+    return entries
+
+
+def _seal_run(
+    run: Sequence[Draft], chain: ChainKey, positions: AuthorPositions, state: SealingState
+) -> list[Entry]:
+    """Seal consecutive drafts of one chain in one C call; update ``state``."""
+    assert _seal_chain_call is not None
+    position = state.next_position.get(chain)
+    if position is None:
+        position = (positions.last_seq(*chain) + 1, positions.last_entry_id(*chain))
+    first_seq, first_prev = position
+    sealed_changes = state.sealed_changes
+    author = chain[1]
+    headers = bytearray()
+    meta = array("Q")
+    payloads: list[bytes] = []
+    keys: dict[bytes, int] = {}
+    patches = array("Q")
+    in_run: dict[ChangeKey, int] = {}
+    # per draft: its header (final prev and deps set after the call) and its deps with, for
+    # each parent sealed in this call, the index of the draft that carries it
+    pending: list[tuple[Any, list[bytes | int] | None]] = []
+    for index, draft in enumerate(run):
+        tenant_id = draft.tenant_id
+        deps: tuple[bytes, ...]
+        deps_in_run: list[bytes | int] | None = None
+        if draft.has_change_refs:
+            resolved: list[bytes | int] = []
+            for dep in draft.deps:
+                if isinstance(dep, ChangeRef):
+                    change = (tenant_id, draft.database, draft.document_id, dep.change_hash)
+                    source = in_run.get(change)
+                    if source is not None:
+                        resolved.append(source)
+                        continue
+                    entry_id = sealed_changes.get(change)
+                    if entry_id is None:
+                        raise UnresolvedDependencyError(
+                            f"a draft of document {draft.document_id.hex()} depends on change"
+                            f" {dep.change_hash.hex()}, which no earlier draft of this write"
+                            " carries"
+                        )
+                    resolved.append(entry_id)
+                else:
+                    resolved.append(dep)
+            deps = tuple(_PLACEHOLDER if isinstance(d, int) else d for d in resolved)
+            if any(isinstance(d, int) for d in resolved):
+                deps_in_run = resolved
+        else:
+            deps = tuple(draft.deps)  # type: ignore[arg-type]  # ids only (has_change_refs)
+        seq = first_seq + index
+        prev = first_prev if index == 0 else _LINKED
+        nonce = aead.random_nonce()
+        key = draft.key
+        header = _header_of(
+            draft.kind,
+            tenant_id,
+            draft.database,
+            draft.document_id,
+            author,
+            seq,
+            draft.timestamp_ms,
+            deps,
+            key.key_id,
+            nonce,
+            prev,
+        )
+        header.__post_init__()  # the same checks as Entry.seal, before anything is sealed
+        payload = draft.payload
+        if len(payload) + aead.TAG_SIZE > MAX_CIPHERTEXT:
+            raise ValueError(f"payload too large: {len(payload)} bytes (limit {MAX_CIPHERTEXT})")
+        database = draft.database.encode("ascii")
+        prefix = b"".join(
+            (
+                _HEADER_START[FORMAT_VERSION, draft.kind],
+                tenant_id,
+                encode_varint(len(database)),
+                database,
+                draft.document_id,
+                author,
+                seq.to_bytes(8, "big"),
+                draft.timestamp_ms.to_bytes(8, "big"),
+            )
+        )
+        prev_offset = len(prefix)
+        dep_count = encode_varint(len(deps))
+        header_bytes = b"".join((prefix, _PLACEHOLDER, dep_count, *deps, key.key_id, nonce))
+        start = len(headers)
+        headers += header_bytes
+        patch_count = 0
+        if deps_in_run is not None:
+            first_dep = prev_offset + ID_SIZE + len(dep_count)
+            for position_in_deps, parent in enumerate(deps_in_run):
+                if isinstance(parent, int):
+                    patches.append(first_dep + position_in_deps * ID_SIZE)
+                    patches.append(parent)
+                    patch_count += 1
+        key_index = keys.get(key.secret)
+        if key_index is None:
+            key_index = keys[key.secret] = len(keys)
+        meta.extend((len(headers) - start, prev_offset, len(payload), key_index, patch_count))
+        payloads.append(payload)
+        pending.append((header, deps_in_run))
+        if draft.change_hash is not None:
+            in_run[(tenant_id, draft.database, draft.document_id, draft.change_hash)] = index
+    sealed = _seal_chain_call(
+        headers,
+        meta,
+        b"".join(payloads),
+        b"".join(keys),
+        patches,
+        run[0].signer.secret_key,
+        first_prev,
+        SIGNING_DOMAIN,
+    )
+    entries: list[Entry] = []
+    prev = first_prev
+    for (header, deps_in_run), (raw, entry_id, header_bytes, ciphertext, signature) in zip(
+        pending, sealed, strict=True
+    ):
+        _set_prev(header, prev)
+        if deps_in_run is not None:
+            _set_deps(
+                header,
+                tuple(entries[d].id if isinstance(d, int) else d for d in deps_in_run),
+            )
+        entries.append(
+            _entry_of(header, ciphertext, signature, raw, entry_id, header_bytes, len(raw) - 64)
+        )
+        prev = entry_id
+    state.next_position[chain] = (first_seq + len(run), prev)
+    for draft, entry in zip(run, entries, strict=True):
+        if draft.change_hash is not None:
+            sealed_changes[
+                (draft.tenant_id, draft.database, draft.document_id, draft.change_hash)
+            ] = entry.id
+    return entries
