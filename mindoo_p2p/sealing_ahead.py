@@ -52,7 +52,7 @@ thread has not sealed yet, at most the chunk in flight and the rest (under 2 x 6
 2.5 ms at 19 µs a seal): a larger chunk makes that wait longer, a smaller one the hand-overs
 more frequent. Batches smaller than a chunk gain little from a thread and skip it.
 
-Without a chunk sealer that releases the GIL there is no speculation at all:
+Without a chunk sealer that releases the GIL there is no speculation at all (`for_store`):
 a pure-Python sealing thread competes with the application for the GIL and was measured
 slower than sealing in the transaction (docs/architecture.md, "Sealing ahead in a thread").
 """
@@ -64,8 +64,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from . import native_seal
 from .entry import Entry
-from .store import AuthorPositions
+from .store import AuthorPositions, EntryStore
 from .writer import ChainKey, Draft, SealingState
 
 CHUNK = 64
@@ -224,3 +225,12 @@ class SealingThread:
                     speculation.entries += seal_chunk(drafts, positions, speculation.state)
                 except BaseException:  # rule 5: the transaction seals and raises it again
                     speculation.failed = True
+
+
+def for_store(store: EntryStore) -> SealingThread | None:
+    """The sealing thread of a writer on ``store``: with the native chunk sealer
+    (`native_seal.seal_drafts`, the GIL released) where it is built, else None (no sealing
+    ahead)."""
+    if not native_seal.available():
+        return None
+    return SealingThread(native_seal.seal_drafts, store.author_position)

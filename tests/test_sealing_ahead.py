@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from test_local_writes import MakeNode, assert_one_sequence_per_author, run_together, start_worker
 
 from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.entry import NO_PREV, Entry, EntryKind
@@ -361,3 +362,28 @@ def test_a_chunk_is_at_least_one_draft() -> None:
     assert CHUNK > 1
     with pytest.raises(ValueError, match="at least one draft"):
         SealingThread(seal_drafts, lambda tenant_id, author: (0, NO_PREV), chunk=0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_processes_sealing_batches_ahead_at_once_never_fork_an_author(
+    make_node: MakeNode,
+) -> None:
+    """Two processes write batches of 90 drafts (sealed ahead where the native sealer is
+    built) to one home at once: each batch either finds its chains where it assumed them or
+    is sealed again in its transaction; the author's numbers are 1..N, each used once."""
+    node = make_node("home")
+    tenant = node.create_tenant("acme")
+    db = tenant.create_db("notes")
+    documents = 60
+    workers = [
+        start_worker(node.home, "--tag", tag, "--documents", str(documents), "--batch", "30")
+        for tag in "ab"
+    ]
+    outputs = run_together(workers)
+    counts = assert_one_sequence_per_author(node.store, tenant.id)
+    assert counts[tenant.identity.signing.public_key] == 2 * 3 * documents
+    assert node.fsck().ok
+    for tag, created in zip("ab", outputs, strict=True):
+        for n, doc_id in enumerate(created):
+            assert db.get(doc_id) == {"tag": tag, "n": n + 1, "done": True}
