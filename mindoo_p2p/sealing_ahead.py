@@ -40,7 +40,9 @@ The rules:
    a moved chain drops the speculation: its entries are never stored, never sent, never
    handed to anyone, and no number is used.
 6. The thread. Started at the first chunk handed over (lazily), a daemon thread, stopped by
-   `close` (`LocalWriter.close`, from `Node.close`). It touches neither the store nor any
+   `close` (`LocalWriter.close`, from `Node.close`), or when its `SealingThread` is garbage
+   collected unclosed (it holds the job queue and the chunk sealer, never the writer or
+   the store). It touches neither the store nor any
    mutable state of the writer's thread: it reads Drafts (frozen, with their immutable
    `SigningKeyPair` and `TenantKey`), the chunk's position snapshot and the batch's own
    `SealingState`. It holds at most the drafts and entries of the open batch (a dropped
@@ -62,6 +64,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 
 from . import native_seal
@@ -80,6 +83,10 @@ released)."""
 PositionReader = Callable[[bytes, bytes], tuple[int, bytes]]
 """``(last_seq, last_entry_id)`` of (tenant id, author) as the store has it now
 (`EntryStore.author_position`)."""
+
+
+def _nothing() -> None:
+    return None
 
 
 class _AssumedPositions:
@@ -133,6 +140,7 @@ class SealingThread:
         self._read_position = read_position
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._stop: Callable[[], object] = _nothing
         self._closed = False
         self._speculation: _Speculation | None = None
         self._assumed: dict[ChainKey, tuple[int, bytes]] = {}
@@ -162,10 +170,16 @@ class SealingThread:
             return
         self._handed += len(drafts)
         if self._thread is None:
+            # The thread holds the queue and the sealer, never this object (nor the store):
+            # should the writer be dropped unclosed, the finalizer stops the thread.
             self._thread = threading.Thread(
-                target=self._run, name="mindoo-sealing-ahead", daemon=True
+                target=_seal_jobs,
+                args=(self._jobs, self._seal_chunk),
+                name="mindoo-sealing-ahead",
+                daemon=True,
             )
             self._thread.start()
+            self._stop = weakref.finalize(self, self._jobs.put, None)
         self._jobs.put((speculation, drafts, _AssumedPositions(starts)))
         time.sleep(0)  # let the sealing thread take the GIL now, not after a switch interval
 
@@ -205,26 +219,26 @@ class SealingThread:
         self._closed = True
         self.drop()
         if self._thread is not None:
-            self._jobs.put(None)
+            self._stop()
             self._thread.join()
             self._thread = None
 
-    def _run(self) -> None:
-        jobs = self._jobs
-        seal_chunk = self._seal_chunk
-        while True:
-            job = jobs.get()
-            if job is None:
-                return
-            speculation, drafts, positions = job
-            if drafts is None:
-                speculation.done.set()
-            elif not (speculation.dropped or speculation.failed):
-                assert positions is not None
-                try:
-                    speculation.entries += seal_chunk(drafts, positions, speculation.state)
-                except BaseException:  # rule 5: the transaction seals and raises it again
-                    speculation.failed = True
+
+def _seal_jobs(jobs: queue.SimpleQueue[_Job | None], seal_chunk: ChunkSealer) -> None:
+    """The sealing thread: seal each chunk in order, until told to stop (None)."""
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        speculation, drafts, positions = job
+        if drafts is None:
+            speculation.done.set()
+        elif not (speculation.dropped or speculation.failed):
+            assert positions is not None
+            try:
+                speculation.entries += seal_chunk(drafts, positions, speculation.state)
+            except BaseException:  # rule 5: the transaction seals and raises it again
+                speculation.failed = True
 
 
 def for_store(store: EntryStore) -> SealingThread | None:

@@ -10,6 +10,7 @@ small chunks so that a batch spans several. Thread hand-offs are awaited by the 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import threading
@@ -356,6 +357,17 @@ def test_close_stops_the_thread_and_writing_goes_on_in_the_transaction(
         range(2 * SMALL_CHUNK + 1, 4 * SMALL_CHUNK + 1)
     )
     assert_contiguous(store, TENANT, ALICE)
+
+
+def test_a_writer_dropped_unclosed_stops_its_thread(store: EntryStore) -> None:
+    before = set(threading.enumerate())
+    ahead = Writer(store)
+    ahead.batch([draft() for _ in range(SMALL_CHUNK)])
+    (thread,) = set(threading.enumerate()) - before
+    del ahead
+    gc.collect()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
 
 
 def test_a_chunk_is_at_least_one_draft() -> None:
