@@ -21,10 +21,12 @@ from pathlib import Path
 import pytest
 from test_local_writes import MakeNode, assert_one_sequence_per_author, run_together, start_worker
 
+from mindoo_p2p.admission import Admission, VerifiedEntry
 from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.entry import NO_PREV, Entry, EntryKind
-from mindoo_p2p.errors import StoreError
+from mindoo_p2p.errors import OwnEntryRefusedError, StoreError
 from mindoo_p2p.keyring import TenantKey
+from mindoo_p2p.rejection import Rejected, RejectionKind
 from mindoo_p2p.sealing_ahead import CHUNK, SealingThread
 from mindoo_p2p.store import AuthorPositions, EntryStore
 from mindoo_p2p.writer import (
@@ -271,6 +273,32 @@ def test_a_batch_that_raises_stores_nothing_and_the_next_numbers_on_without_a_ga
     ahead.writer.close()
     assert [e.header.author_seq for e in after] == list(range(1, 2 * SMALL_CHUNK + 2))
     assert set(ahead.sealer.sealed_ids) >= {e.id for e in after}  # the second batch: adopted
+    assert_contiguous(store, TENANT, ALICE)
+
+
+def test_adopted_entries_refused_by_membership_store_nothing_and_use_no_number(
+    store: EntryStore,
+) -> None:
+    def refuse_bob(verified: Sequence[VerifiedEntry]) -> Admission:
+        refused = [
+            Rejected(v.id, RejectionKind.NOT_A_MEMBER, "not a member")
+            for v in verified
+            if v.entry.author == BOB.public_key
+        ]
+        return Admission([], refused, {})
+
+    sealer = RecordingSealer()
+    ahead = SealingThread(sealer, store.author_position, chunk=SMALL_CHUNK)
+    writer = LocalWriter(store, refuse_bob, seal_ahead=ahead)
+    with pytest.raises(OwnEntryRefusedError, match="not a member"), writer.batch():
+        writer.write(document_history(2 * SMALL_CHUNK))
+        writer.write([draft(signer=BOB)])
+    assert store.count() == 0
+    with writer.batch():
+        writer.write(document_history(2 * SMALL_CHUNK))
+    writer.close()
+    assert sealer.calls == 3 + 2  # both batches were sealed ahead (chunks, the rest)
+    assert store.author_position(TENANT, ALICE.public_key)[0] == 2 * SMALL_CHUNK  # no gap
     assert_contiguous(store, TENANT, ALICE)
 
 
