@@ -120,9 +120,19 @@ class _Speculation:
         self.done = threading.Event()
 
 
-_Job = tuple[_Speculation, Sequence[Draft] | None, AuthorPositions | None]
+Starts = Mapping[ChainKey, tuple[int, bytes]]
+"""The assumed ``(last_seq, last_entry_id)`` of the chains a chunk starts."""
+
+_Job = tuple[_Speculation, Sequence[Draft] | None, Starts]
 """A chunk to seal (with the positions of the chains it starts), or, without drafts, the
 batch's end: set ``done``."""
+
+
+class _Empty:
+    """No job was waiting."""
+
+
+_EMPTY = _Empty()
 
 
 class SealingThread:
@@ -180,7 +190,7 @@ class SealingThread:
             )
             self._thread.start()
             self._stop = weakref.finalize(self, self._jobs.put, None)
-        self._jobs.put((speculation, drafts, _AssumedPositions(starts)))
+        self._jobs.put((speculation, drafts, starts))
         time.sleep(0)  # let the sealing thread take the GIL now, not after a switch interval
 
     def sealed(self, positions: AuthorPositions) -> list[Entry] | None:
@@ -198,7 +208,7 @@ class SealingThread:
             ):
                 speculation.dropped = True
                 return None
-        self._jobs.put((speculation, None, None))
+        self._jobs.put((speculation, None, {}))
         speculation.done.wait()
         if speculation.failed or len(speculation.entries) != self._handed:
             return None
@@ -226,19 +236,43 @@ class SealingThread:
 
 def _seal_jobs(jobs: queue.SimpleQueue[_Job | None], seal_chunk: ChunkSealer) -> None:
     """The sealing thread: seal each chunk in order, until told to stop (None)."""
-    while True:
-        job = jobs.get()
-        if job is None:
-            return
-        speculation, drafts, positions = job
+    job = jobs.get()
+    while job is not None:
+        speculation, drafts, starts = job
         if drafts is None:
             speculation.done.set()
-        elif not (speculation.dropped or speculation.failed):
-            assert positions is not None
+            job = jobs.get()
+            continue
+        drafts, starts, following = _gather(jobs, speculation, drafts, starts)
+        if not (speculation.dropped or speculation.failed):
             try:
-                speculation.entries += seal_chunk(drafts, positions, speculation.state)
+                sealed = seal_chunk(drafts, _AssumedPositions(starts), speculation.state)
             except BaseException:  # rule 5: the transaction seals and raises it again
                 speculation.failed = True
+            else:
+                speculation.entries += sealed
+        job = jobs.get() if isinstance(following, _Empty) else following
+
+
+def _gather(
+    jobs: queue.SimpleQueue[_Job | None],
+    speculation: _Speculation,
+    drafts: Sequence[Draft],
+    starts: Starts,
+) -> tuple[Sequence[Draft], Starts, _Job | _Empty | None]:
+    """This chunk and the chunks of the same batch already queued behind it, to seal in one
+    call, and the job after them. A chunk's C call returns only when the writer's thread
+    yields the GIL (its next hand-over), so a thread that fell one chunk behind would stay
+    behind for the whole batch, one chunk per hand-over: this catches it up at once."""
+    while True:
+        try:
+            job = jobs.get_nowait()
+        except queue.Empty:
+            return drafts, starts, _EMPTY
+        if job is None or job[0] is not speculation or job[1] is None:
+            return drafts, starts, job
+        drafts = [*drafts, *job[1]]
+        starts = {**starts, **job[2]}
 
 
 def for_store(store: EntryStore) -> SealingThread | None:
