@@ -27,10 +27,9 @@ The rules:
    releases it again in the C call, which runs on the other core. Nothing more: no wait per
    change. The yield costs the writer that thread's Python work (~9 µs a draft) and, when
    both cores are busy (other processes), the time until the OS runs the sealing thread:
-   then it can cost more than sealing in place. So once a batch's hand-overs have kept the
-   writer's thread longer than sealing the drafts handed over in the transaction would
-   (:data:`BREAK_EVEN_S` a draft), that is a stall: the batch hands nothing more over
-   (one slow hand-over among several fast ones is not), and the next batch, then 2, 4, ...
+   then it can cost more than sealing in place. So a hand-over that keeps the writer's
+   thread longer than sealing the chunk in the transaction would (:data:`BREAK_EVEN_S` a
+   draft) is a stall: the batch hands nothing more over, and the next batch, then 2, 4, ...
    up to :data:`MAX_BACK_OFF` batches after each further stall, are sealed in place (a batch
    sealed ahead without a stall resets that).
 4. Adopted only where nothing moved. Inside the write transaction (`SealingThread.sealed`,
@@ -87,8 +86,8 @@ CHUNK = 64
 
 BREAK_EVEN_S = 25e-6
 """What sealing a draft in the transaction costs the writer's thread (the native sealer:
-~6 µs of Python and ~21 µs of C a draft): hand-overs that keep it waiting longer than this
-per draft handed over cost more than they save (rule 3)."""
+~6 µs of Python and ~21 µs of C a draft): a hand-over that keeps it waiting longer than this
+per draft of a chunk costs more than it saves (rule 3)."""
 
 MAX_BACK_OFF = 64
 """At most this many batches are sealed in the transaction after a stall (rule 3)."""
@@ -171,7 +170,7 @@ class SealingThread:
         """Drafts the writer hands over at a time."""
         self._seal_chunk = seal_chunk
         self._read_position = read_position
-        self._break_even_s = break_even_s
+        self._stall_limit = chunk * break_even_s
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stop: Callable[[], object] = _nothing
@@ -179,8 +178,6 @@ class SealingThread:
         self._speculation: _Speculation | None = None
         self._assumed: dict[ChainKey, tuple[int, bytes]] = {}
         self._handed = 0
-        self._waited = 0.0
-        """How long the open batch's hand-overs kept the writer's thread (seconds)."""
         self._stopped = False
         """The open batch hands nothing more over (a stall, or backing off)."""
         self._batches_to_skip = 0
@@ -197,7 +194,6 @@ class SealingThread:
             speculation = self._speculation = _Speculation()
             self._assumed = {}
             self._handed = 0
-            self._waited = 0.0
             self._stopped = self._batches_to_skip > 0
             if self._stopped:
                 self._batches_to_skip -= 1
@@ -228,8 +224,7 @@ class SealingThread:
         self._jobs.put((speculation, drafts, starts))
         started = time.perf_counter()
         time.sleep(0)  # let the sealing thread take the GIL now, not after a switch interval
-        self._waited += time.perf_counter() - started
-        if self._waited > self._handed * self._break_even_s:  # rule 3: a stall
+        if time.perf_counter() - started > self._stall_limit:  # rule 3: a stall
             self._stopped = True
             self._batches_to_skip = self._back_off
             self._back_off = min(2 * self._back_off, MAX_BACK_OFF)
