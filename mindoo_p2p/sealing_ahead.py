@@ -21,27 +21,18 @@ The rules:
    `EntryStore.author_position`) by the writer's thread, and the chunk goes to the sealing
    thread with those positions as an immutable snapshot; later chunks continue the chain from
    the batch's `SealingState`, which only the sealing thread touches.
-3. One yield per chunk, and no stall. After handing a chunk over, the writer's thread yields
-   the GIL once (``time.sleep(0)``): the sealing thread takes it now instead of after the
-   interpreter's switch interval (5 ms), finishes its previous chunk, prepares this one and
-   releases it again in the C call, which runs on the other core. Nothing more: no wait per
-   change. The yield costs the writer that thread's Python work (~9 µs a draft) and, when
-   both cores are busy (other processes), the time until the OS runs the sealing thread:
-   then it can cost more than sealing in place. So a hand-over that keeps the writer's
-   thread longer than sealing the chunk in the transaction would (:data:`BREAK_EVEN_S` a
-   draft) is a stall: the batch hands nothing more over, and the next batch, then 2, 4, ...
-   up to :data:`MAX_BACK_OFF` batches after each further stall, are sealed in place (a batch
-   sealed ahead without a stall resets that).
+3. One yield per chunk. After handing a chunk over, the writer's thread yields the GIL once
+   (``time.sleep(0)``): the sealing thread starts its C call at once instead of waiting for
+   the interpreter's switch interval (5 ms), and runs on the other core. Nothing more: no wait
+   per change.
 4. Adopted only where nothing moved. Inside the write transaction (`SealingThread.sealed`,
    called from `append_local`'s ``seal(positions)``), the entries sealed ahead are used only if
    EVERY chain of the batch has exactly the assumed ``last_seq`` and ``last_entry_id``;
    otherwise (another process wrote for one of these authors meanwhile: the CLI beside the
    daemon) the writer seals the whole batch in the transaction, from its positions, as
-   without this module. The drafts not handed over (after a stall) are sealed in the
-   transaction on from the adopted ones' `SealingState`. So every stored entry is sealed from
-   the positions of the transaction that stores it (and `append_local` still checks each
-   chain's continuity). Only then does the writer's thread wait for the sealing thread,
-   which has at most the last chunks left.
+   without this module. So every stored entry is sealed from the positions of the transaction
+   that stores it (and `append_local` still checks each chain's continuity). Only then does
+   the writer's thread wait for the sealing thread, which has at most the last chunks left.
 5. Any failure abandons the batch's speculation. An exception in the sealing thread
    (UnresolvedDependencyError, an oversized payload's ValueError, anything) marks the batch
    failed and its later chunks are skipped; the transaction then seals in place and raises
@@ -51,11 +42,11 @@ The rules:
 6. The thread. Started at the first chunk handed over (lazily), a daemon thread, stopped by
    `close` (`LocalWriter.close`, from `Node.close`), or when its `SealingThread` is garbage
    collected unclosed (it holds the job queue and the chunk sealer, never the writer or
-   the store). It touches neither the store nor any mutable state of the writer's thread:
-   it reads Drafts (frozen, with their immutable `SigningKeyPair` and `TenantKey`), the
-   chunk's position snapshot and the batch's own `SealingState`. It holds at most the
-   drafts and entries of the open batch (a dropped batch's queued chunks are skipped
-   unsealed).
+   the store). It touches neither the store nor any
+   mutable state of the writer's thread: it reads Drafts (frozen, with their immutable
+   `SigningKeyPair` and `TenantKey`), the chunk's position snapshot and the batch's own
+   `SealingState`. It holds at most the drafts and entries of the open batch (a dropped
+   batch's queued chunks are skipped unsealed).
 
 Why :data:`CHUNK` is 64: each hand-over costs a queue put, a thread wake-up and a GIL
 round trip (tens of µs), under 1 µs a draft at 64; and the batch's end waits for what the
@@ -83,14 +74,6 @@ from .writer import ChainKey, Draft, SealingState
 
 CHUNK = 64
 """Drafts handed to the sealing thread at a time (see the module docstring)."""
-
-BREAK_EVEN_S = 25e-6
-"""What sealing a draft in the transaction costs the writer's thread (the native sealer:
-~6 µs of Python and ~21 µs of C a draft): a hand-over that keeps it waiting longer than this
-per draft of a chunk costs more than it saves (rule 3)."""
-
-MAX_BACK_OFF = 64
-"""At most this many batches are sealed in the transaction after a stall (rule 3)."""
 
 ChunkSealer = Callable[[Sequence[Draft], AuthorPositions, SealingState], list[Entry]]
 """Seals drafts in order, continuing the chains of ``state`` and asking ``positions`` about
@@ -157,12 +140,7 @@ class SealingThread:
     in the module docstring). Used by one writer, from one thread."""
 
     def __init__(
-        self,
-        seal_chunk: ChunkSealer,
-        read_position: PositionReader,
-        *,
-        chunk: int = CHUNK,
-        break_even_s: float = BREAK_EVEN_S,
+        self, seal_chunk: ChunkSealer, read_position: PositionReader, *, chunk: int = CHUNK
     ) -> None:
         if chunk < 1:
             raise ValueError("a chunk is at least one draft")
@@ -170,7 +148,6 @@ class SealingThread:
         """Drafts the writer hands over at a time."""
         self._seal_chunk = seal_chunk
         self._read_position = read_position
-        self._stall_limit = chunk * break_even_s
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stop: Callable[[], object] = _nothing
@@ -178,15 +155,10 @@ class SealingThread:
         self._speculation: _Speculation | None = None
         self._assumed: dict[ChainKey, tuple[int, bytes]] = {}
         self._handed = 0
-        self._stopped = False
-        """The open batch hands nothing more over (a stall, or backing off)."""
-        self._batches_to_skip = 0
-        self._back_off = 1
 
     def seal_ahead(self, drafts: Sequence[Draft]) -> None:
         """Start sealing ``drafts``, the open batch's next drafts in order (the first call
-        after `sealed` or `drop` begins a new batch), then yield the GIL once. Ignored once
-        the batch stopped handing over (rule 3) or its speculation was dropped."""
+        after `sealed` or `drop` begins a new batch), then yield the GIL once."""
         if self._closed:
             return
         speculation = self._speculation
@@ -194,10 +166,7 @@ class SealingThread:
             speculation = self._speculation = _Speculation()
             self._assumed = {}
             self._handed = 0
-            self._stopped = self._batches_to_skip > 0
-            if self._stopped:
-                self._batches_to_skip -= 1
-        if self._stopped or speculation.dropped:
+        elif speculation.dropped:
             return
         assumed = self._assumed
         starts: dict[ChainKey, tuple[int, bytes]] = {}
@@ -222,21 +191,15 @@ class SealingThread:
             self._thread.start()
             self._stop = weakref.finalize(self, self._jobs.put, None)
         self._jobs.put((speculation, drafts, starts))
-        started = time.perf_counter()
         time.sleep(0)  # let the sealing thread take the GIL now, not after a switch interval
-        if time.perf_counter() - started > self._stall_limit:  # rule 3: a stall
-            self._stopped = True
-            self._batches_to_skip = self._back_off
-            self._back_off = min(2 * self._back_off, MAX_BACK_OFF)
 
-    def sealed(self, positions: AuthorPositions) -> tuple[list[Entry], SealingState] | None:
-        """Inside the batch's write transaction: the drafts handed over, sealed, and the
-        sealing state after them (to seal the batch's other drafts on from), when each chain
-        is exactly where it was assumed in ``positions``; None when one moved, sealing ahead
-        failed, or nothing was handed over (then the caller seals everything in the
-        transaction). Ends the batch's speculation."""
+    def sealed(self, positions: AuthorPositions) -> list[Entry] | None:
+        """Inside the batch's write transaction: every draft handed over, sealed, when each
+        chain is exactly where it was assumed in ``positions``; None when one moved, sealing
+        ahead failed, or nothing was handed over (then the caller seals in the transaction).
+        Ends the batch's speculation."""
         speculation, self._speculation = self._speculation, None
-        if speculation is None or speculation.dropped or self._closed or not self._handed:
+        if speculation is None or speculation.dropped or self._closed:
             return None
         for (tenant_id, author), (last_seq, last_entry_id) in self._assumed.items():
             if (
@@ -249,9 +212,7 @@ class SealingThread:
         speculation.done.wait()
         if speculation.failed or len(speculation.entries) != self._handed:
             return None
-        if not self._stopped:
-            self._back_off = 1
-        return speculation.entries, speculation.state
+        return speculation.entries
 
     def drop(self) -> None:
         """Forget the open batch's speculation (its batch raised, or its commit failed): what

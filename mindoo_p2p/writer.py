@@ -255,10 +255,9 @@ class SealingAhead(Protocol):
         """Start sealing ``drafts``, the open batch's next drafts in order."""
         ...
 
-    def sealed(self, positions: AuthorPositions) -> tuple[list[Entry], SealingState] | None:
-        """Inside the batch's write transaction: the first drafts handed over, sealed, and
-        the `SealingState` after them, if each chain is exactly where it was assumed in
-        ``positions``; else None (seal them all now)."""
+    def sealed(self, positions: AuthorPositions) -> list[Entry] | None:
+        """Inside the batch's write transaction: every draft handed over, sealed, if each
+        chain is exactly where it was assumed in ``positions``; else None (seal them now)."""
         ...
 
     def drop(self) -> None:
@@ -411,8 +410,7 @@ class LocalWriter:
     def _commit(self, drafts: list[Draft], handed: int = 0) -> None:
         """Seal, check and store ``drafts`` in one write transaction. When the first
         ``handed`` of them went to ``seal_ahead``, hand it the rest and adopt what it sealed
-        (a prefix of ``drafts``; the others sealed on from it) if the transaction's positions
-        are the ones it assumed."""
+        if the transaction's positions are the ones it assumed."""
         if not drafts:
             return
         ahead = self._ahead if handed else None
@@ -420,14 +418,8 @@ class LocalWriter:
         memberships: dict[bytes, MembershipLog] = {}
 
         def seal(positions: AuthorPositions) -> list[Entry]:
-            sealed_ahead = None if ahead is None else ahead.sealed(positions)
-            if sealed_ahead is None:
-                sealed[:] = seal_drafts(drafts, positions)
-                return sealed
-            entries, state = sealed_ahead
-            sealed[:] = entries
-            if len(entries) < len(drafts):  # sealing ahead stopped: the rest goes on from it
-                sealed.extend(seal_drafts(drafts[len(entries) :], positions, state))
+            entries = None if ahead is None else ahead.sealed(positions)
+            sealed[:] = seal_drafts(drafts, positions) if entries is None else entries
             return sealed
 
         def authorize(entries: Sequence[Entry]) -> list[Rejected]:

@@ -45,8 +45,6 @@ BOB = SigningKeyPair.generate()
 KEY = TenantKey.generate("default")
 DOCS = [bytes([i]) * 16 for i in range(1, 4)]
 SMALL_CHUNK = 4
-NO_STALL = 1.0
-"""A break-even cost no hand-over reaches: every chunk is handed over (rule 3 aside)."""
 
 
 def change_hash(label: str) -> bytes:
@@ -119,17 +117,9 @@ def store(tmp_path: Path) -> Iterator[EntryStore]:
 class Writer:
     """A LocalWriter sealing ahead with a recording sealer, and what it stored."""
 
-    def __init__(
-        self,
-        store: EntryStore,
-        sealer: RecordingSealer | None = None,
-        *,
-        break_even_s: float = NO_STALL,
-    ) -> None:
+    def __init__(self, store: EntryStore, sealer: RecordingSealer | None = None) -> None:
         self.sealer = sealer or RecordingSealer()
-        self.ahead = SealingThread(
-            self.sealer, store.author_position, chunk=SMALL_CHUNK, break_even_s=break_even_s
-        )
+        self.ahead = SealingThread(self.sealer, store.author_position, chunk=SMALL_CHUNK)
         self.stored: list[Entry] = []
         self.discarded = 0
         self.writer = LocalWriter(
@@ -299,7 +289,7 @@ def test_adopted_entries_refused_by_membership_store_nothing_and_use_no_number(
         return Admission([], refused, {})
 
     sealer = RecordingSealer()
-    ahead = SealingThread(sealer, store.author_position, chunk=SMALL_CHUNK, break_even_s=NO_STALL)
+    ahead = SealingThread(sealer, store.author_position, chunk=SMALL_CHUNK)
     writer = LocalWriter(store, refuse_bob, seal_ahead=ahead)
     with pytest.raises(OwnEntryRefusedError, match="not a member"), writer.batch():
         writer.write(document_history(2 * SMALL_CHUNK))
@@ -364,8 +354,7 @@ def test_a_failed_position_read_leaves_the_batch_to_the_transaction(store: Entry
         raise StoreError("entry store read failed")
 
     sealer = RecordingSealer()
-    ahead = SealingThread(sealer, unreadable, chunk=SMALL_CHUNK, break_even_s=NO_STALL)
-    writer = LocalWriter(store, seal_ahead=ahead)
+    writer = LocalWriter(store, seal_ahead=SealingThread(sealer, unreadable, chunk=SMALL_CHUNK))
     with writer.batch():
         for d in document_history(3 * SMALL_CHUNK + 1):
             writer.write([d])
@@ -373,29 +362,6 @@ def test_a_failed_position_read_leaves_the_batch_to_the_transaction(store: Entry
     assert len(reads) == 1 and sealer.calls == 0  # the batch's speculation was abandoned
     assert store.author_position(TENANT, ALICE.public_key)[0] == 3 * SMALL_CHUNK + 1
     assert_contiguous(store, TENANT, ALICE)
-
-
-def test_after_a_stalled_hand_over_the_batch_is_sealed_on_in_place_and_the_next_ones_back_off(
-    store: EntryStore,
-) -> None:
-    ahead = Writer(store, break_even_s=0.0)  # every hand-over counts as a stall
-    drafts = document_history(3 * SMALL_CHUNK + 1)
-    first = ahead.batch(drafts)
-    assert ahead.sealer.sealed_ids == [e.id for e in first[:SMALL_CHUNK]]  # adopted
-    assert [e.header.author_seq for e in first] == list(range(1, len(drafts) + 1))
-    assert first[SMALL_CHUNK].prev == first[SMALL_CHUNK - 1].id
-    assert first[SMALL_CHUNK].deps == (first[SMALL_CHUNK - 1].id,)  # a ref across the cut
-    ahead.batch(document_history(2 * SMALL_CHUNK, signer=BOB))  # backing off: one batch
-    assert len(ahead.sealer.sealed_ids) == SMALL_CHUNK
-    ahead.batch(document_history(2 * SMALL_CHUNK, signer=BOB))  # tried again, stalls again
-    assert len(ahead.sealer.sealed_ids) == 2 * SMALL_CHUNK
-    for _ in range(2):  # backing off: two batches
-        ahead.batch(document_history(2 * SMALL_CHUNK, signer=BOB))
-    assert len(ahead.sealer.sealed_ids) == 2 * SMALL_CHUNK
-    ahead.writer.close()
-    assert_contiguous(store, TENANT, ALICE)
-    assert_contiguous(store, TENANT, BOB)
-    assert store.fsck().ok
 
 
 def test_close_stops_the_thread_and_writing_goes_on_in_the_transaction(
