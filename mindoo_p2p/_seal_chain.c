@@ -15,14 +15,15 @@
    Exactly what Entry.seal does, so the bytes are the same (tests/test_native_seal.py compares
    them). The cryptography is libsodium's: the caller passes the addresses of
    crypto_aead_xchacha20poly1305_ietf_encrypt, crypto_sign_detached and crypto_hash_sha256
-   from the libsodium that PyNaCl loaded (`configure`). This file only copies bytes, and checks
-   every offset it is given against the buffers before the GIL is released.
+   from the libsodium that PyNaCl loaded (`configure`). This file only copies bytes; every offset
+   it is given is checked against the buffers, and copied out of the caller's reach, before the
+   GIL is released. Payloads and keys are read in place, never copied.
 
    seal_chain(headers, meta, payloads, keys, patches, signing_key, prev, domain)
      headers      bytearray  the encoded headers, one after another (patched in place)
-     meta         buffer of uint64, 5 per entry: header length, offset of `prev` in the header,
-                  payload length, index of its key in `keys`, number of its patches
-     payloads     buffer     the payloads, one after another
+     meta         buffer of uint64, 4 per entry: header length, offset of `prev` in the header,
+                  index of its key in `keys`, number of its patches
+     payloads     tuple      the payloads (bytes), one per entry
      keys         buffer     32-byte keys
      patches      buffer of uint64, 2 per patch, in entry order: offset in the entry's header,
                   index of the earlier entry (of this call) whose id goes there
@@ -44,7 +45,7 @@
 #define TAG_SIZE 16
 #define SIG_SIZE 64
 #define SECRET_KEY_SIZE 64
-#define META_FIELDS 5
+#define META_FIELDS 4
 #define MAX_DOMAIN 64
 
 typedef int (*aead_encrypt_fn)(unsigned char *c, unsigned long long *clen, const unsigned char *m,
@@ -59,6 +60,13 @@ typedef int (*sha256_fn)(unsigned char *out, const unsigned char *in, unsigned l
 static aead_encrypt_fn aead_encrypt = NULL;
 static sign_detached_fn sign_detached = NULL;
 static sha256_fn sha256 = NULL;
+
+/* The i-th uint64 of a buffer that need not be aligned (an array('Q') is; bytes may not be). */
+static size_t u64_at(const Py_buffer *buffer, size_t i) {
+    uint64_t value;
+    memcpy(&value, (const unsigned char *)buffer->buf + i * sizeof(uint64_t), sizeof value);
+    return (size_t)value;
+}
 
 static size_t varint_size(uint64_t value) {
     size_t size = 1;
@@ -97,71 +105,75 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 
 typedef struct {
     size_t header_start, header_len, prev_offset;
-    size_t payload_start, payload_len;
-    size_t key_index, patch_start, patch_count;
-    size_t raw_start, ciphertext_len, signed_len;
+    size_t payload_len, key_index, patch_start, patch_count;
+    size_t ciphertext_len, signed_len;
+    const unsigned char *payload;
+    unsigned char *raw;
 } Layout;
 
-/* Check every offset and size before the GIL is released; fill `layout`, return the total
-   size of the sealed entries, or (size_t)-1 with a ValueError set. */
-static size_t plan(const Py_buffer *headers, const Py_buffer *meta, const Py_buffer *payloads,
-                   const Py_buffer *keys, const Py_buffer *patches, size_t count,
-                   Layout *layout, size_t *max_signed) {
-    const uint64_t *m = (const uint64_t *)meta->buf;
-    const uint64_t *p = (const uint64_t *)patches->buf;
+/* Check every offset and size and copy what the sealing loop reads of `meta` and `patches`
+   into `layout` and `patch_copy` (memory the caller cannot reach), all before the GIL is
+   released; return 0, or -1 with a ValueError set. */
+static int plan(const Py_buffer *headers, const Py_buffer *meta, PyObject *payloads,
+                const Py_buffer *keys, const Py_buffer *patches, size_t count, Layout *layout,
+                size_t *patch_copy, size_t *max_signed) {
     size_t patch_total = (size_t)patches->len / (2 * sizeof(uint64_t));
     size_t key_count = (size_t)keys->len / KEY_SIZE;
-    size_t header_at = 0, payload_at = 0, patch_at = 0, raw_at = 0;
+    size_t header_at = 0, patch_at = 0;
     *max_signed = 0;
     for (size_t i = 0; i < count; i++) {
         Layout *e = &layout[i];
+        PyObject *payload = PyTuple_GET_ITEM(payloads, (Py_ssize_t)i);
+        if (!PyBytes_Check(payload)) {
+            PyErr_Format(PyExc_ValueError, "seal_chain: payload %zu is not bytes", i);
+            return -1;
+        }
+        e->payload = (const unsigned char *)PyBytes_AS_STRING(payload);
+        e->payload_len = (size_t)PyBytes_GET_SIZE(payload);
         e->header_start = header_at;
-        e->header_len = (size_t)m[i * META_FIELDS];
-        e->prev_offset = (size_t)m[i * META_FIELDS + 1];
-        e->payload_start = payload_at;
-        e->payload_len = (size_t)m[i * META_FIELDS + 2];
-        e->key_index = (size_t)m[i * META_FIELDS + 3];
+        e->header_len = u64_at(meta, i * META_FIELDS);
+        e->prev_offset = u64_at(meta, i * META_FIELDS + 1);
+        e->key_index = u64_at(meta, i * META_FIELDS + 2);
         e->patch_start = patch_at;
-        e->patch_count = (size_t)m[i * META_FIELDS + 4];
+        e->patch_count = u64_at(meta, i * META_FIELDS + 3);
         if (e->header_len < NONCE_SIZE + ID_SIZE || e->header_len > (size_t)headers->len - header_at
-            || e->prev_offset > e->header_len - NONCE_SIZE - ID_SIZE
-            || e->payload_len > (size_t)payloads->len - payload_at || e->key_index >= key_count
+            || e->prev_offset > e->header_len - NONCE_SIZE - ID_SIZE || e->key_index >= key_count
             || e->patch_count > patch_total - patch_at || e->payload_len > (SIZE_MAX >> 2)) {
             PyErr_Format(PyExc_ValueError, "seal_chain: entry %zu is out of its buffers", i);
-            return (size_t)-1;
+            return -1;
         }
         for (size_t k = patch_at; k < patch_at + e->patch_count; k++) {
-            if (p[2 * k] > e->header_len - NONCE_SIZE - ID_SIZE || p[2 * k + 1] >= i) {
+            patch_copy[2 * k] = u64_at(patches, 2 * k);
+            patch_copy[2 * k + 1] = u64_at(patches, 2 * k + 1);
+            if (patch_copy[2 * k] > e->header_len - NONCE_SIZE - ID_SIZE
+                || patch_copy[2 * k + 1] >= i) {
                 PyErr_Format(PyExc_ValueError, "seal_chain: a patch of entry %zu is invalid", i);
-                return (size_t)-1;
+                return -1;
             }
         }
         e->ciphertext_len = e->payload_len + TAG_SIZE;
         e->signed_len = e->header_len + varint_size(e->ciphertext_len) + e->ciphertext_len;
-        e->raw_start = raw_at;
         if (e->signed_len > *max_signed) *max_signed = e->signed_len;
         header_at += e->header_len;
-        payload_at += e->payload_len;
         patch_at += e->patch_count;
-        raw_at += e->signed_len + SIG_SIZE;
     }
-    if (header_at != (size_t)headers->len || payload_at != (size_t)payloads->len
-        || patch_at != patch_total) {
+    if (header_at != (size_t)headers->len || patch_at != patch_total) {
         PyErr_SetString(PyExc_ValueError, "seal_chain: buffers longer than their entries");
-        return (size_t)-1;
+        return -1;
     }
-    return raw_at;
+    return 0;
 }
 
 static PyObject *seal_chain(PyObject *self, PyObject *args) {
-    Py_buffer headers, meta, payloads, keys, patches, signing_key, prev, domain;
-    PyObject *result = NULL;
+    Py_buffer headers, meta, keys, patches, signing_key, prev, domain;
+    PyObject *payloads = NULL, *raws = NULL, *result = NULL;
     Layout *layout = NULL;
-    unsigned char *out = NULL, *ids = NULL, *message = NULL;
+    size_t *patch_copy = NULL;
+    unsigned char *ids = NULL, *message = NULL;
     int failed = 0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "w*y*y*y*y*y*y*y*", &headers, &meta, &payloads, &keys,
-                          &patches, &signing_key, &prev, &domain)) {
+    if (!PyArg_ParseTuple(args, "w*y*O!y*y*y*y*y*", &headers, &meta, &PyTuple_Type, &payloads,
+                          &keys, &patches, &signing_key, &prev, &domain)) {
         return NULL;
     }
     if (aead_encrypt == NULL) {
@@ -170,47 +182,58 @@ static PyObject *seal_chain(PyObject *self, PyObject *args) {
     }
     if (meta.len % (META_FIELDS * sizeof(uint64_t)) || patches.len % (2 * sizeof(uint64_t))
         || keys.len % KEY_SIZE || signing_key.len != SECRET_KEY_SIZE || prev.len != ID_SIZE
-        || domain.len > MAX_DOMAIN) {
+        || domain.len > MAX_DOMAIN
+        || (size_t)PyTuple_GET_SIZE(payloads) != (size_t)meta.len / (META_FIELDS * sizeof(uint64_t))) {
         PyErr_SetString(PyExc_ValueError, "seal_chain: malformed arguments");
         goto done;
     }
     size_t count = (size_t)meta.len / (META_FIELDS * sizeof(uint64_t));
+    size_t patch_total = (size_t)patches.len / (2 * sizeof(uint64_t));
     size_t max_signed = 0;
     layout = PyMem_Malloc((count ? count : 1) * sizeof(Layout));
-    if (layout == NULL) {
+    patch_copy = PyMem_Malloc((patch_total ? patch_total : 1) * 2 * sizeof(size_t));
+    if (layout == NULL || patch_copy == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    size_t total = plan(&headers, &meta, &payloads, &keys, &patches, count, layout, &max_signed);
-    if (total == (size_t)-1) goto done;
-    out = PyMem_Malloc(total ? total : 1);
+    if (plan(&headers, &meta, payloads, &keys, &patches, count, layout, patch_copy, &max_signed)) {
+        goto done;
+    }
+    /* Each entry is sealed straight into the bytes object returned for it (not yet shared,
+       so writing it without the GIL is safe); the payload tuple is immutable and held by the
+       call's arguments, so its items stay alive and unchanged. */
+    raws = PyList_New((Py_ssize_t)count);
     ids = PyMem_Malloc(count ? count * ID_SIZE : 1);
     message = PyMem_Malloc((size_t)domain.len + max_signed + 1);
-    if (out == NULL || ids == NULL || message == NULL) {
+    if (raws == NULL || ids == NULL || message == NULL) {
         PyErr_NoMemory();
         goto done;
+    }
+    for (size_t i = 0; i < count; i++) {
+        PyObject *raw = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(layout[i].signed_len + SIG_SIZE));
+        if (raw == NULL) goto done;
+        layout[i].raw = (unsigned char *)PyBytes_AS_STRING(raw);
+        PyList_SET_ITEM(raws, (Py_ssize_t)i, raw);
     }
     memcpy(message, domain.buf, (size_t)domain.len);
 
     Py_BEGIN_ALLOW_THREADS
     unsigned char *hbuf = (unsigned char *)headers.buf;
-    const unsigned char *pbuf = (const unsigned char *)payloads.buf;
     const unsigned char *kbuf = (const unsigned char *)keys.buf;
-    const uint64_t *pt = (const uint64_t *)patches.buf;
     const unsigned char *link = (const unsigned char *)prev.buf;
-    for (size_t i = 0; i < count && !failed; i++) {
+    for (size_t i = 0; i < count; i++) {
         const Layout *e = &layout[i];
         unsigned char *header = hbuf + e->header_start;
-        unsigned char *raw = out + e->raw_start;
+        unsigned char *raw = e->raw;
         unsigned long long ciphertext_len = 0;
         memcpy(header + e->prev_offset, link, ID_SIZE);
         for (size_t k = e->patch_start; k < e->patch_start + e->patch_count; k++) {
-            memcpy(header + pt[2 * k], ids + pt[2 * k + 1] * ID_SIZE, ID_SIZE);
+            memcpy(header + patch_copy[2 * k], ids + patch_copy[2 * k + 1] * ID_SIZE, ID_SIZE);
         }
         memcpy(raw, header, e->header_len);
         size_t at = e->header_len + write_varint(raw + e->header_len, e->ciphertext_len);
-        if (aead_encrypt(raw + at, &ciphertext_len, pbuf + e->payload_start, e->payload_len,
-                         header, e->header_len, NULL, header + e->header_len - NONCE_SIZE,
+        if (aead_encrypt(raw + at, &ciphertext_len, e->payload, e->payload_len, header,
+                         e->header_len, NULL, header + e->header_len - NONCE_SIZE,
                          kbuf + e->key_index * KEY_SIZE) != 0
             || ciphertext_len != e->ciphertext_len) {
             failed = 1;
@@ -235,12 +258,11 @@ static PyObject *seal_chain(PyObject *self, PyObject *args) {
     if (result == NULL) goto done;
     for (size_t i = 0; i < count; i++) {
         const Layout *e = &layout[i];
-        const char *raw = (const char *)out + e->raw_start;
+        const char *raw = (const char *)e->raw;
         size_t body_start = e->signed_len - e->ciphertext_len;
         PyObject *item = Py_BuildValue(
-            "(y#y#y#y#y#)", raw, (Py_ssize_t)(e->signed_len + SIG_SIZE),
-            (const char *)ids + i * ID_SIZE, (Py_ssize_t)ID_SIZE, raw,
-            (Py_ssize_t)e->header_len, raw + body_start,
+            "(Oy#y#y#y#)", PyList_GET_ITEM(raws, (Py_ssize_t)i), (const char *)ids + i * ID_SIZE,
+            (Py_ssize_t)ID_SIZE, raw, (Py_ssize_t)e->header_len, raw + body_start,
             (Py_ssize_t)e->ciphertext_len, raw + e->signed_len, (Py_ssize_t)SIG_SIZE);
         if (item == NULL) {
             Py_CLEAR(result);
@@ -250,16 +272,15 @@ static PyObject *seal_chain(PyObject *self, PyObject *args) {
     }
 
 done:
-    if (message != NULL) {
-        /* the message held only clear header bytes and ciphertext, nothing secret */
-        PyMem_Free(message);
-    }
+    /* message held only clear header bytes and ciphertext; the payloads and keys were read
+       in place, never copied */
+    PyMem_Free(message);
     PyMem_Free(ids);
-    PyMem_Free(out);
+    PyMem_Free(patch_copy);
     PyMem_Free(layout);
+    Py_XDECREF(raws);
     PyBuffer_Release(&headers);
     PyBuffer_Release(&meta);
-    PyBuffer_Release(&payloads);
     PyBuffer_Release(&keys);
     PyBuffer_Release(&patches);
     PyBuffer_Release(&signing_key);
@@ -279,7 +300,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_seal_chain",
     "Seal a chain of entries in one call with the GIL released (mindoo_p2p.native_seal).", -1,
-    methods,
+    methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__seal_chain(void) { return PyModule_Create(&module); }

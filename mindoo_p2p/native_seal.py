@@ -34,11 +34,13 @@ from .codec import encode_varint
 from .crypto import aead
 from .entry import (
     _HEADER_START,
+    _U64X2,
     FORMAT_VERSION,
     ID_SIZE,
     MAX_CIPHERTEXT,
     SIGNING_DOMAIN,
     Entry,
+    EntryKind,
     _entry_of,
     _header_of,
     _set_deps,
@@ -108,7 +110,7 @@ def seal_drafts(
 ) -> list[Entry]:
     """`writer.seal_drafts`, natively: the same numbering, links, ChangeRef resolution, errors
     and bytes. Each maximal run of consecutive drafts of one chain is one C call. Only when
-    `available()`."""
+    `available()`. After an exception ``state`` is where the last whole run left it."""
     if _seal_chain_call is None:
         raise RuntimeError("native sealing is not available")
     if state is None:
@@ -147,6 +149,7 @@ def _seal_run(
     keys: dict[bytes, int] = {}
     patches = array("Q")
     in_run: dict[ChangeKey, int] = {}
+    prefixes: dict[tuple[EntryKind, str, bytes], bytes] = {}
     # per draft: its header (final prev and deps set after the call) and its deps with, for
     # each parent sealed in this call, the index of the draft that carries it
     pending: list[tuple[Any, list[bytes | int] | None]] = []
@@ -199,22 +202,33 @@ def _seal_run(
         payload = draft.payload
         if len(payload) + aead.TAG_SIZE > MAX_CIPHERTEXT:
             raise ValueError(f"payload too large: {len(payload)} bytes (limit {MAX_CIPHERTEXT})")
-        database = draft.database.encode("ascii")
-        prefix = b"".join(
+        place = (draft.kind, draft.database, draft.document_id)
+        prefix = prefixes.get(place)
+        if prefix is None:  # the header's start, the same for every entry of a document
+            database = draft.database.encode("ascii")
+            prefix = prefixes[place] = b"".join(
+                (
+                    _HEADER_START[FORMAT_VERSION, draft.kind],
+                    tenant_id,
+                    encode_varint(len(database)),
+                    database,
+                    draft.document_id,
+                    author,
+                )
+            )
+        prev_offset = len(prefix) + 16
+        dep_count = encode_varint(len(deps))
+        header_bytes = b"".join(
             (
-                _HEADER_START[FORMAT_VERSION, draft.kind],
-                tenant_id,
-                encode_varint(len(database)),
-                database,
-                draft.document_id,
-                author,
-                seq.to_bytes(8, "big"),
-                draft.timestamp_ms.to_bytes(8, "big"),
+                prefix,
+                _U64X2.pack(seq, draft.timestamp_ms),
+                _PLACEHOLDER,
+                dep_count,
+                *deps,
+                key.key_id,
+                nonce,
             )
         )
-        prev_offset = len(prefix)
-        dep_count = encode_varint(len(deps))
-        header_bytes = b"".join((prefix, _PLACEHOLDER, dep_count, *deps, key.key_id, nonce))
         start = len(headers)
         headers += header_bytes
         patch_count = 0
@@ -228,7 +242,7 @@ def _seal_run(
         key_index = keys.get(key.secret)
         if key_index is None:
             key_index = keys[key.secret] = len(keys)
-        meta.extend((len(headers) - start, prev_offset, len(payload), key_index, patch_count))
+        meta.extend((len(headers) - start, prev_offset, key_index, patch_count))
         payloads.append(payload)
         pending.append((header, deps_in_run))
         if draft.change_hash is not None:
@@ -236,7 +250,7 @@ def _seal_run(
     sealed = _seal_chain_call(
         headers,
         meta,
-        b"".join(payloads),
+        tuple(payloads),
         b"".join(keys),
         patches,
         run[0].signer.secret_key,

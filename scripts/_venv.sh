@@ -11,8 +11,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extras="${MINDOO_EXTRAS:-}"
 stamp=".venv/.installed${extras:+-$extras}"
+# The native sealer is built where a C compiler is found; with one found and no module built
+# (e.g. the Python headers were missing last time), the install is tried again.
+native_missing=
+if command -v cc >/dev/null 2>&1 && ! compgen -G "mindoo_p2p/_seal_chain*.so" >/dev/null; then
+  native_missing=1
+fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
-    || [ mindoo_p2p/_seal_chain.c -nt "$stamp" ]; then
+    || [ mindoo_p2p/_seal_chain.c -nt "$stamp" ] || [ -n "$native_missing" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
   .venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}"
   touch "$stamp"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from mindoo_p2p import native_seal, writer
 from mindoo_p2p.admission import Admission, VerifiedEntry
 from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.entry import NO_DOCUMENT, NO_PREV, TENANT_LOG, Entry, EntryKind
@@ -38,6 +39,17 @@ BOB = SigningKeyPair.generate()
 KEY = TenantKey.generate("default")
 DOC = b"d" * 16
 OTHER_DOC = b"e" * 16
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def sealer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every rule here holds for both sealers `writer.seal_drafts` may use: the native one
+    (`native_seal`, where built) and the Python one (the fallback)."""
+    if request.param == "python":
+        monkeypatch.setattr(writer, "_native", [None])
+    elif not native_seal.available():
+        pytest.skip("the native sealer is off (MINDOO_NATIVE_SEAL=0) or not built here")
+    return str(request.param)
 
 
 class Positions:
