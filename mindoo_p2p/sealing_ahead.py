@@ -85,6 +85,10 @@ PositionReader = Callable[[bytes, bytes], tuple[int, bytes]]
 (`EntryStore.author_position`)."""
 
 
+Starts = Mapping[ChainKey, tuple[int, bytes]]
+"""The assumed ``(last_seq, last_entry_id)`` of the chains a chunk starts."""
+
+
 def _nothing() -> None:
     return None
 
@@ -95,7 +99,7 @@ class _AssumedPositions:
 
     __slots__ = ("_positions",)
 
-    def __init__(self, positions: Mapping[ChainKey, tuple[int, bytes]]) -> None:
+    def __init__(self, positions: Starts) -> None:
         self._positions = positions
 
     def last_seq(self, tenant_id: bytes, author: bytes) -> int:
@@ -107,8 +111,8 @@ class _AssumedPositions:
 
 class _Speculation:
     """One batch's drafts sealed ahead. ``state``, ``entries`` and ``failed`` are the sealing
-    thread's; the writer's thread reads them only after ``done`` is set. ``dropped`` is set by
-    the writer's thread and only read by the sealing thread (to skip what is left)."""
+    thread's; the writer's thread reads them only after ``done`` is set. ``dropped`` is the
+    writer's thread's; the sealing thread reads it to skip what is left."""
 
     __slots__ = ("done", "dropped", "entries", "failed", "state")
 
@@ -119,9 +123,6 @@ class _Speculation:
         self.dropped = False
         self.done = threading.Event()
 
-
-Starts = Mapping[ChainKey, tuple[int, bytes]]
-"""The assumed ``(last_seq, last_entry_id)`` of the chains a chunk starts."""
 
 _Job = tuple[_Speculation, Sequence[Draft] | None, Starts]
 """A chunk to seal (with the positions of the chains it starts), or, without drafts, the
