@@ -183,13 +183,18 @@ class SealingThread:
         if self._thread is None:
             # The thread holds the queue and the sealer, never this object (nor the store):
             # should the writer be dropped unclosed, the finalizer stops the thread.
-            self._thread = threading.Thread(
+            thread = threading.Thread(
                 target=_seal_jobs,
                 args=(self._jobs, self._seal_chunk),
                 name="mindoo-sealing-ahead",
                 daemon=True,
             )
-            self._thread.start()
+            try:
+                thread.start()
+            except RuntimeError:  # no thread to be had (rule 5): seal in the transaction
+                speculation.dropped = True
+                return
+            self._thread = thread
             self._stop = weakref.finalize(self, self._jobs.put, None)
         self._jobs.put((speculation, drafts, starts))
         time.sleep(0)  # let the sealing thread take the GIL now, not after a switch interval

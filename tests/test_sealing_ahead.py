@@ -364,6 +364,24 @@ def test_a_failed_position_read_leaves_the_batch_to_the_transaction(store: Entry
     assert_contiguous(store, TENANT, ALICE)
 
 
+def test_no_thread_to_be_had_leaves_the_batch_to_the_transaction(
+    store: EntryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    ahead = Writer(store)
+    stored = ahead.batch(document_history(2 * SMALL_CHUNK + 1))
+    monkeypatch.undo()
+    assert ahead.sealer.calls == 0
+    assert [e.header.author_seq for e in stored] == list(range(1, 2 * SMALL_CHUNK + 2))
+    assert ahead.batch(document_history(SMALL_CHUNK, signer=BOB))  # the next batch: a thread
+    ahead.writer.close()
+    assert len(ahead.sealer.sealed_ids) == SMALL_CHUNK
+    assert_contiguous(store, TENANT, ALICE)
+
+
 def test_close_stops_the_thread_and_writing_goes_on_in_the_transaction(
     store: EntryStore,
 ) -> None:
