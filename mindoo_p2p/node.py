@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import sealing_ahead
 from .admission import VerifiedEntry
 from .crypto.keystore import KdfProfile, Keystore
 from .crypto.signing import SigningKeyPair
@@ -93,6 +94,7 @@ class Node:
             before_commit=self.intake.check_own_writes,
             on_committed=self.intake.own_entries_stored,
             on_discarded=self.intake.own_drafts_discarded,
+            seal_ahead=sealing_ahead.for_store(store),
         )
         """Numbers, seals and stores this node's own entries inside the write transaction,
         admitted by the admission pipeline (see `mindoo_p2p.writer`): what tenants and
@@ -205,6 +207,7 @@ class Node:
         return cls.open(home, password)
 
     def close(self) -> None:
+        self.writer.close()
         if self._index is not None:
             self._index.close()
             self._index = None

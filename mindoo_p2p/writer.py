@@ -17,16 +17,14 @@ are resolved to entry ids while sealing, in order.
 Holding the write lock while sealing costs little: Ed25519 signing is ~19 µs and encryption is
 cheaper (measured with ``scripts/bench_store.py``, see docs/architecture.md).
 
-Why drafts are not sealed ahead, in a thread, while the application makes its next changes
-(speculatively numbered from the author's position at the batch's start): the chain link
-(``prev``, the id of the author's previous entry, which hashes its signature) orders the seals
-of an author, and the thread needs the GIL between its C calls (encrypt, sign) while the
-application's thread holds it for Automerge and Python: each hand-over waits for the switch
-interval or a thread wake-up. Measured (docs/architecture.md, "Local write rate"): a sealing
-thread beside a loop of Automerge changes finished later than sealing after the loop, and
-yielding the GIL after every change made it three times slower. A sealing process was built
-and measured too (same section): less CPU on this thread, but more in all, a wall-clock gain
-only on an idle second core, and the keys in a second process; not adopted.
+Sealing ahead: a batch's drafts may be sealed ahead, in chunks, by a thread (a `SealingAhead`,
+`sealing_ahead.SealingThread`) while the application makes its next changes, numbered from the
+authors' positions read when each chain first appears. The write transaction adopts those
+entries only if every chain is still exactly where it was assumed, and otherwise seals in
+place as above: nothing is stored that was not sealed from the positions of the transaction
+that stores it. The rules are in `mindoo_p2p.sealing_ahead`. Without a chunk sealer that
+releases the GIL there is no sealing ahead (measured slower: docs/architecture.md, "Local
+write rate").
 
 Authorization: own entries pass the admission pipeline's step 4 (`admission.admit`, membership
 against the tenants' snapshots) inside the same transaction, marked with
@@ -46,6 +44,7 @@ its entry is stored, in the order drafted (so a cache can learn the entry ids of
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -245,6 +244,33 @@ class LocalAppendStore(Protocol):
     ) -> list[Entry]: ...
 
 
+class SealingAhead(Protocol):
+    """Seals an open batch's drafts ahead of its write transaction, in order
+    (`sealing_ahead.SealingThread`; the rules are in `mindoo_p2p.sealing_ahead`)."""
+
+    @property
+    def chunk(self) -> int:
+        """How many drafts the writer hands over at a time (the rest at the batch's end)."""
+        ...
+
+    def seal_ahead(self, drafts: Sequence[Draft]) -> None:
+        """Start sealing ``drafts``, the open batch's next drafts in order."""
+        ...
+
+    def sealed(self, positions: AuthorPositions) -> list[Entry] | None:
+        """Inside the batch's write transaction: every draft handed over, sealed, if each
+        chain is exactly where it was assumed in ``positions``; else None (seal them now)."""
+        ...
+
+    def drop(self) -> None:
+        """Forget the open batch's speculation: it will never be stored."""
+        ...
+
+    def close(self) -> None:
+        """Stop sealing ahead (idempotent)."""
+        ...
+
+
 class EntryWriter(Protocol):
     """The one writing seam a tenant (its access and key work) and its databases are given:
     numbers, seals and commits this node's own entries. Implemented by `LocalWriter`."""
@@ -294,6 +320,11 @@ class LocalWriter:
       that ``admit`` built from the write's tenant-log records, to publish;
     - ``on_discarded(drafts)`` runs when drafts will never be stored: their batch raised, or
       sealing, the membership check or the write failed (the exception then propagates).
+
+    With ``seal_ahead`` (a `SealingAhead`), a batch's drafts are handed to it in chunks of
+    its ``chunk`` as they are drafted, the rest at the batch's end, and the write
+    transaction adopts what it sealed when every chain is where it was assumed. `close` stops
+    it.
     """
 
     def __init__(
@@ -304,6 +335,7 @@ class LocalWriter:
         before_commit: Callable[[Sequence[Draft]], None] = _nothing,
         on_committed: Committed = _nothing_committed,
         on_discarded: Callable[[Sequence[Draft]], None] = _nothing,
+        seal_ahead: SealingAhead | None = None,
     ) -> None:
         self._store = store
         self._admit = admit
@@ -313,6 +345,10 @@ class LocalWriter:
         self._depth = 0
         self._serial = 0
         self._pending: list[Draft] = []
+        self._ahead = seal_ahead
+        self._chunk = seal_ahead.chunk if seal_ahead is not None else sys.maxsize
+        self._handed = 0
+        """How many of the open batch's drafts were handed to ``seal_ahead``."""
 
     @property
     def current_batch(self) -> int | None:
@@ -324,9 +360,20 @@ class LocalWriter:
         open batch ends. Raises OwnEntryRefusedError when the membership check refuses one
         (nothing stored), StoreError when the store cannot be written."""
         if self._depth:
-            self._pending.extend(drafts)
+            pending = self._pending
+            pending.extend(drafts)
+            if len(pending) - self._handed >= self._chunk:
+                self._hand_over_chunks()
             return
         self._commit(list(drafts))
+
+    def _hand_over_chunks(self) -> None:
+        """Hand the open batch's next full chunks to ``seal_ahead``."""
+        assert self._ahead is not None
+        pending, chunk = self._pending, self._chunk
+        while len(pending) - self._handed >= chunk:
+            self._ahead.seal_ahead(pending[self._handed : self._handed + chunk])
+            self._handed += chunk
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -346,19 +393,35 @@ class LocalWriter:
             self._depth -= 1
             if self._depth == 0:
                 pending, self._pending = self._pending, []
+                handed, self._handed = self._handed, 0
                 if ok:
-                    self._commit(pending)
-                elif pending:
-                    self._on_discarded(pending)
+                    self._commit(pending, handed)
+                else:
+                    if handed:
+                        assert self._ahead is not None
+                        self._ahead.drop()
+                    if pending:
+                        self._on_discarded(pending)
 
-    def _commit(self, drafts: list[Draft]) -> None:
+    def close(self) -> None:
+        """Stop sealing ahead (its thread); idempotent. Writing afterwards seals in the
+        transaction."""
+        if self._ahead is not None:
+            self._ahead.close()
+
+    def _commit(self, drafts: list[Draft], handed: int = 0) -> None:
+        """Seal, check and store ``drafts`` in one write transaction. When the first
+        ``handed`` of them went to ``seal_ahead``, hand it the rest and adopt what it sealed
+        if the transaction's positions are the ones it assumed."""
         if not drafts:
             return
+        ahead = self._ahead if handed else None
         sealed: list[Entry] = []
         memberships: dict[bytes, MembershipLog] = {}
 
         def seal(positions: AuthorPositions) -> list[Entry]:
-            sealed[:] = seal_drafts(drafts, positions)
+            entries = None if ahead is None else ahead.sealed(positions)
+            sealed[:] = seal_drafts(drafts, positions) if entries is None else entries
             return sealed
 
         def authorize(entries: Sequence[Entry]) -> list[Rejected]:
@@ -369,9 +432,13 @@ class LocalWriter:
             return admitted.rejected
 
         try:
+            if ahead is not None and len(drafts) > handed:
+                ahead.seal_ahead(drafts[handed:])  # the rest
             self._before_commit(drafts)
             stored = self._store.append_local(seal, authorize if self._admit else None)
         except BaseException:
+            if ahead is not None:
+                ahead.drop()
             self._on_discarded(drafts)
             raise
         for draft, entry in zip(drafts, sealed, strict=True):

@@ -456,6 +456,15 @@ class EntryStore:
         with self._reading() as txn:
             return read_last_entry_id(txn, self._tables, bytes(tenant_id) + bytes(author))
 
+    def author_position(self, tenant_id: bytes, author: bytes) -> tuple[int, bytes]:
+        """``(last_seq, last_entry_id)`` of the author in the tenant, read in one transaction:
+        what a write transaction's `AuthorPositions` would answer now (a later commit, of this
+        process or another, may move it on)."""
+        key = bytes(tenant_id) + bytes(author)
+        with self._reading() as txn:
+            last_seq = read_last_author_seq(txn, self._tables, key)
+            return last_seq, read_last_entry_id(txn, self._tables, key)
+
     def iter_entries(
         self,
         tenant_id: bytes | None = None,
