@@ -14,8 +14,8 @@
 
    Exactly what Entry.seal does, so the bytes are the same (tests/test_native_seal.py compares
    them). The cryptography is libsodium's: the caller passes the addresses of
-   crypto_aead_xchacha20poly1305_ietf_encrypt, crypto_sign_detached and crypto_hash_sha256
-   from the libsodium that PyNaCl loaded (`configure`). This file only copies bytes; every offset
+   crypto_aead_xchacha20poly1305_ietf_encrypt, crypto_sign_detached, crypto_hash_sha256 and
+   randombytes_buf from the libsodium that PyNaCl loaded (`configure`). This file only copies bytes; every offset
    it is given is checked against the buffers, and copied out of the caller's reach, before the
    GIL is released. Payloads and keys are read in place, never copied.
 
@@ -30,6 +30,9 @@
      signing_key  buffer     libsodium's 64-byte Ed25519 secret key
      prev         buffer     32 bytes: the chain link of the first entry
      domain       buffer     the signing domain prefix
+     draw_nonces  bool       True: each header's last 24 bytes (its nonce) are drawn here, with
+                  libsodium's randombytes_buf (the OS's CSPRNG), the GIL released; False: the
+                  headers carry their nonces (tests give fixed ones)
    returns a list of (raw, id, header, ciphertext, signature) per entry; raises ValueError on
    inconsistent arguments and RuntimeError if libsodium fails.
 */
@@ -56,10 +59,12 @@ typedef int (*sign_detached_fn)(unsigned char *sig, unsigned long long *siglen,
                                 const unsigned char *m, unsigned long long mlen,
                                 const unsigned char *sk);
 typedef int (*sha256_fn)(unsigned char *out, const unsigned char *in, unsigned long long inlen);
+typedef void (*randombytes_fn)(void *buf, size_t size);
 
 static aead_encrypt_fn aead_encrypt = NULL;
 static sign_detached_fn sign_detached = NULL;
 static sha256_fn sha256 = NULL;
+static randombytes_fn randombytes = NULL;
 
 /* The i-th uint64 of a buffer that need not be aligned (an array('Q') is; bytes may not be). */
 static size_t u64_at(const Py_buffer *buffer, size_t i) {
@@ -88,18 +93,20 @@ static size_t write_varint(unsigned char *out, uint64_t value) {
 }
 
 static PyObject *configure(PyObject *self, PyObject *args) {
-    unsigned long long encrypt_address, sign_address, sha256_address;
+    unsigned long long encrypt_address, sign_address, sha256_address, random_address;
     (void)self;
-    if (!PyArg_ParseTuple(args, "KKK", &encrypt_address, &sign_address, &sha256_address)) {
+    if (!PyArg_ParseTuple(args, "KKKK", &encrypt_address, &sign_address, &sha256_address,
+                          &random_address)) {
         return NULL;
     }
-    if (!encrypt_address || !sign_address || !sha256_address) {
+    if (!encrypt_address || !sign_address || !sha256_address || !random_address) {
         PyErr_SetString(PyExc_ValueError, "a libsodium function address is null");
         return NULL;
     }
     aead_encrypt = (aead_encrypt_fn)(uintptr_t)encrypt_address;
     sign_detached = (sign_detached_fn)(uintptr_t)sign_address;
     sha256 = (sha256_fn)(uintptr_t)sha256_address;
+    randombytes = (randombytes_fn)(uintptr_t)random_address;
     Py_RETURN_NONE;
 }
 
@@ -170,10 +177,10 @@ static PyObject *seal_chain(PyObject *self, PyObject *args) {
     Layout *layout = NULL;
     size_t *patch_copy = NULL;
     unsigned char *ids = NULL, *message = NULL;
-    int failed = 0;
+    int failed = 0, draw_nonces = 0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "w*y*O!y*y*y*y*y*", &headers, &meta, &PyTuple_Type, &payloads,
-                          &keys, &patches, &signing_key, &prev, &domain)) {
+    if (!PyArg_ParseTuple(args, "w*y*O!y*y*y*y*y*p", &headers, &meta, &PyTuple_Type, &payloads,
+                          &keys, &patches, &signing_key, &prev, &domain, &draw_nonces)) {
         return NULL;
     }
     if (aead_encrypt == NULL) {
@@ -226,6 +233,7 @@ static PyObject *seal_chain(PyObject *self, PyObject *args) {
         unsigned char *header = hbuf + e->header_start;
         unsigned char *raw = e->raw;
         unsigned long long ciphertext_len = 0;
+        if (draw_nonces) randombytes(header + e->header_len - NONCE_SIZE, NONCE_SIZE);
         memcpy(header + e->prev_offset, link, ID_SIZE);
         for (size_t k = e->patch_start; k < e->patch_start + e->patch_count; k++) {
             memcpy(header + patch_copy[2 * k], ids + patch_copy[2 * k + 1] * ID_SIZE, ID_SIZE);

@@ -10,10 +10,11 @@ changes (`sealing_ahead`), and even in line the Python work per entry is smaller
 What runs where:
 - here, in Python: the numbering (from ``positions`` or the `SealingState`), the resolution of
   ChangeRefs to ids sealed by an earlier call, every check `EntryHeader.__post_init__` makes,
-  the payload size limit, the nonces (`aead.random_nonce`), and each header encoded in
+  the payload size limit, and each header encoded in
   format 2 with zeros where the chain link and the ids of parents of the same run go;
-- in `mindoo_p2p/_seal_chain.c` (GIL released): those links and ids written in, the AEAD, the
-  signature, the id; libsodium's own functions (the ones PyNaCl loaded) do the cryptography.
+- in `mindoo_p2p/_seal_chain.c` (GIL released): the nonces drawn, those links and ids written
+  in, the AEAD, the signature, the id; libsodium's own functions (the ones PyNaCl loaded) do
+  the cryptography and draw the nonces.
 
 The bytes are those of `Entry.seal` (`tests/test_native_seal.py` seals the same drafts with the
 same nonces both ways and compares). The module is an optional build (setup.py): where it was
@@ -32,6 +33,7 @@ from typing import Any
 
 from .codec import encode_varint
 from .crypto import aead
+from .crypto.aead import NONCE_SIZE
 from .entry import (
     _HEADER_START,
     _U64X2,
@@ -44,6 +46,7 @@ from .entry import (
     _entry_of,
     _header_of,
     _set_deps,
+    _set_nonce,
     _set_prev,
 )
 from .store import AuthorPositions
@@ -59,6 +62,14 @@ from .writer import (
 logger = logging.getLogger(__name__)
 
 _SealChain = Callable[..., list[tuple[bytes, bytes, bytes, bytes, bytes]]]
+
+nonce_source: Callable[[], bytes] | None = None
+"""Where the nonces come from: None, drawn by the C call itself (libsodium's randombytes_buf,
+the OS's CSPRNG, with the GIL released: no GIL round trip for `aead.random_nonce`'s refills in
+the sealing thread); tests set a function of fixed nonces to compare bytes with `Entry.seal`."""
+
+_NO_NONCE = bytes(NONCE_SIZE)
+"""Stands for a nonce the C call draws, while the header's fields are checked."""
 
 _PLACEHOLDER = bytes(ID_SIZE)
 _LINKED = b"\xff" * ID_SIZE
@@ -87,6 +98,7 @@ def _load() -> _SealChain | None:
                 "crypto_aead_xchacha20poly1305_ietf_encrypt",
                 "crypto_sign_detached",
                 "crypto_hash_sha256",
+                "randombytes_buf",
             )
         ]
         _seal_chain.configure(*addresses)
@@ -137,6 +149,7 @@ def _seal_run(
 ) -> list[Entry]:
     """Seal consecutive drafts of one chain in one C call; update ``state``."""
     assert _seal_chain_call is not None
+    nonces = nonce_source
     position = state.next_position.get(chain)
     if position is None:
         position = (positions.last_seq(*chain) + 1, positions.last_entry_id(*chain))
@@ -183,7 +196,7 @@ def _seal_run(
             deps = tuple(draft.deps)  # type: ignore[arg-type]  # ids only (has_change_refs)
         seq = first_seq + index
         prev = first_prev if index == 0 else _LINKED
-        nonce = aead.random_nonce()
+        nonce = _NO_NONCE if nonces is None else nonces()
         key = draft.key
         header = _header_of(
             draft.kind,
@@ -256,6 +269,7 @@ def _seal_run(
         run[0].signer.secret_key,
         first_prev,
         SIGNING_DOMAIN,
+        nonces is None,
     )
     entries: list[Entry] = []
     prev = first_prev
@@ -263,6 +277,8 @@ def _seal_run(
         pending, sealed, strict=True
     ):
         _set_prev(header, prev)
+        if nonces is None:
+            _set_nonce(header, header_bytes[-NONCE_SIZE:])
         if deps_in_run is not None:
             _set_deps(
                 header,

@@ -65,6 +65,7 @@ def counted_nonces(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
         return counter[0].to_bytes(aead.NONCE_SIZE, "big")
 
     monkeypatch.setattr(aead, "random_nonce", nonce)
+    monkeypatch.setattr(native_seal, "nonce_source", nonce)
     yield counter
 
 
@@ -143,6 +144,7 @@ def test_native_sealing_is_byte_for_byte_the_python_sealing(
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(aead, "random_nonce", nonce)
+        mp.setattr(native_seal, "nonce_source", nonce)
         try:
             python = seal_drafts_in_python(drafts, Positions(last))
         except ValueError as exc:  # a number past 2**64 - 1
@@ -256,6 +258,7 @@ def _call(
         SIGNERS[0].secret_key,
         bytes(32),
         SIGNING_DOMAIN,
+        False,
     )
     return result
 
@@ -291,6 +294,19 @@ def test_the_c_entry_point_refuses_inconsistent_arguments(
 ) -> None:
     with pytest.raises(ValueError, match=match):
         _call(*arguments)  # type: ignore[arg-type]
+
+
+def test_nonces_drawn_by_the_c_call_are_fresh_and_in_the_header() -> None:
+    # Without fixed nonces (the default) the C call draws each entry's nonce itself: the
+    # entries decode to the header the sealer returned, verify, decrypt, and no two share one.
+    drafts = [_draft(payload=b"same payload") for _ in range(200)]
+    entries = native_seal.seal_drafts(drafts, Positions({}))
+    assert len({e.header.nonce for e in entries}) == 200
+    assert all(e.header.nonce != bytes(aead.NONCE_SIZE) for e in entries)
+    for entry in entries:
+        assert Entry.decode(entry.raw) == entry
+        entry.verify_signature()
+        assert entry.decrypt(KEYS[0].secret) == b"same payload"
 
 
 def test_an_empty_call_seals_nothing() -> None:
@@ -329,6 +345,7 @@ def test_patches_rewritten_by_another_thread_during_the_call_are_not_used() -> N
         SIGNERS[0].secret_key,
         bytes(32),
         SIGNING_DOMAIN,
+        False,
     )
     thread.join(timeout=10)
     (_, first_id, *_), (_, _, second_header, *_) = sealed
