@@ -38,7 +38,10 @@ The rules:
    failed and its later chunks are skipped; the transaction then seals in place and raises
    exactly what it raises without this module. A batch that raises, a commit that fails, or
    a moved chain drops the speculation: its entries are never stored, never sent, never
-   handed to anyone, and no number is used.
+   handed to anyone, and no number is used. The thread itself survives whatever a job
+   raises, and the transaction never waits for a thread that is gone (it checks every
+   :data:`_ALIVE_CHECK_S`): a batch whose thread died is sealed in the transaction. The writer
+   adopts a batch only with exactly one entry per draft (else it seals in the transaction).
 6. The thread. Started at the first chunk handed over (lazily), a daemon thread, stopped by
    `close` (`LocalWriter.close`, from `Node.close`), or when its `SealingThread` is garbage
    collected unclosed (it holds the job queue and the chunk sealer, never the writer or
@@ -74,6 +77,12 @@ from .writer import ChainKey, Draft, SealingState
 
 CHUNK = 64
 """Drafts handed to the sealing thread at a time (see the module docstring)."""
+
+GATHER = 8
+"""At most this many queued chunks of a batch are sealed in one call (`_gather`)."""
+
+_ALIVE_CHECK_S = 0.05
+"""While the transaction waits for the thread, how often it checks that the thread lives."""
 
 ChunkSealer = Callable[[Sequence[Draft], AuthorPositions, SealingState], list[Entry]]
 """Seals drafts in order, continuing the chains of ``state`` and asking ``positions`` about
@@ -156,6 +165,8 @@ class SealingThread:
         self._speculation: _Speculation | None = None
         self._assumed: dict[ChainKey, tuple[int, bytes]] = {}
         self._handed = 0
+        self.adopted = 0
+        """Batches whose entries sealed ahead the write transaction adopted (tests, metrics)."""
 
     def seal_ahead(self, drafts: Sequence[Draft]) -> None:
         """Start sealing ``drafts``, the open batch's next drafts in order (the first call
@@ -215,9 +226,14 @@ class SealingThread:
                 speculation.dropped = True
                 return None
         self._jobs.put((speculation, None, {}))
-        speculation.done.wait()
+        thread = self._thread
+        while not speculation.done.wait(_ALIVE_CHECK_S):
+            if thread is None or not thread.is_alive():  # rule 5: never wait for a dead thread
+                speculation.dropped = True
+                return None
         if speculation.failed or len(speculation.entries) != self._handed:
             return None
+        self.adopted += 1
         return speculation.entries
 
     def drop(self) -> None:
@@ -241,22 +257,24 @@ class SealingThread:
 
 
 def _seal_jobs(jobs: queue.SimpleQueue[_Job | None], seal_chunk: ChunkSealer) -> None:
-    """The sealing thread: seal each chunk in order, until told to stop (None)."""
+    """The sealing thread: seal each chunk in order, until told to stop (None). Nothing ends
+    it but that: whatever goes wrong with a job fails that job's batch (rule 5)."""
     job = jobs.get()
     while job is not None:
         speculation, drafts, starts = job
-        if drafts is None:
-            speculation.done.set()
-            job = jobs.get()
-            continue
-        drafts, starts, following = _gather(jobs, speculation, drafts, starts)
-        if not (speculation.dropped or speculation.failed):
-            try:
-                sealed = seal_chunk(drafts, _AssumedPositions(starts), speculation.state)
-            except BaseException:  # rule 5: the transaction seals and raises it again
-                speculation.failed = True
+        following: _Job | _Empty | None = _EMPTY
+        try:
+            if drafts is None:
+                speculation.done.set()
             else:
-                speculation.entries += sealed
+                drafts, starts, following = _gather(jobs, speculation, drafts, starts)
+                if not (speculation.dropped or speculation.failed):
+                    sealed = seal_chunk(drafts, _AssumedPositions(starts), speculation.state)
+                    speculation.entries += sealed
+        except BaseException:  # rule 5: the transaction seals and raises it again
+            speculation.failed = True
+            if drafts is None:
+                speculation.done.set()
         job = jobs.get() if isinstance(following, _Empty) else following
 
 
@@ -269,8 +287,10 @@ def _gather(
     """This chunk and the chunks of the same batch already queued behind it, to seal in one
     call, and the job after them. A chunk's C call returns only when the writer's thread
     yields the GIL (its next hand-over), so a thread that fell one chunk behind would stay
-    behind for the whole batch, one chunk per hand-over: this catches it up at once."""
-    while True:
+    behind for the whole batch, one chunk per hand-over: this catches it up at once. At most
+    :data:`GATHER` chunks in one call, so a dropped batch's queued chunks are skipped soon
+    after it is dropped, not sealed to the end first."""
+    for _ in range(GATHER - 1):
         try:
             job = jobs.get_nowait()
         except queue.Empty:
@@ -279,6 +299,7 @@ def _gather(
             return drafts, starts, job
         drafts = [*drafts, *job[1]]
         starts = {**starts, **job[2]}
+    return drafts, starts, _EMPTY
 
 
 def for_store(store: EntryStore) -> SealingThread | None:

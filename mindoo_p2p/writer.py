@@ -372,8 +372,12 @@ class LocalWriter:
         assert self._ahead is not None
         pending, chunk = self._pending, self._chunk
         while len(pending) - self._handed >= chunk:
-            self._ahead.seal_ahead(pending[self._handed : self._handed + chunk])
-            self._handed += chunk
+            start = self._handed
+            # Counted before the hand-over: an exception from inside it (a signal's
+            # KeyboardInterrupt at its yield, caught by the application inside the batch)
+            # must not make the next hand-over queue the same drafts again.
+            self._handed = start + chunk
+            self._ahead.seal_ahead(pending[start : start + chunk])
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -403,6 +407,11 @@ class LocalWriter:
                     if pending:
                         self._on_discarded(pending)
 
+    @property
+    def seal_ahead(self) -> SealingAhead | None:
+        """What seals this writer's batches ahead (`sealing_ahead.SealingThread`), if anything."""
+        return self._ahead
+
     def close(self) -> None:
         """Stop sealing ahead (its thread); idempotent. Writing afterwards seals in the
         transaction."""
@@ -421,7 +430,9 @@ class LocalWriter:
 
         def seal(positions: AuthorPositions) -> list[Entry]:
             entries = None if ahead is None else ahead.sealed(positions)
-            sealed[:] = seal_drafts(drafts, positions) if entries is None else entries
+            if entries is None or len(entries) != len(drafts):  # not one entry per draft:
+                entries = seal_drafts(drafts, positions)  # a hand-over went amiss; seal here
+            sealed[:] = entries
             return sealed
 
         def authorize(entries: Sequence[Entry]) -> list[Rejected]:

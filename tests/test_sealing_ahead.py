@@ -10,6 +10,7 @@ small chunks so that a batch spans several. Thread hand-offs are awaited by the 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import os
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 from test_local_writes import MakeNode, assert_one_sequence_per_author, run_together, start_worker
 
+from mindoo_p2p import native_seal, sealing_ahead
 from mindoo_p2p.admission import Admission, VerifiedEntry
 from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.entry import NO_PREV, Entry, EntryKind
@@ -416,6 +418,97 @@ def test_a_writer_dropped_unclosed_stops_its_thread(store: EntryStore) -> None:
     gc.collect()
     thread.join(timeout=30)
     assert not thread.is_alive()
+
+
+@pytest.mark.timeout(30)
+def test_the_thread_survives_an_error_outside_the_chunk_sealer(
+    store: EntryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Review finding (spec-seal, MEDIUM): only the chunk sealer's call was guarded, so an
+    # error elsewhere in the thread's loop (here a MemoryError while gathering queued
+    # chunks) killed the thread, and the batch's transaction waited for it forever, holding
+    # the store's write lock.
+    real_gather = sealing_ahead._gather
+    failures = [MemoryError("no memory for the gathered chunks")]
+
+    def gather_once_failing(*args: object) -> object:
+        if failures:
+            raise failures.pop()
+        return real_gather(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sealing_ahead, "_gather", gather_once_failing)
+    ahead = Writer(store)
+    stored = ahead.batch(document_history(3 * SMALL_CHUNK))  # sealed in the transaction
+    assert not failures and ahead.ahead.adopted == 0
+    assert [e.header.author_seq for e in stored] == list(range(1, 3 * SMALL_CHUNK + 1))
+    more = ahead.batch([draft() for _ in range(2 * SMALL_CHUNK)])  # the thread lives on
+    assert ahead.ahead.adopted == 1 and {e.id for e in more} <= set(ahead.sealer.sealed_ids)
+    ahead.writer.close()
+    assert_contiguous(store, TENANT, ALICE)
+
+
+@pytest.mark.timeout(30)
+def test_a_batch_never_waits_for_a_sealing_thread_that_is_gone(
+    store: EntryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The thread ends without sealing anything or answering (as if killed; or the process
+    # forked and the child has no such thread): the transaction notices and seals itself.
+    monkeypatch.setattr(sealing_ahead, "_seal_jobs", lambda jobs, seal_chunk: None)
+    ahead = Writer(store)
+    stored = ahead.batch(document_history(2 * SMALL_CHUNK))
+    assert ahead.ahead.adopted == 0 and ahead.sealer.calls == 0
+    assert [e.header.author_seq for e in stored] == list(range(1, 2 * SMALL_CHUNK + 1))
+    ahead.writer.close()
+    assert_contiguous(store, TENANT, ALICE)
+
+
+def test_a_hand_over_interrupted_and_caught_inside_the_batch_stores_each_draft_once(
+    store: EntryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Review finding (spec-seal, LOW-MEDIUM): an exception raised at the hand-over's yield
+    # (a signal's KeyboardInterrupt), after the chunk was queued, and caught by the
+    # application inside the batch, made the next hand-over queue the same drafts again:
+    # the transaction adopted more entries than drafts (duplicates stored) and the batch
+    # raised after its commit.
+    interruptions = [KeyboardInterrupt()]
+
+    def sleep(_: float) -> None:
+        if interruptions:
+            raise interruptions.pop()
+
+    monkeypatch.setattr(sealing_ahead.time, "sleep", sleep)
+    ahead = Writer(store)
+    drafts = [draft() for _ in range(3 * SMALL_CHUNK)]
+    sealed: list[Entry] = []
+    with ahead.writer.batch():
+        for d in drafts:
+            with contextlib.suppress(KeyboardInterrupt):  # the application carries on
+                ahead.writer.write([replace(d, on_sealed=sealed.append)])
+    ahead.writer.close()
+    assert not interruptions
+    assert [e.decrypt(KEY.secret) for e in sealed] == [d.payload for d in drafts]
+    assert ahead.stored == sealed  # on_committed told, once, of exactly these
+    assert store.author_position(TENANT, ALICE.public_key)[0] == len(drafts)
+    assert_contiguous(store, TENANT, ALICE)
+
+
+def test_a_node_seals_its_batches_ahead_and_stops_the_thread_when_closed(
+    make_node: MakeNode,
+) -> None:
+    if not native_seal.available():
+        pytest.skip("no native sealer here: a node seals in the transaction")
+    node = make_node("home")
+    db = node.create_tenant("t").create_db("notes")
+    ahead = node.writer.seal_ahead
+    assert isinstance(ahead, SealingThread)
+    with db.batch():
+        ids = [db.create_document({"n": i}) for i in range(3 * CHUNK)]
+    assert ahead.adopted == 1
+    assert [db.get(doc)["n"] for doc in ids] == list(range(3 * CHUNK))
+    names = {t.name for t in threading.enumerate()}
+    assert "mindoo-sealing-ahead" in names
+    node.close()
+    assert "mindoo-sealing-ahead" not in {t.name for t in threading.enumerate()}
 
 
 def test_a_chunk_is_at_least_one_draft() -> None:
