@@ -17,7 +17,8 @@
    crypto_aead_xchacha20poly1305_ietf_encrypt, crypto_sign_detached, crypto_hash_sha256 and
    randombytes_buf from the libsodium that PyNaCl loaded (`configure`). This file only copies bytes; every offset
    it is given is checked against the buffers, and copied out of the caller's reach, before the
-   GIL is released. Payloads and keys are read in place, never copied.
+   GIL is released. Payloads are read in place, never copied; the keys come in the one buffer
+   the caller joined them into (Python bytes, as the keys themselves are).
 
    seal_chain(headers, meta, payloads, keys, patches, signing_key, prev, domain)
      headers      bytearray  the encoded headers, one after another (patched in place)
@@ -281,7 +282,7 @@ static PyObject *seal_chain(PyObject *self, PyObject *args) {
 
 done:
     /* message held only clear header bytes and ciphertext; the payloads and keys were read
-       in place, never copied */
+       in place */
     PyMem_Free(message);
     PyMem_Free(ids);
     PyMem_Free(patch_copy);

@@ -643,6 +643,8 @@ class _DocumentChange:
         self._block: AbstractContextManager[MapProxy] | None = None
 
     def __enter__(self) -> MapProxy:
+        if self._md is not None:  # as the generator-based manager refused it
+            raise RuntimeError("a change block is entered once: call change() again")
         md = self._md = self._database._load_writable(parse_document_id(self._document_id))
         block = self._block = md.doc.change()
         return block.__enter__()

@@ -211,6 +211,14 @@ def test_proxy_used_after_its_block_fails() -> None:
         kept.append(2)
     with pytest.raises(RuntimeError), doc.change(), doc.change():
         pass
+    # One change block, entered twice, is refused (as its generator-based form refused it):
+    # it would start a second change under the first one's manager.
+    block = doc.change()
+    with block as root:
+        root["x"] = 1
+    with pytest.raises(RuntimeError, match="entered once"), block:
+        pass
+    assert doc.to_py() == {"l": [1], "x": 1}
 
 
 # -- structure ---------------------------------------------------------------------------------

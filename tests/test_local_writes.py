@@ -444,3 +444,16 @@ def test_own_records_are_admitted_by_the_pipeline_and_published_only_after_the_c
     published = tenant.membership
     node.tenant("acme").create_db("notes").create_document({"n": 1})
     assert tenant.membership is published  # the log grew by exactly the write: no rebuild
+
+
+def test_a_database_change_block_is_entered_once(make_node: MakeNode) -> None:
+    # trim-change made Database.change a class; like the generator-based manager it replaced,
+    # it refuses a second entry (which would start a second change of the document).
+    db = make_node("home").create_tenant("t").create_db("notes")
+    doc_id = db.create_document({"n": 0})
+    block = db.change(doc_id)
+    with block as doc:
+        doc["n"] = 1
+    with pytest.raises(RuntimeError, match="entered once"), block:
+        pass
+    assert db.get(doc_id) == {"n": 1}

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mindoo_p2p.crypto import SigningKeyPair, random_key
-from mindoo_p2p.entry import TENANT_LOG, Entry
+from mindoo_p2p.entry import NO_PREV, TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.errors import StoreError
 from mindoo_p2p.recon import (
     MAX_TIMESTAMP,
@@ -665,3 +665,36 @@ def test_an_older_store_is_upgraded_once(tmp_path: Path) -> None:
         EntryStore(path, readonly=True) as reader,
     ):
         assert again.fsck().ok and reader.count() == 253
+
+
+def test_a_rebuilt_index_keeps_a_fork_s_evidence_as_fsck_expects(store: EntryStore) -> None:
+    # Review finding (trims; present since fork evidence was kept indexed): the rebuild left
+    # out every arrival with a `retracted` row, a fork's evidence marks included, so a store
+    # holding a fork failed fsck after `rebuild_recon_index` (or a schema upgrade's rebuild).
+    author = SigningKeyPair.generate()
+    key = random_key()
+
+    def chained(seq: int, prev: bytes, payload: bytes) -> Entry:
+        return Entry.seal(
+            kind=EntryKind.CHANGE,
+            tenant_id=TENANT,
+            database=DB,
+            document_id=os.urandom(16),
+            author=author,
+            author_seq=seq,
+            timestamp_ms=1_700_000_000_000 + seq,
+            deps=[],
+            key_id=b"k" * 16,
+            key=key,
+            payload=payload,
+            prev=prev,
+        )
+
+    first = chained(1, NO_PREV, b"first")
+    store.append([first])
+    store.append([chained(2, first.id, b"one twin"), chained(2, first.id, b"the other")])
+    assert store.fsck().ok
+    before = agg_rows(store)
+    assert store.rebuild_recon_index() == 3
+    assert store.fsck().ok
+    assert agg_rows(store) == before

@@ -200,6 +200,17 @@ def test_document_updates_leave_out_the_callers_own_entries(store: EntryStore, m
         [(1, older), (2, own_1), (3, own_2), (4, other), (5, own_3)],
         5,
     )
+    # Review finding (trims, LOW): as many new rows as known ids was taken for "exactly the
+    # known entries" unchecked; a known id stored at or before ``after_seq`` (or elsewhere)
+    # then hid another writer's entry. Now each known id's arrival must be among the rows.
+    assert store.document_updates(TENANT, "contacts", doc, 3, {own_1.id, own_2.id}) == (
+        [(4, other), (5, own_3)],
+        5,
+    )
+    assert store.document_updates(TENANT, "contacts", doc, 4, {os.urandom(32)}) == (
+        [(5, own_3)],
+        5,
+    )
 
 
 def test_next_author_seq_is_the_maximum_not_the_last(store: EntryStore, make: Maker) -> None:

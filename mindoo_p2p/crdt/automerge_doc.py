@@ -448,6 +448,8 @@ class _ChangeBlock:
         self._session: ChangeSession | None = None
 
     def __enter__(self) -> MapProxy:
+        if self._session is not None:  # as the generator-based manager refused it
+            raise RuntimeError("a change block is entered once: call change() again")
         session = self._session = self._document._begin_change()
         return MapProxy(session, ROOT)
 

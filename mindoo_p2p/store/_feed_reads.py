@@ -61,11 +61,12 @@ def document_updates(
     """`document_entries` without loading the entries whose id is in ``known_ids``, and the
     highest seq seen (``after_seq`` when none).
 
-    ``known_ids`` must be entries of the document stored after ``after_seq`` (a cache's own
-    writes since it last read): when the document has exactly that many rows after
-    ``after_seq``, they are those entries, and none is read (a cache's refresh after its own
-    writes, the usual case, costs a cursor walk). Otherwise every row not retracted is read,
-    and those whose bytes hash to a known id are left out."""
+    ``known_ids`` are entries the caller holds (a cache's own writes since it last read):
+    when the document's rows after ``after_seq`` are exactly those entries (as many rows, and
+    each known id's arrival, from the ``ids`` index, among them), none is read (a cache's
+    refresh after its own writes, the usual case, costs a cursor walk and one index look-up
+    per entry instead of reading and hashing each). Otherwise every row not retracted is
+    read, and those whose bytes hash to a known id are left out."""
     key = doc_feed_key(txn, tables, tenant_id, database, document_id)
     if key is None:
         return [], after_seq
@@ -74,7 +75,10 @@ def document_updates(
         return [], after_seq
     last = rows[-1][0]
     if len(rows) == len(known_ids):
-        return [], last
+        arrivals = {arrival for _, arrival in rows}
+        ids = tables.ids
+        if all(txn.get(entry_id, db=ids) in arrivals for entry_id in known_ids):
+            return [], last
     found: list[tuple[int, Entry]] = []
     sealed = tables.sealed
     retracted = retraction_check(txn, tables)

@@ -58,6 +58,7 @@ from ._layout import (
     SEQ_SIZE,
     U64_LIMIT,
     Tables,
+    is_evidence_mark,
     pack_recon_agg,
     pack_seq,
     recon_agg_key,
@@ -435,8 +436,10 @@ def rebuild_recon_index(txn: lmdb.Transaction[bytes], tables: Tables) -> int:
     chunk: dict[bytes, list[bytes]] = {}
     in_chunk = 0
     for arrival in txn.cursor(tables.sealed).iternext(keys=True, values=False):
-        if txn.get(arrival, db=tables.retracted) is not None:
+        mark = txn.get(arrival, db=tables.retracted)
+        if mark is not None and not is_evidence_mark(bytes(mark)):
             continue  # withdrawn by a revocation: not part of the reconciled set
+        # (a fork's evidence stays indexed, as `settle_fork` keeps it and fsck expects)
         entry = stored_at(txn, tables, arrival)
         if entry is None or entry.header.timestamp_ms == MAX_TIMESTAMP:
             continue
