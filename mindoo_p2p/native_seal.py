@@ -29,7 +29,7 @@ import logging
 import os
 from array import array
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import cast
 
 from .codec import encode_varint
 from .crypto import aead
@@ -40,14 +40,12 @@ from .entry import (
     FORMAT_VERSION,
     ID_SIZE,
     MAX_CIPHERTEXT,
+    MAX_DEPS,
     SIGNING_DOMAIN,
     Entry,
     EntryKind,
     _entry_of,
     _header_of,
-    _set_deps,
-    _set_nonce,
-    _set_prev,
 )
 from .store import AuthorPositions
 from .writer import (
@@ -69,6 +67,8 @@ the OS's CSPRNG, with the GIL released: no GIL round trip for `aead.random_nonce
 the sealing thread); tests set a function of fixed nonces to compare bytes with `Entry.seal`."""
 
 _NO_NONCE = bytes(NONCE_SIZE)
+
+_U64_LIMIT = 1 << 64
 """Stands for a nonce the C call draws, while the header's fields are checked."""
 
 _PLACEHOLDER = bytes(ID_SIZE)
@@ -147,7 +147,14 @@ def seal_drafts(
 def _seal_run(
     run: Sequence[Draft], chain: ChainKey, positions: AuthorPositions, state: SealingState
 ) -> list[Entry]:
-    """Seal consecutive drafts of one chain in one C call; update ``state``."""
+    """Seal consecutive drafts of one chain in one C call; update ``state``.
+
+    Kept lean: in a sealing thread this Python holds the GIL that the writer's thread waits
+    for. Each header is checked by `EntryHeader.__post_init__` (the checks and errors of
+    `Entry.seal`) whenever one of its fields may be new: the run's first draft, the first of
+    each document and kind, the first under each key, and any draft whose number, timestamp or
+    parent count is out of range; the others differ from a checked header only in fields the
+    run makes (number, link, nonce) or `Draft` has checked (each parent's size)."""
     assert _seal_chain_call is not None
     nonces = nonce_source
     position = state.next_position.get(chain)
@@ -155,111 +162,111 @@ def _seal_run(
         position = (positions.last_seq(*chain) + 1, positions.last_entry_id(*chain))
     first_seq, first_prev = position
     sealed_changes = state.sealed_changes
-    author = chain[1]
+    tenant_id, author = chain
     headers = bytearray()
     meta = array("Q")
     payloads: list[bytes] = []
     keys: dict[bytes, int] = {}
+    checked_keys: set[bytes] = set()
     patches = array("Q")
     in_run: dict[ChangeKey, int] = {}
     prefixes: dict[tuple[EntryKind, str, bytes], bytes] = {}
-    # per draft: its header (final prev and deps set after the call) and its deps with, for
-    # each parent sealed in this call, the index of the draft that carries it
-    pending: list[tuple[Any, list[bytes | int] | None]] = []
+    # per draft: its number, nonce (None: drawn by the call) and parents, each parent sealed
+    # in this call given as the index of its draft (an int)
+    planned: list[tuple[int, bytes | None, tuple[bytes | int, ...], bool]] = []
     for index, draft in enumerate(run):
-        tenant_id = draft.tenant_id
-        deps: tuple[bytes, ...]
-        deps_in_run: list[bytes | int] | None = None
+        database, document_id = draft.database, draft.document_id
+        deps: tuple[bytes | int, ...] = draft.deps  # type: ignore[assignment]
+        has_in_run = False
         if draft.has_change_refs:
             resolved: list[bytes | int] = []
             for dep in draft.deps:
                 if isinstance(dep, ChangeRef):
-                    change = (tenant_id, draft.database, draft.document_id, dep.change_hash)
+                    change = (tenant_id, database, document_id, dep.change_hash)
                     source = in_run.get(change)
                     if source is not None:
                         resolved.append(source)
+                        has_in_run = True
                         continue
                     entry_id = sealed_changes.get(change)
                     if entry_id is None:
                         raise UnresolvedDependencyError(
-                            f"a draft of document {draft.document_id.hex()} depends on change"
+                            f"a draft of document {document_id.hex()} depends on change"
                             f" {dep.change_hash.hex()}, which no earlier draft of this write"
                             " carries"
                         )
                     resolved.append(entry_id)
                 else:
                     resolved.append(dep)
-            deps = tuple(_PLACEHOLDER if isinstance(d, int) else d for d in resolved)
-            if any(isinstance(d, int) for d in resolved):
-                deps_in_run = resolved
-        else:
-            deps = tuple(draft.deps)  # type: ignore[arg-type]  # ids only (has_change_refs)
+            deps = tuple(resolved)
         seq = first_seq + index
-        prev = first_prev if index == 0 else _LINKED
-        nonce = _NO_NONCE if nonces is None else nonces()
+        nonce = None if nonces is None else nonces()
         key = draft.key
-        header = _header_of(
-            draft.kind,
-            tenant_id,
-            draft.database,
-            draft.document_id,
-            author,
-            seq,
-            draft.timestamp_ms,
-            deps,
-            key.key_id,
-            nonce,
-            prev,
-        )
-        header.__post_init__()  # the same checks as Entry.seal, before anything is sealed
+        kind = draft.kind
+        timestamp_ms = draft.timestamp_ms
+        place = (kind, database, document_id)
+        prefix = prefixes.get(place)
+        if (
+            prefix is None
+            or index == 0
+            or key.key_id not in checked_keys
+            or seq >= _U64_LIMIT
+            or not 0 <= timestamp_ms < _U64_LIMIT
+            or len(deps) > MAX_DEPS
+        ):
+            _header_of(
+                kind,
+                tenant_id,
+                database,
+                document_id,
+                author,
+                seq,
+                timestamp_ms,
+                tuple(_PLACEHOLDER if isinstance(d, int) else d for d in deps),
+                key.key_id,
+                _NO_NONCE if nonce is None else nonce,
+                first_prev if index == 0 else _LINKED,
+            ).__post_init__()  # raises what Entry.seal raises, before anything is sealed
+            checked_keys.add(key.key_id)
         payload = draft.payload
         if len(payload) + aead.TAG_SIZE > MAX_CIPHERTEXT:
             raise ValueError(f"payload too large: {len(payload)} bytes (limit {MAX_CIPHERTEXT})")
-        place = (draft.kind, draft.database, draft.document_id)
-        prefix = prefixes.get(place)
         if prefix is None:  # the header's start, the same for every entry of a document
-            database = draft.database.encode("ascii")
+            encoded = database.encode("ascii")
             prefix = prefixes[place] = b"".join(
                 (
-                    _HEADER_START[FORMAT_VERSION, draft.kind],
+                    _HEADER_START[FORMAT_VERSION, kind],
                     tenant_id,
-                    encode_varint(len(database)),
-                    database,
-                    draft.document_id,
+                    encode_varint(len(encoded)),
+                    encoded,
+                    document_id,
                     author,
                 )
             )
-        prev_offset = len(prefix) + 16
-        dep_count = encode_varint(len(deps))
-        header_bytes = b"".join(
-            (
-                prefix,
-                _U64X2.pack(seq, draft.timestamp_ms),
-                _PLACEHOLDER,
-                dep_count,
-                *deps,
-                key.key_id,
-                nonce,
-            )
-        )
         start = len(headers)
-        headers += header_bytes
+        headers += prefix
+        headers += _U64X2.pack(seq, timestamp_ms)
+        headers += _PLACEHOLDER
+        headers += encode_varint(len(deps))
         patch_count = 0
-        if deps_in_run is not None:
-            first_dep = prev_offset + ID_SIZE + len(dep_count)
-            for position_in_deps, parent in enumerate(deps_in_run):
-                if isinstance(parent, int):
-                    patches.append(first_dep + position_in_deps * ID_SIZE)
-                    patches.append(parent)
-                    patch_count += 1
+        for parent in deps:
+            if isinstance(parent, int):
+                patches.append(len(headers) - start)
+                patches.append(parent)
+                patch_count += 1
+                headers += _PLACEHOLDER
+            else:
+                headers += parent
+        headers += key.key_id
+        headers += _NO_NONCE if nonce is None else nonce
         key_index = keys.get(key.secret)
         if key_index is None:
             key_index = keys[key.secret] = len(keys)
-        meta.extend((len(headers) - start, prev_offset, key_index, patch_count))
+        meta.extend((len(headers) - start, len(prefix) + 16, key_index, patch_count))
         payloads.append(payload)
-        pending.append((header, deps_in_run))
+        planned.append((seq, nonce, deps, has_in_run))
         if draft.change_hash is not None:
-            in_run[(tenant_id, draft.database, draft.document_id, draft.change_hash)] = index
+            in_run[(tenant_id, database, document_id, draft.change_hash)] = index
     sealed = _seal_chain_call(
         headers,
         meta,
@@ -272,26 +279,38 @@ def _seal_run(
         nonces is None,
     )
     entries: list[Entry] = []
+    ids: list[bytes] = []
     prev = first_prev
-    for (header, deps_in_run), (raw, entry_id, header_bytes, ciphertext, signature) in zip(
-        pending, sealed, strict=True
+    for draft, (seq, nonce, deps, has_in_run), sealed_entry in zip(
+        run, planned, sealed, strict=True
     ):
-        _set_prev(header, prev)
-        if nonces is None:
-            _set_nonce(header, header_bytes[-NONCE_SIZE:])
-        if deps_in_run is not None:
-            _set_deps(
-                header,
-                tuple(entries[d].id if isinstance(d, int) else d for d in deps_in_run),
-            )
+        raw, entry_id, header_bytes, ciphertext, signature = sealed_entry
+        final_deps = (
+            tuple(ids[d] if isinstance(d, int) else d for d in deps)
+            if has_in_run
+            else cast("tuple[bytes, ...]", deps)  # ids only without a parent in this call
+        )
+        header = _header_of(
+            draft.kind,
+            tenant_id,
+            draft.database,
+            draft.document_id,
+            author,
+            seq,
+            draft.timestamp_ms,
+            final_deps,
+            draft.key.key_id,
+            header_bytes[-NONCE_SIZE:] if nonce is None else nonce,
+            prev,
+        )
         entries.append(
             _entry_of(header, ciphertext, signature, raw, entry_id, header_bytes, len(raw) - 64)
         )
+        ids.append(entry_id)
         prev = entry_id
-    state.next_position[chain] = (first_seq + len(run), prev)
-    for draft, entry in zip(run, entries, strict=True):
         if draft.change_hash is not None:
-            sealed_changes[
-                (draft.tenant_id, draft.database, draft.document_id, draft.change_hash)
-            ] = entry.id
+            sealed_changes[(tenant_id, draft.database, draft.document_id, draft.change_hash)] = (
+                entry_id
+            )
+    state.next_position[chain] = (first_seq + len(run), prev)
     return entries
