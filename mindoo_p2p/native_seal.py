@@ -67,9 +67,9 @@ the OS's CSPRNG, with the GIL released: no GIL round trip for `aead.random_nonce
 the sealing thread); tests set a function of fixed nonces to compare bytes with `Entry.seal`."""
 
 _NO_NONCE = bytes(NONCE_SIZE)
+"""Stands for a nonce the C call draws, while the header's fields are checked."""
 
 _U64_LIMIT = 1 << 64
-"""Stands for a nonce the C call draws, while the header's fields are checked."""
 
 _PLACEHOLDER = bytes(ID_SIZE)
 _LINKED = b"\xff" * ID_SIZE
@@ -152,9 +152,10 @@ def _seal_run(
     Kept lean: in a sealing thread this Python holds the GIL that the writer's thread waits
     for. Each header is checked by `EntryHeader.__post_init__` (the checks and errors of
     `Entry.seal`) whenever one of its fields may be new: the run's first draft, the first of
-    each document and kind, the first under each key, and any draft whose number, timestamp or
-    parent count is out of range; the others differ from a checked header only in fields the
-    run makes (number, link, nonce) or `Draft` has checked (each parent's size)."""
+    each document and kind, the first under each key, any draft with a parent taken from
+    ``state``, and any draft whose number, timestamp or parent count is out of range; the others
+    differ from a checked header only in fields the run makes (number, link, nonce, parents of
+    this run) or `Draft` has checked (each parent's size)."""
     assert _seal_chain_call is not None
     nonces = nonce_source
     position = state.next_position.get(chain)
@@ -177,7 +178,7 @@ def _seal_run(
     for index, draft in enumerate(run):
         database, document_id = draft.database, draft.document_id
         deps: tuple[bytes | int, ...] = draft.deps  # type: ignore[assignment]
-        has_in_run = False
+        has_in_run = from_state = False
         if draft.has_change_refs:
             resolved: list[bytes | int] = []
             for dep in draft.deps:
@@ -196,6 +197,7 @@ def _seal_run(
                             " carries"
                         )
                     resolved.append(entry_id)
+                    from_state = True  # an id the state holds: the full check sees it
                 else:
                     resolved.append(dep)
             deps = tuple(resolved)
@@ -206,10 +208,12 @@ def _seal_run(
         timestamp_ms = draft.timestamp_ms
         place = (kind, database, document_id)
         prefix = prefixes.get(place)
+        key_id = bytes(key.key_id)
         if (
             prefix is None
             or index == 0
-            or key.key_id not in checked_keys
+            or from_state
+            or key_id not in checked_keys
             or seq >= _U64_LIMIT
             or not 0 <= timestamp_ms < _U64_LIMIT
             or len(deps) > MAX_DEPS
@@ -227,10 +231,7 @@ def _seal_run(
                 _NO_NONCE if nonce is None else nonce,
                 first_prev if index == 0 else _LINKED,
             ).__post_init__()  # raises what Entry.seal raises, before anything is sealed
-            checked_keys.add(key.key_id)
-        payload = draft.payload
-        if len(payload) + aead.TAG_SIZE > MAX_CIPHERTEXT:
-            raise ValueError(f"payload too large: {len(payload)} bytes (limit {MAX_CIPHERTEXT})")
+            checked_keys.add(key_id)
         if prefix is None:  # the header's start, the same for every entry of a document
             encoded = database.encode("ascii")
             prefix = prefixes[place] = b"".join(
@@ -259,6 +260,9 @@ def _seal_run(
                 headers += parent
         headers += key.key_id
         headers += _NO_NONCE if nonce is None else nonce
+        payload = draft.payload
+        if len(payload) + aead.TAG_SIZE > MAX_CIPHERTEXT:  # as Entry.seal: after the header
+            raise ValueError(f"payload too large: {len(payload)} bytes (limit {MAX_CIPHERTEXT})")
         key_index = keys.get(key.secret)
         if key_index is None:
             key_index = keys[key.secret] = len(keys)

@@ -191,6 +191,14 @@ class SealingThread:
             speculation.dropped = True
             return
         self._handed += len(drafts)
+        if self._thread is not None and not self._thread.is_alive():
+            # Gone (in a child forked from this process the thread does not exist): what
+            # was queued for it is dropped with its queue, so is this batch's speculation,
+            # and the next batch starts a new thread.
+            self._stop()
+            self._thread, self._stop, self._jobs = None, _nothing, queue.SimpleQueue()
+            speculation.dropped = True
+            return
         if self._thread is None:
             # The thread holds the queue and the sealer, never this object (nor the store):
             # should the writer be dropped unclosed, the finalizer stops the thread.
@@ -210,6 +218,11 @@ class SealingThread:
         self._jobs.put((speculation, drafts, starts))
         time.sleep(0)  # let the sealing thread take the GIL now, not after a switch interval
 
+    @property
+    def backlog(self) -> int:
+        """Jobs queued that the thread has not taken yet (tests, metrics)."""
+        return self._jobs.qsize()
+
     def sealed(self, positions: AuthorPositions) -> list[Entry] | None:
         """Inside the batch's write transaction: every draft handed over, sealed, when each
         chain is exactly where it was assumed in ``positions``; None when one moved, sealing
@@ -225,8 +238,11 @@ class SealingThread:
             ):
                 speculation.dropped = True
                 return None
-        self._jobs.put((speculation, None, {}))
         thread = self._thread
+        if thread is None or not thread.is_alive():  # rule 5: never wait for a dead thread
+            speculation.dropped = True
+            return None
+        self._jobs.put((speculation, None, {}))
         while not speculation.done.wait(_ALIVE_CHECK_S):
             if thread is None or not thread.is_alive():  # rule 5: never wait for a dead thread
                 speculation.dropped = True

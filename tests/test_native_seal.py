@@ -375,3 +375,31 @@ def test_without_the_native_module_the_writer_seals_in_python() -> None:
         timeout=60,
     ).stdout
     assert out.split() == ["False", "None"]
+
+
+def test_a_parent_taken_from_the_state_is_checked_like_any_other() -> None:
+    # Review finding (final, LOW): a draft whose header check the lean run skips (not the
+    # first of its document) took a parent's id from the state unchecked: a 5-byte id was
+    # sealed where the Python sealer refuses it.
+    state = SealingState()
+    state.sealed_changes[(TENANTS[0], "notes", DOCS[0], b"\x05" * 32)] = b"short"
+    drafts = [_draft(), _draft(deps=(ChangeRef(b"\x05" * 32),))]
+    for seal in (seal_drafts_in_python, native_seal.seal_drafts):
+        with pytest.raises(ValueError, match="ids of 32 bytes"):
+            seal(drafts, Positions({}), SealingState({}, dict(state.sealed_changes)))
+
+
+def test_a_key_id_given_as_a_bytearray_seals_as_in_python(counted_nonces: list[int]) -> None:
+    # Review finding (final, LOW): the lean run hashed the key id to remember it was checked,
+    # and a bytearray (which TenantKey accepts) is unhashable.
+    key = TenantKey(
+        key_id=bytearray(KEYS[0].key_id),  # type: ignore[arg-type]
+        name="default",
+        version=1,
+        secret=KEYS[0].secret,
+        created_ms=0,
+    )
+    drafts = [_draft(key=key), _draft(key=key)]
+    python = seal_drafts_in_python(drafts, Positions({}))
+    counted_nonces[0] = 0
+    _same_entries(native_seal.seal_drafts(drafts, Positions({})), python)

@@ -458,6 +458,17 @@ def test_a_batch_never_waits_for_a_sealing_thread_that_is_gone(
     stored = ahead.batch(document_history(2 * SMALL_CHUNK))
     assert ahead.ahead.adopted == 0 and ahead.sealer.calls == 0
     assert [e.header.author_seq for e in stored] == list(range(1, 2 * SMALL_CHUNK + 1))
+    # Review finding (final, MEDIUM): chunks went on being queued for the dead thread, so the
+    # queue grew without bound (holding every later batch's drafts). Now a dead thread's
+    # queue is dropped at the next hand-over, and its batch sealed in the transaction.
+    for _ in range(5):
+        ahead.batch([draft() for _ in range(4 * SMALL_CHUNK)])
+        assert ahead.ahead.backlog <= 1
+    assert ahead.ahead.adopted == 0
+    monkeypatch.undo()  # a thread that lives again: batches are sealed ahead again
+    ahead.batch([draft() for _ in range(2 * SMALL_CHUNK)])
+    ahead.batch([draft() for _ in range(2 * SMALL_CHUNK)])
+    assert ahead.ahead.adopted >= 1
     ahead.writer.close()
     assert_contiguous(store, TENANT, ALICE)
 
