@@ -42,8 +42,9 @@ The rules:
    raises, and the transaction never waits for a thread that is gone (it checks before
    waiting and every :data:`_ALIVE_CHECK_S`): a batch whose thread died is sealed in the
    transaction; a thread found gone at a hand-over (in a forked child it does not exist) has
-   its queue dropped with the batch's speculation, and the next batch starts a new thread. The writer
-   adopts a batch only with exactly one entry per draft (else it seals in the transaction).
+   its queue dropped with the batch's speculation, and the next batch starts a new thread.
+   The writer adopts a batch only with exactly one entry per draft (else it seals in the
+   transaction).
 6. The thread. Started at the first chunk handed over (lazily), a daemon thread, stopped by
    `close` (`LocalWriter.close`, from `Node.close`), or when its `SealingThread` is garbage
    collected unclosed (it holds the job queue and the chunk sealer, never the writer or
