@@ -178,8 +178,8 @@ def seal_drafts_in_python(
     ``state`` (updated in place) continues an earlier call's sealing: its chains go on from
     where that call left them (``positions`` is asked only about the others) and its changes
     resolve ChangeRefs. Without it the drafts are a whole write. After an exception the
-    state says nothing reliable (the native sealer leaves it where it was, this one where it
-    stopped): discard it with the write.
+    state says nothing reliable (the native sealer leaves it where its last whole run left
+    it, this one where it stopped): discard it with the write.
 
     Raises UnresolvedDependencyError for a ChangeRef no earlier draft carries.
     """
