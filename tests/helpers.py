@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -34,7 +35,7 @@ import trio
 from mindoo_p2p.config import NodeConfig
 from mindoo_p2p.crypto.signing import SigningKeyPair
 from mindoo_p2p.daemon import NodeDaemon
-from mindoo_p2p.entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
+from mindoo_p2p.entry import NO_DOCUMENT, NO_PREV, TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.net.host import HostConfig
 from mindoo_p2p.node import Node
 from mindoo_p2p.tenant import Tenant
@@ -71,6 +72,26 @@ def wait_for(check: Callable[[], bool], timeout: float = 20.0, poll: float = 0.1
 
 
 # -- entries and nodes -----------------------------------------------------------------------------
+class MemoryPositions:
+    """An in-memory `store.AuthorPositions` for driving the sealers without a store: each
+    (tenant, author) at its number in ``last`` (0 when absent), its last entry id a hash of
+    the three; ``asked`` records which chains the sealer asked about."""
+
+    def __init__(self, last: dict[tuple[bytes, bytes], int] | None = None) -> None:
+        self.last = dict(last or {})
+        self.asked: list[tuple[bytes, bytes]] = []
+
+    def last_seq(self, tenant_id: bytes, author: bytes) -> int:
+        self.asked.append((tenant_id, author))
+        return self.last.get((tenant_id, author), 0)
+
+    def last_entry_id(self, tenant_id: bytes, author: bytes) -> bytes:
+        last = self.last.get((tenant_id, author), 0)
+        if last == 0:
+            return NO_PREV
+        return hashlib.sha256(tenant_id + author + last.to_bytes(8, "big")).digest()
+
+
 def seal_entry(
     *,
     tenant_id: bytes,

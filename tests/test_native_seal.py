@@ -13,6 +13,7 @@ from array import array
 from collections.abc import Iterator
 
 import pytest
+from helpers import MemoryPositions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,20 +40,6 @@ TENANTS = [bytes(range(16)), bytes(range(1, 17))]
 SIGNERS = [SigningKeyPair(bytes([1]) * 32), SigningKeyPair(bytes([2]) * 32)]
 KEYS = [TenantKey.generate("default"), TenantKey.generate("confidential")]
 DOCS = [b"a" * 16, b"b" * 16, b"c" * 16]
-
-
-class Positions:
-    def __init__(self, last: dict[tuple[bytes, bytes], int]) -> None:
-        self.last = last
-
-    def last_seq(self, tenant_id: bytes, author: bytes) -> int:
-        return self.last.get((tenant_id, author), 0)
-
-    def last_entry_id(self, tenant_id: bytes, author: bytes) -> bytes:
-        last = self.last.get((tenant_id, author), 0)
-        if last == 0:
-            return NO_PREV
-        return hashlib.sha256(tenant_id + author + last.to_bytes(8, "big")).digest()
 
 
 @pytest.fixture
@@ -146,7 +133,7 @@ def test_native_sealing_is_byte_for_byte_the_python_sealing(
         mp.setattr(aead, "random_nonce", nonce)
         mp.setattr(native_seal, "nonce_source", nonce)
         try:
-            python = seal_drafts_in_python(drafts, Positions(last))
+            python = seal_drafts_in_python(drafts, MemoryPositions(last))
         except ValueError as exc:  # a number past 2**64 - 1
             python_error: ValueError | None = exc
         else:
@@ -157,7 +144,7 @@ def test_native_sealing_is_byte_for_byte_the_python_sealing(
         native: list[Entry] = []
         try:
             for start, end in zip([0, *cuts], [*cuts, len(drafts)], strict=True):
-                native += native_seal.seal_drafts(drafts[start:end], Positions(last), state)
+                native += native_seal.seal_drafts(drafts[start:end], MemoryPositions(last), state)
         except ValueError as exc:
             assert python_error is not None, exc
             assert (type(exc), str(exc)) == (type(python_error), str(python_error))
@@ -183,9 +170,9 @@ def test_writer_seal_drafts_seals_natively_where_built(counted_nonces: list[int]
         )
         for i in range(5)
     ]
-    native = seal_drafts(drafts, Positions({}))
+    native = seal_drafts(drafts, MemoryPositions({}))
     counted_nonces[0] = 0
-    _same_entries(native, seal_drafts_in_python(drafts, Positions({})))
+    _same_entries(native, seal_drafts_in_python(drafts, MemoryPositions({})))
     assert [e.header.author_seq for e in native] == [1, 2, 3, 4, 5]
     assert native[0].header.prev == NO_PREV
     assert [e.header.prev for e in native[1:]] == [e.id for e in native[:-1]]
@@ -223,19 +210,19 @@ def test_native_sealing_refuses_what_python_sealing_refuses(
     drafts: list[Draft], error: type[Exception], match: str
 ) -> None:
     with pytest.raises(error, match=match):
-        seal_drafts_in_python(drafts, Positions({}))
+        seal_drafts_in_python(drafts, MemoryPositions({}))
     with pytest.raises(error, match=match):
-        native_seal.seal_drafts(drafts, Positions({}))
+        native_seal.seal_drafts(drafts, MemoryPositions({}))
 
 
 def test_an_oversized_payload_is_refused_before_anything_is_sealed() -> None:
     too_large = [_draft(payload=bytes(MAX_CIPHERTEXT - aead.TAG_SIZE + 1))]
     with pytest.raises(ValueError, match="payload too large"):
-        seal_drafts_in_python(too_large, Positions({}))
+        seal_drafts_in_python(too_large, MemoryPositions({}))
     with pytest.raises(ValueError, match="payload too large"):
-        native_seal.seal_drafts(too_large, Positions({}))
+        native_seal.seal_drafts(too_large, MemoryPositions({}))
     largest = [_draft(payload=bytes(MAX_CIPHERTEXT - aead.TAG_SIZE))]
-    (entry,) = native_seal.seal_drafts(largest, Positions({}))
+    (entry,) = native_seal.seal_drafts(largest, MemoryPositions({}))
     assert len(entry.ciphertext) == MAX_CIPHERTEXT
     assert Entry.decode(entry.raw).id == entry.id
 
@@ -300,7 +287,7 @@ def test_nonces_drawn_by_the_c_call_are_fresh_and_in_the_header() -> None:
     # Without fixed nonces (the default) the C call draws each entry's nonce itself: the
     # entries decode to the header the sealer returned, verify, decrypt, and no two share one.
     drafts = [_draft(payload=b"same payload") for _ in range(200)]
-    entries = native_seal.seal_drafts(drafts, Positions({}))
+    entries = native_seal.seal_drafts(drafts, MemoryPositions({}))
     assert len({e.header.nonce for e in entries}) == 200
     assert all(e.header.nonce != bytes(aead.NONCE_SIZE) for e in entries)
     for entry in entries:
@@ -386,7 +373,7 @@ def test_a_parent_taken_from_the_state_is_checked_like_any_other() -> None:
     drafts = [_draft(), _draft(deps=(ChangeRef(b"\x05" * 32),))]
     for seal in (seal_drafts_in_python, native_seal.seal_drafts):
         with pytest.raises(ValueError, match="ids of 32 bytes"):
-            seal(drafts, Positions({}), SealingState({}, dict(state.sealed_changes)))
+            seal(drafts, MemoryPositions({}), SealingState({}, dict(state.sealed_changes)))
 
 
 def test_a_key_id_given_as_a_bytearray_seals_as_in_python(counted_nonces: list[int]) -> None:
@@ -400,6 +387,6 @@ def test_a_key_id_given_as_a_bytearray_seals_as_in_python(counted_nonces: list[i
         created_ms=0,
     )
     drafts = [_draft(key=key), _draft(key=key)]
-    python = seal_drafts_in_python(drafts, Positions({}))
+    python = seal_drafts_in_python(drafts, MemoryPositions({}))
     counted_nonces[0] = 0
-    _same_entries(native_seal.seal_drafts(drafts, Positions({})), python)
+    _same_entries(native_seal.seal_drafts(drafts, MemoryPositions({})), python)

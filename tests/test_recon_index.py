@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mindoo_p2p.crypto import SigningKeyPair, random_key
-from mindoo_p2p.entry import NO_PREV, TENANT_LOG, Entry, EntryKind
+from mindoo_p2p.entry import NO_PREV, TENANT_LOG, Entry
 from mindoo_p2p.errors import StoreError
 from mindoo_p2p.recon import (
     MAX_TIMESTAMP,
@@ -675,15 +675,12 @@ def test_a_rebuilt_index_keeps_a_fork_s_evidence_as_fsck_expects(store: EntrySto
     key = random_key()
 
     def chained(seq: int, prev: bytes, payload: bytes) -> Entry:
-        return Entry.seal(
-            kind=EntryKind.CHANGE,
+        return seal_entry(
             tenant_id=TENANT,
             database=DB,
-            document_id=os.urandom(16),
             author=author,
             author_seq=seq,
             timestamp_ms=1_700_000_000_000 + seq,
-            deps=[],
             key_id=b"k" * 16,
             key=key,
             payload=payload,

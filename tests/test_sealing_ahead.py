@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -21,13 +20,13 @@ from pathlib import Path
 
 import pytest
 from test_local_writes import MakeNode, assert_one_sequence_per_author, run_together, start_worker
+from test_writer import ALICE, BOB, KEY, OTHER_TENANT, TENANT, change_hash, draft
 
 from mindoo_p2p import native_seal, sealing_ahead
 from mindoo_p2p.admission import Admission, VerifiedEntry
 from mindoo_p2p.crypto import SigningKeyPair
-from mindoo_p2p.entry import NO_PREV, Entry, EntryKind
+from mindoo_p2p.entry import NO_PREV, Entry
 from mindoo_p2p.errors import OwnEntryRefusedError, StoreError
-from mindoo_p2p.keyring import TenantKey
 from mindoo_p2p.rejection import Rejected, RejectionKind
 from mindoo_p2p.sealing_ahead import CHUNK, SealingThread
 from mindoo_p2p.store import AuthorPositions, EntryStore
@@ -40,43 +39,11 @@ from mindoo_p2p.writer import (
     seal_drafts,
 )
 
-TENANT = bytes(range(16))
-OTHER_TENANT = bytes(range(1, 17))
-ALICE = SigningKeyPair.generate()
-BOB = SigningKeyPair.generate()
-KEY = TenantKey.generate("default")
-DOCS = [bytes([i]) * 16 for i in range(1, 4)]
 SMALL_CHUNK = 4
 
 
-def change_hash(label: str) -> bytes:
-    return hashlib.sha256(label.encode()).digest()
-
-
-def draft(
-    *,
-    signer: SigningKeyPair = ALICE,
-    tenant_id: bytes = TENANT,
-    document_id: bytes = DOCS[0],
-    deps: tuple[bytes | ChangeRef, ...] = (),
-    change: bytes | None = None,
-    database: str = "notes",
-) -> Draft:
-    return Draft(
-        kind=EntryKind.CHANGE,
-        tenant_id=tenant_id,
-        database=database,
-        document_id=document_id,
-        signer=signer,
-        key=KEY,
-        payload=b"payload " + os.urandom(8),
-        deps=deps,
-        change_hash=change,
-    )
-
-
 def document_history(count: int, **fields: object) -> list[Draft]:
-    """``count`` changes of DOCS[0], each naming the one before by ChangeRef (the first a
+    """``count`` changes of one document, each naming the one before by ChangeRef (the first a
     stored parent), so refs are resolved within a chunk and across chunks."""
     drafts: list[Draft] = []
     parent: bytes | ChangeRef = hashlib.sha256(b"stored parent").digest()

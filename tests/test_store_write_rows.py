@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import seal_entry
 from store_helpers import KEY, KEY_ID, TENANT, Maker, assert_all_added
 
 from mindoo_p2p.crypto import SigningKeyPair
@@ -108,15 +109,12 @@ def test_an_own_entry_that_does_not_name_its_author_s_last_entry_stores_nothing(
     signer = SigningKeyPair.generate()
 
     def sealed(seq: int, prev: bytes) -> Entry:
-        return Entry.seal(
-            kind=EntryKind.CHANGE,
+        return seal_entry(
             tenant_id=TENANT,
             database="notes",
-            document_id=os.urandom(16),
             author=signer,
             author_seq=seq,
             timestamp_ms=1_700_000_000_000 + seq,
-            deps=(),
             key_id=KEY_ID,
             key=KEY,
             payload=b"x",

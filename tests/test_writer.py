@@ -14,11 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from helpers import MemoryPositions
 
 from mindoo_p2p import native_seal, writer
 from mindoo_p2p.admission import Admission, VerifiedEntry
 from mindoo_p2p.crypto import SigningKeyPair
-from mindoo_p2p.entry import NO_DOCUMENT, NO_PREV, TENANT_LOG, Entry, EntryKind
+from mindoo_p2p.entry import NO_DOCUMENT, TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.errors import OwnEntryRefusedError, StoreError, VerificationError
 from mindoo_p2p.keyring import TenantKey
 from mindoo_p2p.rejection import Rejected, RejectionKind
@@ -52,22 +53,6 @@ def sealer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     return str(request.param)
 
 
-class Positions:
-    """An in-memory `AuthorPositions`."""
-
-    def __init__(self, last: dict[tuple[bytes, bytes], int] | None = None) -> None:
-        self.last = dict(last or {})
-        self.asked: list[tuple[bytes, bytes]] = []
-
-    def last_seq(self, tenant_id: bytes, author: bytes) -> int:
-        self.asked.append((tenant_id, author))
-        return self.last.get((tenant_id, author), 0)
-
-    def last_entry_id(self, tenant_id: bytes, author: bytes) -> bytes:
-        last = self.last.get((tenant_id, author), 0)
-        return NO_PREV if last == 0 else hashlib.sha256(tenant_id + author + bytes([last])).digest()
-
-
 def draft(
     *,
     signer: SigningKeyPair = ALICE,
@@ -98,7 +83,9 @@ def change_hash(label: str) -> bytes:
 
 # -- seal_drafts: the numbering and resolution rules, no store --------------------------------
 def test_each_author_is_numbered_on_from_its_stored_position() -> None:
-    positions = Positions({(TENANT, ALICE.public_key): 41, (OTHER_TENANT, ALICE.public_key): 7})
+    positions = MemoryPositions(
+        {(TENANT, ALICE.public_key): 41, (OTHER_TENANT, ALICE.public_key): 7}
+    )
     drafts = [
         draft(),
         draft(signer=BOB),
@@ -140,7 +127,7 @@ def test_a_change_ref_becomes_the_entry_id_of_the_earlier_draft_carrying_that_ch
         draft(deps=(ChangeRef(second), stored_parent), change=third),
         draft(kind=EntryKind.DELETE, deps=(ChangeRef(third),)),
     ]
-    entries = seal_drafts(drafts, Positions())
+    entries = seal_drafts(drafts, MemoryPositions())
     assert entries[0].deps == (stored_parent,)
     assert entries[1].deps == (entries[0].id,)
     assert entries[3].deps == (entries[1].id, stored_parent)  # order kept
@@ -148,7 +135,7 @@ def test_a_change_ref_becomes_the_entry_id_of_the_earlier_draft_carrying_that_ch
 
 
 def test_a_write_sealed_in_parts_with_one_state_chains_and_resolves_as_one_call() -> None:
-    positions = Positions({(TENANT, ALICE.public_key): 9})
+    positions = MemoryPositions({(TENANT, ALICE.public_key): 9})
     first, second = change_hash("1"), change_hash("2")
     drafts = [
         draft(change=first),
@@ -187,7 +174,7 @@ def test_a_write_sealed_in_parts_with_one_state_chains_and_resolves_as_one_call(
 )
 def test_an_unresolvable_change_ref_is_an_error_naming_the_change(drafts: list[Draft]) -> None:
     with pytest.raises(UnresolvedDependencyError, match="no earlier draft of this write"):
-        seal_drafts(drafts, Positions())
+        seal_drafts(drafts, MemoryPositions())
 
 
 def test_malformed_drafts_are_refused_when_made() -> None:
