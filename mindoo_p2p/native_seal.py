@@ -29,22 +29,24 @@ import logging
 import os
 from array import array
 from collections.abc import Callable, Sequence
-from typing import cast
 
 from .codec import encode_varint
 from .crypto import aead
 from .crypto.aead import NONCE_SIZE
 from .entry import (
+    _ENTRY_FIELDS,
+    _HEADER_FIELDS,
     _HEADER_START,
     _U64X2,
     FORMAT_VERSION,
     ID_SIZE,
+    KEY_ID_SIZE,
     MAX_CIPHERTEXT,
     MAX_DEPS,
     SIGNING_DOMAIN,
     Entry,
+    EntryHeader,
     EntryKind,
-    _entry_of,
     _header_of,
 )
 from .store import AuthorPositions
@@ -59,7 +61,10 @@ from .writer import (
 
 logger = logging.getLogger(__name__)
 
-_SealChain = Callable[..., list[tuple[bytes, bytes, bytes, bytes, bytes]]]
+_SealChain = Callable[..., list[Entry]]
+_Template = tuple[
+    EntryKind, str, bytes, int, tuple[bytes | int, ...], bytes, "ChangeKey | None", bytes
+]
 
 nonce_source: Callable[[], bytes] | None = None
 """Where the nonces come from: None, drawn by the C call itself (libsodium's randombytes_buf,
@@ -102,6 +107,12 @@ def _load() -> _SealChain | None:
             )
         ]
         _seal_chain.configure(*addresses)
+        _seal_chain.configure_entries(
+            EntryHeader,
+            tuple(vars(EntryHeader)[name] for name in _HEADER_FIELDS),
+            Entry,
+            tuple(vars(Entry)[name] for name in _ENTRY_FIELDS),
+        )
     except (OSError, AttributeError, ValueError, TypeError) as exc:
         logger.warning("native sealing unavailable (%s): sealing in Python", exc)
         return None
@@ -144,6 +155,14 @@ def seal_drafts(
     return entries
 
 
+_PLACES_LIMIT = 4096
+_places: dict[ChainKey, dict[tuple[EntryKind, str, bytes], bytes]] = {}
+"""Per chain, the header start (magic to author) of each (kind, database, document) whose
+header has passed `EntryHeader.__post_init__`: those fields are then known good for any later
+draft (the key holds their exact values). Shared by every sealer of the process (dict
+operations are atomic under the GIL); cleared when it grows past `_PLACES_LIMIT`."""
+
+
 def _seal_run(
     run: Sequence[Draft], chain: ChainKey, positions: AuthorPositions, state: SealingState
 ) -> list[Entry]:
@@ -151,11 +170,13 @@ def _seal_run(
 
     Kept lean: in a sealing thread this Python holds the GIL that the writer's thread waits
     for. Each header is checked by `EntryHeader.__post_init__` (the checks and errors of
-    `Entry.seal`) whenever one of its fields may be new: the run's first draft, the first of
-    each document and kind, the first under each key, any draft with a parent taken from
-    ``state``, and any draft whose number, timestamp or parent count is out of range; the others
-    differ from a checked header only in fields the run makes (number, link, nonce, parents of
-    this run) or `Draft` has checked (each parent's size)."""
+    `Entry.seal`) whenever one of its fields may be new: the run's first draft (its number and
+    link), the first of each document and kind of the chain (`_places`), any draft with a
+    parent from ``state`` that is not 32 bytes, and any draft whose key id is not 16 bytes or
+    whose number, timestamp or parent count is out of range; the others differ from a checked
+    header only in fields the run makes (number, link, nonce, parents of this run) or `Draft`
+    has checked (each parent's size). The C call builds the entries (`_entry_of`'s fields) and
+    records the run's changes in ``state``."""
     assert _seal_chain_call is not None
     nonces = nonce_source
     position = state.next_position.get(chain)
@@ -164,21 +185,23 @@ def _seal_run(
     first_seq, first_prev = position
     sealed_changes = state.sealed_changes
     tenant_id, author = chain
+    places = _places.get(chain)
+    if places is None or len(places) > _PLACES_LIMIT:
+        if len(_places) > _PLACES_LIMIT:
+            _places.clear()
+        places = _places[chain] = {}
     headers = bytearray()
     meta = array("Q")
-    payloads: list[bytes] = []
     keys: dict[bytes, int] = {}
-    checked_keys: set[bytes] = set()
-    patches = array("Q")
     in_run: dict[ChangeKey, int] = {}
-    prefixes: dict[tuple[EntryKind, str, bytes], bytes] = {}
-    # per draft: its number, nonce (None: drawn by the call) and parents, each parent sealed
-    # in this call given as the index of its draft (an int)
-    planned: list[tuple[int, bytes | None, tuple[bytes | int, ...], bool]] = []
+    given_nonces: list[bytes] = []
+    # per draft: (kind, database, document id, timestamp, parents, key id, change key or None,
+    # payload), each parent sealed in this call given as the index of its draft (an int)
+    templates: list[_Template] = []
     for index, draft in enumerate(run):
         database, document_id = draft.database, draft.document_id
         deps: tuple[bytes | int, ...] = draft.deps  # type: ignore[assignment]
-        has_in_run = from_state = False
+        check = index == 0
         if draft.has_change_refs:
             resolved: list[bytes | int] = []
             for dep in draft.deps:
@@ -187,7 +210,6 @@ def _seal_run(
                     source = in_run.get(change)
                     if source is not None:
                         resolved.append(source)
-                        has_in_run = True
                         continue
                     entry_id = sealed_changes.get(change)
                     if entry_id is None:
@@ -196,24 +218,24 @@ def _seal_run(
                             f" {dep.change_hash.hex()}, which no earlier draft of this write"
                             " carries"
                         )
+                    if len(entry_id) != ID_SIZE:  # the full check refuses it
+                        check = True
                     resolved.append(entry_id)
-                    from_state = True  # an id the state holds: the full check sees it
                 else:
                     resolved.append(dep)
             deps = tuple(resolved)
         seq = first_seq + index
-        nonce = None if nonces is None else nonces()
+        nonce = _NO_NONCE if nonces is None else nonces()
         key = draft.key
+        key_id = key.key_id
         kind = draft.kind
         timestamp_ms = draft.timestamp_ms
         place = (kind, database, document_id)
-        prefix = prefixes.get(place)
-        key_id = bytes(key.key_id)
+        prefix = places.get(place)
         if (
-            prefix is None
-            or index == 0
-            or from_state
-            or key_id not in checked_keys
+            check
+            or prefix is None
+            or len(key_id) != KEY_ID_SIZE
             or seq >= _U64_LIMIT
             or not 0 <= timestamp_ms < _U64_LIMIT
             or len(deps) > MAX_DEPS
@@ -227,14 +249,13 @@ def _seal_run(
                 seq,
                 timestamp_ms,
                 tuple(_PLACEHOLDER if isinstance(d, int) else d for d in deps),
-                key.key_id,
-                _NO_NONCE if nonce is None else nonce,
+                key_id,
+                nonce,
                 first_prev if index == 0 else _LINKED,
             ).__post_init__()  # raises what Entry.seal raises, before anything is sealed
-            checked_keys.add(key_id)
         if prefix is None:  # the header's start, the same for every entry of a document
             encoded = database.encode("ascii")
-            prefix = prefixes[place] = b"".join(
+            prefix = places[place] = b"".join(
                 (
                     _HEADER_START[FORMAT_VERSION, kind],
                     tenant_id,
@@ -249,72 +270,42 @@ def _seal_run(
         headers += _U64X2.pack(seq, timestamp_ms)
         headers += _PLACEHOLDER
         headers += encode_varint(len(deps))
-        patch_count = 0
+        deps_offset = len(headers) - start
         for parent in deps:
-            if isinstance(parent, int):
-                patches.append(len(headers) - start)
-                patches.append(parent)
-                patch_count += 1
-                headers += _PLACEHOLDER
-            else:
-                headers += parent
-        headers += key.key_id
-        headers += _NO_NONCE if nonce is None else nonce
+            headers += _PLACEHOLDER if isinstance(parent, int) else parent
+        headers += key_id
+        headers += _NO_NONCE
         payload = draft.payload
         if len(payload) + aead.TAG_SIZE > MAX_CIPHERTEXT:  # as Entry.seal: after the header
             raise ValueError(f"payload too large: {len(payload)} bytes (limit {MAX_CIPHERTEXT})")
         key_index = keys.get(key.secret)
         if key_index is None:
             key_index = keys[key.secret] = len(keys)
-        meta.extend((len(headers) - start, len(prefix) + 16, key_index, patch_count))
-        payloads.append(payload)
-        planned.append((seq, nonce, deps, has_in_run))
-        if draft.change_hash is not None:
-            in_run[(tenant_id, database, document_id, draft.change_hash)] = index
-    sealed = _seal_chain_call(
+        meta.extend((len(headers) - start, len(prefix) + 16, key_index, deps_offset))
+        change_hash = draft.change_hash
+        if change_hash is None:
+            carried = None
+        else:
+            carried = (tenant_id, database, document_id, change_hash)
+            in_run[carried] = index
+        templates.append(
+            (kind, database, document_id, timestamp_ms, deps, key_id, carried, payload)
+        )
+        if nonces is not None:
+            given_nonces.append(nonce)
+    entries = _seal_chain_call(
         headers,
         meta,
-        tuple(payloads),
+        tuple(templates),
         b"".join(keys),
-        patches,
         run[0].signer.secret_key,
-        first_prev,
+        first_prev if type(first_prev) is bytes else bytes(first_prev),
         SIGNING_DOMAIN,
-        nonces is None,
+        b"".join(given_nonces),
+        first_seq,
+        tenant_id,
+        author,
+        sealed_changes,
     )
-    entries: list[Entry] = []
-    ids: list[bytes] = []
-    prev = first_prev
-    for draft, (seq, nonce, deps, has_in_run), sealed_entry in zip(
-        run, planned, sealed, strict=True
-    ):
-        raw, entry_id, header_bytes, ciphertext, signature = sealed_entry
-        final_deps = (
-            tuple(ids[d] if isinstance(d, int) else d for d in deps)
-            if has_in_run
-            else cast("tuple[bytes, ...]", deps)  # ids only without a parent in this call
-        )
-        header = _header_of(
-            draft.kind,
-            tenant_id,
-            draft.database,
-            draft.document_id,
-            author,
-            seq,
-            draft.timestamp_ms,
-            final_deps,
-            draft.key.key_id,
-            header_bytes[-NONCE_SIZE:] if nonce is None else nonce,
-            prev,
-        )
-        entries.append(
-            _entry_of(header, ciphertext, signature, raw, entry_id, header_bytes, len(raw) - 64)
-        )
-        ids.append(entry_id)
-        prev = entry_id
-        if draft.change_hash is not None:
-            sealed_changes[(tenant_id, draft.database, draft.document_id, draft.change_hash)] = (
-                entry_id
-            )
-    state.next_position[chain] = (first_seq + len(run), prev)
+    state.next_position[chain] = (first_seq + len(run), entries[-1].id)
     return entries

@@ -215,6 +215,54 @@ def test_native_sealing_refuses_what_python_sealing_refuses(
         native_seal.seal_drafts(drafts, MemoryPositions({}))
 
 
+@pytest.mark.parametrize(
+    ("drafts", "last", "error", "match"),
+    [
+        # a run's first draft is checked whatever is known of its document: its link
+        ([_draft()], {(TENANTS[0], SIGNERS[0].public_key): (3, b"\x01" * 31)}, ValueError, "prev"),
+        ([_draft()], {(TENANTS[0], SIGNERS[0].public_key): (0, b"\x01" * 32)}, ValueError, "prev"),
+        # later drafts of a known document: a number or timestamp out of range
+        (
+            [_draft(), _draft()],
+            {(TENANTS[0], SIGNERS[0].public_key): (2**64 - 2, b"\x01" * 32)},
+            ValueError,
+            "fit in 64 bits",
+        ),
+        ([_draft(), _draft(timestamp_ms=-1)], {}, ValueError, "fit in 64 bits"),
+        # a refused header is not remembered as checked: refused again
+        ([_draft(), _draft(tenant_id=b"short")], {}, ValueError, "tenant_id must be 16 bytes"),
+    ],
+)
+def test_refusals_once_the_document_is_known(
+    drafts: list[Draft],
+    last: dict[tuple[bytes, bytes], tuple[int, bytes]],
+    error: type[Exception],
+    match: str,
+) -> None:
+    # The native sealer checks a header in full only where a field may be new
+    # (native_seal._places remembers each chain's checked documents across calls): after the
+    # same document sealed once, every refusal is still the Python sealer's.
+    positions = _Positions(last)
+    for _ in range(2):
+        native_seal.seal_drafts([_draft()], MemoryPositions({}))
+        for seal in (seal_drafts_in_python, native_seal.seal_drafts):
+            with pytest.raises(error, match=match):
+                seal(drafts, positions)
+
+
+class _Positions:
+    """Positions given as (last_seq, last_entry_id), unchecked; (0, NO_PREV) for others."""
+
+    def __init__(self, last: dict[tuple[bytes, bytes], tuple[int, bytes]]) -> None:
+        self._last = last
+
+    def last_seq(self, tenant_id: bytes, author: bytes) -> int:
+        return self._last.get((tenant_id, author), (0, NO_PREV))[0]
+
+    def last_entry_id(self, tenant_id: bytes, author: bytes) -> bytes:
+        return self._last.get((tenant_id, author), (0, NO_PREV))[1]
+
+
 def test_an_oversized_payload_is_refused_before_anything_is_sealed() -> None:
     too_large = [_draft(payload=bytes(MAX_CIPHERTEXT - aead.TAG_SIZE + 1))]
     with pytest.raises(ValueError, match="payload too large"):
@@ -227,53 +275,88 @@ def test_an_oversized_payload_is_refused_before_anything_is_sealed() -> None:
     assert Entry.decode(entry.raw).id == entry.id
 
 
+def _template(deps: tuple[object, ...] = (), payload: object = b"") -> tuple[object, ...]:
+    """A C call's template of one entry (native_seal._Template)."""
+    return (EntryKind.CHANGE, "notes", DOCS[0], 1, deps, bytes(16), None, payload)
+
+
 def _call(
     headers: bytes,
     meta: list[int],
-    payloads: tuple[object, ...] | None = None,
+    templates: tuple[object, ...] | None = None,
     keys: bytes = bytes(32),
-    patches: list[int] | None = None,
+    nonces: bytes = b"",
+    first_seq: int = 1,
+    prev: bytes = bytes(32),
 ) -> object:
     from mindoo_p2p import _seal_chain  # type: ignore[attr-defined]
 
     result: object = _seal_chain.seal_chain(
         bytearray(headers),
         array("Q", meta),
-        payloads if payloads is not None else (b"",) * (len(meta) // 4),
+        templates if templates is not None else (_template(),) * (len(meta) // 4),
         keys,
-        array("Q", patches or []),
         SIGNERS[0].secret_key,
-        bytes(32),
+        prev,
         SIGNING_DOMAIN,
-        False,
+        nonces,
+        first_seq,
+        TENANTS[0],
+        SIGNERS[0].public_key,
+        {},
     )
     return result
+
+
+# An 80-byte header without parents: its link at 0..32, its parents from 40 (16-byte key id
+# and 24-byte nonce after them); with one parent, 112 bytes.
+_PLAIN = [80, 0, 0, 40]
+_ONE_PARENT = [112, 0, 0, 40]
 
 
 @pytest.mark.parametrize(
     ("arguments", "match"),
     [
         # a header longer than the headers given
-        ((bytes(80), [81, 0, 0, 0]), "out of its buffers"),
+        ((bytes(80), [81, 0, 0, 41]), "out of its buffers"),
         # a header too short to hold a link and a nonce
         ((bytes(40), [40, 0, 0, 0]), "out of its buffers"),
-        # the link's place overlapping the nonce
-        ((bytes(80), [80, 30, 0, 0]), "out of its buffers"),
+        # the link's place overlapping the nonce, or the parents
+        ((bytes(80), [80, 30, 0, 40]), "out of its buffers"),
+        ((bytes(80), [80, 20, 0, 40]), "out of its buffers"),
         # a key index past the keys given
-        ((bytes(80), [80, 0, 1, 0]), "out of its buffers"),
-        # more patches than given, a patch naming itself or a later entry, a patch offset
-        # in the nonce
-        ((bytes(80), [80, 0, 0, 1]), "out of its buffers"),
-        ((bytes(80), [80, 0, 0, 1], None, bytes(32), [0, 0]), "patch of entry 0"),
-        ((bytes(160), [80, 0, 0, 0, 80, 0, 0, 1], None, bytes(32), [0, 1]), "patch of entry 1"),
-        ((bytes(160), [80, 0, 0, 0, 80, 0, 0, 1], None, bytes(32), [30, 0]), "patch of entry 1"),
+        ((bytes(80), [80, 0, 1, 40]), "out of its buffers"),
+        # parents' place not matching their number: one parent in an 80-byte header, none
+        # in a 112-byte one, parents overlapping the key id
+        ((bytes(80), _PLAIN, (_template((b"x" * 32,)),)), "out of its buffers"),
+        ((bytes(112), _ONE_PARENT), "out of its buffers"),
+        ((bytes(112), [112, 0, 0, 48], (_template((b"x" * 32,)),)), "out of its buffers"),
+        # a parent naming its own entry, a later one, none, or past any index
+        ((bytes(112), _ONE_PARENT, (_template((0,)),)), "parent of entry 0"),
+        (
+            (bytes(192), _PLAIN + _ONE_PARENT, (_template(), _template((1,)))),
+            "parent of entry 1",
+        ),
+        ((bytes(192), _PLAIN + _ONE_PARENT, (_template(), _template((-1,)))), "parent of entry 1"),
+        (
+            (bytes(192), _PLAIN + _ONE_PARENT, (_template(), _template((2**70,)))),
+            "parent of entry 1",
+        ),
         # buffers longer than their entries, a meta array cut mid-entry, a short key
-        ((bytes(81), [80, 0, 0, 0]), "longer than their entries"),
+        ((bytes(81), _PLAIN), "longer than their entries"),
         ((bytes(80), [80, 0, 0]), "malformed arguments"),
-        ((bytes(80), [80, 0, 0, 0], None, bytes(31)), "malformed arguments"),
-        # payloads: not one per entry, or not bytes
-        ((bytes(80), [80, 0, 0, 0], (b"", b"")), "malformed arguments"),
-        ((bytes(80), [80, 0, 0, 0], (bytearray(3),)), "payload 0 is not bytes"),
+        ((bytes(80), _PLAIN, None, bytes(31)), "malformed arguments"),
+        # templates: not one per entry, not of the shape, payload not bytes
+        ((bytes(80), _PLAIN, (_template(), _template())), "malformed arguments"),
+        ((bytes(80), _PLAIN, (_template()[:-1],)), "template 0 is malformed"),
+        ((bytes(80), _PLAIN, (_template([]),)), "template 0 is malformed"),  # type: ignore[arg-type]
+        ((bytes(80), _PLAIN, (_template((), bytearray(3)),)), "template 0 is malformed"),
+        # nonces not one of 24 bytes per entry; a number out of 64 bits; a short link
+        ((bytes(80), _PLAIN, None, bytes(32), bytes(23)), "malformed arguments"),
+        ((bytes(80), _PLAIN, None, bytes(32), bytes(48)), "malformed arguments"),
+        ((bytes(80), _PLAIN, None, bytes(32), b"", -1), "malformed arguments"),
+        ((bytes(160), _PLAIN + _PLAIN, None, bytes(32), b"", 2**64 - 1), "malformed arguments"),
+        ((bytes(80), _PLAIN, None, bytes(32), b"", 1, bytes(31)), "malformed arguments"),
     ],
 )
 def test_the_c_entry_point_refuses_inconsistent_arguments(
@@ -281,6 +364,11 @@ def test_the_c_entry_point_refuses_inconsistent_arguments(
 ) -> None:
     with pytest.raises(ValueError, match=match):
         _call(*arguments)  # type: ignore[arg-type]
+
+
+def test_the_c_entry_point_seals_the_last_number_of_64_bits() -> None:
+    (entry,) = _call(bytes(80), _PLAIN, first_seq=2**64 - 1)  # type: ignore[misc]
+    assert entry.header.author_seq == 2**64 - 1
 
 
 def test_nonces_drawn_by_the_c_call_are_fresh_and_in_the_header() -> None:
@@ -300,44 +388,51 @@ def test_an_empty_call_seals_nothing() -> None:
     assert _call(b"", []) == []
 
 
-def test_patches_rewritten_by_another_thread_during_the_call_are_not_used() -> None:
-    # Review finding (native-seal, MEDIUM): the patch offsets were checked with the GIL held,
-    # then read again from the caller's buffer after it was released, so another thread could
-    # rewrite one in between and make the call write 32 bytes anywhere (a segfault with an
-    # offset of 2**40). They are now copied while checked. Entry 0's 16 MB payload keeps the
-    # call busy for milliseconds while the other thread rewrites the patch.
-    import struct
+def test_headers_rewritten_by_another_thread_during_the_call_are_not_used() -> None:
+    # The C call copies the headers (and the parents' places) before it releases the GIL:
+    # another thread rewriting the caller's buffer meanwhile changes nothing sealed. Entry 0's
+    # 16 MB payload keeps the call busy for milliseconds while the other thread rewrites
+    # entry 1's header.
     import threading
     import time
 
     from mindoo_p2p import _seal_chain  # type: ignore[attr-defined]
 
-    patches = bytearray(struct.pack("=QQ", 8, 0))  # entry 1: entry 0's id at offset 8
+    headers = bytearray(80) + bytearray(range(112))
+    original = bytes(headers[80:])
     started = threading.Event()
 
     def rewrite() -> None:
         started.wait()
         time.sleep(0.003)
-        patches[0:8] = struct.pack("=Q", 1 << 40)
+        headers[80:] = b"\xee" * 112
 
     thread = threading.Thread(target=rewrite)
     thread.start()
     started.set()
     sealed = _seal_chain.seal_chain(
-        bytearray(160),
-        array("Q", [80, 0, 0, 0, 80, 0, 0, 1]),
-        (bytes(16 * 1024 * 1024), b""),
+        headers,
+        array("Q", _PLAIN + _ONE_PARENT),
+        (_template((), bytes(16 * 1024 * 1024)), _template((0,))),
         bytes(32),
-        patches,
         SIGNERS[0].secret_key,
         bytes(32),
         SIGNING_DOMAIN,
-        False,
+        bytes(48),
+        1,
+        TENANTS[0],
+        SIGNERS[0].public_key,
+        {},
     )
     thread.join(timeout=10)
-    (_, first_id, *_), (_, _, second_header, *_) = sealed
-    assert second_header[8:40] == first_id  # the checked offset, not the rewritten one
-    assert struct.unpack("=Q", patches[0:8])[0] == 1 << 40  # it was rewritten meanwhile
+    first, second = sealed
+    assert headers[80:] == b"\xee" * 112  # it was rewritten meanwhile
+    # the copy: entry 0's id as the link and the parent, the rest as given
+    assert second.header_bytes == b"".join(
+        (first.id, original[32:40], first.id, original[72:88], bytes(24))
+    )
+    assert second.header.deps == (first.id,)
+    assert second.header.prev == first.id
 
 
 def test_the_native_sealer_is_built_where_the_test_script_requires_it() -> None:
