@@ -156,11 +156,13 @@ def seal_drafts(
 
 
 _PLACES_LIMIT = 4096
+_CHAINS_LIMIT = 64
 _places: dict[ChainKey, dict[tuple[EntryKind, str, bytes], bytes]] = {}
 """Per chain, the header start (magic to author) of each (kind, database, document) whose
 header has passed `EntryHeader.__post_init__`: those fields are then known good for any later
 draft (the key holds their exact values). Shared by every sealer of the process (dict
-operations are atomic under the GIL); cleared when it grows past `_PLACES_LIMIT`."""
+operations are atomic under the GIL). Bounded: at a run's start, a chain's documents are
+forgotten once more than `_PLACES_LIMIT`, and all chains once more than `_CHAINS_LIMIT`."""
 
 
 def _seal_run(
@@ -187,7 +189,7 @@ def _seal_run(
     tenant_id, author = chain
     places = _places.get(chain)
     if places is None or len(places) > _PLACES_LIMIT:
-        if len(_places) > _PLACES_LIMIT:
+        if len(_places) >= _CHAINS_LIMIT:
             _places.clear()
         places = _places[chain] = {}
     headers = bytearray()

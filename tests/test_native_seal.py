@@ -250,6 +250,26 @@ def test_refusals_once_the_document_is_known(
                 seal(drafts, positions)
 
 
+def test_the_documents_remembered_as_checked_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # native_seal._places (per chain, each document whose header passed the check) is
+    # cleared past its limit: a writer of many documents does not grow it without bound.
+    monkeypatch.setattr(native_seal, "_places", {})
+    chain = (TENANTS[1], SIGNERS[1].public_key)
+    drafts = [
+        _draft(tenant_id=TENANTS[1], signer=SIGNERS[1], document_id=i.to_bytes(16, "big"))
+        for i in range(native_seal._PLACES_LIMIT + 10)
+    ]
+    native_seal.seal_drafts(drafts, MemoryPositions({}))
+    assert len(native_seal._places[chain]) == native_seal._PLACES_LIMIT + 10  # one run
+    native_seal.seal_drafts(drafts[:3], MemoryPositions({}))  # the next run starts afresh
+    assert len(native_seal._places[chain]) == 3
+    for tenant in range(native_seal._CHAINS_LIMIT + 1):  # and so do too many chains
+        native_seal.seal_drafts([_draft(tenant_id=tenant.to_bytes(16, "big"))], MemoryPositions({}))
+        assert len(native_seal._places) <= native_seal._CHAINS_LIMIT
+
+
 class _Positions:
     """Positions given as (last_seq, last_entry_id), unchecked; (0, NO_PREV) for others."""
 
