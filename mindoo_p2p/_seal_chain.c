@@ -180,6 +180,10 @@ static PyObject *build(PyTypeObject *type, PyObject **setters, PyObject **values
         if (Py_TYPE(setters[i])->tp_descr_set(setters[i], object, values[i]) < 0) goto failed;
         Py_CLEAR(values[i]);
     }
+    /* Its fields are bytes, str, int, an enum member, None and a tuple of ids (an entry's: its
+       header and bytes): it can be part of no reference cycle, so the cyclic collector need
+       not visit it (CPython untracks such tuples and dicts itself). */
+    PyObject_GC_UnTrack(object);
     return object;
 failed:
     Py_XDECREF(object);
