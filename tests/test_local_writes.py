@@ -353,6 +353,38 @@ def test_a_key_rotated_by_another_process_is_used_by_this_ones_next_write(
     assert notes.get(secret) == {"n": 1}
 
 
+def test_a_batch_reads_what_another_handle_wrote_to_a_document_since_the_last_batch(
+    make_node: MakeNode,
+) -> None:
+    """A batch's first touch of a document it wrote in the batch before does not read that
+    batch's entries back (the store's own rows); what another handle on the home stored for
+    the document after that batch, or during it (after the batch's first read of it, before
+    its commit), is read all the same."""
+    node = make_node("home")
+    notes = node.create_tenant("acme").create_db("notes")
+    doc_id = notes.create_document({"n": 0})
+    with Node.open(node.home, PASSWORD) as other:
+        theirs = other.tenant("acme").create_db("notes")
+        with notes.batch():
+            notes.update(doc_id, {"n": 1})
+            notes.update(doc_id, {"n": 2})
+        theirs.update(doc_id, {"after": 1})
+        with notes.batch():
+            notes.update(doc_id, {"n": 3})
+            assert notes.get(doc_id) == {"n": 3, "after": 1}
+            theirs.update(doc_id, {"during": 1})
+            notes.update(doc_id, {"n": 4})
+        with notes.batch():
+            notes.update(doc_id, {"n": 5})
+            assert notes.get(doc_id) == {"n": 5, "after": 1, "during": 1}
+        with notes.batch():
+            notes.update(doc_id, {"n": 6})
+        assert theirs.get(doc_id) == {"n": 6, "after": 1, "during": 1}
+    assert notes.get(doc_id) == {"n": 6, "after": 1, "during": 1}
+    *_, last = notes.history(doc_id)
+    assert last.deps == (notes.history(doc_id)[-2].entry_id,)
+
+
 def test_a_batch_reads_the_tenant_log_once_for_its_keys_and_a_later_batch_again(
     make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:

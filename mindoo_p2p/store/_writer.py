@@ -13,8 +13,9 @@ batch that shows an author forked withdraws its entries from the fork point on (
 from __future__ import annotations
 
 from collections.abc import Collection
+from collections.abc import Set as AbstractSet
 from itertools import groupby, repeat
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 
 import lmdb
 
@@ -117,6 +118,65 @@ def _new_documents(
     return added
 
 
+DocumentName = tuple[bytes, str, bytes]
+"""A document: (tenant id, database name, document id)."""
+
+WrittenRows = tuple[bytes, bytes, bytes]
+"""The rows one write added to a document's feed: (``doc_feed`` key, first row, last row)."""
+
+MAX_REMEMBERED_ROWS = 8192
+"""`WrittenDocuments` keeps the rows of a write of at most this many entries (a larger own
+write is remembered as nothing: the caches read its entries back, as before)."""
+
+
+class WrittenDocuments:
+    """The ``doc_feed`` rows one write added (empty until `write_entries` fills it), looked up
+    by document: what lets a cache that knows the write's entries skip reading them back
+    (`_feed_reads.document_updates`). Rows of one write are contiguous in each document's
+    feed (feed seqs grow with each write, so no other write's row sorts between two of
+    them)."""
+
+    __slots__ = ("_documents",)
+
+    def __init__(self) -> None:
+        self._documents: dict[DocumentName, tuple[bytes, bytes, bytes, frozenset[bytes]]] = {}
+        """(tenant id, database, document id) -> (``doc_feed`` key, first row, last row, the
+        ids of the rows' entries)."""
+
+    def fill(
+        self,
+        numbers: dict[tuple[bytes, str], bytes],
+        sorted_rows: list[tuple[bytes, bytes]],
+        id_of_row: dict[bytes, bytes],
+    ) -> None:
+        """Remember a write's ``doc_feed`` rows (sorted: each document's rows together, in
+        feed order), given each database's number by (tenant id, database name) and each
+        row's entry id."""
+        if len(sorted_rows) > MAX_REMEMBERED_ROWS:
+            return
+        names = {number: name for name, number in numbers.items()}
+        documents = self._documents
+        for doc_key, rows in groupby(sorted_rows, _first):
+            dups = list(map(_second, rows))
+            tenant_id, database = names[doc_key[:SCOPE_NUMBER_SIZE]]
+            documents[tenant_id, database, doc_key[SCOPE_NUMBER_SIZE:]] = (
+                doc_key,
+                dups[0],
+                dups[-1],
+                frozenset(map(id_of_row.__getitem__, dups)),
+            )
+
+    def known_rows(
+        self, tenant_id: bytes, database: str, document_id: bytes, known_ids: AbstractSet[bytes]
+    ) -> WrittenRows | None:
+        """The rows the write added to the document, when the entry of each of them is in
+        ``known_ids``; else None."""
+        found = self._documents.get((tenant_id, database, document_id))
+        if found is None or not found[3] <= known_ids:
+            return None
+        return found[:3]
+
+
 def count_documents(txn: lmdb.Transaction[bytes], tables: Tables) -> dict[bytes, int]:
     """scope -> the number of distinct ``doc_feed`` keys under its number (one scan of the
     keys): what ``scope_docs`` must hold. Keys under a number no scope owns are left out."""
@@ -162,6 +222,8 @@ def put_dups(
             raise StoreError(f"index {what} already holds a row of this batch: run fsck")
 
 
+_first = itemgetter(0)
+_second = itemgetter(1)
 _scope_name = attrgetter("tenant_id", "database")
 _document_id = attrgetter("document_id")
 _timestamp = attrgetter("timestamp_ms")
@@ -174,6 +236,7 @@ def write_entries(
     accepted: list[Entry],
     *,
     sealed_here: Collection[bytes] = (),
+    written_documents: WrittenDocuments | None = None,
 ) -> list[Entry]:
     """Store ``accepted`` (in order) with every index row; return the entries actually added.
 
@@ -184,6 +247,9 @@ def write_entries(
     entries were sealed in this transaction continuing the author's stored head (see
     `_chains.settle_new_entries`). When every entry is such an own entry, ids are not looked
     up first (fresh nonces make them new; ``ids`` refuses a repeat with StoreError all the same).
+
+    ``written_documents`` (own writes, `_local_append`) is filled with the ``doc_feed`` rows
+    the write adds.
 
     The rows are built a column at a time (each entry's fields read once, the rows of a run of
     entries of one database made together) and each table's rows are put sorted, in one call
@@ -222,6 +288,7 @@ def write_entries(
 
     scopes: dict[tuple[bytes, str], bytes] = {}
     numbers: dict[bytes, bytes] = {}
+    number_of: dict[tuple[bytes, str], bytes] = {}
     next_seq: dict[bytes, int] = {}
     size_added: dict[bytes, int] = {}
     doc_scopes: dict[bytes, bytes] = {}
@@ -239,7 +306,7 @@ def write_entries(
             tenant_id, database = scope_id
             scope = scopes[scope_id] = scope_key(tenant_id, database)
             next_seq[scope] = last_dup_seq(txn, tables.db_feed, scope) + 1
-            numbers[scope] = number_scope(txn, tables, scope)
+            numbers[scope] = number_of[scope_id] = number_scope(txn, tables, scope)
             size_added[scope] = 0
             database_keys.add(tenant_id + database.encode("utf-8"))
         seq = next_seq[scope]
@@ -274,7 +341,13 @@ def write_entries(
         raise StoreError("ids already holds an id of this batch: run fsck")
     put_dups(txn, tables.db_feed, feed_rows, "db_feed")
     docs_added = _new_documents(txn, tables, doc_scopes)
-    put_dups(txn, tables.doc_feed, doc_rows, "doc_feed")
+    if written_documents is None:
+        put_dups(txn, tables.doc_feed, doc_rows, "doc_feed")
+    else:
+        # ``doc_rows`` is in entry order (as ``ids``) until `put_dups` sorts it.
+        id_of_row = dict(zip(map(_second, doc_rows), ids, strict=True))
+        put_dups(txn, tables.doc_feed, doc_rows, "doc_feed")
+        written_documents.fill(number_of, doc_rows, id_of_row)
     put_dups(txn, tables.by_author, author_rows, "by_author")
     for database_key in database_keys:
         txn.put(database_key, b"", overwrite=False, db=tables.databases)
