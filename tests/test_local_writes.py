@@ -226,6 +226,32 @@ def test_a_batch_may_change_one_document_several_times_and_delete_another(
         assert reopened.get(doc_id) == {"n": 3} and not reopened.exists(gone)
 
 
+def test_after_a_batch_each_document_knows_the_entry_of_its_last_change(
+    make_node: MakeNode,
+) -> None:
+    """The heads' entry ids are brought up to date once per document and write, after its
+    last drafted change is stored: with documents interleaved in the batch (one of them
+    built on another writer's change), the next change of each names its last entry."""
+    node = make_node("home")
+    notes = node.create_tenant("acme").create_db("notes")
+    a, b = notes.create_document({"n": 0}), notes.create_document({"n": 0})
+    with Node.open(node.home, PASSWORD) as other:
+        other.tenant("acme").create_db("notes").update(b, {"other": True})
+    with notes.batch():
+        for n in range(1, 4):
+            notes.update(a, {"n": n})
+            if n < 3:
+                notes.update(b, {"n": n})
+    with notes.batch():
+        notes.update(a, {"n": 4})
+        notes.update(b, {"n": 3})
+    *_, a_last, a_next = notes.history(a)
+    assert a_next.deps == (a_last.entry_id,)
+    *_, b_last, b_next = notes.history(b)
+    assert b_next.deps == (b_last.entry_id,)
+    assert notes.get(b) == {"n": 3, "other": True}
+
+
 def test_a_batch_that_raises_stores_nothing_and_leaves_no_gap(make_node: MakeNode) -> None:
     node = make_node("home")
     tenant = node.create_tenant("acme")
