@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -253,7 +254,18 @@ def test_document_updates_skip_an_own_writes_rows_while_nothing_else_is_stored(
     monkeypatch.setattr(_feed_reads, "dups_from", counting_dups_from)
     mine = own_write(2)  # seqs 3, 5 (the other document's: 2, 4)
     known = {e.id for e in mine}
+    reads: list[object] = []
+    real_reading = store._reading
+
+    def counting_reading() -> AbstractContextManager[lmdb.Transaction[bytes]]:
+        reads.append(None)
+        return real_reading()
+
+    # Nothing committed since the write, which found the document's last row at seq 1: no
+    # read transaction at all.
+    monkeypatch.setattr(store, "_reading", counting_reading)
     assert store.document_updates(TENANT, "contacts", doc, 1, known) == ([], 5)
+    assert reads == []
     assert store.document_updates(TENANT, "contacts", doc, 2, known) == ([], 5)
     assert store.document_updates(TENANT, "contacts", doc, 1, {*known, os.urandom(32)}) == (
         [],
@@ -276,13 +288,16 @@ def test_document_updates_skip_an_own_writes_rows_while_nothing_else_is_stored(
             [(7, between)],
             9,
         )
+        # A commit since (to another document): the document's rows are looked at.
+        other_handle.append([make()])
     walks.clear()
+    reads.clear()
     assert store.document_updates(TENANT, "contacts", doc, 7, {mine_3.id}) == ([], 9)
-    assert walks == []
+    assert walks == [] and reads == [None]
     # A write of more than MAX_REMEMBERED_ROWS entries is not remembered: read back.
     monkeypatch.setattr(_writer, "MAX_REMEMBERED_ROWS", 1)
-    (mine_4,) = own_write(1)  # seq 11
-    assert store.document_updates(TENANT, "contacts", doc, 9, {mine_4.id}) == ([], 11)
+    (mine_4,) = own_write(1)  # seq 12 (another document: 10, 11)
+    assert store.document_updates(TENANT, "contacts", doc, 9, {mine_4.id}) == ([], 12)
     assert walks != []
 
 

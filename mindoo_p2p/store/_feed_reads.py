@@ -67,7 +67,8 @@ def document_updates(
     `WrittenDocuments.known_rows`) are all the document's rows after ``after_seq`` (the
     first of them is the first row after ``after_seq``, and the last of them the document's
     last), nothing is read: the usual refresh of a cache after its own write costs two cursor
-    moves. Otherwise, when the rows
+    moves (and `EntryStore.document_updates` not even a read transaction when nothing was
+    committed since the write: `last_if_nothing_since`). Otherwise, when the rows
     after ``after_seq`` are exactly the known entries (as many rows, and each known id's
     arrival, from the ``ids`` index, among them), none is read either. Otherwise every row
     not retracted is read, and those whose bytes hash to a known id are left out."""
@@ -100,6 +101,16 @@ def document_updates(
     return found, last
 
 
+def last_if_nothing_since(env: lmdb.Environment, rows: WrittenRows, after_seq: int) -> int | None:
+    """The seq of the last of ``rows`` (one write's rows of a document) when the write found
+    the document's last row at ``after_seq`` and nothing was committed since (LMDB's last
+    committed transaction is still the write's): then they are all the document's rows after
+    ``after_seq``, known without a read transaction. Else None."""
+    if rows.after_seq == after_seq and env.info()["last_txnid"] == rows.txn_id:
+        return unpack_seq(rows.last[:SEQ_SIZE])
+    return None
+
+
 def _last_if_only(
     txn: lmdb.Transaction[bytes],
     tables: Tables,
@@ -108,15 +119,14 @@ def _last_if_only(
 ) -> int | None:
     """The seq of the last of ``rows`` (one write's rows of a document) when they are all
     the document's rows after ``after_seq``; else None."""
-    key, first, last = rows
     cursor = txn.cursor(tables.doc_feed)
     if (
-        cursor.set_range_dup(key, pack_seq(max(after_seq + 1, 0)))
-        and cursor.value() == first
+        cursor.set_range_dup(rows.key, pack_seq(max(after_seq + 1, 0)))
+        and cursor.value() == rows.first
         and cursor.last_dup()
-        and cursor.value() == last
+        and cursor.value() == rows.last
     ):
-        return unpack_seq(last[:SEQ_SIZE])
+        return unpack_seq(rows.last[:SEQ_SIZE])
     return None
 
 
@@ -332,5 +342,6 @@ __all__ = [
     "iter_database",
     "iter_document_keys",
     "iter_log",
+    "last_if_nothing_since",
     "raws_after",
 ]

@@ -16,6 +16,7 @@ from collections.abc import Collection
 from collections.abc import Set as AbstractSet
 from itertools import groupby, repeat
 from operator import attrgetter, itemgetter
+from typing import NamedTuple
 
 import lmdb
 
@@ -105,24 +106,45 @@ def _stored_counter(txn: lmdb.Transaction[bytes], db: lmdb._Database, key: bytes
 
 
 def _new_documents(
-    txn: lmdb.Transaction[bytes], tables: Tables, doc_scopes: dict[bytes, bytes]
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    doc_scopes: dict[bytes, bytes],
+    tops: dict[bytes, int | None] | None = None,
 ) -> dict[bytes, int]:
     """scope -> how many of the ``doc_feed`` keys of ``doc_scopes`` (key -> its scope) are not
-    stored yet: the documents a batch creates (looked up in key order, before it is written)."""
+    stored yet: the documents a batch creates (looked up in key order, before it is written).
+    With ``tops``, also fills it with the last feed seq of each key that has rows (None when
+    that row is malformed)."""
     added: dict[bytes, int] = {}
     cursor = txn.cursor(tables.doc_feed)
     for doc_key in sorted(doc_scopes):
         if not cursor.set_key(doc_key):
             scope = doc_scopes[doc_key]
             added[scope] = added.get(scope, 0) + 1
+        elif tops is not None:
+            value = cursor.value() if cursor.last_dup() else b""
+            tops[doc_key] = unpack_seq(value[:SEQ_SIZE]) if len(value) == DUP_SIZE else None
     return added
 
 
 DocumentName = tuple[bytes, str, bytes]
 """A document: (tenant id, database name, document id)."""
 
-WrittenRows = tuple[bytes, bytes, bytes]
-"""The rows one write added to a document's feed: (``doc_feed`` key, first row, last row)."""
+
+class WrittenRows(NamedTuple):
+    """The rows one write added to a document's feed."""
+
+    key: bytes
+    """The document's ``doc_feed`` key."""
+    first: bytes
+    """The first row (seq + arrival)."""
+    last: bytes
+    """The last row."""
+    after_seq: int | None
+    """The document's last feed seq before the write (0: it had no row; None: not known)."""
+    txn_id: int
+    """The LMDB id of the write transaction."""
+
 
 MAX_REMEMBERED_ROWS = 8192
 """`WrittenDocuments` keeps the rows of a write of at most this many entries (a larger own
@@ -132,26 +154,28 @@ write is remembered as nothing: the caches read its entries back, as before)."""
 class WrittenDocuments:
     """The ``doc_feed`` rows one write added (empty until `write_entries` fills it), looked up
     by document: what lets a cache that knows the write's entries skip reading them back
-    (`_feed_reads.document_updates`). Rows of one write are contiguous in each document's
-    feed (feed seqs grow with each write, so no other write's row sorts between two of
-    them)."""
+    (`_feed_reads.document_updates`, `_feed_reads.last_if_nothing_since`). Rows of one write
+    are contiguous in each document's feed (feed seqs grow with each write, so no other
+    write's row sorts between two of them)."""
 
     __slots__ = ("_documents",)
 
     def __init__(self) -> None:
-        self._documents: dict[DocumentName, tuple[bytes, bytes, bytes, frozenset[bytes]]] = {}
-        """(tenant id, database, document id) -> (``doc_feed`` key, first row, last row, the
-        ids of the rows' entries)."""
+        self._documents: dict[DocumentName, tuple[WrittenRows, frozenset[bytes]]] = {}
+        """(tenant id, database, document id) -> its rows and the ids of their entries."""
 
     def fill(
         self,
+        txn_id: int,
         numbers: dict[tuple[bytes, str], bytes],
         sorted_rows: list[tuple[bytes, bytes]],
         id_of_row: dict[bytes, bytes],
+        tops: dict[bytes, int | None],
     ) -> None:
-        """Remember a write's ``doc_feed`` rows (sorted: each document's rows together, in
-        feed order), given each database's number by (tenant id, database name) and each
-        row's entry id."""
+        """Remember the ``doc_feed`` rows (sorted: each document's rows together, in feed
+        order) of write transaction ``txn_id``, given each database's number by (tenant id,
+        database name), each row's entry id and each document's last seq before the write
+        (`_new_documents`: absent for a document that had none)."""
         if len(sorted_rows) > MAX_REMEMBERED_ROWS:
             return
         names = {number: name for name, number in numbers.items()}
@@ -160,9 +184,7 @@ class WrittenDocuments:
             dups = list(map(_second, rows))
             tenant_id, database = names[doc_key[:SCOPE_NUMBER_SIZE]]
             documents[tenant_id, database, doc_key[SCOPE_NUMBER_SIZE:]] = (
-                doc_key,
-                dups[0],
-                dups[-1],
+                WrittenRows(doc_key, dups[0], dups[-1], tops.get(doc_key, 0), txn_id),
                 frozenset(map(id_of_row.__getitem__, dups)),
             )
 
@@ -172,9 +194,9 @@ class WrittenDocuments:
         """The rows the write added to the document, when the entry of each of them is in
         ``known_ids``; else None."""
         found = self._documents.get((tenant_id, database, document_id))
-        if found is None or not found[3] <= known_ids:
+        if found is None or not found[1] <= known_ids:
             return None
-        return found[:3]
+        return found[0]
 
 
 def count_documents(txn: lmdb.Transaction[bytes], tables: Tables) -> dict[bytes, int]:
@@ -340,14 +362,16 @@ def write_entries(
     if new_ids != len(ids):
         raise StoreError("ids already holds an id of this batch: run fsck")
     put_dups(txn, tables.db_feed, feed_rows, "db_feed")
-    docs_added = _new_documents(txn, tables, doc_scopes)
     if written_documents is None:
+        docs_added = _new_documents(txn, tables, doc_scopes)
         put_dups(txn, tables.doc_feed, doc_rows, "doc_feed")
     else:
+        tops: dict[bytes, int | None] = {}
+        docs_added = _new_documents(txn, tables, doc_scopes, tops)
         # ``doc_rows`` is in entry order (as ``ids``) until `put_dups` sorts it.
         id_of_row = dict(zip(map(_second, doc_rows), ids, strict=True))
         put_dups(txn, tables.doc_feed, doc_rows, "doc_feed")
-        written_documents.fill(number_of, doc_rows, id_of_row)
+        written_documents.fill(txn.id(), number_of, doc_rows, id_of_row, tops)
     put_dups(txn, tables.by_author, author_rows, "by_author")
     for database_key in database_keys:
         txn.put(database_key, b"", overwrite=False, db=tables.databases)

@@ -401,6 +401,10 @@ class EntryStore:
         if len(document_id) != DOCUMENT_ID_SIZE or after_seq >= MAX_SEQ:
             return [], after_seq
         own = self._own_rows.known_rows(tenant_id, database, document_id, known_ids)
+        env = self._live_env()
+        last = None if own is None else _feed_reads.last_if_nothing_since(env, own, after_seq)
+        if last is not None:
+            return [], last
         with self._reading() as txn:
             return _feed_reads.document_updates(
                 txn, self._tables, tenant_id, database, document_id, after_seq, known_ids, own
