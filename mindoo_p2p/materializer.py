@@ -107,6 +107,10 @@ class MaterializedDocument:
     drafted_changes: set[bytes] = field(default_factory=set)
     """Hashes of local changes in `doc` that are drafted but not stored yet (their entry ids
     come when their write commits: `note_local_sealed`)."""
+    stored_not_in_heads: dict[bytes, bytes] = field(default_factory=dict)
+    """Change hash -> entry id of the local changes `note_local_sealed` was told of while
+    later drafts of the same write were still to come: `heads_to_entries` takes them in
+    after the last one (the heads are looked up once a write, not once a change)."""
     delete_drafted: bool = False
     """A local delete is drafted but not stored yet."""
     last_local: tuple[bytes, bytes] | None = None
@@ -351,18 +355,26 @@ class DocumentMaterializer:
         self, md: MaterializedDocument, hash_: bytes, family: str, entry: Entry
     ) -> None:
         """Record that the drafted change ``hash_`` of ``md`` is stored as ``entry``, sealed
-        under a key of family ``family`` (`family_for_writing`)."""
+        under a key of family ``family`` (`family_for_writing`). A write's drafts are noted
+        in the order drafted; `heads_to_entries` is brought up to date after the last of the
+        document's drafted changes (those before it cannot be read in between)."""
         entry_id = entry.id
-        md.drafted_changes.discard(hash_)
+        drafted = md.drafted_changes
+        drafted.discard(hash_)
         md.last_local = (hash_, entry_id)
         md.local_applied.add(entry_id)
+        md.applied_families.add(family)
+        noted = md.stored_not_in_heads
+        noted[hash_] = entry_id
+        if drafted:
+            return
         stored = md.heads_to_entries
         md.heads_to_entries = {
-            h: entry_id if h == hash_ else stored[h]
+            h: noted[h] if h in noted else stored[h]
             for h in md.doc.heads()
-            if h == hash_ or h in stored
+            if h in noted or h in stored
         }
-        md.applied_families.add(family)
+        noted.clear()
 
     def note_local_delete_draft(self, md: MaterializedDocument) -> None:
         """Record that a delete of ``md`` was drafted for writing (pinned until it commits)."""

@@ -226,6 +226,32 @@ def test_a_batch_may_change_one_document_several_times_and_delete_another(
         assert reopened.get(doc_id) == {"n": 3} and not reopened.exists(gone)
 
 
+def test_after_a_batch_each_document_knows_the_entry_of_its_last_change(
+    make_node: MakeNode,
+) -> None:
+    """The heads' entry ids are brought up to date once per document and write, after its
+    last drafted change is stored: with documents interleaved in the batch (one of them
+    built on another writer's change), the next change of each names its last entry."""
+    node = make_node("home")
+    notes = node.create_tenant("acme").create_db("notes")
+    a, b = notes.create_document({"n": 0}), notes.create_document({"n": 0})
+    with Node.open(node.home, PASSWORD) as other:
+        other.tenant("acme").create_db("notes").update(b, {"other": True})
+    with notes.batch():
+        for n in range(1, 4):
+            notes.update(a, {"n": n})
+            if n < 3:
+                notes.update(b, {"n": n})
+    with notes.batch():
+        notes.update(a, {"n": 4})
+        notes.update(b, {"n": 3})
+    *_, a_last, a_next = notes.history(a)
+    assert a_next.deps == (a_last.entry_id,)
+    *_, b_last, b_next = notes.history(b)
+    assert b_next.deps == (b_last.entry_id,)
+    assert notes.get(b) == {"n": 3, "other": True}
+
+
 def test_a_batch_that_raises_stores_nothing_and_leaves_no_gap(make_node: MakeNode) -> None:
     node = make_node("home")
     tenant = node.create_tenant("acme")
@@ -351,6 +377,38 @@ def test_a_key_rotated_by_another_process_is_used_by_this_ones_next_write(
     assert key_ids(secret)[-1] == confidential_v2.key_id
     assert key_ids(fresh) == [default_v2.key_id]
     assert notes.get(secret) == {"n": 1}
+
+
+def test_a_batch_reads_what_another_handle_wrote_to_a_document_since_the_last_batch(
+    make_node: MakeNode,
+) -> None:
+    """A batch's first touch of a document it wrote in the batch before does not read that
+    batch's entries back (the store's own rows); what another handle on the home stored for
+    the document after that batch, or during it (after the batch's first read of it, before
+    its commit), is read all the same."""
+    node = make_node("home")
+    notes = node.create_tenant("acme").create_db("notes")
+    doc_id = notes.create_document({"n": 0})
+    with Node.open(node.home, PASSWORD) as other:
+        theirs = other.tenant("acme").create_db("notes")
+        with notes.batch():
+            notes.update(doc_id, {"n": 1})
+            notes.update(doc_id, {"n": 2})
+        theirs.update(doc_id, {"after": 1})
+        with notes.batch():
+            notes.update(doc_id, {"n": 3})
+            assert notes.get(doc_id) == {"n": 3, "after": 1}
+            theirs.update(doc_id, {"during": 1})
+            notes.update(doc_id, {"n": 4})
+        with notes.batch():
+            notes.update(doc_id, {"n": 5})
+            assert notes.get(doc_id) == {"n": 5, "after": 1, "during": 1}
+        with notes.batch():
+            notes.update(doc_id, {"n": 6})
+        assert theirs.get(doc_id) == {"n": 6, "after": 1, "during": 1}
+    assert notes.get(doc_id) == {"n": 6, "after": 1, "during": 1}
+    *_, last = notes.history(doc_id)
+    assert last.deps == (notes.history(doc_id)[-2].entry_id,)
 
 
 def test_a_batch_reads_the_tenant_log_once_for_its_keys_and_a_later_batch_again(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import lmdb
 import pytest
@@ -19,17 +21,26 @@ from store_helpers import (
     assert_all_added,
 )
 
+from mindoo_p2p.crypto import SigningKeyPair
 from mindoo_p2p.entry import Entry, EntryKind
 from mindoo_p2p.errors import StoreError
+from mindoo_p2p.keyring import TenantKey
 from mindoo_p2p.store import (
     MAX_BATCH_ENTRIES,
     MAX_FEED_PAGE,
     AppendResult,
     EntryStore,
     FeedItem,
+    _feed_reads,
+    _writer,
     scope_key,
 )
 from mindoo_p2p.store import entry_store as entry_store_module
+from mindoo_p2p.store._cursors import dups_from
+from mindoo_p2p.writer import Draft, seal_drafts
+
+OWN = SigningKeyPair.generate()
+OWN_KEY = TenantKey.generate("default")
 
 
 @pytest.fixture
@@ -211,6 +222,83 @@ def test_document_updates_leave_out_the_callers_own_entries(store: EntryStore, m
         [(5, own_3)],
         5,
     )
+
+
+def test_document_updates_skip_an_own_writes_rows_while_nothing_else_is_stored(
+    store: EntryStore, make: Maker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows the last `append_local` added to a document are not read back (one seek to
+    the document's last row, no walk) for a cache that had read up to just before them and
+    knows all their ids; rows another handle stored after them, or between the cache's last
+    read and them, are read as before."""
+    doc = os.urandom(16)
+    older = make(document_id=doc)
+    store.append([older])  # seq 1
+
+    def own_write(count: int, neighbour: bytes = os.urandom(16)) -> list[Entry]:
+        """``count`` own entries of ``doc``, each after one of another document."""
+        drafts = [
+            Draft(EntryKind.CHANGE, TENANT, "contacts", document_id, OWN, OWN_KEY, os.urandom(40))
+            for _ in range(count)
+            for document_id in (neighbour, doc)
+        ]
+        return store.append_local(lambda positions: seal_drafts(drafts, positions))[1::2]
+
+    walks: list[object] = []
+    real_dups_from = dups_from
+
+    def counting_dups_from(*args: Any) -> Iterator[tuple[int, bytes]]:
+        walks.append(args)
+        return real_dups_from(*args)
+
+    monkeypatch.setattr(_feed_reads, "dups_from", counting_dups_from)
+    mine = own_write(2)  # seqs 3, 5 (the other document's: 2, 4)
+    known = {e.id for e in mine}
+    reads: list[object] = []
+    real_reading = store._reading
+
+    def counting_reading() -> AbstractContextManager[lmdb.Transaction[bytes]]:
+        reads.append(None)
+        return real_reading()
+
+    # Nothing committed since the write, which found the document's last row at seq 1: no
+    # read transaction at all.
+    monkeypatch.setattr(store, "_reading", counting_reading)
+    assert store.document_updates(TENANT, "contacts", doc, 1, known) == ([], 5)
+    assert reads == []
+    assert store.document_updates(TENANT, "contacts", doc, 2, known) == ([], 5)
+    assert store.document_updates(TENANT, "contacts", doc, 1, {*known, os.urandom(32)}) == (
+        [],
+        5,
+    )
+    assert walks == []
+    # Not every entry of the write known, or read up to another point: read as before.
+    assert store.document_updates(TENANT, "contacts", doc, 1, {mine[0].id}) == ([(5, mine[1])], 5)
+    assert store.document_updates(TENANT, "contacts", doc, 0, known) == ([(1, older)], 5)
+    with EntryStore(store.path) as other_handle:
+        # Stored by another handle after the own write.
+        theirs = make(document_id=doc)
+        other_handle.append([theirs])  # seq 6
+        assert store.document_updates(TENANT, "contacts", doc, 1, known) == ([(6, theirs)], 6)
+        # Stored by another handle after the cache's last read (seq 6), before the own write.
+        between = make(document_id=doc)
+        other_handle.append([between])  # seq 7
+        (mine_3,) = own_write(1)  # seq 9
+        assert store.document_updates(TENANT, "contacts", doc, 6, {mine_3.id}) == (
+            [(7, between)],
+            9,
+        )
+        # A commit since (to another document): the document's rows are looked at.
+        other_handle.append([make()])
+    walks.clear()
+    reads.clear()
+    assert store.document_updates(TENANT, "contacts", doc, 7, {mine_3.id}) == ([], 9)
+    assert walks == [] and reads == [None]
+    # A write of more than MAX_REMEMBERED_ROWS entries is not remembered: read back.
+    monkeypatch.setattr(_writer, "MAX_REMEMBERED_ROWS", 1)
+    (mine_4,) = own_write(1)  # seq 12 (another document: 10, 11)
+    assert store.document_updates(TENANT, "contacts", doc, 9, {mine_4.id}) == ([], 12)
+    assert walks != []
 
 
 def test_next_author_seq_is_the_maximum_not_the_last(store: EntryStore, make: Maker) -> None:

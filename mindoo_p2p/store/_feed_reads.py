@@ -23,7 +23,7 @@ from ..errors import DecodeError, StoreError
 from ._cursors import MAX_SEQ, dups_from
 from ._entry_reads import doc_feed_key, load_arrival, retraction_check
 from ._layout import SEQ_SIZE, Tables, pack_seq, scope_key, unpack_seq
-from ._writer import scope_number
+from ._writer import WrittenRows, scope_number
 from .results import FeedItem
 
 _T = TypeVar("_T")
@@ -57,16 +57,24 @@ def document_updates(
     document_id: bytes,
     after_seq: int,
     known_ids: AbstractSet[bytes],
+    own: WrittenRows | None = None,
 ) -> tuple[list[tuple[int, Entry]], int]:
     """`document_entries` without loading the entries whose id is in ``known_ids``, and the
     highest seq seen (``after_seq`` when none).
 
-    ``known_ids`` are entries the caller holds (a cache's own writes since it last read):
-    when the document's rows after ``after_seq`` are exactly those entries (as many rows, and
-    each known id's arrival, from the ``ids`` index, among them), none is read (a cache's
-    refresh after its own writes, the usual case, costs a cursor walk and one index look-up
-    per entry instead of reading and hashing each). Otherwise every row not retracted is
-    read, and those whose bytes hash to a known id are left out."""
+    ``known_ids`` are entries the caller holds (a cache's own writes since it last read).
+    When ``own`` (the rows an own write added to the document, all of them known: see
+    `WrittenDocuments.known_rows`) are all the document's rows after ``after_seq`` (the
+    first of them is the first row after ``after_seq``, and the last of them the document's
+    last), nothing is read: the usual refresh of a cache after its own write costs two cursor
+    moves (and `EntryStore.document_updates` not even a read transaction when nothing was
+    committed since the write: `last_if_nothing_since`). Otherwise, when the rows
+    after ``after_seq`` are exactly the known entries (as many rows, and each known id's
+    arrival, from the ``ids`` index, among them), none is read either. Otherwise every row
+    not retracted is read, and those whose bytes hash to a known id are left out."""
+    own_last = None if own is None else _last_if_only(txn, tables, own, after_seq)
+    if own_last is not None:
+        return [], own_last
     key = doc_feed_key(txn, tables, tenant_id, database, document_id)
     if key is None:
         return [], after_seq
@@ -91,6 +99,35 @@ def document_updates(
                 continue  # the caller has it (a corrupt copy would not hash to it)
         found.append((seq, load_arrival(txn, tables, arrival)))
     return found, last
+
+
+def last_if_nothing_since(env: lmdb.Environment, rows: WrittenRows, after_seq: int) -> int | None:
+    """The seq of the last of ``rows`` (one write's rows of a document) when the write found
+    the document's last row at ``after_seq`` and nothing was committed since (LMDB's last
+    committed transaction is still the write's): then they are all the document's rows after
+    ``after_seq``, known without a read transaction. Else None."""
+    if rows.after_seq == after_seq and env.info()["last_txnid"] == rows.txn_id:
+        return unpack_seq(rows.last[:SEQ_SIZE])
+    return None
+
+
+def _last_if_only(
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    rows: WrittenRows,
+    after_seq: int,
+) -> int | None:
+    """The seq of the last of ``rows`` (one write's rows of a document) when they are all
+    the document's rows after ``after_seq``; else None."""
+    cursor = txn.cursor(tables.doc_feed)
+    if (
+        cursor.set_range_dup(rows.key, pack_seq(max(after_seq + 1, 0)))
+        and cursor.value() == rows.first
+        and cursor.last_dup()
+        and cursor.value() == rows.last
+    ):
+        return unpack_seq(rows.last[:SEQ_SIZE])
+    return None
 
 
 class _TooMany(Exception):
@@ -305,5 +342,6 @@ __all__ = [
     "iter_database",
     "iter_document_keys",
     "iter_log",
+    "last_if_nothing_since",
     "raws_after",
 ]

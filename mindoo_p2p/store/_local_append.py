@@ -44,7 +44,7 @@ import lmdb
 from ..entry import NO_PREV, TENANT_LOG, Entry
 from ..errors import OwnEntryRefusedError, StoreError
 from ._layout import AUTHOR_KEY_SIZE, DUP_SIZE, SEQ_SIZE, Tables, unpack_seq
-from ._writer import write_entries
+from ._writer import WrittenDocuments, write_entries
 from .results import Rejected
 
 
@@ -144,11 +144,14 @@ def append_local(
     tables: Tables,
     seal: SealInTransaction,
     authorize: OwnAuthorizer | None,
+    written_documents: WrittenDocuments | None = None,
 ) -> list[Entry]:
     """Seal, check and write own entries in ``txn``; return them in commit order.
 
     See the module docstring for the contract. Raises whatever ``seal`` or ``authorize``
     raise, OwnEntryRefusedError, or StoreError; the caller aborts ``txn`` on any exception.
+    ``written_documents`` is filled with the rows the write adds to each document's feed
+    (`write_entries`).
     """
     positions = _TransactionPositions(txn, tables)
     sealed = list(seal(positions))
@@ -163,7 +166,9 @@ def append_local(
         refused = list(authorize(ordered))
         if refused:
             raise OwnEntryRefusedError(refused)
-    added = write_entries(txn, tables, ordered, sealed_here=heads)
+    added = write_entries(
+        txn, tables, ordered, sealed_here=heads, written_documents=written_documents
+    )
     if len(added) != len(ordered):
         raise StoreError("a freshly sealed entry is already stored: refusing to write it twice")
     return ordered

@@ -13,8 +13,10 @@ batch that shows an author forked withdraws its entries from the fork point on (
 from __future__ import annotations
 
 from collections.abc import Collection
+from collections.abc import Set as AbstractSet
 from itertools import groupby, repeat
-from operator import attrgetter
+from operator import attrgetter, itemgetter
+from typing import NamedTuple
 
 import lmdb
 
@@ -104,17 +106,97 @@ def _stored_counter(txn: lmdb.Transaction[bytes], db: lmdb._Database, key: bytes
 
 
 def _new_documents(
-    txn: lmdb.Transaction[bytes], tables: Tables, doc_scopes: dict[bytes, bytes]
+    txn: lmdb.Transaction[bytes],
+    tables: Tables,
+    doc_scopes: dict[bytes, bytes],
+    tops: dict[bytes, int | None] | None = None,
 ) -> dict[bytes, int]:
     """scope -> how many of the ``doc_feed`` keys of ``doc_scopes`` (key -> its scope) are not
-    stored yet: the documents a batch creates (looked up in key order, before it is written)."""
+    stored yet: the documents a batch creates (looked up in key order, before it is written).
+    With ``tops``, also fills it with the last feed seq of each key that has rows (None when
+    that row is malformed)."""
     added: dict[bytes, int] = {}
     cursor = txn.cursor(tables.doc_feed)
     for doc_key in sorted(doc_scopes):
         if not cursor.set_key(doc_key):
             scope = doc_scopes[doc_key]
             added[scope] = added.get(scope, 0) + 1
+        elif tops is not None:
+            value = cursor.value() if cursor.last_dup() else b""
+            tops[doc_key] = unpack_seq(value[:SEQ_SIZE]) if len(value) == DUP_SIZE else None
     return added
+
+
+DocumentName = tuple[bytes, str, bytes]
+"""A document: (tenant id, database name, document id)."""
+
+
+class WrittenRows(NamedTuple):
+    """The rows one write added to a document's feed."""
+
+    key: bytes
+    """The document's ``doc_feed`` key."""
+    first: bytes
+    """The first row (seq + arrival)."""
+    last: bytes
+    """The last row."""
+    after_seq: int | None
+    """The document's last feed seq before the write (0: it had no row; None: not known)."""
+    txn_id: int
+    """The LMDB id of the write transaction."""
+
+
+MAX_REMEMBERED_ROWS = 8192
+"""`WrittenDocuments` keeps the rows of a write of at most this many entries (a larger own
+write is remembered as nothing: the caches read its entries back, as before)."""
+
+
+class WrittenDocuments:
+    """The ``doc_feed`` rows one write added (empty until `write_entries` fills it), looked up
+    by document: what lets a cache that knows the write's entries skip reading them back
+    (`_feed_reads.document_updates`, `_feed_reads.last_if_nothing_since`). Rows of one write
+    are contiguous in each document's feed (feed seqs grow with each write, so no other
+    write's row sorts between two of them)."""
+
+    __slots__ = ("_documents",)
+
+    def __init__(self) -> None:
+        self._documents: dict[DocumentName, tuple[WrittenRows, frozenset[bytes]]] = {}
+        """(tenant id, database, document id) -> its rows and the ids of their entries."""
+
+    def fill(
+        self,
+        txn_id: int,
+        numbers: dict[tuple[bytes, str], bytes],
+        sorted_rows: list[tuple[bytes, bytes]],
+        id_of_row: dict[bytes, bytes],
+        tops: dict[bytes, int | None],
+    ) -> None:
+        """Remember the ``doc_feed`` rows (sorted: each document's rows together, in feed
+        order) of write transaction ``txn_id``, given each database's number by (tenant id,
+        database name), each row's entry id and each document's last seq before the write
+        (`_new_documents`: absent for a document that had none)."""
+        if len(sorted_rows) > MAX_REMEMBERED_ROWS:
+            return
+        names = {number: name for name, number in numbers.items()}
+        documents = self._documents
+        for doc_key, rows in groupby(sorted_rows, _first):
+            dups = list(map(_second, rows))
+            tenant_id, database = names[doc_key[:SCOPE_NUMBER_SIZE]]
+            documents[tenant_id, database, doc_key[SCOPE_NUMBER_SIZE:]] = (
+                WrittenRows(doc_key, dups[0], dups[-1], tops.get(doc_key, 0), txn_id),
+                frozenset(map(id_of_row.__getitem__, dups)),
+            )
+
+    def known_rows(
+        self, tenant_id: bytes, database: str, document_id: bytes, known_ids: AbstractSet[bytes]
+    ) -> WrittenRows | None:
+        """The rows the write added to the document, when the entry of each of them is in
+        ``known_ids``; else None."""
+        found = self._documents.get((tenant_id, database, document_id))
+        if found is None or not found[1] <= known_ids:
+            return None
+        return found[0]
 
 
 def count_documents(txn: lmdb.Transaction[bytes], tables: Tables) -> dict[bytes, int]:
@@ -162,6 +244,8 @@ def put_dups(
             raise StoreError(f"index {what} already holds a row of this batch: run fsck")
 
 
+_first = itemgetter(0)
+_second = itemgetter(1)
 _scope_name = attrgetter("tenant_id", "database")
 _document_id = attrgetter("document_id")
 _timestamp = attrgetter("timestamp_ms")
@@ -174,6 +258,7 @@ def write_entries(
     accepted: list[Entry],
     *,
     sealed_here: Collection[bytes] = (),
+    written_documents: WrittenDocuments | None = None,
 ) -> list[Entry]:
     """Store ``accepted`` (in order) with every index row; return the entries actually added.
 
@@ -184,6 +269,9 @@ def write_entries(
     entries were sealed in this transaction continuing the author's stored head (see
     `_chains.settle_new_entries`). When every entry is such an own entry, ids are not looked
     up first (fresh nonces make them new; ``ids`` refuses a repeat with StoreError all the same).
+
+    ``written_documents`` (own writes, `_local_append`) is filled with the ``doc_feed`` rows
+    the write adds.
 
     The rows are built a column at a time (each entry's fields read once, the rows of a run of
     entries of one database made together) and each table's rows are put sorted, in one call
@@ -222,6 +310,7 @@ def write_entries(
 
     scopes: dict[tuple[bytes, str], bytes] = {}
     numbers: dict[bytes, bytes] = {}
+    number_of: dict[tuple[bytes, str], bytes] = {}
     next_seq: dict[bytes, int] = {}
     size_added: dict[bytes, int] = {}
     doc_scopes: dict[bytes, bytes] = {}
@@ -239,7 +328,7 @@ def write_entries(
             tenant_id, database = scope_id
             scope = scopes[scope_id] = scope_key(tenant_id, database)
             next_seq[scope] = last_dup_seq(txn, tables.db_feed, scope) + 1
-            numbers[scope] = number_scope(txn, tables, scope)
+            numbers[scope] = number_of[scope_id] = number_scope(txn, tables, scope)
             size_added[scope] = 0
             database_keys.add(tenant_id + database.encode("utf-8"))
         seq = next_seq[scope]
@@ -273,8 +362,16 @@ def write_entries(
     if new_ids != len(ids):
         raise StoreError("ids already holds an id of this batch: run fsck")
     put_dups(txn, tables.db_feed, feed_rows, "db_feed")
-    docs_added = _new_documents(txn, tables, doc_scopes)
-    put_dups(txn, tables.doc_feed, doc_rows, "doc_feed")
+    if written_documents is None:
+        docs_added = _new_documents(txn, tables, doc_scopes)
+        put_dups(txn, tables.doc_feed, doc_rows, "doc_feed")
+    else:
+        tops: dict[bytes, int | None] = {}
+        docs_added = _new_documents(txn, tables, doc_scopes, tops)
+        # ``doc_rows`` is in entry order (as ``ids``) until `put_dups` sorts it.
+        id_of_row = dict(zip(map(_second, doc_rows), ids, strict=True))
+        put_dups(txn, tables.doc_feed, doc_rows, "doc_feed")
+        written_documents.fill(txn.id(), number_of, doc_rows, id_of_row, tops)
     put_dups(txn, tables.by_author, author_rows, "by_author")
     for database_key in database_keys:
         txn.put(database_key, b"", overwrite=False, db=tables.databases)

@@ -72,7 +72,7 @@ from ._local_append import (
 from ._recon_index import rebuild_recon_index
 from ._recon_snapshot import DEFAULT_CACHE_ROWS, LmdbReconStorage, SharedRuns
 from ._retraction import authored_after, retract
-from ._writer import last_dup_seq
+from ._writer import WrittenDocuments, last_dup_seq
 from .results import AppendResult, Authorizer, FeedItem, FsckReport
 
 MAX_FEED_PAGE = 10_000
@@ -101,6 +101,8 @@ class EntryStore:
         self._write_lock = shared.write_lock
         self._recon_runs = SharedRuns()
         """Reconciliation index runs kept across snapshots (each checked before use)."""
+        self._own_rows = WrittenDocuments()
+        """The feed rows the last committed `append_local` wrote."""
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -227,8 +229,11 @@ class EntryStore:
         self._live_env()
         if self.readonly:
             raise StoreError("the entry store is open read-only")
+        written = WrittenDocuments()
         with self._writing() as wtxn:
-            return append_local(wtxn, self._tables, seal, authorize)
+            entries = append_local(wtxn, self._tables, seal, authorize, written)
+        self._own_rows = written  # committed (each is checked against the store before use)
+        return entries
 
     def put_snapshot(
         self,
@@ -390,13 +395,19 @@ class EntryStore:
         Returns the loaded ``(seq, entry)`` pairs and the highest seq seen (``after_seq`` when
         none): a cache that already holds some entries (its own writes) skips decoding them.
         ``known_ids`` must be entries of this document stored after ``after_seq`` (see
-        `_feed_reads.document_updates`).
+        `_feed_reads.document_updates`, also handed the rows the last `append_local` added to
+        the document when they are all known).
         """
         if len(document_id) != DOCUMENT_ID_SIZE or after_seq >= MAX_SEQ:
             return [], after_seq
+        own = self._own_rows.known_rows(tenant_id, database, document_id, known_ids)
+        env = self._live_env()
+        last = None if own is None else _feed_reads.last_if_nothing_since(env, own, after_seq)
+        if last is not None:
+            return [], last
         with self._reading() as txn:
             return _feed_reads.document_updates(
-                txn, self._tables, tenant_id, database, document_id, after_seq, known_ids
+                txn, self._tables, tenant_id, database, document_id, after_seq, known_ids, own
             )
 
     def documents_entries(
