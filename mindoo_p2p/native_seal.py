@@ -161,8 +161,9 @@ _places: dict[ChainKey, dict[tuple[EntryKind, str, bytes], bytes]] = {}
 """Per chain, the header start (magic to author) of each (kind, database, document) whose
 header has passed `EntryHeader.__post_init__`: those fields are then known good for any later
 draft (the key holds their exact values). Shared by every sealer of the process (dict
-operations are atomic under the GIL). Bounded: at a run's start, a chain's documents are
-forgotten once more than `_PLACES_LIMIT`, and all chains once more than `_CHAINS_LIMIT`."""
+operations are atomic under the GIL). Bounded: a chain's documents are forgotten when a new
+one would make more than `_PLACES_LIMIT`, and all chains when a new one would make more than
+`_CHAINS_LIMIT`."""
 
 
 def _seal_run(
@@ -188,7 +189,7 @@ def _seal_run(
     sealed_changes = state.sealed_changes
     tenant_id, author = chain
     places = _places.get(chain)
-    if places is None or len(places) > _PLACES_LIMIT:
+    if places is None:
         if len(_places) >= _CHAINS_LIMIT:
             _places.clear()
         places = _places[chain] = {}
@@ -203,6 +204,8 @@ def _seal_run(
     for index, draft in enumerate(run):
         database, document_id = draft.database, draft.document_id
         deps: tuple[bytes | int, ...] = draft.deps  # type: ignore[assignment]
+        if type(deps) is not tuple:  # Draft takes any sequence; the C call reads a tuple
+            deps = tuple(deps)
         check = index == 0
         if draft.has_change_refs:
             resolved: list[bytes | int] = []
@@ -256,6 +259,8 @@ def _seal_run(
                 first_prev if index == 0 else _LINKED,
             ).__post_init__()  # raises what Entry.seal raises, before anything is sealed
         if prefix is None:  # the header's start, the same for every entry of a document
+            if len(places) >= _PLACES_LIMIT:  # bounded: the chain's documents are forgotten
+                places.clear()
             encoded = database.encode("ascii")
             prefix = places[place] = b"".join(
                 (
