@@ -243,7 +243,8 @@ class ChangeSession:
         Returns None if the change was committed in place (or the session made no operation),
         else the change bytes the caller must apply to the real document.
         """
-        self._check_open()
+        if self._closed:
+            raise RuntimeError(_ENDED)
         self._closed = True
         self._tx.__exit__(None, None, None)
         if self._fork is None:
