@@ -322,13 +322,15 @@ class DocumentMaterializer:
 
         Raises MindooError naming the change when no stored entry carries it.
         """
+        stored = md.heads_to_entries
+        last_local = md.last_local
         deps: list[Dependency] = []
         for hash_ in change_hashes:
-            entry_id = md.heads_to_entries.get(hash_)
-            if entry_id is None and md.last_local is not None and md.last_local[0] == hash_:
-                entry_id = md.last_local[1]
+            entry_id = stored.get(hash_)
             if entry_id is not None:
                 deps.append(entry_id)
+            elif last_local is not None and last_local[0] == hash_:
+                deps.append(last_local[1])
             elif hash_ in md.drafted_changes:
                 deps.append(ChangeRef(hash_))
             else:

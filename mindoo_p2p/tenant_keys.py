@@ -365,11 +365,12 @@ class TenantKeys:
             if log_seq != self._keys_log_seq:
                 self._keys_log_seq = log_seq
                 self._learn_saved_keys(self._secrets)
+        keyring = self._secrets.keyring
         if key_id is not None:
-            if not self.keyring.has_id(key_id):
+            if not keyring.has_id(key_id):
                 raise MissingKeyError(f"no key {self.key_label(key_id)} for this document")
-            name = self.keyring.by_id(key_id).name
-        return self.keyring.current(name)
+            name = keyring.by_id(key_id).name
+        return keyring.current(name)
 
     # -- key files ---------------------------------------------------------------------------
     def export_key(

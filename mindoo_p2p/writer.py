@@ -67,26 +67,37 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ChangeRef:
     """A causal parent that is an Automerge change drafted earlier in the same write, named
     by its change hash; resolved to that draft's entry id when sealed."""
 
     change_hash: bytes
 
-    def __post_init__(self) -> None:
-        if len(self.change_hash) != CHANGE_HASH_SIZE:
+    def __init__(self, change_hash: bytes) -> None:
+        # Through the slot's own setter (one is made for most batched changes; a frozen
+        # dataclass's __init__ sets it by name through object.__setattr__).
+        if len(change_hash) != CHANGE_HASH_SIZE:
             raise ValueError(f"a change hash is {CHANGE_HASH_SIZE} bytes")
+        _set_ref_hash(self, change_hash)
+
+
+_set_ref_hash = vars(ChangeRef)["change_hash"].__set__
 
 
 Dependency = bytes | ChangeRef
 """A draft's causal parent: a stored entry's id (32 bytes), or a change of this write."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Draft:
     """An own entry before it is sealed: everything but its sequence number (given inside the
-    write transaction) and the ids of parents drafted in the same write."""
+    write transaction) and the ids of parents drafted in the same write.
+
+    Made for every local change, so its ``__init__`` sets the slots through their own setters
+    (`_DRAFT_SETTERS`; a frozen dataclass's sets each field by name through
+    ``object.__setattr__``) and checks in one pass what must be checked: each dependency is a
+    `ChangeRef` or a 32-byte entry id, the change hash 32 bytes (ValueError otherwise)."""
 
     kind: EntryKind
     tenant_id: bytes
@@ -95,29 +106,69 @@ class Draft:
     signer: SigningKeyPair
     key: TenantKey
     payload: bytes
-    deps: tuple[Dependency, ...] = ()
-    change_hash: bytes | None = None
+    deps: tuple[Dependency, ...]
+    change_hash: bytes | None
     """The Automerge change this draft carries, so later drafts of the document can name it
     with a :class:`ChangeRef`."""
-    on_sealed: Callable[[Entry], None] | None = None
+    on_sealed: Callable[[Entry], None] | None
     """Called with the stored entry once the write has committed."""
-    timestamp_ms: int = field(default_factory=lambda: now_ms())
+    timestamp_ms: int
     """The author's time of the write (taken when drafted, not when sealed): `now_ms`."""
 
-    has_change_refs: bool = field(init=False, repr=False, compare=False, default=False)
+    has_change_refs: bool = field(init=False, repr=False, compare=False)
     """Whether any of ``deps`` is a ChangeRef (set when made: sealing resolves only those)."""
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        kind: EntryKind,
+        tenant_id: bytes,
+        database: str,
+        document_id: bytes,
+        signer: SigningKeyPair,
+        key: TenantKey,
+        payload: bytes,
+        deps: tuple[Dependency, ...] = (),
+        change_hash: bytes | None = None,
+        on_sealed: Callable[[Entry], None] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
         refs = False
-        for dep in self.deps:
+        for dep in deps:
             if isinstance(dep, ChangeRef):
                 refs = True
             elif len(dep) != ID_SIZE:
                 raise ValueError(f"a dependency is a {ID_SIZE}-byte entry id or a ChangeRef")
-        if refs:
-            object.__setattr__(self, "has_change_refs", True)
-        if self.change_hash is not None and len(self.change_hash) != CHANGE_HASH_SIZE:
+        if change_hash is not None and len(change_hash) != CHANGE_HASH_SIZE:
             raise ValueError(f"a change hash is {CHANGE_HASH_SIZE} bytes")
+        _set_kind(self, kind)
+        _set_tenant_id(self, tenant_id)
+        _set_database(self, database)
+        _set_document_id(self, document_id)
+        _set_signer(self, signer)
+        _set_key(self, key)
+        _set_payload(self, payload)
+        _set_deps(self, deps)
+        _set_change_hash(self, change_hash)
+        _set_on_sealed(self, on_sealed)
+        _set_timestamp_ms(self, now_ms() if timestamp_ms is None else timestamp_ms)
+        _set_has_change_refs(self, refs)
+
+
+_DRAFT_SETTERS = tuple(vars(Draft)[name].__set__ for name in Draft.__dataclass_fields__)
+(
+    _set_kind,
+    _set_tenant_id,
+    _set_database,
+    _set_document_id,
+    _set_signer,
+    _set_key,
+    _set_payload,
+    _set_deps,
+    _set_change_hash,
+    _set_on_sealed,
+    _set_timestamp_ms,
+    _set_has_change_refs,
+) = _DRAFT_SETTERS
 
 
 class UnresolvedDependencyError(ValueError):

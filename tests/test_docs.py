@@ -381,6 +381,37 @@ def test_change_info_and_get_changes_since() -> None:
         doc.get_changes([b"\x00" * 32])
 
 
+def test_a_local_change_is_marked_in_an_index_already_built() -> None:
+    """`_end_change` marks the new change in the change index (when one was built) from its
+    `ChangeInfo`: known at once, and a change from elsewhere building on it applies at once."""
+    doc = AutomergeDocument(actor_id=b"\x01" * 16)
+    with doc.change() as root:
+        root["a"] = 1
+    assert doc.has_change(doc.heads()[0])  # builds the index
+    with doc.change() as root:
+        root["a"] = 2
+    local = doc.last_change
+    assert local is not None and doc.has_change(local.hash) and not doc.is_waiting(local.hash)
+    twin = AutomergeDocument(actor_id=b"\x01" * 16)  # the same actor elsewhere: its seq 3
+    twin.apply_changes([c.bytes for c in doc.get_changes()])
+    with twin.change() as root:
+        root["a"] = 3
+    assert twin.last_change is not None and twin.last_change.seq == 3
+    doc.apply_changes([twin.last_change.bytes])  # needs (actor, seq 2) marked: applied at once
+    assert doc.has_change(twin.last_change.hash)
+    other = AutomergeDocument(actor_id=b"\x02" * 16)
+    other.apply_changes([c.bytes for c in doc.get_changes()])
+    with other.change() as root:
+        root["b"] = 3
+    remote = other.last_change
+    assert remote is not None
+    with doc.change() as root:  # the local actor's seq 4, concurrent with ``remote``
+        root["a"] = 4
+    doc.apply_changes([remote.bytes])
+    assert doc.has_change(remote.hash) and not doc.missing_deps()
+    assert doc.to_py() == {"a": 4, "b": 3}
+
+
 def test_time_travel_with_to_py_heads() -> None:
     doc = AutomergeDocument()
     snapshots: list[tuple[list[bytes], dict[str, Any]]] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
 
 import pytest
@@ -184,6 +184,32 @@ def test_malformed_drafts_are_refused_when_made() -> None:
         draft(change=b"short")
     with pytest.raises(ValueError, match="change hash"):
         ChangeRef(b"short")
+    with pytest.raises(ValueError, match="32-byte entry id"):  # the deps are checked first
+        draft(deps=(ChangeRef(change_hash("x")), b"short"), change=b"short")
+    with pytest.raises(TypeError):
+        draft(deps=(None,))  # type: ignore[arg-type]
+
+
+def test_a_draft_is_a_frozen_value_stamped_by_the_sealing_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`Draft` sets its slots itself (a fast ``__init__``): still a frozen dataclass value,
+    compared and hashed by its fields, stamped by `writer.now_ms` unless given a time."""
+    monkeypatch.setattr(writer, "now_ms", lambda: 1234)
+    ref = ChangeRef(change_hash("x"))
+    stamped = Draft(EntryKind.CHANGE, TENANT, "notes", DOC, ALICE, KEY, b"p", (b"i" * 32, ref))
+    assert (stamped.deps, stamped.change_hash, stamped.on_sealed) == ((b"i" * 32, ref), None, None)
+    assert stamped.timestamp_ms == 1234 and stamped.has_change_refs
+    assert not replace(stamped, deps=(b"i" * 32,)).has_change_refs
+    assert replace(stamped, payload=b"q") != stamped
+    assert replace(stamped, timestamp_ms=1234) == stamped
+    assert hash(replace(stamped)) == hash(stamped)
+    assert ref == ChangeRef(change_hash("x")) and hash(ref) == hash(ChangeRef(change_hash("x")))
+    with pytest.raises(FrozenInstanceError):
+        stamped.payload = b"q"  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        ref.change_hash = b"y" * 32  # type: ignore[misc]
+    assert not draft().has_change_refs and draft().timestamp_ms == 1_700_000_000_000
 
 
 # -- EntryStore.append_local: the hook inside the write transaction ----------------------------

@@ -61,7 +61,8 @@ class ChangeSession:
         self._doc = doc
         self.base_heads: list[bytes] = doc.get_heads()
         self._fork: Document | None = None
-        self._tx = self._open(doc)
+        tx = self._tx = doc.transaction()  # `_open`, inline (a session per local change)
+        tx.__enter__()
         self._log: list[_LoggedOp] = []
         self._counter_ops: set[int] = set()
         self._counter_ids: set[bytes] = set()
@@ -170,7 +171,18 @@ class ChangeSession:
 
     # -- writing -------------------------------------------------------------------------------
     def put(self, obj: bytes, prop: str | int, scalar_type: ScalarType, value: Any) -> None:
-        self._write("put", obj, prop, scalar_type, value)
+        # `_write("put", ...)` inline: the usual write of a local change, one call level less.
+        if self._closed:
+            raise RuntimeError(_ENDED)
+        try:
+            self._tx.put(obj, prop, scalar_type, value)
+        except Exception as exc:
+            raise ValueError(f"automerge refused put: {exc}") from exc
+        except BaseException as exc:
+            self._raise_if_panic("put", exc)
+            raise
+        self._log.append(("put", (obj, prop, scalar_type, value), None))
+        self._readouts = None
 
     def insert(self, obj: bytes, index: int, scalar_type: ScalarType, value: Any) -> None:
         self._write("insert", obj, index, scalar_type, value)
@@ -231,7 +243,8 @@ class ChangeSession:
         Returns None if the change was committed in place (or the session made no operation),
         else the change bytes the caller must apply to the real document.
         """
-        self._check_open()
+        if self._closed:
+            raise RuntimeError(_ENDED)
         self._closed = True
         self._tx.__exit__(None, None, None)
         if self._fork is None:
