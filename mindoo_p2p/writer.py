@@ -370,7 +370,9 @@ class LocalWriter:
       ``on_sealed``, with the entries in commit order and the membership logs (by tenant id)
       that ``admit`` built from the write's tenant-log records, to publish;
     - ``on_discarded(drafts)`` runs when drafts will never be stored: their batch raised, or
-      sealing, the membership check or the write failed (the exception then propagates).
+      sealing, the membership check or the write failed (the exception then propagates); and
+      for stored drafts whose ``on_sealed`` did not run because an earlier one raised (what
+      was cached of them is dropped; the exception propagates, ``on_committed`` does not run).
 
     With ``seal_ahead`` (a `SealingAhead`), a batch's drafts are handed to it in chunks of
     its ``chunk`` as they are drafted, the rest at the batch's end, and the write
@@ -503,7 +505,15 @@ class LocalWriter:
                 ahead.drop()
             self._on_discarded(drafts)
             raise
-        for draft, entry in zip(drafts, sealed, strict=True):
-            if draft.on_sealed is not None:
-                draft.on_sealed(entry)
+        done = 0
+        try:
+            for draft, entry in zip(drafts, sealed, strict=True):
+                if draft.on_sealed is not None:
+                    draft.on_sealed(entry)
+                done += 1
+        except BaseException:
+            # Stored, but the caches of this draft and the later ones were not told (a
+            # KeyboardInterrupt in a callback): they are dropped and read again from the store.
+            self._on_discarded(drafts[done:])
+            raise
         self._on_committed(stored, memberships)

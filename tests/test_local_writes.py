@@ -23,6 +23,7 @@ from conftest import PASSWORD
 import mindoo_p2p
 from mindoo_p2p import admission
 from mindoo_p2p.crdt import change_hash
+from mindoo_p2p.database import parse_document_id
 from mindoo_p2p.entry import TENANT_LOG, Entry, EntryKind
 from mindoo_p2p.errors import DocumentDeletedError, MindooError, OwnEntryRefusedError, StoreError
 from mindoo_p2p.identity import UserIdentity
@@ -242,6 +243,11 @@ def test_after_a_batch_each_document_knows_the_entry_of_its_last_change(
             notes.update(a, {"n": n})
             if n < 3:
                 notes.update(b, {"n": n})
+    for document_id in (a, b):  # the first batch's changes were all taken into the heads
+        md = notes._docs.load(parse_document_id(document_id))
+        assert md.drafted_changes == set()
+        assert md.stored_not_in_heads == {}
+        assert set(md.heads_to_entries) == set(md.doc.heads())
     with notes.batch():
         notes.update(a, {"n": 4})
         notes.update(b, {"n": 3})
@@ -250,6 +256,44 @@ def test_after_a_batch_each_document_knows_the_entry_of_its_last_change(
     *_, b_last, b_next = notes.history(b)
     assert b_next.deps == (b_last.entry_id,)
     assert notes.get(b) == {"n": 3, "other": True}
+    for document_id, last in ((a, a_next), (b, b_next)):
+        md = notes._docs.load(parse_document_id(document_id))
+        assert md.stored_not_in_heads == {}
+        assert md.heads_to_entries == {md.doc.heads()[0]: bytes.fromhex(last.entry_id)}
+
+
+def test_an_interrupted_callback_after_the_commit_leaves_no_document_stale(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding (first-touch, LOW): an exception from an own draft's ``on_sealed``
+    after the commit (a KeyboardInterrupt) left its document's cache expecting a change it
+    had not been told was stored: every later write of that document then failed with
+    UnresolvedDependencyError. The caches the callbacks did not reach are dropped."""
+    node = make_node("home")
+    notes = node.create_tenant("acme").create_db("notes")
+    a, b = notes.create_document({"n": 0}), notes.create_document({"n": 0})
+    real = DocumentMaterializer.note_local_sealed
+    calls = 0
+
+    def interrupted(self: DocumentMaterializer, *args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt
+        real(self, *args)
+
+    monkeypatch.setattr(DocumentMaterializer, "note_local_sealed", interrupted)
+    with pytest.raises(KeyboardInterrupt), notes.batch():
+        notes.update(a, {"n": 1})
+        notes.update(b, {"n": 1})
+        notes.update(a, {"n": 2})
+    monkeypatch.setattr(DocumentMaterializer, "note_local_sealed", real)
+    assert notes.get(a) == {"n": 2} and notes.get(b) == {"n": 1}  # stored
+    notes.update(a, {"n": 3})
+    notes.update(b, {"n": 2})
+    assert notes.get(a) == {"n": 3} and notes.get(b) == {"n": 2}
+    *_, last, after = notes.history(a)
+    assert after.deps == (last.entry_id,)
 
 
 def test_a_batch_that_raises_stores_nothing_and_leaves_no_gap(make_node: MakeNode) -> None:

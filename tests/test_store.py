@@ -37,6 +37,7 @@ from mindoo_p2p.store import (
 )
 from mindoo_p2p.store import entry_store as entry_store_module
 from mindoo_p2p.store._cursors import dups_from
+from mindoo_p2p.store._writer import WrittenDocuments
 from mindoo_p2p.writer import Draft, seal_drafts
 
 OWN = SigningKeyPair.generate()
@@ -222,6 +223,19 @@ def test_document_updates_leave_out_the_callers_own_entries(store: EntryStore, m
         [(5, own_3)],
         5,
     )
+
+
+def test_an_older_own_writes_record_never_replaces_a_newer_one(store: EntryStore) -> None:
+    """Review finding (first-touch, LOW): two threads' own writes on one handle may end in
+    either order; the record of the older write no longer replaces the newer one's (which
+    would send the next refresh to read back what the newer write stored)."""
+    older, newer = WrittenDocuments(), WrittenDocuments()
+    older.txn_id, newer.txn_id = 7, 8
+    store._keep_own_rows(newer)
+    store._keep_own_rows(older)
+    assert store._own_rows is newer
+    store._keep_own_rows(WrittenDocuments())  # a write that recorded nothing
+    assert store._own_rows is newer
 
 
 def test_document_updates_skip_an_own_writes_rows_while_nothing_else_is_stored(

@@ -158,11 +158,13 @@ class WrittenDocuments:
     are contiguous in each document's feed (feed seqs grow with each write, so no other
     write's row sorts between two of them)."""
 
-    __slots__ = ("_documents",)
+    __slots__ = ("_documents", "txn_id")
 
     def __init__(self) -> None:
         self._documents: dict[DocumentName, tuple[WrittenRows, frozenset[bytes]]] = {}
         """(tenant id, database, document id) -> its rows and the ids of their entries."""
+        self.txn_id = 0
+        """The write transaction's id (0: nothing filled in)."""
 
     def fill(
         self,
@@ -176,6 +178,7 @@ class WrittenDocuments:
         order) of write transaction ``txn_id``, given each database's number by (tenant id,
         database name), each row's entry id and each document's last seq before the write
         (`_new_documents`: absent for a document that had none)."""
+        self.txn_id = txn_id
         if len(sorted_rows) > MAX_REMEMBERED_ROWS:
             return
         names = {number: name for name, number in numbers.items()}
@@ -194,7 +197,7 @@ class WrittenDocuments:
         """The rows the write added to the document, when the entry of each of them is in
         ``known_ids``; else None."""
         found = self._documents.get((tenant_id, database, document_id))
-        if found is None or not found[1] <= known_ids:
+        if found is None or not found[1].issubset(known_ids):
             return None
         return found[0]
 

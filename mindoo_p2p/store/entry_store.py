@@ -34,6 +34,7 @@ walks), `_retraction`, `_chains`, `_recon_index` / `_recon_snapshot` and `_fsck`
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
@@ -102,6 +103,7 @@ class EntryStore:
         self._recon_runs = SharedRuns()
         """Reconciliation index runs kept across snapshots (each checked before use)."""
         self._own_rows = WrittenDocuments()
+        self._own_rows_lock = threading.Lock()
         """The feed rows the last committed `append_local` wrote."""
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -232,8 +234,16 @@ class EntryStore:
         written = WrittenDocuments()
         with self._writing() as wtxn:
             entries = append_local(wtxn, self._tables, seal, authorize, written)
-        self._own_rows = written  # committed (each is checked against the store before use)
+        self._keep_own_rows(written)
         return entries
+
+    def _keep_own_rows(self, written: WrittenDocuments) -> None:
+        """Keep the record of a committed own write for `document_updates`, unless a later
+        write's is kept already (two threads' writes may end in either order; each row of a
+        record is checked against the store before use, so this is about speed only)."""
+        with self._own_rows_lock:
+            if written.txn_id > self._own_rows.txn_id:
+                self._own_rows = written
 
     def put_snapshot(
         self,
