@@ -26,6 +26,7 @@ from mindoo_p2p.crdt import (
     change_hash,
 )
 from mindoo_p2p.crdt.debug_repr import parse_debug
+from mindoo_p2p.crdt.session import AutomergePanic
 from mindoo_p2p.errors import DecodeError, NotFoundError
 
 UTC = dt.UTC
@@ -410,6 +411,44 @@ def test_a_local_change_is_marked_in_an_index_already_built() -> None:
     doc.apply_changes([remote.bytes])
     assert doc.has_change(remote.hash) and not doc.missing_deps()
     assert doc.to_py() == {"a": 4, "b": 3}
+    with doc.change() as root:  # several ops in one change: marked with its max op
+        root["a"], root["c"], root["d"] = 5, 5, 5
+    other.apply_changes([c.bytes for c in doc.get_changes(other.heads())])
+    with other.change() as root:  # starts right after that max op
+        root["e"] = 6
+    assert other.last_change is not None
+    doc.apply_changes([other.last_change.bytes])
+    assert doc.has_change(other.last_change.hash) and not doc.missing_deps()
+    assert doc.to_py() == {"a": 5, "b": 3, "c": 5, "d": 5, "e": 6}
+
+
+def test_a_panic_in_a_put_poisons_the_document() -> None:
+    """Review finding (trim-draft, LOW): `ChangeSession.put` calls the transaction itself (not
+    through `_write`): a binding panic there still poisons the session and the document."""
+    panic = type("PanicException", (BaseException,), {"__module__": "pyo3_runtime"})
+
+    class PanickingTransaction:
+        def __init__(self, tx: Any) -> None:
+            self._tx = tx
+
+        def put(self, *args: Any) -> None:
+            raise panic("boom")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._tx, name)
+
+    doc = AutomergeDocument(actor_id=b"\x01" * 16)
+    with doc.change() as root:
+        root["a"] = 1
+    with pytest.raises(AutomergePanic, match="automerge panicked in put"), doc.change() as root:
+        session = doc._session
+        assert session is not None
+        session._tx = PanickingTransaction(session._tx)
+        root["b"] = 2
+    with pytest.raises(DecodeError):
+        doc.heads()
+    with pytest.raises(DecodeError), doc.change() as root:
+        root["c"] = 3
 
 
 def test_time_travel_with_to_py_heads() -> None:
