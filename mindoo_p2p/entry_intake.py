@@ -79,7 +79,8 @@ class EntryIntake:
             listener(entries, True)
 
     def own_drafts_discarded(self, drafts: Sequence[Draft]) -> None:
-        """Drafts that were never stored: drop cached documents that hold them."""
+        """Drafts that were never stored, or stored without their cache being told (an
+        ``on_sealed`` raised): drop cached documents that hold them."""
         for draft in drafts:
             tenant = self._tenants.get(draft.tenant_id)
             if tenant is not None:

@@ -371,8 +371,9 @@ class LocalWriter:
       that ``admit`` built from the write's tenant-log records, to publish;
     - ``on_discarded(drafts)`` runs when drafts will never be stored: their batch raised, or
       sealing, the membership check or the write failed (the exception then propagates); and
-      for stored drafts whose ``on_sealed`` did not run because an earlier one raised (what
-      was cached of them is dropped; the exception propagates, ``on_committed`` does not run).
+      for stored drafts whose ``on_sealed`` did not run because it or an earlier one raised
+      (what was cached of them is dropped; ``on_committed`` still runs, then the exception
+      propagates).
 
     With ``seal_ahead`` (a `SealingAhead`), a batch's drafts are handed to it in chunks of
     its ``chunk`` as they are drafted, the rest at the batch's end, and the write
@@ -516,4 +517,5 @@ class LocalWriter:
             # KeyboardInterrupt in a callback): they are dropped and read again from the store.
             self._on_discarded(drafts[done:])
             raise
-        self._on_committed(stored, memberships)
+        finally:  # what is stored is published whatever a callback raised
+            self._on_committed(stored, memberships)

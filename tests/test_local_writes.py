@@ -31,6 +31,7 @@ from mindoo_p2p.materializer import DocumentMaterializer
 from mindoo_p2p.node import Node
 from mindoo_p2p.rejection import RejectionKind
 from mindoo_p2p.store import EntryStore
+from mindoo_p2p.tenant_access import TenantAccess
 
 MakeNode = Callable[[str], Node]
 WORKER = Path(__file__).with_name("home_writer_worker.py")
@@ -294,6 +295,36 @@ def test_an_interrupted_callback_after_the_commit_leaves_no_document_stale(
     assert notes.get(a) == {"n": 3} and notes.get(b) == {"n": 2}
     *_, last, after = notes.history(a)
     assert after.deps == (last.entry_id,)
+
+
+def test_an_interrupted_callback_after_the_commit_still_publishes_what_was_stored(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding (final, LOW): an own draft's ``on_sealed`` raising after the commit
+    skipped ``on_committed``: a stored member was not in the published membership and the
+    listeners were not told. Publishing no longer depends on the callbacks."""
+    node = make_node("home")
+    tenant = node.create_tenant("acme")
+    told: list[tuple[int, bool]] = []
+    node.add_listener(lambda entries, local: told.append((len(entries), local)))
+    real = TenantAccess.write_record
+
+    def interrupted(
+        self: TenantAccess, record: Any, author: Any = None, *, on_sealed: Any = None
+    ) -> None:
+        def raising(entry: Entry) -> None:
+            if on_sealed is not None:
+                on_sealed(entry)
+            raise KeyboardInterrupt
+
+        real(self, record, author, on_sealed=raising)
+
+    monkeypatch.setattr(TenantAccess, "write_record", interrupted)
+    before = len(tenant.members())
+    with pytest.raises(KeyboardInterrupt):
+        tenant.add_member(UserIdentity.generate("bob").public())
+    assert len(tenant.members()) == before + 1  # published without another write
+    assert told == [(1, True)]
 
 
 def test_a_batch_that_raises_stores_nothing_and_leaves_no_gap(make_node: MakeNode) -> None:
