@@ -159,19 +159,7 @@ def test_native_sealing_is_byte_for_byte_the_python_sealing(
 
 
 def test_writer_seal_drafts_seals_natively_where_built(counted_nonces: list[int]) -> None:
-    drafts = [
-        Draft(
-            kind=EntryKind.CHANGE,
-            tenant_id=TENANTS[0],
-            database="notes",
-            document_id=DOCS[0],
-            signer=SIGNERS[0],
-            key=KEYS[0],
-            payload=b"x" * i,
-            timestamp_ms=1,
-        )
-        for i in range(5)
-    ]
+    drafts = [_draft(payload=b"x" * i) for i in range(5)]
     native = seal_drafts(drafts, MemoryPositions({}))
     counted_nonces[0] = 0
     _same_entries(native, seal_drafts_in_python(drafts, MemoryPositions({})))

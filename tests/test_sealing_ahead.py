@@ -20,7 +20,16 @@ from pathlib import Path
 
 import pytest
 from test_local_writes import MakeNode, assert_one_sequence_per_author, run_together, start_worker
-from test_writer import ALICE, BOB, KEY, OTHER_TENANT, TENANT, change_hash, draft
+from test_writer import (
+    ALICE,
+    BOB,
+    KEY,
+    OTHER_TENANT,
+    TENANT,
+    assert_sealed_from,
+    change_hash,
+    draft,
+)
 
 from mindoo_p2p import native_seal, sealing_ahead
 from mindoo_p2p.admission import Admission, VerifiedEntry
@@ -149,14 +158,7 @@ def test_adopted_entries_are_what_the_transaction_would_have_sealed(
                 writer.write([replace(d, on_sealed=plain.append)])
     assert shape(adopted) == shape(plain)
     assert [e.header.author_seq for e in adopted] == list(range(1, len(drafts) + 1))
-    for d, e in zip(drafts, adopted, strict=True):
-        e.verify_signature()
-        assert e.decrypt(KEY.secret) == d.payload
-        assert (e.timestamp_ms, e.database, e.document_id) == (
-            d.timestamp_ms,
-            d.database,
-            d.document_id,
-        )
+    assert_sealed_from(drafts, adopted)
     assert_contiguous(store, TENANT, ALICE)
     assert store.author_position(TENANT, ALICE.public_key) == (len(drafts), adopted[-1].id)
     assert store.author_position(TENANT, BOB.public_key) == (0, NO_PREV)

@@ -82,6 +82,18 @@ def change_hash(label: str) -> bytes:
 
 
 # -- seal_drafts: the numbering and resolution rules, no store --------------------------------
+def assert_sealed_from(drafts: Sequence[Draft], entries: Sequence[Entry]) -> None:
+    """Each entry is its draft sealed: signed, its payload under `KEY`, its time and place."""
+    for d, e in zip(drafts, entries, strict=True):
+        e.verify_signature()
+        assert e.decrypt(KEY.secret) == d.payload
+        assert (e.timestamp_ms, e.database, e.document_id) == (
+            d.timestamp_ms,
+            d.database,
+            d.document_id,
+        )
+
+
 def test_each_author_is_numbered_on_from_its_stored_position() -> None:
     positions = MemoryPositions(
         {(TENANT, ALICE.public_key): 41, (OTHER_TENANT, ALICE.public_key): 7}
@@ -107,14 +119,7 @@ def test_each_author_is_numbered_on_from_its_stored_position() -> None:
     assert sorted(positions.asked) == sorted(
         {(TENANT, ALICE.public_key), (TENANT, BOB.public_key), (OTHER_TENANT, ALICE.public_key)}
     )
-    for d, e in zip(drafts, entries, strict=True):
-        e.verify_signature()
-        assert e.decrypt(KEY.secret) == d.payload
-        assert (e.timestamp_ms, e.database, e.document_id) == (
-            d.timestamp_ms,
-            d.database,
-            d.document_id,
-        )
+    assert_sealed_from(drafts, entries)
 
 
 def test_a_change_ref_becomes_the_entry_id_of_the_earlier_draft_carrying_that_change() -> None:
