@@ -28,8 +28,9 @@ delegates to the private modules, each with one responsibility and no state of i
 `_environment` (open, share, upgrade on open), `_append` (a batch from elsewhere: bounds,
 checks, accounting), `_local_append` (own writes), `_writer` (the rows of a stored entry),
 `_entry_reads` (loading and checking an entry), `_feed_reads` (feeds and paged iteration),
-`_scope_reads` (tenants, databases, documents, counters, authors), `_cursors` (shared table
-walks), `_retraction`, `_chains`, `_recon_index` / `_recon_snapshot` and `_fsck`.
+`_scope_reads` (tenants, databases, documents, counters, authors), `_snapshots` (the
+snapshot cache's rows), `_cursors` (shared table walks), `_retraction`, `_chains`,
+`_recon_index` / `_recon_snapshot` and `_fsck`.
 """
 
 from __future__ import annotations
@@ -55,14 +56,14 @@ from ..entry import (
     EntryKind,
 )
 from ..errors import StoreError
-from . import _feed_reads, _scope_reads
+from . import _feed_reads, _scope_reads, _snapshots
 from ._append import MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, append_batch, check_batch_bounds
 from ._chains import TransactionChainFacts, read_fork, read_forks, settle_fork
 from ._cursors import MAX_SEQ, dups_from
 from ._entry_reads import arrival_of, load_arrival, load_by_id, retraction_check
 from ._environment import MAX_READERS, SharedEnvironment, acquire, release
 from ._fsck import run_fsck
-from ._layout import SEQ_SIZE, pack_seq, scope_key, unpack_seq
+from ._layout import scope_key, unpack_seq
 from ._local_append import (
     OwnAuthorizer,
     SealInTransaction,
@@ -73,13 +74,12 @@ from ._local_append import (
 from ._recon_index import rebuild_recon_index
 from ._recon_snapshot import DEFAULT_CACHE_ROWS, LmdbReconStorage, SharedRuns
 from ._retraction import authored_after, retract
+from ._snapshots import MAX_SNAPSHOT_SIZE
 from ._writer import WrittenDocuments, last_dup_seq
 from .results import AppendResult, Authorizer, FeedItem, FsckReport
 
 MAX_FEED_PAGE = 10_000
 """`changes_since` returns at most this many items whatever `limit` asks for."""
-MAX_SNAPSHOT_SIZE = 256 * 1024 * 1024
-"""Largest snapshot blob `put_snapshot` accepts."""
 
 
 class EntryStore:
@@ -103,8 +103,8 @@ class EntryStore:
         self._recon_runs = SharedRuns()
         """Reconciliation index runs kept across snapshots (each checked before use)."""
         self._own_rows = WrittenDocuments()
+        """The feed rows the last committed `append_local` wrote (`_keep_own_rows`)."""
         self._own_rows_lock = threading.Lock()
-        """The feed rows the last committed `append_local` wrote."""
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -259,15 +259,11 @@ class EntryStore:
         on malformed arguments, StoreError when the store cannot be written.
         """
         _check_scope_args(tenant_id, database)
-        if len(document_id) != DOCUMENT_ID_SIZE:
-            raise ValueError(f"document_id must be {DOCUMENT_ID_SIZE} bytes")
-        if not 0 <= covered_seq <= MAX_SEQ:
-            raise ValueError("covered_seq must fit in 64 bits")
-        if len(blob) > MAX_SNAPSHOT_SIZE:
-            raise ValueError(f"snapshot of {len(blob)} bytes, over {MAX_SNAPSHOT_SIZE}")
-        key = scope_key(tenant_id, database) + document_id
+        _snapshots.check_snapshot(document_id, covered_seq, blob)
         with self._writing() as txn:
-            txn.put(key, pack_seq(covered_seq) + bytes(blob), db=self._tables.snapshots)
+            _snapshots.put_snapshot(
+                txn, self._tables, tenant_id, database, document_id, covered_seq, blob
+            )
 
     def get_snapshot(
         self, tenant_id: bytes, database: str, document_id: bytes
@@ -275,14 +271,8 @@ class EntryStore:
         """``(covered_seq, blob)`` of the document's snapshot, or None."""
         if len(tenant_id) != TENANT_ID_SIZE or len(document_id) != DOCUMENT_ID_SIZE:
             return None
-        key = scope_key(tenant_id, database) + document_id
         with self._reading() as txn:
-            value = txn.get(key, db=self._tables.snapshots)
-        if value is None:
-            return None
-        if len(value) < SEQ_SIZE:
-            raise StoreError(f"malformed snapshot row for document {document_id.hex()}: run fsck")
-        return unpack_seq(value[:SEQ_SIZE]), value[SEQ_SIZE:]
+            return _snapshots.get_snapshot(txn, self._tables, tenant_id, database, document_id)
 
     def delete_snapshots(
         self, tenant_id: bytes, database: str, document_ids: Iterable[bytes]
@@ -296,18 +286,11 @@ class EntryStore:
         StoreError when the store cannot be written.
         """
         _check_scope_args(tenant_id, database)
-        wanted = [bytes(document_id) for document_id in document_ids]
-        if any(len(document_id) != DOCUMENT_ID_SIZE for document_id in wanted):
-            raise ValueError(f"document ids must be {DOCUMENT_ID_SIZE} bytes")
+        wanted = _snapshots.checked_document_ids(document_ids)
         if not wanted:
             return 0
-        scope = scope_key(tenant_id, database)
         with self._writing() as txn:
-            return sum(
-                1
-                for document_id in sorted(set(wanted))
-                if txn.delete(scope + document_id, db=self._tables.snapshots)
-            )
+            return _snapshots.delete_snapshots(txn, self._tables, tenant_id, database, wanted)
 
     # -- reads by id -------------------------------------------------------------------------
     def get(self, entry_id: bytes) -> Entry | None:
