@@ -11,7 +11,7 @@ document's Automerge save is written to the store's snapshot table, encrypted wi
 own key (never in the clear), together with what the cache needs to resume: the arrival sequence
 it covers, the entry ids of its heads, the change count and the deletion mark. Snapshots are
 derived data: a snapshot that cannot be opened (key not held, damaged) is ignored and the document
-is rebuilt from its entries.
+is rebuilt from its entries. The snapshot's format and sealing are `document_snapshot`'s.
 
 Which changes may be applied (`DocumentMaterializer._open_change`, the same rule on every node
 that holds the keys, whatever the arrival order; see `document_identity`):
@@ -38,17 +38,15 @@ listed by `skipped_entries`.
 from __future__ import annotations
 
 import logging
-import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codec import Reader, Writer
 from .crdt import AutomergeDocument, ChangeIdentity, change_hash, change_identity
 from .crdt.change_chunk import ChangeChunk, parse_change
-from .crypto import aead
 from .document_identity import KeyFamilies, actor_error, bound_actor
+from .document_snapshot import SnapshotContents, open_snapshot, seal_snapshot, snapshot_key_id
 from .entry import Entry, EntryKind
 from .errors import DecodeError, MindooError, MissingKeyError, NotFoundError, VerificationError
 from .keyring import KeyRing
@@ -58,8 +56,6 @@ from .writer import ChangeRef, Dependency
 SNAPSHOT_EVERY = 512
 MAX_LOGGED_SKIPS = 4096
 """Skipped entries remembered as logged (beyond, a skip may be logged again)."""
-SNAPSHOT_VERSION = 1
-_SNAPSHOT_AAD = b"mindoo/snapshot/v1\x00"
 
 log = logging.getLogger(__name__)
 
@@ -623,9 +619,6 @@ class DocumentMaterializer:
         fresh.heads_to_entries = {h: known[h] for h in fresh.doc.heads() if h in known}
         md.__dict__.update(fresh.__dict__)
 
-    def _snapshot_aad(self, document_id: bytes, covered_seq: int) -> bytes:
-        return _SNAPSHOT_AAD + self._scope + document_id + struct.pack(">Q", covered_seq)
-
     def _maybe_snapshot(self, md: MaterializedDocument) -> None:
         if not self._use_snapshots or md.since_snapshot < SNAPSHOT_EVERY:
             return
@@ -639,23 +632,14 @@ class DocumentMaterializer:
         family = next(iter(md.applied_families))
         if family not in self._keyring.names():
             return
-        key = self._keyring.current(family)
-        w = Writer().u8(SNAPSHOT_VERSION).varint(len(md.heads_to_entries))
-        for hash_, entry_id in sorted(md.heads_to_entries.items()):
-            w.fixed(hash_, 32).fixed(entry_id, 32)
-        w.varint(md.change_count)
-        w.blob(md.deleted_by or b"")
-        w.blob(md.doc.save())
-        nonce = aead.random_nonce()
-        sealed = aead.encrypt(
-            key.secret, nonce, w.getvalue(), self._snapshot_aad(md.document_id, md.applied_seq)
+        contents = SnapshotContents(
+            md.heads_to_entries, md.change_count, md.deleted_by, md.doc.save()
+        )
+        blob = seal_snapshot(
+            self._keyring.current(family), self._scope, md.document_id, md.applied_seq, contents
         )
         self._store.put_snapshot(
-            self._tenant_id,
-            self._database,
-            md.document_id,
-            md.applied_seq,
-            key.key_id + nonce + sealed,
+            self._tenant_id, self._database, md.document_id, md.applied_seq, blob
         )
         md.since_snapshot = 0
 
@@ -664,38 +648,28 @@ class DocumentMaterializer:
         if found is None:
             return None
         covered_seq, blob = found
-        key_id, nonce, sealed = blob[:16], blob[16:40], blob[40:]
+        key_id = snapshot_key_id(blob)
         if not self._keyring.has_id(key_id):
             return None
         key = self._keyring.by_id(key_id)
         family = self._families.of_document(document_id)
         if family is not None and key.name != family:
             return None
+        contents = open_snapshot(key, self._scope, document_id, covered_seq, blob)
+        if contents is None:
+            return None
         actor = bound_actor(self._author) if self._author is not None else None
         try:
-            plain = aead.decrypt(
-                key.secret, nonce, sealed, self._snapshot_aad(document_id, covered_seq)
-            )
-            r = Reader(plain, "snapshot")
-            if r.u8("version") != SNAPSHOT_VERSION:
-                return None
-            heads = {}
-            for _ in range(r.varint("heads", max_value=4096)):
-                hash_ = r.fixed(32, "head hash")
-                heads[hash_] = r.fixed(32, "head entry")
-            change_count = r.varint("change count")
-            deleted_by = r.blob("deleted", 32) or None
-            doc = AutomergeDocument.load(r.blob("save", 1 << 31), actor)
-            r.end()
+            doc = AutomergeDocument.load(contents.save, actor)
         except (DecodeError, VerificationError):
             return None
         return MaterializedDocument(
             document_id,
             doc,
             applied_seq=covered_seq,
-            heads_to_entries=heads,
+            heads_to_entries=contents.heads_to_entries,
             family=family,
             applied_families={key.name},
-            deleted_by=deleted_by,
-            change_count=change_count,
+            deleted_by=contents.deleted_by,
+            change_count=contents.change_count,
         )
