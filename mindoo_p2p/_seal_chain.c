@@ -481,7 +481,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
-     "configure(encrypt, sign_detached, sha256): the libsodium functions' addresses."},
+     "configure(encrypt, sign_detached, sha256, randombytes_buf): libsodium's addresses."},
     {"configure_entries", configure_entries, METH_VARARGS,
      "configure_entries(EntryHeader, its slots, Entry, its slots): the types returned."},
     {"seal_chain", seal_chain, METH_VARARGS,

@@ -31,8 +31,7 @@ from array import array
 from collections.abc import Callable, Sequence
 
 from .codec import encode_varint
-from .crypto import aead
-from .crypto.aead import NONCE_SIZE
+from .crypto.aead import NONCE_SIZE, TAG_SIZE
 from .entry import (
     _ENTRY_FIELDS,
     _HEADER_FIELDS,
@@ -75,6 +74,7 @@ _NO_NONCE = bytes(NONCE_SIZE)
 """Stands for a nonce the C call draws, while the header's fields are checked."""
 
 _U64_LIMIT = 1 << 64
+_MAX_PAYLOAD = MAX_CIPHERTEXT - TAG_SIZE
 
 _PLACEHOLDER = bytes(ID_SIZE)
 _LINKED = b"\xff" * ID_SIZE
@@ -218,11 +218,7 @@ def _seal_run(
                         continue
                     entry_id = sealed_changes.get(change)
                     if entry_id is None:
-                        raise UnresolvedDependencyError(
-                            f"a draft of document {document_id.hex()} depends on change"
-                            f" {dep.change_hash.hex()}, which no earlier draft of this write"
-                            " carries"
-                        )
+                        raise UnresolvedDependencyError.of(document_id, dep.change_hash)
                     if len(entry_id) != ID_SIZE:  # the full check refuses it
                         check = True
                     resolved.append(entry_id)
@@ -283,7 +279,7 @@ def _seal_run(
         headers += key_id
         headers += _NO_NONCE
         payload = draft.payload
-        if len(payload) + aead.TAG_SIZE > MAX_CIPHERTEXT:  # as Entry.seal: after the header
+        if len(payload) > _MAX_PAYLOAD:  # as Entry.seal: after the header
             raise ValueError(f"payload too large: {len(payload)} bytes (limit {MAX_CIPHERTEXT})")
         key_index = keys.get(key.secret)
         if key_index is None:

@@ -247,7 +247,7 @@ class SealingThread:
             return None
         self._jobs.put((speculation, None, {}))
         while not speculation.done.wait(_ALIVE_CHECK_S):
-            if thread is None or not thread.is_alive():  # rule 5: never wait for a dead thread
+            if not thread.is_alive():  # rule 5: never wait for a dead thread
                 speculation.dropped = True
                 return None
         if speculation.failed or len(speculation.entries) != self._handed:

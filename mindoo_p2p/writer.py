@@ -174,6 +174,14 @@ _DRAFT_SETTERS = tuple(vars(Draft)[name].__set__ for name in Draft.__dataclass_f
 class UnresolvedDependencyError(ValueError):
     """A draft names a change (ChangeRef) that no earlier draft of the write carries."""
 
+    @classmethod
+    def of(cls, document_id: bytes, change_hash: bytes) -> UnresolvedDependencyError:
+        """The error for a draft of ``document_id`` naming ``change_hash`` (both sealers')."""
+        return cls(
+            f"a draft of document {document_id.hex()} depends on change {change_hash.hex()},"
+            " which no earlier draft of this write carries"
+        )
+
 
 ChainKey = tuple[bytes, bytes]
 """A chain: (tenant id, author public key)."""
@@ -256,11 +264,7 @@ def seal_drafts_in_python(
                     key = (tenant_id, draft.database, draft.document_id, dep.change_hash)
                     entry_id = sealed_changes.get(key)
                     if entry_id is None:
-                        raise UnresolvedDependencyError(
-                            f"a draft of document {draft.document_id.hex()} depends on change"
-                            f" {dep.change_hash.hex()}, which no earlier draft of this write"
-                            " carries"
-                        )
+                        raise UnresolvedDependencyError.of(draft.document_id, dep.change_hash)
                     deps.append(entry_id)
                 else:
                     deps.append(dep)
