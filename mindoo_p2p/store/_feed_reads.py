@@ -101,12 +101,14 @@ def document_updates(
     return found, last
 
 
-def last_if_nothing_since(env: lmdb.Environment, rows: WrittenRows, after_seq: int) -> int | None:
+def last_if_nothing_since(
+    env: lmdb.Environment, rows: WrittenRows, txn_id: int, after_seq: int
+) -> int | None:
     """The seq of the last of ``rows`` (one write's rows of a document) when the write found
     the document's last row at ``after_seq`` and nothing was committed since (LMDB's last
-    committed transaction is still the write's): then they are all the document's rows after
-    ``after_seq``, known without a read transaction. Else None."""
-    if rows.after_seq == after_seq and env.info()["last_txnid"] == rows.txn_id:
+    committed transaction is still the write's, ``txn_id``): then they are all the
+    document's rows after ``after_seq``, known without a read transaction. Else None."""
+    if rows.after_seq == after_seq and env.info()["last_txnid"] == txn_id:
         return unpack_seq(rows.last[:SEQ_SIZE])
     return None
 

@@ -5,8 +5,8 @@ tenant log included):
 
 - ``recon_idx``: a DUPSORT table whose key ``scope`` holds one 40-byte value
   ``BE64(timestamp_ms) ‖ id`` per stored entry, so one scope's values are its items in
-  Negentropy's (timestamp, id) order. This module handles its rows as 72-byte *keys*
-  ``scope ‖ value`` (:func:`recon_idx_key`), which sort the same way. An entry whose
+  Negentropy's (timestamp, id) order (fsck's check digests them as 72-byte keys
+  ``scope ‖ value``, :func:`recon_idx_key`, which sort the same way). An entry whose
   timestamp is 2**64-1 (Negentropy's "infinity") is not indexed: it cannot be reconciled.
 - ``recon_agg``: ``scope ‖ level ‖ BE64(ts >> RECON_SHIFTS[level])`` -> ``BE64(count) ‖ sum``,
   the number of items of the bucket and the sum of their ids (little-endian integers, mod
@@ -16,9 +16,12 @@ tenant log included):
 
 What this module does with them:
 
-- :func:`index_items` adds items inside the append's write transaction (no overwrite: an item
-  already there is not counted twice; each touched aggregate row is rewritten once per call; a
-  bucket that crosses the split threshold gets its child rows from one scan of its items);
+- :func:`index_values` adds a write's items, given per scope as their values, inside the
+  append's write transaction (:func:`index_items` takes ``(scope, timestamp, id)`` items; no
+  overwrite: an item already there is not counted twice; each touched aggregate row is
+  rewritten once per call; a bucket that crosses the split threshold gets its child rows from
+  the write's own per-millisecond sums when it was empty before, else from one scan of its
+  items);
   :func:`unindex_items` is its inverse (retraction; a bucket falling to the threshold loses
   its child rows);
 - :func:`rebuild_recon_index` drops both and rebuilds them from the stored entries by one scan

@@ -69,19 +69,6 @@ def _add_child_slots(rows: Rows, scope: bytes, level: int, slots: Sequence[Slot]
             _add_child_slots(rows, scope, child_level, members)
 
 
-def _add_children(rows: Rows, scope: bytes, level: int, items: Sequence[Item]) -> None:
-    child_level = level - 1
-    shift = RECON_SHIFTS[child_level]
-    for child, group in itertools.groupby(items, key=lambda item: item[0] >> shift):
-        members = list(group)
-        rows[recon_agg_key(scope, child_level, child)] = [
-            len(members),
-            sum(value for _, value in members),
-        ]
-        if not recon_is_leaf(child_level, len(members)):
-            _add_children(rows, scope, child_level, members)
-
-
 class ExpectedRows:
     """Every ``recon_agg`` row of an index, computed from its items fed in index order (scope
     by scope, each in (timestamp, id) order). Holds the items of one base bucket at a time, plus
@@ -125,5 +112,5 @@ class ExpectedRows:
                 accumulated[0] += count
                 accumulated[1] += id_sum
         if not recon_is_leaf(RECON_BASE_LEVEL, count):
-            _add_children(rows, scope, RECON_BASE_LEVEL, items)
+            _add_child_slots(rows, scope, RECON_BASE_LEVEL, millisecond_slots(items))
         self._items = []

@@ -142,8 +142,6 @@ class WrittenRows(NamedTuple):
     """The last row."""
     after_seq: int | None
     """The document's last feed seq before the write (0: it had no row; None: not known)."""
-    txn_id: int
-    """The LMDB id of the write transaction."""
 
 
 MAX_REMEMBERED_ROWS = 8192
@@ -177,17 +175,16 @@ class WrittenDocuments:
         """Remember the ``doc_feed`` rows (sorted: each document's rows together, in feed
         order) of write transaction ``txn_id``, given each database's number by (tenant id,
         database name), each row's entry id and each document's last seq before the write
-        (`_new_documents`: absent for a document that had none)."""
+        (`_new_documents`: absent for a document that had none); at most
+        `MAX_REMEMBERED_ROWS` rows."""
         self.txn_id = txn_id
-        if len(sorted_rows) > MAX_REMEMBERED_ROWS:
-            return
         names = {number: name for name, number in numbers.items()}
         documents = self._documents
         for doc_key, rows in groupby(sorted_rows, _first):
             dups = list(map(_second, rows))
             tenant_id, database = names[doc_key[:SCOPE_NUMBER_SIZE]]
             documents[tenant_id, database, doc_key[SCOPE_NUMBER_SIZE:]] = (
-                WrittenRows(doc_key, dups[0], dups[-1], tops.get(doc_key, 0), txn_id),
+                WrittenRows(doc_key, dups[0], dups[-1], tops.get(doc_key, 0)),
                 frozenset(map(id_of_row.__getitem__, dups)),
             )
 
@@ -312,7 +309,6 @@ def write_entries(
     )
 
     scopes: dict[tuple[bytes, str], bytes] = {}
-    numbers: dict[bytes, bytes] = {}
     number_of: dict[tuple[bytes, str], bytes] = {}
     next_seq: dict[bytes, int] = {}
     size_added: dict[bytes, int] = {}
@@ -331,7 +327,7 @@ def write_entries(
             tenant_id, database = scope_id
             scope = scopes[scope_id] = scope_key(tenant_id, database)
             next_seq[scope] = last_dup_seq(txn, tables.db_feed, scope) + 1
-            numbers[scope] = number_of[scope_id] = number_scope(txn, tables, scope)
+            number_of[scope_id] = number_scope(txn, tables, scope)
             size_added[scope] = 0
             database_keys.add(tenant_id + database.encode("utf-8"))
         seq = next_seq[scope]
@@ -339,7 +335,7 @@ def write_entries(
         run = headers[start:end]
         dups = list(map(pack_dup, range(seq, seq + end - start), arrival_numbers[start:end]))
         feed_rows += zip(repeat(scope), dups)
-        doc_keys = list(map(numbers[scope].__add__, map(_document_id, run)))
+        doc_keys = list(map(number_of[scope_id].__add__, map(_document_id, run)))
         doc_rows += zip(doc_keys, dups, strict=True)
         doc_scopes.update(dict.fromkeys(doc_keys, scope))
         size_added[scope] += sum(map(len, raws[start:end]))
@@ -365,7 +361,9 @@ def write_entries(
     if new_ids != len(ids):
         raise StoreError("ids already holds an id of this batch: run fsck")
     put_dups(txn, tables.db_feed, feed_rows, "db_feed")
-    if written_documents is None:
+    if written_documents is None or len(doc_rows) > MAX_REMEMBERED_ROWS:
+        if written_documents is not None:  # a large write is remembered as nothing
+            written_documents.txn_id = txn.id()
         docs_added = _new_documents(txn, tables, doc_scopes)
         put_dups(txn, tables.doc_feed, doc_rows, "doc_feed")
     else:

@@ -228,9 +228,6 @@ class EntryStore:
         a failed write (StoreError) stores nothing. The contract, step by step, is in
         :mod:`._local_append`.
         """
-        self._live_env()
-        if self.readonly:
-            raise StoreError("the entry store is open read-only")
         written = WrittenDocuments()
         with self._writing() as wtxn:
             entries = append_local(wtxn, self._tables, seal, authorize, written)
@@ -393,9 +390,12 @@ class EntryStore:
         """
         if len(document_id) != DOCUMENT_ID_SIZE or after_seq >= MAX_SEQ:
             return [], after_seq
-        own = self._own_rows.known_rows(tenant_id, database, document_id, known_ids)
-        env = self._live_env()
-        last = None if own is None else _feed_reads.last_if_nothing_since(env, own, after_seq)
+        written = self._own_rows  # one record, whatever another thread keeps meanwhile
+        own = written.known_rows(tenant_id, database, document_id, known_ids)
+        env, txn_id = self._live_env(), written.txn_id
+        last = (
+            None if own is None else _feed_reads.last_if_nothing_since(env, own, txn_id, after_seq)
+        )
         if last is not None:
             return [], last
         with self._reading() as txn:
