@@ -73,18 +73,13 @@ class ChangeInfo(NamedTuple):
     actor: builtins.bytes
     seq: int
 
-    @classmethod
-    def from_change(cls, change: Any) -> ChangeInfo:
-        """From a binding ``Change`` object."""
-        return _change_info(change)
-
 
 _new_tuple = tuple.__new__
 
 
 def _change_info(change: Any) -> ChangeInfo:
-    """`ChangeInfo.from_change`, made by ``tuple.__new__`` (the named tuple's own ``__new__``
-    is a Python function: a third of the cost, once per local change)."""
+    """The `ChangeInfo` of a binding ``Change``, made by ``tuple.__new__`` (the named tuple's
+    own ``__new__`` is a Python function: a third of the cost, once per local change)."""
     return _new_tuple(
         ChangeInfo, (change.hash, tuple(change.deps), change.bytes, change.actor_id, change.seq)
     )

@@ -98,16 +98,8 @@ class ChangeSession:
             raise
 
     def _write(self, name: str, *args: Any) -> Any:
-        """`_call`, logged for a replay on a fork (one call level: the usual write path)."""
-        if self._closed:
-            raise RuntimeError(_ENDED)
-        try:
-            result = getattr(self._tx, name)(*args)
-        except Exception as exc:
-            raise ValueError(f"automerge refused {name}: {exc}") from exc
-        except BaseException as exc:
-            self._raise_if_panic(name, exc)
-            raise
+        """`_call`, logged for a replay on a fork (`put`, the usual write, has it inline)."""
+        result = self._call(name, *args)
         self._log.append((name, args, result))
         self._readouts = None
         return result
