@@ -13,7 +13,7 @@ from helpers import seal_entry
 from store_helpers import KEY, KEY_ID, TENANT, Maker, assert_all_added
 
 from mindoo_p2p.crypto import SigningKeyPair
-from mindoo_p2p.entry import NO_PREV, Entry, EntryKind
+from mindoo_p2p.entry import NO_PREV, Entry
 from mindoo_p2p.errors import StoreError
 from mindoo_p2p.recon import MAX_TIMESTAMP
 from mindoo_p2p.store import EntryStore
@@ -48,6 +48,23 @@ def test_interleaved_databases_and_authors_keep_their_own_numbers(tmp_path: Path
         assert store.fsck().ok
 
 
+def notes_entry(
+    signer: SigningKeyPair, seq: int, prev: bytes, timestamp_ms: int | None = None
+) -> Entry:
+    """Entry ``seq`` of ``signer``'s chain in database "notes" (a fresh document)."""
+    return seal_entry(
+        tenant_id=TENANT,
+        database="notes",
+        author=signer,
+        author_seq=seq,
+        timestamp_ms=1_700_000_000_000 + seq if timestamp_ms is None else timestamp_ms,
+        key_id=KEY_ID,
+        key=KEY,
+        payload=b"x",
+        prev=prev,
+    )
+
+
 def test_an_entry_with_the_reserved_timestamp_inside_a_run_is_stored_not_indexed(
     tmp_path: Path,
 ) -> None:
@@ -55,20 +72,7 @@ def test_an_entry_with_the_reserved_timestamp_inside_a_run_is_stored_not_indexed
     entries: list[Entry] = []
     prev = NO_PREV
     for seq, timestamp in enumerate((1_700_000_000_000, MAX_TIMESTAMP, 1_700_000_000_001), 1):
-        entry = Entry.seal(
-            kind=EntryKind.CHANGE,
-            tenant_id=TENANT,
-            database="notes",
-            document_id=os.urandom(16),
-            author=signer,
-            author_seq=seq,
-            timestamp_ms=timestamp,
-            deps=(),
-            key_id=KEY_ID,
-            key=KEY,
-            payload=b"x",
-            prev=prev,
-        )
+        entry = notes_entry(signer, seq, prev, timestamp)
         prev = entry.id
         entries.append(entry)
     with EntryStore(tmp_path / "store") as store:
@@ -108,25 +112,12 @@ def test_an_own_entry_that_does_not_name_its_author_s_last_entry_stores_nothing(
     predecessor is refused (StoreError) and nothing of the write is stored."""
     signer = SigningKeyPair.generate()
 
-    def sealed(seq: int, prev: bytes) -> Entry:
-        return seal_entry(
-            tenant_id=TENANT,
-            database="notes",
-            author=signer,
-            author_seq=seq,
-            timestamp_ms=1_700_000_000_000 + seq,
-            key_id=KEY_ID,
-            key=KEY,
-            payload=b"x",
-            prev=prev,
-        )
-
     with EntryStore(tmp_path / "store") as store:
-        first = sealed(1, NO_PREV)
+        first = notes_entry(signer, 1, NO_PREV)
         assert store.append_local(lambda _positions: [first]) == [first]
-        good, forged = sealed(2, first.id), sealed(2, os.urandom(32))
+        good, forged = notes_entry(signer, 2, first.id), notes_entry(signer, 2, os.urandom(32))
         with pytest.raises(StoreError, match="does not name its author's previous entry"):
-            store.append_local(lambda _positions: [good, sealed(3, os.urandom(32))])
+            store.append_local(lambda _positions: [good, notes_entry(signer, 3, os.urandom(32))])
         with pytest.raises(StoreError, match="does not name its author's previous entry"):
             store.append_local(lambda _positions: [forged])
         assert store.count() == 1
